@@ -1,0 +1,7 @@
+"""``python -m mailauth``: the command line."""
+
+import sys
+
+from mailauth.cli import main
+
+sys.exit(main())

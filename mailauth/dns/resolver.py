@@ -1,0 +1,228 @@
+"""The network resolver: dnspython underneath, one cache, sync and asyncio front ends.
+
+dnspython does the wire work: UDP with EDNS0 (RFC 6891, a 1232-byte payload by default),
+TCP when an answer comes back truncated (RFC 1035 4.2.1, RFC 7766), CNAME chains, a per-server
+timeout and an overall lifetime across servers and retries. This module adds what mail
+authentication needs on top: the four-way outcome of :mod:`mailauth.dns.types`, TXT strings
+joined, names normalised, and a :class:`~mailauth.dns.cache.DnsCache` shared by both front
+ends. The two front ends differ only in the dnspython resolver they call; the translation of
+answers and errors into :class:`~mailauth.dns.types.Lookup` is written once.
+
+Out of scope: DNSSEC validation (a validating local resolver is the place for it), DoT/DoH.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Sequence
+from typing import cast
+
+import dns.asyncresolver
+import dns.exception
+import dns.message
+import dns.name
+import dns.nameserver
+import dns.rdatatype
+import dns.resolver
+import dns.rrset
+
+from mailauth.dns.cache import DnsCache
+from mailauth.dns.types import DnsStatus, Lookup, MxRecord, Query, Record, RRType
+from mailauth.errors import ConfigError
+
+
+def parse_nameserver(spec: str) -> tuple[str, int]:
+    """``HOST[:PORT]`` to (address, port); IPv6 as ``::1`` or ``[::1]:5353``.
+
+    Only addresses are accepted: looking up a nameserver's name would need another resolver.
+    """
+    text = spec.strip()
+    port = 53
+    if text.startswith("["):
+        host, sep, rest = text[1:].partition("]")
+        if not sep or (rest and not rest.startswith(":")):
+            raise ConfigError(f"nameserver {spec!r}: expected [IPV6]:PORT")
+        port_text = rest[1:] if rest else ""
+    elif text.count(":") == 1:
+        host, _, port_text = text.partition(":")
+    else:
+        host, port_text = text, ""
+    if port_text:
+        if not port_text.isdigit() or not 0 < int(port_text) < 65536:
+            raise ConfigError(f"nameserver {spec!r}: port must be 1-65535")
+        port = int(port_text)
+    try:
+        address = str(ipaddress.ip_address(host))
+    except ValueError:
+        raise ConfigError(f"nameserver {spec!r}: not an IP address") from None
+    return address, port
+
+
+def records_from_rrset(rrset: dns.rrset.RRset) -> tuple[Record, ...]:
+    """Convert dnspython rdata to mailauth's record values."""
+    out: list[Record] = []
+    for rdata in rrset:
+        rdtype = rdata.rdtype
+        if rdtype == dns.rdatatype.TXT:
+            out.append(b"".join(rdata.strings))
+        elif rdtype in (dns.rdatatype.A, dns.rdatatype.AAAA):
+            out.append(str(rdata.address))
+        elif rdtype == dns.rdatatype.MX:
+            exchange = rdata.exchange.to_text(omit_final_dot=True).lower()
+            out.append(MxRecord(int(rdata.preference), exchange))
+        else:  # PTR, CNAME, NS
+            out.append(rdata.target.to_text(omit_final_dot=True).lower())
+    return tuple(out)
+
+
+def _negative_ttl(response: dns.message.Message | None) -> int:
+    """RFC 2308 5: the negative TTL is min(SOA TTL, SOA MINIMUM) from the authority section."""
+    if response is None:
+        return 0
+    try:
+        return int(cast(dns.message.QueryMessage, response).resolve_chaining().minimum_ttl)
+    except dns.exception.DNSException:
+        return 0
+
+
+def lookup_from_answer(query: Query, answer: dns.resolver.Answer) -> Lookup:
+    rrset = answer.rrset
+    if rrset is None:  # pragma: no cover - dnspython raises NoAnswer instead
+        return Lookup(query.name, query.rdtype, DnsStatus.NODATA)
+    canonical = answer.canonical_name.to_text(omit_final_dot=True).lower()
+    return Lookup(
+        query.name,
+        query.rdtype,
+        DnsStatus.ANSWER,
+        records_from_rrset(rrset),
+        ttl=int(answer.chaining_result.minimum_ttl),
+        canonical_name=canonical,
+    )
+
+
+def lookup_from_error(query: Query, exc: Exception) -> Lookup:
+    """The one map from dnspython's exceptions to outcomes."""
+    if isinstance(exc, dns.resolver.NXDOMAIN):
+        responses = exc.responses()  # type: ignore[no-untyped-call]
+        response = next(iter(responses.values()), None) if responses else None
+        return Lookup(query.name, query.rdtype, DnsStatus.NXDOMAIN, ttl=_negative_ttl(response))
+    if isinstance(exc, dns.resolver.NoAnswer):
+        response = exc.response()  # type: ignore[no-untyped-call]
+        return Lookup(query.name, query.rdtype, DnsStatus.NODATA, ttl=_negative_ttl(response))
+    if isinstance(exc, dns.exception.Timeout):
+        reason = "DNS timeout"
+    elif isinstance(exc, dns.resolver.NoNameservers):
+        reason = f"no nameserver answered: {exc}"
+    elif isinstance(exc, dns.exception.DNSException | OSError):
+        reason = f"DNS error: {exc}"
+    else:
+        raise exc
+    return Lookup(query.name, query.rdtype, DnsStatus.TEMPFAIL, reason=reason)
+
+
+class Resolver:
+    """A caching stub resolver talking to recursive nameservers.
+
+    ``nameservers`` is a list of ``HOST[:PORT]`` (IPv4 or IPv6 addresses); None reads the
+    system configuration (/etc/resolv.conf). ``timeout`` bounds one attempt at one server,
+    ``lifetime`` the whole query including retries and fallbacks.
+    """
+
+    def __init__(
+        self,
+        nameservers: Sequence[str] | None = None,
+        *,
+        timeout: float = 2.0,
+        lifetime: float = 5.0,
+        cache: DnsCache | None = None,
+        edns_payload: int = 1232,
+    ) -> None:
+        if timeout <= 0 or lifetime <= 0:
+            raise ConfigError("DNS timeout and lifetime must be positive")
+        servers: list[str | dns.nameserver.Nameserver] | None = None
+        if nameservers is not None:
+            if not nameservers:
+                raise ConfigError("no nameservers given")
+            servers = [
+                dns.nameserver.Do53Nameserver(*parse_nameserver(spec)) for spec in nameservers
+            ]
+        self.cache = cache if cache is not None else DnsCache()
+        try:
+            self._sync = dns.resolver.Resolver(configure=servers is None)
+            self._async = dns.asyncresolver.Resolver(configure=servers is None)
+        except dns.resolver.NoResolverConfiguration as exc:
+            raise ConfigError(f"no system DNS configuration: {exc}") from None
+        for backend in (self._sync, self._async):
+            if servers is not None:
+                backend.nameservers = servers
+            backend.timeout = timeout
+            backend.lifetime = lifetime
+            backend.use_edns(0, 0, edns_payload)
+            backend.cache = None
+            backend.retry_servfail = False
+        self.timeout = timeout
+        self.lifetime = lifetime
+
+    @property
+    def nameservers(self) -> list[str]:
+        """The servers asked, as ``ADDR:PORT`` (``[ADDR]:PORT`` for IPv6)."""
+        out = []
+        for ns in self._sync.nameservers:
+            if isinstance(ns, dns.nameserver.AddressAndPortNameserver):
+                address, port = ns.address, ns.port
+            else:
+                address, port = str(ns), 53
+            out.append(f"[{address}]:{port}" if ":" in address else f"{address}:{port}")
+        return out
+
+    def lookup(self, name: str, rdtype: RRType) -> Lookup:
+        """Resolve ``name``/``rdtype``, blocking the calling thread."""
+        query = Query.of(name, rdtype)
+        cached = self.cache.get(query)
+        if cached is not None:
+            return cached
+        try:
+            answer = self._sync.resolve(query.name, rdtype.value, search=False)
+        except Exception as exc:
+            lookup = lookup_from_error(query, exc)
+        else:
+            lookup = lookup_from_answer(query, answer)
+        self.cache.put(lookup)
+        return lookup
+
+    async def lookup_async(self, name: str, rdtype: RRType) -> Lookup:
+        """Resolve ``name``/``rdtype`` on the running event loop."""
+        query = Query.of(name, rdtype)
+        cached = self.cache.get(query)
+        if cached is not None:
+            return cached
+        try:
+            answer = await self._async.resolve(query.name, rdtype.value, search=False)
+        except Exception as exc:
+            lookup = lookup_from_error(query, exc)
+        else:
+            lookup = lookup_from_answer(query, answer)
+        self.cache.put(lookup)
+        return lookup
+
+    def check_reachable(self) -> str | None:
+        """None when some nameserver answers at all (any rcode); else what went wrong.
+
+        Asks for the root's NS records, which every recursive resolver has at hand. Used by
+        the command line to tell "DNS is unreachable" from a domain's temporary failure.
+        """
+        try:
+            self._sync.resolve(dns.name.root, "NS", search=False)
+        except dns.exception.Timeout:
+            return f"no answer from {', '.join(self.nameservers)} within {self.lifetime:g}s"
+        except OSError as exc:
+            return f"{', '.join(self.nameservers)}: {exc.strerror or exc}"
+        except dns.resolver.NoNameservers as exc:
+            # Reachable if any server sent a response (SERVFAIL, REFUSED...); not if every
+            # attempt ended in a network error.
+            errors = exc.kwargs.get("errors") or []
+            if errors and all(isinstance(e[3], OSError) for e in errors):
+                return f"{', '.join(self.nameservers)}: {errors[-1][3]}"
+        except dns.exception.DNSException:
+            pass
+        return None

@@ -1,0 +1,38 @@
+"""Domain names normalised once: lowercase A-labels without a trailing dot.
+
+U-labels become A-labels with IDNA 2008 and the UTS 46 mapping (what mail clients and
+registries use); every label must be 1-63 octets and the name at most 253 (RFC 1035 2.3.4).
+Syntax beyond that (which characters a protocol admits) is each protocol's business.
+"""
+
+from __future__ import annotations
+
+import idna
+
+from mailauth.errors import InvalidDomainError
+
+MAX_NAME = 253
+MAX_LABEL = 63
+
+
+def normalize_domain(name: str) -> str:
+    """``Example.COM.`` -> ``example.com``; ``bücher.example`` -> ``xn--bcher-kva.example``."""
+    text = name[:-1] if name.endswith(".") else name
+    if not text:
+        raise InvalidDomainError("empty domain name")
+    if not text.isascii():
+        try:
+            text = idna.encode(text, uts46=True).decode("ascii")
+        except (idna.IDNAError, UnicodeError) as exc:
+            raise InvalidDomainError(f"invalid domain name {name!r}: {exc}") from None
+    text = text.lower()
+    if len(text) > MAX_NAME:
+        raise InvalidDomainError(f"domain name longer than {MAX_NAME} octets")
+    for label in text.split("."):
+        if not label:
+            raise InvalidDomainError(f"invalid domain name {name!r}: empty label")
+        if len(label) > MAX_LABEL:
+            raise InvalidDomainError(f"invalid domain name {name!r}: label over 63 octets")
+    if "\\" in text:
+        raise InvalidDomainError(f"invalid domain name {name!r}: backslash")
+    return text

@@ -1,0 +1,142 @@
+"""The message as it arrived: header fields and body as raw bytes (RFC 5322 2.1, 2.2).
+
+DKIM and ARC hash the exact bytes that arrived, so nothing here rewrites a byte: each
+:class:`HeaderField` keeps its raw bytes, folding and line endings included, and the body is
+the slice of the input after the blank line. Line endings may be CRLF or bare LF (files on
+disk); 8-bit and UTF-8 header bytes are kept as they are (RFC 6532).
+
+The header section ends at the first empty line, or at the first line that is not a header
+field (no colon, or a name with characters outside RFC 5322 ftext): that line starts the body,
+as MTAs treat it. A leading mbox ``From `` line is skipped. Whitespace before the colon
+(obsolete syntax, RFC 5322 4.5) is accepted. A message without a blank line has an empty body.
+
+Out of scope: MIME structure and RFC 2047 decoding; mailauth never needs them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from mailauth.address import AddressError, Mailbox, parse_address_list
+from mailauth.errors import MessageParseError
+
+
+def _is_field_name(name: bytes) -> bool:
+    # RFC 5322 3.6.8: field-name = 1*ftext; ftext = %d33-57 / %d59-126
+    return bool(name) and all(33 <= c <= 126 and c != 58 for c in name)
+
+
+@dataclass(frozen=True, slots=True)
+class HeaderField:
+    """One header field: its name as written and its exact bytes (with line endings)."""
+
+    name: str
+    raw: bytes
+
+    @property
+    def lname(self) -> str:
+        return self.name.lower()
+
+    @property
+    def value(self) -> bytes:
+        """The raw bytes after the colon, final line ending removed, folding kept."""
+        value = self.raw[self.raw.index(b":") + 1 :]
+        if value.endswith(b"\r\n"):
+            return value[:-2]
+        if value.endswith(b"\n"):
+            return value[:-1]
+        return value
+
+    def text(self) -> str:
+        """The value unfolded (RFC 5322 2.2.3), decoded as UTF-8, surrounding space removed."""
+        unfolded = self.value.replace(b"\r\n", b"").replace(b"\n", b"")
+        return unfolded.decode("utf-8", errors="replace").strip()
+
+
+@dataclass(frozen=True, slots=True)
+class Author:
+    """What the RFC5322.From fields say (RFC 9989 "Extract Author Domain" reads this).
+
+    ``error`` is "" when every From field parsed; otherwise it says what went wrong.
+    """
+
+    field_count: int
+    mailboxes: tuple[Mailbox, ...]
+    error: str = ""
+
+    @property
+    def domains(self) -> tuple[str, ...]:
+        """Distinct author domains, in order of appearance ("" for domain literals)."""
+        return tuple(dict.fromkeys(m.domain for m in self.mailboxes))
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """A parsed message; ``raw`` is the input itself, never modified."""
+
+    raw: bytes
+    headers: tuple[HeaderField, ...]
+    body_offset: int
+
+    @classmethod
+    def parse(cls, raw: bytes) -> Message:
+        """Split ``raw`` into header fields and body; raises :class:`MessageParseError`."""
+        if not raw.strip():
+            raise MessageParseError("empty message")
+        pos, size = 0, len(raw)
+        if raw.startswith(b"From "):  # mbox separator line, not a header field
+            eol = raw.find(b"\n")
+            pos = size if eol < 0 else eol + 1
+        spans: list[tuple[str, int, int]] = []
+        body_offset = size
+        while pos < size:
+            eol = raw.find(b"\n", pos)
+            end = size if eol < 0 else eol + 1
+            first = raw[pos]
+            if raw[pos:end] in (b"\r\n", b"\n"):
+                body_offset = end
+                break
+            if first in (0x20, 0x09):  # folded continuation (RFC 5322 2.2.3)
+                if not spans:
+                    raise MessageParseError("message starts with a continuation line")
+                name, start, _ = spans[-1]
+                spans[-1] = (name, start, end)
+            else:
+                colon = raw.find(b":", pos, end)
+                name_bytes = raw[pos:colon].rstrip(b" \t") if colon > 0 else b""
+                if not _is_field_name(name_bytes):
+                    body_offset = pos
+                    break
+                spans.append((name_bytes.decode("ascii"), pos, end))
+            pos = end
+        if not spans:
+            raise MessageParseError("not a message: no header field at the start")
+        headers = tuple(HeaderField(name, raw[start:end]) for name, start, end in spans)
+        return cls(raw, headers, body_offset)
+
+    @property
+    def body(self) -> memoryview:
+        """The body bytes, without a copy."""
+        return memoryview(self.raw)[self.body_offset :]
+
+    def get_all(self, name: str) -> tuple[HeaderField, ...]:
+        """Every field of that name (case-insensitive), top to bottom."""
+        lname = name.lower()
+        return tuple(f for f in self.headers if f.lname == lname)
+
+    def get(self, name: str) -> HeaderField | None:
+        """The topmost field of that name, or None."""
+        lname = name.lower()
+        return next((f for f in self.headers if f.lname == lname), None)
+
+    def author(self) -> Author:
+        """The RFC5322.From mailboxes; several fields or addresses are reported, not hidden."""
+        fields = self.get_all("From")
+        mailboxes: list[Mailbox] = []
+        errors: list[str] = []
+        for field in fields:
+            try:
+                mailboxes.extend(parse_address_list(field.text()))
+            except AddressError as exc:
+                errors.append(f"unparseable From field: {exc}")
+        return Author(len(fields), tuple(mailboxes), "; ".join(errors))

@@ -1,0 +1,106 @@
+"""The Authenticator: runs every method on one message and builds the verdict.
+
+Data flows one way: connection facts (IP, HELO, MAIL FROM) and the raw message go in; each
+method's outcome comes out of its own module; DMARC takes the SPF and DKIM outcomes as its
+inputs; the verdict and its Authentication-Results field are built last, never revised.
+The checks are plans (:mod:`mailauth.plan`), so ``verify`` and ``verify_async`` share them.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import time
+from concurrent.futures import Executor
+from dataclasses import dataclass
+
+from mailauth.authresults import quote_pvalue, render_authentication_results
+from mailauth.dns import DnsResolver
+from mailauth.message import Message
+from mailauth.plan import Plan, run_plan, run_plan_async
+from mailauth.results import Verdict
+
+
+@dataclass(frozen=True, slots=True)
+class Context:
+    """The SMTP facts of one message and the message itself, checked and normalised."""
+
+    message: Message
+    ip: ipaddress.IPv4Address | ipaddress.IPv6Address
+    helo: str
+    mail_from: str
+    now: float
+
+
+def make_context(
+    message: bytes | Message, *, ip: str, helo: str, mail_from: str, now: float | None
+) -> Context:
+    """Validate the caller's arguments; raises ValueError (MessageParseError) on misuse."""
+    try:
+        address = ipaddress.ip_address(ip.strip())
+    except ValueError:
+        raise ValueError(f"not an IP address: {ip!r}") from None
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped  # RFC 7208 5: an IPv4-mapped client is an IPv4 client
+    parsed = message if isinstance(message, Message) else Message.parse(message)
+    sender = mail_from.strip()
+    if sender.startswith("<") and sender.endswith(">"):
+        sender = sender[1:-1]
+    return Context(
+        message=parsed,
+        ip=address,
+        helo=helo.strip(),
+        mail_from=sender,
+        now=time.time() if now is None else float(now),
+    )
+
+
+class Authenticator:
+    """Verifies messages for one ADMD, identified by ``authserv_id`` (RFC 8601 2.5)."""
+
+    def __init__(
+        self, authserv_id: str, resolver: DnsResolver, *, executor: Executor | None = None
+    ) -> None:
+        if not authserv_id or quote_pvalue(authserv_id) != authserv_id:
+            raise ValueError(
+                f"authserv-id must be a plain token such as a host name: {authserv_id!r}"
+            )
+        self.authserv_id = authserv_id.lower()
+        self.resolver = resolver
+        self.executor = executor
+
+    def verify(
+        self,
+        message: bytes | Message,
+        *,
+        ip: str,
+        helo: str = "",
+        mail_from: str = "",
+        now: float | None = None,
+    ) -> Verdict:
+        """Authenticate one message, blocking; see :meth:`verify_async`."""
+        context = make_context(message, ip=ip, helo=helo, mail_from=mail_from, now=now)
+        return run_plan(self.plan(context), self.resolver)
+
+    async def verify_async(
+        self,
+        message: bytes | Message,
+        *,
+        ip: str,
+        helo: str = "",
+        mail_from: str = "",
+        now: float | None = None,
+    ) -> Verdict:
+        """Authenticate one message on the running event loop.
+
+        ``ip`` is the SMTP client's address, ``helo`` its HELO/EHLO name, ``mail_from`` the
+        reverse-path ("" or "<>" when null), ``now`` the Unix time to judge signatures at.
+        Raises ValueError for a malformed ``ip`` or an input that is not a message.
+        """
+        context = make_context(message, ip=ip, helo=helo, mail_from=mail_from, now=now)
+        return await run_plan_async(self.plan(context), self.resolver, self.executor)
+
+    def plan(self, context: Context) -> Plan[Verdict]:
+        """The checks, in order. Methods whose modules have not landed are absent."""
+        yield from ()
+        header = render_authentication_results(self.authserv_id, remote_ip=str(context.ip))
+        return Verdict(authserv_id=self.authserv_id, authentication_results=header)

@@ -1,0 +1,193 @@
+"""Results and outcomes of every method, and the verdict that holds them.
+
+Result enums are ``StrEnum`` whose values are the tokens of the IANA Email Authentication
+Result Names registry (RFC 8601 2.7, RFC 8617 10.2, RFC 9989): ``str(result)`` is what goes
+into Authentication-Results. Outcomes are frozen values; a method that was not evaluated is
+``None`` in the verdict, never an invented result.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+
+class SpfResult(StrEnum):
+    """RFC 7208 2.6, RFC 8601 2.7.2."""
+
+    PASS = "pass"
+    FAIL = "fail"
+    SOFTFAIL = "softfail"
+    NEUTRAL = "neutral"
+    NONE = "none"
+    TEMPERROR = "temperror"
+    PERMERROR = "permerror"
+
+
+class DkimResult(StrEnum):
+    """RFC 6376 6.1, RFC 8601 2.7.1."""
+
+    PASS = "pass"
+    FAIL = "fail"
+    NEUTRAL = "neutral"
+    NONE = "none"
+    POLICY = "policy"
+    TEMPERROR = "temperror"
+    PERMERROR = "permerror"
+
+
+class DmarcResult(StrEnum):
+    """RFC 9989 (Authentication-Results registration of RFC 7489 11.1)."""
+
+    PASS = "pass"
+    FAIL = "fail"
+    NONE = "none"
+    TEMPERROR = "temperror"
+    PERMERROR = "permerror"
+
+
+class ArcResult(StrEnum):
+    """RFC 8617 4.4, 10.2."""
+
+    PASS = "pass"
+    FAIL = "fail"
+    NONE = "none"
+
+
+class Policy(StrEnum):
+    """A DMARC policy (p=, sp=, np=) or the disposition finally applied."""
+
+    NONE = "none"
+    QUARANTINE = "quarantine"
+    REJECT = "reject"
+
+
+@dataclass(frozen=True, slots=True)
+class SpfOutcome:
+    """The SPF result for one identity (RFC 7208 2.3 HELO, 2.4 MAIL FROM).
+
+    ``domain`` is the domain checked, ``sender`` the address checked (``postmaster@<helo>``
+    for a null reverse-path), ``explanation`` the expanded exp= text of a fail.
+    """
+
+    result: SpfResult
+    identity: str
+    domain: str
+    sender: str = ""
+    reason: str = ""
+    explanation: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "result": str(self.result),
+            "domain": self.domain,
+            "sender": self.sender,
+            "reason": self.reason,
+            "explanation": self.explanation,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class SpfCheck:
+    """SPF for a message: the MAIL FROM outcome and, when HELO was a domain, its outcome."""
+
+    mailfrom: SpfOutcome
+    helo: SpfOutcome | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        out = self.mailfrom.to_dict()
+        out["helo"] = self.helo.to_dict() if self.helo else None
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class DkimOutcome:
+    """One DKIM-Signature field's outcome (RFC 6376 6.1)."""
+
+    result: DkimResult
+    domain: str
+    selector: str
+    algorithm: str
+    reason: str = ""
+    identity: str = ""
+    key_bits: int | None = None
+    signature_prefix: str = ""
+    testing: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "result": str(self.result),
+            "domain": self.domain,
+            "selector": self.selector,
+            "algorithm": self.algorithm,
+            "reason": self.reason,
+            "identity": self.identity,
+            "key_bits": self.key_bits,
+            "testing": self.testing,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class DmarcOutcome:
+    """The DMARC result for the author domain, and the disposition after local policy."""
+
+    result: DmarcResult
+    domain: str
+    policy: Policy | None = None
+    disposition: Policy = Policy.NONE
+    reason: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "result": str(self.result),
+            "domain": self.domain,
+            "policy": str(self.policy) if self.policy else None,
+            "disposition": str(self.disposition),
+            "reason": self.reason,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class ArcOutcome:
+    """The ARC chain validation result (RFC 8617 5.2)."""
+
+    result: ArcResult
+    reason: str = ""
+    oldest_pass: int | None = None
+    domains: tuple[str, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "result": str(self.result),
+            "reason": self.reason,
+            "oldest_pass": self.oldest_pass,
+            "domains": list(self.domains),
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """Everything mailauth concluded about one message.
+
+    ``authentication_results`` is the whole header field (``Authentication-Results: ...``),
+    folded with CRLF, without a final line ending. Methods not evaluated are ``None``.
+    """
+
+    authserv_id: str
+    authentication_results: str
+    spf: SpfCheck | None = None
+    dkim: tuple[DkimOutcome, ...] | None = None
+    dmarc: DmarcOutcome | None = None
+    arc: ArcOutcome | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict with the keys spf, dkim, dmarc, arc, authentication_results."""
+        return {
+            "authserv_id": self.authserv_id,
+            "spf": self.spf.to_dict() if self.spf else None,
+            "dkim": [d.to_dict() for d in self.dkim] if self.dkim is not None else None,
+            "dmarc": self.dmarc.to_dict() if self.dmarc else None,
+            "arc": self.arc.to_dict() if self.arc else None,
+            "authentication_results": self.authentication_results,
+        }

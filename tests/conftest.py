@@ -1,0 +1,58 @@
+"""Test guards and shared fixtures.
+
+An autouse guard fails any test that opens a connection or sends a datagram to an address
+outside loopback: tests talk only to servers they start themselves (STYLE.md 9).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
+
+
+def _check_address(address: Any) -> None:
+    if isinstance(address, (str, bytes)):  # unix socket path
+        return
+    host = address[0]
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        raise AssertionError(f"test tried to reach {host!r} by name") from None
+    if not ip.is_loopback and not ip.is_unspecified:
+        raise AssertionError(f"test tried to reach {host}: only loopback is allowed")
+
+
+@pytest.fixture(autouse=True)
+def _loopback_only(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    real_connect = socket.socket.connect
+    real_connect_ex = socket.socket.connect_ex
+    real_sendto = socket.socket.sendto
+
+    def connect(self: socket.socket, address: Any) -> None:
+        _check_address(address)
+        real_connect(self, address)
+
+    def connect_ex(self: socket.socket, address: Any) -> int:
+        _check_address(address)
+        return real_connect_ex(self, address)
+
+    def sendto(self: socket.socket, data: bytes, *args: Any) -> int:
+        _check_address(args[-1])
+        return real_sendto(self, data, *args)
+
+    monkeypatch.setattr(socket.socket, "connect", connect)
+    monkeypatch.setattr(socket.socket, "connect_ex", connect_ex)
+    monkeypatch.setattr(socket.socket, "sendto", sendto)
+    yield
+
+
+@pytest.fixture
+def fixtures() -> Path:
+    return FIXTURES

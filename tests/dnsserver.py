@@ -1,0 +1,177 @@
+"""A small authoritative DNS server on loopback, for integration tests and benchmarks.
+
+It serves one zone (RFC 1035 master-file text) over UDP and TCP on 127.0.0.1 and an
+ephemeral port, in background threads. UDP answers larger than the client's payload size
+(512 without EDNS0, RFC 6891 otherwise) come back truncated (TC=1), so that clients retry over
+TCP. ``mode`` makes it misbehave: ``silent`` never answers, ``servfail`` / ``refused`` answer
+with that rcode. ``delay`` adds latency to every answer. Every question is recorded.
+"""
+
+from __future__ import annotations
+
+import socket
+import struct
+import threading
+import time
+from types import TracebackType
+
+import dns.exception
+import dns.flags
+import dns.message
+import dns.name
+import dns.rcode
+import dns.rdataclass
+import dns.rdatatype
+import dns.rrset
+import dns.zone
+
+
+class LoopbackDnsServer:
+    def __init__(self, zone_text: str, *, mode: str = "normal", delay: float = 0.0) -> None:
+        self.zone = dns.zone.from_text(zone_text, relativize=False, check_origin=False)
+        self.mode = mode
+        self.delay = delay
+        self.questions: list[tuple[str, str, str]] = []  # (transport, name, type)
+        self._udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self._udp.bind(("127.0.0.1", 0))
+        self.port = self._udp.getsockname()[1]
+        self._tcp = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self._tcp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self._tcp.bind(("127.0.0.1", self.port))
+        self._tcp.listen(16)
+        self._udp.settimeout(0.1)  # so that the serving threads notice a stop
+        self._tcp.settimeout(0.1)
+        self._stop = threading.Event()
+        self._threads = [
+            threading.Thread(target=self._serve_udp, daemon=True),
+            threading.Thread(target=self._serve_tcp, daemon=True),
+        ]
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def __enter__(self) -> LoopbackDnsServer:
+        for thread in self._threads:
+            thread.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(timeout=2)
+        self._udp.close()
+        self._tcp.close()
+
+    def answer(self, request: dns.message.Message) -> dns.message.Message:
+        response = dns.message.make_response(request)
+        response.flags |= dns.flags.AA
+        if self.mode == "servfail":
+            response.set_rcode(dns.rcode.SERVFAIL)
+            return response
+        if self.mode == "refused":
+            response.set_rcode(dns.rcode.REFUSED)
+            return response
+        question = request.question[0]
+        name, rdtype = question.name, question.rdtype
+        for _ in range(8):
+            node = self.zone.get_node(name)
+            if node is None:
+                break
+            found = node.get_rdataset(dns.rdataclass.IN, rdtype)
+            if found is not None:
+                response.answer.append(dns.rrset.from_rdata_list(name, found.ttl, list(found)))
+                return response
+            cname = node.get_rdataset(dns.rdataclass.IN, dns.rdatatype.CNAME)
+            if cname is None:
+                break
+            response.answer.append(dns.rrset.from_rdata_list(name, cname.ttl, list(cname)))
+            name = cname[0].target
+        exists = any(n == name or n.is_subdomain(name) for n in self.zone.nodes)
+        if not exists:
+            response.set_rcode(dns.rcode.NXDOMAIN)
+        soa = self.zone.get_rdataset(self.zone.origin, dns.rdatatype.SOA)  # type: ignore[arg-type]
+        if soa is not None:
+            response.authority.append(
+                dns.rrset.from_rdata_list(self.zone.origin, soa.ttl, list(soa))  # type: ignore[arg-type]
+            )
+        return response
+
+    def _handle(self, wire: bytes, transport: str) -> bytes | None:
+        try:
+            request = dns.message.from_wire(wire)
+        except dns.exception.DNSException:
+            return None
+        question = request.question[0]
+        self.questions.append(
+            (transport, question.name.to_text(), dns.rdatatype.to_text(question.rdtype))
+        )
+        if self.mode == "silent":
+            return None
+        if self.delay:
+            time.sleep(self.delay)
+        response = self.answer(request)
+        if transport == "tcp":
+            return response.to_wire(max_size=65535)
+        limit = request.payload if request.edns >= 0 else 512
+        try:
+            return response.to_wire(max_size=max(512, limit))
+        except dns.exception.TooBig:
+            truncated = dns.message.make_response(request)
+            truncated.flags |= dns.flags.TC | dns.flags.AA
+            return truncated.to_wire()
+
+    def _serve_udp(self) -> None:
+        while not self._stop.is_set():
+            try:
+                wire, peer = self._udp.recvfrom(65535)
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            threading.Thread(target=self._reply_udp, args=(wire, peer), daemon=True).start()
+
+    def _reply_udp(self, wire: bytes, peer: tuple[str, int]) -> None:
+        reply = self._handle(wire, "udp")
+        if reply is not None:
+            try:
+                self._udp.sendto(reply, peer)
+            except OSError:
+                pass
+
+    def _serve_tcp(self) -> None:
+        while not self._stop.is_set():
+            try:
+                conn, _ = self._tcp.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            threading.Thread(target=self._reply_tcp, args=(conn,), daemon=True).start()
+
+    def _reply_tcp(self, conn: socket.socket) -> None:
+        with conn:
+            conn.settimeout(5)
+            try:
+                while True:
+                    header = conn.recv(2)
+                    if len(header) < 2:
+                        return
+                    (length,) = struct.unpack("!H", header)
+                    wire = b""
+                    while len(wire) < length:
+                        chunk = conn.recv(length - len(wire))
+                        if not chunk:
+                            return
+                        wire += chunk
+                    reply = self._handle(wire, "tcp")
+                    if reply is None:
+                        return
+                    conn.sendall(struct.pack("!H", len(reply)) + reply)
+            except OSError:
+                return

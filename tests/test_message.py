@@ -1,0 +1,158 @@
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from mailauth.errors import MessageParseError
+from mailauth.message import Message
+
+
+def test_fields_keep_their_exact_bytes_and_the_body_is_a_slice() -> None:
+    raw = (
+        b"DKIM-Signature: v=1; a=rsa-sha256;\r\n\tb=abc\r\n"
+        b"From: Alice <alice@example.com>\r\n"
+        b"Subject:  two  spaces \r\n\r\nBody line\r\n\r\n"
+    )
+    message = Message.parse(raw)
+    assert [f.name for f in message.headers] == ["DKIM-Signature", "From", "Subject"]
+    assert b"".join(f.raw for f in message.headers) + b"\r\n" + bytes(message.body) == raw
+    assert message.headers[0].value == b" v=1; a=rsa-sha256;\r\n\tb=abc"
+    assert message.headers[2].text() == "two  spaces"
+    assert bytes(message.body) == b"Body line\r\n\r\n"
+
+
+def test_bare_lf_line_endings() -> None:
+    message = Message.parse(b"From: a@example.com\nSubject: x\n y\n\nbody\n")
+    assert message.headers[1].raw == b"Subject: x\n y\n"
+    assert message.headers[1].text() == "x y"
+    assert bytes(message.body) == b"body\n"
+
+
+def test_missing_body_and_missing_final_newline() -> None:
+    message = Message.parse(b"From: a@example.com\r\nSubject: no body")
+    assert [f.raw for f in message.headers] == [b"From: a@example.com\r\n", b"Subject: no body"]
+    assert bytes(message.body) == b""
+
+
+def test_empty_body_after_separator() -> None:
+    message = Message.parse(b"From: a@example.com\r\n\r\n")
+    assert bytes(message.body) == b""
+    assert message.body_offset == len(b"From: a@example.com\r\n\r\n")
+
+
+def test_obsolete_space_before_colon() -> None:
+    # RFC 5322 4.5.3 (obs-optional)
+    message = Message.parse(b"Subject : old style\r\nFrom: a@example.com\r\n\r\n")
+    assert message.headers[0].name == "Subject" and message.headers[0].text() == "old style"
+
+
+def test_eight_bit_and_utf8_headers_are_kept() -> None:
+    raw = "Subject: Grüße\r\nFrom: Jörg <jörg@bücher.example>\r\n\r\n".encode()
+    latin = b"X-Latin: caf\xe9\r\n"
+    message = Message.parse(raw[:-2] + latin + b"\r\n")
+    assert message.get("subject") is not None
+    assert message.get("x-latin") is not None and message.get("x-latin").raw == latin  # type: ignore[union-attr]
+    author = message.author()
+    assert author.domains == ("xn--bcher-kva.example",)
+
+
+def test_a_non_header_line_starts_the_body() -> None:
+    message = Message.parse(b"From: a@example.com\r\nThis is not a header\r\nmore\r\n")
+    assert len(message.headers) == 1
+    assert bytes(message.body) == b"This is not a header\r\nmore\r\n"
+
+
+def test_mbox_from_line_is_skipped() -> None:
+    message = Message.parse(
+        b"From alice@example.com Sun Nov 29 10:00:00 2026\nFrom: a@x.example\n\nb"
+    )
+    assert [f.name for f in message.headers] == ["From"]
+
+
+def test_get_all_is_case_insensitive_top_to_bottom() -> None:
+    message = Message.parse(b"Received: 1\r\nreceived: 2\r\nRECEIVED: 3\r\n\r\n")
+    assert [f.text() for f in message.get_all("Received")] == ["1", "2", "3"]
+    assert message.get("nope") is None
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [b"", b"\r\n", b"   \n\n", b"\x00\x01\x02 binary", b" starts folded\r\n", b"no colon at all"],
+)
+def test_not_a_message(raw: bytes) -> None:
+    with pytest.raises(MessageParseError):
+        Message.parse(raw)
+
+
+@pytest.mark.parametrize(
+    ("from_fields", "domains", "error"),
+    [
+        ([b'"Doe, John" <john@Example.COM>'], ("example.com",), ""),
+        ([b"a@one.example, b@two.example"], ("one.example", "two.example"), ""),
+        ([b"a@one.example", b"b@one.example"], ("one.example",), ""),
+        ([b"Joe (work, mostly) <joe@x.example>"], ("x.example",), ""),
+        ([b"friends: a@x.example, b@y.example;"], ("x.example", "y.example"), ""),
+        ([b"undisclosed-recipients:;"], (), ""),
+        ([b"not an address"], (), "unparseable"),
+        ([b"<a@x.example"], (), "unparseable"),
+    ],
+)
+def test_author(from_fields: list[bytes], domains: tuple[str, ...], error: str) -> None:
+    raw = b"".join(b"From: " + value + b"\r\n" for value in from_fields) + b"\r\nbody"
+    author = Message.parse(raw).author()
+    assert author.field_count == len(from_fields)
+    assert author.domains == domains
+    assert (error in author.error) if error else author.error == ""
+
+
+def test_no_from_field() -> None:
+    author = Message.parse(b"Subject: x\r\n\r\n").author()
+    assert author.field_count == 0 and author.mailboxes == ()
+
+
+@given(st.binary(max_size=2000))
+def test_parse_never_crashes(raw: bytes) -> None:
+    try:
+        message = Message.parse(raw)
+    except MessageParseError:
+        return
+    # the parse is lossless from the first field on
+    start = raw.index(message.headers[0].raw)
+    rebuilt = b"".join(f.raw for f in message.headers)
+    assert raw[start:].startswith(rebuilt)
+    message.author()
+    for field in message.headers:
+        field.text()
+
+
+@given(
+    st.lists(
+        st.sampled_from(
+            [
+                b"From",
+                b"To",
+                b"X",
+                b":",
+                b" ",
+                b"\t",
+                b"\r\n",
+                b"\n",
+                b"a@b.example",
+                b'"',
+                b"(",
+                b")",
+                b"<",
+                b">",
+                b",",
+                b";",
+            ]
+        ),
+        max_size=60,
+    )
+)
+def test_header_shaped_noise_never_crashes(parts: list[bytes]) -> None:
+    try:
+        Message.parse(b"From: " + b"".join(parts)).author()
+    except MessageParseError:
+        pass

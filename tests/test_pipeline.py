@@ -1,0 +1,83 @@
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+import mailauth
+from mailauth import Authenticator, MessageParseError
+from mailauth.dns import ZoneResolver
+from mailauth.pipeline import make_context
+
+DEMO = Path(__file__).resolve().parent.parent / "fixtures" / "demo"
+
+
+@pytest.fixture
+def authenticator() -> Authenticator:
+    return Authenticator("mx.example.org", ZoneResolver.from_files([DEMO / "example.com.zone"]))
+
+
+def test_sync_and_async_give_the_same_verdict(authenticator: Authenticator) -> None:
+    raw = (DEMO / "message.eml").read_bytes()
+    kwargs = {
+        "ip": "192.0.2.10",
+        "helo": "mail.example.com",
+        "mail_from": "alice@example.com",
+        "now": 1_800_000_000.0,
+    }
+    sync = authenticator.verify(raw, **kwargs)  # type: ignore[arg-type]
+    async_ = asyncio.run(authenticator.verify_async(raw, **kwargs))  # type: ignore[arg-type]
+    assert sync == async_
+    assert sync.authentication_results.startswith("Authentication-Results: mx.example.org;")
+    assert set(sync.to_dict()) >= {"spf", "dkim", "dmarc", "arc", "authentication_results"}
+
+
+@pytest.mark.parametrize("ip", ["nonsense", "", "192.0.2.300", "2001:db8::g"])
+def test_bad_ip_is_a_value_error(authenticator: Authenticator, ip: str) -> None:
+    with pytest.raises(ValueError, match="not an IP address"):
+        authenticator.verify(b"From: a@example.com\r\n\r\n", ip=ip)
+
+
+def test_not_a_message_is_a_value_error(authenticator: Authenticator) -> None:
+    with pytest.raises(MessageParseError):
+        authenticator.verify(b"", ip="192.0.2.1")
+
+
+def test_context_normalises_smtp_facts() -> None:
+    context = make_context(
+        b"From: a@example.com\r\n\r\n",
+        ip=" ::ffff:192.0.2.1 ",
+        helo=" mail.example.com ",
+        mail_from="<alice@example.com>",
+        now=5,
+    )
+    assert str(context.ip) == "192.0.2.1"  # RFC 7208 5: IPv4-mapped is IPv4
+    assert context.helo == "mail.example.com"
+    assert context.mail_from == "alice@example.com"
+    assert context.now == 5.0
+    assert (
+        make_context(
+            b"From: a@x.example\r\n\r\n", ip="::1", helo="", mail_from="<>", now=None
+        ).mail_from
+        == ""
+    )
+
+
+@pytest.mark.parametrize("authserv_id", ["", "a b", "x;y", "mx\r\n.example"])
+def test_authserv_id_must_be_a_plain_value(authserv_id: str) -> None:
+    with pytest.raises(ValueError, match="authserv-id"):
+        Authenticator(authserv_id, ZoneResolver({}))
+
+
+def test_public_api_is_curated() -> None:
+    for name in mailauth.__all__:
+        assert hasattr(mailauth, name), name
+    assert sorted(mailauth.__all__) == mailauth.__all__
+    assert {"Authenticator", "Verdict", "Message", "SpfResult", "DkimResult"} <= set(
+        mailauth.__all__
+    )
+    from mailauth import dns
+
+    for name in dns.__all__:
+        assert hasattr(dns, name), name
