@@ -21,7 +21,14 @@ import authres
 
 from mailauth.domains import normalize_domain
 from mailauth.errors import InvalidDomainError
-from mailauth.results import ArcOutcome, DkimOutcome, DmarcOutcome, SpfCheck
+from mailauth.results import (
+    ArcOutcome,
+    DkimOutcome,
+    DmarcOutcome,
+    SpfCheck,
+    SpfOutcome,
+    SpfResult,
+)
 
 FIELD_NAME = "Authentication-Results"
 LINE_LIMIT = 78
@@ -108,12 +115,20 @@ def _clause(
 
 def _spf_clauses(spf: SpfCheck) -> list[authres.AuthenticationResult]:
     # RFC 8601 2.7.2: smtp.mailfrom for the MAIL FROM identity, smtp.helo for HELO.
-    mf = spf.mailfrom
-    clauses = [_clause("spf", mf.result, [("smtp", "mailfrom", mf.sender or mf.domain)], mf.reason)]
-    if spf.helo is not None:
-        helo = spf.helo
-        clauses.append(_clause("spf", helo.result, [("smtp", "helo", helo.domain)], helo.reason))
+    mf, helo = spf.mailfrom, spf.helo
+    sender = mf.sender or mf.domain
+    clauses = [_clause("spf", mf.result, [("smtp", "mailfrom", sender)], _spf_reason(mf))]
+    if helo is not None:
+        props: list[Prop] = [("smtp", "helo", helo.domain)]
+        clauses.append(_clause("spf", helo.result, props, _spf_reason(helo)))
     return clauses
+
+
+def _spf_reason(outcome: SpfOutcome) -> str:
+    """A reason only where it explains an error; a pass or fail needs none."""
+    if outcome.result in (SpfResult.TEMPERROR, SpfResult.PERMERROR):
+        return outcome.reason
+    return ""
 
 
 def _dkim_clause(d: DkimOutcome) -> authres.AuthenticationResult:
@@ -171,21 +186,84 @@ def render_authentication_results(
     return fold(f"{FIELD_NAME}: {header.header_value()}")
 
 
-def fold(field: str, limit: int = LINE_LIMIT) -> str:
-    """Fold at spaces so that lines stay within ``limit`` where a space allows it.
+_SPF_COMMENTS = {
+    SpfResult.PASS: "domain of {sender} designates {ip} as permitted sender",
+    SpfResult.FAIL: "domain of {sender} does not designate {ip} as permitted sender",
+    SpfResult.SOFTFAIL: (
+        "domain of transitioning {sender} does not designate {ip} as permitted sender"
+    ),
+    SpfResult.NEUTRAL: "{ip} is neither permitted nor denied by domain of {sender}",
+    SpfResult.NONE: "domain of {sender} does not designate permitted sender hosts",
+    SpfResult.TEMPERROR: "error in processing during lookup of {sender}",
+    SpfResult.PERMERROR: "error in processing during lookup of {sender}",
+}
 
-    Each break turns one space into CRLF + space, so unfolding (RFC 5322 2.2.3) gives back
-    the exact text, even inside quoted strings and comments, where FWS is allowed too.
+
+def _kv_value(value: str) -> str:
+    """RFC 7208 9.1: a key-value-pair's value is a dot-atom or a quoted-string."""
+    clean = _ascii(value)
+    if re.fullmatch(_DOT_ATOM, clean):
+        return clean
+    return '"' + clean.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def render_received_spf(outcome: SpfOutcome, *, ip: str, helo: str, receiver: str) -> str:
+    """The Received-SPF field (RFC 7208 9.1) for one outcome, folded, no final line ending."""
+    sender = outcome.sender or outcome.domain or "unknown"
+    comment = f"{receiver}: " + _SPF_COMMENTS[outcome.result].format(sender=sender, ip=ip)
+    pairs = [("client-ip", ip), ("envelope-from", outcome.sender)]
+    if helo:
+        pairs.append(("helo", helo))
+    if outcome.reason and outcome.result in (SpfResult.TEMPERROR, SpfResult.PERMERROR):
+        pairs.append(("problem", outcome.reason))
+    pairs += [("receiver", receiver), ("identity", outcome.identity)]
+    values = " ".join(f"{key}={_kv_value(value)};" for key, value in pairs if value)
+    return fold(f"Received-SPF: {outcome.result} ({quote_comment(comment)}) {values}")
+
+
+def _segments(text: str) -> list[str]:
+    """Split at the spaces that are outside quoted strings and comments."""
+    segments: list[str] = []
+    start = depth = 0
+    quoted = escaped = False
+    for k, ch in enumerate(text):
+        if escaped:
+            escaped = False
+        elif ch == "\\" and (quoted or depth):
+            escaped = True
+        elif ch == '"' and not depth:
+            quoted = not quoted
+        elif ch == "(" and not quoted:
+            depth += 1
+        elif ch == ")" and not quoted and depth:
+            depth -= 1
+        elif ch == " " and not quoted and not depth:
+            segments.append(text[start:k])
+            start = k + 1
+    segments.append(text[start:])
+    return segments
+
+
+def fold(field: str, limit: int = LINE_LIMIT) -> str:
+    """Fold so that lines stay within ``limit`` where a space allows it.
+
+    Breaks go between tokens first; inside a quoted string or comment (where FWS is allowed
+    too) only when one is longer than a line. Each break turns one space into CRLF + space,
+    so unfolding (RFC 5322 2.2.3) gives back the exact text.
     """
-    words = field.split(" ")
     lines: list[str] = []
-    line = words[0]
-    for word in words[1:]:
-        if word and len(line) + 1 + len(word) > limit:
-            lines.append(line)
-            line = " " + word
-        else:
-            line = f"{line} {word}"
+    line = ""
+    for segment in _segments(field):
+        if not line or len(line) + 1 + len(segment) <= limit:
+            line = f"{line} {segment}" if line else segment
+            continue
+        lines.append(line)
+        line = ""
+        for word in segment.split(" "):  # a segment longer than a line
+            if line and word and len(line) + 1 + len(word) > limit:
+                lines.append(line)
+                line = ""
+            line = f"{line} {word}" if line else f" {word}"
     lines.append(line)
     return "\r\n".join(lines)
 

@@ -13,11 +13,16 @@ import time
 from concurrent.futures import Executor
 from dataclasses import dataclass
 
-from mailauth.authresults import quote_pvalue, render_authentication_results
+from mailauth.authresults import (
+    quote_pvalue,
+    render_authentication_results,
+    render_received_spf,
+)
 from mailauth.dns import DnsResolver
 from mailauth.message import Message
-from mailauth.plan import Plan, run_plan, run_plan_async
+from mailauth.plan import Plan, offload, run_plan, run_plan_async
 from mailauth.results import Verdict
+from mailauth.spf import check_spf
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,6 +106,18 @@ class Authenticator:
 
     def plan(self, context: Context) -> Plan[Verdict]:
         """The checks, in order. Methods whose modules have not landed are absent."""
-        yield from ()
-        header = render_authentication_results(self.authserv_id, remote_ip=str(context.ip))
-        return Verdict(authserv_id=self.authserv_id, authentication_results=header)
+        ip = str(context.ip)
+        # pyspf is blocking: under asyncio it runs in a worker thread.
+        spf = yield from offload(
+            lambda: check_spf(self.resolver, ip=ip, helo=context.helo, mail_from=context.mail_from)
+        )
+        header = render_authentication_results(self.authserv_id, spf=spf, remote_ip=ip)
+        received_spf = render_received_spf(
+            spf.mailfrom, ip=ip, helo=context.helo, receiver=self.authserv_id
+        )
+        return Verdict(
+            authserv_id=self.authserv_id,
+            authentication_results=header,
+            spf=spf,
+            received_spf=received_spf,
+        )

@@ -171,11 +171,14 @@ class Verdict:
     """Everything mailauth concluded about one message.
 
     ``authentication_results`` is the whole header field (``Authentication-Results: ...``),
-    folded with CRLF, without a final line ending. Methods not evaluated are ``None``.
+    folded with CRLF, without a final line ending; ``received_spf`` likewise the
+    Received-SPF field (RFC 7208 9.1) for the MAIL FROM identity. Methods not evaluated are
+    ``None``.
     """
 
     authserv_id: str
     authentication_results: str
+    received_spf: str | None = None
     spf: SpfCheck | None = None
     dkim: tuple[DkimOutcome, ...] | None = None
     dmarc: DmarcOutcome | None = None
@@ -190,4 +193,5 @@ class Verdict:
             "dmarc": self.dmarc.to_dict() if self.dmarc else None,
             "arc": self.arc.to_dict() if self.arc else None,
             "authentication_results": self.authentication_results,
+            "received_spf": self.received_spf,
         }

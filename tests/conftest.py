@@ -56,3 +56,20 @@ def _loopback_only(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
 @pytest.fixture
 def fixtures() -> Path:
     return FIXTURES
+
+
+# Conformance suites record each case here; the totals are printed at the end of the run.
+_CONFORMANCE: dict[str, list[int]] = {}
+
+
+def record_conformance(suite: str, passed: bool) -> None:
+    counts = _CONFORMANCE.setdefault(suite, [0, 0])
+    counts[0 if passed else 1] += 1
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    if not _CONFORMANCE:
+        return
+    terminalreporter.section("conformance suites")
+    for suite, (passed, failed) in sorted(_CONFORMANCE.items()):
+        terminalreporter.write_line(f"{suite}: {passed} of {passed + failed} cases passed")
