@@ -64,7 +64,7 @@ def _lookup(name: str, qtype: str, strict: Any = True, timeout: Any = None) -> l
     except InvalidDomainError:
         return []
     if lookup.is_temporary_failure:
-        raise pyspf.TempError(f"DNS {lookup.reason} looking up {name} {qtype}")
+        raise pyspf.TempError(f"{lookup.reason} looking up {name} {qtype}")
     key = (name, qtype)
     if rdtype is RRType.TXT:
         return [(key, (text,)) for text in lookup.texts]
@@ -173,6 +173,11 @@ def _check_mail_from(resolver: DnsResolver, *, ip: str, helo: str, mail_from: st
     if not domain or not domain.strip():
         return SpfOutcome(
             SpfResult.NONE, "mailfrom", "", mail_from, reason="MAIL FROM has no domain"
+        )
+    if "@" in local:
+        # pyspf splits at the first "@"; a second one makes the domain ambiguous.
+        return SpfOutcome(
+            SpfResult.NONE, "mailfrom", "", mail_from, reason="malformed MAIL FROM: several '@'"
         )
     return check_spf_identity(
         resolver, ip=ip, sender=f"{local or 'postmaster'}@{domain}", helo=helo
