@@ -34,6 +34,23 @@ class Mailbox:
         return f"{self.local_part}@{self.domain}"
 
 
+def skip_comment(text: str, start: int) -> int:
+    """The index just after the comment opening at ``text[start]``, or -1 if unterminated.
+
+    Comments nest and may hold quoted-pairs (RFC 5322 3.2.2); linear, no recursion.
+    """
+    depth, i, n = 1, start + 1, len(text)
+    while i < n and depth:
+        if text[i] == "\\":
+            i += 1
+        elif text[i] == "(":
+            depth += 1
+        elif text[i] == ")":
+            depth -= 1
+        i += 1
+    return -1 if depth else i
+
+
 Token = tuple[str, str]  # (kind, text); kind: "atom", "quoted", "literal" or a special
 
 
@@ -44,17 +61,9 @@ def _tokenize(text: str) -> list[Token]:
         ch = text[i]
         if ch in _WSP:
             i += 1
-        elif ch == "(":  # comments nest (RFC 5322 3.2.2)
-            depth, i = 1, i + 1
-            while i < n and depth:
-                if text[i] == "\\":
-                    i += 1
-                elif text[i] == "(":
-                    depth += 1
-                elif text[i] == ")":
-                    depth -= 1
-                i += 1
-            if depth:
+        elif ch == "(":
+            i = skip_comment(text, i)
+            if i < 0:
                 raise AddressError("unterminated comment")
         elif ch == '"':
             i += 1

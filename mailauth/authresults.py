@@ -19,6 +19,7 @@ from collections.abc import Iterable, Sequence
 
 import authres
 
+from mailauth.address import skip_comment
 from mailauth.domains import normalize_domain
 from mailauth.errors import InvalidDomainError
 from mailauth.results import (
@@ -281,15 +282,9 @@ def authserv_id_of(value: str | bytes) -> str | None:
         if ch.isspace():
             i += 1
         elif ch == "(":
-            depth, i = 1, i + 1
-            while i < n and depth:
-                if text[i] == "\\":
-                    i += 1
-                elif text[i] == "(":
-                    depth += 1
-                elif text[i] == ")":
-                    depth -= 1
-                i += 1
+            i = skip_comment(text, i)
+            if i < 0:
+                return None
         elif ch == '"':
             out, i = [], i + 1
             while i < n and text[i] != '"':

@@ -165,12 +165,8 @@ def test_concurrent_evaluations_keep_their_own_resolver() -> None:
                 wrong.append(str(got))
 
     threads = [
-        threading.Thread(target=run, args=(allow, SpfResult.PASS)),
-        threading.Thread(target=run, args=(deny, SpfResult.FAIL)),
-    ] * 1
-    threads += [
-        threading.Thread(target=run, args=(allow, SpfResult.PASS)),
-        threading.Thread(target=run, args=(deny, SpfResult.FAIL)),
+        threading.Thread(target=run, args=(resolver, expected))
+        for resolver, expected in [(allow, SpfResult.PASS), (deny, SpfResult.FAIL)] * 2
     ]
     for thread in threads:
         thread.start()
