@@ -14,6 +14,7 @@ allowed, RFC 8601 2.2), for the forgery protection of RFC 8601 5.
 
 from __future__ import annotations
 
+import contextlib
 import re
 from collections.abc import Iterable, Sequence
 
@@ -67,10 +68,8 @@ def _ascii(text: str) -> str:
     if clean.isascii():
         return clean
     local, at, domain = clean.rpartition("@")
-    try:
+    with contextlib.suppress(InvalidDomainError):  # not a domain: kept, non-ASCII as "?"
         domain = normalize_domain(domain)
-    except InvalidDomainError:
-        pass
     return _NON_ASCII.sub("?", f"{local}{at}{domain}")
 
 

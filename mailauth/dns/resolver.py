@@ -224,5 +224,5 @@ class Resolver:
             if errors and all(isinstance(e[3], OSError) for e in errors):
                 return f"{', '.join(self.nameservers)}: {errors[-1][3]}"
         except dns.exception.DNSException:
-            pass
+            return None  # any other DNS response (NXDOMAIN, FORMERR...) means it answered
         return None
