@@ -86,6 +86,11 @@ def quote_value(value: str) -> str:
     clean = _ascii(value)
     if _TOKEN.fullmatch(clean):
         return clean
+    return _quoted_string(clean)
+
+
+def _quoted_string(clean: str) -> str:
+    """An RFC 5322 quoted-string around text already made ASCII and free of controls."""
     return '"' + clean.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
@@ -204,7 +209,7 @@ def _kv_value(value: str) -> str:
     clean = _ascii(value)
     if re.fullmatch(_DOT_ATOM, clean):
         return clean
-    return '"' + clean.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    return _quoted_string(clean)
 
 
 def render_received_spf(outcome: SpfOutcome, *, ip: str, helo: str, receiver: str) -> str:
@@ -214,8 +219,9 @@ def render_received_spf(outcome: SpfOutcome, *, ip: str, helo: str, receiver: st
     pairs = [("client-ip", ip), ("envelope-from", outcome.sender)]
     if helo:
         pairs.append(("helo", helo))
-    if outcome.reason and outcome.result in (SpfResult.TEMPERROR, SpfResult.PERMERROR):
-        pairs.append(("problem", outcome.reason))
+    problem = _spf_reason(outcome)
+    if problem:
+        pairs.append(("problem", problem))
     pairs += [("receiver", receiver), ("identity", outcome.identity)]
     values = " ".join(f"{key}={_kv_value(value)};" for key, value in pairs if value)
     return fold(f"Received-SPF: {outcome.result} ({quote_comment(comment)}) {values}")

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextvars
 import ipaddress
+from dataclasses import replace
 from typing import Any
 
 import spf as pyspf
@@ -136,29 +137,22 @@ def check_spf(resolver: DnsResolver, *, ip: str, helo: str, mail_from: str) -> S
     A null reverse-path (``mail_from`` empty) is checked as ``postmaster@<helo>``
     (RFC 7208 2.4); without a usable HELO that identity is ``none``.
     """
+    helo_is_domain = is_helo_domain(helo)
     helo_outcome: SpfOutcome | None = None
-    if helo:
-        if is_helo_domain(helo):
-            name = helo.strip().rstrip(".")
-            helo_outcome = check_spf_identity(
-                resolver, ip=ip, sender=f"postmaster@{name}", helo=name, identity="helo"
-            )
-        else:
-            helo_outcome = SpfOutcome(
-                SpfResult.NONE, "helo", helo, reason="HELO is not a domain name (RFC 7208 2.3)"
-            )
+    if helo_is_domain:
+        name = helo.strip().rstrip(".")
+        helo_outcome = check_spf_identity(
+            resolver, ip=ip, sender=f"postmaster@{name}", helo=name, identity="helo"
+        )
+    elif helo:
+        helo_outcome = SpfOutcome(
+            SpfResult.NONE, "helo", helo, reason="HELO is not a domain name (RFC 7208 2.3)"
+        )
     if mail_from:
         mailfrom_outcome = _check_mail_from(resolver, ip=ip, helo=helo, mail_from=mail_from)
-    elif helo_outcome is not None and is_helo_domain(helo):
+    elif helo_outcome is not None and helo_is_domain:
         # RFC 7208 2.4: the null reverse-path's identity is postmaster@<HELO>: the same check
-        mailfrom_outcome = SpfOutcome(
-            helo_outcome.result,
-            "mailfrom",
-            helo_outcome.domain,
-            helo_outcome.sender,
-            helo_outcome.reason,
-            helo_outcome.explanation,
-        )
+        mailfrom_outcome = replace(helo_outcome, identity="mailfrom")
     else:
         mailfrom_outcome = SpfOutcome(
             SpfResult.NONE, "mailfrom", "", "", reason="null MAIL FROM and no HELO domain"
