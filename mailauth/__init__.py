@@ -1,10 +1,12 @@
 """mailauth: email authentication for Python (SPF, DKIM, ARC, DMARC, Authentication-Results).
 
-The public API is what ``__all__`` lists; ``mailauth.dns`` holds the resolvers.
+The public API is what ``__all__`` lists; ``mailauth.dns`` holds the resolvers and
+``mailauth.dkim`` the DKIM building blocks (streaming verification, keys).
 """
 
 from __future__ import annotations
 
+from mailauth.dkim import DkimPolicy, Signer, sign_dkim
 from mailauth.errors import (
     ConfigError,
     DnsTempError,
@@ -37,6 +39,7 @@ __all__ = [
     "Author",
     "ConfigError",
     "DkimOutcome",
+    "DkimPolicy",
     "DkimResult",
     "DmarcOutcome",
     "DmarcResult",
@@ -48,9 +51,11 @@ __all__ = [
     "MessageParseError",
     "Policy",
     "RecordSyntaxError",
+    "Signer",
     "SigningError",
     "SpfCheck",
     "SpfOutcome",
     "SpfResult",
     "Verdict",
+    "sign_dkim",
 ]

@@ -15,20 +15,24 @@ Out of scope: MIME structure and RFC 2047 decoding; mailauth never needs them.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from mailauth.address import AddressError, Mailbox, parse_address_list
 from mailauth.errors import MessageParseError
 
+# One header field: a name of RFC 5322 ftext (%d33-57 / %d59-126), optional WSP (obsolete
+# syntax, 4.5), the colon, the rest of the line, and every continuation line (2.2.3).
+_FIELD = re.compile(rb"([\x21-\x39\x3b-\x7e]+)[ \t]*:[^\n]*(?:\n|\Z)(?:[ \t][^\n]*(?:\n|\Z))*")
 
-def _is_field_name(name: bytes) -> bool:
-    # RFC 5322 3.6.8: field-name = 1*ftext; ftext = %d33-57 / %d59-126
-    return bool(name) and all(33 <= c <= 126 and c != 58 for c in name)
 
+class HeaderField(NamedTuple):
+    """One header field: its name as written and its exact bytes (with line endings).
 
-@dataclass(frozen=True, slots=True)
-class HeaderField:
-    """One header field: its name as written and its exact bytes (with line endings)."""
+    A named tuple rather than a frozen dataclass: messages carry dozens of fields and every
+    check walks them, so construction cost matters (about 5x less).
+    """
 
     name: str
     raw: bytes
@@ -81,38 +85,28 @@ class Message:
     @classmethod
     def parse(cls, raw: bytes) -> Message:
         """Split ``raw`` into header fields and body; raises :class:`MessageParseError`."""
-        if not raw.strip():
+        if not raw or raw.isspace():  # (no strip(): it would copy a large message)
             raise MessageParseError("empty message")
         pos, size = 0, len(raw)
         if raw.startswith(b"From "):  # mbox separator line, not a header field
             eol = raw.find(b"\n")
             pos = size if eol < 0 else eol + 1
-        spans: list[tuple[str, int, int]] = []
+        headers: list[HeaderField] = []
+        while (match := _FIELD.match(raw, pos)) is not None:  # one field, folding included
+            headers.append(HeaderField(match.group(1).decode("ascii"), match.group(0)))
+            pos = match.end()
         body_offset = size
-        while pos < size:
-            eol = raw.find(b"\n", pos)
-            end = size if eol < 0 else eol + 1
-            first = raw[pos]
-            if raw[pos:end] in (b"\r\n", b"\n"):
-                body_offset = end
-                break
-            if first in (0x20, 0x09):  # folded continuation (RFC 5322 2.2.3)
-                if not spans:
-                    raise MessageParseError("message starts with a continuation line")
-                name, start, _ = spans[-1]
-                spans[-1] = (name, start, end)
-            else:
-                colon = raw.find(b":", pos, end)
-                name_bytes = raw[pos:colon].rstrip(b" \t") if colon > 0 else b""
-                if not _is_field_name(name_bytes):
-                    body_offset = pos
-                    break
-                spans.append((name_bytes.decode("ascii"), pos, end))
-            pos = end
-        if not spans:
+        if raw.startswith(b"\r\n", pos):
+            body_offset = pos + 2
+        elif raw.startswith(b"\n", pos):
+            body_offset = pos + 1
+        elif pos < size:
+            if raw[pos] in (0x20, 0x09) and not headers:
+                raise MessageParseError("message starts with a continuation line")
+            body_offset = pos  # a line that is not a header field starts the body
+        if not headers:
             raise MessageParseError("not a message: no header field at the start")
-        headers = tuple(HeaderField(name, raw[start:end]) for name, start, end in spans)
-        return cls(raw, headers, body_offset)
+        return cls(raw, tuple(headers), body_offset)
 
     @property
     def body(self) -> memoryview:

@@ -18,6 +18,7 @@ from mailauth.authresults import (
     render_authentication_results,
     render_received_spf,
 )
+from mailauth.dkim import DkimPolicy, verify_dkim
 from mailauth.dns import DnsResolver
 from mailauth.message import Message
 from mailauth.plan import Plan, offload, run_plan, run_plan_async
@@ -63,7 +64,12 @@ class Authenticator:
     """Verifies messages for one ADMD, identified by ``authserv_id`` (RFC 8601 2.5)."""
 
     def __init__(
-        self, authserv_id: str, resolver: DnsResolver, *, executor: Executor | None = None
+        self,
+        authserv_id: str,
+        resolver: DnsResolver,
+        *,
+        executor: Executor | None = None,
+        dkim_policy: DkimPolicy | None = None,
     ) -> None:
         if not authserv_id or quote_pvalue(authserv_id) != authserv_id:
             raise ValueError(
@@ -72,6 +78,7 @@ class Authenticator:
         self.authserv_id = authserv_id.lower()
         self.resolver = resolver
         self.executor = executor
+        self.dkim_policy = dkim_policy or DkimPolicy()
 
     def verify(
         self,
@@ -111,7 +118,8 @@ class Authenticator:
         spf = yield from offload(
             lambda: check_spf(self.resolver, ip=ip, helo=context.helo, mail_from=context.mail_from)
         )
-        header = render_authentication_results(self.authserv_id, spf=spf, remote_ip=ip)
+        dkim = yield from verify_dkim(context.message, now=context.now, policy=self.dkim_policy)
+        header = render_authentication_results(self.authserv_id, spf=spf, dkim=dkim, remote_ip=ip)
         received_spf = render_received_spf(
             spf.mailfrom, ip=ip, helo=context.helo, receiver=self.authserv_id
         )
@@ -119,5 +127,6 @@ class Authenticator:
             authserv_id=self.authserv_id,
             authentication_results=header,
             spf=spf,
+            dkim=dkim,
             received_spf=received_spf,
         )

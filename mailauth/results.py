@@ -114,6 +114,7 @@ class DkimOutcome:
     key_bits: int | None = None
     signature_prefix: str = ""
     testing: bool = False
+    body_length: int | None = None  # l=, when the signature covers only part of the body
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -125,6 +126,7 @@ class DkimOutcome:
             "identity": self.identity,
             "key_bits": self.key_bits,
             "testing": self.testing,
+            "body_length": self.body_length,
         }
 
 

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -155,3 +156,101 @@ def test_version_and_module_entry_point() -> None:
         check=True,
     )
     assert "example:" in helped.stdout
+
+
+# --- mailauth keygen / sign -------------------------------------------------------------------
+
+ZONE_HEAD = "$ORIGIN example.com.\n$TTL 300\n@ IN SOA ns.example.com. h.example.com. 1 1 1 1 1\n"
+PLAIN = (DEMO / "message.eml").read_bytes().split(b"\nFrom: ", 1)[1]
+PLAIN = b"From: " + PLAIN
+
+
+def _keygen(
+    tmp_path: Path, selector: str, algorithm: str, capsys: pytest.CaptureFixture[str]
+) -> str:
+    args = ["keygen", "--domain", "example.com", "--selector", selector]
+    assert main([*args, "--algorithm", algorithm, "--out", str(tmp_path / "keys")]) == 0
+    return capsys.readouterr().out
+
+
+def test_keygen_sign_verify_round_trip(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    rsa_line = _keygen(tmp_path, "s2026", "rsa", capsys)
+    ed_line = _keygen(tmp_path, "e2026", "ed25519", capsys)
+    key = tmp_path / "keys" / "s2026.private"
+    assert key.stat().st_mode & 0o777 == 0o600
+    assert (tmp_path / "keys" / "s2026.txt").read_text().strip() == rsa_line.strip()
+    assert all(len(s) <= 255 for s in re.findall(r'"([^"]*)"', rsa_line))
+    zone = tmp_path / "example.com.zone"
+    zone.write_text(ZONE_HEAD + rsa_line + ed_line)
+    message = tmp_path / "message.eml"
+    message.write_bytes(PLAIN)
+    sign = ["sign", str(message), "--domain", "example.com"]
+    keys = ["--selector", "s2026", "--key", str(key)]
+    keys += ["--selector", "e2026", "--key", str(tmp_path / "keys" / "e2026.private")]
+    result = subprocess.run(
+        [sys.executable, "-m", "mailauth", *sign, *keys], capture_output=True, check=True
+    )
+    signed = result.stdout
+    assert signed.endswith(PLAIN)
+    assert signed.count(b"DKIM-Signature:") == 2
+    good, bad = tmp_path / "signed.eml", tmp_path / "changed.eml"
+    good.write_bytes(signed)
+    bad.write_bytes(signed.replace(b"Hello Bob", b"Hello Eve"))
+    verify = ["--ip", "192.0.2.1", "--dns-zone", str(zone)]
+    capsys.readouterr()
+    assert main(["verify", str(good), *verify]) == 0
+    out = capsys.readouterr().out
+    assert out.count("dkim=pass") == 2
+    assert main(["verify", str(bad), *verify]) == 0
+    out = capsys.readouterr().out
+    assert out.count("dkim=fail") == 2
+    assert 'reason="body hash did not verify"' in out.replace("\n ", " ")
+
+
+def test_keygen_never_overwrites_a_key(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    _keygen(tmp_path, "s1", "ed25519", capsys)
+    args = [
+        "keygen",
+        "--domain",
+        "example.com",
+        "--selector",
+        "s1",
+        "--out",
+        str(tmp_path / "keys"),
+    ]
+    assert main(args) == 2
+    assert capsys.readouterr().err.strip().endswith("exists; not overwriting a key")
+
+
+def test_sign_warns_about_a_readable_key_and_reports_bad_input(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _keygen(tmp_path, "s1", "ed25519", capsys)
+    key = tmp_path / "keys" / "s1.private"
+    key.chmod(0o644)
+    message = tmp_path / "m.eml"
+    message.write_bytes(PLAIN)
+    result = subprocess.run(
+        [sys.executable, "-m", "mailauth", "sign", str(message), "--domain", "example.com",
+         "--selector", "s1", "--key", str(key)],
+        capture_output=True,
+    )  # fmt: skip
+    assert result.returncode == 0
+    assert result.stderr.decode().startswith("mailauth: warning: private key")
+    assert result.stdout.endswith(PLAIN)
+    bad = ["sign", str(message), "--domain", "example.com", "--selector", "s1"]
+    assert main([*bad, "--key", str(message)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "neither a PEM key" in err
+    assert main([*bad, "--selector", "s2", "--key", str(key)]) == 2
+    assert "one --selector" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command", ["verify", "sign", "keygen"])
+def test_every_command_has_help_with_an_example(
+    command: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main([command, "--help"])
+    assert exit_info.value.code == 0
+    assert "example" in capsys.readouterr().out

@@ -74,7 +74,7 @@ def test_public_api_is_curated() -> None:
     for name in mailauth.__all__:
         assert hasattr(mailauth, name), name
     assert sorted(mailauth.__all__) == mailauth.__all__
-    assert {"Authenticator", "Verdict", "Message", "SpfResult", "DkimResult"} <= set(
+    assert {"Authenticator", "Verdict", "Message", "SpfResult", "DkimResult", "Signer"} <= set(
         mailauth.__all__
     )
     from mailauth import dns

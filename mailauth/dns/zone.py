@@ -38,6 +38,7 @@ from mailauth.errors import ConfigError
 
 _FAULT = re.compile(rb"^\s*;\s*mailauth-fault:\s*(\S+)\s+(timeout|servfail)\s*$", re.M | re.I)
 _MAX_CNAME = 8
+DEFAULT_TTL = 3600  # for records in files without $TTL or an SOA
 
 
 class ZoneResolver:
@@ -148,6 +149,7 @@ def _load_zone(
                 txn,
                 allow_directives={"$ORIGIN", "$TTL", "$GENERATE"},
                 rfc2308_ttl=True,
+                default_ttl=DEFAULT_TTL,
             ).read()
     except (dns.exception.DNSException, UnicodeDecodeError, ValueError) as exc:
         raise ConfigError(f"zone file {label}: {exc}") from None

@@ -1,0 +1,195 @@
+"""DKIM signatures and verifications per second, mailauth beside dkimpy, in one run.
+
+A 5 KB plain-text message (prose), RSA-2048 and Ed25519 keys made for the run,
+relaxed/relaxed. Verification takes its key from a warm cache: mailauth asks
+``mailauth.dns.Resolver`` (cached) in front of a DNS server on loopback; dkimpy gets the
+record from an in-memory dict (its fastest possible DNS). Both run on one core, in this
+process, alternating; each figure is the best of 15 short rounds. The "OpenSSL alone" column is
+the bare ``cryptography`` operation on the same key: no DKIM implementation can beat it, so
+it bounds the ratio this machine allows. A last part verifies a 50 MB message through the
+library API and reports the peak memory the verification allocated (tracemalloc) beside the
+message size.
+
+Run: python benchmarks/bench_dkim.py [--seconds 3] [--big-mb 50]
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import hashlib
+import sys
+import time
+import tracemalloc
+from collections.abc import Callable
+from pathlib import Path
+
+import dkim as dkimpy
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ed25519, padding, rsa
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from mailauth.dkim import Signer, public_key_record, verify_dkim
+from mailauth.dkim.keys import PrivateKey, private_key_pem
+from mailauth.dns import Resolver
+from mailauth.message import Message
+from mailauth.plan import run_plan
+from mailauth.results import DkimResult
+from tests.dnsserver import LoopbackDnsServer
+
+DOMAIN = "bench.test"
+
+
+PROSE = (
+    b"Thanks for the notes from Tuesday. I went through the figures again this morning and\r\n"
+    b"the numbers for the third quarter look right to me, apart from the travel line, which\r\n"
+    b"still counts the October conference twice. Could you ask Dana to send the corrected\r\n"
+    b"sheet before Friday? Once that is in, I will forward everything to the board.\r\n"
+    b"\r\n"
+)
+
+
+def make_message(body_size: int) -> bytes:
+    """A plain-text message: usual headers and prose paragraphs (about ``body_size`` bytes)."""
+    head = (
+        b"Received: from mail.bench.test (mail.bench.test [192.0.2.10])\r\n"
+        b"\tby mx.example.org (Postfix) with ESMTPS id 4QxYz1abcd\r\n"
+        b"\tfor <bob@example.org>; Sun, 29 Nov 2026 10:00:01 +0000 (UTC)\r\n"
+        b"From: Alice Example <alice@bench.test>\r\nTo: Bob <bob@example.org>\r\n"
+        b"Cc: Carol <carol@example.org>\r\nSubject: Re: third quarter figures\r\n"
+        b"Date: Sun, 29 Nov 2026 10:00:00 +0000\r\n"
+        b"Message-ID: <20261129100000.4QxYz1abcd@bench.test>\r\n"
+        b"In-Reply-To: <20261124160000.9AbCd@example.org>\r\nMIME-Version: 1.0\r\n"
+        b"Content-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n\r\n"
+    )
+    return head + PROSE * (body_size // len(PROSE) + 1)
+
+
+def rate(func: Callable[[], object], seconds: float) -> float:
+    """Calls per second over ``seconds``."""
+    count, started = 0, time.perf_counter()
+    while (elapsed := time.perf_counter() - started) < seconds:
+        for _ in range(5):
+            func()
+        count += 5
+    return count / elapsed
+
+
+def compare(
+    ours: Callable[[], object], ref: Callable[[], object], seconds: float
+) -> tuple[float, float]:
+    """Best rate of each over 15 short alternating rounds. This VM's speed drifts by tens of
+    per cent from one second to the next; the best round is the least disturbed one (as
+    timeit reports), and both sides get the same treatment."""
+    ours(), ref()
+    rounds = [(rate(ours, seconds / 15), rate(ref, seconds / 15)) for _ in range(15)]
+    return max(r[0] for r in rounds), max(r[1] for r in rounds)
+
+
+def dkimpy_key(key: PrivateKey) -> bytes:
+    if isinstance(key, rsa.RSAPrivateKey):
+        return private_key_pem(key)
+    return base64.b64encode(key.private_bytes_raw())
+
+
+def bare_operations(
+    key: PrivateKey, data: bytes
+) -> tuple[Callable[[], object], Callable[[], object]]:
+    """The public-key operation alone, as DKIM uses it, on ``data``."""
+    if isinstance(key, rsa.RSAPrivateKey):
+        pub = key.public_key()
+        sig = key.sign(data, padding.PKCS1v15(), hashes.SHA256())
+        return (
+            lambda: key.sign(data, padding.PKCS1v15(), hashes.SHA256()),
+            lambda: pub.verify(sig, data, padding.PKCS1v15(), hashes.SHA256()),
+        )
+    digest = hashlib.sha256(data).digest()
+    ed_pub, ed_sig = key.public_key(), key.sign(digest)
+    return lambda: key.sign(digest), lambda: ed_pub.verify(ed_sig, digest)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=3.0)
+    parser.add_argument("--big-mb", type=int, default=50)
+    args = parser.parse_args()
+    message = make_message(5000)
+    keys: dict[str, PrivateKey] = {
+        "rsa-sha256": rsa.generate_private_key(public_exponent=65537, key_size=2048),
+        "ed25519-sha256": ed25519.Ed25519PrivateKey.generate(),
+    }
+    selectors = {"rsa-sha256": "rsa", "ed25519-sha256": "ed"}
+    records = {f"{selectors[a]}._domainkey.{DOMAIN}": public_key_record(k) for a, k in keys.items()}
+    zone = f"$ORIGIN {DOMAIN}.\n$TTL 3600\n@ IN SOA ns hostmaster 1 3600 600 86400 300\n"
+    for name, text in records.items():
+        strings = " ".join(f'"{text[i : i + 255]}"' for i in range(0, len(text), 255))
+        zone += f"{name}. IN TXT {strings}\n"
+
+    def dkimpy_dns(name: bytes, timeout: int = 5) -> bytes:
+        return records.get(name.decode().rstrip("."), "").encode()
+
+    print(f"message: {len(message)} bytes, relaxed/relaxed, {args.seconds:g} s per measurement")
+    print(f"{'':24}{'mailauth/s':>12}{'dkimpy/s':>12}{'ratio':>9}{'OpenSSL alone/s':>17}")
+    now = time.time()
+    with LoopbackDnsServer(zone) as server:
+        resolver = Resolver([server.address], timeout=1, lifetime=2)
+        for algorithm, key in keys.items():
+            signer = Signer(DOMAIN, selectors[algorithm], key)
+            pem = dkimpy_key(key)
+            sel = selectors[algorithm].encode()
+
+            def ours_sign(signer: Signer = signer) -> bytes:
+                return signer.sign(message)
+
+            def ref_sign(pem: bytes = pem, sel: bytes = sel, alg: str = algorithm) -> bytes:
+                return bytes(
+                    dkimpy.sign(
+                        message,
+                        sel,
+                        DOMAIN.encode(),
+                        pem,
+                        canonicalize=(b"relaxed", b"relaxed"),
+                        signature_algorithm=alg.encode(),
+                    )
+                )
+
+            signed = signer.sign(message)
+
+            def ours_verify(signed: bytes = signed) -> None:
+                (outcome,) = run_plan(verify_dkim(Message.parse(signed), now=now), resolver)
+                assert outcome.result is DkimResult.PASS
+
+            def ref_verify(signed: bytes = signed) -> None:
+                assert dkimpy.verify(signed, dnsfunc=dkimpy_dns)
+
+            bare_sign, bare_verify = bare_operations(key, message)
+            for label, ours, ref, bare in (
+                (f"sign {algorithm}", ours_sign, ref_sign, bare_sign),
+                (f"verify {algorithm}", ours_verify, ref_verify, bare_verify),
+            ):
+                mine, theirs = compare(ours, ref, args.seconds)
+                ceiling = max(rate(bare, args.seconds / 15) for _ in range(5))
+                print(
+                    f"{label:24}{mine:12,.0f}{theirs:12,.0f}{mine / theirs:8.1f}x{ceiling:17,.0f}"
+                )
+
+        big = Signer(DOMAIN, "ed", keys["ed25519-sha256"]).sign(
+            make_message(args.big_mb * 1_000_000)
+        )
+        tracemalloc.start()
+        started = time.perf_counter()
+        (outcome,) = run_plan(verify_dkim(Message.parse(big), now=time.time()), resolver)
+        elapsed = time.perf_counter() - started
+        _, peak = tracemalloc.get_traced_memory()
+        tracemalloc.stop()
+        assert outcome.result is DkimResult.PASS
+        size = len(big)
+        print(
+            f"verify {size / 1e6:.0f} MB message: {elapsed:.2f} s, verification allocated at most "
+            f"{peak / 1e6:.1f} MB; message + that = {(size + peak) / size:.2f}x the message size"
+        )
+
+
+if __name__ == "__main__":
+    main()

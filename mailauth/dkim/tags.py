@@ -1,0 +1,91 @@
+"""DKIM tag=value lists (RFC 6376 3.2), shared by signatures, key records and ARC.
+
+A tag list is parsed from the raw bytes of a field value or TXT record; each tag keeps the
+offsets of its value so that the verifier can blank the ``b=`` value in the exact bytes it
+hashes (RFC 6376 3.7). Pure parsing: no DNS, no crypto.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+from typing import NamedTuple
+
+from mailauth.errors import RecordSyntaxError
+
+# RFC 6376 3.2: VALCHAR = %x21-3A / %x3C-7E, separated by FWS (WSP, CR, LF). Octets above
+# 0x7E are accepted: RFC 8616 allows UTF-8 in i= for internationalised addresses.
+_BAD_OCTET = re.compile(rb"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+_FWS = b" \t\r\n"
+
+
+class TagSyntaxError(RecordSyntaxError):
+    """A tag list that does not follow RFC 6376 3.2."""
+
+
+class Tag(NamedTuple):
+    """One tag: its value with surrounding whitespace removed, and where the raw value lies.
+
+    ``start``/``end`` delimit everything between the ``=`` and the next ``;`` (or the end),
+    whitespace included, in the bytes that were parsed.
+    """
+
+    value: str
+    start: int
+    end: int
+
+
+def _is_tag_name(name: bytes) -> bool:
+    # RFC 6376 3.2: tag-name = ALPHA *ALNUMPUNC; ALNUMPUNC = ALPHA / DIGIT / "_"
+    # (bytes.isalpha/isalnum are ASCII-only)
+    return name[:1].isalpha() and (len(name) == 1 or name.replace(b"_", b"a").isalnum())
+
+
+def parse_tag_list(data: bytes) -> dict[str, Tag]:
+    """Parse a tag list; names are case-sensitive (RFC 6376 3.2). Raises TagSyntaxError.
+
+    Empty tag-specs (``;;`` or a trailing ``;``) are skipped. A duplicate name makes the whole
+    list invalid (RFC 6376 3.2). Control characters are refused anywhere in the list.
+    """
+    if _BAD_OCTET.search(data):
+        raise TagSyntaxError("control character in tag list")
+    tags: dict[str, Tag] = {}
+    offset = 0
+    for spec in data.split(b";"):
+        start, offset = offset, offset + len(spec) + 1
+        eq = spec.find(b"=")
+        name = spec[:eq].strip(_FWS) if eq > 0 else b""
+        if not _is_tag_name(name):
+            if not spec.strip(_FWS):
+                continue
+            shown = spec.strip(_FWS)[:40].decode("ascii", "replace")
+            raise TagSyntaxError(f"malformed tag {shown!r}")
+        try:
+            value = spec[eq + 1 :].strip(_FWS).decode("utf-8")
+        except UnicodeDecodeError:
+            raise TagSyntaxError(f"value of {name.decode()}= is not UTF-8") from None
+        key = name.decode("ascii")
+        if key in tags:
+            raise TagSyntaxError(f"duplicate tag {key}=")
+        tags[key] = Tag(value, start + eq + 1, start + len(spec))
+    return tags
+
+
+def remove_whitespace(value: str) -> str:
+    """The value with all FWS removed (for b=, bh=, p=, whose base64 may be folded)."""
+    return "".join(value.split())
+
+
+def decode_base64(value: str, tag: str) -> bytes:
+    """Strict base64 after removing FWS (RFC 6376 2.4); raises TagSyntaxError."""
+    compact = remove_whitespace(value)
+    try:
+        return base64.b64decode(compact, validate=True)
+    except (binascii.Error, ValueError):
+        raise TagSyntaxError(f"{tag}= is not valid base64") from None
+
+
+def split_list(value: str, separator: str = ":") -> tuple[str, ...]:
+    """A colon-separated list (h=, q=, s=, t=, key h=) with FWS around items removed."""
+    return tuple(item.strip(" \t\r\n") for item in value.split(separator))

@@ -1,0 +1,294 @@
+"""DKIM verification (RFC 6376 6, RFC 8301, RFC 8463) as a plan over the injected resolver.
+
+:class:`DkimVerification` takes the header fields first, then the body in chunks as they
+arrive (the milter's order), and :meth:`DkimVerification.finish` looks up the keys and checks
+every signature. :func:`verify_dkim` does the three steps for a parsed message.
+
+Results (RFC 8601 2.7.1): ``pass``; ``fail`` when the body hash or the signature does not
+verify; ``neutral`` for a signature with syntax errors; ``permerror`` for a signature that
+cannot be evaluated (unsupported or refused algorithm, key missing, revoked, malformed, too
+small or unsuitable, expired, ...); ``temperror`` when the key lookup failed temporarily;
+``policy`` for signatures beyond the cap, and (when asked) for an ``l=`` shorter than the
+body. Each outcome carries its reason. Out of scope: ADSP/ATPS, DomainKeys (RFC 4870).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ed25519, padding, rsa
+
+from mailauth.dkim.canon import BodyHasher, Canonicalization, header_data, signature_data
+from mailauth.dkim.keys import KeyRecord, KeyRecordError, parse_key_record
+from mailauth.dkim.signature import Signature, SignatureError, check_signature_time, parse_signature
+from mailauth.dkim.tags import TagSyntaxError, parse_tag_list, remove_whitespace
+from mailauth.dns import DnsStatus, Lookup, Query, RRType
+from mailauth.message import HeaderField, Message
+from mailauth.plan import Plan, offload, resolve
+from mailauth.results import DkimOutcome, DkimResult
+
+DEFAULT_MAX_SIGNATURES = 10
+MIN_RSA_BITS = 1024  # RFC 8301 3.2: smaller keys MUST NOT be considered valid
+DEFAULT_CLOCK_SKEW = 300  # seconds of tolerance for t= in the future and x= in the past
+MAX_KEY_RECORDS = 4  # TXT records tried at one selector name
+_CHUNK = 1 << 20
+_OFFLOAD_BODY = 1 << 18  # hash bodies larger than this off the event loop
+
+
+@dataclass(frozen=True, slots=True)
+class DkimPolicy:
+    """Local choices a receiver makes (none of them weakens an RFC MUST).
+
+    ``max_signatures``: signatures beyond it are reported as ``policy`` and not verified.
+    ``clock_skew``: seconds allowed between our clock and the signer's for t= and x=.
+    ``reject_partial_body``: a signature whose ``l=`` leaves part of the body unsigned gets
+    ``policy`` instead of ``pass`` (RFC 6376 8.2).
+
+    ``min_rsa_bits`` and ``allow_rsa_sha1`` exist for reading archives of old mail and for
+    test corpora: lowering the first below 1024 or setting the second breaks RFC 8301 and
+    must not be done on live mail.
+    """
+
+    max_signatures: int = DEFAULT_MAX_SIGNATURES
+    clock_skew: int = DEFAULT_CLOCK_SKEW
+    reject_partial_body: bool = False
+    min_rsa_bits: int = MIN_RSA_BITS
+    allow_rsa_sha1: bool = False
+
+
+class DkimVerification:
+    """One message's DKIM verification: header fields, then body chunks, then finish."""
+
+    def __init__(
+        self, headers: Sequence[HeaderField], *, now: float, policy: DkimPolicy | None = None
+    ) -> None:
+        self.headers = tuple(headers)
+        self.now = now
+        self.policy = policy or DkimPolicy()
+        self._entries: list[Signature | DkimOutcome] = []
+        self._hashers: dict[tuple[Canonicalization, int | None, str], BodyHasher] = {}
+        fields = [f for f in self.headers if f.lname == "dkim-signature"]
+        for index, field in enumerate(fields):
+            if index >= self.policy.max_signatures:
+                self._entries.append(_over_cap(field, self.policy.max_signatures))
+                continue
+            try:
+                sig = parse_signature(field)
+            except SignatureError as exc:
+                self._entries.append(_outcome_from_field(field, exc.result, exc.reason))
+                continue
+            reason = self._refusal(sig)
+            if reason:
+                self._entries.append(_outcome(sig, DkimResult.PERMERROR, reason))
+                continue
+            self._entries.append(sig)
+            key = _hasher_key(sig)
+            if key not in self._hashers:
+                self._hashers[key] = BodyHasher(sig.body_canon, sig.hash_name, sig.body_length)
+
+    def _refusal(self, sig: Signature) -> str:
+        """Why a well-formed signature is refused before any lookup, or ""."""
+        if sig.algorithm == "rsa-sha1" and not self.policy.allow_rsa_sha1:
+            # RFC 8301 3.1: verifiers MUST NOT consider rsa-sha1 signatures valid.
+            return "rsa-sha1 is not accepted (RFC 8301 3.1)"
+        # RFC 6376 6.1.1: an expired signature, or one from the future, is PERMFAIL.
+        return check_signature_time(sig, self.now, self.policy.clock_skew)
+
+    @property
+    def wants_body(self) -> bool:
+        """False when no signature needs the body (nothing to hash)."""
+        return bool(self._hashers)
+
+    def update(self, chunk: bytes | memoryview) -> None:
+        """Feed the next body chunk."""
+        for hasher in self._hashers.values():
+            hasher.update(chunk)
+
+    def finish(self) -> Plan[tuple[DkimOutcome, ...]]:
+        """Look up the keys (all at once) and check each signature, top to bottom."""
+        signatures = [e for e in self._entries if isinstance(e, Signature)]
+        names = list(dict.fromkeys(sig.key_name for sig in signatures))
+        lookups = yield from resolve(*(Query.of(name, RRType.TXT) for name in names))
+        by_name = dict(zip(names, lookups, strict=True))
+        return tuple(
+            entry if isinstance(entry, DkimOutcome) else self._check(entry, by_name[entry.key_name])
+            for entry in self._entries
+        )
+
+    def _check(self, sig: Signature, lookup: Lookup) -> DkimOutcome:
+        records, problem = _key_records(lookup)
+        if problem is not None:
+            return _outcome(sig, *problem)
+        min_bits = self.policy.min_rsa_bits
+        usable = [r for r in records if not _key_unusable(sig, r, min_bits)]
+        if not usable:
+            first = records[0]
+            reason = _key_unusable(sig, first, min_bits)
+            return _outcome(sig, DkimResult.PERMERROR, reason, first.bits, first.testing)
+        hasher = self._hashers[_hasher_key(sig)]
+        body_hash = hasher.digest()
+        bits, testing = usable[0].bits, usable[0].testing
+        # RFC 6376 6.1.3: the body hash is compared before the signature is checked.
+        if sig.body_length is not None and sig.body_length > hasher.length:
+            reason = f"l={sig.body_length} exceeds the body length"
+            return _outcome(sig, DkimResult.FAIL, reason, bits, testing)
+        if body_hash != sig.body_hash:
+            return _outcome(sig, DkimResult.FAIL, "body hash did not verify", bits, testing)
+        data = header_hash_input(self.headers, sig)
+        record = next(
+            (r for r in usable if verify_signature(r, sig.algorithm, sig.signature, data)), None
+        )
+        if record is None:
+            return _outcome(sig, DkimResult.FAIL, "signature did not verify", bits, testing)
+        bits, testing = record.bits, record.testing
+        if sig.body_length is not None and sig.body_length < hasher.length:
+            unsigned = hasher.length - sig.body_length
+            reason = f"l={sig.body_length} leaves {unsigned} body octets unsigned"
+            result = DkimResult.POLICY if self.policy.reject_partial_body else DkimResult.PASS
+            return _outcome(sig, result, reason, bits, testing)
+        return _outcome(sig, DkimResult.PASS, "", bits, testing)
+
+
+def verify_dkim(
+    message: Message, *, now: float, policy: DkimPolicy | None = None
+) -> Plan[tuple[DkimOutcome, ...]]:
+    """Verify every DKIM-Signature of ``message`` (an empty tuple when there is none)."""
+    verification = DkimVerification(message.headers, now=now, policy=policy)
+    if verification.wants_body:
+        body = message.body
+
+        def feed() -> None:
+            for start in range(0, len(body), _CHUNK):
+                verification.update(body[start : start + _CHUNK])
+
+        if len(body) > _OFFLOAD_BODY:
+            yield from offload(feed)
+        else:
+            feed()
+    return (yield from verification.finish())
+
+
+def header_hash_input(headers: Sequence[HeaderField], sig: Signature) -> bytes:
+    """The data the signature covers (RFC 6376 3.7): signed fields, then the signature field
+    itself with the b= value removed and without its final CRLF."""
+    raw = sig.field.raw
+    start, end = sig.b_value
+    signed = header_data(headers, sig.signed_headers, sig.header_canon)
+    return signed + signature_data(raw[:start] + raw[end:], sig.header_canon)
+
+
+def verify_signature(record: KeyRecord, algorithm: str, signature: bytes, data: bytes) -> bool:
+    """The public-key check, through OpenSSL."""
+    key = record.key
+    try:
+        if algorithm == "rsa-sha256" and isinstance(key, rsa.RSAPublicKey):
+            key.verify(signature, data, padding.PKCS1v15(), hashes.SHA256())
+            return True
+        if algorithm == "rsa-sha1" and isinstance(key, rsa.RSAPublicKey):
+            key.verify(signature, data, padding.PKCS1v15(), hashes.SHA1())  # noqa: S303
+            return True
+        if algorithm == "ed25519-sha256" and isinstance(key, ed25519.Ed25519PublicKey):
+            # RFC 8463 3: PureEdDSA over the SHA-256 digest of the data.
+            key.verify(signature, hashlib.sha256(data).digest())
+            return True
+    except (InvalidSignature, ValueError):
+        return False
+    return False
+
+
+def _key_records(
+    lookup: Lookup,
+) -> tuple[list[KeyRecord], tuple[DkimResult, str] | None]:
+    """Usable key records at the selector, or the result and reason why there are none."""
+    if lookup.status is DnsStatus.TEMPFAIL:  # RFC 6376 6.1.2: TEMPFAIL (key unavailable)
+        return [], (DkimResult.TEMPERROR, f"key lookup failed: {lookup.reason or 'DNS error'}")
+    texts = sorted(lookup.texts)  # several records: tried in a fixed order (RFC 6376 6.1.2)
+    if not texts:  # NXDOMAIN or NODATA: PERMFAIL (no key for signature)
+        return [], (DkimResult.PERMERROR, f"no key for signature at {lookup.name}")
+    records: list[KeyRecord] = []
+    errors: list[str] = []
+    for text in texts[:MAX_KEY_RECORDS]:
+        try:
+            records.append(parse_key_record(text))
+        except KeyRecordError as exc:
+            errors.append(str(exc))
+    if not records:
+        return [], (DkimResult.PERMERROR, errors[0])
+    return records, None
+
+
+def _hasher_key(sig: Signature) -> tuple[Canonicalization, int | None, str]:
+    return (sig.body_canon, sig.body_length, sig.hash_name)
+
+
+def _key_unusable(sig: Signature, record: KeyRecord, min_rsa_bits: int) -> str:
+    """RFC 6376 6.1.2 checks of a key against the signature; "" when the key may be used."""
+    if record.key is None:
+        return "key revoked (empty p=)"
+    key_type = sig.algorithm.partition("-")[0]
+    if record.key_type != key_type:
+        return f"key type k={record.key_type} does not match a={sig.algorithm}"
+    bits = record.bits or 0
+    if key_type == "rsa" and bits < min_rsa_bits:
+        return f"RSA key of {bits} bits is too small (RFC 8301 3.2: at least {min_rsa_bits})"
+    if record.hash_algorithms is not None and sig.hash_name not in record.hash_algorithms:
+        return f"key h= does not allow {sig.hash_name}"
+    if not {"*", "email"} & set(record.services):
+        return "key s= does not allow email"
+    if record.strict_identity and sig.identity_domain != sig.domain:
+        return "key t=s requires the i= domain to equal d="
+    return ""
+
+
+def _outcome(
+    sig: Signature,
+    result: DkimResult,
+    reason: str,
+    key_bits: int | None = None,
+    testing: bool = False,
+) -> DkimOutcome:
+    # RFC 6008: header.b carries the first characters of b= (9 octets = 12 base64 characters).
+    prefix = base64.b64encode(sig.signature[:9]).decode()
+    return DkimOutcome(
+        result=result,
+        domain=sig.domain,
+        selector=sig.selector,
+        algorithm=sig.algorithm,
+        reason=reason,
+        identity="" if sig.identity == f"@{sig.domain}" else sig.identity,
+        key_bits=key_bits,
+        signature_prefix=prefix,
+        testing=testing,
+        body_length=sig.body_length,
+    )
+
+
+def _outcome_from_field(field: HeaderField, result: DkimResult, reason: str) -> DkimOutcome:
+    """An outcome for a signature that did not parse, with what can be read of its tags."""
+    try:
+        tags = parse_tag_list(field.value)
+    except TagSyntaxError:
+        tags = {}
+
+    def tag(name: str) -> str:
+        return tags[name].value if name in tags else ""
+
+    return DkimOutcome(
+        result=result,
+        domain=tag("d").lower(),
+        selector=tag("s"),
+        algorithm=tag("a").lower(),
+        reason=reason,
+        signature_prefix=remove_whitespace(tag("b"))[:12],
+    )
+
+
+def _over_cap(field: HeaderField, cap: int) -> DkimOutcome:
+    return _outcome_from_field(
+        field, DkimResult.POLICY, f"not verified: more than {cap} signatures"
+    )
