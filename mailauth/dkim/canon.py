@@ -47,7 +47,7 @@ class Canonicalization(StrEnum):
 
 def to_crlf(data: bytes) -> bytes:
     """Bare LF becomes CRLF; CRLF and lone CR are kept."""
-    if b"\n" not in data.replace(_CRLF, b""):
+    if data.count(b"\n") == data.count(_CRLF):
         return data
     return data.replace(_CRLF, b"\n").replace(b"\n", _CRLF)
 
@@ -157,18 +157,18 @@ class BodyHasher:
 
     def update(self, chunk: bytes | memoryview) -> None:
         """Feed the next part of the body (any split, even inside a CRLF)."""
-        data = bytes(chunk)
+        data = chunk if isinstance(chunk, bytes) else bytes(chunk)
         cut = data.rfind(b"\n") + 1
         if cut == 0:
             if data:
                 self._pending.append(data)
             return
+        # (Slices only where needed: a body usually arrives ending with a line ending.)
+        lines = data if cut == len(data) else data[:cut]
         if self._pending:
-            self._pending.append(data[:cut])
+            self._pending.append(lines)
             lines = b"".join(self._pending)
             self._pending = []
-        else:
-            lines = data[:cut]
         if cut < len(data):
             self._pending.append(data[cut:])
         self._feed_lines(self._canonical_lines(to_crlf(lines)))
@@ -200,18 +200,22 @@ class BodyHasher:
 
     def _feed_lines(self, lines: bytes) -> None:
         """``lines`` ends with CRLF; split off its trailing empty lines."""
-        content = len(lines.rstrip(b"\r\n"))
-        # After to_crlf every LF follows a CR, so the stripped tail is CRLF pairs with perhaps
-        # lone CRs among them; the last lone CR ends the content.
-        lone_cr = lines.rfind(b"\r\r", content)
-        if lone_cr >= 0:
-            content = lone_cr + 1
-        pairs = (len(lines) - content) // 2
+        size = len(lines)
+        if size > 2 and not lines.endswith(b"\r\n\r\n"):
+            content = size - 2  # the usual case: the last line is not empty
+        else:
+            content = len(lines.rstrip(b"\r\n"))
+            # After to_crlf every LF follows a CR, so the stripped tail is CRLF pairs with
+            # perhaps lone CRs among them; the last lone CR ends the content.
+            lone_cr = lines.rfind(b"\r\r", content)
+            if lone_cr >= 0:
+                content = lone_cr + 1
+        pairs = (size - content) // 2
         if content == 0:
             self._blank += pairs
             return
         self._emit_blank()
-        self._emit(lines[: content + 2])
+        self._emit(lines if content + 2 == size else lines[: content + 2])
         self._blank = pairs - 1
 
     def _emit_blank(self) -> None:
