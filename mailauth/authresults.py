@@ -27,6 +27,7 @@ from mailauth.results import (
     ArcOutcome,
     DkimOutcome,
     DmarcOutcome,
+    Policy,
     SpfCheck,
     SpfOutcome,
     SpfResult,
@@ -154,8 +155,14 @@ def _dkim_clause(d: DkimOutcome) -> authres.AuthenticationResult:
 
 
 def _dmarc_clause(d: DmarcOutcome) -> authres.AuthenticationResult:
+    # As OpenDMARC and the large receivers write it: the policy and the disposition in a
+    # comment; policy.dmarc (RFC 7489 11.2 registration) when a disposition is applied.
     comment = f"p={d.policy} dis={d.disposition}" if d.policy else ""
-    return _clause("dmarc", d.result, [("header", "from", d.domain)], d.reason, comment)
+    props: list[Prop] = [("header", "from", d.domain)] if d.domain else []
+    if d.disposition is not Policy.NONE:
+        props.append(("policy", "dmarc", str(d.disposition)))
+    reason = d.reason or d.override_comment
+    return _clause("dmarc", d.result, props, reason, comment)
 
 
 def _arc_clause(a: ArcOutcome, remote_ip: str) -> authres.AuthenticationResult:

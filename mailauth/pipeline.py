@@ -19,6 +19,7 @@ from mailauth.authresults import (
     render_received_spf,
 )
 from mailauth.dkim import DkimPolicy, verify_dkim
+from mailauth.dmarc import DmarcLocalPolicy, evaluate_dmarc
 from mailauth.dns import DnsResolver
 from mailauth.message import Message
 from mailauth.plan import Plan, offload, run_plan, run_plan_async
@@ -70,6 +71,7 @@ class Authenticator:
         *,
         executor: Executor | None = None,
         dkim_policy: DkimPolicy | None = None,
+        dmarc_policy: DmarcLocalPolicy | None = None,
     ) -> None:
         if not authserv_id or quote_pvalue(authserv_id) != authserv_id:
             raise ValueError(
@@ -79,6 +81,7 @@ class Authenticator:
         self.resolver = resolver
         self.executor = executor
         self.dkim_policy = dkim_policy or DkimPolicy()
+        self.dmarc_policy = dmarc_policy or DmarcLocalPolicy()
 
     def verify(
         self,
@@ -119,7 +122,18 @@ class Authenticator:
             lambda: check_spf(self.resolver, ip=ip, helo=context.helo, mail_from=context.mail_from)
         )
         dkim = yield from verify_dkim(context.message, now=context.now, policy=self.dkim_policy)
-        header = render_authentication_results(self.authserv_id, spf=spf, dkim=dkim, remote_ip=ip)
+        dmarc = yield from evaluate_dmarc(
+            context.message.author(),
+            spf=spf,
+            dkim=dkim,
+            ip=ip,
+            helo=context.helo,
+            mail_from=context.mail_from,
+            local=self.dmarc_policy,
+        )
+        header = render_authentication_results(
+            self.authserv_id, spf=spf, dkim=dkim, dmarc=dmarc, remote_ip=ip
+        )
         received_spf = render_received_spf(
             spf.mailfrom, ip=ip, helo=context.helo, receiver=self.authserv_id
         )
@@ -128,5 +142,6 @@ class Authenticator:
             authentication_results=header,
             spf=spf,
             dkim=dkim,
+            dmarc=dmarc,
             received_spf=received_spf,
         )

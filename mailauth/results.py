@@ -132,13 +132,28 @@ class DkimOutcome:
 
 @dataclass(frozen=True, slots=True)
 class DmarcOutcome:
-    """The DMARC result for the author domain, and the disposition after local policy."""
+    """The DMARC result for the author domain, and the disposition after local policy.
+
+    ``policy`` is the domain owner's policy that applies to this message (from the ``p``,
+    ``sp`` or ``np`` tag named in ``policy_tag`` of the record at ``policy_domain``);
+    ``disposition`` is what the receiver applies after test mode (``t=y``), RFC 7489
+    sampling and local overrides; ``override`` names the RFC 9990 PolicyOverride type when
+    the disposition differs from ``policy`` on a fail, ``override_comment`` says why.
+    """
 
     result: DmarcResult
     domain: str
     policy: Policy | None = None
     disposition: Policy = Policy.NONE
     reason: str = ""
+    policy_domain: str = ""
+    policy_tag: str = ""
+    org_domain: str = ""
+    spf_aligned: bool = False
+    dkim_aligned: tuple[str, ...] = ()
+    testing: bool = False
+    override: str = ""
+    override_comment: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -147,6 +162,14 @@ class DmarcOutcome:
             "policy": str(self.policy) if self.policy else None,
             "disposition": str(self.disposition),
             "reason": self.reason,
+            "policy_domain": self.policy_domain,
+            "policy_tag": self.policy_tag,
+            "org_domain": self.org_domain,
+            "spf_aligned": self.spf_aligned,
+            "dkim_aligned": list(self.dkim_aligned),
+            "testing": self.testing,
+            "override": self.override,
+            "override_comment": self.override_comment,
         }
 
 

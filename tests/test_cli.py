@@ -254,3 +254,48 @@ def test_every_command_has_help_with_an_example(
         main([command, "--help"])
     assert exit_info.value.code == 0
     assert "example" in capsys.readouterr().out
+
+
+# --- DMARC on the fixtures (fixtures/dmarc/README.md) ----------------------------------------
+
+DMARC = DEMO.parent / "dmarc"
+
+
+@pytest.mark.parametrize(
+    ("message", "ip", "mail_from", "result", "policy", "disposition"),
+    [
+        ("aligned", "192.0.2.10", "alice@example.net", "pass", "reject", "none"),
+        ("spf-only", "192.0.2.10", "alice@example.net", "pass", "reject", "none"),
+        ("dkim-only", "198.51.100.7", "alice@example.net", "pass", "reject", "none"),
+        ("unauthenticated", "198.51.100.7", "alice@example.net", "fail", "reject", "reject"),
+        ("subdomain", "198.51.100.7", "news@news.example.net", "fail", "quarantine", "quarantine"),
+        ("nonexistent", "198.51.100.7", "ghost@nowhere.example.net", "fail", "reject", "reject"),
+        ("no-record", "198.51.100.7", "eve@example.edu", "none", None, "none"),
+        ("dns-timeout", "198.51.100.7", "sam@slow.example.org", "temperror", None, "none"),
+    ],
+)
+def test_verify_json_reports_dmarc_on_the_fixtures(  # noqa: PLR0917
+    message: str,
+    ip: str,
+    mail_from: str,
+    result: str,
+    policy: str | None,
+    disposition: str,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    args = ["verify", str(DMARC / f"{message}.eml"), "--ip", ip, "--mail-from", mail_from]
+    args += ["--dns-zone", str(DMARC / "dmarc.zone"), "--now", "1795000100", "--json"]
+    assert main(args) == 0
+    data = json.loads(capsys.readouterr().out)
+    dmarc = data["dmarc"]
+    assert (dmarc["result"], dmarc["policy"], dmarc["disposition"]) == (result, policy, disposition)
+    if message == "dkim-only":
+        assert data["spf"]["result"] == "fail"
+        assert dmarc["dkim_aligned"] == ["example.net"] and not dmarc["spf_aligned"]
+    if message == "spf-only":
+        assert data["dkim"] == [] and dmarc["spf_aligned"]
+    if message == "subdomain":
+        assert dmarc["policy_tag"] == "sp"
+    if message == "nonexistent":
+        assert dmarc["policy_tag"] == "np"
+    assert f"dmarc={result}" in data["authentication_results"]

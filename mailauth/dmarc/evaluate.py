@@ -1,0 +1,321 @@
+"""DMARC evaluation (RFC 9989 5.3; RFC 7489 behaviour by option).
+
+:func:`evaluate_dmarc` is a plan: it takes the author (from the message), the SPF and DKIM
+outcomes (never re-deriving them), finds the policy record, checks identifier alignment,
+and decides the disposition: test mode (``t=y``) and, in RFC 7489 mode, ``pct`` sampling
+lower it one step; local policy hooks (trusted forwarders, mailing lists, ARC sealers) may
+override it, with a reason, without touching the DMARC result itself.
+
+Results: ``pass``/``fail``; ``none`` when DMARC does not apply (no author domain, several
+author domains, no policy record, a record that cannot apply); ``permerror`` for a message
+whose From field breaks RFC 5322 (several fields, unparseable, no address); ``temperror``
+when a needed DNS query failed temporarily (RFC 9989 5.3.6: neither pass nor fail).
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from enum import StrEnum
+
+from publicsuffixlist import PublicSuffixList
+
+from mailauth.dmarc.discovery import (
+    TreeWalk,
+    organizational_domain,
+    psl_organizational_domain,
+    select_records,
+    tree_walk,
+)
+from mailauth.dmarc.record import DmarcRecord
+from mailauth.dns import DnsStatus, Query, RRType
+from mailauth.domains import normalize_domain
+from mailauth.errors import InvalidDomainError
+from mailauth.message import Author
+from mailauth.plan import Plan, resolve
+from mailauth.results import (
+    ArcOutcome,
+    DkimOutcome,
+    DkimResult,
+    DmarcOutcome,
+    DmarcResult,
+    Policy,
+    SpfCheck,
+    SpfResult,
+)
+
+_ONE_STEP_DOWN = {Policy.REJECT: Policy.QUARANTINE, Policy.QUARANTINE: Policy.NONE}
+
+
+class DmarcMode(StrEnum):
+    RFC9989 = "rfc9989"  # DNS Tree Walk, np, psd, t
+    RFC7489 = "rfc7489"  # Public Suffix List, pct
+
+
+class OverrideType(StrEnum):
+    """Why a receiver did not apply the domain's policy (RFC 9990 PolicyOverrideType)."""
+
+    TRUSTED_FORWARDER = "trusted_forwarder"
+    MAILING_LIST = "mailing_list"
+    LOCAL_POLICY = "local_policy"
+    POLICY_TEST_MODE = "policy_test_mode"
+    SAMPLED_OUT = "sampled_out"  # RFC 7489 pct
+    OTHER = "other"
+
+
+@dataclass(frozen=True, slots=True)
+class PolicyOverride:
+    """A local decision to apply ``disposition`` instead of the domain's policy."""
+
+    kind: OverrideType
+    comment: str = ""
+    disposition: Policy = Policy.NONE
+
+
+@dataclass(frozen=True, slots=True)
+class OverrideContext:
+    """What a local-policy hook sees: the SMTP facts, every method's outcome, and the DMARC
+    outcome as DMARC alone decided it."""
+
+    ip: str
+    helo: str
+    mail_from: str
+    spf: SpfCheck | None
+    dkim: tuple[DkimOutcome, ...]
+    arc: ArcOutcome | None
+    outcome: DmarcOutcome
+
+
+OverrideHook = Callable[[OverrideContext], PolicyOverride | None]
+
+
+@dataclass(frozen=True, slots=True)
+class DmarcLocalPolicy:
+    """The receiver's choices. ``sampler`` returns a number in [0, 1) for RFC 7489 ``pct``;
+    ``overrides`` are asked in order when a failing message's disposition is not none (the
+    first answer counts); ``psl`` replaces the bundled Public Suffix List (RFC 7489 mode)."""
+
+    mode: DmarcMode = DmarcMode.RFC9989
+    sampler: Callable[[], float] = random.random
+    overrides: tuple[OverrideHook, ...] = ()
+    psl: PublicSuffixList | None = field(default=None, compare=False)
+
+
+@dataclass(frozen=True, slots=True)
+class _Discovery:
+    record: DmarcRecord | None
+    policy_domain: str = ""
+    org_domain: str | None = None  # None: unknown (a temporary DNS failure)
+    problem: str = ""  # a temporary failure that prevents a result
+
+
+def extract_author_domain(author: Author) -> tuple[str, DmarcResult | None, str]:
+    """The Author Domain (RFC 9989 5.3.1), or the result and reason when there is none."""
+    if author.field_count == 0:
+        return "", DmarcResult.NONE, "no From field"
+    if author.field_count > 1:
+        return "", DmarcResult.PERMERROR, f"{author.field_count} From fields (RFC 5322 allows one)"
+    if author.error:
+        return "", DmarcResult.PERMERROR, author.error
+    if not author.mailboxes:
+        return "", DmarcResult.PERMERROR, "From field has no address"
+    try:
+        domains = list(dict.fromkeys(normalize_domain(d) for d in author.domains if d))
+    except InvalidDomainError as exc:
+        return "", DmarcResult.PERMERROR, f"invalid author domain: {exc}"
+    if "" in author.domains:
+        return "", DmarcResult.NONE, "From address with a domain literal has no Author Domain"
+    if len(domains) > 1:
+        listed = ", ".join(domains[:4])
+        return "", DmarcResult.NONE, f"several author domains ({listed}): DMARC not applied"
+    return domains[0], None, ""
+
+
+def evaluate_dmarc(
+    author: Author,
+    *,
+    spf: SpfCheck | None,
+    dkim: Sequence[DkimOutcome],
+    arc: ArcOutcome | None = None,
+    ip: str = "",
+    helo: str = "",
+    mail_from: str = "",
+    local: DmarcLocalPolicy | None = None,
+) -> Plan[DmarcOutcome]:
+    """Evaluate DMARC for a message whose SPF and DKIM outcomes are known."""
+    local = local or DmarcLocalPolicy()
+    domain, result, reason = extract_author_domain(author)
+    if result is not None:
+        return DmarcOutcome(result, domain, reason=reason)
+    if local.mode is DmarcMode.RFC7489:
+        found = yield from _discover_rfc7489(domain, local.psl)
+    else:
+        found = yield from _discover_rfc9989(domain)
+    if found.problem:
+        return DmarcOutcome(DmarcResult.TEMPERROR, domain, reason=found.problem)
+    record = found.record
+    if record is None:
+        return DmarcOutcome(DmarcResult.NONE, domain, reason="no DMARC policy record")
+    notes = []
+    if not (record.policy_valid and record.subdomain_policies_valid):
+        # RFC 9989 4.10.1: no valid p=, or an invalid sp=/np=: p=none if rua= is usable,
+        # otherwise no DMARC processing.
+        if not record.rua:
+            reason = f"record at _dmarc.{found.policy_domain} has no valid p= and no rua="
+            return DmarcOutcome(DmarcResult.NONE, domain, reason=reason)
+        record = replace(record, policy=Policy.NONE, subdomain_policy=None, nonexistent_policy=None)
+        notes.append("no valid p=/sp=/np=: treated as p=none")
+    spf_id = spf.mailfrom.domain if spf and spf.mailfrom.result is SpfResult.PASS else ""
+    dkim_ids = list(dict.fromkeys(d.domain for d in dkim if d.result is DkimResult.PASS))
+    orgs: dict[str, str | None] = {domain: found.org_domain}
+    spf_aligned, problem = yield from _aligned(spf_id, domain, record.aspf, orgs, local)
+    dkim_aligned: list[str] = []
+    for identifier in dkim_ids:
+        aligned, issue = yield from _aligned(identifier, domain, record.adkim, orgs, local)
+        if aligned:
+            dkim_aligned.append(identifier)
+        problem = problem or issue
+    outcome = DmarcOutcome(
+        DmarcResult.PASS if spf_aligned or dkim_aligned else DmarcResult.FAIL,
+        domain,
+        policy_domain=found.policy_domain,
+        org_domain=found.org_domain or "",
+        spf_aligned=spf_aligned,
+        dkim_aligned=tuple(dkim_aligned),
+        testing=record.testing and local.mode is DmarcMode.RFC9989,
+        reason="; ".join(notes),
+    )
+    if outcome.result is DmarcResult.FAIL and problem:
+        return replace(outcome, result=DmarcResult.TEMPERROR, reason=problem)
+    outcome = yield from _apply_policy(outcome, record, local)
+    if outcome.result is DmarcResult.FAIL and outcome.disposition is not Policy.NONE:
+        context = OverrideContext(ip, helo, mail_from, spf, tuple(dkim), arc, outcome)
+        for hook in local.overrides:
+            override = hook(context)
+            if override is not None:
+                return replace(
+                    outcome,
+                    disposition=override.disposition,
+                    override=str(override.kind),
+                    override_comment=override.comment,
+                )
+    return outcome
+
+
+def _discover_rfc9989(domain: str) -> Plan[_Discovery]:
+    """RFC 9989 4.10.1: the Author Domain's record, else its Organizational Domain's or PSD's."""
+    (first,) = yield from resolve(Query.of(f"_dmarc.{domain}", RRType.TXT))
+    if first.status is DnsStatus.TEMPFAIL:
+        return _Discovery(None, problem=f"_dmarc.{domain}: {first.reason or 'DNS failure'}")
+    walk = yield from tree_walk(domain, skip_first=first)
+    own = walk.record_at(domain)
+    if walk.tempfail:
+        if own is None:  # the policy cannot be found
+            return _Discovery(None, problem=walk.tempfail)
+        return _Discovery(own, domain, None)  # the policy is known, the org domain is not
+    org = organizational_domain(walk)
+    if own is not None:
+        return _Discovery(own, domain, org)
+    for candidate in (org, _psd_of(walk)):
+        record = walk.record_at(candidate) if candidate else None
+        if record is not None:
+            return _Discovery(record, candidate, org)
+    return _Discovery(None, "", org)
+
+
+def _psd_of(walk: TreeWalk) -> str:
+    return next((f.domain for f in walk.records if f.record.psd == "y"), "")
+
+
+def _discover_rfc7489(domain: str, psl: PublicSuffixList | None) -> Plan[_Discovery]:
+    """RFC 7489 6.6.3: the Author Domain's record, else the PSL Organizational Domain's."""
+    org = psl_organizational_domain(domain, psl)
+    names = [domain] if org == domain else [domain, org]
+    lookups = yield from resolve(*(Query.of(f"_dmarc.{n}", RRType.TXT) for n in names))
+    for name, lookup in zip(names, lookups, strict=True):
+        if lookup.status is DnsStatus.TEMPFAIL:
+            return _Discovery(None, problem=f"_dmarc.{name}: {lookup.reason or 'DNS failure'}")
+        record, _ = select_records(name, lookup)
+        if record is not None:
+            return _Discovery(record, name, org)
+    return _Discovery(None, "", org)
+
+
+def _aligned(
+    identifier: str,
+    author: str,
+    mode: str,
+    orgs: dict[str, str | None],
+    local: DmarcLocalPolicy,
+) -> Plan[tuple[bool, str]]:
+    """Whether an authenticated identifier aligns with the author domain (RFC 9989 4.4),
+    and the temporary failure that kept it from being decided ("" when none)."""
+    if not identifier:
+        return False, ""
+    if identifier == author:
+        return True, ""
+    if mode == "s":  # strict: identical names only
+        return False, ""
+    author_org = yield from _org_domain(author, orgs, local)
+    if author_org is None:
+        return False, f"organizational domain of {author} unknown (DNS failure)"
+    # The identifier's org domain is a suffix of it: if the author's is not, they differ.
+    if identifier != author_org and not identifier.endswith("." + author_org):
+        return False, ""
+    org = yield from _org_domain(identifier, orgs, local)
+    if org is None:
+        return False, f"organizational domain of {identifier} unknown (DNS failure)"
+    return org == author_org, ""
+
+
+def _org_domain(
+    domain: str, orgs: dict[str, str | None], local: DmarcLocalPolicy
+) -> Plan[str | None]:
+    if domain in orgs and orgs[domain] is not None:
+        return orgs[domain]
+    if local.mode is DmarcMode.RFC7489:
+        org: str | None = psl_organizational_domain(domain, local.psl)
+    else:
+        walk = yield from tree_walk(domain)
+        org = None if walk.tempfail else organizational_domain(walk)
+    orgs[domain] = org
+    return org
+
+
+def _apply_policy(
+    outcome: DmarcOutcome, record: DmarcRecord, local: DmarcLocalPolicy
+) -> Plan[DmarcOutcome]:
+    """The policy that applies (p, sp or np) and the disposition before local overrides."""
+    subdomain = outcome.policy_domain != outcome.domain
+    exists = True
+    if subdomain and record.nonexistent_policy is not None and local.mode is DmarcMode.RFC9989:
+        # RFC 9989 3.2.13 (RFC 8020): NXDOMAIN for the name means it does not exist.
+        (lookup,) = yield from resolve(Query.of(outcome.domain, RRType.A))
+        if lookup.status is DnsStatus.TEMPFAIL and outcome.result is DmarcResult.FAIL:
+            reason = f"{outcome.domain}: existence unknown ({lookup.reason or 'DNS failure'})"
+            return replace(outcome, result=DmarcResult.TEMPERROR, reason=reason)
+        exists = lookup.status is not DnsStatus.NXDOMAIN
+    if local.mode is DmarcMode.RFC7489:
+        record = replace(record, nonexistent_policy=None)
+    policy, tag = record.policy_for(subdomain=subdomain, exists=exists)
+    outcome = replace(outcome, policy=policy, policy_tag=tag)
+    if outcome.result is not DmarcResult.FAIL or policy is Policy.NONE:
+        return outcome
+    if local.mode is DmarcMode.RFC9989 and record.testing:
+        # RFC 9989 4.7 t=y: apply the policy one step below the one published.
+        return replace(
+            outcome,
+            disposition=_ONE_STEP_DOWN[policy],
+            override=str(OverrideType.POLICY_TEST_MODE),
+            override_comment="t=y: the domain is testing its policy",
+        )
+    if local.mode is DmarcMode.RFC7489 and record.pct < 100 and local.sampler() * 100 >= record.pct:
+        # RFC 7489 6.6.4: a message not sampled gets the next less strict policy.
+        return replace(
+            outcome,
+            disposition=_ONE_STEP_DOWN[policy],
+            override=str(OverrideType.SAMPLED_OUT),
+            override_comment=f"pct={record.pct}: not sampled",
+        )
+    return replace(outcome, disposition=policy)

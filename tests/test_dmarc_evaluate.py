@@ -1,0 +1,377 @@
+"""DMARC evaluation (RFC 9989 5.3): author domain, policy discovery, alignment, policy,
+disposition and local overrides; the RFC 7489 mode; Authentication-Results."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+
+import pytest
+
+from mailauth.authresults import render_authentication_results
+from mailauth.dmarc import (
+    DmarcLocalPolicy,
+    DmarcMode,
+    OverrideContext,
+    OverrideType,
+    PolicyOverride,
+    evaluate_dmarc,
+)
+from mailauth.dns import Record, RRType, ZoneResolver
+from mailauth.message import Message
+from mailauth.plan import run_plan
+from mailauth.results import (
+    DkimOutcome,
+    DkimResult,
+    DmarcOutcome,
+    DmarcResult,
+    Policy,
+    SpfCheck,
+    SpfOutcome,
+    SpfResult,
+)
+
+PASS, FAIL, NONE = DmarcResult.PASS, DmarcResult.FAIL, DmarcResult.NONE
+TEMPERROR, PERMERROR = DmarcResult.TEMPERROR, DmarcResult.PERMERROR
+
+
+def make_zone(
+    dmarc: Mapping[str, str | list[str]],
+    *,
+    exists: Iterable[str] = (),
+    faults: Mapping[str, str] | None = None,
+) -> ZoneResolver:
+    data: dict[tuple[str, RRType], tuple[int, tuple[Record, ...]]] = {}
+    for name, value in dmarc.items():
+        texts = [value] if isinstance(value, str) else value
+        data[(f"_dmarc.{name}", RRType.TXT)] = (300, tuple(t.encode() for t in texts))
+    for name in exists:
+        data[(name, RRType.A)] = (300, ("192.0.2.1",))
+    return ZoneResolver(data, faults=faults or {})
+
+
+def evaluate(
+    resolver: ZoneResolver,
+    from_field: str = "Alice <alice@example.com>",
+    *,
+    spf: tuple[SpfResult, str] | None = None,
+    dkim: Sequence[tuple[DkimResult, str]] = (),
+    local: DmarcLocalPolicy | None = None,
+    raw_headers: bytes | None = None,
+) -> DmarcOutcome:
+    headers = raw_headers if raw_headers is not None else f"From: {from_field}\r\n".encode()
+    message = Message.parse(headers + b"Subject: t\r\n\r\nbody\r\n")
+    spf_check = SpfCheck(SpfOutcome(spf[0], "mailfrom", spf[1])) if spf else None
+    outcomes = [DkimOutcome(result, d, "s", "rsa-sha256") for result, d in dkim]
+    plan = evaluate_dmarc(message.author(), spf=spf_check, dkim=outcomes, local=local)
+    return run_plan(plan, resolver)
+
+
+ORG = {"example.com": "v=DMARC1; p=reject; rua=mailto:d@example.com"}
+STRICT = {"example.com": "v=DMARC1; p=reject; adkim=s; aspf=s"}
+
+
+@pytest.mark.parametrize(
+    ("records", "author", "ids", "result", "why"),
+    [
+        (ORG, "a@example.com", ((SpfResult.PASS, "example.com"), []), PASS, "SPF identical"),
+        (ORG, "a@example.com", ((SpfResult.PASS, "bounce.example.com"), []), PASS, "SPF relaxed"),
+        (STRICT, "a@example.com", ((SpfResult.PASS, "bounce.example.com"), []), FAIL, "SPF strict"),
+        (ORG, "a@example.com", ((SpfResult.FAIL, "example.com"), []), FAIL, "SPF not pass"),
+        (ORG, "a@example.com", ((SpfResult.PASS, "example.net"), []), FAIL, "SPF unaligned"),
+        (
+            ORG,
+            "a@example.com",
+            (None, [(DkimResult.PASS, "mail.example.com")]),
+            PASS,
+            "DKIM relaxed",
+        ),
+        (
+            STRICT,
+            "a@example.com",
+            (None, [(DkimResult.PASS, "mail.example.com")]),
+            FAIL,
+            "DKIM strict",
+        ),
+        (
+            STRICT,
+            "a@example.com",
+            (None, [(DkimResult.PASS, "example.com")]),
+            PASS,
+            "DKIM strict same",
+        ),
+        (ORG, "a@example.com", (None, [(DkimResult.FAIL, "example.com")]), FAIL, "DKIM not pass"),
+        (
+            ORG,
+            "a@example.com",
+            (
+                (SpfResult.FAIL, "example.com"),
+                [(DkimResult.FAIL, "example.com"), (DkimResult.PASS, "example.com")],
+            ),
+            PASS,
+            "failing SPF, one aligned passing DKIM signature",
+        ),
+        (
+            ORG,
+            "a@news.example.com",
+            ((SpfResult.PASS, "example.com"), []),
+            PASS,
+            "author below org",
+        ),
+        (
+            {"example.co.uk": "v=DMARC1; p=reject"},
+            "a@mail.example.co.uk",
+            ((SpfResult.PASS, "bounce.example.co.uk"), []),
+            PASS,
+            "relaxed under a two-label public suffix",
+        ),
+        (
+            {"example.co.uk": "v=DMARC1; p=reject"},
+            "a@example.co.uk",
+            ((SpfResult.PASS, "other.co.uk"), []),
+            FAIL,
+            "a sibling under co.uk is another organization",
+        ),
+        (
+            {"example.com": "v=DMARC1; p=reject", "dept.example.com": "v=DMARC1; p=none; psd=n"},
+            "a@example.com",
+            (None, [(DkimResult.PASS, "x.dept.example.com")]),
+            FAIL,
+            "psd=n makes dept.example.com its own organization",
+        ),
+    ],
+)
+def test_alignment(
+    records: dict[str, str],
+    author: str,
+    ids: tuple[tuple[SpfResult, str] | None, list[tuple[DkimResult, str]]],
+    result: DmarcResult,
+    why: str,
+) -> None:
+    spf, dkim = ids
+    outcome = evaluate(make_zone(records), author, spf=spf, dkim=dkim)
+    assert outcome.result is result, (why, outcome)
+
+
+def test_pass_reports_which_identifiers_aligned() -> None:
+    outcome = evaluate(
+        make_zone(ORG),
+        spf=(SpfResult.PASS, "example.com"),
+        dkim=[(DkimResult.PASS, "example.com"), (DkimResult.PASS, "example.net")],
+    )
+    assert outcome.spf_aligned
+    assert outcome.dkim_aligned == ("example.com",)
+    assert (outcome.policy, outcome.disposition, outcome.policy_tag) == (
+        Policy.REJECT,
+        Policy.NONE,
+        "p",
+    )
+
+
+def test_fail_with_p_reject_is_disposition_reject() -> None:
+    outcome = evaluate(make_zone(ORG), spf=(SpfResult.PASS, "example.net"))
+    assert (outcome.result, outcome.policy, outcome.disposition) == (
+        FAIL,
+        Policy.REJECT,
+        Policy.REJECT,
+    )
+    assert (outcome.policy_domain, outcome.org_domain) == ("example.com", "example.com")
+
+
+SUB = {"example.com": "v=DMARC1; p=reject; sp=quarantine; np=none"}
+
+
+def test_rfc9989_4_10_1_existing_subdomain_gets_sp() -> None:
+    outcome = evaluate(make_zone(SUB, exists=["news.example.com"]), "a@news.example.com")
+    assert (outcome.policy, outcome.policy_tag, outcome.policy_domain) == (
+        Policy.QUARANTINE,
+        "sp",
+        "example.com",
+    )
+    assert outcome.disposition is Policy.QUARANTINE
+
+
+def test_rfc9989_4_10_1_nonexistent_subdomain_gets_np() -> None:
+    outcome = evaluate(make_zone(SUB), "a@ghost.example.com")
+    assert (outcome.policy, outcome.policy_tag) == (Policy.NONE, "np")
+    assert outcome.disposition is Policy.NONE
+
+
+def test_subdomain_with_its_own_record_uses_its_p() -> None:
+    records = {**SUB, "news.example.com": "v=DMARC1; p=none"}
+    outcome = evaluate(make_zone(records, exists=["news.example.com"]), "a@news.example.com")
+    assert (outcome.policy, outcome.policy_tag, outcome.policy_domain) == (
+        Policy.NONE,
+        "p",
+        "news.example.com",
+    )
+    assert outcome.org_domain == "example.com"
+
+
+def test_psd_record_applies_when_the_organization_has_none() -> None:
+    resolver = make_zone(
+        {"example": "v=DMARC1; p=reject; np=quarantine; psd=y"}, exists=["shop.brand.example"]
+    )
+    outcome = evaluate(
+        resolver, "a@shop.brand.example", dkim=[(DkimResult.PASS, "mail.brand.example")]
+    )
+    assert outcome.result is PASS  # same organizational domain: brand.example
+    assert (outcome.org_domain, outcome.policy_domain) == ("brand.example", "example")
+    failing = evaluate(resolver, "a@shop.brand.example")
+    assert (failing.policy, failing.disposition) == (Policy.REJECT, Policy.REJECT)
+    ghost = evaluate(resolver, "a@ghost.brand.example")
+    assert (ghost.policy, ghost.policy_tag) == (Policy.QUARANTINE, "np")
+
+
+@pytest.mark.parametrize(
+    ("p", "disposition"), [("reject", Policy.QUARANTINE), ("quarantine", Policy.NONE)]
+)
+def test_rfc9989_4_7_test_mode_applies_one_step_below(p: str, disposition: Policy) -> None:
+    outcome = evaluate(make_zone({"example.com": f"v=DMARC1; p={p}; t=y"}))
+    assert outcome.result is FAIL
+    assert outcome.testing
+    assert outcome.disposition is disposition
+    assert outcome.override == "policy_test_mode"
+
+
+def test_no_record_means_dmarc_does_not_apply() -> None:
+    outcome = evaluate(make_zone({}))
+    assert (outcome.result, outcome.reason) == (NONE, "no DMARC policy record")
+
+
+def test_rfc9989_4_10_1_record_without_valid_p() -> None:
+    with_rua = evaluate(make_zone({"example.com": "v=DMARC1; rua=mailto:d@example.com"}))
+    assert (with_rua.result, with_rua.policy, with_rua.disposition) == (
+        FAIL,
+        Policy.NONE,
+        Policy.NONE,
+    )
+    assert "treated as p=none" in with_rua.reason
+    without = evaluate(make_zone({"example.com": "v=DMARC1; p=bogus"}))
+    assert without.result is NONE
+    assert "no valid p=" in without.reason
+    bad_sp = evaluate(
+        make_zone({"example.com": "v=DMARC1; p=reject; sp=x; rua=mailto:d@example.com"})
+    )
+    assert bad_sp.disposition is Policy.NONE
+
+
+@pytest.mark.parametrize(
+    ("faults", "records", "author", "spf", "expected"),
+    [
+        ({"_dmarc.example.com": "timeout"}, {}, "a@example.com", None, TEMPERROR),
+        # the author has no record and the walk above it fails
+        ({"_dmarc.example.com": "servfail"}, {}, "a@x.example.com", None, TEMPERROR),
+        # the policy is known but relaxed alignment needs the organizational domain
+        (
+            {"_dmarc.com": "timeout"},
+            ORG,
+            "a@example.com",
+            (SpfResult.PASS, "b.example.com"),
+            TEMPERROR,
+        ),
+        # identical domains need no organizational domain
+        ({"_dmarc.com": "timeout"}, ORG, "a@example.com", (SpfResult.PASS, "example.com"), PASS),
+        # np= needs to know whether the author domain exists
+        ({"ghost.example.com": "timeout"}, SUB, "a@ghost.example.com", None, TEMPERROR),
+    ],
+)
+def test_dns_failures(
+    faults: dict[str, str],
+    records: dict[str, str],
+    author: str,
+    spf: tuple[SpfResult, str] | None,
+    expected: DmarcResult,
+) -> None:
+    outcome = evaluate(make_zone(records, faults=faults), author, spf=spf)
+    assert outcome.result is expected, outcome
+    if expected is TEMPERROR:
+        assert (
+            "timeout" in outcome.reason
+            or "SERVFAIL" in outcome.reason
+            or "unknown" in outcome.reason
+        )
+
+
+def test_policy_discovery_for_a_twelve_label_author_asks_at_most_eight_questions() -> None:
+    resolver = make_zone({})
+    outcome = evaluate(resolver, "a@a.b.c.d.e.f.g.h.i.j.k.example")
+    assert outcome.result is NONE
+    assert len(resolver.queries) <= 8
+
+
+@pytest.mark.parametrize(
+    ("headers", "result", "reason"),
+    [
+        (b"To: b@example.org\r\n", NONE, "no From field"),
+        (b"From: a@example.com\r\nFrom: b@example.com\r\n", PERMERROR, "2 From fields"),
+        (b"From: <<a@@>\r\n", PERMERROR, "unparseable"),
+        (b"From: undisclosed-recipients:;\r\n", PERMERROR, "no address"),
+        (b"From: a@example.com, b@example.net\r\n", NONE, "several author domains"),
+        (b"From: a@[192.0.2.1]\r\n", NONE, "domain literal"),
+    ],
+)
+def test_rfc9989_5_3_1_author_domain_problems(
+    headers: bytes, result: DmarcResult, reason: str
+) -> None:
+    outcome = evaluate(make_zone(ORG), raw_headers=headers)
+    assert outcome.result is result
+    assert reason in outcome.reason
+
+
+def test_several_addresses_of_one_domain_and_u_labels() -> None:
+    same = evaluate(make_zone(ORG), raw_headers=b"From: a@example.com, b@EXAMPLE.com\r\n")
+    assert (same.result, same.domain) == (FAIL, "example.com")
+    idn = evaluate(make_zone({"xn--bcher-kva.example": "v=DMARC1; p=none"}), "a@bücher.example")
+    assert idn.domain == "xn--bcher-kva.example"
+    assert idn.result is FAIL
+
+
+def test_rfc7489_mode_uses_the_psl_and_pct() -> None:
+    records = {"example.co.uk": "v=DMARC1; p=reject; pct=50; t=y; np=none"}
+    resolver = make_zone(records)
+    sampled = DmarcLocalPolicy(mode=DmarcMode.RFC7489, sampler=lambda: 0.2)
+    not_sampled = DmarcLocalPolicy(mode=DmarcMode.RFC7489, sampler=lambda: 0.7)
+    hit = evaluate(resolver, "a@ghost.mail.example.co.uk", local=sampled)
+    assert (hit.policy_domain, hit.org_domain) == ("example.co.uk", "example.co.uk")
+    assert (hit.policy_tag, hit.disposition) == ("p", Policy.REJECT)  # t= and np= are RFC 9989
+    miss = evaluate(resolver, "a@ghost.mail.example.co.uk", local=not_sampled)
+    assert (miss.disposition, miss.override) == (Policy.QUARANTINE, "sampled_out")
+    aligned = evaluate(
+        resolver, "a@example.co.uk", spf=(SpfResult.PASS, "x.example.co.uk"), local=sampled
+    )
+    assert aligned.result is PASS
+    queries = [q.name for q in resolver.queries]
+    assert "_dmarc.co.uk" not in queries  # no tree walk in RFC 7489 mode
+
+
+def test_local_override_changes_the_disposition_not_the_result() -> None:
+    seen: list[OverrideContext] = []
+
+    def mailing_lists(context: OverrideContext) -> PolicyOverride | None:
+        seen.append(context)
+        if context.outcome.domain == "example.com":
+            return PolicyOverride(OverrideType.MAILING_LIST, "list.example.org is trusted")
+        return None
+
+    local = DmarcLocalPolicy(overrides=(mailing_lists,))
+    outcome = evaluate(make_zone(ORG), local=local)
+    assert (outcome.result, outcome.disposition) == (FAIL, Policy.NONE)
+    assert (outcome.override, outcome.override_comment) == (
+        "mailing_list",
+        "list.example.org is trusted",
+    )
+    assert seen[0].outcome.disposition is Policy.REJECT
+    evaluate(make_zone(ORG), spf=(SpfResult.PASS, "example.com"), local=local)
+    assert len(seen) == 1  # not asked about a pass
+
+
+def test_authentication_results_clause() -> None:
+    outcome = evaluate(make_zone(ORG))
+    header = render_authentication_results("mx.example.org", dmarc=outcome)
+    assert header.replace("\r\n ", " ") == (
+        "Authentication-Results: mx.example.org; dmarc=fail (p=reject dis=reject) "
+        "header.from=example.com policy.dmarc=reject"
+    )
+    none = evaluate(make_zone({}))
+    text = render_authentication_results("mx.example.org", dmarc=none).replace("\r\n ", " ")
+    assert text.endswith('dmarc=none reason="no DMARC policy record" header.from=example.com')
