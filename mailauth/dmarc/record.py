@@ -132,12 +132,12 @@ def _build(values: dict[str, str], warnings: list[str]) -> DmarcRecord:
         aspf=choice("aspf", ("r", "s"), "r"),
         testing=choice("t", ("y", "n"), "n") == "y",
         psd=choice("psd", ("y", "n", "u"), "u"),
-        pct=_pct(values, warnings),
+        pct=_number(values, "pct", 100, 100, warnings),
         rua=_uris(values, "rua", warnings),
         ruf=_uris(values, "ruf", warnings),
         fo=_fo(values, warnings),
         rf=choice("rf", ("afrf", "iodef"), "afrf"),
-        ri=_ri(values, warnings),
+        ri=_number(values, "ri", 86400, 2**32 - 1, warnings),
         policy_valid=policy_ok and policy is not None,
         subdomain_policies_valid=sp_ok and np_ok,
         warnings=tuple(warnings),
@@ -155,24 +155,17 @@ def _policy(values: dict[str, str], tag: str, warnings: list[str]) -> tuple[Poli
     return policy, True
 
 
-def _pct(values: dict[str, str], warnings: list[str]) -> int:
-    raw = values.get("pct")
+def _number(
+    values: dict[str, str], tag: str, default: int, maximum: int, warnings: list[str]
+) -> int:
+    """pct= (0-100) and ri= (seconds): a decimal number up to ``maximum``, else the default."""
+    raw = values.get(tag)
     if raw is None:
-        return 100
-    if raw.isdigit() and int(raw) <= 100:
+        return default
+    if raw.isdigit() and len(raw) <= 10 and int(raw) <= maximum:
         return int(raw)
-    warnings.append(f"pct={raw} is not 0-100: using 100")
-    return 100
-
-
-def _ri(values: dict[str, str], warnings: list[str]) -> int:
-    raw = values.get("ri")
-    if raw is None:
-        return 86400
-    if raw.isdigit() and len(raw) <= 10:
-        return int(raw)
-    warnings.append(f"ri={raw} is not a number of seconds: using 86400")
-    return 86400
+    warnings.append(f"{tag}={raw} is not a number from 0 to {maximum}: using {default}")
+    return default
 
 
 def _fo(values: dict[str, str], warnings: list[str]) -> tuple[str, ...]:
