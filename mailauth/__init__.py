@@ -6,6 +6,7 @@ The public API is what ``__all__`` lists; ``mailauth.dns`` holds the resolvers a
 
 from __future__ import annotations
 
+from mailauth.arc import Sealer
 from mailauth.dkim import DkimPolicy, Signer, sign_dkim
 from mailauth.errors import (
     ConfigError,
@@ -21,6 +22,7 @@ from mailauth.pipeline import Authenticator
 from mailauth.results import (
     ArcOutcome,
     ArcResult,
+    ArcSetInfo,
     DkimOutcome,
     DkimResult,
     DmarcOutcome,
@@ -35,6 +37,7 @@ from mailauth.results import (
 __all__ = [
     "ArcOutcome",
     "ArcResult",
+    "ArcSetInfo",
     "Authenticator",
     "Author",
     "ConfigError",
@@ -51,6 +54,7 @@ __all__ = [
     "MessageParseError",
     "Policy",
     "RecordSyntaxError",
+    "Sealer",
     "Signer",
     "SigningError",
     "SpfCheck",

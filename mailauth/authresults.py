@@ -25,6 +25,7 @@ from mailauth.domains import normalize_domain
 from mailauth.errors import InvalidDomainError
 from mailauth.results import (
     ArcOutcome,
+    ArcResult,
     DkimOutcome,
     DmarcOutcome,
     Policy,
@@ -166,8 +167,12 @@ def _dmarc_clause(d: DmarcOutcome) -> authres.AuthenticationResult:
 
 
 def _arc_clause(a: ArcOutcome, remote_ip: str) -> authres.AuthenticationResult:
-    # RFC 8617 10.2: smtp.remote-ip
-    return _clause("arc", a.result, [("smtp", "remote-ip", remote_ip)], a.reason)
+    # RFC 8617 10.2: smtp.remote-ip, and header.oldest-pass for a passing chain (section 6).
+    props: list[Prop] = [("smtp", "remote-ip", remote_ip)] if remote_ip else []
+    if a.result is ArcResult.PASS and a.oldest_pass is not None:
+        props.append(("header", "oldest-pass", str(a.oldest_pass)))
+    chain = " ".join(f"as[{s.instance}].d={s.domain}" for s in reversed(a.sets))
+    return _clause("arc", a.result, props, a.reason, chain)
 
 
 def render_authentication_results(

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
+from mailauth.arc.seal import Sealer, results_payload
 from mailauth.dkim import (
     Signer,
     generate_private_key,
@@ -121,7 +122,9 @@ def _add_sign_parser(commands: argparse._SubParsersAction[_Parser]) -> None:
         "once) to sign with several keys in one pass.",
         epilog="examples:\n  mailauth sign message.eml --domain example.com --selector "
         "s2026 --key s2026.private > signed.eml\n  mailauth sign message.eml --domain "
-        "example.com --selector rsa1 --key rsa1.private --selector ed1 --key ed1.private",
+        "example.com --selector rsa1 --key rsa1.private --selector ed1 --key ed1.private\n"
+        "  mailauth sign --arc message.eml --authserv-id lists.example.org --ip 192.0.2.10 "
+        "--mail-from a@example.com --domain example.org --selector arc1 --key arc1.private",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     sign.add_argument("file", nargs="?", default="-", help="the message (default: stdin)")
@@ -147,6 +150,18 @@ def _add_sign_parser(commands: argparse._SubParsersAction[_Parser]) -> None:
     )
     sign.add_argument("--expire", type=int, metavar="SECONDS", help="add x= this far after t=")
     sign.add_argument("--now", type=float, metavar="UNIXTIME", help="t= (default: now)")
+    arc = sign.add_argument_group(
+        "ARC sealing (RFC 8617)",
+        "--arc adds an ARC Set instead of a DKIM-Signature: the message is first verified as "
+        "received from --ip (its Authentication-Results becomes the ARC-Authentication-Results, "
+        "its ARC chain decides cv=), then sealed with the one --domain/--selector/--key.",
+    )
+    arc.add_argument("--arc", action="store_true", help="seal (ARC) instead of DKIM-signing")
+    arc.add_argument("--authserv-id", metavar="ID", help="our authserv-id (required with --arc)")
+    arc.add_argument("--ip", help="the SMTP client's address (required with --arc)")
+    arc.add_argument("--helo", default="", help="the client's HELO name")
+    arc.add_argument("--mail-from", default="", metavar="ADDR", help="the MAIL FROM address")
+    _add_dns_options(sign)
 
 
 def _add_keygen_parser(commands: argparse._SubParsersAction[_Parser]) -> None:
@@ -237,10 +252,41 @@ def _signers(args: argparse.Namespace) -> list[Signer]:
 
 
 def _cmd_sign(args: argparse.Namespace) -> int:
+    if args.arc:
+        return _cmd_seal(args)
     signers = _signers(args)
     raw = _read_input(args.file)
     signed = sign_dkim(raw, signers, now=args.now)
     sys.stdout.buffer.write(signed)
+    sys.stdout.buffer.flush()
+    return 0
+
+
+def _cmd_seal(args: argparse.Namespace) -> int:
+    if not (args.authserv_id and args.ip):
+        raise CliError("--arc needs --authserv-id and --ip")
+    if not len(args.key) == len(args.selector) == len(args.domain) == 1:
+        raise CliError("--arc seals with one --domain, --selector and --key")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        algorithm = args.algorithm[0] if args.algorithm else None
+        sealer = Sealer(args.domain[0], args.selector[0], Path(args.key[0]), algorithm)
+    for warning in caught:
+        print(f"mailauth: warning: {warning.message}", file=sys.stderr)
+    raw = _read_input(args.file)
+    authenticator = Authenticator(authserv_id=args.authserv_id, resolver=make_resolver(args))
+    verdict = authenticator.verify(
+        raw, ip=args.ip, helo=args.helo, mail_from=args.mail_from, now=args.now
+    )
+    if verdict.arc is None:  # the pipeline always validates ARC
+        raise CliError("internal error: no ARC outcome in the verdict")
+    sealed = sealer.seal(
+        raw,
+        authentication_results=results_payload(verdict.authentication_results),
+        chain=verdict.arc,
+        now=args.now,
+    )
+    sys.stdout.buffer.write(sealed)
     sys.stdout.buffer.flush()
     return 0
 

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import ipaddress
 import time
+from collections.abc import Iterable
 from concurrent.futures import Executor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
+from mailauth.arc import verify_arc
 from mailauth.authresults import (
     quote_pvalue,
     render_authentication_results,
@@ -23,6 +25,7 @@ from mailauth.dmarc import DmarcLocalPolicy, evaluate_dmarc
 from mailauth.dns import DnsResolver
 from mailauth.message import Message
 from mailauth.plan import Plan, offload, run_plan, run_plan_async
+from mailauth.policy import trust_arc_sealers
 from mailauth.results import Verdict
 from mailauth.spf import check_spf
 
@@ -72,6 +75,7 @@ class Authenticator:
         executor: Executor | None = None,
         dkim_policy: DkimPolicy | None = None,
         dmarc_policy: DmarcLocalPolicy | None = None,
+        trusted_arc_sealers: Iterable[str] = (),
     ) -> None:
         if not authserv_id or quote_pvalue(authserv_id) != authserv_id:
             raise ValueError(
@@ -82,6 +86,10 @@ class Authenticator:
         self.executor = executor
         self.dkim_policy = dkim_policy or DkimPolicy()
         self.dmarc_policy = dmarc_policy or DmarcLocalPolicy()
+        sealers = tuple(trusted_arc_sealers)
+        if sealers:  # RFC 8617 7.2.1: a trusted sealer's passing chain may override DMARC
+            hooks = (*self.dmarc_policy.overrides, trust_arc_sealers(sealers))
+            self.dmarc_policy = replace(self.dmarc_policy, overrides=hooks)
 
     def verify(
         self,
@@ -122,17 +130,19 @@ class Authenticator:
             lambda: check_spf(self.resolver, ip=ip, helo=context.helo, mail_from=context.mail_from)
         )
         dkim = yield from verify_dkim(context.message, now=context.now, policy=self.dkim_policy)
+        arc = yield from verify_arc(context.message)
         dmarc = yield from evaluate_dmarc(
             context.message.author(),
             spf=spf,
             dkim=dkim,
+            arc=arc,
             ip=ip,
             helo=context.helo,
             mail_from=context.mail_from,
             local=self.dmarc_policy,
         )
         header = render_authentication_results(
-            self.authserv_id, spf=spf, dkim=dkim, dmarc=dmarc, remote_ip=ip
+            self.authserv_id, spf=spf, dkim=dkim, arc=arc, dmarc=dmarc, remote_ip=ip
         )
         received_spf = render_received_spf(
             spf.mailfrom, ip=ip, helo=context.helo, receiver=self.authserv_id
@@ -143,5 +153,6 @@ class Authenticator:
             spf=spf,
             dkim=dkim,
             dmarc=dmarc,
+            arc=arc,
             received_spf=received_spf,
         )

@@ -174,13 +174,39 @@ class DmarcOutcome:
 
 
 @dataclass(frozen=True, slots=True)
+class ArcSetInfo:
+    """One ARC Set as found: its instance, the sealer's d= and s=, the seal's cv=, and the
+    ARC-Authentication-Results payload (after ``i=N;``, unfolded)."""
+
+    instance: int
+    domain: str
+    selector: str
+    cv: str
+    results: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "instance": self.instance,
+            "domain": self.domain,
+            "selector": self.selector,
+            "cv": self.cv,
+            "results": self.results,
+        }
+
+
+@dataclass(frozen=True, slots=True)
 class ArcOutcome:
-    """The ARC chain validation result (RFC 8617 5.2)."""
+    """The ARC chain validation result (RFC 8617 5.2).
+
+    ``oldest_pass`` is the lowest instance whose AMS still validates (0 when all do; RFC 8617
+    5.2 step 5); ``sets`` describe the chain, oldest first (empty when it could not be read).
+    """
 
     result: ArcResult
     reason: str = ""
     oldest_pass: int | None = None
     domains: tuple[str, ...] = ()
+    sets: tuple[ArcSetInfo, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -188,6 +214,7 @@ class ArcOutcome:
             "reason": self.reason,
             "oldest_pass": self.oldest_pass,
             "domains": list(self.domains),
+            "sets": [s.to_dict() for s in self.sets],
         }
 
 

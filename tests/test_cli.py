@@ -299,3 +299,63 @@ def test_verify_json_reports_dmarc_on_the_fixtures(  # noqa: PLR0917
     if message == "nonexistent":
         assert dmarc["policy_tag"] == "np"
     assert f"dmarc={result}" in data["authentication_results"]
+
+
+# --- ARC sealing at two hops --------------------------------------------------------------
+
+
+def test_two_arc_hops_with_the_cli_pass_with_mailauth_and_dkimpy(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import dkim
+
+    from mailauth.dkim.canon import to_crlf
+    from mailauth.dns import RRType, ZoneResolver
+
+    lines = []
+    for domain, selector in (("lists.example.org", "arc1"), ("fwd.example.net", "arc2")):
+        args = ["keygen", "--domain", domain, "--selector", selector, "--out", str(tmp_path)]
+        assert main(args) == 0
+        lines.append(capsys.readouterr().out)
+    zone = tmp_path / "all.zone"
+    zone.write_text((DEMO / "example.com.zone").read_text() + "".join(lines))
+
+    def seal(source: Path, authserv_id: str, ip: str, domain: str, selector: str) -> Path:
+        target = tmp_path / f"{selector}.eml"
+        command = [sys.executable, "-m", "mailauth", "sign", "--arc", str(source)]
+        command += ["--authserv-id", authserv_id, "--ip", ip, "--dns-zone", str(zone)]
+        command += ["--domain", domain, "--selector", selector]
+        command += ["--key", str(tmp_path / f"{selector}.private")]
+        target.write_bytes(subprocess.run(command, capture_output=True, check=True).stdout)
+        return target
+
+    hop1 = seal(
+        DEMO / "message.eml", "lists.example.org", "192.0.2.10", "lists.example.org", "arc1"
+    )
+    hop2 = seal(hop1, "fwd.example.net", "198.51.100.20", "fwd.example.net", "arc2")
+    verify = ["--ip", "203.0.113.5", "--dns-zone", str(zone), "--json"]
+    assert main(["verify", str(hop2), *verify]) == 0
+    arc = json.loads(capsys.readouterr().out)["arc"]
+    assert (arc["result"], arc["domains"]) == ("pass", ["lists.example.org", "fwd.example.net"])
+    resolver = ZoneResolver.from_files([zone])
+
+    def dnsfunc(name: bytes, timeout: int = 5) -> bytes:
+        texts = resolver.lookup(name.decode().rstrip("."), RRType.TXT).texts
+        return texts[0] if texts else b""
+
+    sealed = to_crlf(hop2.read_bytes())
+    assert dkim.arc_verify(sealed, dnsfunc=dnsfunc)[0] == b"pass"
+    changed = tmp_path / "changed.eml"
+    changed.write_bytes(hop2.read_bytes().replace(b"Hello Bob", b"Hello Eve"))
+    assert main(["verify", str(changed), *verify]) == 0
+    assert json.loads(capsys.readouterr().out)["arc"]["result"] == "fail"
+    assert (
+        dkim.arc_verify(sealed.replace(b"Hello Bob", b"Hello Eve"), dnsfunc=dnsfunc)[0] == b"fail"
+    )
+
+
+def test_sign_arc_needs_its_options(capsys: pytest.CaptureFixture[str]) -> None:
+    args = ["sign", "--arc", str(DEMO / "message.eml"), "--domain", "example.org"]
+    args += ["--selector", "s", "--key", str(DEMO / "demo.key.pem")]
+    assert main(args) == 2
+    assert "--arc needs --authserv-id and --ip" in capsys.readouterr().err

@@ -101,6 +101,7 @@ def test_no_signature_gives_no_outcomes() -> None:
         ("b=", "b=*", NEUTRAL, "b= is not valid base64"),
         ("s=rsa1;", "s=rsa1\x01;", NEUTRAL, "control character"),
         ("s=rsa1;", "s=rsa1; =x;", NEUTRAL, "malformed tag"),
+        ("s=rsa1;", "s=rsa1;;", NEUTRAL, "empty tag-spec"),  # RFC 6376 3.2 tag-list
     ],
 )
 def test_signature_tag_checks(old: str, new: str, result: DkimResult, reason: str) -> None:

@@ -69,20 +69,8 @@ class Signer:
         expire: int | None = None,
         identity: str | None = None,
     ) -> None:
-        if isinstance(private_key, os.PathLike) or (
-            isinstance(private_key, str) and not private_key.lstrip().startswith("-----BEGIN")
-        ):
-            warning = key_file_warning(private_key)
-            if warning:
-                warnings.warn(warning, InsecureKeyFileWarning, stacklevel=2)
-        self.key = load_private_key(private_key)
-        self.algorithm = _algorithm_for(self.key, algorithm)
-        try:
-            self.domain = normalize_domain(domain)
-            normalize_domain(f"{selector}._domainkey.{self.domain}")
-        except InvalidDomainError as exc:
-            raise SigningError(f"bad domain or selector: {exc}") from None
-        self.selector = selector
+        self.key, self.algorithm = signing_key(private_key, algorithm)
+        self.domain, self.selector = signing_identity(domain, selector)
         head, _, body = canonicalization.lower().partition("/")
         try:
             self.header_canon = Canonicalization(head)
@@ -137,9 +125,7 @@ class Signer:
         return "\r\n".join(text).encode().replace(b"\r\n", eol) + eol
 
     def _sign(self, data: bytes) -> bytes:
-        if isinstance(self.key, ed25519.Ed25519PrivateKey):
-            return self.key.sign(hashlib.sha256(data).digest())  # RFC 8463 3
-        return self.key.sign(data, padding.PKCS1v15(), hashes.SHA256())
+        return sign_data(self.key, data)
 
 
 def sign_dkim(message: bytes, signers: Sequence[Signer], *, now: float | None = None) -> bytes:
@@ -159,7 +145,39 @@ def sign_dkim(message: bytes, signers: Sequence[Signer], *, now: float | None = 
     return message[:start] + fields + message[start:]
 
 
-def _algorithm_for(key: PrivateKey, requested: str | None) -> str:
+def signing_key(
+    source: bytes | str | os.PathLike[str] | PrivateKey, algorithm: str | None
+) -> tuple[PrivateKey, str]:
+    """Load a signing key (warning when its file is readable by others) and its a= value."""
+    if isinstance(source, os.PathLike) or (
+        isinstance(source, str) and not source.lstrip().startswith("-----BEGIN")
+    ):
+        warning = key_file_warning(source)
+        if warning:
+            warnings.warn(warning, InsecureKeyFileWarning, stacklevel=3)
+    key = load_private_key(source)
+    return key, algorithm_for_key(key, algorithm)
+
+
+def signing_identity(domain: str, selector: str) -> tuple[str, str]:
+    """d= normalised and s= checked (the key name must be a valid domain name)."""
+    try:
+        normalized = normalize_domain(domain)
+        normalize_domain(f"{selector}._domainkey.{normalized}")
+    except InvalidDomainError as exc:
+        raise SigningError(f"bad domain or selector: {exc}") from None
+    return normalized, selector
+
+
+def sign_data(key: PrivateKey, data: bytes) -> bytes:
+    """The signature of the header hash input, through OpenSSL."""
+    if isinstance(key, ed25519.Ed25519PrivateKey):
+        return key.sign(hashlib.sha256(data).digest())  # RFC 8463 3: PureEdDSA of the SHA-256
+    return key.sign(data, padding.PKCS1v15(), hashes.SHA256())
+
+
+def algorithm_for_key(key: PrivateKey, requested: str | None = None) -> str:
+    """a= for a key (rsa-sha256 or ed25519-sha256); raises SigningError on a mismatch."""
     if isinstance(key, ed25519.Ed25519PrivateKey):
         natural = "ed25519-sha256"
     else:

@@ -152,14 +152,22 @@ def _algorithm(value: str) -> str:
     return value
 
 
-def _domain(value: str, tag: str) -> str:
-    # RFC 6376 3.5: d= and s= are sub-domains (RFC 5321: letters, digits, hyphens; U-labels
-    # allowed by RFC 8616, compared as A-labels). Underscores are tolerated in selectors.
+def tag_domain(value: str) -> str | None:
+    """A d= (or selector + d=) value as a normalised domain name, or None when it is none.
+
+    RFC 6376 3.5: sub-domains (RFC 5321: letters, digits, hyphens; U-labels allowed by
+    RFC 8616, compared as A-labels). Underscores are tolerated in selectors.
+    """
     try:
         name = normalize_domain(value)
     except InvalidDomainError:
-        raise _syntax(f"{tag}= is not a valid domain name") from None
-    if not _HOSTNAME.match(name):
+        return None
+    return name if _HOSTNAME.match(name) else None
+
+
+def _domain(value: str, tag: str) -> str:
+    name = tag_domain(value)
+    if name is None:
         raise _syntax(f"{tag}= is not a valid domain name")
     return name
 

@@ -45,22 +45,25 @@ def _is_tag_name(name: bytes) -> bool:
 def parse_tag_list(data: bytes) -> dict[str, Tag]:
     """Parse a tag list; names are case-sensitive (RFC 6376 3.2). Raises TagSyntaxError.
 
-    Empty tag-specs (``;;`` or a trailing ``;``) are skipped. A duplicate name makes the whole
-    list invalid (RFC 6376 3.2). Control characters are refused anywhere in the list.
+    A trailing ``;`` is allowed; an empty tag-spec elsewhere (``;;``) is not, and neither is a
+    duplicate name: either makes the whole list invalid (RFC 6376 3.2). Control characters
+    are refused anywhere in the list.
     """
     if _BAD_OCTET.search(data):
         raise TagSyntaxError("control character in tag list")
     tags: dict[str, Tag] = {}
     offset = 0
-    for spec in data.split(b";"):
+    specs = data.split(b";")
+    last = len(specs) - 1
+    for index, spec in enumerate(specs):
         start, offset = offset, offset + len(spec) + 1
         eq = spec.find(b"=")
         name = spec[:eq].strip(_FWS) if eq > 0 else b""
         if not _is_tag_name(name):
-            if not spec.strip(_FWS):
-                continue
+            if index == last and not spec.strip(_FWS):
+                continue  # tag-list = tag-spec *( ";" tag-spec ) [ ";" ]
             shown = spec.strip(_FWS)[:40].decode("ascii", "replace")
-            raise TagSyntaxError(f"malformed tag {shown!r}")
+            raise TagSyntaxError(f"malformed tag {shown!r}" if shown else "empty tag-spec")
         try:
             value = spec[eq + 1 :].strip(_FWS).decode("utf-8")
         except UnicodeDecodeError:

@@ -121,7 +121,7 @@ class DkimVerification:
         )
 
     def _check(self, sig: Signature, lookup: Lookup) -> DkimOutcome:
-        records, problem = _key_records(lookup)
+        records, problem = key_records(lookup)
         if problem is not None:
             return _outcome(sig, *problem)
         min_bits = self.policy.min_rsa_bits
@@ -201,7 +201,7 @@ def verify_signature(record: KeyRecord, algorithm: str, signature: bytes, data: 
     return False
 
 
-def _key_records(
+def key_records(
     lookup: Lookup,
 ) -> tuple[list[KeyRecord], tuple[DkimResult, str] | None]:
     """Usable key records at the selector, or the result and reason why there are none."""
@@ -228,20 +228,26 @@ def _hasher_key(sig: Signature) -> tuple[Canonicalization, int | None, str]:
 
 def _key_unusable(sig: Signature, record: KeyRecord, min_rsa_bits: int) -> str:
     """RFC 6376 6.1.2 checks of a key against the signature; "" when the key may be used."""
+    problem = key_problem(record, sig.algorithm, min_rsa_bits)
+    if not problem and record.strict_identity and sig.identity_domain != sig.domain:
+        return "key t=s requires the i= domain to equal d="
+    return problem
+
+
+def key_problem(record: KeyRecord, algorithm: str, min_rsa_bits: int = MIN_RSA_BITS) -> str:
+    """Why a key cannot check a signature of ``algorithm`` (RFC 6376 6.1.2, RFC 8301), or ""."""
     if record.key is None:
         return "key revoked (empty p=)"
-    key_type = sig.algorithm.partition("-")[0]
+    key_type, _, hash_name = algorithm.partition("-")
     if record.key_type != key_type:
-        return f"key type k={record.key_type} does not match a={sig.algorithm}"
+        return f"key type k={record.key_type} does not match a={algorithm}"
     bits = record.bits or 0
     if key_type == "rsa" and bits < min_rsa_bits:
         return f"RSA key of {bits} bits is too small (RFC 8301 3.2: at least {min_rsa_bits})"
-    if record.hash_algorithms is not None and sig.hash_name not in record.hash_algorithms:
-        return f"key h= does not allow {sig.hash_name}"
+    if record.hash_algorithms is not None and hash_name not in record.hash_algorithms:
+        return f"key h= does not allow {hash_name}"
     if not {"*", "email"} & set(record.services):
         return "key s= does not allow email"
-    if record.strict_identity and sig.identity_domain != sig.domain:
-        return "key t=s requires the i= domain to equal d="
     return ""
 
 

@@ -1,0 +1,207 @@
+"""ARC sealing for forwarders and mailing lists (RFC 8617 5.1).
+
+:class:`Sealer` adds one ARC Set on top of a message: the ARC-Authentication-Results (the
+receiver's Authentication-Results payload with ``i=N``), the ARC-Message-Signature (a DKIM
+signature with ``i=N``, relaxed/relaxed) and the ARC-Seal over every set (``cv=`` from the
+validation of the incoming chain). A chain whose newest seal already says ``cv=fail`` gets no
+new set (5.1 step 2); a chain that fails validation is sealed with ``cv=fail`` and a seal that
+covers the new set only (5.1.2). Fields use the "standardized" layout of the ValiMail suite:
+tags in alphabetical order, one space after each ``;``, folded at tag boundaries and inside
+``b=``, so that relaxed canonicalization of the field equals the unfolded text.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import re
+import time
+from collections.abc import Sequence
+
+from mailauth.arc.chain import MAX_SETS, ArcError, instance_of, is_arc_field
+from mailauth.dkim.canon import (
+    Canonicalization,
+    canonicalize_header_bytes,
+    hash_body,
+    header_data,
+    signature_data,
+)
+from mailauth.dkim.keys import PrivateKey
+from mailauth.dkim.sign import DEFAULT_HEADERS, sign_data, signing_identity, signing_key
+from mailauth.errors import SigningError
+from mailauth.message import HeaderField, Message
+from mailauth.results import ArcOutcome, ArcResult
+
+RELAXED = Canonicalization.RELAXED
+LINE_WIDTH = 78
+_WSP = re.compile(r"[ \t\r\n]+")
+# RFC 8617 4.1.2: ARC fields and Authentication-Results never go into an AMS; DKIM-Signature
+# fields already present SHOULD.
+DEFAULT_AMS_HEADERS = (*DEFAULT_HEADERS, "dkim-signature")
+
+
+class Sealer:
+    """Seals with one key for one ``d=``/``s=`` pair (``private_key`` as for :class:`Signer`)."""
+
+    def __init__(
+        self,
+        domain: str,
+        selector: str,
+        private_key: bytes | str | os.PathLike[str] | PrivateKey,
+        algorithm: str | None = None,
+        *,
+        headers: Sequence[str] | None = None,
+    ) -> None:
+        self.key, self.algorithm = signing_key(private_key, algorithm)
+        self.domain, self.selector = signing_identity(domain, selector)
+        names = [h.strip().lower() for h in headers or DEFAULT_AMS_HEADERS]
+        forbidden = {"arc-seal", "arc-message-signature", "arc-authentication-results"}
+        if forbidden & set(names) or "authentication-results" in names:
+            raise SigningError("an ARC-Message-Signature never signs ARC or A-R fields")
+        self.headers = tuple(dict.fromkeys(names))
+
+    def seal(
+        self,
+        message: bytes,
+        *,
+        authentication_results: str,
+        chain: ArcOutcome,
+        now: float | None = None,
+    ) -> bytes:
+        """The message with a new ARC Set on top (or unchanged when the chain already failed).
+
+        ``authentication_results``: the receiver's Authentication-Results payload
+        (``authserv-id; method=result ...``), as :func:`results_payload` makes it;
+        ``chain``: the validation of the incoming chain (:func:`verify_arc`).
+        """
+        parsed = Message.parse(message)
+        existing = [f for f in parsed.headers if is_arc_field(f)]
+        instances = _instances(existing)
+        newest = _newest_seal_cv(existing, instances)
+        if newest == "fail":
+            return message  # RFC 8617 5.1 step 2: a failed chain is not continued
+        instance = max(instances, default=0) + 1
+        if instance > MAX_SETS:
+            return message  # no room for a 51st set
+        if chain.result is ArcResult.NONE and instance > 1:
+            raise SigningError("the chain given does not belong to this message")
+        cv = {ArcResult.NONE: "none", ArcResult.PASS: "pass"}.get(chain.result, "fail")
+        when = int(time.time() if now is None else now)
+        eol = "\r\n" if parsed.headers[0].raw.endswith(b"\r\n") else "\n"
+        payload = f"i={instance}; {_unfold(authentication_results)}"
+        # Folded only at its own spaces: unfolding gives back the one-line text exactly.
+        aar_text = _wrap("ARC-Authentication-Results:", payload.split(" "), eol)
+        aar = HeaderField("ARC-Authentication-Results", aar_text.encode())
+        ams = self._message_signature(parsed, aar, instance, when, eol)
+        tags = {"a": self.algorithm, "cv": cv, "d": self.domain}
+        tags |= {"i": str(instance), "s": self.selector, "t": str(when)}
+        seal = self._seal(existing if cv != "fail" else [], (aar, ams), tags)
+        start = message.find(b"\n") + 1 if message.startswith(b"From ") else 0
+        return message[:start] + seal.raw + ams.raw + aar.raw + message[start:]
+
+    def _message_signature(
+        self, message: Message, aar: HeaderField, instance: int, when: int, eol: str
+    ) -> HeaderField:
+        counts: dict[str, int] = {}
+        for field in message.headers:
+            counts[field.name.lower()] = counts.get(field.name.lower(), 0) + 1
+        signed = [n for n in self.headers for _ in range(counts.get(n, 0))]
+        body_hash = base64.b64encode(hash_body(message.body, RELAXED)).decode()
+        tags = {
+            "a": self.algorithm,
+            "bh": body_hash,
+            "c": "relaxed/relaxed",
+            "d": self.domain,
+            "h": ":".join(signed),
+            "i": str(instance),
+            "s": self.selector,
+            "t": str(when),
+        }
+        headers = (aar, *message.headers)
+        data = header_data(headers, signed, RELAXED)
+        return self._signed_field("ARC-Message-Signature", tags, data, eol)
+
+    def _seal(
+        self, covered: list[HeaderField], new_set: tuple[HeaderField, ...], tags: dict[str, str]
+    ) -> HeaderField:
+        # RFC 8617 5.1.1: sets 1..N in increasing order, AAR, AMS, AS within each; with cv=fail
+        # only the new set (5.1.2).
+        kinds = {"arc-authentication-results": 0, "arc-message-signature": 1, "arc-seal": 2}
+        ordered = sorted(covered, key=lambda f: (instance_of(f), kinds[f.name.lower()]))
+        parts = [canonicalize_header_bytes(f.raw, RELAXED) for f in (*ordered, *new_set)]
+        eol = "\r\n" if new_set[0].raw.endswith(b"\r\n") else "\n"
+        return self._signed_field("ARC-Seal", tags, b"".join(parts), eol)
+
+    def _signed_field(self, name: str, tags: dict[str, str], data: bytes, eol: str) -> HeaderField:
+        """Sign: the field with ``b=`` empty is hashed after ``data``, then b= is filled in."""
+        items = sorted({**tags, "b": ""}.items())
+        unsigned = f"{name}: " + "; ".join(f"{k}={v}" for k, v in items)
+        hashed = data + signature_data(unsigned.encode() + b"\r\n", RELAXED)
+        value = base64.b64encode(sign_data(self.key, hashed)).decode()
+        text = _fold(name, [(k, value if k == "b" else v) for k, v in items], eol)
+        return HeaderField(name, text.encode())
+
+
+def results_payload(authentication_results: str) -> str:
+    """An Authentication-Results field (as :class:`Verdict` holds it) as an AAR payload:
+    ``authserv-id; results``, unfolded."""
+    _, colon, value = authentication_results.partition(":")
+    return _unfold(value if colon else authentication_results)
+
+
+def merge_authentication_results(message: Message, authserv_id: str) -> str:
+    """The payloads of every Authentication-Results field with this authserv-id, in order,
+    merged into one (the AAR carries all of an ADMD's results, RFC 8617 4.1.1)."""
+    results = []
+    for field in message.get_all("Authentication-Results"):
+        ident, _, rest = _unfold(field.value.decode("utf-8", "replace")).partition(";")
+        if ident.strip().lower() == authserv_id.lower() and rest.strip():
+            results.append(rest.strip())
+    return f"{authserv_id}; " + "; ".join(results) if results else f"{authserv_id}; none"
+
+
+def _unfold(text: str) -> str:
+    return _WSP.sub(" ", text).strip()
+
+
+def _fold(name: str, items: list[tuple[str, str]], eol: str) -> str:
+    """``name: k=v; k=v...`` folded only after a ``;``, where a space already is, so that
+    unfolding and relaxed canonicalization give back exactly the one-line text that was
+    signed. A long b= or h= stays on one line (well under RFC 5322's 998 octets)."""
+    last = len(items) - 1
+    return _wrap(
+        f"{name}:", [f"{k}={v}" + (";" if i < last else "") for i, (k, v) in enumerate(items)], eol
+    )
+
+
+def _wrap(head: str, pieces: list[str], eol: str) -> str:
+    """Join ``pieces`` with single spaces after ``head``, breaking lines (CRLF + SP) at those
+    spaces before 78 columns where a piece allows it."""
+    lines = [head]
+    for piece in pieces:
+        if lines[-1] != head and len(lines[-1]) + 1 + len(piece) > LINE_WIDTH - 1:
+            lines.append(" " + piece)
+        else:
+            lines[-1] += " " + piece
+    return eol.join(lines) + eol
+
+
+def _instances(fields: list[HeaderField]) -> list[int]:
+    found = []
+    for field in fields:
+        try:
+            found.append(instance_of(field))
+        except ArcError:  # an unreadable ARC field: the chain cannot be continued
+            return [MAX_SETS]
+    return found
+
+
+def _newest_seal_cv(fields: list[HeaderField], instances: list[int]) -> str:
+    if not fields:
+        return "none"
+    newest = max(instances)
+    for field, instance in zip(fields, instances, strict=False):
+        if field.name.lower() == "arc-seal" and instance == newest:
+            match = re.search(rb"(?:^|;)[ \t\r\n]*cv[ \t\r\n]*=[ \t\r\n]*([a-z]+)", field.value)
+            return match.group(1).decode() if match else "fail"
+    return "fail"

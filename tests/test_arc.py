@@ -1,0 +1,321 @@
+"""ARC (RFC 8617): the ValiMail validation and signing suites, Stalwart's real chains, dkimpy
+in both directions, bad input, trusted sealers in DMARC."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import dkim as dkimpy
+import pytest
+import yaml
+
+from mailauth.arc import verify_arc
+from mailauth.arc.seal import Sealer, merge_authentication_results, results_payload
+from mailauth.dkim import public_key_record
+from mailauth.dkim.keys import PrivateKey, private_key_pem
+from mailauth.dns import RRType, ZoneResolver
+from mailauth.errors import MessageParseError
+from mailauth.message import Message
+from mailauth.pipeline import Authenticator
+from mailauth.plan import run_plan
+from mailauth.results import ArcOutcome, ArcResult, DmarcResult, Policy
+from tests.conftest import record_conformance
+from tests.dkim_helpers import ED_KEY, MESSAGE, NOW, RSA_KEY, dkimpy_dns
+
+FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
+SUITE = FIXTURES / "arc-valimail"
+
+
+class _KeepDuplicates(yaml.SafeLoader):  # type: ignore[misc]
+    """The suite defines 4 test ids twice (SOURCE.md); keep both instead of the last one."""
+
+
+def _mapping(loader: _KeepDuplicates, node: yaml.MappingNode) -> dict[Any, Any]:
+    result: dict[Any, Any] = {}
+    for key_node, value_node in node.value:
+        key = loader.construct_object(key_node, deep=True)
+        while key in result:
+            key = f"{key}#2"
+        result[key] = loader.construct_object(value_node, deep=True)
+    return result
+
+
+_KeepDuplicates.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _mapping)
+
+
+def _load(name: str) -> list[dict[str, Any]]:
+    with (SUITE / name).open(encoding="utf-8") as handle:
+        return list(yaml.load_all(handle, Loader=_KeepDuplicates))
+
+
+def _zone(records: dict[str, str]) -> ZoneResolver:
+    return ZoneResolver({(n, RRType.TXT): (300, (v.encode(),)) for n, v in records.items()})
+
+
+def _cases(name: str) -> list[tuple[str, dict[str, Any], dict[str, Any]]]:
+    return [(k, t, doc) for doc in _load(name) for k, t in doc["tests"].items()]
+
+
+def _crlf(text: str) -> bytes:
+    return text.replace("\n", "\r\n").encode()
+
+
+def _verify(raw: bytes, resolver: ZoneResolver) -> ArcOutcome:
+    return run_plan(verify_arc(Message.parse(raw)), resolver)
+
+
+VALIDATION = _cases("arc-draft-validation-tests.yml")
+
+
+@pytest.mark.parametrize(("name", "case", "doc"), VALIDATION, ids=[c[0] for c in VALIDATION])
+def test_valimail_validation(name: str, case: dict[str, Any], doc: dict[str, Any]) -> None:
+    # An empty expected cv: the newest seal already says cv=fail, which RFC 8617 5.2 step 2
+    # makes a fail (SOURCE.md).
+    expected = (case["cv"] or "").strip().lower() or "fail"
+    raw = _crlf(case["message"])
+    try:
+        got = str(_verify(raw, _zone(doc["txt-records"])).result)
+    except MessageParseError:
+        got = "none"  # cv_empty, cv_no_headers: not a message, so no ARC set either
+    record_conformance(
+        "ValiMail ARC validation suite (175 cases incl. 4 duplicate ids)", got == expected
+    )
+    assert got == expected
+
+
+SIGNING = _cases("arc-draft-sign-tests.yml")
+
+
+def _tag_set(value: str) -> set[str]:
+    return {t for t in re.sub(r"\s+", "", value or "").split(";") if t}
+
+
+@pytest.mark.parametrize(("name", "case", "doc"), SIGNING, ids=[c[0] for c in SIGNING])
+def test_valimail_signing(name: str, case: dict[str, Any], doc: dict[str, Any]) -> None:
+    """The sealed fields equal the expected ones tag for tag, b= included (byte-exact
+    signatures: our layout is the suite's "standardized" one); the result validates."""
+    raw = _crlf(case["message"])
+    resolver = _zone(doc["txt-records"])
+    message = Message.parse(raw)
+    chain = run_plan(verify_arc(message), resolver)
+    sealer = Sealer(
+        doc["domain"],
+        doc["sel"],
+        doc["privatekey"].encode(),
+        headers=case["sig-headers"].split(":"),
+    )
+    payload = merge_authentication_results(message, case["srv-id"])
+    sealed = sealer.seal(raw, authentication_results=payload, chain=chain, now=case["t"])
+    added = Message.parse(sealed).headers[:3] if sealed != raw else ()
+    got = {f.name: f.value.decode() for f in added}
+    same = all(
+        _tag_set(got.get(field, "")) == _tag_set(case[key])
+        for field, key in (
+            ("ARC-Seal", "AS"),
+            ("ARC-Message-Signature", "AMS"),
+            ("ARC-Authentication-Results", "AAR"),
+        )
+    )
+    record_conformance("ValiMail ARC signing suite (AS, AMS, AAR byte-exact)", same)
+    assert same, got
+    expected_chain = "fail" if chain.result is ArcResult.FAIL else "pass"
+    assert str(_verify(sealed, resolver).result) == expected_chain
+
+
+@pytest.mark.parametrize(
+    "path", sorted((FIXTURES / "arc-stalwart" / "arc").glob("*.txt")), ids=lambda p: p.name
+)
+def test_stalwart_chains(path: Path) -> None:
+    dns_block, _, message = path.read_bytes().partition(b"\n\n")
+    records = dict(line.split(" ", 1) for line in dns_block.decode().splitlines())
+    outcome = _verify(message.replace(b"\n", b"\r\n"), _zone(records))
+    record_conformance("Stalwart mail-auth ARC chains", outcome.result is ArcResult.PASS)
+    assert outcome.result is ArcResult.PASS, outcome.reason
+
+
+# --- our seals and dkimpy's ------------------------------------------------------------------
+
+KEYS: dict[str, PrivateKey] = {"arc1": RSA_KEY, "arc2": ED_KEY}
+ARC_ZONE = {f"{s}._domainkey.example.org": public_key_record(k) for s, k in KEYS.items()}
+
+
+def _seal(raw: bytes, selector: str, authserv_id: str, resolver: ZoneResolver) -> bytes:
+    chain = run_plan(verify_arc(Message.parse(raw)), resolver)
+    sealer = Sealer("example.org", selector, KEYS[selector])
+    return sealer.seal(
+        raw, authentication_results=f"{authserv_id}; arc={chain.result}", chain=chain, now=NOW
+    )
+
+
+def test_two_hops_sealed_by_mailauth_pass_with_mailauth_and_dkimpy() -> None:
+    resolver = _zone(ARC_ZONE)
+    other_rsa = _other_rsa_key()
+    zone = {**ARC_ZONE, "arc3._domainkey.example.org": public_key_record(other_rsa)}
+    KEYS["arc3"] = other_rsa
+    hop1 = _seal(MESSAGE, "arc1", "lists.example.org", _zone(zone))
+    hop2 = _seal(hop1, "arc3", "fwd.example.org", _zone(zone))
+    assert _verify(hop2, _zone(zone)).result is ArcResult.PASS
+    # dkimpy's ARC verifier knows rsa-sha256 only: both hops are RSA here.
+    assert dkimpy.arc_verify(hop2, dnsfunc=dkimpy_dns(zone))[0] == b"pass"
+    changed = hop2.replace(b"Alice\r\n", b"Alicia\r\n")
+    assert _verify(changed, _zone(zone)).result is ArcResult.FAIL
+    assert dkimpy.arc_verify(changed, dnsfunc=dkimpy_dns(zone))[0] == b"fail"
+    # An Ed25519 seal on top still passes with mailauth (dkimpy cannot check it).
+    hop3 = _seal(hop2, "arc2", "mx.example.org", _zone(zone))
+    outcome = _verify(hop3, _zone(zone))
+    assert (outcome.result, outcome.oldest_pass) == (ArcResult.PASS, 0)
+    assert [s.instance for s in outcome.sets] == [1, 2, 3]
+    assert resolver is not None
+
+
+def _other_rsa_key() -> PrivateKey:
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    return rsa.generate_private_key(public_exponent=65537, key_size=2048)
+
+
+def test_chains_sealed_by_dkimpy_pass_with_mailauth() -> None:
+    pem = private_key_pem(RSA_KEY)
+    raw = MESSAGE
+    hops = ((b"lists.example.org", b"none"), (b"fwd.example.org", b"pass"))
+    for hop, (srv, status) in enumerate(hops):
+        raw = b"Authentication-Results: " + srv + b"; arc=" + status + b"\r\n" + raw
+        fields = dkimpy.arc_sign(raw, b"arc1", b"example.org", pem, srv, timestamp=int(NOW) + hop)
+        assert len(fields) == 3
+        raw = b"".join(fields) + raw
+    outcome = _verify(raw, _zone(ARC_ZONE))
+    assert outcome.result is ArcResult.PASS, outcome.reason
+    assert outcome.domains == ("example.org", "example.org")
+    assert (
+        _verify(raw.replace(b"Alice\r\n", b"Alicia\r\n"), _zone(ARC_ZONE)).result is ArcResult.FAIL
+    )
+
+
+# --- bad input ---------------------------------------------------------------------------------
+
+
+def _one_set(seal_value: str) -> bytes:
+    return (
+        f"ARC-Seal: {seal_value}\r\n"
+        "ARC-Message-Signature: i=1; a=rsa-sha256; d=example.org; s=arc1; h=from;"
+        " bh=AAAA; b=AAAA\r\n"
+        "ARC-Authentication-Results: i=1; mx.example.org; spf=pass\r\n"
+    ).encode() + MESSAGE
+
+
+@pytest.mark.parametrize(
+    ("raw", "reason"),
+    [
+        (_one_set("i=0; a=rsa-sha256; cv=none; d=example.org; s=arc1; b=AAAA"), "invalid instance"),
+        (
+            _one_set("i=51; a=rsa-sha256; cv=none; d=example.org; s=arc1; b=AAAA"),
+            "invalid instance",
+        ),
+        (
+            _one_set("i=1; a=rsa-sha256; cv=maybe; d=example.org; s=arc1; b=AAAA"),
+            "invalid cv=maybe",
+        ),
+        (
+            _one_set("i=1; a=rsa-sha256; cv=pass; d=example.org; s=arc1; b=AAAA"),
+            "cv=pass, not none",
+        ),
+        (
+            _one_set("i=1; a=rsa-sha256; cv=none; d=example.org; s=arc1; b=AAAA").replace(
+                b"ARC-Authentication-Results", b"X-Old", 1
+            ),
+            "has 0 arc-authentication-results",
+        ),
+        (_one_set("i=1; a=rsa-sha256; cv=none; d=example.org; s=arc1; b=AAAA"), "body hash"),
+        (
+            b"ARC-Seal: i=2; a=rsa-sha256; cv=pass; d=example.org; s=arc1; b=AAAA\r\n"
+            + _one_set("i=1; a=rsa-sha256; cv=none; d=example.org; s=arc1; b=AAAA"),
+            "has 0",
+        ),
+        (
+            b"ARC-Seal: i=3; a=rsa-sha256; cv=pass; d=e.org; s=a; b=AAAA\r\n"
+            + _one_set("i=1; a=rsa-sha256; cv=none; d=example.org; s=arc1; b=AAAA"),
+            "not 1..3",
+        ),
+    ],
+)
+def test_bad_chains_fail_with_a_reason(raw: bytes, reason: str) -> None:
+    outcome = _verify(raw, _zone({}))
+    assert outcome.result is ArcResult.FAIL
+    assert reason in outcome.reason, outcome.reason
+
+
+def test_a_flood_of_arc_fields_is_refused_without_work() -> None:
+    flood = b"".join(
+        b"ARC-Seal: i=%d; a=rsa-sha256; cv=pass; d=e%d.example; s=s; b=AAAA\r\n" % (i % 50 + 1, i)
+        for i in range(10_000)
+    )
+    resolver = _zone({})
+    outcome = _verify(flood + MESSAGE, resolver)
+    assert outcome.result is ArcResult.FAIL
+    assert "more than 50 sets" in outcome.reason
+    assert resolver.queries == []
+
+
+def test_a_dns_failure_is_a_permanent_fail() -> None:
+    hop1 = _seal(MESSAGE, "arc1", "lists.example.org", _zone(ARC_ZONE))
+    failing = ZoneResolver({}, faults={"arc1._domainkey.example.org": "timeout"})
+    outcome = _verify(hop1, failing)
+    assert outcome.result is ArcResult.FAIL  # RFC 8617 5.2.1: all failures are permanent
+    assert "DNS timeout" in outcome.reason
+
+
+def test_sealing_a_failed_chain_adds_cv_fail_then_nothing() -> None:
+    hop1 = _seal(MESSAGE, "arc1", "lists.example.org", _zone(ARC_ZONE))
+    broken = hop1.replace(b"Alice\r\n", b"Alicia\r\n")
+    hop2 = _seal(broken, "arc2", "fwd.example.org", _zone(ARC_ZONE))
+    assert b"cv=fail" in Message.parse(hop2).headers[0].raw
+    assert _seal(hop2, "arc1", "mx.example.org", _zone(ARC_ZONE)) == hop2  # RFC 8617 5.1 step 2
+
+
+def test_results_payload_unfolds_the_verdict_field() -> None:
+    field = "Authentication-Results: mx.example.org; spf=pass\r\n smtp.mailfrom=a@example.com"
+    assert results_payload(field) == "mx.example.org; spf=pass smtp.mailfrom=a@example.com"
+
+
+# --- the pipeline and trusted sealers --------------------------------------------------------
+
+
+def _list_message() -> tuple[bytes, dict[str, str]]:
+    """A message from example.com that a list (example.org) sealed after recording a DMARC
+    pass, then broke the DKIM signature of (footer) -- the case ARC exists for."""
+    zone = {**ARC_ZONE, "_dmarc.example.com": "v=DMARC1; p=reject"}
+    payload = (
+        "lists.example.org; spf=pass smtp.mailfrom=a@example.com;"
+        " dmarc=pass header.from=example.com"
+    )
+    chain = run_plan(verify_arc(Message.parse(MESSAGE)), _zone(zone))
+    modified = MESSAGE + b"-- \r\nlist footer\r\n"
+    sealed = Sealer("example.org", "arc1", RSA_KEY).seal(
+        modified, authentication_results=payload, chain=chain, now=NOW
+    )
+    return sealed, zone
+
+
+def test_pipeline_reports_arc_and_trusted_sealers_override_dmarc() -> None:
+    sealed, zone = _list_message()
+    plain = Authenticator("mx.example.net", _zone(zone)).verify(
+        sealed, ip="198.51.100.9", mail_from="l@example.org", now=NOW
+    )
+    assert plain.arc is not None and plain.arc.result is ArcResult.PASS
+    assert plain.dmarc is not None
+    assert (plain.dmarc.result, plain.dmarc.disposition) == (DmarcResult.FAIL, Policy.REJECT)
+    header = plain.authentication_results.replace("\r\n ", " ")
+    assert (
+        "arc=pass (as[1].d=example.org) smtp.remote-ip=198.51.100.9 header.oldest-pass=0" in header
+    )
+    trusting = Authenticator("mx.example.net", _zone(zone), trusted_arc_sealers=["example.org"])
+    verdict = trusting.verify(sealed, ip="198.51.100.9", mail_from="l@example.org", now=NOW)
+    assert verdict.dmarc is not None
+    assert (verdict.dmarc.result, verdict.dmarc.disposition) == (DmarcResult.FAIL, Policy.NONE)
+    assert verdict.dmarc.override == "local_policy"
+    assert verdict.dmarc.override_comment == "arc=pass as[1].d=example.org as[1].s=arc1"
+    other = Authenticator("mx.example.net", _zone(zone), trusted_arc_sealers=["example.net"])
+    untrusted = other.verify(sealed, ip="198.51.100.9", mail_from="l@example.org", now=NOW)
+    assert untrusted.dmarc is not None and untrusted.dmarc.disposition is Policy.REJECT
