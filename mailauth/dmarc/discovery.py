@@ -30,6 +30,7 @@ class FoundRecord:
 
     domain: str
     record: DmarcRecord
+    text: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,12 +58,14 @@ def walk_names(domain: str) -> list[str]:
     return names
 
 
-def select_records(domain: str, lookup: Lookup) -> tuple[DmarcRecord | None, str]:
+def select_records(domain: str, lookup: Lookup) -> tuple[FoundRecord | None, str]:
     """The one valid record at a name, or None with a note (4.10 steps 2 and 6)."""
-    records: list[DmarcRecord] = []
+    records: list[FoundRecord] = []
     for text in lookup.texts:
         try:
-            records.append(parse_dmarc_record(text))
+            records.append(
+                FoundRecord(domain, parse_dmarc_record(text), text.decode("utf-8", "replace"))
+            )
         except NotDmarcRecord:
             continue  # not a DMARC record: discarded
     if len(records) > 1:
@@ -79,8 +82,8 @@ def tree_walk(domain: str, *, skip_first: Lookup | None = None) -> Plan[TreeWalk
     else:
         first = skip_first
     lookups = [first]
-    record, _ = select_records(domain, first)
-    if first.status is not DnsStatus.TEMPFAIL and not (record and record.psd in ("y", "n")):
+    head, _ = select_records(domain, first)
+    if first.status is not DnsStatus.TEMPFAIL and not (head and head.record.psd in ("y", "n")):
         rest = yield from resolve(*(Query.of(f"_dmarc.{n}", RRType.TXT) for n in names[1:]))
         lookups.extend(rest)
     found: list[FoundRecord] = []
@@ -91,12 +94,12 @@ def tree_walk(domain: str, *, skip_first: Lookup | None = None) -> Plan[TreeWalk
         if lookup.status is DnsStatus.TEMPFAIL:
             reason = f"_dmarc.{name}: {lookup.reason or 'temporary DNS failure'}"
             return TreeWalk(domain, tuple(found), tuple(queried), reason, tuple(notes))
-        record, note = select_records(name, lookup)
+        selected, note = select_records(name, lookup)
         if note:
             notes.append(note)
-        if record is not None:
-            found.append(FoundRecord(name, record))
-            if record.psd in ("y", "n"):
+        if selected is not None:
+            found.append(selected)
+            if selected.record.psd in ("y", "n"):
                 break  # steps 2 and 6: stop
     return TreeWalk(domain, tuple(found), tuple(queried), "", tuple(notes))
 

@@ -236,9 +236,9 @@ def _discover_rfc7489(domain: str, psl: PublicSuffixList | None) -> Plan[_Discov
     for name, lookup in zip(names, lookups, strict=True):
         if lookup.status is DnsStatus.TEMPFAIL:
             return _Discovery(None, problem=f"_dmarc.{name}: {lookup.reason or 'DNS failure'}")
-        record, _ = select_records(name, lookup)
-        if record is not None:
-            return _Discovery(record, name, org)
+        selected, _ = select_records(name, lookup)
+        if selected is not None:
+            return _Discovery(selected.record, name, org)
     return _Discovery(None, "", org)
 
 

@@ -1,0 +1,39 @@
+"""The human report of ``mailauth check``: a table per area, colour only for terminals."""
+
+from __future__ import annotations
+
+from mailauth.check.report import Area, DomainReport, Status
+
+_COLOURS = {Status.PASS: "\033[32m", Status.WARN: "\033[33m", Status.FAIL: "\033[31m"}
+_RESET = "\033[0m"
+
+
+def render_report(report: DomainReport, *, colour: bool = False, verbose: bool = True) -> str:
+    """Findings grouped by area; ``verbose`` False keeps only warnings and failures."""
+
+    def paint(status: Status) -> str:
+        word = f"{status:<4}"
+        return f"{_COLOURS[status]}{word}{_RESET}" if colour else word
+
+    fails = sum(f.status is Status.FAIL for f in report.findings)
+    warns = sum(f.status is Status.WARN for f in report.findings)
+    overall = Status.FAIL if fails else Status.WARN if warns else Status.PASS
+    lines = [f"{report.domain}: {paint(overall)} ({fails} fail, {warns} warn)"]
+    spf = report.details.get("spf") or {}
+    if spf.get("record"):
+        lines.append(
+            f"  SPF record: {spf['record']}  [{spf['dns_lookups']}/10 lookups,"
+            f" {spf['void_lookups']}/2 void]"
+        )
+    dmarc = report.details.get("dmarc") or {}
+    if dmarc.get("record"):
+        lines.append(f"  DMARC record (_dmarc.{dmarc['record_domain']}): {dmarc['record']}")
+    for area in Area:
+        findings = [f for f in report.findings if f.area is area]
+        if not verbose:
+            findings = [f for f in findings if f.status is not Status.PASS]
+        for finding in findings:
+            lines.append(f"  {area!s:<8} {paint(finding.status)}  {finding.id}: {finding.message}")
+            if finding.fix and finding.status is not Status.PASS:
+                lines.append(f"  {'':<8} {'':<4}  fix: {finding.fix}")
+    return "\n".join(lines)

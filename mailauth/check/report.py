@@ -1,0 +1,64 @@
+"""Findings of the domain audit: one value per check, with a stable id and a one-line fix."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+
+class Status(StrEnum):
+    PASS = "pass"
+    WARN = "warn"
+    FAIL = "fail"
+
+
+class Area(StrEnum):
+    SPF = "spf"
+    DMARC = "dmarc"
+    DKIM = "dkim"
+    MX = "mx"
+    MTA_STS = "mta-sts"
+    TLS_RPT = "tls-rpt"
+    BIMI = "bimi"
+
+
+@dataclass(frozen=True, slots=True)
+class Finding:
+    """One finding. ``id`` is stable (documented in docs/check.md); ``fix`` says what to do."""
+
+    area: Area
+    id: str
+    status: Status
+    message: str
+    fix: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "area": str(self.area),
+            "id": self.id,
+            "status": str(self.status),
+            "message": self.message,
+            "fix": self.fix,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class DomainReport:
+    """Everything ``mailauth check`` found for one domain; ``details`` per area as JSON data."""
+
+    domain: str
+    findings: tuple[Finding, ...]
+    details: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def failed(self) -> bool:
+        return any(f.status is Status.FAIL for f in self.findings)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "domain": self.domain,
+            "status": "fail" if self.failed else "pass",
+            "findings": [f.to_dict() for f in self.findings],
+            **self.details,
+        }

@@ -1,0 +1,68 @@
+"""Running the audit: one domain as a plan, many domains concurrently under asyncio."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Sequence
+from concurrent.futures import Executor
+
+from mailauth.check.mtasts import MtaStsFetcher, check_mta_sts
+from mailauth.check.records import check_bimi, check_dkim, check_dmarc, check_mx, check_tls_rpt
+from mailauth.check.report import Area, DomainReport, Finding, Status
+from mailauth.check.spf import check_spf
+from mailauth.dns import DnsResolver
+from mailauth.domains import normalize_domain
+from mailauth.errors import InvalidDomainError
+from mailauth.plan import Plan, run_plan_async
+
+
+def check_domain(
+    domain: str, *, selectors: Sequence[str] = (), fetcher: MtaStsFetcher | None = None
+) -> Plan[DomainReport]:
+    """Audit one domain. ``fetcher`` None skips fetching the MTA-STS policy over HTTPS."""
+    try:
+        name = normalize_domain(domain)
+    except InvalidDomainError as exc:
+        finding = Finding(Area.MX, "domain.invalid", Status.FAIL, str(exc), "check the name")
+        return DomainReport(domain, (finding,))
+    spf, spf_details = yield from check_spf(name)
+    dmarc, dmarc_details = yield from check_dmarc(name)
+    dkim, keys = yield from check_dkim(name, selectors)
+    mx, mx_details = yield from check_mx(name)
+    sts, sts_details = yield from check_mta_sts(name, mx_details["hosts"], fetcher)
+    tls_rpt = yield from check_tls_rpt(name)
+    bimi = yield from check_bimi(name)
+    details = {
+        "spf": spf_details,
+        "dmarc": dmarc_details,
+        "dkim": {"keys": keys},
+        "mx": mx_details,
+        "mta_sts": sts_details,
+    }
+    return DomainReport(name, (*spf, *dmarc, *dkim, *mx, *sts, *tls_rpt, *bimi), details)
+
+
+async def check_domains(
+    domains: Sequence[str],
+    resolver: DnsResolver,
+    *,
+    selectors: Sequence[str] = (),
+    fetcher: MtaStsFetcher | None = None,
+    concurrency: int = 20,
+    executor: Executor | None = None,
+) -> AsyncIterator[DomainReport]:
+    """Audit many domains, ``concurrency`` at a time; reports come as they complete."""
+    limit = asyncio.Semaphore(max(1, concurrency))
+
+    async def one(domain: str) -> DomainReport:
+        async with limit:
+            plan = check_domain(domain, selectors=selectors, fetcher=fetcher)
+            return await run_plan_async(plan, resolver, executor)
+
+    tasks = [asyncio.ensure_future(one(d)) for d in domains]
+    try:
+        for next_done in asyncio.as_completed(tasks):
+            yield await next_done
+    finally:
+        for task in tasks:
+            task.cancel()

@@ -1,0 +1,304 @@
+"""SPF record audit (RFC 7208): one record, syntax, and the DNS-lookup budget counted over
+the whole include/redirect tree.
+
+Counting follows RFC 7208 4.6.4: the terms ``include``, ``a``, ``mx``, ``ptr``, ``exists``
+and the ``redirect`` modifier count one each (10 at most); the address lookups of the hosts an
+``mx`` term finds do not count as terms (they have their own limit of 10 names); a query that
+finds nothing (NXDOMAIN or no records) is a void lookup, counted once per term (2 at most).
+Macros (RFC 7208 7) cannot be expanded without a message: such terms are reported, not
+followed. The work is bounded: the walk stops following after 40 counted terms or 10 levels.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from mailauth.check.report import Area, Finding, Status
+from mailauth.dns import DnsStatus, Lookup, Query, RRType
+from mailauth.plan import Plan, resolve
+
+MAX_LOOKUPS = 10  # RFC 7208 4.6.4
+MAX_VOID = 2
+MAX_MX_NAMES = 10
+_FOLLOW_LIMIT, _DEPTH_LIMIT = 40, 10
+_MECHANISMS = {"all", "include", "a", "mx", "ptr", "ip4", "ip6", "exists"}
+_DNS_TERMS = {"include", "a", "mx", "ptr", "exists"}
+_TERM = re.compile(r"([+?~-]?)([A-Za-z][A-Za-z0-9_.-]*)(?:[:=](.*?))?(/\d+)?(//\d+)?\Z")
+_MODIFIER = re.compile(r"([A-Za-z][A-Za-z0-9_.-]*)=(.*)\Z")
+
+
+@dataclass
+class SpfNode:
+    """One record in the tree: where it is, its text, what it costs, what it includes."""
+
+    domain: str
+    via: str  # "", "include" or "redirect"
+    record: str = ""
+    lookups: int = 0
+    children: list[SpfNode] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "domain": self.domain,
+            "via": self.via,
+            "record": self.record,
+            "dns_lookups": self.lookups,
+            "children": [c.to_dict() for c in self.children],
+        }
+
+
+def spf_records(lookup: Lookup) -> list[str]:
+    """The TXT records that are SPF records (RFC 7208 4.5: "v=spf1" then a space or the end)."""
+    found = []
+    for text in lookup.texts:
+        lowered = text.lower()
+        if lowered == b"v=spf1" or lowered.startswith(b"v=spf1 "):
+            found.append(text.decode("utf-8", "replace"))
+    return found
+
+
+@dataclass
+class _Walk:
+    findings: list[Finding] = field(default_factory=list)
+    lookups: int = 0
+    voids: int = 0
+    void_terms: list[str] = field(default_factory=list)
+
+    def add(self, finding_id: str, status: Status, message: str, fix: str = "") -> None:
+        if not any(f.id == finding_id and f.message == message for f in self.findings):
+            self.findings.append(Finding(Area.SPF, finding_id, status, message, fix))
+
+    def void(self, term: str) -> None:
+        self.voids += 1
+        self.void_terms.append(term)
+
+
+def check_spf(domain: str) -> Plan[tuple[list[Finding], dict[str, Any]]]:
+    """Audit the SPF record of ``domain``: findings and the ``spf`` details for the report."""
+    walk = _Walk()
+    (lookup,) = yield from resolve(Query.of(domain, RRType.TXT))
+    details: dict[str, Any] = {"record": None, "dns_lookups": 0, "void_lookups": 0}
+    if lookup.status is DnsStatus.TEMPFAIL:
+        walk.add("spf.dns-error", Status.FAIL, f"TXT {domain}: {lookup.reason}", "fix the DNS")
+        return walk.findings, details
+    records = spf_records(lookup)
+    if not records:
+        walk.add(
+            "spf.missing",
+            Status.WARN,
+            f"{domain} has no SPF record",
+            'publish "v=spf1 <your senders> -all" (or "v=spf1 -all" if it sends no mail)',
+        )
+        return walk.findings, details
+    if len(records) > 1:
+        walk.add(
+            "spf.multiple",
+            Status.FAIL,
+            f"{len(records)} SPF records at {domain} (RFC 7208 4.5: permerror)",
+            "merge them into one record",
+        )
+        return walk.findings, details
+    size = _answer_size(domain, lookup.texts)
+    if size > 512:
+        walk.add(
+            "spf.answer-size",
+            Status.WARN,
+            f"the TXT answer for {domain} is about {size} bytes: over 512, it needs EDNS0 or TCP",
+            "shorten the record (fewer TXT records at the name, or move ranges into an include)",
+        )
+    root = SpfNode(domain, "", records[0])
+    yield from _walk_record(walk, root, [domain])
+    details = {
+        "record": records[0],
+        "dns_lookups": walk.lookups,
+        "void_lookups": walk.voids,
+        "tree": root.to_dict(),
+    }
+    if walk.lookups > MAX_LOOKUPS:
+        walk.add(
+            "spf.too-many-lookups",
+            Status.FAIL,
+            f"{walk.lookups} DNS-querying terms (limit {MAX_LOOKUPS}, RFC 7208 4.6.4): permerror",
+            "flatten includes into ip4:/ip6: ranges or drop unused ones",
+        )
+    if walk.voids > MAX_VOID:
+        walk.add(
+            "spf.too-many-void-lookups",
+            Status.FAIL,
+            f"{walk.voids} terms find nothing in DNS ({', '.join(walk.void_terms)}; limit 2)",
+            "remove the terms whose names do not exist or have no records",
+        )
+    if not any(f.status is Status.FAIL for f in walk.findings):
+        walk.add(
+            "spf.ok",
+            Status.PASS,
+            f"one valid record, {walk.lookups} of {MAX_LOOKUPS} DNS lookups used",
+        )
+    return walk.findings, details
+
+
+def _walk_record(walk: _Walk, node: SpfNode, path: list[str]) -> Plan[None]:
+    terms = node.record.split()[1:]
+    has_all = False
+    redirect = ""
+    for term in terms:
+        modifier = _MODIFIER.match(term)
+        if modifier and not term.lower().startswith(("ip4:", "ip6:")):
+            if modifier.group(1).lower() == "redirect":
+                redirect = modifier.group(2)
+            continue  # exp= is not a lookup here; unknown modifiers are ignored (RFC 7208 6)
+        match = _TERM.match(term)
+        name = match.group(2).lower() if match else ""
+        if match is None or name not in _MECHANISMS:
+            walk.add(
+                "spf.syntax",
+                Status.FAIL,
+                f"{node.domain}: unknown or malformed term {term!r} (permerror)",
+                "correct the term (RFC 7208 5)",
+            )
+            continue
+        qualifier, value = match.group(1) or "+", (match.group(3) or "")
+        if name == "all":
+            has_all = True
+            _check_all(walk, node.domain, qualifier, path)
+        elif name in ("ip4", "ip6"):
+            _check_address(walk, node.domain, name, value, match.group(4))
+        else:
+            node.lookups += 1
+            walk.lookups += 1
+            yield from _dns_term(walk, node, name, value, path)
+    if redirect and not has_all:  # RFC 7208 6.1: redirect is ignored when "all" is present
+        node.lookups += 1
+        walk.lookups += 1
+        yield from _follow(walk, node, "redirect", redirect, path)
+    elif not redirect and not has_all and len(path) == 1:
+        walk.add(
+            "spf.no-all",
+            Status.WARN,
+            f"{node.domain}: no 'all' term: mail from anywhere else is 'neutral'",
+            "end the record with -all (or ~all while testing)",
+        )
+
+
+def _check_all(walk: _Walk, domain: str, qualifier: str, path: list[str]) -> None:
+    if len(path) > 1:
+        return  # an included record's all only ends that include
+    if qualifier == "+":
+        walk.add(
+            "spf.pass-all",
+            Status.FAIL,
+            f"{domain}: +all authorises every host on the Internet",
+            "end the record with -all",
+        )
+    elif qualifier == "?":
+        walk.add(
+            "spf.neutral-all",
+            Status.WARN,
+            f"{domain}: ?all asserts nothing about other hosts",
+            "end the record with -all (or ~all)",
+        )
+
+
+def _check_address(walk: _Walk, domain: str, name: str, value: str, cidr: str | None) -> None:
+    try:
+        network = ipaddress.ip_network(value + (cidr or ""), strict=False)
+    except ValueError:
+        network = None
+    if network is None or (name == "ip4") != (network.version == 4):
+        walk.add(
+            "spf.syntax",
+            Status.FAIL,
+            f"{domain}: {name}:{value}{cidr or ''} is not a valid {name} network (permerror)",
+            "correct the address",
+        )
+
+
+def _dns_term(walk: _Walk, node: SpfNode, name: str, value: str, path: list[str]) -> Plan[None]:
+    if name == "ptr":
+        walk.add(
+            "spf.ptr",
+            Status.WARN,
+            f"{node.domain}: the ptr mechanism is slow and unreliable (RFC 7208 5.5: SHOULD NOT)",
+            "replace ptr with ip4:/ip6: ranges or a:",
+        )
+        return
+    target = value or node.domain
+    if "%" in target:
+        walk.add(
+            "spf.macro",
+            Status.WARN,
+            f"{node.domain}: {name}:{target} uses macros; it is not followed here",
+            "",
+        )
+        return
+    if name == "include":
+        yield from _follow(walk, node, "include", target, path)
+    elif name in ("a", "exists"):
+        types = (RRType.A, RRType.AAAA) if name == "a" else (RRType.A,)
+        answers = yield from resolve(*(Query.of(target, t) for t in types))
+        if all(a.status in (DnsStatus.NXDOMAIN, DnsStatus.NODATA) for a in answers):
+            walk.void(f"{name}:{target}")
+    else:  # mx
+        (answer,) = yield from resolve(Query.of(target, RRType.MX))
+        hosts = [mx.exchange for mx in answer.exchanges if mx.exchange]
+        if not hosts:
+            if answer.status is not DnsStatus.TEMPFAIL:
+                walk.void(f"mx:{target}")
+            return
+        if len(hosts) > MAX_MX_NAMES:
+            walk.add(
+                "spf.mx-too-many",
+                Status.FAIL,
+                f"{node.domain}: mx:{target} has {len(hosts)} MX names (limit 10): permerror",
+                "use ip4:/ip6: ranges for this domain's mail servers",
+            )
+        # The hosts' address lookups are not terms (RFC 7208 4.6.4); a host without
+        # addresses is still a void lookup.
+        for host in hosts[:MAX_MX_NAMES]:
+            answers = yield from resolve(Query.of(host, RRType.A), Query.of(host, RRType.AAAA))
+            if all(a.status in (DnsStatus.NXDOMAIN, DnsStatus.NODATA) for a in answers):
+                walk.void(f"mx:{target} -> {host}")
+
+
+def _follow(walk: _Walk, node: SpfNode, via: str, target: str, path: list[str]) -> Plan[None]:
+    if target.lower() in path:
+        walk.add(
+            "spf.include-loop",
+            Status.FAIL,
+            f"{' -> '.join([*path, target])}: the records include each other (permerror)",
+            "remove the include that loops back",
+        )
+        return
+    if walk.lookups > _FOLLOW_LIMIT or len(path) > _DEPTH_LIMIT:
+        return
+    (lookup,) = yield from resolve(Query.of(target, RRType.TXT))
+    if lookup.status is DnsStatus.TEMPFAIL:
+        walk.add("spf.dns-error", Status.FAIL, f"TXT {target}: {lookup.reason}", "fix the DNS")
+        return
+    records = spf_records(lookup)
+    if lookup.status is DnsStatus.NXDOMAIN:
+        walk.void(f"{via}:{target}")
+    if len(records) != 1:
+        walk.add(
+            "spf.include-no-spf",
+            Status.FAIL,
+            f"{node.domain}: {via}:{target} finds {len(records) or 'no'} SPF record(s) (permerror)",
+            f"fix or remove the {via}",
+        )
+        return
+    child = SpfNode(target.lower(), via, records[0])
+    node.children.append(child)
+    yield from _walk_record(walk, child, [*path, target.lower()])
+
+
+def _answer_size(name: str, texts: tuple[bytes, ...]) -> int:
+    """An estimate of the DNS response size for a TXT query (RFC 1035 4.1)."""
+    question = len(name) + 2 + 4
+    size = 12 + question
+    for text in texts:
+        strings = max(1, -(-len(text) // 255))
+        size += 2 + 10 + len(text) + strings
+    return size

@@ -1,0 +1,282 @@
+"""mailauth check: every seeded defect gives its finding id; a clean domain gives no failure;
+the SPF lookup count matches a hand count; MTA-STS fetched from an HTTPS server on loopback."""
+
+from __future__ import annotations
+
+import datetime
+import http.server
+import json
+import ssl
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from mailauth.check import MtaStsFetcher, Status, check_domain, parse_policy
+from mailauth.check.mtasts import mx_matches
+from mailauth.cli import main
+from mailauth.dns import ZoneResolver
+from mailauth.plan import run_plan
+
+ZONE = Path(__file__).resolve().parent.parent / "fixtures" / "check" / "check.zone"
+
+
+@pytest.fixture(scope="module")
+def resolver() -> ZoneResolver:
+    return ZoneResolver.from_files([ZONE])
+
+
+def _ids(resolver: ZoneResolver, domain: str, *selectors: str) -> dict[str, Status]:
+    report = run_plan(check_domain(domain, selectors=selectors), resolver)
+    return {f.id: f.status for f in report.findings}
+
+
+@pytest.mark.parametrize(
+    ("domain", "selectors", "finding", "status"),
+    [
+        ("spf-missing.example", (), "spf.missing", Status.WARN),
+        ("spf-multiple.example", (), "spf.multiple", Status.FAIL),
+        ("spf-lookups.example", (), "spf.too-many-lookups", Status.FAIL),
+        ("spf-void.example", (), "spf.too-many-void-lookups", Status.FAIL),
+        ("spf-loop.example", (), "spf.include-loop", Status.FAIL),
+        ("spf-passall.example", (), "spf.pass-all", Status.FAIL),
+        ("spf-ptr.example", (), "spf.ptr", Status.WARN),
+        ("spf-noall.example", (), "spf.no-all", Status.WARN),
+        ("spf-syntax.example", (), "spf.syntax", Status.FAIL),
+        ("spf-noinclude.example", (), "spf.include-no-spf", Status.FAIL),
+        ("spf-big.example", (), "spf.answer-size", Status.WARN),
+        ("dmarc-missing.example", (), "dmarc.missing", Status.FAIL),
+        ("dmarc-weak.example", (), "dmarc.policy-none", Status.WARN),
+        ("dmarc-weak.example", (), "dmarc.pct", Status.WARN),
+        ("dmarc-weak.example", (), "dmarc.no-rua", Status.WARN),
+        ("dmarc-external.example", (), "dmarc.external-report-unauthorized", Status.FAIL),
+        ("dmarc-nopolicy.example", (), "dmarc.no-policy", Status.FAIL),
+        ("dkim-weak.example", ("s1",), "dkim.key-1024", Status.WARN),
+        ("dkim-bad.example", ("s2",), "dkim.key-invalid", Status.FAIL),
+        ("dkim-revoked.example", ("s3",), "dkim.key-revoked", Status.WARN),
+        ("good.example", ("nope",), "dkim.selector-missing", Status.FAIL),
+        ("mx-cname.example", (), "mx.cname", Status.FAIL),
+        ("mx-noaddr.example", (), "mx.host-unresolvable", Status.FAIL),
+        ("mx-null.example", (), "mx.null", Status.PASS),
+        ("dmarc-missing.example", (), "mx.missing", Status.WARN),
+        ("sts-bad.example", (), "mta-sts.record-syntax", Status.FAIL),
+        ("tlsrpt-bad.example", (), "tls-rpt.syntax", Status.FAIL),
+        ("bimi-bad.example", (), "bimi.syntax", Status.FAIL),
+    ],
+)
+def test_each_defect_has_its_finding(
+    resolver: ZoneResolver, domain: str, selectors: tuple[str, ...], finding: str, status: Status
+) -> None:
+    found = _ids(resolver, domain, *selectors)
+    assert found.get(finding) is status, found
+
+
+def test_a_well_configured_domain_has_no_failure(resolver: ZoneResolver) -> None:
+    report = run_plan(check_domain("good.example", selectors=["s2026"]), resolver)
+    assert not report.failed, [f for f in report.findings if f.status is Status.FAIL]
+    ids = {f.id for f in report.findings}
+    assert {"spf.ok", "dmarc.ok", "dkim.key-ok", "mx.ok", "tls-rpt.ok", "bimi.ok"} <= ids
+    assert all(f.status is Status.PASS for f in report.findings)
+
+
+def test_spf_lookup_count_matches_the_hand_count(resolver: ZoneResolver) -> None:
+    """count.example (fixtures/check/check.zone), counted by hand per RFC 7208 4.6.4:
+
+    count.example     a, mx, include:_a, include:_b                     4
+    _a.count.example  a:mail.count.example, include:_c                  2
+    _b.count.example  mx:count.example (ip4: costs nothing)             1
+    _c.count.example  exists:%{i}... (counted, not followed), ptr       2
+                                                                  total 9
+    The three MX hosts' address lookups (twice: for mx and mx:count.example) are not terms.
+    """
+    report = run_plan(check_domain("count.example"), resolver)
+    spf = report.details["spf"]
+    assert (spf["dns_lookups"], spf["void_lookups"]) == (9, 0)
+    tree = spf["tree"]
+    assert [c["domain"] for c in tree["children"]] == ["_a.count.example", "_b.count.example"]
+    assert tree["children"][0]["children"][0]["dns_lookups"] == 2
+
+
+def test_json_output_schema_and_exit_status(capsys: pytest.CaptureFixture[str]) -> None:
+    args = ["check", "good.example", "spf-passall.example", "--dns-zone", str(ZONE)]
+    assert main([*args, "--no-fetch", "--json", "--selector", "s2026"]) == 1
+    lines = capsys.readouterr().out.strip().splitlines()
+    reports = {r["domain"]: r for r in map(json.loads, lines)}
+    assert set(reports) == {"good.example", "spf-passall.example"}
+    good = reports["good.example"]
+    assert good["status"] == "pass"
+    assert good["spf"]["dns_lookups"] == 1 and good["spf"]["void_lookups"] == 0
+    assert good["dmarc"]["policy"] == "reject"
+    for finding in good["findings"]:
+        assert set(finding) == {"area", "id", "status", "message", "fix"}
+    assert (
+        main(
+            ["check", "good.example", "--dns-zone", str(ZONE), "--no-fetch", "--selector", "s2026"]
+        )
+        == 0
+    )
+    assert main(["check", "--dns-zone", str(ZONE)]) == 2
+
+
+def test_domains_from_a_file_with_a_progress_bar(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    listing = tmp_path / "domains.txt"
+    listing.write_text("# audit\ngood.example\nmx-null.example\n\nbimi-bad.example\n")
+    args = ["check", "--from-file", str(listing), "--dns-zone", str(ZONE), "--no-fetch"]
+    assert main([*args, "--progress", "--quiet"]) == 1
+    captured = capsys.readouterr()
+    assert "bimi.syntax" in captured.out and "good.example" in captured.out
+    assert "3/3" in captured.err  # the progress bar
+
+
+# --- MTA-STS over HTTPS on loopback -------------------------------------------------------
+
+
+def _certificate(names: list[str]) -> tuple[bytes, bytes, bytes]:
+    """A test CA and a server certificate for ``names``: (ca_pem, cert_pem, key_pem)."""
+    now = datetime.datetime.now(datetime.UTC)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "mailauth test CA")])
+    ca = (
+        x509.CertificateBuilder()
+        .subject_name(ca_name)
+        .issuer_name(ca_name)
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .add_extension(
+            x509.KeyUsage(False, False, False, False, False, True, True, False, False),
+            critical=True,
+        )
+        .add_extension(
+            x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, names[0])]))
+        .issuer_name(ca_name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.DNSName(n) for n in names]), critical=False
+        )
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
+    pem = serialization.Encoding.PEM
+    key_pem = key.private_bytes(
+        pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    return ca.public_bytes(pem), cert.public_bytes(pem), key_pem
+
+
+class _PolicyServer:
+    """An HTTPS server on 127.0.0.1 answering what ``response`` says."""
+
+    def __init__(self, tmp: Path, names: list[str]) -> None:
+        ca, cert, key = _certificate(names)
+        (tmp / "ca.pem").write_bytes(ca)
+        (tmp / "cert.pem").write_bytes(cert + key)
+        self.ca_file = str(tmp / "ca.pem")
+        self.response: tuple[int, dict[str, str], bytes] = (200, {}, b"")
+        outer = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                status, headers, body = outer.response
+                self.send_response(status)
+                for name, value in {"Content-Type": "text/plain", **headers}.items():
+                    self.send_header(name, value)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: object) -> None:
+                return
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(str(tmp / "cert.pem"))
+        self.server.socket = context.wrap_socket(self.server.socket, server_side=True)
+        self.port = self.server.server_address[1]
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+
+@pytest.fixture
+def policy_server(tmp_path: Path) -> Iterator[_PolicyServer]:
+    server = _PolicyServer(tmp_path, ["mta-sts.good.example"])
+    yield server
+    server.server.shutdown()
+
+
+POLICY = b"version: STSv1\r\nmode: enforce\r\nmx: mx1.good.example\r\nmax_age: 86400\r\n"
+
+
+@pytest.mark.parametrize(
+    ("response", "finding", "status"),
+    [
+        ((200, {}, POLICY), "mta-sts.ok", Status.PASS),
+        ((200, {}, POLICY.replace(b"mx1.good", b"*.other")), "mta-sts.mx-mismatch", Status.FAIL),
+        ((200, {}, POLICY.replace(b"mx1.good.example", b"*")), "mta-sts.mx-mismatch", Status.FAIL),
+        ((200, {}, POLICY.replace(b"enforce", b"testing")), "mta-sts.mode-testing", Status.WARN),
+        ((200, {}, b"version: STSv1\nmode: sometimes\n"), "mta-sts.policy-syntax", Status.FAIL),
+        (
+            (301, {"Location": "https://elsewhere.example/"}, b""),
+            "mta-sts.policy-fetch",
+            Status.FAIL,
+        ),
+        ((404, {}, b"no"), "mta-sts.policy-fetch", Status.FAIL),
+        ((200, {}, b"x" * 70_000), "mta-sts.policy-fetch", Status.FAIL),
+        ((200, {"Content-Type": "text/html"}, POLICY), "mta-sts.policy-syntax", Status.FAIL),
+    ],
+)
+def test_mta_sts_policy_fetched_over_https(
+    policy_server: _PolicyServer,
+    resolver: ZoneResolver,
+    response: tuple[int, dict[str, str], bytes],
+    finding: str,
+    status: Status,
+) -> None:
+    policy_server.response = response
+    fetcher = MtaStsFetcher(verify=policy_server.ca_file, port=policy_server.port, timeout=5)
+    report = run_plan(check_domain("good.example", fetcher=fetcher), resolver)
+    found = {f.id: f.status for f in report.findings if f.area == "mta-sts"}
+    assert found.get(finding) is status, report.findings
+
+
+def test_mta_sts_certificate_for_another_name_is_refused(
+    tmp_path: Path, resolver: ZoneResolver
+) -> None:
+    server = _PolicyServer(tmp_path, ["mta-sts.other.example"])
+    server.response = (200, {}, POLICY)
+    try:
+        fetcher = MtaStsFetcher(verify=server.ca_file, port=server.port, timeout=5)
+        report = run_plan(check_domain("good.example", fetcher=fetcher), resolver)
+    finally:
+        server.server.shutdown()
+    fetch = [f for f in report.findings if f.id == "mta-sts.policy-fetch"]
+    assert fetch and "certificate" in fetch[0].message.lower()
+
+
+def test_policy_parsing_and_mx_patterns() -> None:
+    policy, problems = parse_policy(POLICY.decode())
+    assert problems == [] and policy["mode"] == "enforce" and policy["mx"] == ["mx1.good.example"]
+    assert mx_matches("*.example.com", "mx.example.com")
+    assert not mx_matches("*.example.com", "a.mx.example.com")  # one label only (RFC 8461 4.1)
+    assert not mx_matches("*.example.com", "example.com")
+    assert parse_policy("version: STSv1\nmode: enforce\nmax_age: 99999999999\n")[1]
