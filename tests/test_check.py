@@ -280,3 +280,18 @@ def test_policy_parsing_and_mx_patterns() -> None:
     assert not mx_matches("*.example.com", "a.mx.example.com")  # one label only (RFC 8461 4.1)
     assert not mx_matches("*.example.com", "example.com")
     assert parse_policy("version: STSv1\nmode: enforce\nmax_age: 99999999999\n")[1]
+
+
+def test_a_closed_pipe_is_not_a_traceback() -> None:
+    import subprocess
+    import sys
+
+    command = [sys.executable, "-m", "mailauth", "check", "count.example", "spf-big.example"]
+    command += ["--dns-zone", str(ZONE), "--no-fetch"]
+    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE) as process:
+        assert process.stdout is not None and process.stderr is not None
+        process.stdout.readline()
+        process.stdout.close()  # like `| head -1`
+        error = process.stderr.read()
+        process.wait(timeout=30)
+    assert b"Traceback" not in error

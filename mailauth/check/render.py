@@ -2,10 +2,25 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from mailauth.check.report import Area, DomainReport, Status
 
 _COLOURS = {Status.PASS: "\033[32m", Status.WARN: "\033[33m", Status.FAIL: "\033[31m"}
 _RESET = "\033[0m"
+
+
+def _tree(node: dict[str, Any], depth: int) -> list[str]:
+    """The include/redirect tree, one record per line, with each record's lookup cost."""
+    lines = []
+    for child in node.get("children", []):
+        indent = "  " * depth
+        lines.append(
+            f"  {indent}{child['via']} {child['domain']}: {child['record']}"
+            f"  [{child['dns_lookups']}]"
+        )
+        lines.extend(_tree(child, depth + 1))
+    return lines
 
 
 def render_report(report: DomainReport, *, colour: bool = False, verbose: bool = True) -> str:
@@ -25,6 +40,7 @@ def render_report(report: DomainReport, *, colour: bool = False, verbose: bool =
             f"  SPF record: {spf['record']}  [{spf['dns_lookups']}/10 lookups,"
             f" {spf['void_lookups']}/2 void]"
         )
+        lines.extend(_tree(spf.get("tree") or {}, 2))
     dmarc = report.details.get("dmarc") or {}
     if dmarc.get("record"):
         lines.append(f"  DMARC record (_dmarc.{dmarc['record_domain']}): {dmarc['record']}")
