@@ -1,0 +1,123 @@
+"""The ``mailauth`` command line.
+
+Only this package (and the milter) reads files, the environment, or writes to stdout/stderr.
+Every failure a user can cause ends with one line on stderr and exit status 2; no traceback.
+Commands: ``verify`` here, ``sign``/``keygen`` in :mod:`.signing`, ``check`` in
+:mod:`.audit`, ``milter`` in :mod:`.serve`; shared parts in :mod:`.common`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Sequence
+from importlib.metadata import PackageNotFoundError, version
+
+from mailauth.cli.audit import add_check_parser, cmd_check
+from mailauth.cli.common import (
+    EXIT_USAGE,
+    CliError,
+    Parser,
+    add_dns_options,
+    make_resolver,
+    read_input,
+)
+from mailauth.cli.serve import add_milter_parser, cmd_milter
+from mailauth.cli.signing import add_keygen_parser, add_sign_parser, cmd_keygen, cmd_sign
+from mailauth.errors import MailauthError
+from mailauth.pipeline import Authenticator
+
+__all__ = ["CliError", "main", "make_resolver"]
+
+
+def _version() -> str:
+    try:
+        return version("mailauth")
+    except PackageNotFoundError:  # running from a source tree
+        return "0+unknown"
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    parser = Parser(
+        prog="mailauth",
+        description="Authenticate email: SPF, DKIM, ARC, DMARC, Authentication-Results.",
+    )
+    parser.add_argument("--version", action="version", version=f"mailauth {_version()}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
+    verify = commands.add_parser(
+        "verify",
+        help="authenticate a message and print its Authentication-Results",
+        description="Authenticate one message as a receiving MTA would, and print the "
+        "Authentication-Results header field (or the whole verdict with --json).",
+        epilog="example:\n  mailauth verify message.eml --ip 192.0.2.10 "
+        "--helo mail.example.com --mail-from alice@example.com --dns-zone example.zone",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    verify.add_argument("file", nargs="?", default="-", help="the message (default: stdin)")
+    verify.add_argument("--ip", required=True, help="the SMTP client's IP address")
+    verify.add_argument("--helo", default="", help="the HELO/EHLO name the client gave")
+    verify.add_argument(
+        "--mail-from",
+        default="",
+        metavar="ADDR",
+        help="the MAIL FROM address (empty or <> if null)",
+    )
+    verify.add_argument(
+        "--authserv-id",
+        default="localhost",
+        metavar="ID",
+        help="the authserv-id of the Authentication-Results field (default: localhost)",
+    )
+    verify.add_argument(
+        "--now", type=float, metavar="UNIXTIME", help="judge signatures at this time (default: now)"
+    )
+    verify.add_argument("--json", action="store_true", help="print the verdict as JSON")
+    add_dns_options(verify)
+    add_sign_parser(commands)
+    add_keygen_parser(commands)
+    add_check_parser(commands)
+    add_milter_parser(commands)
+    return parser
+
+
+def _cmd_verify(args: argparse.Namespace) -> int:
+    raw = read_input(args.file)
+    resolver = make_resolver(args)
+    authenticator = Authenticator(authserv_id=args.authserv_id, resolver=resolver)
+    verdict = authenticator.verify(
+        raw, ip=args.ip, helo=args.helo, mail_from=args.mail_from, now=args.now
+    )
+    if args.json:
+        print(json.dumps(verdict.to_dict(), indent=2, ensure_ascii=False))
+    else:
+        print(verdict.authentication_results.replace("\r\n", "\n"))
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _build_parser()
+    try:
+        args = parser.parse_args(argv)
+        if args.command == "verify":
+            return _cmd_verify(args)
+        if args.command == "sign":
+            return cmd_sign(args)
+        if args.command == "keygen":
+            return cmd_keygen(args)
+        if args.command == "check":
+            return cmd_check(args)
+        if args.command == "milter":
+            return cmd_milter(args)
+        parser.print_help(sys.stderr)
+        return EXIT_USAGE
+    except (CliError, MailauthError, ValueError) as exc:
+        print(f"mailauth: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:  # the reader went away (mailauth check ... | head): not an error
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # so that the exit-time flush stays quiet
+        return 0

@@ -1,0 +1,70 @@
+"""What every command shares: the parser class, errors, DNS options, reading input."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from mailauth.dns import DnsResolver, Resolver, ZoneResolver
+
+EXIT_USAGE = 2
+
+
+class CliError(Exception):
+    """A problem reported as one line on stderr, exit status 2."""
+
+
+class Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.print_usage(sys.stderr)
+        raise CliError(message)
+
+
+def add_dns_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("DNS")
+    group.add_argument(
+        "--nameserver",
+        action="append",
+        metavar="HOST[:PORT]",
+        help="recursive nameserver to ask (repeatable; IPv6 as [ADDR]:PORT); default: the system's",
+    )
+    group.add_argument(
+        "--dns-zone",
+        action="append",
+        metavar="FILE",
+        help="answer DNS from this RFC 1035 zone file only, no network (repeatable)",
+    )
+    group.add_argument(
+        "--dns-timeout",
+        type=float,
+        default=5.0,
+        metavar="SECONDS",
+        help="overall time for one DNS query (default 5)",
+    )
+
+
+def make_resolver(args: argparse.Namespace) -> DnsResolver:
+    """The one resolver of a command: zone files, or the network."""
+    if args.dns_zone and args.nameserver:
+        raise CliError("--dns-zone and --nameserver exclude each other")
+    if args.dns_zone:
+        return ZoneResolver.from_files(args.dns_zone)
+    if args.dns_timeout <= 0:
+        raise CliError("--dns-timeout must be positive")
+    resolver = Resolver(
+        args.nameserver, timeout=min(2.0, args.dns_timeout), lifetime=args.dns_timeout
+    )
+    problem = resolver.check_reachable()
+    if problem:
+        raise CliError(f"DNS unreachable: {problem}")
+    return resolver
+
+
+def read_input(name: str) -> bytes:
+    try:
+        if name == "-":
+            return sys.stdin.buffer.read()
+        return Path(name).read_bytes()
+    except OSError as exc:
+        raise CliError(f"cannot read {name}: {exc.strerror or exc}") from None

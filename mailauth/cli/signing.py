@@ -1,0 +1,183 @@
+"""``mailauth sign`` (DKIM, and ARC with --arc) and ``mailauth keygen``."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import warnings
+from pathlib import Path
+
+from mailauth.arc.seal import Sealer, results_payload
+from mailauth.cli.common import CliError, Parser, add_dns_options, make_resolver, read_input
+from mailauth.dkim import (
+    Signer,
+    generate_private_key,
+    public_key_record,
+    sign_dkim,
+    zone_txt_line,
+)
+from mailauth.dkim.keys import private_key_pem
+from mailauth.domains import normalize_domain
+from mailauth.pipeline import Authenticator
+
+
+def add_sign_parser(commands: argparse._SubParsersAction[Parser]) -> None:
+    sign = commands.add_parser(
+        "sign",
+        help="DKIM-sign a message (RSA, Ed25519, or both)",
+        description="Add DKIM-Signature fields on top of a message and write it to stdout; "
+        "the original bytes are kept. Repeat --selector and --key (and --domain, or give it "
+        "once) to sign with several keys in one pass.",
+        epilog="examples:\n  mailauth sign message.eml --domain example.com --selector "
+        "s2026 --key s2026.private > signed.eml\n  mailauth sign message.eml --domain "
+        "example.com --selector rsa1 --key rsa1.private --selector ed1 --key ed1.private\n"
+        "  mailauth sign --arc message.eml --authserv-id lists.example.org --ip 192.0.2.10 "
+        "--mail-from a@example.com --domain example.org --selector arc1 --key arc1.private",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sign.add_argument("file", nargs="?", default="-", help="the message (default: stdin)")
+    sign.add_argument("--domain", action="append", required=True, help="d= (repeatable)")
+    sign.add_argument("--selector", action="append", required=True, help="s= (repeatable)")
+    sign.add_argument(
+        "--key", action="append", required=True, metavar="FILE", help="private key (repeatable)"
+    )
+    sign.add_argument(
+        "--algorithm",
+        action="append",
+        choices=["rsa-sha256", "ed25519-sha256"],
+        help="a= (default: the key's own)",
+    )
+    sign.add_argument(
+        "--canonicalization",
+        default="relaxed/relaxed",
+        metavar="HEADER/BODY",
+        help="simple or relaxed for each (default: relaxed/relaxed)",
+    )
+    sign.add_argument(
+        "--headers", metavar="NAME:NAME:...", help="fields to sign (default: a standard list)"
+    )
+    sign.add_argument("--expire", type=int, metavar="SECONDS", help="add x= this far after t=")
+    sign.add_argument("--now", type=float, metavar="UNIXTIME", help="t= (default: now)")
+    arc = sign.add_argument_group(
+        "ARC sealing (RFC 8617)",
+        "--arc adds an ARC Set instead of a DKIM-Signature: the message is first verified as "
+        "received from --ip (its Authentication-Results becomes the ARC-Authentication-Results, "
+        "its ARC chain decides cv=), then sealed with the one --domain/--selector/--key.",
+    )
+    arc.add_argument("--arc", action="store_true", help="seal (ARC) instead of DKIM-signing")
+    arc.add_argument("--authserv-id", metavar="ID", help="our authserv-id (required with --arc)")
+    arc.add_argument("--ip", help="the SMTP client's address (required with --arc)")
+    arc.add_argument("--helo", default="", help="the client's HELO name")
+    arc.add_argument("--mail-from", default="", metavar="ADDR", help="the MAIL FROM address")
+    add_dns_options(sign)
+
+
+def add_keygen_parser(commands: argparse._SubParsersAction[Parser]) -> None:
+    keygen = commands.add_parser(
+        "keygen",
+        help="create a DKIM key pair and print its DNS record",
+        description="Write a new private key to DIR/SELECTOR.private (mode 0600) and the "
+        "DNS TXT record to DIR/SELECTOR.txt, and print the record in zone-file form.",
+        epilog="example:\n  mailauth keygen --domain example.com --selector s2026 "
+        "--algorithm ed25519 --out /etc/mailauth/keys",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    keygen.add_argument("--domain", required=True, help="the signing domain (d=)")
+    keygen.add_argument("--selector", required=True, help="the selector (s=)")
+    keygen.add_argument("--algorithm", choices=["rsa", "ed25519"], default="rsa")
+    keygen.add_argument("--bits", type=int, default=2048, help="RSA key size (default 2048)")
+    keygen.add_argument("--out", required=True, metavar="DIR", help="directory for the files")
+
+
+def _signers(args: argparse.Namespace) -> list[Signer]:
+    keys, selectors = args.key, args.selector
+    domains = args.domain * len(keys) if len(args.domain) == 1 else args.domain
+    algorithms = args.algorithm or [None]
+    algorithms = algorithms * len(keys) if len(algorithms) == 1 else algorithms
+    if not len(keys) == len(selectors) == len(domains) == len(algorithms):
+        raise CliError("give one --selector (and --domain, --algorithm, or one for all) per --key")
+    headers = args.headers.split(":") if args.headers else None
+    signers = []
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for domain, selector, key, algorithm in zip(
+            domains, selectors, keys, algorithms, strict=True
+        ):
+            signers.append(
+                Signer(
+                    domain,
+                    selector,
+                    Path(key),
+                    algorithm,
+                    canonicalization=args.canonicalization,
+                    headers=headers,
+                    expire=args.expire,
+                )
+            )
+    for warning in caught:
+        print(f"mailauth: warning: {warning.message}", file=sys.stderr)
+    return signers
+
+
+def cmd_sign(args: argparse.Namespace) -> int:
+    if args.arc:
+        return _cmd_seal(args)
+    signers = _signers(args)
+    raw = read_input(args.file)
+    signed = sign_dkim(raw, signers, now=args.now)
+    sys.stdout.buffer.write(signed)
+    sys.stdout.buffer.flush()
+    return 0
+
+
+def _cmd_seal(args: argparse.Namespace) -> int:
+    if not (args.authserv_id and args.ip):
+        raise CliError("--arc needs --authserv-id and --ip")
+    if not len(args.key) == len(args.selector) == len(args.domain) == 1:
+        raise CliError("--arc seals with one --domain, --selector and --key")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        algorithm = args.algorithm[0] if args.algorithm else None
+        sealer = Sealer(args.domain[0], args.selector[0], Path(args.key[0]), algorithm)
+    for warning in caught:
+        print(f"mailauth: warning: {warning.message}", file=sys.stderr)
+    raw = read_input(args.file)
+    authenticator = Authenticator(authserv_id=args.authserv_id, resolver=make_resolver(args))
+    verdict = authenticator.verify(
+        raw, ip=args.ip, helo=args.helo, mail_from=args.mail_from, now=args.now
+    )
+    if verdict.arc is None:  # the pipeline always validates ARC
+        raise CliError("internal error: no ARC outcome in the verdict")
+    sealed = sealer.seal(
+        raw,
+        authentication_results=results_payload(verdict.authentication_results),
+        chain=verdict.arc,
+        now=args.now,
+    )
+    sys.stdout.buffer.write(sealed)
+    sys.stdout.buffer.flush()
+    return 0
+
+
+def cmd_keygen(args: argparse.Namespace) -> int:
+    try:
+        name = normalize_domain(f"{args.selector}._domainkey.{args.domain}")
+    except ValueError as exc:
+        raise CliError(f"bad domain or selector: {exc}") from None
+    key = generate_private_key(args.algorithm, args.bits)
+    out = Path(args.out)
+    private_path = out / f"{args.selector}.private"
+    record = zone_txt_line(name, public_key_record(key))
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        fd = os.open(private_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(private_key_pem(key))
+        (out / f"{args.selector}.txt").write_text(record + "\n")
+    except FileExistsError:
+        raise CliError(f"{private_path} exists; not overwriting a key") from None
+    except OSError as exc:
+        raise CliError(f"cannot write to {out}: {exc.strerror or exc}") from None
+    print(record)
+    return 0

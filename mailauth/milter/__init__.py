@@ -1,0 +1,11 @@
+"""``mailauth milter``: the Sendmail/Postfix mail filter (milter protocol 6) on asyncio.
+
+:mod:`~mailauth.milter.protocol` encodes and decodes packets; :mod:`~mailauth.milter.server`
+runs sessions and asks the :class:`~mailauth.pipeline.Authenticator` for verdicts.
+"""
+
+from __future__ import annotations
+
+from mailauth.milter.server import Milter, MilterSettings, parse_listen, start_server
+
+__all__ = ["Milter", "MilterSettings", "parse_listen", "start_server"]

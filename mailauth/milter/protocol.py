@@ -1,0 +1,139 @@
+"""The Sendmail milter protocol, version 6 as Postfix speaks it: packets and their payloads.
+
+A packet is a 4-octet big-endian length, then a one-octet command and its data (the length
+counts both). Strings are NUL-terminated. Pure: bytes in, values out, or a
+:class:`ProtocolError`; no sockets here.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+
+from mailauth.errors import MailauthError
+
+VERSION = 6
+MAX_PACKET = 1 << 20  # MTAs send at most 64 KiB of body per packet; anything far larger is hostile
+
+# Commands from the MTA
+OPTNEG, MACRO, CONNECT, HELO, MAIL, RCPT, DATA = b"O", b"D", b"C", b"H", b"M", b"R", b"T"
+HEADER, EOH, BODY, EOM, ABORT, QUIT, QUIT_NC, UNKNOWN = (
+    b"L",
+    b"N",
+    b"B",
+    b"E",
+    b"A",
+    b"Q",
+    b"K",
+    b"U",
+)
+
+# Replies to the MTA
+CONTINUE, ACCEPT, REJECT, TEMPFAIL, REPLYCODE = b"c", b"a", b"r", b"t", b"y"
+ADDHEADER, INSHEADER, CHGHEADER, QUARANTINE, PROGRESS = b"h", b"i", b"m", b"q", b"p"
+
+# Actions we may take (SMFIF_*)
+ACT_ADDHDRS, ACT_CHGHDRS, ACT_QUARANTINE = 0x01, 0x10, 0x20
+# Protocol steps we skip or want (SMFIP_*)
+P_NORCPT, P_NOUNKNOWN, P_NODATA, P_HDR_LEADSPC = 0x08, 0x100, 0x200, 0x100000
+P_NR_RCPT, P_NR_DATA, P_NR_UNKNOWN = 0x800, 0x2000, 0x1000
+
+SOCKET_FAMILIES = {b"4": "inet", b"6": "inet6", b"L": "unix", b"U": "unknown"}
+
+
+class ProtocolError(MailauthError):
+    """A packet that breaks the protocol; the connection is closed."""
+
+
+@dataclass(frozen=True, slots=True)
+class Packet:
+    command: bytes
+    data: bytes
+
+
+def encode(command: bytes, data: bytes = b"") -> bytes:
+    return struct.pack(">I", len(data) + 1) + command + data
+
+
+def decode_header(prefix: bytes) -> int:
+    """The length announced by a packet's first 4 octets; checks the bounds."""
+    (length,) = struct.unpack(">I", prefix)
+    if length < 1:
+        raise ProtocolError("empty milter packet")
+    if length > MAX_PACKET:
+        raise ProtocolError(f"milter packet of {length} octets exceeds {MAX_PACKET}")
+    return int(length)
+
+
+def strings(data: bytes, count: int | None = None) -> list[bytes]:
+    """NUL-terminated strings; ``count`` checks how many there must be."""
+    if data and not data.endswith(b"\0"):
+        raise ProtocolError("string not NUL-terminated")
+    parts = data[:-1].split(b"\0") if data else []
+    if count is not None and len(parts) != count:
+        raise ProtocolError(f"expected {count} strings, got {len(parts)}")
+    return parts
+
+
+@dataclass(frozen=True, slots=True)
+class Connect:
+    hostname: str
+    family: str
+    port: int
+    address: str
+
+
+def parse_connect(data: bytes) -> Connect:
+    end = data.find(b"\0")
+    if end < 0 or end + 2 > len(data):
+        raise ProtocolError("malformed connect")
+    hostname, family_code = data[:end], data[end + 1 : end + 2]
+    family = SOCKET_FAMILIES.get(family_code)
+    if family is None:
+        raise ProtocolError(f"unknown address family {family_code!r}")
+    if family in ("unknown",):
+        return Connect(hostname.decode("utf-8", "replace"), family, 0, "")
+    if len(data) < end + 4:
+        raise ProtocolError("malformed connect")
+    (port,) = struct.unpack(">H", data[end + 2 : end + 4])
+    (address,) = strings(data[end + 4 :], 1)
+    return Connect(
+        hostname.decode("utf-8", "replace"), family, port, address.decode("ascii", "replace")
+    )
+
+
+def parse_macros(data: bytes) -> tuple[bytes, dict[str, str]]:
+    """(the command they belong to, name -> value); names lose their braces."""
+    if not data:
+        raise ProtocolError("empty macro packet")
+    parts = strings(data[1:])
+    if len(parts) % 2:
+        raise ProtocolError("odd number of macro strings")
+    macros = {}
+    for name, value in zip(parts[::2], parts[1::2], strict=True):
+        macros[name.decode("ascii", "replace").strip("{}")] = value.decode("utf-8", "replace")
+    return data[:1], macros
+
+
+def parse_optneg(data: bytes) -> tuple[int, int, int]:
+    if len(data) < 12:
+        raise ProtocolError("short option negotiation")
+    version, actions, protocol = struct.unpack(">III", data[:12])
+    return int(version), int(actions), int(protocol)
+
+
+def optneg_reply(actions: int, protocol: int) -> bytes:
+    return encode(OPTNEG, struct.pack(">III", VERSION, actions, protocol))
+
+
+def header_reply(command: bytes, index: int | None, name: str, value: str) -> bytes:
+    """add (h: name, value), insert (i: index, name, value), change (m: index, name, value)."""
+    body = f"{name}\0{value}\0".encode()
+    if index is not None:
+        body = struct.pack(">I", index) + body
+    return encode(command, body)
+
+
+def replycode(code: str) -> bytes:
+    """A custom SMTP reply (``550 5.7.1 ...``) for a reject or tempfail."""
+    return encode(REPLYCODE, code.encode() + b"\0")

@@ -1,0 +1,247 @@
+"""The milter: one asyncio server, one session per MTA connection, no protocol logic of its
+own (the Authenticator decides; this module only talks to the MTA).
+
+Inbound mode: the message is gathered as the MTA sends it (headers with their exact leading
+whitespace, SMFIP_HDR_LEADSPC; body chunks as they come), verified at end-of-message within a
+deadline, incoming Authentication-Results fields that carry our authserv-id are deleted
+(RFC 8601 5), and one Authentication-Results field is inserted at the top. Every reply of the
+end-of-message step goes out in one write (no small-packet delay on TCP).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import logging
+import os
+import stat
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from mailauth.authresults import authserv_id_of
+from mailauth.milter import protocol as p
+from mailauth.pipeline import Authenticator
+from mailauth.results import Policy, Verdict
+
+log = logging.getLogger("mailauth.milter")
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+@dataclass(frozen=True, slots=True)
+class MilterSettings:
+    """``deadline``: seconds for one message's checks; ``on_error``: ``accept`` (the message
+    goes on without our header) or ``tempfail`` when checks fail or time out;
+    ``reject_dmarc``/``quarantine_dmarc``: act on a DMARC disposition of reject/quarantine;
+    ``trusted_networks``: clients whose mail is not verified."""
+
+    deadline: float = 30.0
+    on_error: str = "accept"
+    reject_dmarc: bool = False
+    quarantine_dmarc: bool = False
+    trusted_networks: tuple[Network, ...] = ()
+
+
+@dataclass
+class _Message:
+    mail_from: str = ""
+    headers: list[tuple[str, bytes]] = field(default_factory=list)
+    body: bytearray = field(default_factory=bytearray)
+
+
+@dataclass
+class _Session:
+    leading_space: bool = False
+    macros: dict[str, str] = field(default_factory=dict)
+    address: str = ""
+    helo: str = ""
+    trusted: bool = False
+    message: _Message = field(default_factory=_Message)
+
+
+class Milter:
+    """Serves the milter protocol for one :class:`Authenticator`."""
+
+    def __init__(self, authenticator: Authenticator, settings: MilterSettings | None = None):
+        self.authenticator = authenticator
+        self.settings = settings or MilterSettings()
+        self.connections = 0
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """One MTA connection, until QUIT, EOF or a protocol error."""
+        self.connections += 1
+        session = _Session()
+        try:
+            while True:
+                try:
+                    prefix = await reader.readexactly(4)
+                    length = p.decode_header(prefix)
+                    packet = await reader.readexactly(length)
+                except (asyncio.IncompleteReadError, ConnectionError):
+                    return  # the MTA went away, possibly mid-message: nothing to clean up
+                reply = await self._dispatch(session, packet[:1], packet[1:])
+                if reply is None:
+                    return
+                if reply:
+                    writer.write(reply)
+                    await writer.drain()
+        except p.ProtocolError as exc:
+            log.warning("milter protocol error from the MTA: %s", exc)
+        finally:
+            self.connections -= 1
+            writer.close()
+            with contextlib.suppress(ConnectionError):
+                await writer.wait_closed()
+
+    async def _dispatch(self, session: _Session, command: bytes, data: bytes) -> bytes | None:
+        """The reply to one packet: bytes to send, b"" for none, None to close."""
+        if command == p.OPTNEG:
+            version, actions, protocol = p.parse_optneg(data)
+            if version < 2:
+                raise p.ProtocolError(f"milter protocol version {version} is too old")
+            session.leading_space = bool(protocol & p.P_HDR_LEADSPC)
+            wanted = p.P_NORCPT | p.P_NOUNKNOWN | p.P_HDR_LEADSPC
+            return p.optneg_reply(
+                actions & (p.ACT_ADDHDRS | p.ACT_CHGHDRS | p.ACT_QUARANTINE), protocol & wanted
+            )
+        if command == p.MACRO:
+            _, macros = p.parse_macros(data)
+            session.macros.update(macros)
+            return b""
+        if command == p.CONNECT:
+            connect = p.parse_connect(data)
+            session.address = connect.address
+            session.trusted = _is_trusted(connect.address, self.settings.trusted_networks)
+            return p.encode(p.ACCEPT if session.trusted else p.CONTINUE)
+        if command == p.HELO:
+            session.helo = p.strings(data)[0].decode("utf-8", "replace") if data else ""
+            return p.encode(p.CONTINUE)
+        if command == p.MAIL:
+            args = p.strings(data)
+            session.message = _Message(args[0].decode("utf-8", "replace") if args else "")
+            return p.encode(p.CONTINUE)
+        if command == p.HEADER:
+            name, value = p.strings(data, 2)
+            session.message.headers.append((name.decode("ascii", "replace"), value))
+            return p.encode(p.CONTINUE)
+        if command == p.BODY:
+            session.message.body += data
+            return p.encode(p.CONTINUE)
+        if command == p.EOM:
+            session.message.body += data
+            reply = await self._end_of_message(session)
+            session.message = _Message()
+            return reply
+        if command == p.ABORT:
+            session.message = _Message()
+            return b""
+        if command == p.QUIT:
+            return None
+        if command == p.QUIT_NC:
+            return b""  # a new connection's packets follow on this socket
+        if command in (p.RCPT, p.DATA, p.EOH, p.UNKNOWN):
+            return p.encode(p.CONTINUE)
+        raise p.ProtocolError(f"unknown milter command {command!r}")
+
+    async def _end_of_message(self, session: _Session) -> bytes:
+        raw = _raw_message(session.message, session.leading_space)
+        try:
+            verdict = await asyncio.wait_for(
+                self.authenticator.verify_async(
+                    raw,
+                    ip=session.address or "0.0.0.0",  # noqa: S104 - a value, not a bind
+                    helo=session.helo,
+                    mail_from=session.message.mail_from,
+                ),
+                self.settings.deadline,
+            )
+        except (TimeoutError, ValueError) as exc:
+            log.warning(
+                "message %s not verified: %s", session.macros.get("i", "-"), exc or "deadline"
+            )
+            action = p.TEMPFAIL if self.settings.on_error == "tempfail" else p.CONTINUE
+            return p.encode(action)
+        return self._modifications(session, verdict)
+
+    def _modifications(self, session: _Session, verdict: Verdict) -> bytes:
+        message = session.message
+        replies = []
+        ours = self.authenticator.authserv_id
+        positions = [
+            index
+            for index, value in _occurrences(message.headers, "authentication-results")
+            if authserv_id_of(value) == ours
+        ]
+        for index in reversed(positions):  # RFC 8601 5: forged fields with our authserv-id go
+            replies.append(p.header_reply(p.CHGHEADER, index, "Authentication-Results", ""))
+        _, _, value = verdict.authentication_results.partition(": ")
+        # Folded with bare LF, as MTAs expect milter header values; with SMFIP_HDR_LEADSPC
+        # the space after the colon is ours to give.
+        value = (" " if session.leading_space else "") + value.replace("\r\n", "\n")
+        replies.append(p.header_reply(p.INSHEADER, 0, "Authentication-Results", value))
+        dmarc = verdict.dmarc
+        if dmarc is not None and dmarc.disposition is Policy.REJECT and self.settings.reject_dmarc:
+            reason = f"550 5.7.1 DMARC policy of {dmarc.domain} says reject"
+            return p.replycode(reason)
+        if (
+            dmarc is not None
+            and dmarc.disposition is Policy.QUARANTINE
+            and self.settings.quarantine_dmarc
+        ):
+            replies.append(
+                p.encode(p.QUARANTINE, f"DMARC quarantine for {dmarc.domain}\0".encode())
+            )
+        replies.append(p.encode(p.CONTINUE))
+        return b"".join(replies)
+
+
+def _occurrences(headers: Sequence[tuple[str, bytes]], lname: str) -> list[tuple[int, bytes]]:
+    """(1-based index among same-name fields, value) for every field of that name."""
+    found: list[tuple[int, bytes]] = []
+    for name, value in headers:
+        if name.lower() == lname:
+            found.append((len(found) + 1, value))
+    return found
+
+
+def _raw_message(message: _Message, leading_space: bool) -> bytes:
+    lines = []
+    for name, value in message.headers:
+        text = value.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
+        lines.append(name.encode() + b":" + (b"" if leading_space else b" ") + text + b"\r\n")
+    if not lines:
+        lines.append(b"X-Mailauth-Empty: 1\r\n")  # keep a parseable message
+    return b"".join(lines) + b"\r\n" + bytes(message.body)
+
+
+def _is_trusted(address: str, networks: Sequence[Network]) -> bool:
+    try:
+        ip = ipaddress.ip_address(address.strip("[]").removeprefix("IPv6:"))
+    except ValueError:
+        return False
+    return any(ip in network for network in networks)
+
+
+def parse_listen(spec: str) -> tuple[str, str | int, str]:
+    """``inet:PORT@HOST``, ``inet6:PORT@HOST``, ``unix:PATH`` (or ``local:PATH``)."""
+    kind, _, rest = spec.partition(":")
+    if kind in ("unix", "local") and rest:
+        return "unix", rest, ""
+    if kind in ("inet", "inet6"):
+        port, _, host = rest.partition("@")
+        if port.isdigit() and 0 < int(port) < 65536:
+            return kind, int(port), host or ("127.0.0.1" if kind == "inet" else "::1")
+    raise ValueError(f"bad listen socket {spec!r}: use inet:PORT@HOST, inet6:PORT@HOST, unix:PATH")
+
+
+async def start_server(milter: Milter, spec: str, socket_mode: int = 0o660) -> asyncio.Server:
+    kind, where, host = parse_listen(spec)
+    if kind == "unix":
+        path = str(where)
+        with contextlib.suppress(FileNotFoundError):
+            if stat.S_ISSOCK(os.stat(path).st_mode):
+                os.unlink(path)  # a stale socket from a previous run
+        server = await asyncio.start_unix_server(milter.handle, path=path)
+        os.chmod(path, socket_mode)
+        return server
+    return await asyncio.start_server(milter.handle, host=host, port=int(where))

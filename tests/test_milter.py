@@ -1,0 +1,269 @@
+"""The milter over its socket: negotiation, a verified message, forged-header removal,
+policy, and hostile MTA input (malformed packets, oversize, a dropped connection, abort)."""
+
+from __future__ import annotations
+
+import asyncio
+import struct
+from collections.abc import Awaitable
+from pathlib import Path
+
+import pytest
+
+from mailauth.dns import ZoneResolver
+from mailauth.milter import Milter, MilterSettings, parse_listen, start_server
+from mailauth.milter import protocol as p
+from mailauth.pipeline import Authenticator
+from tests.milterclient import MilterClient, split_message
+
+FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
+DEMO = FIXTURES / "demo"
+DMARC = FIXTURES / "dmarc"
+RESOLVER = ZoneResolver.from_files([DEMO / "example.com.zone", DMARC / "dmarc.zone"])
+NOW_DMARC = 1795000100
+
+
+def run(coro: Awaitable[None]) -> None:
+    asyncio.run(coro)  # type: ignore[arg-type]
+
+
+async def serve(settings: MilterSettings | None = None) -> tuple[asyncio.Server, int, Milter]:
+    milter = Milter(Authenticator("mx.example.org", RESOLVER), settings)
+    server = await asyncio.start_server(milter.handle, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    return server, port, milter
+
+
+def test_negotiation_asks_for_leading_space_and_skips_rcpt() -> None:
+    async def go() -> None:
+        server, port, _ = await serve()
+        client = await MilterClient.connect("127.0.0.1", port)
+        actions, protocol = await client.negotiate()
+        assert actions == p.ACT_ADDHDRS | p.ACT_CHGHDRS | p.ACT_QUARANTINE
+        assert protocol & p.P_HDR_LEADSPC and protocol & p.P_NORCPT
+        await client.close()
+        server.close()
+
+    run(go())
+
+
+def _inserted_header(replies: list[tuple[bytes, bytes]]) -> str:
+    for command, data in replies:
+        if command == p.INSHEADER:
+            (index,) = struct.unpack(">I", data[:4])
+            name, value = data[4:-1].split(b"\0")
+            assert (index, name) == (0, b"Authentication-Results")
+            return value.decode()
+    raise AssertionError(f"no header inserted: {replies}")
+
+
+def test_a_signed_message_gets_one_authentication_results_with_passes() -> None:
+    headers, body = split_message((DEMO / "message.eml").read_bytes())
+
+    async def go() -> None:
+        server, port, _ = await serve()
+        client = await MilterClient.connect("127.0.0.1", port)
+        await client.negotiate()
+        replies = await client.message(
+            ip="192.0.2.10", helo="mail.example.com", mail_from="alice@example.com",
+            headers=headers, body=body,
+        )  # fmt: skip
+        value = _inserted_header(replies)
+        assert value.startswith(" mx.example.org;")
+        for clause in ("spf=pass", "dkim=pass", "dmarc=pass", "arc=none"):
+            assert clause in value, value
+        assert replies[-1][0] == p.CONTINUE
+        # a second message on the same connection
+        again = await client.message(
+            ip="192.0.2.10", helo="mail.example.com", mail_from="alice@example.com",
+            headers=headers, body=body.replace(b"Hello Bob", b"Hello Eve"),
+        )  # fmt: skip
+        assert "dkim=fail" in _inserted_header(again)
+        await client.close()
+        server.close()
+
+    run(go())
+
+
+def test_forged_authentication_results_with_our_id_are_deleted() -> None:
+    headers, body = split_message((DEMO / "message.eml").read_bytes())
+    forged = [
+        ("Authentication-Results", " mx.example.org; dmarc=pass header.from=example.com"),
+        ("Authentication-Results", " other.example; spf=pass"),
+        ("Authentication-Results", " (comment) MX.Example.ORG ; dkim=pass"),
+    ]
+
+    async def go() -> None:
+        server, port, _ = await serve()
+        client = await MilterClient.connect("127.0.0.1", port)
+        await client.negotiate()
+        replies = await client.message(
+            ip="192.0.2.10", helo="mail.example.com", mail_from="alice@example.com",
+            headers=forged + headers, body=body,
+        )  # fmt: skip
+        changes = [struct.unpack(">I", d[:4])[0] for c, d in replies if c == p.CHGHEADER]
+        assert changes == [3, 1]  # highest first; the other.example field stays
+        assert replies.index(next(r for r in replies if r[0] == p.INSHEADER)) > 1
+        await client.close()
+        server.close()
+
+    run(go())
+
+
+def test_dmarc_reject_is_refused_with_550_when_asked() -> None:
+    headers, body = split_message((DMARC / "unauthenticated.eml").read_bytes())
+
+    async def go() -> None:
+        server, port, _ = await serve(MilterSettings(reject_dmarc=True))
+        client = await MilterClient.connect("127.0.0.1", port)
+        await client.negotiate()
+        replies = await client.message(
+            ip="198.51.100.7", helo="x.example", mail_from="alice@example.net",
+            headers=headers, body=body,
+        )  # fmt: skip
+        assert replies[-1][0] == p.REPLYCODE
+        assert replies[-1][1].startswith(b"550 5.7.1 DMARC policy of example.net")
+        await client.close()
+        server.close()
+
+    run(go())
+
+
+def test_trusted_clients_are_accepted_at_connect() -> None:
+    import ipaddress
+
+    async def go() -> None:
+        networks = (ipaddress.ip_network("192.0.2.0/24"),)
+        server, port, _ = await serve(MilterSettings(trusted_networks=networks))
+        client = await MilterClient.connect("127.0.0.1", port)
+        await client.negotiate()
+        connect = b"c\0" + b"4" + struct.pack(">H", 25) + b"192.0.2.10\0"
+        assert await client.step(p.CONNECT, connect) == p.ACCEPT
+        await client.close()
+        server.close()
+
+    run(go())
+
+
+@pytest.mark.parametrize(
+    "packet",
+    [
+        struct.pack(">I", 0),  # empty packet
+        struct.pack(">I", 1 << 30) + b"B",  # oversize
+        p.encode(b"Z", b"junk"),  # unknown command
+        p.encode(p.HEADER, b"no-nul-terminator"),
+        p.encode(p.CONNECT, b"host\0" + b"9"),  # unknown family
+        p.encode(p.OPTNEG, b"\0\0"),  # short negotiation
+    ],
+)
+def test_malformed_packets_close_the_connection_and_the_server_lives(packet: bytes) -> None:
+    async def go() -> None:
+        server, port, milter = await serve()
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(packet)
+        await writer.drain()
+        assert await asyncio.wait_for(reader.read(), 5) == b""  # closed by the milter
+        writer.close()
+        client = await MilterClient.connect("127.0.0.1", port)  # still serving
+        await client.negotiate()
+        await client.close()
+        await asyncio.sleep(0.05)
+        assert milter.connections == 0
+        server.close()
+
+    run(go())
+
+
+def test_a_connection_dropped_mid_message_and_an_abort() -> None:
+    headers, body = split_message((DEMO / "message.eml").read_bytes())
+
+    async def go() -> None:
+        server, port, milter = await serve()
+        client = await MilterClient.connect("127.0.0.1", port)
+        await client.negotiate()
+        await client.step(p.MAIL, b"<a@example.com>\0")
+        await client.step(p.HEADER, b"Subject\0 half a message\0")
+        await client.step(p.BODY, b"half a body")
+        await client.close()  # dropped mid-message
+        client = await MilterClient.connect("127.0.0.1", port)
+        await client.negotiate()
+        await client.step(p.MAIL, b"<a@example.com>\0")
+        await client.step(p.HEADER, b"Subject\0 aborted\0")
+        await client.send(p.ABORT)  # the MTA gives up this message; the next one is clean
+        replies = await client.message(
+            ip="192.0.2.10", helo="mail.example.com", mail_from="alice@example.com",
+            headers=headers, body=body,
+        )  # fmt: skip
+        assert "dkim=pass" in _inserted_header(replies)
+        await client.close()
+        await asyncio.sleep(0.05)
+        assert milter.connections == 0
+        server.close()
+
+    run(go())
+
+
+def test_the_deadline_answers_the_mta_in_time() -> None:
+    headers, body = split_message((DEMO / "message.eml").read_bytes())
+    slow = ZoneResolver.from_files([DEMO / "example.com.zone"])
+
+    class Slow(ZoneResolver):
+        async def lookup_async(self, name, rdtype):  # type: ignore[no-untyped-def]
+            await asyncio.sleep(5)
+            return slow.lookup(name, rdtype)
+
+    async def go() -> None:
+        for on_error, expected in (("accept", p.CONTINUE), ("tempfail", p.TEMPFAIL)):
+            milter = Milter(
+                Authenticator("mx.example.org", Slow({})),
+                MilterSettings(deadline=0.3, on_error=on_error),
+            )
+            server = await asyncio.start_server(milter.handle, "127.0.0.1", 0)
+            client = await MilterClient.connect("127.0.0.1", server.sockets[0].getsockname()[1])
+            await client.negotiate()
+            started = asyncio.get_running_loop().time()
+            replies = await client.message(
+                ip="192.0.2.10", helo="mail.example.com", mail_from="alice@example.com",
+                headers=headers, body=body,
+            )  # fmt: skip
+            assert asyncio.get_running_loop().time() - started < 2
+            assert [r[0] for r in replies] == [expected]
+            await client.close()
+            server.close()
+
+    run(go())
+
+
+@pytest.mark.parametrize(
+    ("spec", "parsed"),
+    [
+        ("inet:8891@127.0.0.1", ("inet", 8891, "127.0.0.1")),
+        ("inet6:8891@::1", ("inet6", 8891, "::1")),
+        ("unix:/run/mailauth.sock", ("unix", "/run/mailauth.sock", "")),
+        ("inet:8891", ("inet", 8891, "127.0.0.1")),
+    ],
+)
+def test_listen_sockets(spec: str, parsed: tuple[str, object, str]) -> None:
+    assert parse_listen(spec) == parsed
+
+
+@pytest.mark.parametrize("spec", ["tcp:25", "inet:0@x", "inet:99999@x", "unix:"])
+def test_bad_listen_sockets(spec: str) -> None:
+    with pytest.raises(ValueError, match="bad listen socket"):
+        parse_listen(spec)
+
+
+def test_unix_socket(tmp_path: Path) -> None:
+    async def go() -> None:
+        milter = Milter(Authenticator("mx.example.org", RESOLVER))
+        path = tmp_path / "milter.sock"
+        server = await start_server(milter, f"unix:{path}", 0o600)
+        assert path.stat().st_mode & 0o777 == 0o600
+        reader, writer = await asyncio.open_unix_connection(str(path))
+        writer.write(p.encode(p.OPTNEG, struct.pack(">III", 6, 0x1FF, 0x1FFFFF)))
+        await writer.drain()
+        assert (await reader.readexactly(5))[4:5] == p.OPTNEG
+        writer.close()
+        server.close()
+
+    run(go())
