@@ -1,0 +1,177 @@
+"""A throwaway Postfix instance on loopback, for tests and benchmarks (needs root and the
+Debian postfix package, which .ci/run installs).
+
+It has its own config, queue and data directories under a temporary directory, logs to a
+file (no syslog here), listens on 127.0.0.1:<port>, trusts XCLIENT from loopback, relays
+everything to Postfix's ``smtp-sink`` on another loopback port, which writes each delivered
+message to a file, and calls the milter given.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+from types import TracebackType
+
+POSTFIX = shutil.which("postfix") or "/usr/sbin/postfix"
+SMTP_SINK = shutil.which("smtp-sink") or "/usr/sbin/smtp-sink"
+
+MASTER_CF = """\
+{port}     inet  n       -       n       -       -       smtpd
+pickup    unix  n       -       n       60      1       pickup
+cleanup   unix  n       -       n       -       0       cleanup
+qmgr      unix  n       -       n       300     1       qmgr
+rewrite   unix  -       -       n       -       -       trivial-rewrite
+bounce    unix  -       -       n       -       0       bounce
+defer     unix  -       -       n       -       0       bounce
+trace     unix  -       -       n       -       0       bounce
+verify    unix  -       -       n       -       1       verify
+flush     unix  n       -       n       1000?   0       flush
+proxymap  unix  -       -       n       -       -       proxymap
+proxywrite unix -       -       n       -       1       proxymap
+smtp      unix  -       -       n       -       -       smtp
+relay     unix  -       -       n       -       -       smtp
+showq     unix  n       -       n       -       -       showq
+error     unix  -       -       n       -       -       error
+retry     unix  -       -       n       -       -       error
+discard   unix  -       -       n       -       -       discard
+anvil     unix  -       -       n       -       1       anvil
+scache    unix  -       -       n       -       1       scache
+postlog   unix-dgram n  -       n       -       1       postlogd
+"""
+
+MAIN_CF = """\
+compatibility_level = 3.6
+queue_directory = {root}/queue
+data_directory = {root}/data
+mail_owner = postfix
+setgid_group = postdrop
+myhostname = mx.example.org
+mydomain = example.org
+myorigin = $myhostname
+mydestination =
+inet_interfaces = 127.0.0.1
+inet_protocols = ipv4
+mynetworks = 127.0.0.0/8
+relay_domains = example.com example.net example.org
+smtpd_relay_restrictions = permit_mynetworks, reject_unauth_destination
+default_transport = smtp:[127.0.0.1]:{sink_port}
+relay_transport = relay:[127.0.0.1]:{sink_port}
+smtpd_authorized_xclient_hosts = 127.0.0.0/8
+smtpd_peername_lookup = no
+smtp_dns_support_level = disabled
+in_flow_delay = 0
+maillog_file = {root}/maillog
+maillog_file_prefixes = {root}
+smtpd_milters = inet:127.0.0.1:{milter_port}
+milter_protocol = 6
+milter_default_action = tempfail
+milter_connect_timeout = 5s
+milter_content_timeout = 30s
+smtp_tls_security_level = none
+smtpd_tls_security_level = none
+alias_maps =
+alias_database =
+local_recipient_maps =
+biff = no
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+class ThrowawayPostfix:
+    """``milter_port``: where the milter listens. The instance lives in its own directory
+    under /tmp (Postfix's daemons run as the postfix user and must reach it), removed after."""
+
+    def __init__(self, milter_port: int) -> None:
+        self.root = Path(tempfile.mkdtemp(prefix="mailauth-postfix-", dir="/tmp"))
+        self.port = free_port()
+        self.sink_port = free_port()
+        self.milter_port = milter_port
+        self.sink_dir = self.root / "delivered"
+        self.config = self.root / "config"
+        self._sink: subprocess.Popen[bytes] | None = None
+
+    def __enter__(self) -> ThrowawayPostfix:
+        for sub in ("config", "queue", "data", "delivered"):
+            (self.root / sub).mkdir(parents=True, exist_ok=True)
+        values = {
+            "root": self.root,
+            "port": f"127.0.0.1:{self.port}",
+            "sink_port": self.sink_port,
+            "milter_port": self.milter_port,
+        }
+        (self.config / "main.cf").write_text(MAIN_CF.format(**values))
+        (self.config / "master.cf").write_text(MASTER_CF.format(**values))
+        os.chmod(self.root, 0o755)
+        shutil.chown(self.sink_dir, "postfix")
+        self._sink = subprocess.Popen(
+            [
+                SMTP_SINK,
+                "-u",
+                "postfix",
+                "-d",
+                f"{self.sink_dir}/%M.",
+                f"127.0.0.1:{self.sink_port}",
+                "50",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        self._postfix("set-permissions")
+        self._postfix("start")
+        self._wait_listening()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        subprocess.run([POSTFIX, "-c", str(self.config), "stop"], capture_output=True)
+        if self._sink is not None:
+            self._sink.terminate()
+            self._sink.wait(timeout=10)
+        shutil.rmtree(self.root, ignore_errors=True)
+
+    def _postfix(self, *args: str) -> None:
+        result = subprocess.run([POSTFIX, "-c", str(self.config), *args], capture_output=True)
+        if result.returncode:
+            raise RuntimeError(f"postfix {' '.join(args)}: {result.stderr.decode()[-500:]}")
+
+    def _wait_listening(self) -> None:
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=1):
+                    return
+            except OSError:
+                time.sleep(0.1)
+        raise RuntimeError(f"postfix did not listen; log: {self.log()[-2000:]}")
+
+    def log(self) -> str:
+        path = self.root / "maillog"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+    def delivered(self, count: int, timeout: float = 20) -> list[bytes]:
+        """The messages the sink received (waits for ``count`` of them)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            files = sorted(self.sink_dir.iterdir())
+            if len(files) >= count:
+                time.sleep(0.2)
+                return [f.read_bytes() for f in sorted(self.sink_dir.iterdir())]
+            time.sleep(0.1)
+        raise TimeoutError(
+            f"{len(list(self.sink_dir.iterdir()))} of {count} delivered; log:\n{self.log()[-3000:]}"
+        )

@@ -1,0 +1,115 @@
+"""The milter behind a real Postfix (Debian's package; .ci/run installs it in CI).
+
+A throwaway Postfix on loopback (tests/postfix.py) calls ``mailauth milter`` (started as a
+subprocess, with DNS from a server on loopback) and relays to Postfix's smtp-sink, which
+writes every delivered message to a file. Messages go in over SMTP with XCLIENT, so that
+SPF sees a real client address (192.0.2.10 and 198.51.100.7 are only data here).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import smtplib
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.dnsserver import LoopbackDnsServer
+from tests.postfix import ThrowawayPostfix, free_port
+
+DEMO = Path(__file__).resolve().parent.parent / "fixtures" / "demo"
+AVAILABLE = shutil.which("postfix") is not None and os.geteuid() == 0
+
+if not AVAILABLE:
+    if os.environ.get("CI"):
+        raise RuntimeError("CI needs Postfix and root for the milter tests (.ci/run installs it)")
+    pytest.skip("needs Debian's postfix package and root", allow_module_level=True)
+
+
+@pytest.fixture(scope="module")
+def postfix() -> Iterator[ThrowawayPostfix]:
+    with LoopbackDnsServer((DEMO / "example.com.zone").read_text()) as dns:
+        port = free_port()
+        command = [sys.executable, "-m", "mailauth", "milter", "--listen", f"inet:{port}@127.0.0.1"]
+        command += ["--authserv-id", "mx.example.org", "--nameserver", dns.address]
+        command += ["--reject-dmarc"]
+        milter = subprocess.Popen(command, stderr=subprocess.PIPE)
+        try:
+            assert milter.stderr is not None
+            assert b"listening" in milter.stderr.readline()
+            with ThrowawayPostfix(port) as instance:
+                yield instance
+        finally:
+            milter.terminate()
+            milter.wait(timeout=30)
+
+
+def _send(postfix: ThrowawayPostfix, raw: bytes, ip: str, helo: str, sender: str) -> None:
+    with smtplib.SMTP("127.0.0.1", postfix.port, timeout=60) as smtp:
+        smtp.ehlo("client.example")
+        code, reply = smtp.docmd("XCLIENT", f"ADDR={ip} NAME=[UNAVAILABLE] HELO={helo}")
+        assert code == 220, reply
+        smtp.ehlo(helo)
+        smtp.sendmail(sender, ["bob@example.net"], raw)
+
+
+def _delivered_with(postfix: ThrowawayPostfix, marker: bytes) -> bytes:
+    """The delivered copy containing ``marker``, once smtp-sink has finished writing it."""
+    deadline = time.monotonic() + 30
+    seen: dict[Path, bytes] = {}
+    while time.monotonic() < deadline:
+        for path in postfix.sink_dir.iterdir():
+            data = path.read_bytes()
+            if marker in data and seen.get(path) == data:
+                return data  # unchanged since the last look: complete
+            seen[path] = data
+        time.sleep(0.2)
+    raise AssertionError(f"nothing delivered with {marker!r}; log:\n{postfix.log()[-3000:]}")
+
+
+def _authentication_results(message: bytes) -> list[str]:
+    """The Authentication-Results fields of a delivered copy, unfolded (smtp-sink writes LF)."""
+    head = message.replace(b"\r\n", b"\n").split(b"\n\n", 1)[0].decode()
+    unfolded = head.replace("\n ", " ").replace("\n\t", " ")
+    lines = unfolded.split("\n")
+    return [line for line in lines if line.lower().startswith("authentication-results:")]
+
+
+def test_a_signed_message_gets_passes_in_one_header(postfix: ThrowawayPostfix) -> None:
+    raw = (DEMO / "message.eml").read_bytes()
+    _send(postfix, raw, "192.0.2.10", "mail.example.com", "alice@example.com")
+    delivered = _delivered_with(postfix, b"Message-ID: <demo-1@example.com>")
+    (header,) = _authentication_results(delivered)
+    assert header.startswith("Authentication-Results: mx.example.org;")
+    for clause in ("spf=pass", "dkim=pass", "dmarc=pass"):
+        assert clause in header, header
+
+
+def test_a_spoofed_message_is_refused_with_550(postfix: ThrowawayPostfix) -> None:
+    raw = (
+        b"From: Alice <alice@example.com>\r\nTo: bob@example.net\r\nSubject: spoof\r\n"
+        b"Message-ID: <spoof-1@attacker.example>\r\n\r\nSend money.\r\n"
+    )
+    with pytest.raises(smtplib.SMTPDataError) as refused:
+        _send(postfix, raw, "198.51.100.7", "attacker.example", "alice@example.com")
+    assert refused.value.smtp_code == 550
+    assert b"DMARC policy of example.com says reject" in refused.value.smtp_error
+
+
+def test_a_forged_authentication_results_is_gone(postfix: ThrowawayPostfix) -> None:
+    forged = b"Authentication-Results: mx.example.org; dkim=pass header.d=bank.example\r\n"
+    other = b"Authentication-Results: relay.example; spf=pass smtp.mailfrom=x@example.com\r\n"
+    raw = (DEMO / "message.eml").read_bytes()
+    raw = raw.replace(b"Message-ID: <demo-1@example.com>", b"Message-ID: <demo-2@example.com>")
+    _send(postfix, forged + other + raw, "192.0.2.10", "mail.example.com", "alice@example.com")
+    delivered = _delivered_with(postfix, b"<demo-2@example.com>")
+    headers = _authentication_results(delivered)
+    assert not any("bank.example" in h for h in headers)
+    assert any(h.startswith("Authentication-Results: relay.example;") for h in headers)
+    ours = [h for h in headers if h.startswith("Authentication-Results: mx.example.org;")]
+    assert len(ours) == 1 and "spf=pass" in ours[0]
