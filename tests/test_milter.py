@@ -267,3 +267,71 @@ def test_unix_socket(tmp_path: Path) -> None:
         server.close()
 
     run(go())
+
+
+def test_trusted_clients_mail_is_dkim_signed_dual() -> None:
+    import ipaddress
+
+    from mailauth.dkim import Signer, public_key_record
+    from tests.dkim_helpers import ED_KEY, RSA_KEY, dkimpy_verify, verify, zone
+
+    signers = (Signer("example.com", "rsa1", RSA_KEY), Signer("example.com", "ed1", ED_KEY))
+    networks = (ipaddress.ip_network("192.0.2.0/24"),)
+    raw = (DEMO / "message.eml").read_bytes()
+    raw = raw[raw.index(b"From: ") :]  # drop the demo's own signature
+    headers, body = split_message(raw)
+
+    async def go() -> list[tuple[bytes, bytes]]:
+        settings = MilterSettings(trusted_networks=networks, signers={"example.com": signers})
+        server, port, _ = await serve(settings)
+        client = await MilterClient.connect("127.0.0.1", port)
+        await client.negotiate()
+        replies = await client.message(
+            ip="192.0.2.50", helo="laptop.example.com", mail_from="alice@example.com",
+            headers=headers, body=body,
+        )  # fmt: skip
+        await client.close()
+        server.close()
+        return replies
+
+    replies = asyncio.run(go())
+    inserted = [d for c, d in replies if c == p.INSHEADER]
+    assert len(inserted) == 2 and replies[-1][0] == p.CONTINUE
+    fields = b""
+    for data in inserted:
+        name, value = data[4:-1].split(b"\0")
+        assert name == b"DKIM-Signature"
+        fields += name + b":" + value.replace(b"\n", b"\r\n") + b"\r\n"
+    delivered = fields + raw
+    records = {
+        "rsa1._domainkey.example.com": public_key_record(RSA_KEY),
+        "ed1._domainkey.example.com": public_key_record(ED_KEY),
+    }
+    outcomes = verify(delivered, zone(records), now=1.9e9)
+    assert [o.result for o in outcomes] == ["pass", "pass"]
+    assert dkimpy_verify(delivered, records)
+
+
+def test_one_log_line_per_message(caplog: pytest.LogCaptureFixture) -> None:
+    import json
+
+    headers, body = split_message((DEMO / "message.eml").read_bytes())
+
+    async def go() -> None:
+        server, port, _ = await serve()
+        client = await MilterClient.connect("127.0.0.1", port)
+        await client.negotiate()
+        await client.message(
+            ip="192.0.2.10", helo="mail.example.com", mail_from="alice@example.com",
+            headers=headers, body=body, queue_id="4QLOG1",
+        )  # fmt: skip
+        await client.close()
+        server.close()
+
+    with caplog.at_level("INFO", logger="mailauth.milter"):
+        asyncio.run(go())
+    (line,) = [r.getMessage() for r in caplog.records if "4QLOG1" in r.getMessage()]
+    record = json.loads(line)
+    assert record["queue_id"] == "4QLOG1" and record["client"] == "192.0.2.10"
+    assert (record["spf"], record["dmarc"], record["action"]) == ("pass", "pass", "continue")
+    assert record["dkim"] == ["pass:example.com"] and record["ms"] >= 0

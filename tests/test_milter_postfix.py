@@ -18,7 +18,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric import rsa
 
+from mailauth.dkim import public_key_record
+from mailauth.dkim.keys import private_key_pem
+from tests.dkim_helpers import dkimpy_verify, verify, zone
 from tests.dnsserver import LoopbackDnsServer
 from tests.postfix import ThrowawayPostfix, free_port
 
@@ -31,13 +35,20 @@ if not AVAILABLE:
     pytest.skip("needs Debian's postfix package and root", allow_module_level=True)
 
 
+SIGNING_KEY = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+
+
 @pytest.fixture(scope="module")
-def postfix() -> Iterator[ThrowawayPostfix]:
+def postfix(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ThrowawayPostfix]:
+    key_file = tmp_path_factory.mktemp("keys") / "out2026.pem"
+    key_file.write_bytes(private_key_pem(SIGNING_KEY))
+    key_file.chmod(0o600)
     with LoopbackDnsServer((DEMO / "example.com.zone").read_text()) as dns:
         port = free_port()
         command = [sys.executable, "-m", "mailauth", "milter", "--listen", f"inet:{port}@127.0.0.1"]
         command += ["--authserv-id", "mx.example.org", "--nameserver", dns.address]
-        command += ["--reject-dmarc"]
+        command += ["--reject-dmarc", "--trusted-network", "192.0.2.128/25"]
+        command += ["--sign", f"example.com:out2026:{key_file}"]
         milter = subprocess.Popen(command, stderr=subprocess.PIPE)
         try:
             assert milter.stderr is not None
@@ -113,3 +124,17 @@ def test_a_forged_authentication_results_is_gone(postfix: ThrowawayPostfix) -> N
     assert any(h.startswith("Authentication-Results: relay.example;") for h in headers)
     ours = [h for h in headers if h.startswith("Authentication-Results: mx.example.org;")]
     assert len(ours) == 1 and "spf=pass" in ours[0]
+
+
+def test_mail_from_a_trusted_network_is_delivered_dkim_signed(postfix: ThrowawayPostfix) -> None:
+    raw = (DEMO / "message.eml").read_bytes()
+    raw = raw[raw.index(b"From: ") :].replace(b"<demo-1@example.com>", b"<outbound-1@example.com>")
+    _send(postfix, raw, "192.0.2.200", "laptop.example.com", "alice@example.com")
+    delivered = _delivered_with(postfix, b"<outbound-1@example.com>")
+    message = delivered.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
+    assert b"DKIM-Signature:" in message
+    assert not _authentication_results(message)  # outbound mail is signed, not verified
+    records = {"out2026._domainkey.example.com": public_key_record(SIGNING_KEY)}
+    (outcome,) = verify(message, zone(records), now=time.time())
+    assert (outcome.result, outcome.selector) == ("pass", "out2026")
+    assert dkimpy_verify(message, records)

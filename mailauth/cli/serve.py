@@ -8,8 +8,10 @@ import ipaddress
 import logging
 import signal
 import sys
+from pathlib import Path
 
 from mailauth.cli.common import CliError, Parser, add_dns_options, make_resolver
+from mailauth.dkim import Signer
 from mailauth.milter import Milter, MilterSettings, parse_listen, start_server
 from mailauth.pipeline import Authenticator
 
@@ -52,6 +54,14 @@ def add_milter_parser(commands: argparse._SubParsersAction[Parser]) -> None:
         "--trusted-arc-sealer", action="append", default=[], metavar="DOMAIN",
         help="ARC sealers whose passing chains may override DMARC",
     )  # fmt: skip
+    milter.add_argument(
+        "--sign",
+        action="append",
+        default=[],
+        metavar="DOMAIN:SELECTOR:KEYFILE",
+        help="DKIM-sign mail from trusted or authenticated senders whose From domain is DOMAIN "
+        "(repeat for dual signing: RSA and Ed25519)",
+    )
     milter.add_argument("--socket-mode", default="660", help="unix socket mode (octal, 660)")
     add_dns_options(milter)
 
@@ -70,12 +80,20 @@ def cmd_milter(args: argparse.Namespace) -> int:
         resolver=make_resolver(args),
         trusted_arc_sealers=args.trusted_arc_sealer,
     )
+    signers: dict[str, tuple[Signer, ...]] = {}
+    for spec in args.sign:
+        domain, selector, key = [*spec.split(":", 2), "", ""][:3]
+        if not (domain and selector and key):
+            raise CliError(f"--sign {spec!r}: use DOMAIN:SELECTOR:KEYFILE")
+        signer = Signer(domain, selector, Path(key))
+        signers[signer.domain] = (*signers.get(signer.domain, ()), signer)
     settings = MilterSettings(
         deadline=args.deadline,
         on_error=args.on_error,
         reject_dmarc=args.reject_dmarc,
         quarantine_dmarc=args.quarantine_dmarc,
         trusted_networks=networks,
+        signers=signers,
     )
     logging.basicConfig(level=logging.INFO, format="mailauth milter: %(message)s")
     asyncio.run(_serve_milter(Milter(authenticator, settings), args.listen, mode))

@@ -13,13 +13,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ipaddress
+import json
 import logging
 import os
 import stat
-from collections.abc import Sequence
+import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from mailauth.authresults import authserv_id_of
+from mailauth.dkim import Signer, sign_dkim
+from mailauth.errors import MailauthError
+from mailauth.message import Message
 from mailauth.milter import protocol as p
 from mailauth.pipeline import Authenticator
 from mailauth.results import Policy, Verdict
@@ -33,13 +38,17 @@ class MilterSettings:
     """``deadline``: seconds for one message's checks; ``on_error``: ``accept`` (the message
     goes on without our header) or ``tempfail`` when checks fail or time out;
     ``reject_dmarc``/``quarantine_dmarc``: act on a DMARC disposition of reject/quarantine;
-    ``trusted_networks``: clients whose mail is not verified."""
+    ``trusted_networks``: clients whose mail is outbound: not verified, but DKIM-signed with
+    ``signers[<From domain>]`` (several signers: dual signing, e.g. RSA and Ed25519) when
+    there are any; SMTP-authenticated senders (the ``{auth_authen}`` macro) count as trusted.
+    """
 
     deadline: float = 30.0
     on_error: str = "accept"
     reject_dmarc: bool = False
     quarantine_dmarc: bool = False
     trusted_networks: tuple[Network, ...] = ()
+    signers: Mapping[str, tuple[Signer, ...]] = field(default_factory=dict)
 
 
 @dataclass
@@ -112,7 +121,9 @@ class Milter:
             connect = p.parse_connect(data)
             session.address = connect.address
             session.trusted = _is_trusted(connect.address, self.settings.trusted_networks)
-            return p.encode(p.ACCEPT if session.trusted else p.CONTINUE)
+            if session.trusted and not self.settings.signers:
+                return p.encode(p.ACCEPT)  # nothing to do for this client's mail
+            return p.encode(p.CONTINUE)
         if command == p.HELO:
             session.helo = p.strings(data)[0].decode("utf-8", "replace") if data else ""
             return p.encode(p.CONTINUE)
@@ -145,6 +156,9 @@ class Milter:
 
     async def _end_of_message(self, session: _Session) -> bytes:
         raw = _raw_message(session.message, session.leading_space)
+        if session.trusted or session.macros.get("auth_authen"):
+            return await self._sign(session, raw)
+        started = time.monotonic()
         try:
             verdict = await asyncio.wait_for(
                 self.authenticator.verify_async(
@@ -161,7 +175,9 @@ class Milter:
             )
             action = p.TEMPFAIL if self.settings.on_error == "tempfail" else p.CONTINUE
             return p.encode(action)
-        return self._modifications(session, verdict)
+        reply = self._modifications(session, verdict)
+        _log_message(session, verdict, reply[4:5] if reply else b"", time.monotonic() - started)
+        return reply
 
     def _modifications(self, session: _Session, verdict: Verdict) -> bytes:
         message = session.message
@@ -193,6 +209,50 @@ class Milter:
             )
         replies.append(p.encode(p.CONTINUE))
         return b"".join(replies)
+
+    async def _sign(self, session: _Session, raw: bytes) -> bytes:
+        """Outbound: DKIM-Signature fields for the From domain's signers, inserted on top."""
+        try:
+            message = Message.parse(raw)
+            author = message.author()
+            signers = self.settings.signers.get(author.domains[0]) if author.domains else None
+            if len(author.domains) != 1 or not signers:
+                return p.encode(p.CONTINUE)  # not ours to sign
+            loop = asyncio.get_running_loop()
+            signed = await loop.run_in_executor(None, sign_dkim, raw, list(signers))
+        except (MailauthError, ValueError) as exc:
+            log.warning("message %s not signed: %s", session.macros.get("i", "-"), exc)
+            action = p.TEMPFAIL if self.settings.on_error == "tempfail" else p.CONTINUE
+            return p.encode(action)
+        added = Message.parse(signed).headers[: len(signers)]
+        replies = []
+        for index, field_ in enumerate(added):
+            value = field_.raw[field_.raw.index(b":") + 1 :].decode().rstrip("\r\n")
+            if not session.leading_space:
+                value = value.lstrip(" ")
+            value = value.replace("\r\n", "\n")
+            replies.append(p.header_reply(p.INSHEADER, index, "DKIM-Signature", value))
+        replies.append(p.encode(p.CONTINUE))
+        return b"".join(replies)
+
+
+def _log_message(session: _Session, verdict: Verdict, action: bytes, seconds: float) -> None:
+    """One line per message: queue id, client, results, disposition, time spent."""
+    dmarc = verdict.dmarc
+    record = {
+        "queue_id": session.macros.get("i", ""),
+        "client": session.address,
+        "helo": session.helo,
+        "mail_from": session.message.mail_from,
+        "spf": str(verdict.spf.mailfrom.result) if verdict.spf else None,
+        "dkim": [f"{d.result}:{d.domain}" for d in verdict.dkim or ()],
+        "arc": str(verdict.arc.result) if verdict.arc else None,
+        "dmarc": str(dmarc.result) if dmarc else None,
+        "disposition": str(dmarc.disposition) if dmarc else None,
+        "action": {b"y": "reject", b"t": "tempfail"}.get(action, "continue"),
+        "ms": round(seconds * 1000, 1),
+    }
+    log.info("%s", json.dumps(record, separators=(",", ":")))
 
 
 def _occurrences(headers: Sequence[tuple[str, bytes]], lname: str) -> list[tuple[int, bytes]]:
