@@ -1,4 +1,4 @@
-"""``mailauth milter``: run the mail filter until SIGTERM."""
+"""``mailauth milter``: run the mail filter until SIGTERM; SIGHUP reloads the configuration."""
 
 from __future__ import annotations
 
@@ -8,12 +8,17 @@ import ipaddress
 import logging
 import signal
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 from mailauth.cli.common import CliError, Parser, add_dns_options, make_resolver
+from mailauth.config import KeySpec, MilterConfig, load_milter_config
 from mailauth.dkim import Signer
+from mailauth.errors import MailauthError
 from mailauth.milter import Milter, MilterSettings, parse_listen, start_server
 from mailauth.pipeline import Authenticator
+
+log = logging.getLogger("mailauth.milter")
 
 
 def add_milter_parser(commands: argparse._SubParsersAction[Parser]) -> None:
@@ -21,95 +26,133 @@ def add_milter_parser(commands: argparse._SubParsersAction[Parser]) -> None:
         "milter",
         help="run as a mail filter (milter) for Postfix or Sendmail",
         description="Verify every message the MTA passes (SPF, DKIM, ARC, DMARC) and insert "
-        "one Authentication-Results field; forged ones with our authserv-id are removed. "
-        "SIGTERM stops it after the messages in progress.",
-        epilog="example:\n  mailauth milter --listen inet:8891@127.0.0.1 --authserv-id "
-        "mx.example.org --nameserver 127.0.0.1",
+        "one Authentication-Results field; forged ones with our authserv-id are removed; "
+        "mail from trusted senders is DKIM-signed. Options override the --config file. "
+        "SIGHUP reloads the file and keys; SIGTERM stops after the messages in progress.",
+        epilog="examples:\n  mailauth milter --listen inet:8891@127.0.0.1 --authserv-id "
+        "mx.example.org --nameserver 127.0.0.1\n"
+        "  mailauth milter --config /etc/mailauth/milter.toml --check-config",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    milter.add_argument("--config", metavar="FILE", help="TOML configuration (docs/milter.md)")
     milter.add_argument(
-        "--listen",
-        required=True,
-        metavar="SOCKET",
-        help="inet:PORT@HOST, inet6:PORT@HOST, unix:PATH",
-    )
-    milter.add_argument("--authserv-id", required=True, metavar="ID", help="our authserv-id")
-    milter.add_argument(
-        "--deadline", type=float, default=30.0, metavar="SECONDS", help="per message (30)"
+        "--check-config", action="store_true", help="validate the configuration and exit"
     )
     milter.add_argument(
-        "--on-error",
-        choices=["accept", "tempfail"],
-        default="accept",
-        help="when checks fail or time out (default accept)",
+        "--listen", metavar="SOCKET", help="inet:PORT@HOST, inet6:PORT@HOST, unix:PATH"
     )
+    milter.add_argument("--authserv-id", metavar="ID", help="our authserv-id")
+    milter.add_argument("--deadline", type=float, metavar="SECONDS", help="per message (30)")
+    milter.add_argument("--on-error", choices=["accept", "tempfail"], help="default accept")
     milter.add_argument("--reject-dmarc", action="store_true", help="550 when DMARC says reject")
+    milter.add_argument("--quarantine-dmarc", action="store_true", help="quarantine likewise")
     milter.add_argument(
-        "--quarantine-dmarc", action="store_true", help="quarantine when DMARC says so"
-    )
-    milter.add_argument(
-        "--trusted-network", action="append", default=[], metavar="CIDR", help="skip these clients"
-    )
-    milter.add_argument(
-        "--trusted-arc-sealer", action="append", default=[], metavar="DOMAIN",
-        help="ARC sealers whose passing chains may override DMARC",
+        "--trusted-network", action="append", default=[], metavar="CIDR",
+        help="outbound clients: signed, not verified (repeatable)",
     )  # fmt: skip
     milter.add_argument(
-        "--sign",
-        action="append",
-        default=[],
-        metavar="DOMAIN:SELECTOR:KEYFILE",
-        help="DKIM-sign mail from trusted or authenticated senders whose From domain is DOMAIN "
-        "(repeat for dual signing: RSA and Ed25519)",
-    )
-    milter.add_argument("--socket-mode", default="660", help="unix socket mode (octal, 660)")
+        "--trusted-arc-sealer", action="append", default=[], metavar="DOMAIN",
+        help="ARC sealers whose passing chains may override DMARC (repeatable)",
+    )  # fmt: skip
+    milter.add_argument(
+        "--sign", action="append", default=[], metavar="DOMAIN:SELECTOR:KEYFILE",
+        help="DKIM-sign outbound mail from DOMAIN (repeat for dual RSA + Ed25519 signing)",
+    )  # fmt: skip
+    milter.add_argument("--socket-mode", metavar="OCTAL", help="unix socket mode (660)")
     add_dns_options(milter)
 
 
-def cmd_milter(args: argparse.Namespace) -> int:
-    try:
-        parse_listen(args.listen)
-        networks = tuple(ipaddress.ip_network(n, strict=False) for n in args.trusted_network)
-        mode = int(args.socket_mode, 8)
-    except ValueError as exc:
-        raise CliError(str(exc)) from None
-    if args.deadline <= 0:
-        raise CliError("--deadline must be positive")
-    authenticator = Authenticator(
-        authserv_id=args.authserv_id,
-        resolver=make_resolver(args),
-        trusted_arc_sealers=args.trusted_arc_sealer,
-    )
-    signers: dict[str, tuple[Signer, ...]] = {}
+def effective_config(args: argparse.Namespace) -> MilterConfig:
+    """The file's configuration with the command line's options on top."""
+    config = load_milter_config(args.config) if args.config else MilterConfig()
+    keys = list(config.keys)
     for spec in args.sign:
         domain, selector, key = [*spec.split(":", 2), "", ""][:3]
         if not (domain and selector and key):
             raise CliError(f"--sign {spec!r}: use DOMAIN:SELECTOR:KEYFILE")
-        signer = Signer(domain, selector, Path(key))
+        keys.append(KeySpec(domain, selector, Path(key)))
+    try:
+        networks = [*config.trusted_networks, *map(_network, args.trusted_network)]
+        mode = int(args.socket_mode, 8) if args.socket_mode else config.socket_mode
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
+    config = replace(
+        config,
+        listen=args.listen or config.listen,
+        authserv_id=args.authserv_id or config.authserv_id,
+        deadline=args.deadline or config.deadline,
+        on_error=args.on_error or config.on_error,
+        reject_dmarc=args.reject_dmarc or config.reject_dmarc,
+        quarantine_dmarc=args.quarantine_dmarc or config.quarantine_dmarc,
+        trusted_networks=tuple(networks),
+        trusted_arc_sealers=(*config.trusted_arc_sealers, *args.trusted_arc_sealer),
+        keys=tuple(keys),
+        socket_mode=mode,
+    )
+    if not config.listen or not config.authserv_id:
+        raise CliError("give --listen and --authserv-id (or listen and authserv_id in --config)")
+    parse_listen(config.listen)
+    return config
+
+
+def _network(text: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
+    return ipaddress.ip_network(text, strict=False)
+
+
+def build_milter_parts(
+    config: MilterConfig, args: argparse.Namespace
+) -> tuple[Authenticator, MilterSettings]:
+    if not args.nameserver and not args.dns_zone:
+        args.nameserver = list(config.nameservers) or None
+        args.dns_zone = list(config.zone_files) or None
+        if args.dns_timeout == 5.0:
+            args.dns_timeout = config.dns_timeout
+    authenticator = Authenticator(
+        authserv_id=config.authserv_id,
+        resolver=make_resolver(args),
+        trusted_arc_sealers=config.trusted_arc_sealers,
+    )
+    signers: dict[str, tuple[Signer, ...]] = {}
+    for spec in config.keys:
+        signer = Signer(spec.domain, spec.selector, spec.key)
         signers[signer.domain] = (*signers.get(signer.domain, ()), signer)
     settings = MilterSettings(
-        deadline=args.deadline,
-        on_error=args.on_error,
-        reject_dmarc=args.reject_dmarc,
-        quarantine_dmarc=args.quarantine_dmarc,
-        trusted_networks=networks,
+        deadline=config.deadline,
+        on_error=config.on_error,
+        reject_dmarc=config.reject_dmarc,
+        quarantine_dmarc=config.quarantine_dmarc,
+        trusted_networks=config.trusted_networks,
         signers=signers,
     )
+    return authenticator, settings
+
+
+def cmd_milter(args: argparse.Namespace) -> int:
+    try:
+        config = effective_config(args)
+        authenticator, settings = build_milter_parts(config, args)
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
+    if args.check_config:
+        print(f"mailauth milter: configuration valid ({config.listen}, {len(config.keys)} keys)")
+        return 0
     logging.basicConfig(level=logging.INFO, format="mailauth milter: %(message)s")
-    asyncio.run(_serve_milter(Milter(authenticator, settings), args.listen, mode))
+    milter = Milter(authenticator, settings)
+    asyncio.run(_serve_milter(milter, config, args))
     return 0
 
 
-async def _serve_milter(milter: Milter, listen: str, mode: int) -> None:
+async def _serve_milter(milter: Milter, config: MilterConfig, args: argparse.Namespace) -> None:
     try:
-        server = await start_server(milter, listen, mode)
+        server = await start_server(milter, config.listen, config.socket_mode)
     except OSError as exc:
-        raise CliError(f"cannot listen on {listen}: {exc.strerror or exc}") from None
+        raise CliError(f"cannot listen on {config.listen}: {exc.strerror or exc}") from None
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
-    print(f"mailauth milter: listening on {listen}", file=sys.stderr, flush=True)
+    loop.add_signal_handler(signal.SIGHUP, _reload, milter, args)
+    print(f"mailauth milter: listening on {config.listen}", file=sys.stderr, flush=True)
     async with server:
         await stop.wait()
         server.close()  # no new connections; the ones in progress finish their message
@@ -117,3 +160,15 @@ async def _serve_milter(milter: Milter, listen: str, mode: int) -> None:
             if not milter.connections:
                 break
             await asyncio.sleep(0.1)
+
+
+def _reload(milter: Milter, args: argparse.Namespace) -> None:
+    """SIGHUP: new configuration and keys for the next messages; connections stay up."""
+    try:
+        authenticator, settings = build_milter_parts(effective_config(args), args)
+    except (CliError, MailauthError, ValueError) as exc:
+        problems = " ".join(str(exc).split())
+        log.error("reload failed, keeping the running configuration: %s", problems)
+        return
+    milter.authenticator, milter.settings = authenticator, settings
+    log.info("configuration reloaded")

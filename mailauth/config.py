@@ -1,0 +1,176 @@
+"""The milter's configuration file (TOML), validated in full before anything starts.
+
+Every problem found becomes one line of the :class:`ConfigError` message: unknown keys,
+wrong types, bad CIDRs, unreadable key files, an authserv-id that is not a token. The file is
+read with the standard library's ``tomllib``; the format is documented in docs/milter.md.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from mailauth.authresults import quote_pvalue
+from mailauth.dkim.keys import load_private_key
+from mailauth.errors import ConfigError, MailauthError
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+_SCHEMA: dict[str, dict[str, type | tuple[type, ...]]] = {
+    "": {
+        "listen": str,
+        "authserv_id": str,
+        "socket_mode": str,
+        "deadline": (int, float),
+        "on_error": str,
+        "dns": dict,
+        "inbound": dict,
+        "outbound": dict,
+    },
+    "dns": {"nameservers": list, "timeout": (int, float), "zone_files": list},
+    "inbound": {"reject_dmarc": bool, "quarantine_dmarc": bool, "trusted_arc_sealers": list},
+    "outbound": {"trusted_networks": list, "keys": list},
+    "outbound.keys": {"domain": str, "selector": str, "key": str},
+}
+
+
+@dataclass(frozen=True, slots=True)
+class KeySpec:
+    domain: str
+    selector: str
+    key: Path
+
+
+@dataclass(frozen=True, slots=True)
+class MilterConfig:
+    listen: str = ""
+    authserv_id: str = ""
+    socket_mode: int = 0o660
+    deadline: float = 30.0
+    on_error: str = "accept"
+    nameservers: tuple[str, ...] = ()
+    dns_timeout: float = 5.0
+    zone_files: tuple[str, ...] = ()
+    reject_dmarc: bool = False
+    quarantine_dmarc: bool = False
+    trusted_arc_sealers: tuple[str, ...] = ()
+    trusted_networks: tuple[Network, ...] = ()
+    keys: tuple[KeySpec, ...] = field(default=())
+
+
+def load_milter_config(path: str | os.PathLike[str]) -> MilterConfig:
+    """Read and validate; raises ConfigError listing every problem, one per line."""
+    try:
+        data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path}: {exc.strerror}") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    problems: list[str] = []
+    _check_types(data, "", problems)
+    dns, inbound, outbound = (data.get(k, {}) for k in ("dns", "inbound", "outbound"))
+    config = MilterConfig(
+        listen=_get(data, "listen", ""),
+        authserv_id=_get(data, "authserv_id", ""),
+        socket_mode=_mode(data.get("socket_mode", "660"), problems),
+        deadline=float(_get(data, "deadline", 30.0)),
+        on_error=_get(data, "on_error", "accept"),
+        nameservers=tuple(str(n) for n in _get(dns, "nameservers", [])),
+        dns_timeout=float(_get(dns, "timeout", 5.0)),
+        zone_files=tuple(str(z) for z in _get(dns, "zone_files", [])),
+        reject_dmarc=bool(_get(inbound, "reject_dmarc", False)),
+        quarantine_dmarc=bool(_get(inbound, "quarantine_dmarc", False)),
+        trusted_arc_sealers=tuple(str(d) for d in _get(inbound, "trusted_arc_sealers", [])),
+        trusted_networks=_networks(_get(outbound, "trusted_networks", []), problems),
+        keys=_keys(_get(outbound, "keys", []), problems),
+    )
+    _check_values(config, problems)
+    if problems:
+        raise ConfigError(f"{path}:\n" + "\n".join(f"  {p}" for p in problems))
+    return config
+
+
+def _get(table: Any, key: str, default: Any) -> Any:
+    value = table.get(key, default) if isinstance(table, dict) else default
+    expected = type(default)
+    if isinstance(default, float) and isinstance(value, int):
+        return value
+    return value if isinstance(value, expected) else default
+
+
+def _check_types(table: dict[str, Any], where: str, problems: list[str]) -> None:
+    schema = _SCHEMA[where]
+    for key, value in table.items():
+        name = f"{where}.{key}" if where else key
+        if key not in schema:
+            problems.append(f"unknown key {name}")
+            continue
+        expected = schema[key]
+        if isinstance(value, bool) and expected in ((int, float), int):
+            problems.append(f"{name} must be a number")
+        elif not isinstance(value, expected):
+            kind = expected.__name__ if isinstance(expected, type) else "number"
+            problems.append(f"{name} must be a {'table' if kind == 'dict' else kind}")
+        elif isinstance(value, dict):
+            _check_types(value, name, problems)
+    keys = table.get("keys") if where == "outbound" else None
+    for index, entry in enumerate(keys if isinstance(keys, list) else []):
+        if not isinstance(entry, dict):
+            problems.append(f"outbound.keys[{index}] must be a table")
+            continue
+        _check_types(entry, "outbound.keys", problems)
+
+
+def _mode(value: Any, problems: list[str]) -> int:
+    try:
+        return int(str(value), 8)
+    except ValueError:
+        problems.append(f"socket_mode {value!r} is not an octal mode such as 660")
+        return 0o660
+
+
+def _networks(values: list[Any], problems: list[str]) -> tuple[Network, ...]:
+    found = []
+    for value in values:
+        try:
+            found.append(ipaddress.ip_network(str(value), strict=False))
+        except ValueError:
+            problems.append(f"outbound.trusted_networks: {value!r} is not a CIDR network")
+    return tuple(found)
+
+
+def _keys(entries: list[Any], problems: list[str]) -> tuple[KeySpec, ...]:
+    specs = []
+    for index, entry in enumerate(entries):
+        if not isinstance(entry, dict):
+            continue
+        missing = [k for k in ("domain", "selector", "key") if not isinstance(entry.get(k), str)]
+        if missing:
+            problems.append(f"outbound.keys[{index}] lacks {', '.join(missing)}")
+            continue
+        path = Path(entry["key"])
+        if not os.access(path, os.R_OK):
+            problems.append(f"outbound.keys[{index}]: cannot read key file {path}")
+            continue
+        specs.append(KeySpec(entry["domain"], entry["selector"], path))
+    return tuple(specs)
+
+
+def _check_values(config: MilterConfig, problems: list[str]) -> None:
+    if config.authserv_id and quote_pvalue(config.authserv_id) != config.authserv_id:
+        problems.append(f"authserv_id {config.authserv_id!r} must be a plain token (a host name)")
+    if config.on_error not in ("accept", "tempfail"):
+        problems.append(f"on_error {config.on_error!r} must be accept or tempfail")
+    if config.deadline <= 0 or config.dns_timeout <= 0:
+        problems.append("deadline and dns.timeout must be positive")
+    if config.nameservers and config.zone_files:
+        problems.append("dns.nameservers and dns.zone_files exclude each other")
+    for spec in config.keys:
+        try:
+            load_private_key(spec.key)
+        except MailauthError as exc:
+            problems.append(f"outbound.keys: {exc}")

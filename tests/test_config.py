@@ -1,0 +1,133 @@
+"""The milter configuration file: validation (one line per problem), --check-config, SIGHUP."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from mailauth.cli import main
+from mailauth.config import load_milter_config
+from mailauth.dkim.keys import private_key_pem
+from mailauth.errors import ConfigError
+from tests.dkim_helpers import ED_KEY
+
+ZONE = Path(__file__).resolve().parent.parent / "fixtures" / "demo" / "example.com.zone"
+
+
+def _key(tmp_path: Path) -> Path:
+    path = tmp_path / "ed.pem"
+    path.write_bytes(private_key_pem(ED_KEY))
+    path.chmod(0o600)
+    return path
+
+
+GOOD = """
+listen = "inet:8891@127.0.0.1"
+authserv_id = "mx.example.org"
+deadline = 20
+on_error = "tempfail"
+socket_mode = "600"
+
+[dns]
+zone_files = ["{zone}"]
+
+[inbound]
+reject_dmarc = true
+trusted_arc_sealers = ["lists.example.org"]
+
+[outbound]
+trusted_networks = ["192.0.2.0/24", "2001:db8::/32"]
+
+[[outbound.keys]]
+domain = "example.com"
+selector = "ed2026"
+key = "{key}"
+"""
+
+
+def test_a_complete_file(tmp_path: Path) -> None:
+    path = tmp_path / "milter.toml"
+    path.write_text(GOOD.format(zone=ZONE, key=_key(tmp_path)))
+    config = load_milter_config(path)
+    assert (config.listen, config.authserv_id, config.deadline) == (
+        "inet:8891@127.0.0.1",
+        "mx.example.org",
+        20.0,
+    )
+    assert (config.on_error, config.socket_mode, config.reject_dmarc) == ("tempfail", 0o600, True)
+    assert [str(n) for n in config.trusted_networks] == ["192.0.2.0/24", "2001:db8::/32"]
+    assert config.keys[0].selector == "ed2026"
+    assert config.trusted_arc_sealers == ("lists.example.org",)
+
+
+def test_every_problem_is_one_line(tmp_path: Path) -> None:
+    path = tmp_path / "bad.toml"
+    path.write_text(
+        'listen = "inet:8891@127.0.0.1"\nauthserv_id = "mx example"\nlisten_backlog = 5\n'
+        'deadline = "soon"\non_error = "drop"\n[outbound]\ntrusted_networks = ["10.0.0.0/33"]\n'
+        '[[outbound.keys]]\ndomain = "example.com"\nselector = "s"\nkey = "/nonexistent.pem"\n'
+        "[dns]\nresolver = 1\n"
+    )
+    with pytest.raises(ConfigError) as error:
+        load_milter_config(path)
+    lines = str(error.value).splitlines()[1:]
+    expected = [
+        "unknown key listen_backlog",
+        "deadline must be a number",
+        "unknown key dns.resolver",
+        "10.0.0.0/33",
+        "cannot read key file /nonexistent.pem",
+        "must be a plain token",
+        "on_error 'drop'",
+    ]
+    for fragment in expected:
+        assert sum(fragment in line for line in lines) == 1, (fragment, lines)
+    assert len(lines) == len(expected)
+
+
+def test_not_toml_and_missing_file(tmp_path: Path) -> None:
+    path = tmp_path / "x.toml"
+    path.write_text("listen = \n")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load_milter_config(path)
+    with pytest.raises(ConfigError, match="cannot read"):
+        load_milter_config(tmp_path / "missing.toml")
+
+
+def test_check_config(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "milter.toml"
+    path.write_text(GOOD.format(zone=ZONE, key=_key(tmp_path)))
+    assert main(["milter", "--config", str(path), "--check-config"]) == 0
+    assert "configuration valid" in capsys.readouterr().out
+    path.write_text('listen = "tcp:25"\nauthserv_id = "mx.example.org"\n')
+    assert main(["milter", "--config", str(path), "--check-config"]) == 2
+    assert "bad listen socket" in capsys.readouterr().err
+    assert main(["milter", "--check-config", "--authserv-id", "mx.example.org"]) == 2
+    assert "give --listen" in capsys.readouterr().err
+
+
+def test_sighup_reloads_and_sigterm_stops(tmp_path: Path) -> None:
+    path = tmp_path / "milter.toml"
+    path.write_text(f'listen = "unix:{tmp_path}/m.sock"\nauthserv_id = "mx.example.org"\n'
+                    f'[dns]\nzone_files = ["{ZONE}"]\n')  # fmt: skip
+    command = [sys.executable, "-m", "mailauth", "milter", "--config", str(path)]
+    process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
+    try:
+        assert process.stderr is not None
+        assert "listening" in process.stderr.readline()
+        path.write_text("deadline = 5\n" + path.read_text())
+        os.kill(process.pid, signal.SIGHUP)
+        assert "configuration reloaded" in process.stderr.readline()
+        path.write_text("deadline = -1\n")
+        os.kill(process.pid, signal.SIGHUP)
+        assert "reload failed" in process.stderr.readline()
+        os.kill(process.pid, signal.SIGTERM)
+        assert process.wait(timeout=20) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
