@@ -68,7 +68,7 @@ smtp_dns_support_level = disabled
 in_flow_delay = 0
 maillog_file = {root}/maillog
 maillog_file_prefixes = {root}
-smtpd_milters = inet:127.0.0.1:{milter_port}
+smtpd_milters = {milters}
 milter_protocol = 6
 milter_default_action = tempfail
 milter_connect_timeout = 5s
@@ -89,10 +89,11 @@ def free_port() -> int:
 
 
 class ThrowawayPostfix:
-    """``milter_port``: where the milter listens. The instance lives in its own directory
-    under /tmp (Postfix's daemons run as the postfix user and must reach it), removed after."""
+    """``milter_port``: where the milter listens (None: no milter). The instance lives in
+    its own directory under /tmp (Postfix's daemons run as the postfix user and must reach
+    it), removed afterwards."""
 
-    def __init__(self, milter_port: int) -> None:
+    def __init__(self, milter_port: int | None) -> None:
         self.root = Path(tempfile.mkdtemp(prefix="mailauth-postfix-", dir="/tmp"))
         self.port = free_port()
         self.sink_port = free_port()
@@ -108,7 +109,7 @@ class ThrowawayPostfix:
             "root": self.root,
             "port": f"127.0.0.1:{self.port}",
             "sink_port": self.sink_port,
-            "milter_port": self.milter_port,
+            "milters": f"inet:127.0.0.1:{self.milter_port}" if self.milter_port else "",
         }
         (self.config / "main.cf").write_text(MAIN_CF.format(**values))
         (self.config / "master.cf").write_text(MASTER_CF.format(**values))
