@@ -239,16 +239,25 @@ def render_received_spf(outcome: SpfOutcome, *, ip: str, helo: str, receiver: st
     return fold(f"Received-SPF: {outcome.result} ({quote_comment(comment)}) {values}")
 
 
+_SPECIAL = re.compile(r'[ "()\\]')
+
+
 def _segments(text: str) -> list[str]:
-    """Split at the spaces that are outside quoted strings and comments."""
+    """Split at the spaces that are outside quoted strings and comments.
+
+    Only the characters that matter (space, quote, parentheses, backslash) are visited.
+    """
     segments: list[str] = []
     start = depth = 0
-    quoted = escaped = False
-    for k, ch in enumerate(text):
-        if escaped:
-            escaped = False
-        elif ch == "\\" and (quoted or depth):
-            escaped = True
+    quoted = False
+    skip_to = -1  # the character after a backslash is taken literally
+    for match in _SPECIAL.finditer(text):
+        k = match.start()
+        if k <= skip_to:
+            continue
+        ch = text[k]
+        if ch == "\\" and (quoted or depth):
+            skip_to = k + 1
         elif ch == '"' and not depth:
             quoted = not quoted
         elif ch == "(" and not quoted:

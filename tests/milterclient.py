@@ -14,6 +14,7 @@ ALL_PROTOCOL = 0x1FFFFF
 class MilterClient:
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.reader, self.writer = reader, writer
+        self.protocol = 0
 
     @classmethod
     async def connect(cls, host: str, port: int) -> MilterClient:
@@ -34,10 +35,14 @@ class MilterClient:
         command, data = await self.read()
         assert command == p.OPTNEG
         _, actions, chosen = struct.unpack(">III", data[:12])
+        self.protocol = chosen
         return actions, chosen
 
     async def step(self, command: bytes, data: bytes = b"") -> bytes:
+        """Send; read the reply unless the milter negotiated not to give one (CONTINUE then)."""
         await self.send(command, data)
+        if self.protocol & p.NO_REPLY.get(command, 0):
+            return p.CONTINUE
         reply, _ = await self.read()
         return reply
 

@@ -335,3 +335,28 @@ def test_one_log_line_per_message(caplog: pytest.LogCaptureFixture) -> None:
     assert record["queue_id"] == "4QLOG1" and record["client"] == "192.0.2.10"
     assert (record["spf"], record["dmarc"], record["action"]) == ("pass", "pass", "continue")
     assert record["dkim"] == ["pass:example.com"] and record["ms"] >= 0
+
+
+@pytest.mark.parametrize("offered", [0x1FFFFF, p.P_NORCPT | p.P_HDR_LEADSPC, 0])
+def test_with_and_without_no_reply_steps(offered: int) -> None:
+    """MTAs that offer SMFIP_NR_* get no replies to HELO/MAIL/DATA/headers/body; others get
+    one per step; an MTA without SMFIP_HDR_LEADSPC gets the space after the colon added."""
+    headers, body = split_message((DEMO / "message.eml").read_bytes())
+    if not offered & p.P_HDR_LEADSPC:
+        headers = [(name, value.lstrip(" ")) for name, value in headers]
+
+    async def go() -> None:
+        server, port, _ = await serve()
+        client = await MilterClient.connect("127.0.0.1", port)
+        _, chosen = await client.negotiate(protocol=offered)
+        assert bool(chosen & p.P_NR_HDR) == bool(offered & p.P_NR_HDR)
+        replies = await client.message(
+            ip="192.0.2.10", helo="mail.example.com", mail_from="alice@example.com",
+            headers=headers, body=body,
+        )  # fmt: skip
+        value = _inserted_header(replies)
+        assert "dkim=pass" in value and value.startswith(" " if chosen & p.P_HDR_LEADSPC else "m")
+        await client.close()
+        server.close()
+
+    run(go())

@@ -34,9 +34,19 @@ ADDHEADER, INSHEADER, CHGHEADER, QUARANTINE, PROGRESS = b"h", b"i", b"m", b"q", 
 
 # Actions we may take (SMFIF_*)
 ACT_ADDHDRS, ACT_CHGHDRS, ACT_QUARANTINE = 0x01, 0x10, 0x20
-# Protocol steps we skip or want (SMFIP_*)
-P_NORCPT, P_NOUNKNOWN, P_NODATA, P_HDR_LEADSPC = 0x08, 0x100, 0x200, 0x100000
-P_NR_RCPT, P_NR_DATA, P_NR_UNKNOWN = 0x800, 0x2000, 0x1000
+# Protocol steps we skip, or take without replying (SMFIP_*, libmilter's mfdef.h)
+P_NORCPT, P_NOUNKNOWN = 0x08, 0x100
+P_NR_HELO, P_NR_MAIL, P_NR_DATA = 0x2000, 0x4000, 0x10000
+P_NR_HDR, P_NR_EOH, P_NR_BODY = 0x80, 0x40000, 0x80000
+P_HDR_LEADSPC = 0x100000
+NO_REPLY = {
+    HELO: P_NR_HELO,
+    MAIL: P_NR_MAIL,
+    DATA: P_NR_DATA,
+    HEADER: P_NR_HDR,
+    EOH: P_NR_EOH,
+    BODY: P_NR_BODY,
+}
 
 SOCKET_FAMILIES = {b"4": "inet", b"6": "inet6", b"L": "unix", b"U": "unknown"}
 
