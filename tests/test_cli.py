@@ -246,7 +246,7 @@ def test_sign_warns_about_a_readable_key_and_reports_bad_input(
     assert "one --selector" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("command", ["verify", "sign", "keygen"])
+@pytest.mark.parametrize("command", ["verify", "sign", "keygen", "check", "milter"])
 def test_every_command_has_help_with_an_example(
     command: str, capsys: pytest.CaptureFixture[str]
 ) -> None:

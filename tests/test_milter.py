@@ -360,3 +360,28 @@ def test_with_and_without_no_reply_steps(offered: int) -> None:
         server.close()
 
     run(go())
+
+
+def test_quit_nc_starts_a_new_smtp_connection_on_the_same_socket() -> None:
+    import ipaddress
+
+    headers, body = split_message((DEMO / "message.eml").read_bytes())
+
+    async def go() -> None:
+        networks = (ipaddress.ip_network("192.0.2.0/24"),)
+        settings = MilterSettings(trusted_networks=networks, signers={"example.org": ()})
+        server, port, _ = await serve(settings)
+        client = await MilterClient.connect("127.0.0.1", port)
+        await client.negotiate()
+        connect = b"c\0" + b"4" + struct.pack(">H", 25) + b"192.0.2.10\0"
+        assert await client.step(p.CONNECT, connect) == p.CONTINUE  # trusted: signing mode
+        await client.send(p.QUIT_NC)
+        replies = await client.message(
+            ip="198.51.100.7", helo="mail.example.com", mail_from="alice@example.com",
+            headers=headers, body=body,
+        )  # fmt: skip
+        assert "dkim=pass" in _inserted_header(replies)  # verified: the trust did not carry over
+        await client.close()
+        server.close()
+
+    run(go())

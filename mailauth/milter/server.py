@@ -165,7 +165,11 @@ class Milter:
         if command == p.QUIT:
             return None
         if command == p.QUIT_NC:
-            return b""  # a new connection's packets follow on this socket
+            # The SMTP connection ends, another one's packets follow on this socket: keep
+            # only what was negotiated.
+            session.macros, session.address, session.helo = {}, "", ""
+            session.trusted, session.message = False, _Message()
+            return b""
         if command in (p.RCPT, p.DATA, p.EOH, p.UNKNOWN):
             return p.encode(p.CONTINUE)
         raise p.ProtocolError(f"unknown milter command {command!r}")
