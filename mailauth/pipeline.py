@@ -15,12 +15,19 @@ from concurrent.futures import Executor
 from dataclasses import dataclass, replace
 
 from mailauth.arc import verify_arc
+from mailauth.arc.chain import is_arc_field
 from mailauth.authresults import (
     quote_pvalue,
     render_authentication_results,
     render_received_spf,
 )
-from mailauth.dkim import DkimPolicy, verify_dkim
+from mailauth.dkim import (
+    BodyHasher,
+    Canonicalization,
+    DkimPolicy,
+    DkimVerification,
+    verify_dkim,
+)
 from mailauth.dmarc import DmarcLocalPolicy, evaluate_dmarc
 from mailauth.dns import DnsResolver
 from mailauth.message import Message
@@ -122,15 +129,25 @@ class Authenticator:
         context = make_context(message, ip=ip, helo=helo, mail_from=mail_from, now=now)
         return await run_plan_async(self.plan(context), self.resolver, self.executor)
 
-    def plan(self, context: Context) -> Plan[Verdict]:
-        """The checks, in order. Methods whose modules have not landed are absent."""
+    def intake(
+        self, *, ip: str, helo: str = "", mail_from: str = "", now: float | None = None
+    ) -> MessageIntake:
+        """A message that arrives in pieces (the milter's case): see :class:`MessageIntake`."""
+        return MessageIntake(self, ip=ip, helo=helo, mail_from=mail_from, now=now)
+
+    def plan(self, context: Context, streamed: _Streamed | None = None) -> Plan[Verdict]:
+        """The checks, in order. ``streamed``: body hashes computed as the body arrived."""
         ip = str(context.ip)
         # pyspf is blocking: under asyncio it runs in a worker thread.
         spf = yield from offload(
             lambda: check_spf(self.resolver, ip=ip, helo=context.helo, mail_from=context.mail_from)
         )
-        dkim = yield from verify_dkim(context.message, now=context.now, policy=self.dkim_policy)
-        arc = yield from verify_arc(context.message)
+        if streamed is not None:
+            dkim = yield from streamed.dkim.finish()
+            arc = yield from verify_arc(context.message, body_hashes=streamed.arc_bodies())
+        else:
+            dkim = yield from verify_dkim(context.message, now=context.now, policy=self.dkim_policy)
+            arc = yield from verify_arc(context.message)
         dmarc = yield from evaluate_dmarc(
             context.message.author(),
             spf=spf,
@@ -156,3 +173,57 @@ class Authenticator:
             arc=arc,
             received_spf=received_spf,
         )
+
+
+@dataclass
+class _Streamed:
+    """What a streamed body leaves behind: the DKIM verification fed chunk by chunk, and the
+    body hashers ARC may need (both canonicalizations, only when ARC fields are present)."""
+
+    dkim: DkimVerification
+    arc_hashers: dict[Canonicalization, BodyHasher]
+
+    def arc_bodies(self) -> dict[Canonicalization, bytes]:
+        return {method: hasher.digest() for method, hasher in self.arc_hashers.items()}
+
+
+class MessageIntake:
+    """One message fed in pieces, in constant memory: :meth:`add_headers` once (the header
+    section, without the blank line), :meth:`add_body` per chunk, then :meth:`verdict`.
+
+    The body is never kept: DKIM and ARC hash it as it comes.
+    """
+
+    def __init__(
+        self, authenticator: Authenticator, *, ip: str, helo: str, mail_from: str, now: float | None
+    ) -> None:
+        self.authenticator = authenticator
+        self.ip, self.helo, self.mail_from, self.now = ip, helo, mail_from, now
+        self._context: Context | None = None
+        self._streamed: _Streamed | None = None
+
+    def add_headers(self, header_section: bytes) -> None:
+        """The header fields as they arrived; raises ValueError (MessageParseError) on junk."""
+        message = Message.parse(header_section + b"\r\n")
+        self._context = make_context(
+            message, ip=self.ip, helo=self.helo, mail_from=self.mail_from, now=self.now
+        )
+        dkim = DkimVerification(
+            message.headers, now=self._context.now, policy=self.authenticator.dkim_policy
+        )
+        arc = any(is_arc_field(f) for f in message.headers)
+        hashers = {m: BodyHasher(m) for m in Canonicalization} if arc else {}
+        self._streamed = _Streamed(dkim, hashers)
+
+    def add_body(self, chunk: bytes | memoryview) -> None:
+        if self._streamed is None:
+            raise ValueError("body before headers")
+        self._streamed.dkim.update(chunk)
+        for hasher in self._streamed.arc_hashers.values():
+            hasher.update(chunk)
+
+    async def verdict(self) -> Verdict:
+        if self._context is None or self._streamed is None:
+            raise ValueError("no headers given")
+        plan = self.authenticator.plan(self._context, self._streamed)
+        return await run_plan_async(plan, self.authenticator.resolver, self.authenticator.executor)

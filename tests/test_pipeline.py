@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 import mailauth
-from mailauth import Authenticator, MessageParseError
+from mailauth import Authenticator, Message, MessageParseError
 from mailauth.dns import ZoneResolver
 from mailauth.pipeline import make_context
 
@@ -81,3 +81,36 @@ def test_public_api_is_curated() -> None:
 
     for name in dns.__all__:
         assert hasattr(dns, name), name
+
+
+def test_a_message_fed_in_pieces_gets_the_same_verdict() -> None:
+    """MessageIntake (the milter's path) hashes the body as it comes and keeps none of it."""
+    from mailauth.arc import Sealer
+    from mailauth.arc.verify import verify_arc
+    from mailauth.dkim import public_key_record
+    from mailauth.plan import run_plan
+    from tests.dkim_helpers import RSA_KEY
+
+    demo = Path(__file__).resolve().parent.parent / "fixtures" / "demo"
+    zone_text = (demo / "example.com.zone").read_text()
+    record = public_key_record(RSA_KEY)
+    zone_text += f'arc1._domainkey IN TXT "{record[:200]}" "{record[200:]}"\n'
+    resolver = ZoneResolver.from_text(zone_text)
+    raw = (demo / "message.eml").read_bytes()
+    chain = run_plan(verify_arc(Message.parse(raw)), resolver)
+    sealed = Sealer("example.com", "arc1", RSA_KEY).seal(
+        raw, authentication_results="mx.example.org; arc=none", chain=chain, now=1_795_000_000
+    )
+    auth = Authenticator("mx.example.org", resolver)
+    facts = {"ip": "192.0.2.10", "helo": "mail.example.com", "mail_from": "alice@example.com"}
+    for message in (raw, sealed, sealed.replace(b"Hello Bob", b"Hello Eve")):
+        whole = auth.verify(message, now=1_795_000_100, **facts)
+        head, _, body = message.partition(b"\r\n\r\n")
+        intake = auth.intake(now=1_795_000_100, **facts)
+        intake.add_headers(head + b"\r\n")
+        for start in range(0, len(body), 7):
+            intake.add_body(body[start : start + 7])
+        streamed = asyncio.run(intake.verdict())
+        assert streamed == whole
+        assert streamed.arc is not None
+    assert whole.arc is not None and whole.arc.result == "fail"  # the changed body

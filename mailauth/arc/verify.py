@@ -9,6 +9,7 @@ failures included, is a permanent ``fail`` (RFC 8617 5.2.1), with its reason.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from mailauth.arc.chain import (
@@ -70,8 +71,15 @@ class _Keys:
         return self.bodies[method]
 
 
-def verify_arc(message: Message, *, min_rsa_bits: int = MIN_RSA_BITS) -> Plan[ArcOutcome]:
-    """Validate the message's ARC chain."""
+def verify_arc(
+    message: Message,
+    *,
+    min_rsa_bits: int = MIN_RSA_BITS,
+    body_hashes: Mapping[Canonicalization, bytes] | None = None,
+) -> Plan[ArcOutcome]:
+    """Validate the message's ARC chain. ``body_hashes``: SHA-256 body hashes per
+    canonicalization already computed from a streamed body (``message`` then holds the
+    header fields only)."""
     try:
         chain = collect_chain(message.headers)
         if chain is None:
@@ -100,7 +108,9 @@ def verify_arc(message: Message, *, min_rsa_bits: int = MIN_RSA_BITS) -> Plan[Ar
         return failed(str(exc))
     names = list(dict.fromkeys([newest.key_name] + [s.key_name for s in seals]))
     lookups = yield from resolve(*(Query.of(n, RRType.TXT) for n in names))
-    keys = _Keys(dict(zip(names, lookups, strict=True)), message, min_rsa_bits, {})
+    keys = _Keys(
+        dict(zip(names, lookups, strict=True)), message, min_rsa_bits, dict(body_hashes or {})
+    )
     problem = _check_ams(newest, keys)  # step 4
     if problem:
         return failed(f"ARC-Message-Signature i={len(seals)}: {problem}")

@@ -23,11 +23,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from mailauth.authresults import authserv_id_of
-from mailauth.dkim import Signer, sign_dkim
+from mailauth.dkim import BodyHasher, Canonicalization, Signer
 from mailauth.errors import MailauthError
 from mailauth.message import Message
 from mailauth.milter import protocol as p
-from mailauth.pipeline import Authenticator
+from mailauth.pipeline import Authenticator, MessageIntake
 from mailauth.results import Policy, Verdict
 
 log = logging.getLogger("mailauth.milter")
@@ -55,9 +55,16 @@ class MilterSettings:
 
 @dataclass
 class _Message:
+    """One message in progress: its header fields (kept), and what the body feeds (the body
+    itself is never kept): an intake for inbound mail, body hashers for outbound signing."""
+
     mail_from: str = ""
     headers: list[tuple[str, bytes]] = field(default_factory=list)
-    body: bytearray = field(default_factory=bytearray)
+    started: bool = False
+    intake: MessageIntake | None = None
+    signers: tuple[Signer, ...] = ()
+    hashers: dict[Canonicalization, BodyHasher] = field(default_factory=dict)
+    problem: str = ""  # why the message cannot be checked or signed
 
 
 @dataclass
@@ -151,11 +158,14 @@ class Milter:
             name, value = p.strings(data, 2)
             session.message.headers.append((name.decode("ascii", "replace"), value))
             return p.encode(p.CONTINUE)
+        if command == p.EOH:
+            self._start(session)
+            return p.encode(p.CONTINUE)
         if command == p.BODY:
-            session.message.body += data
+            self._feed(session, data)
             return p.encode(p.CONTINUE)
         if command == p.EOM:
-            session.message.body += data
+            self._feed(session, data)
             reply = await self._end_of_message(session)
             session.message = _Message()
             return reply
@@ -170,34 +180,95 @@ class Milter:
             session.macros, session.address, session.helo = {}, "", ""
             session.trusted, session.message = False, _Message()
             return b""
-        if command in (p.RCPT, p.DATA, p.EOH, p.UNKNOWN):
+        if command in (p.RCPT, p.DATA, p.UNKNOWN):
             return p.encode(p.CONTINUE)
         raise p.ProtocolError(f"unknown milter command {command!r}")
 
+    def _start(self, session: _Session) -> None:
+        """End of headers: set up what the body will feed (inbound or outbound)."""
+        message = session.message
+        if message.started:
+            return
+        message.started = True
+        section = _header_section(message.headers, session.leading_space)
+        try:
+            if session.trusted or session.macros.get("auth_authen"):
+                author = Message.parse(section + b"\r\n").author()
+                domains = author.domains
+                signers = self.settings.signers.get(domains[0], ()) if len(domains) == 1 else ()
+                message.signers = tuple(signers)
+                message.hashers = {s.body_canon: BodyHasher(s.body_canon) for s in signers}
+                return
+            message.intake = self.authenticator.intake(
+                ip=session.address or "0.0.0.0",  # noqa: S104 - a value, not a bind
+                helo=session.helo,
+                mail_from=message.mail_from,
+            )
+            message.intake.add_headers(section)
+        except (MailauthError, ValueError) as exc:
+            message.intake, message.problem = None, str(exc)
+
+    def _feed(self, session: _Session, chunk: bytes) -> None:
+        message = session.message
+        if not message.started:
+            self._start(session)  # an MTA that skipped EOH
+        if message.intake is not None:
+            message.intake.add_body(chunk)
+        for hasher in message.hashers.values():
+            hasher.update(chunk)
+
     async def _end_of_message(self, session: _Session) -> bytes:
-        raw = _raw_message(session.message, session.leading_space)
-        if session.trusted or session.macros.get("auth_authen"):
-            return await self._sign(session, raw)
+        message = session.message
+        if message.signers:
+            return await self._signatures(session)
+        if message.intake is None:
+            if message.problem:
+                log.warning(
+                    "message %s not verified: %s", session.macros.get("i", "-"), message.problem
+                )
+                return p.encode(self._error_action())
+            return p.encode(p.CONTINUE)  # outbound mail with no key for its domain
         started = time.monotonic()
         try:
-            verdict = await asyncio.wait_for(
-                self.authenticator.verify_async(
-                    raw,
-                    ip=session.address or "0.0.0.0",  # noqa: S104 - a value, not a bind
-                    helo=session.helo,
-                    mail_from=session.message.mail_from,
-                ),
-                self.settings.deadline,
-            )
+            verdict = await asyncio.wait_for(message.intake.verdict(), self.settings.deadline)
         except (TimeoutError, ValueError) as exc:
             log.warning(
                 "message %s not verified: %s", session.macros.get("i", "-"), exc or "deadline"
             )
-            action = p.TEMPFAIL if self.settings.on_error == "tempfail" else p.CONTINUE
-            return p.encode(action)
+            return p.encode(self._error_action())
         reply = self._modifications(session, verdict)
         _log_message(session, verdict, reply[4:5] if reply else b"", time.monotonic() - started)
         return reply
+
+    def _error_action(self) -> bytes:
+        return p.TEMPFAIL if self.settings.on_error == "tempfail" else p.CONTINUE
+
+    async def _signatures(self, session: _Session) -> bytes:
+        """Outbound: one DKIM-Signature per signer of the From domain, inserted on top; the
+        private-key work runs in a worker thread, off the event loop."""
+        message = session.message
+        section = _header_section(message.headers, session.leading_space)
+        hashes = {canon: hasher.digest() for canon, hasher in message.hashers.items()}
+
+        def sign() -> list[bytes]:
+            parsed = Message.parse(section + b"\r\n")
+            now = time.time()
+            return [s.signature_field(parsed, hashes[s.body_canon], now) for s in message.signers]
+
+        try:
+            fields = await asyncio.get_running_loop().run_in_executor(None, sign)
+        except (MailauthError, ValueError) as exc:
+            log.warning("message %s not signed: %s", session.macros.get("i", "-"), exc)
+            return p.encode(self._error_action())
+        replies = []
+        for index, field_ in enumerate(fields):
+            value = field_[field_.index(b":") + 1 :].decode().rstrip("\r\n")
+            if not session.leading_space:
+                value = value.lstrip(" ")
+            value = value.replace("\r\n", "\n")
+            replies.append(p.header_reply(p.INSHEADER, index, "DKIM-Signature", value))
+        replies.append(p.encode(p.CONTINUE))
+        return b"".join(replies)
 
     def _modifications(self, session: _Session, verdict: Verdict) -> bytes:
         message = session.message
@@ -230,31 +301,6 @@ class Milter:
         replies.append(p.encode(p.CONTINUE))
         return b"".join(replies)
 
-    async def _sign(self, session: _Session, raw: bytes) -> bytes:
-        """Outbound: DKIM-Signature fields for the From domain's signers, inserted on top."""
-        try:
-            message = Message.parse(raw)
-            author = message.author()
-            signers = self.settings.signers.get(author.domains[0]) if author.domains else None
-            if len(author.domains) != 1 or not signers:
-                return p.encode(p.CONTINUE)  # not ours to sign
-            loop = asyncio.get_running_loop()
-            signed = await loop.run_in_executor(None, sign_dkim, raw, list(signers))
-        except (MailauthError, ValueError) as exc:
-            log.warning("message %s not signed: %s", session.macros.get("i", "-"), exc)
-            action = p.TEMPFAIL if self.settings.on_error == "tempfail" else p.CONTINUE
-            return p.encode(action)
-        added = Message.parse(signed).headers[: len(signers)]
-        replies = []
-        for index, field_ in enumerate(added):
-            value = field_.raw[field_.raw.index(b":") + 1 :].decode().rstrip("\r\n")
-            if not session.leading_space:
-                value = value.lstrip(" ")
-            value = value.replace("\r\n", "\n")
-            replies.append(p.header_reply(p.INSHEADER, index, "DKIM-Signature", value))
-        replies.append(p.encode(p.CONTINUE))
-        return b"".join(replies)
-
 
 def _log_message(session: _Session, verdict: Verdict, action: bytes, seconds: float) -> None:
     """One line per message: queue id, client, results, disposition, time spent."""
@@ -284,14 +330,15 @@ def _occurrences(headers: Sequence[tuple[str, bytes]], lname: str) -> list[tuple
     return found
 
 
-def _raw_message(message: _Message, leading_space: bool) -> bytes:
+def _header_section(headers: Sequence[tuple[str, bytes]], leading_space: bool) -> bytes:
+    """The header fields as they arrived: ``name:value`` with CRLF (the MTA folds with LF)."""
     lines = []
-    for name, value in message.headers:
+    for name, value in headers:
         text = value.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
         lines.append(name.encode() + b":" + (b"" if leading_space else b" ") + text + b"\r\n")
     if not lines:
         lines.append(b"X-Mailauth-Empty: 1\r\n")  # keep a parseable message
-    return b"".join(lines) + b"\r\n" + bytes(message.body)
+    return b"".join(lines)
 
 
 def _is_trusted(address: str, networks: Sequence[Network]) -> bool:
