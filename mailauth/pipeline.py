@@ -29,11 +29,11 @@ from mailauth.dkim import (
     verify_dkim,
 )
 from mailauth.dmarc import DmarcLocalPolicy, evaluate_dmarc
-from mailauth.dns import DnsResolver
+from mailauth.dns import DnsCache, DnsResolver, Lookup, Query, Resolver, RRType, ZoneResolver
 from mailauth.message import Message
 from mailauth.plan import Plan, offload, run_plan, run_plan_async
 from mailauth.policy import trust_arc_sealers
-from mailauth.results import Verdict
+from mailauth.results import SpfCheck, Verdict
 from mailauth.spf import check_spf
 
 
@@ -129,6 +129,23 @@ class Authenticator:
         context = make_context(message, ip=ip, helo=helo, mail_from=mail_from, now=now)
         return await run_plan_async(self.plan(context), self.resolver, self.executor)
 
+    def _spf_from_memory(self, ip: str, context: Context) -> SpfCheck | None:
+        """SPF evaluated at once when every answer it needs is already in memory (the cache
+        of a :class:`Resolver`, or a :class:`ZoneResolver`): no thread hop for the common
+        case of a known sender. None when an answer is missing: then it runs off the loop."""
+        if isinstance(self.resolver, ZoneResolver):
+            return check_spf(self.resolver, ip=ip, helo=context.helo, mail_from=context.mail_from)
+        if not isinstance(self.resolver, Resolver):
+            return None
+        memory = _CacheOnly(self.resolver.cache)
+        try:
+            spf = check_spf(memory, ip=ip, helo=context.helo, mail_from=context.mail_from)
+        except _NotInMemory:
+            return None
+        # pyspf swallows any exception in two places (exp=, ptr): a miss there is not seen
+        # above, and its result would differ; the missed flag catches it.
+        return None if memory.missed else spf
+
     def intake(
         self, *, ip: str, helo: str = "", mail_from: str = "", now: float | None = None
     ) -> MessageIntake:
@@ -138,10 +155,13 @@ class Authenticator:
     def plan(self, context: Context, streamed: _Streamed | None = None) -> Plan[Verdict]:
         """The checks, in order. ``streamed``: body hashes computed as the body arrived."""
         ip = str(context.ip)
-        # pyspf is blocking: under asyncio it runs in a worker thread.
-        spf = yield from offload(
-            lambda: check_spf(self.resolver, ip=ip, helo=context.helo, mail_from=context.mail_from)
-        )
+        spf = self._spf_from_memory(ip, context)
+        if spf is None:  # pyspf is blocking: under asyncio it runs in a worker thread
+            spf = yield from offload(
+                lambda: check_spf(
+                    self.resolver, ip=ip, helo=context.helo, mail_from=context.mail_from
+                )
+            )
         if streamed is not None:
             dkim = yield from streamed.dkim.finish()
             arc = yield from verify_arc(context.message, body_hashes=streamed.arc_bodies())
@@ -173,6 +193,28 @@ class Authenticator:
             arc=arc,
             received_spf=received_spf,
         )
+
+
+class _NotInMemory(BaseException):
+    """An answer SPF needs is not cached (a BaseException: pyspf must not catch it)."""
+
+
+class _CacheOnly:
+    """A resolver that answers from a cache only."""
+
+    def __init__(self, cache: DnsCache) -> None:
+        self.cache = cache
+        self.missed = False
+
+    def lookup(self, name: str, rdtype: RRType) -> Lookup:
+        found = self.cache.get(Query.of(name, rdtype))
+        if found is None:
+            self.missed = True
+            raise _NotInMemory
+        return found
+
+    async def lookup_async(self, name: str, rdtype: RRType) -> Lookup:
+        return self.lookup(name, rdtype)
 
 
 @dataclass

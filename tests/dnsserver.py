@@ -37,14 +37,8 @@ class LoopbackDnsServer:
         self.mode = mode
         self.delay = delay
         self.questions: list[tuple[str, str, str]] = []  # (transport, name, type)
-        self._udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self._udp.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 22)  # bursts of queries
-        self._udp.bind(("127.0.0.1", 0))
+        self._udp, self._tcp = self._bind()
         self.port = self._udp.getsockname()[1]
-        self._tcp = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self._tcp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self._tcp.bind(("127.0.0.1", self.port))
-        self._tcp.listen(16)
         self._udp.settimeout(0.1)  # so that the serving threads notice a stop
         self._tcp.settimeout(0.1)
         self._stop = threading.Event()
@@ -52,6 +46,25 @@ class LoopbackDnsServer:
             threading.Thread(target=self._serve_udp, daemon=True),
             threading.Thread(target=self._serve_tcp, daemon=True),
         ]
+
+    @staticmethod
+    def _bind() -> tuple[socket.socket, socket.socket]:
+        """UDP and TCP on one free port (the UDP port's TCP twin may be taken: try again)."""
+        for _ in range(20):
+            udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            udp.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 22)  # bursts of queries
+            udp.bind(("127.0.0.1", 0))
+            tcp = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            tcp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                tcp.bind(("127.0.0.1", udp.getsockname()[1]))
+            except OSError:
+                udp.close()
+                tcp.close()
+                continue
+            tcp.listen(16)
+            return udp, tcp
+        raise OSError("no free port for UDP and TCP together")
 
     @property
     def address(self) -> str:

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 import mailauth
-from mailauth import Authenticator, Message, MessageParseError
+from mailauth import Authenticator, Message, MessageParseError, Verdict
 from mailauth.dns import ZoneResolver
 from mailauth.pipeline import make_context
 
@@ -114,3 +114,29 @@ def test_a_message_fed_in_pieces_gets_the_same_verdict() -> None:
         assert streamed == whole
         assert streamed.arc is not None
     assert whole.arc is not None and whole.arc.result == "fail"  # the changed body
+
+
+def test_spf_runs_inline_only_from_a_warm_cache() -> None:
+    """With the network resolver, SPF is evaluated at once when its answers are cached, and
+    off the event loop (with the real lookups) when one is missing; the results agree."""
+    from tests.dnsserver import LoopbackDnsServer
+
+    demo = Path(__file__).resolve().parent.parent / "fixtures" / "demo"
+    raw = (demo / "message.eml").read_bytes()
+    with LoopbackDnsServer((demo / "example.com.zone").read_text()) as server:
+        from mailauth.dns import Resolver
+
+        auth = Authenticator("mx.example.org", Resolver([server.address], timeout=1, lifetime=3))
+
+        def verify() -> Verdict:
+            coroutine = auth.verify_async(
+                raw, ip="192.0.2.10", helo="mail.example.com", mail_from="alice@example.com"
+            )
+            return asyncio.run(coroutine)
+
+        first = verify()
+        asked = len(server.questions)
+        second = verify()
+        assert len(server.questions) == asked  # all from the cache
+        assert first.spf == second.spf and first.spf is not None
+        assert first.spf.mailfrom.result == "pass"
