@@ -30,6 +30,7 @@ _SCHEMA: dict[str, dict[str, type | tuple[type, ...]]] = {
         "dns": dict,
         "inbound": dict,
         "outbound": dict,
+        "metrics_listen": str,
     },
     "dns": {"nameservers": list, "timeout": (int, float), "zone_files": list},
     "inbound": {"reject_dmarc": bool, "quarantine_dmarc": bool, "trusted_arc_sealers": list},
@@ -60,6 +61,7 @@ class MilterConfig:
     trusted_arc_sealers: tuple[str, ...] = ()
     trusted_networks: tuple[Network, ...] = ()
     keys: tuple[KeySpec, ...] = field(default=())
+    metrics_listen: str = ""
 
 
 def load_milter_config(path: str | os.PathLike[str]) -> MilterConfig:
@@ -87,6 +89,7 @@ def load_milter_config(path: str | os.PathLike[str]) -> MilterConfig:
         trusted_arc_sealers=tuple(str(d) for d in _get(inbound, "trusted_arc_sealers", [])),
         trusted_networks=_networks(_get(outbound, "trusted_networks", []), problems),
         keys=_keys(_get(outbound, "keys", []), problems),
+        metrics_listen=_get(data, "metrics_listen", ""),
     )
     _check_values(config, problems)
     if problems:

@@ -385,3 +385,40 @@ def test_quit_nc_starts_a_new_smtp_connection_on_the_same_socket() -> None:
         server.close()
 
     run(go())
+
+
+def test_prometheus_metrics() -> None:
+    import socket as socket_module
+
+    import httpx
+
+    from mailauth.milter import Metrics
+
+    headers, body = split_message((DEMO / "message.eml").read_bytes())
+    metrics = Metrics()
+
+    async def go() -> None:
+        milter = Milter(Authenticator("mx.example.org", RESOLVER), None, metrics)
+        server = await asyncio.start_server(milter.handle, "127.0.0.1", 0)
+        client = await MilterClient.connect("127.0.0.1", server.sockets[0].getsockname()[1])
+        await client.negotiate()
+        for _ in range(2):
+            await client.message(
+                ip="192.0.2.10", helo="mail.example.com", mail_from="alice@example.com",
+                headers=headers, body=body,
+            )  # fmt: skip
+        await client.close()
+        server.close()
+
+    run(go())
+    sample = metrics.registry.get_sample_value
+    assert sample("mailauth_results_total", {"method": "dkim", "result": "pass"}) == 2
+    assert sample("mailauth_results_total", {"method": "dmarc", "result": "pass"}) == 2
+    assert sample("mailauth_actions_total", {"action": "continue"}) == 2
+    assert sample("mailauth_check_seconds_count") == 2
+    with socket_module.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    metrics.serve("127.0.0.1", port)
+    text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+    assert 'mailauth_results_total{method="spf",result="pass"} 2.0' in text

@@ -15,7 +15,7 @@ from mailauth.cli.common import CliError, Parser, add_dns_options, make_resolver
 from mailauth.config import KeySpec, MilterConfig, load_milter_config
 from mailauth.dkim import Signer
 from mailauth.errors import MailauthError
-from mailauth.milter import Milter, MilterSettings, parse_listen, start_server
+from mailauth.milter import Metrics, Milter, MilterSettings, parse_listen, start_server
 from mailauth.pipeline import Authenticator
 
 log = logging.getLogger("mailauth.milter")
@@ -59,6 +59,9 @@ def add_milter_parser(commands: argparse._SubParsersAction[Parser]) -> None:
         help="DKIM-sign outbound mail from DOMAIN (repeat for dual RSA + Ed25519 signing)",
     )  # fmt: skip
     milter.add_argument("--socket-mode", metavar="OCTAL", help="unix socket mode (660)")
+    milter.add_argument(
+        "--metrics-listen", metavar="HOST:PORT", help="serve Prometheus metrics at /metrics"
+    )
     add_dns_options(milter)
 
 
@@ -88,6 +91,7 @@ def effective_config(args: argparse.Namespace) -> MilterConfig:
         trusted_arc_sealers=(*config.trusted_arc_sealers, *args.trusted_arc_sealer),
         keys=tuple(keys),
         socket_mode=mode,
+        metrics_listen=args.metrics_listen or config.metrics_listen,
     )
     if not config.listen or not config.authserv_id:
         raise CliError("give --listen and --authserv-id (or listen and authserv_id in --config)")
@@ -137,7 +141,15 @@ def cmd_milter(args: argparse.Namespace) -> int:
         print(f"mailauth milter: configuration valid ({config.listen}, {len(config.keys)} keys)")
         return 0
     logging.basicConfig(level=logging.INFO, format="mailauth milter: %(message)s")
-    milter = Milter(authenticator, settings)
+    metrics = None
+    if config.metrics_listen:
+        metrics = Metrics()
+        host, _, port = config.metrics_listen.rpartition(":")
+        try:
+            metrics.serve(host.strip("[]") or "127.0.0.1", int(port))
+        except (OSError, ValueError) as exc:
+            raise CliError(f"cannot serve metrics on {config.metrics_listen}: {exc}") from None
+    milter = Milter(authenticator, settings, metrics)
     asyncio.run(_serve_milter(milter, config, args))
     return 0
 

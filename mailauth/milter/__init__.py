@@ -6,6 +6,7 @@ runs sessions and asks the :class:`~mailauth.pipeline.Authenticator` for verdict
 
 from __future__ import annotations
 
+from mailauth.milter.metrics import Metrics
 from mailauth.milter.server import Milter, MilterSettings, parse_listen, start_server
 
-__all__ = ["Milter", "MilterSettings", "parse_listen", "start_server"]
+__all__ = ["Metrics", "Milter", "MilterSettings", "parse_listen", "start_server"]

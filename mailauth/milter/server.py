@@ -27,6 +27,7 @@ from mailauth.dkim import BodyHasher, Canonicalization, Signer
 from mailauth.errors import MailauthError
 from mailauth.message import Message
 from mailauth.milter import protocol as p
+from mailauth.milter.metrics import Metrics
 from mailauth.pipeline import Authenticator, MessageIntake
 from mailauth.results import Policy, Verdict
 
@@ -81,9 +82,15 @@ class _Session:
 class Milter:
     """Serves the milter protocol for one :class:`Authenticator`."""
 
-    def __init__(self, authenticator: Authenticator, settings: MilterSettings | None = None):
+    def __init__(
+        self,
+        authenticator: Authenticator,
+        settings: MilterSettings | None = None,
+        metrics: Metrics | None = None,
+    ):
         self.authenticator = authenticator
         self.settings = settings or MilterSettings()
+        self.metrics = metrics
         self.connections = 0
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -237,7 +244,11 @@ class Milter:
             )
             return p.encode(self._error_action())
         reply = self._modifications(session, verdict)
-        _log_message(session, verdict, reply[4:5] if reply else b"", time.monotonic() - started)
+        action = {b"y": "reject", b"t": "tempfail"}.get(reply[4:5], "continue")
+        seconds = time.monotonic() - started
+        _log_message(session, verdict, action, seconds)
+        if self.metrics is not None:
+            self.metrics.observe(verdict, action, seconds)
         return reply
 
     def _error_action(self) -> bytes:
@@ -302,7 +313,7 @@ class Milter:
         return b"".join(replies)
 
 
-def _log_message(session: _Session, verdict: Verdict, action: bytes, seconds: float) -> None:
+def _log_message(session: _Session, verdict: Verdict, action: str, seconds: float) -> None:
     """One line per message: queue id, client, results, disposition, time spent."""
     dmarc = verdict.dmarc
     record = {
@@ -315,7 +326,7 @@ def _log_message(session: _Session, verdict: Verdict, action: bytes, seconds: fl
         "arc": str(verdict.arc.result) if verdict.arc else None,
         "dmarc": str(dmarc.result) if dmarc else None,
         "disposition": str(dmarc.disposition) if dmarc else None,
-        "action": {b"y": "reject", b"t": "tempfail"}.get(action, "continue"),
+        "action": action,
         "ms": round(seconds * 1000, 1),
     }
     log.info("%s", json.dumps(record, separators=(",", ":")))

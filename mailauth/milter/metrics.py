@@ -1,0 +1,57 @@
+"""Prometheus metrics of the milter (prometheus-client, the reference Python client).
+
+Counters of verified messages by method and result, of end-of-message actions, of DNS
+temporary errors (any method's temperror), and a histogram of the time the checks took.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
+
+from mailauth.results import Verdict
+
+_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+
+
+class Metrics:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        self.results = Counter(
+            "mailauth_results",
+            "Verified messages by method and result",
+            ["method", "result"],
+            registry=self.registry,
+        )
+        self.actions = Counter(
+            "mailauth_actions", "End-of-message actions", ["action"], registry=self.registry
+        )
+        self.dns_errors = Counter(
+            "mailauth_dns_temperrors", "Results that were temperror", ["method"],
+            registry=self.registry,
+        )  # fmt: skip
+        self.latency = Histogram(
+            "mailauth_check_seconds",
+            "Time the checks of one message took",
+            buckets=_BUCKETS,
+            registry=self.registry,
+        )
+
+    def observe(self, verdict: Verdict, action: str, seconds: float) -> None:
+        results = []
+        if verdict.spf is not None:
+            results.append(("spf", str(verdict.spf.mailfrom.result)))
+        results.extend(("dkim", str(d.result)) for d in verdict.dkim or ())
+        if verdict.arc is not None:
+            results.append(("arc", str(verdict.arc.result)))
+        if verdict.dmarc is not None:
+            results.append(("dmarc", str(verdict.dmarc.result)))
+        for method, result in results:
+            self.results.labels(method, result).inc()
+            if result == "temperror":
+                self.dns_errors.labels(method).inc()
+        self.actions.labels(action).inc()
+        self.latency.observe(seconds)
+
+    def serve(self, host: str, port: int) -> None:
+        """The /metrics endpoint, in a background thread."""
+        start_http_server(port, addr=host, registry=self.registry)
