@@ -52,16 +52,8 @@ def make_context(
     message: bytes | Message, *, ip: str, helo: str, mail_from: str, now: float | None
 ) -> Context:
     """Validate the caller's arguments; raises ValueError (MessageParseError) on misuse."""
-    try:
-        address = ipaddress.ip_address(ip.strip())
-    except ValueError:
-        raise ValueError(f"not an IP address: {ip!r}") from None
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        address = address.ipv4_mapped  # RFC 7208 5: an IPv4-mapped client is an IPv4 client
+    address, sender = _client_address(ip), _reverse_path(mail_from)
     parsed = message if isinstance(message, Message) else Message.parse(message)
-    sender = mail_from.strip()
-    if sender.startswith("<") and sender.endswith(">"):
-        sender = sender[1:-1]
     return Context(
         message=parsed,
         ip=address,
@@ -69,6 +61,23 @@ def make_context(
         mail_from=sender,
         now=time.time() if now is None else float(now),
     )
+
+
+def _client_address(ip: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+    try:
+        address = ipaddress.ip_address(ip.strip())
+    except ValueError:
+        raise ValueError(f"not an IP address: {ip!r}") from None
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped  # RFC 7208 5: an IPv4-mapped client is an IPv4 client
+    return address
+
+
+def _reverse_path(mail_from: str) -> str:
+    sender = mail_from.strip()
+    if sender.startswith("<") and sender.endswith(">"):
+        sender = sender[1:-1]
+    return sender
 
 
 class Authenticator:
@@ -129,17 +138,30 @@ class Authenticator:
         context = make_context(message, ip=ip, helo=helo, mail_from=mail_from, now=now)
         return await run_plan_async(self.plan(context), self.resolver, self.executor)
 
-    def _spf_from_memory(self, ip: str, context: Context) -> SpfCheck | None:
+    async def check_spf_async(self, *, ip: str, helo: str = "", mail_from: str = "") -> SpfCheck:
+        """SPF alone, as soon as the envelope is known (before the message arrives)."""
+        plan = self._spf(str(_client_address(ip)), helo.strip(), _reverse_path(mail_from))
+        return await run_plan_async(plan, self.resolver, self.executor)
+
+    def _spf(self, ip: str, helo: str, mail_from: str) -> Plan[SpfCheck]:
+        spf = self._spf_from_memory(ip, helo, mail_from)
+        if spf is None:  # pyspf is blocking: under asyncio it runs in a worker thread
+            spf = yield from offload(
+                lambda: check_spf(self.resolver, ip=ip, helo=helo, mail_from=mail_from)
+            )
+        return spf
+
+    def _spf_from_memory(self, ip: str, helo: str, mail_from: str) -> SpfCheck | None:
         """SPF evaluated at once when every answer it needs is already in memory (the cache
         of a :class:`Resolver`, or a :class:`ZoneResolver`): no thread hop for the common
         case of a known sender. None when an answer is missing: then it runs off the loop."""
         if isinstance(self.resolver, ZoneResolver):
-            return check_spf(self.resolver, ip=ip, helo=context.helo, mail_from=context.mail_from)
+            return check_spf(self.resolver, ip=ip, helo=helo, mail_from=mail_from)
         if not isinstance(self.resolver, Resolver):
             return None
         memory = _CacheOnly(self.resolver.cache)
         try:
-            spf = check_spf(memory, ip=ip, helo=context.helo, mail_from=context.mail_from)
+            spf = check_spf(memory, ip=ip, helo=helo, mail_from=mail_from)
         except _NotInMemory:
             return None
         # pyspf swallows any exception in two places (exp=, ptr): a miss there is not seen
@@ -155,13 +177,10 @@ class Authenticator:
     def plan(self, context: Context, streamed: _Streamed | None = None) -> Plan[Verdict]:
         """The checks, in order. ``streamed``: body hashes computed as the body arrived."""
         ip = str(context.ip)
-        spf = self._spf_from_memory(ip, context)
-        if spf is None:  # pyspf is blocking: under asyncio it runs in a worker thread
-            spf = yield from offload(
-                lambda: check_spf(
-                    self.resolver, ip=ip, helo=context.helo, mail_from=context.mail_from
-                )
-            )
+        if streamed is not None and streamed.spf is not None:
+            spf = streamed.spf  # started at MAIL FROM by the milter
+        else:
+            spf = yield from self._spf(ip, context.helo, context.mail_from)
         if streamed is not None:
             dkim = yield from streamed.dkim.finish()
             arc = yield from verify_arc(context.message, body_hashes=streamed.arc_bodies())
@@ -224,6 +243,7 @@ class _Streamed:
 
     dkim: DkimVerification
     arc_hashers: dict[Canonicalization, BodyHasher]
+    spf: SpfCheck | None = None
 
     def arc_bodies(self) -> dict[Canonicalization, bytes]:
         return {method: hasher.digest() for method, hasher in self.arc_hashers.items()}
@@ -256,6 +276,12 @@ class MessageIntake:
         arc = any(is_arc_field(f) for f in message.headers)
         hashers = {m: BodyHasher(m) for m in Canonicalization} if arc else {}
         self._streamed = _Streamed(dkim, hashers)
+
+    def use_spf(self, spf: SpfCheck) -> None:
+        """SPF already evaluated for this envelope (:meth:`Authenticator.check_spf_async`)."""
+        if self._streamed is None:
+            raise ValueError("use_spf before headers")
+        self._streamed.spf = spf
 
     def add_body(self, chunk: bytes | memoryview) -> None:
         if self._streamed is None:

@@ -422,3 +422,38 @@ def test_prometheus_metrics() -> None:
     metrics.serve("127.0.0.1", port)
     text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
     assert 'mailauth_results_total{method="spf",result="pass"} 2.0' in text
+
+
+def test_spf_starts_at_mail_from() -> None:
+    """SPF needs only the envelope: the milter asks its DNS questions before the message
+    arrives, and the verdict uses that result."""
+    resolver = ZoneResolver.from_files([DEMO / "example.com.zone"])
+    headers, body = split_message((DEMO / "message.eml").read_bytes())
+
+    async def go() -> None:
+        milter = Milter(Authenticator("mx.example.org", resolver))
+        server = await asyncio.start_server(milter.handle, "127.0.0.1", 0)
+        client = await MilterClient.connect("127.0.0.1", server.sockets[0].getsockname()[1])
+        await client.negotiate(protocol=p.P_NORCPT | p.P_HDR_LEADSPC)  # a reply to each step
+        connect = b"c\0" + b"4" + struct.pack(">H", 25) + b"192.0.2.10\0"
+        assert await client.step(p.CONNECT, connect) == p.CONTINUE
+        assert await client.step(p.HELO, b"mail.example.com\0") == p.CONTINUE
+        assert await client.step(p.MAIL, b"<alice@example.com>\0") == p.CONTINUE
+        await asyncio.sleep(0.05)
+        asked = [(q.name, q.rdtype) for q in resolver.queries]
+        assert ("example.com", "TXT") in asked  # before any header was sent
+        for name, value in headers:
+            await client.step(p.HEADER, f"{name}\0{value}\0".encode())
+        await client.step(p.EOH)
+        await client.step(p.BODY, body)
+        await client.send(p.EOM)
+        replies: list[tuple[bytes, bytes]] = []
+        while not replies or replies[-1][0] != p.CONTINUE:
+            replies.append(await client.read())
+        assert "spf=pass smtp.mailfrom=alice@example.com" in _inserted_header(replies).replace(
+            "\n", ""
+        )
+        await client.close()
+        server.close()
+
+    run(go())

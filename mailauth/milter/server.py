@@ -29,7 +29,7 @@ from mailauth.message import Message
 from mailauth.milter import protocol as p
 from mailauth.milter.metrics import Metrics
 from mailauth.pipeline import Authenticator, MessageIntake
-from mailauth.results import Policy, Verdict
+from mailauth.results import Policy, SpfCheck, Verdict
 
 log = logging.getLogger("mailauth.milter")
 _QUICKACK = getattr(socket, "TCP_QUICKACK", None)  # Linux only
@@ -66,6 +66,11 @@ class _Message:
     signers: tuple[Signer, ...] = ()
     hashers: dict[Canonicalization, BodyHasher] = field(default_factory=dict)
     problem: str = ""  # why the message cannot be checked or signed
+    spf: asyncio.Task[SpfCheck] | None = None  # started at MAIL FROM
+
+    def discard(self) -> None:
+        if self.spf is not None:
+            self.spf.cancel()
 
 
 @dataclass
@@ -122,6 +127,7 @@ class Milter:
         except p.ProtocolError as exc:
             log.warning("milter protocol error from the MTA: %s", exc)
         finally:
+            session.message.discard()  # a connection dropped mid-message: no SPF left running
             self.connections -= 1
             writer.close()
             with contextlib.suppress(ConnectionError):
@@ -159,7 +165,17 @@ class Milter:
             return p.encode(p.CONTINUE)
         if command == p.MAIL:
             args = p.strings(data)
+            session.message.discard()
             session.message = _Message(args[0].decode("utf-8", "replace") if args else "")
+            if not (session.trusted or session.macros.get("auth_authen")):
+                # SPF needs only the envelope: its DNS overlaps the DATA phase.
+                session.message.spf = asyncio.ensure_future(
+                    self.authenticator.check_spf_async(
+                        ip=session.address or "0.0.0.0",  # noqa: S104 - a value, not a bind
+                        helo=session.helo,
+                        mail_from=session.message.mail_from,
+                    )
+                )
             return p.encode(p.CONTINUE)
         if command == p.HEADER:
             name, value = p.strings(data, 2)
@@ -177,6 +193,7 @@ class Milter:
             session.message = _Message()
             return reply
         if command == p.ABORT:
+            session.message.discard()
             session.message = _Message()
             return b""
         if command == p.QUIT:
@@ -184,6 +201,7 @@ class Milter:
         if command == p.QUIT_NC:
             # The SMTP connection ends, another one's packets follow on this socket: keep
             # only what was negotiated.
+            session.message.discard()
             session.macros, session.address, session.helo = {}, "", ""
             session.trusted, session.message = False, _Message()
             return b""
@@ -236,8 +254,15 @@ class Milter:
                 return p.encode(self._error_action())
             return p.encode(p.CONTINUE)  # outbound mail with no key for its domain
         started = time.monotonic()
+        intake, spf = message.intake, message.spf
+
+        async def checks() -> Verdict:
+            if spf is not None:
+                intake.use_spf(await spf)
+            return await intake.verdict()
+
         try:
-            verdict = await asyncio.wait_for(message.intake.verdict(), self.settings.deadline)
+            verdict = await asyncio.wait_for(checks(), self.settings.deadline)
         except (TimeoutError, ValueError) as exc:
             log.warning(
                 "message %s not verified: %s", session.macros.get("i", "-"), exc or "deadline"
