@@ -33,7 +33,13 @@ _SCHEMA: dict[str, dict[str, type | tuple[type, ...]]] = {
         "metrics_listen": str,
     },
     "dns": {"nameservers": list, "timeout": (int, float), "zone_files": list},
-    "inbound": {"reject_dmarc": bool, "quarantine_dmarc": bool, "trusted_arc_sealers": list},
+    "inbound": {
+        "reject_dmarc": bool,
+        "quarantine_dmarc": bool,
+        "trusted_arc_sealers": list,
+        "arc_seal": dict,
+    },
+    "inbound.arc_seal": {"domain": str, "selector": str, "key": str, "recipient_domains": list},
     "outbound": {"trusted_networks": list, "keys": list},
     "outbound.keys": {"domain": str, "selector": str, "key": str},
 }
@@ -61,6 +67,8 @@ class MilterConfig:
     trusted_arc_sealers: tuple[str, ...] = ()
     trusted_networks: tuple[Network, ...] = ()
     keys: tuple[KeySpec, ...] = field(default=())
+    arc_seal: KeySpec | None = None  # ARC-seal verified inbound mail with this key ...
+    arc_seal_domains: tuple[str, ...] = ()  # ... when a recipient is in one of these (or all)
     metrics_listen: str = ""
 
 
@@ -88,7 +96,11 @@ def load_milter_config(path: str | os.PathLike[str]) -> MilterConfig:
         quarantine_dmarc=bool(_get(inbound, "quarantine_dmarc", False)),
         trusted_arc_sealers=tuple(str(d) for d in _get(inbound, "trusted_arc_sealers", [])),
         trusted_networks=_networks(_get(outbound, "trusted_networks", []), problems),
-        keys=_keys(_get(outbound, "keys", []), problems),
+        keys=_keys(_get(outbound, "keys", []), "outbound.keys", problems),
+        arc_seal=_arc_seal(_get(inbound, "arc_seal", {}), problems),
+        arc_seal_domains=tuple(
+            str(d) for d in _get(_get(inbound, "arc_seal", {}), "recipient_domains", [])
+        ),
         metrics_listen=_get(data, "metrics_listen", ""),
     )
     _check_values(config, problems)
@@ -146,21 +158,27 @@ def _networks(values: list[Any], problems: list[str]) -> tuple[Network, ...]:
     return tuple(found)
 
 
-def _keys(entries: list[Any], problems: list[str]) -> tuple[KeySpec, ...]:
+def _keys(entries: list[Any], where: str, problems: list[str]) -> tuple[KeySpec, ...]:
     specs = []
     for index, entry in enumerate(entries):
         if not isinstance(entry, dict):
             continue
+        name = f"{where}[{index}]" if where == "outbound.keys" else where
         missing = [k for k in ("domain", "selector", "key") if not isinstance(entry.get(k), str)]
         if missing:
-            problems.append(f"outbound.keys[{index}] lacks {', '.join(missing)}")
+            problems.append(f"{name} lacks {', '.join(missing)}")
             continue
         path = Path(entry["key"])
         if not os.access(path, os.R_OK):
-            problems.append(f"outbound.keys[{index}]: cannot read key file {path}")
+            problems.append(f"{name}: cannot read key file {path}")
             continue
         specs.append(KeySpec(entry["domain"], entry["selector"], path))
     return tuple(specs)
+
+
+def _arc_seal(table: dict[str, Any], problems: list[str]) -> KeySpec | None:
+    found = _keys([table], "inbound.arc_seal", problems) if table else ()
+    return found[0] if found else None
 
 
 def _check_values(config: MilterConfig, problems: list[str]) -> None:
@@ -172,8 +190,13 @@ def _check_values(config: MilterConfig, problems: list[str]) -> None:
         problems.append("deadline and dns.timeout must be positive")
     if config.nameservers and config.zone_files:
         problems.append("dns.nameservers and dns.zone_files exclude each other")
-    for spec in config.keys:
+    for where, spec in [
+        *(("outbound.keys", k) for k in config.keys),
+        ("inbound.arc_seal", config.arc_seal),
+    ]:
+        if spec is None:
+            continue
         try:
             load_private_key(spec.key)
         except MailauthError as exc:
-            problems.append(f"outbound.keys: {exc}")
+            problems.append(f"{where}: {exc}")

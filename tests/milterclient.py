@@ -55,6 +55,7 @@ class MilterClient:
         headers: list[tuple[str, str]],
         body: bytes,
         queue_id: str = "4QTEST",
+        recipients: tuple[str, ...] = ("bob@example.net",),
     ) -> list[tuple[bytes, bytes]]:
         """A whole SMTP transaction (after negotiation); the end-of-message replies."""
         await self.send(p.MACRO, p.CONNECT + b"j\0mx.example.org\0{daemon_name}\0smtpd\0")
@@ -62,6 +63,8 @@ class MilterClient:
         assert await self.step(p.CONNECT, connect) == p.CONTINUE
         assert await self.step(p.HELO, helo.encode() + b"\0") == p.CONTINUE
         assert await self.step(p.MAIL, f"<{mail_from}>".encode() + b"\0") == p.CONTINUE
+        for recipient in () if self.protocol & p.P_NORCPT else recipients:
+            assert await self.step(p.RCPT, f"<{recipient}>".encode() + b"\0") == p.CONTINUE
         await self.send(p.MACRO, p.DATA + b"i\0" + queue_id.encode() + b"\0")
         assert await self.step(p.DATA) == p.CONTINUE
         for name, value in headers:

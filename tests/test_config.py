@@ -40,6 +40,12 @@ zone_files = ["{zone}"]
 reject_dmarc = true
 trusted_arc_sealers = ["lists.example.org"]
 
+[inbound.arc_seal]
+domain = "example.org"
+selector = "arc2026"
+key = "{key}"
+recipient_domains = ["alumni.example.org"]
+
 [outbound]
 trusted_networks = ["192.0.2.0/24", "2001:db8::/32"]
 
@@ -63,6 +69,8 @@ def test_a_complete_file(tmp_path: Path) -> None:
     assert [str(n) for n in config.trusted_networks] == ["192.0.2.0/24", "2001:db8::/32"]
     assert config.keys[0].selector == "ed2026"
     assert config.trusted_arc_sealers == ("lists.example.org",)
+    assert config.arc_seal is not None and config.arc_seal.selector == "arc2026"
+    assert config.arc_seal_domains == ("alumni.example.org",)
 
 
 def test_every_problem_is_one_line(tmp_path: Path) -> None:
@@ -71,7 +79,7 @@ def test_every_problem_is_one_line(tmp_path: Path) -> None:
         'listen = "inet:8891@127.0.0.1"\nauthserv_id = "mx example"\nlisten_backlog = 5\n'
         'deadline = "soon"\non_error = "drop"\n[outbound]\ntrusted_networks = ["10.0.0.0/33"]\n'
         '[[outbound.keys]]\ndomain = "example.com"\nselector = "s"\nkey = "/nonexistent.pem"\n'
-        "[dns]\nresolver = 1\n"
+        '[dns]\nresolver = 1\n[inbound.arc_seal]\ndomain = "example.org"\n'
     )
     with pytest.raises(ConfigError) as error:
         load_milter_config(path)
@@ -84,6 +92,7 @@ def test_every_problem_is_one_line(tmp_path: Path) -> None:
         "cannot read key file /nonexistent.pem",
         "must be a plain token",
         "on_error 'drop'",
+        "inbound.arc_seal lacks selector, key",
     ]
     for fragment in expected:
         assert sum(fragment in line for line in lines) == 1, (fragment, lines)
@@ -103,12 +112,28 @@ def test_check_config(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Non
     path = tmp_path / "milter.toml"
     path.write_text(GOOD.format(zone=ZONE, key=_key(tmp_path)))
     assert main(["milter", "--config", str(path), "--check-config"]) == 0
-    assert "configuration valid" in capsys.readouterr().out
+    assert "ARC sealing as example.org" in capsys.readouterr().out
+    key = tmp_path / "seal.pem"
+    key.write_bytes(private_key_pem(ED_KEY))
+    key.chmod(0o600)
+    assert main(["milter", "--config", str(path), "--check-config", "--arc-seal", "x"]) == 2
+    assert "--arc-seal 'x': use DOMAIN:SELECTOR:KEYFILE" in capsys.readouterr().err
+    seal = f"fwd.example.net:s1:{key}"
+    assert main(["milter", "--config", str(path), "--check-config", "--arc-seal", seal]) == 0
+    assert "ARC sealing as fwd.example.net" in capsys.readouterr().out
+    key.chmod(0o644)  # readable by others: one warning line, still valid
+    assert main(["milter", "--config", str(path), "--check-config", "--arc-seal", seal]) == 0
+    err = capsys.readouterr().err.splitlines()
+    assert err == [f"mailauth milter: warning: private key {key} is accessible by group or "
+                   "others (mode 0644); chmod 600 it"]  # fmt: skip
     path.write_text('listen = "tcp:25"\nauthserv_id = "mx.example.org"\n')
     assert main(["milter", "--config", str(path), "--check-config"]) == 2
     assert "bad listen socket" in capsys.readouterr().err
     assert main(["milter", "--check-config", "--authserv-id", "mx.example.org"]) == 2
     assert "give --listen" in capsys.readouterr().err
+    args = ["milter", "--listen", "inet:8891@127.0.0.1", "--authserv-id", "mx.example.org"]
+    assert main([*args, "--check-config", "--arc-seal-domain", "alumni.example.org"]) == 2
+    assert "--arc-seal-domain needs --arc-seal" in capsys.readouterr().err
 
 
 def test_sighup_reloads_and_sigterm_stops(tmp_path: Path) -> None:

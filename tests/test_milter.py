@@ -457,3 +457,92 @@ def test_spf_starts_at_mail_from() -> None:
         server.close()
 
     run(go())
+
+
+def test_inbound_mail_is_arc_sealed_when_asked() -> None:
+    import dkim as dkimpy
+
+    from mailauth.arc import Sealer, verify_arc
+    from mailauth.dkim import public_key_record
+    from mailauth.dns import RRType
+    from mailauth.message import Message
+    from mailauth.plan import run_plan
+    from mailauth.results import ArcResult
+    from tests.dkim_helpers import RSA_KEY, dkimpy_dns
+
+    raw = (DEMO / "message.eml").read_bytes()
+    headers, body = split_message(raw)
+    settings = MilterSettings(sealer=Sealer("example.org", "arc1", RSA_KEY))
+
+    async def go() -> list[tuple[bytes, bytes]]:
+        server, port, _ = await serve(settings)
+        client = await MilterClient.connect("127.0.0.1", port)
+        await client.negotiate()
+        replies = await client.message(
+            ip="192.0.2.10", helo="mail.example.com", mail_from="alice@example.com",
+            headers=headers, body=body,
+        )  # fmt: skip
+        await client.close()
+        server.close()
+        return replies
+
+    replies = asyncio.run(go())
+    assert replies[-1][0] == p.CONTINUE
+    # The MTA applies the inserts in order, each at its index: the ARC set ends up on top.
+    delivered: list[bytes] = []
+    for command, data in replies:
+        if command == p.INSHEADER:
+            (index,) = struct.unpack(">I", data[:4])
+            name, value = data[4:-1].split(b"\0")
+            delivered.insert(index, name + b":" + value.replace(b"\n", b"\r\n") + b"\r\n")
+    names = [f.split(b":")[0] for f in delivered]
+    assert names == [
+        b"ARC-Seal", b"ARC-Message-Signature", b"ARC-Authentication-Results",
+        b"Authentication-Results",
+    ]  # fmt: skip
+    assert b"i=1; mx.example.org; spf=pass" in delivered[2] and b"dmarc=pass" in delivered[2]
+    sealed = b"".join(delivered) + raw
+    record = public_key_record(RSA_KEY)
+    zone = ZoneResolver({("arc1._domainkey.example.org", RRType.TXT): (300, (record.encode(),))})
+    outcome = run_plan(verify_arc(Message.parse(sealed)), zone)
+    assert (outcome.result, outcome.domains) == (ArcResult.PASS, ("example.org",)), outcome.reason
+    assert b"cv=none" in delivered[0]
+    records = {"arc1._domainkey.example.org": record}
+    assert dkimpy.arc_verify(sealed, dnsfunc=dkimpy_dns(records))[0] == b"pass"
+    # A changed body breaks the seal: the hash was taken from what the MTA passed.
+    broken = sealed.replace(b"Hello Bob", b"Hello Eve")
+    assert run_plan(verify_arc(Message.parse(broken)), zone).result is ArcResult.FAIL
+
+
+def test_sealing_only_for_forwarding_domains() -> None:
+    from mailauth.arc import Sealer
+    from tests.dkim_helpers import ED_KEY
+
+    headers, body = split_message((DEMO / "message.eml").read_bytes())
+    settings = MilterSettings(
+        sealer=Sealer("example.org", "arc2", ED_KEY),
+        seal_domains=frozenset({"alumni.example.org"}),
+    )
+
+    async def go() -> list[list[bytes]]:
+        server, port, _ = await serve(settings)
+        client = await MilterClient.connect("127.0.0.1", port)
+        _, protocol = await client.negotiate()
+        assert not protocol & p.P_NORCPT and protocol & p.P_NR_RCPT  # RCPT seen, not answered
+        inserted = []
+        for recipients in (("bob@example.net",), ("bob@example.net", "<Carol@Alumni.Example.ORG>")):
+            replies = await client.message(
+                ip="192.0.2.10", helo="mail.example.com", mail_from="alice@example.com",
+                headers=headers, body=body, recipients=recipients,
+            )  # fmt: skip
+            inserted.append([d[4:].split(b"\0")[0] for c, d in replies if c == p.INSHEADER])
+        await client.close()
+        server.close()
+        return inserted
+
+    plain, sealed = asyncio.run(go())
+    assert plain == [b"Authentication-Results"]
+    assert sealed == [
+        b"Authentication-Results", b"ARC-Seal", b"ARC-Message-Signature",
+        b"ARC-Authentication-Results",
+    ]  # fmt: skip

@@ -17,12 +17,17 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import dkim as dkimpy
 import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from mailauth.arc import verify_arc
 from mailauth.dkim import public_key_record
 from mailauth.dkim.keys import private_key_pem
-from tests.dkim_helpers import dkimpy_verify, verify, zone
+from mailauth.message import Message
+from mailauth.plan import run_plan
+from mailauth.results import ArcResult
+from tests.dkim_helpers import dkimpy_dns, dkimpy_verify, verify, zone
 from tests.dnsserver import LoopbackDnsServer
 from tests.postfix import ThrowawayPostfix, free_port
 
@@ -49,6 +54,7 @@ def postfix(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ThrowawayPostf
         command += ["--authserv-id", "mx.example.org", "--nameserver", dns.address]
         command += ["--reject-dmarc", "--trusted-network", "192.0.2.128/25"]
         command += ["--sign", f"example.com:out2026:{key_file}"]
+        command += ["--arc-seal", f"example.org:arc2026:{key_file}"]
         milter = subprocess.Popen(command, stderr=subprocess.PIPE)
         try:
             assert milter.stderr is not None
@@ -99,6 +105,12 @@ def test_a_signed_message_gets_passes_in_one_header(postfix: ThrowawayPostfix) -
     assert header.startswith("Authentication-Results: mx.example.org;")
     for clause in ("spf=pass", "dkim=pass", "dmarc=pass"):
         assert clause in header, header
+    # --arc-seal: the delivered copy carries our ARC set, valid for mailauth and for dkimpy
+    message = delivered.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
+    records = {"arc2026._domainkey.example.org": public_key_record(SIGNING_KEY)}
+    outcome = run_plan(verify_arc(Message.parse(message)), zone(records))
+    assert (outcome.result, outcome.domains) == (ArcResult.PASS, ("example.org",)), outcome.reason
+    assert dkimpy.arc_verify(message, dnsfunc=dkimpy_dns(records))[0] == b"pass"
 
 
 def test_a_spoofed_message_is_refused_with_550(postfix: ThrowawayPostfix) -> None:
@@ -134,6 +146,7 @@ def test_mail_from_a_trusted_network_is_delivered_dkim_signed(postfix: Throwaway
     message = delivered.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
     assert b"DKIM-Signature:" in message
     assert not _authentication_results(message)  # outbound mail is signed, not verified
+    assert b"ARC-Seal:" not in message  # nor sealed
     records = {"out2026._domainkey.example.com": public_key_record(SIGNING_KEY)}
     (outcome,) = verify(message, zone(records), now=time.time())
     assert (outcome.result, outcome.selector) == ("pass", "out2026")

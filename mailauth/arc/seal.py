@@ -75,47 +75,70 @@ class Sealer:
         ``chain``: the validation of the incoming chain (:func:`verify_arc`).
         """
         parsed = Message.parse(message)
-        existing = [f for f in parsed.headers if is_arc_field(f)]
+        fields = self.seal_fields(
+            parsed,
+            hash_body(parsed.body, RELAXED),
+            authentication_results=authentication_results,
+            chain=chain,
+            now=now,
+        )
+        start = message.find(b"\n") + 1 if message.startswith(b"From ") else 0
+        return message[:start] + b"".join(f.raw for f in fields) + message[start:]
+
+    def seal_fields(
+        self,
+        message: Message,
+        body_hash: bytes,
+        *,
+        authentication_results: str,
+        chain: ArcOutcome,
+        now: float | None = None,
+    ) -> list[HeaderField]:
+        """The new ARC Set (ARC-Seal, ARC-Message-Signature, ARC-Authentication-Results, in
+        the order they go on top), from the header fields and the relaxed SHA-256 body hash;
+        empty when no set may be added. For callers that stream the body (the milter)."""
+        existing = [f for f in message.headers if is_arc_field(f)]
         instances = _instances(existing)
-        newest = _newest_seal_cv(existing, instances)
-        if newest == "fail":
-            return message  # RFC 8617 5.1 step 2: a failed chain is not continued
+        if _newest_seal_cv(existing, instances) == "fail":
+            return []  # RFC 8617 5.1 step 2: a failed chain is not continued
         instance = max(instances, default=0) + 1
         if instance > MAX_SETS:
-            return message  # no room for a 51st set
+            return []  # no room for a 51st set
         if chain.result is ArcResult.NONE and instance > 1:
             raise SigningError("the chain given does not belong to this message")
         cv = {ArcResult.NONE: "none", ArcResult.PASS: "pass"}.get(chain.result, "fail")
         when = int(time.time() if now is None else now)
-        eol = "\r\n" if parsed.headers[0].raw.endswith(b"\r\n") else "\n"
+        eol = "\r\n" if message.headers[0].raw.endswith(b"\r\n") else "\n"
         payload = f"i={instance}; {_unfold(authentication_results)}"
         # Folded only at its own spaces: unfolding gives back the one-line text exactly.
         aar_text = _wrap("ARC-Authentication-Results:", payload.split(" "), eol)
         aar = HeaderField("ARC-Authentication-Results", aar_text.encode())
-        ams = self._message_signature(parsed, aar, instance, when, eol)
+        ams = self._message_signature(
+            message, aar, body_hash, {"i": str(instance), "t": str(when), "eol": eol}
+        )
         tags = {"a": self.algorithm, "cv": cv, "d": self.domain}
         tags |= {"i": str(instance), "s": self.selector, "t": str(when)}
         seal = self._seal(existing if cv != "fail" else [], (aar, ams), tags)
-        start = message.find(b"\n") + 1 if message.startswith(b"From ") else 0
-        return message[:start] + seal.raw + ams.raw + aar.raw + message[start:]
+        return [seal, ams, aar]
 
     def _message_signature(
-        self, message: Message, aar: HeaderField, instance: int, when: int, eol: str
+        self, message: Message, aar: HeaderField, body_hash: bytes, where: dict[str, str]
     ) -> HeaderField:
+        """The AMS over the message's fields and the body hash; ``where``: i, t and eol."""
+        instance, when, eol = where["i"], where["t"], where["eol"]
         counts: dict[str, int] = {}
         for field in message.headers:
             counts[field.name.lower()] = counts.get(field.name.lower(), 0) + 1
         signed = [n for n in self.headers for _ in range(counts.get(n, 0))]
-        body_hash = base64.b64encode(hash_body(message.body, RELAXED)).decode()
         tags = {
             "a": self.algorithm,
-            "bh": body_hash,
+            "bh": base64.b64encode(body_hash).decode(),
             "c": "relaxed/relaxed",
             "d": self.domain,
             "h": ":".join(signed),
-            "i": str(instance),
+            "i": instance,
             "s": self.selector,
-            "t": str(when),
+            "t": when,
         }
         headers = (aar, *message.headers)
         data = header_data(headers, signed, RELAXED)

@@ -8,9 +8,11 @@ import ipaddress
 import logging
 import signal
 import sys
+import warnings
 from dataclasses import replace
 from pathlib import Path
 
+from mailauth.arc import Sealer
 from mailauth.cli.common import CliError, Parser, add_dns_options, make_resolver
 from mailauth.config import KeySpec, MilterConfig, load_milter_config
 from mailauth.dkim import Signer
@@ -58,6 +60,14 @@ def add_milter_parser(commands: argparse._SubParsersAction[Parser]) -> None:
         "--sign", action="append", default=[], metavar="DOMAIN:SELECTOR:KEYFILE",
         help="DKIM-sign outbound mail from DOMAIN (repeat for dual RSA + Ed25519 signing)",
     )  # fmt: skip
+    milter.add_argument(
+        "--arc-seal", metavar="DOMAIN:SELECTOR:KEYFILE",
+        help="ARC-seal verified inbound mail (for forwarders and list servers)",
+    )  # fmt: skip
+    milter.add_argument(
+        "--arc-seal-domain", action="append", default=[], metavar="DOMAIN",
+        help="seal only mail with a recipient in DOMAIN, a forwarding domain (repeatable)",
+    )  # fmt: skip
     milter.add_argument("--socket-mode", metavar="OCTAL", help="unix socket mode (660)")
     milter.add_argument(
         "--metrics-listen", metavar="HOST:PORT", help="serve Prometheus metrics at /metrics"
@@ -68,12 +78,8 @@ def add_milter_parser(commands: argparse._SubParsersAction[Parser]) -> None:
 def effective_config(args: argparse.Namespace) -> MilterConfig:
     """The file's configuration with the command line's options on top."""
     config = load_milter_config(args.config) if args.config else MilterConfig()
-    keys = list(config.keys)
-    for spec in args.sign:
-        domain, selector, key = [*spec.split(":", 2), "", ""][:3]
-        if not (domain and selector and key):
-            raise CliError(f"--sign {spec!r}: use DOMAIN:SELECTOR:KEYFILE")
-        keys.append(KeySpec(domain, selector, Path(key)))
+    keys = [*config.keys, *(_key_spec("--sign", spec) for spec in args.sign)]
+    arc_seal = _key_spec("--arc-seal", args.arc_seal) if args.arc_seal else config.arc_seal
     try:
         networks = [*config.trusted_networks, *map(_network, args.trusted_network)]
         mode = int(args.socket_mode, 8) if args.socket_mode else config.socket_mode
@@ -90,13 +96,24 @@ def effective_config(args: argparse.Namespace) -> MilterConfig:
         trusted_networks=tuple(networks),
         trusted_arc_sealers=(*config.trusted_arc_sealers, *args.trusted_arc_sealer),
         keys=tuple(keys),
+        arc_seal=arc_seal,
+        arc_seal_domains=(*config.arc_seal_domains, *args.arc_seal_domain),
         socket_mode=mode,
         metrics_listen=args.metrics_listen or config.metrics_listen,
     )
+    if config.arc_seal_domains and not config.arc_seal:
+        raise CliError("--arc-seal-domain needs --arc-seal (or inbound.arc_seal in --config)")
     if not config.listen or not config.authserv_id:
         raise CliError("give --listen and --authserv-id (or listen and authserv_id in --config)")
     parse_listen(config.listen)
     return config
+
+
+def _key_spec(option: str, text: str) -> KeySpec:
+    domain, selector, key = [*text.split(":", 2), "", ""][:3]
+    if not (domain and selector and key):
+        raise CliError(f"{option} {text!r}: use DOMAIN:SELECTOR:KEYFILE")
+    return KeySpec(domain, selector, Path(key))
 
 
 def _network(text: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
@@ -117,9 +134,15 @@ def build_milter_parts(
         trusted_arc_sealers=config.trusted_arc_sealers,
     )
     signers: dict[str, tuple[Signer, ...]] = {}
-    for spec in config.keys:
-        signer = Signer(spec.domain, spec.selector, spec.key)
-        signers[signer.domain] = (*signers.get(signer.domain, ()), signer)
+    with warnings.catch_warnings(record=True) as caught:  # key file modes: one line each
+        warnings.simplefilter("always")
+        for spec in config.keys:
+            signer = Signer(spec.domain, spec.selector, spec.key)
+            signers[signer.domain] = (*signers.get(signer.domain, ()), signer)
+        seal = config.arc_seal
+        sealer = Sealer(seal.domain, seal.selector, seal.key) if seal else None
+    for warning in caught:
+        print(f"mailauth milter: warning: {warning.message}", file=sys.stderr)
     settings = MilterSettings(
         deadline=config.deadline,
         on_error=config.on_error,
@@ -127,6 +150,8 @@ def build_milter_parts(
         quarantine_dmarc=config.quarantine_dmarc,
         trusted_networks=config.trusted_networks,
         signers=signers,
+        sealer=sealer,
+        seal_domains=frozenset(d.rstrip(".").lower() for d in config.arc_seal_domains),
     )
     return authenticator, settings
 
@@ -138,7 +163,11 @@ def cmd_milter(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise CliError(str(exc)) from None
     if args.check_config:
-        print(f"mailauth milter: configuration valid ({config.listen}, {len(config.keys)} keys)")
+        sealing = f", ARC sealing as {config.arc_seal.domain}" if config.arc_seal else ""
+        print(
+            f"mailauth milter: configuration valid ({config.listen}, "
+            f"{len(config.keys)} signing keys{sealing})"
+        )
         return 0
     logging.basicConfig(level=logging.INFO, format="mailauth milter: %(message)s")
     metrics = None

@@ -22,10 +22,11 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
+from mailauth.arc import Sealer, results_payload
 from mailauth.authresults import authserv_id_of
 from mailauth.dkim import BodyHasher, Canonicalization, Signer
 from mailauth.errors import MailauthError
-from mailauth.message import Message
+from mailauth.message import HeaderField, Message
 from mailauth.milter import protocol as p
 from mailauth.milter.metrics import Metrics
 from mailauth.pipeline import Authenticator, MessageIntake
@@ -52,6 +53,8 @@ class MilterSettings:
     quarantine_dmarc: bool = False
     trusted_networks: tuple[Network, ...] = ()
     signers: Mapping[str, tuple[Signer, ...]] = field(default_factory=dict)
+    sealer: Sealer | None = None  # ARC-seal verified inbound messages (RFC 8617 5.1.4) ...
+    seal_domains: frozenset[str] = frozenset()  # ... to these recipient domains (empty: all)
 
 
 @dataclass
@@ -67,6 +70,8 @@ class _Message:
     hashers: dict[Canonicalization, BodyHasher] = field(default_factory=dict)
     problem: str = ""  # why the message cannot be checked or signed
     spf: asyncio.Task[SpfCheck] | None = None  # started at MAIL FROM
+    seal_hasher: BodyHasher | None = None  # the relaxed body hash an ARC seal needs
+    recipient_domains: set[str] = field(default_factory=set)  # seen only with seal_domains
 
     def discard(self) -> None:
         if self.spf is not None:
@@ -136,19 +141,7 @@ class Milter:
     async def _dispatch(self, session: _Session, command: bytes, data: bytes) -> bytes | None:
         """The reply to one packet: bytes to send, b"" for none, None to close."""
         if command == p.OPTNEG:
-            version, actions, protocol = p.parse_optneg(data)
-            if version < 2:
-                raise p.ProtocolError(f"milter protocol version {version} is too old")
-            session.leading_space = bool(protocol & p.P_HDR_LEADSPC)
-            # No reply to HELO, MAIL, DATA, headers and body chunks when the MTA allows it:
-            # one round trip per message part fewer (the decisions are all at end of message).
-            no_reply = sum(p.NO_REPLY.values())
-            wanted = p.P_NORCPT | p.P_NOUNKNOWN | p.P_HDR_LEADSPC | no_reply
-            chosen = protocol & wanted
-            session.no_reply = frozenset(c for c, bit in p.NO_REPLY.items() if chosen & bit)
-            return p.optneg_reply(
-                actions & (p.ACT_ADDHDRS | p.ACT_CHGHDRS | p.ACT_QUARANTINE), chosen
-            )
+            return self._negotiate(session, data)
         if command == p.MACRO:
             _, macros = p.parse_macros(data)
             session.macros.update(macros)
@@ -205,7 +198,12 @@ class Milter:
             session.macros, session.address, session.helo = {}, "", ""
             session.trusted, session.message = False, _Message()
             return b""
-        if command in (p.RCPT, p.DATA, p.UNKNOWN):
+        if command == p.RCPT:
+            recipient = p.strings(data)[0].decode("utf-8", "replace") if data else ""
+            domain = recipient.strip("<> ").rpartition("@")[2].rstrip(".").lower()
+            session.message.recipient_domains.add(domain)
+            return p.encode(p.CONTINUE)
+        if command in (p.DATA, p.UNKNOWN):
             return p.encode(p.CONTINUE)
         raise p.ProtocolError(f"unknown milter command {command!r}")
 
@@ -230,8 +228,34 @@ class Milter:
                 mail_from=message.mail_from,
             )
             message.intake.add_headers(section)
+            if self._seals(message):
+                message.seal_hasher = BodyHasher(Canonicalization.RELAXED)
         except (MailauthError, ValueError) as exc:
             message.intake, message.problem = None, str(exc)
+
+    def _negotiate(self, session: _Session, data: bytes) -> bytes:
+        """Option negotiation: the actions we take, the steps we skip or do not answer."""
+        version, actions, protocol = p.parse_optneg(data)
+        if version < 2:
+            raise p.ProtocolError(f"milter protocol version {version} is too old")
+        session.leading_space = bool(protocol & p.P_HDR_LEADSPC)
+        # No reply to HELO, MAIL, RCPT, DATA, headers, body chunks when the MTA allows it:
+        # one round trip per message part fewer (the decisions are all at end of message).
+        no_reply = sum(p.NO_REPLY.values())
+        wanted = p.P_NOUNKNOWN | p.P_HDR_LEADSPC | no_reply
+        if not (self.settings.sealer and self.settings.seal_domains):
+            wanted |= p.P_NORCPT  # recipients matter only to seal for some domains
+        chosen = protocol & wanted
+        session.no_reply = frozenset(c for c, bit in p.NO_REPLY.items() if chosen & bit)
+        return p.optneg_reply(actions & (p.ACT_ADDHDRS | p.ACT_CHGHDRS | p.ACT_QUARANTINE), chosen)
+
+    def _seals(self, message: _Message) -> bool:
+        """Whether this inbound message gets an ARC set: sealing on, and a recipient in one
+        of the forwarding domains when they are configured."""
+        domains = self.settings.seal_domains
+        return self.settings.sealer is not None and (
+            not domains or not domains.isdisjoint(message.recipient_domains)
+        )
 
     def _feed(self, session: _Session, chunk: bytes) -> None:
         message = session.message
@@ -241,6 +265,8 @@ class Milter:
             message.intake.add_body(chunk)
         for hasher in message.hashers.values():
             hasher.update(chunk)
+        if message.seal_hasher is not None:
+            message.seal_hasher.update(chunk)
 
     async def _end_of_message(self, session: _Session) -> bytes:
         message = session.message
@@ -268,7 +294,8 @@ class Milter:
                 "message %s not verified: %s", session.macros.get("i", "-"), exc or "deadline"
             )
             return p.encode(self._error_action())
-        reply = self._modifications(session, verdict)
+        seal = await self._seal(session, verdict)
+        reply = self._modifications(session, verdict, seal)
         action = {b"y": "reject", b"t": "tempfail"}.get(reply[4:5], "continue")
         seconds = time.monotonic() - started
         _log_message(session, verdict, action, seconds)
@@ -296,17 +323,38 @@ class Milter:
         except (MailauthError, ValueError) as exc:
             log.warning("message %s not signed: %s", session.macros.get("i", "-"), exc)
             return p.encode(self._error_action())
-        replies = []
-        for index, field_ in enumerate(fields):
-            value = field_[field_.index(b":") + 1 :].decode().rstrip("\r\n")
-            if not session.leading_space:
-                value = value.lstrip(" ")
-            value = value.replace("\r\n", "\n")
-            replies.append(p.header_reply(p.INSHEADER, index, "DKIM-Signature", value))
+        replies = [
+            _insert(index, "DKIM-Signature", raw, session.leading_space)
+            for index, raw in enumerate(fields)
+        ]
         replies.append(p.encode(p.CONTINUE))
         return b"".join(replies)
 
-    def _modifications(self, session: _Session, verdict: Verdict) -> bytes:
+    async def _seal(self, session: _Session, verdict: Verdict) -> list[bytes]:
+        """The ARC set for a verified message, as insert-header replies (off the loop)."""
+        sealer, hasher = self.settings.sealer, session.message.seal_hasher
+        if sealer is None or hasher is None or verdict.arc is None:
+            return []
+        section = _header_section(session.message.headers, session.leading_space)
+        body_hash, chain = hasher.digest(), verdict.arc
+        payload = results_payload(verdict.authentication_results)
+
+        def fields() -> list[HeaderField]:
+            parsed = Message.parse(section + b"\r\n")
+            return sealer.seal_fields(
+                parsed, body_hash, authentication_results=payload, chain=chain
+            )
+
+        try:
+            sealed = await asyncio.get_running_loop().run_in_executor(None, fields)
+        except (MailauthError, ValueError) as exc:
+            log.warning("message %s not sealed: %s", session.macros.get("i", "-"), exc)
+            return []
+        return [
+            _insert(index, f.name, f.raw, session.leading_space) for index, f in enumerate(sealed)
+        ]
+
+    def _modifications(self, session: _Session, verdict: Verdict, seal: list[bytes]) -> bytes:
         message = session.message
         replies = []
         ours = self.authenticator.authserv_id
@@ -334,8 +382,17 @@ class Milter:
             replies.append(
                 p.encode(p.QUARANTINE, f"DMARC quarantine for {dmarc.domain}\0".encode())
             )
+        replies.extend(seal)  # inserted last, so the ARC set ends up on top
         replies.append(p.encode(p.CONTINUE))
         return b"".join(replies)
+
+
+def _insert(index: int, name: str, raw: bytes, leading_space: bool) -> bytes:
+    """An insert-header reply for a whole field we made (``name: value`` + line end)."""
+    value = raw[raw.index(b":") + 1 :].decode().rstrip("\r\n")
+    if not leading_space:
+        value = value.lstrip(" ")
+    return p.header_reply(p.INSHEADER, index, name, value.replace("\r\n", "\n"))
 
 
 def _log_message(session: _Session, verdict: Verdict, action: str, seconds: float) -> None:
