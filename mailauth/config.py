@@ -16,6 +16,7 @@ from typing import Any
 
 from mailauth.authresults import quote_pvalue
 from mailauth.dkim.keys import load_private_key
+from mailauth.domains import host_name
 from mailauth.errors import ConfigError, MailauthError
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -31,12 +32,14 @@ _SCHEMA: dict[str, dict[str, type | tuple[type, ...]]] = {
         "inbound": dict,
         "outbound": dict,
         "metrics_listen": str,
+        "log_format": str,
     },
     "dns": {"nameservers": list, "timeout": (int, float), "zone_files": list},
     "inbound": {
         "reject_dmarc": bool,
         "quarantine_dmarc": bool,
         "trusted_arc_sealers": list,
+        "trusted_mailing_lists": list,
         "arc_seal": dict,
     },
     "inbound.arc_seal": {"domain": str, "selector": str, "key": str, "recipient_domains": list},
@@ -65,11 +68,13 @@ class MilterConfig:
     reject_dmarc: bool = False
     quarantine_dmarc: bool = False
     trusted_arc_sealers: tuple[str, ...] = ()
+    trusted_mailing_lists: tuple[str, ...] = ()
     trusted_networks: tuple[Network, ...] = ()
     keys: tuple[KeySpec, ...] = field(default=())
     arc_seal: KeySpec | None = None  # ARC-seal verified inbound mail with this key ...
     arc_seal_domains: tuple[str, ...] = ()  # ... when a recipient is in one of these (or all)
     metrics_listen: str = ""
+    log_format: str = "json"
 
 
 def load_milter_config(path: str | os.PathLike[str]) -> MilterConfig:
@@ -95,6 +100,7 @@ def load_milter_config(path: str | os.PathLike[str]) -> MilterConfig:
         reject_dmarc=bool(_get(inbound, "reject_dmarc", False)),
         quarantine_dmarc=bool(_get(inbound, "quarantine_dmarc", False)),
         trusted_arc_sealers=tuple(str(d) for d in _get(inbound, "trusted_arc_sealers", [])),
+        trusted_mailing_lists=tuple(str(d) for d in _get(inbound, "trusted_mailing_lists", [])),
         trusted_networks=_networks(_get(outbound, "trusted_networks", []), problems),
         keys=_keys(_get(outbound, "keys", []), "outbound.keys", problems),
         arc_seal=_arc_seal(_get(inbound, "arc_seal", {}), problems),
@@ -102,6 +108,7 @@ def load_milter_config(path: str | os.PathLike[str]) -> MilterConfig:
             str(d) for d in _get(_get(inbound, "arc_seal", {}), "recipient_domains", [])
         ),
         metrics_listen=_get(data, "metrics_listen", ""),
+        log_format=_get(data, "log_format", "json"),
     )
     _check_values(config, problems)
     if problems:
@@ -186,10 +193,22 @@ def _check_values(config: MilterConfig, problems: list[str]) -> None:
         problems.append(f"authserv_id {config.authserv_id!r} must be a plain token (a host name)")
     if config.on_error not in ("accept", "tempfail"):
         problems.append(f"on_error {config.on_error!r} must be accept or tempfail")
+    if config.log_format not in ("json", "text"):
+        problems.append(f"log_format {config.log_format!r} must be json or text")
     if config.deadline <= 0 or config.dns_timeout <= 0:
         problems.append("deadline and dns.timeout must be positive")
     if config.nameservers and config.zone_files:
         problems.append("dns.nameservers and dns.zone_files exclude each other")
+    for where, names in (
+        ("inbound.trusted_arc_sealers", config.trusted_arc_sealers),
+        ("inbound.trusted_mailing_lists", config.trusted_mailing_lists),
+        ("inbound.arc_seal.recipient_domains", config.arc_seal_domains),
+    ):
+        for name in names:
+            try:
+                host_name(name)
+            except ValueError:
+                problems.append(f"{where}: {name!r} is not a host name")
     for where, spec in [
         *(("outbound.keys", k) for k in config.keys),
         ("inbound.arc_seal", config.arc_seal),

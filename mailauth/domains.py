@@ -8,6 +8,7 @@ Syntax beyond that (which characters a protocol admits) is each protocol's busin
 from __future__ import annotations
 
 import functools
+import re
 
 import idna
 
@@ -41,4 +42,17 @@ def normalize_domain(name: str) -> str:
             raise InvalidDomainError(f"invalid domain name {name!r}: label over 63 octets")
     if "\\" in text:
         raise InvalidDomainError(f"invalid domain name {name!r}: backslash")
+    return text
+
+
+_LDH = re.compile(r"(?!-)[a-z0-9-]{1,63}(?<!-)")
+
+
+def host_name(name: str) -> str:
+    """:func:`normalize_domain` for names given by people (configuration, command line): also
+    letters, digits and hyphens only in each label (RFC 1123 2.1), so that a typo such as a
+    space or a stray comma is refused instead of silently matching nothing."""
+    text = normalize_domain(name)
+    if not all(_LDH.fullmatch(label) for label in text.split(".")):
+        raise InvalidDomainError(f"{name!r} is not a host name")
     return text

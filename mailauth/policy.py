@@ -5,6 +5,11 @@ DMARC fails but the ARC chain passes and a sealer the receiver trusts recorded, 
 ARC-Authentication-Results, a DMARC pass for the same author domain, the disposition becomes
 ``none`` with the override type ``local_policy`` and an RFC 8617 7.2.2 comment
 (``arc=pass as[2].d=... as[2].s=...``). The DMARC result itself stays ``fail``.
+
+:func:`trust_mailing_lists` makes another (RFC 9989 5.4, RFC 9990 ``mailing_list``): when the
+message was provably sent by a list server the receiver names (DKIM pass with its ``d=``, or
+SPF pass for its MAIL FROM domain, at or under a named domain), the disposition becomes
+``none`` with the override type ``mailing_list``.
 """
 
 from __future__ import annotations
@@ -14,8 +19,8 @@ from collections.abc import Iterable
 import authres
 
 from mailauth.dmarc import OverrideContext, OverrideHook, OverrideType, PolicyOverride
-from mailauth.domains import normalize_domain
-from mailauth.results import ArcResult, ArcSetInfo, Policy
+from mailauth.domains import host_name, normalize_domain
+from mailauth.results import ArcResult, ArcSetInfo, DkimResult, Policy, SpfResult
 
 
 def trust_arc_sealers(domains: Iterable[str]) -> OverrideHook:
@@ -34,6 +39,31 @@ def trust_arc_sealers(domains: Iterable[str]) -> OverrideHook:
                     for s in reversed(arc.sets)
                 )
                 return PolicyOverride(OverrideType.LOCAL_POLICY, f"arc=pass {comment}", Policy.NONE)
+        return None
+
+    return hook
+
+
+def trust_mailing_lists(domains: Iterable[str]) -> OverrideHook:
+    """An override hook for mail that a listed domain's list server authenticated itself."""
+    trusted = frozenset(host_name(d) for d in domains)
+
+    def under(domain: str) -> str | None:
+        labels = domain.lower().rstrip(".").split(".")
+        for start in range(len(labels)):
+            if ".".join(labels[start:]) in trusted:
+                return ".".join(labels[start:])
+        return None
+
+    def hook(context: OverrideContext) -> PolicyOverride | None:
+        for outcome in context.dkim:
+            if outcome.result is DkimResult.PASS and (found := under(outcome.domain)):
+                comment = f"mailing list {found}: dkim=pass header.d={outcome.domain}"
+                return PolicyOverride(OverrideType.MAILING_LIST, comment, Policy.NONE)
+        spf = context.spf.mailfrom if context.spf else None
+        if spf is not None and spf.result is SpfResult.PASS and (found := under(spf.domain)):
+            comment = f"mailing list {found}: spf=pass smtp.mailfrom={spf.domain}"
+            return PolicyOverride(OverrideType.MAILING_LIST, comment, Policy.NONE)
         return None
 
     return hook

@@ -32,6 +32,7 @@ authserv_id = "mx.example.org"
 deadline = 20
 on_error = "tempfail"
 socket_mode = "600"
+log_format = "text"
 
 [dns]
 zone_files = ["{zone}"]
@@ -39,6 +40,7 @@ zone_files = ["{zone}"]
 [inbound]
 reject_dmarc = true
 trusted_arc_sealers = ["lists.example.org"]
+trusted_mailing_lists = ["lists.example.com"]
 
 [inbound.arc_seal]
 domain = "example.org"
@@ -71,15 +73,19 @@ def test_a_complete_file(tmp_path: Path) -> None:
     assert config.trusted_arc_sealers == ("lists.example.org",)
     assert config.arc_seal is not None and config.arc_seal.selector == "arc2026"
     assert config.arc_seal_domains == ("alumni.example.org",)
+    assert config.log_format == "text"
+    assert config.trusted_mailing_lists == ("lists.example.com",)
 
 
 def test_every_problem_is_one_line(tmp_path: Path) -> None:
     path = tmp_path / "bad.toml"
     path.write_text(
         'listen = "inet:8891@127.0.0.1"\nauthserv_id = "mx example"\nlisten_backlog = 5\n'
-        'deadline = "soon"\non_error = "drop"\n[outbound]\ntrusted_networks = ["10.0.0.0/33"]\n'
+        'deadline = "soon"\non_error = "drop"\nlog_format = "xml"\n'
+        '[outbound]\ntrusted_networks = ["10.0.0.0/33"]\n'
         '[[outbound.keys]]\ndomain = "example.com"\nselector = "s"\nkey = "/nonexistent.pem"\n'
-        '[dns]\nresolver = 1\n[inbound.arc_seal]\ndomain = "example.org"\n'
+        '[dns]\nresolver = 1\n[inbound]\ntrusted_mailing_lists = ["lists example"]\n'
+        '[inbound.arc_seal]\ndomain = "example.org"\n'
     )
     with pytest.raises(ConfigError) as error:
         load_milter_config(path)
@@ -92,7 +98,9 @@ def test_every_problem_is_one_line(tmp_path: Path) -> None:
         "cannot read key file /nonexistent.pem",
         "must be a plain token",
         "on_error 'drop'",
+        "log_format 'xml' must be json or text",
         "inbound.arc_seal lacks selector, key",
+        "inbound.trusted_mailing_lists: 'lists example' is not a host name",
     ]
     for fragment in expected:
         assert sum(fragment in line for line in lines) == 1, (fragment, lines)
@@ -132,8 +140,11 @@ def test_check_config(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Non
     assert main(["milter", "--check-config", "--authserv-id", "mx.example.org"]) == 2
     assert "give --listen" in capsys.readouterr().err
     args = ["milter", "--listen", "inet:8891@127.0.0.1", "--authserv-id", "mx.example.org"]
+    args += ["--dns-zone", str(ZONE)]
     assert main([*args, "--check-config", "--arc-seal-domain", "alumni.example.org"]) == 2
     assert "--arc-seal-domain needs --arc-seal" in capsys.readouterr().err
+    assert main([*args, "--check-config", "--trusted-mailing-list", "lists.example.org,"]) == 2
+    assert "'lists.example.org,' is not a host name" in capsys.readouterr().err
 
 
 def test_sighup_reloads_and_sigterm_stops(tmp_path: Path) -> None:

@@ -546,3 +546,66 @@ def test_sealing_only_for_forwarding_domains() -> None:
         b"Authentication-Results", b"ARC-Seal", b"ARC-Message-Signature",
         b"ARC-Authentication-Results",
     ]  # fmt: skip
+
+
+def test_text_log_lines_quote_what_the_client_sent(caplog: pytest.LogCaptureFixture) -> None:
+    import shlex
+
+    headers, body = split_message((DEMO / "message.eml").read_bytes())
+
+    async def go() -> None:
+        server, port, _ = await serve(MilterSettings(log_format="text"))
+        client = await MilterClient.connect("127.0.0.1", port)
+        await client.negotiate()
+        await client.message(
+            ip="192.0.2.10", helo='evil" action=reject\nqueue_id=x', mail_from="alice@example.com",
+            headers=headers, body=body, queue_id="4QLOG2",
+        )  # fmt: skip
+        await client.close()
+        server.close()
+
+    with caplog.at_level("INFO", logger="mailauth.milter"):
+        asyncio.run(go())
+    (line,) = [r.getMessage() for r in caplog.records if "4QLOG2" in r.getMessage()]
+    assert "\n" not in line
+    pairs = dict(item.split("=", 1) for item in shlex.split(line))
+    assert list(pairs) == [
+        "queue_id", "client", "helo", "mail_from", "spf", "dkim", "arc", "dmarc",
+        "disposition", "action", "ms",
+    ]  # fmt: skip
+    assert pairs["helo"] == 'evil" action=reject\\nqueue_id=x'  # one value, escapes kept
+    assert (pairs["queue_id"], pairs["dkim"], pairs["action"]) == (
+        "4QLOG2", "pass:example.com", "continue",
+    )  # fmt: skip
+
+
+def test_trusted_mailing_lists_are_not_refused_under_reject_dmarc() -> None:
+    from mailauth.dmarc import DmarcLocalPolicy
+    from mailauth.policy import trust_mailing_lists
+
+    headers, body = split_message((DMARC / "unauthenticated.eml").read_bytes())
+
+    async def go(lists: tuple[str, ...]) -> list[tuple[bytes, bytes]]:
+        policy = DmarcLocalPolicy(overrides=(trust_mailing_lists(lists),))
+        milter = Milter(
+            Authenticator("mx.example.org", RESOLVER, dmarc_policy=policy),
+            MilterSettings(reject_dmarc=True),
+        )
+        server = await asyncio.start_server(milter.handle, "127.0.0.1", 0)
+        client = await MilterClient.connect("127.0.0.1", server.sockets[0].getsockname()[1])
+        await client.negotiate()
+        # A list server at 192.0.2.10, SPF-authenticated as example.com, relays mail whose
+        # author domain (example.net, p=reject) it cannot authenticate.
+        replies = await client.message(
+            ip="192.0.2.10", helo="mail.example.com", mail_from="list-bounces@example.com",
+            headers=headers, body=body,
+        )  # fmt: skip
+        await client.close()
+        server.close()
+        return replies
+
+    trusted = asyncio.run(go(("example.com",)))
+    assert trusted[-1][0] == p.CONTINUE
+    value = _inserted_header(trusted)
+    assert "spf=pass" in value and "dmarc=fail" in value, value
+    assert asyncio.run(go(("lists.example.org",)))[-1][0] == p.REPLYCODE  # not this list

@@ -16,9 +16,12 @@ from mailauth.arc import Sealer
 from mailauth.cli.common import CliError, Parser, add_dns_options, make_resolver
 from mailauth.config import KeySpec, MilterConfig, load_milter_config
 from mailauth.dkim import Signer
+from mailauth.dmarc import DmarcLocalPolicy
+from mailauth.domains import host_name
 from mailauth.errors import MailauthError
 from mailauth.milter import Metrics, Milter, MilterSettings, parse_listen, start_server
 from mailauth.pipeline import Authenticator
+from mailauth.policy import trust_mailing_lists
 
 log = logging.getLogger("mailauth.milter")
 
@@ -57,6 +60,11 @@ def add_milter_parser(commands: argparse._SubParsersAction[Parser]) -> None:
         help="ARC sealers whose passing chains may override DMARC (repeatable)",
     )  # fmt: skip
     milter.add_argument(
+        "--trusted-mailing-list", action="append", default=[], metavar="DOMAIN",
+        help="list servers (DKIM or SPF pass at or under DOMAIN) exempt from DMARC "
+        "reject/quarantine (repeatable)",
+    )  # fmt: skip
+    milter.add_argument(
         "--sign", action="append", default=[], metavar="DOMAIN:SELECTOR:KEYFILE",
         help="DKIM-sign outbound mail from DOMAIN (repeat for dual RSA + Ed25519 signing)",
     )  # fmt: skip
@@ -68,6 +76,7 @@ def add_milter_parser(commands: argparse._SubParsersAction[Parser]) -> None:
         "--arc-seal-domain", action="append", default=[], metavar="DOMAIN",
         help="seal only mail with a recipient in DOMAIN, a forwarding domain (repeatable)",
     )  # fmt: skip
+    milter.add_argument("--log-format", choices=["json", "text"], help="per-message log line")
     milter.add_argument("--socket-mode", metavar="OCTAL", help="unix socket mode (660)")
     milter.add_argument(
         "--metrics-listen", metavar="HOST:PORT", help="serve Prometheus metrics at /metrics"
@@ -95,12 +104,19 @@ def effective_config(args: argparse.Namespace) -> MilterConfig:
         quarantine_dmarc=args.quarantine_dmarc or config.quarantine_dmarc,
         trusted_networks=tuple(networks),
         trusted_arc_sealers=(*config.trusted_arc_sealers, *args.trusted_arc_sealer),
+        trusted_mailing_lists=(*config.trusted_mailing_lists, *args.trusted_mailing_list),
         keys=tuple(keys),
         arc_seal=arc_seal,
         arc_seal_domains=(*config.arc_seal_domains, *args.arc_seal_domain),
         socket_mode=mode,
         metrics_listen=args.metrics_listen or config.metrics_listen,
+        log_format=args.log_format or config.log_format,
     )
+    for name in (*args.trusted_arc_sealer, *args.trusted_mailing_list, *args.arc_seal_domain):
+        try:
+            host_name(name)
+        except ValueError as exc:
+            raise CliError(str(exc)) from None
     if config.arc_seal_domains and not config.arc_seal:
         raise CliError("--arc-seal-domain needs --arc-seal (or inbound.arc_seal in --config)")
     if not config.listen or not config.authserv_id:
@@ -128,10 +144,12 @@ def build_milter_parts(
         args.dns_zone = list(config.zone_files) or None
         if args.dns_timeout == 5.0:
             args.dns_timeout = config.dns_timeout
+    lists = config.trusted_mailing_lists
     authenticator = Authenticator(
         authserv_id=config.authserv_id,
         resolver=make_resolver(args),
         trusted_arc_sealers=config.trusted_arc_sealers,
+        dmarc_policy=DmarcLocalPolicy(overrides=(trust_mailing_lists(lists),)) if lists else None,
     )
     signers: dict[str, tuple[Signer, ...]] = {}
     with warnings.catch_warnings(record=True) as caught:  # key file modes: one line each
@@ -151,7 +169,8 @@ def build_milter_parts(
         trusted_networks=config.trusted_networks,
         signers=signers,
         sealer=sealer,
-        seal_domains=frozenset(d.rstrip(".").lower() for d in config.arc_seal_domains),
+        log_format=config.log_format,
+        seal_domains=frozenset(map(host_name, config.arc_seal_domains)),
     )
     return authenticator, settings
 

@@ -16,6 +16,7 @@ import ipaddress
 import json
 import logging
 import os
+import re
 import socket
 import stat
 import time
@@ -55,6 +56,7 @@ class MilterSettings:
     signers: Mapping[str, tuple[Signer, ...]] = field(default_factory=dict)
     sealer: Sealer | None = None  # ARC-seal verified inbound messages (RFC 8617 5.1.4) ...
     seal_domains: frozenset[str] = frozenset()  # ... to these recipient domains (empty: all)
+    log_format: str = "json"  # or "text": key=value pairs (logfmt)
 
 
 @dataclass
@@ -298,7 +300,7 @@ class Milter:
         reply = self._modifications(session, verdict, seal)
         action = {b"y": "reject", b"t": "tempfail"}.get(reply[4:5], "continue")
         seconds = time.monotonic() - started
-        _log_message(session, verdict, action, seconds)
+        _log_message(session, verdict, action, seconds, self.settings.log_format)
         if self.metrics is not None:
             self.metrics.observe(verdict, action, seconds)
         return reply
@@ -395,7 +397,9 @@ def _insert(index: int, name: str, raw: bytes, leading_space: bool) -> bytes:
     return p.header_reply(p.INSHEADER, index, name, value.replace("\r\n", "\n"))
 
 
-def _log_message(session: _Session, verdict: Verdict, action: str, seconds: float) -> None:
+def _log_message(
+    session: _Session, verdict: Verdict, action: str, seconds: float, form: str
+) -> None:
     """One line per message: queue id, client, results, disposition, time spent."""
     dmarc = verdict.dmarc
     record = {
@@ -411,7 +415,21 @@ def _log_message(session: _Session, verdict: Verdict, action: str, seconds: floa
         "action": action,
         "ms": round(seconds * 1000, 1),
     }
-    log.info("%s", json.dumps(record, separators=(",", ":")))
+    if form == "text":
+        log.info("%s", " ".join(f"{k}={_logfmt(v)}" for k, v in record.items()))
+    else:
+        log.info("%s", json.dumps(record, separators=(",", ":")))
+
+
+_PLAIN = re.compile(r"[!#-<>-~]+")  # printable ASCII but space, '"' and '='
+
+
+def _logfmt(value: object) -> str:
+    """A logfmt value: bare when plain, else a JSON string (quotes, escapes, no line breaks)."""
+    if isinstance(value, list):
+        value = ",".join(map(str, value))
+    text = "" if value is None else str(value)
+    return text if _PLAIN.fullmatch(text) else json.dumps(text)
 
 
 def _occurrences(headers: Sequence[tuple[str, bytes]], lname: str) -> list[tuple[int, bytes]]:
