@@ -295,3 +295,25 @@ def test_a_closed_pipe_is_not_a_traceback() -> None:
         error = process.stderr.read()
         process.wait(timeout=30)
     assert b"Traceback" not in error
+
+
+def test_common_selectors_are_probed_only_where_names_exist(resolver: ZoneResolver) -> None:
+    def dkim_queries(domain: str) -> tuple[dict[str, Status], list[str]]:
+        before = len(resolver.queries)
+        report = run_plan(check_domain(domain), resolver)
+        asked = [q.name for q in resolver.queries[before:] if "_domainkey" in q.name]
+        return {f.id: f.status for f in report.findings if f.area == "dkim"}, asked
+
+    # _domainkey.spf-missing.example does not exist: nothing below it can (RFC 8020).
+    ids, asked = dkim_queries("spf-missing.example")
+    assert ids == {"dkim.none-found": Status.WARN}
+    assert asked == ["_domainkey.spf-missing.example"]
+    report = run_plan(check_domain("spf-missing.example"), resolver)
+    (none,) = [f for f in report.findings if f.id == "dkim.none-found"]
+    assert none.message == "no DKIM key: _domainkey.spf-missing.example does not exist"
+    # an empty non-terminal: the common selectors are asked, selector1 found
+    ids, asked = dkim_queries("dkim-common.example")
+    assert ids == {"dkim.key-1024": Status.WARN} and len(asked) > 10
+    # a CNAME at _domainkey to a name that does not exist proves nothing about the names below
+    ids, _ = dkim_queries("dkim-cname.example")
+    assert ids == {"dkim.key-1024": Status.WARN}

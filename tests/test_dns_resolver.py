@@ -25,6 +25,7 @@ ns      IN A   127.0.0.1
 @       IN MX  10 mx.example.test.
 mx      IN A   192.0.2.1
 alias   IN CNAME mx
+dangling IN CNAME nowhere
 medium  IN TXT "{BIG}" "{BIG}" "{BIG}"
 huge    IN TXT "{BIG}" "{BIG}" "{BIG}" "{BIG}" "{BIG}" "{BIG}"
 huge    IN TXT "{OTHER}" "{OTHER}" "{OTHER}" "{OTHER}" "{OTHER}" "{OTHER}"
@@ -74,6 +75,12 @@ def test_nxdomain_with_rfc2308_negative_ttl(server: LoopbackDnsServer) -> None:
     lookup = _resolver(server).lookup("nope.example.test", RRType.TXT)
     assert lookup.status is DnsStatus.NXDOMAIN
     assert lookup.ttl == 60  # min(SOA TTL 600, SOA MINIMUM 60)
+    assert lookup.canonical_name == "nope.example.test"
+
+
+def test_nxdomain_at_the_end_of_a_cname_says_where(server: LoopbackDnsServer) -> None:
+    lookup = _resolver(server).lookup("dangling.example.test", RRType.TXT)
+    assert (lookup.status, lookup.canonical_name) == (DnsStatus.NXDOMAIN, "nowhere.example.test")
 
 
 def test_nodata(server: LoopbackDnsServer) -> None:

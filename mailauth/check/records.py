@@ -199,11 +199,26 @@ def _external_destinations(record: DmarcRecord, domain: str) -> Plan[list[Findin
 
 
 def check_dkim(domain: str, selectors: Sequence[str]) -> Plan[tuple[list[Finding], list[Any]]]:
-    """Keys at the given selectors and the common ones; the given ones must exist."""
+    """Keys at the given selectors and the common ones; the given ones must exist.
+
+    The given selectors are asked together with ``_domainkey.<domain>`` itself: when that
+    name does not exist (NXDOMAIN), nothing exists below it (RFC 8020), so the common
+    selectors are not guessed at, which saves most of a domain's queries.
+    """
     given = list(dict.fromkeys(s.lower() for s in selectors))
-    names = given + [s for s in COMMON_SELECTORS if s not in given]
-    queries = (Query.of(f"{s}._domainkey.{domain}", RRType.TXT) for s in names)
-    lookups = yield from resolve(*queries)
+    subtree, *lookups = yield from resolve(
+        Query.of(f"_domainkey.{domain}", RRType.TXT),
+        *(Query.of(f"{s}._domainkey.{domain}", RRType.TXT) for s in given),
+    )
+    names = list(given)
+    # (A CNAME there to a name that does not exist proves nothing about the names below.)
+    pruned = subtree.status is DnsStatus.NXDOMAIN and subtree.canonical_name in ("", subtree.name)
+    if not pruned:
+        common = [s for s in COMMON_SELECTORS if s not in given]
+        lookups += yield from resolve(
+            *(Query.of(f"{s}._domainkey.{domain}", RRType.TXT) for s in common)
+        )
+        names += common
     found: list[Finding] = []
     keys: list[Any] = []
     for selector, lookup in zip(names, lookups, strict=True):
@@ -227,7 +242,9 @@ def check_dkim(domain: str, selectors: Sequence[str]) -> Plan[tuple[list[Finding
                 Area.DKIM,
                 "dkim.none-found",
                 Status.WARN,
-                f"no DKIM key at {len(names)} common selectors",
+                f"no DKIM key at {len(names)} common selectors"
+                if names
+                else f"no DKIM key: _domainkey.{domain} does not exist",
                 "name your selectors with --selector; sign outgoing mail (mailauth keygen, sign)",
             )
         )

@@ -105,7 +105,17 @@ def lookup_from_error(query: Query, exc: Exception) -> Lookup:
     if isinstance(exc, dns.resolver.NXDOMAIN):
         responses = exc.responses()  # type: ignore[no-untyped-call]
         response = next(iter(responses.values()), None) if responses else None
-        return Lookup(query.name, query.rdtype, DnsStatus.NXDOMAIN, ttl=_negative_ttl(response))
+        try:  # where a CNAME chain led, when one did
+            chain_end = exc.canonical_name.to_text(omit_final_dot=True).lower()
+        except (TypeError, KeyError):  # an NXDOMAIN built without its responses
+            chain_end = query.name
+        return Lookup(
+            query.name,
+            query.rdtype,
+            DnsStatus.NXDOMAIN,
+            ttl=_negative_ttl(response),
+            canonical_name=chain_end,
+        )
     if isinstance(exc, dns.resolver.NoAnswer):
         response = exc.response()  # type: ignore[no-untyped-call]
         return Lookup(query.name, query.rdtype, DnsStatus.NODATA, ttl=_negative_ttl(response))
