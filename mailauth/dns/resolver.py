@@ -75,14 +75,16 @@ def records_from_rrset(rrset: dns.rrset.RRset) -> tuple[Record, ...]:
     return tuple(out)
 
 
-def _negative_ttl(response: dns.message.Message | None) -> int:
-    """RFC 2308 5: the negative TTL is min(SOA TTL, SOA MINIMUM) from the authority section."""
+def _negative(response: dns.message.Message | None, name: str) -> tuple[int, str]:
+    """The negative TTL (RFC 2308 5: min(SOA TTL, SOA MINIMUM), and no longer than a CNAME on
+    the way) and the name where the CNAME chain ended, from one walk of the response."""
     if response is None:
-        return 0
+        return 0, name
     try:
-        return int(cast(dns.message.QueryMessage, response).resolve_chaining().minimum_ttl)
+        chain = cast(dns.message.QueryMessage, response).resolve_chaining()
     except dns.exception.DNSException:
-        return 0
+        return 0, name
+    return int(chain.minimum_ttl), chain.canonical_name.to_text(omit_final_dot=True).lower()
 
 
 def lookup_from_answer(query: Query, answer: dns.resolver.Answer) -> Lookup:
@@ -102,23 +104,15 @@ def lookup_from_answer(query: Query, answer: dns.resolver.Answer) -> Lookup:
 
 def lookup_from_error(query: Query, exc: Exception) -> Lookup:
     """The one map from dnspython's exceptions to outcomes."""
-    if isinstance(exc, dns.resolver.NXDOMAIN):
-        responses = exc.responses()  # type: ignore[no-untyped-call]
-        response = next(iter(responses.values()), None) if responses else None
-        try:  # where a CNAME chain led, when one did
-            chain_end = exc.canonical_name.to_text(omit_final_dot=True).lower()
-        except (TypeError, KeyError):  # an NXDOMAIN built without its responses
-            chain_end = query.name
-        return Lookup(
-            query.name,
-            query.rdtype,
-            DnsStatus.NXDOMAIN,
-            ttl=_negative_ttl(response),
-            canonical_name=chain_end,
-        )
-    if isinstance(exc, dns.resolver.NoAnswer):
-        response = exc.response()  # type: ignore[no-untyped-call]
-        return Lookup(query.name, query.rdtype, DnsStatus.NODATA, ttl=_negative_ttl(response))
+    if isinstance(exc, dns.resolver.NXDOMAIN | dns.resolver.NoAnswer):
+        if isinstance(exc, dns.resolver.NXDOMAIN):
+            responses = exc.responses()  # type: ignore[no-untyped-call]
+            response = next(iter(responses.values()), None) if responses else None
+            status = DnsStatus.NXDOMAIN
+        else:
+            response, status = exc.response(), DnsStatus.NODATA  # type: ignore[no-untyped-call]
+        ttl, chain_end = _negative(response, query.name)
+        return Lookup(query.name, query.rdtype, status, ttl=ttl, canonical_name=chain_end)
     if isinstance(exc, dns.exception.Timeout):
         reason = "DNS timeout"
     elif isinstance(exc, dns.resolver.NoNameservers):
