@@ -8,8 +8,11 @@ The checks are plans (:mod:`mailauth.plan`), so ``verify`` and ``verify_async`` 
 
 from __future__ import annotations
 
+import functools
 import ipaddress
+import threading
 import time
+from collections import OrderedDict
 from collections.abc import Iterable
 from concurrent.futures import Executor
 from dataclasses import dataclass, replace
@@ -33,7 +36,7 @@ from mailauth.dns import DnsCache, DnsResolver, Lookup, Query, Resolver, RRType,
 from mailauth.message import Message
 from mailauth.plan import Plan, offload, run_plan, run_plan_async
 from mailauth.policy import trust_arc_sealers
-from mailauth.results import SpfCheck, Verdict
+from mailauth.results import SpfCheck, SpfResult, Verdict
 from mailauth.spf import check_spf
 
 
@@ -63,7 +66,9 @@ def make_context(
     )
 
 
+@functools.lru_cache(maxsize=4096)
 def _client_address(ip: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+    """(Memoised: clients come back, and ipaddress parsing costs several microseconds.)"""
     try:
         address = ipaddress.ip_address(ip.strip())
     except ValueError:
@@ -102,6 +107,7 @@ class Authenticator:
         self.executor = executor
         self.dkim_policy = dkim_policy or DkimPolicy()
         self.dmarc_policy = dmarc_policy or DmarcLocalPolicy()
+        self._spf_memo = _SpfMemo()
         sealers = tuple(trusted_arc_sealers)
         if sealers:  # RFC 8617 7.2.1: a trusted sealer's passing chain may override DMARC
             hooks = (*self.dmarc_policy.overrides, trust_arc_sealers(sealers))
@@ -159,14 +165,21 @@ class Authenticator:
             return check_spf(self.resolver, ip=ip, helo=helo, mail_from=mail_from)
         if not isinstance(self.resolver, Resolver):
             return None
-        memory = _CacheOnly(self.resolver.cache)
+        cache, key = self.resolver.cache, (ip, helo, mail_from)
+        known = self._spf_memo.get(key, cache.now())
+        if known is not None:
+            return known
+        memory = _CacheOnly(cache)
         try:
             spf = check_spf(memory, ip=ip, helo=helo, mail_from=mail_from)
         except _NotInMemory:
             return None
         # pyspf swallows any exception in two places (exp=, ptr): a miss there is not seen
         # above, and its result would differ; the missed flag catches it.
-        return None if memory.missed else spf
+        if memory.missed:
+            return None
+        self._spf_memo.put(key, spf, cache.now(), memory.ttl)
+        return spf
 
     def intake(
         self, *, ip: str, helo: str = "", mail_from: str = "", now: float | None = None
@@ -214,22 +227,65 @@ class Authenticator:
         )
 
 
+_SPF_MEMO_TTL = 300  # seconds an SPF result is reused at most (and less when DNS says so)
+_SPF_MEMO_SIZE = 4096
+
+
+class _SpfMemo:
+    """SPF results computed from cached DNS answers, by (client address, HELO, sender).
+
+    An SPF result is a function of those three and of the DNS answers the evaluation used
+    (RFC 7208 4, 7: the macros draw on nothing else, but for %{t} in exp= texts, so results
+    with an explanation are not kept). It is reused until the first of those answers would
+    expire from the cache, so that it is exactly what evaluating again would give; bounded
+    in size (least recently used out first) and in age.
+    """
+
+    def __init__(self) -> None:
+        self._entries: OrderedDict[tuple[str, str, str], tuple[float, SpfCheck]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: tuple[str, str, str], now: float) -> SpfCheck | None:
+        with self._lock:
+            entry = self._entries.get(key)
+            if entry is None:
+                return None
+            if entry[0] <= now:
+                del self._entries[key]
+                return None
+            self._entries.move_to_end(key)
+            return entry[1]
+
+    def put(self, key: tuple[str, str, str], spf: SpfCheck, now: float, ttl: int) -> None:
+        outcomes = [o for o in (spf.mailfrom, spf.helo) if o is not None]
+        if ttl <= 0 or any(o.explanation or o.result is SpfResult.TEMPERROR for o in outcomes):
+            return
+        with self._lock:
+            self._entries[key] = (now + ttl, spf)
+            self._entries.move_to_end(key)
+            while len(self._entries) > _SPF_MEMO_SIZE:
+                self._entries.popitem(last=False)
+
+
 class _NotInMemory(BaseException):
     """An answer SPF needs is not cached (a BaseException: pyspf must not catch it)."""
 
 
 class _CacheOnly:
-    """A resolver that answers from a cache only."""
+    """A resolver that answers from a cache only; ``ttl`` is how long every answer it gave
+    stays valid (the shortest remaining TTL)."""
 
     def __init__(self, cache: DnsCache) -> None:
         self.cache = cache
         self.missed = False
+        self.ttl = _SPF_MEMO_TTL
 
     def lookup(self, name: str, rdtype: RRType) -> Lookup:
         found = self.cache.get(Query.of(name, rdtype))
         if found is None:
             self.missed = True
             raise _NotInMemory
+        self.ttl = min(self.ttl, found.ttl)
         return found
 
     async def lookup_async(self, name: str, rdtype: RRType) -> Lookup:

@@ -82,6 +82,8 @@ def is_helo_domain(helo: str) -> bool:
     text = helo.strip().strip("[]")
     if not text or "." not in text.rstrip("."):
         return False
+    if ":" not in text and not text.replace(".", "").isdigit():
+        return True  # letters and no colon: no address literal (and no exception to raise)
     try:
         ipaddress.ip_address(text.removeprefix("IPv6:"))
     except ValueError:

@@ -140,3 +140,60 @@ def test_spf_runs_inline_only_from_a_warm_cache() -> None:
         assert len(server.questions) == asked  # all from the cache
         assert first.spf == second.spf and first.spf is not None
         assert first.spf.mailfrom.result == "pass"
+
+
+def test_spf_results_are_reused_while_their_dns_answers_are_valid() -> None:
+    """The second message from the same client, HELO and sender reuses the SPF result; it
+    is evaluated again after at most 5 minutes, and asked of DNS again once the answers
+    expire (their TTL is 3600 s here)."""
+    from mailauth.dns import DnsCache, Resolver
+    from tests.dnsserver import LoopbackDnsServer
+
+    demo = Path(__file__).resolve().parent.parent / "fixtures" / "demo"
+    clock = [1000.0]
+    cache = DnsCache(clock=lambda: clock[0])
+    with LoopbackDnsServer((demo / "example.com.zone").read_text()) as server:
+        resolver = Resolver([server.address], timeout=1, lifetime=3, cache=cache)
+        auth = Authenticator("mx.example.org", resolver)
+
+        def spf(sender: str = "alice@example.com") -> tuple[str, int, int]:
+            check = asyncio.run(
+                auth.check_spf_async(ip="192.0.2.10", helo="mail.example.com", mail_from=sender)
+            )
+            return str(check.mailfrom.result), len(server.questions), cache.hits
+
+        result, asked, hits = spf()  # cold: DNS
+        assert result == "pass" and asked == 3  # example.com TXT, mail.example.com TXT and A
+        assert spf() == (result, asked, hits + 3)  # from the cache
+        assert spf() == (result, asked, hits + 3)  # reused: not even the cache is asked
+        assert spf("bob@example.com")[1:] == (asked, hits + 6)  # another sender: evaluated
+        clock[0] += 301
+        assert spf() == (result, asked, hits + 9)  # older than 5 minutes: evaluated again
+        clock[0] += 3600
+        assert spf()[1] > asked  # the answers expired: asked again
+
+
+def test_a_reused_spf_result_expires_with_its_shortest_dns_answer() -> None:
+    from mailauth.dns import DnsCache, Resolver
+    from tests.dnsserver import LoopbackDnsServer
+
+    demo = Path(__file__).resolve().parent.parent / "fixtures" / "demo"
+    zone = (demo / "example.com.zone").read_text().replace("$TTL 3600", "$TTL 100")
+    clock = [1000.0]
+    cache = DnsCache(clock=lambda: clock[0])
+    with LoopbackDnsServer(zone) as server:
+        auth = Authenticator(
+            "mx.example.org", Resolver([server.address], timeout=1, lifetime=3, cache=cache)
+        )
+
+        def asked() -> int:
+            coroutine = auth.check_spf_async(
+                ip="192.0.2.10", helo="mail.example.com", mail_from="alice@example.com"
+            )
+            assert asyncio.run(coroutine).mailfrom.result == "pass"
+            return len(server.questions)
+
+        assert asked() == 3
+        assert asked() == 3  # from the cache, then reused
+        clock[0] += 101
+        assert asked() == 6  # the answers are gone, and so is the result built on them

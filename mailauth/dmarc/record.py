@@ -14,6 +14,7 @@ honoured in RFC 7489 mode, and the domain checker reports all three.
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 
@@ -82,6 +83,12 @@ def parse_dmarc_record(text: str | bytes) -> DmarcRecord:
     """Parse DMARC record text; raises :class:`NotDmarcRecord` when it is not one."""
     if isinstance(text, bytes):
         text = text.decode("utf-8", "replace")
+    return _parse(text)
+
+
+@functools.lru_cache(maxsize=4096)
+def _parse(text: str) -> DmarcRecord:
+    """(Memoised: a pure function of the text, and the same records come back all day.)"""
     specs = [spec.strip(" \t") for spec in text.split(";")]
     if specs and not specs[-1]:
         specs.pop()  # a final ";" (RFC 9989 4.8: [dmarc-sep])

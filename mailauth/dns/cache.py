@@ -45,6 +45,10 @@ class DnsCache:
     def __len__(self) -> int:
         return len(self._entries)
 
+    def now(self) -> float:
+        """The cache's clock (what TTLs count down against)."""
+        return self._clock()
+
     def get(self, query: Query) -> Lookup | None:
         """The cached outcome with its remaining TTL, or None when absent or expired."""
         now = self._clock()
