@@ -44,15 +44,19 @@ _SCHEMA: dict[str, dict[str, type | tuple[type, ...]]] = {
     },
     "inbound.arc_seal": {"domain": str, "selector": str, "key": str, "recipient_domains": list},
     "outbound": {"trusted_networks": list, "keys": list},
-    "outbound.keys": {"domain": str, "selector": str, "key": str},
+    "outbound.keys": {"domain": str, "selector": str, "key": str, "sign_for": list},
 }
 
 
 @dataclass(frozen=True, slots=True)
 class KeySpec:
+    """A signing key (``d=`` domain, selector, key file) and the From domains it signs for:
+    exact names or ``*.parent`` for any subdomain of parent (default: ``domain`` only)."""
+
     domain: str
     selector: str
     key: Path
+    sign_for: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -179,7 +183,13 @@ def _keys(entries: list[Any], where: str, problems: list[str]) -> tuple[KeySpec,
         if not os.access(path, os.R_OK):
             problems.append(f"{name}: cannot read key file {path}")
             continue
-        specs.append(KeySpec(entry["domain"], entry["selector"], path))
+        sign_for = tuple(str(d).lower().rstrip(".") for d in entry.get("sign_for", []))
+        for pattern in sign_for:
+            try:
+                host_name(pattern.removeprefix("*."))
+            except ValueError:
+                problems.append(f"{name}.sign_for: {pattern!r} is not a domain or *.domain")
+        specs.append(KeySpec(entry["domain"], entry["selector"], path, sign_for))
     return tuple(specs)
 
 

@@ -55,6 +55,7 @@ trusted_networks = ["192.0.2.0/24", "2001:db8::/32"]
 domain = "example.com"
 selector = "ed2026"
 key = "{key}"
+sign_for = ["example.com", "*.example.com", "Example.NET."]
 """
 
 
@@ -70,6 +71,7 @@ def test_a_complete_file(tmp_path: Path) -> None:
     assert (config.on_error, config.socket_mode, config.reject_dmarc) == ("tempfail", 0o600, True)
     assert [str(n) for n in config.trusted_networks] == ["192.0.2.0/24", "2001:db8::/32"]
     assert config.keys[0].selector == "ed2026"
+    assert config.keys[0].sign_for == ("example.com", "*.example.com", "example.net")
     assert config.trusted_arc_sealers == ("lists.example.org",)
     assert config.arc_seal is not None and config.arc_seal.selector == "arc2026"
     assert config.arc_seal_domains == ("alumni.example.org",)
@@ -84,6 +86,8 @@ def test_every_problem_is_one_line(tmp_path: Path) -> None:
         'deadline = "soon"\non_error = "drop"\nlog_format = "xml"\n'
         '[outbound]\ntrusted_networks = ["10.0.0.0/33"]\n'
         '[[outbound.keys]]\ndomain = "example.com"\nselector = "s"\nkey = "/nonexistent.pem"\n'
+        f'[[outbound.keys]]\ndomain = "example.com"\nselector = "t"\nkey = "{_key(tmp_path)}"\n'
+        'sign_for = ["*.example.com", "bad domain"]\n'
         '[dns]\nresolver = 1\n[inbound]\ntrusted_mailing_lists = ["lists example"]\n'
         '[inbound.arc_seal]\ndomain = "example.org"\n'
     )
@@ -99,6 +103,7 @@ def test_every_problem_is_one_line(tmp_path: Path) -> None:
         "must be a plain token",
         "on_error 'drop'",
         "log_format 'xml' must be json or text",
+        "outbound.keys[1].sign_for: 'bad domain' is not a domain or *.domain",
         "inbound.arc_seal lacks selector, key",
         "inbound.trusted_mailing_lists: 'lists example' is not a host name",
     ]

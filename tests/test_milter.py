@@ -609,3 +609,48 @@ def test_trusted_mailing_lists_are_not_refused_under_reject_dmarc() -> None:
     value = _inserted_header(trusted)
     assert "spf=pass" in value and "dmarc=fail" in value, value
     assert asyncio.run(go(("lists.example.org",)))[-1][0] == p.REPLYCODE  # not this list
+
+
+def test_keys_sign_for_other_from_domains() -> None:
+    import ipaddress
+    import time
+
+    from mailauth.dkim import Signer, public_key_record
+    from mailauth.milter.server import _signers_for
+    from tests.dkim_helpers import ED_KEY, verify, zone
+
+    signer = Signer("example.com", "ed1", ED_KEY)
+    table = {"example.com": (signer,), "*.example.com": (signer,), "example.net": (signer,)}
+    assert _signers_for(table, "example.com") == (signer,)
+    assert _signers_for(table, "news.eu.example.com") == (signer,)  # the nearest *.parent
+    assert _signers_for(table, "example.net") == (signer,)
+    assert _signers_for(table, "sub.example.net") == ()  # no *.example.net entry
+    assert _signers_for(table, "badexample.com") == ()
+
+    raw = (
+        b"From: News <news@news.example.com>\r\nTo: bob@example.org\r\nSubject: hi\r\n"
+        b"Message-ID: <n-1@news.example.com>\r\n\r\nHello.\r\n"
+    )
+    headers, body = split_message(raw)
+
+    async def go() -> list[tuple[bytes, bytes]]:
+        settings = MilterSettings(
+            trusted_networks=(ipaddress.ip_network("192.0.2.0/24"),), signers=table
+        )
+        server, port, _ = await serve(settings)
+        client = await MilterClient.connect("127.0.0.1", port)
+        await client.negotiate()
+        replies = await client.message(
+            ip="192.0.2.50", helo="laptop.example.com", mail_from="news@news.example.com",
+            headers=headers, body=body,
+        )  # fmt: skip
+        await client.close()
+        server.close()
+        return replies
+
+    (data,) = [d for c, d in asyncio.run(go()) if c == p.INSHEADER]
+    name, value = data[4:-1].split(b"\0")
+    signed = name + b":" + value.replace(b"\n", b"\r\n") + b"\r\n" + raw
+    records = {"ed1._domainkey.example.com": public_key_record(ED_KEY)}
+    (outcome,) = verify(signed, zone(records), now=time.time())
+    assert (outcome.result, outcome.domain) == ("pass", "example.com")

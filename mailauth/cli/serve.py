@@ -156,7 +156,8 @@ def build_milter_parts(
         warnings.simplefilter("always")
         for spec in config.keys:
             signer = Signer(spec.domain, spec.selector, spec.key)
-            signers[signer.domain] = (*signers.get(signer.domain, ()), signer)
+            for pattern in spec.sign_for or (signer.domain,):
+                signers[pattern] = (*signers.get(pattern, ()), signer)
         seal = config.arc_seal
         sealer = Sealer(seal.domain, seal.selector, seal.key) if seal else None
     for warning in caught:

@@ -44,8 +44,9 @@ class MilterSettings:
     goes on without our header) or ``tempfail`` when checks fail or time out;
     ``reject_dmarc``/``quarantine_dmarc``: act on a DMARC disposition of reject/quarantine;
     ``trusted_networks``: clients whose mail is outbound: not verified, but DKIM-signed with
-    ``signers[<From domain>]`` (several signers: dual signing, e.g. RSA and Ed25519) when
-    there are any; SMTP-authenticated senders (the ``{auth_authen}`` macro) count as trusted.
+    ``signers[<From domain>]``, else ``signers["*.<a parent>"]`` (several signers: dual
+    signing, e.g. RSA and Ed25519) when there are any; SMTP-authenticated senders (the
+    ``{auth_authen}`` macro) count as trusted.
     """
 
     deadline: float = 30.0
@@ -220,7 +221,9 @@ class Milter:
             if session.trusted or session.macros.get("auth_authen"):
                 author = Message.parse(section + b"\r\n").author()
                 domains = author.domains
-                signers = self.settings.signers.get(domains[0], ()) if len(domains) == 1 else ()
+                signers = (
+                    _signers_for(self.settings.signers, domains[0]) if len(domains) == 1 else ()
+                )
                 message.signers = tuple(signers)
                 message.hashers = {s.body_canon: BodyHasher(s.body_canon) for s in signers}
                 return
@@ -387,6 +390,18 @@ class Milter:
         replies.extend(seal)  # inserted last, so the ARC set ends up on top
         replies.append(p.encode(p.CONTINUE))
         return b"".join(replies)
+
+
+def _signers_for(signers: Mapping[str, tuple[Signer, ...]], domain: str) -> tuple[Signer, ...]:
+    """The signers for a From domain: its own entry, else the nearest ``*.parent`` one."""
+    if domain in signers:
+        return signers[domain]
+    labels = domain.split(".")
+    for start in range(1, len(labels)):
+        found = signers.get("*." + ".".join(labels[start:]))
+        if found is not None:
+            return found
+    return ()
 
 
 def _insert(index: int, name: str, raw: bytes, leading_space: bool) -> bytes:
