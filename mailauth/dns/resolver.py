@@ -80,6 +80,11 @@ def _negative(response: dns.message.Message | None, name: str) -> tuple[int, str
     the way) and the name where the CNAME chain ended, from one walk of the response."""
     if response is None:
         return 0, name
+    if not response.answer:  # no CNAME on the way (the common case): the SOA says it all
+        for rrset in response.authority:
+            if rrset.rdtype == dns.rdatatype.SOA and rrset:
+                return min(rrset.ttl, next(iter(rrset)).minimum), name
+        return 0, name
     try:
         chain = cast(dns.message.QueryMessage, response).resolve_chaining()
     except dns.exception.DNSException:
