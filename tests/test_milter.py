@@ -654,3 +654,50 @@ def test_keys_sign_for_other_from_domains() -> None:
     records = {"ed1._domainkey.example.com": public_key_record(ED_KEY)}
     (outcome,) = verify(signed, zone(records), now=time.time())
     assert (outcome.result, outcome.domain) == ("pass", "example.com")
+
+
+def test_refused_mail_is_not_sealed() -> None:
+    from mailauth.arc import Sealer
+    from mailauth.message import HeaderField, Message
+    from mailauth.results import ArcOutcome
+    from tests.dkim_helpers import ED_KEY
+
+    class Counting(Sealer):
+        calls = 0
+
+        def seal_fields(
+            self,
+            message: Message,
+            body_hash: bytes,
+            *,
+            authentication_results: str,
+            chain: ArcOutcome,
+            now: float | None = None,
+        ) -> list[HeaderField]:
+            Counting.calls += 1
+            return super().seal_fields(
+                message, body_hash, authentication_results=authentication_results, chain=chain
+            )
+
+    settings = MilterSettings(reject_dmarc=True, sealer=Counting("example.org", "arc2", ED_KEY))
+    spoofed, body = split_message((DMARC / "unauthenticated.eml").read_bytes())
+    signed, signed_body = split_message((DEMO / "message.eml").read_bytes())
+
+    async def go() -> tuple[bytes, bytes]:
+        server, port, _ = await serve(settings)
+        client = await MilterClient.connect("127.0.0.1", port)
+        await client.negotiate()
+        refused = await client.message(
+            ip="198.51.100.7", helo="x.example", mail_from="alice@example.net",
+            headers=spoofed, body=body,
+        )  # fmt: skip
+        accepted = await client.message(
+            ip="192.0.2.10", helo="mail.example.com", mail_from="alice@example.com",
+            headers=signed, body=signed_body,
+        )  # fmt: skip
+        await client.close()
+        server.close()
+        return refused[-1][0], accepted[-1][0]
+
+    assert asyncio.run(go()) == (p.REPLYCODE, p.CONTINUE)
+    assert Counting.calls == 1  # the accepted message only

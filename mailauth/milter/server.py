@@ -338,7 +338,7 @@ class Milter:
     async def _seal(self, session: _Session, verdict: Verdict) -> list[bytes]:
         """The ARC set for a verified message, as insert-header replies (off the loop)."""
         sealer, hasher = self.settings.sealer, session.message.seal_hasher
-        if sealer is None or hasher is None or verdict.arc is None:
+        if sealer is None or hasher is None or verdict.arc is None or self._refuses(verdict):
             return []
         section = _header_section(session.message.headers, session.leading_space)
         body_hash, chain = hasher.digest(), verdict.arc
@@ -359,6 +359,13 @@ class Milter:
             _insert(index, f.name, f.raw, session.leading_space) for index, f in enumerate(sealed)
         ]
 
+    def _refuses(self, verdict: Verdict) -> bool:
+        """Whether the message is refused (DMARC reject, when we act on it)."""
+        dmarc = verdict.dmarc
+        return (
+            dmarc is not None and dmarc.disposition is Policy.REJECT and self.settings.reject_dmarc
+        )
+
     def _modifications(self, session: _Session, verdict: Verdict, seal: list[bytes]) -> bytes:
         message = session.message
         replies = []
@@ -376,9 +383,8 @@ class Milter:
         value = (" " if session.leading_space else "") + value.replace("\r\n", "\n")
         replies.append(p.header_reply(p.INSHEADER, 0, "Authentication-Results", value))
         dmarc = verdict.dmarc
-        if dmarc is not None and dmarc.disposition is Policy.REJECT and self.settings.reject_dmarc:
-            reason = f"550 5.7.1 DMARC policy of {dmarc.domain} says reject"
-            return p.replycode(reason)
+        if dmarc is not None and self._refuses(verdict):
+            return p.replycode(f"550 5.7.1 DMARC policy of {dmarc.domain} says reject")
         if (
             dmarc is not None
             and dmarc.disposition is Policy.QUARANTINE
