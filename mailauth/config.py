@@ -183,13 +183,14 @@ def _keys(entries: list[Any], where: str, problems: list[str]) -> tuple[KeySpec,
         if not os.access(path, os.R_OK):
             problems.append(f"{name}: cannot read key file {path}")
             continue
-        sign_for = tuple(str(d).lower().rstrip(".") for d in entry.get("sign_for", []))
-        for pattern in sign_for:
-            try:
-                host_name(pattern.removeprefix("*."))
+        sign_for = []
+        for pattern in map(str, entry.get("sign_for", [])):
+            star = "*." if pattern.startswith("*.") else ""
+            try:  # kept as From domains are compared: lowercase A-labels
+                sign_for.append(star + host_name(pattern.removeprefix(star)))
             except ValueError:
                 problems.append(f"{name}.sign_for: {pattern!r} is not a domain or *.domain")
-        specs.append(KeySpec(entry["domain"], entry["selector"], path, sign_for))
+        specs.append(KeySpec(entry["domain"], entry["selector"], path, tuple(sign_for)))
     return tuple(specs)
 
 

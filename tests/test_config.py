@@ -55,7 +55,7 @@ trusted_networks = ["192.0.2.0/24", "2001:db8::/32"]
 domain = "example.com"
 selector = "ed2026"
 key = "{key}"
-sign_for = ["example.com", "*.example.com", "Example.NET."]
+sign_for = ["example.com", "*.example.com", "Example.NET.", "*.bücher.example"]
 """
 
 
@@ -71,7 +71,9 @@ def test_a_complete_file(tmp_path: Path) -> None:
     assert (config.on_error, config.socket_mode, config.reject_dmarc) == ("tempfail", 0o600, True)
     assert [str(n) for n in config.trusted_networks] == ["192.0.2.0/24", "2001:db8::/32"]
     assert config.keys[0].selector == "ed2026"
-    assert config.keys[0].sign_for == ("example.com", "*.example.com", "example.net")
+    assert config.keys[0].sign_for == (
+        "example.com", "*.example.com", "example.net", "*.xn--bcher-kva.example",
+    )  # fmt: skip
     assert config.trusted_arc_sealers == ("lists.example.org",)
     assert config.arc_seal is not None and config.arc_seal.selector == "arc2026"
     assert config.arc_seal_domains == ("alumni.example.org",)
