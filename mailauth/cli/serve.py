@@ -36,7 +36,10 @@ def add_milter_parser(commands: argparse._SubParsersAction[Parser]) -> None:
         "SIGHUP reloads the file and keys; SIGTERM stops after the messages in progress.",
         epilog="examples:\n  mailauth milter --listen inet:8891@127.0.0.1 --authserv-id "
         "mx.example.org --nameserver 127.0.0.1\n"
-        "  mailauth milter --config /etc/mailauth/milter.toml --check-config",
+        "  mailauth milter --config /etc/mailauth/milter.toml --check-config\n"
+        "  mailauth milter --config /etc/mailauth/milter.toml --arc-seal "
+        "example.org:arc2026:/etc/mailauth/keys/arc2026.private --arc-seal-domain "
+        "alumni.example.org",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     milter.add_argument("--config", metavar="FILE", help="TOML configuration (docs/milter.md)")
