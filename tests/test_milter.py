@@ -9,6 +9,8 @@ from collections.abc import Awaitable
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from mailauth.dns import ZoneResolver
 from mailauth.milter import Milter, MilterSettings, parse_listen, start_server
@@ -153,6 +155,7 @@ def test_trusted_clients_are_accepted_at_connect() -> None:
         p.encode(b"Z", b"junk"),  # unknown command
         p.encode(p.HEADER, b"no-nul-terminator"),
         p.encode(p.CONNECT, b"host\0" + b"9"),  # unknown family
+        p.encode(p.CONNECT, b"host\0" + b"4\0\x19" + b"junk\0"),  # not an IPv4 address
         p.encode(p.OPTNEG, b"\0\0"),  # short negotiation
     ],
 )
@@ -701,3 +704,85 @@ def test_refused_mail_is_not_sealed() -> None:
 
     assert asyncio.run(go()) == (p.REPLYCODE, p.CONTINUE)
     assert Counting.calls == 1  # the accepted message only
+
+
+@pytest.mark.parametrize(
+    ("connect", "reply"),
+    [
+        (b"localhost\0U", p.ACCEPT),  # no network client: local mail, trusted
+        (b"localhost\0L\0\0/var/run/x.sock\0", p.ACCEPT),  # a local socket likewise
+        (b"mx\x006\0\x19IPv6:2001:db8::1\0", p.CONTINUE),  # Sendmail's IPv6 form
+        (b"mx\x004\0\x19[192.0.2.10]\0", p.CONTINUE),
+    ],
+)
+def test_connect_families(connect: bytes, reply: bytes) -> None:
+    async def go() -> bytes:
+        server, port, _ = await serve()
+        client = await MilterClient.connect("127.0.0.1", port)
+        await client.negotiate()
+        got = await client.step(p.CONNECT, connect)
+        await client.close()
+        server.close()
+        return got
+
+    assert asyncio.run(go()) == reply
+
+
+_COMMANDS = [
+    p.MACRO, p.CONNECT, p.HELO, p.MAIL, p.RCPT, p.DATA, p.HEADER, p.EOH, p.BODY, p.EOM,
+    p.ABORT, p.QUIT_NC, p.UNKNOWN, b"Z",
+]  # fmt: skip
+_PIECES = [
+    b"", b"From", b"From: a@example.com", b"<a@example.com>", b"192.0.2.10", b"4", b"U",
+    b"i", b"{auth_authen}", b"\xff\xfe", b"DKIM-Signature", b"v=1; a=rsa-sha256; d=x",
+]  # fmt: skip
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    steps=st.lists(
+        st.tuples(
+            st.sampled_from(_COMMANDS),
+            st.one_of(
+                st.binary(max_size=40),
+                st.lists(st.sampled_from(_PIECES), max_size=5).map(b"\0".join),
+            ),
+        ),
+        max_size=20,
+    )
+)
+def test_any_packet_sequence_gets_a_reply_or_a_protocol_error(
+    steps: list[tuple[bytes, bytes]],
+) -> None:
+    """Whatever an MTA (or something posing as one) sends after negotiation, the milter
+    answers or closes the connection with a protocol error: no other exception escapes."""
+    import ipaddress
+
+    from mailauth.arc import Sealer
+    from mailauth.dkim import Signer
+    from mailauth.milter.server import _Session
+    from tests.dkim_helpers import ED_KEY
+
+    milter = Milter(
+        Authenticator("mx.example.org", RESOLVER),
+        MilterSettings(
+            sealer=Sealer("example.org", "s", ED_KEY),
+            trusted_networks=(ipaddress.ip_network("192.0.2.0/25"),),
+            signers={"example.com": (Signer("example.com", "s", ED_KEY),)},
+            log_format="text",
+        ),
+    )
+
+    async def go() -> None:
+        session = _Session()
+        await milter._dispatch(session, p.OPTNEG, struct.pack(">III", 6, 0x1FF, 0x1FFFFF))
+        try:
+            for command, data in steps:
+                if await milter._dispatch(session, command, data) is None:
+                    break
+        except p.ProtocolError:
+            pass
+        finally:
+            session.message.discard()
+
+    asyncio.run(go())

@@ -7,6 +7,7 @@ counts both). Strings are NUL-terminated. Pure: bytes in, values out, or a
 
 from __future__ import annotations
 
+import ipaddress
 import struct
 from dataclasses import dataclass
 
@@ -107,10 +108,14 @@ def parse_connect(data: bytes) -> Connect:
     if len(data) < end + 4:
         raise ProtocolError("malformed connect")
     (port,) = struct.unpack(">H", data[end + 2 : end + 4])
-    (address,) = strings(data[end + 4 :], 1)
-    return Connect(
-        hostname.decode("utf-8", "replace"), family, port, address.decode("ascii", "replace")
-    )
+    (raw,) = strings(data[end + 4 :], 1)
+    address = raw.decode("ascii", "replace")
+    if family in ("inet", "inet6"):  # Sendmail writes IPv6 as "IPv6:...", some use brackets
+        try:
+            address = str(ipaddress.ip_address(address.strip("[]").removeprefix("IPv6:")))
+        except ValueError:
+            raise ProtocolError(f"connect: {address[:60]!r} is not an IP address") from None
+    return Connect(hostname.decode("utf-8", "replace"), family, port, address)
 
 
 def parse_macros(data: bytes) -> tuple[bytes, dict[str, str]]:

@@ -151,8 +151,13 @@ class Milter:
             return b""
         if command == p.CONNECT:
             connect = p.parse_connect(data)
-            session.address = connect.address
-            session.trusted = _is_trusted(connect.address, self.settings.trusted_networks)
+            # No network client (a local socket, or "unknown": mail submitted on the host,
+            # e.g. Postfix's non_smtpd_milters): local mail, treated as trusted.
+            network = connect.family in ("inet", "inet6")
+            session.address = connect.address if network else ""
+            session.trusted = not network or _is_trusted(
+                connect.address, self.settings.trusted_networks
+            )
             if session.trusted and not self.settings.signers:
                 return p.encode(p.ACCEPT)  # nothing to do for this client's mail
             return p.encode(p.CONTINUE)
@@ -165,13 +170,15 @@ class Milter:
             session.message = _Message(args[0].decode("utf-8", "replace") if args else "")
             if not (session.trusted or session.macros.get("auth_authen")):
                 # SPF needs only the envelope: its DNS overlaps the DATA phase.
-                session.message.spf = asyncio.ensure_future(
+                spf = asyncio.ensure_future(
                     self.authenticator.check_spf_async(
                         ip=session.address or "0.0.0.0",  # noqa: S104 - a value, not a bind
                         helo=session.helo,
                         mail_from=session.message.mail_from,
                     )
                 )
+                spf.add_done_callback(_retrieved)  # a message dropped early: no stray traceback
+                session.message.spf = spf
             return p.encode(p.CONTINUE)
         if command == p.HEADER:
             name, value = p.strings(data, 2)
@@ -396,6 +403,12 @@ class Milter:
         replies.extend(seal)  # inserted last, so the ARC set ends up on top
         replies.append(p.encode(p.CONTINUE))
         return b"".join(replies)
+
+
+def _retrieved(task: asyncio.Future[SpfCheck]) -> None:
+    """Mark a task's exception as seen (whoever awaits the task still gets it)."""
+    if not task.cancelled():
+        task.exception()
 
 
 def _signers_for(signers: Mapping[str, tuple[Signer, ...]], domain: str) -> tuple[Signer, ...]:
