@@ -20,6 +20,12 @@ from mailauth.domains import host_name
 from mailauth.errors import ConfigError, MailauthError
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+# Mail from the host itself (local submission; Postfix's non_smtpd_milters present it as
+# 127.0.0.1) is outbound unless the configuration lists its own trusted networks.
+LOOPBACK: tuple[Network, ...] = (
+    ipaddress.ip_network("127.0.0.0/8"),
+    ipaddress.ip_network("::1/128"),
+)
 
 _SCHEMA: dict[str, dict[str, type | tuple[type, ...]]] = {
     "": {
@@ -73,7 +79,7 @@ class MilterConfig:
     quarantine_dmarc: bool = False
     trusted_arc_sealers: tuple[str, ...] = ()
     trusted_mailing_lists: tuple[str, ...] = ()
-    trusted_networks: tuple[Network, ...] = ()
+    trusted_networks: tuple[Network, ...] = field(default=LOOPBACK)  # replaced by the file's
     keys: tuple[KeySpec, ...] = field(default=())
     arc_seal: KeySpec | None = None  # ARC-seal verified inbound mail with this key ...
     arc_seal_domains: tuple[str, ...] = ()  # ... when a recipient is in one of these (or all)
@@ -105,7 +111,11 @@ def load_milter_config(path: str | os.PathLike[str]) -> MilterConfig:
         quarantine_dmarc=bool(_get(inbound, "quarantine_dmarc", False)),
         trusted_arc_sealers=tuple(str(d) for d in _get(inbound, "trusted_arc_sealers", [])),
         trusted_mailing_lists=tuple(str(d) for d in _get(inbound, "trusted_mailing_lists", [])),
-        trusted_networks=_networks(_get(outbound, "trusted_networks", []), problems),
+        trusted_networks=(
+            _networks(outbound["trusted_networks"], problems)
+            if isinstance(outbound, dict) and isinstance(outbound.get("trusted_networks"), list)
+            else LOOPBACK
+        ),
         keys=_keys(_get(outbound, "keys", []), "outbound.keys", problems),
         arc_seal=_arc_seal(_get(inbound, "arc_seal", {}), problems),
         arc_seal_domains=tuple(

@@ -174,3 +174,16 @@ def test_sighup_reloads_and_sigterm_stops(tmp_path: Path) -> None:
     finally:
         if process.poll() is None:
             process.kill()
+
+
+def test_loopback_is_trusted_unless_the_file_lists_networks(tmp_path: Path) -> None:
+    from mailauth.config import LOOPBACK, MilterConfig
+
+    assert MilterConfig().trusted_networks == LOOPBACK
+    path = tmp_path / "milter.toml"
+    path.write_text('listen = "inet:8891@127.0.0.1"\nauthserv_id = "mx.example.org"\n')
+    assert [str(n) for n in load_milter_config(path).trusted_networks] == ["127.0.0.0/8", "::1/128"]
+    path.write_text(path.read_text() + '[outbound]\ntrusted_networks = ["192.0.2.0/24"]\n')
+    assert [str(n) for n in load_milter_config(path).trusted_networks] == ["192.0.2.0/24"]
+    path.write_text(path.read_text().replace('["192.0.2.0/24"]', "[]"))
+    assert load_milter_config(path).trusted_networks == ()  # every client verified

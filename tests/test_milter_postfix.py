@@ -151,3 +151,20 @@ def test_mail_from_a_trusted_network_is_delivered_dkim_signed(postfix: Throwaway
     (outcome,) = verify(message, zone(records), now=time.time())
     assert (outcome.result, outcome.selector) == ("pass", "out2026")
     assert dkimpy_verify(message, records)
+
+
+def test_mail_submitted_on_the_host_is_signed_not_verified(postfix: ThrowawayPostfix) -> None:
+    """Postfix's non_smtpd_milters present local submission as a client at 127.0.0.1, which
+    the milter trusts by default (as OpenDKIM does): signed, never refused by DMARC."""
+    raw = (
+        b"From: Alice <alice@example.com>\nTo: bob@example.net\nSubject: cron\n"
+        b"Message-ID: <local-1@example.com>\n\nThe nightly report.\n"
+    )
+    postfix.sendmail(raw, "alice@example.com", "bob@example.net")
+    delivered = _delivered_with(postfix, b"<local-1@example.com>")
+    message = delivered.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
+    assert not _authentication_results(message)
+    records = {"out2026._domainkey.example.com": public_key_record(SIGNING_KEY)}
+    (outcome,) = verify(message, zone(records), now=time.time())
+    assert (outcome.result, outcome.selector) == ("pass", "out2026")
+    assert dkimpy_verify(message, records)
