@@ -149,7 +149,8 @@ class BodyHasher:
         self.method = method
         self.limit = limit
         self.length = 0  # canonical body octets seen
-        self._hash = hashlib.new(hash_name)
+        # (hashlib.sha256() directly: hashlib.new's name lookup costs more than the call.)
+        self._hash = hashlib.sha256() if hash_name == "sha256" else hashlib.new(hash_name)
         self._hashed = 0
         self._pending: list[bytes] = []  # a line without its line ending yet
         self._blank = 0  # empty lines held back

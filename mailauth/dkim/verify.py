@@ -61,6 +61,10 @@ class DkimPolicy:
     allow_rsa_sha1: bool = False
 
 
+_DEFAULT_POLICY = DkimPolicy()
+_PKCS1, _SHA256, _SHA1 = padding.PKCS1v15(), hashes.SHA256(), hashes.SHA1()  # noqa: S303
+
+
 class DkimVerification:
     """One message's DKIM verification: header fields, then body chunks, then finish."""
 
@@ -69,7 +73,7 @@ class DkimVerification:
     ) -> None:
         self.headers = tuple(headers)
         self.now = now
-        self.policy = policy or DkimPolicy()
+        self.policy = policy or _DEFAULT_POLICY
         self._entries: list[Signature | DkimOutcome] = []
         self._hashers: dict[tuple[Canonicalization, int | None, str], BodyHasher] = {}
         fields = [f for f in self.headers if f.lname == "dkim-signature"]
@@ -187,10 +191,10 @@ def verify_signature(record: KeyRecord, algorithm: str, signature: bytes, data: 
     key = record.key
     try:
         if algorithm == "rsa-sha256" and isinstance(key, rsa.RSAPublicKey):
-            key.verify(signature, data, padding.PKCS1v15(), hashes.SHA256())
+            key.verify(signature, data, _PKCS1, _SHA256)
             return True
         if algorithm == "rsa-sha1" and isinstance(key, rsa.RSAPublicKey):
-            key.verify(signature, data, padding.PKCS1v15(), hashes.SHA1())  # noqa: S303
+            key.verify(signature, data, _PKCS1, _SHA1)
             return True
         if algorithm == "ed25519-sha256" and isinstance(key, ed25519.Ed25519PublicKey):
             # RFC 8463 3: PureEdDSA over the SHA-256 digest of the data.
