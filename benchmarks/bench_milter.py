@@ -3,8 +3,9 @@
 1. Through a throwaway Postfix (tests/postfix.py): N DKIM-signed messages of 4 KB over
    20 concurrent SMTP sessions, the client address given with XCLIENT (so that SPF runs for
    real), DNS from a server on loopback (warm after the first messages); messages accepted
-   per second with ``mailauth milter`` (SPF, DKIM, ARC, DMARC, TCP socket) and with no
-   milter, as a ratio, and the milter process's CPU milliseconds per message.
+   per second with ``mailauth milter`` (SPF, DKIM, ARC, DMARC, TCP socket), with an empty
+   milter (the same protocol handling, no checks: what Postfix's milter support costs by
+   itself) and with no milter, as ratios, and each milter process's CPU ms per message.
 2. The milter alone, driven over its socket by 100 concurrent connections: messages per
    second and the 99th percentile of the end-of-message latency.
 3. Peak memory (VmHWM) of the milter process while 20 messages of 20 MB pass at once.
@@ -16,7 +17,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import multiprocessing
 import smtplib
+import socket
 import statistics
 import subprocess
 import sys
@@ -27,6 +30,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from mailauth.dkim import Signer
+from mailauth.milter import protocol as p
 from tests.dnsserver import LoopbackDnsServer
 from tests.milterclient import MilterClient, split_message
 from tests.postfix import ThrowawayPostfix, free_port
@@ -68,6 +72,44 @@ def start_milter(dns: LoopbackDnsServer) -> tuple[subprocess.Popen[bytes], int]:
     assert milter.stderr is not None and b"listening" in milter.stderr.readline()
     threading.Thread(target=milter.stderr.read, daemon=True).start()  # drain the log lines
     return milter, port
+
+
+def empty_milter(port: int) -> None:
+    """A milter that checks nothing: the same negotiation as mailauth's (skipped steps, no
+    replies where allowed, quick ACKs), CONTINUE where a reply is due, one header inserted
+    at end of message. Its cost is what Postfix and the protocol cost before any checking."""
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        sock = writer.get_extra_info("socket")
+        no_reply: set[bytes] = set()
+        header = p.header_reply(p.INSHEADER, 0, "Authentication-Results", " mx.example.org; none")
+        while True:
+            try:
+                packet = await reader.readexactly(p.decode_header(await reader.readexactly(4)))
+            except (asyncio.IncompleteReadError, ConnectionError):
+                break
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_QUICKACK, 1)
+            command, data = packet[:1], packet[1:]
+            if command == p.OPTNEG:
+                _, actions, protocol = p.parse_optneg(data)
+                wanted = p.P_NORCPT | p.P_NOUNKNOWN | p.P_HDR_LEADSPC | sum(p.NO_REPLY.values())
+                chosen = protocol & wanted
+                no_reply = {c for c, bit in p.NO_REPLY.items() if chosen & bit}
+                writer.write(p.optneg_reply(actions & p.ACT_ADDHDRS, chosen))
+            elif command == p.EOM:
+                writer.write(header + p.encode(p.CONTINUE))
+            elif command == p.QUIT:
+                break
+            elif command not in (p.MACRO, p.ABORT, p.QUIT_NC) and command not in no_reply:
+                writer.write(p.encode(p.CONTINUE))
+        writer.close()
+
+    async def serve() -> None:
+        server = await asyncio.start_server(handle, "127.0.0.1", port)
+        async with server:
+            await server.serve_forever()
+
+    asyncio.run(serve())
 
 
 def smtp_load(port: int, messages: int, sessions: int) -> float:
@@ -140,6 +182,17 @@ def main() -> None:
         with ThrowawayPostfix(None) as postfix:
             smtp_load(postfix.port, args.sessions * 2, args.sessions)  # warm up
             bare = smtp_load(postfix.port, args.messages, args.sessions)
+        port = free_port()
+        empty = multiprocessing.Process(target=empty_milter, args=(port,), daemon=True)
+        empty.start()
+        try:
+            with ThrowawayPostfix(port) as postfix:
+                smtp_load(postfix.port, args.sessions * 2, args.sessions)
+                before = cpu_seconds(empty.pid or 0)
+                nothing = smtp_load(postfix.port, args.messages, args.sessions)
+                empty_ms = (cpu_seconds(empty.pid or 0) - before) * 1000 / args.messages
+        finally:
+            empty.terminate()
         milter, port = start_milter(dns)
         try:
             with ThrowawayPostfix(port) as postfix:
@@ -155,6 +208,8 @@ def main() -> None:
             milter.wait(timeout=30)
     print(f"Postfix, {args.sessions} sessions, {args.messages} messages of {len(MESSAGE)} bytes:")
     print(f"  no milter           {bare:8.0f} msg/s")
+    print(f"  empty milter        {nothing:8.0f} msg/s   ratio {nothing / bare:.2f}   "
+          f"milter CPU {empty_ms:.1f} ms/msg (protocol only, checks nothing)")  # fmt: skip
     print(f"  mailauth milter     {filtered:8.0f} msg/s   ratio {filtered / bare:.2f}   "
           f"milter CPU {cpu_ms:.1f} ms/msg")  # fmt: skip
     print(f"milter alone, 100 connections: {rate:.0f} msg/s, p99 {p99 * 1000:.1f} ms")
