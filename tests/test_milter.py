@@ -7,6 +7,7 @@ import asyncio
 import struct
 from collections.abc import Awaitable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -36,6 +37,45 @@ async def serve(settings: MilterSettings | None = None) -> tuple[asyncio.Server,
     return server, port, milter
 
 
+# The demo message's client: SPF, DKIM and DMARC pass for it.
+SENDER: dict[str, Any] = {
+    "ip": "192.0.2.10", "helo": "mail.example.com", "mail_from": "alice@example.com",
+}  # fmt: skip
+
+
+def exchange(
+    settings: MilterSettings | None,
+    *messages: dict[str, Any],
+    authenticator: Authenticator | None = None,
+) -> list[list[tuple[bytes, bytes]]]:
+    """One MTA connection carrying ``messages`` (keyword arguments of MilterClient.message),
+    one after the other: the end-of-message replies of each."""
+
+    async def go() -> list[list[tuple[bytes, bytes]]]:
+        milter = Milter(authenticator or Authenticator("mx.example.org", RESOLVER), settings)
+        server = await asyncio.start_server(milter.handle, "127.0.0.1", 0)
+        client = await MilterClient.connect("127.0.0.1", server.sockets[0].getsockname()[1])
+        await client.negotiate()
+        replies = [await client.message(**message) for message in messages]
+        await client.close()
+        server.close()
+        return replies
+
+    return asyncio.run(go())
+
+
+def inserted_fields(replies: list[tuple[bytes, bytes]]) -> list[bytes]:
+    """The fields the replies insert, placed as the MTA places them (each at its index, in
+    order), with CRLF line ends: what goes on top of the message."""
+    fields: list[bytes] = []
+    for command, data in replies:
+        if command == p.INSHEADER:
+            (index,) = struct.unpack(">I", data[:4])
+            name, value = data[4:-1].split(b"\0")
+            fields.insert(index, name + b":" + value.replace(b"\n", b"\r\n") + b"\r\n")
+    return fields
+
+
 def test_negotiation_asks_for_leading_space_and_skips_rcpt() -> None:
     async def go() -> None:
         server, port, _ = await serve()
@@ -61,30 +101,19 @@ def _inserted_header(replies: list[tuple[bytes, bytes]]) -> str:
 
 def test_a_signed_message_gets_one_authentication_results_with_passes() -> None:
     headers, body = split_message((DEMO / "message.eml").read_bytes())
-
-    async def go() -> None:
-        server, port, _ = await serve()
-        client = await MilterClient.connect("127.0.0.1", port)
-        await client.negotiate()
-        replies = await client.message(
-            ip="192.0.2.10", helo="mail.example.com", mail_from="alice@example.com",
-            headers=headers, body=body,
-        )  # fmt: skip
-        value = _inserted_header(replies)
-        assert value.startswith(" mx.example.org;")
-        for clause in ("spf=pass", "dkim=pass", "dmarc=pass", "arc=none"):
-            assert clause in value, value
-        assert replies[-1][0] == p.CONTINUE
-        # a second message on the same connection
-        again = await client.message(
-            ip="192.0.2.10", helo="mail.example.com", mail_from="alice@example.com",
-            headers=headers, body=body.replace(b"Hello Bob", b"Hello Eve"),
-        )  # fmt: skip
-        assert "dkim=fail" in _inserted_header(again)
-        await client.close()
-        server.close()
-
-    run(go())
+    changed = body.replace(b"Hello Bob", b"Hello Eve")
+    # two messages on the same connection
+    replies, again = exchange(
+        None,
+        {**SENDER, "headers": headers, "body": body},
+        {**SENDER, "headers": headers, "body": changed},
+    )
+    value = _inserted_header(replies)
+    assert value.startswith(" mx.example.org;")
+    for clause in ("spf=pass", "dkim=pass", "dmarc=pass", "arc=none"):
+        assert clause in value, value
+    assert replies[-1][0] == p.CONTINUE
+    assert "dkim=fail" in _inserted_header(again)
 
 
 def test_forged_authentication_results_with_our_id_are_deleted() -> None:
@@ -94,41 +123,20 @@ def test_forged_authentication_results_with_our_id_are_deleted() -> None:
         ("Authentication-Results", " other.example; spf=pass"),
         ("Authentication-Results", " (comment) MX.Example.ORG ; dkim=pass"),
     ]
-
-    async def go() -> None:
-        server, port, _ = await serve()
-        client = await MilterClient.connect("127.0.0.1", port)
-        await client.negotiate()
-        replies = await client.message(
-            ip="192.0.2.10", helo="mail.example.com", mail_from="alice@example.com",
-            headers=forged + headers, body=body,
-        )  # fmt: skip
-        changes = [struct.unpack(">I", d[:4])[0] for c, d in replies if c == p.CHGHEADER]
-        assert changes == [3, 1]  # highest first; the other.example field stays
-        assert replies.index(next(r for r in replies if r[0] == p.INSHEADER)) > 1
-        await client.close()
-        server.close()
-
-    run(go())
+    (replies,) = exchange(None, {**SENDER, "headers": forged + headers, "body": body})
+    changes = [struct.unpack(">I", d[:4])[0] for c, d in replies if c == p.CHGHEADER]
+    assert changes == [3, 1]  # highest first; the other.example field stays
+    assert replies.index(next(r for r in replies if r[0] == p.INSHEADER)) > 1
 
 
 def test_dmarc_reject_is_refused_with_550_when_asked() -> None:
     headers, body = split_message((DMARC / "unauthenticated.eml").read_bytes())
-
-    async def go() -> None:
-        server, port, _ = await serve(MilterSettings(reject_dmarc=True))
-        client = await MilterClient.connect("127.0.0.1", port)
-        await client.negotiate()
-        replies = await client.message(
-            ip="198.51.100.7", helo="x.example", mail_from="alice@example.net",
-            headers=headers, body=body,
-        )  # fmt: skip
-        assert replies[-1][0] == p.REPLYCODE
-        assert replies[-1][1].startswith(b"550 5.7.1 DMARC policy of example.net")
-        await client.close()
-        server.close()
-
-    run(go())
+    spoofer = {"ip": "198.51.100.7", "helo": "x.example", "mail_from": "alice@example.net"}
+    (replies,) = exchange(
+        MilterSettings(reject_dmarc=True), {**spoofer, "headers": headers, "body": body}
+    )
+    assert replies[-1][0] == p.REPLYCODE
+    assert replies[-1][1].startswith(b"550 5.7.1 DMARC policy of example.net")
 
 
 def test_trusted_clients_are_accepted_at_connect() -> None:
@@ -283,29 +291,13 @@ def test_trusted_clients_mail_is_dkim_signed_dual() -> None:
     raw = (DEMO / "message.eml").read_bytes()
     raw = raw[raw.index(b"From: ") :]  # drop the demo's own signature
     headers, body = split_message(raw)
-
-    async def go() -> list[tuple[bytes, bytes]]:
-        settings = MilterSettings(trusted_networks=networks, signers={"example.com": signers})
-        server, port, _ = await serve(settings)
-        client = await MilterClient.connect("127.0.0.1", port)
-        await client.negotiate()
-        replies = await client.message(
-            ip="192.0.2.50", helo="laptop.example.com", mail_from="alice@example.com",
-            headers=headers, body=body,
-        )  # fmt: skip
-        await client.close()
-        server.close()
-        return replies
-
-    replies = asyncio.run(go())
-    inserted = [d for c, d in replies if c == p.INSHEADER]
-    assert len(inserted) == 2 and replies[-1][0] == p.CONTINUE
-    fields = b""
-    for data in inserted:
-        name, value = data[4:-1].split(b"\0")
-        assert name == b"DKIM-Signature"
-        fields += name + b":" + value.replace(b"\n", b"\r\n") + b"\r\n"
-    delivered = fields + raw
+    settings = MilterSettings(trusted_networks=networks, signers={"example.com": signers})
+    laptop = {"ip": "192.0.2.50", "helo": "laptop.example.com", "mail_from": "alice@example.com"}
+    (replies,) = exchange(settings, {**laptop, "headers": headers, "body": body})
+    fields = inserted_fields(replies)
+    assert len(fields) == 2 and replies[-1][0] == p.CONTINUE
+    assert all(f.startswith(b"DKIM-Signature:") for f in fields)
+    delivered = b"".join(fields) + raw
     records = {
         "rsa1._domainkey.example.com": public_key_record(RSA_KEY),
         "ed1._domainkey.example.com": public_key_record(ED_KEY),
@@ -319,20 +311,8 @@ def test_one_log_line_per_message(caplog: pytest.LogCaptureFixture) -> None:
     import json
 
     headers, body = split_message((DEMO / "message.eml").read_bytes())
-
-    async def go() -> None:
-        server, port, _ = await serve()
-        client = await MilterClient.connect("127.0.0.1", port)
-        await client.negotiate()
-        await client.message(
-            ip="192.0.2.10", helo="mail.example.com", mail_from="alice@example.com",
-            headers=headers, body=body, queue_id="4QLOG1",
-        )  # fmt: skip
-        await client.close()
-        server.close()
-
     with caplog.at_level("INFO", logger="mailauth.milter"):
-        asyncio.run(go())
+        exchange(None, {**SENDER, "headers": headers, "body": body, "queue_id": "4QLOG1"})
     (line,) = [r.getMessage() for r in caplog.records if "4QLOG1" in r.getMessage()]
     record = json.loads(line)
     assert record["queue_id"] == "4QLOG1" and record["client"] == "192.0.2.10"
@@ -477,27 +457,9 @@ def test_inbound_mail_is_arc_sealed_when_asked() -> None:
     headers, body = split_message(raw)
     settings = MilterSettings(sealer=Sealer("example.org", "arc1", RSA_KEY))
 
-    async def go() -> list[tuple[bytes, bytes]]:
-        server, port, _ = await serve(settings)
-        client = await MilterClient.connect("127.0.0.1", port)
-        await client.negotiate()
-        replies = await client.message(
-            ip="192.0.2.10", helo="mail.example.com", mail_from="alice@example.com",
-            headers=headers, body=body,
-        )  # fmt: skip
-        await client.close()
-        server.close()
-        return replies
-
-    replies = asyncio.run(go())
+    (replies,) = exchange(settings, {**SENDER, "headers": headers, "body": body})
     assert replies[-1][0] == p.CONTINUE
-    # The MTA applies the inserts in order, each at its index: the ARC set ends up on top.
-    delivered: list[bytes] = []
-    for command, data in replies:
-        if command == p.INSHEADER:
-            (index,) = struct.unpack(">I", data[:4])
-            name, value = data[4:-1].split(b"\0")
-            delivered.insert(index, name + b":" + value.replace(b"\n", b"\r\n") + b"\r\n")
+    delivered = inserted_fields(replies)  # the ARC set ends up on top
     names = [f.split(b":")[0] for f in delivered]
     assert names == [
         b"ARC-Seal", b"ARC-Message-Signature", b"ARC-Authentication-Results",
@@ -556,19 +518,9 @@ def test_text_log_lines_quote_what_the_client_sent(caplog: pytest.LogCaptureFixt
 
     headers, body = split_message((DEMO / "message.eml").read_bytes())
 
-    async def go() -> None:
-        server, port, _ = await serve(MilterSettings(log_format="text"))
-        client = await MilterClient.connect("127.0.0.1", port)
-        await client.negotiate()
-        await client.message(
-            ip="192.0.2.10", helo='evil" action=reject\nqueue_id=x', mail_from="alice@example.com",
-            headers=headers, body=body, queue_id="4QLOG2",
-        )  # fmt: skip
-        await client.close()
-        server.close()
-
+    evil = {**SENDER, "helo": 'evil" action=reject\nqueue_id=x', "queue_id": "4QLOG2"}
     with caplog.at_level("INFO", logger="mailauth.milter"):
-        asyncio.run(go())
+        exchange(MilterSettings(log_format="text"), {**evil, "headers": headers, "body": body})
     (line,) = [r.getMessage() for r in caplog.records if "4QLOG2" in r.getMessage()]
     assert "\n" not in line
     pairs = dict(item.split("=", 1) for item in shlex.split(line))
@@ -588,30 +540,22 @@ def test_trusted_mailing_lists_are_not_refused_under_reject_dmarc() -> None:
 
     headers, body = split_message((DMARC / "unauthenticated.eml").read_bytes())
 
-    async def go(lists: tuple[str, ...]) -> list[tuple[bytes, bytes]]:
+    def go(lists: tuple[str, ...]) -> list[tuple[bytes, bytes]]:
         policy = DmarcLocalPolicy(overrides=(trust_mailing_lists(lists),))
-        milter = Milter(
-            Authenticator("mx.example.org", RESOLVER, dmarc_policy=policy),
-            MilterSettings(reject_dmarc=True),
-        )
-        server = await asyncio.start_server(milter.handle, "127.0.0.1", 0)
-        client = await MilterClient.connect("127.0.0.1", server.sockets[0].getsockname()[1])
-        await client.negotiate()
+        authenticator = Authenticator("mx.example.org", RESOLVER, dmarc_policy=policy)
         # A list server at 192.0.2.10, SPF-authenticated as example.com, relays mail whose
         # author domain (example.net, p=reject) it cannot authenticate.
-        replies = await client.message(
-            ip="192.0.2.10", helo="mail.example.com", mail_from="list-bounces@example.com",
-            headers=headers, body=body,
-        )  # fmt: skip
-        await client.close()
-        server.close()
+        relayed = {**SENDER, "mail_from": "list-bounces@example.com"}
+        settings = MilterSettings(reject_dmarc=True)
+        message = {**relayed, "headers": headers, "body": body}
+        (replies,) = exchange(settings, message, authenticator=authenticator)
         return replies
 
-    trusted = asyncio.run(go(("example.com",)))
+    trusted = go(("example.com",))
     assert trusted[-1][0] == p.CONTINUE
     value = _inserted_header(trusted)
     assert "spf=pass" in value and "dmarc=fail" in value, value
-    assert asyncio.run(go(("lists.example.org",)))[-1][0] == p.REPLYCODE  # not this list
+    assert go(("lists.example.org",))[-1][0] == p.REPLYCODE  # not this list
 
 
 def test_keys_sign_for_other_from_domains() -> None:
@@ -636,24 +580,17 @@ def test_keys_sign_for_other_from_domains() -> None:
     )
     headers, body = split_message(raw)
 
-    async def go() -> list[tuple[bytes, bytes]]:
-        settings = MilterSettings(
-            trusted_networks=(ipaddress.ip_network("192.0.2.0/24"),), signers=table
-        )
-        server, port, _ = await serve(settings)
-        client = await MilterClient.connect("127.0.0.1", port)
-        await client.negotiate()
-        replies = await client.message(
-            ip="192.0.2.50", helo="laptop.example.com", mail_from="news@news.example.com",
-            headers=headers, body=body,
-        )  # fmt: skip
-        await client.close()
-        server.close()
-        return replies
-
-    (data,) = [d for c, d in asyncio.run(go()) if c == p.INSHEADER]
-    name, value = data[4:-1].split(b"\0")
-    signed = name + b":" + value.replace(b"\n", b"\r\n") + b"\r\n" + raw
+    settings = MilterSettings(
+        trusted_networks=(ipaddress.ip_network("192.0.2.0/24"),), signers=table
+    )
+    laptop = {
+        "ip": "192.0.2.50",
+        "helo": "laptop.example.com",
+        "mail_from": "news@news.example.com",
+    }
+    (replies,) = exchange(settings, {**laptop, "headers": headers, "body": body})
+    (field,) = inserted_fields(replies)
+    signed = field + raw
     records = {"ed1._domainkey.example.com": public_key_record(ED_KEY)}
     (outcome,) = verify(signed, zone(records), now=time.time())
     assert (outcome.result, outcome.domain) == ("pass", "example.com")
@@ -686,23 +623,13 @@ def test_refused_mail_is_not_sealed() -> None:
     spoofed, body = split_message((DMARC / "unauthenticated.eml").read_bytes())
     signed, signed_body = split_message((DEMO / "message.eml").read_bytes())
 
-    async def go() -> tuple[bytes, bytes]:
-        server, port, _ = await serve(settings)
-        client = await MilterClient.connect("127.0.0.1", port)
-        await client.negotiate()
-        refused = await client.message(
-            ip="198.51.100.7", helo="x.example", mail_from="alice@example.net",
-            headers=spoofed, body=body,
-        )  # fmt: skip
-        accepted = await client.message(
-            ip="192.0.2.10", helo="mail.example.com", mail_from="alice@example.com",
-            headers=signed, body=signed_body,
-        )  # fmt: skip
-        await client.close()
-        server.close()
-        return refused[-1][0], accepted[-1][0]
-
-    assert asyncio.run(go()) == (p.REPLYCODE, p.CONTINUE)
+    spoofer = {"ip": "198.51.100.7", "helo": "x.example", "mail_from": "alice@example.net"}
+    refused, accepted = exchange(
+        settings,
+        {**spoofer, "headers": spoofed, "body": body},
+        {**SENDER, "headers": signed, "body": signed_body},
+    )
+    assert (refused[-1][0], accepted[-1][0]) == (p.REPLYCODE, p.CONTINUE)
     assert Counting.calls == 1  # the accepted message only
 
 
