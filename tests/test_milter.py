@@ -597,40 +597,25 @@ def test_keys_sign_for_other_from_domains() -> None:
 
 
 def test_refused_mail_is_not_sealed() -> None:
+    from unittest import mock
+
     from mailauth.arc import Sealer
-    from mailauth.message import HeaderField, Message
-    from mailauth.results import ArcOutcome
     from tests.dkim_helpers import ED_KEY
 
-    class Counting(Sealer):
-        calls = 0
-
-        def seal_fields(
-            self,
-            message: Message,
-            body_hash: bytes,
-            *,
-            authentication_results: str,
-            chain: ArcOutcome,
-            now: float | None = None,
-        ) -> list[HeaderField]:
-            Counting.calls += 1
-            return super().seal_fields(
-                message, body_hash, authentication_results=authentication_results, chain=chain
-            )
-
-    settings = MilterSettings(reject_dmarc=True, sealer=Counting("example.org", "arc2", ED_KEY))
+    sealer = Sealer("example.org", "arc2", ED_KEY)
+    settings = MilterSettings(reject_dmarc=True, sealer=sealer)
     spoofed, body = split_message((DMARC / "unauthenticated.eml").read_bytes())
     signed, signed_body = split_message((DEMO / "message.eml").read_bytes())
-
     spoofer = {"ip": "198.51.100.7", "helo": "x.example", "mail_from": "alice@example.net"}
-    refused, accepted = exchange(
-        settings,
-        {**spoofer, "headers": spoofed, "body": body},
-        {**SENDER, "headers": signed, "body": signed_body},
-    )
+    with mock.patch.object(sealer, "seal_fields", wraps=sealer.seal_fields) as seal_fields:
+        refused, accepted = exchange(
+            settings,
+            {**spoofer, "headers": spoofed, "body": body},
+            {**SENDER, "headers": signed, "body": signed_body},
+        )
     assert (refused[-1][0], accepted[-1][0]) == (p.REPLYCODE, p.CONTINUE)
-    assert Counting.calls == 1  # the accepted message only
+    assert seal_fields.call_count == 1  # the accepted message only
+    assert b"ARC-Seal" in b"".join(inserted_fields(accepted))
 
 
 @pytest.mark.parametrize(
