@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import functools
 import ipaddress
-import threading
 import time
-from collections import OrderedDict
 from collections.abc import Iterable
 from concurrent.futures import Executor
 from dataclasses import dataclass, replace
@@ -33,6 +31,7 @@ from mailauth.dkim import (
 )
 from mailauth.dmarc import DmarcLocalPolicy, evaluate_dmarc
 from mailauth.dns import DnsCache, DnsResolver, Lookup, Query, Resolver, RRType, ZoneResolver
+from mailauth.dns.cache import ExpiringLru
 from mailauth.message import Message
 from mailauth.plan import Plan, offload, run_plan, run_plan_async
 from mailauth.policy import trust_arc_sealers
@@ -242,29 +241,17 @@ class _SpfMemo:
     """
 
     def __init__(self) -> None:
-        self._entries: OrderedDict[tuple[str, str, str], tuple[float, SpfCheck]] = OrderedDict()
-        self._lock = threading.Lock()
+        self._entries: ExpiringLru[tuple[str, str, str], SpfCheck] = ExpiringLru(_SPF_MEMO_SIZE)
 
     def get(self, key: tuple[str, str, str], now: float) -> SpfCheck | None:
-        with self._lock:
-            entry = self._entries.get(key)
-            if entry is None:
-                return None
-            if entry[0] <= now:
-                del self._entries[key]
-                return None
-            self._entries.move_to_end(key)
-            return entry[1]
+        entry = self._entries.get(key, now)
+        return None if entry is None else entry[1]
 
     def put(self, key: tuple[str, str, str], spf: SpfCheck, now: float, ttl: int) -> None:
         outcomes = [o for o in (spf.mailfrom, spf.helo) if o is not None]
         if ttl <= 0 or any(o.explanation or o.result is SpfResult.TEMPERROR for o in outcomes):
             return
-        with self._lock:
-            self._entries[key] = (now + ttl, spf)
-            self._entries.move_to_end(key)
-            while len(self._entries) > _SPF_MEMO_SIZE:
-                self._entries.popitem(last=False)
+        self._entries.put(key, spf, now + ttl)
 
 
 class _NotInMemory(BaseException):

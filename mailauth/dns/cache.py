@@ -16,8 +16,53 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable
+from typing import Generic, TypeVar
 
 from mailauth.dns.types import DnsStatus, Lookup, Query
+
+K = TypeVar("K")
+V = TypeVar("V")
+
+
+class ExpiringLru(Generic[K, V]):
+    """A bounded map whose entries expire: an entry found past its time is dropped, and when
+    full the least recently used entry goes. Thread-safe; counts hits and misses."""
+
+    def __init__(self, max_entries: int) -> None:
+        if max_entries < 1:
+            raise ValueError("max_entries must be at least 1")
+        self.max_entries = max_entries
+        self._entries: OrderedDict[K, tuple[float, V]] = OrderedDict()
+        self._lock = threading.Lock()
+        self.hits = 0
+        self.misses = 0
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def get(self, key: K, now: float) -> tuple[float, V] | None:
+        """(when it expires, the value), or None when absent or expired at ``now``."""
+        with self._lock:
+            entry = self._entries.get(key)
+            if entry is None or entry[0] <= now:
+                if entry is not None:
+                    del self._entries[key]
+                self.misses += 1
+                return None
+            self._entries.move_to_end(key)
+            self.hits += 1
+            return entry
+
+    def put(self, key: K, value: V, expires: float) -> None:
+        with self._lock:
+            self._entries[key] = (expires, value)
+            self._entries.move_to_end(key)
+            while len(self._entries) > self.max_entries:
+                self._entries.popitem(last=False)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
 
 
 class DnsCache:
@@ -31,19 +76,22 @@ class DnsCache:
         max_negative_ttl: int = 900,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        if max_entries < 1:
-            raise ValueError("max_entries must be at least 1")
+        self._entries: ExpiringLru[Query, Lookup] = ExpiringLru(max_entries)
         self.max_entries = max_entries
         self.max_ttl = max_ttl
         self.max_negative_ttl = max_negative_ttl
         self._clock = clock
-        self._entries: OrderedDict[Query, tuple[float, Lookup]] = OrderedDict()
-        self._lock = threading.Lock()
-        self.hits = 0
-        self.misses = 0
 
     def __len__(self) -> int:
         return len(self._entries)
+
+    @property
+    def hits(self) -> int:
+        return self._entries.hits
+
+    @property
+    def misses(self) -> int:
+        return self._entries.misses
 
     def now(self) -> float:
         """The cache's clock (what TTLs count down against)."""
@@ -52,18 +100,10 @@ class DnsCache:
     def get(self, query: Query) -> Lookup | None:
         """The cached outcome with its remaining TTL, or None when absent or expired."""
         now = self._clock()
-        with self._lock:
-            entry = self._entries.get(query)
-            if entry is None:
-                self.misses += 1
-                return None
-            expires, lookup = entry
-            if expires <= now:
-                del self._entries[query]
-                self.misses += 1
-                return None
-            self._entries.move_to_end(query)
-            self.hits += 1
+        entry = self._entries.get(query, now)
+        if entry is None:
+            return None
+        expires, lookup = entry
         # Built directly: dataclasses.replace costs several times more on this hot path.
         return Lookup(
             lookup.name,
@@ -81,15 +121,8 @@ class DnsCache:
             return
         cap = self.max_ttl if lookup.status is DnsStatus.ANSWER else self.max_negative_ttl
         ttl = min(lookup.ttl, cap)
-        if ttl <= 0:
-            return
-        query = Query(lookup.name, lookup.rdtype)
-        with self._lock:
-            self._entries[query] = (self._clock() + ttl, lookup)
-            self._entries.move_to_end(query)
-            while len(self._entries) > self.max_entries:
-                self._entries.popitem(last=False)
+        if ttl > 0:
+            self._entries.put(Query(lookup.name, lookup.rdtype), lookup, self._clock() + ttl)
 
     def clear(self) -> None:
-        with self._lock:
-            self._entries.clear()
+        self._entries.clear()
