@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import re
+from collections.abc import Iterator
 
 import idna
 
@@ -56,3 +57,15 @@ def host_name(name: str) -> str:
     if not all(_LDH.fullmatch(label) for label in text.split(".")):
         raise InvalidDomainError(f"{name!r} is not a host name")
     return text
+
+
+def at_or_under(name: str, domain: str) -> bool:
+    """Whether ``name`` is ``domain`` or below it (both normalised)."""
+    return name == domain or name.endswith("." + domain)
+
+
+def name_and_parents(name: str) -> Iterator[str]:
+    """``name``, then each parent up to the top label: a.b.c, b.c, c."""
+    labels = name.split(".")
+    for start in range(len(labels)):
+        yield ".".join(labels[start:])

@@ -19,7 +19,7 @@ from collections.abc import Iterable
 import authres
 
 from mailauth.dmarc import OverrideContext, OverrideHook, OverrideType, PolicyOverride
-from mailauth.domains import host_name, normalize_domain
+from mailauth.domains import host_name, name_and_parents, normalize_domain
 from mailauth.results import ArcResult, ArcSetInfo, DkimResult, Policy, SpfResult
 
 
@@ -49,11 +49,8 @@ def trust_mailing_lists(domains: Iterable[str]) -> OverrideHook:
     trusted = frozenset(host_name(d) for d in domains)
 
     def under(domain: str) -> str | None:
-        labels = domain.lower().rstrip(".").split(".")
-        for start in range(len(labels)):
-            if ".".join(labels[start:]) in trusted:
-                return ".".join(labels[start:])
-        return None
+        names = name_and_parents(domain.lower().rstrip("."))
+        return next((name for name in names if name in trusted), None)
 
     def hook(context: OverrideContext) -> PolicyOverride | None:
         for outcome in context.dkim:

@@ -11,7 +11,7 @@ from mailauth.dkim.keys import KeyRecordError, parse_key_record
 from mailauth.dmarc import organizational_domain, tree_walk
 from mailauth.dmarc.record import DmarcRecord
 from mailauth.dns import DnsStatus, Query, RRType
-from mailauth.domains import normalize_domain
+from mailauth.domains import at_or_under, normalize_domain
 from mailauth.errors import InvalidDomainError
 from mailauth.plan import Plan, resolve
 from mailauth.results import Policy
@@ -170,7 +170,7 @@ def _external_destinations(record: DmarcRecord, domain: str) -> Plan[list[Findin
             host = normalize_domain(uri.uri.rpartition("@")[2].split("?")[0])
         except InvalidDomainError:
             continue
-        if host != domain and not host.endswith("." + domain) and host not in destinations:
+        if not at_or_under(host, domain) and host not in destinations:
             destinations.append(host)
     lookups = yield from resolve(
         *(Query.of(f"{domain}._report._dmarc.{d}", RRType.TXT) for d in destinations)

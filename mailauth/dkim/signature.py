@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from mailauth.dkim.canon import Canonicalization
 from mailauth.dkim.tags import Tag, TagSyntaxError, decode_base64, parse_tag_list, split_list
-from mailauth.domains import normalize_domain
+from mailauth.domains import at_or_under, normalize_domain
 from mailauth.errors import InvalidDomainError, MailauthError
 from mailauth.message import HeaderField
 from mailauth.results import DkimResult
@@ -199,7 +199,7 @@ def _identity(tags: dict[str, Tag], domain: str) -> str:
     except InvalidDomainError:
         raise _syntax("i= domain is not a valid domain name") from None
     # RFC 6376 6.1.1: the i= domain must be the same as, or a subdomain of, d=.
-    if idomain != domain and not idomain.endswith("." + domain):
+    if not at_or_under(idomain, domain):
         raise _unusable(f"i= domain {idomain} is not d= {domain} or under it")
     return f"{local}@{idomain}"
 

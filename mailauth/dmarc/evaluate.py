@@ -30,7 +30,7 @@ from mailauth.dmarc.discovery import (
 )
 from mailauth.dmarc.record import DmarcRecord
 from mailauth.dns import DnsStatus, Query, RRType
-from mailauth.domains import normalize_domain
+from mailauth.domains import at_or_under, normalize_domain
 from mailauth.errors import InvalidDomainError
 from mailauth.message import Author
 from mailauth.plan import Plan, resolve
@@ -261,7 +261,7 @@ def _aligned(
     if author_org is None:
         return False, f"organizational domain of {author} unknown (DNS failure)"
     # The identifier's org domain is a suffix of it: if the author's is not, they differ.
-    if identifier != author_org and not identifier.endswith("." + author_org):
+    if not at_or_under(identifier, author_org):
         return False, ""
     org = yield from _org_domain(identifier, orgs, local)
     if org is None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ipaddress
+import itertools
 import json
 import logging
 import os
@@ -26,6 +27,7 @@ from dataclasses import dataclass, field
 from mailauth.arc import Sealer, results_payload
 from mailauth.authresults import authserv_id_of
 from mailauth.dkim import BodyHasher, Canonicalization, Signer
+from mailauth.domains import name_and_parents
 from mailauth.errors import MailauthError
 from mailauth.message import HeaderField, Message
 from mailauth.milter import protocol as p
@@ -415,12 +417,8 @@ def _signers_for(signers: Mapping[str, tuple[Signer, ...]], domain: str) -> tupl
     """The signers for a From domain: its own entry, else the nearest ``*.parent`` one."""
     if domain in signers:
         return signers[domain]
-    labels = domain.split(".")
-    for start in range(1, len(labels)):
-        found = signers.get("*." + ".".join(labels[start:]))
-        if found is not None:
-            return found
-    return ()
+    parents = itertools.islice(name_and_parents(domain), 1, None)
+    return next((signers[f"*.{p}"] for p in parents if f"*.{p}" in signers), ())
 
 
 def _insert(index: int, name: str, raw: bytes, leading_space: bool) -> bytes:
