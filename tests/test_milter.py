@@ -268,7 +268,7 @@ def test_unix_socket(tmp_path: Path) -> None:
     async def go() -> None:
         milter = Milter(Authenticator("mx.example.org", RESOLVER))
         path = tmp_path / "milter.sock"
-        server = await start_server(milter, f"unix:{path}", 0o600)
+        server = await start_server(milter.handle, f"unix:{path}", 0o600)
         assert path.stat().st_mode & 0o777 == 0o600
         reader, writer = await asyncio.open_unix_connection(str(path))
         writer.write(p.encode(p.OPTNEG, struct.pack(">III", 6, 0x1FF, 0x1FFFFF)))

@@ -208,7 +208,7 @@ def cmd_milter(args: argparse.Namespace) -> int:
 
 async def _serve_milter(milter: Milter, config: MilterConfig, args: argparse.Namespace) -> None:
     try:
-        server = await start_server(milter, config.listen, config.socket_mode)
+        server = await start_server(milter.handle, config.listen, config.socket_mode)
     except OSError as exc:
         raise CliError(f"cannot listen on {config.listen}: {exc.strerror or exc}") from None
     stop = asyncio.Event()

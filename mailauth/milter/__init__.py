@@ -1,12 +1,15 @@
 """``mailauth milter``: the Sendmail/Postfix mail filter (milter protocol 6) on asyncio.
 
 :mod:`~mailauth.milter.protocol` encodes and decodes packets; :mod:`~mailauth.milter.server`
-runs sessions and asks the :class:`~mailauth.pipeline.Authenticator` for verdicts.
+runs sessions and asks the :class:`~mailauth.pipeline.Authenticator` for verdicts;
+:mod:`~mailauth.milter.listen` opens the socket, :mod:`~mailauth.milter.logline` writes the
+line per message, :mod:`~mailauth.milter.metrics` counts for Prometheus.
 """
 
 from __future__ import annotations
 
+from mailauth.milter.listen import parse_listen, start_server
 from mailauth.milter.metrics import Metrics
-from mailauth.milter.server import Milter, MilterSettings, parse_listen, start_server
+from mailauth.milter.server import Milter, MilterSettings
 
 __all__ = ["Metrics", "Milter", "MilterSettings", "parse_listen", "start_server"]

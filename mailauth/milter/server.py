@@ -14,12 +14,8 @@ import asyncio
 import contextlib
 import ipaddress
 import itertools
-import json
 import logging
-import os
-import re
 import socket
-import stat
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -31,6 +27,7 @@ from mailauth.domains import name_and_parents
 from mailauth.errors import MailauthError
 from mailauth.message import HeaderField, Message
 from mailauth.milter import protocol as p
+from mailauth.milter.logline import log_line
 from mailauth.milter.metrics import Metrics
 from mailauth.pipeline import Authenticator, MessageIntake
 from mailauth.results import Policy, SpfCheck, Verdict
@@ -312,7 +309,13 @@ class Milter:
         reply = self._modifications(session, verdict, seal)
         action = {b"y": "reject", b"t": "tempfail"}.get(reply[4:5], "continue")
         seconds = time.monotonic() - started
-        _log_message(session, verdict, action, seconds, self.settings.log_format)
+        facts = {
+            "queue_id": session.macros.get("i", ""),
+            "client": session.address,
+            "helo": session.helo,
+            "mail_from": session.message.mail_from,
+        }
+        log.info("%s", log_line(facts, verdict, action, seconds, self.settings.log_format))
         if self.metrics is not None:
             self.metrics.observe(verdict, action, seconds)
         return reply
@@ -429,41 +432,6 @@ def _insert(index: int, name: str, raw: bytes, leading_space: bool) -> bytes:
     return p.header_reply(p.INSHEADER, index, name, value.replace("\r\n", "\n"))
 
 
-def _log_message(
-    session: _Session, verdict: Verdict, action: str, seconds: float, form: str
-) -> None:
-    """One line per message: queue id, client, results, disposition, time spent."""
-    dmarc = verdict.dmarc
-    record = {
-        "queue_id": session.macros.get("i", ""),
-        "client": session.address,
-        "helo": session.helo,
-        "mail_from": session.message.mail_from,
-        "spf": str(verdict.spf.mailfrom.result) if verdict.spf else None,
-        "dkim": [f"{d.result}:{d.domain}" for d in verdict.dkim or ()],
-        "arc": str(verdict.arc.result) if verdict.arc else None,
-        "dmarc": str(dmarc.result) if dmarc else None,
-        "disposition": str(dmarc.disposition) if dmarc else None,
-        "action": action,
-        "ms": round(seconds * 1000, 1),
-    }
-    if form == "text":
-        log.info("%s", " ".join(f"{k}={_logfmt(v)}" for k, v in record.items()))
-    else:
-        log.info("%s", json.dumps(record, separators=(",", ":")))
-
-
-_PLAIN = re.compile(r"[!#-<>-~]+")  # printable ASCII but space, '"' and '='
-
-
-def _logfmt(value: object) -> str:
-    """A logfmt value: bare when plain, else a JSON string (quotes, escapes, no line breaks)."""
-    if isinstance(value, list):
-        value = ",".join(map(str, value))
-    text = "" if value is None else str(value)
-    return text if _PLAIN.fullmatch(text) else json.dumps(text)
-
-
 def _occurrences(headers: Sequence[tuple[str, bytes]], lname: str) -> list[tuple[int, bytes]]:
     """(1-based index among same-name fields, value) for every field of that name."""
     found: list[tuple[int, bytes]] = []
@@ -488,28 +456,3 @@ def _is_trusted(address: str, networks: Sequence[Network]) -> bool:
     """(``address`` as protocol.parse_connect leaves it: a plain IP address.)"""
     ip = ipaddress.ip_address(address)
     return any(ip in network for network in networks)
-
-
-def parse_listen(spec: str) -> tuple[str, str | int, str]:
-    """``inet:PORT@HOST``, ``inet6:PORT@HOST``, ``unix:PATH`` (or ``local:PATH``)."""
-    kind, _, rest = spec.partition(":")
-    if kind in ("unix", "local") and rest:
-        return "unix", rest, ""
-    if kind in ("inet", "inet6"):
-        port, _, host = rest.partition("@")
-        if port.isdigit() and 0 < int(port) < 65536:
-            return kind, int(port), host or ("127.0.0.1" if kind == "inet" else "::1")
-    raise ValueError(f"bad listen socket {spec!r}: use inet:PORT@HOST, inet6:PORT@HOST, unix:PATH")
-
-
-async def start_server(milter: Milter, spec: str, socket_mode: int = 0o660) -> asyncio.Server:
-    kind, where, host = parse_listen(spec)
-    if kind == "unix":
-        path = str(where)
-        with contextlib.suppress(FileNotFoundError):
-            if stat.S_ISSOCK(os.stat(path).st_mode):
-                os.unlink(path)  # a stale socket from a previous run
-        server = await asyncio.start_unix_server(milter.handle, path=path)
-        os.chmod(path, socket_mode)
-        return server
-    return await asyncio.start_server(milter.handle, host=host, port=int(where))
