@@ -91,15 +91,17 @@ def free_port() -> int:
 
 
 class ThrowawayPostfix:
-    """``milter_port``: where the milter listens (None: no milter). The instance lives in
-    its own directory under /tmp (Postfix's daemons run as the postfix user and must reach
-    it), removed afterwards."""
+    """``milter``: where the milter listens: a TCP port on 127.0.0.1, a Postfix milter
+    address such as ``unix:mailauth/milter.sock`` (relative to :attr:`queue`), or None for
+    no milter. The instance lives in its own directory under /tmp (Postfix's daemons run as
+    the postfix user and must reach it), removed afterwards."""
 
-    def __init__(self, milter_port: int | None) -> None:
+    def __init__(self, milter: int | str | None) -> None:
         self.root = Path(tempfile.mkdtemp(prefix="mailauth-postfix-", dir="/tmp"))
         self.port = free_port()
         self.sink_port = free_port()
-        self.milter_port = milter_port
+        self.milter = milter
+        self.queue = self.root / "queue"
         self.sink_dir = self.root / "delivered"
         self.config = self.root / "config"
         self._sink: subprocess.Popen[bytes] | None = None
@@ -111,7 +113,11 @@ class ThrowawayPostfix:
             "root": self.root,
             "port": f"127.0.0.1:{self.port}",
             "sink_port": self.sink_port,
-            "milters": f"inet:127.0.0.1:{self.milter_port}" if self.milter_port else "",
+            "milters": (
+                f"inet:127.0.0.1:{self.milter}"
+                if isinstance(self.milter, int)
+                else self.milter or ""
+            ),
         }
         (self.config / "main.cf").write_text(MAIN_CF.format(**values))
         (self.config / "master.cf").write_text(MASTER_CF.format(**values))

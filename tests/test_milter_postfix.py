@@ -168,3 +168,29 @@ def test_mail_submitted_on_the_host_is_signed_not_verified(postfix: ThrowawayPos
     (outcome,) = verify(message, zone(records), now=time.time())
     assert (outcome.result, outcome.selector) == ("pass", "out2026")
     assert dkimpy_verify(message, records)
+
+
+def test_over_a_unix_socket_named_relative_to_the_queue_directory() -> None:
+    """The docs' recipe for a chrooted Postfix: the socket inside the queue directory, named
+    relative to it in main.cf (``unix:mailauth/milter.sock``)."""
+    with LoopbackDnsServer((DEMO / "example.com.zone").read_text()) as dns:
+        instance = ThrowawayPostfix("unix:mailauth/milter.sock")
+        (instance.queue / "mailauth").mkdir(parents=True)
+        socket_path = instance.queue / "mailauth" / "milter.sock"
+        command = [sys.executable, "-m", "mailauth", "milter", "--listen", f"unix:{socket_path}"]
+        # (666 here: the test runs as root and Postfix's daemons as postfix, in no group of ours)
+        command += ["--socket-mode", "666", "--authserv-id", "mx.example.org"]
+        command += ["--nameserver", dns.address]
+        milter = subprocess.Popen(command, stderr=subprocess.PIPE)
+        try:
+            assert milter.stderr is not None
+            assert b"listening" in milter.stderr.readline()
+            with instance as postfix:
+                raw = (DEMO / "message.eml").read_bytes()
+                _send(postfix, raw, "192.0.2.10", "mail.example.com", "alice@example.com")
+                delivered = _delivered_with(postfix, b"Message-ID: <demo-1@example.com>")
+        finally:
+            milter.terminate()
+            milter.wait(timeout=30)
+    (header,) = _authentication_results(delivered)
+    assert "spf=pass" in header and "dkim=pass" in header and "dmarc=pass" in header
