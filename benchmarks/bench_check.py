@@ -18,23 +18,17 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import socket
 import sys
 import time
-from multiprocessing import Event, Process, Queue
-from multiprocessing.synchronize import Event as EventType
 from pathlib import Path
-from typing import cast
 
-import dns.exception
-import dns.message
 from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from mailauth.check import check_domains
 from mailauth.dns import Resolver
-from tests.dnsserver import LoopbackDnsServer
+from tests.dnsserver import slow_dns_process
 
 ED25519_KEY = "v=DKIM1; k=ed25519; p=11qYAYKxCrfVS/7TyWQHOg7hcvPapiMlrwIaaPcHURo="
 
@@ -65,52 +59,6 @@ async def run(domains: list[str], resolver: Resolver, concurrency: int) -> int:
     return done
 
 
-class _Answering(asyncio.DatagramProtocol):
-    """Answers from the test server's zone logic, each reply sent ``delay`` seconds later."""
-
-    def __init__(self, server: LoopbackDnsServer, delay: float) -> None:
-        self.server = server
-        self.delay = delay
-        self.transport: asyncio.DatagramTransport | None = None
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = cast(asyncio.DatagramTransport, transport)
-
-    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
-        try:
-            request = dns.message.from_wire(data)
-        except dns.exception.DNSException:
-            return
-        wire = self.server.answer(request).to_wire(max_size=max(512, request.payload))
-        loop = asyncio.get_running_loop()
-        loop.call_later(self.delay, self._send, wire, addr)
-
-    def _send(self, wire: bytes, addr: tuple[str, int]) -> None:
-        if self.transport is not None:
-            self.transport.sendto(wire, addr)
-
-
-def serve(zone: str, delay: float, ports: Queue[int], stop: EventType) -> None:
-    """A DNS server in its own process (in this one it would compete for the GIL), on
-    asyncio: the test server's thread per answer cannot keep up with thousands of
-    concurrent questions."""
-    server = LoopbackDnsServer(zone)  # its zone logic only; its threads are never started
-
-    async def run() -> None:
-        loop = asyncio.get_running_loop()
-        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 22)
-        sock.bind(("127.0.0.1", 0))
-        transport, _ = await loop.create_datagram_endpoint(
-            lambda: _Answering(server, delay), sock=sock
-        )
-        ports.put(sock.getsockname()[1])
-        await loop.run_in_executor(None, stop.wait)
-        transport.close()
-
-    asyncio.run(run())
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--domains", type=int, default=500)
@@ -119,20 +67,12 @@ def main() -> None:
     parser.add_argument("--all-dkim", action="store_true", help="a DKIM key at every domain")
     args = parser.parse_args()
     domains = [f"d{n}.example" for n in range(args.domains)]
-    ports: Queue[int] = Queue()
-    stop = Event()
     zone = make_zone(args.domains, 1 if args.all_dkim else 2)
-    server = Process(target=serve, args=(zone, args.delay, ports, stop))
-    server.start()
-    try:
-        port = ports.get(timeout=30)
-        resolver = Resolver([f"127.0.0.1:{port}"], timeout=2, lifetime=10)
+    with slow_dns_process(zone, args.delay) as address:
+        resolver = Resolver([address], timeout=2, lifetime=10)
         started = time.perf_counter()
         done = asyncio.run(run(domains, resolver, args.concurrency))
         elapsed = time.perf_counter() - started
-    finally:
-        stop.set()
-        server.join(timeout=10)
     bound = args.domains * args.delay
     print(
         f"{done} domains, {args.delay * 1000:.0f} ms per DNS answer, concurrency "

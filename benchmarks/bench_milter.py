@@ -9,6 +9,9 @@
 2. The milter alone, driven over its socket by 100 concurrent connections: messages per
    second and the 99th percentile of the end-of-message latency.
 3. Peak memory (VmHWM) of the milter process while 20 messages of 20 MB pass at once.
+4. First-time senders: the milter alone, 100 connections, each message from a domain whose
+   DNS answers are not cached yet, every DNS answer 50 ms late (tests/dnsserver.py's slow
+   server): messages per second when SPF has to wait for DNS.
 
 Run: sudo python benchmarks/bench_milter.py [--messages 1000]
 """
@@ -29,9 +32,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+import bench_check
+
 from mailauth.dkim import Signer
 from mailauth.milter import protocol as p
-from tests.dnsserver import LoopbackDnsServer
+from tests.dnsserver import LoopbackDnsServer, slow_dns_process
 from tests.milterclient import MilterClient, split_message
 from tests.postfix import ThrowawayPostfix, free_port
 
@@ -173,10 +178,52 @@ async def big_messages(port: int, count: int, size_mb: int) -> None:
     await asyncio.gather(*(one() for _ in range(count)))
 
 
+def first_time_senders(count: int) -> float:
+    """Messages per second from ``count`` domains never seen before (DNS 50 ms away)."""
+    zone = bench_check.make_zone(count)
+    with slow_dns_process(zone, 0.05) as address:
+        port = free_port()
+        command = [sys.executable, "-m", "mailauth", "milter", "--listen"]
+        command += [f"inet:{port}@127.0.0.1", "--authserv-id", "mx.example.org"]
+        milter = subprocess.Popen([*command, "--nameserver", address], stderr=subprocess.PIPE)
+        try:
+            assert milter.stderr is not None and b"listening" in milter.stderr.readline()
+            threading.Thread(target=milter.stderr.read, daemon=True).start()
+            return asyncio.run(_first_time_load(port, count))
+        finally:
+            milter.terminate()
+            milter.wait(timeout=30)
+
+
+async def _first_time_load(port: int, count: int) -> float:
+    waiting = list(range(count))
+
+    async def connection() -> None:
+        client = await MilterClient.connect("127.0.0.1", port)
+        await client.negotiate()
+        while waiting:
+            n = waiting.pop()
+            raw = (
+                f"From: a@d{n}.example\r\nTo: b@example.org\r\nSubject: first\r\n"
+                f"Message-ID: <{n}@d{n}.example>\r\n\r\nHello.\r\n"
+            ).encode()
+            headers, body = split_message(raw)
+            await client.message(
+                ip="192.0.2.10", helo=f"mx.d{n}.example", mail_from=f"a@d{n}.example",
+                headers=headers, body=body,
+            )  # fmt: skip
+        await client.close()
+
+    started = time.perf_counter()
+    await asyncio.gather(*(connection() for _ in range(100)))
+    return count / (time.perf_counter() - started)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--messages", type=int, default=1000)
     parser.add_argument("--sessions", type=int, default=20)
+    parser.add_argument("--first-time", type=int, default=400, help="senders never seen before")
     args = parser.parse_args()
     with LoopbackDnsServer((DEMO / "example.com.zone").read_text()) as dns:
         with ThrowawayPostfix(None) as postfix:
@@ -214,6 +261,8 @@ def main() -> None:
           f"milter CPU {cpu_ms:.1f} ms/msg")  # fmt: skip
     print(f"milter alone, 100 connections: {rate:.0f} msg/s, p99 {p99 * 1000:.1f} ms")
     print(f"peak memory of the milter with 20 x 20 MB at once: {memory:.0f} MB")
+    first = first_time_senders(args.first_time)
+    print(f"milter alone, {args.first_time} first-time senders, DNS 50 ms away: {first:.0f} msg/s")
 
 
 if __name__ == "__main__":

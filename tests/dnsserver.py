@@ -5,15 +5,24 @@ ephemeral port, in background threads. UDP answers larger than the client's payl
 (512 without EDNS0, RFC 6891 otherwise) come back truncated (TC=1), so that clients retry over
 TCP. ``mode`` makes it misbehave: ``silent`` never answers, ``servfail`` / ``refused`` answer
 with that rcode. ``delay`` adds latency to every answer. Every question is recorded.
+
+For load (benchmarks), :func:`slow_dns_process` serves the same zone logic from another
+process on asyncio, every answer late by a fixed delay.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import socket
 import struct
 import threading
 import time
+from collections.abc import Iterator
+from multiprocessing import Event, Process, Queue
+from multiprocessing.synchronize import Event as EventType
 from types import TracebackType
+from typing import cast
 
 import dns.exception
 import dns.flags
@@ -201,3 +210,65 @@ def _ancestors(name: dns.name.Name) -> list[dns.name.Name]:
         name = name.parent()
         found.append(name)
     return found
+
+
+class _Answering(asyncio.DatagramProtocol):
+    """Answers from the test server's zone logic, each reply sent ``delay`` seconds later."""
+
+    def __init__(self, server: LoopbackDnsServer, delay: float) -> None:
+        self.server = server
+        self.delay = delay
+        self.transport: asyncio.DatagramTransport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.DatagramTransport, transport)
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        try:
+            request = dns.message.from_wire(data)
+        except dns.exception.DNSException:
+            return
+        wire = self.server.answer(request).to_wire(max_size=max(512, request.payload))
+        loop = asyncio.get_running_loop()
+        loop.call_later(self.delay, self._send, wire, addr)
+
+    def _send(self, wire: bytes, addr: tuple[str, int]) -> None:
+        if self.transport is not None:
+            self.transport.sendto(wire, addr)
+
+
+def _serve(zone: str, delay: float, ports: Queue[int], stop: EventType) -> None:
+    """A DNS server in its own process (in this one it would compete for the GIL), on
+    asyncio: the test server's thread per answer cannot keep up with thousands of
+    concurrent questions."""
+    server = LoopbackDnsServer(zone)  # its zone logic only; its threads are never started
+
+    async def run() -> None:
+        loop = asyncio.get_running_loop()
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 22)
+        sock.bind(("127.0.0.1", 0))
+        transport, _ = await loop.create_datagram_endpoint(
+            lambda: _Answering(server, delay), sock=sock
+        )
+        ports.put(sock.getsockname()[1])
+        await loop.run_in_executor(None, stop.wait)
+        transport.close()
+
+    asyncio.run(run())
+
+
+@contextlib.contextmanager
+def slow_dns_process(zone_text: str, delay: float) -> Iterator[str]:
+    """A DNS server for load tests: the zone's answers, each ``delay`` seconds late, from
+    another process (in this one it would compete for the GIL) on asyncio (thousands of
+    questions in flight). Yields its address, ``127.0.0.1:PORT``."""
+    ports: Queue[int] = Queue()
+    stop = Event()
+    process = Process(target=_serve, args=(zone_text, delay, ports, stop))
+    process.start()
+    try:
+        yield f"127.0.0.1:{ports.get(timeout=30)}"
+    finally:
+        stop.set()
+        process.join(timeout=10)
