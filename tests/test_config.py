@@ -13,6 +13,7 @@ import pytest
 from mailauth.cli import main
 from mailauth.config import load_milter_config
 from mailauth.dkim.keys import private_key_pem
+from mailauth.dns import RRType
 from mailauth.errors import ConfigError
 from tests.dkim_helpers import ED_KEY
 
@@ -205,3 +206,26 @@ def test_the_milter_gives_spf_a_pool_of_its_own(tmp_path: Path) -> None:
     authenticator, _ = build_milter_parts(effective_config(args), args, pool)
     assert authenticator.executor is pool and SPF_THREADS >= 32
     pool.shutdown()
+
+
+def test_a_reload_keeps_the_dns_cache_while_the_nameservers_stay() -> None:
+    from mailauth.cli import _build_parser
+    from mailauth.cli.serve import build_milter_parts, effective_config
+    from mailauth.dns import Resolver
+    from mailauth.pipeline import Authenticator
+    from tests.dnsserver import LoopbackDnsServer
+
+    with LoopbackDnsServer(ZONE.read_text()) as one, LoopbackDnsServer(ZONE.read_text()) as two:
+
+        def parts(server: str, previous: Authenticator | None = None) -> Resolver:
+            argv = ["milter", "--listen", "inet:8891@127.0.0.1", "--authserv-id", "mx.example.org"]
+            args = _build_parser().parse_args([*argv, "--nameserver", server])
+            authenticator, _ = build_milter_parts(effective_config(args), args, previous=previous)
+            assert isinstance(authenticator.resolver, Resolver)
+            return authenticator.resolver
+
+        first = parts(one.address)
+        first.lookup("example.com", RRType.TXT)
+        running = Authenticator("mx.example.org", first)
+        assert parts(one.address, running).cache is first.cache  # same servers: kept
+        assert parts(two.address, running).cache is not first.cache  # others: a fresh start

@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from mailauth.dns import DnsResolver, Resolver, ZoneResolver
+from mailauth.dns import DnsCache, DnsResolver, Resolver, ZoneResolver
 
 EXIT_USAGE = 2
 
@@ -44,8 +44,9 @@ def add_dns_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def make_resolver(args: argparse.Namespace) -> DnsResolver:
-    """The one resolver of a command: zone files, or the network."""
+def make_resolver(args: argparse.Namespace, cache: DnsCache | None = None) -> DnsResolver:
+    """The one resolver of a command: zone files, or the network (with ``cache``, when
+    given: the milter keeps its answers across a configuration reload)."""
     if args.dns_zone and args.nameserver:
         raise CliError("--dns-zone and --nameserver exclude each other")
     if args.dns_zone:
@@ -53,7 +54,7 @@ def make_resolver(args: argparse.Namespace) -> DnsResolver:
     if args.dns_timeout <= 0:
         raise CliError("--dns-timeout must be positive")
     resolver = Resolver(
-        args.nameserver, timeout=min(2.0, args.dns_timeout), lifetime=args.dns_timeout
+        args.nameserver, timeout=min(2.0, args.dns_timeout), lifetime=args.dns_timeout, cache=cache
     )
     problem = resolver.check_reachable()
     if problem:

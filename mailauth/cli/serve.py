@@ -18,6 +18,7 @@ from mailauth.cli.common import CliError, Parser, add_dns_options, make_resolver
 from mailauth.config import KeySpec, MilterConfig, load_milter_config
 from mailauth.dkim import Signer
 from mailauth.dmarc import DmarcLocalPolicy
+from mailauth.dns import DnsCache, Resolver
 from mailauth.domains import host_name
 from mailauth.errors import MailauthError
 from mailauth.milter import Metrics, Milter, MilterSettings, parse_listen, start_server
@@ -141,8 +142,13 @@ def _network(text: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
 
 
 def build_milter_parts(
-    config: MilterConfig, args: argparse.Namespace, executor: Executor | None = None
+    config: MilterConfig,
+    args: argparse.Namespace,
+    executor: Executor | None = None,
+    previous: Authenticator | None = None,
 ) -> tuple[Authenticator, MilterSettings]:
+    """The Authenticator and settings for ``config``; ``previous`` (on a reload) lends its
+    DNS cache when the nameservers stay the same, so that a reload does not start cold."""
     if not args.nameserver and not args.dns_zone:
         args.nameserver = list(config.nameservers) or None
         args.dns_zone = list(config.zone_files) or None
@@ -151,7 +157,7 @@ def build_milter_parts(
     lists = config.trusted_mailing_lists
     authenticator = Authenticator(
         authserv_id=config.authserv_id,
-        resolver=make_resolver(args),
+        resolver=make_resolver(args, _kept_cache(previous, args)),
         trusted_arc_sealers=config.trusted_arc_sealers,
         executor=executor,
         dmarc_policy=DmarcLocalPolicy(overrides=(trust_mailing_lists(lists),)) if lists else None,
@@ -185,6 +191,14 @@ def build_milter_parts(
 # a worker thread; asyncio's default pool (cores + 4 threads) made that the limit: 51 msg/s
 # for first-time senders at 50 ms of DNS latency, 131 msg/s with 64 threads (measured).
 SPF_THREADS = 64
+
+
+def _kept_cache(previous: Authenticator | None, args: argparse.Namespace) -> DnsCache | None:
+    old = previous.resolver if previous is not None else None
+    if not isinstance(old, Resolver) or args.dns_zone:
+        return None
+    same = Resolver(args.nameserver, cache=old.cache).nameservers == old.nameservers
+    return old.cache if same else None
 
 
 def cmd_milter(args: argparse.Namespace) -> int:
@@ -238,7 +252,8 @@ async def _serve_milter(milter: Milter, config: MilterConfig, args: argparse.Nam
 def _reload(milter: Milter, args: argparse.Namespace) -> None:
     """SIGHUP: new configuration and keys for the next messages; connections stay up."""
     try:
-        parts = build_milter_parts(effective_config(args), args, milter.authenticator.executor)
+        old = milter.authenticator
+        parts = build_milter_parts(effective_config(args), args, old.executor, previous=old)
         authenticator, settings = parts
     except (CliError, MailauthError, ValueError) as exc:
         problems = " ".join(str(exc).split())
