@@ -698,3 +698,19 @@ def test_any_packet_sequence_gets_a_reply_or_a_protocol_error(
             session.message.discard()
 
     asyncio.run(go())
+
+
+def test_dmarc_quarantine_is_a_quarantine_action_when_asked() -> None:
+    raw = (
+        b"From: News <news@news.example.net>\r\nTo: bob@example.org\r\nSubject: offer\r\n"
+        b"Message-ID: <q-1@attacker.example>\r\n\r\nClick.\r\n"
+    )
+    headers, body = split_message(raw)
+    spoofer = {"ip": "198.51.100.7", "helo": "x.example", "mail_from": "news@news.example.net"}
+    message = {**spoofer, "headers": headers, "body": body}
+    (held,) = exchange(MilterSettings(quarantine_dmarc=True), message)
+    (quarantine,) = [d for c, d in held if c == p.QUARANTINE]
+    assert quarantine == b"DMARC quarantine for news.example.net\0"
+    assert "dmarc=fail" in _inserted_header(held) and held[-1][0] == p.CONTINUE
+    (passed,) = exchange(MilterSettings(reject_dmarc=True), message)  # reject only: not held
+    assert not [c for c, _ in passed if c == p.QUARANTINE] and passed[-1][0] == p.CONTINUE
