@@ -9,6 +9,7 @@ message to a file, and calls the milter given.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import socket
@@ -17,10 +18,12 @@ import tempfile
 import time
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 POSTFIX = shutil.which("postfix") or "/usr/sbin/postfix"
 SMTP_SINK = shutil.which("smtp-sink") or "/usr/sbin/smtp-sink"
 SENDMAIL = "/usr/sbin/sendmail"  # Postfix's, in Debian's package
+POSTQUEUE = shutil.which("postqueue") or "/usr/sbin/postqueue"
 
 MASTER_CF = """\
 {port}     inet  n       -       n       -       -       smtpd
@@ -174,6 +177,13 @@ class ThrowawayPostfix:
         result = subprocess.run(command, input=raw, capture_output=True, timeout=60)
         if result.returncode:
             raise RuntimeError(f"sendmail: {result.stderr.decode()[-500:]}")
+
+    def queue_listing(self) -> list[dict[str, Any]]:
+        """The messages in Postfix's queues (postqueue -j), each with its ``queue_name``."""
+        result = subprocess.run(
+            [POSTQUEUE, "-c", str(self.config), "-j"], capture_output=True, timeout=30
+        )
+        return [json.loads(line) for line in result.stdout.splitlines() if line.strip()]
 
     def log(self) -> str:
         path = self.root / "maillog"

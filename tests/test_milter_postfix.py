@@ -48,11 +48,15 @@ def postfix(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ThrowawayPostf
     key_file = tmp_path_factory.mktemp("keys") / "out2026.pem"
     key_file.write_bytes(private_key_pem(SIGNING_KEY))
     key_file.chmod(0o600)
-    with LoopbackDnsServer((DEMO / "example.com.zone").read_text()) as dns:
+    # news.example.com has a DMARC record of its own, p=quarantine, and no authorised senders.
+    zone = (DEMO / "example.com.zone").read_text() + (
+        'news IN TXT "v=spf1 -all"\n_dmarc.news IN TXT "v=DMARC1; p=quarantine"\n'
+    )
+    with LoopbackDnsServer(zone) as dns:
         port = free_port()
         command = [sys.executable, "-m", "mailauth", "milter", "--listen", f"inet:{port}@127.0.0.1"]
         command += ["--authserv-id", "mx.example.org", "--nameserver", dns.address]
-        command += ["--reject-dmarc", "--trusted-network", "192.0.2.128/25"]
+        command += ["--reject-dmarc", "--quarantine-dmarc", "--trusted-network", "192.0.2.128/25"]
         command += ["--sign", f"example.com:out2026:{key_file}"]
         command += ["--arc-seal", f"example.org:arc2026:{key_file}"]
         milter = subprocess.Popen(command, stderr=subprocess.PIPE)
@@ -194,3 +198,19 @@ def test_over_a_unix_socket_named_relative_to_the_queue_directory() -> None:
             milter.wait(timeout=30)
     (header,) = _authentication_results(delivered)
     assert "spf=pass" in header and "dkim=pass" in header and "dmarc=pass" in header
+
+
+def test_a_quarantined_message_is_held_by_postfix(postfix: ThrowawayPostfix) -> None:
+    raw = (
+        b"From: News <news@news.example.com>\r\nTo: bob@example.net\r\nSubject: offer\r\n"
+        b"Message-ID: <held-1@attacker.example>\r\n\r\nClick here.\r\n"
+    )
+    _send(postfix, raw, "198.51.100.7", "attacker.example", "news@news.example.com")
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        ours = [e for e in postfix.queue_listing() if e["sender"] == "news@news.example.com"]
+        if ours:
+            break
+        time.sleep(0.2)
+    assert [entry["queue_name"] for entry in ours] == ["hold"], postfix.log()[-2000:]
+    assert not any(b"held-1@attacker.example" in p.read_bytes() for p in postfix.sink_dir.iterdir())
