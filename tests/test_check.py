@@ -17,7 +17,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from mailauth.check import MtaStsFetcher, Status, check_domain, parse_policy
+from mailauth.check import DomainReport, MtaStsFetcher, Status, check_domain, parse_policy
 from mailauth.check.mtasts import mx_matches
 from mailauth.cli import main
 from mailauth.dns import ZoneResolver
@@ -133,6 +133,35 @@ def test_domains_from_a_file_with_a_progress_bar(
     captured = capsys.readouterr()
     assert "bimi.syntax" in captured.out and "good.example" in captured.out
     assert "3/3" in captured.err  # the progress bar
+
+
+def test_worker_processes_give_the_same_reports(capsys: pytest.CaptureFixture[str]) -> None:
+    domains = ["good.example", "spf-missing.example", "dkim-weak.example", "spf-loop.example"]
+    args = ["check", *domains, "--dns-zone", str(ZONE), "--no-fetch", "--json"]
+    reports = {}
+    for jobs in ("1", "3"):
+        assert main([*args, "--jobs", jobs]) == 1
+        lines = capsys.readouterr().out.strip().splitlines()
+        reports[jobs] = sorted(lines, key=lambda line: json.loads(line)["domain"])
+    assert reports["1"] == reports["3"] and len(reports["3"]) == 4
+    assert main([*args, "--jobs", "0"]) == 2
+    assert "--jobs must be at least 1" in capsys.readouterr().err
+    assert main(["check", *domains, "--dns-zone", str(ZONE), "--ca-file", "/nonexistent"]) == 2
+    assert "cannot read --ca-file /nonexistent" in capsys.readouterr().err
+
+
+def test_a_worker_error_or_a_worker_gone_is_one_error_line() -> None:
+    import queue
+
+    from mailauth.cli.audit import _drain
+    from mailauth.cli.common import CliError
+
+    results: queue.Queue[DomainReport | BaseException] = queue.Queue()
+    results.put(CliError("DNS unreachable: no answer"))
+    with pytest.raises(CliError, match="DNS unreachable"):
+        list(_drain(results, 2, lambda: True))
+    with pytest.raises(CliError, match="a worker ended before its domains were checked"):
+        list(_drain(queue.Queue(), 1, lambda: False))
 
 
 # --- MTA-STS over HTTPS on loopback -------------------------------------------------------
