@@ -151,7 +151,7 @@ def _check_shard(
     """Check ``domains`` (with a resolver of its own in a worker process); each report, or
     the one error, goes to ``results``."""
     try:
-        resolver = resolver or make_resolver(args)
+        resolver = make_resolver(args) if resolver is None else resolver
         fetcher = None if args.no_fetch else MtaStsFetcher(verify=args.ca_file or True)
 
         async def run() -> None:
