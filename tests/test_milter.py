@@ -714,3 +714,51 @@ def test_dmarc_quarantine_is_a_quarantine_action_when_asked() -> None:
     assert "dmarc=fail" in _inserted_header(held) and held[-1][0] == p.CONTINUE
     (passed,) = exchange(MilterSettings(reject_dmarc=True), message)  # reject only: not held
     assert not [c for c, _ in passed if c == p.QUARANTINE] and passed[-1][0] == p.CONTINUE
+
+
+def test_signing_and_sealing_keep_to_the_deadline() -> None:
+    """Private-key work waits for a worker thread; when none comes free in time, the MTA is
+    answered at the deadline all the same (unsigned mail goes on, an inbound message keeps
+    its Authentication-Results without an ARC set)."""
+    import ipaddress
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    from mailauth.arc import Sealer
+    from mailauth.dkim import Signer
+    from tests.dkim_helpers import ED_KEY
+
+    raw = (DEMO / "message.eml").read_bytes()
+    headers, body = split_message(raw[raw.index(b"From: ") :])
+    settings = MilterSettings(
+        deadline=0.3,
+        trusted_networks=(ipaddress.ip_network("192.0.2.128/25"),),
+        signers={"example.com": (Signer("example.com", "ed1", ED_KEY),)},
+        sealer=Sealer("example.org", "arc2", ED_KEY),
+    )
+    release = threading.Event()
+
+    async def go() -> list[list[tuple[bytes, bytes]]]:
+        loop = asyncio.get_running_loop()
+        loop.set_default_executor(ThreadPoolExecutor(1))
+        busy = loop.run_in_executor(None, release.wait)  # the one worker thread is taken
+        milter = Milter(Authenticator("mx.example.org", RESOLVER), settings)
+        server = await asyncio.start_server(milter.handle, "127.0.0.1", 0)
+        client = await MilterClient.connect("127.0.0.1", server.sockets[0].getsockname()[1])
+        await client.negotiate()
+        started = loop.time()
+        outbound = await client.message(
+            ip="192.0.2.200", helo="laptop.example.com", mail_from="alice@example.com",
+            headers=headers, body=body,
+        )  # fmt: skip
+        inbound = await client.message(**SENDER, headers=headers, body=body)
+        assert loop.time() - started < 2
+        release.set()
+        await busy
+        await client.close()
+        server.close()
+        return [outbound, inbound]
+
+    outbound, inbound = asyncio.run(go())
+    assert [c for c, _ in outbound] == [p.CONTINUE]  # accept (the default): unsigned
+    assert [f.split(b":")[0] for f in inserted_fields(inbound)] == [b"Authentication-Results"]

@@ -336,9 +336,11 @@ class Milter:
             return [s.signature_field(parsed, hashes[s.body_canon], now) for s in message.signers]
 
         try:
-            fields = await asyncio.get_running_loop().run_in_executor(None, sign)
-        except (MailauthError, ValueError) as exc:
-            log.warning("message %s not signed: %s", session.macros.get("i", "-"), exc)
+            work = asyncio.get_running_loop().run_in_executor(None, sign)
+            fields = await asyncio.wait_for(work, self.settings.deadline)
+        except (MailauthError, ValueError, TimeoutError) as exc:
+            reason = exc or "deadline"
+            log.warning("message %s not signed: %s", session.macros.get("i", "-"), reason)
             return p.encode(self._error_action())
         replies = [
             _insert(index, "DKIM-Signature", raw, session.leading_space)
@@ -363,9 +365,11 @@ class Milter:
             )
 
         try:
-            sealed = await asyncio.get_running_loop().run_in_executor(None, fields)
-        except (MailauthError, ValueError) as exc:
-            log.warning("message %s not sealed: %s", session.macros.get("i", "-"), exc)
+            work = asyncio.get_running_loop().run_in_executor(None, fields)
+            sealed = await asyncio.wait_for(work, self.settings.deadline)
+        except (MailauthError, ValueError, TimeoutError) as exc:
+            reason = exc or "deadline"
+            log.warning("message %s not sealed: %s", session.macros.get("i", "-"), reason)
             return []
         return [
             _insert(index, f.name, f.raw, session.leading_space) for index, f in enumerate(sealed)
