@@ -229,3 +229,22 @@ def test_a_reload_keeps_the_dns_cache_while_the_nameservers_stay() -> None:
         running = Authenticator("mx.example.org", first)
         assert parts(one.address, running).cache is first.cache  # same servers: kept
         assert parts(two.address, running).cache is not first.cache  # others: a fresh start
+
+
+def test_a_reload_takes_the_new_nameservers_from_the_file(tmp_path: Path) -> None:
+    from mailauth.cli import _build_parser
+    from mailauth.cli.serve import build_milter_parts, effective_config
+    from mailauth.dns import Resolver
+    from tests.dnsserver import LoopbackDnsServer
+
+    path = tmp_path / "milter.toml"
+    base = 'listen = "inet:8891@127.0.0.1"\nauthserv_id = "mx.example.org"\n'
+    args = _build_parser().parse_args(["milter", "--config", str(path)])
+    with LoopbackDnsServer(ZONE.read_text()) as one, LoopbackDnsServer(ZONE.read_text()) as two:
+        path.write_text(base + f'[dns]\nnameservers = ["{one.address}"]\n')
+        first, _ = build_milter_parts(effective_config(args), args)
+        path.write_text(base + f'[dns]\nnameservers = ["{two.address}"]\n')
+        second, _ = build_milter_parts(effective_config(args), args, previous=first)
+        assert isinstance(second.resolver, Resolver) and isinstance(first.resolver, Resolver)
+        assert second.resolver.nameservers == [two.address] != first.resolver.nameservers
+        assert second.resolver.cache is not first.resolver.cache

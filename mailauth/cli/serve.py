@@ -149,15 +149,16 @@ def build_milter_parts(
 ) -> tuple[Authenticator, MilterSettings]:
     """The Authenticator and settings for ``config``; ``previous`` (on a reload) lends its
     DNS cache when the nameservers stay the same, so that a reload does not start cold."""
+    dns = argparse.Namespace(**vars(args))  # the file's DNS settings unless options override
     if not args.nameserver and not args.dns_zone:
-        args.nameserver = list(config.nameservers) or None
-        args.dns_zone = list(config.zone_files) or None
+        dns.nameserver = list(config.nameservers) or None
+        dns.dns_zone = list(config.zone_files) or None
         if args.dns_timeout == 5.0:
-            args.dns_timeout = config.dns_timeout
+            dns.dns_timeout = config.dns_timeout
     lists = config.trusted_mailing_lists
     authenticator = Authenticator(
         authserv_id=config.authserv_id,
-        resolver=make_resolver(args, _kept_cache(previous, args)),
+        resolver=make_resolver(dns, _kept_cache(previous, dns)),
         trusted_arc_sealers=config.trusted_arc_sealers,
         executor=executor,
         dmarc_policy=DmarcLocalPolicy(overrides=(trust_mailing_lists(lists),)) if lists else None,
