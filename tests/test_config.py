@@ -166,7 +166,11 @@ def test_sighup_reloads_and_sigterm_stops(tmp_path: Path) -> None:
         assert "listening" in process.stderr.readline()
         path.write_text("deadline = 5\n" + path.read_text())
         os.kill(process.pid, signal.SIGHUP)
-        assert "configuration reloaded" in process.stderr.readline()
+        assert process.stderr.readline().rstrip().endswith("configuration reloaded")
+        path.write_text(path.read_text().replace("m.sock", "n.sock"))
+        os.kill(process.pid, signal.SIGHUP)
+        line = process.stderr.readline()
+        assert "configuration reloaded (listen: at the next restart)" in line
         path.write_text("deadline = -1\n")
         os.kill(process.pid, signal.SIGHUP)
         assert "reload failed" in process.stderr.readline()

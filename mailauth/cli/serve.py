@@ -239,7 +239,7 @@ async def _serve_milter(milter: Milter, config: MilterConfig, args: argparse.Nam
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
-    loop.add_signal_handler(signal.SIGHUP, _reload, milter, args)
+    loop.add_signal_handler(signal.SIGHUP, _reload, milter, args, config)
     print(f"mailauth milter: listening on {config.listen}", file=sys.stderr, flush=True)
     async with server:
         await stop.wait()
@@ -250,15 +250,20 @@ async def _serve_milter(milter: Milter, config: MilterConfig, args: argparse.Nam
             await asyncio.sleep(0.1)
 
 
-def _reload(milter: Milter, args: argparse.Namespace) -> None:
-    """SIGHUP: new configuration and keys for the next messages; connections stay up."""
+def _reload(milter: Milter, args: argparse.Namespace, started: MilterConfig) -> None:
+    """SIGHUP: new configuration and keys for the next messages; connections stay up. The
+    sockets (``listen``, ``socket_mode``, ``metrics_listen``) stay as they were started."""
     try:
+        config = effective_config(args)
         old = milter.authenticator
-        parts = build_milter_parts(effective_config(args), args, old.executor, previous=old)
+        parts = build_milter_parts(config, args, old.executor, previous=old)
         authenticator, settings = parts
     except (CliError, MailauthError, ValueError) as exc:
         problems = " ".join(str(exc).split())
         log.error("reload failed, keeping the running configuration: %s", problems)
         return
     milter.authenticator, milter.settings = authenticator, settings
-    log.info("configuration reloaded")
+    fixed = ("listen", "socket_mode", "metrics_listen")
+    changed = [k for k in fixed if getattr(config, k) != getattr(started, k)]
+    restart = f" ({', '.join(changed)}: at the next restart)" if changed else ""
+    log.info("configuration reloaded%s", restart)
