@@ -194,7 +194,7 @@ def _keys(entries: list[Any], where: str, problems: list[str]) -> tuple[KeySpec,
             problems.append(f"{name}: cannot read key file {path}")
             continue
         sign_for = []
-        for pattern in map(str, entry.get("sign_for", [])):
+        for pattern in map(str, _get(entry, "sign_for", [])):  # (a wrong type: reported)
             star = "*." if pattern.startswith("*.") else ""
             try:  # kept as From domains are compared: lowercase A-labels
                 sign_for.append(star + host_name(pattern.removeprefix(star)))

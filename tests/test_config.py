@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -9,6 +10,8 @@ import sys
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from mailauth.cli import main
 from mailauth.config import load_milter_config
@@ -91,6 +94,8 @@ def test_every_problem_is_one_line(tmp_path: Path) -> None:
         '[[outbound.keys]]\ndomain = "example.com"\nselector = "s"\nkey = "/nonexistent.pem"\n'
         f'[[outbound.keys]]\ndomain = "example.com"\nselector = "t"\nkey = "{_key(tmp_path)}"\n'
         'sign_for = ["*.example.com", "bad domain"]\n'
+        f'[[outbound.keys]]\ndomain = "example.com"\nselector = "u"\nkey = "{_key(tmp_path)}"\n'
+        "sign_for = true\n"
         '[dns]\nresolver = 1\n[inbound]\ntrusted_mailing_lists = ["lists example"]\n'
         '[inbound.arc_seal]\ndomain = "example.org"\n'
     )
@@ -107,6 +112,7 @@ def test_every_problem_is_one_line(tmp_path: Path) -> None:
         "on_error 'drop'",
         "log_format 'xml' must be json or text",
         "outbound.keys[1].sign_for: 'bad domain' is not a domain or *.domain",
+        "outbound.keys.sign_for must be a list",
         "inbound.arc_seal lacks selector, key",
         "inbound.trusted_mailing_lists: 'lists example' is not a host name",
     ]
@@ -252,3 +258,60 @@ def test_a_reload_takes_the_new_nameservers_from_the_file(tmp_path: Path) -> Non
         assert isinstance(second.resolver, Resolver) and isinstance(first.resolver, Resolver)
         assert second.resolver.nameservers == [two.address] != first.resolver.nameservers
         assert second.resolver.cache is not first.resolver.cache
+
+
+_SCALARS = st.one_of(
+    st.booleans(),
+    st.integers(-5, 70000),
+    st.floats(-1, 100, allow_nan=False),
+    st.sampled_from(["", "v", "inet:1@127.0.0.1", "mx.example.org", "10.0.0.0/8", "*.a.b",
+                     "a b", "/nonexistent", "660", "text", "tempfail"]),
+)  # fmt: skip
+_VALUES = st.one_of(_SCALARS, st.lists(_SCALARS, max_size=3))
+_TABLES = {
+    "": ["listen", "authserv_id", "socket_mode", "deadline", "on_error", "metrics_listen",
+         "log_format", "junk"],
+    "[dns]": ["nameservers", "timeout", "zone_files"],
+    "[inbound]": ["reject_dmarc", "quarantine_dmarc", "trusted_arc_sealers",
+                  "trusted_mailing_lists"],
+    "[inbound.arc_seal]": ["domain", "selector", "key", "recipient_domains"],
+    "[outbound]": ["trusted_networks"],
+    "[[outbound.keys]]": ["domain", "selector", "key", "sign_for"],
+}  # fmt: skip
+
+
+def _toml(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml(v) for v in value) + "]"
+    return json.dumps(value)  # numbers and strings read back as TOML alike
+
+
+@settings(
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)  # (the one file is rewritten by every example)
+@given(st.data())
+def test_any_file_loads_or_gets_one_line_per_problem(tmp_path: Path, data: st.DataObject) -> None:
+    """Whatever the file holds, the result is a configuration or a ConfigError with one
+    indented line per problem: never another exception."""
+    lines = []
+    for header, table_keys in _TABLES.items():
+        if header and not data.draw(st.booleans()):
+            continue
+        lines.append(header)
+        names = table_keys
+        if header == "[[outbound.keys]]":  # mostly complete, so that the later checks run
+            key = data.draw(st.sampled_from(["", "/nonexistent"]))  # "" reads as "."
+            lines += ['domain = "example.com"', 'selector = "s"', f'key = "{key}"']
+            names = ["sign_for"]
+        for name in data.draw(st.lists(st.sampled_from(names), unique=True)):
+            lines.append(f"{name} = {_toml(data.draw(_VALUES))}")
+    path = tmp_path / "fuzz.toml"
+    path.write_text("\n".join(lines) + "\n")
+    problems: list[str] = []
+    try:
+        load_milter_config(path)
+    except ConfigError as exc:
+        problems = str(exc).splitlines()[1:]
+    assert all(line.startswith("  ") and "\n" not in line for line in problems)
