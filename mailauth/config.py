@@ -124,7 +124,7 @@ def load_milter_config(path: str | os.PathLike[str]) -> MilterConfig:
         metrics_listen=_get(data, "metrics_listen", ""),
         log_format=_get(data, "log_format", "json"),
     )
-    _check_values(config, problems)
+    problems += config_problems(config)
     if problems:
         raise ConfigError(f"{path}:\n" + "\n".join(f"  {p}" for p in problems))
     return config
@@ -209,6 +209,14 @@ def _arc_seal(table: dict[str, Any], problems: list[str]) -> KeySpec | None:
     return found[0] if found else None
 
 
+def config_problems(config: MilterConfig) -> list[str]:
+    """What is wrong with the values of a configuration, one line each (the file's, or the
+    file's with the command line's options on top)."""
+    problems: list[str] = []
+    _check_values(config, problems)
+    return problems
+
+
 def _check_values(config: MilterConfig, problems: list[str]) -> None:
     if config.authserv_id and quote_pvalue(config.authserv_id) != config.authserv_id:
         problems.append(f"authserv_id {config.authserv_id!r} must be a plain token (a host name)")
@@ -218,6 +226,10 @@ def _check_values(config: MilterConfig, problems: list[str]) -> None:
         problems.append(f"log_format {config.log_format!r} must be json or text")
     if config.deadline <= 0 or config.dns_timeout <= 0:
         problems.append("deadline and dns.timeout must be positive")
+    if config.metrics_listen:
+        host, _, port = config.metrics_listen.rpartition(":")
+        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+            problems.append(f"metrics_listen {config.metrics_listen!r} must be HOST:PORT")
     if config.nameservers and config.zone_files:
         problems.append("dns.nameservers and dns.zone_files exclude each other")
     for where, names in (

@@ -159,6 +159,16 @@ def test_check_config(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Non
     assert "--arc-seal-domain needs --arc-seal" in capsys.readouterr().err
     assert main([*args, "--check-config", "--trusted-mailing-list", "lists.example.org,"]) == 2
     assert "'lists.example.org,' is not a host name" in capsys.readouterr().err
+    # options get the file's checks too
+    for option, message in (
+        (["--deadline", "-1"], "deadline and dns.timeout must be positive"),
+        (["--deadline", "0"], "deadline and dns.timeout must be positive"),
+        (["--metrics-listen", "nonsense"], "metrics_listen 'nonsense' must be HOST:PORT"),
+        (["--socket-mode", "999"], "--socket-mode '999': an octal mode such as 660"),
+        (["--authserv-id", "a b"], "authserv_id 'a b' must be a plain token"),
+    ):
+        assert main([*args, "--check-config", *option]) == 2, option
+        assert message in capsys.readouterr().err, option
 
 
 def test_sighup_reloads_and_sigterm_stops(tmp_path: Path) -> None:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from mailauth.arc import Sealer
 from mailauth.cli.common import CliError, Parser, add_dns_options, make_resolver
-from mailauth.config import KeySpec, MilterConfig, load_milter_config
+from mailauth.config import KeySpec, MilterConfig, config_problems, load_milter_config
 from mailauth.dkim import Signer
 from mailauth.dmarc import DmarcLocalPolicy
 from mailauth.dns import DnsCache, Resolver
@@ -96,14 +96,17 @@ def effective_config(args: argparse.Namespace) -> MilterConfig:
     arc_seal = _key_spec("--arc-seal", args.arc_seal) if args.arc_seal else config.arc_seal
     try:
         networks = [*config.trusted_networks, *map(_network, args.trusted_network)]
-        mode = int(args.socket_mode, 8) if args.socket_mode else config.socket_mode
     except ValueError as exc:
         raise CliError(str(exc)) from None
+    try:
+        mode = int(args.socket_mode, 8) if args.socket_mode else config.socket_mode
+    except ValueError:
+        raise CliError(f"--socket-mode {args.socket_mode!r}: an octal mode such as 660") from None
     config = replace(
         config,
         listen=args.listen or config.listen,
         authserv_id=args.authserv_id or config.authserv_id,
-        deadline=args.deadline or config.deadline,
+        deadline=config.deadline if args.deadline is None else args.deadline,
         on_error=args.on_error or config.on_error,
         reject_dmarc=args.reject_dmarc or config.reject_dmarc,
         quarantine_dmarc=args.quarantine_dmarc or config.quarantine_dmarc,
@@ -117,11 +120,9 @@ def effective_config(args: argparse.Namespace) -> MilterConfig:
         metrics_listen=args.metrics_listen or config.metrics_listen,
         log_format=args.log_format or config.log_format,
     )
-    for name in (*args.trusted_arc_sealer, *args.trusted_mailing_list, *args.arc_seal_domain):
-        try:
-            host_name(name)
-        except ValueError as exc:
-            raise CliError(str(exc)) from None
+    problems = config_problems(config)
+    if problems:
+        raise CliError("; ".join(problems))
     if config.arc_seal_domains and not config.arc_seal:
         raise CliError("--arc-seal-domain needs --arc-seal (or inbound.arc_seal in --config)")
     if not config.listen or not config.authserv_id:
