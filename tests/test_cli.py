@@ -220,6 +220,11 @@ def test_keygen_never_overwrites_a_key(tmp_path: Path, capsys: pytest.CaptureFix
     ]
     assert main(args) == 2
     assert capsys.readouterr().err.strip().endswith("exists; not overwriting a key")
+    # a selector is a DNS label, and names the key file: "../x" could write elsewhere
+    outside = ["keygen", "--domain", "example.com", "--selector", "../x", "--out", str(tmp_path)]
+    assert main(outside) == 2
+    assert "bad selector '../x'" in capsys.readouterr().err
+    assert not (tmp_path.parent / "x.private").exists()
 
 
 def test_sign_warns_about_a_readable_key_and_reports_bad_input(

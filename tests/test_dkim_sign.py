@@ -153,7 +153,10 @@ def test_key_file_path_with_loose_mode_warns(tmp_path: Path) -> None:
         ({"headers": ["To", "Subject"]}, "must include From"),
         ({"headers": ["From", "X Y"]}, "header names"),
         ({"expire": 0}, "positive"),
-        ({"domain": "exa mple..com"}, "bad domain"),
+        ({"domain": "exa mple..com"}, "bad signing domain 'exa mple..com'"),
+        ({"domain": "exa mple.com"}, "bad signing domain"),  # DNS allows it; d= does not
+        ({"selector": "s s"}, "bad selector 's s'"),
+        ({"selector": "../x"}, "bad selector"),
     ],
 )
 def test_signer_misuse(kwargs: dict[str, object], message: str) -> None:

@@ -18,7 +18,7 @@ from mailauth.dkim import (
     zone_txt_line,
 )
 from mailauth.dkim.keys import private_key_pem
-from mailauth.domains import normalize_domain
+from mailauth.dkim.sign import signing_identity
 from mailauth.pipeline import Authenticator
 
 
@@ -161,10 +161,8 @@ def _cmd_seal(args: argparse.Namespace) -> int:
 
 
 def cmd_keygen(args: argparse.Namespace) -> int:
-    try:
-        name = normalize_domain(f"{args.selector}._domainkey.{args.domain}")
-    except ValueError as exc:
-        raise CliError(f"bad domain or selector: {exc}") from None
+    domain, selector = signing_identity(args.domain, args.selector)  # also a safe file name
+    name = f"{selector}._domainkey.{domain}"
     key = generate_private_key(args.algorithm, args.bits)
     out = Path(args.out)
     private_path = out / f"{args.selector}.private"

@@ -22,8 +22,8 @@ from cryptography.hazmat.primitives.asymmetric import ed25519, padding
 
 from mailauth.dkim.canon import Canonicalization, hash_body, header_data, signature_data
 from mailauth.dkim.keys import PrivateKey, key_file_warning, load_private_key
-from mailauth.domains import normalize_domain
-from mailauth.errors import InvalidDomainError, SigningError
+from mailauth.dkim.signature import tag_domain
+from mailauth.errors import SigningError
 from mailauth.message import Message
 
 DEFAULT_HEADERS = (
@@ -160,12 +160,14 @@ def signing_key(
 
 
 def signing_identity(domain: str, selector: str) -> tuple[str, str]:
-    """d= normalised and s= checked (the key name must be a valid domain name)."""
-    try:
-        normalized = normalize_domain(domain)
-        normalize_domain(f"{selector}._domainkey.{normalized}")
-    except InvalidDomainError as exc:
-        raise SigningError(f"bad domain or selector: {exc}") from None
+    """d= normalised and s= checked by the rule verifiers apply (RFC 6376 3.5: d= and the
+    key name ``selector._domainkey.d`` are domain names; letters, digits, hyphens, and the
+    underscores selectors use)."""
+    normalized = tag_domain(domain)
+    if normalized is None:
+        raise SigningError(f"bad signing domain {domain!r}: not a domain name")
+    if tag_domain(f"{selector}._domainkey.{normalized}") is None:
+        raise SigningError(f"bad selector {selector!r}: not a domain name label")
     return normalized, selector
 
 
