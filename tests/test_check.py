@@ -346,3 +346,11 @@ def test_common_selectors_are_probed_only_where_names_exist(resolver: ZoneResolv
     # a CNAME at _domainkey to a name that does not exist proves nothing about the names below
     ids, _ = dkim_queries("dkim-cname.example")
     assert ids == {"dkim.key-1024": Status.WARN}
+
+
+@pytest.mark.parametrize("name", ["..", "a b.example", "-a-.example", "a_b.example", "x" * 64])
+def test_a_name_that_is_no_mail_domain_is_one_finding(resolver: ZoneResolver, name: str) -> None:
+    before = len(resolver.queries)
+    report = run_plan(check_domain(name), resolver)
+    assert [(f.id, f.status) for f in report.findings] == [("domain.invalid", Status.FAIL)]
+    assert len(resolver.queries) == before  # nothing asked of DNS

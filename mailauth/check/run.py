@@ -11,7 +11,7 @@ from mailauth.check.records import check_bimi, check_dkim, check_dmarc, check_mx
 from mailauth.check.report import Area, DomainReport, Finding, Status
 from mailauth.check.spf import check_spf
 from mailauth.dns import DnsResolver
-from mailauth.domains import normalize_domain
+from mailauth.domains import host_name
 from mailauth.errors import InvalidDomainError
 from mailauth.plan import Plan, run_plan_async
 
@@ -21,7 +21,7 @@ def check_domain(
 ) -> Plan[DomainReport]:
     """Audit one domain. ``fetcher`` None skips fetching the MTA-STS policy over HTTPS."""
     try:
-        name = normalize_domain(domain)
+        name = host_name(domain)  # a mail domain: letters, digits, hyphens (RFC 1123 2.1)
     except InvalidDomainError as exc:
         finding = Finding(Area.MX, "domain.invalid", Status.FAIL, str(exc), "check the name")
         return DomainReport(domain, (finding,))
