@@ -58,7 +58,7 @@ def add_milter_parser(commands: argparse._SubParsersAction[Parser]) -> None:
     milter.add_argument("--quarantine-dmarc", action="store_true", help="quarantine likewise")
     milter.add_argument(
         "--trusted-network", action="append", default=[], metavar="CIDR",
-        help="outbound clients: signed, not verified (repeatable)",
+        help="outbound clients: signed, not verified (repeatable; loopback is by default)",
     )  # fmt: skip
     milter.add_argument(
         "--trusted-arc-sealer", action="append", default=[], metavar="DOMAIN",
