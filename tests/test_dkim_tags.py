@@ -47,6 +47,19 @@ def test_syntax_errors(data: bytes, message: str) -> None:
         parse_tag_list(data)
 
 
+@pytest.mark.parametrize("octet", range(256))
+def test_control_characters_are_refused_and_only_they(octet: int) -> None:
+    data = b"a=x" + bytes([octet]) + b"y"
+    if (octet < 0x20 and octet not in (0x09, 0x0A, 0x0D)) or octet == 0x7F:
+        with pytest.raises(TagSyntaxError, match="control character"):
+            parse_tag_list(data)
+        return
+    try:  # other octets pass, or fail for another reason (";" splits, lone 0x80+ is not UTF-8)
+        parse_tag_list(data)
+    except TagSyntaxError as exc:
+        assert "control character" not in str(exc)  # noqa: PT017
+
+
 _NAMES = st.from_regex(r"[A-Za-z][A-Za-z0-9_]{0,5}", fullmatch=True)
 _VALUES = st.from_regex(r"[!-:<-~]{0,8}( [!-:<-~]{1,8})?", fullmatch=True)
 _SPACE = st.sampled_from(["", " ", "\t", "\r\n ", "  "])

@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import base64
 import binascii
-import re
 from typing import NamedTuple
 
 from mailauth.errors import RecordSyntaxError
 
 # RFC 6376 3.2: VALCHAR = %x21-3A / %x3C-7E, separated by FWS (WSP, CR, LF). Octets above
-# 0x7E are accepted: RFC 8616 allows UTF-8 in i= for internationalised addresses.
-_BAD_OCTET = re.compile(rb"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+# 0x7E are accepted: RFC 8616 allows UTF-8 in i= for internationalised addresses. Every
+# other octet below 0x20, and DEL, is refused: deleting all allowed octets leaves nothing.
+_ALLOWED_OCTETS = bytes(o for o in range(256) if (o >= 0x20 and o != 0x7F) or o in b"\t\r\n")
 _FWS = b" \t\r\n"
 
 
@@ -36,6 +36,9 @@ class Tag(NamedTuple):
     end: int
 
 
+_new_tuple = tuple.__new__
+
+
 def _is_tag_name(name: bytes) -> bool:
     # RFC 6376 3.2: tag-name = ALPHA *ALNUMPUNC; ALNUMPUNC = ALPHA / DIGIT / "_"
     # (bytes.isalpha/isalnum are ASCII-only)
@@ -49,14 +52,13 @@ def parse_tag_list(data: bytes) -> dict[str, Tag]:
     duplicate name: either makes the whole list invalid (RFC 6376 3.2). Control characters
     are refused anywhere in the list.
     """
-    if _BAD_OCTET.search(data):
+    if data.translate(None, _ALLOWED_OCTETS):
         raise TagSyntaxError("control character in tag list")
     tags: dict[str, Tag] = {}
-    offset = 0
+    start = 0
     specs = data.split(b";")
     last = len(specs) - 1
     for index, spec in enumerate(specs):
-        start, offset = offset, offset + len(spec) + 1
         eq = spec.find(b"=")
         name = spec[:eq].strip(_FWS) if eq > 0 else b""
         if not _is_tag_name(name):
@@ -71,7 +73,11 @@ def parse_tag_list(data: bytes) -> dict[str, Tag]:
         key = name.decode("ascii")
         if key in tags:
             raise TagSyntaxError(f"duplicate tag {key}=")
-        tags[key] = Tag(value, start + eq + 1, start + len(spec))
+        end = start + len(spec)
+        # (tuple.__new__ skips the named tuple's Python-level __new__: a third of the cost
+        # of parsing a signature's tags.)
+        tags[key] = _new_tuple(Tag, (value, start + eq + 1, end))
+        start = end + 1
     return tags
 
 
