@@ -228,6 +228,14 @@ def _one_set(seal_value: str) -> bytes:
             "has 0 arc-authentication-results",
         ),
         (_one_set("i=1; a=rsa-sha256; cv=none; d=example.org; s=arc1; b=AAAA"), "body hash"),
+        (  # found by fuzzing: the seal's selector names the key record, as the AMS's does
+            _one_set("i=1; a=rsa-sha256; cv=none; d=example.org; s=\\; b=AAAA"),
+            "ARC-Seal s= is not a domain name",
+        ),
+        (
+            _one_set("i=1; a=rsa-sha256; cv=none; d=example.org; s=a..b; b=AAAA"),
+            "ARC-Seal s= is not a domain name",
+        ),
         (
             b"ARC-Seal: i=2; a=rsa-sha256; cv=pass; d=example.org; s=arc1; b=AAAA\r\n"
             + _one_set("i=1; a=rsa-sha256; cv=none; d=example.org; s=arc1; b=AAAA"),

@@ -121,13 +121,15 @@ def parse_seal(field: HeaderField) -> Seal:
     if tags["cv"].value not in ("none", "pass", "fail"):
         raise ArcError(f"ARC-Seal has an invalid cv={tags['cv'].value}")
     _timestamp(tags, "ARC-Seal")
+    domain = _domain(tags["d"].value, "ARC-Seal d=")
+    _domain(f"{tags['s'].value}._domainkey.{domain}", "ARC-Seal s=")  # the key's name
     offset = field.raw.index(b":") + 1
     b = tags["b"]
     return Seal(
         field=field,
         instance=int(tags["i"].value),
         algorithm=_algorithm(tags, "ARC-Seal"),
-        domain=_domain(tags["d"].value, "ARC-Seal d="),
+        domain=domain,
         selector=tags["s"].value,
         cv=tags["cv"].value,
         signature=_base64(b.value, "ARC-Seal b="),
