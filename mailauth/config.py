@@ -8,6 +8,7 @@ read with the standard library's ``tomllib``; the format is documented in docs/m
 from __future__ import annotations
 
 import ipaddress
+import math
 import os
 import tomllib
 from dataclasses import dataclass, field
@@ -224,8 +225,9 @@ def _check_values(config: MilterConfig, problems: list[str]) -> None:
         problems.append(f"on_error {config.on_error!r} must be accept or tempfail")
     if config.log_format not in ("json", "text"):
         problems.append(f"log_format {config.log_format!r} must be json or text")
-    if config.deadline <= 0 or config.dns_timeout <= 0:
-        problems.append("deadline and dns.timeout must be positive")
+    for name, seconds in (("deadline", config.deadline), ("dns.timeout", config.dns_timeout)):
+        if not 0 < seconds < math.inf:  # (false for NaN too: TOML has nan and inf)
+            problems.append(f"{name} must be a positive number of seconds, not {seconds!r}")
     if config.metrics_listen:
         host, _, port = config.metrics_listen.rpartition(":")
         if not host or not port.isdigit() or not 0 < int(port) < 65536:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import functools
 import ipaddress
-import time
 from collections.abc import Iterable
 from concurrent.futures import Executor
 from dataclasses import dataclass, replace
@@ -27,6 +26,7 @@ from mailauth.dkim import (
     Canonicalization,
     DkimPolicy,
     DkimVerification,
+    unix_time,
     verify_dkim,
 )
 from mailauth.dmarc import DmarcLocalPolicy, evaluate_dmarc
@@ -61,7 +61,7 @@ def make_context(
         ip=address,
         helo=helo.strip(),
         mail_from=sender,
-        now=time.time() if now is None else float(now),
+        now=unix_time(now),
     )
 
 

@@ -225,6 +225,33 @@ def test_keygen_never_overwrites_a_key(tmp_path: Path, capsys: pytest.CaptureFix
     assert main(outside) == 2
     assert "bad selector '../x'" in capsys.readouterr().err
     assert not (tmp_path.parent / "x.private").exists()
+    a_file = tmp_path / "file"
+    a_file.write_text("")
+    assert main([*args[:-1], str(a_file)]) == 2
+    assert capsys.readouterr().err.strip().endswith(f"--out {a_file}: not a directory")
+
+
+@pytest.mark.parametrize("now", ["nan", "inf", "-1", "1e12", "soon"])
+@pytest.mark.parametrize("command", ["verify", "sign"])
+def test_now_must_be_a_time_that_t_can_carry(
+    command: str, now: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """NaN would make every time comparison false (no signature would ever expire); t= is
+    1*12DIGIT (RFC 6376 3.5). Refused before anything runs, as one line."""
+    args = [command, str(DEMO / "message.eml"), "--now", now]
+    args += ARGS if command == "verify" else ["--domain", "example.com", "--selector", "s"]
+    args += [] if command == "verify" else ["--key", str(DEMO / "demo.key.pem")]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert f"argument --now: not a Unix time from 0 to 10^12: '{now}'" in err
+    assert "Traceback" not in err
+
+
+def test_dns_timeout_must_be_a_positive_number(capsys: pytest.CaptureFixture[str]) -> None:
+    for value in ("nan", "inf", "0", "-1"):  # NaN and inf used to wait forever
+        argv = ["verify", str(DEMO / "message.eml"), "--ip", "192.0.2.1"]
+        assert main([*argv, "--nameserver", "127.0.0.1:1", "--dns-timeout", value]) == 2
+        assert "--dns-timeout must be a positive number of seconds" in capsys.readouterr().err
 
 
 def test_sign_warns_about_a_readable_key_and_reports_bad_input(

@@ -39,6 +39,26 @@ def test_bad_ip_is_a_value_error(authenticator: Authenticator, ip: str) -> None:
         authenticator.verify(b"From: a@example.com\r\n\r\n", ip=ip)
 
 
+@pytest.mark.parametrize("now", [float("nan"), float("inf"), -1.0, 1e12])
+def test_a_time_that_t_cannot_carry_is_a_value_error(
+    authenticator: Authenticator, now: float
+) -> None:
+    """With NaN every comparison is false: an expired signature would pass. t= and x= are
+    at most 12 digits (RFC 6376 3.5)."""
+    raw = (DEMO / "message.eml").read_bytes()
+    key = (DEMO / "demo.key.pem").read_bytes()
+    with pytest.raises(ValueError, match="now must be a Unix time from 0 to 10"):
+        authenticator.verify(raw, ip="192.0.2.10", now=now)
+    with pytest.raises(ValueError, match="now must be a Unix time from 0 to 10"):
+        mailauth.Signer("example.com", "demo", key).sign(raw, now=now)
+    verdict = authenticator.verify(raw, ip="192.0.2.10", now=1_800_000_000)
+    assert verdict.arc is not None
+    with pytest.raises(ValueError, match="now must be a Unix time from 0 to 10"):
+        mailauth.Sealer("example.com", "demo", key).seal(
+            raw, authentication_results="mx.example.org; none", chain=verdict.arc, now=now
+        )
+
+
 def test_not_a_message_is_a_value_error(authenticator: Authenticator) -> None:
     with pytest.raises(MessageParseError):
         authenticator.verify(b"", ip="192.0.2.1")

@@ -15,7 +15,6 @@ from __future__ import annotations
 import base64
 import os
 import re
-import time
 from collections.abc import Sequence
 
 from mailauth.arc.chain import MAX_SETS, ArcError, instance_of, is_arc_field
@@ -28,6 +27,7 @@ from mailauth.dkim.canon import (
 )
 from mailauth.dkim.keys import PrivateKey
 from mailauth.dkim.sign import DEFAULT_HEADERS, sign_data, signing_identity, signing_key
+from mailauth.dkim.signature import unix_time
 from mailauth.errors import SigningError
 from mailauth.message import HeaderField, Message
 from mailauth.results import ArcOutcome, ArcResult
@@ -107,7 +107,7 @@ class Sealer:
         if chain.result is ArcResult.NONE and instance > 1:
             raise SigningError("the chain given does not belong to this message")
         cv = {ArcResult.NONE: "none", ArcResult.PASS: "pass"}.get(chain.result, "fail")
-        when = int(time.time() if now is None else now)
+        when = int(unix_time(now))
         eol = "\r\n" if message.headers[0].raw.endswith(b"\r\n") else "\n"
         payload = f"i={instance}; {_unfold(authentication_results)}"
         # Folded only at its own spaces: unfolding gives back the one-line text exactly.

@@ -23,6 +23,7 @@ from mailauth.cli.common import (
     add_dns_options,
     make_resolver,
     read_input,
+    unix_time_arg,
 )
 from mailauth.cli.serve import add_milter_parser, cmd_milter
 from mailauth.cli.signing import add_keygen_parser, add_sign_parser, cmd_keygen, cmd_sign
@@ -71,7 +72,10 @@ def _build_parser() -> argparse.ArgumentParser:
         help="the authserv-id of the Authentication-Results field (default: localhost)",
     )
     verify.add_argument(
-        "--now", type=float, metavar="UNIXTIME", help="judge signatures at this time (default: now)"
+        "--now",
+        type=unix_time_arg,
+        metavar="UNIXTIME",
+        help="judge signatures at this time (default: now)",
     )
     verify.add_argument("--json", action="store_true", help="print the verdict as JSON")
     add_dns_options(verify)

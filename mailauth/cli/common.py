@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from pathlib import Path
 
+from mailauth.dkim import unix_time
 from mailauth.dns import DnsCache, DnsResolver, Resolver, ZoneResolver
 
 EXIT_USAGE = 2
@@ -19,6 +21,14 @@ class Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # type: ignore[override]
         self.print_usage(sys.stderr)
         raise CliError(message)
+
+
+def unix_time_arg(text: str) -> float:
+    """The argparse type of ``--now``: a Unix time that t= can carry (0 to 10^12)."""
+    try:
+        return unix_time(float(text))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a Unix time from 0 to 10^12: {text!r}") from None
 
 
 def add_dns_options(parser: argparse.ArgumentParser) -> None:
@@ -51,8 +61,8 @@ def make_resolver(args: argparse.Namespace, cache: DnsCache | None = None) -> Dn
         raise CliError("--dns-zone and --nameserver exclude each other")
     if args.dns_zone:
         return ZoneResolver.from_files(args.dns_zone)
-    if args.dns_timeout <= 0:
-        raise CliError("--dns-timeout must be positive")
+    if not 0 < args.dns_timeout < math.inf:  # (false for NaN too)
+        raise CliError("--dns-timeout must be a positive number of seconds")
     resolver = Resolver(
         args.nameserver, timeout=min(2.0, args.dns_timeout), lifetime=args.dns_timeout, cache=cache
     )

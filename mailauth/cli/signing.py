@@ -9,7 +9,14 @@ import warnings
 from pathlib import Path
 
 from mailauth.arc.seal import Sealer, results_payload
-from mailauth.cli.common import CliError, Parser, add_dns_options, make_resolver, read_input
+from mailauth.cli.common import (
+    CliError,
+    Parser,
+    add_dns_options,
+    make_resolver,
+    read_input,
+    unix_time_arg,
+)
 from mailauth.dkim import (
     Signer,
     generate_private_key,
@@ -58,7 +65,7 @@ def add_sign_parser(commands: argparse._SubParsersAction[Parser]) -> None:
         "--headers", metavar="NAME:NAME:...", help="fields to sign (default: a standard list)"
     )
     sign.add_argument("--expire", type=int, metavar="SECONDS", help="add x= this far after t=")
-    sign.add_argument("--now", type=float, metavar="UNIXTIME", help="t= (default: now)")
+    sign.add_argument("--now", type=unix_time_arg, metavar="UNIXTIME", help="t= (default: now)")
     arc = sign.add_argument_group(
         "ARC sealing (RFC 8617)",
         "--arc adds an ARC Set instead of a DKIM-Signature: the message is first verified as "
@@ -167,6 +174,8 @@ def cmd_keygen(args: argparse.Namespace) -> int:
     out = Path(args.out)
     private_path = out / f"{args.selector}.private"
     record = zone_txt_line(name, public_key_record(key))
+    if out.exists() and not out.is_dir():
+        raise CliError(f"--out {out}: not a directory")
     try:
         out.mkdir(parents=True, exist_ok=True)
         fd = os.open(private_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)

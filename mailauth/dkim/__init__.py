@@ -19,7 +19,7 @@ from mailauth.dkim.keys import (
     zone_txt_line,
 )
 from mailauth.dkim.sign import InsecureKeyFileWarning, Signer, sign_dkim
-from mailauth.dkim.signature import Signature, SignatureError, parse_signature
+from mailauth.dkim.signature import Signature, SignatureError, parse_signature, unix_time
 from mailauth.dkim.verify import DkimPolicy, DkimVerification, verify_dkim
 
 __all__ = [
@@ -39,6 +39,7 @@ __all__ = [
     "parse_signature",
     "public_key_record",
     "sign_dkim",
+    "unix_time",
     "verify_dkim",
     "zone_txt_line",
 ]

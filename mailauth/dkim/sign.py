@@ -12,7 +12,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import os
-import time
 import warnings
 from collections import Counter
 from collections.abc import Sequence
@@ -22,7 +21,7 @@ from cryptography.hazmat.primitives.asymmetric import ed25519, padding
 
 from mailauth.dkim.canon import Canonicalization, hash_body, header_data, signature_data
 from mailauth.dkim.keys import PrivateKey, key_file_warning, load_private_key
-from mailauth.dkim.signature import tag_domain
+from mailauth.dkim.signature import tag_domain, unix_time
 from mailauth.errors import SigningError
 from mailauth.message import Message
 
@@ -136,7 +135,7 @@ def sign_dkim(message: bytes, signers: Sequence[Signer], *, now: float | None = 
     if not signers:
         raise SigningError("no signer given")
     parsed = Message.parse(message)
-    when = time.time() if now is None else now
+    when = unix_time(now)
     hashes_by_canon = {c: hash_body(parsed.body, c) for c in {s.body_canon for s in signers}}
     fields = b"".join(
         s.signature_field(parsed, hashes_by_canon[s.body_canon], when) for s in signers

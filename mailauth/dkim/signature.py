@@ -8,6 +8,7 @@ take ``now`` as an argument.
 from __future__ import annotations
 
 import re
+import time
 from dataclasses import dataclass
 
 from mailauth.dkim.canon import Canonicalization
@@ -26,6 +27,22 @@ _HEADER_LIST = re.compile(rf"{_FIELD}(?:[ \t\r\n]*:[ \t\r\n]*{_FIELD})*\Z")
 _HOSTNAME = re.compile(r"[a-z0-9_-]+(\.[a-z0-9_-]+)*\Z")
 _QP = re.compile(rb"=([0-9A-F]{2})")
 _FWS = re.compile(r"[ \t\r\n]")
+MAX_TIME = 10**12  # RFC 6376 3.5: t= and x= have at most 12 digits
+
+
+def unix_time(now: float | None) -> float:
+    """The moment to sign or judge at: ``now`` (Unix seconds), or the clock when None.
+
+    Raises ValueError for a time that t= cannot carry (RFC 6376 3.5: 1*12DIGIT): negative,
+    from 10^12 on, infinite or NaN. NaN would be the worst: every comparison with it is
+    false, so no signature would ever look expired.
+    """
+    if now is None:
+        return time.time()
+    value = float(now)
+    if not 0 <= value < MAX_TIME:  # (false for NaN too)
+        raise ValueError(f"now must be a Unix time from 0 to 10^12 seconds, not {now!r}")
+    return value
 
 
 class SignatureError(MailauthError):
