@@ -299,6 +299,19 @@ def test_policy_discovery_for_a_twelve_label_author_asks_at_most_eight_questions
     assert len(resolver.queries) <= 8
 
 
+@pytest.mark.parametrize("mode", [DmarcMode.RFC9989, DmarcMode.RFC7489])
+def test_an_author_domain_too_long_for_a_dmarc_name_is_walked_past(mode: DmarcMode) -> None:
+    """A valid domain of 247-253 octets: _dmarc.<it> exceeds DNS's 253, so no record can be
+    there. Found by fuzzing: the query raised InvalidDomainError out of Authenticator.verify.
+    Now that name counts as NXDOMAIN (unasked) and the walk goes on to example.com."""
+    long = ".".join(["a" * 61] * 3 + ["a" * 51]) + ".example.com"  # 249 octets
+    resolver = make_zone(ORG, exists=[long])
+    outcome = evaluate(resolver, f"alice@{long}", local=DmarcLocalPolicy(mode=mode))
+    assert (outcome.result, outcome.policy_domain) == (FAIL, "example.com")
+    assert outcome.disposition is Policy.REJECT  # sp= absent: p= applies, the name exists
+    assert f"_dmarc.{long}" not in [query.name for query in resolver.queries]
+
+
 @pytest.mark.parametrize(
     ("headers", "result", "reason"),
     [

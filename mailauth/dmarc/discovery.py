@@ -19,6 +19,7 @@ from publicsuffixlist import PublicSuffixList
 
 from mailauth.dmarc.record import DmarcRecord, NotDmarcRecord, parse_dmarc_record
 from mailauth.dns import DnsStatus, Lookup, Query, RRType
+from mailauth.domains import MAX_NAME
 from mailauth.plan import Plan, resolve
 
 MAX_QUERIES = 8  # RFC 9989 4.10: "no more than eight DNS queries"
@@ -58,6 +59,23 @@ def walk_names(domain: str) -> list[str]:
     return names
 
 
+def dmarc_lookups(*domains: str) -> Plan[tuple[Lookup, ...]]:
+    """The TXT records at ``_dmarc.<domain>`` for each domain, asked together.
+
+    A valid domain of 247 to 253 octets makes a name that DNS cannot carry once ``_dmarc.``
+    is added: no record can exist there, so it is answered as NXDOMAIN without a query (the
+    walk then goes on to the shorter names, as it would past any name without a record).
+    """
+    names = [f"_dmarc.{d}" for d in domains]
+    asked = [n for n in names if len(n) <= MAX_NAME]
+    lookups = yield from resolve(*(Query.of(n, RRType.TXT) for n in asked))
+    answers = dict(zip(asked, lookups, strict=True))
+    return tuple(
+        answers.get(n) or Lookup(n, RRType.TXT, DnsStatus.NXDOMAIN, reason="name too long for DNS")
+        for n in names
+    )
+
+
 def select_records(domain: str, lookup: Lookup) -> tuple[FoundRecord | None, str]:
     """The one valid record at a name, or None with a note (4.10 steps 2 and 6)."""
     records: list[FoundRecord] = []
@@ -78,13 +96,13 @@ def tree_walk(domain: str, *, skip_first: Lookup | None = None) -> Plan[TreeWalk
     the caller already has it (policy discovery asks it alone first)."""
     names = walk_names(domain)
     if skip_first is None:
-        (first,) = yield from resolve(Query.of(f"_dmarc.{domain}", RRType.TXT))
+        (first,) = yield from dmarc_lookups(domain)
     else:
         first = skip_first
     lookups = [first]
     head, _ = select_records(domain, first)
     if first.status is not DnsStatus.TEMPFAIL and not (head and head.record.psd in ("y", "n")):
-        rest = yield from resolve(*(Query.of(f"_dmarc.{n}", RRType.TXT) for n in names[1:]))
+        rest = yield from dmarc_lookups(*names[1:])
         lookups.extend(rest)
     found: list[FoundRecord] = []
     notes: list[str] = []

@@ -23,6 +23,7 @@ from publicsuffixlist import PublicSuffixList
 
 from mailauth.dmarc.discovery import (
     TreeWalk,
+    dmarc_lookups,
     organizational_domain,
     psl_organizational_domain,
     select_records,
@@ -205,7 +206,7 @@ def evaluate_dmarc(
 
 def _discover_rfc9989(domain: str) -> Plan[_Discovery]:
     """RFC 9989 4.10.1: the Author Domain's record, else its Organizational Domain's or PSD's."""
-    (first,) = yield from resolve(Query.of(f"_dmarc.{domain}", RRType.TXT))
+    (first,) = yield from dmarc_lookups(domain)
     if first.status is DnsStatus.TEMPFAIL:
         return _Discovery(None, problem=f"_dmarc.{domain}: {first.reason or 'DNS failure'}")
     walk = yield from tree_walk(domain, skip_first=first)
@@ -232,7 +233,7 @@ def _discover_rfc7489(domain: str, psl: PublicSuffixList | None) -> Plan[_Discov
     """RFC 7489 6.6.3: the Author Domain's record, else the PSL Organizational Domain's."""
     org = psl_organizational_domain(domain, psl)
     names = [domain] if org == domain else [domain, org]
-    lookups = yield from resolve(*(Query.of(f"_dmarc.{n}", RRType.TXT) for n in names))
+    lookups = yield from dmarc_lookups(*names)
     for name, lookup in zip(names, lookups, strict=True):
         if lookup.status is DnsStatus.TEMPFAIL:
             return _Discovery(None, problem=f"_dmarc.{name}: {lookup.reason or 'DNS failure'}")
