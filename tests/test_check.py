@@ -354,3 +354,26 @@ def test_a_name_that_is_no_mail_domain_is_one_finding(resolver: ZoneResolver, na
     report = run_plan(check_domain(name), resolver)
     assert [(f.id, f.status) for f in report.findings] == [("domain.invalid", Status.FAIL)]
     assert len(resolver.queries) == before  # nothing asked of DNS
+
+
+def test_a_domain_too_long_for_its_record_names_is_one_finding(resolver: ZoneResolver) -> None:
+    """Found by probing: a 249-octet domain is valid, _dmarc.<it> is not; the error used to
+    end the whole run (every domain of a --from-file list) with one line."""
+    long = ".".join(["a" * 61] * 3 + ["a" * 51]) + ".example.com"
+    report = run_plan(check_domain(long), resolver)
+    assert [(f.id, f.status) for f in report.findings] == [("domain.too-long", Status.FAIL)]
+    assert "cannot exist in DNS" in report.findings[0].message
+    selector = run_plan(check_domain("spf-missing.example", selectors=["s" * 63] * 4), resolver)
+    assert [f.id for f in selector.findings] != ["domain.too-long"]  # 63 + 12 + 19 fits
+
+
+def test_a_report_destination_whose_authorisation_name_is_too_long_lacks_it() -> None:
+    destination = ".".join(["d" * 61] * 2 + ["x"]) + ".example"  # 133 octets
+    domain = ".".join(["o" * 61] * 2) + ".example"  # 131: with destination, over 253
+    zone = (
+        f"$ORIGIN example.\n$TTL 300\n@ IN SOA ns h 1 7200 3600 1209600 300\n"
+        f'_dmarc.{domain}. IN TXT "v=DMARC1; p=reject; rua=mailto:r@{destination}"\n'
+    )
+    report = run_plan(check_domain(domain), ZoneResolver.from_text(zone))
+    (finding,) = [f for f in report.findings if f.id.startswith("dmarc.external-report")]
+    assert (finding.id, finding.status) == ("dmarc.external-report-unauthorized", Status.FAIL)

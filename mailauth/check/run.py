@@ -25,13 +25,20 @@ def check_domain(
     except InvalidDomainError as exc:
         finding = Finding(Area.MX, "domain.invalid", Status.FAIL, str(exc), "check the name")
         return DomainReport(domain, (finding,))
-    spf, spf_details = yield from check_spf(name)
-    dmarc, dmarc_details = yield from check_dmarc(name)
-    dkim, keys = yield from check_dkim(name, selectors)
-    mx, mx_details = yield from check_mx(name)
-    sts, sts_details = yield from check_mta_sts(name, mx_details["hosts"], fetcher)
-    tls_rpt = yield from check_tls_rpt(name)
-    bimi = yield from check_bimi(name)
+    try:
+        spf, spf_details = yield from check_spf(name)
+        dmarc, dmarc_details = yield from check_dmarc(name)
+        dkim, keys = yield from check_dkim(name, selectors)
+        mx, mx_details = yield from check_mx(name)
+        sts, sts_details = yield from check_mta_sts(name, mx_details["hosts"], fetcher)
+        tls_rpt = yield from check_tls_rpt(name)
+        bimi = yield from check_bimi(name)
+    except InvalidDomainError as exc:
+        # A valid name too long for the names built on it (_dmarc., _mta-sts., a selector's
+        # ._domainkey.): DNS cannot carry those, so its records cannot be published.
+        message = f"a record name built on {name} cannot exist in DNS: {exc}"
+        fix = "use a shorter mail domain (or selector)"
+        return DomainReport(name, (Finding(Area.MX, "domain.too-long", Status.FAIL, message, fix),))
     details = {
         "spf": spf_details,
         "dmarc": dmarc_details,
