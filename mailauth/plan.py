@@ -78,11 +78,15 @@ async def run_plan_async(
         except StopIteration as stop:
             return cast(T, stop.value)
         if isinstance(effect, Resolve):
-            value = tuple(
-                await asyncio.gather(
-                    *(resolver.lookup_async(q.name, q.rdtype) for q in effect.queries)
+            queries = effect.queries
+            if len(queries) == 1:  # most effects: awaited directly, no task to schedule
+                value = (await resolver.lookup_async(queries[0].name, queries[0].rdtype),)
+            else:
+                value = tuple(
+                    await asyncio.gather(
+                        *(resolver.lookup_async(q.name, q.rdtype) for q in queries)
+                    )
                 )
-            )
         else:
             context = contextvars.copy_context()
             value = await loop.run_in_executor(
