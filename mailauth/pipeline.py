@@ -148,6 +148,18 @@ class Authenticator:
         plan = self._spf(str(_client_address(ip)), helo.strip(), _reverse_path(mail_from))
         return await run_plan_async(plan, self.resolver, self.executor)
 
+    def remembered_spf(self, *, ip: str, helo: str = "", mail_from: str = "") -> SpfCheck | None:
+        """The SPF result for this envelope while its DNS answers are still valid, or None.
+
+        Only a lookup: for a caller that would otherwise schedule :meth:`check_spf_async` for
+        a sender it has just seen (the milter, at MAIL FROM). Raises ValueError for a
+        malformed ``ip``.
+        """
+        if not isinstance(self.resolver, Resolver):
+            return None
+        key = (str(_client_address(ip)), helo.strip(), _reverse_path(mail_from))
+        return self._spf_memo.get(key, self.resolver.cache.now())
+
     def _spf(self, ip: str, helo: str, mail_from: str) -> Plan[SpfCheck]:
         spf = self._spf_from_memory(ip, helo, mail_from)
         if spf is None:  # pyspf is blocking: under asyncio it runs in a worker thread

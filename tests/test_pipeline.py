@@ -182,9 +182,18 @@ def test_spf_results_are_reused_while_their_dns_answers_are_valid() -> None:
             )
             return str(check.mailfrom.result), len(server.questions), cache.hits
 
+        envelope = {
+            "ip": "192.0.2.10",
+            "helo": "mail.example.com",
+            "mail_from": "alice@example.com",
+        }
+        assert auth.remembered_spf(**envelope) is None
         result, asked, hits = spf()  # cold: DNS
         assert result == "pass" and asked == 3  # example.com TXT, mail.example.com TXT and A
+        assert auth.remembered_spf(**envelope) is None  # answers fetched, not all from memory
         assert spf() == (result, asked, hits + 3)  # from the cache
+        remembered = auth.remembered_spf(**{**envelope, "ip": "::ffff:192.0.2.10"})
+        assert remembered is not None and remembered.mailfrom.result == "pass"  # same client
         assert spf() == (result, asked, hits + 3)  # reused: not even the cache is asked
         assert spf("bob@example.com")[1:] == (asked, hits + 6)  # another sender: evaluated
         clock[0] += 301

@@ -71,7 +71,7 @@ class _Message:
     signers: tuple[Signer, ...] = ()
     hashers: dict[Canonicalization, BodyHasher] = field(default_factory=dict)
     problem: str = ""  # why the message cannot be checked or signed
-    spf: asyncio.Task[SpfCheck] | None = None  # started at MAIL FROM
+    spf: asyncio.Future[SpfCheck] | None = None  # started at MAIL FROM
     seal_hasher: BodyHasher | None = None  # the relaxed body hash an ARC seal needs
     recipient_domains: set[str] = field(default_factory=set)  # seen only with seal_domains
 
@@ -168,16 +168,7 @@ class Milter:
             session.message.discard()
             session.message = _Message(args[0].decode("utf-8", "replace") if args else "")
             if not (session.trusted or session.macros.get("auth_authen")):
-                # SPF needs only the envelope: its DNS overlaps the DATA phase.
-                spf = asyncio.ensure_future(
-                    self.authenticator.check_spf_async(
-                        ip=session.address or "0.0.0.0",  # noqa: S104 - a value, not a bind
-                        helo=session.helo,
-                        mail_from=session.message.mail_from,
-                    )
-                )
-                spf.add_done_callback(_retrieved)  # a message dropped early: no stray traceback
-                session.message.spf = spf
+                session.message.spf = self._start_spf(session)
             return p.encode(p.CONTINUE)
         if command == p.HEADER:
             name, value = p.strings(data, 2)
@@ -215,6 +206,20 @@ class Milter:
         if command in (p.DATA, p.UNKNOWN):
             return p.encode(p.CONTINUE)
         raise p.ProtocolError(f"unknown milter command {command!r}")
+
+    def _start_spf(self, session: _Session) -> asyncio.Future[SpfCheck]:
+        """SPF needs only the envelope: started at MAIL FROM, its DNS overlaps DATA. A sender
+        seen moments ago has its result at once, with no task to schedule."""
+        ip = session.address or "0.0.0.0"  # noqa: S104 - a value, not a bind
+        envelope = {"ip": ip, "helo": session.helo, "mail_from": session.message.mail_from}
+        known = self.authenticator.remembered_spf(**envelope)
+        if known is not None:
+            done: asyncio.Future[SpfCheck] = asyncio.get_running_loop().create_future()
+            done.set_result(known)
+            return done
+        task = asyncio.ensure_future(self.authenticator.check_spf_async(**envelope))
+        task.add_done_callback(_retrieved)  # a message dropped early: no stray traceback
+        return task
 
     def _start(self, session: _Session) -> None:
         """End of headers: set up what the body will feed (inbound or outbound)."""
@@ -299,7 +304,8 @@ class Milter:
             return await intake.verdict()
 
         try:
-            verdict = await asyncio.wait_for(checks(), self.settings.deadline)
+            async with asyncio.timeout(self.settings.deadline):  # (no extra task, as wait_for)
+                verdict = await checks()
         except (TimeoutError, ValueError) as exc:
             log.warning(
                 "message %s not verified: %s", session.macros.get("i", "-"), exc or "deadline"
