@@ -21,13 +21,16 @@ from __future__ import annotations
 import argparse
 import asyncio
 import multiprocessing
+import os
 import smtplib
 import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import threading
 import time
+import weakref
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -69,14 +72,27 @@ def peak_memory_mb(pid: int) -> float:
     return 0.0
 
 
+def launch(command: list[str]) -> subprocess.Popen[bytes]:
+    """Start a milter, its log going to a file (as to journald or a log file in production),
+    and wait for its "listening" line. A pipe drained by a thread of this process would not
+    do: with the SMTP client threads holding the GIL it fills, and the milter's event loop
+    then waits on its log writes."""
+    log = tempfile.TemporaryFile()  # noqa: SIM115 - closed with the process below
+    milter = subprocess.Popen(command, stderr=log)
+    deadline = time.monotonic() + 30
+    while os.pread(log.fileno(), 4096, 0).find(b"listening") < 0:
+        if milter.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"the milter did not start: {os.pread(log.fileno(), 4096, 0)!r}")
+        time.sleep(0.05)
+    weakref.finalize(milter, log.close)
+    return milter
+
+
 def start_milter(dns: LoopbackDnsServer) -> tuple[subprocess.Popen[bytes], int]:
     port = free_port()
     command = [sys.executable, "-m", "mailauth", "milter", "--listen", f"inet:{port}@127.0.0.1"]
     command += ["--authserv-id", "mx.example.org", "--nameserver", dns.address]
-    milter = subprocess.Popen(command, stderr=subprocess.PIPE)
-    assert milter.stderr is not None and b"listening" in milter.stderr.readline()
-    threading.Thread(target=milter.stderr.read, daemon=True).start()  # drain the log lines
-    return milter, port
+    return launch(command), port
 
 
 def empty_milter(port: int) -> None:
@@ -185,10 +201,8 @@ def first_time_senders(count: int) -> float:
         port = free_port()
         command = [sys.executable, "-m", "mailauth", "milter", "--listen"]
         command += [f"inet:{port}@127.0.0.1", "--authserv-id", "mx.example.org"]
-        milter = subprocess.Popen([*command, "--nameserver", address], stderr=subprocess.PIPE)
+        milter = launch([*command, "--nameserver", address])
         try:
-            assert milter.stderr is not None and b"listening" in milter.stderr.readline()
-            threading.Thread(target=milter.stderr.read, daemon=True).start()
             return asyncio.run(_first_time_load(port, count))
         finally:
             milter.terminate()
