@@ -77,10 +77,17 @@ class DkimVerification:
         self._entries: list[Signature | DkimOutcome] = []
         self._hashers: dict[tuple[Canonicalization, int | None, str], BodyHasher] = {}
         fields = [f for f in self.headers if f.lname == "dkim-signature"]
-        for index, field in enumerate(fields):
-            if index >= self.policy.max_signatures:
-                self._entries.append(_over_cap(field, self.policy.max_signatures))
-                continue
+        cap = self.policy.max_signatures
+        # Signatures beyond the cap get one outcome for them all, not one each: a message
+        # can carry 100,000 signature fields, and parsing and reporting each (one
+        # Authentication-Results clause apiece) would cost more than the cap saves.
+        self._beyond_cap: DkimOutcome | None = None
+        if len(fields) > cap:
+            beyond = len(fields) - cap
+            reason = f"not verified: {beyond} more signature field(s) than the cap of {cap}"
+            self._beyond_cap = DkimOutcome(DkimResult.POLICY, "", "", "", reason)
+            fields = fields[:cap]
+        for field in fields:
             try:
                 sig = parse_signature(field)
             except SignatureError as exc:
@@ -119,10 +126,11 @@ class DkimVerification:
         names = list(dict.fromkeys(sig.key_name for sig in signatures))
         lookups = yield from resolve(*(Query.of(name, RRType.TXT) for name in names))
         by_name = dict(zip(names, lookups, strict=True))
-        return tuple(
+        checked = tuple(
             entry if isinstance(entry, DkimOutcome) else self._check(entry, by_name[entry.key_name])
             for entry in self._entries
         )
+        return checked if self._beyond_cap is None else (*checked, self._beyond_cap)
 
     def _check(self, sig: Signature, lookup: Lookup) -> DkimOutcome:
         records, problem = key_records(lookup)
@@ -295,10 +303,4 @@ def _outcome_from_field(field: HeaderField, result: DkimResult, reason: str) -> 
         algorithm=tag("a").lower(),
         reason=reason,
         signature_prefix=remove_whitespace(tag("b"))[:12],
-    )
-
-
-def _over_cap(field: HeaderField, cap: int) -> DkimOutcome:
-    return _outcome_from_field(
-        field, DkimResult.POLICY, f"not verified: more than {cap} signatures"
     )
