@@ -212,7 +212,10 @@ class Milter:
         seen moments ago has its result at once, with no task to schedule."""
         ip = session.address or "0.0.0.0"  # noqa: S104 - a value, not a bind
         envelope = {"ip": ip, "helo": session.helo, "mail_from": session.message.mail_from}
-        known = self.authenticator.remembered_spf(**envelope)
+        try:
+            known = self.authenticator.remembered_spf(**envelope)
+        except ValueError:  # (the task below reports it at end of message, as before)
+            known = None
         if known is not None:
             done: asyncio.Future[SpfCheck] = asyncio.get_running_loop().create_future()
             done.set_result(known)
