@@ -156,6 +156,17 @@ def test_check_config(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Non
     assert "give --listen" in capsys.readouterr().err
     args = ["milter", "--listen", "inet:8891@127.0.0.1", "--authserv-id", "mx.example.org"]
     args += ["--dns-zone", str(ZONE)]
+    nowhere = [
+        "milter",
+        "--listen",
+        "unix:/nonexistent/dir/m.sock",
+        "--authserv-id",
+        "mx.example.org",
+    ]
+    assert main([*nowhere, "--dns-zone", str(ZONE), "--check-config"]) == 2
+    assert "listen unix:/nonexistent/dir/m.sock: /nonexistent/dir is no directory" in (
+        capsys.readouterr().err
+    )
     assert main([*args, "--check-config", "--arc-seal-domain", "alumni.example.org"]) == 2
     assert "--arc-seal-domain needs --arc-seal" in capsys.readouterr().err
     assert main([*args, "--check-config", "--trusted-mailing-list", "lists.example.org,"]) == 2

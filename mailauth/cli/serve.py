@@ -211,6 +211,10 @@ def cmd_milter(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise CliError(str(exc)) from None
     if args.check_config:
+        kind, where, _ = parse_listen(config.listen)
+        if kind == "unix" and not Path(str(where)).parent.is_dir():
+            # (checked here only: a reload keeps the socket it has, wherever it was made)
+            raise CliError(f"listen {config.listen}: {Path(str(where)).parent} is no directory")
         sealing = f", ARC sealing as {config.arc_seal.domain}" if config.arc_seal else ""
         print(
             f"mailauth milter: configuration valid ({config.listen}, "
