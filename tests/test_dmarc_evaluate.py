@@ -32,6 +32,7 @@ from mailauth.results import (
 
 PASS, FAIL, NONE = DmarcResult.PASS, DmarcResult.FAIL, DmarcResult.NONE
 TEMPERROR, PERMERROR = DmarcResult.TEMPERROR, DmarcResult.PERMERROR
+REJECT = Policy.REJECT
 
 
 def make_zone(
@@ -319,7 +320,6 @@ def test_an_author_domain_too_long_for_a_dmarc_name_is_walked_past(mode: DmarcMo
         (b"From: a@example.com\r\nFrom: b@example.com\r\n", PERMERROR, "2 From fields"),
         (b"From: <<a@@>\r\n", PERMERROR, "unparseable"),
         (b"From: undisclosed-recipients:;\r\n", PERMERROR, "no address"),
-        (b"From: a@example.com, b@example.net\r\n", NONE, "several author domains"),
         (b"From: a@[192.0.2.1]\r\n", NONE, "domain literal"),
     ],
 )
@@ -329,6 +329,46 @@ def test_rfc9989_5_3_1_author_domain_problems(
     outcome = evaluate(make_zone(ORG), raw_headers=headers)
     assert outcome.result is result
     assert reason in outcome.reason
+
+
+def test_every_author_domain_is_evaluated_and_the_strictest_failing_policy_applies() -> None:
+    """RFC 9989 security considerations, "Denial of DMARC Processing Attacks" (RFC 7489
+    6.6.1): a From field naming several domains must not escape a policy. It used to be
+    "none: DMARC not applied", so From: ceo@bank, x@elsewhere evaded p=reject."""
+    evasion = evaluate(make_zone(ORG), raw_headers=b"From: a@example.com, b@example.net\r\n")
+    assert (evasion.result, evasion.domain, evasion.disposition) == (FAIL, "example.com", REJECT)
+    assert evasion.reason.startswith(
+        "2 author domains (example.com, example.net): the strictest failing policy applies"
+    )
+    both = {"example.com": "v=DMARC1; p=quarantine", "example.net": "v=DMARC1; p=reject"}
+    strictest = evaluate(make_zone(both), "a@example.com, b@example.net")
+    assert (strictest.result, strictest.domain, strictest.disposition) == (
+        FAIL, "example.net", REJECT,
+    )  # fmt: skip
+    literal = evaluate(make_zone(ORG), "a@[192.0.2.1], b@example.com")  # a literal hides none
+    assert (literal.result, literal.domain, literal.disposition) == (FAIL, "example.com", REJECT)
+    signed = [(DkimResult.PASS, "example.com"), (DkimResult.PASS, "example.net")]
+    passing = evaluate(make_zone(both), "a@example.com, b@example.net", dkim=signed)
+    assert (passing.result, passing.domain) == (PASS, "example.com")
+    assert passing.reason == "2 author domains (example.com, example.net)"
+    one_without_policy = evaluate(make_zone(ORG), "a@example.net, b@example.com", dkim=signed)
+    assert (one_without_policy.result, one_without_policy.domain) == (PASS, "example.com")
+
+
+def test_author_domains_beyond_the_limit_leave_the_evaluation_incomplete() -> None:
+    zone = make_zone({"c.example": "v=DMARC1; p=reject"})
+    local = DmarcLocalPolicy(max_author_domains=2)
+    hidden = evaluate(zone, "x@a.example, y@b.example, z@c.example", local=local)
+    assert hidden.result is PERMERROR  # not pass: c.example was not checked
+    assert hidden.reason == (
+        "3 author domains (a.example, b.example, c.example): only the first 2 checked, "
+        "none of them failing"
+    )
+    found = evaluate(zone, "z@c.example, x@a.example, y@b.example", local=local)
+    assert (found.result, found.domain, found.disposition) == (FAIL, "c.example", REJECT)
+    before = len(zone.queries)
+    evaluate(zone, ", ".join(f"u@d{i}.example" for i in range(1000)))  # the default limit, 5
+    assert len(zone.queries) - before <= 5 * 8
 
 
 def test_several_addresses_of_one_domain_and_u_labels() -> None:

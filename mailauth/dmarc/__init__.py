@@ -22,7 +22,7 @@ from mailauth.dmarc.evaluate import (
     OverrideType,
     PolicyOverride,
     evaluate_dmarc,
-    extract_author_domain,
+    extract_author_domains,
 )
 from mailauth.dmarc.record import DmarcRecord, NotDmarcRecord, ReportUri, parse_dmarc_record
 
@@ -38,7 +38,7 @@ __all__ = [
     "ReportUri",
     "TreeWalk",
     "evaluate_dmarc",
-    "extract_author_domain",
+    "extract_author_domains",
     "organizational_domain",
     "parse_dmarc_record",
     "psl_organizational_domain",

@@ -91,6 +91,12 @@ class OverrideContext:
 OverrideHook = Callable[[OverrideContext], PolicyOverride | None]
 
 
+# Author Domains evaluated for one multi-valued From field: RFC 9989's security
+# considerations ("Denial of DMARC Processing Attacks") advise a limit.
+MAX_AUTHOR_DOMAINS = 5
+_STRICTNESS = {Policy.NONE: 0, Policy.QUARANTINE: 1, Policy.REJECT: 2}
+
+
 @dataclass(frozen=True, slots=True)
 class DmarcLocalPolicy:
     """The receiver's choices. ``sampler`` returns a number in [0, 1) for RFC 7489 ``pct``;
@@ -101,6 +107,7 @@ class DmarcLocalPolicy:
     sampler: Callable[[], float] = random.random
     overrides: tuple[OverrideHook, ...] = ()
     psl: PublicSuffixList | None = field(default=None, compare=False)
+    max_author_domains: int = MAX_AUTHOR_DOMAINS
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,26 +118,24 @@ class _Discovery:
     problem: str = ""  # a temporary failure that prevents a result
 
 
-def extract_author_domain(author: Author) -> tuple[str, DmarcResult | None, str]:
-    """The Author Domain (RFC 9989 5.3.1), or the result and reason when there is none."""
+def extract_author_domains(author: Author) -> tuple[tuple[str, ...], DmarcResult | None, str]:
+    """The Author Domains (RFC 9989 5.3.1), distinct, in order; or the result and reason when
+    there is none. One From field may list several mailboxes, and so several domains."""
     if author.field_count == 0:
-        return "", DmarcResult.NONE, "no From field"
+        return (), DmarcResult.NONE, "no From field"
     if author.field_count > 1:
-        return "", DmarcResult.PERMERROR, f"{author.field_count} From fields (RFC 5322 allows one)"
+        return (), DmarcResult.PERMERROR, f"{author.field_count} From fields (RFC 5322 allows one)"
     if author.error:
-        return "", DmarcResult.PERMERROR, author.error
+        return (), DmarcResult.PERMERROR, author.error
     if not author.mailboxes:
-        return "", DmarcResult.PERMERROR, "From field has no address"
-    try:
-        domains = list(dict.fromkeys(normalize_domain(d) for d in author.domains if d))
+        return (), DmarcResult.PERMERROR, "From field has no address"
+    try:  # ("" is a domain literal: an address, not a domain, with no policy of its own)
+        domains = tuple(dict.fromkeys(normalize_domain(d) for d in author.domains if d))
     except InvalidDomainError as exc:
-        return "", DmarcResult.PERMERROR, f"invalid author domain: {exc}"
-    if "" in author.domains:
-        return "", DmarcResult.NONE, "From address with a domain literal has no Author Domain"
-    if len(domains) > 1:
-        listed = ", ".join(domains[:4])
-        return "", DmarcResult.NONE, f"several author domains ({listed}): DMARC not applied"
-    return domains[0], None, ""
+        return (), DmarcResult.PERMERROR, f"invalid author domain: {exc}"
+    if not domains:
+        return (), DmarcResult.NONE, "From address with a domain literal has no Author Domain"
+    return domains, None, ""
 
 
 def evaluate_dmarc(
@@ -144,11 +149,62 @@ def evaluate_dmarc(
     mail_from: str = "",
     local: DmarcLocalPolicy | None = None,
 ) -> Plan[DmarcOutcome]:
-    """Evaluate DMARC for a message whose SPF and DKIM outcomes are known."""
+    """Evaluate DMARC for a message whose SPF and DKIM outcomes are known.
+
+    A From field with mailboxes in several domains is evaluated once per domain (up to
+    ``local.max_author_domains``), and the strictest policy among the domains that fail
+    applies (RFC 9989's security considerations, "Denial of DMARC Processing Attacks", as
+    RFC 7489 6.6.1 had it): ``From: ceo@bank.example, x@elsewhere.example`` must not escape
+    the bank's policy.
+    """
     local = local or DmarcLocalPolicy()
-    domain, result, reason = extract_author_domain(author)
+    domains, result, reason = extract_author_domains(author)
     if result is not None:
-        return DmarcOutcome(result, domain, reason=reason)
+        return DmarcOutcome(result, "", reason=reason)
+    facts = _Facts(spf, tuple(dkim), arc, ip, helo, mail_from)
+    if len(domains) == 1:
+        return (yield from _evaluate_domain(domains[0], facts, local))
+    outcomes = []
+    for domain in domains[: local.max_author_domains]:  # (one after the other: a plan)
+        outcomes.append((yield from _evaluate_domain(domain, facts, local)))
+    return _combine(domains, outcomes)
+
+
+@dataclass(frozen=True, slots=True)
+class _Facts:
+    spf: SpfCheck | None
+    dkim: tuple[DkimOutcome, ...]
+    arc: ArcOutcome | None
+    ip: str
+    helo: str
+    mail_from: str
+
+
+def _combine(domains: tuple[str, ...], outcomes: list[DmarcOutcome]) -> DmarcOutcome:
+    """One outcome for several Author Domains: the failing one with the strictest
+    disposition; else a temporary error; else (when every domain was checked) a pass."""
+    listed = ", ".join(domains[:4]) + (", ..." if len(domains) > 4 else "")
+    note = f"{len(domains)} author domains ({listed})"
+    failing = [o for o in outcomes if o.result is DmarcResult.FAIL]
+    if failing:
+        worst = max(failing, key=lambda o: _STRICTNESS[o.disposition])  # (the first of equals)
+        why = f"{note}: the strictest failing policy applies"
+        return replace(worst, reason="; ".join(filter(None, (why, worst.reason))))
+    for outcome in outcomes:
+        if outcome.result is DmarcResult.TEMPERROR:
+            return replace(outcome, reason=f"{note}: {outcome.reason}")
+    if len(outcomes) < len(domains):
+        reason = f"{note}: only the first {len(outcomes)} checked, none of them failing"
+        return DmarcOutcome(DmarcResult.PERMERROR, domains[0], reason=reason)
+    passing = [o for o in outcomes if o.result is DmarcResult.PASS]
+    chosen = passing[0] if passing else outcomes[0]
+    return replace(chosen, reason="; ".join(filter(None, (note, chosen.reason))))
+
+
+def _evaluate_domain(domain: str, facts: _Facts, local: DmarcLocalPolicy) -> Plan[DmarcOutcome]:
+    """RFC 9989 5.3 for one Author Domain."""
+    spf, dkim, arc = facts.spf, facts.dkim, facts.arc
+    ip, helo, mail_from = facts.ip, facts.helo, facts.mail_from
     if local.mode is DmarcMode.RFC7489:
         found = yield from _discover_rfc7489(domain, local.psl)
     else:
