@@ -317,7 +317,6 @@ def test_an_author_domain_too_long_for_a_dmarc_name_is_walked_past(mode: DmarcMo
     ("headers", "result", "reason"),
     [
         (b"To: b@example.org\r\n", NONE, "no From field"),
-        (b"From: a@example.com\r\nFrom: b@example.com\r\n", PERMERROR, "2 From fields"),
         (b"From: <<a@@>\r\n", PERMERROR, "unparseable"),
         (b"From: undisclosed-recipients:;\r\n", PERMERROR, "no address"),
         (b"From: a@[192.0.2.1]\r\n", NONE, "domain literal"),
@@ -353,6 +352,18 @@ def test_every_author_domain_is_evaluated_and_the_strictest_failing_policy_appli
     assert passing.reason == "2 author domains (example.com, example.net)"
     one_without_policy = evaluate(make_zone(ORG), "a@example.net, b@example.com", dkim=signed)
     assert (one_without_policy.result, one_without_policy.domain) == (PASS, "example.com")
+    # Several From fields break RFC 5322 (permerror), but must not hide a failing domain.
+    two_fields = b"From: a@example.com\r\nFrom: b@example.com\r\n"
+    hidden = evaluate(make_zone(ORG), raw_headers=two_fields)
+    assert (hidden.result, hidden.domain, hidden.disposition) == (FAIL, "example.com", REJECT)
+    assert hidden.reason.startswith(
+        "2 From fields (RFC 5322 allows one); 1 author domain (example.com): the strictest"
+    )
+    malformed = evaluate(make_zone(ORG), raw_headers=two_fields, dkim=signed)
+    assert (malformed.result, malformed.reason) == (
+        PERMERROR,
+        "2 From fields (RFC 5322 allows one)",
+    )
 
 
 def test_author_domains_beyond_the_limit_leave_the_evaluation_incomplete() -> None:

@@ -120,11 +120,13 @@ class _Discovery:
 
 def extract_author_domains(author: Author) -> tuple[tuple[str, ...], DmarcResult | None, str]:
     """The Author Domains (RFC 9989 5.3.1), distinct, in order; or the result and reason when
-    there is none. One From field may list several mailboxes, and so several domains."""
+    there is none. One From field may list several mailboxes, and so several domains.
+
+    Several From fields break RFC 5322: the result is permerror, but their domains come
+    with it, so that a failing one still counts (a second From field must not hide a spoof).
+    """
     if author.field_count == 0:
         return (), DmarcResult.NONE, "no From field"
-    if author.field_count > 1:
-        return (), DmarcResult.PERMERROR, f"{author.field_count} From fields (RFC 5322 allows one)"
     if author.error:
         return (), DmarcResult.PERMERROR, author.error
     if not author.mailboxes:
@@ -133,6 +135,9 @@ def extract_author_domains(author: Author) -> tuple[tuple[str, ...], DmarcResult
         domains = tuple(dict.fromkeys(normalize_domain(d) for d in author.domains if d))
     except InvalidDomainError as exc:
         return (), DmarcResult.PERMERROR, f"invalid author domain: {exc}"
+    if author.field_count > 1:
+        reason = f"{author.field_count} From fields (RFC 5322 allows one)"
+        return domains, DmarcResult.PERMERROR, reason
     if not domains:
         return (), DmarcResult.NONE, "From address with a domain literal has no Author Domain"
     return domains, None, ""
@@ -159,15 +164,20 @@ def evaluate_dmarc(
     """
     local = local or DmarcLocalPolicy()
     domains, result, reason = extract_author_domains(author)
-    if result is not None:
+    if result is not None and not domains:
         return DmarcOutcome(result, "", reason=reason)
     facts = _Facts(spf, tuple(dkim), arc, ip, helo, mail_from)
-    if len(domains) == 1:
+    if len(domains) == 1 and result is None:
         return (yield from _evaluate_domain(domains[0], facts, local))
     outcomes = []
     for domain in domains[: local.max_author_domains]:  # (one after the other: a plan)
         outcomes.append((yield from _evaluate_domain(domain, facts, local)))
-    return _combine(domains, outcomes)
+    combined = _combine(domains, outcomes)
+    if result is None:
+        return combined
+    if combined.result is not DmarcResult.FAIL:  # malformed: only a failure counts
+        return DmarcOutcome(result, "", reason=reason)
+    return replace(combined, reason=f"{reason}; {combined.reason}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -184,7 +194,7 @@ def _combine(domains: tuple[str, ...], outcomes: list[DmarcOutcome]) -> DmarcOut
     """One outcome for several Author Domains: the failing one with the strictest
     disposition; else a temporary error; else (when every domain was checked) a pass."""
     listed = ", ".join(domains[:4]) + (", ..." if len(domains) > 4 else "")
-    note = f"{len(domains)} author domains ({listed})"
+    note = f"{len(domains)} author domain{'s' * (len(domains) > 1)} ({listed})"
     failing = [o for o in outcomes if o.result is DmarcResult.FAIL]
     if failing:
         worst = max(failing, key=lambda o: _STRICTNESS[o.disposition])  # (the first of equals)
