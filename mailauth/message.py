@@ -27,6 +27,11 @@ from mailauth.errors import MessageParseError
 _FIELD = re.compile(rb"([\x21-\x39\x3b-\x7e]+)[ \t]*:[^\n]*(?:\n|\Z)(?:[ \t][^\n]*(?:\n|\Z))*")
 
 
+# What follows an "@" up to a character no domain has: how a reader finds the domain in a
+# From field that is not RFC 5322 (Author.salvaged).
+_AFTER_AT = re.compile(r"@+([^\s<>@,;:\"()\[\]\\]+)")
+
+
 class HeaderField(NamedTuple):
     """One header field: its name as written and its exact bytes (with line endings).
 
@@ -61,12 +66,16 @@ class HeaderField(NamedTuple):
 class Author:
     """What the RFC5322.From fields say (RFC 9989 "Extract Author Domain" reads this).
 
-    ``error`` is "" when every From field parsed; otherwise it says what went wrong.
+    ``error`` is "" when every From field parsed; otherwise it says what went wrong, and
+    ``salvaged`` holds the domains that follow an "@" in the fields that did not parse (as
+    written, not validated): mail readers show such fields anyway, so a spoofed domain in
+    one must still count.
     """
 
     field_count: int
     mailboxes: tuple[Mailbox, ...]
     error: str = ""
+    salvaged: tuple[str, ...] = ()
 
     @property
     def domains(self) -> tuple[str, ...]:
@@ -128,9 +137,13 @@ class Message:
         fields = self.get_all("From")
         mailboxes: list[Mailbox] = []
         errors: list[str] = []
+        salvaged: list[str] = []
         for field in fields:
+            text = field.text()
             try:
-                mailboxes.extend(parse_address_list(field.text()))
+                mailboxes.extend(parse_address_list(text))
             except AddressError as exc:
                 errors.append(f"unparseable From field: {exc}")
-        return Author(len(fields), tuple(mailboxes), "; ".join(errors))
+                salvaged.extend(_AFTER_AT.findall(text))
+        found = tuple(dict.fromkeys(salvaged))
+        return Author(len(fields), tuple(mailboxes), "; ".join(errors), found)

@@ -366,6 +366,31 @@ def test_every_author_domain_is_evaluated_and_the_strictest_failing_policy_appli
     )
 
 
+@pytest.mark.parametrize(
+    "from_field",
+    [
+        "ceo@example.com <ceo@example.com>",  # an address as display name, unquoted
+        "CEO <ceo@example.com",  # unterminated angle address
+        "ceo@example.com (CEO",  # unterminated comment
+        '"CEO <ceo@example.com>',  # unterminated quoted string
+        "ceo@@example.com",
+        "Bank <ceo@EXAMPLE.com.>, <<x",
+    ],
+)
+def test_a_from_field_that_does_not_parse_still_fails_for_the_domain_it_shows(
+    from_field: str,
+) -> None:
+    """Mail readers display these fields with the domain in them; permerror alone (what
+    they gave) is a result no policy acts on, so a spoof escaped p=reject by breaking the
+    syntax. The domains after an "@" are salvaged: a failing one gives fail; otherwise the
+    field stays a permerror."""
+    outcome = evaluate(make_zone(ORG), from_field)
+    assert (outcome.result, outcome.domain, outcome.disposition) == (FAIL, "example.com", REJECT)
+    assert outcome.reason.startswith("unparseable From field: ")
+    signed = evaluate(make_zone(ORG), from_field, dkim=[(DkimResult.PASS, "example.com")])
+    assert signed.result is PERMERROR and signed.reason.startswith("unparseable From field: ")
+
+
 def test_author_domains_beyond_the_limit_leave_the_evaluation_incomplete() -> None:
     zone = make_zone({"c.example": "v=DMARC1; p=reject"})
     local = DmarcLocalPolicy(max_author_domains=2)

@@ -106,6 +106,15 @@ def test_author(from_fields: list[bytes], domains: tuple[str, ...], error: str) 
     assert (error in author.error) if error else author.error == ""
 
 
+def test_domains_are_salvaged_from_from_fields_that_do_not_parse() -> None:
+    """What follows an "@", as written: DMARC still checks such domains for a failure."""
+    raw = b"From: ceo@@Bank.example <ceo@bank.example\r\nFrom: a@x.example\r\n\r\n"
+    author = Message.parse(raw).author()
+    assert author.domains == ("x.example",)  # the field that parsed
+    assert author.salvaged == ("Bank.example", "bank.example")
+    assert Message.parse(b"From: a@x.example\r\n\r\n").author().salvaged == ()
+
+
 def test_no_from_field() -> None:
     author = Message.parse(b"Subject: x\r\n\r\n").author()
     assert author.field_count == 0 and author.mailboxes == ()

@@ -14,6 +14,7 @@ when a needed DNS query failed temporarily (RFC 9989 5.3.6: neither pass nor fai
 
 from __future__ import annotations
 
+import contextlib
 import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
@@ -31,7 +32,7 @@ from mailauth.dmarc.discovery import (
 )
 from mailauth.dmarc.record import DmarcRecord
 from mailauth.dns import DnsStatus, Query, RRType
-from mailauth.domains import at_or_under, normalize_domain
+from mailauth.domains import at_or_under, host_name, normalize_domain
 from mailauth.errors import InvalidDomainError
 from mailauth.message import Author
 from mailauth.plan import Plan, resolve
@@ -127,8 +128,9 @@ def extract_author_domains(author: Author) -> tuple[tuple[str, ...], DmarcResult
     """
     if author.field_count == 0:
         return (), DmarcResult.NONE, "no From field"
-    if author.error:
-        return (), DmarcResult.PERMERROR, author.error
+    if author.error:  # malformed: the domains a reader would see still count if they fail
+        seen = [*(m.domain for m in author.mailboxes if m.domain), *author.salvaged]
+        return _valid_domains(seen), DmarcResult.PERMERROR, author.error
     if not author.mailboxes:
         return (), DmarcResult.PERMERROR, "From field has no address"
     try:  # ("" is a domain literal: an address, not a domain, with no policy of its own)
@@ -141,6 +143,15 @@ def extract_author_domains(author: Author) -> tuple[tuple[str, ...], DmarcResult
     if not domains:
         return (), DmarcResult.NONE, "From address with a domain literal has no Author Domain"
     return domains, None, ""
+
+
+def _valid_domains(names: Sequence[str]) -> tuple[str, ...]:
+    """The names that are host names (RFC 1123), normalised, distinct, in order."""
+    valid = []
+    for name in names:
+        with contextlib.suppress(InvalidDomainError):
+            valid.append(host_name(name))
+    return tuple(dict.fromkeys(valid))
 
 
 def evaluate_dmarc(
