@@ -139,6 +139,27 @@ def test_dmarc_reject_is_refused_with_550_when_asked() -> None:
     assert replies[-1][1].startswith(b"550 5.7.1 DMARC policy of example.net")
 
 
+@pytest.mark.parametrize(
+    "disguise",
+    [
+        [("From", " Alice <alice@example.net>, Someone <someone@example.org>")],
+        [("From", " Alice <alice@example.net>"), ("From", " someone@example.org")],
+        [("From", " alice@example.net <alice@example.net>")],  # does not parse
+    ],
+)
+def test_a_disguised_from_does_not_escape_reject(disguise: list[tuple[str, str]]) -> None:
+    """A second mailbox, a second From field, or a From that breaks RFC 5322 used to make
+    DMARC none or permerror, and the spoof went through under --reject-dmarc."""
+    headers, body = split_message((DMARC / "unauthenticated.eml").read_bytes())
+    headers = [(n, v) for n, v in headers if n.lower() != "from"] + disguise
+    spoofer = {"ip": "198.51.100.7", "helo": "x.example", "mail_from": "alice@example.net"}
+    (replies,) = exchange(
+        MilterSettings(reject_dmarc=True), {**spoofer, "headers": headers, "body": body}
+    )
+    assert replies[-1][0] == p.REPLYCODE
+    assert replies[-1][1].startswith(b"550 5.7.1 DMARC policy of example.net")
+
+
 def test_trusted_clients_are_accepted_at_connect() -> None:
     import ipaddress
 
