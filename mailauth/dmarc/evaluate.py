@@ -133,10 +133,11 @@ def extract_author_domains(author: Author) -> tuple[tuple[str, ...], DmarcResult
         return _valid_domains(seen), DmarcResult.PERMERROR, author.error
     if not author.mailboxes:
         return (), DmarcResult.PERMERROR, "From field has no address"
-    try:  # ("" is a domain literal: an address, not a domain, with no policy of its own)
-        domains = tuple(dict.fromkeys(normalize_domain(d) for d in author.domains if d))
-    except InvalidDomainError as exc:
-        return (), DmarcResult.PERMERROR, f"invalid author domain: {exc}"
+    named = [d for d in author.domains if d]  # ("": a domain literal, with no policy)
+    try:
+        domains = tuple(dict.fromkeys(normalize_domain(d) for d in named))
+    except InvalidDomainError as exc:  # the valid ones still count if they fail
+        return _valid_domains(named), DmarcResult.PERMERROR, f"invalid author domain: {exc}"
     if author.field_count > 1:
         reason = f"{author.field_count} From fields (RFC 5322 allows one)"
         return domains, DmarcResult.PERMERROR, reason
