@@ -17,7 +17,8 @@ from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import Any, TypeVar, cast
 
-from mailauth.dns import DnsResolver, Lookup, Query
+from mailauth.dns import DnsResolver, DnsStatus, Lookup, Query, RRType
+from mailauth.domains import MAX_NAME
 
 T = TypeVar("T")
 
@@ -44,6 +45,18 @@ def resolve(*queries: Query) -> Plan[tuple[Lookup, ...]]:
     """``lookups = yield from resolve(q1, q2)``."""
     result = yield Resolve(queries)
     return cast(tuple[Lookup, ...], result)
+
+
+def resolve_names(rdtype: RRType, *names: str) -> Plan[tuple[Lookup, ...]]:
+    """:func:`resolve` for names built by prefixing a domain (``_dmarc.<domain>``...): one
+    longer than DNS allows cannot hold a record, so it is answered NXDOMAIN unasked."""
+    asked = [n for n in names if len(n.rstrip(".")) <= MAX_NAME]
+    lookups = yield from resolve(*(Query.of(n, rdtype) for n in asked))
+    answers = dict(zip(asked, lookups, strict=True))
+    return tuple(
+        answers.get(n) or Lookup(n, rdtype, DnsStatus.NXDOMAIN, reason="name too long for DNS")
+        for n in names
+    )
 
 
 def offload(func: Callable[[], T]) -> Plan[T]:

@@ -10,10 +10,10 @@ from mailauth.check.report import Area, Finding, Status
 from mailauth.dkim.keys import KeyRecordError, parse_key_record
 from mailauth.dmarc import organizational_domain, tree_walk
 from mailauth.dmarc.record import DmarcRecord
-from mailauth.dns import DnsStatus, Lookup, Query, RRType
-from mailauth.domains import MAX_NAME, at_or_under, normalize_domain
+from mailauth.dns import DnsStatus, Query, RRType
+from mailauth.domains import at_or_under, normalize_domain
 from mailauth.errors import InvalidDomainError
-from mailauth.plan import Plan, resolve
+from mailauth.plan import Plan, resolve, resolve_names
 from mailauth.results import Policy
 
 COMMON_SELECTORS = (
@@ -172,12 +172,9 @@ def _external_destinations(record: DmarcRecord, domain: str) -> Plan[list[Findin
             continue
         if not at_or_under(host, domain) and host not in destinations:
             destinations.append(host)
-    # A name too long for DNS cannot hold the authorisation: not asked, reported as lacking.
-    names = [f"{domain}._report._dmarc.{d}" for d in destinations]
-    asked = [n for n in names if len(n) <= MAX_NAME]
-    answers = yield from resolve(*(Query.of(n, RRType.TXT) for n in asked))
-    by_name = dict(zip(asked, answers, strict=True))
-    lookups = [by_name.get(n) or Lookup(n, RRType.TXT, DnsStatus.NXDOMAIN) for n in names]
+    # (A name too long for DNS cannot hold the authorisation: reported as lacking it.)
+    names = (f"{domain}._report._dmarc.{d}" for d in destinations)
+    lookups = yield from resolve_names(RRType.TXT, *names)
     for destination, lookup in zip(destinations, lookups, strict=True):
         authorised = any(t.startswith(b"v=DMARC1") for t in lookup.texts)
         if lookup.status is DnsStatus.TEMPFAIL:

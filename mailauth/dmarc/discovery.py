@@ -18,9 +18,8 @@ from dataclasses import dataclass
 from publicsuffixlist import PublicSuffixList
 
 from mailauth.dmarc.record import DmarcRecord, NotDmarcRecord, parse_dmarc_record
-from mailauth.dns import DnsStatus, Lookup, Query, RRType
-from mailauth.domains import MAX_NAME
-from mailauth.plan import Plan, resolve
+from mailauth.dns import DnsStatus, Lookup, RRType
+from mailauth.plan import Plan, resolve_names
 
 MAX_QUERIES = 8  # RFC 9989 4.10: "no more than eight DNS queries"
 
@@ -66,14 +65,7 @@ def dmarc_lookups(*domains: str) -> Plan[tuple[Lookup, ...]]:
     is added: no record can exist there, so it is answered as NXDOMAIN without a query (the
     walk then goes on to the shorter names, as it would past any name without a record).
     """
-    names = [f"_dmarc.{d}" for d in domains]
-    asked = [n for n in names if len(n) <= MAX_NAME]
-    lookups = yield from resolve(*(Query.of(n, RRType.TXT) for n in asked))
-    answers = dict(zip(asked, lookups, strict=True))
-    return tuple(
-        answers.get(n) or Lookup(n, RRType.TXT, DnsStatus.NXDOMAIN, reason="name too long for DNS")
-        for n in names
-    )
+    return (yield from resolve_names(RRType.TXT, *(f"_dmarc.{d}" for d in domains)))
 
 
 def select_records(domain: str, lookup: Lookup) -> tuple[FoundRecord | None, str]:
