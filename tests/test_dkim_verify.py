@@ -88,6 +88,8 @@ def test_no_signature_gives_no_outcomes() -> None:
         ("a=rsa-sha256", "a=rsa-sha1", PERMERROR, "RFC 8301 3.1"),
         ("a=rsa-sha256", "a=rsa-md5", PERMERROR, "unsupported algorithm a=rsa-md5"),
         ("c=relaxed/relaxed", "c=relaxed/fancy", PERMERROR, "unknown canonicalization"),
+        ("c=relaxed/relaxed", "c=/relaxed", PERMERROR, "unknown canonicalization"),
+        ("c=relaxed/relaxed", "c=relaxed/", PERMERROR, "unknown canonicalization"),
         ("d=example.com", "d=exa mple.com", NEUTRAL, "d= is not a valid domain"),
         ("d=example.com;", "d=example.com; d=example.net;", NEUTRAL, "duplicate tag d="),
         ("h=from:from:", "h=", PERMERROR, "h= does not include From"),  # RFC 6376 5.4
@@ -111,6 +113,21 @@ def test_signature_tag_checks(old: str, new: str, result: DkimResult, reason: st
     outcome = _one(_tamper(_signed(), old, new), now=NOW + 600)
     assert outcome.result is result
     assert reason in outcome.reason
+
+
+@pytest.mark.parametrize(
+    ("tag", "header", "body"),
+    [
+        ("", "simple", "simple"),  # RFC 6376 3.5: c= absent is simple/simple
+        ("c=relaxed;", "relaxed", "simple"),  # one algorithm: the header's; body simple
+        ("c=simple/relaxed;", "simple", "relaxed"),
+        ("c=RELAXED/Relaxed;", "relaxed", "relaxed"),
+    ],
+)
+def test_rfc6376_3_5_canonicalization_defaults(tag: str, header: str, body: str) -> None:
+    raw = f"DKIM-Signature: v=1; a=rsa-sha256; {tag} d=example.com; s=s; h=from; bh=AA==; b=AA=="
+    sig = mailauth.dkim.signature.parse_signature(HeaderField("DKIM-Signature", raw.encode()))
+    assert (sig.header_canon, sig.body_canon) == (header, body)
 
 
 def test_rfc6376_3_5_t_within_the_clock_skew_is_accepted() -> None:

@@ -18,13 +18,7 @@ import re
 from collections.abc import Sequence
 
 from mailauth.arc.chain import MAX_SETS, ArcError, instance_of, is_arc_field
-from mailauth.dkim.canon import (
-    Canonicalization,
-    canonicalize_header_bytes,
-    hash_body,
-    header_data,
-    signature_data,
-)
+from mailauth.dkim.canon import Canonicalization, hash_body, raw_hash_input, select_headers
 from mailauth.dkim.keys import PrivateKey
 from mailauth.dkim.sign import DEFAULT_HEADERS, sign_data, signing_identity, signing_key
 from mailauth.dkim.signature import unix_time
@@ -140,9 +134,9 @@ class Sealer:
             "s": self.selector,
             "t": when,
         }
-        headers = (aar, *message.headers)
-        data = header_data(headers, signed, RELAXED)
-        return self._signed_field("ARC-Message-Signature", tags, data, eol)
+        chosen = select_headers((aar, *message.headers), signed)
+        raws = [field.raw for field in chosen if field is not None]
+        return self._signed_field("ARC-Message-Signature", tags, raws, eol)
 
     def _seal(
         self, covered: list[HeaderField], new_set: tuple[HeaderField, ...], tags: dict[str, str]
@@ -151,15 +145,18 @@ class Sealer:
         # only the new set (5.1.2).
         kinds = {"arc-authentication-results": 0, "arc-message-signature": 1, "arc-seal": 2}
         ordered = sorted(covered, key=lambda f: (instance_of(f), kinds[f.name.lower()]))
-        parts = [canonicalize_header_bytes(f.raw, RELAXED) for f in (*ordered, *new_set)]
+        raws = [f.raw for f in (*ordered, *new_set)]
         eol = "\r\n" if new_set[0].raw.endswith(b"\r\n") else "\n"
-        return self._signed_field("ARC-Seal", tags, b"".join(parts), eol)
+        return self._signed_field("ARC-Seal", tags, raws, eol)
 
-    def _signed_field(self, name: str, tags: dict[str, str], data: bytes, eol: str) -> HeaderField:
-        """Sign: the field with ``b=`` empty is hashed after ``data``, then b= is filled in."""
+    def _signed_field(
+        self, name: str, tags: dict[str, str], raws: list[bytes], eol: str
+    ) -> HeaderField:
+        """Sign: the fields ``raws``, then this field with ``b=`` empty, are hashed (relaxed);
+        then b= is filled in."""
         items = sorted({**tags, "b": ""}.items())
         unsigned = f"{name}: " + "; ".join(f"{k}={v}" for k, v in items)
-        hashed = data + signature_data(unsigned.encode() + b"\r\n", RELAXED)
+        hashed = raw_hash_input(raws, unsigned.encode() + b"\r\n", RELAXED)
         value = base64.b64encode(sign_data(self.key, hashed)).decode()
         text = _fold(name, [(k, value if k == "b" else v) for k, v in items], eol)
         return HeaderField(name, text.encode())

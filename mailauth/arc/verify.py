@@ -21,12 +21,7 @@ from mailauth.arc.chain import (
     parse_message_signature,
     parse_seal,
 )
-from mailauth.dkim.canon import (
-    Canonicalization,
-    canonicalize_header_bytes,
-    hash_body,
-    signature_data,
-)
+from mailauth.dkim.canon import Canonicalization, hash_body, raw_hash_input
 from mailauth.dkim.signature import Signature
 from mailauth.dkim.verify import (
     MIN_RSA_BITS,
@@ -147,13 +142,12 @@ def _oldest_pass(chain: ArcChain, keys: _Keys) -> Plan[int]:
 def _seal_data(chain: ArcChain, seal: Seal) -> bytes:
     """What the ARC-Seal of instance i signs (RFC 8617 5.1.1): for sets 1..i, their AAR, AMS
     and AS, relaxed; the seal itself with b= empty and no final CRLF."""
-    parts = []
+    raws = []
     for arc_set in chain.sets[: seal.instance]:
-        parts.append(canonicalize_header_bytes(arc_set.results.raw, RELAXED))
-        parts.append(canonicalize_header_bytes(arc_set.signature.raw, RELAXED))
+        raws.append(arc_set.results.raw)
+        raws.append(arc_set.signature.raw)
         if arc_set.instance < seal.instance:
-            parts.append(canonicalize_header_bytes(arc_set.seal.raw, RELAXED))
+            raws.append(arc_set.seal.raw)
     raw = seal.field.raw
     start, end = seal.b_value
-    parts.append(signature_data(raw[:start] + raw[end:], RELAXED))
-    return b"".join(parts)
+    return raw_hash_input(raws, raw[:start] + raw[end:], RELAXED)

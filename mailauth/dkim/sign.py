@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ed25519, padding
 
-from mailauth.dkim.canon import Canonicalization, hash_body, header_data, signature_data
+from mailauth.dkim.canon import Canonicalization, hash_body, hash_input
 from mailauth.dkim.keys import PrivateKey, key_file_warning, load_private_key
 from mailauth.dkim.signature import tag_domain, unix_time
 from mailauth.errors import SigningError
@@ -117,8 +117,7 @@ class Signer:
         eol = b"\r\n" if message.headers[0].raw.endswith(b"\r\n") else b"\n"
         lines = _fold_tags(tags, signed, base64.b64encode(body_hash).decode())
         prefix = "\r\n".join(lines).encode()
-        data = header_data(message.headers, signed, self.header_canon)
-        data += signature_data(prefix + b"\r\n", self.header_canon)
+        data = hash_input(message.headers, signed, prefix + b"\r\n", self.header_canon)
         value = base64.b64encode(self._sign(data)).decode()
         text = _append_folded(lines, value)
         return "\r\n".join(text).encode().replace(b"\r\n", eol) + eol

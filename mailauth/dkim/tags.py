@@ -7,7 +7,6 @@ hashes (RFC 6376 3.7). Pure parsing: no DNS, no crypto.
 
 from __future__ import annotations
 
-import base64
 import binascii
 from typing import NamedTuple
 
@@ -90,7 +89,8 @@ def decode_base64(value: str, tag: str) -> bytes:
     """Strict base64 after removing FWS (RFC 6376 2.4); raises TagSyntaxError."""
     compact = remove_whitespace(value)
     try:
-        return base64.b64decode(compact, validate=True)
+        # (base64.b64decode(validate=True) is this call behind a Python-level wrapper.)
+        return binascii.a2b_base64(compact, strict_mode=True)
     except (binascii.Error, ValueError):
         raise TagSyntaxError(f"{tag}= is not valid base64") from None
 

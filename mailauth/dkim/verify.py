@@ -23,7 +23,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ed25519, padding, rsa
 
-from mailauth.dkim.canon import BodyHasher, Canonicalization, header_data, signature_data
+from mailauth.dkim.canon import BodyHasher, Canonicalization, hash_input
 from mailauth.dkim.keys import KeyRecord, KeyRecordError, parse_key_record
 from mailauth.dkim.signature import Signature, SignatureError, check_signature_time, parse_signature
 from mailauth.dkim.tags import TagSyntaxError, parse_tag_list, remove_whitespace
@@ -190,8 +190,7 @@ def header_hash_input(headers: Sequence[HeaderField], sig: Signature) -> bytes:
     itself with the b= value removed and without its final CRLF."""
     raw = sig.field.raw
     start, end = sig.b_value
-    signed = header_data(headers, sig.signed_headers, sig.header_canon)
-    return signed + signature_data(raw[:start] + raw[end:], sig.header_canon)
+    return hash_input(headers, sig.signed_headers, raw[:start] + raw[end:], sig.header_canon)
 
 
 def verify_signature(record: KeyRecord, algorithm: str, signature: bytes, data: bytes) -> bool:
