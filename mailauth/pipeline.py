@@ -36,7 +36,7 @@ from mailauth.message import Message
 from mailauth.plan import Plan, offload, run_plan, run_plan_async
 from mailauth.policy import trust_arc_sealers
 from mailauth.results import SpfCheck, SpfResult, Verdict
-from mailauth.spf import check_spf
+from mailauth.spf import check_spf, client_ip
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,12 +69,9 @@ def make_context(
 def _client_address(ip: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
     """(Memoised: clients come back, and ipaddress parsing costs several microseconds.)"""
     try:
-        address = ipaddress.ip_address(ip.strip())
+        return client_ip(ip)
     except ValueError:
         raise ValueError(f"not an IP address: {ip!r}") from None
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        address = address.ipv4_mapped  # RFC 7208 5: an IPv4-mapped client is an IPv4 client
-    return address
 
 
 def _reverse_path(mail_from: str) -> str:

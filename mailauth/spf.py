@@ -91,6 +91,22 @@ def is_helo_domain(helo: str) -> bool:
     return False
 
 
+def client_ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+    """The SMTP client's address as SPF sees it; raises ValueError when ``text`` is none.
+
+    RFC 7208 5: an IPv4-mapped IPv6 address is the IPv4 client it maps. An IPv6 zone index
+    (``fe80::1%eth0``, RFC 4007 11) names an interface of this host, not part of the
+    client's address: it is dropped.
+    """
+    address = ipaddress.ip_address(text.strip())
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is not None:
+            return address.ipv4_mapped
+        if address.scope_id is not None:
+            return ipaddress.IPv6Address(address.packed)
+    return address
+
+
 def check_spf_identity(
     resolver: DnsResolver,
     *,
@@ -104,9 +120,7 @@ def check_spf_identity(
 
     Blocking: DNS goes through ``resolver.lookup``. Raises ValueError for a malformed ``ip``.
     """
-    address = ipaddress.ip_address(ip)
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        address = address.ipv4_mapped  # RFC 7208 5: evaluate an IPv4-mapped client as IPv4
+    address = client_ip(ip)
     token = _RESOLVER.set(resolver)
     try:
         query = pyspf.query(i=str(address), s=sender, h=helo, receiver="", strict=True)

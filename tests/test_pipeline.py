@@ -73,6 +73,10 @@ def test_context_normalises_smtp_facts() -> None:
         now=5,
     )
     assert str(context.ip) == "192.0.2.1"  # RFC 7208 5: IPv4-mapped is IPv4
+    scoped = make_context(
+        b"From: a@example.com\r\n\r\n", ip="fe80::1%eth0", helo="", mail_from="", now=5
+    )
+    assert str(scoped.ip) == "fe80::1"  # RFC 4007: the zone index is ours, not the client's
     assert context.helo == "mail.example.com"
     assert context.mail_from == "alice@example.com"
     assert context.now == 5.0

@@ -11,7 +11,7 @@ from mailauth.authresults import render_received_spf
 from mailauth.cli import main
 from mailauth.dns import ZoneResolver
 from mailauth.results import SpfOutcome
-from mailauth.spf import RESULTS, check_spf, check_spf_identity, is_helo_domain
+from mailauth.spf import RESULTS, check_spf, check_spf_identity, client_ip, is_helo_domain
 
 SPF = Path(__file__).resolve().parent.parent / "fixtures" / "spf"
 
@@ -89,6 +89,15 @@ def test_rfc7208_5_ipv4_mapped_client_is_evaluated_as_ipv4(zone: ZoneResolver) -
     assert v6.result is SpfResult.PASS
     other = check_spf_identity(zone, ip="2001:db9::25", sender="u@v6.spf.test", helo="x")
     assert other.result is SpfResult.FAIL
+
+
+def test_rfc4007_zone_index_is_not_part_of_the_client_address(zone: ZoneResolver) -> None:
+    # A link-local client seen as fe80::25%eth0: the zone names our interface. It used to
+    # reach pyspf as written and give permerror ("Only hex digits permitted").
+    scoped = check_spf_identity(zone, ip="2001:db8::25%eth0", sender="u@v6.spf.test", helo="x")
+    assert scoped.result is SpfResult.PASS
+    assert str(client_ip(" fe80::1%eth0 ")) == "fe80::1"
+    assert str(client_ip("::ffff:192.0.2.1")) == "192.0.2.1"
 
 
 def test_rfc7208_2_4_null_reverse_path_checks_postmaster_at_helo(zone: ZoneResolver) -> None:
