@@ -8,6 +8,7 @@ import http.server
 import json
 import ssl
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -223,6 +224,7 @@ class _PolicyServer:
         (tmp / "cert.pem").write_bytes(cert + key)
         self.ca_file = str(tmp / "ca.pem")
         self.response: tuple[int, dict[str, str], bytes] = (200, {}, b"")
+        self.drip = 0.0  # seconds between the body's bytes (0: all at once)
         outer = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -233,7 +235,16 @@ class _PolicyServer:
                     self.send_header(name, value)
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
-                self.wfile.write(body)
+                if not outer.drip:
+                    self.wfile.write(body)
+                    return
+                for octet in body:
+                    try:
+                        self.wfile.write(bytes([octet]))
+                        self.wfile.flush()
+                    except OSError:  # the client gave up
+                        return
+                    time.sleep(outer.drip)
 
             def log_message(self, *args: object) -> None:
                 return
@@ -286,6 +297,20 @@ def test_mta_sts_policy_fetched_over_https(
     report = run_plan(check_domain("good.example", fetcher=fetcher), resolver)
     found = {f.id: f.status for f in report.findings if f.area == "mta-sts"}
     assert found.get(finding) is status, report.findings
+
+
+def test_mta_sts_policy_sent_slowly_is_abandoned_at_the_timeout(
+    policy_server: _PolicyServer, resolver: ZoneResolver
+) -> None:
+    # One byte every 0.2 s keeps each read within any per-read timeout; before one deadline
+    # bounded the whole fetch, this took 14 s here (and a hostile server could go on forever).
+    policy_server.response, policy_server.drip = (200, {}, POLICY), 0.2
+    fetcher = MtaStsFetcher(verify=policy_server.ca_file, port=policy_server.port, timeout=1)
+    started = time.monotonic()
+    report = run_plan(check_domain("good.example", fetcher=fetcher), resolver)
+    assert time.monotonic() - started < 5
+    fetch = [f for f in report.findings if f.id == "mta-sts.policy-fetch"]
+    assert fetch and "within 1 s" in fetch[0].message, report.findings
 
 
 def test_mta_sts_certificate_for_another_name_is_refused(

@@ -3,11 +3,12 @@ mx patterns against the domain's MX hosts.
 
 The policy host's address comes from the injected resolver (never the system's); the HTTPS
 request goes to that address with the policy host as SNI and Host, the certificate verified
-against it, redirects refused (RFC 8461 3.3), the body capped at 64 KiB, a timeout on it all.
+against it, redirects refused (RFC 8461 3.3), the body capped at 64 KiB, one deadline for it all.
 """
 
 from __future__ import annotations
 
+import asyncio
 import re
 import ssl
 from dataclasses import dataclass
@@ -34,31 +35,43 @@ class MtaStsFetcher:
     timeout: float = 10.0
 
     def fetch(self, host: str, address: str) -> tuple[str, str]:
-        """(policy text, "") or ("", why it could not be fetched)."""
+        """(policy text, "") or ("", why it could not be fetched). Blocking; at most
+        ``timeout`` seconds in all, however slowly the server sends (httpx's own timeouts
+        bound each read, not the whole exchange)."""
+        return asyncio.run(self._fetch_within(host, address))
+
+    async def _fetch_within(self, host: str, address: str) -> tuple[str, str]:
+        try:
+            async with asyncio.timeout(self.timeout):
+                return await self._fetch(host, address)
+        except TimeoutError:
+            return "", f"no complete answer within {self.timeout:g} s"
+
+    async def _fetch(self, host: str, address: str) -> tuple[str, str]:
         literal = f"[{address}]" if ":" in address else address
         url = f"https://{literal}:{self.port}/.well-known/mta-sts.txt"
         try:
             verify = self.verify
             if isinstance(verify, str):
                 verify = ssl.create_default_context(cafile=verify)
-            with httpx.Client(verify=verify, timeout=self.timeout) as client:
+            async with httpx.AsyncClient(verify=verify, timeout=self.timeout) as client:
                 request = client.build_request(
                     "GET", url, headers={"Host": host}, extensions={"sni_hostname": host}
                 )
-                response = client.send(request, stream=True)
+                response = await client.send(request, stream=True)
                 try:
                     if response.is_redirect:
                         return "", f"HTTP {response.status_code} redirect (RFC 8461 3.3: refused)"
                     if response.status_code != 200:
                         return "", f"HTTP {response.status_code}"
                     body = b""
-                    for chunk in response.iter_bytes():
+                    async for chunk in response.aiter_bytes():
                         body += chunk
                         if len(body) > MAX_POLICY:
                             return "", "policy larger than 64 KiB"
                     kind = response.headers.get("content-type", "").split(";")[0].strip()
                 finally:
-                    response.close()
+                    await response.aclose()
         except (httpx.HTTPError, ssl.SSLError, OSError) as exc:
             return "", f"{type(exc).__name__}: {exc}"
         if kind.lower() != "text/plain":
