@@ -34,6 +34,7 @@ _SCHEMA: dict[str, dict[str, type | tuple[type, ...]]] = {
         "authserv_id": str,
         "socket_mode": str,
         "deadline": (int, float),
+        "idle_timeout": (int, float),
         "on_error": str,
         "dns": dict,
         "inbound": dict,
@@ -72,6 +73,7 @@ class MilterConfig:
     authserv_id: str = ""
     socket_mode: int = 0o660
     deadline: float = 30.0
+    idle_timeout: float = 7210.0
     on_error: str = "accept"
     nameservers: tuple[str, ...] = ()
     dns_timeout: float = 5.0
@@ -104,6 +106,7 @@ def load_milter_config(path: str | os.PathLike[str]) -> MilterConfig:
         authserv_id=_get(data, "authserv_id", ""),
         socket_mode=_mode(data.get("socket_mode", "660"), problems),
         deadline=float(_get(data, "deadline", 30.0)),
+        idle_timeout=float(_get(data, "idle_timeout", 7210.0)),
         on_error=_get(data, "on_error", "accept"),
         nameservers=tuple(str(n) for n in _get(dns, "nameservers", [])),
         dns_timeout=float(_get(dns, "timeout", 5.0)),
@@ -225,7 +228,11 @@ def _check_values(config: MilterConfig, problems: list[str]) -> None:
         problems.append(f"on_error {config.on_error!r} must be accept or tempfail")
     if config.log_format not in ("json", "text"):
         problems.append(f"log_format {config.log_format!r} must be json or text")
-    for name, seconds in (("deadline", config.deadline), ("dns.timeout", config.dns_timeout)):
+    for name, seconds in (
+        ("deadline", config.deadline),
+        ("idle_timeout", config.idle_timeout),
+        ("dns.timeout", config.dns_timeout),
+    ):
         if not 0 < seconds < math.inf:  # (false for NaN too: TOML has nan and inf)
             problems.append(f"{name} must be a positive number of seconds, not {seconds!r}")
     if config.metrics_listen:

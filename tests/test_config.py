@@ -35,6 +35,7 @@ GOOD = """
 listen = "inet:8891@127.0.0.1"
 authserv_id = "mx.example.org"
 deadline = 20
+idle_timeout = 600
 on_error = "tempfail"
 socket_mode = "600"
 log_format = "text"
@@ -68,10 +69,11 @@ def test_a_complete_file(tmp_path: Path) -> None:
     path = tmp_path / "milter.toml"
     path.write_text(GOOD.format(zone=ZONE, key=_key(tmp_path)))
     config = load_milter_config(path)
-    assert (config.listen, config.authserv_id, config.deadline) == (
+    assert (config.listen, config.authserv_id, config.deadline, config.idle_timeout) == (
         "inet:8891@127.0.0.1",
         "mx.example.org",
         20.0,
+        600.0,
     )
     assert (config.on_error, config.socket_mode, config.reject_dmarc) == ("tempfail", 0o600, True)
     assert [str(n) for n in config.trusted_networks] == ["192.0.2.0/24", "2001:db8::/32"]
@@ -177,6 +179,8 @@ def test_check_config(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Non
         (["--deadline", "0"], "deadline must be a positive number of seconds, not 0.0"),
         (["--deadline", "nan"], "deadline must be a positive number of seconds, not nan"),
         (["--deadline", "inf"], "deadline must be a positive number of seconds, not inf"),
+        (["--idle-timeout", "0"], "idle_timeout must be a positive number of seconds, not 0.0"),
+        (["--idle-timeout", "nan"], "idle_timeout must be a positive number of seconds"),
         (["--metrics-listen", "nonsense"], "metrics_listen 'nonsense' must be HOST:PORT"),
         (["--socket-mode", "999"], "--socket-mode '999': an octal mode such as 660"),
         (["--authserv-id", "a b"], "authserv_id 'a b' must be a plain token"),
@@ -294,8 +298,8 @@ _SCALARS = st.one_of(
 )  # fmt: skip
 _VALUES = st.one_of(_SCALARS, st.lists(_SCALARS, max_size=3))
 _TABLES = {
-    "": ["listen", "authserv_id", "socket_mode", "deadline", "on_error", "metrics_listen",
-         "log_format", "junk"],
+    "": ["listen", "authserv_id", "socket_mode", "deadline", "idle_timeout", "on_error",
+         "metrics_listen", "log_format", "junk"],
     "[dns]": ["nameservers", "timeout", "zone_files"],
     "[inbound]": ["reject_dmarc", "quarantine_dmarc", "trusted_arc_sealers",
                   "trusted_mailing_lists"],

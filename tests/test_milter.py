@@ -235,6 +235,54 @@ def test_a_connection_dropped_mid_message_and_an_abort() -> None:
     run(go())
 
 
+def test_a_silent_connection_is_closed_after_the_idle_timeout() -> None:
+    # A peer gone without closing (half-open TCP), or a client that only holds connections:
+    # closed, as libmilter does; a connection that keeps talking stays.
+    async def go() -> None:
+        server, port, milter = await serve(MilterSettings(idle_timeout=0.5))
+        silent = await MilterClient.connect("127.0.0.1", port)
+        await silent.negotiate()
+        talking = await MilterClient.connect("127.0.0.1", port)
+        await talking.negotiate()
+        for _ in range(6):  # 1.2 s in all, never 0.5 s quiet
+            await asyncio.sleep(0.2)
+            assert await talking.step(p.HELO, b"mail.example.com\0") == p.CONTINUE
+        assert await asyncio.wait_for(silent.reader.read(), 5) == b""  # closed by the milter
+        assert milter.connections == 1
+        await talking.close()
+        server.close()
+
+    run(go())
+
+
+def test_what_a_connection_can_make_the_milter_hold_is_bounded(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import mailauth.milter.server as milter_server
+
+    monkeypatch.setattr(milter_server, "MAX_HEADER_SECTION", 10_000)
+    monkeypatch.setattr(milter_server, "MAX_MACROS", 10_000)
+    headers, body = split_message((DEMO / "message.eml").read_bytes())
+
+    async def go() -> None:
+        server, port, milter = await serve(MilterSettings(on_error="tempfail"))
+        client = await MilterClient.connect("127.0.0.1", port)
+        await client.negotiate()
+        flood = [("X-Junk", "x" * 900)] * 20  # 18 KB of header fields: not kept, not checked
+        replies = await client.message(**SENDER, headers=flood + headers, body=body)
+        assert [command for command, _ in replies] == [p.TEMPFAIL]
+        replies = await client.message(**SENDER, headers=headers, body=body)  # the next is
+        assert "dkim=pass" in _inserted_header(replies)  # checked as usual
+        for n in range(20):  # 20 KB of macros: a protocol error, the connection closes
+            await client.send(p.MACRO, b"C" + f"{{m{n}}}".encode() + b"\0" + b"v" * 990 + b"\0")
+        assert await asyncio.wait_for(client.reader.read(), 5) == b""
+        await asyncio.sleep(0.05)
+        assert milter.connections == 0
+        server.close()
+
+    run(go())
+
+
 def test_the_deadline_answers_the_mta_in_time() -> None:
     headers, body = split_message((DEMO / "message.eml").read_bytes())
     slow = ZoneResolver.from_files([DEMO / "example.com.zone"])

@@ -53,6 +53,10 @@ def add_milter_parser(commands: argparse._SubParsersAction[Parser]) -> None:
     )
     milter.add_argument("--authserv-id", metavar="ID", help="our authserv-id")
     milter.add_argument("--deadline", type=float, metavar="SECONDS", help="per message (30)")
+    milter.add_argument(
+        "--idle-timeout", type=float, metavar="SECONDS",
+        help="close a connection the MTA leaves silent this long (7210, as libmilter)",
+    )  # fmt: skip
     milter.add_argument("--on-error", choices=["accept", "tempfail"], help="default accept")
     milter.add_argument("--reject-dmarc", action="store_true", help="550 when DMARC says reject")
     milter.add_argument("--quarantine-dmarc", action="store_true", help="quarantine likewise")
@@ -107,6 +111,7 @@ def effective_config(args: argparse.Namespace) -> MilterConfig:
         listen=args.listen or config.listen,
         authserv_id=args.authserv_id or config.authserv_id,
         deadline=config.deadline if args.deadline is None else args.deadline,
+        idle_timeout=config.idle_timeout if args.idle_timeout is None else args.idle_timeout,
         on_error=args.on_error or config.on_error,
         reject_dmarc=args.reject_dmarc or config.reject_dmarc,
         quarantine_dmarc=args.quarantine_dmarc or config.quarantine_dmarc,
@@ -177,6 +182,7 @@ def build_milter_parts(
         print(f"mailauth milter: warning: {warning.message}", file=sys.stderr)
     settings = MilterSettings(
         deadline=config.deadline,
+        idle_timeout=config.idle_timeout,
         on_error=config.on_error,
         reject_dmarc=config.reject_dmarc,
         quarantine_dmarc=config.quarantine_dmarc,

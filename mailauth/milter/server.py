@@ -34,12 +34,23 @@ from mailauth.results import Policy, SpfCheck, Verdict
 
 log = logging.getLogger("mailauth.milter")
 _QUICKACK = getattr(socket, "TCP_QUICKACK", None)  # Linux only
+# libmilter's default (smfi_settimeout): longer than any MTA keeps an idle SMTP session
+# (Postfix smtpd_timeout 300 s), short enough that a peer that vanished without closing (a
+# half-open TCP connection) or a client that only holds connections open is let go.
+DEFAULT_IDLE_TIMEOUT = 7210.0
+# What one MTA connection may make the milter hold, far beyond what MTAs send (Postfix:
+# 100 KiB per header field, a 10 MB message by default; macros: a few hundred octets). Past
+# the header cap the message is not checked (on_error); past the macro cap the connection
+# is a protocol error.
+MAX_HEADER_SECTION = 64 << 20
+MAX_MACROS = 1 << 20
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
 @dataclass(frozen=True, slots=True)
 class MilterSettings:
-    """``deadline``: seconds for one message's checks; ``on_error``: ``accept`` (the message
+    """``deadline``: seconds for one message's checks; ``idle_timeout``: seconds a connection
+    may wait for the MTA's next packet before it is closed; ``on_error``: ``accept`` (the message
     goes on without our header) or ``tempfail`` when checks fail or time out;
     ``reject_dmarc``/``quarantine_dmarc``: act on a DMARC disposition of reject/quarantine;
     ``trusted_networks``: clients whose mail is outbound: not verified, but DKIM-signed with
@@ -49,6 +60,7 @@ class MilterSettings:
     """
 
     deadline: float = 30.0
+    idle_timeout: float = DEFAULT_IDLE_TIMEOUT
     on_error: str = "accept"
     reject_dmarc: bool = False
     quarantine_dmarc: bool = False
@@ -66,6 +78,7 @@ class _Message:
 
     mail_from: str = ""
     headers: list[tuple[str, bytes]] = field(default_factory=list)
+    header_bytes: int = 0
     started: bool = False
     intake: MessageIntake | None = None
     signers: tuple[Signer, ...] = ()
@@ -73,7 +86,7 @@ class _Message:
     problem: str = ""  # why the message cannot be checked or signed
     spf: asyncio.Future[SpfCheck] | None = None  # started at MAIL FROM
     seal_hasher: BodyHasher | None = None  # the relaxed body hash an ARC seal needs
-    recipient_domains: set[str] = field(default_factory=set)  # seen only with seal_domains
+    recipient_domains: set[str] = field(default_factory=set)  # those among seal_domains
 
     def discard(self) -> None:
         if self.spf is not None:
@@ -111,6 +124,21 @@ class Milter:
         session = _Session()
         sock = writer.get_extra_info("socket")
         quickack = sock is not None and sock.family != socket.AF_UNIX and _QUICKACK is not None
+        loop = asyncio.get_running_loop()
+        idle = self.settings.idle_timeout
+        waiting = [loop.time()]  # since when we wait for the MTA; [] while a packet is handled
+        timers: list[asyncio.TimerHandle] = []
+
+        def watch() -> None:
+            # One timer per idle period, not one per packet: a packet only stores a time.
+            since = waiting[0] if waiting else loop.time()
+            if loop.time() - since < idle:
+                timers[:] = [loop.call_at(since + idle, watch)]
+                return
+            log.warning("milter connection idle for %g s: closed", idle)
+            writer.transport.abort()  # the pending read ends: the connection is over
+
+        timers.append(loop.call_at(waiting[0] + idle, watch))
         try:
             while True:
                 try:
@@ -119,6 +147,7 @@ class Milter:
                     packet = await reader.readexactly(length)
                 except (asyncio.IncompleteReadError, ConnectionError):
                     return  # the MTA went away, possibly mid-message: nothing to clean up
+                waiting.clear()
                 if quickack:
                     # Steps we do not answer leave the MTA's small writes waiting for our
                     # delayed ACK (Nagle on its side): acknowledge at once instead.
@@ -131,9 +160,11 @@ class Milter:
                 if reply and command not in session.no_reply:
                     writer.write(reply)
                     await writer.drain()
+                waiting.append(loop.time())
         except p.ProtocolError as exc:
             log.warning("milter protocol error from the MTA: %s", exc)
         finally:
+            timers[0].cancel()
             session.message.discard()  # a connection dropped mid-message: no SPF left running
             self.connections -= 1
             writer.close()
@@ -147,6 +178,8 @@ class Milter:
         if command == p.MACRO:
             _, macros = p.parse_macros(data)
             session.macros.update(macros)
+            if sum(len(k) + len(v) for k, v in session.macros.items()) > MAX_MACROS:
+                raise p.ProtocolError(f"macros larger than {MAX_MACROS} octets")
             return b""
         if command == p.CONNECT:
             connect = p.parse_connect(data)
@@ -171,8 +204,7 @@ class Milter:
                 session.message.spf = self._start_spf(session)
             return p.encode(p.CONTINUE)
         if command == p.HEADER:
-            name, value = p.strings(data, 2)
-            session.message.headers.append((name.decode("ascii", "replace"), value))
+            _add_header(session.message, data)
             return p.encode(p.CONTINUE)
         if command == p.EOH:
             self._start(session)
@@ -201,7 +233,8 @@ class Milter:
         if command == p.RCPT:
             recipient = p.strings(data)[0].decode("utf-8", "replace") if data else ""
             domain = recipient.strip("<> ").rpartition("@")[2].rstrip(".").lower()
-            session.message.recipient_domains.add(domain)
+            if domain in self.settings.seal_domains:  # (all that _seals asks about)
+                session.message.recipient_domains.add(domain)
             return p.encode(p.CONTINUE)
         if command in (p.DATA, p.UNKNOWN):
             return p.encode(p.CONTINUE)
@@ -230,6 +263,8 @@ class Milter:
         if message.started:
             return
         message.started = True
+        if message.problem:  # (headers over the cap: neither checked nor signed)
+            return
         section = _header_section(message.headers, session.leading_space)
         try:
             if session.trusted or session.macros.get("auth_authen"):
@@ -443,6 +478,17 @@ def _insert(index: int, name: str, raw: bytes, leading_space: bool) -> bytes:
     if not leading_space:
         value = value.lstrip(" ")
     return p.header_reply(p.INSHEADER, index, name, value.replace("\r\n", "\n"))
+
+
+def _add_header(message: _Message, data: bytes) -> None:
+    """Keep one header field, up to MAX_HEADER_SECTION octets for the message."""
+    name, value = p.strings(data, 2)
+    message.header_bytes += len(data)
+    if message.header_bytes <= MAX_HEADER_SECTION:
+        message.headers.append((name.decode("ascii", "replace"), value))
+    elif not message.problem:  # (the fields are dropped: nothing is checked or signed)
+        message.headers.clear()
+        message.problem = f"header section larger than {MAX_HEADER_SECTION} octets"
 
 
 def _occurrences(headers: Sequence[tuple[str, bytes]], lname: str) -> list[tuple[int, bytes]]:
