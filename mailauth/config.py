@@ -237,7 +237,7 @@ def _check_values(config: MilterConfig, problems: list[str]) -> None:
             problems.append(f"{name} must be a positive number of seconds, not {seconds!r}")
     if config.metrics_listen:
         host, _, port = config.metrics_listen.rpartition(":")
-        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        if not (host and port.isascii() and port.isdigit()) or not 0 < int(port) < 65536:
             problems.append(f"metrics_listen {config.metrics_listen!r} must be HOST:PORT")
     if config.nameservers and config.zone_files:
         problems.append("dns.nameservers and dns.zone_files exclude each other")

@@ -334,6 +334,11 @@ def test_policy_parsing_and_mx_patterns() -> None:
     assert not mx_matches("*.example.com", "a.mx.example.com")  # one label only (RFC 8461 4.1)
     assert not mx_matches("*.example.com", "example.com")
     assert parse_policy("version: STSv1\nmode: enforce\nmax_age: 99999999999\n")[1]
+    # RFC 8461 3.2 max_age is 1*10DIGIT, ASCII: these raised ValueError ("²", 5,000 digits)
+    # or were read as 12 ("١٢", Arabic-Indic digits).
+    for age in ("²", "9" * 5000, "١٢"):
+        text = f"version: STSv1\nmode: none\nmax_age: {age}\n"
+        assert any("max_age" in problem for problem in parse_policy(text)[1]), age
 
 
 def test_a_closed_pipe_is_not_a_traceback() -> None:

@@ -182,6 +182,7 @@ def test_check_config(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Non
         (["--idle-timeout", "0"], "idle_timeout must be a positive number of seconds, not 0.0"),
         (["--idle-timeout", "nan"], "idle_timeout must be a positive number of seconds"),
         (["--metrics-listen", "nonsense"], "metrics_listen 'nonsense' must be HOST:PORT"),
+        (["--metrics-listen", "127.0.0.1:²"], "must be HOST:PORT"),  # (int('²') raised)
         (["--socket-mode", "999"], "--socket-mode '999': an octal mode such as 660"),
         (["--authserv-id", "a b"], "authserv_id 'a b' must be a plain token"),
     ):

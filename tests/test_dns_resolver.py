@@ -160,7 +160,9 @@ def test_parse_nameserver(spec: str, expected: tuple[str, int]) -> None:
     assert parse_nameserver(spec) == expected
 
 
-@pytest.mark.parametrize("spec", ["dns.example", "1.2.3.4:0", "1.2.3.4:x", "[::1", "[::1]x", ""])
+@pytest.mark.parametrize(
+    "spec", ["dns.example", "1.2.3.4:0", "1.2.3.4:x", "[::1", "[::1]x", "", "1.2.3.4:²", "[::1]:٥٣"]
+)
 def test_parse_nameserver_rejects(spec: str) -> None:
     with pytest.raises(ConfigError):
         parse_nameserver(spec)

@@ -327,7 +327,9 @@ def test_listen_sockets(spec: str, parsed: tuple[str, object, str]) -> None:
     assert parse_listen(spec) == parsed
 
 
-@pytest.mark.parametrize("spec", ["tcp:25", "inet:0@x", "inet:99999@x", "unix:"])
+@pytest.mark.parametrize(
+    "spec", ["tcp:25", "inet:0@x", "inet:99999@x", "unix:", "inet:²@x", "inet:٥٣@x"]
+)
 def test_bad_listen_sockets(spec: str) -> None:
     with pytest.raises(ValueError, match="bad listen socket"):
         parse_listen(spec)

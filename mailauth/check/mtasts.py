@@ -23,6 +23,7 @@ from mailauth.plan import Plan, offload, resolve
 MAX_POLICY = 64 * 1024  # RFC 8461 3.3: a policy larger than this SHOULD NOT be accepted
 MAX_AGE = 31_557_600  # RFC 8461 3.2: max_age at most one year
 _ID = re.compile(r"[A-Za-z0-9]{1,32}\Z")
+_MAX_AGE = re.compile(r"[0-9]{1,10}\Z")  # RFC 8461 3.2: 1*10DIGIT
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,7 +100,7 @@ def parse_policy(text: str) -> tuple[dict[str, Any], list[str]]:
     if policy.get("mode") not in ("enforce", "testing", "none"):
         problems.append(f"mode {policy.get('mode')!r} is not enforce/testing/none")
     age = str(policy.get("max_age", ""))
-    if not age.isdigit() or int(age) > MAX_AGE:
+    if not _MAX_AGE.match(age) or int(age) > MAX_AGE:
         problems.append(f"max_age {age!r} is not 0-{MAX_AGE}")
     if policy.get("mode") in ("enforce", "testing") and not policy["mx"]:
         problems.append("no mx: pattern")

@@ -24,7 +24,7 @@ from mailauth.results import Policy
 _TAG = re.compile(r"[A-Za-z]+\Z")  # RFC 9989 4.8: dmarc-tag = 1*ALPHA equals 1*dmarc-value
 _VALUE = re.compile(r"[\x20-\x3a\x3c-\x7e]+\Z")  # printing characters but semicolon
 _SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*:[^\s,!]+\Z")  # RFC 3986 3.1 scheme ":" ...
-_SIZE = re.compile(r"([0-9]+)([kmgt]?)\Z")
+_SIZE = re.compile(r"([0-9]{1,15})([kmgt]?)\Z")  # (a size no mailbox reaches: refused)
 _UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
 _POLICIES = {p.value: p for p in Policy}
 _KNOWN = frozenset({"v", "p", "sp", "np", "adkim", "aspf", "t", "psd", "pct", "rua", "ruf"})
@@ -169,7 +169,7 @@ def _number(
     raw = values.get(tag)
     if raw is None:
         return default
-    if raw.isdigit() and len(raw) <= 10 and int(raw) <= maximum:
+    if raw.isascii() and raw.isdigit() and len(raw) <= 10 and int(raw) <= maximum:
         return int(raw)
     warnings.append(f"{tag}={raw} is not a number from 0 to {maximum}: using {default}")
     return default
@@ -204,7 +204,7 @@ def _uris(values: dict[str, str], tag: str, warnings: list[str]) -> tuple[Report
         if bang:  # RFC 9989 4.8: obs-dmarc-report-size
             match = _SIZE.match(size.lower())
             if match is None:
-                warnings.append(f"{tag}: bad size suffix in {item!r}: URI ignored")
+                warnings.append(f"{tag}: bad size in {item[:80]!r}: URI ignored")
                 continue
             max_size = int(match.group(1)) * _UNITS[match.group(2)]
         if not _SCHEME.match(uri):

@@ -48,7 +48,7 @@ def parse_nameserver(spec: str) -> tuple[str, int]:
     else:
         host, port_text = text, ""
     if port_text:
-        if not port_text.isdigit() or not 0 < int(port_text) < 65536:
+        if not (port_text.isascii() and port_text.isdigit()) or not 0 < int(port_text) < 65536:
             raise ConfigError(f"nameserver {spec!r}: port must be 1-65535")
         port = int(port_text)
     try:

@@ -19,7 +19,7 @@ def parse_listen(spec: str) -> tuple[str, str | int, str]:
         return "unix", rest, ""
     if kind in ("inet", "inet6"):
         port, _, host = rest.partition("@")
-        if port.isdigit() and 0 < int(port) < 65536:
+        if port.isascii() and port.isdigit() and 0 < int(port) < 65536:  # (not '²' or '١')
             return kind, int(port), host or ("127.0.0.1" if kind == "inet" else "::1")
     raise ValueError(f"bad listen socket {spec!r}: use inet:PORT@HOST, inet6:PORT@HOST, unix:PATH")
 
