@@ -49,6 +49,16 @@ def normalize_domain(name: str) -> str:
 _LDH = re.compile(r"(?!-)[a-z0-9-]{1,63}(?<!-)")
 
 
+def name_problem(name: str) -> str:
+    """Why ``name`` cannot be asked in DNS, or "" when it can (for names read from records:
+    a record may name anything, and one bad name must not end the whole evaluation)."""
+    try:
+        normalize_domain(name)
+    except InvalidDomainError as exc:
+        return str(exc)
+    return ""
+
+
 def host_name(name: str) -> str:
     """:func:`normalize_domain` for names given by people (configuration, command line): also
     letters, digits and hyphens only in each label (RFC 1123 2.1), so that a typo such as a

@@ -68,6 +68,12 @@ def _ids(resolver: ZoneResolver, domain: str, *selectors: str) -> dict[str, Stat
         ("sts-bad.example", (), "mta-sts.record-syntax", Status.FAIL),
         ("tlsrpt-bad.example", (), "tls-rpt.syntax", Status.FAIL),
         ("bimi-bad.example", (), "bimi.syntax", Status.FAIL),
+        ("spf-badname.example", (), "spf.bad-name", Status.FAIL),
+        ("spf-badname.example", (), "mx.bad-name", Status.FAIL),
+        ("spf-badname.example", (), "dmarc.missing", Status.FAIL),  # the audit went on
+        ("mx-badname.example", (), "mx.bad-name", Status.FAIL),
+        ("tlsrpt-ascii.example", (), "tls-rpt.syntax", Status.FAIL),  # not a URI (RFC 3986)
+        ("bimi-ascii.example", (), "bimi.syntax", Status.FAIL),
     ],
 )
 def test_each_defect_has_its_finding(

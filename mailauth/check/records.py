@@ -11,7 +11,7 @@ from mailauth.dkim.keys import KeyRecordError, parse_key_record
 from mailauth.dmarc import organizational_domain, tree_walk
 from mailauth.dmarc.record import DmarcRecord
 from mailauth.dns import DnsStatus, Query, RRType
-from mailauth.domains import at_or_under, normalize_domain
+from mailauth.domains import at_or_under, name_problem, normalize_domain
 from mailauth.errors import InvalidDomainError
 from mailauth.plan import Plan, resolve, resolve_names
 from mailauth.results import Policy
@@ -36,7 +36,12 @@ COMMON_SELECTORS = (
 )  # the usual provider defaults (Microsoft 365, Google, Mailchimp, Everlytic...)
 _STRENGTH = {Policy.NONE: 0, Policy.QUARANTINE: 1, Policy.REJECT: 2}
 _TLSRPT = re.compile(r"v=TLSRPTv1\s*;\s*rua=([^;]+?)\s*;?\s*\Z")
-_HTTPS_OR_MAILTO = re.compile(r"(?:mailto:[^@\s,]+@[^\s,]+|https://[^\s,]+)\Z", re.IGNORECASE)
+# URIs are printable ASCII (RFC 3986 2: anything else is percent-encoded); "," separates them
+# in rua= (RFC 8460 3), and a mailto: local part has no "@".
+_HTTPS_OR_MAILTO = re.compile(
+    r"(?:mailto:[!-+\--?A-~]+@[!-+\--~]+|https://[!-+\--~]+)\Z", re.IGNORECASE
+)
+_HTTPS = re.compile(r"https://[!-~]+\Z", re.IGNORECASE)
 
 
 def _finding(area: Area, fid: str, status: Status, message: str, fix: str = "") -> Finding:
@@ -363,6 +368,11 @@ def _mx_host(host: str) -> Plan[list[Finding]]:
                 "point the MX at a host name with A/AAAA records",
             )
         ]
+    problem = name_problem(host)
+    if problem:
+        return [
+            _finding(Area.MX, "mx.bad-name", Status.FAIL, f"MX {host}: {problem}", "correct the MX")
+        ]
     answers = yield from resolve(Query.of(host, RRType.A), Query.of(host, RRType.AAAA))
     if any(a.canonical_name and a.canonical_name != a.name for a in answers):
         return [
@@ -442,7 +452,7 @@ def check_bimi(domain: str) -> Plan[list[Finding]]:
     problems = [
         f"{tag}= must be an https URL"
         for tag in ("l", "a")
-        if tags.get(tag) and not tags[tag].lower().startswith("https://")
+        if tags.get(tag) and not _HTTPS.match(tags[tag])
     ]
     if "l" not in tags:
         problems.append("l= is required")

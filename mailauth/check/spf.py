@@ -18,6 +18,7 @@ from typing import Any
 
 from mailauth.check.report import Area, Finding, Status
 from mailauth.dns import DnsStatus, Lookup, Query, RRType
+from mailauth.domains import name_problem
 from mailauth.plan import Plan, resolve
 
 MAX_LOOKUPS = 10  # RFC 7208 4.6.4
@@ -234,6 +235,8 @@ def _dns_term(walk: _Walk, node: SpfNode, name: str, value: str, path: list[str]
             "",
         )
         return
+    if _bad_name(walk, node, f"{name}:{target}", target):
+        return
     if name == "include":
         yield from _follow(walk, node, "include", target, path)
     elif name in ("a", "exists"):
@@ -258,6 +261,8 @@ def _dns_term(walk: _Walk, node: SpfNode, name: str, value: str, path: list[str]
         # The hosts' address lookups are not terms (RFC 7208 4.6.4); a host without
         # addresses is still a void lookup.
         for host in hosts[:MAX_MX_NAMES]:
+            if _bad_name(walk, node, f"mx:{target} -> {host}", host, "skipped"):
+                continue
             answers = yield from resolve(Query.of(host, RRType.A), Query.of(host, RRType.AAAA))
             if all(a.status in (DnsStatus.NXDOMAIN, DnsStatus.NODATA) for a in answers):
                 walk.void(f"mx:{target} -> {host}")
@@ -273,6 +278,8 @@ def _follow(walk: _Walk, node: SpfNode, via: str, target: str, path: list[str]) 
         )
         return
     if walk.lookups > _FOLLOW_LIMIT or len(path) > _DEPTH_LIMIT:
+        return
+    if _bad_name(walk, node, f"{via}:{target}", target):
         return
     (lookup,) = yield from resolve(Query.of(target, RRType.TXT))
     if lookup.status is DnsStatus.TEMPFAIL:
@@ -292,6 +299,14 @@ def _follow(walk: _Walk, node: SpfNode, via: str, target: str, path: list[str]) 
     child = SpfNode(target.lower(), via, records[0])
     node.children.append(child)
     yield from _walk_record(walk, child, [*path, target.lower()])
+
+
+def _bad_name(walk: _Walk, node: SpfNode, term: str, name: str, outcome: str = "permerror") -> bool:
+    """A name in a term (or an MX answer) that DNS cannot carry: reported, not asked."""
+    problem = name_problem(name)
+    if problem:
+        walk.add("spf.bad-name", Status.FAIL, f"{node.domain}: {term}: {problem} ({outcome})")
+    return bool(problem)
 
 
 def _answer_size(name: str, texts: tuple[bytes, ...]) -> int:
