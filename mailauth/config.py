@@ -19,6 +19,7 @@ from mailauth.authresults import quote_pvalue
 from mailauth.dkim.keys import load_private_key
 from mailauth.domains import host_name
 from mailauth.errors import ConfigError, MailauthError
+from mailauth.files import CONFIG_LIMIT, read_limited
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 # Mail from the host itself (local submission; Postfix's non_smtpd_milters present it as
@@ -93,7 +94,7 @@ class MilterConfig:
 def load_milter_config(path: str | os.PathLike[str]) -> MilterConfig:
     """Read and validate; raises ConfigError listing every problem, one per line."""
     try:
-        data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+        data = tomllib.loads(read_limited(path, CONFIG_LIMIT).decode("utf-8"))
     except OSError as exc:
         raise ConfigError(f"cannot read {path}: {exc.strerror}") from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:

@@ -115,6 +115,28 @@ def test_bad_input_is_one_line_and_exit_2(
     assert message in err
 
 
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["sign", "-", "--domain", "example.com", "--selector", "s", "--key", "/dev/zero"],
+         "cannot read key file /dev/zero: larger than 1,048,576 octets"),
+        (["verify", str(DEMO / "message.eml"), "--ip", "192.0.2.1", "--dns-zone", "/dev/zero"],
+         "cannot read zone file /dev/zero: larger than 67,108,864 octets"),
+        (["milter", "--config", "/dev/zero", "--check-config"],
+         "cannot read /dev/zero: larger than 1,048,576 octets"),
+        (["verify", "/dev/zero", *ARGS], "cannot read /dev/zero: larger than 268,435,456 octets"),
+    ],
+)  # fmt: skip
+def test_a_file_without_end_is_one_line(
+    argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # A path naming a device (or the wrong file) once filled the memory: every file an
+    # operator names is read up to a bound (mailauth.files).
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and message in err, err
+
+
 def test_empty_input(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     empty = tmp_path / "empty.eml"
     empty.write_bytes(b"")

@@ -5,10 +5,10 @@ from __future__ import annotations
 import argparse
 import math
 import sys
-from pathlib import Path
 
 from mailauth.dkim import unix_time
 from mailauth.dns import DnsCache, DnsResolver, Resolver, ZoneResolver
+from mailauth.files import MESSAGE_LIMIT, read_limited, read_stream
 
 EXIT_USAGE = 2
 
@@ -75,7 +75,7 @@ def make_resolver(args: argparse.Namespace, cache: DnsCache | None = None) -> Dn
 def read_input(name: str) -> bytes:
     try:
         if name == "-":
-            return sys.stdin.buffer.read()
-        return Path(name).read_bytes()
+            return read_stream(sys.stdin.buffer, MESSAGE_LIMIT)
+        return read_limited(name, MESSAGE_LIMIT)
     except OSError as exc:
         raise CliError(f"cannot read {name}: {exc.strerror or exc}") from None

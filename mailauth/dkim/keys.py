@@ -14,7 +14,6 @@ import functools
 import os
 import stat
 from dataclasses import dataclass
-from pathlib import Path
 
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
@@ -22,6 +21,7 @@ from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 
 from mailauth.dkim.tags import TagSyntaxError, decode_base64, parse_tag_list, split_list
 from mailauth.errors import RecordSyntaxError, SigningError
+from mailauth.files import KEY_LIMIT, read_limited
 
 PublicKey = rsa.RSAPublicKey | ed25519.Ed25519PublicKey
 PrivateKey = rsa.RSAPrivateKey | ed25519.Ed25519PrivateKey
@@ -124,7 +124,7 @@ def load_private_key(source: bytes | str | os.PathLike[str] | PrivateKey) -> Pri
         source = source.encode()
     if isinstance(source, str | os.PathLike):
         try:
-            data = Path(source).read_bytes()
+            data = read_limited(source, KEY_LIMIT)
         except OSError as exc:
             raise SigningError(f"cannot read key file {source}: {exc.strerror}") from None
         return _parse_private_key(data, str(source))

@@ -22,7 +22,6 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from os import PathLike
-from pathlib import Path
 from typing import Any
 
 import dns.exception
@@ -35,6 +34,7 @@ import dns.zonefile
 from mailauth.dns.resolver import records_from_rrset
 from mailauth.dns.types import DnsStatus, Lookup, Query, Record, RRType, normalize_name
 from mailauth.errors import ConfigError
+from mailauth.files import ZONE_LIMIT, read_limited
 
 _FAULT = re.compile(rb"^\s*;\s*mailauth-fault:\s*(\S+)\s+(timeout|servfail)\s*$", re.M | re.I)
 _MAX_CNAME = 8
@@ -72,7 +72,7 @@ class ZoneResolver:
         faults: dict[str, str] = {}
         for path in paths:
             try:
-                text = Path(path).read_bytes()
+                text = read_limited(path, ZONE_LIMIT)
             except OSError as exc:
                 raise ConfigError(f"cannot read zone file {path}: {exc.strerror}") from None
             _load_zone(text, str(path), records, faults)
