@@ -21,6 +21,7 @@ literal); a null reverse-path is checked as ``postmaster@<HELO>``.
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import ipaddress
 from dataclasses import replace
@@ -29,6 +30,7 @@ from typing import Any
 import spf as pyspf
 
 from mailauth.dns import DnsResolver, RRType
+from mailauth.domains import normalize_domain
 from mailauth.errors import InvalidDomainError
 from mailauth.results import SpfCheck, SpfOutcome, SpfResult
 
@@ -135,6 +137,8 @@ def check_spf_identity(
         _RESOLVER.reset(token)
     result = RESULTS[word]
     domain = str(query.d or "").lower()
+    with contextlib.suppress(InvalidDomainError):  # A-labels, as DMARC compares (RFC 8616)
+        domain = normalize_domain(domain)
     sender_checked = f"{query.l}@{query.o}" if query.l and query.o else sender
     reason = ""
     explanation = ""

@@ -9,6 +9,7 @@ import mailauth
 from mailauth import Authenticator, Message, MessageParseError, Verdict
 from mailauth.dns import ZoneResolver
 from mailauth.pipeline import make_context
+from mailauth.results import DmarcResult
 
 DEMO = Path(__file__).resolve().parent.parent / "fixtures" / "demo"
 
@@ -86,6 +87,23 @@ def test_context_normalises_smtp_facts() -> None:
         ).mail_from
         == ""
     )
+
+
+@pytest.mark.parametrize("mail_from", ["jörg@bücher.example", "x@BÜCHER.example"])
+def test_an_internationalised_mail_from_aligns_with_its_a_label(mail_from: str) -> None:
+    # RFC 8616: U-labels are compared as A-labels. pyspf reports the U-label domain, and
+    # DMARC compared it with the From domain's A-label: SPF passed, DMARC failed.
+    zone = ZoneResolver.from_text(
+        "$ORIGIN xn--bcher-kva.example.\n$TTL 300\n@ IN SOA ns h 1 1 1 1 1\n"
+        '@ IN TXT "v=spf1 ip4:192.0.2.0/24 -all"\n_dmarc IN TXT "v=DMARC1; p=reject"\n'
+    )
+    message = "From: Jörg <jörg@bücher.example>\r\nSubject: x\r\n\r\nhi\r\n".encode()
+    verdict = Authenticator("mx.example.org", zone).verify(
+        message, ip="192.0.2.1", helo="mail.example.org", mail_from=mail_from
+    )
+    assert verdict.spf is not None and verdict.spf.mailfrom.domain == "xn--bcher-kva.example"
+    assert verdict.dmarc is not None and verdict.dmarc.result is DmarcResult.PASS
+    assert verdict.dmarc.spf_aligned
 
 
 @pytest.mark.parametrize("authserv_id", ["", "a b", "x;y", "mx\r\n.example"])
