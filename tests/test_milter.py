@@ -557,7 +557,12 @@ def test_sealing_only_for_forwarding_domains() -> None:
     headers, body = split_message((DEMO / "message.eml").read_bytes())
     settings = MilterSettings(
         sealer=Sealer("example.org", "arc2", ED_KEY),
-        seal_domains=frozenset({"alumni.example.org"}),
+        seal_domains=frozenset({"alumni.example.org", "xn--bcher-kva.example"}),
+    )
+    domains = (
+        ("bob@example.net",),
+        ("bob@example.net", "<Carol@Alumni.Example.ORG>"),
+        ("<jörg@Bücher.example.>",),  # SMTPUTF8: the U-label is the configured A-label
     )
 
     async def go() -> list[list[bytes]]:
@@ -566,7 +571,7 @@ def test_sealing_only_for_forwarding_domains() -> None:
         _, protocol = await client.negotiate()
         assert not protocol & p.P_NORCPT and protocol & p.P_NR_RCPT  # RCPT seen, not answered
         inserted = []
-        for recipients in (("bob@example.net",), ("bob@example.net", "<Carol@Alumni.Example.ORG>")):
+        for recipients in domains:
             replies = await client.message(
                 ip="192.0.2.10", helo="mail.example.com", mail_from="alice@example.com",
                 headers=headers, body=body, recipients=recipients,
@@ -576,9 +581,9 @@ def test_sealing_only_for_forwarding_domains() -> None:
         server.close()
         return inserted
 
-    plain, sealed = asyncio.run(go())
+    plain, sealed, sealed_idn = asyncio.run(go())
     assert plain == [b"Authentication-Results"]
-    assert sealed == [
+    assert sealed == sealed_idn == [
         b"Authentication-Results", b"ARC-Seal", b"ARC-Message-Signature",
         b"ARC-Authentication-Results",
     ]  # fmt: skip

@@ -23,8 +23,8 @@ from dataclasses import dataclass, field
 from mailauth.arc import Sealer, results_payload
 from mailauth.authresults import authserv_id_of
 from mailauth.dkim import BodyHasher, Canonicalization, Signer
-from mailauth.domains import name_and_parents
-from mailauth.errors import MailauthError
+from mailauth.domains import name_and_parents, normalize_domain
+from mailauth.errors import InvalidDomainError, MailauthError
 from mailauth.message import HeaderField, Message
 from mailauth.milter import protocol as p
 from mailauth.milter.logline import log_line
@@ -232,7 +232,9 @@ class Milter:
             return b""
         if command == p.RCPT:
             recipient = p.strings(data)[0].decode("utf-8", "replace") if data else ""
-            domain = recipient.strip("<> ").rpartition("@")[2].rstrip(".").lower()
+            domain = recipient.strip("<> ").rpartition("@")[2]
+            with contextlib.suppress(InvalidDomainError):  # (A-labels, as seal_domains holds)
+                domain = normalize_domain(domain)
             if domain in self.settings.seal_domains:  # (all that _seals asks about)
                 session.message.recipient_domains.add(domain)
             return p.encode(p.CONTINUE)
