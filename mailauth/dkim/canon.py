@@ -34,6 +34,7 @@ def collapse_wsp(data: bytes) -> bytes:
     return data
 
 
+_EMPTY: list[HeaderField] = []  # (shared, never appended to: a name with no field yet)
 _FEED_CHUNK = 1 << 20
 _BLANK_CHUNK = 1 << 16  # emit held-back empty lines in slices of this many CRLFs
 
@@ -96,10 +97,13 @@ def select_headers(
     the hash, which is how over-signing works).
     """
     wanted = [name.lower() for name in names]
-    stacks: dict[str, list[HeaderField]] = {name: [] for name in wanted}
+    stacks: dict[str, list[HeaderField]] = dict.fromkeys(wanted, _EMPTY)
     for field in headers:
-        stack = stacks.get(field.name.lower())
-        if stack is not None:
+        name = field.name.lower()
+        stack = stacks.get(name)
+        if stack is _EMPTY:
+            stacks[name] = [field]
+        elif stack is not None:
             stack.append(field)
     return [stacks[name].pop() if stacks[name] else None for name in wanted]
 

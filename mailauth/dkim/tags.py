@@ -60,7 +60,7 @@ def parse_tag_list(data: bytes) -> dict[str, Tag]:
     for index, spec in enumerate(specs):
         eq = spec.find(b"=")
         name = spec[:eq].strip(_FWS) if eq > 0 else b""
-        if not _is_tag_name(name):
+        if not (name.isalpha() or _is_tag_name(name)):  # (letters only: most names, no call)
             if index == last and not spec.strip(_FWS):
                 continue  # tag-list = tag-spec *( ";" tag-spec ) [ ";" ]
             shown = spec.strip(_FWS)[:40].decode("ascii", "replace")
