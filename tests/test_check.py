@@ -17,11 +17,13 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from mailauth.check import DomainReport, MtaStsFetcher, Status, check_domain, parse_policy
 from mailauth.check.mtasts import mx_matches
 from mailauth.cli import main
-from mailauth.dns import ZoneResolver
+from mailauth.dns import MxRecord, Record, RRType, ZoneResolver
 from mailauth.plan import run_plan
 
 ZONE = Path(__file__).resolve().parent.parent / "fixtures" / "check" / "check.zone"
@@ -413,3 +415,44 @@ def test_a_report_destination_whose_authorisation_name_is_too_long_lacks_it() ->
     report = run_plan(check_domain(domain), ZoneResolver.from_text(zone))
     (finding,) = [f for f in report.findings if f.id.startswith("dmarc.external-report")]
     assert (finding.id, finding.status) == ("dmarc.external-report-unauthorized", Status.FAIL)
+
+
+# Hostile DNS data for every record the audit reads: pieces of each syntax, bad names,
+# 8-bit octets, 5,000 digits. Each audit must end with findings in every area, and never
+# with domain.too-long (the domain is short): that finding once hid the whole report when a
+# record named something DNS cannot carry.
+_PIECES = [
+    b"v=spf1", b"v=DMARC1", b"v=STSv1", b"v=TLSRPTv1", b"v=BIMI1", b"v=DKIM1", b" ", b";", b"=",
+    b":", b"!", b",", b"/", b"include:", b"a:", b"mx:", b"exists:", b"redirect=", b"ip4:",
+    b"ip6:", b"-all", b"ptr", b"%{d}", b"p=", b"sp=", b"np=", b"rua=", b"mailto:", b"https://",
+    b"t=", b"psd=", b"fo=", b"reject", b"none", b"k=rsa", b"id=", b"l=", b"x.example",
+    b"a..b", b"\x80", b"\xff", b"\x00", b"\t", b"9" * 5000, b"-", b"*", b"@", b"\\", b"MIIB",
+    "\u00fc".encode(), b"_", b"...", b"a" * 64, b"k", b"10",
+]  # fmt: skip
+_NAMES = [
+    "t.example", "_dmarc.t.example", "_mta-sts.t.example", "_smtp._tls.t.example",
+    "default._bimi.t.example", "_domainkey.t.example", "selector1._domainkey.t.example",
+    "s1._domainkey.t.example", "x.example", "_report._dmarc.x.example",
+]  # fmt: skip
+_MX = ["mx.t.example", "", ".", "a..b", "\\200.t.example", "192.0.2.1", "x" * 70 + ".example"]
+_TXT = st.lists(st.sampled_from(_PIECES), min_size=1, max_size=10).map(b"".join)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
+@given(
+    texts=st.dictionaries(st.sampled_from(_NAMES), st.lists(_TXT, min_size=1, max_size=3)),
+    mx=st.lists(st.sampled_from(_MX), max_size=4),
+    selectors=st.sampled_from([(), ("s1",)]),
+)
+def test_hostile_records_give_findings_not_a_hidden_report(
+    texts: dict[str, list[bytes]], mx: list[str], selectors: tuple[str, ...]
+) -> None:
+    records: dict[tuple[str, RRType], tuple[int, list[Record]]] = {
+        (name, RRType.TXT): (300, list(values)) for name, values in texts.items()
+    }
+    records[("t.example", RRType.MX)] = (300, [MxRecord(10, host) for host in mx])
+    records[("mx.t.example", RRType.A)] = (300, ["192.0.2.1"])
+    zone = ZoneResolver(records)
+    report = run_plan(check_domain("t.example", selectors=selectors), zone)
+    assert "domain.too-long" not in {f.id for f in report.findings}, report.findings
+    assert len({f.area for f in report.findings}) >= 6, report.findings
