@@ -152,7 +152,10 @@ def test_key_file_path_with_loose_mode_warns(tmp_path: Path) -> None:
         ({"canonicalization": "fancy/relaxed"}, "unknown canonicalization"),
         ({"headers": ["To", "Subject"]}, "must include From"),
         ({"headers": ["From", "X Y"]}, "header names"),
+        ({"canonicalization": "relaxed/"}, "unknown canonicalization"),  # (relaxed: fine)
+        ({"headers": ["From", "Tö"]}, "header names"),  # RFC 5322 ftext is ASCII
         ({"expire": 0}, "positive"),
+        ({"expire": 10**12}, "12 digits"),
         ({"domain": "exa mple..com"}, "bad signing domain 'exa mple..com'"),
         ({"domain": "exa mple.com"}, "bad signing domain"),  # DNS allows it; d= does not
         ({"selector": "s s"}, "bad selector 's s'"),
@@ -164,6 +167,16 @@ def test_signer_misuse(kwargs: dict[str, object], message: str) -> None:
     args.update(kwargs)
     with pytest.raises(SigningError, match=message):
         Signer(**args)  # type: ignore[arg-type]
+
+
+def test_x_never_has_more_than_12_digits() -> None:
+    # RFC 6376 3.5: x= is 1*12DIGIT. --now 999999999999 --expire 10 wrote x=1000000000009.
+    signer = Signer("example.com", "ed1", ED_KEY, expire=10)
+    assert b"x=999999999999;" in signer.sign(MESSAGE, now=999999999989)
+    with pytest.raises(SigningError, match="x=1000000000009 would have more than 12 digits"):
+        signer.sign(MESSAGE, now=999999999999)
+    relaxed_alone = Signer("example.com", "ed1", ED_KEY, canonicalization="relaxed")
+    assert relaxed_alone.canonicalization == "relaxed/simple"
 
 
 def test_messages_without_from_cannot_be_signed() -> None:

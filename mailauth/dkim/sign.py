@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import os
+import re
 import warnings
 from collections import Counter
 from collections.abc import Sequence
@@ -21,7 +22,7 @@ from cryptography.hazmat.primitives.asymmetric import ed25519, padding
 
 from mailauth.dkim.canon import Canonicalization, hash_body, hash_input
 from mailauth.dkim.keys import PrivateKey, key_file_warning, load_private_key
-from mailauth.dkim.signature import tag_domain, unix_time
+from mailauth.dkim.signature import MAX_TIME, tag_domain, unix_time
 from mailauth.errors import SigningError
 from mailauth.message import Message
 
@@ -41,6 +42,7 @@ OVERSIGNED = frozenset(
 )  # fmt: skip
 LINE_WIDTH = 78  # RFC 5322 2.1.1
 _B64_CHUNK = 72
+_FIELD_NAME = re.compile(r"[!-9<-~]+")  # RFC 5322 ftext, without ';' (the h= separator)
 
 
 class InsecureKeyFileWarning(UserWarning):
@@ -70,20 +72,22 @@ class Signer:
     ) -> None:
         self.key, self.algorithm = signing_key(private_key, algorithm)
         self.domain, self.selector = signing_identity(domain, selector)
-        head, _, body = canonicalization.lower().partition("/")
-        try:
+        head, slash, body = canonicalization.lower().partition("/")
+        try:  # ("relaxed" alone is relaxed/simple; "relaxed/" is no canonicalization)
             self.header_canon = Canonicalization(head)
-            self.body_canon = Canonicalization(body or "simple")
+            self.body_canon = Canonicalization(body if slash else "simple")
         except ValueError:
             raise SigningError(f"unknown canonicalization {canonicalization!r}") from None
         names = tuple(dict.fromkeys(h.strip().lower() for h in headers or DEFAULT_HEADERS))
         if "from" not in names:
             raise SigningError("the signed header list must include From (RFC 6376 5.4)")
-        if any(not n or ":" in n or ";" in n or " " in n for n in names):
-            raise SigningError("header names must be non-empty, without ':', ';' or spaces")
+        if not all(_FIELD_NAME.fullmatch(n) for n in names):
+            raise SigningError(
+                "header names must be field names: printable ASCII without ':', ';' or spaces"
+            )
         self.headers = names
-        if expire is not None and expire <= 0:
-            raise SigningError("expire must be a positive number of seconds")
+        if expire is not None and not 0 < expire < MAX_TIME:
+            raise SigningError("expire must be a positive number of seconds (x= has 12 digits)")
         self.expire = expire
         self.identity = identity
 
@@ -113,6 +117,8 @@ class Signer:
         timestamp = int(now)
         tags.append(f"t={timestamp}")
         if self.expire:
+            if timestamp + self.expire >= MAX_TIME:  # RFC 6376 3.5: x= is 1*12DIGIT
+                raise SigningError(f"x={timestamp + self.expire} would have more than 12 digits")
             tags.append(f"x={timestamp + self.expire}")
         eol = b"\r\n" if message.headers[0].raw.endswith(b"\r\n") else b"\n"
         lines = _fold_tags(tags, signed, base64.b64encode(body_hash).decode())
