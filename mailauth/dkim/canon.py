@@ -46,6 +46,20 @@ class Canonicalization(StrEnum):
     RELAXED = "relaxed"
 
 
+# c= words. A dict, not Canonicalization(word): the enum's constructor is a Python-level call.
+_BY_NAME = {c.value: c for c in Canonicalization}
+
+
+def canonicalization_pair(value: str) -> tuple[Canonicalization, Canonicalization] | None:
+    """A c= value as (header, body) algorithms, or None when it names none (RFC 6376 3.5:
+    "relaxed" alone is relaxed/simple; "relaxed/" is no sig-c-tag-alg ["/" sig-c-tag-alg])."""
+    header, slash, body = value.lower().partition("/")
+    header_canon, body_canon = _BY_NAME.get(header), _BY_NAME.get(body if slash else "simple")
+    if header_canon is None or body_canon is None:
+        return None
+    return header_canon, body_canon
+
+
 def to_crlf(data: bytes) -> bytes:
     """Bare LF becomes CRLF; CRLF and lone CR are kept."""
     if data.count(b"\n") == data.count(_CRLF):

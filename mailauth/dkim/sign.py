@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ed25519, padding
 
-from mailauth.dkim.canon import Canonicalization, hash_body, hash_input
+from mailauth.dkim.canon import canonicalization_pair, hash_body, hash_input
 from mailauth.dkim.keys import PrivateKey, key_file_warning, load_private_key
 from mailauth.dkim.signature import MAX_TIME, tag_domain, unix_time
 from mailauth.errors import SigningError
@@ -72,12 +72,10 @@ class Signer:
     ) -> None:
         self.key, self.algorithm = signing_key(private_key, algorithm)
         self.domain, self.selector = signing_identity(domain, selector)
-        head, slash, body = canonicalization.lower().partition("/")
-        try:  # ("relaxed" alone is relaxed/simple; "relaxed/" is no canonicalization)
-            self.header_canon = Canonicalization(head)
-            self.body_canon = Canonicalization(body if slash else "simple")
-        except ValueError:
-            raise SigningError(f"unknown canonicalization {canonicalization!r}") from None
+        pair = canonicalization_pair(canonicalization)
+        if pair is None:
+            raise SigningError(f"unknown canonicalization {canonicalization!r}")
+        self.header_canon, self.body_canon = pair
         names = tuple(dict.fromkeys(h.strip().lower() for h in headers or DEFAULT_HEADERS))
         if "from" not in names:
             raise SigningError("the signed header list must include From (RFC 6376 5.4)")

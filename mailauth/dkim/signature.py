@@ -12,7 +12,7 @@ import re
 import time
 from dataclasses import dataclass
 
-from mailauth.dkim.canon import Canonicalization
+from mailauth.dkim.canon import Canonicalization, canonicalization_pair
 from mailauth.dkim.tags import Tag, TagSyntaxError, decode_base64, parse_tag_list, split_list
 from mailauth.domains import at_or_under, normalize_domain
 from mailauth.errors import InvalidDomainError, MailauthError
@@ -28,11 +28,7 @@ _HEADER_LIST = re.compile(rf"{_FIELD}(?:[ \t\r\n]*:[ \t\r\n]*{_FIELD})*\Z")
 _HOSTNAME = re.compile(r"[a-z0-9_-]+(\.[a-z0-9_-]+)*\Z")
 _QP = re.compile(rb"=([0-9A-F]{2})")
 _FWS = re.compile(r"[ \t\r\n]")
-MAX_TIME = 10**12
-# c= words. A dict, not Canonicalization(word): the enum's constructor is a Python-level call.
-_CANONICALIZATIONS = {
-    c.value: c for c in Canonicalization
-}  # RFC 6376 3.5: t= and x= have at most 12 digits
+MAX_TIME = 10**12  # RFC 6376 3.5: t= and x= have at most 12 digits
 
 
 def unix_time(now: float | None) -> float:
@@ -196,15 +192,11 @@ def _domain(value: str, tag: str) -> str:
 
 
 def _canonicalization(tags: dict[str, Tag]) -> tuple[Canonicalization, Canonicalization]:
-    # RFC 6376 3.5 c=: default simple/simple; "relaxed" alone means relaxed/simple; a "/"
-    # must be followed by an algorithm ("relaxed/" is not sig-c-tag-alg ["/" sig-c-tag-alg]).
-    value = tags["c"].value if "c" in tags else "simple/simple"
-    header, slash, body = value.lower().partition("/")
-    header_canon = _CANONICALIZATIONS.get(header)
-    body_canon = _CANONICALIZATIONS.get(body if slash else "simple")
-    if header_canon is None or body_canon is None:
+    value = tags["c"].value if "c" in tags else "simple/simple"  # RFC 6376 3.5 c= default
+    pair = canonicalization_pair(value)
+    if pair is None:
         raise _unusable(f"unknown canonicalization c={value}")
-    return header_canon, body_canon
+    return pair
 
 
 def _identity(tags: dict[str, Tag], domain: str) -> str:
