@@ -17,7 +17,7 @@ from mailauth.dkim import public_key_record
 from mailauth.dkim.keys import PrivateKey, private_key_pem
 from mailauth.dns import RRType, ZoneResolver
 from mailauth.errors import MessageParseError
-from mailauth.message import Message
+from mailauth.message import HeaderField, Message
 from mailauth.pipeline import Authenticator
 from mailauth.plan import run_plan
 from mailauth.results import ArcOutcome, ArcResult, DmarcResult, Policy
@@ -252,6 +252,32 @@ def test_bad_chains_fail_with_a_reason(raw: bytes, reason: str) -> None:
     outcome = _verify(raw, _zone({}))
     assert outcome.result is ArcResult.FAIL
     assert reason in outcome.reason, outcome.reason
+
+
+@pytest.mark.parametrize(
+    ("c", "expected"),
+    [
+        ("relaxed/relaxed", ("relaxed", "relaxed")),
+        ("Relaxed/Simple", None),  # ARC values are lower case (docs/arc.md)
+        ("relaxed", ("relaxed", "simple")),
+        ("relaxed/", None),  # no algorithm after "/": DKIM's reading of c= (RFC 6376 3.5)
+        ("fancy/relaxed", None),
+    ],
+)
+def test_ams_c_is_read_as_dkim_reads_it_in_lower_case(
+    c: str, expected: tuple[str, str] | None
+) -> None:
+    from mailauth.arc.chain import ArcError, parse_message_signature
+
+    raw = f"ARC-Message-Signature: i=1; a=rsa-sha256; c={c}; d=example.org; s=s; h=from; "
+    raw += "bh=AA==; b=AA=="
+    field = HeaderField("ARC-Message-Signature", raw.encode())
+    if expected is None:
+        with pytest.raises(ArcError, match="invalid c="):
+            parse_message_signature(field)
+    else:
+        sig = parse_message_signature(field)
+        assert (sig.header_canon, sig.body_canon) == expected
 
 
 def test_a_flood_of_arc_fields_is_refused_without_work() -> None:

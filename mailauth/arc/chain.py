@@ -12,7 +12,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from mailauth.dkim.canon import Canonicalization
+from mailauth.dkim.canon import canonicalization_pair
 from mailauth.dkim.signature import Signature, tag_domain
 from mailauth.dkim.tags import Tag, TagSyntaxError, decode_base64, parse_tag_list, split_list
 from mailauth.errors import MailauthError
@@ -148,8 +148,9 @@ def parse_message_signature(field: HeaderField) -> Signature:
     # Without c=, relaxed/relaxed: what ARC signers write and the ValiMail suite (and dkimpy)
     # expect, although RFC 8617 4.1.2 inherits DKIM's simple/simple default (docs/arc.md).
     canon = tags["c"].value if "c" in tags else "relaxed/relaxed"
-    head, _, body = canon.partition("/")
-    if head not in ("simple", "relaxed") or body not in ("", "simple", "relaxed"):
+    # As DKIM reads c= (RFC 8617 4.1.2), in lower case as ARC's other values (docs/arc.md).
+    pair = canonicalization_pair(canon) if canon.islower() else None
+    if pair is None:
         raise ArcError(f"ARC-Message-Signature has an invalid c={canon}")
     domain = _domain(tags["d"].value, "ARC-Message-Signature d=")
     _domain(f"{tags['s'].value}._domainkey.{domain}", "ARC-Message-Signature s=")
@@ -163,8 +164,8 @@ def parse_message_signature(field: HeaderField) -> Signature:
         signed_headers=signed,
         body_hash=_base64(tags["bh"].value, "ARC-Message-Signature bh="),
         signature=_base64(b.value, "ARC-Message-Signature b="),
-        header_canon=Canonicalization(head),
-        body_canon=Canonicalization(body or "simple"),
+        header_canon=pair[0],
+        body_canon=pair[1],
         identity=f"@{domain}",
         body_length=None,
         timestamp=_timestamp(tags, "ARC-Message-Signature"),
