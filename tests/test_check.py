@@ -63,6 +63,9 @@ def _ids(resolver: ZoneResolver, domain: str, *selectors: str) -> dict[str, Stat
         ("dkim-bad.example", ("s2",), "dkim.key-invalid", Status.FAIL),
         ("dkim-revoked.example", ("s3",), "dkim.key-revoked", Status.WARN),
         ("good.example", ("nope",), "dkim.selector-missing", Status.FAIL),
+        ("good.example", ("a..b",), "dkim.selector-invalid", Status.FAIL),  # (was domain.too-long
+        ("good.example", ("a..b",), "mx.ok", Status.PASS),  # for the whole report)
+        ("good.example", ("bad sel",), "dkim.selector-invalid", Status.FAIL),
         ("mx-cname.example", (), "mx.cname", Status.FAIL),
         ("mx-noaddr.example", (), "mx.host-unresolvable", Status.FAIL),
         ("mx-null.example", (), "mx.null", Status.PASS),

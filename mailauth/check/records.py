@@ -8,6 +8,7 @@ from typing import Any
 
 from mailauth.check.report import Area, Finding, Status
 from mailauth.dkim.keys import KeyRecordError, parse_key_record
+from mailauth.dkim.signature import tag_domain
 from mailauth.dmarc import organizational_domain, tree_walk
 from mailauth.dmarc.record import DmarcRecord
 from mailauth.dns import DnsStatus, Query, RRType
@@ -211,6 +212,10 @@ def check_dkim(domain: str, selectors: Sequence[str]) -> Plan[tuple[list[Finding
     selectors are not guessed at, which saves most of a domain's queries.
     """
     given = list(dict.fromkeys(s.lower() for s in selectors))
+    # A selector is a domain name's labels (RFC 6376 3.1): one that makes no name is reported,
+    # not asked (it used to end the whole audit as domain.too-long).
+    invalid = [s for s in given if tag_domain(f"{s}._domainkey.{domain}") is None]
+    given = [s for s in given if s not in invalid]
     subtree, *lookups = yield from resolve(
         Query.of(f"_domainkey.{domain}", RRType.TXT),
         *(Query.of(f"{s}._domainkey.{domain}", RRType.TXT) for s in given),
@@ -224,7 +229,16 @@ def check_dkim(domain: str, selectors: Sequence[str]) -> Plan[tuple[list[Finding
             *(Query.of(f"{s}._domainkey.{domain}", RRType.TXT) for s in common)
         )
         names += common
-    found: list[Finding] = []
+    found = [
+        _finding(
+            Area.DKIM,
+            "dkim.selector-invalid",
+            Status.FAIL,
+            f"selector {s!r}: {s}._domainkey.{domain} is not a domain name",
+            "name the selector as published (letters, digits, hyphens; 63 octets a label)",
+        )
+        for s in invalid
+    ]
     keys: list[Any] = []
     for selector, lookup in zip(names, lookups, strict=True):
         if not lookup.texts:
@@ -241,7 +255,7 @@ def check_dkim(domain: str, selectors: Sequence[str]) -> Plan[tuple[list[Finding
                 )
             continue
         found.extend(_key_findings(domain, selector, lookup.texts[0], lookup.canonical_name, keys))
-    if not keys and not given:
+    if not keys and not given and not invalid:
         found.append(
             _finding(
                 Area.DKIM,
