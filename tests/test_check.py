@@ -74,6 +74,7 @@ def _ids(resolver: ZoneResolver, domain: str, *selectors: str) -> dict[str, Stat
         ("tlsrpt-bad.example", (), "tls-rpt.syntax", Status.FAIL),
         ("bimi-bad.example", (), "bimi.syntax", Status.FAIL),
         ("spf-badname.example", (), "spf.bad-name", Status.FAIL),
+        ("spf-redirect-macro.example", (), "spf.macro", Status.WARN),
         ("spf-badname.example", (), "mx.bad-name", Status.FAIL),
         ("spf-badname.example", (), "dmarc.missing", Status.FAIL),  # the audit went on
         ("mx-badname.example", (), "mx.bad-name", Status.FAIL),
@@ -86,6 +87,12 @@ def test_each_defect_has_its_finding(
 ) -> None:
     found = _ids(resolver, domain, *selectors)
     assert found.get(finding) is status, found
+
+
+def test_a_redirect_with_macros_is_not_asked_literally(resolver: ZoneResolver) -> None:
+    # It used to be: "%{d}._spf..." was queried as written, and reported as a permerror.
+    found = _ids(resolver, "spf-redirect-macro.example")
+    assert "spf.include-no-spf" not in found and found.get("spf.ok") is Status.PASS, found
 
 
 def test_a_well_configured_domain_has_no_failure(resolver: ZoneResolver) -> None:
