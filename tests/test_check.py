@@ -75,6 +75,12 @@ def _ids(resolver: ZoneResolver, domain: str, *selectors: str) -> dict[str, Stat
         ("bimi-bad.example", (), "bimi.syntax", Status.FAIL),
         ("spf-badname.example", (), "spf.bad-name", Status.FAIL),
         ("spf-redirect-macro.example", (), "spf.macro", Status.WARN),
+        ("spf-tworedirects.example", (), "spf.syntax", Status.FAIL),  # RFC 7208 6: at most
+        ("spf-twoexp.example", (), "spf.syntax", Status.FAIL),  # once
+        ("spf-emptyredirect.example", (), "spf.syntax", Status.FAIL),
+        ("spf-bareinclude.example", (), "spf.syntax", Status.FAIL),  # include needs ":domain"
+        ("spf-emptya.example", (), "spf.syntax", Status.FAIL),
+        ("spf-allvalue.example", (), "spf.syntax", Status.FAIL),
         ("spf-badname.example", (), "mx.bad-name", Status.FAIL),
         ("spf-badname.example", (), "dmarc.missing", Status.FAIL),  # the audit went on
         ("mx-badname.example", (), "mx.bad-name", Status.FAIL),

@@ -145,15 +145,23 @@ def _walk_record(walk: _Walk, node: SpfNode, path: list[str]) -> Plan[None]:
     terms = node.record.split()[1:]
     has_all = False
     redirect = ""
+    seen: set[str] = set()
     for term in terms:
         modifier = _MODIFIER.match(term)
         if modifier and not term.lower().startswith(("ip4:", "ip6:")):
-            if modifier.group(1).lower() == "redirect":
+            key = modifier.group(1).lower()
+            if key in ("redirect", "exp"):
+                problem = _modifier_problem(key, modifier.group(2), seen)
+                if problem:
+                    walk.add("spf.syntax", Status.FAIL, f"{node.domain}: {problem} (permerror)")
+                    return  # (check_host() ends here: nothing after it counts)
+                seen.add(key)
+            if key == "redirect":
                 redirect = modifier.group(2)
             continue  # exp= is not a lookup here; unknown modifiers are ignored (RFC 7208 6)
         match = _TERM.match(term)
         name = match.group(2).lower() if match else ""
-        if match is None or name not in _MECHANISMS:
+        if match is None or name not in _MECHANISMS or _malformed(name, match):
             walk.add(
                 "spf.syntax",
                 Status.FAIL,
@@ -182,6 +190,28 @@ def _walk_record(walk: _Walk, node: SpfNode, path: list[str]) -> Plan[None]:
             f"{node.domain}: no 'all' term: mail from anywhere else is 'neutral'",
             "end the record with -all (or ~all while testing)",
         )
+
+
+def _modifier_problem(key: str, value: str, seen: set[str]) -> str:
+    """RFC 7208 6: redirect= and exp= at most once each, and each names a domain."""
+    if key in seen:
+        return f"{key}= appears more than once"
+    if not value:
+        return f"{key}= names no domain"
+    return ""
+
+
+def _malformed(name: str, match: re.Match[str]) -> bool:
+    """Terms the RFC 7208 5 grammar refuses that the term pattern lets through: include and
+    exists need ":domain"; a ":" after a, mx or ptr needs a domain after it; all takes none."""
+    value = match.group(3)  # None without ":" (or "="), "" for a bare ":"
+    if name in ("include", "exists"):
+        return not value
+    if name in ("a", "mx", "ptr"):
+        return value == ""
+    if name == "all":
+        return value is not None or match.group(4) is not None or match.group(5) is not None
+    return False
 
 
 def _check_all(walk: _Walk, domain: str, qualifier: str, path: list[str]) -> None:
