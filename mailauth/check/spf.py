@@ -28,6 +28,7 @@ _FOLLOW_LIMIT, _DEPTH_LIMIT = 40, 10
 _MECHANISMS = {"all", "include", "a", "mx", "ptr", "ip4", "ip6", "exists"}
 _DNS_TERMS = {"include", "a", "mx", "ptr", "exists"}
 _TERM = re.compile(r"([+?~-]?)([A-Za-z][A-Za-z0-9_.-]*)(?:[:=](.*?))?(/\d+)?(//\d+)?\Z")
+_TOPLABEL = re.compile(r"[A-Za-z0-9]*[A-Za-z][A-Za-z0-9]*|[A-Za-z0-9]+-[A-Za-z0-9-]*[A-Za-z0-9]")
 _MODIFIER = re.compile(r"([A-Za-z][A-Za-z0-9_.-]*)=(.*)\Z")
 
 
@@ -196,22 +197,31 @@ def _modifier_problem(key: str, value: str, seen: set[str]) -> str:
     """RFC 7208 6: redirect= and exp= at most once each, and each names a domain."""
     if key in seen:
         return f"{key}= appears more than once"
-    if not value:
-        return f"{key}= names no domain"
+    if not _domain_spec(value):
+        return f"{key}={value} names no domain"
     return ""
 
 
 def _malformed(name: str, match: re.Match[str]) -> bool:
     """Terms the RFC 7208 5 grammar refuses that the term pattern lets through: include and
-    exists need ":domain"; a ":" after a, mx or ptr needs a domain after it; all takes none."""
+    exists need ":domain"; a ":" after a, mx or ptr needs a domain after it; all takes none;
+    ip4 and ip6 take one CIDR length, not two."""
     value = match.group(3)  # None without ":" (or "="), "" for a bare ":"
-    if name in ("include", "exists"):
-        return not value
-    if name in ("a", "mx", "ptr"):
-        return value == ""
+    if name in ("include", "exists", "a", "mx", "ptr"):
+        needed = name in ("include", "exists")
+        return (needed or value is not None) and not _domain_spec(value or "")
     if name == "all":
         return value is not None or match.group(4) is not None or match.group(5) is not None
-    return False
+    return match.group(5) is not None  # ip4, ip6: no dual-cidr-length
+
+
+def _domain_spec(value: str) -> bool:
+    """RFC 7208 7.1 domain-spec: a name with macros (judged when expanded), or one that
+    ends in "." and a top label (letters and digits with a letter, or with inner hyphens)."""
+    if "%" in value:
+        return True
+    labels = value.rstrip(".").split(".")
+    return len(labels) > 1 and bool(_TOPLABEL.fullmatch(labels[-1]))
 
 
 def _check_all(walk: _Walk, domain: str, qualifier: str, path: list[str]) -> None:
