@@ -90,6 +90,8 @@ def _ids(resolver: ZoneResolver, domain: str, *selectors: str) -> dict[str, Stat
         ("spf-badname.example", (), "dmarc.missing", Status.FAIL),  # the audit went on
         ("mx-badname.example", (), "mx.bad-name", Status.FAIL),
         ("tlsrpt-ascii.example", (), "tls-rpt.syntax", Status.FAIL),  # not a URI (RFC 3986)
+        ("tlsrpt-ext.example", (), "tls-rpt.ok", Status.PASS),  # (was tls-rpt.syntax)
+        ("tlsrpt-tworua.example", (), "tls-rpt.syntax", Status.FAIL),  # RFC 8460 3: rua= once
         ("bimi-ascii.example", (), "bimi.syntax", Status.FAIL),
     ],
 )

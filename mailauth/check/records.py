@@ -36,7 +36,8 @@ COMMON_SELECTORS = (
     "everlytickey1",
 )  # the usual provider defaults (Microsoft 365, Google, Mailchimp, Everlytic...)
 _STRENGTH = {Policy.NONE: 0, Policy.QUARANTINE: 1, Policy.REJECT: 2}
-_TLSRPT = re.compile(r"v=TLSRPTv1\s*;\s*rua=([^;]+?)\s*;?\s*\Z")
+# RFC 8460 3: tlsrpt-extension = name "=" value, beside the one required rua=.
+_TLSRPT_EXTENSION = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,31}=[!-:<>-~]+\Z")
 # URIs are printable ASCII (RFC 3986 2: anything else is percent-encoded); "," separates them
 # in rua= (RFC 8460 3), and a mailto: local part has no "@".
 _HTTPS_OR_MAILTO = re.compile(
@@ -429,8 +430,7 @@ def check_tls_rpt(domain: str) -> Plan[list[Finding]]:
                 "keep one",
             )
         ]
-    match = _TLSRPT.match(records[0])  # RFC 8460 3
-    uris = [u.strip() for u in match.group(1).split(",")] if match else []
+    uris = _tlsrpt_uris(records[0])
     if not uris or not all(_HTTPS_OR_MAILTO.match(u) for u in uris):
         return [
             _finding(
@@ -442,6 +442,22 @@ def check_tls_rpt(domain: str) -> Plan[list[Finding]]:
             )
         ]
     return [_finding(Area.TLS_RPT, "tls-rpt.ok", Status.PASS, f"reports go to {', '.join(uris)}")]
+
+
+def _tlsrpt_uris(record: str) -> list[str]:
+    """The rua= URIs of a TLS-RPT record (RFC 8460 3: "v=TLSRPTv1", then fields separated by
+    ";" with optional WSP: rua= once, extensions beside it); [] when it is malformed."""
+    version, *fields = record.split(";")
+    if version.rstrip(" \t") != "v=TLSRPTv1":
+        return []
+    fields = [f.strip(" \t") for f in fields]
+    if fields and not fields[-1]:
+        fields.pop()  # a final ";" is allowed
+    ruas = [f[4:] for f in fields if f.startswith("rua=")]
+    others = [f for f in fields if not f.startswith("rua=")]
+    if len(ruas) != 1 or not all(_TLSRPT_EXTENSION.match(f) for f in others):
+        return []
+    return [u.strip(" \t") for u in ruas[0].split(",")]
 
 
 def check_bimi(domain: str) -> Plan[list[Finding]]:
