@@ -72,6 +72,7 @@ def _ids(resolver: ZoneResolver, domain: str, *selectors: str) -> dict[str, Stat
         ("mx-cname.example", (), "mx.cname", Status.FAIL),
         ("mx-noaddr.example", (), "mx.host-unresolvable", Status.FAIL),
         ("mx-null.example", (), "mx.null", Status.PASS),
+        ("mx-nullmixed.example", (), "mx.null-mixed", Status.FAIL),  # (was mx.ip-literal)
         ("dmarc-missing.example", (), "mx.missing", Status.WARN),
         ("sts-bad.example", (), "mta-sts.record-syntax", Status.FAIL),
         ("tlsrpt-bad.example", (), "tls-rpt.syntax", Status.FAIL),

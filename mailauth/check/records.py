@@ -365,8 +365,21 @@ def check_mx(domain: str) -> Plan[tuple[list[Finding], dict[str, Any]]]:
                 f"{domain} publishes a null MX (RFC 7505): it accepts no mail",
             )
         ], details
+    nulls = [h for _, h in hosts if h in ("", ".")]
+    if nulls:  # RFC 7505 3: a domain with a null MX MUST NOT publish any other MX
+        found.append(
+            _finding(
+                Area.MX,
+                "mx.null-mixed",
+                Status.FAIL,
+                f"{domain} publishes a null MX (RFC 7505) beside {len(hosts) - 1} other MX "
+                "record(s): senders cannot tell whether it takes mail",
+                "keep either the null MX alone or the real MX hosts",
+            )
+        )
     for _, host in sorted(hosts):
-        found.extend((yield from _mx_host(host)))
+        if host not in ("", "."):
+            found.extend((yield from _mx_host(host)))
     if not any(f.status is not Status.PASS for f in found):
         found.append(_finding(Area.MX, "mx.ok", Status.PASS, f"{len(hosts)} MX host(s) resolve"))
     return found, details
