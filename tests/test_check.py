@@ -65,6 +65,8 @@ def _ids(resolver: ZoneResolver, domain: str, *selectors: str) -> dict[str, Stat
         ("dkim-weak.example", ("s1",), "dkim.key-1024", Status.WARN),
         ("dkim-bad.example", ("s2",), "dkim.key-invalid", Status.FAIL),
         ("dkim-revoked.example", ("s3",), "dkim.key-revoked", Status.WARN),
+        ("dkim-unusable.example", ("s1",), "dkim.key-unusable", Status.FAIL),  # s=tlsrpt
+        ("dkim-unusable.example", ("s2",), "dkim.key-unusable", Status.FAIL),  # h=sha1
         ("good.example", ("nope",), "dkim.selector-missing", Status.FAIL),
         ("good.example", ("a..b",), "dkim.selector-invalid", Status.FAIL),  # (was domain.too-long
         ("good.example", ("a..b",), "mx.ok", Status.PASS),  # for the whole report)

@@ -9,6 +9,7 @@ from typing import Any
 from mailauth.check.report import Area, Finding, Status
 from mailauth.dkim.keys import KeyRecordError, parse_key_record
 from mailauth.dkim.signature import tag_domain
+from mailauth.dkim.verify import key_problem
 from mailauth.dmarc import organizational_domain, tree_walk
 from mailauth.dmarc.record import DmarcRecord
 from mailauth.dns import DnsStatus, Query, RRType
@@ -322,6 +323,19 @@ def _key_findings(
                 Status.WARN,
                 f"{name}: RSA {bits} bits (2048 recommended)",
                 "rotate to a 2048-bit key",
+            )
+        )
+    # What a verifier refuses beyond the size (checked above): h= without sha256, s=
+    # without email (RFC 6376 3.6.1); signatures made with this key could never pass.
+    problem = key_problem(record, f"{record.key_type}-sha256", min_rsa_bits=0)
+    if problem:
+        found.append(
+            _finding(
+                Area.DKIM,
+                "dkim.key-unusable",
+                Status.FAIL,
+                f"{name}: {problem}",
+                "publish the key with h=sha256 (or no h=) and s=email (or no s=)",
             )
         )
     if record.testing:
