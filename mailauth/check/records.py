@@ -45,6 +45,7 @@ _HTTPS_OR_MAILTO = re.compile(
     r"(?:mailto:[!-+\--?A-~]+@[!-+\--~]+|https://[!-+\--~]+)\Z", re.IGNORECASE
 )
 _HTTPS = re.compile(r"https://[!-~]+\Z", re.IGNORECASE)
+_NULL_MX = ("", ".")  # RFC 7505: the exchange of a null MX is the root
 
 
 def _finding(area: Area, fid: str, status: Status, message: str, fix: str = "") -> Finding:
@@ -370,7 +371,7 @@ def check_mx(domain: str) -> Plan[tuple[list[Finding], dict[str, Any]]]:
                 "publish MX records, or a null MX (RFC 7505) if it takes no mail",
             )
         ], details
-    if len(hosts) == 1 and hosts[0][1] in ("", "."):
+    if len(hosts) == 1 and hosts[0][1] in _NULL_MX:
         return [
             _finding(
                 Area.MX,
@@ -379,8 +380,9 @@ def check_mx(domain: str) -> Plan[tuple[list[Finding], dict[str, Any]]]:
                 f"{domain} publishes a null MX (RFC 7505): it accepts no mail",
             )
         ], details
-    nulls = [h for _, h in hosts if h in ("", ".")]
-    if nulls:  # RFC 7505 3: a domain with a null MX MUST NOT publish any other MX
+    if any(
+        host in _NULL_MX for _, host in hosts
+    ):  # RFC 7505 3: a domain with a null MX MUST NOT publish any other MX
         found.append(
             _finding(
                 Area.MX,
@@ -392,7 +394,7 @@ def check_mx(domain: str) -> Plan[tuple[list[Finding], dict[str, Any]]]:
             )
         )
     for _, host in sorted(hosts):
-        if host not in ("", "."):
+        if host not in _NULL_MX:
             found.extend((yield from _mx_host(host)))
     if not any(f.status is not Status.PASS for f in found):
         found.append(_finding(Area.MX, "mx.ok", Status.PASS, f"{len(hosts)} MX host(s) resolve"))
