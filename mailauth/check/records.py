@@ -380,9 +380,8 @@ def check_mx(domain: str) -> Plan[tuple[list[Finding], dict[str, Any]]]:
                 f"{domain} publishes a null MX (RFC 7505): it accepts no mail",
             )
         ], details
-    if any(
-        host in _NULL_MX for _, host in hosts
-    ):  # RFC 7505 3: a domain with a null MX MUST NOT publish any other MX
+    # RFC 7505 3: a domain with a null MX MUST NOT publish any other MX.
+    if any(host in _NULL_MX for _, host in hosts):
         found.append(
             _finding(
                 Area.MX,
