@@ -2,9 +2,15 @@
 
 A check is a generator (a *plan*) that yields effects and receives their results:
 :func:`resolve` asks DNS questions (answered concurrently by the asyncio runner),
-:func:`offload` runs blocking or CPU-heavy work (in a worker thread under asyncio, inline
-otherwise). :func:`run_plan` drives a plan with a resolver's blocking ``lookup``;
-:func:`run_plan_async` with its ``lookup_async``. The protocol logic itself never knows which.
+:func:`offload` runs blocking work (in a worker thread under asyncio, inline otherwise),
+:func:`checkpoint` marks the end of a slice of CPU work (under asyncio the loop serves other
+tasks there; nothing otherwise). :func:`run_plan` drives a plan with a resolver's blocking
+``lookup``; :func:`run_plan_async` with its ``lookup_async``. The protocol logic itself never
+knows which.
+
+:func:`bounded` wraps a plan in a :class:`Budget`: at most so many DNS questions and so many
+seconds; past either, its questions are answered as temporary failures, without being asked,
+so that the plan ends in its protocol's ``temperror`` for a reason it names.
 """
 
 from __future__ import annotations
@@ -12,9 +18,10 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import functools
+import time
 from collections.abc import Callable, Generator
 from concurrent.futures import Executor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeVar, cast
 
 from mailauth.dns import DnsResolver, DnsStatus, Lookup, Query, RRType
@@ -37,7 +44,13 @@ class Offload:
     func: Callable[[], Any]
 
 
-Effect = Resolve | Offload
+@dataclass(frozen=True, slots=True)
+class Checkpoint:
+    """Effect: a slice of CPU work is done; let others run before the next one."""
+
+
+_CHECKPOINT = Checkpoint()
+Effect = Resolve | Offload | Checkpoint
 Plan = Generator[Effect, Any, T]
 
 
@@ -65,6 +78,60 @@ def offload(func: Callable[[], T]) -> Plan[T]:
     return cast(T, result)
 
 
+def checkpoint() -> Plan[None]:
+    """``yield from checkpoint()`` between slices of CPU work (signature checks, a MiB of
+    body): under asyncio no plan holds the event loop for longer than one slice."""
+    yield _CHECKPOINT
+
+
+@dataclass
+class Budget:
+    """What one plan may spend: ``queries`` DNS questions (cached answers count too, so that
+    the limit does not depend on what happens to be cached) and ``seconds`` from its first
+    question (None: no time limit). ``what`` names the plan in the reason of the answers
+    refused. ``asked`` counts the questions answered for real."""
+
+    what: str
+    queries: int
+    seconds: float | None = None
+    clock: Callable[[], float] = time.monotonic
+    asked: int = 0
+    _deadline: float | None = field(default=None, repr=False)
+
+    def allow(self, count: int) -> tuple[int, str]:
+        """How many of ``count`` questions may be asked now, and why not the others."""
+        now = self.clock()
+        if self._deadline is None and self.seconds is not None:
+            self._deadline = now + self.seconds
+        if self._deadline is not None and now >= self._deadline:
+            return 0, f"{self.what}: time limit of {self.seconds:g} s exceeded"
+        allowed = max(0, min(count, self.queries - self.asked))
+        self.asked += allowed
+        why = "" if allowed == count else f"{self.what}: more than {self.queries} DNS queries"
+        return allowed, why
+
+
+def bounded(plan: Plan[T], budget: Budget) -> Plan[T]:
+    """``plan`` within ``budget``: questions beyond it are answered TEMPFAIL, unasked."""
+    value: Any = None
+    while True:
+        try:
+            effect = plan.send(value)
+        except StopIteration as stop:
+            return cast(T, stop.value)
+        if not isinstance(effect, Resolve):
+            value = yield effect
+            continue
+        allowed, why = budget.allow(len(effect.queries))
+        asked = effect.queries[:allowed]
+        answers: tuple[Lookup, ...] = (yield Resolve(asked)) if asked else ()
+        refused = tuple(
+            Lookup(q.name, q.rdtype, DnsStatus.TEMPFAIL, reason=why)
+            for q in effect.queries[allowed:]
+        )
+        value = (*answers, *refused)
+
+
 def run_plan(plan: Plan[T], resolver: DnsResolver) -> T:
     """Drive a plan to completion in the calling thread."""
     value: Any = None
@@ -75,8 +142,10 @@ def run_plan(plan: Plan[T], resolver: DnsResolver) -> T:
             return cast(T, stop.value)
         if isinstance(effect, Resolve):
             value = tuple(resolver.lookup(q.name, q.rdtype) for q in effect.queries)
-        else:
+        elif isinstance(effect, Offload):
             value = effect.func()
+        else:
+            value = None
 
 
 async def run_plan_async(
@@ -100,8 +169,11 @@ async def run_plan_async(
                         *(resolver.lookup_async(q.name, q.rdtype) for q in queries)
                     )
                 )
-        else:
+        elif isinstance(effect, Offload):
             context = contextvars.copy_context()
             value = await loop.run_in_executor(
                 executor, functools.partial(context.run, effect.func)
             )
+        else:
+            await asyncio.sleep(0)  # a checkpoint: the loop serves the others
+            value = None

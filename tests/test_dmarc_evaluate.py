@@ -466,3 +466,62 @@ def test_authentication_results_clause() -> None:
     none = evaluate(make_zone({}))
     text = render_authentication_results("mx.example.org", dmarc=none).replace("\r\n ", " ")
     assert text.endswith('dmarc=none reason="no DMARC policy record" header.from=example.com')
+
+
+# RFC 9989 "Determine Handling Policy": no aligned pass, and an aligned identifier failed
+# temporarily -> no DMARC failure can be concluded and no policy is applied.
+@pytest.mark.parametrize("mode", [DmarcMode.RFC9989, DmarcMode.RFC7489])
+@pytest.mark.parametrize(
+    ("spf", "dkim", "result", "named"),
+    [
+        ((SpfResult.TEMPERROR, "example.com"), [], TEMPERROR, "smtp.mailfrom=example.com"),
+        ((SpfResult.TEMPERROR, "bounce.example.com"), [], TEMPERROR, "bounce.example.com"),
+        (None, [(DkimResult.TEMPERROR, "example.com")], TEMPERROR, "header.d=example.com"),
+        (None, [(DkimResult.TEMPERROR, "mail.example.com")], TEMPERROR, "mail.example.com"),
+        (
+            (SpfResult.TEMPERROR, "example.com"),
+            [(DkimResult.TEMPERROR, "example.com")],
+            TEMPERROR,
+            "spf=temperror",
+        ),
+        (
+            (SpfResult.FAIL, "example.com"),
+            [(DkimResult.FAIL, "example.com"), (DkimResult.TEMPERROR, "example.com")],
+            TEMPERROR,
+            "dkim=temperror",
+        ),
+        # Not aligned: the temporary error cannot change the outcome.
+        ((SpfResult.TEMPERROR, "example.net"), [], FAIL, ""),
+        (None, [(DkimResult.TEMPERROR, "example.net")], FAIL, ""),
+        # An aligned pass decides: a temporary error elsewhere does not matter.
+        ((SpfResult.TEMPERROR, "example.com"), [(DkimResult.PASS, "example.com")], PASS, ""),
+        ((SpfResult.PASS, "example.com"), [(DkimResult.TEMPERROR, "example.com")], PASS, ""),
+    ],
+)
+def test_rfc9989_temperror_of_an_aligned_identifier_is_not_a_failure(
+    mode: DmarcMode,
+    spf: tuple[SpfResult, str] | None,
+    dkim: list[tuple[DkimResult, str]],
+    result: DmarcResult,
+    named: str,
+) -> None:
+    outcome = evaluate(
+        make_zone(ORG), "a@example.com", spf=spf, dkim=dkim, local=DmarcLocalPolicy(mode=mode)
+    )
+    assert outcome.result is result
+    assert named in outcome.reason
+    if result is TEMPERROR:
+        assert outcome.disposition is Policy.NONE
+        assert outcome.policy is None
+        assert not outcome.override
+
+
+def test_rfc9989_temperror_of_a_strictly_unaligned_identifier_is_a_failure() -> None:
+    outcome = evaluate(
+        make_zone(STRICT),
+        "a@example.com",
+        spf=(SpfResult.TEMPERROR, "bounce.example.com"),
+        dkim=[(DkimResult.TEMPERROR, "mail.example.com")],
+    )
+    assert outcome.result is FAIL
+    assert outcome.disposition is REJECT

@@ -9,7 +9,11 @@ override it, with a reason, without touching the DMARC result itself.
 Results: ``pass``/``fail``; ``none`` when DMARC does not apply (no author domain, several
 author domains, no policy record, a record that cannot apply); ``permerror`` for a message
 whose From field breaks RFC 5322 (several fields, unparseable, no address); ``temperror``
-when a needed DNS query failed temporarily (RFC 9989 5.3.6: neither pass nor fail).
+when a needed DNS query failed temporarily (RFC 9989 5.3.6: neither pass nor fail), when
+an SPF or DKIM identifier that would align failed temporarily and nothing else passed
+(RFC 9989 "Determine Handling Policy"), or when a local override could not be decided
+(a trusted sealer's ARC chain that could not be validated for a DNS failure). A
+``temperror`` never carries a disposition.
 """
 
 from __future__ import annotations
@@ -265,6 +269,8 @@ def _evaluate_domain(domain: str, facts: _Facts, local: DmarcLocalPolicy) -> Pla
         testing=record.testing and local.mode is DmarcMode.RFC9989,
         reason="; ".join(notes),
     )
+    if outcome.result is DmarcResult.FAIL and not problem:
+        problem = yield from _unsettled(domain, record, facts, orgs, local)
     if outcome.result is DmarcResult.FAIL and problem:
         return replace(outcome, result=DmarcResult.TEMPERROR, reason=problem)
     outcome = yield from _apply_policy(outcome, record, local)
@@ -280,6 +286,37 @@ def _evaluate_domain(domain: str, facts: _Facts, local: DmarcLocalPolicy) -> Pla
                     override_comment=override.comment,
                 )
     return outcome
+
+
+def _unsettled(
+    domain: str,
+    record: DmarcRecord,
+    facts: _Facts,
+    orgs: dict[str, str | None],
+    local: DmarcLocalPolicy,
+) -> Plan[str]:
+    """Why a failure cannot be concluded, or "": an SPF or DKIM identifier whose result is
+    ``temperror`` would align with the Author Domain. RFC 9989 ("Determine Handling
+    Policy"): when no mechanism passes for an aligned identifier and one failed temporarily,
+    the receiver cannot conclude a DMARC failure and does not apply the policy (RFC 7489
+    mode alike: a DNS blip must not turn legitimate mail into a reject)."""
+    spf = facts.spf.mailfrom if facts.spf is not None else None
+    if spf is not None and spf.result is SpfResult.TEMPERROR and spf.domain:
+        aligned, issue = yield from _aligned(spf.domain, domain, record.aspf, orgs, local)
+        if aligned or issue:
+            return _joined(f"spf=temperror for aligned smtp.mailfrom={spf.domain}", spf.reason)
+    for outcome in facts.dkim:
+        if outcome.result is not DkimResult.TEMPERROR or not outcome.domain:
+            continue
+        aligned, issue = yield from _aligned(outcome.domain, domain, record.adkim, orgs, local)
+        if aligned or issue:
+            why = f"dkim=temperror for aligned header.d={outcome.domain} s={outcome.selector}"
+            return _joined(why, outcome.reason)
+    return ""
+
+
+def _joined(what: str, reason: str) -> str:
+    return f"{what}: {reason}" if reason else what
 
 
 def _discover_rfc9989(domain: str) -> Plan[_Discovery]:
