@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import functools
 import ipaddress
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass, replace
 
@@ -21,19 +21,13 @@ from mailauth.authresults import (
     render_authentication_results,
     render_received_spf,
 )
-from mailauth.dkim import (
-    BodyHasher,
-    Canonicalization,
-    DkimPolicy,
-    DkimVerification,
-    unix_time,
-    verify_dkim,
-)
+from mailauth.dkim import BodyHashes, Canonicalization, DkimPolicy, DkimVerification, unix_time
+from mailauth.dkim.verify import feed_body
 from mailauth.dmarc import DmarcLocalPolicy, evaluate_dmarc
 from mailauth.dns import DnsCache, DnsResolver, Lookup, Query, Resolver, RRType, ZoneResolver
 from mailauth.dns.cache import ExpiringLru
-from mailauth.message import Message
-from mailauth.plan import Plan, offload, run_plan, run_plan_async
+from mailauth.message import HeaderField, Message
+from mailauth.plan import Budget, Plan, bounded, offload, run_plan, run_plan_async
 from mailauth.policy import trust_arc_sealers
 from mailauth.results import SpfCheck, SpfResult, Verdict
 from mailauth.spf import check_spf, client_ip
@@ -81,6 +75,34 @@ def _reverse_path(mail_from: str) -> str:
     return sender
 
 
+@dataclass(frozen=True, slots=True)
+class MessageLimits:
+    """What one message may cost in DNS, per method (docs/architecture.md, "Limits").
+
+    Each method has its own allotment, so that none can starve another: a sender's SPF
+    record that used up a shared pool would turn the author domain's DMARC evaluation into
+    temperror, a way around ``p=reject``. Questions count whether or not the answer was
+    cached (the limit must not depend on the cache). Past an allotment, the method's
+    remaining questions are answered as temporary failures: its result is ``temperror``,
+    with a reason such as "SPF: more than 100 DNS queries". With the defaults and 10 DKIM
+    signatures, a message asks at most 310 questions.
+
+    - SPF, both identities together: 100 questions and 20 seconds (RFC 7208 4.6.4 allows
+      a time limit of at least 20 s; its term limits allow about 110 questions per
+      identity, which no real record comes near: rspamd stops at 30).
+    - DKIM: one key per signature verified (``DkimPolicy.max_signatures``).
+    - ARC: 100 (a key for the seal and the message signature of each of 50 sets).
+    - DMARC: 100 questions and 10 seconds (5 author domains, each a tree walk of up to 8
+      names, plus the walks that decide relaxed alignment).
+    """
+
+    spf_queries: int = 100
+    spf_seconds: float = 20.0
+    arc_queries: int = 100
+    dmarc_queries: int = 100
+    dmarc_seconds: float = 10.0
+
+
 class Authenticator:
     """Verifies messages for one ADMD, identified by ``authserv_id`` (RFC 8601 2.5)."""
 
@@ -93,6 +115,7 @@ class Authenticator:
         dkim_policy: DkimPolicy | None = None,
         dmarc_policy: DmarcLocalPolicy | None = None,
         trusted_arc_sealers: Iterable[str] = (),
+        limits: MessageLimits | None = None,
     ) -> None:
         if not authserv_id or quote_pvalue(authserv_id) != authserv_id:
             raise ValueError(
@@ -103,6 +126,7 @@ class Authenticator:
         self.executor = executor
         self.dkim_policy = dkim_policy or DkimPolicy()
         self.dmarc_policy = dmarc_policy or DmarcLocalPolicy()
+        self.limits = limits or MessageLimits()
         self._spf_memo = _SpfMemo()
         sealers = tuple(trusted_arc_sealers)
         if sealers:  # RFC 8617 7.2.1: a trusted sealer's passing chain may override DMARC
@@ -142,7 +166,7 @@ class Authenticator:
 
     async def check_spf_async(self, *, ip: str, helo: str = "", mail_from: str = "") -> SpfCheck:
         """SPF alone, as soon as the envelope is known (before the message arrives)."""
-        plan = self._spf(str(_client_address(ip)), helo.strip(), _reverse_path(mail_from))
+        plan = self._bounded_spf(str(_client_address(ip)), helo.strip(), _reverse_path(mail_from))
         return await run_plan_async(plan, self.resolver, self.executor)
 
     def remembered_spf(self, *, ip: str, helo: str = "", mail_from: str = "") -> SpfCheck | None:
@@ -156,6 +180,11 @@ class Authenticator:
             return None
         key = (str(_client_address(ip)), helo.strip(), _reverse_path(mail_from))
         return self._spf_memo.get(key, self.resolver.cache.now())
+
+    def _bounded_spf(self, ip: str, helo: str, mail_from: str) -> Plan[SpfCheck]:
+        limits = self.limits
+        budget = Budget("SPF", limits.spf_queries, limits.spf_seconds)
+        return bounded(self._spf(ip, helo, mail_from), budget)
 
     def _spf(self, ip: str, helo: str, mail_from: str) -> Plan[SpfCheck]:
         spf = self._spf_from_memory(ip, helo, mail_from)
@@ -189,6 +218,16 @@ class Authenticator:
         self._spf_memo.put(key, spf, cache.now(), memory.ttl)
         return spf
 
+    def prepare(self, headers: Sequence[HeaderField], now: float) -> _Streamed:
+        """What the body of a message with these header fields is to feed."""
+        body = BodyHashes()
+        dkim = DkimVerification(headers, now=now, policy=self.dkim_policy, body=body)
+        arc = any(is_arc_field(f) for f in headers)
+        if arc:  # (the ARC-Message-Signatures' canonicalizations, whichever they are)
+            for method in Canonicalization:
+                body.want(method)
+        return _Streamed(dkim, body, arc)
+
     def intake(
         self, *, ip: str, helo: str = "", mail_from: str = "", now: float | None = None
     ) -> MessageIntake:
@@ -196,27 +235,34 @@ class Authenticator:
         return MessageIntake(self, ip=ip, helo=helo, mail_from=mail_from, now=now)
 
     def plan(self, context: Context, streamed: _Streamed | None = None) -> Plan[Verdict]:
-        """The checks, in order. ``streamed``: body hashes computed as the body arrived."""
+        """The checks, in order. ``streamed``: the body already fed (the milter's case)."""
         ip = str(context.ip)
         if streamed is not None and streamed.spf is not None:
             spf = streamed.spf  # started at MAIL FROM by the milter
         else:
-            spf = yield from self._spf(ip, context.helo, context.mail_from)
-        if streamed is not None:
-            dkim = yield from streamed.dkim.finish()
-            arc = yield from verify_arc(context.message, body_hashes=streamed.arc_bodies())
-        else:
-            dkim = yield from verify_dkim(context.message, now=context.now, policy=self.dkim_policy)
-            arc = yield from verify_arc(context.message)
-        dmarc = yield from evaluate_dmarc(
-            context.message.author(),
-            spf=spf,
-            dkim=dkim,
-            arc=arc,
-            ip=ip,
-            helo=context.helo,
-            mail_from=context.mail_from,
-            local=self.dmarc_policy,
+            spf = yield from self._bounded_spf(ip, context.helo, context.mail_from)
+        if streamed is None:  # a whole message: its body fed in slices, one pass for all
+            streamed = self.prepare(context.message.headers, context.now)
+            yield from feed_body(streamed.body, context.message.body)
+        limits = self.limits
+        dkim_budget = Budget("DKIM", self.dkim_policy.max_signatures)
+        dkim = yield from bounded(streamed.dkim.finish(), dkim_budget)
+        arc = yield from bounded(
+            verify_arc(context.message, body_hashes=streamed.arc_bodies()),
+            Budget("ARC", limits.arc_queries),
+        )
+        dmarc = yield from bounded(
+            evaluate_dmarc(
+                context.message.author(),
+                spf=spf,
+                dkim=dkim,
+                arc=arc,
+                ip=ip,
+                helo=context.helo,
+                mail_from=context.mail_from,
+                local=self.dmarc_policy,
+            ),
+            Budget("DMARC", limits.dmarc_queries, limits.dmarc_seconds),
         )
         header = render_authentication_results(
             self.authserv_id, spf=spf, dkim=dkim, arc=arc, dmarc=dmarc, remote_ip=ip
@@ -290,15 +336,18 @@ class _CacheOnly:
 
 @dataclass
 class _Streamed:
-    """What a streamed body leaves behind: the DKIM verification fed chunk by chunk, and the
-    body hashers ARC may need (both canonicalizations, only when ARC fields are present)."""
+    """What a message's body leaves behind: the DKIM verification, and the body hashes,
+    shared by DKIM and ARC (one pass of each canonicalization for all their signatures)."""
 
     dkim: DkimVerification
-    arc_hashers: dict[Canonicalization, BodyHasher]
+    body: BodyHashes
+    arc: bool
     spf: SpfCheck | None = None
 
-    def arc_bodies(self) -> dict[Canonicalization, bytes]:
-        return {method: hasher.digest() for method, hasher in self.arc_hashers.items()}
+    def arc_bodies(self) -> dict[Canonicalization, bytes] | None:
+        if not self.arc:
+            return None
+        return {method: self.body.digest(method) for method in Canonicalization}
 
 
 class MessageIntake:
@@ -322,12 +371,7 @@ class MessageIntake:
         self._context = make_context(
             message, ip=self.ip, helo=self.helo, mail_from=self.mail_from, now=self.now
         )
-        dkim = DkimVerification(
-            message.headers, now=self._context.now, policy=self.authenticator.dkim_policy
-        )
-        arc = any(is_arc_field(f) for f in message.headers)
-        hashers = {m: BodyHasher(m) for m in Canonicalization} if arc else {}
-        self._streamed = _Streamed(dkim, hashers)
+        self._streamed = self.authenticator.prepare(message.headers, self._context.now)
 
     def use_spf(self, spf: SpfCheck) -> None:
         """SPF already evaluated for this envelope (:meth:`Authenticator.check_spf_async`)."""
@@ -338,9 +382,7 @@ class MessageIntake:
     def add_body(self, chunk: bytes | memoryview) -> None:
         if self._streamed is None:
             raise ValueError("body before headers")
-        self._streamed.dkim.update(chunk)
-        for hasher in self._streamed.arc_hashers.values():
-            hasher.update(chunk)
+        self._streamed.body.update(chunk)
 
     async def verdict(self) -> Verdict:
         if self._context is None or self._streamed is None:

@@ -48,11 +48,14 @@ class DmarcResult(StrEnum):
 
 
 class ArcResult(StrEnum):
-    """RFC 8617 4.4, 10.2."""
+    """RFC 8617 4.4, 10.2; ``temperror`` (RFC 8601 2.7's word) when a key lookup failed
+    temporarily and nothing else broke the chain: not a result RFC 8617 registers, and
+    never written into an ARC-Seal (docs/arc.md)."""
 
     PASS = "pass"
     FAIL = "fail"
     NONE = "none"
+    TEMPERROR = "temperror"
 
 
 class Policy(StrEnum):

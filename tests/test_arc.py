@@ -16,7 +16,7 @@ from mailauth.arc.seal import Sealer, merge_authentication_results, results_payl
 from mailauth.dkim import public_key_record
 from mailauth.dkim.keys import PrivateKey, private_key_pem
 from mailauth.dns import RRType, ZoneResolver
-from mailauth.errors import MessageParseError
+from mailauth.errors import MessageParseError, SigningError
 from mailauth.message import HeaderField, Message
 from mailauth.pipeline import Authenticator
 from mailauth.plan import run_plan
@@ -292,12 +292,46 @@ def test_a_flood_of_arc_fields_is_refused_without_work() -> None:
     assert resolver.queries == []
 
 
-def test_a_dns_failure_is_a_permanent_fail() -> None:
+def test_a_dns_failure_is_temperror_and_is_not_sealed() -> None:
     hop1 = _seal(MESSAGE, "arc1", "lists.example.org", _zone(ARC_ZONE))
     failing = ZoneResolver({}, faults={"arc1._domainkey.example.org": "timeout"})
     outcome = _verify(hop1, failing)
-    assert outcome.result is ArcResult.FAIL  # RFC 8617 5.2.1: all failures are permanent
-    assert "DNS timeout" in outcome.reason
+    # Not RFC 8617 5.2.1's permanent fail: the chain was not found broken (docs/arc.md).
+    assert outcome.result is ArcResult.TEMPERROR
+    assert outcome.reason == (
+        "ARC-Message-Signature i=1: key lookup failed: DNS timeout; "
+        "ARC-Seal i=1: key lookup failed: DNS timeout"
+    )
+    sealer = Sealer("example.org", "arc2", KEYS["arc2"])
+    with pytest.raises(SigningError, match="temporary failure"):
+        sealer.seal(hop1, authentication_results="mx.example.org; arc=temperror", chain=outcome)
+
+
+def test_a_dns_failure_beside_a_broken_chain_is_a_fail() -> None:
+    hop1 = _seal(MESSAGE, "arc1", "lists.example.org", _zone(ARC_ZONE))
+    broken = hop1.replace(b"Alice\r\n", b"Alicia\r\n")  # the body hash no longer verifies
+    failing = ZoneResolver({}, faults={"arc1._domainkey.example.org": "timeout"})
+    outcome = _verify(broken, failing)
+    assert (outcome.result, outcome.reason) == (
+        ArcResult.FAIL,
+        "ARC-Message-Signature i=1: body hash did not verify",
+    )
+    zone = {**ARC_ZONE}
+    del zone["arc2._domainkey.example.org"]
+    hop2 = _seal(hop1, "arc2", "fwd.example.org", _zone(ARC_ZONE))
+    newest_key_missing = _verify(hop2, _zone(zone))
+    assert newest_key_missing.result is ArcResult.FAIL
+
+
+def test_a_timeout_at_an_older_seal_only_is_temperror() -> None:
+    hop1 = _seal(MESSAGE, "arc1", "lists.example.org", _zone(ARC_ZONE))
+    hop2 = _seal(hop1, "arc2", "fwd.example.org", _zone(ARC_ZONE))
+    records = {(n, RRType.TXT): (300, (v.encode(),)) for n, v in ARC_ZONE.items()}
+    del records[("arc1._domainkey.example.org", RRType.TXT)]
+    resolver = ZoneResolver(records, faults={"arc1._domainkey.example.org": "servfail"})
+    outcome = _verify(hop2, resolver)
+    assert outcome.result is ArcResult.TEMPERROR
+    assert outcome.reason.startswith("ARC-Seal i=1: key lookup failed")
 
 
 def test_sealing_a_failed_chain_adds_cv_fail_then_nothing() -> None:

@@ -5,15 +5,15 @@ from __future__ import annotations
 import hashlib
 import itertools
 
+import pytest
 from dkim.canonicalization import Relaxed, Simple
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from mailauth.dkim.body import BodyHasher, BodyHashes, hash_body
 from mailauth.dkim.canon import (
-    BodyHasher,
     Canonicalization,
     canonicalize_header,
-    hash_body,
     header_data,
     select_headers,
     to_crlf,
@@ -107,6 +107,42 @@ def test_streaming_equals_one_shot_and_dkimpy(body: bytes, cuts: list[int]) -> N
         # dkimpy canonicalizes network-form (CRLF) text; a bare LF is CRLF for both.
         expected = _sha(oracle.canonicalize_body(to_crlf(body)))
         assert hasher.digest() == expected == hash_body(body, method)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    body=_BODY,
+    cuts=st.lists(st.integers(min_value=0, max_value=200), max_size=6),
+    limits=st.lists(st.integers(min_value=0, max_value=120), max_size=5),
+)
+def test_one_pass_serves_every_canonicalization_hash_and_l_bound(
+    body: bytes, cuts: list[int], limits: list[int]
+) -> None:
+    hashes = BodyHashes()
+    wanted = [
+        (method, name, limit)
+        for method in (SIMPLE, RELAXED)
+        for name in ("sha256", "sha1")
+        for limit in (None, *limits)
+    ]
+    for method, name, limit in wanted:
+        hashes.want(method, name, limit)
+    points = sorted({min(c, len(body)) for c in cuts} | {0, len(body)})
+    for start, end in itertools.pairwise(points):
+        hashes.update(body[start:end])
+    for method, name, limit in wanted:
+        alone = BodyHasher(method, name, limit)
+        alone.update(body)
+        assert hashes.digest(method, name, limit) == alone.digest(), (method, name, limit)
+        assert hashes.length(method) == alone.length
+
+
+def test_body_hashes_are_asked_for_before_the_body() -> None:
+    hashes = BodyHashes()
+    hashes.want(SIMPLE)
+    hashes.update(b"a\r\n")
+    with pytest.raises(ValueError, match="before the body"):
+        hashes.want(RELAXED)
 
 
 _VALUE = st.lists(

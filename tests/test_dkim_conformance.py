@@ -18,7 +18,8 @@ import pytest
 import yaml
 
 from mailauth.dkim import DkimPolicy, Signer, verify_dkim
-from mailauth.dkim.canon import Canonicalization, hash_body
+from mailauth.dkim.body import hash_body
+from mailauth.dkim.canon import Canonicalization
 from mailauth.dns import Record, RRType, ZoneResolver
 from mailauth.message import Message
 from mailauth.plan import run_plan

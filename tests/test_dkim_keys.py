@@ -102,6 +102,40 @@ def test_ec_key_published_as_rsa_is_refused() -> None:
         parse_key_record(b"k=rsa; p=" + base64.b64encode(der))
 
 
+def _rsa_record_with_exponent(exponent: int, bits: int = 2048) -> bytes:
+    modulus = RSA_KEY.public_key().public_numbers().n if bits == 2048 else _big_modulus()
+    public = rsa.RSAPublicNumbers(exponent, modulus).public_key()
+    der = public.public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    return b"v=DKIM1; k=rsa; p=" + base64.b64encode(der)
+
+
+def _big_modulus() -> int:
+    key = rsa.generate_private_key(public_exponent=65537, key_size=4096)
+    return key.public_key().public_numbers().n
+
+
+@pytest.mark.parametrize("exponent", [3, 17, 65537, (1 << 32) - 1])
+def test_rsa_exponents_signers_use_are_accepted(exponent: int) -> None:
+    assert parse_key_record(_rsa_record_with_exponent(exponent)).bits == 2048
+
+
+@pytest.mark.parametrize(
+    ("exponent", "bits", "shown"),
+    [
+        ((1 << 32) + 1, 2048, "4294967297"),
+        ((1 << 2000) + 1, 2048, "a 2001-bit number"),
+        ((1 << 4000) + 1, 4096, "a 4001-bit number"),
+    ],
+)
+def test_huge_rsa_exponent_is_an_unusable_key(exponent: int, bits: int, shown: str) -> None:
+    # One verification with a 4000-bit exponent costs as much as a private-key operation:
+    # decoy keys like these made one message hold the milter's event loop for seconds.
+    with pytest.raises(KeyRecordError, match=f"RSA public exponent {shown} is not one"):
+        parse_key_record(_rsa_record_with_exponent(exponent, bits))
+
+
 def test_private_key_forms() -> None:
     pkcs1 = RFC / "rfc8463" / "test.rsa.private.pem"
     seed = RFC / "rfc8463" / "brisbane.ed25519.seed.b64"

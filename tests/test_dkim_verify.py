@@ -228,6 +228,19 @@ def test_several_txt_records_at_the_selector() -> None:
     )
 
 
+def test_rfc6376_3_6_2_2_one_key_is_checked_of_several_at_the_selector() -> None:
+    # Several records at one selector give undefined results (RFC 6376 3.6.2.2); the first
+    # usable one in sorted order is used, so decoy keys cost one public-key operation.
+    wrong = public_key_record(Signer("example.com", "x", _other_rsa()).key)
+    first, second = sorted([wrong.encode(), RSA_RECORD.encode()])
+    records = [first.decode(), second.decode()]
+    outcome = _one(_signed(), zone({"rsa1._domainkey.example.com": records}))
+    assert outcome.result is (PASS if first == RSA_RECORD.encode() else FAIL)
+    decoys = [f"v=DKIM1; k=rsa; n={i}; p={wrong.split('p=')[1]}" for i in range(4)]
+    outcome = _one(_signed(), zone({"rsa1._domainkey.example.com": [*decoys, RSA_RECORD]}))
+    assert (outcome.result, outcome.reason) == (FAIL, "signature did not verify")
+
+
 def _other_rsa() -> rsa.RSAPrivateKey:
     return rsa.generate_private_key(public_exponent=65537, key_size=1024)
 

@@ -5,9 +5,12 @@ receiver's Authentication-Results payload with ``i=N``), the ARC-Message-Signatu
 signature with ``i=N``, relaxed/relaxed) and the ARC-Seal over every set (``cv=`` from the
 validation of the incoming chain). A chain whose newest seal already says ``cv=fail`` gets no
 new set (5.1 step 2); a chain that fails validation is sealed with ``cv=fail`` and a seal that
-covers the new set only (5.1.2). Fields use the "standardized" layout of the ValiMail suite:
-tags in alphabetical order, one space after each ``;``, folded at tag boundaries and inside
-``b=``, so that relaxed canonicalization of the field equals the unfolded text.
+covers the new set only (5.1.2); a chain whose validation failed temporarily (``temperror``,
+a key lookup that timed out) is not sealed at all: :class:`SigningError`, so that the caller
+retries later rather than end the chain over a local fault. Fields use the "standardized"
+layout of the ValiMail suite: tags in alphabetical order, one space after each ``;``, folded
+at tag boundaries and inside ``b=``, so that relaxed canonicalization of the field equals the
+unfolded text.
 """
 
 from __future__ import annotations
@@ -18,7 +21,8 @@ import re
 from collections.abc import Sequence
 
 from mailauth.arc.chain import MAX_SETS, ArcError, instance_of, is_arc_field
-from mailauth.dkim.canon import Canonicalization, hash_body, raw_hash_input, select_headers
+from mailauth.dkim.body import hash_body
+from mailauth.dkim.canon import Canonicalization, raw_hash_input, select_headers
 from mailauth.dkim.keys import PrivateKey
 from mailauth.dkim.sign import DEFAULT_HEADERS, sign_data, signing_identity, signing_key
 from mailauth.dkim.signature import unix_time
@@ -100,6 +104,10 @@ class Sealer:
             return []  # no room for a 51st set
         if chain.result is ArcResult.NONE and instance > 1:
             raise SigningError("the chain given does not belong to this message")
+        if chain.result is ArcResult.TEMPERROR:
+            # Sealing cv=fail would end the chain for every later hop (RFC 8617 5.1.2) over
+            # a local fault; the message is to be retried, and sealed once it validates.
+            raise SigningError(f"ARC chain not validated (temporary failure): {chain.reason}")
         cv = {ArcResult.NONE: "none", ArcResult.PASS: "pass"}.get(chain.result, "fail")
         when = int(unix_time(now))
         eol = "\r\n" if message.headers[0].raw.endswith(b"\r\n") else "\n"

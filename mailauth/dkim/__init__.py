@@ -1,14 +1,16 @@
 """DKIM (RFC 6376, RFC 8301, RFC 8463): verification, signing, keys.
 
-Modules: :mod:`~mailauth.dkim.tags` (tag lists), :mod:`~mailauth.dkim.canon`
-(canonicalization, streaming body hash), :mod:`~mailauth.dkim.signature` (DKIM-Signature
-parsing), :mod:`~mailauth.dkim.keys` (key records and key files), :mod:`~mailauth.dkim.verify`
-and :mod:`~mailauth.dkim.sign`. ARC reuses them.
+Modules: :mod:`~mailauth.dkim.tags` (tag lists), :mod:`~mailauth.dkim.canon` (header
+canonicalization), :mod:`~mailauth.dkim.body` (the streaming body hash),
+:mod:`~mailauth.dkim.signature` (DKIM-Signature parsing), :mod:`~mailauth.dkim.keys` (key
+records and key files), :mod:`~mailauth.dkim.verify` and :mod:`~mailauth.dkim.sign`. ARC
+reuses them.
 """
 
 from __future__ import annotations
 
-from mailauth.dkim.canon import BodyHasher, Canonicalization
+from mailauth.dkim.body import BodyHasher, BodyHashes
+from mailauth.dkim.canon import Canonicalization
 from mailauth.dkim.keys import (
     KeyRecord,
     KeyRecordError,
@@ -24,6 +26,7 @@ from mailauth.dkim.verify import DkimPolicy, DkimVerification, verify_dkim
 
 __all__ = [
     "BodyHasher",
+    "BodyHashes",
     "Canonicalization",
     "DkimPolicy",
     "DkimVerification",

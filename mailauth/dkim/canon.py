@@ -1,9 +1,9 @@
-"""DKIM canonicalization (RFC 6376 3.4) and the streaming body hash (RFC 6376 3.7).
+"""DKIM header canonicalization (RFC 6376 3.4) and the c= tag; the body hash, which
+canonicalizes bodies with the same rules, is in :mod:`mailauth.dkim.body`.
 
 Header canonicalization works on one :class:`~mailauth.message.HeaderField` at a time;
 :func:`select_headers` picks the instances that ``h=`` names, from the bottom up (RFC 6376
-5.4.2). :class:`BodyHasher` canonicalizes and hashes a body fed in chunks of any size, in
-memory bounded by the longest line, and honours a body length limit (``l=``).
+5.4.2).
 
 Messages read from files often have bare LF line endings; both algorithms treat a bare LF as
 CRLF (RFC 6376 5.3: the message is hashed in network form), so a file and the same message
@@ -12,7 +12,6 @@ received over SMTP hash identically. ARC (RFC 8617) reuses this module.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterable, Sequence
 from enum import StrEnum
 
@@ -35,8 +34,6 @@ def collapse_wsp(data: bytes) -> bytes:
 
 
 _EMPTY: list[HeaderField] = []  # (shared, never appended to: a name with no field yet)
-_FEED_CHUNK = 1 << 20
-_BLANK_CHUNK = 1 << 16  # emit held-back empty lines in slices of this many CRLFs
 
 
 class Canonicalization(StrEnum):
@@ -148,119 +145,3 @@ def raw_hash_input(raws: Sequence[bytes], own: bytes, method: Canonicalization) 
         return _relaxed_block([*raws, own])[:-2]
     data = b"".join(to_crlf(raw) for raw in raws) + to_crlf(own)
     return data[:-2] if data.endswith(_CRLF) else data
-
-
-def hash_body(
-    body: bytes | memoryview,
-    method: Canonicalization,
-    hash_name: str = "sha256",
-    limit: int | None = None,
-) -> bytes:
-    """The body hash of a whole body, fed in 1 MiB chunks (no copy of the body)."""
-    view = memoryview(body)
-    hasher = BodyHasher(method, hash_name, limit)
-    for start in range(0, len(view), _FEED_CHUNK):
-        hasher.update(view[start : start + _FEED_CHUNK])
-    return hasher.digest()
-
-
-class BodyHasher:
-    """Canonicalize and hash a body incrementally (RFC 6376 3.4.3, 3.4.4, 3.7).
-
-    Trailing empty lines are held back (as a count) until a non-empty line follows, since
-    both algorithms drop them at the end of the body. ``limit`` is the ``l=`` value: only that
-    many canonical octets are hashed, while :attr:`length` keeps counting all of them.
-    """
-
-    def __init__(
-        self, method: Canonicalization, hash_name: str = "sha256", limit: int | None = None
-    ) -> None:
-        self.method = method
-        self.limit = limit
-        self.length = 0  # canonical body octets seen
-        # (hashlib.sha256() directly: hashlib.new's name lookup costs more than the call.)
-        self._hash = hashlib.sha256() if hash_name == "sha256" else hashlib.new(hash_name)
-        self._hashed = 0
-        self._pending: list[bytes] = []  # a line without its line ending yet
-        self._blank = 0  # empty lines held back
-        self._done = False
-
-    def update(self, chunk: bytes | memoryview) -> None:
-        """Feed the next part of the body (any split, even inside a CRLF)."""
-        data = chunk if isinstance(chunk, bytes) else bytes(chunk)
-        cut = data.rfind(b"\n") + 1
-        if cut == 0:
-            if data:
-                self._pending.append(data)
-            return
-        # (Slices only where needed: a body usually arrives ending with a line ending.)
-        lines = data if cut == len(data) else data[:cut]
-        if self._pending:
-            self._pending.append(lines)
-            lines = b"".join(self._pending)
-            self._pending = []
-        if cut < len(data):
-            self._pending.append(data[cut:])
-        self._feed_lines(self._canonical_lines(to_crlf(lines)))
-
-    def digest(self) -> bytes:
-        """Finish the body and return the hash; the hasher cannot be fed afterwards."""
-        if not self._done:
-            self._done = True
-            last = b"".join(self._pending)
-            self._pending = []
-            if self.method is Canonicalization.RELAXED:
-                # 3.4.4 in its order: WSP is stripped before a CRLF, and a missing final CRLF
-                # is added last, so a final unterminated line keeps one trailing SP (as
-                # dkimpy does). Mail over SMTP always ends with CRLF; files may not.
-                last = collapse_wsp(last)
-            if last:
-                self._emit_blank()
-                self._emit(last)
-                self._emit(_CRLF)
-            elif self.length == 0 and self.method is Canonicalization.SIMPLE:
-                self._emit(_CRLF)  # 3.4.3: an empty body is one CRLF under simple
-        return self._hash.digest()
-
-    def _canonical_lines(self, lines: bytes) -> bytes:
-        if self.method is Canonicalization.RELAXED:
-            # 3.4.4: WSP runs to one SP, then no WSP at the end of a line.
-            lines = collapse_wsp(lines).replace(b" \r\n", _CRLF)
-        return lines
-
-    def _feed_lines(self, lines: bytes) -> None:
-        """``lines`` ends with CRLF; split off its trailing empty lines."""
-        size = len(lines)
-        if size > 2 and not lines.endswith(b"\r\n\r\n"):
-            content = size - 2  # the usual case: the last line is not empty
-        else:
-            content = len(lines.rstrip(b"\r\n"))
-            # After to_crlf every LF follows a CR, so the stripped tail is CRLF pairs with
-            # perhaps lone CRs among them; the last lone CR ends the content.
-            lone_cr = lines.rfind(b"\r\r", content)
-            if lone_cr >= 0:
-                content = lone_cr + 1
-        pairs = (size - content) // 2
-        if content == 0:
-            self._blank += pairs
-            return
-        self._emit_blank()
-        self._emit(lines if content + 2 == size else lines[: content + 2])
-        self._blank = pairs - 1
-
-    def _emit_blank(self) -> None:
-        while self._blank:
-            count = min(self._blank, _BLANK_CHUNK)
-            self._emit(_CRLF * count)
-            self._blank -= count
-
-    def _emit(self, data: bytes) -> None:
-        self.length += len(data)
-        if self.limit is None:
-            self._hash.update(data)
-            return
-        room = self.limit - self._hashed
-        if room > 0:
-            part = data[:room]
-            self._hash.update(part)
-            self._hashed += len(part)

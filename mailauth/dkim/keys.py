@@ -27,6 +27,13 @@ PublicKey = rsa.RSAPublicKey | ed25519.Ed25519PublicKey
 PrivateKey = rsa.RSAPrivateKey | ed25519.Ed25519PrivateKey
 
 MAX_RSA_BITS = 8192  # beyond RFC 8301's 4096, refused to bound the work per signature
+# The RSA public exponent bounds the work of one verification as the modulus does (one
+# modular multiplication per exponent bit). Signers use 65537 (every key generator's
+# default; RFC 8017 and FIPS 186-5 want an odd e > 2^16), rarely 3; a 4096-bit exponent
+# makes one verification cost as much as a private-key operation. Accepted: odd, 3 to
+# 2^32 - 1 -- the range Windows CryptoAPI keys can hold (a 32-bit pubexp) and beyond what
+# Go's crypto/rsa accepts (2^31 - 1), so no key a real signer publishes is refused.
+MAX_RSA_EXPONENT = (1 << 32) - 1
 TXT_STRING_MAX = 255  # RFC 1035 3.3: one character-string
 
 
@@ -109,6 +116,16 @@ def load_public_key(key_type: str, material: bytes) -> PublicKey:
         raise KeyRecordError("key record k=rsa holds a key that is not RSA")
     if loaded.key_size > MAX_RSA_BITS:
         raise KeyRecordError(f"RSA key of {loaded.key_size} bits exceeds {MAX_RSA_BITS}")
+    exponent = loaded.public_numbers().e
+    if not 3 <= exponent <= MAX_RSA_EXPONENT or exponent % 2 == 0:
+        shown = (
+            str(exponent)
+            if exponent.bit_length() <= 64
+            else f"a {exponent.bit_length()}-bit number"
+        )
+        raise KeyRecordError(
+            f"RSA public exponent {shown} is not one signers use (odd, 3 to 2^32-1)"
+        )
     return loaded
 
 

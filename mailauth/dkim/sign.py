@@ -20,7 +20,8 @@ from collections.abc import Sequence
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ed25519, padding
 
-from mailauth.dkim.canon import canonicalization_pair, hash_body, hash_input
+from mailauth.dkim.body import hash_body
+from mailauth.dkim.canon import canonicalization_pair, hash_input
 from mailauth.dkim.keys import PrivateKey, key_file_warning, load_private_key
 from mailauth.dkim.signature import MAX_TIME, tag_domain, unix_time
 from mailauth.errors import SigningError

@@ -22,22 +22,26 @@ from dataclasses import dataclass
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ed25519, padding, rsa
+from cryptography.hazmat.primitives.asymmetric import utils as asym_utils
 
-from mailauth.dkim.canon import BodyHasher, Canonicalization, hash_input
+from mailauth.dkim.body import BodyHashes
+from mailauth.dkim.canon import hash_input
 from mailauth.dkim.keys import KeyRecord, KeyRecordError, parse_key_record
 from mailauth.dkim.signature import Signature, SignatureError, check_signature_time, parse_signature
 from mailauth.dkim.tags import TagSyntaxError, parse_tag_list, remove_whitespace
 from mailauth.dns import DnsStatus, Lookup, Query, RRType
 from mailauth.message import HeaderField, Message
-from mailauth.plan import Plan, offload, resolve
+from mailauth.plan import Plan, checkpoint, resolve
 from mailauth.results import DkimOutcome, DkimResult
 
 DEFAULT_MAX_SIGNATURES = 10
 MIN_RSA_BITS = 1024  # RFC 8301 3.2: smaller keys MUST NOT be considered valid
 DEFAULT_CLOCK_SKEW = 300  # seconds of tolerance for t= in the future and x= in the past
-MAX_KEY_RECORDS = 4  # TXT records tried at one selector name
-_CHUNK = 1 << 20
-_OFFLOAD_BODY = 1 << 18  # hash bodies larger than this off the event loop
+MAX_KEY_RECORDS = 4  # TXT records parsed at one selector name
+# A whole body is fed in slices of this size, with a checkpoint after each: under asyncio
+# no message holds the event loop for more than one slice (about a millisecond per 256 KiB
+# and canonicalization in use).
+BODY_SLICE = 1 << 18
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,19 +67,30 @@ class DkimPolicy:
 
 _DEFAULT_POLICY = DkimPolicy()
 _PKCS1, _SHA256, _SHA1 = padding.PKCS1v15(), hashes.SHA256(), hashes.SHA1()  # noqa: S303
+_PREHASHED_SHA256 = asym_utils.Prehashed(hashes.SHA256())
 
 
 class DkimVerification:
-    """One message's DKIM verification: header fields, then body chunks, then finish."""
+    """One message's DKIM verification: header fields, then body chunks, then finish.
+
+    ``body``: the body hashes to share with other verifiers of the same message (ARC); the
+    caller then feeds that object, not :meth:`update`.
+    """
 
     def __init__(
-        self, headers: Sequence[HeaderField], *, now: float, policy: DkimPolicy | None = None
+        self,
+        headers: Sequence[HeaderField],
+        *,
+        now: float,
+        policy: DkimPolicy | None = None,
+        body: BodyHashes | None = None,
     ) -> None:
         self.headers = tuple(headers)
         self.now = now
         self.policy = policy or _DEFAULT_POLICY
+        self.body = body if body is not None else BodyHashes()
         self._entries: list[Signature | DkimOutcome] = []
-        self._hashers: dict[tuple[Canonicalization, int | None, str], BodyHasher] = {}
+        self._wants_body = False
         fields = [f for f in self.headers if f.lname == "dkim-signature"]
         cap = self.policy.max_signatures
         # Signatures beyond the cap get one outcome for them all, not one each: a message
@@ -98,9 +113,9 @@ class DkimVerification:
                 self._entries.append(_outcome(sig, DkimResult.PERMERROR, reason))
                 continue
             self._entries.append(sig)
-            key = _hasher_key(sig)
-            if key not in self._hashers:
-                self._hashers[key] = BodyHasher(sig.body_canon, sig.hash_name, sig.body_length)
+            # One canonicalization pass and one hash pass serve every l= (mailauth.dkim.body).
+            self.body.want(sig.body_canon, sig.hash_name, sig.body_length)
+            self._wants_body = True
 
     def _refusal(self, sig: Signature) -> str:
         """Why a well-formed signature is refused before any lookup, or ""."""
@@ -113,53 +128,54 @@ class DkimVerification:
     @property
     def wants_body(self) -> bool:
         """False when no signature needs the body (nothing to hash)."""
-        return bool(self._hashers)
+        return self._wants_body
 
     def update(self, chunk: bytes | memoryview) -> None:
         """Feed the next body chunk."""
-        for hasher in self._hashers.values():
-            hasher.update(chunk)
+        self.body.update(chunk)
 
     def finish(self) -> Plan[tuple[DkimOutcome, ...]]:
-        """Look up the keys (all at once) and check each signature, top to bottom."""
+        """Look up the keys (all at once) and check each signature, top to bottom, one
+        public-key operation per step (a checkpoint after each)."""
         signatures = [e for e in self._entries if isinstance(e, Signature)]
         names = list(dict.fromkeys(sig.key_name for sig in signatures))
         lookups = yield from resolve(*(Query.of(name, RRType.TXT) for name in names))
         by_name = dict(zip(names, lookups, strict=True))
-        checked = tuple(
-            entry if isinstance(entry, DkimOutcome) else self._check(entry, by_name[entry.key_name])
-            for entry in self._entries
-        )
-        return checked if self._beyond_cap is None else (*checked, self._beyond_cap)
+        checked: list[DkimOutcome] = []
+        for entry in self._entries:
+            if isinstance(entry, DkimOutcome):
+                checked.append(entry)
+                continue
+            checked.append(self._check(entry, by_name[entry.key_name]))
+            yield from checkpoint()
+        if self._beyond_cap is not None:
+            checked.append(self._beyond_cap)
+        return tuple(checked)
 
     def _check(self, sig: Signature, lookup: Lookup) -> DkimOutcome:
         records, problem = key_records(lookup)
         if problem is not None:
             return _outcome(sig, *problem)
         min_bits = self.policy.min_rsa_bits
-        usable = [r for r in records if not _key_unusable(sig, r, min_bits)]
-        if not usable:
+        key = next((r for r in records if not _key_unusable(sig, r, min_bits)), None)
+        if key is None:
             first = records[0]
             reason = _key_unusable(sig, first, min_bits)
             return _outcome(sig, DkimResult.PERMERROR, reason, first.bits, first.testing)
-        hasher = self._hashers[_hasher_key(sig)]
-        body_hash = hasher.digest()
-        bits, testing = usable[0].bits, usable[0].testing
+        body_hash = self.body.digest(sig.body_canon, sig.hash_name, sig.body_length)
+        length = self.body.length(sig.body_canon)
+        bits, testing = key.bits, key.testing
         # RFC 6376 6.1.3: the body hash is compared before the signature is checked.
-        if sig.body_length is not None and sig.body_length > hasher.length:
+        if sig.body_length is not None and sig.body_length > length:
             reason = f"l={sig.body_length} exceeds the body length"
             return _outcome(sig, DkimResult.FAIL, reason, bits, testing)
         if body_hash != sig.body_hash:
             return _outcome(sig, DkimResult.FAIL, "body hash did not verify", bits, testing)
         data = header_hash_input(self.headers, sig)
-        record = next(
-            (r for r in usable if verify_signature(r, sig.algorithm, sig.signature, data)), None
-        )
-        if record is None:
+        if not verify_signature(key, sig.algorithm, sig.signature, data):
             return _outcome(sig, DkimResult.FAIL, "signature did not verify", bits, testing)
-        bits, testing = record.bits, record.testing
-        if sig.body_length is not None and sig.body_length < hasher.length:
-            unsigned = hasher.length - sig.body_length
+        if sig.body_length is not None and sig.body_length < length:
+            unsigned = length - sig.body_length
             reason = f"l={sig.body_length} leaves {unsigned} body octets unsigned"
             result = DkimResult.POLICY if self.policy.reject_partial_body else DkimResult.PASS
             return _outcome(sig, result, reason, bits, testing)
@@ -172,17 +188,17 @@ def verify_dkim(
     """Verify every DKIM-Signature of ``message`` (an empty tuple when there is none)."""
     verification = DkimVerification(message.headers, now=now, policy=policy)
     if verification.wants_body:
-        body = message.body
-
-        def feed() -> None:
-            for start in range(0, len(body), _CHUNK):
-                verification.update(body[start : start + _CHUNK])
-
-        if len(body) > _OFFLOAD_BODY:
-            yield from offload(feed)
-        else:
-            feed()
+        yield from feed_body(verification.body, message.body)
     return (yield from verification.finish())
+
+
+def feed_body(hashes: BodyHashes, body: bytes | memoryview) -> Plan[None]:
+    """Feed a whole body in slices, with a checkpoint after each but the last."""
+    view = memoryview(body)
+    for start in range(0, len(view), BODY_SLICE):
+        if start:
+            yield from checkpoint()
+        hashes.update(view[start : start + BODY_SLICE])
 
 
 def header_hash_input(headers: Sequence[HeaderField], sig: Signature) -> bytes:
@@ -212,13 +228,37 @@ def verify_signature(record: KeyRecord, algorithm: str, signature: bytes, data: 
     return False
 
 
+def verify_digest(record: KeyRecord, algorithm: str, signature: bytes, digest: bytes) -> bool:
+    """:func:`verify_signature` for data already hashed with SHA-256 (``*-sha256`` only):
+    for callers that hash many inputs sharing a prefix (ARC seals)."""
+    key = record.key
+    try:
+        if algorithm == "rsa-sha256" and isinstance(key, rsa.RSAPublicKey):
+            key.verify(signature, digest, _PKCS1, _PREHASHED_SHA256)
+            return True
+        if algorithm == "ed25519-sha256" and isinstance(key, ed25519.Ed25519PublicKey):
+            key.verify(signature, digest)  # RFC 8463 3: the SHA-256 digest is what is signed
+            return True
+    except (InvalidSignature, ValueError):
+        return False
+    return False
+
+
 def key_records(
     lookup: Lookup,
 ) -> tuple[list[KeyRecord], tuple[DkimResult, str] | None]:
-    """Usable key records at the selector, or the result and reason why there are none."""
+    """The key records at the selector that parse, in a fixed order, or the result and
+    reason why there are none.
+
+    RFC 6376 3.6.2.2: several TXT records at one selector give undefined results; 6.1.2
+    lets the verifier choose one or cycle through them. mailauth parses up to
+    MAX_KEY_RECORDS, in sorted order, and callers check the signature with the first one
+    that can be used for it (key type, h=, s=, size): a name stuffed with decoy keys costs
+    one public-key operation, never one per record.
+    """
     if lookup.status is DnsStatus.TEMPFAIL:  # RFC 6376 6.1.2: TEMPFAIL (key unavailable)
         return [], (DkimResult.TEMPERROR, f"key lookup failed: {lookup.reason or 'DNS error'}")
-    texts = sorted(lookup.texts)  # several records: tried in a fixed order (RFC 6376 6.1.2)
+    texts = sorted(lookup.texts)
     if not texts:  # NXDOMAIN or NODATA: PERMFAIL (no key for signature)
         return [], (DkimResult.PERMERROR, f"no key for signature at {lookup.name}")
     records: list[KeyRecord] = []
@@ -231,10 +271,6 @@ def key_records(
     if not records:
         return [], (DkimResult.PERMERROR, errors[0])
     return records, None
-
-
-def _hasher_key(sig: Signature) -> tuple[Canonicalization, int | None, str]:
-    return (sig.body_canon, sig.body_length, sig.hash_name)
 
 
 def _key_unusable(sig: Signature, record: KeyRecord, min_rsa_bits: int) -> str:
