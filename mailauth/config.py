@@ -17,11 +17,15 @@ from typing import Any
 
 from mailauth.authresults import quote_pvalue
 from mailauth.dkim.keys import load_private_key
+from mailauth.dkim.verify import DEFAULT_MAX_SIGNATURES
 from mailauth.domains import host_name
 from mailauth.errors import ConfigError, MailauthError
 from mailauth.files import CONFIG_LIMIT, read_limited
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+# The milter's caps on one message's header section (mailauth.milter.server imports these).
+MAX_HEADER_SECTION = 1 << 20
+MAX_HEADER_FIELDS = 10_000
 # Mail from the host itself (local submission; Postfix's non_smtpd_milters present it as
 # 127.0.0.1) is outbound unless the configuration lists its own trusted networks.
 LOOPBACK: tuple[Network, ...] = (
@@ -42,6 +46,8 @@ _SCHEMA: dict[str, dict[str, type | tuple[type, ...]]] = {
         "outbound": dict,
         "metrics_listen": str,
         "log_format": str,
+        "max_header_size": int,
+        "max_header_fields": int,
     },
     "dns": {"nameservers": list, "timeout": (int, float), "zone_files": list},
     "inbound": {
@@ -50,6 +56,8 @@ _SCHEMA: dict[str, dict[str, type | tuple[type, ...]]] = {
         "trusted_arc_sealers": list,
         "trusted_mailing_lists": list,
         "arc_seal": dict,
+        "reject_partial_body": bool,
+        "max_dkim_signatures": int,
     },
     "inbound.arc_seal": {"domain": str, "selector": str, "key": str, "recipient_domains": list},
     "outbound": {"trusted_networks": list, "keys": list},
@@ -89,6 +97,10 @@ class MilterConfig:
     arc_seal_domains: tuple[str, ...] = ()  # ... when a recipient is in one of these (or all)
     metrics_listen: str = ""
     log_format: str = "json"
+    reject_partial_body: bool = False  # DKIM l= leaving body unsigned: policy, not pass
+    max_dkim_signatures: int = DEFAULT_MAX_SIGNATURES
+    max_header_size: int = MAX_HEADER_SECTION
+    max_header_fields: int = MAX_HEADER_FIELDS
 
 
 def load_milter_config(path: str | os.PathLike[str]) -> MilterConfig:
@@ -128,6 +140,10 @@ def load_milter_config(path: str | os.PathLike[str]) -> MilterConfig:
         ),
         metrics_listen=_get(data, "metrics_listen", ""),
         log_format=_get(data, "log_format", "json"),
+        reject_partial_body=bool(_get(inbound, "reject_partial_body", False)),
+        max_dkim_signatures=_get(inbound, "max_dkim_signatures", DEFAULT_MAX_SIGNATURES),
+        max_header_size=_get(data, "max_header_size", MAX_HEADER_SECTION),
+        max_header_fields=_get(data, "max_header_fields", MAX_HEADER_FIELDS),
     )
     problems += config_problems(config)
     if problems:
@@ -240,6 +256,13 @@ def _check_values(config: MilterConfig, problems: list[str]) -> None:
         host, _, port = config.metrics_listen.rpartition(":")
         if not (host and port.isascii() and port.isdigit()) or not 0 < int(port) < 65536:
             problems.append(f"metrics_listen {config.metrics_listen!r} must be HOST:PORT")
+    for name, value, low, high in (
+        ("inbound.max_dkim_signatures", config.max_dkim_signatures, 1, 1000),
+        ("max_header_size", config.max_header_size, 1024, 1 << 30),
+        ("max_header_fields", config.max_header_fields, 10, 1_000_000),
+    ):
+        if not low <= value <= high:
+            problems.append(f"{name} must be from {low} to {high}, not {value}")
     if config.nameservers and config.zone_files:
         problems.append("dns.nameservers and dns.zone_files exclude each other")
     for where, names in (

@@ -4,7 +4,11 @@
 DMARC fails but the ARC chain passes and a sealer the receiver trusts recorded, in its own
 ARC-Authentication-Results, a DMARC pass for the same author domain, the disposition becomes
 ``none`` with the override type ``local_policy`` and an RFC 8617 7.2.2 comment
-(``arc=pass as[2].d=... as[2].s=...``). The DMARC result itself stays ``fail``.
+(``arc=pass as[2].d=... as[2].s=...``). The DMARC result itself stays ``fail``. When the
+chain could not be validated for a DNS failure (``arc=temperror``) and a trusted sealer's
+ARC-Authentication-Results shows such a pass, the hook cannot decide: it answers
+:class:`~mailauth.dmarc.Undecided` and DMARC is ``temperror`` (no reject for mail an
+override might have let through).
 
 :func:`trust_mailing_lists` makes another (RFC 9989 5.4, RFC 9990 ``mailing_list``): when the
 message was provably sent by a list server the receiver names (DKIM pass with its ``d=``, or
@@ -18,7 +22,7 @@ from collections.abc import Iterable
 
 import authres
 
-from mailauth.dmarc import OverrideContext, OverrideHook, OverrideType, PolicyOverride
+from mailauth.dmarc import OverrideContext, OverrideHook, OverrideType, PolicyOverride, Undecided
 from mailauth.domains import host_name, name_and_parents, normalize_domain
 from mailauth.results import ArcResult, ArcSetInfo, DkimResult, Policy, SpfResult
 
@@ -27,13 +31,16 @@ def trust_arc_sealers(domains: Iterable[str]) -> OverrideHook:
     """An override hook trusting ARC sets sealed by these domains (exact d= match)."""
     trusted = frozenset(normalize_domain(d) for d in domains)
 
-    def hook(context: OverrideContext) -> PolicyOverride | None:
+    def hook(context: OverrideContext) -> PolicyOverride | Undecided | None:
         arc = context.arc
-        if arc is None or arc.result is not ArcResult.PASS:
+        if arc is None or arc.result not in (ArcResult.PASS, ArcResult.TEMPERROR):
             return None
         author = context.outcome.domain
         for arc_set in reversed(arc.sets):  # the newest trusted testimony first
             if arc_set.domain in trusted and _shows_dmarc_pass(arc_set, author):
+                if arc.result is ArcResult.TEMPERROR:
+                    why = f"ARC chain sealed by trusted {arc_set.domain} not validated"
+                    return Undecided(f"{why}: {arc.reason}")
                 comment = " ".join(
                     f"as[{s.instance}].d={s.domain} as[{s.instance}].s={s.selector}"
                     for s in reversed(arc.sets)

@@ -387,3 +387,30 @@ def test_pipeline_reports_arc_and_trusted_sealers_override_dmarc() -> None:
     other = Authenticator("mx.example.net", _zone(zone), trusted_arc_sealers=["example.net"])
     untrusted = other.verify(sealed, ip="198.51.100.9", mail_from="l@example.org", now=NOW)
     assert untrusted.dmarc is not None and untrusted.dmarc.disposition is Policy.REJECT
+
+
+def test_trusted_sealer_chain_unvalidated_for_dns_makes_dmarc_temperror_not_reject() -> None:
+    # The chain's key lookup timed out: the trusted list's DMARC pass cannot be relied on,
+    # nor ruled out. A reject here would refuse mail that the override lets through.
+    sealed, zone = _list_message()
+    records = {(n, RRType.TXT): (300, (v.encode(),)) for n, v in zone.items()}
+    del records[("arc1._domainkey.example.org", RRType.TXT)]
+    resolver = ZoneResolver(records, faults={"arc1._domainkey.example.org": "timeout"})
+    trusting = Authenticator("mx.example.net", resolver, trusted_arc_sealers=["example.org"])
+    verdict = trusting.verify(sealed, ip="198.51.100.9", mail_from="l@example.org", now=NOW)
+    assert verdict.arc is not None and verdict.arc.result is ArcResult.TEMPERROR
+    assert verdict.dmarc is not None
+    assert (verdict.dmarc.result, verdict.dmarc.disposition) == (
+        DmarcResult.TEMPERROR,
+        Policy.NONE,
+    )
+    assert verdict.dmarc.reason.startswith(
+        "ARC chain sealed by trusted example.org not validated: ARC-Message-Signature i=1"
+    )
+    header = verdict.authentication_results.replace("\r\n ", " ")
+    assert "arc=temperror" in header and "dmarc=temperror" in header
+    # Without a trusted sealer, the temporary failure cannot change the outcome.
+    plain = Authenticator("mx.example.net", resolver)
+    verdict = plain.verify(sealed, ip="198.51.100.9", mail_from="l@example.org", now=NOW)
+    assert verdict.dmarc is not None
+    assert (verdict.dmarc.result, verdict.dmarc.disposition) == (DmarcResult.FAIL, Policy.REJECT)

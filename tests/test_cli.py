@@ -413,3 +413,62 @@ def test_sign_arc_needs_its_options(capsys: pytest.CaptureFixture[str]) -> None:
     args += ["--selector", "s", "--key", str(DEMO / "demo.key.pem")]
     assert main(args) == 2
     assert "--arc needs --authserv-id and --ip" in capsys.readouterr().err
+
+
+def test_verify_l_policy_and_signature_cap(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from mailauth.dkim import public_key_record, zone_txt_line
+    from tests.dkim_helpers import MESSAGE, NOW, RSA_KEY, dkimpy_sign
+
+    signature = dkimpy_sign(MESSAGE, "rsa-sha256", "relaxed/relaxed", length=True)
+    message = tmp_path / "appended.eml"
+    message.write_bytes(signature + MESSAGE + b"Unsigned postscript\r\n")  # l= body-append
+    zone = tmp_path / "keys.zone"
+    record = public_key_record(RSA_KEY)
+    zone.write_text(zone_txt_line("rsa1._domainkey.example.com", record) + "\n")
+    base = ["verify", str(message), "--ip", "192.0.2.1", "--dns-zone", str(zone), "--json"]
+    base += ["--now", str(NOW * 2)]
+
+    def dkim(*extra: str) -> list[dict[str, object]]:
+        assert main([*base, *extra]) == 0
+        return list(json.loads(capsys.readouterr().out)["dkim"])
+
+    assert dkim()[0]["result"] == "pass"
+    assert dkim("--reject-partial-body")[0]["result"] == "policy"
+    twice = tmp_path / "twice.eml"
+    twice.write_bytes(signature + signature + MESSAGE)
+    base[1] = str(twice)
+    outcomes = dkim("--max-signatures", "1")
+    assert [o["result"] for o in outcomes] == ["pass", "policy"]
+    assert main([*base, "--max-signatures", "0"]) == 2
+    assert "--max-signatures" in capsys.readouterr().err
+
+
+def test_sign_arc_does_not_seal_a_chain_it_could_not_validate(tmp_path: Path) -> None:
+    lines = []
+    for selector in ("arc1", "arc2"):
+        args = ["keygen", "--domain", "example.org", "--selector", selector, "--out", str(tmp_path)]
+        lines.append(subprocess.run([sys.executable, "-m", "mailauth", *args],
+                                    capture_output=True, check=True, text=True).stdout)  # fmt: skip
+    zone = tmp_path / "all.zone"
+    zone.write_text((DEMO / "example.com.zone").read_text() + "".join(lines))
+
+    def seal(source: Path, selector: str, zone_file: Path) -> subprocess.CompletedProcess[bytes]:
+        command = [sys.executable, "-m", "mailauth", "sign", "--arc", str(source)]
+        command += ["--authserv-id", "mx.example.org", "--ip", "192.0.2.10"]
+        command += ["--dns-zone", str(zone_file), "--domain", "example.org"]
+        command += ["--selector", selector, "--key", str(tmp_path / f"{selector}.private")]
+        return subprocess.run(command, capture_output=True, check=False)
+
+    hop1 = tmp_path / "hop1.eml"
+    hop1.write_bytes(seal(DEMO / "message.eml", "arc1", zone).stdout)
+    failing = tmp_path / "failing.zone"
+    fault = "; mailauth-fault: arc1._domainkey.example.org timeout\n"  # (arc1's key left out)
+    failing.write_text((DEMO / "example.com.zone").read_text() + lines[1] + fault)
+    done = seal(hop1, "arc2", failing)
+    assert (done.returncode, done.stdout) == (75, b"")  # EX_TEMPFAIL: try again later
+    assert done.stderr.decode().splitlines() == [
+        "mailauth sign: error: not sealed: ARC-Message-Signature i=1: key lookup failed: "
+        "DNS timeout; ARC-Seal i=1: key lookup failed: DNS timeout"
+    ]

@@ -39,12 +39,16 @@ idle_timeout = 600
 on_error = "tempfail"
 socket_mode = "600"
 log_format = "text"
+max_header_size = 262144
+max_header_fields = 2000
 
 [dns]
 zone_files = ["{zone}"]
 
 [inbound]
 reject_dmarc = true
+reject_partial_body = true
+max_dkim_signatures = 5
 trusted_arc_sealers = ["lists.example.org"]
 trusted_mailing_lists = ["lists.example.com"]
 
@@ -86,13 +90,15 @@ def test_a_complete_file(tmp_path: Path) -> None:
     assert config.arc_seal_domains == ("alumni.example.org",)
     assert config.log_format == "text"
     assert config.trusted_mailing_lists == ("lists.example.com",)
+    assert (config.reject_partial_body, config.max_dkim_signatures) == (True, 5)
+    assert (config.max_header_size, config.max_header_fields) == (262144, 2000)
 
 
 def test_every_problem_is_one_line(tmp_path: Path) -> None:
     path = tmp_path / "bad.toml"
     path.write_text(
         'listen = "inet:8891@127.0.0.1"\nauthserv_id = "mx example"\nlisten_backlog = 5\n'
-        'deadline = "soon"\non_error = "drop"\nlog_format = "xml"\n'
+        'deadline = "soon"\non_error = "drop"\nlog_format = "xml"\nmax_header_fields = 5\n'
         '[outbound]\ntrusted_networks = ["10.0.0.0/33"]\n'
         '[[outbound.keys]]\ndomain = "example.com"\nselector = "s"\nkey = "/nonexistent.pem"\n'
         f'[[outbound.keys]]\ndomain = "example.com"\nselector = "t"\nkey = "{_key(tmp_path)}"\n'
@@ -100,6 +106,7 @@ def test_every_problem_is_one_line(tmp_path: Path) -> None:
         f'[[outbound.keys]]\ndomain = "example.com"\nselector = "u"\nkey = "{_key(tmp_path)}"\n'
         "sign_for = true\n"
         '[dns]\nresolver = 1\n[inbound]\ntrusted_mailing_lists = ["lists example"]\n'
+        "max_dkim_signatures = 0\nreject_partial_body = 1\n"
         '[inbound.arc_seal]\ndomain = "example.org"\n'
     )
     with pytest.raises(ConfigError) as error:
@@ -118,6 +125,9 @@ def test_every_problem_is_one_line(tmp_path: Path) -> None:
         "outbound.keys.sign_for must be a list",
         "inbound.arc_seal lacks selector, key",
         "inbound.trusted_mailing_lists: 'lists example' is not a host name",
+        "max_header_fields must be from 10 to 1000000, not 5",
+        "inbound.max_dkim_signatures must be from 1 to 1000, not 0",
+        "inbound.reject_partial_body must be a bool",
     ]
     for fragment in expected:
         assert sum(fragment in line for line in lines) == 1, (fragment, lines)

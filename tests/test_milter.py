@@ -13,7 +13,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from mailauth.dns import ZoneResolver
+from mailauth.dns import DnsStatus, Lookup, RRType, ZoneResolver
 from mailauth.milter import Milter, MilterSettings, parse_listen, start_server
 from mailauth.milter import protocol as p
 from mailauth.pipeline import Authenticator
@@ -160,7 +160,7 @@ def test_a_disguised_from_does_not_escape_reject(disguise: list[tuple[str, str]]
     assert replies[-1][1].startswith(b"550 5.7.1 DMARC policy of example.net")
 
 
-def test_trusted_clients_are_accepted_at_connect() -> None:
+def test_trusted_clients_continue_at_connect() -> None:
     import ipaddress
 
     async def go() -> None:
@@ -169,11 +169,60 @@ def test_trusted_clients_are_accepted_at_connect() -> None:
         client = await MilterClient.connect("127.0.0.1", port)
         await client.negotiate()
         connect = b"c\0" + b"4" + struct.pack(">H", 25) + b"192.0.2.10\0"
-        assert await client.step(p.CONNECT, connect) == p.ACCEPT
+        # Not ACCEPT: the milter must see their messages' header fields (forged A-R).
+        assert await client.step(p.CONNECT, connect) == p.CONTINUE
         await client.close()
         server.close()
 
     run(go())
+
+
+FORGED = [
+    ("Authentication-Results", " mx.example.org; dkim=pass header.d=bank.example"),
+    ("Authentication-Results", " other.example; spf=pass"),
+]
+
+
+def _deleted(replies: list[tuple[bytes, bytes]]) -> list[int]:
+    return [struct.unpack(">I", d[:4])[0] for c, d in replies if c == p.CHGHEADER]
+
+
+def test_forged_authentication_results_go_on_every_path() -> None:
+    """RFC 8601 5: outbound, trusted and SMTP-authenticated messages too, and messages let
+    through unchecked (on_error = accept, in the deadline test). An account on the
+    submission port must not be able to deliver ``dkim=pass header.d=bank.example`` under
+    our id to a local mailbox."""
+    import ipaddress
+
+    from mailauth.dkim import Signer
+    from tests.dkim_helpers import ED_KEY
+
+    headers, body = split_message((DEMO / "message.eml").read_bytes())
+    message: dict[str, Any] = {"headers": FORGED + headers, "body": body}
+    trusted = (ipaddress.ip_network("192.0.2.0/24"),)
+    laptop = {"ip": "192.0.2.50", "helo": "laptop.example.com", "mail_from": "a@example.com"}
+    signers = {"example.com": (Signer("example.com", "ed1", ED_KEY),)}
+    cases = [
+        (MilterSettings(trusted_networks=trusted), laptop),  # trusted, nothing to sign
+        (MilterSettings(trusted_networks=trusted, signers=signers), laptop),  # signed
+    ]
+    for chosen, sender in cases:
+        (replies,) = exchange(chosen, {**sender, **message})
+        assert _deleted(replies) == [1], chosen
+        assert replies[-1][0] == p.CONTINUE
+
+    async def authenticated() -> list[tuple[bytes, bytes]]:
+        server, port, _ = await serve(MilterSettings())
+        client = await MilterClient.connect("127.0.0.1", port)
+        await client.negotiate()
+        await client.send(p.MACRO, p.MAIL + b"{auth_authen}\0alice\0")
+        replies = await client.message(**SENDER, **message)
+        await client.close()
+        server.close()
+        return replies
+
+    replies = asyncio.run(authenticated())
+    assert _deleted(replies) == [1] and replies[-1][0] == p.CONTINUE
 
 
 @pytest.mark.parametrize(
@@ -260,24 +309,65 @@ def test_what_a_connection_can_make_the_milter_hold_is_bounded(
 ) -> None:
     import mailauth.milter.server as milter_server
 
-    monkeypatch.setattr(milter_server, "MAX_HEADER_SECTION", 10_000)
     monkeypatch.setattr(milter_server, "MAX_MACROS", 10_000)
     headers, body = split_message((DEMO / "message.eml").read_bytes())
 
     async def go() -> None:
-        server, port, milter = await serve(MilterSettings(on_error="tempfail"))
+        settings = MilterSettings(on_error="tempfail", max_header_size=10_000)
+        server, port, milter = await serve(settings)
         client = await MilterClient.connect("127.0.0.1", port)
         await client.negotiate()
-        flood = [("X-Junk", "x" * 900)] * 20  # 18 KB of header fields: not kept, not checked
+        flood = [("X-Junk", "x" * 900)] * 20  # 18 KB of header fields: not kept, refused
         replies = await client.message(**SENDER, headers=flood + headers, body=body)
-        assert [command for command, _ in replies] == [p.TEMPFAIL]
+        assert replies == [(p.REPLYCODE, b"552 5.3.4 Message header too large (header "
+                            b"section larger than 10000 octets)\0")]  # fmt: skip
+        assert milter.held == 0
         replies = await client.message(**SENDER, headers=headers, body=body)  # the next is
         assert "dkim=pass" in _inserted_header(replies)  # checked as usual
+        assert milter.held == 0  # (released at the end of each message)
         for n in range(20):  # 20 KB of macros: a protocol error, the connection closes
             await client.send(p.MACRO, b"C" + f"{{m{n}}}".encode() + b"\0" + b"v" * 990 + b"\0")
         assert await asyncio.wait_for(client.reader.read(), 5) == b""
         await asyncio.sleep(0.05)
         assert milter.connections == 0
+        server.close()
+
+    run(go())
+
+
+def test_header_fields_are_capped_by_count_as_well_as_size() -> None:
+    # 2 million tiny fields took the milter to 557 MB: each field costs Python objects.
+    headers, body = split_message((DEMO / "message.eml").read_bytes())
+    tiny = [("X", "")] * 10_001
+    (replies,) = exchange(None, {**SENDER, "headers": tiny + headers, "body": body})
+    assert replies == [
+        (p.REPLYCODE, b"552 5.3.4 Message header too large (more than 10000 header fields)\0")
+    ]
+
+
+def test_header_data_held_for_all_connections_is_bounded(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import mailauth.milter.server as milter_server
+
+    monkeypatch.setattr(milter_server, "MAX_HELD_HEADERS", 6_000)
+    headers, body = split_message((DEMO / "message.eml").read_bytes())
+    message = {**SENDER, "headers": headers, "body": body}
+
+    async def go() -> None:
+        server, port, milter = await serve(MilterSettings(on_error="tempfail"))
+        first = await MilterClient.connect("127.0.0.1", port)
+        await first.negotiate()
+        await first.step(p.MAIL, b"<a@example.com>\0")
+        await first.step(p.HEADER, b"X-Big\0" + b"x" * 5_000 + b"\0")  # held, mid-message
+        second = await MilterClient.connect("127.0.0.1", port)
+        await second.negotiate()
+        assert await second.message(**message) == [(p.TEMPFAIL, b"")]  # short of memory
+        await first.close()  # its message is dropped: the memory comes back
+        await asyncio.sleep(0.05)
+        assert milter.held == 0
+        assert "dkim=pass" in _inserted_header(await second.message(**message))
+        await second.close()
         server.close()
 
     run(go())
@@ -304,10 +394,12 @@ def test_the_deadline_answers_the_mta_in_time() -> None:
             started = asyncio.get_running_loop().time()
             replies = await client.message(
                 ip="192.0.2.10", helo="mail.example.com", mail_from="alice@example.com",
-                headers=headers, body=body,
+                headers=FORGED + headers, body=body,
             )  # fmt: skip
             assert asyncio.get_running_loop().time() - started < 2
-            assert [r[0] for r in replies] == [expected]
+            # Accepted unchecked, the message still loses the field forged with our id.
+            deleted = [p.CHGHEADER] if on_error == "accept" else []
+            assert [r[0] for r in replies] == [*deleted, expected]
             await client.close()
             server.close()
 
@@ -697,8 +789,8 @@ def test_refused_mail_is_not_sealed() -> None:
 @pytest.mark.parametrize(
     ("connect", "reply"),
     [
-        (b"localhost\0U", p.ACCEPT),  # no network client: local mail, trusted
-        (b"localhost\0L\0\0/var/run/x.sock\0", p.ACCEPT),  # a local socket likewise
+        (b"localhost\0U", p.CONTINUE),  # no network client: local mail, trusted
+        (b"localhost\0L\0\0/var/run/x.sock\0", p.CONTINUE),  # a local socket likewise
         (b"mx\x006\0\x19IPv6:2001:db8::1\0", p.CONTINUE),  # Sendmail's IPv6 form
         (b"mx\x004\0\x19[192.0.2.10]\0", p.CONTINUE),
     ],
@@ -838,3 +930,105 @@ def test_signing_and_sealing_keep_to_the_deadline() -> None:
     outbound, inbound = asyncio.run(go())
     assert [c for c, _ in outbound] == [p.CONTINUE]  # accept (the default): unsigned
     assert [f.split(b":")[0] for f in inserted_fields(inbound)] == [b"Authentication-Results"]
+
+
+class _Failing:
+    """A resolver whose answers for some names fail temporarily (a DNS timeout), the rest
+    from another resolver."""
+
+    def __init__(self, inner: ZoneResolver, *names: str) -> None:
+        self.inner, self.names = inner, set(names)
+
+    def lookup(self, name: str, rdtype: RRType) -> Lookup:
+        if name.lower().rstrip(".") in self.names:
+            return Lookup(name, rdtype, DnsStatus.TEMPFAIL, reason="DNS timeout")
+        return self.inner.lookup(name, rdtype)
+
+    async def lookup_async(self, name: str, rdtype: RRType) -> Lookup:
+        return self.lookup(name, rdtype)
+
+
+# The demo message from an address SPF fails for: only DKIM can pass DMARC (p=reject).
+FORWARDED = {"ip": "198.51.100.7", "helo": "fwd.example", "mail_from": "alice@example.com"}
+
+
+def test_a_dkim_key_timeout_is_dmarc_temperror_never_a_reject() -> None:
+    """RFC 9989: with no aligned pass and an aligned DKIM result of temperror, no failure
+    can be concluded. Before, a DNS blip on the key refused legitimate mail with 550."""
+    headers, body = split_message((DEMO / "message.eml").read_bytes())
+    resolver = _Failing(RESOLVER, "demo._domainkey.example.com")
+    message = {**FORWARDED, "headers": headers, "body": body}
+    authenticator = Authenticator("mx.example.org", resolver)
+    (accepted,) = exchange(MilterSettings(reject_dmarc=True), message, authenticator=authenticator)
+    assert accepted[-1][0] == p.CONTINUE
+    header = _inserted_header(accepted).replace("\n", "")
+    assert "dkim=temperror" in header and "dmarc=temperror" in header
+    (retried,) = exchange(
+        MilterSettings(reject_dmarc=True, on_error="tempfail"), message, authenticator=authenticator
+    )
+    assert retried == [(p.TEMPFAIL, b"")]
+    (rejected,) = exchange(MilterSettings(reject_dmarc=True), message)  # (the key answers)
+    assert "dkim=pass" in _inserted_header(rejected)  # the message is not a spoof after all
+
+
+def test_a_chain_whose_key_timed_out_is_not_sealed() -> None:
+    from mailauth.arc import Sealer
+    from tests.dkim_helpers import RSA_KEY
+
+    raw = (DEMO / "message.eml").read_bytes()
+    headers, body = split_message(raw)
+    settings = MilterSettings(sealer=Sealer("example.org", "arc1", RSA_KEY))
+    (first,) = exchange(settings, {**SENDER, "headers": headers, "body": body})
+    hop1 = b"".join(inserted_fields(first)[:3]) + raw  # the ARC set we sealed, as received
+    resolver = _Failing(RESOLVER, "arc1._domainkey.example.org")
+    authenticator = Authenticator("mx.example.net", resolver)
+    headers, body = split_message(hop1)
+    message = {**SENDER, "headers": headers, "body": body}
+    sealer = Sealer("example.org", "arc2", RSA_KEY)
+    (accepted,) = exchange(MilterSettings(sealer=sealer), message, authenticator=authenticator)
+    names = [f.split(b":")[0] for f in inserted_fields(accepted)]
+    assert names == [b"Authentication-Results"]  # no cv=fail set ends the chain
+    assert "arc=temperror" in _inserted_header(accepted).replace("\n", "")
+    settings = MilterSettings(sealer=sealer, on_error="tempfail")
+    (retried,) = exchange(settings, message, authenticator=authenticator)
+    assert retried == [(p.TEMPFAIL, b"")]
+    # Not sealing: the temporary failure changes nothing, the message goes on.
+    (plain,) = exchange(MilterSettings(on_error="tempfail"), message, authenticator=authenticator)
+    assert plain[-1][0] == p.CONTINUE
+
+
+def test_quarantine_is_logged_and_counted_as_quarantine(caplog: pytest.LogCaptureFixture) -> None:
+    import json
+
+    from mailauth.milter import Metrics
+
+    raw = (
+        b"From: News <news@news.example.net>\r\nTo: bob@example.org\r\nSubject: offer\r\n"
+        b"Message-ID: <q-2@attacker.example>\r\n\r\nClick.\r\n"
+    )
+    headers, body = split_message(raw)
+    spoofer: dict[str, Any] = {
+        "ip": "198.51.100.7", "helo": "x.example", "mail_from": "news@news.example.net",
+    }  # fmt: skip
+    metrics = Metrics()
+
+    async def go() -> None:
+        milter = Milter(
+            Authenticator("mx.example.org", RESOLVER),
+            MilterSettings(quarantine_dmarc=True),
+            metrics,
+        )
+        server = await asyncio.start_server(milter.handle, "127.0.0.1", 0)
+        client = await MilterClient.connect("127.0.0.1", server.sockets[0].getsockname()[1])
+        await client.negotiate()
+        await client.message(**spoofer, headers=headers, body=body, queue_id="4QQUAR")
+        await client.close()
+        server.close()
+
+    with caplog.at_level("INFO", logger="mailauth.milter"):
+        run(go())
+    (line,) = [r.getMessage() for r in caplog.records if "4QQUAR" in r.getMessage()]
+    assert json.loads(line)["action"] == "quarantine"
+    sample = metrics.registry.get_sample_value
+    assert sample("mailauth_actions_total", {"action": "quarantine"}) == 1
+    assert sample("mailauth_actions_total", {"action": "continue"}) is None

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 
-from mailauth.dmarc import OverrideContext, OverrideType
+from mailauth.dmarc import OverrideContext, OverrideType, PolicyOverride
 from mailauth.policy import trust_mailing_lists
 from mailauth.results import (
     DkimOutcome,
@@ -55,7 +55,7 @@ def test_trusted_mailing_lists(
     if comment is None:
         assert override is None
     else:
-        assert override is not None
+        assert isinstance(override, PolicyOverride)
         assert (override.kind, override.disposition) == (OverrideType.MAILING_LIST, Policy.NONE)
         assert override.comment == comment
 

@@ -27,6 +27,8 @@ from mailauth.cli.common import (
 )
 from mailauth.cli.serve import add_milter_parser, cmd_milter
 from mailauth.cli.signing import add_keygen_parser, add_sign_parser, cmd_keygen, cmd_sign
+from mailauth.dkim import DkimPolicy
+from mailauth.dkim.verify import DEFAULT_MAX_SIGNATURES
 from mailauth.errors import MailauthError
 from mailauth.pipeline import Authenticator
 
@@ -78,6 +80,18 @@ def _build_parser() -> argparse.ArgumentParser:
         help="judge signatures at this time (default: now)",
     )
     verify.add_argument("--json", action="store_true", help="print the verdict as JSON")
+    verify.add_argument(
+        "--reject-partial-body",
+        action="store_true",
+        help="a DKIM signature whose l= leaves part of the body unsigned is policy, not pass",
+    )
+    verify.add_argument(
+        "--max-signatures",
+        type=_signature_cap,
+        default=DEFAULT_MAX_SIGNATURES,
+        metavar="N",
+        help=f"DKIM signatures verified at most (default {DEFAULT_MAX_SIGNATURES}; more: policy)",
+    )
     add_dns_options(verify)
     add_sign_parser(commands)
     add_keygen_parser(commands)
@@ -89,7 +103,12 @@ def _build_parser() -> argparse.ArgumentParser:
 def _cmd_verify(args: argparse.Namespace) -> int:
     raw = read_input(args.file)
     resolver = make_resolver(args)
-    authenticator = Authenticator(authserv_id=args.authserv_id, resolver=resolver)
+    policy = DkimPolicy(
+        max_signatures=args.max_signatures, reject_partial_body=args.reject_partial_body
+    )
+    authenticator = Authenticator(
+        authserv_id=args.authserv_id, resolver=resolver, dkim_policy=policy
+    )
     verdict = authenticator.verify(
         raw, ip=args.ip, helo=args.helo, mail_from=args.mail_from, now=args.now
     )
@@ -98,6 +117,12 @@ def _cmd_verify(args: argparse.Namespace) -> int:
     else:
         print(verdict.authentication_results.replace("\r\n", "\n"))
     return 0
+
+
+def _signature_cap(text: str) -> int:
+    if not (text.isascii() and text.isdigit()) or not 1 <= int(text) <= 1000:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number from 1 to 1000")
+    return int(text)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -11,6 +11,7 @@ from mailauth.dns import DnsCache, DnsResolver, Resolver, ZoneResolver
 from mailauth.files import MESSAGE_LIMIT, read_limited, read_stream
 
 EXIT_USAGE = 2
+EXIT_TEMPFAIL = 75  # sysexits.h EX_TEMPFAIL: a temporary failure, try again later
 
 
 class CliError(Exception):

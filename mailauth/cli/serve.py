@@ -16,7 +16,7 @@ from pathlib import Path
 from mailauth.arc import Sealer
 from mailauth.cli.common import CliError, Parser, add_dns_options, make_resolver
 from mailauth.config import KeySpec, MilterConfig, config_problems, load_milter_config
-from mailauth.dkim import Signer
+from mailauth.dkim import DkimPolicy, Signer
 from mailauth.dmarc import DmarcLocalPolicy
 from mailauth.dns import DnsCache, Resolver
 from mailauth.domains import host_name
@@ -168,6 +168,10 @@ def build_milter_parts(
         trusted_arc_sealers=config.trusted_arc_sealers,
         executor=executor,
         dmarc_policy=DmarcLocalPolicy(overrides=(trust_mailing_lists(lists),)) if lists else None,
+        dkim_policy=DkimPolicy(
+            max_signatures=config.max_dkim_signatures,
+            reject_partial_body=config.reject_partial_body,
+        ),
     )
     signers: dict[str, tuple[Signer, ...]] = {}
     with warnings.catch_warnings(record=True) as caught:  # key file modes: one line each
@@ -191,6 +195,8 @@ def build_milter_parts(
         sealer=sealer,
         log_format=config.log_format,
         seal_domains=frozenset(map(host_name, config.arc_seal_domains)),
+        max_header_size=config.max_header_size,
+        max_header_fields=config.max_header_fields,
     )
     return authenticator, settings
 

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from mailauth.arc.seal import Sealer, results_payload
 from mailauth.cli.common import (
+    EXIT_TEMPFAIL,
     CliError,
     Parser,
     add_dns_options,
@@ -27,6 +28,7 @@ from mailauth.dkim import (
 from mailauth.dkim.keys import private_key_pem
 from mailauth.dkim.sign import signing_identity
 from mailauth.pipeline import Authenticator
+from mailauth.results import ArcResult
 
 
 def add_sign_parser(commands: argparse._SubParsersAction[Parser]) -> None:
@@ -156,6 +158,11 @@ def _cmd_seal(args: argparse.Namespace) -> int:
     )
     if verdict.arc is None:  # the pipeline always validates ARC
         raise CliError("internal error: no ARC outcome in the verdict")
+    if verdict.arc.result is ArcResult.TEMPERROR:
+        # Not sealed: cv=fail would end the chain over a local fault. 75 is EX_TEMPFAIL
+        # (sysexits.h): a caller such as a .forward pipe defers and tries again later.
+        print(f"mailauth sign: error: not sealed: {verdict.arc.reason}", file=sys.stderr)
+        return EXIT_TEMPFAIL
     sealed = sealer.seal(
         raw,
         authentication_results=results_payload(verdict.authentication_results),

@@ -21,6 +21,7 @@ from mailauth.dmarc.evaluate import (
     OverrideHook,
     OverrideType,
     PolicyOverride,
+    Undecided,
     evaluate_dmarc,
     extract_author_domains,
 )
@@ -37,6 +38,7 @@ __all__ = [
     "PolicyOverride",
     "ReportUri",
     "TreeWalk",
+    "Undecided",
     "evaluate_dmarc",
     "extract_author_domains",
     "organizational_domain",

@@ -93,7 +93,16 @@ class OverrideContext:
     outcome: DmarcOutcome
 
 
-OverrideHook = Callable[[OverrideContext], PolicyOverride | None]
+@dataclass(frozen=True, slots=True)
+class Undecided:
+    """A hook's answer when a temporary failure keeps it from deciding (an ARC chain from a
+    sealer it trusts, whose key lookup timed out): the DMARC result becomes ``temperror``
+    and no disposition applies, rather than a reject an override might have prevented."""
+
+    reason: str
+
+
+OverrideHook = Callable[[OverrideContext], PolicyOverride | Undecided | None]
 
 
 # Author Domains evaluated for one multi-valued From field: RFC 9989's security
@@ -278,6 +287,15 @@ def _evaluate_domain(domain: str, facts: _Facts, local: DmarcLocalPolicy) -> Pla
         context = OverrideContext(ip, helo, mail_from, spf, tuple(dkim), arc, outcome)
         for hook in local.overrides:
             override = hook(context)
+            if isinstance(override, Undecided):
+                return replace(
+                    outcome,
+                    result=DmarcResult.TEMPERROR,
+                    policy=None,
+                    policy_tag="",
+                    disposition=Policy.NONE,
+                    reason=override.reason,
+                )
             if override is not None:
                 return replace(
                     outcome,

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 
 from mailauth.arc import Sealer, results_payload
 from mailauth.authresults import authserv_id_of
+from mailauth.config import MAX_HEADER_FIELDS, MAX_HEADER_SECTION
 from mailauth.dkim import BodyHasher, Canonicalization, Signer
 from mailauth.domains import name_and_parents, normalize_domain
 from mailauth.errors import InvalidDomainError, MailauthError
@@ -30,7 +31,7 @@ from mailauth.milter import protocol as p
 from mailauth.milter.logline import log_line
 from mailauth.milter.metrics import Metrics
 from mailauth.pipeline import Authenticator, MessageIntake
-from mailauth.results import Policy, SpfCheck, Verdict
+from mailauth.results import ArcResult, DmarcResult, Policy, SpfCheck, Verdict
 
 log = logging.getLogger("mailauth.milter")
 _QUICKACK = getattr(socket, "TCP_QUICKACK", None)  # Linux only
@@ -38,12 +39,16 @@ _QUICKACK = getattr(socket, "TCP_QUICKACK", None)  # Linux only
 # (Postfix smtpd_timeout 300 s), short enough that a peer that vanished without closing (a
 # half-open TCP connection) or a client that only holds connections open is let go.
 DEFAULT_IDLE_TIMEOUT = 7210.0
-# What one MTA connection may make the milter hold, far beyond what MTAs send (Postfix:
-# 100 KiB per header field, a 10 MB message by default; macros: a few hundred octets). Past
-# the header cap the message is not checked (on_error); past the macro cap the connection
-# is a protocol error.
-MAX_HEADER_SECTION = 64 << 20
-MAX_MACROS = 1 << 20
+# What one message may make the milter hold: its header section, at most MAX_HEADER_SECTION
+# octets and MAX_HEADER_FIELDS fields (mailauth.config: 1 MiB, 10,000; the body is never
+# kept). Real mail stays far below (a few KiB and a few dozen fields; OpenDKIM's
+# MaximumHeaders refuses header blocks over 64 KiB); a message past either is refused
+# (552 5.3.4), since it cannot be checked and must not pass unchecked.
+# All connections together hold at most this much header data: past it, a message is not
+# checked (on_error: the milter is short of memory, the sender did nothing wrong).
+MAX_HELD_HEADERS = 256 << 20
+MAX_MACROS = 1 << 20  # per connection; past it the connection is a protocol error
+_FIELD_OVERHEAD = 100  # octets of Python objects per header field held, beyond its data
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
@@ -69,6 +74,8 @@ class MilterSettings:
     sealer: Sealer | None = None  # ARC-seal verified inbound messages (RFC 8617 5.1.4) ...
     seal_domains: frozenset[str] = frozenset()  # ... to these recipient domains (empty: all)
     log_format: str = "json"  # or "text": key=value pairs (logfmt)
+    max_header_size: int = MAX_HEADER_SECTION
+    max_header_fields: int = MAX_HEADER_FIELDS
 
 
 @dataclass
@@ -78,7 +85,12 @@ class _Message:
 
     mail_from: str = ""
     headers: list[tuple[str, bytes]] = field(default_factory=list)
-    header_bytes: int = 0
+    header_bytes: int = 0  # as the milter counts what it holds (data + per-field overhead)
+    header_fields: int = 0
+    held: int = 0  # octets counted in Milter.held for this message
+    results_fields: int = 0  # Authentication-Results fields seen
+    forged: list[int] = field(default_factory=list)  # those with our authserv-id (1-based)
+    oversized: str = ""  # why the header section is refused
     started: bool = False
     intake: MessageIntake | None = None
     signers: tuple[Signer, ...] = ()
@@ -117,6 +129,7 @@ class Milter:
         self.settings = settings or MilterSettings()
         self.metrics = metrics
         self.connections = 0
+        self.held = 0  # header octets (and per-field overhead) held for all connections
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         """One MTA connection, until QUIT, EOF or a protocol error."""
@@ -165,7 +178,7 @@ class Milter:
             log.warning("milter protocol error from the MTA: %s", exc)
         finally:
             timers[0].cancel()
-            session.message.discard()  # a connection dropped mid-message: no SPF left running
+            self._reset(session)  # a connection dropped mid-message: no SPF left running
             self.connections -= 1
             writer.close()
             with contextlib.suppress(ConnectionError):
@@ -190,21 +203,20 @@ class Milter:
             session.trusted = not network or _is_trusted(
                 connect.address, self.settings.trusted_networks
             )
-            if session.trusted and not self.settings.signers:
-                return p.encode(p.ACCEPT)  # nothing to do for this client's mail
+            # (Never ACCEPT here, not even for trusted clients with nothing to sign: their
+            # messages too must lose Authentication-Results fields forged with our id.)
             return p.encode(p.CONTINUE)
         if command == p.HELO:
             session.helo = p.strings(data)[0].decode("utf-8", "replace") if data else ""
             return p.encode(p.CONTINUE)
         if command == p.MAIL:
             args = p.strings(data)
-            session.message.discard()
-            session.message = _Message(args[0].decode("utf-8", "replace") if args else "")
+            self._reset(session, args[0].decode("utf-8", "replace") if args else "")
             if not (session.trusted or session.macros.get("auth_authen")):
                 session.message.spf = self._start_spf(session)
             return p.encode(p.CONTINUE)
         if command == p.HEADER:
-            _add_header(session.message, data)
+            self._add_header(session.message, data)
             return p.encode(p.CONTINUE)
         if command == p.EOH:
             self._start(session)
@@ -215,20 +227,19 @@ class Milter:
         if command == p.EOM:
             self._feed(session, data)
             reply = await self._end_of_message(session)
-            session.message = _Message()
+            self._reset(session)
             return reply
         if command == p.ABORT:
-            session.message.discard()
-            session.message = _Message()
+            self._reset(session)
             return b""
         if command == p.QUIT:
             return None
         if command == p.QUIT_NC:
             # The SMTP connection ends, another one's packets follow on this socket: keep
             # only what was negotiated.
-            session.message.discard()
+            self._reset(session)
             session.macros, session.address, session.helo = {}, "", ""
-            session.trusted, session.message = False, _Message()
+            session.trusted = False
             return b""
         if command == p.RCPT:
             recipient = p.strings(data)[0].decode("utf-8", "replace") if data else ""
@@ -241,6 +252,44 @@ class Milter:
         if command in (p.DATA, p.UNKNOWN):
             return p.encode(p.CONTINUE)
         raise p.ProtocolError(f"unknown milter command {command!r}")
+
+    def _reset(self, session: _Session, mail_from: str = "") -> None:
+        """The message in progress is over (or dropped): a new one begins."""
+        session.message.discard()
+        self._release(session.message)
+        session.message = _Message(mail_from)
+
+    def _release(self, message: _Message) -> None:
+        self.held -= message.held
+        message.held = 0
+
+    def _add_header(self, message: _Message, data: bytes) -> None:
+        """Keep one header field, within the caps of one message and of all connections;
+        note where the Authentication-Results fields with our authserv-id are."""
+        name, value = p.strings(data, 2)
+        if name.lower() == b"authentication-results":
+            message.results_fields += 1
+            if authserv_id_of(value) == self.authenticator.authserv_id:
+                message.forged.append(message.results_fields)
+        if message.oversized or message.problem:
+            return  # (the fields are dropped: nothing is checked or signed)
+        message.header_bytes += len(data)
+        message.header_fields += 1
+        cost = len(data) + _FIELD_OVERHEAD
+        settings = self.settings
+        if message.header_fields > settings.max_header_fields:
+            message.oversized = f"more than {settings.max_header_fields} header fields"
+        elif message.header_bytes > settings.max_header_size:
+            message.oversized = f"header section larger than {settings.max_header_size} octets"
+        elif self.held + cost > MAX_HELD_HEADERS:
+            message.problem = f"the milter holds {MAX_HELD_HEADERS} octets of header fields"
+        else:
+            message.headers.append((name.decode("ascii", "replace"), value))
+            message.held += cost
+            self.held += cost
+            return
+        message.headers.clear()
+        self._release(message)
 
     def _start_spf(self, session: _Session) -> asyncio.Future[SpfCheck]:
         """SPF needs only the envelope: started at MAIL FROM, its DNS overlaps DATA. A sender
@@ -265,8 +314,8 @@ class Milter:
         if message.started:
             return
         message.started = True
-        if message.problem:  # (headers over the cap: neither checked nor signed)
-            return
+        if message.problem or message.oversized:  # (headers over a cap: neither checked
+            return  # nor signed)
         section = _header_section(message.headers, session.leading_space)
         try:
             if session.trusted or session.macros.get("auth_authen"):
@@ -326,15 +375,19 @@ class Milter:
 
     async def _end_of_message(self, session: _Session) -> bytes:
         message = session.message
+        queue_id = session.macros.get("i", "-")
+        strip = self._strip_forged(message)  # RFC 8601 5: on every path the message goes on
+        if message.oversized:
+            log.warning("message %s refused: %s", queue_id, message.oversized)
+            self._count("reject")
+            return p.replycode(f"552 5.3.4 Message header too large ({message.oversized})")
         if message.signers:
-            return await self._signatures(session)
+            return await self._signatures(session, strip)
         if message.intake is None:
             if message.problem:
-                log.warning(
-                    "message %s not verified: %s", session.macros.get("i", "-"), message.problem
-                )
-                return p.encode(self._error_action())
-            return p.encode(p.CONTINUE)  # outbound mail with no key for its domain
+                log.warning("message %s not verified: %s", queue_id, message.problem)
+                return self._error_reply(strip)
+            return strip + p.encode(p.CONTINUE)  # outbound mail with no key for its domain
         started = time.monotonic()
         intake, spf = message.intake, message.spf
 
@@ -347,13 +400,14 @@ class Milter:
             async with asyncio.timeout(self.settings.deadline):  # (no extra task, as wait_for)
                 verdict = await checks()
         except (TimeoutError, ValueError) as exc:
-            log.warning(
-                "message %s not verified: %s", session.macros.get("i", "-"), exc or "deadline"
-            )
-            return p.encode(self._error_action())
-        seal = await self._seal(session, verdict)
-        reply = self._modifications(session, verdict, seal)
-        action = {b"y": "reject", b"t": "tempfail"}.get(reply[4:5], "continue")
+            log.warning("message %s not verified: %s", queue_id, exc or "deadline")
+            return self._error_reply(strip)
+        unsettled = self._unsettled(message, verdict)
+        if unsettled and self.settings.on_error == "tempfail":
+            reply, action = p.encode(p.TEMPFAIL), "tempfail"
+        else:
+            seal = [] if unsettled else await self._seal(session, verdict)
+            reply, action = self._modifications(session, verdict, seal, strip)
         seconds = time.monotonic() - started
         facts = {
             "queue_id": session.macros.get("i", ""),
@@ -366,10 +420,37 @@ class Milter:
             self.metrics.observe(verdict, action, seconds)
         return reply
 
-    def _error_action(self) -> bytes:
-        return p.TEMPFAIL if self.settings.on_error == "tempfail" else p.CONTINUE
+    def _unsettled(self, message: _Message, verdict: Verdict) -> str:
+        """Why the verdict cannot be acted on for a temporary failure, or "": DMARC could not
+        be concluded (RFC 9989: no policy applies), or the chain of a message to be sealed
+        could not be validated (sealing it cv=fail would end it for every later hop)."""
+        dmarc, arc = verdict.dmarc, verdict.arc
+        if dmarc is not None and dmarc.result is DmarcResult.TEMPERROR:
+            return f"dmarc=temperror ({dmarc.reason})"
+        if arc is not None and arc.result is ArcResult.TEMPERROR and self._seals(message):
+            return f"arc=temperror, not sealed ({arc.reason})"
+        return ""
 
-    async def _signatures(self, session: _Session) -> bytes:
+    def _error_reply(self, strip: bytes) -> bytes:
+        """What ``on_error`` says when a message could not be checked or signed."""
+        if self.settings.on_error == "tempfail":
+            self._count("tempfail")
+            return p.encode(p.TEMPFAIL)
+        self._count("continue")
+        return strip + p.encode(p.CONTINUE)
+
+    def _count(self, action: str) -> None:
+        if self.metrics is not None:
+            self.metrics.actions.labels(action).inc()
+
+    def _strip_forged(self, message: _Message) -> bytes:
+        """Replies deleting the Authentication-Results fields that carry our authserv-id."""
+        return b"".join(
+            p.header_reply(p.CHGHEADER, index, "Authentication-Results", "")
+            for index in reversed(message.forged)
+        )
+
+    async def _signatures(self, session: _Session, strip: bytes) -> bytes:
         """Outbound: one DKIM-Signature per signer of the From domain, inserted on top; the
         private-key work runs in a worker thread, off the event loop."""
         message = session.message
@@ -387,12 +468,14 @@ class Milter:
         except (MailauthError, ValueError, TimeoutError) as exc:
             reason = exc or "deadline"
             log.warning("message %s not signed: %s", session.macros.get("i", "-"), reason)
-            return p.encode(self._error_action())
-        replies = [
+            return self._error_reply(strip)
+        replies = [strip]
+        replies.extend(
             _insert(index, "DKIM-Signature", raw, session.leading_space)
             for index, raw in enumerate(fields)
-        ]
+        )
         replies.append(p.encode(p.CONTINUE))
+        self._count("continue")
         return b"".join(replies)
 
     async def _seal(self, session: _Session, verdict: Verdict) -> list[bytes]:
@@ -428,25 +511,21 @@ class Milter:
             dmarc is not None and dmarc.disposition is Policy.REJECT and self.settings.reject_dmarc
         )
 
-    def _modifications(self, session: _Session, verdict: Verdict, seal: list[bytes]) -> bytes:
-        message = session.message
-        replies = []
-        ours = self.authenticator.authserv_id
-        positions = [
-            index
-            for index, value in _occurrences(message.headers, "authentication-results")
-            if authserv_id_of(value) == ours
-        ]
-        for index in reversed(positions):  # RFC 8601 5: forged fields with our authserv-id go
-            replies.append(p.header_reply(p.CHGHEADER, index, "Authentication-Results", ""))
+    def _modifications(
+        self, session: _Session, verdict: Verdict, seal: list[bytes], strip: bytes
+    ) -> tuple[bytes, str]:
+        """The end-of-message replies and the action they amount to."""
+        dmarc = verdict.dmarc
+        if dmarc is not None and self._refuses(verdict):
+            reply = p.replycode(f"550 5.7.1 DMARC policy of {dmarc.domain} says reject")
+            return reply, "reject"
+        replies = [strip]
         _, _, value = verdict.authentication_results.partition(": ")
         # Folded with bare LF, as MTAs expect milter header values; with SMFIP_HDR_LEADSPC
         # the space after the colon is ours to give.
         value = (" " if session.leading_space else "") + value.replace("\r\n", "\n")
         replies.append(p.header_reply(p.INSHEADER, 0, "Authentication-Results", value))
-        dmarc = verdict.dmarc
-        if dmarc is not None and self._refuses(verdict):
-            return p.replycode(f"550 5.7.1 DMARC policy of {dmarc.domain} says reject")
+        action = "continue"
         if (
             dmarc is not None
             and dmarc.disposition is Policy.QUARANTINE
@@ -455,9 +534,10 @@ class Milter:
             replies.append(
                 p.encode(p.QUARANTINE, f"DMARC quarantine for {dmarc.domain}\0".encode())
             )
+            action = "quarantine"
         replies.extend(seal)  # inserted last, so the ARC set ends up on top
         replies.append(p.encode(p.CONTINUE))
-        return b"".join(replies)
+        return b"".join(replies), action
 
 
 def _retrieved(task: asyncio.Future[SpfCheck]) -> None:
@@ -480,26 +560,6 @@ def _insert(index: int, name: str, raw: bytes, leading_space: bool) -> bytes:
     if not leading_space:
         value = value.lstrip(" ")
     return p.header_reply(p.INSHEADER, index, name, value.replace("\r\n", "\n"))
-
-
-def _add_header(message: _Message, data: bytes) -> None:
-    """Keep one header field, up to MAX_HEADER_SECTION octets for the message."""
-    name, value = p.strings(data, 2)
-    message.header_bytes += len(data)
-    if message.header_bytes <= MAX_HEADER_SECTION:
-        message.headers.append((name.decode("ascii", "replace"), value))
-    elif not message.problem:  # (the fields are dropped: nothing is checked or signed)
-        message.headers.clear()
-        message.problem = f"header section larger than {MAX_HEADER_SECTION} octets"
-
-
-def _occurrences(headers: Sequence[tuple[str, bytes]], lname: str) -> list[tuple[int, bytes]]:
-    """(1-based index among same-name fields, value) for every field of that name."""
-    found: list[tuple[int, bytes]] = []
-    for name, value in headers:
-        if name.lower() == lname:
-            found.append((len(found) + 1, value))
-    return found
 
 
 def _header_section(headers: Sequence[tuple[str, bytes]], leading_space: bool) -> bytes:
