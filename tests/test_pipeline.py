@@ -248,3 +248,23 @@ def test_a_reused_spf_result_expires_with_its_shortest_dns_answer() -> None:
         assert asked() == 3  # from the cache, then reused
         clock[0] += 101
         assert asked() == 6  # the answers are gone, and so is the result built on them
+
+
+def test_each_method_has_its_own_dns_budget() -> None:
+    """Past its allotment a method's questions fail unasked: its result is temperror with a
+    reason, and the other methods are unaffected (none can starve DMARC)."""
+    from mailauth.pipeline import MessageLimits
+
+    zone = ZoneResolver.from_files([DEMO / "example.com.zone"])
+    raw = (DEMO / "message.eml").read_bytes()
+    facts = {"ip": "192.0.2.10", "helo": "mail.example.com", "mail_from": "alice@example.com"}
+    deep = raw.replace(b"From: Alice Example <alice@example.com>", b"From: <a@w.x.y.z.example.org>")
+    assert deep != raw
+    tight = Authenticator("mx.example.org", zone, limits=MessageLimits(dmarc_queries=3))
+    verdict = tight.verify(deep, now=1_800_000_000, **facts)
+    assert verdict.dmarc is not None and verdict.dmarc.result is DmarcResult.TEMPERROR
+    assert "DMARC: more than 3 DNS queries" in verdict.dmarc.reason
+    assert verdict.spf is not None and str(verdict.spf.mailfrom.result) == "pass"
+    roomy = Authenticator("mx.example.org", zone)
+    verdict = roomy.verify(deep, now=1_800_000_000, **facts)
+    assert verdict.dmarc is not None and verdict.dmarc.result is DmarcResult.NONE
