@@ -183,6 +183,8 @@ class BodyHashes:
     def update(self, chunk: bytes | memoryview) -> None:
         """Feed the next part of the body (any split, even inside a CRLF)."""
         self._started = True
+        if not self._bodies:
+            return  # (nothing signed: no copy of the chunk)
         data = chunk if isinstance(chunk, bytes) else bytes(chunk)
         for body in self._bodies.values():
             body.update(data)
