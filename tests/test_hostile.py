@@ -1,7 +1,12 @@
-"""The hostile corpus (tests/hostile.py): messages that parse, zones that load, and, built
-small, messages that verify as the full-size ones are meant to. No timing."""
+"""The hostile corpus (tests/hostile.py) and its benchmark: messages that parse, zones that
+load, and, built small, messages that verify as the full-size ones are meant to; the
+benchmark's DNS server and --help. No timing."""
 
 from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
 
 import dns.message
 import dns.rcode
@@ -16,6 +21,7 @@ from mailauth.results import ArcResult, DkimResult, DmarcResult, SpfResult, Verd
 from tests import hostile
 from tests.dnsserver import LoopbackDnsServer, QuestionCounter, slow_dns_process
 
+ROOT = Path(__file__).resolve().parent.parent
 BUILDERS = {"ordinary": hostile.ordinary, **hostile.HOSTILE}
 
 
@@ -130,6 +136,15 @@ def test_many_signatures_verifies_the_real_ones_and_caps_the_rest() -> None:
     assert len(Message.parse(case.message).get_all("DKIM-Signature")) == 50
     verdict, _ = verify(case)  # (the cap: 10, the real ones on top)
     assert dkim_results(verdict) == [DkimResult.PASS] * 10 + [DkimResult.POLICY]
+
+
+def test_bench_hostile_help() -> None:
+    command = [sys.executable, str(ROOT / "benchmarks" / "bench_hostile.py"), "--help"]
+    run = subprocess.run(command, capture_output=True, text=True, check=False, timeout=120)
+    assert run.returncode == 0, run.stderr
+    for option in ("--rate", "--hostile-rate", "--seconds", "--connections", "--quick"):
+        assert option in run.stdout
+    assert "--verify-cpu" in run.stdout
 
 
 def test_benchmark_dns_server_answers_large_records_over_tcp_and_counts() -> None:
