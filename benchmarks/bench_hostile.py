@@ -32,8 +32,9 @@ for one it could not check in time (deadline passed, or a check failed) on_error
 answers CONTINUE alone, with no Authentication-Results. So a message is *verified* when an
 insert-header reply carries Authentication-Results with our authserv-id and ``dkim=pass``,
 and the reply came within the deadline as measured here (the milter's timer can fire late when
-its event loop is busy); *on_error* when the final reply is CONTINUE with no
-Authentication-Results; *checked* when it carries our field without dkim=pass.
+its event loop is busy); *overdue* when it did so after the deadline; *on_error* when the final
+reply is CONTINUE with no Authentication-Results; *checked* when it carries our field without
+dkim=pass (a hostile message may have no valid signature: spf_tree has none).
 
 Printed: per phase, the ordinary messages sent (of those due) and late starts, the share of
 those due that were verified, p50/p99 latency from the EOM packet to the final reply (the
@@ -91,7 +92,8 @@ QUIET = 1.0  # seconds without a DNS question that end a hostile message's count
 
 @dataclass(frozen=True, slots=True)
 class Outcome:
-    """One message: ``result`` verified / checked / on_error / refused / unanswered / error."""
+    """One message: ``result`` verified / overdue / checked / on_error / refused / unanswered /
+    error."""
 
     kind: str
     result: str
@@ -149,7 +151,7 @@ async def transact(
     latency = now - client.eom_sent
     result = classify(replies)
     if result == "verified" and latency > deadline:
-        result = "checked"  # too late to count
+        result = "overdue"  # verified, but too late to count
     return Outcome(case.name, result, latency, now - due)
 
 
