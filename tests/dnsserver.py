@@ -7,7 +7,9 @@ TCP. ``mode`` makes it misbehave: ``silent`` never answers, ``servfail`` / ``ref
 with that rcode. ``delay`` adds latency to every answer. Every question is recorded.
 
 For load (benchmarks), :func:`slow_dns_process` serves the same zone logic from another
-process on asyncio, every answer late by a fixed delay.
+process on asyncio (UDP, and TCP for truncated answers), every answer late by a fixed delay,
+or only the answers about names under one domain; a :class:`QuestionCounter` counts the
+questions it receives.
 """
 
 from __future__ import annotations
@@ -19,7 +21,8 @@ import struct
 import threading
 import time
 from collections.abc import Iterator
-from multiprocessing import Event, Process, Queue
+from dataclasses import dataclass
+from multiprocessing import Array, Event, Process, Queue
 from multiprocessing.synchronize import Event as EventType
 from types import TracebackType
 from typing import cast
@@ -145,13 +148,7 @@ class LoopbackDnsServer:
         response = self.answer(request)
         if transport == "tcp":
             return response.to_wire(max_size=65535)
-        limit = request.payload if request.edns >= 0 else 512
-        try:
-            return response.to_wire(max_size=max(512, limit))
-        except dns.exception.TooBig:
-            truncated = dns.message.make_response(request)
-            truncated.flags |= dns.flags.TC | dns.flags.AA
-            return truncated.to_wire()
+        return _udp_wire(request, response)
 
     def _serve_udp(self) -> None:
         while not self._stop.is_set():
@@ -204,6 +201,18 @@ class LoopbackDnsServer:
                 return
 
 
+def _udp_wire(request: dns.message.Message, response: dns.message.Message) -> bytes:
+    """The response for UDP: truncated (TC=1, no records) when larger than the client's
+    payload size (512 without EDNS0, RFC 6891 otherwise), so that it asks again over TCP."""
+    limit = request.payload if request.edns >= 0 else 512
+    try:
+        return response.to_wire(max_size=max(512, limit))
+    except dns.exception.TooBig:
+        truncated = dns.message.make_response(request)
+        truncated.flags |= dns.flags.TC | dns.flags.AA
+        return truncated.to_wire()
+
+
 def _ancestors(name: dns.name.Name) -> list[dns.name.Name]:
     found = [name]
     while len(name) > 1:
@@ -212,12 +221,54 @@ def _ancestors(name: dns.name.Name) -> list[dns.name.Name]:
     return found
 
 
-class _Answering(asyncio.DatagramProtocol):
-    """Answers from the test server's zone logic, each reply sent ``delay`` seconds later."""
+class QuestionCounter:
+    """The questions a server in another process has received, by transport (shared memory:
+    create it before the server starts)."""
 
-    def __init__(self, server: LoopbackDnsServer, delay: float) -> None:
-        self.server = server
-        self.delay = delay
+    def __init__(self) -> None:
+        self._counts = Array("q", 2)  # UDP, TCP
+
+    def add(self, transport: str) -> None:
+        with self._counts.get_lock():
+            self._counts[1 if transport == "tcp" else 0] += 1
+
+    @property
+    def udp(self) -> int:
+        return int(self._counts[0])
+
+    @property
+    def tcp(self) -> int:
+        return int(self._counts[1])
+
+    @property
+    def total(self) -> int:
+        with self._counts.get_lock():
+            return int(self._counts[0] + self._counts[1])
+
+
+@dataclass(frozen=True)
+class _Serving:
+    """What the server process needs: the zone logic, the delay and where it applies."""
+
+    server: LoopbackDnsServer
+    delay: float
+    slow_under: dns.name.Name | None
+    questions: QuestionCounter | None
+
+    def heard(self, request: dns.message.Message, transport: str) -> float:
+        """Count a question; the seconds its answer waits."""
+        if self.questions is not None:
+            self.questions.add(transport)
+        if self.slow_under is None or request.question[0].name.is_subdomain(self.slow_under):
+            return self.delay
+        return 0.0
+
+
+class _Answering(asyncio.DatagramProtocol):
+    """Answers from the test server's zone logic, each reply sent late (as ``serving`` says)."""
+
+    def __init__(self, serving: _Serving) -> None:
+        self.serving = serving
         self.transport: asyncio.DatagramTransport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -228,44 +279,85 @@ class _Answering(asyncio.DatagramProtocol):
             request = dns.message.from_wire(data)
         except dns.exception.DNSException:
             return
-        wire = self.server.answer(request).to_wire(max_size=max(512, request.payload))
+        delay = self.serving.heard(request, "udp")
+        wire = _udp_wire(request, self.serving.server.answer(request))
         loop = asyncio.get_running_loop()
-        loop.call_later(self.delay, self._send, wire, addr)
+        loop.call_later(delay, self._send, wire, addr)
 
     def _send(self, wire: bytes, addr: tuple[str, int]) -> None:
         if self.transport is not None:
             self.transport.sendto(wire, addr)
 
 
-def _serve(zone: str, delay: float, ports: Queue[int], stop: EventType) -> None:
+async def _answer_tcp(
+    serving: _Serving, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+) -> None:
+    """Questions over one TCP connection (RFC 1035 4.2.2 framing), each answered late."""
+    try:
+        while True:
+            (length,) = struct.unpack("!H", await reader.readexactly(2))
+            request = dns.message.from_wire(await reader.readexactly(length))
+            await asyncio.sleep(serving.heard(request, "tcp"))
+            wire = serving.server.answer(request).to_wire(max_size=65535)
+            writer.write(struct.pack("!H", len(wire)) + wire)
+            await writer.drain()
+    except (asyncio.IncompleteReadError, ConnectionError, dns.exception.DNSException):
+        pass
+    finally:
+        writer.close()
+
+
+def _serve(
+    zone: str,
+    delay: float,
+    ports: Queue[int],
+    stop: EventType,
+    *,
+    slow_under: str | None = None,
+    questions: QuestionCounter | None = None,
+) -> None:
     """A DNS server in its own process (in this one it would compete for the GIL), on
     asyncio: the test server's thread per answer cannot keep up with thousands of
     concurrent questions."""
     server = LoopbackDnsServer(zone)  # its zone logic only; its threads are never started
+    slow = dns.name.from_text(slow_under) if slow_under else None
+    serving = _Serving(server, delay, slow, questions)
 
     async def run() -> None:
         loop = asyncio.get_running_loop()
-        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 22)
-        sock.bind(("127.0.0.1", 0))
-        transport, _ = await loop.create_datagram_endpoint(
-            lambda: _Answering(server, delay), sock=sock
+        udp, tcp = LoopbackDnsServer._bind()
+        transport, _ = await loop.create_datagram_endpoint(lambda: _Answering(serving), sock=udp)
+        stream = await asyncio.start_server(
+            lambda r, w: _answer_tcp(serving, r, w), sock=tcp, backlog=1024
         )
-        ports.put(sock.getsockname()[1])
+        ports.put(udp.getsockname()[1])
         await loop.run_in_executor(None, stop.wait)
+        stream.close()
         transport.close()
 
     asyncio.run(run())
 
 
 @contextlib.contextmanager
-def slow_dns_process(zone_text: str, delay: float) -> Iterator[str]:
-    """A DNS server for load tests: the zone's answers, each ``delay`` seconds late, from
-    another process (in this one it would compete for the GIL) on asyncio (thousands of
-    questions in flight). Yields its address, ``127.0.0.1:PORT``."""
+def slow_dns_process(
+    zone_text: str,
+    delay: float,
+    *,
+    slow_under: str | None = None,
+    questions: QuestionCounter | None = None,
+) -> Iterator[str]:
+    """A DNS server for load tests: the zone's answers, each ``delay`` seconds late (with
+    ``slow_under``: only those about names at or under that domain), from another process
+    (in this one it would compete for the GIL) on asyncio (thousands of questions in flight),
+    over UDP and TCP on one port. ``questions`` counts what it receives. Yields its address,
+    ``127.0.0.1:PORT``."""
     ports: Queue[int] = Queue()
     stop = Event()
-    process = Process(target=_serve, args=(zone_text, delay, ports, stop))
+    process = Process(
+        target=_serve,
+        args=(zone_text, delay, ports, stop),
+        kwargs={"slow_under": slow_under, "questions": questions},
+    )
     process.start()
     try:
         yield f"127.0.0.1:{ports.get(timeout=30)}"

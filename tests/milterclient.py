@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import struct
+import time
 
 from mailauth.milter import protocol as p
 
@@ -15,6 +16,7 @@ class MilterClient:
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.reader, self.writer = reader, writer
         self.protocol = 0
+        self.eom_sent = 0.0  # time.perf_counter() when message() last sent end-of-message
 
     @classmethod
     async def connect(cls, host: str, port: int) -> MilterClient:
@@ -72,6 +74,7 @@ class MilterClient:
         assert await self.step(p.EOH) == p.CONTINUE
         for start in range(0, len(body), 65535):
             assert await self.step(p.BODY, body[start : start + 65535]) == p.CONTINUE
+        self.eom_sent = time.perf_counter()
         await self.send(p.EOM)
         replies = []
         while True:

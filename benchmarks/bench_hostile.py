@@ -1,0 +1,491 @@
+"""The milter under hostile traffic (issue 14): ordinary mail at a steady rate, alone and with
+hostile messages mixed in, driven directly over the milter's socket (no Postfix).
+
+Set-up: a DNS server on loopback in another process (tests/dnsserver.py) serves the zones of
+tests/hostile.py, over UDP and TCP; its answers about names under hostile.test come 50 ms late,
+those about ordinary.test at once. Ordinary records have a TTL of 3600 (the milter caches them
+after the first message), hostile ones a TTL of 0 (no cache spares a hostile message its
+lookups). The milter is ``mailauth milter`` in a subprocess, with a temporary TOML
+configuration: that nameserver, ``on_error = "accept"``, ``deadline`` = --deadline (10 s by
+default here; the milter's own default is 30 s), its log in a file.
+
+Steps:
+
+1. Warm-up: a few ordinary messages (the DNS cache and the SPF memo fill).
+2. Each hostile kind alone, one message: its end-of-message latency, how it was answered, and
+   the DNS questions the server received for it, counted until none came for 1 s (a check
+   still running after the deadline goes on asking: those questions count too).
+3. Phase "alone": ordinary messages at --rate over --connections connections, --seconds long.
+4. Phase "hostile": the same, with hostile messages at --hostile-rate, the five kinds (or
+   --kinds) in rotation, each on a new connection of its own (a stalled hostile message does
+   not slow the hostile stream down).
+
+Ordinary message k is due at k / rate seconds; each connection sends its share in turn, and
+one still waiting for its previous reply sends the next as soon as it can (a late start).
+After the last one is due, connections go on sending what is due and replies are awaited for
+at most deadline + 20 s more; then a message still unanswered counts as not verified, with the
+time waited as its (lower-bound) latency, and one never sent counts as not verified too.
+
+Verified or not, from the end-of-message replies: the milter inserts our
+Authentication-Results field (authserv-id mx.example.org) for every message it has checked;
+for one it could not check in time (deadline passed, or a check failed) on_error = accept
+answers CONTINUE alone, with no Authentication-Results. So a message is *verified* when an
+insert-header reply carries Authentication-Results with our authserv-id and ``dkim=pass``,
+and the reply came within the deadline as measured here (the milter's timer can fire late when
+its event loop is busy); *overdue* when it did so after the deadline; *on_error* when the final
+reply is CONTINUE with no Authentication-Results; *checked* when it carries our field without
+dkim=pass (a hostile message may have no valid signature: spf_tree has none).
+
+Printed: per phase, the ordinary messages sent (of those due) and late starts, the share of
+those due that were verified, p50/p99 latency from the EOM packet to the final reply (the
+milter's own delay) and from the time a message was due to its final reply (with the wait for
+a busy connection: what a sender sees), the outcomes, DNS questions received, the milter's
+warnings "not verified" (its log, all messages) and its peak RSS (VmHWM, reset before each
+phase through /proc/PID/clear_refs when allowed), the CPU seconds the milter and this process
+(the load generator: it must not be the bottleneck) used; the p99 ratios with/without the hostile
+stream (issue 14's target: under 2x, with 100 % verified); each hostile kind's outcomes in the
+hostile phase; DNS questions per hostile message by kind (step 2).
+
+--verify-cpu: instead, ``mailauth verify`` (the command; zone files in a temporary directory,
+--now) on the ordinary and each hostile message, printing the CPU seconds each took (user +
+system of the child, the least of --repeat runs), and that minus what ``mailauth --version``
+costs (the interpreter's start and imports, most of a second). Issue 14's target: under 1 s
+each.
+
+Run: python benchmarks/bench_hostile.py [--rate 100] [--hostile-rate 5] [--seconds 20]
+     [--connections 20] [--deadline 10] [--kinds spf_tree,...] [--quick]
+     python benchmarks/bench_hostile.py --verify-cpu [--repeat 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import functools
+import os
+import re
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from mailauth.milter import protocol as p
+from tests import hostile
+from tests.dnsserver import QuestionCounter, slow_dns_process
+from tests.milterclient import MilterClient, split_message
+from tests.postfix import free_port
+
+AUTHSERV_ID = "mx.example.org"
+DNS_DELAY = 0.05
+GRACE = 20.0  # seconds beyond the deadline that replies are awaited after a phase
+QUIET = 1.0  # seconds without a DNS question that end a hostile message's count
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """One message: ``result`` verified / overdue / checked / on_error / refused / unanswered /
+    error."""
+
+    kind: str
+    result: str
+    latency: float  # end of message to final reply (unanswered: the time waited, a bound)
+    since_due: float  # from when the message was due to be sent to its final reply (or bound)
+
+
+@dataclass
+class Phase:
+    name: str
+    due: int = 0
+    late_starts: int = 0
+    outcomes: list[Outcome] = field(default_factory=list)
+    dns_questions: int = 0
+    not_verified_logged: int = 0
+    peak_rss_mb: float | None = None
+    rss_reset: bool = False
+    milter_cpu: float = 0.0  # seconds of CPU the milter used during the phase
+    client_cpu: float = 0.0  # and this process (the load generator)
+
+    def ordinary(self) -> list[Outcome]:
+        return [o for o in self.outcomes if o.kind == "ordinary"]
+
+
+@functools.cache
+def parts(case: hostile.Case) -> tuple[list[tuple[str, str]], bytes]:
+    return split_message(case.message)
+
+
+def classify(replies: list[tuple[bytes, bytes]]) -> str:
+    """verified / checked / on_error / refused, from the end-of-message replies."""
+    ours = []
+    for command, data in replies:
+        if command in (p.INSHEADER, p.ADDHEADER):
+            name, _, value = data[4 if command == p.INSHEADER else 0 :].partition(b"\0")
+            text = value.rstrip(b"\0").decode("utf-8", "replace")
+            if name == b"Authentication-Results" and text.strip().startswith(AUTHSERV_ID + ";"):
+                ours.append(text)
+    if any(re.search(r"\bdkim=pass\b", text) for text in ours):
+        return "verified"
+    if ours:
+        return "checked"
+    return "on_error" if replies[-1][0] == p.CONTINUE else "refused"
+
+
+async def transact(
+    client: MilterClient, case: hostile.Case, deadline: float, due: float
+) -> Outcome:
+    """One message over an open connection (``due``: when it was due, perf_counter time)."""
+    headers, body = parts(case)
+    replies = await client.message(
+        ip=case.ip, helo=case.helo, mail_from=case.mail_from, headers=headers, body=body
+    )
+    now = time.perf_counter()
+    latency = now - client.eom_sent
+    result = classify(replies)
+    if result == "verified" and latency > deadline:
+        result = "overdue"  # verified, but too late to count
+    return Outcome(case.name, result, latency, now - due)
+
+
+async def recorded(
+    client: MilterClient, case: hostile.Case, deadline: float, due: float, into: list[Outcome]
+) -> None:
+    """One transaction, recorded also when cancelled at the end of a phase (unanswered)."""
+    started = time.perf_counter()
+    try:
+        into.append(await transact(client, case, deadline, due))
+    except asyncio.CancelledError:
+        now = time.perf_counter()
+        since = client.eom_sent if client.eom_sent >= started else started
+        into.append(Outcome(case.name, "unanswered", now - since, now - due))
+        client.writer.transport.abort()  # (closing would wait for unsent data)
+        raise
+    except (ConnectionError, asyncio.IncompleteReadError):
+        now = time.perf_counter()
+        into.append(Outcome(case.name, "error", now - started, now - due))
+
+
+async def ordinary_connection(
+    port: int, number: int, args: argparse.Namespace, start: float, phase: Phase
+) -> None:
+    client = await MilterClient.connect("127.0.0.1", port)
+    await client.negotiate()
+    case = hostile.ordinary()
+    try:
+        for k in range(number, int(args.seconds * args.rate), args.connections):
+            due = start + k / args.rate
+            wait = due - time.perf_counter()
+            if wait > 0:
+                await asyncio.sleep(wait)
+            elif wait < -0.01:
+                phase.late_starts += 1
+            await recorded(client, case, args.deadline, due, phase.outcomes)
+    finally:
+        await client.close()
+
+
+async def one_hostile(port: int, case: hostile.Case, deadline: float, into: list[Outcome]) -> None:
+    due = time.perf_counter()
+    client = await MilterClient.connect("127.0.0.1", port)
+    try:
+        await client.negotiate()
+        await recorded(client, case, deadline, due, into)
+    finally:
+        await client.close()
+
+
+async def hostile_stream(port: int, args: argparse.Namespace, start: float, phase: Phase) -> None:
+    cases = [hostile.HOSTILE[kind]() for kind in args.kinds]
+    tasks = []
+    for k in range(int(args.seconds * args.hostile_rate)):
+        wait = start + k / args.hostile_rate - time.perf_counter()
+        if wait > 0:
+            await asyncio.sleep(wait)
+        case = cases[k % len(cases)]
+        tasks.append(asyncio.ensure_future(one_hostile(port, case, args.deadline, phase.outcomes)))
+    try:
+        await asyncio.gather(*tasks, return_exceptions=True)
+    finally:
+        for task in tasks:
+            task.cancel()
+
+
+async def run_phase(port: int, args: argparse.Namespace, phase: Phase, with_hostile: bool) -> None:
+    start = time.perf_counter() + 0.5  # (connections open before the first message is due)
+    phase.due = int(args.seconds * args.rate)
+    streams = [
+        asyncio.ensure_future(ordinary_connection(port, n, args, start, phase))
+        for n in range(args.connections)
+    ]
+    if with_hostile:
+        streams.append(asyncio.ensure_future(hostile_stream(port, args, start, phase)))
+    done, pending = await asyncio.wait(streams, timeout=0.5 + args.seconds + args.deadline + GRACE)
+    for task in pending:
+        task.cancel()
+    await asyncio.gather(*streams, return_exceptions=True)
+    for task in done:
+        if task.exception() is not None:
+            raise RuntimeError(f"a stream failed: {task.exception()!r}")
+
+
+async def one_alone(port: int, case: hostile.Case, deadline: float) -> Outcome:
+    into: list[Outcome] = []
+    await one_hostile(port, case, deadline, into)
+    return into[0]
+
+
+def wait_quiet(questions: QuestionCounter, limit: float = 60.0) -> None:
+    """Until the DNS server has heard no question for QUIET seconds (at most ``limit``)."""
+    last, since, ends = questions.total, time.monotonic(), time.monotonic() + limit
+    while time.monotonic() < ends:
+        time.sleep(0.1)
+        if questions.total != last:
+            last, since = questions.total, time.monotonic()
+        elif time.monotonic() - since >= QUIET:
+            return
+
+
+@dataclass
+class Milter:
+    process: subprocess.Popen[bytes]
+    port: int
+    log: Path
+
+    def peak_rss_mb(self) -> float | None:
+        for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+        return None
+
+    def reset_peak(self) -> bool:
+        """Reset VmHWM to the current RSS (Linux: 5 > /proc/PID/clear_refs)."""
+        try:
+            Path(f"/proc/{self.process.pid}/clear_refs").write_text("5")
+        except OSError:
+            return False
+        return True
+
+    def not_verified_logged(self) -> int:
+        return self.log.read_bytes().count(b"not verified")
+
+    def cpu_seconds(self) -> float:
+        fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
+
+
+@contextlib.contextmanager
+def milter(directory: Path, nameserver: str, deadline: float) -> Iterator[Milter]:
+    port = free_port()
+    config = directory / "milter.toml"
+    config.write_text(
+        f'listen = "inet:{port}@127.0.0.1"\nauthserv_id = "{AUTHSERV_ID}"\n'
+        f'deadline = {deadline}\non_error = "accept"\n\n[dns]\nnameservers = ["{nameserver}"]\n'
+    )
+    log = directory / "milter.log"
+    with log.open("wb") as sink:
+        command = [sys.executable, "-m", "mailauth", "milter", "--config", str(config)]
+        process = subprocess.Popen(command, stderr=sink)
+    try:
+        ends = time.monotonic() + 30
+        while b"listening" not in log.read_bytes():
+            if process.poll() is not None or time.monotonic() > ends:
+                raise RuntimeError(f"the milter did not start: {log.read_bytes()!r}")
+            time.sleep(0.05)
+        yield Milter(process, port, log)
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=deadline + 10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def measure_alone(m: Milter, questions: QuestionCounter, args: argparse.Namespace) -> list[str]:
+    """Each hostile kind alone: its latency, outcome and DNS questions (printed lines)."""
+    lines = []
+    for kind in args.kinds:
+        case = hostile.HOSTILE[kind]()
+        before_udp, before_tcp = questions.udp, questions.tcp
+        outcome = asyncio.run(one_alone(m.port, case, args.deadline))
+        at_reply = questions.total
+        wait_quiet(questions)
+        udp, tcp = questions.udp - before_udp, questions.tcp - before_tcp
+        lines.append(
+            f"  {case.name:<20} {outcome.latency:7.2f} s  {outcome.result:<10} "
+            f"{udp + tcp:5d} DNS questions ({tcp} over TCP, "
+            f"{questions.total - at_reply} after the reply)"
+        )
+    return lines
+
+
+def run_phase_measured(
+    m: Milter, questions: QuestionCounter, args: argparse.Namespace, with_hostile: bool
+) -> Phase:
+    phase = Phase(f"with hostile {args.hostile_rate:g}/s" if with_hostile else "alone")
+    phase.rss_reset = m.reset_peak()
+    asked, logged = questions.total, m.not_verified_logged()
+    milter_cpu, client_cpu = m.cpu_seconds(), time.process_time()
+    asyncio.run(run_phase(m.port, args, phase, with_hostile))
+    phase.milter_cpu = m.cpu_seconds() - milter_cpu
+    phase.client_cpu = time.process_time() - client_cpu
+    phase.dns_questions = questions.total - asked
+    phase.not_verified_logged = m.not_verified_logged() - logged
+    phase.peak_rss_mb = m.peak_rss_mb()
+    return phase
+
+
+def percentile(values: list[float], q: int) -> float:
+    if len(values) < 2:
+        return values[0] if values else float("nan")
+    return statistics.quantiles(values, n=100, method="inclusive")[q - 1]
+
+
+def ms(seconds: float) -> str:
+    return f"{seconds * 1000:.1f} ms"
+
+
+def phase_lines(phase: Phase) -> list[str]:
+    ordinary = phase.ordinary()
+    verified = sum(o.result == "verified" for o in ordinary)
+    latency = [o.latency for o in ordinary]
+    since_due = [o.since_due for o in ordinary]
+    rss = f"{phase.peak_rss_mb:.0f} MB" if phase.peak_rss_mb is not None else "?"
+    return [
+        f"  {phase.name}: {len(ordinary)} of {phase.due} due sent ({phase.late_starts} late); "
+        f"verified {verified} = {100 * verified / max(1, phase.due):.1f} % of due",
+        f"    end-of-message latency p50 {ms(percentile(latency, 50))}, p99 "
+        f"{ms(percentile(latency, 99))}; from due to reply p50 {ms(percentile(since_due, 50))}, "
+        f"p99 {ms(percentile(since_due, 99))}",
+        f"    ordinary: {outcome_counts(ordinary)}",
+        f"    DNS questions {phase.dns_questions}; milter 'not verified' warnings "
+        f"{phase.not_verified_logged}; peak RSS {rss}{'' if phase.rss_reset else ' (not reset)'}",
+        f"    CPU: milter {phase.milter_cpu:.1f} s, load generator {phase.client_cpu:.1f} s",
+    ]
+
+
+def outcome_counts(outcomes: list[Outcome]) -> str:
+    counts = Counter(o.result for o in outcomes)
+    return ", ".join(f"{n} {result}" for result, n in counts.most_common())
+
+
+def report(alone: list[str], phases: list[Phase], args: argparse.Namespace) -> None:
+    print(f"hostile kinds alone, one message each (deadline {args.deadline:g} s):")
+    print("\n".join(alone))
+    print(
+        f"ordinary messages ({hostile.ordinary().description}), {args.rate:g}/s over "
+        f"{args.connections} connections, {args.seconds:g} s per phase:"
+    )
+    for phase in phases:
+        print("\n".join(phase_lines(phase)))
+    if len(phases) == 2:
+        for what in ("latency", "since_due"):
+            p99 = [percentile([getattr(o, what) for o in ph.ordinary()], 99) for ph in phases]
+            label = "end-of-message" if what == "latency" else "from due to reply"
+            print(f"p99 {label}, with / without hostile traffic: {p99[1] / p99[0]:.1f}x")
+        print("(issue 14's target: under 2x, and 100 % verified)")
+        print("hostile messages in the hostile phase (end-of-message latency p50, max):")
+        for name in args.kinds:
+            mine = [o for o in phases[1].outcomes if o.kind == name]
+            times = [o.latency for o in mine] or [float("nan")]
+            print(
+                f"  {name:<20} {len(mine):3d} sent: {outcome_counts(mine):<40} "
+                f"{statistics.median(times):7.2f} s {max(times):7.2f} s"
+            )
+
+
+def child_cpu(command: list[str]) -> tuple[float, str]:
+    """CPU seconds (user + system) of one run of ``command``, and its output."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    output = subprocess.run(command, capture_output=True, check=True).stdout.decode()
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime, output
+
+
+def verify_cpu(repeat: int) -> None:
+    """``mailauth verify`` on each message: CPU seconds of the child process (the least of
+    ``repeat`` runs), and beyond what ``mailauth --version`` costs (start-up and imports)."""
+    mailauth = [sys.executable, "-m", "mailauth"]
+    start_up = min(child_cpu([*mailauth, "--version"])[0] for _ in range(repeat))
+    print(f"mailauth verify (zone files, --now), CPU = user + system, least of {repeat} runs;")
+    print(f"start-up (mailauth --version): {start_up:.2f} s")
+    print("  message              CPU s   beyond start-up   verdict")
+    cases = [hostile.ordinary(), *(build() for build in hostile.HOSTILE.values())]
+    with tempfile.TemporaryDirectory() as directory:
+        for case in cases:
+            eml, zone = Path(directory, f"{case.name}.eml"), Path(directory, f"{case.name}.zone")
+            eml.write_bytes(case.message)
+            zone.write_text(case.zone)
+            command = [*mailauth, "verify", str(eml), "--ip", case.ip, "--helo", case.helo]
+            command += ["--mail-from", case.mail_from, "--dns-zone", str(zone)]
+            command += ["--now", str(int(hostile.NOW)), "--authserv-id", AUTHSERV_ID]
+            runs = [child_cpu(command) for _ in range(repeat)]
+            cpu = min(seconds for seconds, _ in runs)
+            results = Counter(re.findall(r"\b(spf|dkim|arc|dmarc)=([a-z]+)", runs[0][1]))
+            summary = " ".join(
+                f"{m}={r}" + (f" x{n}" if n > 1 else "") for (m, r), n in results.items()
+            )
+            print(f"  {case.name:<20} {cpu:5.2f}   {cpu - start_up:15.2f}   {summary}")
+
+
+def kinds_arg(text: str) -> list[str]:
+    kinds = [k.strip() for k in text.split(",") if k.strip()]
+    unknown = [k for k in kinds if k not in hostile.HOSTILE]
+    if unknown or not kinds:
+        raise argparse.ArgumentTypeError(f"not a hostile kind: {', '.join(unknown) or text!r}")
+    return kinds
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
+    parser.add_argument("--rate", type=float, default=100.0, help="ordinary messages/s (100)")
+    parser.add_argument("--hostile-rate", type=float, default=5.0, help="hostile messages/s (5)")
+    parser.add_argument("--seconds", type=float, default=20.0, help="length of a phase (20)")
+    parser.add_argument("--connections", type=int, default=20, help="for ordinary mail (20)")
+    parser.add_argument("--deadline", type=float, default=10.0, help="the milter's, s (10)")
+    parser.add_argument(
+        "--kinds",
+        type=kinds_arg,
+        default=list(hostile.HOSTILE),
+        help=f"hostile kinds to send, comma-separated (all: {','.join(hostile.HOSTILE)})",
+    )
+    parser.add_argument("--quick", action="store_true", help="a short smoke run (3 s, 50/s)")
+    parser.add_argument(
+        "--verify-cpu", action="store_true", help="only: CPU of mailauth verify per message"
+    )
+    parser.add_argument("--repeat", type=int, default=3, help="runs per message (--verify-cpu)")
+    args = parser.parse_args()
+    if args.verify_cpu:
+        verify_cpu(args.repeat)
+        return
+    if args.quick:
+        args.seconds, args.rate, args.connections = 3.0, 50.0, 10
+    cases = [hostile.ordinary(), *(build() for build in hostile.HOSTILE.values())]
+    questions = QuestionCounter()
+    zone = hostile.zone_file(cases)
+    with (
+        slow_dns_process(zone, DNS_DELAY, slow_under="hostile.test", questions=questions) as ns,
+        tempfile.TemporaryDirectory() as directory,
+        milter(Path(directory), ns, args.deadline) as m,
+    ):
+        warm = argparse.Namespace(**{**vars(args), "seconds": 1.0, "rate": 40.0})
+        asyncio.run(run_phase(m.port, warm, Phase("warm-up"), with_hostile=False))
+        alone = measure_alone(m, questions, args)
+        phases = [
+            run_phase_measured(m, questions, args, with_hostile) for with_hostile in (False, True)
+        ]
+    print(f"DNS answers about hostile.test {DNS_DELAY * 1000:.0f} ms late; milter deadline "
+          f"{args.deadline:g} s, on_error = accept; {os.cpu_count()} CPUs")  # fmt: skip
+    report(alone, phases, args)
+
+
+if __name__ == "__main__":
+    main()
