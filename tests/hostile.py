@@ -49,7 +49,8 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from mailauth.arc import Sealer
 from mailauth.dkim import Signer, load_private_key, public_key_record, sign_dkim, zone_txt_line
-from mailauth.dkim.canon import BodyHasher, Canonicalization, hash_input
+from mailauth.dkim.body import BodyHasher
+from mailauth.dkim.canon import Canonicalization, hash_input
 from mailauth.dkim.keys import PrivateKey
 from mailauth.dkim.sign import sign_data
 from mailauth.message import Message
