@@ -97,7 +97,7 @@ def test_decoys_sort_before_the_real_key_and_are_refused_for_their_exponent() ->
     texts = sorted(lookup.texts)
     assert len(texts) == 4  # MAX_KEY_RECORDS
     for decoy in texts[:3]:  # a 3000-bit exponent: one check would cost ~15 ms
-        with pytest.raises(KeyRecordError, match="RSA public exponent a 30[0-9][0-9]-bit number"):
+        with pytest.raises(KeyRecordError, match=r"RSA public exponent a 30[0-9][0-9]-bit number"):
             parse_key_record(decoy)
     real = parse_key_record(texts[3]).key
     assert isinstance(real, rsa.RSAPublicKey) and real.public_numbers().e == 65537
