@@ -9,8 +9,9 @@ its CNAME chain reaches, is listed (as a recursive resolver fails on the way); t
 - ``silent``: no answer at all (the client times out);
 - an rcode in lower case (``servfail``, ``refused``, ``notimp``, ``formerr``, ``yxdomain``):
   an empty response with that rcode;
-- ``truncate_tcp_refused`` (``mode`` only): every UDP answer truncated (TC=1, empty), and the
-  TCP port closed, so that the client's retry over TCP is refused;
+- ``truncate_tcp_refused``: the UDP answer truncated (TC=1, empty), and the TCP port closed,
+  so that the client's retry over TCP is refused (only truncated answers are retried over
+  TCP, so as a per-name fault it leaves the other names alone);
 - ``truncate_tcp_reset``: the UDP answer truncated, and the TCP connection that asks the
   question again reset (RST) instead of answered;
 - ``wrong_type`` / ``wrong_class``: NOERROR with records at the name of another type (A, or
@@ -47,6 +48,8 @@ import dns.rdataclass
 import dns.rdatatype
 import dns.rrset
 import dns.zone
+
+from mailauth.dns import Resolver
 
 _TRUNCATING = ("truncate_tcp_refused", "truncate_tcp_reset")
 _RESET = b""  # _handle's answer for a TCP connection to be reset (no DNS message is empty)
@@ -104,8 +107,12 @@ class LoopbackDnsServer:
     def address(self) -> str:
         return f"127.0.0.1:{self.port}"
 
+    def resolver(self, timeout: float = 0.2, lifetime: float = 0.5) -> Resolver:
+        """mailauth's network resolver asking this server only, with short timeouts."""
+        return Resolver([self.address], timeout=timeout, lifetime=lifetime)
+
     def __enter__(self) -> LoopbackDnsServer:
-        if self.mode == "truncate_tcp_refused":
+        if "truncate_tcp_refused" in (self.mode, *self.faults.values()):
             self._tcp.close()  # nothing listens: connections to the port are refused
             self._threads.pop()
         for thread in self._threads:
