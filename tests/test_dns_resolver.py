@@ -149,13 +149,10 @@ def test_servfail_and_refused_are_temporary_failures(mode: str) -> None:
 @pytest.mark.parametrize(
     ("mode", "said"),
     [
-        (
-            "truncate_tcp_refused",
-            "over UDP: truncated answer; {server} over TCP: Connection refused",
-        ),
-        ("truncate_tcp_reset", "over UDP: truncated answer; {server} over TCP: Connection reset"),
-        ("notimp", "over UDP: NOTIMP"),
-        ("formerr", "over UDP: FORMERR"),
+        ("truncate_tcp_refused", "answered: truncated answer; TCP: Connection refused"),
+        ("truncate_tcp_reset", "answered: truncated answer; TCP: Connection reset by peer"),
+        ("notimp", "answered: NOTIMP"),
+        ("formerr", "answered: FORMERR"),
         ("yxdomain", "too long after DNAME"),
         ("wrong_type", "the answer holds IN A at example.test."),
         ("wrong_class", "the answer holds CH TXT at example.test."),
@@ -172,7 +169,7 @@ def test_every_other_failure_is_temporary_and_never_cached(mode: str, said: str)
         again = asyncio.run(resolver.lookup_async("example.test", RRType.TXT))
         assert time.monotonic() - started < 1.0  # a refused or reset TCP retry ends at once
         assert lookup.status is again.status is DnsStatus.TEMPFAIL
-        assert said.replace("{server}", f"Do53:{broken.address.replace(':', '@')}") in lookup.reason
+        assert said in lookup.reason and "127.0.0.1" not in lookup.reason
         assert len(resolver.cache) == 0
         if mode.startswith("truncate"):
             transports = [q[0] for q in broken.questions]
@@ -346,7 +343,7 @@ EXCEPTIONS = {
         "timeout",
     ),
     # every server failed: what each said
-    "servfail": (_no_nameservers((False, "SERVFAIL")), TEMPFAIL, 0, "", "over UDP: SERVFAIL"),
+    "servfail": (_no_nameservers((False, "SERVFAIL")), TEMPFAIL, 0, "", "answered: SERVFAIL"),
     "refused": (_no_nameservers((False, "REFUSED")), TEMPFAIL, 0, "", "REFUSED"),
     "notimp": (_no_nameservers((False, "NOTIMP")), TEMPFAIL, 0, "", "NOTIMP"),
     "formerr": (_no_nameservers((False, "FORMERR")), TEMPFAIL, 0, "", "FORMERR"),
@@ -356,9 +353,9 @@ EXCEPTIONS = {
         TEMPFAIL,
         0,
         "",
-        "over UDP: truncated answer; Do53:192.0.2.53@53 over TCP: Connection refused",
+        "no nameserver answered: truncated answer; TCP: Connection refused",
     ),
-    "tcp-closed": (_no_nameservers((True, EOFError())), TEMPFAIL, 0, "", "over TCP: EOFError"),
+    "tcp-closed": (_no_nameservers((True, EOFError())), TEMPFAIL, 0, "", "TCP: EOFError"),
     "network": (
         _no_nameservers((False, OSError(101, "Network is unreachable"))),
         TEMPFAIL,
@@ -366,7 +363,7 @@ EXCEPTIONS = {
         "",
         "Network is unreachable",
     ),
-    "no-servers-left": (_no_nameservers(), TEMPFAIL, 0, "", "All nameservers failed"),
+    "no-servers-left": (_no_nameservers(), TEMPFAIL, 0, "", "no nameserver to ask"),
     # raised by dnspython itself, or escaping it
     "yxdomain": (_made(dns.resolver.YXDOMAIN), TEMPFAIL, 0, "", "too long after DNAME"),
     "formerror": (_made(dns.exception.FormError), TEMPFAIL, 0, "", "DNS error"),
