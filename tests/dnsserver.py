@@ -282,6 +282,16 @@ class LoopbackDnsServer:
                 return
 
 
+def txt_zone(records: Mapping[str, str]) -> str:
+    """Zone text rooted at "." for TXT records by absolute name (long ones split into
+    character-strings of 255 octets), with an SOA at the root."""
+    lines = ["$ORIGIN .", ". 300 IN SOA ns.test. hostmaster.test. 1 3600 600 86400 60"]
+    for name, text in records.items():
+        chunks = [text[i : i + 255] for i in range(0, len(text), 255)] or [""]
+        lines.append(f"{name}. 300 IN TXT " + " ".join(f'"{c}"' for c in chunks))
+    return "\n".join(lines) + "\n"
+
+
 def _ancestors(name: dns.name.Name) -> list[dns.name.Name]:
     found = [name]
     while len(name) > 1:
