@@ -13,7 +13,12 @@ override might have let through).
 :func:`trust_mailing_lists` makes another (RFC 9989 5.4, RFC 9990 ``mailing_list``): when the
 message was provably sent by a list server the receiver names (DKIM pass with its ``d=``, or
 SPF pass for its MAIL FROM domain, at or under a named domain), the disposition becomes
-``none`` with the override type ``mailing_list``.
+``none`` with the override type ``mailing_list``. When the list server's authentication
+failed temporarily instead (DKIM ``temperror`` with such a ``d=``: its key lookup timed out;
+or SPF ``temperror`` for such a MAIL FROM domain) and nothing else shows the list, the hook
+cannot decide: :class:`~mailauth.dmarc.Undecided`, and DMARC is ``temperror``. Otherwise a
+DNS blip at the list's key would reject the list's mail, which the override lets through
+when DNS works.
 """
 
 from __future__ import annotations
@@ -59,16 +64,24 @@ def trust_mailing_lists(domains: Iterable[str]) -> OverrideHook:
         names = name_and_parents(domain.lower().rstrip("."))
         return next((name for name in names if name in trusted), None)
 
-    def hook(context: OverrideContext) -> PolicyOverride | None:
+    def hook(context: OverrideContext) -> PolicyOverride | Undecided | None:
+        undecided = ""
         for outcome in context.dkim:
-            if outcome.result is DkimResult.PASS and (found := under(outcome.domain)):
+            found = under(outcome.domain)
+            if found and outcome.result is DkimResult.PASS:
                 comment = f"mailing list {found}: dkim=pass header.d={outcome.domain}"
                 return PolicyOverride(OverrideType.MAILING_LIST, comment, Policy.NONE)
+            if found and outcome.result is DkimResult.TEMPERROR and not undecided:
+                undecided = f"mailing list {found}: dkim=temperror header.d={outcome.domain}"
+                undecided += f" ({outcome.reason})" if outcome.reason else ""
         spf = context.spf.mailfrom if context.spf else None
-        if spf is not None and spf.result is SpfResult.PASS and (found := under(spf.domain)):
+        found = under(spf.domain) if spf is not None else None
+        if spf is not None and found and spf.result is SpfResult.PASS:
             comment = f"mailing list {found}: spf=pass smtp.mailfrom={spf.domain}"
             return PolicyOverride(OverrideType.MAILING_LIST, comment, Policy.NONE)
-        return None
+        if spf is not None and found and spf.result is SpfResult.TEMPERROR and not undecided:
+            undecided = f"mailing list {found}: spf=temperror smtp.mailfrom={spf.domain}"
+        return Undecided(undecided) if undecided else None
 
     return hook
 

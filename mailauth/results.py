@@ -202,7 +202,8 @@ class ArcOutcome:
     """The ARC chain validation result (RFC 8617 5.2).
 
     ``oldest_pass`` is the lowest instance whose AMS still validates (0 when all do; RFC 8617
-    5.2 step 5); ``sets`` describe the chain, oldest first (empty when it could not be read).
+    5.2 step 5; None when not known, a key lookup having failed temporarily); ``sets``
+    describe the chain, oldest first (empty when it could not be read).
     """
 
     result: ArcResult

@@ -10,7 +10,7 @@ from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 
 from mailauth.dkim import DkimPolicy, public_key_record, verify_dkim
 from mailauth.dkim.keys import PrivateKey, private_key_pem
-from mailauth.dns import RRType, ZoneResolver
+from mailauth.dns import DnsResolver, RRType, ZoneResolver
 from mailauth.message import Message
 from mailauth.plan import run_plan
 from mailauth.results import DkimOutcome
@@ -63,7 +63,7 @@ def zone(
 
 def verify(
     raw: bytes,
-    resolver: ZoneResolver | None = None,
+    resolver: DnsResolver | None = None,
     *,
     now: float = NOW,
     policy: DkimPolicy | None = None,

@@ -3,8 +3,23 @@
 It serves one zone (RFC 1035 master-file text) over UDP and TCP on 127.0.0.1 and an
 ephemeral port, in background threads. UDP answers larger than the client's payload size
 (512 without EDNS0, RFC 6891 otherwise) come back truncated (TC=1), so that clients retry over
-TCP. ``mode`` makes it misbehave: ``silent`` never answers, ``servfail`` / ``refused`` answer
-with that rcode. ``delay`` adds latency to every answer. Every question is recorded.
+TCP. ``mode`` makes every answer misbehave, ``faults`` only those whose question, or a name
+its CNAME chain reaches, is listed (as a recursive resolver fails on the way); the kinds:
+
+- ``silent``: no answer at all (the client times out);
+- an rcode in lower case (``servfail``, ``refused``, ``notimp``, ``formerr``, ``yxdomain``):
+  an empty response with that rcode;
+- ``truncate_tcp_refused``: the UDP answer truncated (TC=1, empty), and the TCP port closed,
+  so that the client's retry over TCP is refused (only truncated answers are retried over
+  TCP, so as a per-name fault it leaves the other names alone);
+- ``truncate_tcp_reset``: the UDP answer truncated, and the TCP connection that asks the
+  question again reset (RST) instead of answered;
+- ``wrong_type`` / ``wrong_class``: NOERROR with records at the name of another type (A, or
+  TXT for an A question), or a TXT record in class CH: a broken server's answer;
+- ``referral``: NOERROR, no answer, NS records and no SOA (RFC 2308 2.2.1): what a server
+  that does not recurse says of a name it is not authoritative for.
+
+``delay`` adds latency to every answer. Every question is recorded.
 
 For load (benchmarks), :func:`slow_dns_process` serves the same zone logic from another
 process on asyncio (UDP, and TCP for truncated answers), every answer late by a fixed delay,
@@ -20,7 +35,7 @@ import socket
 import struct
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from multiprocessing import Array, Event, Process, Queue
 from multiprocessing.synchronize import Event as EventType
@@ -37,9 +52,21 @@ import dns.rdatatype
 import dns.rrset
 import dns.zone
 
+from mailauth.dns import Resolver
+
+_TRUNCATING = ("truncate_tcp_refused", "truncate_tcp_reset")
+_RESET = b""  # _handle's answer for a TCP connection to be reset (no DNS message is empty)
+
 
 class LoopbackDnsServer:
-    def __init__(self, zone_text: str, *, mode: str = "normal", delay: float = 0.0) -> None:
+    def __init__(
+        self,
+        zone_text: str,
+        *,
+        mode: str = "normal",
+        delay: float = 0.0,
+        faults: Mapping[str, str] | None = None,
+    ) -> None:
         self.zone = dns.zone.from_text(zone_text, relativize=False, check_origin=False)
         # Every name that exists: the nodes and their ancestors (empty non-terminals), so that
         # NXDOMAIN vs NODATA costs a set lookup, not a scan of the zone.
@@ -47,6 +74,7 @@ class LoopbackDnsServer:
             ancestor for node_name in self.zone.nodes for ancestor in _ancestors(node_name)
         }
         self.mode = mode
+        self.faults = {dns.name.from_text(name): kind for name, kind in (faults or {}).items()}
         self.delay = delay
         self.questions: list[tuple[str, str, str]] = []  # (transport, name, type)
         self._udp, self._tcp = self._bind()
@@ -82,7 +110,14 @@ class LoopbackDnsServer:
     def address(self) -> str:
         return f"127.0.0.1:{self.port}"
 
+    def resolver(self, timeout: float = 0.2, lifetime: float = 0.5) -> Resolver:
+        """mailauth's network resolver asking this server only, with short timeouts."""
+        return Resolver([self.address], timeout=timeout, lifetime=lifetime)
+
     def __enter__(self) -> LoopbackDnsServer:
+        if "truncate_tcp_refused" in (self.mode, *self.faults.values()):
+            self._tcp.close()  # nothing listens: connections to the port are refused
+            self._threads.pop()
         for thread in self._threads:
             thread.start()
         return self
@@ -99,16 +134,45 @@ class LoopbackDnsServer:
         self._udp.close()
         self._tcp.close()
 
+    def fault(self, request: dns.message.Message) -> str:
+        """How to misbehave for this question ("normal": not at all)."""
+        if self.mode != "normal" or not self.faults:
+            return self.mode
+        name, rdtype = request.question[0].name, request.question[0].rdtype
+        for _ in range(8):
+            if name in self.faults:
+                return self.faults[name]
+            node = self.zone.get_node(name)
+            if node is None or node.get_rdataset(dns.rdataclass.IN, rdtype) is not None:
+                break
+            cname = node.get_rdataset(dns.rdataclass.IN, dns.rdatatype.CNAME)
+            if cname is None:
+                break
+            name = cname[0].target
+        return "normal"
+
     def answer(self, request: dns.message.Message) -> dns.message.Message:
         response = dns.message.make_response(request)
         response.flags |= dns.flags.AA
-        if self.mode == "servfail":
-            response.set_rcode(dns.rcode.SERVFAIL)
-            return response
-        if self.mode == "refused":
-            response.set_rcode(dns.rcode.REFUSED)
-            return response
         question = request.question[0]
+        kind = self.fault(request)
+        if kind in ("wrong_type", "wrong_class"):
+            rdclass, rdtype, text = dns.rdataclass.IN, dns.rdatatype.A, "192.0.2.99"
+            if kind == "wrong_class":  # (a TXT record in class CH)
+                rdclass, rdtype, text = dns.rdataclass.CH, dns.rdatatype.TXT, '"wrong class"'
+            elif question.rdtype == dns.rdatatype.A:
+                rdtype, text = dns.rdatatype.TXT, '"wrong type"'
+            response.answer.append(dns.rrset.from_text(question.name, 300, rdclass, rdtype, text))
+            return response
+        if kind == "referral":
+            response.flags &= ~dns.flags.AA
+            response.authority.append(
+                dns.rrset.from_text("elsewhere.test.", 300, "IN", "NS", "ns.elsewhere.test.")
+            )
+            return response
+        if kind not in ("normal", "silent", *_TRUNCATING):
+            response.set_rcode(dns.rcode.from_text(kind.upper()))
+            return response
         name, rdtype = question.name, question.rdtype
         for _ in range(8):
             node = self.zone.get_node(name)
@@ -125,11 +189,13 @@ class LoopbackDnsServer:
             name = cname[0].target
         if name not in self._existing:  # neither a node nor an empty non-terminal
             response.set_rcode(dns.rcode.NXDOMAIN)
-        soa = self.zone.get_rdataset(self.zone.origin, dns.rdatatype.SOA)  # type: ignore[arg-type]
+        origin = cast(dns.name.Name, self.zone.origin)
+        soa = self.zone.get_rdataset(origin, dns.rdatatype.SOA)
         if soa is not None:
-            response.authority.append(
-                dns.rrset.from_rdata_list(self.zone.origin, soa.ttl, list(soa))  # type: ignore[arg-type]
-            )
+            # The SOA of the zone that says no: this one, or for a name outside it, the root
+            # (as a recursive resolver relays it; a client trusts only an SOA above the name).
+            owner = origin if name.is_subdomain(origin) else dns.name.root
+            response.authority.append(dns.rrset.from_rdata_list(owner, soa.ttl, list(soa)))
         return response
 
     def _handle(self, wire: bytes, transport: str) -> bytes | None:
@@ -141,8 +207,15 @@ class LoopbackDnsServer:
         self.questions.append(
             (transport, question.name.to_text(), dns.rdatatype.to_text(question.rdtype))
         )
-        if self.mode == "silent":
+        kind = self.fault(request)
+        if kind == "silent":
             return None
+        if kind in _TRUNCATING:
+            if transport == "tcp":
+                return _RESET
+            truncated = dns.message.make_response(request)
+            truncated.flags |= dns.flags.TC | dns.flags.AA
+            return truncated.to_wire()
         if self.delay:
             time.sleep(self.delay)
         response = self.answer(request)
@@ -196,6 +269,11 @@ class LoopbackDnsServer:
                     reply = self._handle(wire, "tcp")
                     if reply is None:
                         return
+                    if reply is _RESET:  # SO_LINGER 0: close() sends RST, not FIN
+                        conn.setsockopt(
+                            socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0)
+                        )
+                        return
                     conn.sendall(struct.pack("!H", len(reply)) + reply)
             except OSError:
                 return
@@ -211,6 +289,16 @@ def _udp_wire(request: dns.message.Message, response: dns.message.Message) -> by
         truncated = dns.message.make_response(request)
         truncated.flags |= dns.flags.TC | dns.flags.AA
         return truncated.to_wire()
+
+
+def txt_zone(records: Mapping[str, str]) -> str:
+    """Zone text rooted at "." for TXT records by absolute name (long ones split into
+    character-strings of 255 octets), with an SOA at the root."""
+    lines = ["$ORIGIN .", ". 300 IN SOA ns.test. hostmaster.test. 1 3600 600 86400 60"]
+    for name, text in records.items():
+        chunks = [text[i : i + 255] for i in range(0, len(text), 255)] or [""]
+        lines.append(f"{name}. 300 IN TXT " + " ".join(f'"{c}"' for c in chunks))
+    return "\n".join(lines) + "\n"
 
 
 def _ancestors(name: dns.name.Name) -> list[dns.name.Name]:

@@ -442,3 +442,59 @@ def test_seal_validation_canonicalizes_each_field_once(monkeypatch: pytest.Monke
     assert (outcome.result, len(outcome.sets)) == (ArcResult.PASS, 20)
     arc_octets = sum(len(f.raw) for f in Message.parse(raw).headers if f.lname.startswith("arc-"))
     assert arc_octets < sum(canonicalized) < 1.2 * arc_octets  # each field once, seals twice
+
+
+class _AmsSelector(Sealer):
+    """Signs its ARC-Message-Signature with selector ams1 (the seal keeps its own): so that
+    an older AMS's key can fail while every seal's key answers."""
+
+    def _message_signature(self, *args: Any) -> HeaderField:
+        seal_selector, self.selector = self.selector, "ams1"
+        try:
+            return super()._message_signature(*args)
+        finally:
+            self.selector = seal_selector
+
+
+def _two_hops_with_ams1() -> tuple[bytes, dict[str, str]]:
+    zone = {**ARC_ZONE, "ams1._domainkey.example.org": ARC_ZONE["arc1._domainkey.example.org"]}
+    chain = run_plan(verify_arc(Message.parse(MESSAGE)), _zone(zone))
+    hop1 = _AmsSelector("example.org", "arc1", KEYS["arc1"]).seal(
+        MESSAGE, authentication_results="lists.example.org; arc=none", chain=chain, now=NOW
+    )
+    return _seal(hop1, "arc2", "fwd.example.org", _zone(zone)), zone
+
+
+def test_rfc8617_5_2_step_5_oldest_pass_unknown_after_a_dns_failure() -> None:
+    """An older AMS whose key lookup failed temporarily is not known not to validate:
+    oldest_pass is left unset (no header.oldest-pass), rather than claim set 2."""
+    hop2, zone = _two_hops_with_ams1()
+    assert (_verify(hop2, _zone(zone)).result, _verify(hop2, _zone(zone)).oldest_pass) == (
+        ArcResult.PASS,
+        0,
+    )
+    del zone["ams1._domainkey.example.org"]
+    assert _verify(hop2, _zone(zone)).oldest_pass == 2  # no key: that AMS does not validate
+    failing = ZoneResolver(
+        {(n, RRType.TXT): (300, (v.encode(),)) for n, v in zone.items()},
+        faults={"ams1._domainkey.example.org": "timeout"},
+    )
+    outcome = _verify(hop2, failing)
+    assert (outcome.result, outcome.oldest_pass) == (ArcResult.PASS, None)
+
+
+@pytest.mark.parametrize("fault", ["silent", "servfail", "truncate_tcp_refused"])
+def test_arc_key_failures_on_the_wire(fault: str) -> None:
+    """Through dnspython and a server: a seal's key that times out, SERVFAILs, or comes
+    truncated with TCP refused is arc=temperror (not fail); an older AMS's, an unknown
+    oldest-pass."""
+    from tests.dnsserver import LoopbackDnsServer, txt_zone
+
+    hop2, zone = _two_hops_with_ams1()
+    for name, result, oldest in (
+        ("arc1._domainkey.example.org", ArcResult.TEMPERROR, None),
+        ("ams1._domainkey.example.org", ArcResult.PASS, None),
+    ):
+        with LoopbackDnsServer(txt_zone(zone), faults={name: fault}) as server:
+            outcome = run_plan(verify_arc(Message.parse(hop2)), server.resolver())
+        assert (outcome.result, outcome.oldest_pass) == (result, oldest), outcome.reason

@@ -3,6 +3,7 @@ the SPF lookup count matches a hand count; MTA-STS fetched from an HTTPS server 
 
 from __future__ import annotations
 
+import asyncio
 import datetime
 import http.server
 import json
@@ -22,10 +23,11 @@ from hypothesis import strategies as st
 
 from mailauth.check import DomainReport, MtaStsFetcher, Status, check_domain, parse_policy
 from mailauth.check.mtasts import mx_matches
+from mailauth.check.records import COMMON_SELECTORS
 from mailauth.check.spf import check_spf
 from mailauth.cli import main
 from mailauth.dns import MxRecord, Record, RRType, ZoneResolver
-from mailauth.plan import run_plan
+from mailauth.plan import run_plan, run_plan_async
 from mailauth.results import SpfResult
 from mailauth.spf import check_spf_identity
 
@@ -96,6 +98,13 @@ def _ids(resolver: ZoneResolver, domain: str, *selectors: str) -> dict[str, Stat
         ("tlsrpt-ext.example", (), "tls-rpt.ok", Status.PASS),  # (was tls-rpt.syntax)
         ("tlsrpt-tworua.example", (), "tls-rpt.syntax", Status.FAIL),  # RFC 8460 3: rua= once
         ("bimi-ascii.example", (), "bimi.syntax", Status.FAIL),
+        # a lookup that failed temporarily is a DNS problem, not a missing record
+        ("dns-faulty.example", ("s1",), "dkim.dns-error", Status.FAIL),  # (dkim.selector-missing)
+        ("dns-faulty.example", (), "mx.dns-error", Status.FAIL),  # (mx.host-unresolvable)
+        ("dns-faulty.example", (), "dmarc.dns-error", Status.FAIL),  # (skipped: dmarc.ok)
+        ("dns-faulty.example", (), "mta-sts.dns-error", Status.FAIL),  # (mta-sts.missing)
+        ("dns-faulty.example", (), "tls-rpt.dns-error", Status.FAIL),  # (tls-rpt.missing)
+        ("dns-faulty.example", (), "bimi.dns-error", Status.FAIL),  # (bimi.missing)
     ],
 )
 def test_each_defect_has_its_finding(
@@ -511,3 +520,57 @@ def test_what_receivers_refuse_is_not_spf_ok(terms: list[str]) -> None:
     findings, _ = run_plan(check_spf("t.example"), zone)
     if outcome.result is SpfResult.PERMERROR:
         assert "spf.ok" not in {f.id for f in findings}, (record, outcome.reason, findings)
+
+
+MISSING = {
+    "spf.missing", "dmarc.missing", "dmarc.ok", "dkim.selector-missing", "dkim.none-found",
+    "mx.missing", "mx.host-unresolvable", "mta-sts.missing", "mta-sts.policy-fetch",
+    "tls-rpt.missing", "bimi.missing",
+}  # fmt: skip
+
+
+def test_dns_failures_are_dns_errors_never_missing_records(resolver: ZoneResolver) -> None:
+    report = run_plan(check_domain("dns-faulty.example", selectors=["s1"]), resolver)
+    ids = {f.id for f in report.findings}
+    assert not ids & MISSING, report.findings
+    dmarc = next(f for f in report.findings if f.id == "dmarc.dns-error")
+    assert dmarc.message == ("reports to reports.example: DNS timeout")
+    fetcher = MtaStsFetcher(timeout=0.5)
+    sts = run_plan(check_domain("sts-faulty.example", fetcher=fetcher), resolver)
+    found = {f.id: f.message for f in sts.findings if f.area == "mta-sts"}
+    assert found == {
+        "mta-sts.dns-error": "policy host mta-sts.sts-faulty.example A: "
+        "no nameserver answered: SERVFAIL"
+    }
+
+
+def test_common_selectors_that_fail_are_one_dns_error() -> None:
+    names = [f"{s}._domainkey.x.example" for s in COMMON_SELECTORS]
+    resolver = ZoneResolver(
+        {("x.example", RRType.TXT): (300, (b"v=spf1 -all",))},
+        faults={"_domainkey.x.example": "timeout", **dict.fromkeys(names, "servfail")},
+    )
+    report = run_plan(check_domain("x.example"), resolver)
+    dkim = [(f.id, f.message) for f in report.findings if f.area == "dkim"]
+    assert dkim == [
+        (
+            "dkim.dns-error",
+            "TXT default._domainkey.x.example (and 15 more): no nameserver answered: SERVFAIL",
+        )
+    ]
+
+
+@pytest.mark.parametrize("mode", ["silent", "servfail", "truncate_tcp_refused"])
+def test_a_failing_nameserver_gives_dns_errors_only(mode: str) -> None:
+    """Through dnspython and a server that fails every question (a timeout, SERVFAIL, a
+    truncated answer whose TCP retry is refused): every area says DNS failed; none says a
+    record is missing."""
+    from tests.dnsserver import LoopbackDnsServer
+
+    with LoopbackDnsServer("$ORIGIN .\n" + ZONE.read_text(), mode=mode) as server:
+        plan = check_domain("good.example", selectors=["s2026"], fetcher=MtaStsFetcher())
+        report = asyncio.run(run_plan_async(plan, server.resolver(timeout=0.1, lifetime=0.2)))
+    ids = {f.id for f in report.findings}
+    assert not ids & MISSING, report.findings
+    expected = {"spf", "dmarc", "dkim", "mx", "mta-sts", "tls-rpt", "bimi"}
+    assert {f.area for f in report.findings if f.id.endswith(".dns-error")} == expected

@@ -166,6 +166,63 @@ def test_unreachable_dns_is_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
     assert err.startswith("mailauth: error: DNS unreachable") and err.count("\n") == 1
 
 
+@pytest.mark.parametrize("mode", ["servfail", "refused", "truncate_tcp_refused"])
+def test_verify_with_a_failing_nameserver_reports_temperror_never_a_verdict(
+    mode: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A nameserver that answers but fails every question (SERVFAIL, REFUSED, truncated
+    answers whose TCP retry is refused): every method is temperror, DMARC applies no
+    policy, and the reasons say what happened without naming the server."""
+    from tests.dnsserver import LoopbackDnsServer
+
+    zone = (DEMO / "example.com.zone").read_text()
+    with LoopbackDnsServer(zone, mode=mode) as broken:
+        args = ["verify", str(DEMO / "message.eml"), *ARGS[:6], "--json"]
+        assert main([*args, "--nameserver", broken.address, "--dns-timeout", "0.5"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["spf"]["result"] == data["spf"]["helo"]["result"] == "temperror"
+    assert [d["result"] for d in data["dkim"]] == ["temperror"]
+    dmarc = data["dmarc"]
+    assert (dmarc["result"], dmarc["policy"], dmarc["disposition"]) == ("temperror", None, "none")
+    assert mode.split("_", maxsplit=1)[0].upper() in dmarc["reason"].upper()
+    assert "127.0.0.1" not in data["authentication_results"]
+
+
+@pytest.mark.parametrize("fault", ["silent", "servfail", "truncate_tcp_refused"])
+def test_arc_sealing_over_the_wire_refuses_a_chain_whose_key_failed(
+    fault: str, tmp_path: Path
+) -> None:
+    """mailauth sign --arc with --nameserver: the chain's key lookup fails on the wire (a
+    timeout, SERVFAIL, a truncated answer whose TCP retry is refused): not sealed, exit 75
+    (EX_TEMPFAIL), nothing on stdout."""
+    from tests.dnsserver import LoopbackDnsServer
+
+    lines = []
+    for selector in ("arc1", "arc2"):
+        args = ["keygen", "--domain", "example.org", "--selector", selector, "--out", str(tmp_path)]
+        assert main(args) == 0
+        lines.append((tmp_path / f"{selector}.txt").read_text())
+    zone = (DEMO / "example.com.zone").read_text() + "$ORIGIN .\n" + "".join(lines)
+
+    def seal(source: Path, selector: str, address: str) -> tuple[int, bytes]:
+        out = tmp_path / "out.eml"
+        command = [sys.executable, "-m", "mailauth", "sign", "--arc", str(source)]
+        command += ["--authserv-id", "mx.example.org", "--ip", "192.0.2.10"]
+        command += ["--nameserver", address, "--dns-timeout", "0.5", "--domain", "example.org"]
+        command += ["--selector", selector, "--key", str(tmp_path / f"{selector}.private")]
+        with out.open("wb") as stdout:
+            code = subprocess.run(command, stdout=stdout, check=False).returncode
+        return code, out.read_bytes()
+
+    hop1 = tmp_path / "hop1.eml"
+    with LoopbackDnsServer(zone) as server:
+        code, sealed = seal(DEMO / "message.eml", "arc1", server.address)
+    assert code == 0 and sealed.startswith(b"ARC-Seal: ") and b"cv=none" in sealed
+    hop1.write_bytes(sealed)
+    with LoopbackDnsServer(zone, faults={"arc1._domainkey.example.org": fault}) as server:
+        assert seal(hop1, "arc2", server.address) == (75, b"")
+
+
 def test_version_and_module_entry_point() -> None:
     done = subprocess.run(
         [sys.executable, "-m", "mailauth", "--version"], capture_output=True, text=True, check=True

@@ -13,7 +13,7 @@ import mailauth.dkim.verify
 from mailauth.authresults import render_authentication_results
 from mailauth.dkim import DkimPolicy, DkimVerification, Signer, public_key_record, sign_dkim
 from mailauth.dkim.signature import Signature
-from mailauth.dns import ZoneResolver
+from mailauth.dns import DnsResolver, Record, RRType, ZoneResolver
 from mailauth.message import HeaderField, Message
 from mailauth.pipeline import Authenticator
 from mailauth.plan import run_plan
@@ -47,7 +47,7 @@ def _signed(identity: str | None = None, message: bytes = MESSAGE) -> bytes:
 
 def _one(
     raw: bytes,
-    resolver: ZoneResolver | None = None,
+    resolver: DnsResolver | None = None,
     *,
     now: float = NOW,
     policy: DkimPolicy | None = None,
@@ -214,6 +214,49 @@ def test_rfc6376_6_1_2_missing_key_and_dns_failure() -> None:
     failing = _one(_signed(), zone({}, faults={"rsa1._domainkey.example.com": "timeout"}))
     assert failing.result is TEMPERROR
     assert "DNS timeout" in failing.reason
+
+
+def test_rfc6376_6_1_2_a_key_cname_to_a_failing_name_is_temperror() -> None:
+    """Keys are often CNAMEs to a provider's name: when the chain ends at a name whose
+    lookup fails, the key is unavailable (TEMPFAIL), not absent (PERMFAIL)."""
+    records: dict[tuple[str, RRType], tuple[int, tuple[Record, ...]]] = {
+        ("rsa1._domainkey.example.com", RRType.CNAME): (300, ("rsa1.keys.provider.example",)),
+        ("rsa1.keys.provider.example", RRType.TXT): (300, (RSA_RECORD.encode(),)),
+    }
+    assert _one(_signed(), ZoneResolver(records)).result is PASS
+    del records[("rsa1.keys.provider.example", RRType.TXT)]
+    assert _one(_signed(), ZoneResolver(records)).result is PERMERROR  # NXDOMAIN at the end
+    failing = ZoneResolver(records, faults={"rsa1.keys.provider.example": "servfail"})
+    outcome = _one(_signed(), failing)
+    assert (outcome.result, outcome.reason) == (
+        TEMPERROR,
+        "key lookup failed: no nameserver answered: SERVFAIL",
+    )
+
+
+@pytest.mark.parametrize(
+    ("name", "fault"),
+    [
+        (name, fault)
+        for name in ("rsa1._domainkey.example.com", "rsa1.keys.provider.example")
+        for fault in ("silent", "servfail", "truncate_tcp_refused", "wrong_type", "referral")
+    ],
+)
+def test_rfc6376_6_1_2_key_lookup_failures_on_the_wire(name: str, fault: str) -> None:
+    """Through dnspython and a server, at the key's name or at the end of its CNAME: a
+    timeout, SERVFAIL, a truncated answer whose TCP retry is refused, a broken server's
+    answer of another type, a referral: the key is unavailable (temperror), never absent
+    (permerror, which DMARC takes as a failure)."""
+    from tests.dnsserver import LoopbackDnsServer, txt_zone
+
+    zone = txt_zone({"rsa1.keys.provider.example": RSA_RECORD})
+    zone += "rsa1._domainkey.example.com. 300 IN CNAME rsa1.keys.provider.example.\n"
+    with LoopbackDnsServer(zone) as server:
+        assert _one(_signed(), server.resolver()).result is PASS
+    with LoopbackDnsServer(zone, faults={name: fault}) as server:
+        outcome = _one(_signed(), server.resolver())
+    assert outcome.result is TEMPERROR, outcome.reason
+    assert outcome.reason.startswith("key lookup failed: ")
 
 
 def test_several_txt_records_at_the_selector() -> None:

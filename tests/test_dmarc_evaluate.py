@@ -16,7 +16,7 @@ from mailauth.dmarc import (
     PolicyOverride,
     evaluate_dmarc,
 )
-from mailauth.dns import Record, RRType, ZoneResolver
+from mailauth.dns import DnsResolver, Record, RRType, ZoneResolver
 from mailauth.message import Message
 from mailauth.plan import run_plan
 from mailauth.results import (
@@ -51,7 +51,7 @@ def make_zone(
 
 
 def evaluate(
-    resolver: ZoneResolver,
+    resolver: DnsResolver,
     from_field: str = "Alice <alice@example.com>",
     *,
     spf: tuple[SpfResult, str] | None = None,
@@ -525,3 +525,144 @@ def test_rfc9989_temperror_of_a_strictly_unaligned_identifier_is_a_failure() -> 
     )
     assert outcome.result is FAIL
     assert outcome.disposition is REJECT
+
+
+# --- DNS faults are never a verdict (issue 14): every other path, zone pragmas and the wire -
+
+PSD = {"example": "v=DMARC1; p=reject; psd=y"}
+
+
+@pytest.mark.parametrize(
+    ("faults", "records", "author", "local", "expected"),
+    [
+        # RFC 7489 mode: the PSL Organizational Domain's record cannot be read
+        ({"_dmarc.example.com": "timeout"}, {}, "a@x.example.com", DmarcMode.RFC7489, TEMPERROR),
+        ({}, ORG, "a@x.example.com", DmarcMode.RFC7489, FAIL),
+        # the author's own record cannot be read, though the org domain's can
+        (
+            {"_dmarc.x.example.com": "servfail"},
+            ORG,
+            "a@x.example.com",
+            DmarcMode.RFC7489,
+            TEMPERROR,
+        ),
+        # PSD (RFC 9989 4.10.2): the walk fails between the author and the PSD's record
+        ({"_dmarc.x.example": "timeout"}, PSD, "a@y.x.example", DmarcMode.RFC9989, TEMPERROR),
+        ({"_dmarc.x.example": "timeout"}, PSD, "a@x.example", DmarcMode.RFC9989, TEMPERROR),
+        # ... and without the fault, the PSD's policy applies
+        ({}, PSD, "a@y.x.example", DmarcMode.RFC9989, FAIL),
+    ],
+)
+def test_dns_failures_in_policy_discovery(
+    faults: dict[str, str],
+    records: dict[str, str],
+    author: str,
+    local: DmarcMode,
+    expected: DmarcResult,
+) -> None:
+    outcome = evaluate(make_zone(records, faults=faults), author, local=DmarcLocalPolicy(local))
+    assert outcome.result is expected, outcome
+    assert outcome.disposition is (REJECT if expected is FAIL else Policy.NONE)
+
+
+def test_a_malformed_from_field_with_a_dns_failure_is_temperror_not_permerror() -> None:
+    """Several From fields are permerror unless a domain fails; when DNS keeps a domain's
+    result unknown, it may fail: temperror (on_error), not a permerror the policy ignores."""
+    two_fields = b"From: a@x.example.com\r\nFrom: b@x.example.com\r\n"
+    fine, zone = make_zone(ORG), make_zone(ORG, faults={"_dmarc.x.example.com": "timeout"})
+    assert evaluate(fine, raw_headers=two_fields).disposition is REJECT
+    outcome = evaluate(zone, raw_headers=two_fields)
+    assert (outcome.result, outcome.disposition) == (TEMPERROR, Policy.NONE)
+    assert outcome.reason.startswith("2 From fields (RFC 5322 allows one); 1 author domain")
+    assert "timeout" in outcome.reason
+    assert evaluate(fine, "CEO <ceo@x.example.com").disposition is REJECT
+    assert evaluate(zone, "CEO <ceo@x.example.com").result is TEMPERROR
+
+
+def test_several_author_domains_with_a_dns_failure() -> None:
+    """A failing domain still decides (a fault elsewhere does not hide it); otherwise the
+    domain DNS could not settle makes the whole temperror, not none or pass."""
+    zone = make_zone(
+        {"example.com": "v=DMARC1; p=reject", "example.net": "v=DMARC1; p=reject"},
+        faults={"_dmarc.example.org": "servfail"},
+    )
+    signed = [(DkimResult.PASS, "example.com")]
+    unknown = evaluate(zone, "a@example.com, b@example.org", dkim=signed)
+    assert (unknown.result, unknown.domain) == (TEMPERROR, "example.org")
+    failing = evaluate(zone, "a@example.org, b@example.net", dkim=signed)
+    assert (failing.result, failing.domain, failing.disposition) == (FAIL, "example.net", REJECT)
+
+
+def test_rfc6604_an_author_domain_owning_a_cname_exists() -> None:
+    """np= is for names that do not exist; an NXDOMAIN at the end of a CNAME the author
+    domain owns speaks of the target (RFC 6604 3), so sp= applies, not np=."""
+    zone = ZoneResolver(
+        {
+            ("_dmarc.example.com", RRType.TXT): (300, (b"v=DMARC1; p=reject; sp=none; np=reject",)),
+            ("alias.example.com", RRType.CNAME): (300, ("gone.example.net",)),
+        }
+    )
+    outcome = evaluate(zone, "a@alias.example.com")
+    assert (outcome.policy_tag, outcome.disposition) == ("sp", Policy.NONE)
+    assert evaluate(zone, "a@ghost.example.com").policy_tag == "np"
+
+
+def test_an_unknown_organizational_domain_is_walked_once() -> None:
+    """The author's policy is known but the walk above it failed: relaxed alignment of each
+    identifier needs the Organizational Domain; the failed walk is not asked again for
+    every identifier (with a silent server, each walk would cost the DNS lifetime)."""
+    zone = make_zone(ORG, faults={"_dmarc.com": "timeout"})
+    dkim = [(DkimResult.PASS, f"s{i}.example.com") for i in range(5)]
+    outcome = evaluate(zone, "a@example.com", dkim=dkim)
+    assert outcome.result is TEMPERROR and "organizational domain" in outcome.reason
+    assert [q.name for q in zone.queries].count("_dmarc.com") == 1
+
+
+LOOPBACK_ZONE = """
+$ORIGIN example.com.
+$TTL 300
+@       IN SOA ns.example.com. hostmaster.example.com. 1 3600 600 86400 60
+_dmarc  IN TXT "v=DMARC1; p=reject; sp=none; np=reject"
+news    IN A   192.0.2.1
+alias   IN CNAME gone.example.net.
+"""
+WIRE_FAULTS = ["silent", "servfail", "truncate_tcp_refused"]
+
+
+@pytest.mark.parametrize("fault", WIRE_FAULTS)
+@pytest.mark.parametrize(
+    ("name", "author", "raw"),
+    [
+        pytest.param("_dmarc.example.com", "a@example.com", None, id="policy-record"),
+        pytest.param("_dmarc.example.com", "a@x.example.com", None, id="org-domain-in-walk"),
+        pytest.param("ghost.example.com", "a@ghost.example.com", None, id="np-existence"),
+        pytest.param(
+            "_dmarc.example.com",
+            "",
+            b"From: a@example.com\r\nFrom: b@example.com\r\n",
+            id="two-from-fields",
+        ),
+    ],
+)
+def test_dns_failures_on_the_wire_are_temperror(
+    fault: str, name: str, author: str, raw: bytes | None
+) -> None:
+    """Through dnspython and a real server: a timeout, SERVFAIL, or a truncated answer whose
+    TCP retry is refused. Without the fault, each of these messages is rejected."""
+    from tests.dnsserver import LoopbackDnsServer
+
+    for faults in ({}, {name: fault}):
+        with LoopbackDnsServer(LOOPBACK_ZONE, faults=faults) as server:
+            outcome = evaluate(server.resolver(), author, raw_headers=raw)
+        if not faults:
+            assert (outcome.result, outcome.disposition) == (FAIL, REJECT), outcome
+        else:
+            assert (outcome.result, outcome.disposition) == (TEMPERROR, Policy.NONE), outcome
+
+
+def test_a_cname_owner_exists_on_the_wire() -> None:
+    from tests.dnsserver import LoopbackDnsServer
+
+    with LoopbackDnsServer(LOOPBACK_ZONE) as server:
+        outcome = evaluate(server.resolver(), "a@alias.example.com")
+    assert (outcome.result, outcome.policy_tag, outcome.disposition) == (FAIL, "sp", Policy.NONE)

@@ -125,3 +125,26 @@ def test_programmatic_records() -> None:
     assert zone.lookup("a.example", RRType.TXT).texts == (b"one", b"two")
     assert zone.lookup("example", RRType.TXT).status is DnsStatus.NODATA
     assert zone.lookup("t.example", RRType.A).status is DnsStatus.TEMPFAIL
+
+
+def test_fault_pragma_semantics() -> None:
+    """docs/dns.md: absolute names, that name only, the end of a CNAME chain."""
+    zone = ZoneResolver.from_text(
+        "$ORIGIN example.com.\n"
+        "alias IN CNAME broken\n"
+        "hop IN CNAME fine\n"
+        'fine IN TXT "ok"\n'
+        "; mailauth-fault: broken.example.com. servfail\n"
+        "; mailauth-fault: hop.example.com timeout\n"
+        "; mailauth-fault: relative timeout\n"
+    )
+    assert zone.lookup("alias.example.com", RRType.TXT).status is DnsStatus.TEMPFAIL
+    assert zone.lookup("hop.example.com", RRType.TXT).texts == (b"ok",)  # the CNAME answers
+    assert zone.lookup("x.broken.example.com", RRType.TXT).status is DnsStatus.NXDOMAIN
+    assert zone.lookup("relative.example.com", RRType.TXT).status is DnsStatus.NXDOMAIN
+    assert zone.lookup("relative", RRType.TXT).status is DnsStatus.TEMPFAIL
+
+
+def test_unknown_fault_kinds_are_refused() -> None:
+    with pytest.raises(ConfigError, match="refused"):
+        ZoneResolver({}, faults={"a.example": "refused"})

@@ -971,6 +971,35 @@ def test_a_dkim_key_timeout_is_dmarc_temperror_never_a_reject() -> None:
     assert "dkim=pass" in _inserted_header(rejected)  # the message is not a spoof after all
 
 
+@pytest.mark.parametrize(
+    "fault", ["silent", "servfail", "truncate_tcp_refused", "wrong_type", "referral"]
+)
+def test_a_dkim_key_failure_on_the_wire_is_never_a_reject(fault: str) -> None:
+    """The same through dnspython and a DNS server: the key lookup times out, gets SERVFAIL,
+    a truncated answer whose TCP retry is refused, a broken server's answer of another type
+    or a referral. With reject_dmarc on, the message goes on (dmarc=temperror), or is
+    deferred under on_error = tempfail; never a 550."""
+    from tests.dnsserver import LoopbackDnsServer
+
+    headers, body = split_message((DEMO / "message.eml").read_bytes())
+    message = {**FORWARDED, "headers": headers, "body": body}
+    zone = (DEMO / "example.com.zone").read_text()
+    with LoopbackDnsServer(zone, faults={"demo._domainkey.example.com": fault}) as server:
+        authenticator = Authenticator("mx.example.org", server.resolver())
+        (accepted,) = exchange(
+            MilterSettings(reject_dmarc=True), message, authenticator=authenticator
+        )
+        (retried,) = exchange(
+            MilterSettings(reject_dmarc=True, on_error="tempfail"),
+            message,
+            authenticator=authenticator,
+        )
+    assert accepted[-1][0] == p.CONTINUE
+    header = _inserted_header(accepted).replace("\n", "")
+    assert "dkim=temperror" in header and "dmarc=temperror" in header
+    assert retried == [(p.TEMPFAIL, b"")]
+
+
 def test_a_chain_whose_key_timed_out_is_not_sealed() -> None:
     from mailauth.arc import Sealer
     from tests.dkim_helpers import RSA_KEY

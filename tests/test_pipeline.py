@@ -7,7 +7,7 @@ import pytest
 
 import mailauth
 from mailauth import Authenticator, Message, MessageParseError, Verdict
-from mailauth.dns import ZoneResolver
+from mailauth.dns import DnsResolver, ZoneResolver
 from mailauth.pipeline import make_context
 from mailauth.results import DmarcResult
 
@@ -268,3 +268,62 @@ def test_each_method_has_its_own_dns_budget() -> None:
     roomy = Authenticator("mx.example.org", zone)
     verdict = roomy.verify(deep, now=1_800_000_000, **facts)
     assert verdict.dmarc is not None and verdict.dmarc.result is DmarcResult.NONE
+
+
+LIST_DOMAIN = "lists.example.org"
+
+
+def _list_message() -> tuple[bytes, dict[str, str]]:
+    """A message From a p=reject domain, re-signed by a mailing list (its own d=, which does
+    not align), and the DNS records: the author's policy and the list's key."""
+    from mailauth.dkim import Signer, public_key_record
+    from tests.dkim_helpers import MESSAGE, NOW, RSA_KEY
+
+    signed = Signer(LIST_DOMAIN, "list1", RSA_KEY).sign(MESSAGE, now=NOW)
+    records = {
+        "_dmarc.example.com": "v=DMARC1; p=reject",
+        f"list1._domainkey.{LIST_DOMAIN}": public_key_record(RSA_KEY),
+    }
+    return signed, records
+
+
+def _list_verdict(raw: bytes, resolver: DnsResolver) -> Verdict:
+    from mailauth.dmarc import DmarcLocalPolicy
+    from mailauth.policy import trust_mailing_lists
+    from tests.dkim_helpers import NOW
+
+    local = DmarcLocalPolicy(overrides=(trust_mailing_lists([LIST_DOMAIN]),))
+    authenticator = Authenticator("mx.example.net", resolver, dmarc_policy=local)
+    return authenticator.verify(raw, ip="198.51.100.9", mail_from=f"bounce@{LIST_DOMAIN}", now=NOW)
+
+
+@pytest.mark.parametrize("fault", ["timeout", "servfail", "silent", "truncate_tcp_refused"])
+def test_a_trusted_list_whose_key_lookup_failed_is_not_rejected(fault: str) -> None:
+    """--trusted-mailing-list lets the list's mail through when DMARC fails; when the list's
+    own DKIM key lookup fails temporarily, whether it is the list is unknown: DMARC is
+    temperror (on_error), not the author's p=reject. Zone pragmas and the wire."""
+    from mailauth.dns import RRType
+    from tests.dnsserver import LoopbackDnsServer, txt_zone
+
+    raw, records = _list_message()
+    key = f"list1._domainkey.{LIST_DOMAIN}"
+    if fault in ("timeout", "servfail"):
+        data = {(n, RRType.TXT): (300, (v.encode(),)) for n, v in records.items()}
+        fine = _list_verdict(raw, ZoneResolver(data))
+        del data[(key, RRType.TXT)]
+        failing = _list_verdict(raw, ZoneResolver(data, faults={key: fault}))
+    else:
+        with LoopbackDnsServer(txt_zone(records)) as server:
+            fine = _list_verdict(raw, server.resolver())
+        with LoopbackDnsServer(txt_zone(records), faults={key: fault}) as server:
+            failing = _list_verdict(raw, server.resolver())
+    assert fine.dmarc is not None and failing.dmarc is not None
+    assert (fine.dmarc.result, fine.dmarc.override) == (DmarcResult.FAIL, "mailing_list")
+    assert fine.dmarc.disposition.value == "none"
+    assert (failing.dmarc.result, failing.dmarc.disposition.value) == (
+        DmarcResult.TEMPERROR,
+        "none",
+    )
+    assert failing.dmarc.reason.startswith(
+        f"mailing list {LIST_DOMAIN}: dkim=temperror header.d={LIST_DOMAIN} (key lookup failed: "
+    )

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 
-from mailauth.dmarc import OverrideContext, OverrideType, PolicyOverride
+from mailauth.dmarc import OverrideContext, OverrideType, PolicyOverride, Undecided
 from mailauth.policy import trust_mailing_lists
 from mailauth.results import (
     DkimOutcome,
@@ -63,3 +63,33 @@ def test_trusted_mailing_lists(
 def test_a_bad_domain_is_refused() -> None:
     with pytest.raises(ValueError, match="a b"):
         trust_mailing_lists(["a b"])
+
+
+@pytest.mark.parametrize(
+    ("dkim", "spf", "expected"),
+    [
+        (((DkimResult.TEMPERROR, "lists.example.org"),), None,
+         "mailing list lists.example.org: dkim=temperror header.d=lists.example.org"),
+        ((), (SpfResult.TEMPERROR, "bounce.lists.example.org"),
+         "mailing list lists.example.org: spf=temperror smtp.mailfrom=bounce.lists.example.org"),
+        # a pass decides, whatever failed temporarily beside it
+        (((DkimResult.TEMPERROR, "lists.example.org"),), (SpfResult.PASS, "lists.example.org"),
+         None),
+        # a temporary failure of another domain's says nothing about the list
+        (((DkimResult.TEMPERROR, "example.net"),), (SpfResult.TEMPERROR, "example.net"), None),
+    ],
+)  # fmt: skip
+def test_a_list_server_whose_authentication_failed_temporarily_is_undecided(
+    dkim: tuple[tuple[DkimResult, str], ...],
+    spf: tuple[SpfResult, str] | None,
+    expected: str | None,
+) -> None:
+    """The list's key lookup timed out: whether it is the trusted list is not known, so the
+    hook cannot decide (DMARC temperror), rather than let the policy reject the list's mail
+    that the override lets through when DNS works."""
+    override = trust_mailing_lists(["lists.example.org"])(_context(dkim, spf))
+    if expected is None:
+        assert not isinstance(override, Undecided)
+    else:
+        assert isinstance(override, Undecided)
+        assert override.reason == expected

@@ -182,8 +182,10 @@ def _check_ams(sig: Signature, keys: _Keys) -> Plan[_Problem | None]:
     return problem
 
 
-def _oldest_pass(chain: ArcChain, keys: _Keys) -> Plan[int]:
-    """RFC 8617 5.2 step 5: the lowest instance from which every AMS validates (0: all).
+def _oldest_pass(chain: ArcChain, keys: _Keys) -> Plan[int | None]:
+    """RFC 8617 5.2 step 5: the lowest instance from which every AMS validates (0: all);
+    None when a key lookup failed temporarily first (whether that AMS validates is not
+    known: header.oldest-pass is left out rather than claim it does not).
 
     The older AMSs' keys are asked together, in one effect: never a lookup per set, one
     after the other, at names the sender chose.
@@ -207,7 +209,7 @@ def _oldest_pass(chain: ArcChain, keys: _Keys) -> Plan[int]:
             return instance + 1
         problem = yield from _check_ams(sig, keys)
         if problem is not None:
-            return instance + 1
+            return None if problem.temporary else instance + 1
     return 0
 
 

@@ -16,8 +16,8 @@ from typing import Any
 
 import httpx
 
-from mailauth.check.report import Area, Finding, Status
-from mailauth.dns import Query, RRType
+from mailauth.check.report import Area, Finding, Status, dns_error
+from mailauth.dns import DnsStatus, Query, RRType
 from mailauth.plan import Plan, offload, resolve
 
 MAX_POLICY = 64 * 1024  # RFC 8461 3.3: a policy larger than this SHOULD NOT be accepted
@@ -122,6 +122,8 @@ def check_mta_sts(
     (lookup,) = yield from resolve(Query.of(name, RRType.TXT))
     records = [t.decode("utf-8", "replace") for t in lookup.texts if t.startswith(b"v=STSv1")]
     details: dict[str, Any] = {"record": records[0] if records else None, "policy": None}
+    if lookup.status is DnsStatus.TEMPFAIL:
+        return [dns_error(Area.MTA_STS, lookup)], details
     if not records:
         return [
             Finding(
@@ -152,6 +154,9 @@ def check_mta_sts(
     host = f"mta-sts.{domain}"
     answers = yield from resolve(Query.of(host, RRType.A), Query.of(host, RRType.AAAA))
     addresses = [a for answer in answers for a in answer.hosts]
+    failed = next((a for a in answers if a.status is DnsStatus.TEMPFAIL), None)
+    if not addresses and failed is not None:  # not known to have no address
+        return [dns_error(Area.MTA_STS, failed, f"policy host {host} {failed.rdtype}")], details
     if not addresses:
         text, error = "", f"{host} has no address"
     else:

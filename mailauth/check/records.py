@@ -6,7 +6,7 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
-from mailauth.check.report import Area, Finding, Status
+from mailauth.check.report import Area, Finding, Status, dns_error
 from mailauth.dkim.keys import KeyRecordError, parse_key_record
 from mailauth.dkim.signature import tag_domain
 from mailauth.dkim.verify import key_problem
@@ -58,7 +58,8 @@ def check_dmarc(domain: str) -> Plan[tuple[list[Finding], dict[str, Any]]]:
     walk = yield from tree_walk(domain)
     details: dict[str, Any] = {"record": None, "policy": None, "record_domain": None}
     if walk.tempfail:
-        found.append(_finding(Area.DMARC, "dmarc.dns-error", Status.FAIL, walk.tempfail))
+        fix = "check the domain's nameservers, then run the check again"
+        found.append(_finding(Area.DMARC, "dmarc.dns-error", Status.FAIL, walk.tempfail, fix))
         return found, details
     for note in walk.notes:
         found.append(_finding(Area.DMARC, "dmarc.multiple", Status.FAIL, note, "keep one record"))
@@ -186,7 +187,8 @@ def _external_destinations(record: DmarcRecord, domain: str) -> Plan[list[Findin
     lookups = yield from resolve_names(RRType.TXT, *names)
     for destination, lookup in zip(destinations, lookups, strict=True):
         authorised = any(t.startswith(b"v=DMARC1") for t in lookup.texts)
-        if lookup.status is DnsStatus.TEMPFAIL:
+        if lookup.status is DnsStatus.TEMPFAIL:  # (was skipped: the record looked fine)
+            found.append(dns_error(Area.DMARC, lookup, f"reports to {destination}"))
             continue
         found.append(
             _finding(
@@ -225,7 +227,7 @@ def check_dkim(domain: str, selectors: Sequence[str]) -> Plan[tuple[list[Finding
     )
     names = list(given)
     # (A CNAME there to a name that does not exist proves nothing about the names below.)
-    pruned = subtree.status is DnsStatus.NXDOMAIN and subtree.canonical_name in ("", subtree.name)
+    pruned = subtree.name_does_not_exist
     if not pruned:
         common = [s for s in COMMON_SELECTORS if s not in given]
         lookups += yield from resolve(
@@ -243,7 +245,13 @@ def check_dkim(domain: str, selectors: Sequence[str]) -> Plan[tuple[list[Finding
         for s in invalid
     ]
     keys: list[Any] = []
+    failed = [lookup for lookup in lookups if lookup.status is DnsStatus.TEMPFAIL]
+    if failed:  # one finding (a DNS outage fails all 17 names alike)
+        more = f" (and {len(failed) - 1} more)" if len(failed) > 1 else ""
+        found.append(dns_error(Area.DKIM, failed[0], f"TXT {failed[0].name}{more}"))
     for selector, lookup in zip(names, lookups, strict=True):
+        if lookup.status is DnsStatus.TEMPFAIL:
+            continue
         if not lookup.texts:
             if selector in given:
                 found.append(
@@ -258,7 +266,7 @@ def check_dkim(domain: str, selectors: Sequence[str]) -> Plan[tuple[list[Finding
                 )
             continue
         found.extend(_key_findings(domain, selector, lookup.texts[0], lookup.canonical_name, keys))
-    if not keys and not given and not invalid:
+    if not keys and not given and not invalid and not failed:
         found.append(
             _finding(
                 Area.DKIM,
@@ -358,9 +366,7 @@ def check_mx(domain: str) -> Plan[tuple[list[Finding], dict[str, Any]]]:
     hosts = [(mx.preference, mx.exchange) for mx in answer.exchanges]
     details: dict[str, Any] = {"hosts": [h for _, h in sorted(hosts)]}
     if answer.status is DnsStatus.TEMPFAIL:
-        return [
-            _finding(Area.MX, "mx.dns-error", Status.FAIL, f"MX {domain}: {answer.reason}")
-        ], details
+        return [dns_error(Area.MX, answer)], details
     if not hosts:
         return [
             _finding(
@@ -428,6 +434,9 @@ def _mx_host(host: str) -> Plan[list[Finding]]:
             )
         ]
     if not any(a.hosts for a in answers):
+        failed = next((a for a in answers if a.status is DnsStatus.TEMPFAIL), None)
+        if failed is not None:  # not known to have no address
+            return [dns_error(Area.MX, failed, f"MX {host} {failed.rdtype}")]
         return [
             _finding(
                 Area.MX,
@@ -442,6 +451,8 @@ def _mx_host(host: str) -> Plan[list[Finding]]:
 
 def check_tls_rpt(domain: str) -> Plan[list[Finding]]:
     (lookup,) = yield from resolve(Query.of(f"_smtp._tls.{domain}", RRType.TXT))
+    if lookup.status is DnsStatus.TEMPFAIL:
+        return [dns_error(Area.TLS_RPT, lookup)]
     records = [t.decode("utf-8", "replace") for t in lookup.texts if t.startswith(b"v=TLSRPTv1")]
     name = f"_smtp._tls.{domain}"
     if not records:
@@ -491,6 +502,8 @@ def _tlsrpt_uris(record: str) -> list[str]:
 def check_bimi(domain: str) -> Plan[list[Finding]]:
     name = f"default._bimi.{domain}"
     (lookup,) = yield from resolve(Query.of(name, RRType.TXT))
+    if lookup.status is DnsStatus.TEMPFAIL:
+        return [dns_error(Area.BIMI, lookup)]
     records = [t.decode("utf-8", "replace") for t in lookup.texts if t.startswith(b"v=BIMI1")]
     if not records:
         return [

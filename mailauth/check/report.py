@@ -6,6 +6,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+from mailauth.dns import Lookup
+
 
 class Status(StrEnum):
     PASS = "pass"
@@ -62,3 +64,11 @@ class DomainReport:
             "findings": [f.to_dict() for f in self.findings],
             **self.details,
         }
+
+
+def dns_error(area: Area, lookup: Lookup, what: str = "") -> Finding:
+    """``<area>.dns-error``: a lookup failed temporarily. A DNS problem, never reported as a
+    missing record: nothing is known about the record."""
+    message = f"{what or f'{lookup.rdtype} {lookup.name}'}: {lookup.reason or 'DNS failure'}"
+    fix = "check the domain's nameservers, then run the check again"
+    return Finding(area, f"{area}.dns-error", Status.FAIL, message, fix)

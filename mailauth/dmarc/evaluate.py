@@ -200,6 +200,8 @@ def evaluate_dmarc(
     combined = _combine(domains, outcomes)
     if result is None:
         return combined
+    if combined.result is DmarcResult.TEMPERROR:  # a domain that may fail is not known yet
+        return replace(combined, reason=f"{reason}; {combined.reason}")
     if combined.result is not DmarcResult.FAIL:  # malformed: only a failure counts
         return DmarcOutcome(result, "", reason=reason)
     return replace(combined, reason=f"{reason}; {combined.reason}")
@@ -406,7 +408,10 @@ def _aligned(
 def _org_domain(
     domain: str, orgs: dict[str, str | None], local: DmarcLocalPolicy
 ) -> Plan[str | None]:
-    if domain in orgs and orgs[domain] is not None:
+    """The Organizational Domain, or None when a temporary DNS failure keeps it unknown;
+    each domain walked once per evaluation (a failed walk is not asked again for every
+    identifier: with a silent server each walk costs the DNS lifetime)."""
+    if domain in orgs:
         return orgs[domain]
     if local.mode is DmarcMode.RFC7489:
         org: str | None = psl_organizational_domain(domain, local.psl)
@@ -424,12 +429,13 @@ def _apply_policy(
     subdomain = outcome.policy_domain != outcome.domain
     exists = True
     if subdomain and record.nonexistent_policy is not None and local.mode is DmarcMode.RFC9989:
-        # RFC 9989 3.2.13 (RFC 8020): NXDOMAIN for the name means it does not exist.
+        # RFC 9989 3.2.13 (RFC 8020): NXDOMAIN for the name means it does not exist; not
+        # an NXDOMAIN at the end of a CNAME the name owns (RFC 6604 3).
         (lookup,) = yield from resolve(Query.of(outcome.domain, RRType.A))
         if lookup.status is DnsStatus.TEMPFAIL and outcome.result is DmarcResult.FAIL:
             reason = f"{outcome.domain}: existence unknown ({lookup.reason or 'DNS failure'})"
             return replace(outcome, result=DmarcResult.TEMPERROR, reason=reason)
-        exists = lookup.status is not DnsStatus.NXDOMAIN
+        exists = not lookup.name_does_not_exist
     if local.mode is DmarcMode.RFC7489:
         record = replace(record, nonexistent_policy=None)
     policy, tag = record.policy_for(subdomain=subdomain, exists=exists)

@@ -98,6 +98,12 @@ class Lookup:
     def is_temporary_failure(self) -> bool:
         return self.status is DnsStatus.TEMPFAIL
 
+    @property
+    def name_does_not_exist(self) -> bool:
+        """NXDOMAIN for the name asked itself. After a CNAME the rcode speaks of the chain's
+        last name (RFC 6604 3): the name asked exists, since it owns the CNAME."""
+        return self.status is DnsStatus.NXDOMAIN and self.canonical_name in ("", self.name)
+
 
 def normalize_name(name: str) -> str:
     """The DNS form of a name: see :func:`mailauth.domains.normalize_domain`."""

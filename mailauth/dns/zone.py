@@ -11,8 +11,11 @@ master file for other tools::
     ; mailauth-fault: timeout.example.test timeout
     ; mailauth-fault: broken.example.test servfail
 
-A fault at a name applies to every query at that name for a type the zones hold no records
-of (listed records still answer, as in the OpenSPF suite's TIMEOUT convention).
+The name is absolute (``$ORIGIN`` does not apply to a comment) and the fault applies to that
+name only, not to the names below it. It fails every query that ends at that name for a type
+the zones hold no records of: listed records still answer (as in the OpenSPF suite's TIMEOUT
+convention), a CNAME there is still followed, and a CNAME chain that ends there fails, as a
+recursive resolver fails the whole query.
 
 Every query is logged in :attr:`ZoneResolver.queries`, so that tests can count lookups.
 """
@@ -45,7 +48,7 @@ class ZoneResolver:
     """Answers from in-memory data; implements the same interface as the network resolver.
 
     ``records`` maps (name, type) to (ttl, records); ``faults`` maps a name to ``timeout`` or
-    ``servfail``.
+    ``servfail`` (anything else is a ConfigError).
     """
 
     def __init__(
@@ -59,6 +62,9 @@ class ZoneResolver:
             for (name, rdtype), (ttl, values) in records.items()
         }
         self._faults = {normalize_name(name): kind for name, kind in (faults or {}).items()}
+        unknown = sorted(set(self._faults.values()) - {"timeout", "servfail"})
+        if unknown:
+            raise ConfigError(f"unknown DNS fault {unknown[0]!r}: timeout or servfail")
         self._names = {"."}
         for query in self._records:
             labels = query.name.split(".")
