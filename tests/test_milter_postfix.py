@@ -22,7 +22,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from mailauth.arc import verify_arc
-from mailauth.dkim import public_key_record
+from mailauth.dkim import Signer, public_key_record
 from mailauth.dkim.keys import private_key_pem
 from mailauth.message import Message
 from mailauth.plan import run_plan
@@ -52,10 +52,13 @@ def postfix(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ThrowawayPostf
     zone = (DEMO / "example.com.zone").read_text() + (
         'news IN TXT "v=spf1 -all"\n_dmarc.news IN TXT "v=DMARC1; p=quarantine"\n'
     )
-    with LoopbackDnsServer(zone) as dns:
+    # The key of selector "slow" never answers: a DNS timeout (the milter's 2 s per attempt).
+    faults = {"slow._domainkey.example.com.": "silent"}
+    with LoopbackDnsServer(zone, faults=faults) as dns:
         port = free_port()
         command = [sys.executable, "-m", "mailauth", "milter", "--listen", f"inet:{port}@127.0.0.1"]
         command += ["--authserv-id", "mx.example.org", "--nameserver", dns.address]
+        command += ["--dns-timeout", "3"]
         command += ["--reject-dmarc", "--quarantine-dmarc", "--trusted-network", "192.0.2.128/25"]
         command += ["--sign", f"example.com:out2026:{key_file}"]
         command += ["--arc-seal", f"example.org:arc2026:{key_file}"]
@@ -223,3 +226,19 @@ def test_a_quarantined_message_is_held_by_postfix(postfix: ThrowawayPostfix) -> 
         time.sleep(0.2)
     assert [entry["queue_name"] for entry in ours] == ["hold"], postfix.log()[-2000:]
     assert not any(b"held-1@attacker.example" in p.read_bytes() for p in postfix.sink_dir.iterdir())
+
+
+def test_a_dkim_key_timeout_is_delivered_not_rejected(postfix: ThrowawayPostfix) -> None:
+    """A DNS timeout on the DKIM key of a p=reject domain, the message from an address SPF
+    fails for: no aligned pass, and the aligned signature's result is temperror. RFC 9989:
+    no DMARC failure can be concluded, so --reject-dmarc must not refuse it (before: 550)."""
+    raw = (
+        b"From: Alice <alice@example.com>\r\nTo: bob@example.net\r\nSubject: report\r\n"
+        b"Message-ID: <slow-1@example.com>\r\n\r\nThe report.\r\n"
+    )
+    signed = Signer("example.com", "slow", SIGNING_KEY).sign(raw)
+    _send(postfix, signed, "198.51.100.7", "fwd.example.net", "alice@example.com")
+    delivered = _delivered_with(postfix, b"<slow-1@example.com>")
+    (header,) = _authentication_results(delivered)
+    assert "spf=fail" in header and "dkim=temperror" in header, header
+    assert "dmarc=temperror" in header, header
