@@ -194,3 +194,15 @@ def test_received_spf_values_cannot_inject(hostile: str) -> None:
     assert "\r" not in unfolded and "\n" not in unfolded
     assert unfolded.count("receiver=mx.example.org;") == 1
     assert 'client-ip="2001:db8::1";' in unfolded
+
+
+def test_pyspf_is_only_a_test_oracle() -> None:
+    """The runtime (library, CLI, milter) never imports pyspf: it is in the test extra."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, mailauth, mailauth.cli, mailauth.milter.server, mailauth.check; "
+        "sys.exit('spf' in sys.modules)"
+    )
+    assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
