@@ -28,8 +28,11 @@ def _text(value: Any) -> bytes:
     return str(value).encode("utf-8")
 
 
-def build_resolver(zonedata: dict[str, list[Any]]) -> ZoneResolver:
-    records: dict[tuple[str, RRType], tuple[int, list[Record]]] = {}
+def zone_data(
+    zonedata: dict[str, list[Any]],
+) -> tuple[dict[tuple[str, RRType], list[Record]], dict[str, str]]:
+    """A scenario's records and faults, as a ZoneResolver takes them."""
+    records: dict[tuple[str, RRType], list[Record]] = {}
     faults: dict[str, str] = {}
     for raw_name, entries in (zonedata or {}).items():
         name = raw_name.rstrip(".").lower()
@@ -52,15 +55,20 @@ def build_resolver(zonedata: dict[str, list[Any]]) -> ZoneResolver:
                 record = MxRecord(int(value[0]), str(value[1]).rstrip(".").lower())
             else:
                 record = str(value).rstrip(".")
-            records.setdefault((name, RRType(rtype)), (300, []))[1].append(record)
+            records.setdefault((name, RRType(rtype)), []).append(record)
     valid = {}
-    for key, value in records.items():
+    for key, values in records.items():
         try:
-            ZoneResolver({key: value})
+            ZoneResolver({key: (300, values)})
         except InvalidDomainError:
             continue  # a name DNS cannot carry (e.g. a 64-octet label) is never asked
-        valid[key] = value
-    return ZoneResolver(valid, faults={n: f for n, f in faults.items() if len(n) < 254})
+        valid[key] = values
+    return valid, {n: f for n, f in faults.items() if len(n) < 254}
+
+
+def build_resolver(zonedata: dict[str, list[Any]]) -> ZoneResolver:
+    records, faults = zone_data(zonedata)
+    return ZoneResolver({key: (300, values) for key, values in records.items()}, faults=faults)
 
 
 def _cases(filename: str) -> list[Any]:
