@@ -18,6 +18,7 @@ an IPv6 zone index names an interface of this host and is dropped.
 from __future__ import annotations
 
 import contextlib
+import functools
 import ipaddress
 import time
 from dataclasses import replace
@@ -57,12 +58,13 @@ def is_helo_domain(helo: str) -> bool:
     return False
 
 
+@functools.lru_cache(maxsize=4096)
 def client_ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
     """The SMTP client's address as SPF sees it; raises ValueError when ``text`` is none.
 
     RFC 7208 5: an IPv4-mapped IPv6 address is the IPv4 client it maps. An IPv6 zone index
     (``fe80::1%eth0``, RFC 4007 11) names an interface of this host, not part of the
-    client's address: it is dropped.
+    client's address: it is dropped. (Memoised: a pure function, and clients come back.)
     """
     address = ipaddress.ip_address(text.strip())
     if isinstance(address, ipaddress.IPv6Address):
@@ -131,7 +133,11 @@ def evaluate_spf(
     mailfrom_plan = (
         _mail_from_plan(helo=helo, mail_from=mail_from, common=common) if mail_from else None
     )
-    helo_outcome, mailfrom_outcome = yield from _side_by_side(helo_plan, mailfrom_plan)
+    if helo_plan is None or mailfrom_plan is None:  # one identity (or none): no merging
+        helo_outcome = None if helo_plan is None else (yield from helo_plan)
+        mailfrom_outcome = None if mailfrom_plan is None else (yield from mailfrom_plan)
+    else:
+        helo_outcome, mailfrom_outcome = yield from _side_by_side(helo_plan, mailfrom_plan)
     if helo_outcome is None and helo:
         helo_outcome = SpfOutcome(
             SpfResult.NONE, "helo", helo, reason="HELO is not a domain name (RFC 7208 2.3)"

@@ -2,6 +2,9 @@
 limits, the explanation. DNS questions are yielded (:func:`mailauth.plan.resolve`); nothing
 here blocks or knows how they are answered.
 
+Questions are yielded as :class:`mailauth.plan.Resolve` effects directly (not through the
+``resolve`` helper: one generator less per question on this hot path).
+
 Order and concurrency: mechanisms are evaluated one after the other, left to right, and
 evaluation stops at the first match (4.6.2). The independent questions of one step are asked
 in one effect, so that the asyncio runner asks them concurrently: the address records of all
@@ -35,7 +38,7 @@ from dataclasses import dataclass
 from mailauth.dns import DnsStatus, Lookup, Query, RRType
 from mailauth.domains import normalize_domain
 from mailauth.errors import InvalidDomainError, RecordSyntaxError
-from mailauth.plan import Plan, resolve
+from mailauth.plan import Plan, Resolve
 from mailauth.results import SpfResult
 from mailauth.spf.macro import expand, expand_domain, ip_values, reverse_name
 from mailauth.spf.record import (
@@ -44,9 +47,9 @@ from mailauth.spf.record import (
     Mechanism,
     MechanismKind,
     SpfRecord,
+    is_spf_record,
     parse_explanation,
-    parse_spf_record,
-    select_spf_records,
+    parse_spf_bytes,
 )
 
 MAX_TERMS = 10  # RFC 7208 4.6.4
@@ -91,6 +94,7 @@ class _Evaluation:
     change, and what the limits have counted."""
 
     address: Address
+    client: int  # the address as a number
     rdtype: RRType  # A or AAAA: the client's family (RFC 7208 5.3, 5.4, 5.5)
     values: dict[str, str]
     terms: int = 0
@@ -144,7 +148,7 @@ def check_host(
         **ip_values(address),
     }
     rdtype = RRType.A if address.version == 4 else RRType.AAAA
-    evaluation = _Evaluation(address, rdtype, values)
+    evaluation = _Evaluation(address, int(address), rdtype, values)
     name = _query_name(domain)
     if name is None or "." not in name:  # RFC 7208 4.3: malformed, or a single label
         return HostResult(SpfResult.NONE, f"{domain!r} is not a valid domain (RFC 7208 4.3)")
@@ -160,19 +164,37 @@ def check_host(
 
 def _check_domain(evaluation: _Evaluation, domain: str) -> Plan[_Decision]:
     """check_host() for one domain: its record (4.4, 4.5), then the record (4.6)."""
-    record = yield from _fetch_record(evaluation, domain)
+    name = _query_name(domain)
+    record = None
+    if name is not None:
+        (lookup,) = yield Resolve((Query(name, RRType.TXT),))
+        record = _select_record(evaluation, name, lookup)
     if record is None:
         return _Decision(SpfResult.NONE, f"no SPF record at {domain}")
-    values = {**evaluation.values, "d": domain}
+    values = {**evaluation.values, "d": domain} if record.uses_macros else evaluation.values
+    client, version = evaluation.client, evaluation.address.version
     for mechanism in record.mechanisms:
-        if (yield from _matches(evaluation, mechanism, domain, values)):
+        kind = mechanism.kind
+        if kind is MechanismKind.ALL:
+            matched = True
+        elif kind is MechanismKind.IP4 or kind is MechanismKind.IP6:
+            # RFC 7208 5.6: only the client's own family can match
+            matched = mechanism.version == version and client & mechanism.mask == mechanism.bits
+        elif kind is MechanismKind.INCLUDE:
+            matched = yield from _include(evaluation, mechanism, values)
+        else:
+            matched = yield from _matches(evaluation, mechanism, domain, values)
+        if matched:
             result = QUALIFIER_RESULTS[mechanism.qualifier]
             return _Decision(result, f"matched {mechanism.text}", record, domain)
     # RFC 7208 6.1: redirect is followed when no mechanism matched; "all" always matches, so
     # a record that has "all" never gets here (its redirect is ignored, and not counted).
     if record.redirect is not None:
         evaluation.count_term(record.redirect.text)
-        target = yield from _target(evaluation, record.redirect.value, values)
+        spec = record.redirect.value
+        if "p" in spec.letters:
+            values["p"] = yield from _validated_name(evaluation, values["d"])
+        target = _target(spec, values)
         decision = None if target is None else (yield from _check_domain(evaluation, target))
         if decision is None or decision.result is SpfResult.NONE:
             raise _Abort(
@@ -183,24 +205,21 @@ def _check_domain(evaluation: _Evaluation, domain: str) -> Plan[_Decision]:
     return _Decision(SpfResult.NEUTRAL, f"no mechanism matched at {domain} (RFC 7208 4.7)")
 
 
-def _fetch_record(evaluation: _Evaluation, domain: str) -> Plan[SpfRecord | None]:
-    """RFC 7208 4.4, 4.5: the TXT records; one starting "v=spf1", or none, or permerror."""
-    name = _query_name(domain)
-    if name is None:
-        return None
-    (lookup,) = yield from resolve(Query(name, RRType.TXT))
+def _select_record(evaluation: _Evaluation, name: str, lookup: Lookup) -> SpfRecord | None:
+    """RFC 7208 4.4, 4.5: of the TXT records, the one starting "v=spf1", or none, or
+    permerror (several, or a syntax error anywhere: 4.6)."""
     if lookup.status is DnsStatus.TEMPFAIL:
         raise _Abort(SpfResult.TEMPERROR, f"{lookup.reason} (TXT {name})")
     if not lookup.records:
         evaluation.count_void(lookup)
         return None
-    texts = select_spf_records(lookup.texts)
+    texts = [r for r in lookup.records if isinstance(r, bytes) and is_spf_record(r)]
     if not texts:
         return None
     if len(texts) > 1:
         raise _Abort(SpfResult.PERMERROR, f"{len(texts)} SPF records at {name} (RFC 7208 4.5: one)")
-    record = parse_spf_record(texts[0])
-    if record.errors:  # RFC 7208 4.6: a syntax error anywhere ends the evaluation
+    record = parse_spf_bytes(texts[0])
+    if record.errors:
         raise _Abort(SpfResult.PERMERROR, f"{name}: {record.errors[0].reason}")
     return record
 
@@ -208,20 +227,16 @@ def _fetch_record(evaluation: _Evaluation, domain: str) -> Plan[SpfRecord | None
 def _matches(
     evaluation: _Evaluation, mechanism: Mechanism, domain: str, values: dict[str, str]
 ) -> Plan[bool]:
-    """RFC 7208 5: whether one mechanism matches."""
+    """RFC 7208 5: whether one mechanism that queries DNS matches (all, ip4 and ip6 are
+    matched by the caller)."""
     kind = mechanism.kind
-    if kind is MechanismKind.ALL:
-        return True
-    if kind is MechanismKind.IP4 or kind is MechanismKind.IP6:
-        network = mechanism.network  # RFC 7208 5.6: only the client's own family can match
-        address = evaluation.address
-        return network is not None and network.version == address.version and address in network
     evaluation.count_term(mechanism.text)
     target: str | None = domain
-    if mechanism.domain is not None:
-        target = yield from _target(evaluation, mechanism.domain, values)
-    if kind is MechanismKind.INCLUDE:
-        return (yield from _include(evaluation, mechanism, target))
+    spec = mechanism.domain
+    if spec is not None:
+        if "p" in spec.letters:
+            values["p"] = yield from _validated_name(evaluation, values["d"])
+        target = _target(spec, values)
     if target is None:
         return False  # a name DNS cannot carry: no records (RFC 7208 4.3, 5)
     if kind is MechanismKind.A:
@@ -234,13 +249,18 @@ def _matches(
         wanted = _query(target, RRType.PTR).name
         return any(_at_or_under(n, wanted) for n in names)
     # RFC 7208 5.7 exists: an A query, whatever the client's family; any answer matches
-    (lookup,) = yield from resolve(_query(target, RRType.A))
+    (lookup,) = yield Resolve((_query(target, RRType.A),))
     return _has_records(evaluation, lookup)
 
 
-def _include(evaluation: _Evaluation, mechanism: Mechanism, target: str | None) -> Plan[bool]:
+def _include(evaluation: _Evaluation, mechanism: Mechanism, values: dict[str, str]) -> Plan[bool]:
     """RFC 7208 5.2: pass matches; fail, softfail, neutral do not; none is permerror;
     temperror and permerror end the evaluation (raised from inside)."""
+    evaluation.count_term(mechanism.text)
+    spec = mechanism.domain
+    if spec is not None and "p" in spec.letters:
+        values["p"] = yield from _validated_name(evaluation, values["d"])
+    target = None if spec is None else _target(spec, values)
     decision = None if target is None else (yield from _check_domain(evaluation, target))
     if decision is None or decision.result is SpfResult.NONE:
         raise _Abort(SpfResult.PERMERROR, f"{mechanism.text} finds no SPF record (RFC 7208 5.2)")
@@ -250,7 +270,7 @@ def _include(evaluation: _Evaluation, mechanism: Mechanism, target: str | None) 
 def _mx(evaluation: _Evaluation, mechanism: Mechanism, target: str) -> Plan[bool]:
     """RFC 7208 5.4: the MX names (10 at most, 4.6.4), then the address records of each,
     all asked at once and read in order of preference."""
-    (answer,) = yield from resolve(_query(target, RRType.MX))
+    (answer,) = yield Resolve((_query(target, RRType.MX),))
     if not _has_records(evaluation, answer):
         return False
     exchanges = sorted(answer.exchanges, key=lambda mx: (mx.preference, mx.exchange))
@@ -272,7 +292,7 @@ def _validated_names(evaluation: _Evaluation) -> Plan[list[str]]:
     address records include the client. A failed PTR query finds none; a name whose address
     query fails is skipped."""
     name = reverse_name(evaluation.address)
-    (answer,) = yield from resolve(Query(name, RRType.PTR))
+    (answer,) = yield Resolve((Query(name, RRType.PTR),))
     if answer.status is DnsStatus.TEMPFAIL or not _has_records(evaluation, answer):
         return []
     names = list(answer.hosts[:MAX_PTR_NAMES])
@@ -313,10 +333,13 @@ def _explain(evaluation: _Evaluation, decision: _Decision) -> Plan[str]:
         return ""
     evaluation.counting = False
     values = {**evaluation.values, "d": decision.domain}
-    target = yield from _target(evaluation, record.explanation.value, values)
+    spec = record.explanation.value
+    if "p" in spec.letters:
+        values["p"] = yield from _validated_name(evaluation, values["d"])
+    target = _target(spec, values)
     if target is None:
         return ""
-    (lookup,) = yield from resolve(_query(target, RRType.TXT))
+    (lookup,) = yield Resolve((_query(target, RRType.TXT),))
     if lookup.status is not DnsStatus.ANSWER or len(lookup.texts) != 1:
         return ""
     try:
@@ -328,17 +351,15 @@ def _explain(evaluation: _Evaluation, decision: _Decision) -> Plan[str]:
     return expand(text, values)
 
 
-def _target(evaluation: _Evaluation, spec: MacroString, values: dict[str, str]) -> Plan[str | None]:
-    """A domain-spec expanded (RFC 7208 7.3): the name to ask, or None when DNS cannot
-    carry it."""
-    if "p" in spec.letters:
-        values["p"] = yield from _validated_name(evaluation, values["d"])
+def _target(spec: MacroString, values: dict[str, str]) -> str | None:
+    """A domain-spec expanded (RFC 7208 7.3; ``values`` holds %{p} when it is used): the
+    name to ask, or None when DNS cannot carry it."""
     name = expand_domain(spec, values)
     return name if _query_name(name) is not None else None
 
 
 def _addresses(evaluation: _Evaluation, target: str) -> Plan[tuple[str, ...]]:
-    (lookup,) = yield from resolve(_query(target, evaluation.rdtype))
+    (lookup,) = yield Resolve((_query(target, evaluation.rdtype),))
     return lookup.hosts if _has_records(evaluation, lookup) else ()
 
 
@@ -352,7 +373,7 @@ def _ask_addresses(evaluation: _Evaluation, names: list[str]) -> Plan[list[Looku
             queries[query_name] = Query(query_name, evaluation.rdtype)
     if not queries:
         return [None] * len(names)
-    lookups = yield from resolve(*queries.values())
+    lookups = yield Resolve(tuple(queries.values()))
     answers = dict(zip(queries, lookups, strict=True))
     return [answers.get(_query_name(name) or "") for name in names]
 

@@ -71,8 +71,10 @@ def _pattern(delimiters: str) -> re.Pattern[str]:
     return re.compile(f"[{re.escape(delimiters)}]")
 
 
+@functools.lru_cache(maxsize=1024)
 def ip_values(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> dict[str, str]:
-    """The letters that come from the client's address: i, c and v (RFC 7208 7.3)."""
+    """The letters that come from the client's address: i, c and v (RFC 7208 7.3).
+    (Memoised: clients come back; the caller copies the dict, never changes it.)"""
     if isinstance(address, ipaddress.IPv4Address):
         return {"i": str(address), "c": str(address), "v": "in-addr"}
     nibbles = ".".join(address.exploded.replace(":", "").upper())

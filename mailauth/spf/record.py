@@ -113,6 +113,9 @@ class Mechanism:
     network: ipaddress.IPv4Network | ipaddress.IPv6Network | None = None
     cidr4: int = 32
     cidr6: int = 128
+    version: int = 0  # ip4, ip6: the network as numbers, for matching (4 or 6, mask, bits)
+    mask: int = 0
+    bits: int = -1
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,22 +150,23 @@ class SpfRecord:
     redirect: Modifier | None
     explanation: Modifier | None
     errors: tuple[TermError, ...]
+    uses_macros: bool = False  # in a mechanism's domain-spec or in redirect=
 
     @property
     def has_all(self) -> bool:
         return any(m.kind is MechanismKind.ALL for m in self.mechanisms)
 
 
+def is_spf_record(text: bytes) -> bool:
+    """RFC 7208 4.5: whether the version section is exactly "v=spf1" (then a space or the
+    end; case-insensitive, as ABNF strings are)."""
+    return text[:7].lower() in (b"v=spf1", b"v=spf1 ")
+
+
 def select_spf_records(texts: Iterable[bytes]) -> list[str]:
-    """RFC 7208 4.5: the TXT records whose version section is exactly "v=spf1" (then a space
-    or the end; case-insensitive, as ABNF strings are). Other octets than ASCII stay visible
-    as U+FFFD or themselves, and make the terms holding them invalid."""
-    found = []
-    for text in texts:
-        head = text[:7].lower()
-        if head in (b"v=spf1", b"v=spf1 "):
-            found.append(text.decode("utf-8", "replace"))
-    return found
+    """RFC 7208 4.5: the TXT records that are SPF records, as text. Other octets than ASCII
+    stay visible as U+FFFD or themselves, and make the terms holding them invalid."""
+    return [text.decode("utf-8", "replace") for text in texts if is_spf_record(text)]
 
 
 def parse_spf_record(text: str) -> SpfRecord:
@@ -174,6 +178,19 @@ def parse_spf_record(text: str) -> SpfRecord:
 
 
 _CACHED_LENGTH = 2048
+
+
+def parse_spf_bytes(text: bytes) -> SpfRecord:
+    """:func:`parse_spf_record` of a TXT record as DNS gave it. Memoised by the bytes (a
+    cached answer hands back the same object, whose hash Python keeps), up to 2 KiB."""
+    if len(text) <= _CACHED_LENGTH:
+        return _parse_bytes_cached(text)
+    return _parse(text.decode("utf-8", "replace"))
+
+
+@functools.lru_cache(maxsize=1024)
+def _parse_bytes_cached(text: bytes) -> SpfRecord:
+    return _parse(text.decode("utf-8", "replace"))
 
 
 @functools.lru_cache(maxsize=1024)
@@ -199,6 +216,9 @@ def _parse(text: str) -> SpfRecord:
         terms.append(term)
     mechanisms = tuple(t for t in terms if isinstance(t, Mechanism))
     modifiers = {t.name: t for t in terms if isinstance(t, Modifier)}
+    specs = [m.domain for m in mechanisms if m.domain is not None]
+    if "redirect" in modifiers:
+        specs.append(modifiers["redirect"].value)
     return SpfRecord(
         text=text,
         terms=tuple(terms),
@@ -206,6 +226,7 @@ def _parse(text: str) -> SpfRecord:
         redirect=modifiers.get("redirect"),
         explanation=modifiers.get("exp"),
         errors=tuple(t for t in terms if isinstance(t, TermError)),
+        uses_macros=any(spec.letters for spec in specs),
     )
 
 
@@ -296,7 +317,17 @@ def _parse_network(word: str, qualifier: Qualifier, kind: MechanismKind, rest: s
             network = ipaddress.IPv6Network(f"{text}/{length}", strict=False)
         except ValueError:
             raise RecordSyntaxError(f"has {text!r}, not an IPv6 address") from None
-    return Mechanism(word, qualifier, kind, network=network, cidr4=length, cidr6=length)
+    return Mechanism(
+        word,
+        qualifier,
+        kind,
+        network=network,
+        cidr4=length,
+        cidr6=length,
+        version=network.version,
+        mask=int(network.netmask),
+        bits=int(network.network_address),
+    )
 
 
 def _length(digits: str, limit: int) -> int:
