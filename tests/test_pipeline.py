@@ -249,3 +249,32 @@ def test_a_reused_spf_result_expires_with_its_shortest_dns_answer() -> None:
         assert asked() == 3  # still reused
         clock[0] += 2
         assert asked() == 6  # the answers are gone, and so is the result built on them
+
+
+@pytest.mark.parametrize(
+    ("record", "kept"),
+    [
+        ("v=spf1 -all", True),  # a fail without exp=: nothing but DNS answers in it
+        ("v=spf1 ptr -all", True),  # the PTR query's NXDOMAIN: a negative answer, cached
+        ("v=spf1 -all exp=why.example.com", False),  # an explanation (it may use %{t})
+        ("v=spf1 a:slow.example.com -all", False),  # a temporary failure: never cached
+        ("v=spf1 -all exp=slow.example.com", False),  # no explanation, as exp= timed out
+    ],
+)
+def test_which_spf_results_are_kept(record: str, kept: bool) -> None:
+    # A result is kept only while evaluating again would give it.
+    from mailauth.dns import Resolver
+    from tests.test_spf_openspf import TimeoutDnsServer
+
+    zone = (
+        "$ORIGIN example.com.\n$TTL 300\n@ IN SOA ns h 1 1 1 1 300\n"
+        f'@ IN TXT "{record}"\nwhy IN TXT "refused at %{{t}}"\n'
+    )
+    with TimeoutDnsServer(zone, {"slow.example.com"}) as server:
+        auth = Authenticator(
+            "mx.example.org", Resolver([server.address], timeout=0.2, lifetime=0.3)
+        )
+        envelope = {"ip": "192.0.2.10", "helo": "", "mail_from": "a@example.com"}
+        first = asyncio.run(auth.check_spf_async(**envelope))
+        assert first.mailfrom.result in ("fail", "temperror")
+        assert (auth.remembered_spf(**envelope) is not None) is kept

@@ -162,7 +162,7 @@ def test_bad_ip_is_a_value_error(zone: ZoneResolver) -> None:
 
 
 def test_concurrent_evaluations_keep_their_own_resolver() -> None:
-    """The ContextVar binding: threads evaluating with different resolvers never mix."""
+    """No state outside the evaluation: threads evaluating with different resolvers never mix."""
     allow = ZoneResolver.from_text('$ORIGIN x.test.\n@ 60 IN TXT "v=spf1 +all"\n')
     deny = ZoneResolver.from_text('$ORIGIN x.test.\n@ 60 IN TXT "v=spf1 -all"\n')
     wrong: list[str] = []

@@ -119,7 +119,7 @@ def test_rfc4408(zonedata: dict[str, list[Any]], test: dict[str, Any]) -> None:
 # --- the same suite through `mailauth verify`, with DNS from a server on loopback
 
 
-class _SuiteDnsServer(LoopbackDnsServer):
+class TimeoutDnsServer(LoopbackDnsServer):
     """The loopback DNS server with the suite's TIMEOUT: a question for a listed name, of a
     type it has no records of, is never answered (the client times out)."""
 
@@ -188,7 +188,7 @@ def test_rfc7208_through_mailauth_verify_and_a_dns_server(
     records, faults = zone_data(scenario.get("zonedata") or {})
     message = SUITES.parent / "spf" / "message.eml"
     failed = []
-    with _SuiteDnsServer(zone_text(records), set(faults)) as server:
+    with TimeoutDnsServer(zone_text(records), set(faults)) as server:
         for test_id, test in scenario["tests"].items():
             argv = [
                 "verify", str(message), "--ip", test["host"], "--helo", test["helo"],
