@@ -157,16 +157,18 @@ class Authenticator:
         key = (str(_client_address(ip)), helo.strip(), _reverse_path(mail_from))
         return self._spf_memo.get(key, self.resolver.cache.now())
 
-    def _spf(self, ip: str, helo: str, mail_from: str) -> Plan[SpfCheck]:
+    def _spf(self, ip: str, helo: str, mail_from: str, now: float | None = None) -> Plan[SpfCheck]:
         """SPF as a plan, reused while the DNS answers it was built on are valid (with the
-        network resolver, whose cache they live in)."""
+        network resolver, whose cache they live in). ``now`` is %{t} in explanations."""
         cache = self.resolver.cache if isinstance(self.resolver, Resolver) else None
         key = (ip, helo, mail_from)
         if cache is not None:
             known = self._spf_memo.get(key, cache.now())
             if known is not None:
                 return known
-        plan = evaluate_spf(ip=ip, helo=helo, mail_from=mail_from, receiver=self.authserv_id)
+        plan = evaluate_spf(
+            ip=ip, helo=helo, mail_from=mail_from, receiver=self.authserv_id, now=now
+        )
         if cache is None:
             return (yield from plan)
         spf, ttl = yield from _valid_for(plan, cache)
@@ -185,7 +187,7 @@ class Authenticator:
         if streamed is not None and streamed.spf is not None:
             spf = streamed.spf  # started at MAIL FROM by the milter
         else:
-            spf = yield from self._spf(ip, context.helo, context.mail_from)
+            spf = yield from self._spf(ip, context.helo, context.mail_from, context.now)
         if streamed is not None:
             dkim = yield from streamed.dkim.finish()
             arc = yield from verify_arc(context.message, body_hashes=streamed.arc_bodies())

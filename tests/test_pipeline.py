@@ -278,3 +278,20 @@ def test_which_spf_results_are_kept(record: str, kept: bool) -> None:
         first = asyncio.run(auth.check_spf_async(**envelope))
         assert first.mailfrom.result in ("fail", "temperror")
         assert (auth.remembered_spf(**envelope) is not None) is kept
+
+
+def test_spf_explanations_use_the_verdicts_clock_and_authserv_id() -> None:
+    # RFC 7208 7.3: %{t} is the time of the check (the caller's now, as for DKIM), %{r} the
+    # receiving host (the authserv-id).
+    zone = ZoneResolver.from_text(
+        "$ORIGIN example.com.\n$TTL 300\n@ IN SOA ns h 1 1 1 1 300\n"
+        '@ IN TXT "v=spf1 -all exp=why.example.com"\nwhy IN TXT "%{r} refused it at %{t}"\n'
+    )
+    verdict = Authenticator("mx.example.org", zone).verify(
+        b"From: a@example.com\r\n\r\nhi\r\n",
+        ip="192.0.2.10",
+        mail_from="a@example.com",
+        now=1_800_000_000,
+    )
+    assert verdict.spf is not None
+    assert verdict.spf.mailfrom.explanation == "mx.example.org refused it at 1800000000"
