@@ -17,6 +17,7 @@ from mailauth.spf.record import (
     parse_domain_spec,
     parse_explanation,
     parse_macro_string,
+    parse_spf_bytes,
     parse_spf_record,
     parse_term,
     select_spf_records,
@@ -189,8 +190,35 @@ def test_parse_refuses_what_is_not_an_spf_record() -> None:
 def test_parsed_records_are_memoised() -> None:
     text = "v=spf1 a mx -all"
     assert parse_spf_record(text) is parse_spf_record(text)
+    assert parse_spf_bytes(text.encode()) is parse_spf_bytes(text.encode())
     long = "v=spf1 " + "ip4:192.0.2.1 " * 300 + "-all"
     assert parse_spf_record(long) == parse_spf_record(long)
+
+
+def test_a_huge_record_is_parsed_once_too() -> None:
+    # 4,000 ip4 terms (60 KB): parsed once, not once per message from that sender.
+    huge = ("v=spf1 " + " ".join(f"ip4:10.{i // 256}.{i % 256}.0/24" for i in range(4000))).encode()
+    first = parse_spf_bytes(huge)
+    assert len(first.mechanisms) == 4000 and not first.errors
+    assert parse_spf_bytes(huge) is first
+
+
+@pytest.mark.parametrize(
+    ("word", "network"),
+    [
+        ("ip4:192.0.2.77/24", "192.0.2.0/24"),
+        ("ip4:0.0.0.0/0", "0.0.0.0/0"),
+        ("ip6:::/0", "::/0"),
+        ("ip6:2001:DB8::1/64", "2001:db8::/64"),
+        ("ip6:::ffff:192.0.2.1", "::ffff:c000:201/128"),
+    ],
+)
+def test_ip_networks_as_numbers(word: str, network: str) -> None:
+    term = parse_term(word)
+    assert isinstance(term, Mechanism) and term.network == ipaddress.ip_network(network)
+    assert term.version == term.network.version
+    assert term.bits == int(term.network.network_address)
+    assert term.mask == int(term.network.netmask)
 
 
 def test_macro_strings_are_parsed_once_into_pieces() -> None:

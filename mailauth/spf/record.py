@@ -27,6 +27,7 @@ from __future__ import annotations
 import functools
 import ipaddress
 import re
+import socket
 from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import StrEnum
@@ -104,18 +105,28 @@ class MacroString:
 @dataclass(frozen=True, slots=True)
 class Mechanism:
     """A directive (RFC 7208 4.6.1, 5): qualifier, mechanism, its domain-spec (None: the
-    current domain), its network (ip4, ip6) and the CIDR lengths (a, mx, ip4, ip6)."""
+    current domain), the CIDR lengths (a, mx, ip4, ip6) and, for ip4 and ip6, the network
+    as numbers (``version``, ``mask``, ``bits``: an address ``a`` is in it when
+    ``a & mask == bits``)."""
 
     text: str
     qualifier: Qualifier
     kind: MechanismKind
     domain: MacroString | None = None
-    network: ipaddress.IPv4Network | ipaddress.IPv6Network | None = None
     cidr4: int = 32
     cidr6: int = 128
-    version: int = 0  # ip4, ip6: the network as numbers, for matching (4 or 6, mask, bits)
+    version: int = 0
     mask: int = 0
     bits: int = -1
+
+    @property
+    def network(self) -> ipaddress.IPv4Network | ipaddress.IPv6Network | None:
+        """The ip4/ip6 network (None for the other mechanisms)."""
+        if self.version == 4:
+            return ipaddress.IPv4Network((self.bits, self.cidr4))
+        if self.version == 6:
+            return ipaddress.IPv6Network((self.bits, self.cidr6))
+        return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -182,14 +193,21 @@ _CACHED_LENGTH = 2048
 
 def parse_spf_bytes(text: bytes) -> SpfRecord:
     """:func:`parse_spf_record` of a TXT record as DNS gave it. Memoised by the bytes (a
-    cached answer hands back the same object, whose hash Python keeps), up to 2 KiB."""
+    cached answer hands back the same object, whose hash Python keeps): 1,024 records up
+    to 2 KiB, and the last 16 longer ones, so that a sender with a huge record costs one
+    parse, not one per message."""
     if len(text) <= _CACHED_LENGTH:
         return _parse_bytes_cached(text)
-    return _parse(text.decode("utf-8", "replace"))
+    return _parse_long_cached(text)
 
 
 @functools.lru_cache(maxsize=1024)
 def _parse_bytes_cached(text: bytes) -> SpfRecord:
+    return _parse(text.decode("utf-8", "replace"))
+
+
+@functools.lru_cache(maxsize=16)
+def _parse_long_cached(text: bytes) -> SpfRecord:
     return _parse(text.decode("utf-8", "replace"))
 
 
@@ -233,6 +251,7 @@ def _parse(text: str) -> SpfRecord:
 _MODIFIER = re.compile(r"([A-Za-z][A-Za-z0-9_.-]*)=(.*)\Z", re.S)
 _DIRECTIVE = re.compile(r"([-+?~]?)([A-Za-z][A-Za-z0-9_.-]*)(.*)\Z", re.S)
 _KINDS = {kind.value: kind for kind in MechanismKind}
+_QUALIFIERS = {"": Qualifier.PASS} | {q.value: q for q in Qualifier}
 
 
 def parse_term(word: str) -> Term:
@@ -252,7 +271,7 @@ def parse_term(word: str) -> Term:
     kind = _KINDS.get(directive.group(2).lower()) if directive else None
     if directive is None or kind is None:
         return TermError(word, f"unknown mechanism or malformed term {word!r}")
-    qualifier = Qualifier(directive.group(1) or "+")
+    qualifier = _QUALIFIERS[directive.group(1)]
     try:
         return _parse_mechanism(word, qualifier, kind, directive.group(3))
     except RecordSyntaxError as exc:
@@ -305,29 +324,21 @@ def _parse_network(word: str, qualifier: Qualifier, kind: MechanismKind, rest: s
     single = _CIDR.search(text)
     if single is not None:
         length, text = _length(single.group(1), limit), text[: single.start()]
-    network: ipaddress.IPv4Network | ipaddress.IPv6Network
     if kind is MechanismKind.IP4:
         if not _IP4.match(text):
             raise RecordSyntaxError(f"has {text!r}, not an IPv4 address")
-        network = ipaddress.IPv4Network(f"{text}/{length}", strict=False)
+        packed = socket.inet_aton(text)  # (the pattern let through dotted quads only)
     else:
-        try:  # (the character check keeps out what ipaddress also takes: "%zone")
+        try:  # RFC 4291 2.2 (the character check keeps out a "%zone")
             if not _IP6_CHARS.match(text):
-                raise ValueError(text)
-            network = ipaddress.IPv6Network(f"{text}/{length}", strict=False)
-        except ValueError:
+                raise OSError(text)
+            packed = socket.inet_pton(socket.AF_INET6, text)
+        except OSError:
             raise RecordSyntaxError(f"has {text!r}, not an IPv6 address") from None
-    return Mechanism(
-        word,
-        qualifier,
-        kind,
-        network=network,
-        cidr4=length,
-        cidr6=length,
-        version=network.version,
-        mask=int(network.netmask),
-        bits=int(network.network_address),
-    )
+    mask = ((1 << length) - 1) << (limit - length)
+    bits = int.from_bytes(packed, "big") & mask
+    version = 4 if limit == 32 else 6
+    return Mechanism(word, qualifier, kind, None, length, length, version, mask, bits)
 
 
 def _length(digits: str, limit: int) -> int:
@@ -350,6 +361,12 @@ _ESCAPES = {"%%": "%", "%_": " ", "%-": "%20"}
 
 def parse_domain_spec(text: str) -> MacroString:
     """RFC 7208 7.1: domain-spec = macro-string domain-end (c, r, t not allowed)."""
+    if "%" not in text and _LITERAL.match(text):  # (the common case: a plain name)
+        if not _DOMAIN_END.search(text):
+            raise RecordSyntaxError(
+                "names no domain" if not text else "has no top label at its end"
+            )
+        return MacroString(text, (text,) if text else (), frozenset())
     parsed, ends_with_macro = _parse_macros(text, _LITERAL, explanation=False)
     if not ends_with_macro and not _DOMAIN_END.search(text):
         raise RecordSyntaxError("names no domain" if not text else "has no top label at its end")
