@@ -465,6 +465,13 @@ def test_rfc7208_6_2_an_explanation_that_cannot_be_used_is_the_default(exp_data:
     assert spf(zone(records)).explanation == ""  # no default given: empty (6.2 allows it)
 
 
+def test_rfc7208_6_2_the_explanation_is_at_most_1024_characters() -> None:
+    records = {"t.example": ["v=spf1 -all exp=e.t.example"], "e.t.example": ["%{s}" * 5000]}
+    outcome = spf(zone(records))
+    assert outcome.result is SpfResult.FAIL
+    assert outcome.explanation == ("u@t.example" * 100)[:1024]
+
+
 def test_rfc7208_6_2_a_dns_error_on_the_explanation_changes_nothing() -> None:
     resolver = zone(
         {"t.example": ["v=spf1 -all exp=e.t.example"]}, faults={"e.t.example": "timeout"}

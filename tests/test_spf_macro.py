@@ -104,6 +104,15 @@ def test_rfc7208_7_3_names_over_253_octets_lose_labels_on_the_left() -> None:
     assert len(name) > 240  # as many labels as fit
 
 
+def test_rfc7208_7_3_the_cut_takes_one_pass() -> None:
+    # Labels removed one at a time used to copy the name once per label.
+    values = {**VALUES, "l": "a." * 50_000}
+    name = expand_domain(parse_domain_spec("%{l}example.com"), values)
+    assert name == "a." * 121 + "example.com" and len(name) == 253
+    values = {**VALUES, "l": "x" * 300}  # a last label too long stays: DNS cannot carry it
+    assert expand_domain(parse_domain_spec("a.%{l}"), values) == "x" * 300
+
+
 def test_the_final_dot_of_a_domain_is_dropped() -> None:
     assert expand_domain(parse_domain_spec("x.%{d2}.example."), VALUES) == "x.example.com.example"
     assert expand_domain(parse_domain_spec("x.example."), VALUES) == "x.example"

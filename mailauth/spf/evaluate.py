@@ -56,6 +56,7 @@ MAX_TERMS = 10  # RFC 7208 4.6.4
 MAX_VOID_LOOKUPS = 2
 MAX_MX_NAMES = 10
 MAX_PTR_NAMES = 10
+MAX_EXPLANATION = 1024  # RFC 7208 6.2: "Implementations MAY limit the length"
 
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -348,7 +349,7 @@ def _explain(evaluation: _Evaluation, decision: _Decision) -> Plan[str]:
         return ""
     if "p" in text.letters:
         values["p"] = yield from _validated_name(evaluation, decision.domain)
-    return expand(text, values)
+    return expand(text, values)[:MAX_EXPLANATION]
 
 
 def _target(spec: MacroString, values: dict[str, str]) -> str | None:

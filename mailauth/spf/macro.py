@@ -44,8 +44,9 @@ def expand_domain(text: MacroString, values: Mapping[str, str]) -> str:
     name = expand(text, values)
     if name.endswith("."):
         name = name[:-1]
-    while len(name) > MAX_NAME and "." in name:
-        name = name.partition(".")[2]
+    if len(name) > MAX_NAME:  # the first dot from which at most 253 octets remain
+        cut = name.find(".", len(name) - MAX_NAME - 1)
+        name = name[cut + 1 :] if cut >= 0 else name[name.rfind(".") + 1 :]
     return name
 
 
