@@ -1,17 +1,16 @@
 """check_host() (RFC 7208 4) as a plan: record selection, every mechanism and modifier, the
-limits, the explanation. DNS questions are yielded (:func:`mailauth.plan.resolve`); nothing
-here blocks or knows how they are answered.
-
-Questions are yielded as :class:`mailauth.plan.Resolve` effects directly (not through the
-``resolve`` helper: one generator less per question on this hot path).
+limits, the explanation. DNS questions are yielded as :class:`mailauth.plan.Resolve`
+effects (directly, not through ``resolve()``: one generator less per question on this hot
+path); nothing here blocks or knows how they are answered.
 
 Order and concurrency: mechanisms are evaluated one after the other, left to right, and
 evaluation stops at the first match (4.6.2). The independent questions of one step are asked
 in one effect, so that the asyncio runner asks them concurrently: the address records of all
 the names an ``mx`` term finds (5.4), the address records of the names a PTR query returns
-(5.5, and for ``%{p}``, 7.3). Their answers are then read in the order the RFC's sequential
-procedure meets them (MX names by preference), so the result, the limits and the void count
-are exactly those of asking one at a time.
+(5.5, and for ``%{p}``, 7.3). The answers are then read in the RFC's order (MX names by
+preference, PTR names as returned), so that the result, the limits and the void count are
+those of the sequential procedure: for ``mx``, "an address lookup on each MX name", then the
+comparison, so a temporary failure at any exchange is temperror even beside a match.
 
 DNS outcomes (RFC 7208 4.4, 5): NXDOMAIN and NODATA are empty answers and "void lookups";
 a temporary failure is temperror, except where the RFC says otherwise: a PTR query that
@@ -193,9 +192,7 @@ def _check_domain(evaluation: _Evaluation, domain: str) -> Plan[_Decision]:
     if record.redirect is not None:
         evaluation.count_term(record.redirect.text)
         spec = record.redirect.value
-        if "p" in spec.letters:
-            values["p"] = yield from _validated_name(evaluation, values["d"])
-        target = _target(spec, values)
+        target = yield from _target(evaluation, spec, values)
         decision = None if target is None else (yield from _check_domain(evaluation, target))
         if decision is None or decision.result is SpfResult.NONE:
             raise _Abort(
@@ -235,9 +232,7 @@ def _matches(
     target: str | None = domain
     spec = mechanism.domain
     if spec is not None:
-        if "p" in spec.letters:
-            values["p"] = yield from _validated_name(evaluation, values["d"])
-        target = _target(spec, values)
+        target = yield from _target(evaluation, spec, values)
     if target is None:
         return False  # a name DNS cannot carry: no records (RFC 7208 4.3, 5)
     if kind is MechanismKind.A:
@@ -259,9 +254,9 @@ def _include(evaluation: _Evaluation, mechanism: Mechanism, values: dict[str, st
     temperror and permerror end the evaluation (raised from inside)."""
     evaluation.count_term(mechanism.text)
     spec = mechanism.domain
-    if spec is not None and "p" in spec.letters:
-        values["p"] = yield from _validated_name(evaluation, values["d"])
-    target = None if spec is None else _target(spec, values)
+    target = None
+    if spec is not None:
+        target = yield from _target(evaluation, spec, values)
     decision = None if target is None else (yield from _check_domain(evaluation, target))
     if decision is None or decision.result is SpfResult.NONE:
         raise _Abort(SpfResult.PERMERROR, f"{mechanism.text} finds no SPF record (RFC 7208 5.2)")
@@ -335,9 +330,7 @@ def _explain(evaluation: _Evaluation, decision: _Decision) -> Plan[str]:
     evaluation.counting = False
     values = {**evaluation.values, "d": decision.domain}
     spec = record.explanation.value
-    if "p" in spec.letters:
-        values["p"] = yield from _validated_name(evaluation, values["d"])
-    target = _target(spec, values)
+    target = yield from _target(evaluation, spec, values)
     if target is None:
         return ""
     (lookup,) = yield Resolve((_query(target, RRType.TXT),))
@@ -352,9 +345,11 @@ def _explain(evaluation: _Evaluation, decision: _Decision) -> Plan[str]:
     return expand(text, values)[:MAX_EXPLANATION]
 
 
-def _target(spec: MacroString, values: dict[str, str]) -> str | None:
-    """A domain-spec expanded (RFC 7208 7.3; ``values`` holds %{p} when it is used): the
-    name to ask, or None when DNS cannot carry it."""
+def _target(evaluation: _Evaluation, spec: MacroString, values: dict[str, str]) -> Plan[str | None]:
+    """A domain-spec expanded (RFC 7208 7.3), with the validated name first when it uses
+    %{p}: the name to ask, or None when DNS cannot carry it."""
+    if "p" in spec.letters:
+        values["p"] = yield from _validated_name(evaluation, values["d"])
     name = expand_domain(spec, values)
     return name if _query_name(name) is not None else None
 
