@@ -36,7 +36,7 @@ from mailauth.dns import DnsResolver, DnsStatus, RRType, ZoneResolver
 from mailauth.errors import InvalidDomainError
 from mailauth.results import SpfResult
 from mailauth.spf import check_spf_identity
-from mailauth.spf.record import parse_spf_record
+from mailauth.spf.record import Modifier, parse_spf_record, parse_term
 from tests.conftest import record_conformance
 from tests.spf_worlds import World, make_world, populate_asked_names
 from tests.test_spf_openspf import SUITES, zone_data
@@ -230,8 +230,8 @@ def repair_repeated_unknown_modifiers(world: World) -> bool:
             match = _MODIFIER.match(term)
             name = match.group(1).lower() if match else ""
             if name and name not in ("redirect", "exp"):
-                if name in seen:
-                    continue
+                if name in seen and isinstance(parse_term(term), Modifier):
+                    continue  # (a malformed one stays: it is a syntax error either way)
                 seen.add(name)
             kept.append(term)
         return kept
