@@ -8,6 +8,8 @@ from collections.abc import Mapping, Sequence
 from typing import Any, TypeVar
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from mailauth.dns import MxRecord, Query, Record, RRType, ZoneResolver
 from mailauth.plan import Plan, Resolve, run_plan_async
@@ -572,3 +574,34 @@ def test_the_async_runner_gives_the_blocking_result() -> None:
     plan = evaluate_spf(ip=IP, helo="h.example", mail_from="u@t.example")
     assert asyncio.run(run_plan_async(plan, resolver)) == blocking
     assert blocking.mailfrom.result is SpfResult.PASS
+
+
+_TERMS = [
+    "a", "mx", "ptr", "-all", "?all", "include:t.example", "include:u.example",
+    "redirect=u.example",
+    "exists:%{l}.%{d}", "a:%{ir}.%{v}.%{d2}", "mx:%{p}.t.example", "exp=%{d}", "ip4:192.0.2.0/24",
+    "ip6:::/0", "a:x.t.example/0//0", "ptr:%{o}", "foo=%{s}", "exists:%{L}%{H}.t.example",
+    "include:" + "x" * 64 + ".example", "a:%{l}" + "y" * 60 + ".t.example", "moo",
+]  # fmt: skip
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.lists(st.sampled_from(_TERMS), max_size=8).map(" ".join),
+    st.lists(st.sampled_from(_TERMS), max_size=4).map(" ".join),
+    st.sampled_from([IP, IP6, "::ffff:192.0.2.10"]),
+    st.sampled_from(["u@t.example", "", "t.example", "a.b.c@t.example"]),
+)
+def test_any_record_gives_a_result_and_never_raises(
+    first: str, second: str, ip: str, sender: str
+) -> None:
+    resolver = zone(
+        {"t.example": [f"v=spf1 {first}"], "u.example": [f"v=spf1 {second}"]},
+        a={"x.t.example": [IP], "t.example": ["198.51.100.1"]},
+        mx={"t.example": [MxRecord(1, "x.t.example")]},
+        ptr={"10.2.0.192.in-addr.arpa": ["x.t.example"]},
+        faults={"u.t.example": "timeout"},
+    )
+    check = check_spf(resolver, ip=ip, helo="t.example", mail_from=sender)
+    assert check.mailfrom.result in SpfResult
+    assert check.mailfrom.result is not SpfResult.NONE or not sender.endswith("t.example")

@@ -5,6 +5,8 @@ from __future__ import annotations
 import ipaddress
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from mailauth.errors import RecordSyntaxError
 from mailauth.spf.record import (
@@ -249,3 +251,21 @@ def test_rfc7208_6_2_explanations_allow_spaces_and_c_r_t() -> None:
         parse_explanation("100% wrong")
     with pytest.raises(RecordSyntaxError):
         parse_explanation("tab\there")
+
+
+_PIECES = [
+    "a", "mx", "ptr", "ip4:", "ip6:", "include:", "exists:", "all", "redirect=", "exp=", "x=",
+    "%{", "}", "%", "%%", "%{d}", "%{ir}", "%{p2r-}", "%{c}", ":", "/", "//", "24", "0", "129",
+    ".", "..", "-", "+", "~", "?", "example.com", "192.0.2.1", "::1", " ", "\t", "\u00e9",
+    "\x00", "9" * 40,
+]  # fmt: skip
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.sampled_from(_PIECES), max_size=12).map("".join))
+def test_any_record_parses_into_terms_and_errors_without_raising(rest: str) -> None:
+    record = parse_spf_record("v=spf1 " + rest)
+    assert [t.text for t in record.terms] == [w for w in rest.split(" ") if w]
+    assert set(record.errors) <= set(record.terms)
+    for term in record.terms:
+        assert isinstance(term, (Mechanism, Modifier, TermError))
