@@ -24,13 +24,13 @@ from mailauth.authresults import (
 from mailauth.dkim import BodyHashes, Canonicalization, DkimPolicy, DkimVerification, unix_time
 from mailauth.dkim.verify import feed_body
 from mailauth.dmarc import DmarcLocalPolicy, evaluate_dmarc
-from mailauth.dns import DnsCache, DnsResolver, Lookup, Query, Resolver, RRType, ZoneResolver
+from mailauth.dns import DnsCache, DnsResolver, DnsStatus, Lookup, Resolver
 from mailauth.dns.cache import ExpiringLru
 from mailauth.message import HeaderField, Message
-from mailauth.plan import Budget, Plan, bounded, offload, run_plan, run_plan_async
+from mailauth.plan import Budget, Plan, Resolve, bounded, run_plan, run_plan_async
 from mailauth.policy import trust_arc_sealers
 from mailauth.results import SpfCheck, SpfResult, Verdict
-from mailauth.spf import check_spf, client_ip
+from mailauth.spf import client_ip, evaluate_spf
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,7 +166,7 @@ class Authenticator:
 
     async def check_spf_async(self, *, ip: str, helo: str = "", mail_from: str = "") -> SpfCheck:
         """SPF alone, as soon as the envelope is known (before the message arrives)."""
-        plan = self._bounded_spf(str(_client_address(ip)), helo.strip(), _reverse_path(mail_from))
+        plan = self._spf(str(_client_address(ip)), helo.strip(), _reverse_path(mail_from))
         return await run_plan_async(plan, self.resolver, self.executor)
 
     def remembered_spf(self, *, ip: str, helo: str = "", mail_from: str = "") -> SpfCheck | None:
@@ -181,41 +181,25 @@ class Authenticator:
         key = (str(_client_address(ip)), helo.strip(), _reverse_path(mail_from))
         return self._spf_memo.get(key, self.resolver.cache.now())
 
-    def _bounded_spf(self, ip: str, helo: str, mail_from: str) -> Plan[SpfCheck]:
+    def _spf(self, ip: str, helo: str, mail_from: str, now: float | None = None) -> Plan[SpfCheck]:
+        """SPF as a plan within its budget (:class:`MessageLimits`), reused while the DNS
+        answers it was built on are valid (with the network resolver, whose cache they live
+        in). ``now`` is %{t} in explanations."""
+        cache = self.resolver.cache if isinstance(self.resolver, Resolver) else None
+        key = (ip, helo, mail_from)
+        if cache is not None:
+            known = self._spf_memo.get(key, cache.now())
+            if known is not None:
+                return known
         limits = self.limits
-        budget = Budget("SPF", limits.spf_queries, limits.spf_seconds)
-        return bounded(self._spf(ip, helo, mail_from), budget)
-
-    def _spf(self, ip: str, helo: str, mail_from: str) -> Plan[SpfCheck]:
-        spf = self._spf_from_memory(ip, helo, mail_from)
-        if spf is None:  # pyspf is blocking: under asyncio it runs in a worker thread
-            spf = yield from offload(
-                lambda: check_spf(self.resolver, ip=ip, helo=helo, mail_from=mail_from)
-            )
-        return spf
-
-    def _spf_from_memory(self, ip: str, helo: str, mail_from: str) -> SpfCheck | None:
-        """SPF evaluated at once when every answer it needs is already in memory (the cache
-        of a :class:`Resolver`, or a :class:`ZoneResolver`): no thread hop for the common
-        case of a known sender. None when an answer is missing: then it runs off the loop."""
-        if isinstance(self.resolver, ZoneResolver):
-            return check_spf(self.resolver, ip=ip, helo=helo, mail_from=mail_from)
-        if not isinstance(self.resolver, Resolver):
-            return None
-        cache, key = self.resolver.cache, (ip, helo, mail_from)
-        known = self._spf_memo.get(key, cache.now())
-        if known is not None:
-            return known
-        memory = _CacheOnly(cache)
-        try:
-            spf = check_spf(memory, ip=ip, helo=helo, mail_from=mail_from)
-        except _NotInMemory:
-            return None
-        # pyspf swallows any exception in two places (exp=, ptr): a miss there is not seen
-        # above, and its result would differ; the missed flag catches it.
-        if memory.missed:
-            return None
-        self._spf_memo.put(key, spf, cache.now(), memory.ttl)
+        plan = bounded(
+            evaluate_spf(ip=ip, helo=helo, mail_from=mail_from, receiver=self.authserv_id, now=now),
+            Budget("SPF", limits.spf_queries, limits.spf_seconds),
+        )
+        if cache is None:
+            return (yield from plan)
+        spf, ttl = yield from _valid_for(plan, cache)
+        self._spf_memo.put(key, spf, cache.now(), ttl)
         return spf
 
     def prepare(self, headers: Sequence[HeaderField], now: float) -> _Streamed:
@@ -240,7 +224,7 @@ class Authenticator:
         if streamed is not None and streamed.spf is not None:
             spf = streamed.spf  # started at MAIL FROM by the milter
         else:
-            spf = yield from self._bounded_spf(ip, context.helo, context.mail_from)
+            spf = yield from self._spf(ip, context.helo, context.mail_from, context.now)
         if streamed is None:  # a whole message: its body fed in slices, one pass for all
             streamed = self.prepare(context.message.headers, context.now)
             yield from feed_body(streamed.body, context.message.body)
@@ -286,7 +270,7 @@ _SPF_MEMO_SIZE = 4096
 
 
 class _SpfMemo:
-    """SPF results computed from cached DNS answers, by (client address, HELO, sender).
+    """SPF results by (client address, HELO, sender).
 
     An SPF result is a function of those three and of the DNS answers the evaluation used
     (RFC 7208 4, 7: the macros draw on nothing else, but for %{t} in exp= texts, so results
@@ -309,29 +293,28 @@ class _SpfMemo:
         self._entries.put(key, spf, now + ttl)
 
 
-class _NotInMemory(BaseException):
-    """An answer SPF needs is not cached (a BaseException: pyspf must not catch it)."""
+def _valid_for(plan: Plan[SpfCheck], cache: DnsCache) -> Plan[tuple[SpfCheck, int]]:
+    """Run ``plan``, and say how long every DNS answer it used stays valid in ``cache``
+    (the shortest remaining TTL, capped as the cache caps it; 0 after a temporary failure,
+    which is never cached)."""
+    ttl = _SPF_MEMO_TTL
+    value = None
+    while True:
+        try:
+            effect = plan.send(value)
+        except StopIteration as stop:
+            return stop.value, ttl
+        value = yield effect
+        if isinstance(effect, Resolve):
+            for lookup in value:
+                ttl = min(ttl, _cached_for(lookup, cache))
 
 
-class _CacheOnly:
-    """A resolver that answers from a cache only; ``ttl`` is how long every answer it gave
-    stays valid (the shortest remaining TTL)."""
-
-    def __init__(self, cache: DnsCache) -> None:
-        self.cache = cache
-        self.missed = False
-        self.ttl = _SPF_MEMO_TTL
-
-    def lookup(self, name: str, rdtype: RRType) -> Lookup:
-        found = self.cache.get(Query.of(name, rdtype))
-        if found is None:
-            self.missed = True
-            raise _NotInMemory
-        self.ttl = min(self.ttl, found.ttl)
-        return found
-
-    async def lookup_async(self, name: str, rdtype: RRType) -> Lookup:
-        return self.lookup(name, rdtype)
+def _cached_for(lookup: Lookup, cache: DnsCache) -> int:
+    if lookup.status is DnsStatus.TEMPFAIL:
+        return 0
+    cap = cache.max_ttl if lookup.status is DnsStatus.ANSWER else cache.max_negative_ttl
+    return min(lookup.ttl, cap)
 
 
 @dataclass

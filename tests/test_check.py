@@ -493,18 +493,18 @@ def test_hostile_records_give_findings_not_a_hidden_report(
     assert len({f.area for f in report.findings}) >= 6, report.findings
 
 
-# The audit against the verifier: a record that check_host() (pyspf, as `mailauth verify`
-# runs it) ends in permerror must not be called spf.ok. Left out: terms with macros and ptr
-# (what they cost depends on the message: ptr asks the client address's PTR, which can be a
-# void lookup), and a repeated unknown modifier (foo=bar foo=bar), which pyspf refuses
-# although RFC 7208 6 says to ignore it.
+# The audit against the verifier: a record that check_host() (as `mailauth verify` runs it)
+# ends in permerror must not be called spf.ok. Both read records with the same parser
+# (mailauth.spf.record). Left out: terms with macros and ptr (what they cost depends on the
+# message: ptr asks the client address's PTR, which can be a void lookup).
 _SPF_TERMS = [
     "all", "-all", "~all", "+all", "a", "a:x.t.example", "a/24", "a:", "mx", "mx:x.t.example",
     "mx:", "ptr:", "include", "include:", "include:x.t.example", "exists", "exists:",
     "exists:x.t.example", "ip4:192.0.2.0/24", "ip4:", "ip4:1.2.3.4/33", "ip6:2001:db8::/32",
     "ip6:", "redirect=x.t.example", "redirect=", "exp=x.t.example", "exp=", "all:x", "a//64",
     "mx/24//64", "A:x.t.example", "REDIRECT=x.t.example", "a:-bad-", "a:x.1", "x", "?", "-",
-    "ip4:192.0.2.1//64", "include:t.example",
+    "ip4:192.0.2.1//64", "include:t.example", "a/33", "mx//129", "a/024", "foo=bar",
+    "foo=%x", "ptr/0",
 ]  # fmt: skip
 
 
@@ -574,3 +574,37 @@ def test_a_failing_nameserver_gives_dns_errors_only(mode: str) -> None:
     assert not ids & MISSING, report.findings
     expected = {"spf", "dmarc", "dkim", "mx", "mta-sts", "tls-rpt", "bimi"}
     assert {f.area for f in report.findings if f.id.endswith(".dns-error")} == expected
+
+
+@pytest.mark.parametrize(
+    "term",
+    [
+        "a/33", "mx//129", "a/024", "foo=%x", "foo=%{x}", "a:%{x}.example", "ip6:fe80::1%eth0",
+        "exists:%{c}.x.example", "redirect=%{q}.example", "ptr/0", "a:foo.%{d}x",
+        "exp=%{r}.x.example",
+    ],
+)  # fmt: skip
+def test_terms_check_host_refuses_are_spf_syntax(term: str) -> None:
+    # Each of these was spf.ok (or only spf.macro) in the audit's own parser, and a
+    # permerror for the verifier (RFC 7208 5, 6, 7.1): now one parser reads both.
+    record = f"v=spf1 {term} -all"
+    zone = ZoneResolver.from_text(
+        f'$ORIGIN t.example.\n$TTL 300\n@ IN SOA ns h 1 1 1 1 1\n@ IN TXT "{record}"\n'
+    )
+    outcome = check_spf_identity(zone, ip="198.51.100.1", sender="u@t.example", helo="h")
+    findings, _ = run_plan(check_spf("t.example"), zone)
+    ids = {f.id for f in findings}
+    assert outcome.result is SpfResult.PERMERROR, outcome
+    assert "spf.syntax" in ids and "spf.ok" not in ids, findings
+
+
+def test_a_repeated_unknown_modifier_is_ignored_by_both() -> None:
+    # RFC 7208 6: unknown modifiers are ignored "no matter where, or how often, they appear"
+    zone = ZoneResolver.from_text(
+        "$ORIGIN t.example.\n$TTL 300\n@ IN SOA ns h 1 1 1 1 1\n"
+        '@ IN TXT "v=spf1 foo=bar ip4:198.51.100.0/24 foo=bar -all"\n'
+    )
+    outcome = check_spf_identity(zone, ip="198.51.100.1", sender="u@t.example", helo="h")
+    findings, _ = run_plan(check_spf("t.example"), zone)
+    assert outcome.result is SpfResult.PASS
+    assert "spf.ok" in {f.id for f in findings}

@@ -158,9 +158,9 @@ def test_a_message_fed_in_pieces_gets_the_same_verdict() -> None:
     assert whole.arc is not None and whole.arc.result == "fail"  # the changed body
 
 
-def test_spf_runs_inline_only_from_a_warm_cache() -> None:
-    """With the network resolver, SPF is evaluated at once when its answers are cached, and
-    off the event loop (with the real lookups) when one is missing; the results agree."""
+def test_spf_from_dns_and_from_the_cache_agree() -> None:
+    """With the network resolver, SPF is a plan on the event loop (no worker thread) whether
+    its answers come from DNS or from the cache; the results agree."""
     from tests.dnsserver import LoopbackDnsServer
 
     demo = Path(__file__).resolve().parent.parent / "fixtures" / "demo"
@@ -185,9 +185,10 @@ def test_spf_runs_inline_only_from_a_warm_cache() -> None:
 
 
 def test_spf_results_are_reused_while_their_dns_answers_are_valid() -> None:
-    """The second message from the same client, HELO and sender reuses the SPF result; it
-    is evaluated again after at most 5 minutes, and asked of DNS again once the answers
-    expire (their TTL is 3600 s here)."""
+    """The second message from the same client, HELO and sender reuses the SPF result, as
+    soon as the first evaluation has seen the TTLs of its answers (from DNS or from the
+    cache); it is evaluated again after at most 5 minutes, and asked of DNS again once the
+    answers expire (their TTL is 3600 s here)."""
     from mailauth.dns import DnsCache, Resolver
     from tests.dnsserver import LoopbackDnsServer
 
@@ -212,14 +213,12 @@ def test_spf_results_are_reused_while_their_dns_answers_are_valid() -> None:
         assert auth.remembered_spf(**envelope) is None
         result, asked, hits = spf()  # cold: DNS
         assert result == "pass" and asked == 3  # example.com TXT, mail.example.com TXT and A
-        assert auth.remembered_spf(**envelope) is None  # answers fetched, not all from memory
-        assert spf() == (result, asked, hits + 3)  # from the cache
         remembered = auth.remembered_spf(**{**envelope, "ip": "::ffff:192.0.2.10"})
         assert remembered is not None and remembered.mailfrom.result == "pass"  # same client
-        assert spf() == (result, asked, hits + 3)  # reused: not even the cache is asked
-        assert spf("bob@example.com")[1:] == (asked, hits + 6)  # another sender: evaluated
+        assert spf() == (result, asked, hits)  # reused: not even the cache is asked
+        assert spf("bob@example.com")[1:] == (asked, hits + 3)  # another sender: evaluated
         clock[0] += 301
-        assert spf() == (result, asked, hits + 9)  # older than 5 minutes: evaluated again
+        assert spf() == (result, asked, hits + 6)  # older than 5 minutes: evaluated again
         clock[0] += 3600
         assert spf()[1] > asked  # the answers expired: asked again
 
@@ -245,8 +244,10 @@ def test_a_reused_spf_result_expires_with_its_shortest_dns_answer() -> None:
             return len(server.questions)
 
         assert asked() == 3
-        assert asked() == 3  # from the cache, then reused
-        clock[0] += 101
+        assert asked() == 3  # reused
+        clock[0] += 99
+        assert asked() == 3  # still reused
+        clock[0] += 2
         assert asked() == 6  # the answers are gone, and so is the result built on them
 
 
@@ -327,3 +328,49 @@ def test_a_trusted_list_whose_key_lookup_failed_is_not_rejected(fault: str) -> N
     assert failing.dmarc.reason.startswith(
         f"mailing list {LIST_DOMAIN}: dkim=temperror header.d={LIST_DOMAIN} (key lookup failed: "
     )
+
+
+@pytest.mark.parametrize(
+    ("record", "kept"),
+    [
+        ("v=spf1 -all", True),  # a fail without exp=: nothing but DNS answers in it
+        ("v=spf1 ptr -all", True),  # the PTR query's NXDOMAIN: a negative answer, cached
+        ("v=spf1 -all exp=why.example.com", False),  # an explanation (it may use %{t})
+        ("v=spf1 a:slow.example.com -all", False),  # a temporary failure: never cached
+        ("v=spf1 -all exp=slow.example.com", False),  # no explanation, as exp= timed out
+    ],
+)
+def test_which_spf_results_are_kept(record: str, kept: bool) -> None:
+    # A result is kept only while evaluating again would give it.
+    from mailauth.dns import Resolver
+    from tests.test_spf_openspf import TimeoutDnsServer
+
+    zone = (
+        "$ORIGIN example.com.\n$TTL 300\n@ IN SOA ns h 1 1 1 1 300\n"
+        f'@ IN TXT "{record}"\nwhy IN TXT "refused at %{{t}}"\n'
+    )
+    with TimeoutDnsServer(zone, {"slow.example.com"}) as server:
+        auth = Authenticator(
+            "mx.example.org", Resolver([server.address], timeout=0.2, lifetime=0.3)
+        )
+        envelope = {"ip": "192.0.2.10", "helo": "", "mail_from": "a@example.com"}
+        first = asyncio.run(auth.check_spf_async(**envelope))
+        assert first.mailfrom.result in ("fail", "temperror")
+        assert (auth.remembered_spf(**envelope) is not None) is kept
+
+
+def test_spf_explanations_use_the_verdicts_clock_and_authserv_id() -> None:
+    # RFC 7208 7.3: %{t} is the time of the check (the caller's now, as for DKIM), %{r} the
+    # receiving host (the authserv-id).
+    zone = ZoneResolver.from_text(
+        "$ORIGIN example.com.\n$TTL 300\n@ IN SOA ns h 1 1 1 1 300\n"
+        '@ IN TXT "v=spf1 -all exp=why.example.com"\nwhy IN TXT "%{r} refused it at %{t}"\n'
+    )
+    verdict = Authenticator("mx.example.org", zone).verify(
+        b"From: a@example.com\r\n\r\nhi\r\n",
+        ip="192.0.2.10",
+        mail_from="a@example.com",
+        now=1_800_000_000,
+    )
+    assert verdict.spf is not None
+    assert verdict.spf.mailfrom.explanation == "mx.example.org refused it at 1800000000"

@@ -11,7 +11,7 @@ from mailauth.authresults import render_received_spf
 from mailauth.cli import main
 from mailauth.dns import ZoneResolver
 from mailauth.results import SpfOutcome
-from mailauth.spf import RESULTS, check_spf, check_spf_identity, client_ip, is_helo_domain
+from mailauth.spf import check_spf, check_spf_identity, client_ip, is_helo_domain
 
 SPF = Path(__file__).resolve().parent.parent / "fixtures" / "spf"
 
@@ -73,7 +73,7 @@ def test_fail_carries_the_expanded_explanation(zone: ZoneResolver) -> None:
 def test_rfc7208_4_5_two_records_are_a_permerror(zone: ZoneResolver) -> None:
     outcome = check_spf_identity(zone, ip="192.0.2.10", sender="u@permerror.spf.test", helo="x")
     assert outcome.result is SpfResult.PERMERROR
-    assert "Two or more" in outcome.reason
+    assert "2 SPF records at permerror.spf.test" in outcome.reason
 
 
 def test_rfc7208_2_6_7_dns_timeout_is_temperror(zone: ZoneResolver) -> None:
@@ -162,7 +162,7 @@ def test_bad_ip_is_a_value_error(zone: ZoneResolver) -> None:
 
 
 def test_concurrent_evaluations_keep_their_own_resolver() -> None:
-    """The ContextVar binding: threads evaluating with different resolvers never mix."""
+    """No state outside the evaluation: threads evaluating with different resolvers never mix."""
     allow = ZoneResolver.from_text('$ORIGIN x.test.\n@ 60 IN TXT "v=spf1 +all"\n')
     deny = ZoneResolver.from_text('$ORIGIN x.test.\n@ 60 IN TXT "v=spf1 -all"\n')
     wrong: list[str] = []
@@ -184,19 +184,6 @@ def test_concurrent_evaluations_keep_their_own_resolver() -> None:
     assert wrong == []
 
 
-def test_pyspf_without_a_bound_resolver_is_untouched() -> None:
-    import spf as pyspf
-
-    from mailauth import spf as ours
-
-    assert pyspf.DNSLookup is ours._lookup
-    assert ours._RESOLVER.get() is None
-
-
-def test_result_map_covers_every_pyspf_word() -> None:
-    assert set(RESULTS.values()) == set(SpfResult)
-
-
 @pytest.mark.parametrize(
     "hostile", ["a@b; x=y", "a\r\nX: y@example.com", 'q"uote@example.com', "(c)@example.com"]
 )
@@ -207,3 +194,15 @@ def test_received_spf_values_cannot_inject(hostile: str) -> None:
     assert "\r" not in unfolded and "\n" not in unfolded
     assert unfolded.count("receiver=mx.example.org;") == 1
     assert 'client-ip="2001:db8::1";' in unfolded
+
+
+def test_pyspf_is_only_a_test_oracle() -> None:
+    """The runtime (library, CLI, milter) never imports pyspf: it is in the test extra."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, mailauth, mailauth.cli, mailauth.milter.server, mailauth.check; "
+        "sys.exit('spf' in sys.modules)"
+    )
+    assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0

@@ -1,6 +1,9 @@
 """SPF record audit (RFC 7208): one record, syntax, and the DNS-lookup budget counted over
 the whole include/redirect tree.
 
+Records are read by the parser check_host() uses (:mod:`mailauth.spf.record`), so that the
+audit and ``mailauth verify`` agree on what is a syntax error.
+
 Counting follows RFC 7208 4.6.4: the terms ``include``, ``a``, ``mx``, ``ptr``, ``exists``
 and the ``redirect`` modifier count one each (10 at most); the address lookups of the hosts an
 ``mx`` term finds do not count as terms (they have their own limit of 10 names); a query that
@@ -11,8 +14,6 @@ followed. The work is bounded: the walk stops following after 40 counted terms o
 
 from __future__ import annotations
 
-import ipaddress
-import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,16 +21,19 @@ from mailauth.check.report import Area, Finding, Status
 from mailauth.dns import DnsStatus, Lookup, Query, RRType
 from mailauth.domains import name_problem
 from mailauth.plan import Plan, resolve
+from mailauth.spf.record import (
+    Mechanism,
+    MechanismKind,
+    Qualifier,
+    TermError,
+    parse_spf_record,
+    select_spf_records,
+)
 
 MAX_LOOKUPS = 10  # RFC 7208 4.6.4
 MAX_VOID = 2
 MAX_MX_NAMES = 10
 _FOLLOW_LIMIT, _DEPTH_LIMIT = 40, 10
-_MECHANISMS = {"all", "include", "a", "mx", "ptr", "ip4", "ip6", "exists"}
-_DNS_TERMS = {"include", "a", "mx", "ptr", "exists"}
-_TERM = re.compile(r"([+?~-]?)([A-Za-z][A-Za-z0-9_.-]*)(?:[:=](.*?))?(/\d+)?(//\d+)?\Z")
-_TOPLABEL = re.compile(r"[A-Za-z0-9]*[A-Za-z][A-Za-z0-9]*|[A-Za-z0-9]+-[A-Za-z0-9-]*[A-Za-z0-9]")
-_MODIFIER = re.compile(r"([A-Za-z][A-Za-z0-9_.-]*)=(.*)\Z")
 
 
 @dataclass
@@ -54,12 +58,7 @@ class SpfNode:
 
 def spf_records(lookup: Lookup) -> list[str]:
     """The TXT records that are SPF records (RFC 7208 4.5: "v=spf1" then a space or the end)."""
-    found = []
-    for text in lookup.texts:
-        lowered = text.lower()
-        if lowered == b"v=spf1" or lowered.startswith(b"v=spf1 "):
-            found.append(text.decode("utf-8", "replace"))
-    return found
+    return select_spf_records(lookup.texts)
 
 
 @dataclass
@@ -143,48 +142,32 @@ def check_spf(domain: str) -> Plan[tuple[list[Finding], dict[str, Any]]]:
 
 
 def _walk_record(walk: _Walk, node: SpfNode, path: list[str]) -> Plan[None]:
-    terms = node.record.split()[1:]
-    has_all = False
-    redirect = ""
-    seen: set[str] = set()
-    for term in terms:
-        modifier = _MODIFIER.match(term)
-        if modifier and not term.lower().startswith(("ip4:", "ip6:")):
-            key = modifier.group(1).lower()
-            if key in ("redirect", "exp"):
-                problem = _modifier_problem(key, modifier.group(2), seen)
-                if problem:
-                    walk.add("spf.syntax", Status.FAIL, f"{node.domain}: {problem} (permerror)")
-                    return  # (check_host() ends here: nothing after it counts)
-                seen.add(key)
-            if key == "redirect":
-                redirect = modifier.group(2)
-            continue  # exp= is not a lookup here; unknown modifiers are ignored (RFC 7208 6)
-        match = _TERM.match(term)
-        name = match.group(2).lower() if match else ""
-        if match is None or name not in _MECHANISMS or _malformed(name, match):
+    record = parse_spf_record(node.record)
+    for term in record.terms:
+        if isinstance(term, TermError):
+            if term.modifier:  # a bad redirect= or exp=
+                walk.add("spf.syntax", Status.FAIL, f"{node.domain}: {term.reason} (permerror)")
+                return  # (check_host() ends here: nothing after it counts)
             walk.add(
                 "spf.syntax",
                 Status.FAIL,
-                f"{node.domain}: unknown or malformed term {term!r} (permerror)",
+                f"{node.domain}: unknown or malformed term {term.text!r} (permerror)",
                 "correct the term (RFC 7208 5)",
             )
-            continue
-        qualifier, value = match.group(1) or "+", (match.group(3) or "")
-        if name == "all":
-            has_all = True
-            _check_all(walk, node.domain, qualifier, path)
-        elif name in ("ip4", "ip6"):
-            _check_address(walk, node.domain, name, value, match.group(4))
-        else:
+        elif not isinstance(term, Mechanism):
+            continue  # exp= is not a lookup here; unknown modifiers are ignored (RFC 7208 6)
+        elif term.kind is MechanismKind.ALL:
+            _check_all(walk, node.domain, term.qualifier, path)
+        elif term.kind not in (MechanismKind.IP4, MechanismKind.IP6):
             node.lookups += 1
             walk.lookups += 1
-            yield from _dns_term(walk, node, name, value, path)
-    if redirect and not has_all:  # RFC 7208 6.1: redirect is ignored when "all" is present
+            yield from _dns_term(walk, node, term, path)
+    if record.redirect is not None and not record.has_all:
+        # RFC 7208 6.1: redirect is ignored when "all" is present
         node.lookups += 1
         walk.lookups += 1
-        yield from _follow(walk, node, "redirect", redirect, path)
-    elif not redirect and not has_all and len(path) == 1:
+        yield from _follow(walk, node, "redirect", record.redirect.value.text, path)
+    elif record.redirect is None and not record.has_all and len(path) == 1:
         walk.add(
             "spf.no-all",
             Status.WARN,
@@ -193,48 +176,17 @@ def _walk_record(walk: _Walk, node: SpfNode, path: list[str]) -> Plan[None]:
         )
 
 
-def _modifier_problem(key: str, value: str, seen: set[str]) -> str:
-    """RFC 7208 6: redirect= and exp= at most once each, and each names a domain."""
-    if key in seen:
-        return f"{key}= appears more than once"
-    if not _domain_spec(value):
-        return f"{key}={value} names no domain"
-    return ""
-
-
-def _malformed(name: str, match: re.Match[str]) -> bool:
-    """Terms the RFC 7208 5 grammar refuses that the term pattern lets through: include and
-    exists need ":domain"; a ":" after a, mx or ptr needs a domain after it; all takes none;
-    ip4 and ip6 take one CIDR length, not two."""
-    value = match.group(3)  # None without ":" (or "="), "" for a bare ":"
-    if name in ("include", "exists", "a", "mx", "ptr"):
-        needed = name in ("include", "exists")
-        return (needed or value is not None) and not _domain_spec(value or "")
-    if name == "all":
-        return value is not None or match.group(4) is not None or match.group(5) is not None
-    return match.group(5) is not None  # ip4, ip6: no dual-cidr-length
-
-
-def _domain_spec(value: str) -> bool:
-    """RFC 7208 7.1 domain-spec: a name with macros (judged when expanded), or one that
-    ends in "." and a top label (letters and digits with a letter, or with inner hyphens)."""
-    if "%" in value:
-        return True
-    labels = value.rstrip(".").split(".")
-    return len(labels) > 1 and bool(_TOPLABEL.fullmatch(labels[-1]))
-
-
-def _check_all(walk: _Walk, domain: str, qualifier: str, path: list[str]) -> None:
+def _check_all(walk: _Walk, domain: str, qualifier: Qualifier, path: list[str]) -> None:
     if len(path) > 1:
         return  # an included record's all only ends that include
-    if qualifier == "+":
+    if qualifier is Qualifier.PASS:
         walk.add(
             "spf.pass-all",
             Status.FAIL,
             f"{domain}: +all authorises every host on the Internet",
             "end the record with -all",
         )
-    elif qualifier == "?":
+    elif qualifier is Qualifier.NEUTRAL:
         walk.add(
             "spf.neutral-all",
             Status.WARN,
@@ -243,22 +195,9 @@ def _check_all(walk: _Walk, domain: str, qualifier: str, path: list[str]) -> Non
         )
 
 
-def _check_address(walk: _Walk, domain: str, name: str, value: str, cidr: str | None) -> None:
-    try:
-        network = ipaddress.ip_network(value + (cidr or ""), strict=False)
-    except ValueError:
-        network = None
-    if network is None or (name == "ip4") != (network.version == 4):
-        walk.add(
-            "spf.syntax",
-            Status.FAIL,
-            f"{domain}: {name}:{value}{cidr or ''} is not a valid {name} network (permerror)",
-            "correct the address",
-        )
-
-
-def _dns_term(walk: _Walk, node: SpfNode, name: str, value: str, path: list[str]) -> Plan[None]:
-    if name == "ptr":
+def _dns_term(walk: _Walk, node: SpfNode, term: Mechanism, path: list[str]) -> Plan[None]:
+    name = str(term.kind)
+    if term.kind is MechanismKind.PTR:
         walk.add(
             "spf.ptr",
             Status.WARN,
@@ -266,7 +205,7 @@ def _dns_term(walk: _Walk, node: SpfNode, name: str, value: str, path: list[str]
             "replace ptr with ip4:/ip6: ranges or a:",
         )
         return
-    target = value or node.domain
+    target = term.domain.text if term.domain is not None else node.domain
     if _has_macro(walk, node, f"{name}:{target}") or _bad_name(
         walk, node, f"{name}:{target}", target
     ):
