@@ -239,24 +239,6 @@ def test_loopback_is_trusted_unless_the_file_lists_networks(tmp_path: Path) -> N
     assert load_milter_config(path).trusted_networks == ()  # every client verified
 
 
-def test_the_milter_gives_spf_a_pool_of_its_own(tmp_path: Path) -> None:
-    """SPF for uncached senders blocks on DNS in worker threads: the CLI milter hands the
-    Authenticator its own pool of SPF_THREADS (asyncio's default has cores + 4)."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    from mailauth.cli import _build_parser
-    from mailauth.cli.serve import SPF_THREADS, build_milter_parts, effective_config
-
-    args = _build_parser().parse_args(
-        ["milter", "--listen", "inet:8891@127.0.0.1", "--authserv-id", "mx.example.org",
-         "--dns-zone", str(ZONE)]
-    )  # fmt: skip
-    pool = ThreadPoolExecutor(SPF_THREADS)
-    authenticator, _ = build_milter_parts(effective_config(args), args, pool)
-    assert authenticator.executor is pool and SPF_THREADS >= 32
-    pool.shutdown()
-
-
 def test_a_reload_keeps_the_dns_cache_while_the_nameservers_stay() -> None:
     from mailauth.cli import _build_parser
     from mailauth.cli.serve import build_milter_parts, effective_config

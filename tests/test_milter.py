@@ -1061,3 +1061,48 @@ def test_quarantine_is_logged_and_counted_as_quarantine(caplog: pytest.LogCaptur
     sample = metrics.registry.get_sample_value
     assert sample("mailauth_actions_total", {"action": "quarantine"}) == 1
     assert sample("mailauth_actions_total", {"action": "continue"}) is None
+
+
+def test_spf_for_first_time_senders_runs_with_no_worker_thread() -> None:
+    """SPF is a plan on the event loop: senders whose DNS is not cached, answered 50 ms late
+    by a server in another process, start no thread (pyspf ran in a pool of 64 that slow DNS
+    could exhaust, and a thread past the deadline kept querying)."""
+    import threading
+
+    from mailauth.dns import Resolver
+    from tests.dnsserver import slow_dns_process
+
+    senders = "".join(
+        f'd{i}.example. 300 IN TXT "v=spf1 ip4:192.0.2.0/24 -all"\n' for i in range(20)
+    )
+    headers, body = split_message((DEMO / "message.eml").read_bytes())
+
+    before = {t.ident for t in threading.enumerate()}
+
+    async def go(address: str) -> tuple[list[str], list[str]]:
+        resolver = Resolver([address], timeout=2, lifetime=4)
+        server, port, milter = await serve()
+        milter.authenticator = Authenticator("mx.example.org", resolver)
+        clients = [await MilterClient.connect("127.0.0.1", port) for _ in range(20)]
+        for client in clients:
+            await client.negotiate()
+        results = await asyncio.gather(
+            *(
+                client.message(
+                    ip="192.0.2.10", helo="mail.example.com", mail_from=f"a@d{i}.example",
+                    headers=headers, body=body,
+                )
+                for i, client in enumerate(clients)
+            )
+        )  # fmt: skip
+        # (Looked at before the loop ends: asyncio.run joins its worker threads on the way out.)
+        started = [t.name for t in threading.enumerate() if t.ident not in before]
+        for client in clients:
+            await client.close()
+        server.close()
+        return [_inserted_header(r) for r in results], started
+
+    with slow_dns_process("$ORIGIN .\n" + senders, 0.05) as address:
+        headers_out, started = asyncio.run(go(address))
+    assert all("spf=pass" in h.replace("\n", "") for h in headers_out)
+    assert started == [], started

@@ -9,7 +9,7 @@ import logging
 import signal
 import sys
 import warnings
-from concurrent.futures import Executor, ThreadPoolExecutor
+from concurrent.futures import Executor
 from dataclasses import replace
 from pathlib import Path
 
@@ -201,12 +201,6 @@ def build_milter_parts(
     return authenticator, settings
 
 
-# SPF for a sender whose DNS answers are not cached yet runs pyspf, which blocks on DNS, in
-# a worker thread; asyncio's default pool (cores + 4 threads) made that the limit: 51 msg/s
-# for first-time senders at 50 ms of DNS latency, 131 msg/s with 64 threads (measured).
-SPF_THREADS = 64
-
-
 def _kept_cache(previous: Authenticator | None, args: argparse.Namespace) -> DnsCache | None:
     old = previous.resolver if previous is not None else None
     if not isinstance(old, Resolver) or args.dns_zone:
@@ -216,10 +210,10 @@ def _kept_cache(previous: Authenticator | None, args: argparse.Namespace) -> Dns
 
 
 def cmd_milter(args: argparse.Namespace) -> int:
-    executor = ThreadPoolExecutor(SPF_THREADS, thread_name_prefix="mailauth-spf")
+    # (No SPF worker pool: SPF is a plan on the event loop like the other checks.)
     try:
         config = effective_config(args)
-        authenticator, settings = build_milter_parts(config, args, executor)
+        authenticator, settings = build_milter_parts(config, args)
     except ValueError as exc:
         raise CliError(str(exc)) from None
     if args.check_config:
