@@ -23,6 +23,7 @@ import weakref
 from pathlib import Path
 
 from mailauth.milter import protocol as p
+from mailauth.milter.server import MACROS, STEPS_SKIPPED
 from tests.postfix import free_port
 
 # The shared tools sit beside the repository (../shared/tools), as they are laid out for
@@ -197,8 +198,9 @@ def launch(command: list[str]) -> subprocess.Popen[bytes]:
 
 def empty_milter(port: int) -> None:
     """A milter that checks nothing: the same negotiation as mailauth's (skipped steps, no
-    replies where allowed, quick ACKs), CONTINUE where a reply is due, one header inserted
-    at end of message. Its cost is what Postfix and the protocol cost before any checking."""
+    replies where allowed, the same macros, quick ACKs), CONTINUE where a reply is due, one
+    header inserted at end of message. Its cost is what Postfix and the protocol cost before
+    any checking."""
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         sock = writer.get_extra_info("socket")
@@ -212,11 +214,13 @@ def empty_milter(port: int) -> None:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_QUICKACK, 1)
             command, data = packet[:1], packet[1:]
             if command == p.OPTNEG:
-                _, actions, protocol = p.parse_optneg(data)
-                wanted = p.P_NORCPT | p.P_NOUNKNOWN | p.P_HDR_LEADSPC | sum(p.NO_REPLY.values())
-                chosen = protocol & wanted
+                version, actions, protocol = p.parse_optneg(data)
+                wanted = STEPS_SKIPPED | p.P_NORCPT | p.P_HDR_LEADSPC
+                chosen = protocol & (wanted | sum(p.NO_REPLY.values()))
                 no_reply = {c for c, bit in p.NO_REPLY.items() if chosen & bit}
-                writer.write(p.optneg_reply(actions & p.ACT_ADDHDRS, chosen))
+                ours = actions & (p.ACT_ADDHDRS | p.ACT_SETSYMLIST)
+                lists = MACROS if ours & p.ACT_SETSYMLIST else None
+                writer.write(p.optneg_reply(min(version, 6), ours, chosen, lists))
             elif command == p.EOM:
                 writer.write(header + p.encode(p.CONTINUE))
             elif command == p.QUIT:

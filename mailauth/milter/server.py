@@ -48,6 +48,26 @@ DEFAULT_IDLE_TIMEOUT = 7210.0
 # checked (on_error: the milter is short of memory, the sender did nothing wrong).
 MAX_HELD_HEADERS = 256 << 20
 MAX_MACROS = 1 << 20  # per connection; past it the connection is a protocol error
+# Steps the milter does without, when the MTA offers to skip them: RCPT (unless recipients
+# choose what is sealed), unknown SMTP commands, DATA, and the end of the header section (the
+# body's first chunk, or the end of message, starts the checks in its place).
+STEPS_SKIPPED = p.P_NOUNKNOWN | p.P_NODATA | p.P_NOEOH
+# The macros the milter reads, asked for per stage (protocol 6; Postfix and Sendmail send
+# only these then): the SMTP-authenticated user at MAIL FROM (such senders are trusted) and
+# the queue id at the end of the message (for the log). Postfix sends a stage's macros even
+# for a step the milter skips (RCPT, DATA) and with every header field and body chunk, and
+# reads an empty list as "main.cf's milter_*_macros": the stages where we want nothing name
+# a macro that no MTA defines, so that what comes is an empty macro packet.
+_NOTHING = "{mailauth_nothing}"
+MACROS = {
+    p.M_CONNECT: _NOTHING,
+    p.M_HELO: _NOTHING,
+    p.M_ENVFROM: "{auth_authen}",
+    p.M_ENVRCPT: _NOTHING,
+    p.M_DATA: _NOTHING,
+    p.M_EOH: _NOTHING,
+    p.M_EOM: "i",
+}
 _FIELD_OVERHEAD = 100  # octets of Python objects per header field held, beyond its data
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -189,6 +209,8 @@ class Milter:
         if command == p.OPTNEG:
             return self._negotiate(session, data)
         if command == p.MACRO:
+            if len(data) == 1:
+                return b""  # a stage's letter alone: no macros (as we ask for most stages)
             _, macros = p.parse_macros(data)
             session.macros.update(macros)
             if sum(len(k) + len(v) for k, v in session.macros.items()) > MAX_MACROS:
@@ -339,20 +361,25 @@ class Milter:
             message.intake, message.problem = None, str(exc)
 
     def _negotiate(self, session: _Session, data: bytes) -> bytes:
-        """Option negotiation: the actions we take, the steps we skip or do not answer."""
+        """Option negotiation: the actions we take, the steps we skip or do not answer, the
+        macros we want; of each, only what the MTA offers."""
         version, actions, protocol = p.parse_optneg(data)
         if version < 2:
             raise p.ProtocolError(f"milter protocol version {version} is too old")
         session.leading_space = bool(protocol & p.P_HDR_LEADSPC)
-        # No reply to HELO, MAIL, RCPT, DATA, headers, body chunks when the MTA allows it:
-        # one round trip per message part fewer (the decisions are all at end of message).
-        no_reply = sum(p.NO_REPLY.values())
-        wanted = p.P_NOUNKNOWN | p.P_HDR_LEADSPC | no_reply
+        # No reply to any step but the end of message, when the MTA allows it (the
+        # decisions are all made there): the MTA sends the rest without waiting for us.
+        wanted = STEPS_SKIPPED | p.P_HDR_LEADSPC | sum(p.NO_REPLY.values())
         if not (self.settings.sealer and self.settings.seal_domains):
             wanted |= p.P_NORCPT  # recipients matter only to seal for some domains
         chosen = protocol & wanted
         session.no_reply = frozenset(c for c, bit in p.NO_REPLY.items() if chosen & bit)
-        return p.optneg_reply(actions & (p.ACT_ADDHDRS | p.ACT_CHGHDRS | p.ACT_QUARANTINE), chosen)
+        ours = p.ACT_ADDHDRS | p.ACT_CHGHDRS | p.ACT_QUARANTINE
+        lists = version >= 6 and actions & p.ACT_SETSYMLIST  # (protocol 6: macro lists)
+        if lists:
+            ours |= p.ACT_SETSYMLIST
+        version = min(version, p.VERSION)
+        return p.optneg_reply(version, actions & ours, chosen, MACROS if lists else None)
 
     def _seals(self, message: _Message) -> bool:
         """Whether this inbound message gets an ARC set: sealing on, and a recipient in one
