@@ -197,36 +197,39 @@ def launch(command: list[str]) -> subprocess.Popen[bytes]:
 
 
 def empty_milter(port: int) -> None:
-    """A milter that checks nothing: the same negotiation as mailauth's (skipped steps, no
-    replies where allowed, the same macros, quick ACKs), CONTINUE where a reply is due, one
-    header inserted at end of message. Its cost is what Postfix and the protocol cost before
-    any checking."""
+    """A milter that checks nothing: the same negotiation and reading as mailauth's (steps
+    and macros, batched reads, one quick ACK per read left unanswered), CONTINUE where a
+    reply is due, one header inserted at end of message. Its cost is what Postfix and the
+    protocol cost before any checking."""
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         sock = writer.get_extra_info("socket")
         no_reply: set[bytes] = set()
         header = p.header_reply(p.INSHEADER, 0, "Authentication-Results", " mx.example.org; none")
-        while True:
-            try:
-                packet = await reader.readexactly(p.decode_header(await reader.readexactly(4)))
-            except (asyncio.IncompleteReadError, ConnectionError):
-                break
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_QUICKACK, 1)
-            command, data = packet[:1], packet[1:]
-            if command == p.OPTNEG:
-                version, actions, protocol = p.parse_optneg(data)
-                wanted = STEPS_SKIPPED | p.P_NORCPT | p.P_HDR_LEADSPC
-                chosen = protocol & (wanted | sum(p.NO_REPLY.values()))
-                no_reply = {c for c, bit in p.NO_REPLY.items() if chosen & bit}
-                ours = actions & (p.ACT_ADDHDRS | p.ACT_SETSYMLIST)
-                lists = MACROS if ours & p.ACT_SETSYMLIST else None
-                writer.write(p.optneg_reply(min(version, 6), ours, chosen, lists))
-            elif command == p.EOM:
-                writer.write(header + p.encode(p.CONTINUE))
-            elif command == p.QUIT:
-                break
-            elif command not in (p.MACRO, p.ABORT, p.QUIT_NC) and command not in no_reply:
-                writer.write(p.encode(p.CONTINUE))
+        received = bytearray()
+        while chunk := await reader.read(1 << 18):
+            received += chunk
+            replies = []
+            for command, data in p.take_packets(received):
+                if command == p.OPTNEG:
+                    version, actions, protocol = p.parse_optneg(data)
+                    wanted = STEPS_SKIPPED | p.P_NORCPT | p.P_HDR_LEADSPC
+                    chosen = protocol & (wanted | sum(p.NO_REPLY.values()))
+                    no_reply = {c for c, bit in p.NO_REPLY.items() if chosen & bit}
+                    ours = actions & (p.ACT_ADDHDRS | p.ACT_SETSYMLIST)
+                    lists = MACROS if ours & p.ACT_SETSYMLIST else None
+                    replies.append(p.optneg_reply(min(version, 6), ours, chosen, lists))
+                elif command == p.EOM:
+                    replies.append(header + p.encode(p.CONTINUE))
+                elif command == p.QUIT:
+                    writer.close()
+                    return
+                elif command not in (p.MACRO, p.ABORT, p.QUIT_NC) and command not in no_reply:
+                    replies.append(p.encode(p.CONTINUE))
+            if replies:
+                writer.write(b"".join(replies))
+            else:
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_QUICKACK, 2)
         writer.close()
 
     async def serve() -> None:

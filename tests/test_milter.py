@@ -615,6 +615,59 @@ def test_a_message_is_verified_when_the_mta_skips_eoh_and_data(
     assert ("dkim=pass" if body is None else "dkim=fail") in inserted
 
 
+def _conversation(headers: list[tuple[str, str]], body: bytes) -> bytes:
+    """What Postfix writes for one message (all steps unanswered, macros as we ask)."""
+    packets = [
+        (p.OPTNEG, struct.pack(">III", 6, 0x1FF, ALL_PROTOCOL)),
+        (p.MACRO, p.CONNECT),
+        (p.CONNECT, b"client.example\x004\0\x19192.0.2.10\0"),
+        (p.MACRO, p.HELO),
+        (p.HELO, b"mail.example.com\0"),
+        (p.MACRO, p.MAIL),
+        (p.MAIL, b"<alice@example.com>\0"),
+        (p.MACRO, p.RCPT),
+        (p.MACRO, p.DATA),
+    ]
+    for name, value in headers:
+        packets += [(p.MACRO, p.HEADER), (p.HEADER, f"{name}\0{value}\0".encode())]
+    packets += [(p.MACRO, p.BODY), (p.BODY, body), (p.MACRO, p.EOM + b"i\0004QONE\0"), (p.EOM, b"")]
+    return b"".join(p.encode(command, data) for command, data in packets)
+
+
+@pytest.mark.parametrize("write_size", [1 << 20, 7, 1], ids=["one write", "7 octets", "1 octet"])
+def test_packets_are_taken_whole_however_the_mta_writes_them(write_size: int) -> None:
+    """Several packets in one read (as Postfix writes the steps it does not wait on), or a
+    packet spread over many reads: the same replies."""
+    headers, body = split_message((DEMO / "message.eml").read_bytes())
+    stream = _conversation(headers, body)
+
+    async def go() -> list[tuple[bytes, bytes]]:
+        server, port, _ = await serve()
+        client = await MilterClient.connect("127.0.0.1", port)
+        for start in range(0, len(stream), write_size):
+            client.writer.write(stream[start : start + write_size])
+            await client.writer.drain()
+        replies = [await client.read()]  # the OPTNEG reply
+        while replies[-1][0] != p.CONTINUE:
+            replies.append(await client.read())
+        await client.close()
+        server.close()
+        return replies
+
+    replies = asyncio.run(go())
+    assert [command for command, _ in replies] == [p.OPTNEG, p.INSHEADER, p.CONTINUE]
+    assert "dkim=pass" in _inserted_header(replies) and "spf=pass" in _inserted_header(replies)
+
+
+def test_take_packets_leaves_a_partial_packet_and_refuses_an_oversize_one_at_once() -> None:
+    buffer = bytearray(p.encode(p.HELO, b"a\0") + p.encode(p.MAIL, b"<b>\0")[:6])
+    assert list(p.take_packets(buffer)) == [(p.HELO, b"a\0")]
+    assert buffer == p.encode(p.MAIL, b"<b>\0")[:6]  # kept for the next read
+    oversize = bytearray(struct.pack(">I", p.MAX_PACKET + 1) + b"B")
+    with pytest.raises(p.ProtocolError):
+        list(p.take_packets(oversize))  # (no need to wait for a MiB that is refused anyway)
+
+
 def test_quit_nc_starts_a_new_smtp_connection_on_the_same_socket() -> None:
     import ipaddress
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 import struct
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
 from mailauth.errors import MailauthError
@@ -82,6 +82,23 @@ def decode_header(prefix: bytes) -> int:
     if length > MAX_PACKET:
         raise ProtocolError(f"milter packet of {length} octets exceeds {MAX_PACKET}")
     return int(length)
+
+
+def take_packets(buffer: bytearray) -> Iterator[tuple[bytes, bytes]]:
+    """The complete packets at the start of ``buffer``, as (command, data); the octets they
+    took are removed from ``buffer`` when the iteration ends. A length over MAX_PACKET is a
+    ProtocolError as soon as its 4 octets are there, before any of its data."""
+    offset = 0
+    try:
+        while len(buffer) - offset >= 4:
+            end = offset + 4 + decode_header(bytes(buffer[offset : offset + 4]))
+            if end > len(buffer):
+                return
+            packet = bytes(buffer[offset + 4 : offset + 5]), bytes(buffer[offset + 5 : end])
+            offset = end
+            yield packet
+    finally:
+        del buffer[:offset]  # (once: removing packet by packet would be quadratic)
 
 
 def strings(data: bytes, count: int | None = None) -> list[bytes]:

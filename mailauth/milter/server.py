@@ -35,6 +35,8 @@ from mailauth.results import ArcResult, DmarcResult, Policy, SpfCheck, Verdict
 
 log = logging.getLogger("mailauth.milter")
 _QUICKACK = getattr(socket, "TCP_QUICKACK", None)  # Linux only
+_ACK_NOW = 2  # TCP_QUICKACK value: see Milter.handle
+_READ_SIZE = 1 << 18  # octets asked of the socket at once
 # libmilter's default (smfi_settimeout): longer than any MTA keeps an idle SMTP session
 # (Postfix smtpd_timeout 300 s), short enough that a peer that vanished without closing (a
 # half-open TCP connection) or a client that only holds connections open is let go.
@@ -172,27 +174,37 @@ class Milter:
             writer.transport.abort()  # the pending read ends: the connection is over
 
         timers.append(loop.call_at(waiting[0] + idle, watch))
+        received = bytearray()  # what the MTA sent that is not a whole packet yet
         try:
             while True:
                 try:
-                    prefix = await reader.readexactly(4)
-                    length = p.decode_header(prefix)
-                    packet = await reader.readexactly(length)
-                except (asyncio.IncompleteReadError, ConnectionError):
+                    # Whatever has arrived (one read for all the packets of an MTA's write:
+                    # Postfix sends the steps we do not answer in one go).
+                    chunk = await reader.read(_READ_SIZE)
+                except ConnectionError:
+                    chunk = b""
+                if not chunk:
                     return  # the MTA went away, possibly mid-message: nothing to clean up
                 waiting.clear()
-                if quickack:
-                    # Steps we do not answer leave the MTA's small writes waiting for our
-                    # delayed ACK (Nagle on its side): acknowledge at once instead.
-                    with contextlib.suppress(OSError):
-                        sock.setsockopt(socket.IPPROTO_TCP, _QUICKACK, 1)
-                command = packet[:1]
-                reply = await self._dispatch(session, command, packet[1:])
-                if reply is None:
-                    return
-                if reply and command not in session.no_reply:
-                    writer.write(reply)
+                received += chunk
+                replies = []
+                for command, data in p.take_packets(received):
+                    reply = await self._dispatch(session, command, data)
+                    if reply is None:
+                        return
+                    if reply and command not in session.no_reply:
+                        replies.append(reply)
+                if replies:
+                    writer.write(b"".join(replies))  # (our ACK goes with it)
                     await writer.drain()
+                elif quickack:
+                    # The MTA goes on without waiting for us: its next small write (Postfix:
+                    # cleanup's, after smtpd's) would wait for our delayed ACK, Nagle on its
+                    # side, up to 40 ms. Acknowledge now -- once per read, not per packet;
+                    # 2, not 1: send the pending ACK but stay in delayed-ACK mode, so that
+                    # the ACK of the rest of the message goes with our reply (Linux).
+                    with contextlib.suppress(OSError):
+                        sock.setsockopt(socket.IPPROTO_TCP, _QUICKACK, _ACK_NOW)
                 waiting.append(loop.time())
         except p.ProtocolError as exc:
             log.warning("milter protocol error from the MTA: %s", exc)
