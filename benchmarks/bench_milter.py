@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import resource
 import smtplib
 import statistics
 import subprocess
@@ -204,6 +205,7 @@ class Row:
     ms: dict[str, list[float]] = field(default_factory=dict)  # CPU ms per message, by column
     wire: Capture | None = None
     calls: dict[str, Counter[str]] = field(default_factory=dict)
+    dns_queries: int = 0  # asked of the benchmark's DNS server in the tcpdump pass
 
 
 def _timed(row: Row, messages: int, sessions: int) -> None:
@@ -212,6 +214,7 @@ def _timed(row: Row, messages: int, sessions: int) -> None:
         "milter": lambda: process_cpu(pids) if pids else None,
         "milter tree": row.milter.seconds,
         "Postfix": row.mta.seconds,
+        "client": _own_cpu,
         "machine": machine_cpu,
     }
     before = {name: meter() for name, meter in meters.items()}
@@ -221,6 +224,15 @@ def _timed(row: Row, messages: int, sessions: int) -> None:
         start, end = before[name], meter()
         if start is not None and end is not None:
             row.ms.setdefault(name, []).append((end - start) * 1000 / sent)
+    parts = [row.ms.get(name, []) for name in ("milter tree", "Postfix", "client")]
+    if all(len(part) == len(row.rates) for part in parts):
+        row.ms.setdefault("all", []).append(sum(part[-1] for part in parts))
+
+
+def _own_cpu() -> float:
+    """This process: the SMTP client's threads and the DNS server's."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 def through_postfix(args: argparse.Namespace, dns: LoopbackDnsServer) -> list[Row]:
@@ -251,9 +263,11 @@ def through_postfix(args: argparse.Namespace, dns: LoopbackDnsServer) -> list[Ro
                 row.ratios.append(row.rates[-1] / rows[0].rates[-1])
         sessions = max(1, args.count_messages * args.sessions // args.messages)
         for row in rows:  # untimed: tcpdump, then strace, each in its own pass
+            asked = len(dns.questions)
             if row.peer.port is not None:
                 with Capture(row.peer.port) as row.wire:
                     smtp_load(row.postfix.port, args.count_messages, sessions)
+            row.dns_queries = len(dns.questions) - asked
             milter = SyscallCount(row.peer.pids())
             mta = SyscallCount(descendants(row.postfix.pids()))
             with contextlib.ExitStack() as tracing:
@@ -276,15 +290,25 @@ def report(rows: list[Row], args: argparse.Namespace) -> None:
     sent = args.messages // args.sessions * args.sessions
     print(
         f"Postfix, {args.sessions} sessions, {sent} messages of {len(MESSAGE)} bytes per "
-        f"configuration and round, {args.rounds} rounds; median [lowest-highest]:"
+        f"configuration and round, {args.rounds} rounds; median [lowest-highest]. CPU ms per "
+        "message: the milter's processes; Postfix's (smtp-sink's too); this benchmark's "
+        "client and DNS server; all three (with every milter process); the whole machine "
+        "(/proc/stat: also whatever else runs on it)."
     )
-    columns = ("milter", "milter tree", "Postfix", "machine")
-    print(f"  {'':16} {'msg/s':>16} {'ratio':>17}   CPU ms/msg: " + ", ".join(columns))
+    columns = ("milter", "Postfix", "client", "all", "machine")
+    print(f"  {'':16} {'msg/s':>13} {'ratio':>16}" + "".join(f" {c:>18}" for c in columns))
     for row in rows:
-        cpu = "   ".join(_spread(row.ms.get(column, []), 2) for column in columns)
+        cpu = "".join(f" {_spread(row.ms.get(column, [])):>18}" for column in columns)
+        print(f"  {row.peer.name:16} {_spread(row.rates, 0):>13} {_spread(row.ratios):>16}{cpu}")
+    print("  " + "; ".join(f"{row.peer.name}: {row.peer.note}" for row in rows if row.peer.note))
+    ours = [row for row in rows if isinstance(row.peer, MailauthMilter)]
+    peers = [row for row in rows if isinstance(row.peer, Rspamd)]
+    for mine, theirs in zip(ours, peers, strict=False):  # (the same round, adjacent turns)
+        pairs = list(zip(mine.ratios, theirs.ratios, strict=True))
         print(
-            f"  {row.peer.name:16} {_spread(row.rates, 0):>16} {_spread(row.ratios):>17}   "
-            f"{cpu} {row.peer.note}"
+            f"  {mine.peer.name}'s ratio at least {theirs.peer.name}'s in "
+            f"{sum(a >= b for a, b in pairs)} of {len(pairs)} rounds; "
+            f"difference {_spread([a - b for a, b in pairs])}"
         )
     count = args.count_messages // max(1, args.count_messages * args.sessions // args.messages)
     print(
@@ -294,7 +318,7 @@ def report(rows: list[Row], args: argparse.Namespace) -> None:
     )
     n = args.count_messages
     for row in rows:
-        print(f"  {row.peer.name}:")
+        print(f"  {row.peer.name}: {row.dns_queries / n:.1f} DNS queries (warm caches)")
         if row.wire is not None:
             for label, side in (
                 ("MTA->milter", row.wire.to_milter),
