@@ -207,7 +207,7 @@ def empty_milter(port: int) -> None:
         no_reply: set[bytes] = set()
         header = p.header_reply(p.INSHEADER, 0, "Authentication-Results", " mx.example.org; none")
         received = bytearray()
-        while chunk := await reader.read(1 << 18):
+        while chunk := await reader.read(1 << 16):
             received += chunk
             replies = []
             for command, data in p.take_packets(received):

@@ -36,7 +36,7 @@ from mailauth.results import ArcResult, DmarcResult, Policy, SpfCheck, Verdict
 log = logging.getLogger("mailauth.milter")
 _QUICKACK = getattr(socket, "TCP_QUICKACK", None)  # Linux only
 _ACK_NOW = 2  # TCP_QUICKACK value: see Milter.handle
-_READ_SIZE = 1 << 18  # octets asked of the socket at once
+_READ_SIZE = 1 << 16  # octets taken at once (a Postfix body chunk; more held more memory)
 # libmilter's default (smfi_settimeout): longer than any MTA keeps an idle SMTP session
 # (Postfix smtpd_timeout 300 s), short enough that a peer that vanished without closing (a
 # half-open TCP connection) or a client that only holds connections open is let go.
