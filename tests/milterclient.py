@@ -67,13 +67,15 @@ class MilterClient:
         assert await self.step(p.MAIL, f"<{mail_from}>".encode() + b"\0") == p.CONTINUE
         for recipient in () if self.protocol & p.P_NORCPT else recipients:
             assert await self.step(p.RCPT, f"<{recipient}>".encode() + b"\0") == p.CONTINUE
-        await self.send(p.MACRO, p.DATA + b"i\0" + queue_id.encode() + b"\0")
-        assert await self.step(p.DATA) == p.CONTINUE
+        if not self.protocol & p.P_NODATA:
+            assert await self.step(p.DATA) == p.CONTINUE
         for name, value in headers:
             assert await self.step(p.HEADER, f"{name}\0{value}\0".encode()) == p.CONTINUE
-        assert await self.step(p.EOH) == p.CONTINUE
+        if not self.protocol & p.P_NOEOH:
+            assert await self.step(p.EOH) == p.CONTINUE
         for start in range(0, len(body), 65535):
             assert await self.step(p.BODY, body[start : start + 65535]) == p.CONTINUE
+        await self.send(p.MACRO, p.EOM + b"i\0" + queue_id.encode() + b"\0")
         self.eom_sent = time.perf_counter()
         await self.send(p.EOM)
         replies = []

@@ -185,6 +185,12 @@ class ThrowawayPostfix:
         )
         return [json.loads(line) for line in result.stdout.splitlines() if line.strip()]
 
+    def pids(self) -> list[int]:
+        """Postfix's master process and smtp-sink: every process of this instance descends
+        from one of them (for benchmarks that account the MTA's CPU)."""
+        master = (self.queue / "pid" / "master.pid").read_text().strip()
+        return [int(master)] + ([self._sink.pid] if self._sink is not None else [])
+
     def log(self) -> str:
         path = self.root / "maillog"
         return path.read_text(errors="replace") if path.exists() else ""

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 import struct
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
 from mailauth.errors import MailauthError
@@ -33,14 +34,16 @@ HEADER, EOH, BODY, EOM, ABORT, QUIT, QUIT_NC, UNKNOWN = (
 CONTINUE, ACCEPT, REJECT, TEMPFAIL, REPLYCODE = b"c", b"a", b"r", b"t", b"y"
 ADDHEADER, INSHEADER, CHGHEADER, QUARANTINE, PROGRESS = b"h", b"i", b"m", b"q", b"p"
 
-# Actions we may take (SMFIF_*)
-ACT_ADDHDRS, ACT_CHGHDRS, ACT_QUARANTINE = 0x01, 0x10, 0x20
+# Actions we may take (SMFIF_*); SETSYMLIST: the option negotiation reply may say which
+# macros the milter wants at each stage
+ACT_ADDHDRS, ACT_CHGHDRS, ACT_QUARANTINE, ACT_SETSYMLIST = 0x01, 0x10, 0x20, 0x100
 # Protocol steps we skip, or take without replying (SMFIP_*, libmilter's mfdef.h)
-P_NORCPT, P_NOUNKNOWN = 0x08, 0x100
-P_NR_HELO, P_NR_MAIL, P_NR_RCPT, P_NR_DATA = 0x2000, 0x4000, 0x8000, 0x10000
-P_NR_HDR, P_NR_EOH, P_NR_BODY = 0x80, 0x40000, 0x80000
+P_NORCPT, P_NOEOH, P_NOUNKNOWN, P_NODATA = 0x08, 0x40, 0x100, 0x200
+P_NR_CONN, P_NR_HELO, P_NR_MAIL, P_NR_RCPT, P_NR_DATA = 0x1000, 0x2000, 0x4000, 0x8000, 0x10000
+P_NR_HDR, P_NR_UNKN, P_NR_EOH, P_NR_BODY = 0x80, 0x20000, 0x40000, 0x80000
 P_HDR_LEADSPC = 0x100000
 NO_REPLY = {
+    CONNECT: P_NR_CONN,
     HELO: P_NR_HELO,
     MAIL: P_NR_MAIL,
     RCPT: P_NR_RCPT,
@@ -48,7 +51,11 @@ NO_REPLY = {
     HEADER: P_NR_HDR,
     EOH: P_NR_EOH,
     BODY: P_NR_BODY,
+    UNKNOWN: P_NR_UNKN,
 }
+# The stages a macro list is asked for (SMFIM_*): after the three numbers of the option
+# negotiation reply, pairs of a stage (uint32) and its macro names (space-separated, NUL).
+M_CONNECT, M_HELO, M_ENVFROM, M_ENVRCPT, M_DATA, M_EOM, M_EOH = range(7)
 
 SOCKET_FAMILIES = {b"4": "inet", b"6": "inet6", b"L": "unix", b"U": "unknown"}
 
@@ -75,6 +82,23 @@ def decode_header(prefix: bytes) -> int:
     if length > MAX_PACKET:
         raise ProtocolError(f"milter packet of {length} octets exceeds {MAX_PACKET}")
     return int(length)
+
+
+def take_packets(buffer: bytearray) -> Iterator[tuple[bytes, bytes]]:
+    """The complete packets at the start of ``buffer``, as (command, data); the octets they
+    took are removed from ``buffer`` when the iteration ends. A length over MAX_PACKET is a
+    ProtocolError as soon as its 4 octets are there, before any of its data."""
+    offset = 0
+    try:
+        while len(buffer) - offset >= 4:
+            end = offset + 4 + decode_header(bytes(buffer[offset : offset + 4]))
+            if end > len(buffer):
+                return
+            packet = bytes(buffer[offset + 4 : offset + 5]), bytes(buffer[offset + 5 : end])
+            offset = end
+            yield packet
+    finally:
+        del buffer[:offset]  # (once: removing packet by packet would be quadratic)
 
 
 def strings(data: bytes, count: int | None = None) -> list[bytes]:
@@ -138,8 +162,16 @@ def parse_optneg(data: bytes) -> tuple[int, int, int]:
     return int(version), int(actions), int(protocol)
 
 
-def optneg_reply(actions: int, protocol: int) -> bytes:
-    return encode(OPTNEG, struct.pack(">III", VERSION, actions, protocol))
+def optneg_reply(
+    version: int, actions: int, protocol: int, macros: Mapping[int, str] | None = None
+) -> bytes:
+    """The option negotiation reply; ``macros``: stage (M_*) -> the macro names wanted then
+    (protocol 6, with ACT_SETSYMLIST)."""
+    lists = b"".join(
+        struct.pack(">I", stage) + names.encode("ascii") + b"\0"
+        for stage, names in sorted((macros or {}).items())
+    )
+    return encode(OPTNEG, struct.pack(">III", version, actions, protocol) + lists)
 
 
 def header_reply(command: bytes, index: int | None, name: str, value: str) -> bytes:

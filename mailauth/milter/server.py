@@ -35,6 +35,8 @@ from mailauth.results import ArcResult, DmarcResult, Policy, SpfCheck, Verdict
 
 log = logging.getLogger("mailauth.milter")
 _QUICKACK = getattr(socket, "TCP_QUICKACK", None)  # Linux only
+_ACK_NOW = 2  # TCP_QUICKACK value: see Milter.handle
+_READ_SIZE = 1 << 16  # octets taken at once (a Postfix body chunk; more held more memory)
 # libmilter's default (smfi_settimeout): longer than any MTA keeps an idle SMTP session
 # (Postfix smtpd_timeout 300 s), short enough that a peer that vanished without closing (a
 # half-open TCP connection) or a client that only holds connections open is let go.
@@ -48,6 +50,26 @@ DEFAULT_IDLE_TIMEOUT = 7210.0
 # checked (on_error: the milter is short of memory, the sender did nothing wrong).
 MAX_HELD_HEADERS = 256 << 20
 MAX_MACROS = 1 << 20  # per connection; past it the connection is a protocol error
+# Steps the milter does without, when the MTA offers to skip them: RCPT (unless recipients
+# choose what is sealed), unknown SMTP commands, DATA, and the end of the header section (the
+# body's first chunk, or the end of message, starts the checks in its place).
+STEPS_SKIPPED = p.P_NOUNKNOWN | p.P_NODATA | p.P_NOEOH
+# The macros the milter reads, asked for per stage (protocol 6; Postfix and Sendmail send
+# only these then): the SMTP-authenticated user at MAIL FROM (such senders are trusted) and
+# the queue id at the end of the message (for the log). Postfix sends a stage's macros even
+# for a step the milter skips (RCPT, DATA) and with every header field and body chunk, and
+# reads an empty list as "main.cf's milter_*_macros": the stages where we want nothing name
+# a macro that no MTA defines, so that what comes is an empty macro packet.
+_NOTHING = "{mailauth_nothing}"
+MACROS = {
+    p.M_CONNECT: _NOTHING,
+    p.M_HELO: _NOTHING,
+    p.M_ENVFROM: "{auth_authen}",
+    p.M_ENVRCPT: _NOTHING,
+    p.M_DATA: _NOTHING,
+    p.M_EOH: _NOTHING,
+    p.M_EOM: "i",
+}
 _FIELD_OVERHEAD = 100  # octets of Python objects per header field held, beyond its data
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -152,27 +174,37 @@ class Milter:
             writer.transport.abort()  # the pending read ends: the connection is over
 
         timers.append(loop.call_at(waiting[0] + idle, watch))
+        received = bytearray()  # what the MTA sent that is not a whole packet yet
         try:
             while True:
                 try:
-                    prefix = await reader.readexactly(4)
-                    length = p.decode_header(prefix)
-                    packet = await reader.readexactly(length)
-                except (asyncio.IncompleteReadError, ConnectionError):
+                    # Whatever has arrived (one read for all the packets of an MTA's write:
+                    # Postfix sends the steps we do not answer in one go).
+                    chunk = await reader.read(_READ_SIZE)
+                except ConnectionError:
+                    chunk = b""
+                if not chunk:
                     return  # the MTA went away, possibly mid-message: nothing to clean up
                 waiting.clear()
-                if quickack:
-                    # Steps we do not answer leave the MTA's small writes waiting for our
-                    # delayed ACK (Nagle on its side): acknowledge at once instead.
-                    with contextlib.suppress(OSError):
-                        sock.setsockopt(socket.IPPROTO_TCP, _QUICKACK, 1)
-                command = packet[:1]
-                reply = await self._dispatch(session, command, packet[1:])
-                if reply is None:
-                    return
-                if reply and command not in session.no_reply:
-                    writer.write(reply)
+                received += chunk
+                replies = []
+                for command, data in p.take_packets(received):
+                    reply = await self._dispatch(session, command, data)
+                    if reply is None:
+                        return
+                    if reply and command not in session.no_reply:
+                        replies.append(reply)
+                if replies:
+                    writer.write(b"".join(replies))  # (our ACK goes with it)
                     await writer.drain()
+                elif quickack:
+                    # The MTA goes on without waiting for us: its next small write (Postfix:
+                    # cleanup's, after smtpd's) would wait for our delayed ACK, Nagle on its
+                    # side, up to 40 ms. Acknowledge now -- once per read, not per packet;
+                    # 2, not 1: send the pending ACK but stay in delayed-ACK mode, so that
+                    # the ACK of the rest of the message goes with our reply (Linux).
+                    with contextlib.suppress(OSError):
+                        sock.setsockopt(socket.IPPROTO_TCP, _QUICKACK, _ACK_NOW)
                 waiting.append(loop.time())
         except p.ProtocolError as exc:
             log.warning("milter protocol error from the MTA: %s", exc)
@@ -189,6 +221,8 @@ class Milter:
         if command == p.OPTNEG:
             return self._negotiate(session, data)
         if command == p.MACRO:
+            if len(data) == 1:
+                return b""  # a stage's letter alone: no macros (as we ask for most stages)
             _, macros = p.parse_macros(data)
             session.macros.update(macros)
             if sum(len(k) + len(v) for k, v in session.macros.items()) > MAX_MACROS:
@@ -339,20 +373,25 @@ class Milter:
             message.intake, message.problem = None, str(exc)
 
     def _negotiate(self, session: _Session, data: bytes) -> bytes:
-        """Option negotiation: the actions we take, the steps we skip or do not answer."""
+        """Option negotiation: the actions we take, the steps we skip or do not answer, the
+        macros we want; of each, only what the MTA offers."""
         version, actions, protocol = p.parse_optneg(data)
         if version < 2:
             raise p.ProtocolError(f"milter protocol version {version} is too old")
         session.leading_space = bool(protocol & p.P_HDR_LEADSPC)
-        # No reply to HELO, MAIL, RCPT, DATA, headers, body chunks when the MTA allows it:
-        # one round trip per message part fewer (the decisions are all at end of message).
-        no_reply = sum(p.NO_REPLY.values())
-        wanted = p.P_NOUNKNOWN | p.P_HDR_LEADSPC | no_reply
+        # No reply to any step but the end of message, when the MTA allows it (the
+        # decisions are all made there): the MTA sends the rest without waiting for us.
+        wanted = STEPS_SKIPPED | p.P_HDR_LEADSPC | sum(p.NO_REPLY.values())
         if not (self.settings.sealer and self.settings.seal_domains):
             wanted |= p.P_NORCPT  # recipients matter only to seal for some domains
         chosen = protocol & wanted
         session.no_reply = frozenset(c for c, bit in p.NO_REPLY.items() if chosen & bit)
-        return p.optneg_reply(actions & (p.ACT_ADDHDRS | p.ACT_CHGHDRS | p.ACT_QUARANTINE), chosen)
+        ours = p.ACT_ADDHDRS | p.ACT_CHGHDRS | p.ACT_QUARANTINE
+        lists = version >= 6 and actions & p.ACT_SETSYMLIST  # (protocol 6: macro lists)
+        if lists:
+            ours |= p.ACT_SETSYMLIST
+        version = min(version, p.VERSION)
+        return p.optneg_reply(version, actions & ours, chosen, MACROS if lists else None)
 
     def _seals(self, message: _Message) -> bool:
         """Whether this inbound message gets an ARC set: sealing on, and a recipient in one
