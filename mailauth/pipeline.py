@@ -8,6 +8,7 @@ The checks are plans (:mod:`mailauth.plan`), so ``verify`` and ``verify_async`` 
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import ipaddress
 from collections.abc import Iterable, Sequence
@@ -15,7 +16,7 @@ from concurrent.futures import Executor
 from dataclasses import dataclass, replace
 
 from mailauth.arc import verify_arc
-from mailauth.arc.chain import is_arc_field
+from mailauth.arc.chain import MAX_SETS, ArcError, is_arc_field, parse_message_signature
 from mailauth.authresults import (
     quote_pvalue,
     render_authentication_results,
@@ -84,19 +85,22 @@ class MessageLimits:
     temperror, a way around ``p=reject``. Questions count whether or not the answer was
     cached (the limit must not depend on the cache). Past an allotment, the method's
     remaining questions are answered as temporary failures: its result is ``temperror``,
-    with a reason such as "SPF: more than 100 DNS queries". With the defaults and 10 DKIM
-    signatures, a message asks at most 310 questions.
+    with a reason such as "SPF: more than 40 DNS queries". With the defaults and 10 DKIM
+    signatures, a message asks at most 250 questions.
 
-    - SPF, both identities together: 100 questions and 20 seconds (RFC 7208 4.6.4 allows
-      a time limit of at least 20 s; its term limits allow about 110 questions per
-      identity, which no real record comes near: rspamd stops at 30).
+    - SPF, both identities together (a question both ask counts once): 40 questions and 20
+      seconds. RFC 7208 4.6.4 allows a time limit of at least 20 s; its term limits permit
+      about 110 questions per identity (10 terms, each ``mx``/``ptr`` with 10 names), which
+      no real record comes near -- rspamd stops at 30 -- while each question costs the
+      milter about a millisecond of CPU: a record built to use them all is an attack
+      (RFC 7208 11.1), answered ``temperror``, never ``fail``.
     - DKIM: one key per signature verified (``DkimPolicy.max_signatures``).
     - ARC: 100 (a key for the seal and the message signature of each of 50 sets).
     - DMARC: 100 questions and 10 seconds (5 author domains, each a tree walk of up to 8
       names, plus the walks that decide relaxed alignment).
     """
 
-    spf_queries: int = 100
+    spf_queries: int = 40
     spf_seconds: float = 20.0
     arc_queries: int = 100
     dmarc_queries: int = 100
@@ -207,9 +211,8 @@ class Authenticator:
         body = BodyHashes()
         dkim = DkimVerification(headers, now=now, policy=self.dkim_policy, body=body)
         arc = any(is_arc_field(f) for f in headers)
-        if arc:  # (the ARC-Message-Signatures' canonicalizations, whichever they are)
-            for method in Canonicalization:
-                body.want(method)
+        for method in _arc_body_methods(headers) if arc else ():
+            body.want(method)
         return _Streamed(dkim, body, arc)
 
     def intake(
@@ -317,6 +320,17 @@ def _cached_for(lookup: Lookup, cache: DnsCache) -> int:
     return min(lookup.ttl, cap)
 
 
+def _arc_body_methods(headers: Sequence[HeaderField]) -> set[Canonicalization]:
+    """The body canonicalizations the ARC-Message-Signatures use (those that parse; a chain
+    with more of them than sets allowed fails without a body hash)."""
+    fields = [f for f in headers if f.lname == "arc-message-signature"]
+    methods = set()
+    for field in fields if len(fields) <= MAX_SETS else ():
+        with contextlib.suppress(ArcError):
+            methods.add(parse_message_signature(field).body_canon)
+    return methods
+
+
 @dataclass
 class _Streamed:
     """What a message's body leaves behind: the DKIM verification, and the body hashes,
@@ -330,7 +344,7 @@ class _Streamed:
     def arc_bodies(self) -> dict[Canonicalization, bytes] | None:
         if not self.arc:
             return None
-        return {method: self.body.digest(method) for method in Canonicalization}
+        return {m: self.body.digest(m) for m in Canonicalization if self.body.has(m)}
 
 
 class MessageIntake:

@@ -73,10 +73,24 @@ def test_answer_over_512_bytes_uses_edns0(server: LoopbackDnsServer) -> None:
 
 
 def test_truncated_answer_falls_back_to_tcp(server: LoopbackDnsServer) -> None:
-    lookup = _resolver(server).lookup("huge.example.test", RRType.TXT)
+    resolver = Resolver([server.address], timeout=1.0, lifetime=2.0, edns_payload=1232)
+    lookup = resolver.lookup("huge.example.test", RRType.TXT)
     assert lookup.status is DnsStatus.ANSWER
     assert sorted(lookup.texts) == [(BIG * 6).encode(), (OTHER * 6).encode()]
     assert [q[0] for q in server.questions] == ["udp", "tcp"]
+
+
+def test_a_loopback_resolver_asks_for_4096_octets_others_for_1232(
+    server: LoopbackDnsServer,
+) -> None:
+    # No fragmentation on the loopback interface: a 3 KB answer in one UDP exchange.
+    resolver = _resolver(server)
+    assert resolver.edns_payload == 4096
+    lookup = resolver.lookup("huge.example.test", RRType.TXT)
+    assert len(lookup.texts) == 2
+    assert [q[0] for q in server.questions] == ["udp"]
+    assert Resolver(["192.0.2.53", "127.0.0.1"]).edns_payload == 1232
+    assert Resolver(["[::1]:5353", "127.0.0.53"]).edns_payload == 4096
 
 
 def test_nxdomain_with_rfc2308_negative_ttl(server: LoopbackDnsServer) -> None:

@@ -374,3 +374,28 @@ def test_spf_explanations_use_the_verdicts_clock_and_authserv_id() -> None:
     )
     assert verdict.spf is not None
     assert verdict.spf.mailfrom.explanation == "mx.example.org refused it at 1800000000"
+
+
+def test_the_body_is_canonicalized_only_as_the_signatures_ask() -> None:
+    """DKIM and ARC share one pass per canonicalization, and only the canonicalizations the
+    DKIM-Signatures and ARC-Message-Signatures use run: a relaxed-only message is never
+    canonicalized simple."""
+    from mailauth.arc import Sealer
+    from mailauth.dkim import Canonicalization, Signer
+    from tests.dkim_helpers import ED_KEY
+
+    raw = b"From: a@example.com\r\nTo: b@example.org\r\nSubject: s\r\n\r\nbody\r\n"
+    signed = Signer("example.com", "ed1", ED_KEY).sign(raw, now=1_800_000_000)
+    auth = Authenticator("mx.example.org", ZoneResolver({}))
+    verdict = auth.verify(signed, ip="192.0.2.1", now=1_800_000_000)
+    assert verdict.arc is not None
+    sealed = Sealer("example.org", "arc1", ED_KEY).seal(
+        signed, authentication_results="mx.example.org; none", chain=verdict.arc
+    )
+    streamed = auth.prepare(Message.parse(sealed).headers, 1_800_000_000)
+    assert streamed.body.has(Canonicalization.RELAXED)
+    assert not streamed.body.has(Canonicalization.SIMPLE)
+    simple = Signer("example.com", "ed1", ED_KEY, canonicalization="simple/simple").sign(raw)
+    streamed = auth.prepare(Message.parse(simple).headers, 1_800_000_000)
+    assert streamed.body.has(Canonicalization.SIMPLE)
+    assert not streamed.body.has(Canonicalization.RELAXED)

@@ -180,6 +180,10 @@ class BodyHashes:
     def wanted(self) -> bool:
         return bool(self._bodies)
 
+    def has(self, method: Canonicalization) -> bool:
+        """Whether a hash under ``method`` was asked for."""
+        return method in self._bodies
+
     def update(self, chunk: bytes | memoryview) -> None:
         """Feed the next part of the body (any split, even inside a CRLF)."""
         self._started = True

@@ -198,12 +198,21 @@ def _attempts(exc: dns.resolver.NoNameservers) -> str:
     return "; ".join(said) or "no nameserver to ask"
 
 
+EDNS_PAYLOAD = 1232  # DNS Flag Day 2020
+LOOPBACK_EDNS_PAYLOAD = 4096
+
+
 class Resolver:
     """A caching stub resolver talking to recursive nameservers.
 
     ``nameservers`` is a list of ``HOST[:PORT]`` (IPv4 or IPv6 addresses); None reads the
     system configuration (/etc/resolv.conf). ``timeout`` bounds one attempt at one server,
-    ``lifetime`` the whole query including retries and fallbacks.
+    ``lifetime`` the whole query including retries and fallbacks. ``edns_payload``: the
+    largest UDP answer asked for; by default 1232 octets (DNS Flag Day 2020: no IP
+    fragmentation on the Internet's paths), and 4096 when every nameserver is on the
+    loopback interface (a local recursive resolver, the recommended set-up), where
+    fragmentation cannot happen: DKIM keys and SPF records over 1232 octets then come back
+    in one UDP exchange instead of a truncated one and a TCP connection.
     """
 
     def __init__(
@@ -213,7 +222,7 @@ class Resolver:
         timeout: float = 2.0,
         lifetime: float = 5.0,
         cache: DnsCache | None = None,
-        edns_payload: int = 1232,
+        edns_payload: int | None = None,
     ) -> None:
         if timeout <= 0 or lifetime <= 0:
             raise ConfigError("DNS timeout and lifetime must be positive")
@@ -225,6 +234,14 @@ class Resolver:
                 dns.nameserver.Do53Nameserver(*parse_nameserver(spec)) for spec in nameservers
             ]
         self.cache = cache if cache is not None else DnsCache()
+        if edns_payload is None:
+            local = servers is not None and all(
+                ipaddress.ip_address(ns.address).is_loopback
+                for ns in servers
+                if isinstance(ns, dns.nameserver.AddressAndPortNameserver)
+            )
+            edns_payload = LOOPBACK_EDNS_PAYLOAD if local else EDNS_PAYLOAD
+        self.edns_payload = edns_payload
         try:
             self._sync = dns.resolver.Resolver(configure=servers is None)
             self._async = dns.asyncresolver.Resolver(configure=servers is None)
