@@ -529,3 +529,15 @@ def test_sign_arc_does_not_seal_a_chain_it_could_not_validate(tmp_path: Path) ->
         "mailauth sign: error: not sealed: ARC-Message-Signature i=1: key lookup failed: "
         "DNS timeout; ARC-Seal i=1: key lookup failed: DNS timeout"
     ]
+
+
+def test_verify_does_not_load_what_only_other_commands_use() -> None:
+    """Start-up is most of the CPU of one `mailauth verify`: the HTTP client (MTA-STS),
+    the progress bar (check) and the metrics client (milter) load only when used."""
+    code = (
+        "import sys, mailauth.cli, mailauth.milter.server, mailauth.check; "
+        "found = [m for m in ('httpx', 'tqdm', 'prometheus_client') if m in sys.modules]; "
+        "sys.exit(','.join(found) or None)"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    assert (done.returncode, done.stderr) == (0, "")

@@ -14,8 +14,6 @@ import ssl
 from dataclasses import dataclass
 from typing import Any
 
-import httpx
-
 from mailauth.check.report import Area, Finding, Status, dns_error
 from mailauth.dns import DnsStatus, Query, RRType
 from mailauth.plan import Plan, offload, resolve
@@ -51,6 +49,8 @@ class MtaStsFetcher:
     async def _fetch(self, host: str, address: str) -> tuple[str, str]:
         literal = f"[{address}]" if ":" in address else address
         url = f"https://{literal}:{self.port}/.well-known/mta-sts.txt"
+        import httpx  # noqa: PLC0415 - (here: the rest of mailauth does not pay for it)
+
         try:
             verify = self.verify
             if isinstance(verify, str):

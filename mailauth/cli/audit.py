@@ -11,14 +11,14 @@ import queue
 import sys
 import threading
 from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING
 
-from tqdm import tqdm
-
-from mailauth.check import DomainReport, MtaStsFetcher, check_domains
-from mailauth.check.render import render_report
 from mailauth.cli.common import CliError, Parser, add_dns_options, make_resolver, read_input
-from mailauth.dns import DnsResolver
 from mailauth.errors import MailauthError
+
+if TYPE_CHECKING:
+    from mailauth.check import DomainReport
+    from mailauth.dns import DnsResolver
 
 
 def add_check_parser(commands: argparse._SubParsersAction[Parser]) -> None:
@@ -58,6 +58,11 @@ def add_check_parser(commands: argparse._SubParsersAction[Parser]) -> None:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
+    # (Imported here, as in _check_shard: the other commands do not pay for the audit.)
+    from tqdm import tqdm  # noqa: PLC0415
+
+    from mailauth.check.render import render_report  # noqa: PLC0415
+
     domains = list(args.domains)
     if args.from_file:
         text = read_input(args.from_file).decode("utf-8", "replace")
@@ -150,6 +155,8 @@ def _check_shard(
 ) -> None:
     """Check ``domains`` (with a resolver of its own in a worker process); each report, or
     the one error, goes to ``results``."""
+    from mailauth.check import MtaStsFetcher, check_domains  # noqa: PLC0415
+
     try:
         resolver = make_resolver(args) if resolver is None else resolver
         fetcher = None if args.no_fetch else MtaStsFetcher(verify=args.ca_file or True)

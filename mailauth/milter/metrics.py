@@ -6,15 +6,21 @@ temporary errors (any method's temperror), and a histogram of the time the check
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
+from typing import TYPE_CHECKING
 
 from mailauth.results import Verdict
+
+if TYPE_CHECKING:
+    from prometheus_client import CollectorRegistry
 
 _BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 
 
 class Metrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        # (Imported here: only a milter with metrics_listen pays for prometheus-client.)
+        from prometheus_client import CollectorRegistry, Counter, Histogram  # noqa: PLC0415
+
         self.registry = registry or CollectorRegistry()
         self.results = Counter(
             "mailauth_results",
@@ -54,4 +60,6 @@ class Metrics:
 
     def serve(self, host: str, port: int) -> None:
         """The /metrics endpoint, in a background thread."""
+        from prometheus_client import start_http_server  # noqa: PLC0415
+
         start_http_server(port, addr=host, registry=self.registry)
