@@ -70,6 +70,10 @@ class Packet:
     data: bytes
 
 
+_LENGTH = struct.Struct(">I")
+_COMMANDS = [bytes([c]) for c in range(256)]  # (one bytes object per command octet)
+
+
 def encode(command: bytes, data: bytes = b"") -> bytes:
     return struct.pack(">I", len(data) + 1) + command + data
 
@@ -88,13 +92,16 @@ def take_packets(buffer: bytearray) -> Iterator[tuple[bytes, bytes]]:
     """The complete packets at the start of ``buffer``, as (command, data); the octets they
     took are removed from ``buffer`` when the iteration ends. A length over MAX_PACKET is a
     ProtocolError as soon as its 4 octets are there, before any of its data."""
-    offset = 0
+    offset, size = 0, len(buffer)
     try:
-        while len(buffer) - offset >= 4:
-            end = offset + 4 + decode_header(bytes(buffer[offset : offset + 4]))
-            if end > len(buffer):
+        while size - offset >= 4:
+            (length,) = _LENGTH.unpack_from(buffer, offset)
+            if not 1 <= length <= MAX_PACKET:
+                decode_header(bytes(buffer[offset : offset + 4]))  # (raises, with the reason)
+            end = offset + 4 + length
+            if end > size:
                 return
-            packet = bytes(buffer[offset + 4 : offset + 5]), bytes(buffer[offset + 5 : end])
+            packet = _COMMANDS[buffer[offset + 4]], bytes(buffer[offset + 5 : end])
             offset = end
             yield packet
     finally:

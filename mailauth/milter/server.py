@@ -72,6 +72,7 @@ MACROS = {
 }
 _FIELD_OVERHEAD = 100  # octets of Python objects per header field held, beyond its data
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+_CONTINUE = p.encode(p.CONTINUE)
 
 
 @dataclass(frozen=True, slots=True)
@@ -239,25 +240,25 @@ class Milter:
             )
             # (Never ACCEPT here, not even for trusted clients with nothing to sign: their
             # messages too must lose Authentication-Results fields forged with our id.)
-            return p.encode(p.CONTINUE)
+            return _CONTINUE
         if command == p.HELO:
             session.helo = p.strings(data)[0].decode("utf-8", "replace") if data else ""
-            return p.encode(p.CONTINUE)
+            return _CONTINUE
         if command == p.MAIL:
             args = p.strings(data)
             self._reset(session, args[0].decode("utf-8", "replace") if args else "")
             if not (session.trusted or session.macros.get("auth_authen")):
                 session.message.spf = self._start_spf(session)
-            return p.encode(p.CONTINUE)
+            return _CONTINUE
         if command == p.HEADER:
             self._add_header(session.message, data)
-            return p.encode(p.CONTINUE)
+            return _CONTINUE
         if command == p.EOH:
             self._start(session)
-            return p.encode(p.CONTINUE)
+            return _CONTINUE
         if command == p.BODY:
             self._feed(session, data)
-            return p.encode(p.CONTINUE)
+            return _CONTINUE
         if command == p.EOM:
             self._feed(session, data)
             reply = await self._end_of_message(session)
@@ -282,9 +283,9 @@ class Milter:
                 domain = normalize_domain(domain)
             if domain in self.settings.seal_domains:  # (all that _seals asks about)
                 session.message.recipient_domains.add(domain)
-            return p.encode(p.CONTINUE)
+            return _CONTINUE
         if command in (p.DATA, p.UNKNOWN):
-            return p.encode(p.CONTINUE)
+            return _CONTINUE
         raise p.ProtocolError(f"unknown milter command {command!r}")
 
     def _reset(self, session: _Session, mail_from: str = "") -> None:
@@ -301,7 +302,7 @@ class Milter:
         """Keep one header field, within the caps of one message and of all connections;
         note where the Authentication-Results fields with our authserv-id are."""
         name, value = p.strings(data, 2)
-        if name.lower() == b"authentication-results":
+        if len(name) == 22 and name.lower() == b"authentication-results":
             message.results_fields += 1
             if authserv_id_of(value) == self.authenticator.authserv_id:
                 message.forged.append(message.results_fields)
