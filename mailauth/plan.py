@@ -32,9 +32,13 @@ T = TypeVar("T")
 
 @dataclass(frozen=True, slots=True)
 class Resolve:
-    """Effect: answer these questions, in order."""
+    """Effect: answer these questions, in order. ``deadline`` (``time.monotonic()``): the
+    asyncio runner gives up the questions still unanswered then, as temporary failures
+    with the reason ``late``; the blocking runner cannot interrupt a query and ignores it."""
 
     queries: tuple[Query, ...]
+    deadline: float | None = None
+    late: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,8 +53,16 @@ class Checkpoint:
     """Effect: a slice of CPU work is done; let others run before the next one."""
 
 
+@dataclass(frozen=True, slots=True)
+class Parallel:
+    """Effect: run these plans at once (under asyncio; one after the other when blocking);
+    their results, in order."""
+
+    plans: tuple[Generator[Any, Any, Any], ...]
+
+
 _CHECKPOINT = Checkpoint()
-Effect = Resolve | Offload | Checkpoint
+Effect = Resolve | Offload | Checkpoint | Parallel
 Plan = Generator[Effect, Any, T]
 
 
@@ -76,6 +88,12 @@ def offload(func: Callable[[], T]) -> Plan[T]:
     """``value = yield from offload(lambda: work())``."""
     result = yield Offload(func)
     return cast(T, result)
+
+
+def parallel(*plans: Plan[Any]) -> Plan[tuple[Any, ...]]:
+    """``a, b = yield from parallel(plan_a, plan_b)``: neither waits on the other's DNS."""
+    result = yield Parallel(plans)
+    return cast(tuple[Any, ...], result)
 
 
 def checkpoint() -> Plan[None]:
@@ -104,11 +122,20 @@ class Budget:
         if self._deadline is None and self.seconds is not None:
             self._deadline = now + self.seconds
         if self._deadline is not None and now >= self._deadline:
-            return 0, f"{self.what}: time limit of {self.seconds:g} s exceeded"
+            return 0, self.late
         allowed = max(0, min(count, self.queries - self.asked))
         self.asked += allowed
         why = "" if allowed == count else f"{self.what}: more than {self.queries} DNS queries"
         return allowed, why
+
+    @property
+    def deadline(self) -> float | None:
+        """When the time limit ends (in ``clock``'s time), once the first question was asked."""
+        return self._deadline
+
+    @property
+    def late(self) -> str:
+        return f"{self.what}: time limit of {self.seconds:g} s exceeded"
 
 
 def bounded(plan: Plan[T], budget: Budget) -> Plan[T]:
@@ -119,12 +146,19 @@ def bounded(plan: Plan[T], budget: Budget) -> Plan[T]:
             effect = plan.send(value)
         except StopIteration as stop:
             return cast(T, stop.value)
+        if isinstance(effect, Parallel):  # (the plans run at once share the budget)
+            value = yield Parallel(tuple(bounded(p, budget) for p in effect.plans))
+            continue
         if not isinstance(effect, Resolve):
             value = yield effect
             continue
         allowed, why = budget.allow(len(effect.queries))
         asked = effect.queries[:allowed]
-        answers: tuple[Lookup, ...] = (yield Resolve(asked)) if asked else ()
+        deadline, late = effect.deadline, effect.late
+        mine = budget.deadline if budget.clock is time.monotonic else None  # (a test clock)
+        if mine is not None and (deadline is None or mine < deadline):
+            deadline, late = mine, budget.late
+        answers: tuple[Lookup, ...] = (yield Resolve(asked, deadline, late)) if asked else ()
         refused = tuple(
             Lookup(q.name, q.rdtype, DnsStatus.TEMPFAIL, reason=why)
             for q in effect.queries[allowed:]
@@ -144,6 +178,8 @@ def run_plan(plan: Plan[T], resolver: DnsResolver) -> T:
             value = tuple(resolver.lookup(q.name, q.rdtype) for q in effect.queries)
         elif isinstance(effect, Offload):
             value = effect.func()
+        elif isinstance(effect, Parallel):
+            value = tuple(run_plan(p, resolver) for p in effect.plans)
         else:
             value = None
 
@@ -160,6 +196,9 @@ async def run_plan_async(
         except StopIteration as stop:
             return cast(T, stop.value)
         if isinstance(effect, Resolve):
+            if effect.deadline is not None:
+                value = await _answer_by(effect, resolver)
+                continue
             queries = effect.queries
             if len(queries) == 1:  # most effects: awaited directly, no task to schedule
                 value = (await resolver.lookup_async(queries[0].name, queries[0].rdtype),)
@@ -169,6 +208,9 @@ async def run_plan_async(
                         *(resolver.lookup_async(q.name, q.rdtype) for q in queries)
                     )
                 )
+        elif isinstance(effect, Parallel):
+            runs = (run_plan_async(p, resolver, executor) for p in effect.plans)
+            value = tuple(await asyncio.gather(*runs))
         elif isinstance(effect, Offload):
             context = contextvars.copy_context()
             value = await loop.run_in_executor(
@@ -177,3 +219,25 @@ async def run_plan_async(
         else:
             await asyncio.sleep(0)  # a checkpoint: the loop serves the others
             value = None
+
+
+async def _answer_by(effect: Resolve, resolver: DnsResolver) -> tuple[Lookup, ...]:
+    """The answers that arrive before ``effect.deadline``; the others, given up (their
+    queries cancelled), are temporary failures."""
+    assert effect.deadline is not None
+    remaining = effect.deadline - time.monotonic()
+    tasks = (
+        [asyncio.ensure_future(resolver.lookup_async(q.name, q.rdtype)) for q in effect.queries]
+        if remaining > 0
+        else []
+    )
+    if tasks:
+        _, pending = await asyncio.wait(tasks, timeout=remaining)
+        for task in pending:
+            task.cancel()
+    return tuple(
+        tasks[i].result()
+        if tasks and tasks[i].done() and not tasks[i].cancelled()
+        else Lookup(q.name, q.rdtype, DnsStatus.TEMPFAIL, reason=effect.late)
+        for i, q in enumerate(effect.queries)
+    )

@@ -3,9 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 from mailauth.dns import DnsStatus, Lookup, Query, RRType, ZoneResolver
-from mailauth.plan import Budget, Plan, bounded, checkpoint, resolve, run_plan, run_plan_async
+from mailauth.plan import (
+    Budget,
+    Plan,
+    bounded,
+    checkpoint,
+    parallel,
+    resolve,
+    run_plan,
+    run_plan_async,
+)
 
 TEXT = "$ORIGIN example.\n" + "".join(f'n{i} 300 IN TXT "{i}"\n' for i in range(10))
 ZONE = ZoneResolver.from_text(TEXT)
@@ -74,3 +84,64 @@ def test_checkpoint_lets_other_tasks_run_between_slices() -> None:
     asyncio.run(main())
     assert order == ["slice 0", "other 0", "slice 1", "other 1", "slice 2", "other 2"]
     run_plan(slices(), ZONE)  # the blocking runner just goes on
+
+
+class _Slow:
+    """A resolver whose answers take ``delay`` seconds (names starting with "slow") or none."""
+
+    def __init__(self, delay: float) -> None:
+        self.delay, self.zone = delay, ZoneResolver.from_text(TEXT)
+
+    def lookup(self, name: str, rdtype: RRType) -> Lookup:
+        return self.zone.lookup(name, rdtype)
+
+    async def lookup_async(self, name: str, rdtype: RRType) -> Lookup:
+        if name.startswith("slow"):
+            await asyncio.sleep(self.delay)
+        return self.zone.lookup(name, rdtype)
+
+
+def test_parallel_plans_do_not_wait_on_each_other() -> None:
+    async def main() -> tuple[tuple[Any, ...], float]:
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        both = parallel(asks([["slow1"], ["slow2"]]), asks([["slow3"], ["slow4"]]))
+        result = await run_plan_async(both, _Slow(0.2))
+        return result, loop.time() - started
+
+    (first, second), took = asyncio.run(main())
+    assert [lookup.name for lookup in first] == ["slow1.example", "slow2.example"]
+    assert [lookup.name for lookup in second] == ["slow3.example", "slow4.example"]
+    assert took < 0.6  # two steps of 0.2 s each side, side by side (not 0.8 s)
+    blocking = run_plan(parallel(asks([["n1"]]), asks([["n2"]])), ZONE)
+    assert [[lookup.name for lookup in part] for part in blocking] == [
+        ["n1.example"],
+        ["n2.example"],
+    ]
+
+
+def test_asyncio_runner_gives_up_at_the_budget_time_limit() -> None:
+    """The time limit also ends a step in flight (a query a slow server holds)."""
+
+    async def main() -> tuple[list[Lookup], float]:
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        budget = Budget("DKIM", queries=10, seconds=0.3)
+        lookups = await run_plan_async(bounded(asks([["n1", "slow1"], ["n2"]]), budget), _Slow(5))
+        return lookups, loop.time() - started
+
+    lookups, took = asyncio.run(main())
+    assert took < 1
+    assert [lookup.status for lookup in lookups] == [
+        DnsStatus.ANSWER,  # (answered at once: kept)
+        DnsStatus.TEMPFAIL,
+        DnsStatus.TEMPFAIL,
+    ]
+    assert lookups[1].reason == lookups[2].reason == "DKIM: time limit of 0.3 s exceeded"
+
+
+def test_plans_run_in_parallel_share_their_budget() -> None:
+    budget = Budget("SPF", queries=3)
+    parts = run_plan(bounded(parallel(asks([["n1", "n2"]]), asks([["n3", "n4"]])), budget), ZONE)
+    statuses = [lookup.status for part in parts for lookup in part]
+    assert statuses == [DnsStatus.ANSWER] * 3 + [DnsStatus.TEMPFAIL]
