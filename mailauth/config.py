@@ -58,6 +58,7 @@ _SCHEMA: dict[str, dict[str, type | tuple[type, ...]]] = {
         "arc_seal": dict,
         "reject_partial_body": bool,
         "max_dkim_signatures": int,
+        "dmarc_temperror": str,
     },
     "inbound.arc_seal": {"domain": str, "selector": str, "key": str, "recipient_domains": list},
     "outbound": {"trusted_networks": list, "keys": list},
@@ -97,6 +98,7 @@ class MilterConfig:
     arc_seal_domains: tuple[str, ...] = ()  # ... when a recipient is in one of these (or all)
     metrics_listen: str = ""
     log_format: str = "json"
+    dmarc_temperror: str = "tempfail"  # or "accept": DMARC temperror with a policy acted on
     reject_partial_body: bool = False  # DKIM l= leaving body unsigned: policy, not pass
     max_dkim_signatures: int = DEFAULT_MAX_SIGNATURES
     max_header_size: int = MAX_HEADER_SECTION
@@ -140,6 +142,7 @@ def load_milter_config(path: str | os.PathLike[str]) -> MilterConfig:
         ),
         metrics_listen=_get(data, "metrics_listen", ""),
         log_format=_get(data, "log_format", "json"),
+        dmarc_temperror=_get(inbound, "dmarc_temperror", "tempfail"),
         reject_partial_body=bool(_get(inbound, "reject_partial_body", False)),
         max_dkim_signatures=_get(inbound, "max_dkim_signatures", DEFAULT_MAX_SIGNATURES),
         max_header_size=_get(data, "max_header_size", MAX_HEADER_SECTION),
@@ -243,6 +246,10 @@ def _check_values(config: MilterConfig, problems: list[str]) -> None:
         problems.append(f"authserv_id {config.authserv_id!r} must be a plain token (a host name)")
     if config.on_error not in ("accept", "tempfail"):
         problems.append(f"on_error {config.on_error!r} must be accept or tempfail")
+    if config.dmarc_temperror not in ("accept", "tempfail"):
+        problems.append(
+            f"inbound.dmarc_temperror {config.dmarc_temperror!r} must be accept or tempfail"
+        )
     if config.log_format not in ("json", "text"):
         problems.append(f"log_format {config.log_format!r} must be json or text")
     for name, seconds in (

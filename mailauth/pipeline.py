@@ -8,12 +8,14 @@ The checks are plans (:mod:`mailauth.plan`), so ``verify`` and ``verify_async`` 
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import functools
 import ipaddress
-from collections.abc import Iterable, Sequence
+from collections.abc import Awaitable, Iterable, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass, replace
+from typing import Any, TypeVar, cast
 
 from mailauth.arc import verify_arc
 from mailauth.arc.chain import MAX_SETS, ArcError, is_arc_field, parse_message_signature
@@ -28,10 +30,21 @@ from mailauth.dmarc import DmarcLocalPolicy, evaluate_dmarc
 from mailauth.dns import DnsCache, DnsResolver, DnsStatus, Lookup, Resolver
 from mailauth.dns.cache import ExpiringLru
 from mailauth.message import HeaderField, Message
-from mailauth.plan import Budget, Plan, Resolve, bounded, run_plan, run_plan_async
+from mailauth.plan import (
+    Budget,
+    Parallel,
+    Plan,
+    Resolve,
+    bounded,
+    parallel,
+    run_plan,
+    run_plan_async,
+)
 from mailauth.policy import trust_arc_sealers
-from mailauth.results import SpfCheck, SpfResult, Verdict
+from mailauth.results import ArcOutcome, DkimOutcome, SpfCheck, SpfResult, Verdict
 from mailauth.spf import client_ip, evaluate_spf
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,33 +91,55 @@ def _reverse_path(mail_from: str) -> str:
 
 @dataclass(frozen=True, slots=True)
 class MessageLimits:
-    """What one message may cost in DNS, per method (docs/architecture.md, "Limits").
+    """What one message may cost, per method (docs/architecture.md, "Limits").
 
-    Each method has its own allotment, so that none can starve another: a sender's SPF
-    record that used up a shared pool would turn the author domain's DMARC evaluation into
-    temperror, a way around ``p=reject``. Questions count whether or not the answer was
-    cached (the limit must not depend on the cache). Past an allotment, the method's
-    remaining questions are answered as temporary failures: its result is ``temperror``,
-    with a reason such as "SPF: more than 40 DNS queries". With the defaults and 10 DKIM
-    signatures, a message asks at most 250 questions.
+    Each method has its own allotment of DNS questions, so that none can starve another: a
+    sender's SPF record that used up a shared pool would turn the author domain's DMARC
+    evaluation into temperror, a way around ``p=reject``. Questions count whether or not the
+    answer was cached (the limit must not depend on the cache). Past an allotment, or past
+    its time, a method's remaining questions fail as temporary failures (the asyncio runner
+    also gives up those in flight): its result is ``temperror``, with a reason such as "SPF:
+    more than 40 DNS queries" or "DKIM: time limit of 10 s exceeded".
 
-    - SPF, both identities together (a question both ask counts once): 40 questions and 20
-      seconds. RFC 7208 4.6.4 allows a time limit of at least 20 s; its term limits permit
-      about 110 questions per identity (10 terms, each ``mx``/``ptr`` with 10 names), which
-      no real record comes near -- rspamd stops at 30 -- while each question costs the
-      milter about a millisecond of CPU: a record built to use them all is an attack
-      (RFC 7208 11.1), answered ``temperror``, never ``fail``.
-    - DKIM: one key per signature verified (``DkimPolicy.max_signatures``).
-    - ARC: 100 (a key for the seal and the message signature of each of 50 sets).
-    - DMARC: 100 questions and 10 seconds (5 author domains, each a tree walk of up to 8
-      names, plus the walks that decide relaxed alignment).
+    - SPF: 40 questions for the MAIL FROM identity and 20 for HELO, each its own, both
+      checked side by side; 20 seconds. RFC 7208 4.6.4 asks for a time limit of at least
+      20 s; its term limits permit about 110 questions per identity (10 terms, each
+      ``mx``/``ptr`` with 10 names), which no real record comes near -- rspamd stops at 30
+      -- while each question costs the milter about a millisecond of CPU: a record built to
+      use them all is an attack (RFC 7208 11.1), answered ``temperror``, never ``fail``.
+    - DKIM: one key per signature verified (``DkimPolicy.max_signatures``), 10 seconds.
+    - ARC: 100 (a key for the seal and the message signature of each of 50 sets), 10 s.
+    - DMARC, for each Author Domain (they are evaluated side by side): 100 questions and
+      8 seconds (a tree walk of up to 8 names, plus the walks that decide relaxed
+      alignment).
+
+    SPF, DKIM and ARC run side by side, DMARC after them: a message takes at most
+    ``spf_seconds`` (the longest of the three) plus ``dmarc_seconds``, 28 s with these
+    defaults, within the milter's 30 s deadline (:meth:`within` scales them to another).
     """
 
     spf_queries: int = 40
+    helo_queries: int = 20
     spf_seconds: float = 20.0
+    dkim_seconds: float = 10.0
     arc_queries: int = 100
+    arc_seconds: float = 10.0
     dmarc_queries: int = 100
-    dmarc_seconds: float = 10.0
+    dmarc_seconds: float = 8.0
+
+    @classmethod
+    def within(cls, deadline: float) -> MessageLimits:
+        """The defaults, scaled down so that a message's checks end before ``deadline``
+        seconds (with a second to spare); unchanged for deadlines of 29 s and more."""
+        defaults = cls()
+        factor = min(1.0, max(deadline - 1, 0.1) / (defaults.spf_seconds + defaults.dmarc_seconds))
+        return replace(
+            defaults,
+            spf_seconds=defaults.spf_seconds * factor,
+            dkim_seconds=defaults.dkim_seconds * factor,
+            arc_seconds=defaults.arc_seconds * factor,
+            dmarc_seconds=defaults.dmarc_seconds * factor,
+        )
 
 
 class Authenticator:
@@ -196,10 +231,14 @@ class Authenticator:
             if known is not None:
                 return known
         limits = self.limits
-        plan = bounded(
-            evaluate_spf(ip=ip, helo=helo, mail_from=mail_from, receiver=self.authserv_id, now=now),
+        budgets = (
             Budget("SPF", limits.spf_queries, limits.spf_seconds),
+            Budget("SPF HELO", limits.helo_queries, limits.spf_seconds),
         )
+        plan = evaluate_spf(
+            ip=ip, helo=helo, mail_from=mail_from, receiver=self.authserv_id, now=now,
+            budgets=budgets,
+        )  # fmt: skip
         if cache is None:
             return (yield from plan)
         spf, ttl = yield from _valid_for(plan, cache)
@@ -222,34 +261,55 @@ class Authenticator:
         return MessageIntake(self, ip=ip, helo=helo, mail_from=mail_from, now=now)
 
     def plan(self, context: Context, streamed: _Streamed | None = None) -> Plan[Verdict]:
-        """The checks, in order. ``streamed``: the body already fed (the milter's case)."""
+        """The checks: SPF beside DKIM and ARC (none waits on another's DNS), then DMARC.
+        ``streamed``: the body already fed (the milter's case)."""
         ip = str(context.ip)
-        if streamed is not None and streamed.spf is not None:
-            spf = streamed.spf  # started at MAIL FROM by the milter
-        else:
-            spf = yield from self._spf(ip, context.helo, context.mail_from, context.now)
         if streamed is None:  # a whole message: its body fed in slices, one pass for all
             streamed = self.prepare(context.message.headers, context.now)
             yield from feed_body(streamed.body, context.message.body)
+        if streamed.spf is not None:
+            spf = streamed.spf  # evaluated from MAIL FROM on by the milter
+            dkim, arc = yield from self.signature_checks(context, streamed)
+        else:
+            spf, (dkim, arc) = yield from parallel(
+                self._spf(ip, context.helo, context.mail_from, context.now),
+                self.signature_checks(context, streamed),
+            )
+        return (yield from self.conclusion(context, spf, dkim, arc))
+
+    def signature_checks(
+        self, context: Context, streamed: _Streamed
+    ) -> Plan[tuple[tuple[DkimOutcome, ...], ArcOutcome]]:
+        """DKIM and ARC, side by side, each within its budget."""
         limits = self.limits
-        dkim_budget = Budget("DKIM", self.dkim_policy.max_signatures)
-        dkim = yield from bounded(streamed.dkim.finish(), dkim_budget)
-        arc = yield from bounded(
-            verify_arc(context.message, body_hashes=streamed.arc_bodies()),
-            Budget("ARC", limits.arc_queries),
+        dkim_budget = Budget("DKIM", self.dkim_policy.max_signatures, limits.dkim_seconds)
+        arc_budget = Budget("ARC", limits.arc_queries, limits.arc_seconds)
+        dkim, arc = yield from parallel(
+            bounded(streamed.dkim.finish(), dkim_budget),
+            bounded(verify_arc(context.message, body_hashes=streamed.arc_bodies()), arc_budget),
         )
-        dmarc = yield from bounded(
-            evaluate_dmarc(
-                context.message.author(),
-                spf=spf,
-                dkim=dkim,
-                arc=arc,
-                ip=ip,
-                helo=context.helo,
-                mail_from=context.mail_from,
-                local=self.dmarc_policy,
-            ),
-            Budget("DMARC", limits.dmarc_queries, limits.dmarc_seconds),
+        return dkim, arc
+
+    def conclusion(
+        self,
+        context: Context,
+        spf: SpfCheck,
+        dkim: tuple[DkimOutcome, ...],
+        arc: ArcOutcome,
+    ) -> Plan[Verdict]:
+        """DMARC on the other methods' outcomes, then the verdict and its header fields."""
+        ip = str(context.ip)
+        limits = self.limits
+        dmarc = yield from evaluate_dmarc(
+            context.message.author(),
+            spf=spf,
+            dkim=dkim,
+            arc=arc,
+            ip=ip,
+            helo=context.helo,
+            mail_from=context.mail_from,
+            local=self.dmarc_policy,
+            budget=(limits.dmarc_queries, limits.dmarc_seconds),
         )
         header = render_authentication_results(
             self.authserv_id, spf=spf, dkim=dkim, arc=arc, dmarc=dmarc, remote_ip=ip
@@ -300,17 +360,26 @@ def _valid_for(plan: Plan[SpfCheck], cache: DnsCache) -> Plan[tuple[SpfCheck, in
     """Run ``plan``, and say how long every DNS answer it used stays valid in ``cache``
     (the shortest remaining TTL, capped as the cache caps it; 0 after a temporary failure,
     which is never cached)."""
-    ttl = _SPF_MEMO_TTL
-    value = None
+    ttl = [_SPF_MEMO_TTL]
+    result = yield from _seen(plan, cache, ttl)
+    return result, ttl[0]
+
+
+def _seen(plan: Plan[T], cache: DnsCache, ttl: list[int]) -> Plan[T]:
+    """``plan``, lowering ``ttl[0]`` to how long each answer it sees stays valid."""
+    value: Any = None
     while True:
         try:
             effect = plan.send(value)
         except StopIteration as stop:
-            return stop.value, ttl
+            return cast(T, stop.value)
+        if isinstance(effect, Parallel):
+            value = yield Parallel(tuple(_seen(p, cache, ttl) for p in effect.plans))
+            continue
         value = yield effect
         if isinstance(effect, Resolve):
             for lookup in value:
-                ttl = min(ttl, _cached_for(lookup, cache))
+                ttl[0] = min(ttl[0], _cached_for(lookup, cache))
 
 
 def _cached_for(lookup: Lookup, cache: DnsCache) -> int:
@@ -381,8 +450,23 @@ class MessageIntake:
             raise ValueError("body before headers")
         self._streamed.body.update(chunk)
 
-    async def verdict(self) -> Verdict:
+    async def verdict(self, spf: Awaitable[SpfCheck] | None = None) -> Verdict:
+        """The verdict; ``spf``: the SPF check already under way for this envelope
+        (:meth:`Authenticator.check_spf_async`, started at MAIL FROM), awaited beside the
+        DKIM and ARC checks rather than before them."""
         if self._context is None or self._streamed is None:
             raise ValueError("no headers given")
-        plan = self.authenticator.plan(self._context, self._streamed)
-        return await run_plan_async(plan, self.authenticator.resolver, self.authenticator.executor)
+        auth, context, streamed = self.authenticator, self._context, self._streamed
+        resolver, executor = auth.resolver, auth.executor
+        if spf is None:
+            return await run_plan_async(auth.plan(context, streamed), resolver, executor)
+        checks = asyncio.ensure_future(
+            run_plan_async(auth.signature_checks(context, streamed), resolver, executor)
+        )
+        try:
+            spf_check = await spf
+            dkim, arc = await checks
+        finally:
+            checks.cancel()  # (a no-op when done; stops the checks when SPF failed or timed out)
+        plan = auth.conclusion(context, spf_check, dkim, arc)
+        return await run_plan_async(plan, resolver, executor)

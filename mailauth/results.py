@@ -138,7 +138,8 @@ class DmarcOutcome:
     """The DMARC result for the author domain, and the disposition after local policy.
 
     ``policy`` is the domain owner's policy that applies to this message (from the ``p``,
-    ``sp`` or ``np`` tag named in ``policy_tag`` of the record at ``policy_domain``);
+    ``sp`` or ``np`` tag named in ``policy_tag`` of the record at ``policy_domain``; for a
+    ``temperror`` with the record known, the strictest one a failure could have had);
     ``disposition`` is what the receiver applies after test mode (``t=y``), RFC 7489
     sampling and local overrides; ``override`` names the RFC 9990 PolicyOverride type when
     the disposition differs from ``policy`` on a fail, ``override_comment`` says why.

@@ -1119,14 +1119,22 @@ def test_a_dkim_key_timeout_is_dmarc_temperror_never_a_reject() -> None:
     resolver = _Failing(RESOLVER, "demo._domainkey.example.com")
     message = {**FORWARDED, "headers": headers, "body": body}
     authenticator = Authenticator("mx.example.org", resolver)
-    (accepted,) = exchange(MilterSettings(reject_dmarc=True), message, authenticator=authenticator)
+    # The policy at stake (p=reject) is one the milter acts on: deferred, not refused and
+    # not let through (dmarc_temperror = "tempfail", the default).
+    (deferred,) = exchange(MilterSettings(reject_dmarc=True), message, authenticator=authenticator)
+    assert deferred == [
+        (p.REPLYCODE, b"451 4.4.3 DMARC for example.com could not be evaluated; try again later\0")
+    ]
+    settings = MilterSettings(reject_dmarc=True, dmarc_temperror="accept")
+    (accepted,) = exchange(settings, message, authenticator=authenticator)
     assert accepted[-1][0] == p.CONTINUE
     header = _inserted_header(accepted).replace("\n", "")
     assert "dkim=temperror" in header and "dmarc=temperror" in header
-    (retried,) = exchange(
-        MilterSettings(reject_dmarc=True, on_error="tempfail"), message, authenticator=authenticator
-    )
-    assert retried == [(p.TEMPFAIL, b"")]
+    # Not acting on DMARC: on_error decides (accept by default).
+    (passed,) = exchange(MilterSettings(), message, authenticator=authenticator)
+    assert passed[-1][0] == p.CONTINUE
+    (retried,) = exchange(MilterSettings(on_error="tempfail"), message, authenticator=authenticator)
+    assert retried[-1][0] == p.REPLYCODE and retried[-1][1].startswith(b"451 4.4.3")
     (rejected,) = exchange(MilterSettings(reject_dmarc=True), message)  # (the key answers)
     assert "dkim=pass" in _inserted_header(rejected)  # the message is not a spoof after all
 
@@ -1137,8 +1145,8 @@ def test_a_dkim_key_timeout_is_dmarc_temperror_never_a_reject() -> None:
 def test_a_dkim_key_failure_on_the_wire_is_never_a_reject(fault: str) -> None:
     """The same through dnspython and a DNS server: the key lookup times out, gets SERVFAIL,
     a truncated answer whose TCP retry is refused, a broken server's answer of another type
-    or a referral. With reject_dmarc on, the message goes on (dmarc=temperror), or is
-    deferred under on_error = tempfail; never a 550."""
+    or a referral. With reject_dmarc on, the message is deferred (451 4.4.3), or goes on
+    (dmarc=temperror) under dmarc_temperror = accept; never a 550."""
     from tests.dnsserver import LoopbackDnsServer
 
     headers, body = split_message((DEMO / "message.eml").read_bytes())
@@ -1147,17 +1155,17 @@ def test_a_dkim_key_failure_on_the_wire_is_never_a_reject(fault: str) -> None:
     with LoopbackDnsServer(zone, faults={"demo._domainkey.example.com": fault}) as server:
         authenticator = Authenticator("mx.example.org", server.resolver())
         (accepted,) = exchange(
-            MilterSettings(reject_dmarc=True), message, authenticator=authenticator
-        )
-        (retried,) = exchange(
-            MilterSettings(reject_dmarc=True, on_error="tempfail"),
+            MilterSettings(reject_dmarc=True, dmarc_temperror="accept"),
             message,
             authenticator=authenticator,
+        )
+        (deferred,) = exchange(
+            MilterSettings(reject_dmarc=True), message, authenticator=authenticator
         )
     assert accepted[-1][0] == p.CONTINUE
     header = _inserted_header(accepted).replace("\n", "")
     assert "dkim=temperror" in header and "dmarc=temperror" in header
-    assert retried == [(p.TEMPFAIL, b"")]
+    assert deferred[-1][0] == p.REPLYCODE and deferred[-1][1].startswith(b"451 4.4.3 DMARC")
 
 
 def test_a_chain_whose_key_timed_out_is_not_sealed() -> None:
@@ -1266,3 +1274,31 @@ def test_spf_for_first_time_senders_runs_with_no_worker_thread() -> None:
         headers_out, started = asyncio.run(go(address))
     assert all("spf=pass" in h.replace("\n", "") for h in headers_out)
     assert started == [], started
+
+
+def test_a_dmarc_reject_is_not_turned_into_a_4xx_by_an_attacker_arc_set() -> None:
+    """A spoof carrying an ARC set whose key lookup the attacker makes time out: the chain
+    is arc=temperror, and a sealing milter defers such messages -- but a DMARC reject
+    stands on its own and takes precedence (no seal is needed to refuse)."""
+    from mailauth.arc import Sealer, verify_arc
+    from mailauth.message import Message
+    from mailauth.plan import run_plan
+    from tests.dkim_helpers import RSA_KEY
+
+    raw = (DMARC / "unauthenticated.eml").read_bytes()
+    chain = run_plan(verify_arc(Message.parse(raw)), RESOLVER)
+    hop = Sealer("evil.example", "s1", RSA_KEY).seal(
+        raw, authentication_results="relay.evil.example; none", chain=chain
+    )
+    headers, body = split_message(hop)
+    spoofer = {"ip": "198.51.100.7", "helo": "x.example", "mail_from": "alice@example.net"}
+    resolver = _Failing(RESOLVER, "s1._domainkey.evil.example")
+    authenticator = Authenticator("mx.example.org", resolver)
+    settings = MilterSettings(
+        reject_dmarc=True, on_error="tempfail", sealer=Sealer("example.org", "arc1", RSA_KEY)
+    )
+    (replies,) = exchange(
+        settings, {**spoofer, "headers": headers, "body": body}, authenticator=authenticator
+    )
+    assert replies[-1][0] == p.REPLYCODE
+    assert replies[-1][1].startswith(b"550 5.7.1 DMARC policy of example.net")

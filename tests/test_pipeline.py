@@ -7,7 +7,7 @@ import pytest
 
 import mailauth
 from mailauth import Authenticator, Message, MessageParseError, Verdict
-from mailauth.dns import DnsResolver, ZoneResolver
+from mailauth.dns import DnsResolver, Lookup, RRType, ZoneResolver
 from mailauth.pipeline import make_context
 from mailauth.results import DmarcResult
 
@@ -264,7 +264,7 @@ def test_each_method_has_its_own_dns_budget() -> None:
     tight = Authenticator("mx.example.org", zone, limits=MessageLimits(dmarc_queries=3))
     verdict = tight.verify(deep, now=1_800_000_000, **facts)
     assert verdict.dmarc is not None and verdict.dmarc.result is DmarcResult.TEMPERROR
-    assert "DMARC: more than 3 DNS queries" in verdict.dmarc.reason
+    assert "DMARC w.x.y.z.example.org: more than 3 DNS queries" in verdict.dmarc.reason
     assert verdict.spf is not None and str(verdict.spf.mailfrom.result) == "pass"
     roomy = Authenticator("mx.example.org", zone)
     verdict = roomy.verify(deep, now=1_800_000_000, **facts)
@@ -399,3 +399,97 @@ def test_the_body_is_canonicalized_only_as_the_signatures_ask() -> None:
     streamed = auth.prepare(Message.parse(simple).headers, 1_800_000_000)
     assert streamed.body.has(Canonicalization.SIMPLE)
     assert not streamed.body.has(Canonicalization.RELAXED)
+
+
+class _SlowNames:
+    """A resolver whose answers about names under ``slow`` take ``delay`` seconds."""
+
+    def __init__(self, zone: ZoneResolver, slow: str, delay: float) -> None:
+        self.zone, self.slow, self.delay = zone, slow, delay
+
+    def lookup(self, name: str, rdtype: RRType) -> Lookup:
+        return self.zone.lookup(name, rdtype)
+
+    async def lookup_async(self, name: str, rdtype: RRType) -> Lookup:
+        if name.rstrip(".").endswith(self.slow):
+            await asyncio.sleep(self.delay)
+        return self.zone.lookup(name, rdtype)
+
+
+BANK = """
+$ORIGIN bank.example.
+@ 300 IN SOA ns h 1 1 1 1 1
+@ 300 IN TXT "v=spf1 ip4:203.0.113.0/24 -all"
+_dmarc 300 IN TXT "v=DMARC1; p=reject"
+$ORIGIN evil.example.
+@ 300 IN SOA ns h 1 1 1 1 1
+helo 300 IN TXT "v=spf1 a:x1.evil.example a:x2.evil.example a:x3.evil.example -all"
+"""
+SPOOF = b"From: CEO <ceo@bank.example>\r\nTo: b@example.org\r\nSubject: pay\r\n\r\nNow.\r\n"
+
+
+def test_a_slow_helo_domain_cannot_turn_the_mail_from_fail_into_temperror() -> None:
+    """The HELO and MAIL FROM checks run side by side, each with its own budget: answers
+    about the attacker's HELO name held just inside the timeout used to pace the MAIL FROM
+    check (lock-step) until the shared 20 s ran out: spf=temperror, aligned, dmarc=temperror
+    (a delivered spoof under on_error=accept)."""
+    from mailauth.pipeline import MessageLimits
+    from mailauth.results import Policy, SpfResult
+
+    resolver = _SlowNames(ZoneResolver.from_text(BANK), "evil.example", 2.0)
+    limits = MessageLimits(spf_seconds=0.5, dkim_seconds=0.5, arc_seconds=0.5)
+    auth = Authenticator("mx.example.org", resolver, limits=limits)
+
+    async def go() -> tuple[Verdict, float]:
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        verdict = await auth.verify_async(
+            SPOOF, ip="198.51.100.7", helo="helo.evil.example", mail_from="ceo@bank.example"
+        )
+        return verdict, loop.time() - started
+
+    verdict, took = asyncio.run(go())
+    assert took < 1.5
+    assert verdict.spf is not None and verdict.spf.helo is not None
+    assert verdict.spf.mailfrom.result is SpfResult.FAIL
+    assert verdict.spf.helo.result is SpfResult.TEMPERROR
+    assert "SPF HELO: time limit" in verdict.spf.helo.reason
+    assert verdict.dmarc is not None
+    assert (verdict.dmarc.result, verdict.dmarc.disposition) == (DmarcResult.FAIL, Policy.REJECT)
+
+
+def test_other_author_domains_cannot_starve_or_hold_up_the_spoofed_one() -> None:
+    """Each Author Domain is evaluated side by side with a budget of its own: deep or slow
+    domains a sender adds to the From field time out or run out alone; the bank still
+    fails, and the strictest failing policy applies."""
+    from mailauth.pipeline import MessageLimits
+    from mailauth.results import Policy
+
+    raw = SPOOF.replace(
+        b"From: CEO <ceo@bank.example>",
+        b"From: a@a.b.c.d.e.f.evil.example, b@x.evil.example, CEO <ceo@bank.example>",
+    )
+    resolver = _SlowNames(ZoneResolver.from_text(BANK), "x.evil.example", 2.0)
+    limits = MessageLimits(dmarc_queries=4, dmarc_seconds=0.5)
+    auth = Authenticator("mx.example.org", resolver, limits=limits)
+
+    async def go() -> tuple[Verdict, float]:
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        verdict = await auth.verify_async(raw, ip="198.51.100.7", mail_from="ceo@bank.example")
+        return verdict, loop.time() - started
+
+    verdict, took = asyncio.run(go())
+    assert took < 1.5
+    assert verdict.dmarc is not None
+    assert (verdict.dmarc.result, verdict.dmarc.disposition) == (DmarcResult.FAIL, Policy.REJECT)
+    assert verdict.dmarc.domain == "bank.example"
+
+
+def test_limits_scale_to_a_shorter_deadline() -> None:
+    from mailauth.pipeline import MessageLimits
+
+    assert MessageLimits.within(30) == MessageLimits()
+    short = MessageLimits.within(10)
+    assert short.spf_seconds + short.dmarc_seconds <= 9
+    assert short.spf_queries == MessageLimits().spf_queries

@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mailauth.dns import MxRecord, Query, Record, RRType, ZoneResolver
-from mailauth.plan import Plan, Resolve, run_plan_async
+from mailauth.plan import Budget, Parallel, Plan, Resolve, run_plan_async
 from mailauth.results import SpfOutcome, SpfResult
 from mailauth.spf import check_spf, check_spf_identity, evaluate_spf, evaluate_spf_identity
 
@@ -536,32 +536,31 @@ def test_rfc7208_7_3_t_and_r_come_from_the_caller() -> None:
 # --- identities side by side
 
 
-def test_helo_and_mail_from_ask_their_first_questions_together() -> None:
-    resolver = zone(
-        {"t.example": ["v=spf1 a -all"], "h.example": ["v=spf1 a -all"]},
-        a={"t.example": [IP], "h.example": ["198.51.100.1"]},
-    )
-    plan = evaluate_spf(ip=IP, helo="h.example", mail_from="u@t.example")
-    effects, check = asked(plan, resolver)
-    assert effects == [
-        (Query("h.example", RRType.TXT), Query("t.example", RRType.TXT)),
-        (Query("h.example", RRType.A), Query("t.example", RRType.A)),
-    ]
-    assert check.mailfrom.result is SpfResult.PASS
-    assert check.helo is not None and check.helo.result is SpfResult.FAIL
-
-
-def test_a_question_both_identities_ask_goes_out_once() -> None:
+def test_helo_and_mail_from_are_checked_side_by_side_each_within_its_budget() -> None:
+    """Neither identity waits on the other's DNS (a slow HELO domain must not pace the MAIL
+    FROM check that DMARC uses), and each has a budget of its own."""
     resolver = zone(
         {
-            "t.example": ["v=spf1 include:s.example -all"],
-            "h.example": ["v=spf1 include:s.example -all"],
-            "s.example": ["v=spf1 ip4:192.0.2.0/24"],
-        }
+            "t.example": ["v=spf1 a -all"],
+            "h.example": ["v=spf1 a a:x1.h.example a:x2.h.example -all"],
+        },
+        a={"t.example": [IP], "h.example": ["198.51.100.1"]},
     )
-    effects, check = asked(evaluate_spf(ip=IP, helo="h.example", mail_from="u@t.example"), resolver)
-    assert effects[1] == (Query("s.example", RRType.TXT),)
-    assert check.mailfrom.result is check.helo.result is SpfResult.PASS  # type: ignore[union-attr]
+    budgets = (Budget("SPF", 10), Budget("SPF HELO", 2))
+    plan = evaluate_spf(ip=IP, helo="h.example", mail_from="u@t.example", budgets=budgets)
+    effect = plan.send(None)
+    assert isinstance(effect, Parallel) and len(effect.plans) == 2
+    helo_effects, helo = asked(effect.plans[0], resolver)
+    mailfrom_effects, mailfrom = asked(effect.plans[1], resolver)
+    assert helo_effects == [(Query("h.example", RRType.TXT),), (Query("h.example", RRType.A),)]
+    assert mailfrom_effects == [(Query("t.example", RRType.TXT),), (Query("t.example", RRType.A),)]
+    assert mailfrom.result is SpfResult.PASS
+    assert helo.result is SpfResult.TEMPERROR
+    assert helo.reason == "SPF HELO: more than 2 DNS queries (A x1.h.example)"
+    with pytest.raises(StopIteration) as done:
+        plan.send((helo, mailfrom))
+    check = done.value.value
+    assert (check.mailfrom.result, check.helo.result) == (SpfResult.PASS, SpfResult.TEMPERROR)
 
 
 def test_the_async_runner_gives_the_blocking_result() -> None:

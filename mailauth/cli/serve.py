@@ -23,7 +23,7 @@ from mailauth.dns import DnsCache, Resolver
 from mailauth.domains import host_name
 from mailauth.errors import MailauthError
 from mailauth.milter import Metrics, Milter, MilterSettings, parse_listen, start_server
-from mailauth.pipeline import Authenticator
+from mailauth.pipeline import Authenticator, MessageLimits
 from mailauth.policy import trust_mailing_lists
 
 log = logging.getLogger("mailauth.milter")
@@ -59,6 +59,10 @@ def add_milter_parser(commands: argparse._SubParsersAction[Parser]) -> None:
         help="close a connection the MTA leaves silent this long (7210, as libmilter)",
     )  # fmt: skip
     milter.add_argument("--on-error", choices=["accept", "tempfail"], help="default accept")
+    milter.add_argument(
+        "--dmarc-temperror", choices=["accept", "tempfail"],
+        help="DMARC temperror when the policy at stake is one acted on (default tempfail)",
+    )  # fmt: skip
     milter.add_argument("--reject-dmarc", action="store_true", help="550 when DMARC says reject")
     milter.add_argument("--quarantine-dmarc", action="store_true", help="quarantine likewise")
     milter.add_argument(
@@ -114,6 +118,7 @@ def effective_config(args: argparse.Namespace) -> MilterConfig:
         deadline=config.deadline if args.deadline is None else args.deadline,
         idle_timeout=config.idle_timeout if args.idle_timeout is None else args.idle_timeout,
         on_error=args.on_error or config.on_error,
+        dmarc_temperror=args.dmarc_temperror or config.dmarc_temperror,
         reject_dmarc=args.reject_dmarc or config.reject_dmarc,
         quarantine_dmarc=args.quarantine_dmarc or config.quarantine_dmarc,
         trusted_networks=tuple(networks),
@@ -173,6 +178,7 @@ def build_milter_parts(
             max_signatures=config.max_dkim_signatures,
             reject_partial_body=config.reject_partial_body,
         ),
+        limits=MessageLimits.within(config.deadline),  # the checks end before the deadline
     )
     signers: dict[str, tuple[Signer, ...]] = {}
     with warnings.catch_warnings(record=True) as caught:  # key file modes: one line each
@@ -191,6 +197,7 @@ def build_milter_parts(
         on_error=config.on_error,
         reject_dmarc=config.reject_dmarc,
         quarantine_dmarc=config.quarantine_dmarc,
+        dmarc_temperror=config.dmarc_temperror,
         trusted_networks=config.trusted_networks,
         signers=signers,
         sealer=sealer,

@@ -39,7 +39,7 @@ from mailauth.dns import DnsStatus, Query, RRType
 from mailauth.domains import at_or_under, host_name, normalize_domain
 from mailauth.errors import InvalidDomainError
 from mailauth.message import Author
-from mailauth.plan import Plan, resolve
+from mailauth.plan import Budget, Plan, bounded, parallel, resolve
 from mailauth.results import (
     ArcOutcome,
     DkimOutcome,
@@ -178,6 +178,7 @@ def evaluate_dmarc(
     helo: str = "",
     mail_from: str = "",
     local: DmarcLocalPolicy | None = None,
+    budget: tuple[int, float | None] | None = None,
 ) -> Plan[DmarcOutcome]:
     """Evaluate DMARC for a message whose SPF and DKIM outcomes are known.
 
@@ -185,18 +186,24 @@ def evaluate_dmarc(
     ``local.max_author_domains``), and the strictest policy among the domains that fail
     applies (RFC 9989's security considerations, "Denial of DMARC Processing Attacks", as
     RFC 7489 6.6.1 had it): ``From: ceo@bank.example, x@elsewhere.example`` must not escape
-    the bank's policy.
+    the bank's policy. ``budget`` (DNS questions, seconds) is for each Author Domain: they
+    are evaluated side by side, each within its own budget, so that other author domains a
+    sender chose can neither hold up nor starve the evaluation of the one it spoofs.
     """
     local = local or DmarcLocalPolicy()
     domains, result, reason = extract_author_domains(author)
     if result is not None and not domains:
         return DmarcOutcome(result, "", reason=reason)
     facts = _Facts(spf, tuple(dkim), arc, ip, helo, mail_from)
+
+    def evaluate(domain: str) -> Plan[DmarcOutcome]:
+        plan = _evaluate_domain(domain, facts, local)
+        return plan if budget is None else bounded(plan, Budget(f"DMARC {domain}", *budget))
+
     if len(domains) == 1 and result is None:
-        return (yield from _evaluate_domain(domains[0], facts, local))
-    outcomes = []
-    for domain in domains[: local.max_author_domains]:  # (one after the other: a plan)
-        outcomes.append((yield from _evaluate_domain(domain, facts, local)))
+        return (yield from evaluate(domains[0]))
+    chosen = domains[: local.max_author_domains]
+    outcomes = list((yield from parallel(*(evaluate(domain) for domain in chosen))))
     combined = _combine(domains, outcomes)
     if result is None:
         return combined
@@ -283,21 +290,14 @@ def _evaluate_domain(domain: str, facts: _Facts, local: DmarcLocalPolicy) -> Pla
     if outcome.result is DmarcResult.FAIL and not problem:
         problem = yield from _unsettled(domain, record, facts, orgs, local)
     if outcome.result is DmarcResult.FAIL and problem:
-        return replace(outcome, result=DmarcResult.TEMPERROR, reason=problem)
+        return _undecided(outcome, record, local, problem)
     outcome = yield from _apply_policy(outcome, record, local)
     if outcome.result is DmarcResult.FAIL and outcome.disposition is not Policy.NONE:
         context = OverrideContext(ip, helo, mail_from, spf, tuple(dkim), arc, outcome)
         for hook in local.overrides:
             override = hook(context)
             if isinstance(override, Undecided):
-                return replace(
-                    outcome,
-                    result=DmarcResult.TEMPERROR,
-                    policy=None,
-                    policy_tag="",
-                    disposition=Policy.NONE,
-                    reason=override.reason,
-                )
+                return _undecided(outcome, record, local, override.reason)
             if override is not None:
                 return replace(
                     outcome,
@@ -337,6 +337,31 @@ def _unsettled(
 
 def _joined(what: str, reason: str) -> str:
     return f"{what}: {reason}" if reason else what
+
+
+def _undecided(
+    outcome: DmarcOutcome, record: DmarcRecord, local: DmarcLocalPolicy, reason: str
+) -> DmarcOutcome:
+    """``temperror``: no failure can be concluded and no disposition applies; ``policy`` is
+    what is at stake -- the strictest policy the record could apply to a failure here (``sp``
+    or ``np`` when existence is unknown), ``testing`` its t=y -- so that a receiver can
+    defer rather than accept what would otherwise be rejected (docs/milter.md)."""
+    subdomain = outcome.policy_domain != outcome.domain
+    candidates = [record.policy_for(subdomain=subdomain, exists=True)]
+    if subdomain and local.mode is DmarcMode.RFC9989:
+        candidates.append(record.policy_for(subdomain=True, exists=False))
+    policy, tag = max(candidates, key=lambda c: _STRICTNESS[c[0]])
+    return replace(
+        outcome,
+        result=DmarcResult.TEMPERROR,
+        policy=policy,
+        policy_tag=tag,
+        disposition=Policy.NONE,
+        testing=record.testing and local.mode is DmarcMode.RFC9989,
+        override="",
+        override_comment="",
+        reason=reason,
+    )
 
 
 def _discover_rfc9989(domain: str) -> Plan[_Discovery]:
@@ -434,7 +459,7 @@ def _apply_policy(
         (lookup,) = yield from resolve(Query.of(outcome.domain, RRType.A))
         if lookup.status is DnsStatus.TEMPFAIL and outcome.result is DmarcResult.FAIL:
             reason = f"{outcome.domain}: existence unknown ({lookup.reason or 'DNS failure'})"
-            return replace(outcome, result=DmarcResult.TEMPERROR, reason=reason)
+            return _undecided(outcome, record, local, reason)
         exists = not lookup.name_does_not_exist
     if local.mode is DmarcMode.RFC7489:
         record = replace(record, nonexistent_policy=None)

@@ -73,6 +73,7 @@ MACROS = {
 _FIELD_OVERHEAD = 100  # octets of Python objects per header field held, beyond its data
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 _CONTINUE = p.encode(p.CONTINUE)
+_ONE_STEP_DOWN = {Policy.REJECT: Policy.QUARANTINE, Policy.QUARANTINE: Policy.NONE}
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,6 +98,7 @@ class MilterSettings:
     sealer: Sealer | None = None  # ARC-seal verified inbound messages (RFC 8617 5.1.4) ...
     seal_domains: frozenset[str] = frozenset()  # ... to these recipient domains (empty: all)
     log_format: str = "json"  # or "text": key=value pairs (logfmt)
+    dmarc_temperror: str = "tempfail"  # or "accept": DMARC temperror with a policy acted on
     max_header_size: int = MAX_HEADER_SECTION
     max_header_fields: int = MAX_HEADER_FIELDS
 
@@ -431,20 +433,15 @@ class Milter:
         started = time.monotonic()
         intake, spf = message.intake, message.spf
 
-        async def checks() -> Verdict:
-            if spf is not None:
-                intake.use_spf(await spf)
-            return await intake.verdict()
-
         try:
             async with asyncio.timeout(self.settings.deadline):  # (no extra task, as wait_for)
-                verdict = await checks()
+                verdict = await intake.verdict(spf)  # (SPF beside DKIM and ARC)
         except (TimeoutError, ValueError) as exc:
-            log.warning("message %s not verified: %s", queue_id, exc or "deadline")
+            log.warning("message %s not verified: %s", queue_id, str(exc) or "deadline")
             return self._error_reply(strip)
-        unsettled = self._unsettled(message, verdict)
-        if unsettled and self.settings.on_error == "tempfail":
-            reply, action = p.encode(p.TEMPFAIL), "tempfail"
+        unsettled = "" if self._refuses(verdict) else self._unsettled(message, verdict)
+        if unsettled and self._defers(verdict):
+            reply, action = self._deferral(verdict), "tempfail"
         else:
             seal = [] if unsettled else await self._seal(session, verdict)
             reply, action = self._modifications(session, verdict, seal, strip)
@@ -471,12 +468,40 @@ class Milter:
             return f"arc=temperror, not sealed ({arc.reason})"
         return ""
 
+    def _defers(self, verdict: Verdict) -> bool:
+        """Whether an unsettled verdict (:meth:`_unsettled`) is answered 4xx: DMARC
+        temperror when the policy at stake is one the milter acts on follows
+        ``dmarc_temperror`` (a spoof that can cause a temporary error must not be let
+        through where it would be refused: a sender retries, an attacker gets nothing);
+        anything else follows ``on_error``."""
+        settings, dmarc = self.settings, verdict.dmarc
+        if dmarc is not None and dmarc.result is DmarcResult.TEMPERROR and dmarc.policy:
+            at_stake = (
+                _ONE_STEP_DOWN.get(dmarc.policy, dmarc.policy) if dmarc.testing else dmarc.policy
+            )
+            acted_on = (at_stake is Policy.REJECT and settings.reject_dmarc) or (
+                at_stake is not Policy.NONE and settings.quarantine_dmarc
+            )
+            if acted_on:
+                return settings.dmarc_temperror == "tempfail"
+        return settings.on_error == "tempfail"
+
+    @staticmethod
+    def _deferral(verdict: Verdict) -> bytes:
+        """4xx for an unsettled verdict: saying why for DMARC (RFC 3463 4.4.3: a directory
+        server, here DNS, failed), the MTA's own 4xx otherwise."""
+        dmarc = verdict.dmarc
+        if dmarc is not None and dmarc.result is DmarcResult.TEMPERROR and dmarc.domain:
+            why = f"DMARC for {dmarc.domain} could not be evaluated; try again later"
+            return p.replycode(f"451 4.4.3 {why}")
+        return p.encode(p.TEMPFAIL)
+
     def _error_reply(self, strip: bytes) -> bytes:
         """What ``on_error`` says when a message could not be checked or signed."""
         if self.settings.on_error == "tempfail":
             self._count("tempfail")
             return p.encode(p.TEMPFAIL)
-        self._count("continue")
+        self._count("unchecked")
         return strip + p.encode(p.CONTINUE)
 
     def _count(self, action: str) -> None:
@@ -506,7 +531,7 @@ class Milter:
             work = asyncio.get_running_loop().run_in_executor(None, sign)
             fields = await asyncio.wait_for(work, self.settings.deadline)
         except (MailauthError, ValueError, TimeoutError) as exc:
-            reason = exc or "deadline"
+            reason = str(exc) or "deadline"
             log.warning("message %s not signed: %s", session.macros.get("i", "-"), reason)
             return self._error_reply(strip)
         replies = [strip]
@@ -537,7 +562,7 @@ class Milter:
             work = asyncio.get_running_loop().run_in_executor(None, fields)
             sealed = await asyncio.wait_for(work, self.settings.deadline)
         except (MailauthError, ValueError, TimeoutError) as exc:
-            reason = exc or "deadline"
+            reason = str(exc) or "deadline"
             log.warning("message %s not sealed: %s", session.macros.get("i", "-"), reason)
             return []
         return [

@@ -9,7 +9,8 @@ identities and the senders, and offers the plans (:func:`evaluate_spf`,
 Identities (RFC 7208 2.3, 2.4): HELO is checked when it is a domain name (not an address
 literal); a null reverse-path is checked as ``postmaster@<HELO>``; a sender without a
 local-part is ``postmaster`` at its domain (4.3). The two identities are evaluated side by
-side: the questions of each step of both go out in one effect.
+side (:func:`mailauth.plan.parallel`), each within its own budget when the caller gives
+them: the HELO check never holds up nor starves the MAIL FROM one.
 
 The client address (RFC 7208 5): an IPv4-mapped IPv6 address is the IPv4 client it maps;
 an IPv6 zone index names an interface of this host and is dropped.
@@ -22,12 +23,12 @@ import functools
 import ipaddress
 import time
 from dataclasses import replace
-from typing import Any, TypeVar
+from typing import Any
 
-from mailauth.dns import DnsResolver, Query
+from mailauth.dns import DnsResolver
 from mailauth.domains import normalize_domain
 from mailauth.errors import InvalidDomainError
-from mailauth.plan import Plan, Resolve, resolve, run_plan
+from mailauth.plan import Budget, Plan, bounded, parallel, run_plan
 from mailauth.results import SpfCheck, SpfOutcome, SpfResult
 from mailauth.spf.evaluate import check_host
 
@@ -39,9 +40,6 @@ __all__ = [
     "evaluate_spf_identity",
     "is_helo_domain",
 ]
-
-A = TypeVar("A")
-B = TypeVar("B")
 
 
 def is_helo_domain(helo: str) -> bool:
@@ -117,11 +115,21 @@ def evaluate_spf_identity(
 
 
 def evaluate_spf(
-    *, ip: str, helo: str, mail_from: str, receiver: str = "unknown", now: float | None = None
+    *,
+    ip: str,
+    helo: str,
+    mail_from: str,
+    receiver: str = "unknown",
+    now: float | None = None,
+    budgets: tuple[Budget, Budget] | None = None,
 ) -> Plan[SpfCheck]:
     """SPF for a message as a plan: the MAIL FROM identity, and HELO when it is a domain
-    name, side by side. A null reverse-path (``mail_from`` empty) is checked as
-    ``postmaster@<helo>`` (RFC 7208 2.4); without a usable HELO that identity is ``none``."""
+    name, side by side (neither waits on the other's DNS). A null reverse-path (``mail_from``
+    empty) is checked as ``postmaster@<helo>`` (RFC 7208 2.4); without a usable HELO that
+    identity is ``none``. ``budgets``: for the MAIL FROM check and for the HELO check, each
+    its own, so that a slow or greedy HELO domain cannot hold up or starve the identity DMARC
+    uses (the MAIL FROM one; the HELO check then with the MAIL FROM budget when it stands
+    for a null reverse-path)."""
     helo_is_domain = is_helo_domain(helo)
     name = helo.strip().rstrip(".")
     common: dict[str, Any] = {"ip": ip, "receiver": receiver, "now": now}
@@ -133,11 +141,17 @@ def evaluate_spf(
     mailfrom_plan = (
         _mail_from_plan(helo=helo, mail_from=mail_from, common=common) if mail_from else None
     )
-    if helo_plan is None or mailfrom_plan is None:  # one identity (or none): no merging
+    if budgets is not None:
+        mailfrom_budget, helo_budget = budgets
+        if mailfrom_plan is not None:
+            mailfrom_plan = bounded(mailfrom_plan, mailfrom_budget)
+        if helo_plan is not None:
+            helo_plan = bounded(helo_plan, helo_budget if mailfrom_plan else mailfrom_budget)
+    if helo_plan is None or mailfrom_plan is None:  # one identity (or none)
         helo_outcome = None if helo_plan is None else (yield from helo_plan)
         mailfrom_outcome = None if mailfrom_plan is None else (yield from mailfrom_plan)
     else:
-        helo_outcome, mailfrom_outcome = yield from _side_by_side(helo_plan, mailfrom_plan)
+        helo_outcome, mailfrom_outcome = yield from parallel(helo_plan, mailfrom_plan)
     if helo_outcome is None and helo:
         helo_outcome = SpfOutcome(
             SpfResult.NONE, "helo", helo, reason="HELO is not a domain name (RFC 7208 2.3)"
@@ -170,35 +184,6 @@ def _mail_from_plan(*, helo: str, mail_from: str, common: dict[str, Any]) -> Pla
 def _done(outcome: SpfOutcome) -> Plan[SpfOutcome]:
     return outcome
     yield  # (a plan that asks nothing)
-
-
-def _side_by_side(first: Plan[A] | None, second: Plan[B] | None) -> Plan[tuple[A | None, B | None]]:
-    """Run two plans that only ask DNS questions together: at each step the questions of
-    both go out in one effect (each distinct question once), so the asyncio runner asks them
-    concurrently. The plans are independent; each gets its own answers, in its order."""
-    plans: list[Plan[Any] | None] = [first, second]
-    results: list[Any] = [None, None]
-    asked: list[tuple[Query, ...]] = [(), ()]
-    answers: list[Any] = [None, None]
-    while True:
-        for index, plan in enumerate(plans):
-            if plan is None:
-                continue
-            try:
-                effect = plan.send(answers[index])
-            except StopIteration as stop:
-                results[index], plans[index] = stop.value, None
-                continue
-            if not isinstance(effect, Resolve):
-                raise TypeError(f"an SPF plan yielded {effect!r}")
-            asked[index] = effect.queries
-        waiting = [index for index, plan in enumerate(plans) if plan is not None]
-        if not waiting:
-            return results[0], results[1]
-        distinct = list(dict.fromkeys(q for index in waiting for q in asked[index]))
-        found = dict(zip(distinct, (yield from resolve(*distinct)), strict=True))
-        for index in waiting:
-            answers[index] = tuple(found[q] for q in asked[index])
 
 
 def check_spf_identity(
