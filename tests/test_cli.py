@@ -541,3 +541,21 @@ def test_verify_does_not_load_what_only_other_commands_use() -> None:
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
     assert (done.returncode, done.stderr) == (0, "")
+
+
+def test_sign_arc_with_dns_unreachable_is_a_temporary_failure(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A .forward pipe must defer, not bounce, when the local resolver is down: 75."""
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        silent = f"127.0.0.1:{probe.getsockname()[1]}"  # bound, never answers
+        args = ["sign", "--arc", str(DEMO / "message.eml"), "--authserv-id", "mx.example.org"]
+        args += ["--ip", "192.0.2.10", "--nameserver", silent, "--dns-timeout", "0.3"]
+        args += ["--domain", "example.org", "--selector", "s", "--key", str(DEMO / "demo.key.pem")]
+        assert main(args) == 75
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err.splitlines()[-1].startswith("mailauth sign: error: not sealed: DNS unreach")

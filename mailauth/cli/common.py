@@ -18,6 +18,10 @@ class CliError(Exception):
     """A problem reported as one line on stderr, exit status 2."""
 
 
+class DnsUnreachableError(CliError):
+    """No nameserver answers at all (a local problem, perhaps passing)."""
+
+
 class Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # type: ignore[override]
         self.print_usage(sys.stderr)
@@ -69,7 +73,7 @@ def make_resolver(args: argparse.Namespace, cache: DnsCache | None = None) -> Dn
     )
     problem = resolver.check_reachable()
     if problem:
-        raise CliError(f"DNS unreachable: {problem}")
+        raise DnsUnreachableError(f"DNS unreachable: {problem}")
     return resolver
 
 

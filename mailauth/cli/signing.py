@@ -12,6 +12,7 @@ from mailauth.arc.seal import Sealer, results_payload
 from mailauth.cli.common import (
     EXIT_TEMPFAIL,
     CliError,
+    DnsUnreachableError,
     Parser,
     add_dns_options,
     make_resolver,
@@ -152,7 +153,12 @@ def _cmd_seal(args: argparse.Namespace) -> int:
     for warning in caught:
         print(f"mailauth: warning: {warning.message}", file=sys.stderr)
     raw = read_input(args.file)
-    authenticator = Authenticator(authserv_id=args.authserv_id, resolver=make_resolver(args))
+    try:
+        resolver = make_resolver(args)
+    except DnsUnreachableError as exc:  # passing, perhaps: EX_TEMPFAIL, as below
+        print(f"mailauth sign: error: not sealed: {exc}", file=sys.stderr)
+        return EXIT_TEMPFAIL
+    authenticator = Authenticator(authserv_id=args.authserv_id, resolver=resolver)
     verdict = authenticator.verify(
         raw, ip=args.ip, helo=args.helo, mail_from=args.mail_from, now=args.now
     )
