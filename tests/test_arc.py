@@ -498,3 +498,123 @@ def test_arc_key_failures_on_the_wire(fault: str) -> None:
         with LoopbackDnsServer(txt_zone(zone), faults={name: fault}) as server:
             outcome = run_plan(verify_arc(Message.parse(hop2)), server.resolver())
         assert (outcome.result, outcome.oldest_pass) == (result, oldest), outcome.reason
+
+
+# --- a trusted set replayed onto another message ---------------------------------------------
+
+EVIL_ZONE = {"s._domainkey.evil.example": public_key_record(ED_KEY)}
+SPOOF = (
+    b"From: CEO <ceo@example.com>\r\nTo: victim@example.net\r\nSubject: wire now\r\n\r\nPay.\r\n"
+)
+
+
+def _replayed(selector: str = "s") -> tuple[bytes, dict[str, str]]:
+    """The trusted list's genuine set i=1 (its AAR: dmarc=pass for example.com) lifted from
+    _list_message onto a spoof from example.com, which the attacker seals as i=2 with its
+    own key (the chain passes: seal 1 covers set 1 only, and AMS 2 signs the spoof)."""
+    sealed, zone = _list_message()
+    arc_set = b"".join(f.raw for f in Message.parse(sealed).headers if f.lname.startswith("arc-"))
+    spoof = Sealer("evil.example", selector, ED_KEY).seal(
+        arc_set + SPOOF,
+        authentication_results="mx.evil.example; none",
+        chain=ArcOutcome(ArcResult.PASS),
+        now=NOW,
+    )
+    return spoof, {**zone, **EVIL_ZONE}
+
+
+def _trusting(resolver: ZoneResolver, raw: bytes) -> tuple[ArcOutcome, Any]:
+    auth = Authenticator("mx.example.net", resolver, trusted_arc_sealers=["example.org"])
+    verdict = auth.verify(raw, ip="203.0.113.66", mail_from="a@evil.example", now=NOW)
+    assert verdict.arc is not None and verdict.dmarc is not None
+    return verdict.arc, verdict.dmarc
+
+
+def test_a_trusted_set_replayed_under_a_newer_set_does_not_override() -> None:
+    """RFC 8617 5.2 step 5: a trusted set k vouches for the message only while the AMSs from
+    k on validate (oldest_pass <= k) or when it is the newest; here AMS 1 does not (the
+    spoof is not what example.org sealed), so the override does not apply."""
+    spoof, zone = _replayed()
+    arc, dmarc = _trusting(_zone(zone), spoof)
+    assert (arc.result, arc.oldest_pass) == (ArcResult.PASS, 2)
+    assert (dmarc.result, dmarc.disposition, dmarc.override) == (
+        DmarcResult.FAIL,
+        Policy.REJECT,
+        "",
+    )
+
+
+def test_a_trusted_set_replayed_under_a_set_whose_key_times_out_is_not_undecided() -> None:
+    """The attacker's own key lookup failing must not make the trusted set's testimony
+    undecided (DMARC temperror, which the milter's on_error may accept): the temporary
+    failure is not at the trusted set's keys, and that set is not the newest."""
+    spoof, zone = _replayed("t")
+    resolver = ZoneResolver(
+        {(n, RRType.TXT): (300, (v.encode(),)) for n, v in zone.items()},
+        faults={"t._domainkey.evil.example": "timeout"},
+    )
+    arc, dmarc = _trusting(resolver, spoof)
+    assert (arc.result, arc.temporary) == (ArcResult.TEMPERROR, (2,))
+    assert (dmarc.result, dmarc.disposition) == (DmarcResult.FAIL, Policy.REJECT)
+
+
+def test_a_trusted_set_under_an_honest_forwarder_still_overrides() -> None:
+    """The list's set i=1, then a forwarder that changed nothing seals i=2: every AMS
+    validates (oldest_pass 0), so the list saw this very message."""
+    sealed, zone = _list_message()
+    zone = {**zone, **EVIL_ZONE}
+    chain = run_plan(verify_arc(Message.parse(sealed)), _zone(zone))
+    forwarded = Sealer("evil.example", "s", ED_KEY).seal(
+        sealed, authentication_results="fwd.example.net; arc=pass", chain=chain, now=NOW
+    )
+    arc, dmarc = _trusting(_zone(zone), forwarded)
+    assert (arc.result, arc.oldest_pass) == (ArcResult.PASS, 0)
+    assert (dmarc.result, dmarc.disposition, dmarc.override) == (
+        DmarcResult.FAIL,
+        Policy.NONE,
+        "local_policy",
+    )
+    # The forwarder's key times out: it is not the trusted set's, which is not the newest.
+    records = {(n, RRType.TXT): (300, (v.encode(),)) for n, v in zone.items()}
+    evil = records.pop(("s._domainkey.evil.example", RRType.TXT))
+    resolver = ZoneResolver(records, faults={"s._domainkey.evil.example": "timeout"})
+    arc, dmarc = _trusting(resolver, forwarded)
+    assert (arc.result, arc.temporary) == (ArcResult.TEMPERROR, (2,))
+    assert (dmarc.result, dmarc.disposition) == (DmarcResult.FAIL, Policy.REJECT)
+    # The list's own key times out: not the newest set, so no override either.
+    records[("s._domainkey.evil.example", RRType.TXT)] = evil
+    del records[("arc1._domainkey.example.org", RRType.TXT)]
+    resolver = ZoneResolver(records, faults={"arc1._domainkey.example.org": "timeout"})
+    arc, dmarc = _trusting(resolver, forwarded)
+    assert (arc.result, arc.temporary) == (ArcResult.TEMPERROR, (1,))
+    assert (dmarc.result, dmarc.disposition) == (DmarcResult.FAIL, Policy.REJECT)
+
+
+def test_a_newest_trusted_set_is_undecided_only_for_its_own_keys() -> None:
+    """A trusted newest set whose own key lookup fails is undecided (test above); when only an
+    older set's key fails, the override is not applied (the DMARC fail stands)."""
+    zone = {**ARC_ZONE, **EVIL_ZONE, "_dmarc.example.com": "v=DMARC1; p=reject"}
+    first = Sealer("evil.example", "s", ED_KEY).seal(
+        MESSAGE,
+        authentication_results="mx.evil.example; none",
+        chain=ArcOutcome(ArcResult.NONE),
+        now=NOW,
+    )
+    chain = run_plan(verify_arc(Message.parse(first)), _zone(zone))
+    payload = "lists.example.org; dmarc=pass header.from=example.com"
+    sealed = Sealer("example.org", "arc1", RSA_KEY).seal(
+        first + b"-- \r\nfooter\r\n", authentication_results=payload, chain=chain, now=NOW
+    )
+    assert _trusting(_zone(zone), sealed)[1].override == "local_policy"
+    records = {(n, RRType.TXT): (300, (v.encode(),)) for n, v in zone.items()}
+    evil = records.pop(("s._domainkey.evil.example", RRType.TXT))
+    resolver = ZoneResolver(records, faults={"s._domainkey.evil.example": "timeout"})
+    arc, dmarc = _trusting(resolver, sealed)
+    assert (arc.result, arc.temporary) == (ArcResult.TEMPERROR, (1,))
+    assert (dmarc.result, dmarc.disposition) == (DmarcResult.FAIL, Policy.REJECT)
+    records[("s._domainkey.evil.example", RRType.TXT)] = evil
+    del records[("arc1._domainkey.example.org", RRType.TXT)]
+    resolver = ZoneResolver(records, faults={"arc1._domainkey.example.org": "timeout"})
+    arc, dmarc = _trusting(resolver, sealed)
+    assert (arc.result, arc.temporary) == (ArcResult.TEMPERROR, (2,))
+    assert (dmarc.result, dmarc.disposition) == (DmarcResult.TEMPERROR, Policy.NONE)
