@@ -2,12 +2,14 @@
 
 Handles display names with quoted commas, nested comments, angle addresses with obsolete
 routes (RFC 5322 4.4), groups (``undisclosed: a@x, b@y;``), empty list members (obs-mbox-list)
-and UTF-8 (RFC 6532). Parsing is linear in the input and never recurses on it.
+and UTF-8 (RFC 6532). A domain holding a control character (RFC 5322 atext has none) is
+invalid. Parsing is linear in the input and never recurses on it.
 Out of scope: decoding RFC 2047 encoded words in display names (DMARC needs none of it).
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from mailauth.domains import normalize_domain
@@ -15,6 +17,11 @@ from mailauth.errors import InvalidDomainError, MailauthError
 
 _SPECIALS = frozenset('()<>[]:;@\\,."')
 _WSP = frozenset(" \t\r\n")
+# C0 controls, DEL and C1 controls: not atext (RFC 5322 3.2.3), in no domain name.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+# What follows an "@" up to a character no domain has (whitespace or a special): how a
+# reader finds the domain in a From field that is not RFC 5322.
+_AFTER_AT = re.compile(r"@+([^\s<>@,;:\"()\[\]\\]+)")
 
 
 class AddressError(MailauthError, ValueError):
@@ -115,6 +122,8 @@ def _addr_spec(tokens: list[Token], display_name: str) -> Mailbox:
     if not _dotted(domain_tokens, ("atom",)):
         raise AddressError("invalid domain")
     raw_domain = "".join(t for _, t in domain_tokens)
+    if _CONTROL.search(raw_domain):
+        raise AddressError("control character in the domain")
     try:
         domain = normalize_domain(raw_domain)
     except InvalidDomainError as exc:
@@ -173,3 +182,11 @@ def parse_address_list(text: str) -> list[Mailbox]:
     if current:
         mailboxes.append(_mailbox(current))
     return mailboxes
+
+
+def salvage_domains(text: str) -> list[str]:
+    """The domains a reader would see in an address list that did not parse: what follows
+    each "@" up to whitespace or a special, control characters removed (``ceo@bank.example``
+    followed by DEL reads as ``bank.example``), as written, not validated."""
+    found = (_CONTROL.sub("", domain) for domain in _AFTER_AT.findall(text))
+    return [domain for domain in found if domain]

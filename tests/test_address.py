@@ -4,7 +4,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from mailauth.address import AddressError, Mailbox, parse_address_list
+from mailauth.address import AddressError, Mailbox, parse_address_list, salvage_domains
 
 
 @pytest.mark.parametrize(
@@ -68,3 +68,25 @@ def test_linear_on_deep_nesting() -> None:
     with pytest.raises(AddressError):
         parse_address_list("(" * 100_000 + "a@x.example")
     assert parse_address_list("(" * 50_000 + ")" * 50_000 + "a@x.example")[0].domain == "x.example"
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "ceo@bank.example\x7f",
+        "CEO <ceo@bank.example\x1b>",
+        "ceo@bank.examp\x01le",
+        "ceo@bank\x08.example",
+        "ceo@bank.example\x00",
+        "ceo@bank.example\x85",
+    ],
+)
+def test_rfc5322_3_2_3_a_control_character_in_the_domain_is_invalid(text: str) -> None:
+    with pytest.raises(AddressError, match="control character in the domain"):
+        parse_address_list(text)
+    assert salvage_domains(text) == ["bank.example"]
+
+
+def test_salvaged_domains() -> None:
+    assert salvage_domains('"a@b" <c@@d.example> x@y;') == ["b", "d.example", "y"]
+    assert salvage_domains("a@\x7f, b@ (c)") == []

@@ -376,6 +376,13 @@ def test_every_author_domain_is_evaluated_and_the_strictest_failing_policy_appli
         "ceo@@example.com",
         "Bank <ceo@EXAMPLE.com.>, <<x",
         "ceo@example.com, x@" + "a" * 64 + ".example",  # parses; one domain is invalid
+        # Control characters (not atext, RFC 5322 3.2.3) gave dmarc=none: the domain asked
+        # for a policy was "example.com\x7f". Mail readers show them as nothing.
+        "CEO <ceo@example.com\x7f>",
+        "ceo@example.com\x1b",
+        "ceo@exam\x01ple.com",
+        "ceo@example\x08.com",
+        "ceo@example.com\x00",
     ],
 )
 def test_a_from_field_that_does_not_parse_still_fails_for_the_domain_it_shows(
