@@ -204,7 +204,8 @@ class ArcOutcome:
 
     ``oldest_pass`` is the lowest instance whose AMS still validates (0 when all do; RFC 8617
     5.2 step 5; None when not known, a key lookup having failed temporarily); ``sets``
-    describe the chain, oldest first (empty when it could not be read).
+    describe the chain, oldest first (empty when it could not be read); ``temporary``: for
+    ``temperror``, the instances whose key lookups failed temporarily.
     """
 
     result: ArcResult
@@ -212,6 +213,7 @@ class ArcOutcome:
     oldest_pass: int | None = None
     domains: tuple[str, ...] = ()
     sets: tuple[ArcSetInfo, ...] = ()
+    temporary: tuple[int, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -220,6 +222,7 @@ class ArcOutcome:
             "oldest_pass": self.oldest_pass,
             "domains": list(self.domains),
             "sets": [s.to_dict() for s in self.sets],
+            "temporary": list(self.temporary),
         }
 
 

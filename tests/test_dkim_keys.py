@@ -11,6 +11,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
 from mailauth.dkim.keys import (
+    MAX_KEY_RECORD,
     KeyRecordError,
     generate_private_key,
     key_file_warning,
@@ -134,6 +135,28 @@ def test_huge_rsa_exponent_is_an_unusable_key(exponent: int, bits: int, shown: s
     # decoy keys like these made one message hold the milter's event loop for seconds.
     with pytest.raises(KeyRecordError, match=f"RSA public exponent {shown} is not one"):
         parse_key_record(_rsa_record_with_exponent(exponent, bits))
+
+
+def test_a_key_record_over_4_kib_is_refused_unparsed() -> None:
+    # An 8192-bit RSA key (the largest accepted) fits in about 1.4 KB; a record padded with
+    # 6,500 junk tags took about 10 ms to parse, per selector, 50 selectors per message.
+    modulus = (1 << 8191) | 1
+    big = rsa.RSAPublicNumbers(65537, modulus).public_key()
+    der = big.public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    largest = b"v=DKIM1; k=rsa; p=" + base64.b64encode(der)
+    assert len(largest) < 1500
+    assert parse_key_record(largest).bits == 8192
+    at_the_limit = largest + b"; n=" + b"x" * (MAX_KEY_RECORD - len(largest) - 4)
+    assert len(at_the_limit) == MAX_KEY_RECORD
+    assert parse_key_record(at_the_limit).bits == 8192
+    junk = b"; ".join(b"x%d=y" % i for i in range(6500))
+    for text in (at_the_limit + b"x", b"v=DKIM1; " + junk + b"; p=" + RSA_P.encode()):
+        with pytest.raises(
+            KeyRecordError, match=r"^key record too large \(\d+ octets, over 4096\)"
+        ):
+            parse_key_record(text)
 
 
 def test_private_key_forms() -> None:

@@ -284,6 +284,18 @@ def test_rfc6376_3_6_2_2_one_key_is_checked_of_several_at_the_selector() -> None
     assert (outcome.result, outcome.reason) == (FAIL, "signature did not verify")
 
 
+def test_a_key_record_too_large_is_passed_over_for_the_next() -> None:
+    # Over 4 KiB: refused unparsed, as a record that does not parse; the next one is used.
+    padded = "v=DKIM1; " + "; ".join(f"x{i}=y" for i in range(600)) + "; p=" + RSA_P
+    alone = _one(_signed(), zone({"rsa1._domainkey.example.com": padded}))
+    assert (alone.result, alone.reason) == (
+        DkimResult.PERMERROR,
+        f"key record too large ({len(padded)} octets, over 4096)",
+    )
+    beside = _one(_signed(), zone({"rsa1._domainkey.example.com": [padded, RSA_RECORD]}))
+    assert beside.result is PASS
+
+
 def _other_rsa() -> rsa.RSAPrivateKey:
     return rsa.generate_private_key(public_exponent=65537, key_size=1024)
 

@@ -147,13 +147,13 @@ def verify_arc(
     keys = _Keys(
         dict(zip(names, lookups, strict=True)), message, min_rsa_bits, dict(body_hashes or {})
     )
-    temporary: list[str] = []
+    temporary: dict[str, int] = {}  # reason -> instance
     problem = yield from _check_ams(newest, keys)  # step 4
     if problem is not None:
         reason = f"ARC-Message-Signature i={len(seals)}: {problem.reason}"
         if not problem.temporary:
             return failed(reason)
-        temporary.append(reason)
+        temporary[reason] = len(seals)
     digests = _seal_digests(chain, seals)
     for seal in reversed(seals):  # step 6
         problem = keys.check_digest(
@@ -165,9 +165,11 @@ def verify_arc(
         reason = f"ARC-Seal i={seal.instance}: {problem.reason}"
         if not problem.temporary:
             return failed(reason)
-        temporary.append(reason)
+        temporary[reason] = seal.instance
     if temporary:
-        return ArcOutcome(ArcResult.TEMPERROR, "; ".join(temporary), None, domains, info)
+        instances = tuple(sorted(set(temporary.values())))
+        reason = "; ".join(temporary)
+        return ArcOutcome(ArcResult.TEMPERROR, reason, None, domains, info, instances)
     oldest = yield from _oldest_pass(chain, keys)  # step 5
     return ArcOutcome(ArcResult.PASS, "", oldest, domains, info)
 

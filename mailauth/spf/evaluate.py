@@ -56,6 +56,10 @@ MAX_VOID_LOOKUPS = 2
 MAX_MX_NAMES = 10
 MAX_PTR_NAMES = 10
 MAX_EXPLANATION = 1024  # RFC 7208 6.2: "Implementations MAY limit the length"
+# RFC 7208 3.4: a record SHOULD fit a 512-octet UDP answer. Real records reach a few hundred
+# octets (flattened ones about 1 KB); a TXT record may hold 64 KB, and an include chain of
+# 51 KB records cost 0.92 s of parsing. A record (or exp= text) over this is not read.
+MAX_RECORD = 4096
 
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -216,6 +220,9 @@ def _select_record(evaluation: _Evaluation, name: str, lookup: Lookup) -> SpfRec
         return None
     if len(texts) > 1:
         raise _Abort(SpfResult.PERMERROR, f"{len(texts)} SPF records at {name} (RFC 7208 4.5: one)")
+    if len(texts[0]) > MAX_RECORD:
+        size = f"{len(texts[0])} octets, over {MAX_RECORD}"
+        raise _Abort(SpfResult.PERMERROR, f"{name}: SPF record too large ({size}; RFC 7208 3.4)")
     record = parse_spf_bytes(texts[0])
     if record.errors:
         raise _Abort(SpfResult.PERMERROR, f"{name}: {record.errors[0].reason}")
@@ -335,6 +342,8 @@ def _explain(evaluation: _Evaluation, decision: _Decision) -> Plan[str]:
         return ""
     (lookup,) = yield Resolve((_query(target, RRType.TXT),))
     if lookup.status is not DnsStatus.ANSWER or len(lookup.texts) != 1:
+        return ""
+    if len(lookup.texts[0]) > MAX_RECORD:
         return ""
     try:
         text = parse_explanation(lookup.texts[0].decode("ascii"))
