@@ -18,7 +18,7 @@ import bisect
 import hashlib
 from typing import Any
 
-from mailauth.dkim.canon import Canonicalization, collapse_wsp, to_crlf
+from mailauth.dkim.canon import Canonicalization, collapse_wsp, line_functions
 
 _CRLF = b"\r\n"
 _FEED_CHUNK = 1 << 20
@@ -70,6 +70,7 @@ class _Lines:
 
     def __init__(self) -> None:
         self._pending: list[bytes] = []  # a line without its line ending yet
+        self._to_crlf = line_functions()[0]
 
     def take(self, data: bytes) -> bytes:
         """The whole lines that ``data`` completes ("" if none), bare LFs made CRLF."""
@@ -86,7 +87,7 @@ class _Lines:
             self._pending = []
         if cut < len(data):
             self._pending.append(data[cut:])
-        return to_crlf(lines)
+        return self._to_crlf(lines)
 
     def rest(self) -> bytes:
         """The last line, when the body does not end with a line ending."""
@@ -105,6 +106,7 @@ class _CanonicalBody:
         self._sinks: list[_Digests] = []
         self._blank = 0  # empty lines held back
         self.done = False
+        self._relax = line_functions()[1]
 
     def want(self, hash_name: str, limit: int | None) -> None:
         digests = self.digests.get(hash_name)
@@ -118,7 +120,7 @@ class _CanonicalBody:
         """Whole lines in network form."""
         if self.method is Canonicalization.RELAXED:
             # 3.4.4: WSP runs to one SP, then no WSP at the end of a line.
-            lines = collapse_wsp(lines).replace(b" \r\n", _CRLF)
+            lines = self._relax(lines)
         self._feed_lines(lines)
 
     def finish(self, last: bytes) -> None:
