@@ -18,7 +18,7 @@ import bisect
 import hashlib
 from typing import Any
 
-from mailauth.dkim.canon import Canonicalization, collapse_wsp, line_functions
+from mailauth.dkim.canon import Canonicalization, line_functions
 
 _CRLF = b"\r\n"
 _FEED_CHUNK = 1 << 20
@@ -131,8 +131,9 @@ class _CanonicalBody:
         if self.method is Canonicalization.RELAXED:
             # 3.4.4 in its order: WSP is stripped before a CRLF, and a missing final CRLF is
             # added last, so a final unterminated line keeps one trailing SP (as dkimpy
-            # does). Mail over SMTP always ends with CRLF; files may not.
-            last = collapse_wsp(last)
+            # does). Mail over SMTP always ends with CRLF; files may not. (``last`` holds
+            # no LF, so relax_lines only collapses its WSP runs.)
+            last = self._relax(last)
         if last:
             self._emit_blank()
             self._emit(last)
