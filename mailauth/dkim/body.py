@@ -18,7 +18,7 @@ import bisect
 import hashlib
 from typing import Any
 
-from mailauth.dkim.canon import Canonicalization, collapse_wsp, to_crlf
+from mailauth.dkim.canon import Canonicalization, line_functions
 
 _CRLF = b"\r\n"
 _FEED_CHUNK = 1 << 20
@@ -64,6 +64,38 @@ class _Digests:
         return (state if state is not None else self.hash).digest()  # type: ignore[no-any-return]
 
 
+class _Lines:
+    """Splits the fed body into blocks of whole lines in network form (CRLF), shared by every
+    canonicalization: the incomplete last line waits for the next chunk."""
+
+    def __init__(self) -> None:
+        self._pending: list[bytes] = []  # a line without its line ending yet
+        self._to_crlf = line_functions()[0]
+
+    def take(self, data: bytes) -> bytes:
+        """The whole lines that ``data`` completes ("" if none), bare LFs made CRLF."""
+        cut = data.rfind(b"\n") + 1
+        if cut == 0:
+            if data:
+                self._pending.append(data)
+            return b""
+        # (Slices only where needed: a body usually arrives ending with a line ending.)
+        lines = data if cut == len(data) else data[:cut]
+        if self._pending:
+            self._pending.append(lines)
+            lines = b"".join(self._pending)
+            self._pending = []
+        if cut < len(data):
+            self._pending.append(data[cut:])
+        return self._to_crlf(lines)
+
+    def rest(self) -> bytes:
+        """The last line, when the body does not end with a line ending."""
+        last = b"".join(self._pending)
+        self._pending = []
+        return last
+
+
 class _CanonicalBody:
     """One canonicalization of the body, feeding every hash asked of it."""
 
@@ -72,9 +104,9 @@ class _CanonicalBody:
         self.length = 0  # canonical body octets seen
         self.digests: dict[str, _Digests] = {}
         self._sinks: list[_Digests] = []
-        self._pending: list[bytes] = []  # a line without its line ending yet
         self._blank = 0  # empty lines held back
         self.done = False
+        self._relax = line_functions()[1]
 
     def want(self, hash_name: str, limit: int | None) -> None:
         digests = self.digests.get(hash_name)
@@ -84,37 +116,24 @@ class _CanonicalBody:
         if limit is not None:
             digests.bound(limit)
 
-    def update(self, data: bytes) -> None:
-        cut = data.rfind(b"\n") + 1
-        if cut == 0:
-            if data:
-                self._pending.append(data)
-            return
-        # (Slices only where needed: a body usually arrives ending with a line ending.)
-        lines = data if cut == len(data) else data[:cut]
-        if self._pending:
-            self._pending.append(lines)
-            lines = b"".join(self._pending)
-            self._pending = []
-        if cut < len(data):
-            self._pending.append(data[cut:])
-        lines = to_crlf(lines)
+    def update(self, lines: bytes) -> None:
+        """Whole lines in network form."""
         if self.method is Canonicalization.RELAXED:
             # 3.4.4: WSP runs to one SP, then no WSP at the end of a line.
-            lines = collapse_wsp(lines).replace(b" \r\n", _CRLF)
+            lines = self._relax(lines)
         self._feed_lines(lines)
 
-    def finish(self) -> None:
+    def finish(self, last: bytes) -> None:
+        """The body ends; ``last`` is its unterminated last line (often "")."""
         if self.done:
             return
         self.done = True
-        last = b"".join(self._pending)
-        self._pending = []
         if self.method is Canonicalization.RELAXED:
             # 3.4.4 in its order: WSP is stripped before a CRLF, and a missing final CRLF is
             # added last, so a final unterminated line keeps one trailing SP (as dkimpy
-            # does). Mail over SMTP always ends with CRLF; files may not.
-            last = collapse_wsp(last)
+            # does). Mail over SMTP always ends with CRLF; files may not. (``last`` holds
+            # no LF, so relax_lines only collapses its WSP runs.)
+            last = self._relax(last)
         if last:
             self._emit_blank()
             self._emit(last)
@@ -163,6 +182,8 @@ class BodyHashes:
 
     def __init__(self) -> None:
         self._bodies: dict[Canonicalization, _CanonicalBody] = {}
+        self._lines = _Lines()
+        self._last: bytes | None = None  # the unterminated last line, once the body ends
         self._started = False
 
     def want(
@@ -189,23 +210,27 @@ class BodyHashes:
         self._started = True
         if not self._bodies:
             return  # (nothing signed: no copy of the chunk)
-        data = chunk if isinstance(chunk, bytes) else bytes(chunk)
-        for body in self._bodies.values():
-            body.update(data)
+        lines = self._lines.take(chunk if isinstance(chunk, bytes) else bytes(chunk))
+        if lines:
+            for body in self._bodies.values():
+                body.update(lines)
+
+    def _finish(self, method: Canonicalization) -> _CanonicalBody:
+        if self._last is None:
+            self._last = self._lines.rest()
+        body = self._bodies[method]
+        body.finish(self._last)
+        return body
 
     def digest(
         self, method: Canonicalization, hash_name: str = "sha256", limit: int | None = None
     ) -> bytes:
         """The hash asked for with :meth:`want` (the body ends with the first call)."""
-        body = self._bodies[method]
-        body.finish()
-        return body.digests[hash_name].digest(limit)
+        return self._finish(method).digests[hash_name].digest(limit)
 
     def length(self, method: Canonicalization) -> int:
         """The length of the whole canonical body (read after :meth:`digest`)."""
-        body = self._bodies[method]
-        body.finish()
-        return body.length
+        return self._finish(method).length
 
 
 class BodyHasher:
@@ -216,20 +241,19 @@ class BodyHasher:
         self, method: Canonicalization, hash_name: str = "sha256", limit: int | None = None
     ) -> None:
         self.method, self.hash_name, self.limit = method, hash_name, limit
-        self._body = _CanonicalBody(method)
-        self._body.want(hash_name, limit)
+        self._hashes = BodyHashes()
+        self._hashes.want(method, hash_name, limit)
 
     @property
     def length(self) -> int:
-        return self._body.length
+        return self._hashes._bodies[self.method].length
 
     def update(self, chunk: bytes | memoryview) -> None:
-        self._body.update(chunk if isinstance(chunk, bytes) else bytes(chunk))
+        self._hashes.update(chunk)
 
     def digest(self) -> bytes:
         """Finish the body and return the hash; the hasher cannot be fed afterwards."""
-        self._body.finish()
-        return self._body.digests[self.hash_name].digest(self.limit)
+        return self._hashes.digest(self.method, self.hash_name, self.limit)
 
 
 def hash_body(

@@ -12,10 +12,17 @@ received over SMTP hash identically. ARC (RFC 8617) reuses this module.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from enum import StrEnum
+from types import ModuleType
 
 from mailauth.message import HeaderField
+
+native: ModuleType | None
+try:  # the optional C accelerator of to_crlf and relax_lines (docs/dkim.md, "Speed")
+    from mailauth.dkim import _canon as native
+except ImportError:  # not built (no compiler at install time): the same functions in Python
+    native = None
 
 _CRLF = b"\r\n"
 
@@ -64,6 +71,25 @@ def to_crlf(data: bytes) -> bytes:
     return data.replace(_CRLF, b"\n").replace(b"\n", _CRLF)
 
 
+def relax_lines(data: bytes) -> bytes:
+    """Relaxed body canonicalization of lines in network form (RFC 6376 3.4.4): every WSP run
+    becomes one SP, and a run just before a CRLF goes."""
+    return collapse_wsp(data).replace(b" \r\n", _CRLF)
+
+
+def line_functions() -> tuple[Callable[[bytes], bytes], Callable[[bytes], bytes]]:
+    """:func:`to_crlf` and :func:`relax_lines`, from the C accelerator when it is built.
+
+    Both give the same results (tests/test_dkim_canon.py compares them on hostile input);
+    the C ones are 10-20 times faster, on bodies and header blocks alike. ``native = None``
+    here (a test, a benchmark) makes header canonicalization, and the body hashes created
+    afterwards, use the Python ones.
+    """
+    if native is not None:
+        return native.to_crlf, native.relax_lines
+    return to_crlf, relax_lines
+
+
 def canonicalize_header(field: HeaderField, method: Canonicalization) -> bytes:
     """One header field in canonical form, ending with CRLF (RFC 6376 3.4.1, 3.4.2)."""
     return canonicalize_header_bytes(field.raw, method)
@@ -73,7 +99,7 @@ def canonicalize_header_bytes(raw: bytes, method: Canonicalization) -> bytes:
     """As :func:`canonicalize_header`, for a field's raw bytes (``name:value`` + line end)."""
     if method is Canonicalization.SIMPLE:
         # 3.4.1: no change at all (bar the network line ending).
-        return to_crlf(raw)
+        return line_functions()[0](raw)
     return _relaxed_block([raw])
 
 
@@ -93,10 +119,11 @@ def _relaxed_block(fields: Sequence[bytes]) -> bytes:
             value = value[:-2] if value.endswith(_CRLF) else value[:-1]
         parts.append(raw[:colon].rstrip(b" \t").lower() + b":" + value.lstrip(b" \t\r\n"))
     parts.append(b"")
-    block = to_crlf(_CRLF.join(parts))
+    crlf, relax = line_functions()
+    block = crlf(_CRLF.join(parts))
     if b"\r\n " in block or b"\r\n\t" in block:
         block = block.replace(b"\r\n ", b" ").replace(b"\r\n\t", b"\t")
-    return collapse_wsp(block).replace(b" \r\n", _CRLF)
+    return relax(block)
 
 
 def select_headers(
@@ -126,7 +153,7 @@ def header_data(
     raws = [field.raw for field in select_headers(headers, names) if field is not None]
     if method is Canonicalization.RELAXED:
         return _relaxed_block(raws) if raws else b""
-    return b"".join(to_crlf(raw) for raw in raws)
+    return line_functions()[0](b"".join(raws))
 
 
 def hash_input(
@@ -143,5 +170,5 @@ def raw_hash_input(raws: Sequence[bytes], own: bytes, method: Canonicalization) 
     """:func:`hash_input` for fields already chosen, as raw bytes."""
     if method is Canonicalization.RELAXED:
         return _relaxed_block([*raws, own])[:-2]
-    data = b"".join(to_crlf(raw) for raw in raws) + to_crlf(own)
+    data = line_functions()[0](b"".join([*raws, own]))
     return data[:-2] if data.endswith(_CRLF) else data
