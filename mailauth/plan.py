@@ -28,6 +28,7 @@ from mailauth.dns import DnsResolver, DnsStatus, Lookup, Query, RRType
 from mailauth.domains import MAX_NAME
 
 T = TypeVar("T")
+MAX_TTL = 0x7FFFFFFF  # RFC 2181 8: TTLs fit in 31 bits
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,6 +131,23 @@ def bounded(plan: Plan[T], budget: Budget) -> Plan[T]:
             for q in effect.queries[allowed:]
         )
         value = (*answers, *refused)
+
+
+def shortest_ttl(plan: Plan[T]) -> Plan[tuple[T, int]]:
+    """``plan``'s value and how long every DNS answer it received stays valid: the shortest
+    TTL among them (0 after a temporary failure, which is never cached; MAX_TTL when it
+    asked nothing). For memos of results that depend on nothing but those answers."""
+    ttl = MAX_TTL
+    value: Any = None
+    while True:
+        try:
+            effect = plan.send(value)
+        except StopIteration as stop:
+            return cast(T, stop.value), ttl
+        value = yield effect
+        if isinstance(effect, Resolve):
+            for lookup in value:
+                ttl = min(ttl, 0 if lookup.status is DnsStatus.TEMPFAIL else lookup.ttl)
 
 
 def run_plan(plan: Plan[T], resolver: DnsResolver) -> T:
