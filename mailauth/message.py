@@ -132,12 +132,12 @@ class Message:
     def get_all(self, name: str) -> tuple[HeaderField, ...]:
         """Every field of that name (case-insensitive), top to bottom."""
         lname = name.lower()
-        return tuple(f for f in self.headers if f.lname == lname)
+        return tuple(f for f in self.headers if f[0].lower() == lname)  # (f[0]: f.name)
 
     def get(self, name: str) -> HeaderField | None:
         """The topmost field of that name, or None."""
         lname = name.lower()
-        return next((f for f in self.headers if f.lname == lname), None)
+        return next((f for f in self.headers if f[0].lower() == lname), None)
 
     def author(self) -> Author:
         """The RFC5322.From mailboxes; several fields or addresses are reported, not hidden."""

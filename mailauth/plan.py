@@ -24,7 +24,7 @@ from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from typing import Any, TypeVar, cast
 
-from mailauth.dns import DnsResolver, DnsStatus, Lookup, Query, RRType
+from mailauth.dns import DnsResolver, DnsStatus, Lookup, Query, Resolver, RRType, ZoneResolver
 from mailauth.domains import MAX_NAME
 
 T = TypeVar("T")
@@ -166,6 +166,25 @@ def run_plan(plan: Plan[T], resolver: DnsResolver) -> T:
             value = None
 
 
+def _answered_at_once(
+    resolver: DnsResolver, queries: tuple[Query, ...]
+) -> tuple[Lookup, ...] | None:
+    """The answers to several questions when none needs the network (every one in the
+    network resolver's cache, or a zone resolver's data), without a task each: asyncio.gather
+    costs about 100 µs even then. None otherwise (they go out together)."""
+    if isinstance(resolver, ZoneResolver):
+        return tuple(resolver.lookup(q.name, q.rdtype) for q in queries)
+    if not isinstance(resolver, Resolver):
+        return None
+    cache = resolver.cache
+    if not all(cache.holds(q) for q in queries):
+        return None
+    answers = tuple(cache.get(q) for q in queries)  # (counted as the lookups would count)
+    if any(a is None for a in answers):  # one expired meanwhile: asked together after all
+        return None
+    return cast(tuple[Lookup, ...], answers)
+
+
 async def run_plan_async(
     plan: Plan[T], resolver: DnsResolver, executor: Executor | None = None
 ) -> T:
@@ -182,11 +201,13 @@ async def run_plan_async(
             if len(queries) == 1:  # most effects: awaited directly, no task to schedule
                 value = (await resolver.lookup_async(queries[0].name, queries[0].rdtype),)
             else:
-                value = tuple(
-                    await asyncio.gather(
-                        *(resolver.lookup_async(q.name, q.rdtype) for q in queries)
+                value = _answered_at_once(resolver, queries)
+                if value is None:
+                    value = tuple(
+                        await asyncio.gather(
+                            *(resolver.lookup_async(q.name, q.rdtype) for q in queries)
+                        )
                     )
-                )
         elif isinstance(effect, Offload):
             context = contextvars.copy_context()
             value = await loop.run_in_executor(

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
-from mailauth.dns import DnsStatus, Lookup, Query, RRType, ZoneResolver
+from mailauth.dns import DnsResolver, DnsStatus, Lookup, Query, RRType, ZoneResolver
 from mailauth.plan import Budget, Plan, bounded, checkpoint, resolve, run_plan, run_plan_async
 
 TEXT = "$ORIGIN example.\n" + "".join(f'n{i} 300 IN TXT "{i}"\n' for i in range(10))
@@ -74,3 +75,51 @@ def test_checkpoint_lets_other_tasks_run_between_slices() -> None:
     asyncio.run(main())
     assert order == ["slice 0", "other 0", "slice 1", "other 1", "slice 2", "other 2"]
     run_plan(slices(), ZONE)  # the blocking runner just goes on
+
+
+def _run_counting_tasks(
+    plan: Plan[list[Lookup]], resolver: DnsResolver
+) -> tuple[list[Lookup], int]:
+    """The plan run on a new event loop; its value and how many tasks the runner made."""
+    made = [0]
+
+    async def main() -> list[Lookup]:
+        loop = asyncio.get_running_loop()
+
+        def factory(loop: asyncio.AbstractEventLoop, coro: Any, **kwargs: Any) -> Any:
+            made[0] += 1
+            return asyncio.Task(coro, loop=loop, **kwargs)
+
+        loop.set_task_factory(factory)
+        value = await run_plan_async(plan, resolver)
+        loop.set_task_factory(None)  # (asyncio.run's own tasks at shutdown are not counted)
+        return value
+
+    return asyncio.run(main()), made[0]
+
+
+def test_questions_answered_without_the_network_need_no_task() -> None:
+    """Several questions of one effect all in the cache (or in a zone): answered at once,
+    as asked; asyncio.gather (a task per question) only when one must go out."""
+    from mailauth.dns import DnsCache, Resolver
+    from tests.dnsserver import LoopbackDnsServer
+
+    groups = [["n1", "n2", "n3"], ["n4"], ["n1", "n5"]]
+    expected = run_plan(asks(groups), ZONE)
+    assert _run_counting_tasks(asks(groups), ZONE) == (expected, 0)
+    clock = [1000.0]
+    cache = DnsCache(clock=lambda: clock[0])
+    with LoopbackDnsServer(TEXT) as server:
+        resolver = Resolver([server.address], timeout=1, lifetime=3, cache=cache)
+        cold, tasks = _run_counting_tasks(asks(groups), resolver)
+        assert tasks >= 3 + 2  # n1-n3 together, then n1 (cached) with n5 (not): a task each
+        assert [(a.name, a.texts) for a in cold] == [(a.name, a.texts) for a in expected]
+        hits, misses = cache.hits, cache.misses
+        warm, tasks = _run_counting_tasks(asks(groups), resolver)
+        assert (warm, tasks) == (cold, 0)
+        assert (cache.hits, cache.misses) == (hits + 6, misses)  # one hit per answer
+        asked = len(server.questions)
+        clock[0] += 301  # all expired: asked again, together
+        again, tasks = _run_counting_tasks(asks(groups), resolver)
+        assert tasks >= 3 + 2 and len(server.questions) == asked + 5
+        assert [a.texts for a in again] == [a.texts for a in cold]
