@@ -11,7 +11,9 @@ pipeline runs it:
 - ``arc``: ARC chain validation;
 - ``dmarc``: the author (``Message.author``) and the DMARC evaluation;
 - ``render``: the Authentication-Results and Received-SPF fields;
-- ``verify``: the whole ``Authenticator.verify``; ``none``: the set-up alone.
+- ``verify``: the whole ``Authenticator.verify``; ``none``: the set-up alone;
+- ``stack``: ``authheaders.authenticate_message`` on the same message (as in
+  ``bench_pipeline.py``: DNS from memory, ``get_org_domain`` memoised), for comparison.
 
 Run it under callgrind for instruction counts, one phase per run (the set-up is the
 ``none`` run, to subtract)::
@@ -19,8 +21,8 @@ Run it under callgrind for instruction counts, one phase per run (the set-up is 
     valgrind --tool=callgrind --callgrind-out-file=/dev/null \\
         python benchmarks/profile_pipeline.py spf --count 200
 
-or without, for microseconds per phase (``--time``), or with ``--cprofile`` for the top
-functions of a phase.
+or without, for microseconds per phase, wall and CPU (``--time``), or with ``--cprofile``
+for the top functions of a phase.
 """
 
 from __future__ import annotations
@@ -49,7 +51,7 @@ from mailauth.pipeline import make_context
 from mailauth.plan import run_plan
 from tests.dnsserver import LoopbackDnsServer
 
-PHASES = ("none", "parse", "spf", "dkim", "arc", "dmarc", "render", "verify")
+PHASES = ("none", "parse", "spf", "dkim", "arc", "dmarc", "render", "verify", "stack")
 
 
 def phases(auth: Authenticator, message: bytes, kind: str) -> dict[str, Callable[[], object]]:
@@ -137,20 +139,28 @@ def main() -> None:
             server = stack.enter_context(LoopbackDnsServer(zone_text))
             resolver = Resolver([server.address], timeout=1, lifetime=2)
         auth = Authenticator(bench.AUTHSERV_ID, resolver)
-        run = phases(auth, message, args.kind)[args.phase]
+        if args.phase == "stack":
+            dnsfunc, spf_lookup = bench.memory_tables(zone)
+            stack_run = bench.stack(
+                bench.load_authheaders(), dnsfunc, spf_lookup, message, args.kind
+            )
+            run: Callable[[], object] = lambda: stack_run(1)  # noqa: E731
+        else:
+            run = phases(auth, message, args.kind)[args.phase]
         run()  # (warms the caches)
         zone.queries.clear()
         profile = cProfile.Profile() if args.cprofile else None
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), time.process_time()
         if profile is not None:
             profile.enable()
         for _ in range(args.count):
             run()
         if profile is not None:
             profile.disable()
-        elapsed = time.perf_counter() - started
+        elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu
     if args.time:
-        print(f"{args.phase}: {elapsed / args.count * 1e6:.1f} µs per call")
+        per_call = f"{elapsed / args.count * 1e6:.1f} µs ({cpu / args.count * 1e6:.1f} µs of CPU)"
+        print(f"{args.phase}: {per_call} per call")
     if profile is not None:
         pstats.Stats(profile).sort_stats("tottime").print_stats(30)
 

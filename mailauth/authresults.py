@@ -20,7 +20,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 from mailauth.address import skip_comment
 from mailauth.domains import normalize_domain
@@ -65,7 +65,23 @@ def _ascii(text: str) -> str:
     return _NON_ASCII.sub("?", f"{local}{at}{domain}")
 
 
-@functools.lru_cache(maxsize=4096)  # (pure; the same domains and addresses come back)
+_MEMO_LENGTH = 256  # longer values (hostile ones, mostly) are quoted anew each time
+
+
+def _memoised(quote: Callable[[str], str]) -> Callable[[str], str]:
+    """``quote`` (pure) remembered for values of up to ``_MEMO_LENGTH`` characters: the
+    same domains, addresses and reasons come back message after message, while long
+    values would make the memo large."""
+    memo = functools.lru_cache(maxsize=4096)(quote)
+
+    @functools.wraps(quote)
+    def quote_memoised(value: str) -> str:
+        return memo(value) if len(value) <= _MEMO_LENGTH else quote(value)
+
+    return quote_memoised
+
+
+@_memoised
 def quote_pvalue(value: str) -> str:
     """RFC 8601 2.2 pvalue: as is when a token, domain or addr-spec, else a quoted-string."""
     clean = _ascii(value)
@@ -74,7 +90,7 @@ def quote_pvalue(value: str) -> str:
     return quote_value(clean)
 
 
-@functools.lru_cache(maxsize=4096)
+@_memoised
 def quote_value(value: str) -> str:
     """RFC 2045 value (a reason, RFC 8601 2.2): a token, else a quoted-string."""
     clean = _ascii(value)
@@ -88,7 +104,7 @@ def _quoted_string(clean: str) -> str:
     return '"' + clean.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-@functools.lru_cache(maxsize=4096)
+@_memoised
 def quote_comment(text: str) -> str:
     """Text safe inside an RFC 5322 comment: parentheses and backslashes escaped."""
     return _COMMENT_SPECIAL.sub(r"\\\1", _ascii(text))
@@ -213,7 +229,7 @@ _SPF_COMMENTS = {
 }
 
 
-@functools.lru_cache(maxsize=4096)
+@_memoised
 def _kv_value(value: str) -> str:
     """RFC 7208 9.1: a key-value-pair's value is a dot-atom or a quoted-string."""
     clean = _ascii(value)

@@ -397,3 +397,13 @@ def test_fields_as_before() -> None:
         ' permitted sender) client-ip=192.0.2.10; envelope-from="alice@bench.test";\r\n'
         " helo=mail.bench.test; receiver=mx.receiver.test; identity=mailfrom;"
     )
+
+
+def test_long_values_are_quoted_alike() -> None:
+    """Values of up to 256 characters are remembered (the same ones come back); longer ones,
+    hostile mostly, are quoted anew each time, the same way."""
+    for size in (10, 256, 257, 5000):
+        text = ("x y(\\" * size)[:size]
+        assert quote_comment(text) == text.replace("\\", "\\\\").replace("(", "\\(")
+        assert quote_value(text) == '"' + text.replace("\\", "\\\\") + '"'
+        assert quote_pvalue(text) == quote_value(text)
