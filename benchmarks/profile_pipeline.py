@@ -9,7 +9,8 @@ pipeline runs it:
 - ``spf``: SPF for MAIL FROM and HELO (with the pipeline's SPF memo under ``warm``);
 - ``dkim``: the body hashed and the signatures verified (key lookups included);
 - ``arc``: ARC chain validation;
-- ``dmarc``: the author (``Message.author``) and the DMARC evaluation;
+- ``dmarc``: the author (``Message.author``) and the DMARC evaluation (with the policy
+  discovery memo under ``warm``, as the pipeline runs it);
 - ``render``: the Authentication-Results and Received-SPF fields;
 - ``verify``: the whole ``Authenticator.verify``; ``none``: the set-up alone;
 - ``stack``: ``authheaders.authenticate_message`` on the same message (as in
@@ -87,6 +88,7 @@ def phases(auth: Authenticator, message: bytes, kind: str) -> dict[str, Callable
             helo=helo,
             mail_from=mail_from,
             local=auth.dmarc_policy,
+            memo=auth._dmarc_memo,  # (as the pipeline runs it: with the network resolver)
         )
         return run_plan(plan, resolver)
 
