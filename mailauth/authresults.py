@@ -1,7 +1,10 @@
 """Authentication-Results (RFC 8601): rendering our header, recognising forged ones.
 
 One formatter renders every method's result clause from (ptype, property, value) triples,
-through authres's header and result classes. Every value written goes through
+writing the text authres's header and result classes would (authres remains the parser:
+the tests parse every field we write back with it), without building its objects on the
+hot path: the field is made as its list of unbreakable pieces, folded as they come. Every
+value written goes through
 :func:`quote_pvalue` and every comment through :func:`quote_comment`, so that no input (a
 MAIL FROM, HELO, d= or reason) can end the header, add a result or inject another field:
 control characters are dropped, and anything that is not a plain token, domain or
@@ -15,10 +18,9 @@ allowed, RFC 8601 2.2), for the forgery protection of RFC 8601 5.
 from __future__ import annotations
 
 import contextlib
+import functools
 import re
-from collections.abc import Iterable, Sequence
-
-import authres
+from collections.abc import Callable, Iterable, Sequence
 
 from mailauth.address import skip_comment
 from mailauth.domains import normalize_domain
@@ -45,22 +47,10 @@ _DOT_ATOM = rf"{_ATOM}(?:\.{_ATOM})*"
 _LABEL = r"[A-Za-z0-9_](?:[A-Za-z0-9_\-]*[A-Za-z0-9_])?"
 _DOMAIN = rf"{_LABEL}(?:\.{_LABEL})*"
 _ADDRESS = re.compile(rf"(?:{_DOT_ATOM})?@{_DOMAIN}")
+_DOT_ATOM_RE = re.compile(_DOT_ATOM)
+_COMMENT_SPECIAL = re.compile(r"([()\\])")
 
 Prop = tuple[str, str, str]  # (ptype, property, value), e.g. ("smtp", "mailfrom", "a@b")
-
-
-class _PValue(str):
-    """A property value that authres prints through our quoting instead of its own."""
-
-    def quote_if_needed(self) -> str:
-        return quote_pvalue(self)
-
-
-class _Value(str):
-    """A reason that authres prints through our quoting instead of its own."""
-
-    def quote_if_needed(self) -> str:
-        return quote_value(self)
 
 
 def _ascii(text: str) -> str:
@@ -75,6 +65,23 @@ def _ascii(text: str) -> str:
     return _NON_ASCII.sub("?", f"{local}{at}{domain}")
 
 
+_MEMO_LENGTH = 256  # longer values (hostile ones, mostly) are quoted anew each time
+
+
+def _memoised(quote: Callable[[str], str]) -> Callable[[str], str]:
+    """``quote`` (pure) remembered for values of up to ``_MEMO_LENGTH`` characters: the
+    same domains, addresses and reasons come back message after message, while long
+    values would make the memo large."""
+    memo = functools.lru_cache(maxsize=4096)(quote)
+
+    @functools.wraps(quote)
+    def quote_memoised(value: str) -> str:
+        return memo(value) if len(value) <= _MEMO_LENGTH else quote(value)
+
+    return quote_memoised
+
+
+@_memoised
 def quote_pvalue(value: str) -> str:
     """RFC 8601 2.2 pvalue: as is when a token, domain or addr-spec, else a quoted-string."""
     clean = _ascii(value)
@@ -83,6 +90,7 @@ def quote_pvalue(value: str) -> str:
     return quote_value(clean)
 
 
+@_memoised
 def quote_value(value: str) -> str:
     """RFC 2045 value (a reason, RFC 8601 2.2): a token, else a quoted-string."""
     clean = _ascii(value)
@@ -96,31 +104,29 @@ def _quoted_string(clean: str) -> str:
     return '"' + clean.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
+@_memoised
 def quote_comment(text: str) -> str:
     """Text safe inside an RFC 5322 comment: parentheses and backslashes escaped."""
-    return re.sub(r"([()\\])", r"\\\1", _ascii(text))
+    return _COMMENT_SPECIAL.sub(r"\\\1", _ascii(text))
 
 
 def _clause(
     method: str, result: str, props: Iterable[Prop], reason: str = "", comment: str = ""
-) -> authres.AuthenticationResult:
-    properties = []
-    for ptype, name, value in props:
-        prop = authres.AuthenticationResultProperty(ptype, name, value)
-        prop.value = _PValue(value)
-        properties.append(prop)
-    clause = authres.AuthenticationResult(
-        method=method,
-        result=result,
-        result_comment=quote_comment(comment) or None,
-        properties=properties,
-    )
+) -> list[str]:
+    """A result clause as its pieces: what authres's ``AuthenticationResult`` prints
+    (``method=result (comment) reason=value ptype.property=pvalue ...``), split at the
+    spaces outside comments and quoted strings, where folding may break it."""
+    pieces = [f"{method}={result}"]
+    quoted = quote_comment(comment) if comment else ""
+    if quoted:
+        pieces.append(f"({quoted})")
     if reason:
-        clause.reason = _Value(reason)
-    return clause
+        pieces.append(f"reason={quote_value(reason)}")
+    pieces.extend(f"{ptype}.{name}={quote_pvalue(value)}" for ptype, name, value in props)
+    return pieces
 
 
-def _spf_clauses(spf: SpfCheck) -> list[authres.AuthenticationResult]:
+def _spf_clauses(spf: SpfCheck) -> list[list[str]]:
     # RFC 8601 2.7.2: smtp.mailfrom for the MAIL FROM identity, smtp.helo for HELO.
     mf, helo = spf.mailfrom, spf.helo
     sender = mf.sender or mf.domain
@@ -138,7 +144,7 @@ def _spf_reason(outcome: SpfOutcome) -> str:
     return ""
 
 
-def _dkim_clause(d: DkimOutcome) -> authres.AuthenticationResult:
+def _dkim_clause(d: DkimOutcome) -> list[str]:
     # RFC 8601 2.7.1 (header.d, header.i), RFC 6008 (header.b), RFC 8616/IANA (header.s, a).
     props: list[Prop] = [("header", "d", d.domain)]
     if d.identity:
@@ -155,7 +161,7 @@ def _dkim_clause(d: DkimOutcome) -> authres.AuthenticationResult:
     return _clause("dkim", d.result, props if d.domain else [], d.reason, comment)
 
 
-def _dmarc_clause(d: DmarcOutcome) -> authres.AuthenticationResult:
+def _dmarc_clause(d: DmarcOutcome) -> list[str]:
     # As OpenDMARC and the large receivers write it: the policy and the disposition in a
     # comment; policy.dmarc (RFC 7489 11.2 registration) when a disposition is applied.
     comment = f"p={d.policy} dis={d.disposition}" if d.policy else ""
@@ -166,7 +172,7 @@ def _dmarc_clause(d: DmarcOutcome) -> authres.AuthenticationResult:
     return _clause("dmarc", d.result, props, reason, comment)
 
 
-def _arc_clause(a: ArcOutcome, remote_ip: str) -> authres.AuthenticationResult:
+def _arc_clause(a: ArcOutcome, remote_ip: str) -> list[str]:
     # RFC 8617 10.2: smtp.remote-ip, and header.oldest-pass for a passing chain (section 6).
     props: list[Prop] = [("smtp", "remote-ip", remote_ip)] if remote_ip else []
     if a.result is ArcResult.PASS and a.oldest_pass is not None:
@@ -185,7 +191,7 @@ def render_authentication_results(
     remote_ip: str = "",
 ) -> str:
     """The whole field, folded with CRLF, without a final line ending."""
-    clauses: list[authres.AuthenticationResult] = []
+    clauses: list[list[str]] = []
     if spf is not None:
         clauses.extend(_spf_clauses(spf))
     if dkim is not None:
@@ -197,10 +203,17 @@ def render_authentication_results(
         clauses.append(_arc_clause(arc, remote_ip))
     if dmarc is not None:
         clauses.append(_dmarc_clause(dmarc))
-    header = authres.AuthenticationResultsHeader(
-        authserv_id=quote_pvalue(authserv_id.lower()), results=clauses
-    )
-    return fold(f"{FIELD_NAME}: {header.header_value()}")
+    return _field(authserv_id, clauses)
+
+
+def _field(authserv_id: str, clauses: list[list[str]]) -> str:
+    """The folded field of these clauses: authres's ``AuthenticationResultsHeader`` text,
+    "authserv-id; clause; clause" (RFC 8601 2.2), or "authserv-id; none"."""
+    pieces = [f"{FIELD_NAME}:", quote_pvalue(authserv_id.lower()).lower()]
+    for clause in clauses or [["none"]]:
+        pieces[-1] += ";"
+        pieces.extend(clause)
+    return _fold(pieces)
 
 
 _SPF_COMMENTS = {
@@ -216,10 +229,11 @@ _SPF_COMMENTS = {
 }
 
 
+@_memoised
 def _kv_value(value: str) -> str:
     """RFC 7208 9.1: a key-value-pair's value is a dot-atom or a quoted-string."""
     clean = _ascii(value)
-    if re.fullmatch(_DOT_ATOM, clean):
+    if _DOT_ATOM_RE.fullmatch(clean):
         return clean
     return _quoted_string(clean)
 
@@ -235,8 +249,10 @@ def render_received_spf(outcome: SpfOutcome, *, ip: str, helo: str, receiver: st
     if problem:
         pairs.append(("problem", problem))
     pairs += [("receiver", receiver), ("identity", outcome.identity)]
-    values = " ".join(f"{key}={_kv_value(value)};" for key, value in pairs if value)
-    return fold(f"Received-SPF: {outcome.result} ({quote_comment(comment)}) {values}")
+    values = [f"{key}={_kv_value(value)};" for key, value in pairs if value]
+    # "Received-SPF: result (comment) key=value; ..." as pieces (see _clause)
+    head = ["Received-SPF:", str(outcome.result), f"({quote_comment(comment)})"]
+    return _fold([*head, *(values or [""])])  # ("": the space that ends a field with no pair)
 
 
 _SPECIAL = re.compile(r'[ "()\\]')
@@ -278,9 +294,15 @@ def fold(field: str, limit: int = LINE_LIMIT) -> str:
     too) only when one is longer than a line. Each break turns one space into CRLF + space,
     so unfolding (RFC 5322 2.2.3) gives back the exact text.
     """
+    return _fold(_segments(field), limit)
+
+
+def _fold(segments: list[str], limit: int = LINE_LIMIT) -> str:
+    """:func:`fold` of ``" ".join(segments)``, its pieces already known (no piece has a
+    space outside a comment or quoted string)."""
     lines: list[str] = []
     line = ""
-    for segment in _segments(field):
+    for segment in segments:
         if not line or len(line) + 1 + len(segment) <= limit:
             line = f"{line} {segment}" if line else segment
             continue

@@ -15,6 +15,7 @@ Out of scope: MIME structure and RFC 2047 decoding; mailauth never needs them.
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 from typing import NamedTuple
@@ -128,25 +129,49 @@ class Message:
     def get_all(self, name: str) -> tuple[HeaderField, ...]:
         """Every field of that name (case-insensitive), top to bottom."""
         lname = name.lower()
-        return tuple(f for f in self.headers if f.lname == lname)
+        return tuple(f for f in self.headers if f[0].lower() == lname)  # (f[0]: f.name)
 
     def get(self, name: str) -> HeaderField | None:
         """The topmost field of that name, or None."""
         lname = name.lower()
-        return next((f for f in self.headers if f.lname == lname), None)
+        return next((f for f in self.headers if f[0].lower() == lname), None)
 
     def author(self) -> Author:
         """The RFC5322.From mailboxes; several fields or addresses are reported, not hidden."""
         fields = self.get_all("From")
-        mailboxes: list[Mailbox] = []
+        if len(fields) == 1:  # (the usual case: the memoised reading as it is)
+            mailboxes, error, salvaged = _read_from_field(fields[0].raw)
+            return Author(1, mailboxes, error, tuple(dict.fromkeys(salvaged)))
+        found: list[Mailbox] = []
         errors: list[str] = []
-        salvaged: list[str] = []
+        domains: list[str] = []
         for field in fields:
-            text = field.text()
-            try:
-                mailboxes.extend(parse_address_list(text))
-            except AddressError as exc:
-                errors.append(f"unparseable From field: {exc}")
-                salvaged.extend(salvage_domains(text))
-        found = tuple(dict.fromkeys(salvaged))
-        return Author(len(fields), tuple(mailboxes), "; ".join(errors), found)
+            mailboxes, error, salvaged = _read_from_field(field.raw)
+            found.extend(mailboxes)
+            if error:
+                errors.append(error)
+            domains.extend(salvaged)
+        return Author(len(fields), tuple(found), "; ".join(errors), tuple(dict.fromkeys(domains)))
+
+
+_MEMO_FIELD_SIZE = 998  # From fields up to a line's length (RFC 5322 2.1.1) are memoised
+
+
+def _read_from_field(raw: bytes) -> tuple[tuple[Mailbox, ...], str, tuple[str, ...]]:
+    """One From field (its raw bytes): the mailboxes, or the error and the domains after an
+    "@" (Author.salvaged). Fields of up to a line are memoised: the same senders come back,
+    and parsing an address list costs more than the DMARC evaluation it feeds."""
+    if len(raw) <= _MEMO_FIELD_SIZE:
+        return _read_from_field_memo(raw)
+    return _parse_from_field(raw)
+
+
+def _parse_from_field(raw: bytes) -> tuple[tuple[Mailbox, ...], str, tuple[str, ...]]:
+    text = _new_tuple(HeaderField, ("From", raw)).text()
+    try:
+        return tuple(parse_address_list(text)), "", ()
+    except AddressError as exc:
+        return (), f"unparseable From field: {exc}", tuple(salvage_domains(text))
+
+
+_read_from_field_memo = functools.lru_cache(maxsize=4096)(_parse_from_field)

@@ -27,6 +27,7 @@ from mailauth.authresults import (
 from mailauth.dkim import BodyHashes, Canonicalization, DkimPolicy, DkimVerification, unix_time
 from mailauth.dkim.verify import feed_body
 from mailauth.dmarc import DmarcLocalPolicy, evaluate_dmarc
+from mailauth.dmarc.memo import DiscoveryMemo
 from mailauth.dns import DnsCache, DnsResolver, DnsStatus, Lookup, Resolver
 from mailauth.dns.cache import ExpiringLru
 from mailauth.message import HeaderField, Message
@@ -167,6 +168,11 @@ class Authenticator:
         self.dmarc_policy = dmarc_policy or DmarcLocalPolicy()
         self.limits = limits or MessageLimits()
         self._spf_memo = _SpfMemo()
+        self._dmarc_memo: DiscoveryMemo | None = None
+        if isinstance(resolver, Resolver):  # (on the cache's clock, within its TTL caps)
+            cache = resolver.cache
+            age = min(_DMARC_MEMO_AGE, cache.max_ttl, cache.max_negative_ttl)
+            self._dmarc_memo = DiscoveryMemo(cache.now, max_age=age)
         sealers = tuple(trusted_arc_sealers)
         if sealers:  # RFC 8617 7.2.1: a trusted sealer's passing chain may override DMARC
             hooks = (*self.dmarc_policy.overrides, trust_arc_sealers(sealers))
@@ -309,6 +315,7 @@ class Authenticator:
             helo=context.helo,
             mail_from=context.mail_from,
             local=self.dmarc_policy,
+            memo=self._dmarc_memo,
             budget=(limits.dmarc_queries, limits.dmarc_seconds),
         )
         header = render_authentication_results(
@@ -329,6 +336,7 @@ class Authenticator:
 
 
 _SPF_MEMO_TTL = 300  # seconds an SPF result is reused at most (and less when DNS says so)
+_DMARC_MEMO_AGE = 300  # likewise a DMARC policy discovery (mailauth.dmarc.memo)
 _SPF_MEMO_SIZE = 4096
 
 

@@ -3,7 +3,7 @@ disposition and local overrides; the RFC 7489 mode; Authentication-Results."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
 import pytest
 
@@ -16,6 +16,7 @@ from mailauth.dmarc import (
     PolicyOverride,
     evaluate_dmarc,
 )
+from mailauth.dmarc.memo import DiscoveryMemo
 from mailauth.dns import DnsResolver, Record, RRType, ZoneResolver
 from mailauth.message import Message
 from mailauth.plan import run_plan
@@ -691,3 +692,52 @@ def test_a_cname_owner_exists_on_the_wire() -> None:
     with LoopbackDnsServer(LOOPBACK_ZONE) as server:
         outcome = evaluate(server.resolver(), "a@alias.example.com")
     assert (outcome.result, outcome.policy_tag, outcome.disposition) == (FAIL, "sp", Policy.NONE)
+
+
+def _remembering(zone: ZoneResolver, memo: DiscoveryMemo) -> Callable[[], tuple[DmarcOutcome, int]]:
+    """An evaluation of a@example.com (DKIM pass for example.com) with ``memo``: its outcome
+    and how many questions it asked."""
+    author = Message.parse(b"From: a@example.com\r\n\r\n").author()
+    dkim = [DkimOutcome(DkimResult.PASS, "example.com", "s", "rsa-sha256")]
+
+    def run() -> tuple[DmarcOutcome, int]:
+        zone.queries.clear()
+        outcome = run_plan(evaluate_dmarc(author, spf=None, dkim=dkim, memo=memo), zone)
+        return outcome, len(zone.queries)
+
+    return run
+
+
+def test_policy_discovery_is_remembered_while_its_answers_are_valid() -> None:
+    """An Author Domain seen moments ago: its discovery is reused, no question asked, the
+    same outcome; until its shortest TTL (300 s here) or the memo's age limit runs out."""
+    clock = [1000.0]
+    zone = make_zone({"example.com": "v=DMARC1; p=reject; psd=n"})  # (psd=n: a walk of one)
+    run = _remembering(zone, DiscoveryMemo(lambda: clock[0], max_age=600))
+    first, asked = run()
+    assert first.result is PASS and first.policy is Policy.REJECT and asked == 1
+    assert run() == (first, 0)
+    clock[0] += 299
+    assert run() == (first, 0)
+    clock[0] += 2
+    assert run() == (first, 1)  # the answer's TTL ran out: asked again
+    short = _remembering(zone, DiscoveryMemo(lambda: clock[0], max_age=60))
+    assert short() == (first, 1)
+    clock[0] += 61
+    assert short() == (first, 1)  # older than max_age
+
+
+def test_policy_discovery_after_a_temporary_failure_or_uncacheable_answer_is_not_kept() -> None:
+    clock = [1000.0]
+    failing = make_zone({}, faults={"_dmarc.example.com": "timeout"})
+    run = _remembering(failing, DiscoveryMemo(lambda: clock[0]))
+    outcome, asked = run()
+    assert outcome.result is DmarcResult.TEMPERROR and asked == 1
+    assert run() == (outcome, 1)
+    # The walk goes on to _dmarc.com: NXDOMAIN with no negative TTL (RFC 2308 5: not cached).
+    walking = make_zone(ORG)
+    memo = DiscoveryMemo(lambda: clock[0])
+    run = _remembering(walking, memo)
+    outcome, asked = run()
+    assert outcome.result is PASS and asked == 2
+    assert run() == (outcome, 2) and len(memo) == 0

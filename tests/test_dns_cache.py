@@ -75,3 +75,17 @@ def test_types_are_cached_apart() -> None:
     cache = DnsCache()
     cache.put(_answer("example.com", 60))
     assert cache.get(Query("example.com", RRType.A)) is None
+
+
+def test_holds_says_what_get_would_find_without_counting() -> None:
+    clock = [0.0]
+    cache = DnsCache(max_entries=2, clock=lambda: clock[0])
+    cache.put(_answer("a.example", 60))
+    cache.put(_answer("b.example", 60))
+    a, b = Query("a.example", RRType.TXT), Query("b.example", RRType.TXT)
+    assert cache.holds(a) and cache.holds(b) and not cache.holds(Query("c.example", RRType.TXT))
+    assert (cache.hits, cache.misses) == (0, 0)
+    cache.put(_answer("c.example", 60))  # holds() left a least recently used: evicted
+    assert not cache.holds(a) and cache.holds(b)
+    clock[0] += 60
+    assert not cache.holds(b) and cache.get(b) is None  # expired

@@ -201,3 +201,31 @@ def test_a_megabyte_folded_field_costs_no_memory_per_line() -> None:
     assert [f.name for f in message.headers] == ["From", "X-A", "To"]
     assert len(message.headers[1].raw) == 6 + 4 * 340_000 + 2
     assert peak < 3 * len(raw)  # the fields' own bytes, and little else
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        b'"Doe, John" <john@Example.COM>',
+        b"a@one.example, b@two.example",
+        b"ceo@@Bank.example <ceo@bank.example",
+        b"not an address",
+    ],
+)
+def test_author_reading_is_the_same_for_long_fields_and_repeats(value: bytes) -> None:
+    """From fields of up to a line are read once and remembered (the same senders come
+    back); longer ones are read each time: both readings agree, and so do repeats."""
+    short = Message.parse(b"From: " + value + b"\r\n\r\n").author()
+    assert Message.parse(b"From: " + value + b"\r\n\r\n").author() == short
+    padded = b"From: (" + b"x" * 1000 + b") " + value + b"\r\n\r\n"
+    long = Message.parse(padded).author()
+    assert (long.mailboxes, long.salvaged, long.field_count) == (
+        short.mailboxes,
+        short.salvaged,
+        short.field_count,
+    )
+    assert bool(long.error) == bool(short.error)
+    twice = Message.parse(b"From: " + value + b"\r\nFrom: " + value + b"\r\n\r\n").author()
+    assert twice.field_count == 2
+    assert twice.mailboxes == short.mailboxes * 2
+    assert twice.error == "; ".join([short.error] * 2 if short.error else [])

@@ -251,6 +251,45 @@ def test_a_reused_spf_result_expires_with_its_shortest_dns_answer() -> None:
         assert asked() == 6  # the answers are gone, and so is the result built on them
 
 
+def test_dmarc_discovery_is_reused_for_an_author_domain_seen_moments_ago() -> None:
+    """With the network resolver, the second message from the same Author Domain asks no
+    DMARC question, not even of the cache, and gets the same verdict; after 5 minutes (or
+    the shortest TTL of the walk's answers: 300 s for the NXDOMAIN at _dmarc.com, the
+    zone's SOA minimum) the domain is walked again."""
+    from mailauth.dns import DnsCache, Resolver
+    from tests.dnsserver import LoopbackDnsServer
+
+    class Recording(Resolver):
+        asked: list[str]
+
+        def lookup(self, name: str, rdtype: RRType) -> Lookup:
+            self.asked.append(name)
+            return super().lookup(name, rdtype)
+
+    raw = (DEMO / "message.eml").read_bytes()
+    clock = [1000.0]
+    with LoopbackDnsServer((DEMO / "example.com.zone").read_text()) as server:
+        resolver = Recording(
+            [server.address], timeout=1, lifetime=3, cache=DnsCache(clock=lambda: clock[0])
+        )
+        resolver.asked = []
+        auth = Authenticator("mx.example.org", resolver)
+
+        def verify(sender: str) -> tuple[Verdict, list[str]]:
+            del resolver.asked[:]
+            verdict = auth.verify(raw, ip="192.0.2.10", helo="mail.example.com", mail_from=sender)
+            return verdict, [n for n in resolver.asked if n.startswith("_dmarc.")]
+
+        first, walked = verify("alice@example.com")
+        assert first.dmarc is not None and first.dmarc.result == "pass"
+        assert walked == ["_dmarc.example.com", "_dmarc.com"]
+        assert verify("bob@example.com")[1] == []  # another envelope: DMARC from the memo
+        second, walked = verify("alice@example.com")
+        assert (second, walked) == (first, [])
+        clock[0] += 301
+        assert verify("alice@example.com")[1] == ["_dmarc.example.com", "_dmarc.com"]
+
+
 def test_each_method_has_its_own_dns_budget() -> None:
     """Past its allotment a method's questions fail unasked: its result is temperror with a
     reason, and the other methods are unaffected (none can starve DMARC)."""

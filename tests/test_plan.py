@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from mailauth.dns import DnsStatus, Lookup, Query, RRType, ZoneResolver
+from mailauth.dns import DnsResolver, DnsStatus, Lookup, Query, RRType, ZoneResolver
 from mailauth.plan import (
     Budget,
     Plan,
@@ -145,3 +145,53 @@ def test_plans_run_in_parallel_share_their_budget() -> None:
     parts = run_plan(bounded(parallel(asks([["n1", "n2"]]), asks([["n3", "n4"]])), budget), ZONE)
     statuses = [lookup.status for part in parts for lookup in part]
     assert statuses == [DnsStatus.ANSWER] * 3 + [DnsStatus.TEMPFAIL]
+
+
+def _run_counting_tasks(
+    plan: Plan[list[Lookup]], resolver: DnsResolver
+) -> tuple[list[Lookup], int]:
+    """The plan run on a new event loop; its value and how many tasks the runner made."""
+    made = [0]
+
+    async def main() -> list[Lookup]:
+        loop = asyncio.get_running_loop()
+
+        def factory(loop: asyncio.AbstractEventLoop, coro: Any, **kwargs: Any) -> Any:
+            made[0] += 1
+            return asyncio.Task(coro, loop=loop, **kwargs)
+
+        loop.set_task_factory(factory)
+        value = await run_plan_async(plan, resolver)
+        loop.set_task_factory(None)  # (asyncio.run's own tasks at shutdown are not counted)
+        return value
+
+    return asyncio.run(main()), made[0]
+
+
+def test_questions_answered_without_the_network_need_no_task() -> None:
+    """Several questions of one effect all in the cache (or in a zone): answered at once,
+    as asked; asyncio.gather (a task per question) only when one must go out."""
+    from mailauth.dns import DnsCache, Resolver
+    from tests.dnsserver import LoopbackDnsServer
+
+    groups = [["n1", "n2", "n3"], ["n4"], ["n1", "n5"]]
+    expected = run_plan(asks(groups), ZONE)
+    assert _run_counting_tasks(asks(groups), ZONE) == (expected, 0)
+    clock = [1000.0]
+    cache = DnsCache(clock=lambda: clock[0])
+    with LoopbackDnsServer(TEXT) as server:
+        resolver = Resolver([server.address], timeout=1, lifetime=3, cache=cache)
+        cold, tasks = _run_counting_tasks(asks(groups), resolver)
+        assert tasks >= 3 + 2  # n1-n3 together, then n1 (cached) with n5 (not): a task each
+        assert [(a.name, a.texts) for a in cold] == [(a.name, a.texts) for a in expected]
+        hits, misses = cache.hits, cache.misses
+        warm, tasks = _run_counting_tasks(asks(groups), resolver)
+        assert (warm, tasks) == (cold, 0)
+        assert (cache.hits, cache.misses) == (hits + 6, misses)  # one hit per answer
+        timed = bounded(asks(groups), Budget("X", queries=100, seconds=5.0))
+        assert _run_counting_tasks(timed, resolver) == (cold, 0)  # under a deadline too
+        asked = len(server.questions)
+        clock[0] += 301  # all expired: asked again, together
+        again, tasks = _run_counting_tasks(asks(groups), resolver)
+        assert tasks >= 3 + 2 and len(server.questions) == asked + 5
+        assert [a.texts for a in again] == [a.texts for a in cold]

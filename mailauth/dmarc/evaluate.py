@@ -34,12 +34,13 @@ from mailauth.dmarc.discovery import (
     select_records,
     tree_walk,
 )
+from mailauth.dmarc.memo import Discovery, DiscoveryMemo
 from mailauth.dmarc.record import DmarcRecord
 from mailauth.dns import DnsStatus, Query, RRType
 from mailauth.domains import at_or_under, host_name, normalize_domain
 from mailauth.errors import InvalidDomainError
 from mailauth.message import Author
-from mailauth.plan import Budget, Plan, bounded, parallel, resolve
+from mailauth.plan import Budget, Plan, bounded, parallel, resolve, shortest_ttl
 from mailauth.results import (
     ArcOutcome,
     DkimOutcome,
@@ -124,14 +125,6 @@ class DmarcLocalPolicy:
     max_author_domains: int = MAX_AUTHOR_DOMAINS
 
 
-@dataclass(frozen=True, slots=True)
-class _Discovery:
-    record: DmarcRecord | None
-    policy_domain: str = ""
-    org_domain: str | None = None  # None: unknown (a temporary DNS failure)
-    problem: str = ""  # a temporary failure that prevents a result
-
-
 def extract_author_domains(author: Author) -> tuple[tuple[str, ...], DmarcResult | None, str]:
     """The Author Domains (RFC 9989 5.3.1), distinct, in order; or the result and reason when
     there is none. One From field may list several mailboxes, and so several domains.
@@ -179,8 +172,10 @@ def evaluate_dmarc(
     mail_from: str = "",
     local: DmarcLocalPolicy | None = None,
     budget: tuple[int, float | None] | None = None,
+    memo: DiscoveryMemo | None = None,
 ) -> Plan[DmarcOutcome]:
-    """Evaluate DMARC for a message whose SPF and DKIM outcomes are known.
+    """Evaluate DMARC for a message whose SPF and DKIM outcomes are known; ``memo``: policy
+    discoveries of Author Domains seen moments ago (:mod:`mailauth.dmarc.memo`).
 
     A From field with mailboxes in several domains is evaluated once per domain (up to
     ``local.max_author_domains``), and the strictest policy among the domains that fail
@@ -194,7 +189,7 @@ def evaluate_dmarc(
     domains, result, reason = extract_author_domains(author)
     if result is not None and not domains:
         return DmarcOutcome(result, "", reason=reason)
-    facts = _Facts(spf, tuple(dkim), arc, ip, helo, mail_from)
+    facts = _Facts(spf, tuple(dkim), arc, ip, helo, mail_from, memo)
 
     def evaluate(domain: str) -> Plan[DmarcOutcome]:
         plan = _evaluate_domain(domain, facts, local)
@@ -222,6 +217,7 @@ class _Facts:
     ip: str
     helo: str
     mail_from: str
+    memo: DiscoveryMemo | None = None
 
 
 def _combine(domains: tuple[str, ...], outcomes: list[DmarcOutcome]) -> DmarcOutcome:
@@ -249,10 +245,7 @@ def _evaluate_domain(domain: str, facts: _Facts, local: DmarcLocalPolicy) -> Pla
     """RFC 9989 5.3 for one Author Domain."""
     spf, dkim, arc = facts.spf, facts.dkim, facts.arc
     ip, helo, mail_from = facts.ip, facts.helo, facts.mail_from
-    if local.mode is DmarcMode.RFC7489:
-        found = yield from _discover_rfc7489(domain, local.psl)
-    else:
-        found = yield from _discover_rfc9989(domain)
+    found = yield from _discover(domain, local, facts.memo)
     if found.problem:
         return DmarcOutcome(DmarcResult.TEMPERROR, domain, reason=found.problem)
     record = found.record
@@ -364,43 +357,59 @@ def _undecided(
     )
 
 
-def _discover_rfc9989(domain: str) -> Plan[_Discovery]:
+def _discover(domain: str, local: DmarcLocalPolicy, memo: DiscoveryMemo | None) -> Plan[Discovery]:
+    """Policy discovery for one Author Domain, from ``memo`` while it remembers the domain."""
+    known = memo.get(local.mode, domain) if memo is not None else None
+    if known is not None:
+        return known
+    if local.mode is DmarcMode.RFC7489:
+        plan = _discover_rfc7489(domain, local.psl)
+    else:
+        plan = _discover_rfc9989(domain)
+    if memo is None:
+        return (yield from plan)
+    found, ttl = yield from shortest_ttl(plan)
+    memo.put(local.mode, domain, found, ttl)
+    return found
+
+
+def _discover_rfc9989(domain: str) -> Plan[Discovery]:
     """RFC 9989 4.10.1: the Author Domain's record, else its Organizational Domain's or PSD's."""
     (first,) = yield from dmarc_lookups(domain)
     if first.status is DnsStatus.TEMPFAIL:
-        return _Discovery(None, problem=f"_dmarc.{domain}: {first.reason or 'DNS failure'}")
+        return Discovery(None, problem=f"_dmarc.{domain}: {first.reason or 'DNS failure'}")
     walk = yield from tree_walk(domain, skip_first=first)
     own = walk.record_at(domain)
     if walk.tempfail:
         if own is None:  # the policy cannot be found
-            return _Discovery(None, problem=walk.tempfail)
-        return _Discovery(own, domain, None)  # the policy is known, the org domain is not
+            return Discovery(None, problem=walk.tempfail)
+        return Discovery(own, domain, None)  # the policy is known, the org domain is not
     org = organizational_domain(walk)
     if own is not None:
-        return _Discovery(own, domain, org)
+        return Discovery(own, domain, org)
     for candidate in (org, _psd_of(walk)):
         record = walk.record_at(candidate) if candidate else None
         if record is not None:
-            return _Discovery(record, candidate, org)
-    return _Discovery(None, "", org)
+            return Discovery(record, candidate, org)
+    return Discovery(None, "", org)
 
 
 def _psd_of(walk: TreeWalk) -> str:
     return next((f.domain for f in walk.records if f.record.psd == "y"), "")
 
 
-def _discover_rfc7489(domain: str, psl: PublicSuffixList | None) -> Plan[_Discovery]:
+def _discover_rfc7489(domain: str, psl: PublicSuffixList | None) -> Plan[Discovery]:
     """RFC 7489 6.6.3: the Author Domain's record, else the PSL Organizational Domain's."""
     org = psl_organizational_domain(domain, psl)
     names = [domain] if org == domain else [domain, org]
     lookups = yield from dmarc_lookups(*names)
     for name, lookup in zip(names, lookups, strict=True):
         if lookup.status is DnsStatus.TEMPFAIL:
-            return _Discovery(None, problem=f"_dmarc.{name}: {lookup.reason or 'DNS failure'}")
+            return Discovery(None, problem=f"_dmarc.{name}: {lookup.reason or 'DNS failure'}")
         selected, _ = select_records(name, lookup)
         if selected is not None:
-            return _Discovery(selected.record, name, org)
-    return _Discovery(None, "", org)
+            return Discovery(selected.record, name, org)
+    return Discovery(None, "", org)
 
 
 def _aligned(

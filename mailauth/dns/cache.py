@@ -53,6 +53,11 @@ class ExpiringLru(Generic[K, V]):
             self.hits += 1
             return entry
 
+    def holds(self, key: K, now: float) -> bool:
+        """Whether a live entry is there (not counted as a hit or a miss, order unchanged)."""
+        entry = self._entries.get(key)
+        return entry is not None and entry[0] > now
+
     def put(self, key: K, value: V, expires: float) -> None:
         with self._lock:
             self._entries[key] = (expires, value)
@@ -114,6 +119,10 @@ class DnsCache:
             lookup.reason,
             lookup.canonical_name,
         )
+
+    def holds(self, query: Query) -> bool:
+        """Whether :meth:`get` would find the query now (not counted as a hit or a miss)."""
+        return self._entries.holds(query, self._clock())
 
     def put(self, lookup: Lookup) -> None:
         """Store an outcome; temporary failures and zero TTLs are not stored."""
