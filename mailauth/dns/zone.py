@@ -29,6 +29,7 @@ from typing import Any
 
 import dns.exception
 import dns.name
+import dns.node
 import dns.rdataclass
 import dns.rdatatype
 import dns.tokenizer
@@ -124,17 +125,48 @@ class ZoneResolver:
 
 class _Transaction(dns.zonefile.RRsetsReaderTransaction):
     """Drops SOA records: dnspython accepts an SOA only at the origin, and a file rooted at
-    "." holds each domain's SOA below it. mailauth never asks for SOA records."""
+    "." holds each domain's SOA below it. mailauth never asks for SOA records.
+
+    Also finds a name's rdatasets through an index: dnspython's reader looks every name up
+    (its CNAME-and-other-data check) by scanning all rdatasets read so far, so a file of n
+    records cost n^2 name comparisons (200 records: 0.4 s of a `verify`)."""
+
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)  # type: ignore[no-untyped-call]
+        self._names: dict[dns.name.Name, set[Any]] = {}
 
     def add(self, *args: Any) -> None:
         if args and getattr(args[-1], "rdtype", None) == dns.rdatatype.SOA:
             return
         super().add(*args)
 
+    def _get_node(self, name: dns.name.Name) -> dns.node.Node | None:
+        keys = self._names.get(name)
+        if not keys:
+            return None
+        node = dns.node.Node()  # type: ignore[no-untyped-call]
+        node.rdatasets = [self.rdatasets[key] for key in keys]
+        return node
+
+    def _name_exists(self, name: dns.name.Name) -> bool:
+        return bool(self._names.get(name))
+
+    def _put_rdataset(self, name: dns.name.Name, rdataset: Any) -> None:
+        super()._put_rdataset(name, rdataset)  # type: ignore[no-untyped-call]
+        self._names.setdefault(name, set()).add((name, rdataset.rdtype, rdataset.covers))
+
+    def _delete_name(self, name: dns.name.Name) -> None:
+        super()._delete_name(name)  # type: ignore[no-untyped-call]
+        self._names.pop(name, None)
+
+    def _delete_rdataset(self, name: dns.name.Name, rdtype: Any, covers: Any) -> None:
+        super()._delete_rdataset(name, rdtype, covers)  # type: ignore[no-untyped-call]
+        self._names.get(name, set()).discard((name, rdtype, covers))
+
 
 class _Manager(dns.zonefile.RRSetsReaderManager):
     def writer(self, replacement: bool = False) -> _Transaction:
-        return _Transaction(self, True, False)  # type: ignore[no-untyped-call]
+        return _Transaction(self, True, False)
 
 
 def _load_zone(
