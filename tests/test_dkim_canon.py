@@ -153,6 +153,30 @@ def test_a_million_blank_lines_then_text_is_streamed(lines_impl: str) -> None:
     assert hasher.digest() == _sha(b"\r\n" * 1_000_000 + b"x\r\n")
 
 
+@pytest.mark.parametrize("unit", [b"ab \t", b"a\r", b" \r", b"x" * 7 + b"\t" * 9])
+def test_a_line_without_line_ending_is_canonicalized_as_it_comes(
+    lines_impl: str, unit: bytes
+) -> None:
+    """A body that is one 8 MB line (no LF for megabytes) was held whole until its end:
+    memory of the body's size in a streaming milter. Now only what the rest of the line
+    can still change is held (a final CR, and under relaxed the WSP before it, as one SP)."""
+    import tracemalloc
+
+    line = unit * (8_000_000 // len(unit))
+    body = b"\r\n\r\n" + line + b"  \r\nend \r\n" + line
+    for method, reference in ((SIMPLE, Simple), (RELAXED, Relaxed)):
+        hasher = BodyHasher(method)
+        tracemalloc.start()
+        try:
+            for start in range(0, len(body), 65_536):
+                hasher.update(body[start : start + 65_536])
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+        assert peak < 1_000_000  # (a chunk and its canonical copies: not the line)
+        assert hasher.digest() == _sha(reference.canonicalize_body(body))
+
+
 def test_header_selection_is_bottom_up_and_missing_fields_are_null() -> None:
     message = Message.parse(b"X: 1\r\nY: a\r\nX: 2\r\n\r\n")
     chosen = select_headers(message.headers, ["x", "x", "x", "y"])

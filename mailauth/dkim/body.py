@@ -66,34 +66,29 @@ class _Digests:
 
 class _Lines:
     """Splits the fed body into blocks of whole lines in network form (CRLF), shared by every
-    canonicalization: the incomplete last line waits for the next chunk."""
+    canonicalization, and the start of a line whose end has not arrived yet."""
 
     def __init__(self) -> None:
-        self._pending: list[bytes] = []  # a line without its line ending yet
         self._to_crlf = line_functions()[0]
+        self._after_cr = False  # the last octet fed was a CR
 
-    def take(self, data: bytes) -> bytes:
-        """The whole lines that ``data`` completes ("" if none), bare LFs made CRLF."""
+    def take(self, data: bytes) -> tuple[bytes, bytes]:
+        """The whole lines that ``data`` ends (b"" if none), bare LFs made CRLF; and what
+        follows the last LF (no LF in it). A line is never held here: one with no line
+        ending for megabytes is canonicalized as it comes (_CanonicalBody.partial)."""
+        after_cr = self._after_cr
+        if data:
+            self._after_cr = data[-1] == 0x0D
         cut = data.rfind(b"\n") + 1
         if cut == 0:
-            if data:
-                self._pending.append(data)
-            return b""
+            return b"", data
         # (Slices only where needed: a body usually arrives ending with a line ending.)
-        lines = data if cut == len(data) else data[:cut]
-        if self._pending:
-            self._pending.append(lines)
-            lines = b"".join(self._pending)
-            self._pending = []
-        if cut < len(data):
-            self._pending.append(data[cut:])
-        return self._to_crlf(lines)
-
-    def rest(self) -> bytes:
-        """The last line, when the body does not end with a line ending."""
-        last = b"".join(self._pending)
-        self._pending = []
-        return last
+        head = data if cut == len(data) else data[:cut]
+        if after_cr and head[0] == 0x0A:  # the LF of a CRLF split between two chunks
+            lines = b"\n" + self._to_crlf(head[1:])
+        else:
+            lines = self._to_crlf(head)
+        return lines, data[cut:]
 
 
 class _CanonicalBody:
@@ -105,6 +100,8 @@ class _CanonicalBody:
         self.digests: dict[str, _Digests] = {}
         self._sinks: list[_Digests] = []
         self._blank = 0  # empty lines held back
+        self._open = False  # the start of a line was emitted, its end has not arrived
+        self._tail = b""  # the end of that line that may still change (see partial)
         self.done = False
         self._relax = line_functions()[1]
 
@@ -117,25 +114,61 @@ class _CanonicalBody:
             digests.bound(limit)
 
     def update(self, lines: bytes) -> None:
-        """Whole lines in network form."""
+        """Whole lines in network form (the first one ends a line begun in ``partial``)."""
+        if self._tail:
+            lines, self._tail = self._tail + lines, b""
         if self.method is Canonicalization.RELAXED:
             # 3.4.4: WSP runs to one SP, then no WSP at the end of a line.
             lines = self._relax(lines)
+        if self._open:  # the end of a line whose start is out: not an empty line
+            self._open = False
+            end = lines.index(b"\n") + 1
+            self._emit(lines if end == len(lines) else lines[:end])
+            lines = lines[end:]
+            if not lines:
+                return
         self._feed_lines(lines)
+
+    def partial(self, data: bytes) -> None:
+        """The start (or more) of a line whose line ending has not arrived (no LF in it).
+
+        What the rest of the line cannot change is emitted now, so that a line of any
+        length costs no memory: all but a final CR (which an LF may make a line ending)
+        and, under relaxed, the WSP before it (which a line ending would remove). Under
+        relaxed that WSP is kept as one SP, which is what it becomes either way.
+        """
+        data = self._tail + data if self._tail else data
+        end = len(data) - 1 if data.endswith(b"\r") else len(data)
+        if self.method is Canonicalization.RELAXED:
+            end = len(data[:end].rstrip(b" \t"))
+        self._tail = data[end:]
+        if self.method is Canonicalization.RELAXED and len(self._tail) > 2:
+            self._tail = b" \r" if self._tail.endswith(b"\r") else b" "
+        if end == 0:
+            return
+        content = data[:end]
+        if self.method is Canonicalization.RELAXED:
+            content = self._relax(content)  # (no line ending in it: runs of WSP only)
+        if not self._open:
+            self._open = True
+            self._emit_blank()
+        self._emit(content)
 
     def finish(self, last: bytes) -> None:
         """The body ends; ``last`` is its unterminated last line (often "")."""
         if self.done:
             return
         self.done = True
+        last, self._tail = self._tail + last, b""
         if self.method is Canonicalization.RELAXED:
             # 3.4.4 in its order: WSP is stripped before a CRLF, and a missing final CRLF is
             # added last, so a final unterminated line keeps one trailing SP (as dkimpy
             # does). Mail over SMTP always ends with CRLF; files may not. (``last`` holds
             # no LF, so relax_lines only collapses its WSP runs.)
             last = self._relax(last)
-        if last:
-            self._emit_blank()
+        if last or self._open:
+            if not self._open:
+                self._emit_blank()
             self._emit(last)
             self._emit(_CRLF)
         elif self.length == 0 and self.method is Canonicalization.SIMPLE:
@@ -183,7 +216,6 @@ class BodyHashes:
     def __init__(self) -> None:
         self._bodies: dict[Canonicalization, _CanonicalBody] = {}
         self._lines = _Lines()
-        self._last: bytes | None = None  # the unterminated last line, once the body ends
         self._started = False
 
     def want(
@@ -210,16 +242,16 @@ class BodyHashes:
         self._started = True
         if not self._bodies:
             return  # (nothing signed: no copy of the chunk)
-        lines = self._lines.take(chunk if isinstance(chunk, bytes) else bytes(chunk))
-        if lines:
-            for body in self._bodies.values():
+        lines, partial = self._lines.take(chunk if isinstance(chunk, bytes) else bytes(chunk))
+        for body in self._bodies.values():
+            if lines:
                 body.update(lines)
+            if partial:
+                body.partial(partial)
 
     def _finish(self, method: Canonicalization) -> _CanonicalBody:
-        if self._last is None:
-            self._last = self._lines.rest()
         body = self._bodies[method]
-        body.finish(self._last)
+        body.finish(b"")
         return body
 
     def digest(
