@@ -321,7 +321,10 @@ def authserv_id_of(value: str | bytes) -> str | None:
     """The authserv-id of an Authentication-Results field value, lowercased, or None.
 
     Comments (nested), folding whitespace and a quoted-string authserv-id are allowed
-    (RFC 8601 2.2: authserv-id = value, CFWS anywhere between tokens).
+    (RFC 8601 2.2: authserv-id = value, CFWS anywhere between tokens). Read as leniently
+    as any reader downstream might, since what it decides is whether a field claiming to
+    be ours is removed: a comment that never ends is read as no comment (its "(" skipped),
+    and a final dot is dropped ("mx.example.org." is the same host).
     """
     text = value.decode("utf-8", "replace") if isinstance(value, bytes) else value
     i, n = 0, len(text)
@@ -330,9 +333,8 @@ def authserv_id_of(value: str | bytes) -> str | None:
         if ch.isspace():
             i += 1
         elif ch == "(":
-            i = skip_comment(text, i)
-            if i < 0:
-                return None
+            end = skip_comment(text, i)
+            i = end if end >= 0 else i + 1
         elif ch == '"':
             out, i = [], i + 1
             while i < n and text[i] != '"':
@@ -341,10 +343,10 @@ def authserv_id_of(value: str | bytes) -> str | None:
                 if i < n:
                     out.append(text[i])
                 i += 1
-            return "".join(out).strip().lower() or None
+            return "".join(out).strip().lower().rstrip(".") or None
         else:
             start = i
             while i < n and not text[i].isspace() and text[i] not in ";(":
                 i += 1
-            return text[start:i].lower() or None
+            return text[start:i].lower().rstrip(".") or None
     return None

@@ -178,7 +178,13 @@ def test_authserv_id_of_rfc8601_appendix_b(case: dict[str, Any]) -> None:
         ("mx.example.org(c);none", "mx.example.org"),
         (b"\r\n\tmx.example.org;\r\n\tnone", "mx.example.org"),
         ("   ", None),
-        ("(unterminated", None),
+        ("(unterminated", "unterminated"),
+        # Read as leniently as a reader downstream might: such fields claiming to be ours
+        # are removed (a forged "( mx.example.org; dkim=pass" was kept before).
+        ("( mx.example.org; dkim=pass header.d=bank.example", "mx.example.org"),
+        ("mx.example.org.; dkim=pass", "mx.example.org"),
+        ('"MX.example.org."; none', "mx.example.org"),
+        ("(", None),
     ],
 )
 def test_authserv_id_of(value: str | bytes, expected: str | None) -> None:
