@@ -248,7 +248,8 @@ class Authenticator:
         if cache is None:
             return (yield from plan)
         spf, ttl = yield from _valid_for(plan, cache)
-        self._spf_memo.put(key, spf, cache.now(), ttl)
+        if not any(budget.refused for budget in budgets):  # (a limit's answer: not kept)
+            self._spf_memo.put(key, spf, cache.now(), ttl)
         return spf
 
     def prepare(self, headers: Sequence[HeaderField], now: float) -> _Streamed:

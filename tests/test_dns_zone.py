@@ -172,3 +172,14 @@ def test_a_zone_file_loads_in_linear_name_comparisons(monkeypatch: pytest.Monkey
     assert compared[0] < 10 * 4000
     with pytest.raises(ConfigError):
         ZoneResolver.from_text('a.test. 300 IN CNAME b.test.\na.test. 300 IN TXT "x"\n')
+
+
+def test_the_query_log_is_bounded() -> None:
+    """A milter serving from zone files runs for months: the log keeps the recent queries."""
+    from mailauth.dns import zone as zone_module
+
+    resolver = ZoneResolver.from_text('n.test. 300 IN TXT "x"\n')
+    for _ in range(zone_module.MAX_LOGGED_QUERIES + 10):
+        resolver.lookup("n.test", RRType.TXT)
+    assert len(resolver.queries) <= zone_module.MAX_LOGGED_QUERIES
+    assert resolver.queries[-1] == Query("n.test", RRType.TXT)

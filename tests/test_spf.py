@@ -140,6 +140,10 @@ def test_helo_address_literal_is_none_with_a_reason(zone: ZoneResolver) -> None:
         ("pass.spf.test", SpfResult.PASS),  # RFC 7208 4.3: no local-part -> postmaster
         ('"odd local;part"@pass.spf.test', SpfResult.PASS),
         ("a@b@pass.spf.test", SpfResult.NONE),
+        # RFC 5321 4.1.2: an "@" in a quoted local-part is the local-part's (it gave none,
+        # a way around a -all's fail in the header fields)
+        ('"x@y"@pass.spf.test', SpfResult.PASS),
+        ('"x@y\\"@pass.spf.test', SpfResult.NONE),  # (its closing quote escaped)
         ("a@" + "x" * 64 + ".spf.test", SpfResult.NONE),  # RFC 7208 4.3: malformed domain
         ("a@nodots", SpfResult.NONE),
         ("a@bad..spf.test", SpfResult.NONE),

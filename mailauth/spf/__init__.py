@@ -175,7 +175,8 @@ def _mail_from_plan(*, helo: str, mail_from: str, common: dict[str, Any]) -> Pla
         return _done(
             SpfOutcome(SpfResult.NONE, "mailfrom", "", mail_from, reason="MAIL FROM has no domain")
         )
-    if "@" in local:  # the domain is ambiguous (an unquoted "@" in the local-part)
+    quoted = len(local) > 1 and local[0] == '"' and local[-1] == '"' and local[-2] != "\\"
+    if "@" in local and not quoted:  # the domain is ambiguous (an unquoted "@" in it)
         reason = "malformed MAIL FROM: several '@'"
         return _done(SpfOutcome(SpfResult.NONE, "mailfrom", "", mail_from, reason=reason))
     return evaluate_spf_identity(sender=f"{local or 'postmaster'}@{domain}", helo=helo, **common)
