@@ -559,3 +559,18 @@ def test_sign_arc_with_dns_unreachable_is_a_temporary_failure(
     captured = capsys.readouterr()
     assert captured.out == ""
     assert captured.err.splitlines()[-1].startswith("mailauth sign: error: not sealed: DNS unreach")
+
+
+def test_dns_zone_with_its_origin(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A zone file as BIND keeps it (no $ORIGIN, the origin in named.conf): FILE:ORIGIN.
+    Without the origin: one line naming the file and the line, exit 2."""
+    text = (DEMO / "example.com.zone").read_text()
+    zone = tmp_path / "db.example.com"
+    zone.write_text("\n".join(line for line in text.splitlines() if "$ORIGIN" not in line))
+    argv = ["verify", str(DEMO / "message.eml"), "--ip", "192.0.2.10", "--dns-zone"]
+    assert main([*argv, f"{zone}:example.com"]) == 0
+    assert "dkim=pass" in capsys.readouterr().out
+    assert main([*argv, str(zone)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert re.match(rf"mailauth: error: {re.escape(str(zone))}:\d+: relative name", err), err

@@ -8,6 +8,7 @@ import sys
 
 from mailauth.dkim import unix_time
 from mailauth.dns import DnsCache, DnsResolver, Resolver, ZoneResolver
+from mailauth.dns.zone import split_zone_spec
 from mailauth.files import MESSAGE_LIMIT, read_limited, read_stream
 
 EXIT_USAGE = 2
@@ -47,8 +48,9 @@ def add_dns_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--dns-zone",
         action="append",
-        metavar="FILE",
-        help="answer DNS from this RFC 1035 zone file only, no network (repeatable)",
+        metavar="FILE[:ORIGIN]",
+        help="answer DNS from this RFC 1035 zone file only, no network (repeatable); ORIGIN: "
+        "the origin of a file without $ORIGIN",
     )
     group.add_argument(
         "--dns-timeout",
@@ -65,7 +67,7 @@ def make_resolver(args: argparse.Namespace, cache: DnsCache | None = None) -> Dn
     if args.dns_zone and args.nameserver:
         raise CliError("--dns-zone and --nameserver exclude each other")
     if args.dns_zone:
-        return ZoneResolver.from_files(args.dns_zone)
+        return ZoneResolver.from_files(split_zone_spec(spec) for spec in args.dns_zone)
     if not 0 < args.dns_timeout < math.inf:  # (false for NaN too)
         raise CliError("--dns-timeout must be a positive number of seconds")
     resolver = Resolver(
