@@ -54,7 +54,6 @@ def test_verify_reads_stdin(
     ("argv", "message"),
     [
         (["verify", "/nonexistent/file.eml", *ARGS], "cannot read"),
-        (["verify", str(DEMO / "example.com.zone"), *ARGS], "not a message"),
         (
             [
                 "verify",
@@ -143,6 +142,38 @@ def test_empty_input(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None
     assert main(["verify", str(empty), *ARGS]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "empty message" in err
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"\nHey gang,\r\nThis is a test message.\r\n",  # ValiMail ARC cv_no_headers
+        b" continued\r\nFrom: alice@example.com\r\n\r\nbody\r\n",
+        b"\x00From: alice@example.com\r\n\r\nbody\r\n",
+        b"\xef\xbb\xbfFrom: alice@example.com\r\n\r\nbody\r\n",
+        b": no name\r\n\r\nbody\r\n",
+        b"no colon at all\r\n",
+    ],
+)
+def test_verify_reads_a_file_as_the_mta_would_have_delivered_it(
+    raw: bytes, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A first line that is not a header field ends the header section there (as Postfix
+    does): the message is evaluated, none/permerror with reasons, exit 0 (issue 19)."""
+    path = tmp_path / "odd.eml"
+    path.write_bytes(raw)
+    assert main(["verify", str(path), "--json", *ARGS]) == 0
+    verdict = json.loads(capsys.readouterr().out)
+    assert verdict["dkim"] == [] and verdict["arc"]["result"] == "none"
+    assert verdict["dmarc"]["result"] == "none" and verdict["dmarc"]["reason"]
+
+
+def test_binary_input_is_not_a_message(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "photo.png"
+    path.write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR" + bytes(range(256)))
+    assert main(["verify", str(path), *ARGS]) == 2
+    err = capsys.readouterr().err
+    assert err == "mailauth: error: not a message: binary data (control octets at its start)\n"
 
 
 def test_unreachable_dns_is_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
