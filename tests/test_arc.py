@@ -100,7 +100,7 @@ def test_valimail_cv_no_headers_through_mailauth_verify_and_a_dns_server(
     from mailauth.cli import main
     from tests.dnsserver import LoopbackDnsServer, txt_zone
 
-    (name, case, doc) = next(c for c in VALIDATION if c[0] == "cv_no_headers")
+    (_, case, doc) = next(c for c in VALIDATION if c[0] == "cv_no_headers")
     path = tmp_path / "no-headers.eml"
     path.write_bytes(_crlf(case["message"]))
     with LoopbackDnsServer(txt_zone(doc["txt-records"])) as server:
