@@ -101,7 +101,7 @@ def test_verify_reads_stdin(
             ],
             "authserv-id",
         ),
-        (["verify", "--bogus"], "required"),
+        (["verify", "--bogus"], "unrecognized option --bogus"),
         ([], ""),
     ],
 )
@@ -605,3 +605,73 @@ def test_dns_zone_with_its_origin(tmp_path: Path, capsys: pytest.CaptureFixture[
     err = capsys.readouterr().err
     assert err.count("\n") == 1
     assert re.match(rf"mailauth: error: {re.escape(str(zone))}:\d+: relative name", err), err
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (["verify", "--ip", "192.0.2.1", "--now", "abc"],
+         "mailauth verify: error: argument --now: not a Unix time from 0 to 10^12: 'abc'; "
+         "see mailauth verify --help"),
+        (["verify", "--ipp", "192.0.2.1"],
+         "mailauth verify: error: unrecognized option --ipp (did you mean --ip?); "
+         "see mailauth verify --help"),
+        (["verify", "a.eml", "b.eml", "--ip", "192.0.2.1"],
+         "mailauth verify: error: unrecognized arguments: b.eml; see mailauth verify --help"),
+        (["verify", "--mail-from", "postmaster", "--ip", "192.0.2.1"],
+         "mailauth verify: error: argument --mail-from: 'postmaster' is not a reverse-path: "
+         "give local-part@domain, or '' or '<>' for the null reverse-path; "
+         "see mailauth verify --help"),
+        (["sign", "--domain", "example.com"],
+         "mailauth sign: error: the following arguments are required: --selector, --key; "
+         "see mailauth sign --help"),
+        (["sign", "--arc", "--mail-from", "<postmaster>", "--domain", "d", "--selector", "s",
+          "--key", "k"],
+         "mailauth sign: error: argument --mail-from: '<postmaster>' is not a reverse-path"),
+        (["keygen", "--domain", "example.com", "--selector", "s", "--out", "k",
+          "--algorithm", "dsa"],
+         "mailauth keygen: error: argument --algorithm: invalid choice: 'dsa'"),
+        (["check", "--jsn", "example.com"],
+         "mailauth check: error: unrecognized option --jsn (did you mean --json?)"),
+        (["milter", "--check-confg"],
+         "mailauth milter: error: unrecognized option --check-confg (did you mean "
+         "--check-config?)"),
+        (["bogus"], "mailauth: error: argument COMMAND: invalid choice: 'bogus'"),
+        ([], "mailauth: error: give a command (verify, sign, keygen, check, milter); "
+             "see mailauth --help"),
+        (["--frobnicate"], "mailauth: error: unrecognized arguments: --frobnicate"),
+    ],
+)  # fmt: skip
+def test_usage_errors_are_one_line_naming_the_command(
+    argv: list[str], expected: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Not argparse's usage block (2-10 lines); a misspelt option of a command names that
+    command, ahead of the options still missing (issue 19)."""
+    assert main(argv) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err.count("\n") == 1 and captured.err.startswith(expected), captured.err
+    assert captured.err.rstrip().endswith("--help")
+
+
+def test_options_argparse_takes_still_work(capsys: pytest.CaptureFixture[str]) -> None:
+    """Abbreviations, --opt=value, negative numbers as values, and '--'."""
+    message = str(DEMO / "message.eml")
+    zone = ["--dns-zone", str(DEMO / "example.com.zone")]
+    assert main(["verify", message, "--ip=192.0.2.10", "--mail", "a@example.com", *zone]) == 0
+    assert "smtp.mailfrom=a@example.com" in capsys.readouterr().out
+    assert main(["verify", "--ip", "192.0.2.10", "--now", "-5", *zone, "--", message]) == 2
+    assert "not a Unix time" in capsys.readouterr().err  # (-5 reached the type, not the scan)
+    assert (
+        main(["verify", "--ip", "192.0.2.10", "--mail-from", "@example.com", *zone, message]) == 0
+    )
+    assert "smtp.mailfrom=postmaster@example.com" in capsys.readouterr().out
+
+
+def test_verify_json_documents_received_spf(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["verify", str(DEMO / "message.eml"), "--json", *ARGS]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["received_spf"].startswith("Received-SPF: pass")
+    docs = (DEMO.parent.parent / "docs" / "cli.md").read_text()
+    for key in data:
+        assert f"| `{key}` |" in docs, key

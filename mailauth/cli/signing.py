@@ -17,6 +17,7 @@ from mailauth.cli.common import (
     add_dns_options,
     make_resolver,
     read_input,
+    reverse_path_arg,
     unix_time_arg,
 )
 from mailauth.dkim import (
@@ -79,7 +80,13 @@ def add_sign_parser(commands: argparse._SubParsersAction[Parser]) -> None:
     arc.add_argument("--authserv-id", metavar="ID", help="our authserv-id (required with --arc)")
     arc.add_argument("--ip", help="the SMTP client's address (required with --arc)")
     arc.add_argument("--helo", default="", help="the client's HELO name")
-    arc.add_argument("--mail-from", default="", metavar="ADDR", help="the MAIL FROM address")
+    arc.add_argument(
+        "--mail-from",
+        default="",
+        type=reverse_path_arg,
+        metavar="ADDR",
+        help="the MAIL FROM address",
+    )
     add_dns_options(sign)
 
 
