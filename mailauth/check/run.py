@@ -15,7 +15,6 @@ from mailauth.domains import host_name, normalize_domain
 from mailauth.errors import InvalidDomainError
 from mailauth.plan import Plan, resolve, run_plan_async
 
-
 # The record names the audit builds on every domain (a selector's are checked with it).
 _FIXED_NAMES = ("_dmarc.", "_mta-sts.", "mta-sts.", "_smtp._tls.", "default._bimi.")
 
