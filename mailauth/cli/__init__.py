@@ -159,7 +159,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(exc, file=sys.stderr)
         return EXIT_USAGE
     except (CliError, MailauthError, ValueError) as exc:
-        print(f"mailauth: error: {exc}", file=sys.stderr)
+        for line in str(exc).splitlines() or [""]:  # (a configuration: one per problem)
+            print(f"mailauth: error: {line}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         return 130

@@ -9,19 +9,14 @@ import os
 import stat
 from collections.abc import Awaitable, Callable
 
+from mailauth.config import parse_listen_spec
+
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 
 
 def parse_listen(spec: str) -> tuple[str, str | int, str]:
     """``inet:PORT@HOST``, ``inet6:PORT@HOST``, ``unix:PATH`` (or ``local:PATH``)."""
-    kind, _, rest = spec.partition(":")
-    if kind in ("unix", "local") and rest:
-        return "unix", rest, ""
-    if kind in ("inet", "inet6"):
-        port, _, host = rest.partition("@")
-        if port.isascii() and port.isdigit() and 0 < int(port) < 65536:  # (not '²' or '١')
-            return kind, int(port), host or ("127.0.0.1" if kind == "inet" else "::1")
-    raise ValueError(f"bad listen socket {spec!r}: use inet:PORT@HOST, inet6:PORT@HOST, unix:PATH")
+    return parse_listen_spec(spec)
 
 
 async def start_server(handle: Handler, spec: str, socket_mode: int = 0o660) -> asyncio.Server:
