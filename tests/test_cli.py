@@ -675,3 +675,35 @@ def test_verify_json_documents_received_spf(capsys: pytest.CaptureFixture[str]) 
     docs = (DEMO.parent.parent / "docs" / "cli.md").read_text()
     for key in data:
         assert f"| `{key}` |" in docs, key
+
+
+def test_keygen_gives_the_key_to_the_service_user(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """keygen run as root for the milter's user: --owner USER[:GROUP] (issue 19); the key
+    is the user's before a byte of it is written."""
+    import grp
+    import os
+    import pwd
+
+    nobody = pwd.getpwnam("nobody")
+    out = tmp_path / "keys"
+    args = ["keygen", "--domain", "example.com", "--algorithm", "ed25519", "--out", str(out)]
+    if os.geteuid() != 0:
+        assert main([*args, "--selector", "s1", "--owner", "nobody"]) == 2
+        assert "--owner needs root" in capsys.readouterr().err
+        assert not (out / "s1.private").exists()  # no key left to the wrong user
+        return
+    assert main([*args, "--selector", "s1", "--owner", "nobody"]) == 0
+    for path in (out, out / "s1.private", out / "s1.txt"):
+        assert (path.stat().st_uid, path.stat().st_gid) == (nobody.pw_uid, nobody.pw_gid)
+    assert (out / "s1.private").stat().st_mode & 0o777 == 0o600
+    group = grp.getgrgid(0).gr_name
+    assert main([*args, "--selector", "s2", "--owner", f"nobody:{group}"]) == 0
+    assert (out / "s2.private").stat().st_gid == 0
+    capsys.readouterr()
+    for owner, message in (("nosuchuser", "no user 'nosuchuser'"), ("nobody:nosuchgroup",
+                           "no group 'nosuchgroup'")):  # fmt: skip
+        assert main([*args, "--selector", "s3", "--owner", owner]) == 2
+        assert capsys.readouterr().err == f"mailauth: error: --owner {owner!r}: {message}\n"
+        assert not (out / "s3.private").exists()

@@ -9,6 +9,7 @@ import re
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -432,3 +433,46 @@ def test_zone_files_of_the_configuration_are_loaded_when_checked(
     )
     path.write_text(path.read_text().replace(f"{zone}", f"{zone}:example.com"))
     assert main(["milter", "--config", str(path), "--check-config"]) == 0
+
+
+def test_sigterm_says_so_and_removes_the_unix_socket(tmp_path: Path) -> None:
+    """A shutdown line, and no socket file left behind (a stale one was left on exit)."""
+    socket_path = tmp_path / "m.sock"
+    command = [sys.executable, "-m", "mailauth", "milter", "--listen", f"unix:{socket_path}"]
+    command += ["--authserv-id", "mx.example.org", "--dns-zone", str(ZONE)]
+    process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
+    try:
+        assert process.stderr is not None
+        assert "listening" in process.stderr.readline()
+        assert socket_path.is_socket()
+        os.kill(process.pid, signal.SIGTERM)
+        assert process.wait(timeout=20) == 0
+        rest = process.stderr.read()
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert rest == (
+        "mailauth milter: stopped on SIGTERM: 0 MTA connection(s) open, 0 closed in time, "
+        "0 cut off after the deadline\n"
+    )
+    assert not socket_path.exists()
+
+
+def test_a_socket_file_another_process_put_there_is_left_alone(tmp_path: Path) -> None:
+    import socket as sockets
+
+    from mailauth.milter.listen import remove_socket_file, socket_file
+
+    path = tmp_path / "m.sock"
+    with sockets.socket(sockets.AF_UNIX) as first:
+        first.bind(str(path))
+        ours = socket_file(f"unix:{path}")
+    path.unlink()
+    time.sleep(0.01)
+    with sockets.socket(sockets.AF_UNIX) as second:  # a new milter took the name over
+        second.bind(str(path))
+        remove_socket_file(ours)
+        assert path.exists()
+    remove_socket_file(socket_file(f"unix:{path}"))
+    assert not path.exists()
+    assert socket_file("inet:8891@127.0.0.1") is None

@@ -31,6 +31,7 @@ from mailauth.dns import DnsCache, Resolver
 from mailauth.domains import host_name
 from mailauth.errors import ConfigError, MailauthError
 from mailauth.milter import Metrics, Milter, MilterSettings, parse_listen, start_server
+from mailauth.milter.listen import remove_socket_file, socket_file
 from mailauth.pipeline import Authenticator, MessageLimits
 from mailauth.policy import trust_mailing_lists
 
@@ -372,19 +373,37 @@ async def _serve_milter(milter: Milter, config: MilterConfig, args: argparse.Nam
         server = await start_server(milter.handle, config.listen, config.socket_mode)
     except OSError as exc:
         raise CliError(f"cannot listen on {config.listen}: {exc.strerror or exc}") from None
+    ours = socket_file(config.listen)  # (removed at exit: a stale file confuses the MTA)
     stop = asyncio.Event()
+    signals: list[str] = []
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
+        loop.add_signal_handler(signum, _stop, stop, signals, signum)
     loop.add_signal_handler(signal.SIGHUP, _reload, milter, args, config)
     print(f"mailauth milter: listening on {config.listen}", file=sys.stderr, flush=True)
-    async with server:
-        await stop.wait()
-        server.close()  # no new connections; the ones in progress finish their message
-        for _ in range(int(milter.settings.deadline * 10)):
-            if not milter.connections:
-                break
-            await asyncio.sleep(0.1)
+    try:
+        async with server:
+            await stop.wait()
+            server.close()  # no new connections; the ones in progress finish their message
+            busy = milter.connections
+            for _ in range(int(milter.settings.deadline * 10)):
+                if not milter.connections:
+                    break
+                await asyncio.sleep(0.1)
+            left = milter.connections
+    finally:
+        remove_socket_file(ours)
+    print(
+        f"mailauth milter: stopped on {signals[0]}: {busy} MTA connection(s) open, "
+        f"{busy - left} closed in time, {left} cut off after the deadline",
+        file=sys.stderr,
+        flush=True,
+    )
+
+
+def _stop(stop: asyncio.Event, signals: list[str], signum: int) -> None:
+    signals.append(signal.Signals(signum).name)
+    stop.set()
 
 
 def _reload(milter: Milter, args: argparse.Namespace, started: MilterConfig) -> None:
