@@ -240,7 +240,7 @@ def _authres_field(authserv_id: str, clauses: list[Any]) -> str:
             result_comment=quote_comment(comment) or None,
             properties=properties,
         )
-        if reason:
+        if reason and quote_value(reason) != '""':  # (nothing printable: left out)
             clause.reason = _Value(reason)
         results.append(clause)
     header = authres.AuthenticationResultsHeader(

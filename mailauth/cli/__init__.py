@@ -20,9 +20,11 @@ from mailauth.cli.common import (
     EXIT_USAGE,
     CliError,
     Parser,
+    UsageError,
     add_dns_options,
     make_resolver,
     read_input,
+    reverse_path_arg,
     unix_time_arg,
 )
 from mailauth.cli.serve import add_milter_parser, cmd_milter
@@ -64,8 +66,9 @@ def _build_parser() -> argparse.ArgumentParser:
     verify.add_argument(
         "--mail-from",
         default="",
+        type=reverse_path_arg,
         metavar="ADDR",
-        help="the MAIL FROM address (empty or <> if null)",
+        help="the MAIL FROM address, local-part@domain (empty or <> if null)",
     )
     verify.add_argument(
         "--authserv-id",
@@ -119,6 +122,18 @@ def _cmd_verify(args: argparse.Namespace) -> int:
     return 0
 
 
+def _parse(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespace:
+    """The command line, every usage error one line that names the command it is about."""
+    args, extra = parser.parse_known_args(argv)
+    commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    if extra:  # (what the command's parser left: a second file name, say)
+        named = commands.choices[args.command] if args.command else parser
+        named.error(f"unrecognized arguments: {' '.join(extra)}")
+    if not args.command:
+        parser.error(f"give a command ({', '.join(commands.choices)})")
+    return args
+
+
 def _signature_cap(text: str) -> int:
     if not (text.isascii() and text.isdigit()) or not 1 <= int(text) <= 1000:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number from 1 to 1000")
@@ -128,7 +143,7 @@ def _signature_cap(text: str) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _build_parser()
     try:
-        args = parser.parse_args(argv)
+        args = _parse(parser, sys.argv[1:] if argv is None else list(argv))
         if args.command == "verify":
             return _cmd_verify(args)
         if args.command == "sign":
@@ -139,10 +154,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_check(args)
         if args.command == "milter":
             return cmd_milter(args)
-        parser.print_help(sys.stderr)
+        raise AssertionError(f"no handler for {args.command!r}")  # (argparse chose it)
+    except UsageError as exc:
+        print(exc, file=sys.stderr)
         return EXIT_USAGE
     except (CliError, MailauthError, ValueError) as exc:
-        print(f"mailauth: error: {exc}", file=sys.stderr)
+        for line in str(exc).splitlines() or [""]:  # (a configuration: one per problem)
+            print(f"mailauth: error: {line}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         return 130

@@ -28,7 +28,7 @@ from mailauth.domains import name_and_parents, normalize_domain
 from mailauth.errors import InvalidDomainError, MailauthError
 from mailauth.message import HeaderField, Message
 from mailauth.milter import protocol as p
-from mailauth.milter.logline import log_line
+from mailauth.milter.logline import log_line, signed_line
 from mailauth.milter.metrics import Metrics
 from mailauth.pipeline import Authenticator, MessageIntake
 from mailauth.results import ArcResult, DmarcResult, Policy, SpfCheck, Verdict
@@ -198,8 +198,8 @@ class Milter:
                     if reply and command not in session.no_reply:
                         replies.append(reply)
                 if replies:
-                    writer.write(b"".join(replies))  # (our ACK goes with it)
-                    await writer.drain()
+                    if not await _send(writer, b"".join(replies)):  # (our ACK goes with it)
+                        return
                 elif quickack:
                     # The MTA goes on without waiting for us: its next small write (Postfix:
                     # cleanup's, after smtpd's) would wait for our delayed ACK, Nagle on its
@@ -519,6 +519,7 @@ class Milter:
         """Outbound: one DKIM-Signature per signer of the From domain, inserted on top; the
         private-key work runs in a worker thread, off the event loop."""
         message = session.message
+        started = time.monotonic()
         section = _header_section(message.headers, session.leading_space)
         hashes = {canon: hasher.digest() for canon, hasher in message.hashers.items()}
 
@@ -541,6 +542,15 @@ class Milter:
         )
         replies.append(p.encode(p.CONTINUE))
         self._count("continue")
+        facts = {
+            "queue_id": session.macros.get("i", ""),
+            "client": session.address,
+            "helo": session.helo,
+            "mail_from": message.mail_from,
+        }
+        keys = [f"{s.domain}:{s.selector}:{s.algorithm}" for s in message.signers]
+        seconds = time.monotonic() - started
+        log.info("%s", signed_line(facts, keys, seconds, self.settings.log_format))
         return b"".join(replies)
 
     async def _seal(self, session: _Session, verdict: Verdict) -> list[bytes]:
@@ -603,6 +613,18 @@ class Milter:
         replies.extend(seal)  # inserted last, so the ARC set ends up on top
         replies.append(p.encode(p.CONTINUE))
         return b"".join(replies), action
+
+
+async def _send(writer: asyncio.StreamWriter, data: bytes) -> bool:
+    """Write replies; False when the MTA closed the connection without reading them (one
+    log line: a reset connection is the MTA's business, not a traceback)."""
+    writer.write(data)
+    try:
+        await writer.drain()
+    except ConnectionError as exc:
+        log.info("milter connection closed by the MTA before our reply: %s", exc.strerror or exc)
+        return False
+    return True
 
 
 def _retrieved(task: asyncio.Future[SpfCheck]) -> None:
