@@ -117,9 +117,9 @@ def observe(
     spf = verdict.spf.mailfrom if verdict.spf is not None else None
     disposition, reasons = _applied(verdict, enforcement)
     return Observation(
-        policy_domain=dmarc.policy_domain,
+        policy_domain=_text(dmarc.policy_domain),
         source_ip=ip,
-        header_from=header_from,
+        header_from=_text(header_from),
         envelope_from=_domain_of(mail_from),
         envelope_to=_domain_of(recipients[0]) if recipients else "",
         dkim=dkim,
@@ -165,7 +165,7 @@ def _domain_of(address: str) -> str:
     it is a domain name; otherwise its text as given (sanitised)."""
     domain = address.strip().strip("<>").rpartition("@")[2]
     try:
-        return normalize_domain(domain) if domain else ""
+        return _text(normalize_domain(domain)) if domain else ""
     except InvalidDomainError:
         return _text(domain.lower())[:255]
 
