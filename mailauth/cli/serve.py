@@ -25,6 +25,7 @@ from mailauth.errors import MailauthError
 from mailauth.milter import Metrics, Milter, MilterSettings, parse_listen, start_server
 from mailauth.pipeline import Authenticator, MessageLimits
 from mailauth.policy import trust_mailing_lists
+from mailauth.reports import BackgroundRecorder, Enforcement, RecordingSettings, open_store
 
 log = logging.getLogger("mailauth.milter")
 
@@ -158,9 +159,11 @@ def build_milter_parts(
     args: argparse.Namespace,
     executor: Executor | None = None,
     previous: Authenticator | None = None,
+    recorder: BackgroundRecorder | None = None,
 ) -> tuple[Authenticator, MilterSettings]:
     """The Authenticator and settings for ``config``; ``previous`` (on a reload) lends its
-    DNS cache when the nameservers stay the same, so that a reload does not start cold."""
+    DNS cache when the nameservers stay the same, so that a reload does not start cold;
+    ``recorder`` gets every verdict, with the settings of ``config`` (``[reports]``)."""
     dns = argparse.Namespace(**vars(args))  # the file's DNS settings unless options override
     if not args.nameserver and not args.dns_zone:
         dns.nameserver = list(config.nameservers) or None
@@ -179,7 +182,10 @@ def build_milter_parts(
             reject_partial_body=config.reject_partial_body,
         ),
         limits=MessageLimits.within(config.deadline),  # the checks end before the deadline
+        recorder=recorder,
     )
+    if recorder is not None:
+        recorder.settings = recording_settings(config)
     signers: dict[str, tuple[Signer, ...]] = {}
     with warnings.catch_warnings(record=True) as caught:  # key file modes: one line each
         warnings.simplefilter("always")
@@ -205,8 +211,31 @@ def build_milter_parts(
         seal_domains=frozenset(map(host_name, config.arc_seal_domains)),
         max_header_size=config.max_header_size,
         max_header_fields=config.max_header_fields,
+        record_recipients=recorder is not None and config.reports.record_envelope_to,
     )
     return authenticator, settings
+
+
+def recording_settings(config: MilterConfig) -> RecordingSettings:
+    """How verdicts are recorded: ``[reports]``, and the dispositions the milter enforces
+    (a report says what the receiver applied)."""
+    reports = config.reports
+    return RecordingSettings(
+        interval=reports.interval,
+        record_envelope_to=reports.record_envelope_to,
+        enforcement=Enforcement(reject=config.reject_dmarc, quarantine=config.quarantine_dmarc),
+        flush_seconds=reports.flush_seconds,
+        max_rows=reports.max_rows,
+    )
+
+
+def start_recorder(config: MilterConfig) -> BackgroundRecorder | None:
+    """The recorder of ``[reports] store``, its schema migrated first (a store that cannot
+    be opened at start is a configuration error: one line, exit 2)."""
+    if not config.reports.store:
+        return None
+    open_store(config.reports.store).close()
+    return BackgroundRecorder(config.reports.store, recording_settings(config)).start()
 
 
 def _kept_cache(previous: Authenticator | None, args: argparse.Namespace) -> DnsCache | None:
@@ -224,6 +253,9 @@ def cmd_milter(args: argparse.Namespace) -> int:
         authenticator, settings = build_milter_parts(config, args)
     except ValueError as exc:
         raise CliError(str(exc)) from None
+    if not args.check_config and config.reports.store:
+        recorder = start_recorder(config)
+        authenticator, settings = build_milter_parts(config, args, recorder=recorder)
     if args.check_config:
         kind, where, _ = parse_listen(config.listen)
         if kind == "unix" and not Path(str(where)).parent.is_dir():
@@ -244,6 +276,8 @@ def cmd_milter(args: argparse.Namespace) -> int:
             metrics.serve(host.strip("[]") or "127.0.0.1", int(port))
         except (OSError, ValueError) as exc:
             raise CliError(f"cannot serve metrics on {config.metrics_listen}: {exc}") from None
+    if metrics is not None and isinstance(authenticator.recorder, BackgroundRecorder):
+        metrics.watch_recorder(authenticator.recorder)
     milter = Milter(authenticator, settings, metrics)
     # What start-up made (modules, keys, the configuration) lives as long as the process:
     # out of the cyclic collector's sight, a full collection no longer walks it (tens of
@@ -271,15 +305,22 @@ async def _serve_milter(milter: Milter, config: MilterConfig, args: argparse.Nam
             if not milter.connections:
                 break
             await asyncio.sleep(0.1)
+    recorder = milter.authenticator.recorder
+    if isinstance(recorder, BackgroundRecorder):  # SIGTERM: what is buffered is written
+        await loop.run_in_executor(None, recorder.close)
 
 
 def _reload(milter: Milter, args: argparse.Namespace, started: MilterConfig) -> None:
-    """SIGHUP: new configuration and keys for the next messages; connections stay up. The
-    sockets (``listen``, ``socket_mode``, ``metrics_listen``) stay as they were started."""
+    """SIGHUP: new configuration and keys for the next messages; connections stay up; the
+    report recorder writes what it holds. The sockets (``listen``, ``socket_mode``,
+    ``metrics_listen``) and the report store stay as they were started."""
+    old = milter.authenticator
+    recorder = old.recorder if isinstance(old.recorder, BackgroundRecorder) else None
+    if recorder is not None:
+        recorder.request_flush()  # SIGHUP: what is buffered is written now
     try:
         config = effective_config(args)
-        old = milter.authenticator
-        parts = build_milter_parts(config, args, old.executor, previous=old)
+        parts = build_milter_parts(config, args, old.executor, previous=old, recorder=recorder)
         authenticator, settings = parts
     except (CliError, MailauthError, ValueError) as exc:
         problems = " ".join(str(exc).split())
@@ -288,5 +329,7 @@ def _reload(milter: Milter, args: argparse.Namespace, started: MilterConfig) -> 
     milter.authenticator, milter.settings = authenticator, settings
     fixed = ("listen", "socket_mode", "metrics_listen")
     changed = [k for k in fixed if getattr(config, k) != getattr(started, k)]
+    if config.reports.store != started.reports.store:
+        changed.append("reports.store")
     restart = f" ({', '.join(changed)}: at the next restart)" if changed else ""
     log.info("configuration reloaded%s", restart)
