@@ -10,11 +10,11 @@ what is written (tests/test_reports_aggregate.py).
 
 from __future__ import annotations
 
+import functools
 import json
 import zlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from xml.sax.saxutils import escape
 
 NAMESPACE = "urn:ietf:params:xml:ns:dmarc-2.0"
 
@@ -56,8 +56,15 @@ class PolicyColumns:
 Row = tuple[str, str, str, str, str, str, str, str, str, str, str, str, int]
 
 
-def _e(text: object) -> str:
-    return escape(str(text))
+_ESCAPES = str.maketrans({"&": "&amp;", "<": "&lt;", ">": "&gt;"})
+
+
+def _e(text: str) -> str:
+    """Character data escaped (XML 1.0 2.4; control characters never get here:
+    :func:`mailauth.reports.observe.observe` replaced them)."""
+    if "&" in text or "<" in text or ">" in text:
+        return text.translate(_ESCAPES)
+    return text
 
 
 def render_report(
@@ -116,20 +123,16 @@ def _record(row: Row) -> str:
         f"        <disposition>{_e(disposition)}</disposition>\n",
         f"        <dkim>{_e(dmarc_dkim)}</dkim>\n        <spf>{_e(dmarc_spf)}</spf>\n",
     ]
-    for kind, comment in json.loads(reasons) if reasons != "[]" else ():
-        note = f"<comment>{_e(comment)}</comment>" if comment else ""
-        out.append(f"        <reason><type>{_e(kind)}</type>{note}</reason>\n")
+    if reasons != "[]":
+        out.append(_reasons(reasons))
     out.append("      </policy_evaluated>\n    </row>\n    <identifiers>\n")
     out.append(f"      <header_from>{_e(header_from)}</header_from>\n")
     out.append(f"      <envelope_from>{_e(envelope_from)}</envelope_from>\n")
     if envelope_to:
         out.append(f"      <envelope_to>{_e(envelope_to)}</envelope_to>\n")
     out.append("    </identifiers>\n    <auth_results>\n")
-    for domain, selector, result in json.loads(dkim) if dkim != "[]" else ():
-        out.append(
-            f"      <dkim><domain>{_e(domain)}</domain><selector>{_e(selector)}</selector>"
-            f"<result>{_e(result)}</result></dkim>\n"
-        )
+    if dkim != "[]":
+        out.append(_dkim(dkim))
     if spf_domain:
         scope = f"<scope>{_e(spf_scope)}</scope>" if spf_scope else ""
         out.append(
@@ -138,6 +141,27 @@ def _record(row: Row) -> str:
         )
     out.append("    </auth_results>\n  </record>\n")
     return "".join(out)
+
+
+@functools.lru_cache(maxsize=4096)
+def _dkim(text: str) -> str:
+    """The auth_results/dkim elements of a row's DKIM list (as the store keeps it: JSON;
+    memoised, as the same lists recur row after row)."""
+    return "".join(
+        f"      <dkim><domain>{_e(domain)}</domain><selector>{_e(selector)}</selector>"
+        f"<result>{_e(result)}</result></dkim>\n"
+        for domain, selector, result in json.loads(text)
+    )
+
+
+@functools.lru_cache(maxsize=1024)
+def _reasons(text: str) -> str:
+    """The policy_evaluated/reason elements of a row's override reasons (JSON)."""
+    parts = []
+    for kind, comment in json.loads(text):
+        note = f"<comment>{_e(comment)}</comment>" if comment else ""
+        parts.append(f"        <reason><type>{_e(kind)}</type>{note}</reason>\n")
+    return "".join(parts)
 
 
 def gzip_pieces(pieces: Iterable[str], level: int = 6) -> bytes:
