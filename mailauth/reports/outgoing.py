@@ -261,39 +261,29 @@ def mark_failed(
     reached = " ".join(dict.fromkeys((*report.delivered, *delivered)))
     state = "abandoned" if give_up else "pending"
     with store.write():
-        found = store.fetchall(
-            "SELECT claimed_by FROM outgoing_reports WHERE policy_domain = ? AND "  # noqa: S608
-            "period_begin = ? AND state = 'claimed'" + store.skip_locked,
-            (report.policy_domain, report.begin),
-        )
-        if not found or found[0][0] != report.claim:
-            return False
-        store.execute(
+        changed = store.execute(
             """UPDATE outgoing_reports SET state = ?, claimed_by = '', claimed_until = 0,
-            delivered = ?, last_error = ? WHERE policy_domain = ? AND period_begin = ?""",
-            (state, reached, error[:1000], report.policy_domain, report.begin),
+            delivered = ?, last_error = ? WHERE policy_domain = ? AND period_begin = ?
+            AND state = 'claimed' AND claimed_by = ?""",
+            (state, reached, error[:1000], report.policy_domain, report.begin, report.claim),
         )
-    return True
+    return changed == 1
 
 
 def _finish(
     store: Store, where: tuple[str, int], token: str, state: str, *, error: str, now: float
 ) -> bool:
+    """Conclude a claim ``token`` still holds (the UPDATE's row lock decides, on PostgreSQL
+    as under SQLite's write lock)."""
     domain, begin = where
     with store.write():
-        found = store.fetchall(
-            "SELECT claimed_by FROM outgoing_reports WHERE policy_domain = ? AND "  # noqa: S608
-            "period_begin = ? AND state = 'claimed'" + store.skip_locked,
-            (domain, begin),
-        )
-        if not found or found[0][0] != token:
-            return False
-        store.execute(
+        changed = store.execute(
             """UPDATE outgoing_reports SET state = ?, claimed_by = '', claimed_until = 0,
-            last_error = ?, sent_at = ? WHERE policy_domain = ? AND period_begin = ?""",
-            (state, error, int(now), domain, begin),
+            last_error = ?, sent_at = ? WHERE policy_domain = ? AND period_begin = ?
+            AND state = 'claimed' AND claimed_by = ?""",
+            (state, error, int(now), domain, begin, token),
         )
-    return True
+    return changed == 1
 
 
 def _release(store: Store, claimed: Sequence[tuple[Any, ...]], token: str) -> None:

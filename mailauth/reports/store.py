@@ -83,9 +83,10 @@ class Store:
         raise NotImplementedError
 
     # -- shared ----------------------------------------------------------------------
-    def execute(self, sql: str, params: Params = ()) -> None:
+    def execute(self, sql: str, params: Params = ()) -> int:
+        """Run one statement; the number of rows it changed."""
         with self._translated():
-            self._raw(sql, params)
+            return int(self._raw(sql, params).rowcount)
 
     def executemany(self, sql: str, rows: Sequence[Params]) -> None:
         if rows:
