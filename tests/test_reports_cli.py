@@ -6,6 +6,11 @@ from __future__ import annotations
 import asyncio
 import gzip
 import json
+import signal
+import socket
+import subprocess
+import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -146,3 +151,57 @@ def test_the_milter_records_through_its_socket(tmp_path: Path) -> None:
             SCHEMA.validate(gzip.decompress(report.xml_gz).decode())
     finally:
         store.close()
+
+
+def _rows_written(url: str) -> int:
+    store = open_store(url)
+    try:
+        return int(store.fetchall("SELECT COALESCE(SUM(messages), 0) FROM report_counts")[0][0])
+    finally:
+        store.close()
+
+
+def test_the_milter_process_writes_its_buffer_on_sighup_and_sigterm(tmp_path: Path) -> None:
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    url = str(tmp_path / "r.sqlite")
+    config = tmp_path / "milter.toml"
+    config.write_text(
+        f'listen = "inet:{port}@127.0.0.1"\nauthserv_id = "mx.example.org"\n'
+        f'[dns]\nzone_files = ["{ZONE}"]\n'
+        f'[reports]\nstore = "{url}"\nflush_seconds = 3600\n'  # (only the signals write)
+    )
+    process = subprocess.Popen(
+        [sys.executable, "-m", "mailauth", "milter", "--config", str(config)],
+        stderr=subprocess.PIPE,
+    )
+    assert process.stderr is not None
+    headers, body = split_message((DEMO / "message.eml").read_bytes())
+
+    async def send(count: int) -> None:
+        client = await MilterClient.connect("127.0.0.1", port)
+        await client.negotiate()
+        for _ in range(count):
+            await client.message(**SENDER, headers=headers, body=body)
+        await client.close()
+
+    try:
+        assert b"listening" in process.stderr.readline()
+        asyncio.run(send(3))
+        assert _rows_written(url) == 0  # (buffered)
+        process.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + 20
+        while _rows_written(url) < 3 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert _rows_written(url) == 3
+        asyncio.run(send(2))
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(30) == 0
+        assert _rows_written(url) == 5
+    finally:
+        if process.poll() is None:
+            process.kill()
+        process.wait()
+        process.stderr.close()
