@@ -317,3 +317,22 @@ def test_dkim_results_are_kept_in_preference_order(store_url: str) -> None:
         )]  # fmt: skip
     finally:
         store.close()
+
+
+def _open_and_close(url: str) -> None:
+    open_store(url).close()
+
+
+def test_two_processes_migrating_at_once_migrate_once(store_url: str) -> None:
+    spawn = multiprocessing.get_context("spawn")
+    starters = [spawn.Process(target=_open_and_close, args=(store_url,)) for _ in range(3)]
+    for process in starters:
+        process.start()
+    for process in starters:
+        process.join(60)
+        assert process.exitcode == 0
+    store = open_store(store_url, migrate=False)
+    try:
+        assert store.fetchall("SELECT version FROM mailauth_schema") == [(SCHEMA_VERSION,)]
+    finally:
+        store.close()
