@@ -16,6 +16,7 @@ does not act on it (the milter's ``reject_dmarc``/``quarantine_dmarc`` off), wit
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from dataclasses import dataclass
@@ -64,13 +65,22 @@ class Observation:
     def key(self) -> tuple[str, ...]:
         """The report row this message counts in, within its policy domain and period: the
         store's columns, DKIM results and reasons as JSON lists."""
-        dkim = json.dumps(self.dkim, separators=(",", ":")) if self.dkim else "[]"
-        reasons = json.dumps(self.reasons, separators=(",", ":")) if self.reasons else "[]"
+        dkim = _as_json(self.dkim) if self.dkim else "[]"
+        reasons = _as_json(self.reasons) if self.reasons else "[]"
         return (
             self.source_ip, self.header_from, self.envelope_from, self.envelope_to, dkim,
             self.spf_domain, self.spf_scope, self.spf_result, self.dmarc_dkim,
             self.dmarc_spf, self.disposition, reasons,
         )  # fmt: skip
+
+
+_ENCODE = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+
+
+@functools.lru_cache(maxsize=8192)
+def _as_json(items: tuple[tuple[str, ...], ...]) -> str:
+    """(Memoised: the same DKIM lists recur message after message.)"""
+    return _ENCODE(items)
 
 
 def row_key(policy_domain: str, key: tuple[str, ...]) -> str:
@@ -160,6 +170,7 @@ def _applied(verdict: Verdict, enforcement: Enforcement) -> tuple[str, tuple[tup
     return str(disposition), tuple(reasons)
 
 
+@functools.lru_cache(maxsize=8192)
 def _domain_of(address: str) -> str:
     """The domain of an SMTP address ("" for a null reverse-path), lowercase A-label when
     it is a domain name; otherwise its text as given (sanitised)."""
