@@ -12,8 +12,8 @@
    (SQLite) and off, in alternating rounds: messages per second, and their ratio. Client
    addresses vary over 192.0.2.0/24 (SPF pass) so that the recorder writes many rows.
 
-Run: python benchmarks/bench_reports.py [--messages 1000000] [--store postgresql://...]
-     [--milter-messages 3000] [--rounds 3]
+Run: python benchmarks/bench_reports.py [--messages 1000000] [--store postgresql://... |
+     --postgres] [--milter-messages 3000] [--rounds 3] [--only build|record]
 """
 
 from __future__ import annotations
@@ -113,11 +113,8 @@ def fresh_store(base: str, tmp: Path, name: str) -> str:
     with psycopg.connect(base, autocommit=True) as connection:
         connection.execute(f"DROP DATABASE IF EXISTS bench_{name}")
         connection.execute(f"CREATE DATABASE bench_{name}")
-    return (
-        base.rsplit("/", 1)[0]
-        + f"/bench_{name}"
-        + ("?" + base.split("?", 1)[1] if "?" in base else "")
-    )
+    path, _, query = base.partition("?")
+    return path.rsplit("/", 1)[0] + f"/bench_{name}" + (f"?{query}" if query else "")
 
 
 def building(args: argparse.Namespace, tmp: Path) -> None:
@@ -241,10 +238,24 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--messages", type=int, default=1_000_000)
     parser.add_argument("--store", default="", help="a postgresql:// URL (default: SQLite)")
+    parser.add_argument(
+        "--postgres", action="store_true",
+        help="start a throwaway PostgreSQL (tests/pgserver.py) and use it as the store",
+    )  # fmt: skip
     parser.add_argument("--milter-messages", type=int, default=3000)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--only", choices=["build", "record"])
     args = parser.parse_args()
+    with contextlib.ExitStack() as stack:
+        if args.postgres:
+            from tests.pgserver import PostgresServer  # noqa: PLC0415
+
+            server = stack.enter_context(PostgresServer())
+            args.store = server.new_database()
+        _run(args)
+
+
+def _run(args: argparse.Namespace) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         if args.only != "record":
             building(args, Path(tmp))
