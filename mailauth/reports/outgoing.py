@@ -145,13 +145,18 @@ def claim_reports(
     store: Store, settings: ReportSettings, now: float, token: str, limit: int
 ) -> list[tuple[Any, ...]]:
     """Claim up to ``limit`` reports that are pending or whose claim expired: their
-    (policy domain, begin, end, report_id, file_name, attempts, delivered)."""
+    (policy domain, begin, end, report_id, file_name, attempts, delivered) and their
+    policy's columns (PostgreSQL: only the outgoing rows are locked, never the policies
+    the recorders update)."""
     with store.write():
         rows = store.fetchall(
-            """SELECT policy_domain, period_begin, period_end, report_id, file_name,
-            attempts, delivered FROM outgoing_reports
-            WHERE state = 'pending' OR (state = 'claimed' AND claimed_until <= ?)
-            ORDER BY period_begin, policy_domain LIMIT ?"""  # noqa: S608 - constant text
+            """SELECT o.policy_domain, o.period_begin, o.period_end, o.report_id,
+            o.file_name, o.attempts, o.delivered, """  # noqa: S608 - constant text
+            + ", ".join(f"p.{c}" for c in _POLICY_COLUMNS.split(", "))
+            + """ FROM outgoing_reports o JOIN report_policies p
+            ON p.policy_domain = o.policy_domain AND p.period_begin = o.period_begin
+            WHERE o.state = 'pending' OR (o.state = 'claimed' AND o.claimed_until <= ?)
+            ORDER BY o.period_begin, o.policy_domain LIMIT ?"""
             + store.skip_locked,
             (int(now), limit),
         )
@@ -177,9 +182,12 @@ def closed_reports(
         claimed = claim_reports(store, settings, now, token, batch)
         if not claimed:
             return
-        for index, (domain, begin, end, report_id, name, attempts, delivered) in enumerate(claimed):
+        for index, row in enumerate(claimed):
+            domain, begin, end, report_id, name, attempts, delivered = row[:7]
+            policy = PolicyColumns(domain, *row[7:])
+            what = (domain, begin, end, report_id, name)
             try:
-                report = _build(store, settings, (domain, begin, end, report_id, name), token)
+                report = _build(store, settings, what, policy, token)
             except BaseException:
                 _release(store, claimed[index:], token)
                 raise
@@ -202,17 +210,13 @@ def _with(report: PendingReport, attempts: int, delivered: tuple[str, ...]) -> P
 
 
 def _build(
-    store: Store, settings: ReportSettings, what: tuple[Any, ...], token: str
+    store: Store,
+    settings: ReportSettings,
+    what: tuple[Any, ...],
+    policy: PolicyColumns,
+    token: str,
 ) -> PendingReport | None:
     domain, begin, end, report_id, name = what
-    found = store.fetchall(
-        f"SELECT {_POLICY_COLUMNS} FROM report_policies "  # noqa: S608 - constant text
-        "WHERE policy_domain = ? AND period_begin = ?",
-        (domain, begin),
-    )
-    if not found:
-        return None
-    policy = PolicyColumns(domain, *found[0])
     metadata = ReportMetadata(
         settings.org_name, settings.email, report_id, begin, end,
         settings.extra_contact_info, settings.generator,
@@ -260,29 +264,27 @@ def mark_failed(
     claim was lost."""
     reached = " ".join(dict.fromkeys((*report.delivered, *delivered)))
     state = "abandoned" if give_up else "pending"
-    with store.write():
-        changed = store.execute(
-            """UPDATE outgoing_reports SET state = ?, claimed_by = '', claimed_until = 0,
+    changed = store.execute(
+        """UPDATE outgoing_reports SET state = ?, claimed_by = '', claimed_until = 0,
             delivered = ?, last_error = ? WHERE policy_domain = ? AND period_begin = ?
             AND state = 'claimed' AND claimed_by = ?""",
-            (state, reached, error[:1000], report.policy_domain, report.begin, report.claim),
-        )
+        (state, reached, error[:1000], report.policy_domain, report.begin, report.claim),
+    )
     return changed == 1
 
 
 def _finish(
     store: Store, where: tuple[str, int], token: str, state: str, *, error: str, now: float
 ) -> bool:
-    """Conclude a claim ``token`` still holds (the UPDATE's row lock decides, on PostgreSQL
-    as under SQLite's write lock)."""
+    """Conclude a claim ``token`` still holds: one UPDATE, atomic by itself (its row lock
+    decides on PostgreSQL, the database's write lock on SQLite)."""
     domain, begin = where
-    with store.write():
-        changed = store.execute(
-            """UPDATE outgoing_reports SET state = ?, claimed_by = '', claimed_until = 0,
+    changed = store.execute(
+        """UPDATE outgoing_reports SET state = ?, claimed_by = '', claimed_until = 0,
             last_error = ?, sent_at = ? WHERE policy_domain = ? AND period_begin = ?
             AND state = 'claimed' AND claimed_by = ?""",
-            (state, error, int(now), domain, begin, token),
-        )
+        (state, error, int(now), domain, begin, token),
+    )
     return changed == 1
 
 

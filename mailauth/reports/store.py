@@ -56,7 +56,7 @@ class Store:
     """One connection to the store. ``engine``: ``sqlite`` or ``postgresql``."""
 
     engine = ""
-    skip_locked = ""  # what a claim's SELECT ends with
+    skip_locked = ""  # what a claim's SELECT ends with (``o``: outgoing_reports's alias)
 
     def __init__(self, url: str) -> None:
         self.url = url
@@ -227,7 +227,7 @@ class PostgresStore(Store):
     """PostgreSQL through psycopg 3 (installed with ``pip install 'mailauth[postgresql]'``)."""
 
     engine = "postgresql"
-    skip_locked = " FOR UPDATE SKIP LOCKED"
+    skip_locked = " FOR UPDATE OF o SKIP LOCKED"
 
     def __init__(self, url: str) -> None:
         super().__init__(url)
@@ -254,18 +254,9 @@ class PostgresStore(Store):
             cursor.executemany(_pg(sql), rows)
 
     def stream(self, sql: str, params: Params = ()) -> Iterator[tuple[Any, ...]]:
-        with self._translated():
-            inside = self._in_write
-            if not inside:
-                self._connection.execute("BEGIN READ ONLY")
-            try:
-                with self._connection.cursor(name="mailauth_stream") as cursor:
-                    cursor.itersize = 1000
-                    cursor.execute(_pg(sql), params)
-                    yield from cursor
-            finally:
-                if not inside and not self._connection.closed:
-                    self._connection.execute("COMMIT")
+        """(libpq's chunked rows mode: one round trip, a thousand rows held at a time.)"""
+        with self._translated(), self._connection.cursor() as cursor:
+            yield from cursor.stream(_pg(sql), params, size=1000)
 
     def _has_schema_table(self) -> bool:
         rows = self.fetchall("SELECT to_regclass('mailauth_schema') IS NOT NULL")
