@@ -7,7 +7,7 @@ the SQL written once in the dialect both share (``INSERT ... ON CONFLICT``), par
 transaction takes the store's lock (SQLite: ``BEGIN IMMEDIATE``, one writer at a time, the
 others waiting up to ``busy_timeout``; PostgreSQL: row locks, ``FOR UPDATE SKIP LOCKED`` for
 claims, a transaction-level advisory lock for migrations), and how rows are streamed
-(PostgreSQL: a server-side cursor). A :class:`Store` is one connection: one per thread or
+(PostgreSQL: libpq's chunked rows mode, psycopg 3.2+). A :class:`Store` is one connection: one per thread or
 process.
 """
 
@@ -224,7 +224,7 @@ class SqliteStore(Store):
 
 
 class PostgresStore(Store):
-    """PostgreSQL through psycopg 3 (installed with ``pip install 'mailauth[postgresql]'``)."""
+    """PostgreSQL through psycopg 3.2+ (``pip install 'mailauth[postgresql]'``)."""
 
     engine = "postgresql"
     skip_locked = " FOR UPDATE OF o SKIP LOCKED"
