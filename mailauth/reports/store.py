@@ -7,8 +7,8 @@ the SQL written once in the dialect both share (``INSERT ... ON CONFLICT``), par
 transaction takes the store's lock (SQLite: ``BEGIN IMMEDIATE``, one writer at a time, the
 others waiting up to ``busy_timeout``; PostgreSQL: row locks, ``FOR UPDATE SKIP LOCKED`` for
 claims, a transaction-level advisory lock for migrations), and how rows are streamed
-(PostgreSQL: libpq's chunked rows mode, psycopg 3.2+). A :class:`Store` is one connection: one per thread or
-process.
+(PostgreSQL: libpq's chunked rows mode, psycopg 3.2+). A :class:`Store` is one
+connection: one per thread or process.
 """
 
 from __future__ import annotations
