@@ -55,6 +55,18 @@ _SCHEMA: dict[str, dict[str, type | tuple[type, ...]]] = {
         "log_format": str,
         "max_header_size": int,
         "max_header_fields": int,
+        "reports": dict,
+    },
+    "reports": {
+        "store": str,
+        "org_name": str,
+        "email": str,
+        "submitter": str,
+        "extra_contact_info": str,
+        "record_envelope_to": bool,
+        "interval": int,
+        "flush_seconds": (int, float),
+        "max_rows": int,
     },
     "dns": {"nameservers": list, "timeout": (int, float), "zone_files": list},
     "inbound": {
@@ -85,6 +97,22 @@ class KeySpec:
 
 
 @dataclass(frozen=True, slots=True)
+class ReportsConfig:
+    """``[reports]`` (docs/reports.md): where verdicts are recorded (``store``: a SQLite
+    file path or a ``postgresql://`` URL; "" records nothing) and who reports."""
+
+    store: str = ""
+    org_name: str = ""
+    email: str = ""
+    submitter: str = ""
+    extra_contact_info: str = ""
+    record_envelope_to: bool = False
+    interval: int = 86400
+    flush_seconds: float = 5.0
+    max_rows: int = 200_000
+
+
+@dataclass(frozen=True, slots=True)
 class MilterConfig:
     listen: str = ""
     authserv_id: str = ""
@@ -110,6 +138,7 @@ class MilterConfig:
     max_dkim_signatures: int = DEFAULT_MAX_SIGNATURES
     max_header_size: int = MAX_HEADER_SECTION
     max_header_fields: int = MAX_HEADER_FIELDS
+    reports: ReportsConfig = field(default_factory=ReportsConfig)
 
 
 def load_milter_config(path: str | os.PathLike[str]) -> MilterConfig:
@@ -198,6 +227,7 @@ def _config_of(data: dict[str, Any], problems: list[str]) -> MilterConfig:
         max_dkim_signatures=_get(inbound, "max_dkim_signatures", DEFAULT_MAX_SIGNATURES),
         max_header_size=_get(data, "max_header_size", MAX_HEADER_SECTION),
         max_header_fields=_get(data, "max_header_fields", MAX_HEADER_FIELDS),
+        reports=_reports(_get(data, "reports", {})),
     )
 
 
@@ -318,6 +348,21 @@ def _keys(entries: list[Any], where: str, problems: list[str]) -> tuple[KeySpec,
     return tuple(specs)
 
 
+def _reports(table: dict[str, Any]) -> ReportsConfig:
+    defaults = ReportsConfig()
+    return ReportsConfig(
+        store=_get(table, "store", ""),
+        org_name=_get(table, "org_name", ""),
+        email=_get(table, "email", ""),
+        submitter=_get(table, "submitter", ""),
+        extra_contact_info=_get(table, "extra_contact_info", ""),
+        record_envelope_to=_get(table, "record_envelope_to", False),
+        interval=_get(table, "interval", defaults.interval),
+        flush_seconds=float(_get(table, "flush_seconds", defaults.flush_seconds)),
+        max_rows=_get(table, "max_rows", defaults.max_rows),
+    )
+
+
 def _arc_seal(table: dict[str, Any], problems: list[str]) -> KeySpec | None:
     found = _keys([table], "inbound.arc_seal", problems) if table else ()
     return found[0] if found else None
@@ -329,6 +374,35 @@ def config_problems(config: MilterConfig) -> list[str]:
     problems: list[str] = []
     _check_values(config, problems)
     return problems
+
+
+def _check_reports(reports: ReportsConfig, problems: list[str]) -> None:
+    """``[reports]``: the numbers in range, the submitter a host name, the address one."""
+    for name, value, low, high in (
+        ("reports.interval", reports.interval, 60, 86400),  # RFC 9990: at least daily
+        ("reports.max_rows", reports.max_rows, 100, 100_000_000),
+    ):
+        if not low <= value <= high:
+            problems.append(f"{name}: must be from {low} to {high}, not {value}")
+    if not 0 < reports.flush_seconds <= 3600:
+        problems.append(
+            f"reports.flush_seconds: must be from 0 to 3600, not {reports.flush_seconds}"
+        )
+    if 86400 % reports.interval:
+        problems.append(f"reports.interval: {reports.interval} must divide a day (86400)")
+    if reports.submitter:
+        try:
+            host_name(reports.submitter)
+        except ValueError:
+            problems.append(f"reports.submitter: {reports.submitter!r} is not a domain")
+    if reports.email and (reports.email.count("@") != 1 or not reports.email.isprintable()):
+        problems.append(f"reports.email: {reports.email!r} is not an address")
+    for field_name, text in (
+        ("org_name", reports.org_name),
+        ("extra_contact_info", reports.extra_contact_info),
+    ):
+        if not text.isprintable():
+            problems.append(f"reports.{field_name}: has control characters")
 
 
 def _check_values(config: MilterConfig, problems: list[str]) -> None:
@@ -366,6 +440,7 @@ def _check_values(config: MilterConfig, problems: list[str]) -> None:
         if not low <= value <= high:
             problems.append(f"{name}: must be from {low} to {high}, not {value}")
     _check_dns(config, problems)
+    _check_reports(config.reports, problems)
     for where, names in (
         ("inbound.trusted_arc_sealers", config.trusted_arc_sealers),
         ("inbound.trusted_mailing_lists", config.trusted_mailing_lists),

@@ -95,3 +95,31 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
     terminalreporter.section("conformance suites")
     for line in conformance_lines():
         terminalreporter.write_line(line)
+
+
+# -- the report store on both engines (tests/test_reports_*.py) -----------------------------
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[Any]:
+    """A real PostgreSQL server for the session (tests/pgserver.py); skipped when PostgreSQL
+    is not installed, except under CI, where .ci/run installs it."""
+    import os
+
+    from tests.pgserver import PostgresServer, postgres_bin
+
+    if postgres_bin() is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail("PostgreSQL is not installed (.ci/run installs it)")
+        pytest.skip("PostgreSQL is not installed")
+    with PostgresServer() as server:
+        yield server
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A fresh, empty report store on each engine."""
+    if request.param == "sqlite":
+        return str(tmp_path / "reports.sqlite")
+    server = request.getfixturevalue("postgres_server")
+    return str(server.new_database())

@@ -34,6 +34,7 @@ from mailauth.milter import Metrics, Milter, MilterSettings, parse_listen, start
 from mailauth.milter.listen import remove_socket_file, socket_file
 from mailauth.pipeline import Authenticator, MessageLimits
 from mailauth.policy import trust_mailing_lists
+from mailauth.reports import BackgroundRecorder, Enforcement, RecordingSettings, open_store
 
 log = logging.getLogger("mailauth.milter")
 
@@ -247,9 +248,11 @@ def build_milter_parts(
     args: argparse.Namespace,
     executor: Executor | None = None,
     previous: Authenticator | None = None,
+    recorder: BackgroundRecorder | None = None,
 ) -> tuple[Authenticator, MilterSettings]:
     """The Authenticator and settings for ``config``; ``previous`` (on a reload) lends its
-    DNS cache when the nameservers stay the same, so that a reload does not start cold."""
+    DNS cache when the nameservers stay the same, so that a reload does not start cold;
+    ``recorder`` gets every verdict, with the settings of ``config`` (``[reports]``)."""
     dns = _dns_args(config, args)
     lists = config.trusted_mailing_lists
     authenticator = Authenticator(
@@ -263,7 +266,10 @@ def build_milter_parts(
             reject_partial_body=config.reject_partial_body,
         ),
         limits=MessageLimits.within(config.deadline),  # the checks end before the deadline
+        recorder=recorder,
     )
+    if recorder is not None:
+        recorder.settings = recording_settings(config)
     signers: dict[str, tuple[Signer, ...]] = {}
     with warnings.catch_warnings(record=True) as caught:  # key file modes: one line each
         warnings.simplefilter("always")
@@ -289,6 +295,7 @@ def build_milter_parts(
         seal_domains=frozenset(map(host_name, config.arc_seal_domains)),
         max_header_size=config.max_header_size,
         max_header_fields=config.max_header_fields,
+        record_recipients=recorder is not None and config.reports.record_envelope_to,
     )
     return authenticator, settings
 
@@ -302,6 +309,28 @@ def _dns_args(config: MilterConfig, args: argparse.Namespace) -> argparse.Namesp
         if args.dns_timeout == 5.0:
             dns.dns_timeout = config.dns_timeout
     return dns
+
+
+def recording_settings(config: MilterConfig) -> RecordingSettings:
+    """How verdicts are recorded: ``[reports]``, and the dispositions the milter enforces
+    (a report says what the receiver applied)."""
+    reports = config.reports
+    return RecordingSettings(
+        interval=reports.interval,
+        record_envelope_to=reports.record_envelope_to,
+        enforcement=Enforcement(reject=config.reject_dmarc, quarantine=config.quarantine_dmarc),
+        flush_seconds=reports.flush_seconds,
+        max_rows=reports.max_rows,
+    )
+
+
+def start_recorder(config: MilterConfig) -> BackgroundRecorder | None:
+    """The recorder of ``[reports] store``, its schema migrated first (a store that cannot
+    be opened at start is a configuration error: one line, exit 2)."""
+    if not config.reports.store:
+        return None
+    open_store(config.reports.store).close()
+    return BackgroundRecorder(config.reports.store, recording_settings(config)).start()
 
 
 def _kept_cache(previous: Authenticator | None, args: argparse.Namespace) -> DnsCache | None:
@@ -327,6 +356,9 @@ def cmd_milter(args: argparse.Namespace) -> int:
         authenticator, settings = build_milter_parts(config, args)
     except ValueError as exc:
         raise CliError(str(exc)) from None
+    if config.reports.store:
+        recorder = start_recorder(config)
+        authenticator, settings = build_milter_parts(config, args, recorder=recorder)
     logging.basicConfig(level=logging.INFO, format="mailauth milter: %(message)s")
     metrics = None
     if config.metrics_listen:
@@ -336,6 +368,8 @@ def cmd_milter(args: argparse.Namespace) -> int:
             metrics.serve(host.strip("[]") or "127.0.0.1", int(port))
         except (OSError, ValueError) as exc:
             raise CliError(f"cannot serve metrics on {config.metrics_listen}: {exc}") from None
+    if metrics is not None and isinstance(authenticator.recorder, BackgroundRecorder):
+        metrics.watch_recorder(authenticator.recorder)
     milter = Milter(authenticator, settings, metrics)
     # What start-up made (modules, keys, the configuration) lives as long as the process:
     # out of the cyclic collector's sight, a full collection no longer walks it (tens of
@@ -391,6 +425,9 @@ async def _serve_milter(milter: Milter, config: MilterConfig, args: argparse.Nam
                     break
                 await asyncio.sleep(0.1)
             left = milter.connections
+        recorder = milter.authenticator.recorder
+        if isinstance(recorder, BackgroundRecorder):  # SIGTERM: what is buffered is written
+            await loop.run_in_executor(None, recorder.close)
     finally:
         remove_socket_file(ours)
     print(
@@ -407,12 +444,16 @@ def _stop(stop: asyncio.Event, signals: list[str], signum: int) -> None:
 
 
 def _reload(milter: Milter, args: argparse.Namespace, started: MilterConfig) -> None:
-    """SIGHUP: new configuration and keys for the next messages; connections stay up. The
-    sockets (``listen``, ``socket_mode``, ``metrics_listen``) stay as they were started."""
+    """SIGHUP: new configuration and keys for the next messages; connections stay up; the
+    report recorder writes what it holds. The sockets (``listen``, ``socket_mode``,
+    ``metrics_listen``) and the report store stay as they were started."""
+    old = milter.authenticator
+    recorder = old.recorder if isinstance(old.recorder, BackgroundRecorder) else None
+    if recorder is not None:
+        recorder.request_flush()  # SIGHUP: what is buffered is written now
     try:
         config = effective_config(args)
-        old = milter.authenticator
-        parts = build_milter_parts(config, args, old.executor, previous=old)
+        parts = build_milter_parts(config, args, old.executor, previous=old, recorder=recorder)
         authenticator, settings = parts
     except (CliError, MailauthError, ValueError) as exc:
         problems = "; ".join(str(exc).splitlines())
@@ -421,5 +462,7 @@ def _reload(milter: Milter, args: argparse.Namespace, started: MilterConfig) -> 
     milter.authenticator, milter.settings = authenticator, settings
     fixed = ("listen", "socket_mode", "metrics_listen")
     changed = [k for k in fixed if getattr(config, k) != getattr(started, k)]
+    if config.reports.store != started.reports.store:
+        changed.append("reports.store")
     restart = f" ({', '.join(changed)}: at the next restart)" if changed else ""
     log.info("configuration reloaded%s", restart)

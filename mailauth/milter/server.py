@@ -101,6 +101,7 @@ class MilterSettings:
     dmarc_temperror: str = "tempfail"  # or "accept": DMARC temperror with a policy acted on
     max_header_size: int = MAX_HEADER_SECTION
     max_header_fields: int = MAX_HEADER_FIELDS
+    record_recipients: bool = False  # the first RCPT TO goes to the recorder (envelope_to)
 
 
 @dataclass
@@ -124,6 +125,7 @@ class _Message:
     spf: asyncio.Future[SpfCheck] | None = None  # started at MAIL FROM
     seal_hasher: BodyHasher | None = None  # the relaxed body hash an ARC seal needs
     recipient_domains: set[str] = field(default_factory=set)  # those among seal_domains
+    first_recipient: str = ""  # (record_recipients: the report's envelope_to)
 
     def discard(self) -> None:
         if self.spf is not None:
@@ -280,6 +282,8 @@ class Milter:
             return b""
         if command == p.RCPT:
             recipient = p.strings(data)[0].decode("utf-8", "replace") if data else ""
+            if self.settings.record_recipients and not session.message.first_recipient:
+                session.message.first_recipient = recipient[:512]
             domain = recipient.strip("<> ").rpartition("@")[2]
             with contextlib.suppress(InvalidDomainError):  # (A-labels, as seal_domains holds)
                 domain = normalize_domain(domain)
@@ -368,6 +372,7 @@ class Milter:
                 ip=session.address or "0.0.0.0",  # noqa: S104 - a value, not a bind
                 helo=session.helo,
                 mail_from=message.mail_from,
+                recipients=(message.first_recipient,) if message.first_recipient else (),
             )
             message.intake.add_headers(section)
             if self._seals(message):
@@ -385,8 +390,9 @@ class Milter:
         # No reply to any step but the end of message, when the MTA allows it (the
         # decisions are all made there): the MTA sends the rest without waiting for us.
         wanted = STEPS_SKIPPED | p.P_HDR_LEADSPC | sum(p.NO_REPLY.values())
-        if not (self.settings.sealer and self.settings.seal_domains):
-            wanted |= p.P_NORCPT  # recipients matter only to seal for some domains
+        sealing = self.settings.sealer and self.settings.seal_domains
+        if not (sealing or self.settings.record_recipients):
+            wanted |= p.P_NORCPT  # recipients matter to seal for some domains, and to reports
         chosen = protocol & wanted
         session.no_reply = frozenset(c for c, bit in p.NO_REPLY.items() if chosen & bit)
         ours = p.ACT_ADDHDRS | p.ACT_CHGHDRS | p.ACT_QUARANTINE
