@@ -3,7 +3,8 @@
 Only this package (and the milter) reads files, the environment, or writes to stdout/stderr.
 Every failure a user can cause ends with one line on stderr and exit status 2; no traceback.
 Commands: ``verify`` here, ``sign``/``keygen`` in :mod:`.signing`, ``check`` in
-:mod:`.audit`, ``milter`` in :mod:`.serve`; shared parts in :mod:`.common`.
+:mod:`.audit`, ``milter`` in :mod:`.serve`, ``reports send`` in :mod:`.report_send`; shared
+parts in :mod:`.common`.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from mailauth.cli.common import (
     read_input,
     unix_time_arg,
 )
+from mailauth.cli.report_send import add_reports_parser, cmd_reports
 from mailauth.cli.serve import add_milter_parser, cmd_milter
 from mailauth.cli.signing import add_keygen_parser, add_sign_parser, cmd_keygen, cmd_sign
 from mailauth.dkim import DkimPolicy
@@ -97,6 +99,7 @@ def _build_parser() -> argparse.ArgumentParser:
     add_keygen_parser(commands)
     add_check_parser(commands)
     add_milter_parser(commands)
+    add_reports_parser(commands)
     return parser
 
 
@@ -139,6 +142,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_check(args)
         if args.command == "milter":
             return cmd_milter(args)
+        if args.command == "reports":
+            return cmd_reports(args)
         parser.print_help(sys.stderr)
         return EXIT_USAGE
     except (CliError, MailauthError, ValueError) as exc:
