@@ -31,6 +31,7 @@ from mailauth.cli.common import (
     make_resolver,
     unix_time_arg,
 )
+from mailauth.files import CONFIG_LIMIT, read_limited
 
 if TYPE_CHECKING:
     from mailauth.reports.delivery import PendingReport
@@ -215,8 +216,7 @@ def _apply_config(args: argparse.Namespace) -> None:
     if not args.config:
         return
     try:
-        with open(args.config, "rb") as handle:
-            table = tomllib.load(handle).get("reports", {})
+        table = tomllib.loads(read_limited(args.config, CONFIG_LIMIT).decode()).get("reports", {})
     except OSError as exc:
         raise CliError(f"cannot read {args.config}: {exc.strerror or exc}") from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
@@ -245,7 +245,8 @@ def _relay_settings(args: argparse.Namespace) -> Any:
         raise CliError("give the relay password by file or by environment, not both")
     if args.relay_password_file:
         try:
-            password = Path(args.relay_password_file).read_text().rstrip("\r\n")
+            data = read_limited(args.relay_password_file, CONFIG_LIMIT)
+            password = data.decode().rstrip("\r\n")
         except (OSError, UnicodeDecodeError) as exc:
             raise CliError(f"cannot read {args.relay_password_file}: {exc}") from None
     elif args.relay_password_env:
