@@ -181,3 +181,16 @@ def test_without_a_store_module_the_command_says_so(
     argv = [*BASE, "--sign-key", str(key), "--dry-run", "--out", str(tmp_path)]
     assert main(argv) == 2
     assert "no report store" in capsys.readouterr().err
+
+
+def test_dns_unreachable_is_a_temporary_failure(
+    key: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        silent = f"127.0.0.1:{probe.getsockname()[1]}"  # bound, never answers
+        argv = [*BASE, "--sign-key", str(key), "--nameserver", silent, "--dns-timeout", "0.3"]
+        assert _run(argv, FakeSource([])) == 75
+    assert "DNS unreachable" in capsys.readouterr().err

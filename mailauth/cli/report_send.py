@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from mailauth.cli.common import (
     EXIT_TEMPFAIL,
     CliError,
+    DnsUnreachableError,
     Parser,
     add_dns_options,
     make_resolver,
@@ -154,7 +155,11 @@ def cmd_reports_send(args: argparse.Namespace, open_source: SourceFactory | None
         print(f"mailauth: warning: {warning.message}", file=sys.stderr)
     now = args.now if args.now is not None else time.time()
     relay = None if args.dry_run else _relay_settings(args)
-    resolver = None if args.dry_run else make_resolver(args)
+    try:
+        resolver = None if args.dry_run else make_resolver(args)
+    except DnsUnreachableError as exc:  # passing, perhaps: the timer's next run tries again
+        print(f"mailauth reports send: error: {exc}", file=sys.stderr)
+        return EXIT_TEMPFAIL
     settings = {"org_name": submitter.org_name, "email": submitter.email}
     settings["submitter"] = submitter.domain
     source = (open_source or open_store_source)(args.store, settings, now)
