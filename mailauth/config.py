@@ -110,6 +110,16 @@ class ReportsConfig:
     interval: int = 86400
     flush_seconds: float = 5.0
     max_rows: int = 200_000
+    # for `mailauth reports send` (docs/reports.md, "Delivery"); the milter ignores them
+    sign_key: str = ""
+    sign_selector: str = ""
+    relay: str = ""
+    relay_tls: str = ""
+    relay_cafile: str = ""
+    relay_user: str = ""
+    relay_password_file: str = ""
+    relay_password_env: str = ""
+    relay_check_certificate: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -360,6 +370,15 @@ def _reports(table: dict[str, Any]) -> ReportsConfig:
         interval=_get(table, "interval", defaults.interval),
         flush_seconds=float(_get(table, "flush_seconds", defaults.flush_seconds)),
         max_rows=_get(table, "max_rows", defaults.max_rows),
+        sign_key=_get(table, "sign_key", ""),
+        sign_selector=_get(table, "sign_selector", ""),
+        relay=_get(table, "relay", ""),
+        relay_tls=_get(table, "relay_tls", ""),
+        relay_cafile=_get(table, "relay_cafile", ""),
+        relay_user=_get(table, "relay_user", ""),
+        relay_password_file=_get(table, "relay_password_file", ""),
+        relay_password_env=_get(table, "relay_password_env", ""),
+        relay_check_certificate=_get(table, "relay_check_certificate", True),
     )
 
 

@@ -3,8 +3,8 @@
 Only this package (and the milter) reads files, the environment, or writes to stdout/stderr.
 Every failure a user can cause ends with one line on stderr and exit status 2; no traceback.
 Commands: ``verify`` here, ``sign``/``keygen`` in :mod:`.signing`, ``check`` in
-:mod:`.audit`, ``milter`` in :mod:`.serve`, ``reports`` in :mod:`.reporting`; shared parts
-in :mod:`.common`.
+:mod:`.audit`, ``milter`` in :mod:`.serve`, ``reports`` in :mod:`.reporting` (``reports
+send`` in :mod:`.report_send`); shared parts in :mod:`.common`.
 """
 
 from __future__ import annotations

@@ -10,6 +10,7 @@ import time
 from datetime import UTC, datetime
 
 from mailauth.cli.common import CliError, Parser, unix_time_arg
+from mailauth.cli.report_send import add_send_parser, cmd_reports_send
 from mailauth.config import MilterConfig, load_milter_config
 from mailauth.reports import ReportSettings, open_store, report_status
 from mailauth.reports.outgoing import ReportStatus
@@ -18,7 +19,7 @@ from mailauth.reports.outgoing import ReportStatus
 def add_reports_parser(commands: argparse._SubParsersAction[Parser]) -> argparse.ArgumentParser:
     reports = commands.add_parser(
         "reports",
-        help="DMARC aggregate reports: the report store (migrate, show)",
+        help="DMARC aggregate reports: the report store (migrate, show) and sending (send)",
         description="The DMARC report store that the milter (and verify --record) fills: a "
         "SQLite file or a PostgreSQL database (docs/reports.md).",
         epilog="examples:\n"
@@ -53,6 +54,7 @@ def add_reports_parser(commands: argparse._SubParsersAction[Parser]) -> argparse
         help="as if it were this time (default: now): periods ended by then are closed",
     )  # fmt: skip
     show.add_argument("--json", action="store_true", help="one JSON array of reports")
+    add_send_parser(actions)
     return reports
 
 
@@ -78,7 +80,9 @@ def cmd_reports(args: argparse.Namespace, parser: argparse.ArgumentParser) -> in
         return _migrate(args)
     if args.reports_command == "show":
         return _show(args)
-    raise CliError("say what to do: mailauth reports {migrate,show} ...")
+    if args.reports_command == "send":
+        return cmd_reports_send(args)
+    raise CliError("say what to do: mailauth reports {migrate,show,send} ...")
 
 
 def _migrate(args: argparse.Namespace) -> int:

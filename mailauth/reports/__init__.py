@@ -17,6 +17,7 @@ from mailauth.reports.outgoing import (
     closed_reports,
     mark_failed,
     mark_sent,
+    release,
     report_status,
 )
 from mailauth.reports.recorder import (
@@ -45,6 +46,7 @@ __all__ = [
     "observe",
     "open_store",
     "period_of",
+    "release",
     "report_status",
     "write_batch",
 ]

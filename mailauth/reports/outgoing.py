@@ -273,6 +273,18 @@ def mark_failed(
     return changed == 1
 
 
+def release(store: Store, report: PendingReport, now: float) -> bool:
+    """Give a claim back as if no attempt had been made (``reports send --dry-run``): the
+    report stays due, its attempts unchanged. False when the claim was lost."""
+    changed = store.execute(
+        """UPDATE outgoing_reports SET state = 'pending', claimed_by = '', claimed_until = 0,
+            attempts = attempts - 1 WHERE policy_domain = ? AND period_begin = ?
+            AND state = 'claimed' AND claimed_by = ?""",
+        (report.policy_domain, report.begin, report.claim),
+    )
+    return changed == 1
+
+
 def _finish(
     store: Store, where: tuple[str, int], token: str, state: str, *, error: str, now: float
 ) -> bool:

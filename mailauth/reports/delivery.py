@@ -1,0 +1,232 @@
+"""Sending the aggregate reports that are due: destinations, messages, outcomes, retries.
+
+For each pending report (anything with the attributes of :class:`PendingReport`, as the
+report store hands them out), :func:`send_reports`:
+
+1. parses its ``rua`` URIs (mailto: only; malformed ones ignored with a reason) and leaves
+   out those an earlier attempt reached;
+2. verifies external destinations through the resolver (RFC 9990 4), as a plan;
+3. builds one message per URI (RFC 9990 3: every URI gets its own; the same file name and
+   Report-ID on every attempt), DKIM-signed, and hands it to the transport (the relay);
+4. tells the store what became of it through :class:`ReportMarks`: ``sent`` once every
+   destination has it or has refused it for good, ``failed`` with the URIs reached so far
+   when some destination failed temporarily (a DNS temporary failure during verification,
+   a 4xx, the relay unreachable), ``give_up`` after ``max_attempts`` or when no destination
+   could ever take it.
+
+Nothing here opens a store, a file or a socket: the command line wires those in.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Protocol
+
+from mailauth.dkim import Signer
+from mailauth.dns import DnsResolver
+from mailauth.plan import run_plan
+from mailauth.reports.message import AggregateReport, Submitter, build_aggregate_message
+from mailauth.reports.smtp import RecipientOutcome, RecipientStatus
+from mailauth.reports.uri import (
+    Destination,
+    DestinationStatus,
+    OrgDomainPlan,
+    parse_report_uris,
+    treewalk_org_domain,
+    verify_destinations,
+)
+
+MAX_ATTEMPTS = 10  # (a day's report retried on ten runs: about ten days with a daily timer)
+
+
+class PendingReport(Protocol):
+    """One report due, as the store hands it out (read-only attributes)."""
+
+    @property
+    def policy_domain(self) -> str: ...
+    @property
+    def begin(self) -> int: ...
+    @property
+    def end(self) -> int: ...
+    @property
+    def rua(self) -> tuple[str, ...]: ...
+    @property
+    def delivered(self) -> tuple[str, ...]: ...
+    @property
+    def report_id(self) -> str: ...
+    @property
+    def file_name(self) -> str: ...
+    @property
+    def xml_gz(self) -> bytes: ...
+    @property
+    def attempts(self) -> int: ...
+
+
+class ReportMarks(Protocol):
+    """How the outcome goes back to the store."""
+
+    def sent(self, report: PendingReport, *, now: float) -> bool: ...
+
+    def failed(
+        self,
+        report: PendingReport,
+        error: str,
+        *,
+        now: float,
+        delivered: tuple[str, ...],
+        give_up: bool,
+    ) -> bool: ...
+
+
+Transport = Callable[[bytes, str, Sequence[str]], tuple[RecipientOutcome, ...]]
+"""Send one message (raw bytes, envelope sender, recipients): ``SmtpRelay.send``."""
+
+
+class ReportState(StrEnum):
+    SENT = "sent"
+    RETRY = "retry"
+    ABANDONED = "abandoned"
+
+
+@dataclass(frozen=True, slots=True)
+class SendOutcome:
+    """What one run did with one report: its state, the URIs that have it (this run's and
+    earlier ones), and a line per problem (URIs ignored, refused, failed)."""
+
+    policy_domain: str
+    report_id: str
+    file_name: str
+    state: ReportState
+    delivered: tuple[str, ...]
+    problems: tuple[str, ...] = ()
+
+
+def aggregate_report(report: PendingReport) -> AggregateReport:
+    """The message module's view of a pending report."""
+    return AggregateReport(
+        report.policy_domain, report.begin, report.end, report.report_id, report.file_name,
+        report.xml_gz,
+    )  # fmt: skip
+
+
+def send_reports(
+    reports: Iterable[PendingReport],
+    *,
+    submitter: Submitter,
+    signer: Signer,
+    resolver: DnsResolver,
+    transport: Transport,
+    marks: ReportMarks,
+    now: float,
+    org_domain: OrgDomainPlan = treewalk_org_domain,
+    max_attempts: int = MAX_ATTEMPTS,
+) -> list[SendOutcome]:
+    """Send every report; each one's outcome is marked in the store before the next."""
+    outcomes = []
+    for report in reports:
+        outcome = send_report(
+            report,
+            submitter=submitter,
+            signer=signer,
+            resolver=resolver,
+            transport=transport,
+            now=now,
+            org_domain=org_domain,
+            max_attempts=max_attempts,
+        )
+        if outcome.state is ReportState.SENT:
+            marks.sent(report, now=now)
+        else:
+            error = "; ".join(outcome.problems)[:1000] or "not delivered"
+            give_up = outcome.state is ReportState.ABANDONED
+            marks.failed(report, error, now=now, delivered=outcome.delivered, give_up=give_up)
+        outcomes.append(outcome)
+    return outcomes
+
+
+def send_report(
+    report: PendingReport,
+    *,
+    submitter: Submitter,
+    signer: Signer,
+    resolver: DnsResolver,
+    transport: Transport,
+    now: float,
+    org_domain: OrgDomainPlan = treewalk_org_domain,
+    max_attempts: int = MAX_ATTEMPTS,
+) -> SendOutcome:
+    """One report to each of its destinations not reached yet."""
+    message = aggregate_report(report)
+    parsed = parse_report_uris(report.rua)
+    problems = [f"{i.uri}: {i.reason}" for i in parsed.ignored]
+    done = set(report.delivered)
+    todo = [a for a in parsed.addresses if a.uri not in done]
+    plan = verify_destinations(message.policy_domain, todo, tag="rua", org_domain=org_domain)
+    checks = run_plan(plan, resolver)
+    delivered, temporary = list(report.delivered), False
+    for uri in dict.fromkeys(a.uri for a in todo):
+        mine = [c for c in checks if c.address.uri == uri]
+        result, notes = _send_uri(
+            message, mine, submitter=submitter, signer=signer, transport=transport, now=now
+        )
+        problems.extend(f"{uri}: {n}" for n in notes)
+        if result == "delivered":
+            delivered.append(uri)
+        temporary = temporary or result == "temporary"
+    if temporary:
+        state = ReportState.ABANDONED if report.attempts >= max_attempts else ReportState.RETRY
+    elif delivered:
+        state = ReportState.SENT
+    else:
+        state = ReportState.ABANDONED
+        problems.append("no destination can take this report")
+    return SendOutcome(
+        message.policy_domain,
+        report.report_id,
+        report.file_name,
+        state,
+        tuple(delivered),
+        tuple(problems),
+    )
+
+
+def _send_uri(
+    report: AggregateReport,
+    checks: list[Destination],
+    *,
+    submitter: Submitter,
+    signer: Signer,
+    transport: Transport,
+    now: float,
+) -> tuple[str, list[str]]:
+    """``delivered``, ``temporary`` or ``refused`` for one URI, and notes."""
+    waiting = [c for c in checks if c.status is DestinationStatus.TEMPFAIL]
+    if waiting:  # RFC 9990 4 step 5: verification repeated later, the URI kept for then
+        return "temporary", [c.reason for c in waiting]
+    notes = [c.reason for c in checks if c.reason and not c.usable]
+    recipients = list(dict.fromkeys(a.address for c in checks if c.usable for a in c.addresses))
+    if not recipients:
+        return "refused", notes
+    raw = build_aggregate_message(report, submitter, recipients, now=now, signer=signer)
+    outcomes = transport(raw, submitter.email, recipients)
+    failed = [o for o in outcomes if o.status is not RecipientStatus.SENT]
+    notes.extend(f"{o.recipient}: {o.status} {o.code or ''} {o.reply}".strip() for o in failed)
+    if any(o.status is RecipientStatus.TEMPORARY for o in failed):
+        return "temporary", notes
+    if len(failed) == len(outcomes):
+        return "refused", notes
+    return "delivered", notes
+
+
+def preview_message(
+    report: PendingReport, *, submitter: Submitter, signer: Signer, now: float
+) -> bytes:
+    """The message ``--dry-run`` writes: to every mailto: address of the report's URIs,
+    unverified (no DNS), signed as it would be sent."""
+    parsed = parse_report_uris(report.rua)
+    recipients = [a.address for a in parsed.addresses] or [submitter.email]
+    return build_aggregate_message(
+        aggregate_report(report), submitter, recipients, now=now, signer=signer
+    )
