@@ -13,6 +13,7 @@ Out of scope: DNSSEC validation (a validating local resolver is the place for it
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 from collections.abc import Sequence
 
@@ -26,6 +27,7 @@ import dns.rdatatype
 import dns.resolver
 import dns.rrset
 
+from mailauth.dns.asyncstub import AsyncStub
 from mailauth.dns.cache import DnsCache
 from mailauth.dns.outcomes import lookup_from_answer, lookup_from_error
 from mailauth.dns.types import Lookup, Query, RRType
@@ -118,6 +120,13 @@ class Resolver:
             backend.retry_servfail = False
         self.timeout = timeout
         self.lifetime = lifetime
+        self._stub = _stub_for(self._async, timeout, lifetime, edns_payload)
+
+    def close(self) -> None:
+        """Close the sockets the asyncio front end keeps open (it opens them again when
+        asked). Not needed before the resolver is dropped: they are closed with it."""
+        if self._stub is not None:
+            self._stub.close()
 
     @property
     def nameservers(self) -> list[str]:
@@ -152,7 +161,11 @@ class Resolver:
         cached = self.cache.get(query)
         if cached is not None:
             return cached
-        try:
+        if self._stub is not None and _has_readers(asyncio.get_running_loop()):
+            lookup = await self._stub.resolve(query)
+            self.cache.put(lookup)
+            return lookup
+        try:  # (nameservers of other kinds, Windows' proactor loop)
             answer = await self._async.resolve(query.name, rdtype.value, search=False)
         except Exception as exc:
             lookup = lookup_from_error(query, exc)
@@ -182,3 +195,31 @@ class Resolver:
         except dns.exception.DNSException:
             return None  # any other DNS response (NXDOMAIN, FORMERR...) means it answered
         return None
+
+
+def _stub_for(
+    backend: dns.resolver.BaseResolver, timeout: float, lifetime: float, edns_payload: int
+) -> AsyncStub | None:
+    """The asyncio front end's own stub for ``backend``'s nameservers, or None when one of
+    them is not a plain address and port (DNS over HTTPS, TLS or QUIC: dnspython then)."""
+    servers: list[tuple[str, int]] = []
+    for ns in backend.nameservers:
+        if isinstance(ns, str):
+            servers.append((ns, backend.nameserver_ports.get(ns, backend.port)))
+        elif type(ns) is dns.nameserver.Do53Nameserver:
+            servers.append((ns.address, ns.port))
+        else:
+            return None
+    return AsyncStub(
+        servers,
+        timeout=timeout,
+        lifetime=lifetime,
+        edns_payload=edns_payload,
+        rotate=backend.rotate,
+    )
+
+
+def _has_readers(loop: asyncio.AbstractEventLoop) -> bool:
+    """Whether ``loop`` watches sockets for reading (not Windows' proactor loop)."""
+    proactor = getattr(asyncio, "ProactorEventLoop", None)
+    return proactor is None or not isinstance(loop, proactor)
