@@ -11,7 +11,7 @@ records (an SPF record each). Each round asks questions nobody asked before (no 
 Printed per transport: the CPU microseconds this process spends per question (user + system:
 the sockets, the query's wire, parsing, the outcome); for bursts, the longest turn of the
 event loop meanwhile (what every other task on the loop waits for: a ticker task measures
-each turn), for one at a time, lookups per second. The best of --repeat runs for each,
+each turn, in CPU time), for one at a time, lookups per second. The best of --repeat runs for each,
 alternating the two transports so that a neighbour's load on the machine weighs on both
 alike. Answers are compared: both must give the same Lookup for every question.
 
@@ -69,18 +69,21 @@ def dnspython_lookuper(resolver: Resolver) -> Lookuper:
 async def run(
     lookup: Lookuper, names: list[str], burst: int, probe: bool
 ) -> tuple[list[Lookup], float]:
-    """The lookups, and with ``probe`` the longest turn of the event loop meanwhile (seconds:
-    how late a timer due every millisecond fired, at worst)."""
+    """The lookups, and with ``probe`` the longest turn of the event loop meanwhile (CPU
+    seconds: what this thread spent between two ticks of a timer due every millisecond, at
+    worst; in CPU time, so that the machine's other processes do not count)."""
     loop = asyncio.get_running_loop()
     out: list[Lookup] = []
     worst = 0.0
+    last = time.thread_time()
 
-    def tick(due: float) -> None:
-        nonlocal worst
-        worst = max(worst, loop.time() - due)
-        ticking[0] = loop.call_at(due + 0.001, tick, due + 0.001)
+    def tick() -> None:
+        nonlocal worst, last
+        now = time.thread_time()
+        worst, last = max(worst, now - last), now
+        ticking[0] = loop.call_later(0.001, tick)
 
-    ticking = [loop.call_at(loop.time() + 0.001, tick, loop.time() + 0.001)] if probe else []
+    ticking = [loop.call_later(0.001, tick)] if probe else []
     for start in range(0, len(names), burst):
         chunk = names[start : start + burst]
         if burst == 1:

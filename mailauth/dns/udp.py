@@ -15,13 +15,16 @@ port's short life. A socket serves at most :data:`USES` queries before it is ret
 once its last query ends), so that a port learned one way or another (a side channel such
 as CVE-2020-25705) serves for those queries only. See docs/dns.md.
 
-Answers are parsed with dnspython (``dns.message.from_wire``), only once they match, in the
-socket's read callback: one that does not parse, or does not answer the question asked, is
-ignored and the query goes on waiting, as dnspython's ``asyncquery.udp`` does with
-``ignore_unexpected`` and ``ignore_errors``. A truncated answer (TC) ends the exchange with
-``dns.message.Truncated``, unparsed; the caller asks again over TCP. ICMP errors that a
-connected socket reports (port unreachable) are ignored: the query times out, as with
-dnspython's unconnected sockets, which never see them.
+Answers are parsed with dnspython (``dns.message.from_wire``), only once they match, and in
+slices: at most :data:`PARSE_SLICE` seconds of parsing per turn of the event loop, so that
+the fifty answers of a hostile message, arriving together, do not hold up every other
+message for one long turn (docs/architecture.md, "Bounded work"); an answer still waiting
+to be parsed when its query's time is up is parsed then, not lost. One that does not
+parse, or does not answer the question asked, is ignored and the query goes on waiting, as
+dnspython's ``asyncquery.udp`` does with ``ignore_unexpected`` and ``ignore_errors``. A
+truncated answer (TC) ends the exchange with ``dns.message.Truncated``, unparsed; the caller
+asks again over TCP. ICMP errors that a connected socket reports (port unreachable) are
+ignored: the query times out, as with dnspython's unconnected sockets, which never see them.
 
 Out of scope: TCP (dnspython's ``asyncquery.tcp`` serves the rare truncated answer), TSIG.
 """
@@ -32,6 +35,8 @@ import asyncio
 import random
 import socket
 import struct
+import time
+from collections import deque
 from dataclasses import dataclass, field
 
 import dns.exception
@@ -41,6 +46,7 @@ SOCKETS = 8  # per nameserver, opened as queries need them
 USES = 100  # queries a socket serves before a fresh one (a new random port) replaces it
 IN_FLIGHT = 64  # queries one socket carries at once before another is opened beside it
 _BATCH = 32  # datagrams read per readiness callback (the rest wait for the loop's next turn)
+PARSE_SLICE = 0.001  # seconds of parsing per turn of the loop (at least one answer a turn)
 
 _HEADER = struct.Struct("!HHHHHH")  # RFC 1035 4.1.1
 _ID_FLAGS_QDCOUNT = struct.Struct("!HHH")
@@ -59,6 +65,7 @@ class _Pending:
     future: asyncio.Future[dns.message.Message]
     name: bytes  # the question's name in wire form, lowercase
     type_class: bytes  # QTYPE and QCLASS, 4 octets
+    received: list[bytes] = field(default_factory=list)  # matched, not parsed yet
 
 
 @dataclass(slots=True, eq=False)
@@ -82,6 +89,7 @@ class UdpChannel:
         sockets: int = SOCKETS,
         uses: int = USES,
         in_flight: int = IN_FLIGHT,
+        parse_slice: float = PARSE_SLICE,
     ) -> None:
         self.loop = loop
         self.address = address
@@ -90,6 +98,9 @@ class UdpChannel:
         self.size = sockets
         self.uses = uses
         self.in_flight = in_flight
+        self.parse_slice = parse_slice
+        self._unparsed: deque[_Pending] = deque()
+        self._parsing = False  # a slice of parsing is scheduled
         self._open: list[_Socket] = []  # taking new queries
         self._draining: set[_Socket] = set()  # retired, closed when their last query ends
         self.closed = False
@@ -119,11 +130,11 @@ class UdpChannel:
         while qid in entry.pending:
             qid = _random.getrandbits(16)
         future: asyncio.Future[dns.message.Message] = self.loop.create_future()
-        entry.pending[qid] = _Pending(future, name.lower(), type_class)
+        pending = entry.pending[qid] = _Pending(future, name.lower(), type_class)
         entry.uses += 1
         if entry.uses >= self.uses:
             self._retire(entry)
-        timer = self.loop.call_later(timeout, _expire, future, timeout)
+        timer = self.loop.call_later(timeout, self._expire, pending, timeout)
         try:
             wire = _HEADER.pack(qid, RD, 1, 0, 0, 1 if opt else 0) + name + type_class + opt
             await self._send(entry, wire)
@@ -218,12 +229,43 @@ class UdpChannel:
         if flags & _TC:
             pending.future.set_exception(dns.message.Truncated())  # type: ignore[no-untyped-call]
             return
-        try:
-            message = dns.message.from_wire(wire)
-        except Exception:  # (as dnspython's ignore_errors: go on waiting)
-            self.ignored += 1
-            return
-        pending.future.set_result(message)
+        pending.received.append(wire)
+        self._unparsed.append(pending)
+        if not self._parsing:
+            self._parsing = True
+            self.loop.call_soon(self._parse_slice)
+
+    def _parse_slice(self) -> None:
+        """Parse what came, until :attr:`parse_slice` seconds have gone; the rest in the
+        loop's next turn, after the other tasks' turn."""
+        unparsed = self._unparsed
+        ends = time.perf_counter() + self.parse_slice
+        while unparsed:
+            self._settle(unparsed.popleft())
+            if time.perf_counter() >= ends:
+                break
+        if unparsed:
+            self.loop.call_soon(self._parse_slice)
+        else:
+            self._parsing = False
+
+    def _settle(self, pending: _Pending) -> None:
+        """The query's answer: the first of its datagrams that parses."""
+        while pending.received and not pending.future.done():
+            wire = pending.received.pop(0)
+            try:
+                message = dns.message.from_wire(wire)
+            except Exception:  # (as dnspython's ignore_errors: go on waiting)
+                self.ignored += 1
+                continue
+            pending.future.set_result(message)
+        pending.received.clear()
+
+    def _expire(self, pending: _Pending, timeout: float) -> None:
+        self._settle(pending)  # (an answer that came in time, not parsed yet, counts)
+        if not pending.future.done():
+            exc = dns.exception.Timeout(timeout=timeout)  # type: ignore[no-untyped-call]
+            pending.future.set_exception(exc)
 
     def close(self) -> None:
         """Close every socket; queries still waiting fail (``ConnectionAbortedError``)."""
@@ -234,8 +276,4 @@ class UdpChannel:
                     pending.future.set_exception(ConnectionAbortedError("resolver closed"))
             entry.pending.clear()
             self._close_socket(entry)
-
-
-def _expire(future: asyncio.Future[dns.message.Message], timeout: float) -> None:
-    if not future.done():
-        future.set_exception(dns.exception.Timeout(timeout=timeout))  # type: ignore[no-untyped-call]
+        self._unparsed.clear()
