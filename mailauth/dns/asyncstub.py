@@ -30,6 +30,7 @@ import re
 import struct
 import weakref
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import dns.asyncquery
 import dns.exception
@@ -96,10 +97,14 @@ class AsyncStub:
         self._loops: weakref.WeakKeyDictionary[
             asyncio.AbstractEventLoop, dict[Server, UdpChannel]
         ] = weakref.WeakKeyDictionary()
+        self._current: tuple[asyncio.AbstractEventLoop, dict[Server, UdpChannel]] | None = None
         self._finalizer = weakref.finalize(self, _close_all, self._loops)
 
     def channels(self, loop: asyncio.AbstractEventLoop) -> dict[Server, UdpChannel]:
         """The channels on ``loop`` (those of loops closed since are closed on the way)."""
+        current = self._current
+        if current is not None and current[0] is loop:
+            return current[1]
         channels = self._loops.get(loop)
         if channels is None:
             for other in [other for other in self._loops if other.is_closed()]:
@@ -107,17 +112,17 @@ class AsyncStub:
                     channel.close()
             channels = {server: UdpChannel(loop, *server) for server in self.servers}
             self._loops[loop] = channels
+        self._current = (loop, channels)
         return channels
 
     def close(self) -> None:
         """Close every socket (queries still waiting fail)."""
+        self._current = None
         _close_all(self._loops)
 
     async def resolve(self, query: Query) -> Lookup:
         loop = asyncio.get_running_loop()
-        channels = self.channels(loop)
-        name_wire = name_to_wire(query.name)
-        type_class = _RDTYPES[query.rdtype]
+        question = _Question(query, name_to_wire(query.name), self.channels(loop))
         start = loop.time()
         servers = list(self.servers)
         if self.rotate:
@@ -142,26 +147,13 @@ class AsyncStub:
             remaining = start + self.lifetime - loop.time()
             if remaining <= 0:
                 return Lookup(query.name, query.rdtype, DnsStatus.TEMPFAIL, reason="DNS timeout")
-            timeout = min(remaining, self.timeout)
             try:
-                if tcp:
-                    request = dns.message.make_query(
-                        query.name + ".", query.rdtype.value, use_edns=0, payload=self.edns_payload
-                    )
-                    response = await dns.asyncquery.tcp(
-                        request, server[0], timeout=timeout, port=server[1]
-                    )
-                else:
-                    response = await channels[server].exchange(
-                        name_wire, type_class, self._opt, timeout
-                    )
+                response = await self._ask(question, server, tcp, min(remaining, self.timeout))
             except Exception as exc:
                 errors.append((_label(server), tcp, server[1], exc, None))
                 if isinstance(exc, dns.message.Truncated) and not tcp:
                     retry_tcp = server
-                elif isinstance(
-                    exc, dns.exception.FormError | EOFError | OSError | NotImplementedError
-                ):
+                elif isinstance(exc, _UNREACHABLE):
                     servers.remove(server)  # (Truncated over TCP cannot happen)
                 continue
             outcome = _outcome(query, response)
@@ -169,6 +161,31 @@ class AsyncStub:
                 return outcome
             errors.append((_label(server), tcp, server[1], outcome, response))
             servers.remove(server)
+
+    async def _ask(
+        self, question: _Question, server: Server, tcp: bool, timeout: float
+    ) -> dns.message.Message:
+        """One attempt at one server: over UDP, or over TCP after a truncated answer."""
+        query = question.query
+        if not tcp:
+            channel = question.channels[server]
+            return await channel.exchange(question.name, _RDTYPES[query.rdtype], self._opt, timeout)
+        request = dns.message.make_query(
+            query.name + ".", query.rdtype.value, use_edns=0, payload=self.edns_payload
+        )
+        return await dns.asyncquery.tcp(request, server[0], timeout=timeout, port=server[1])
+
+
+# What takes a server out of a query (as dnspython's resolver: it cannot be reached, or its
+# answers cannot be read); a timeout does not.
+_UNREACHABLE = (dns.exception.FormError, EOFError, OSError, NotImplementedError)
+
+
+@dataclass(frozen=True, slots=True)
+class _Question:
+    query: Query
+    name: bytes  # in wire form
+    channels: dict[Server, UdpChannel]  # (those of the running loop)
 
 
 def _outcome(query: Query, response: dns.message.Message) -> Lookup | object:
