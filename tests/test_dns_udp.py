@@ -20,7 +20,9 @@ import dns.exception
 import dns.flags
 import dns.message
 import dns.name
+import dns.nameserver
 import dns.rcode
+import dns.resolver
 import dns.rrset
 import pytest
 from hypothesis import given
@@ -28,6 +30,7 @@ from hypothesis import strategies as st
 
 from mailauth.dns import DnsCache, DnsStatus, Lookup, Query, Resolver, RRType
 from mailauth.dns.asyncstub import _RDTYPES, AsyncStub, name_to_wire, opt_record
+from mailauth.dns.resolver import _stub_for
 from mailauth.dns.udp import USES, UdpChannel, _Pending
 from tests.dnsserver import LoopbackDnsServer
 from tests.test_dns_resolver import ZONE
@@ -484,3 +487,37 @@ def test_an_answer_not_parsed_yet_when_time_is_up_is_the_answer() -> None:
     assert asyncio.run(expire([wire[:-3], wire])).answer[0].name == request.question[0].name
     with pytest.raises(dns.exception.Timeout):
         asyncio.run(expire([wire[:-3]]))
+
+
+# --- which nameservers, in which order ---------------------------------------------------
+
+
+def test_resolv_conf_servers_ports_and_rotate_are_taken_over() -> None:
+    backend = dns.resolver.Resolver(configure=False)
+    backend.nameservers = ["192.0.2.1", "2001:db8::53"]
+    backend.nameserver_ports = {"2001:db8::53": 5353}
+    backend.rotate = True
+    stub = _stub_for(backend, 2.0, 5.0, 1232)
+    assert stub is not None and stub.rotate
+    assert stub.servers == (("192.0.2.1", 53), ("2001:db8::53", 5353))
+
+
+def test_other_kinds_of_nameserver_are_left_to_dnspython() -> None:
+    backend = dns.resolver.Resolver(configure=False)
+    backend.nameservers = ["192.0.2.1", dns.nameserver.DoHNameserver("https://dns.test/q")]
+    assert _stub_for(backend, 2.0, 5.0, 1232) is None
+
+
+def test_rotate_spreads_the_first_question() -> None:
+    with LoopbackDnsServer(ZONE) as one, LoopbackDnsServer(ZONE) as two:
+        servers = [("127.0.0.1", one.port), ("127.0.0.1", two.port)]
+        stub = AsyncStub(servers, timeout=1.0, lifetime=2.0, edns_payload=4096, rotate=True)
+
+        async def ask() -> None:
+            for i in range(20):
+                await stub.resolve(Query.of(f"n{i}.example.test", RRType.TXT))
+
+        asyncio.run(ask())
+        stub.close()
+        assert len(one.questions) + len(two.questions) == 20
+        assert one.questions and two.questions
