@@ -521,3 +521,25 @@ def test_rotate_spreads_the_first_question() -> None:
         stub.close()
         assert len(one.questions) + len(two.questions) == 20
         assert one.questions and two.questions
+
+
+def test_closing_from_another_thread_closes_on_the_loops_thread(server: LoopbackDnsServer) -> None:
+    resolver = Resolver([server.address], timeout=1.0, lifetime=2.0)
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    try:
+
+        async def ask() -> UdpChannel:
+            assert (await resolver.lookup_async("example.test", RRType.MX)).records
+            return _channels(resolver)[0]
+
+        channel = asyncio.run_coroutine_threadsafe(ask(), loop).result(timeout=5)
+        assert channel.sockets == 1
+        resolver.close()  # (from this thread, while the loop runs in the other)
+        asyncio.run_coroutine_threadsafe(asyncio.sleep(0), loop).result(timeout=5)
+        assert channel.sockets == 0 and channel.closed
+    finally:
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(timeout=5)
+        loop.close()

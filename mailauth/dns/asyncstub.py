@@ -214,7 +214,16 @@ def _label(server: Server) -> str:
 def _close_all(
     loops: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[Server, UdpChannel]],
 ) -> None:
-    for channels in list(loops.values()):
+    """Close the channels of every loop: at once on their loop's thread or when it does not
+    run, else on its thread (a resolver dropped may be finalised in any thread)."""
+    try:
+        running: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+    except RuntimeError:
+        running = None
+    for loop, channels in list(loops.items()):
         for channel in channels.values():
-            channel.close()
+            if loop is running or not loop.is_running():
+                channel.close()
+            else:
+                loop.call_soon_threadsafe(channel.close)
     loops.clear()

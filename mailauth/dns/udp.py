@@ -195,6 +195,8 @@ class UdpChannel:
 
     def _readable(self, entry: _Socket) -> None:
         sock = entry.sock
+        if sock.fileno() < 0:  # (closed earlier in this turn of the loop)
+            return
         for _ in range(_BATCH):
             try:
                 wire, source = sock.recvfrom(65535)
