@@ -1,7 +1,8 @@
 """mailauth: email authentication for Python (SPF, DKIM, ARC, DMARC, Authentication-Results).
 
 The public API is what ``__all__`` lists; ``mailauth.dns`` holds the resolvers and
-``mailauth.dkim`` the DKIM building blocks (streaming verification, keys).
+``mailauth.dkim`` the DKIM building blocks (streaming verification, keys);
+``mailauth.reports`` the DMARC report store and recorders (docs/reports.md).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from mailauth.errors import (
     SigningError,
 )
 from mailauth.message import Author, HeaderField, Message
-from mailauth.pipeline import Authenticator
+from mailauth.pipeline import Authenticator, VerdictRecorder
 from mailauth.results import (
     ArcOutcome,
     ArcResult,
@@ -28,6 +29,7 @@ from mailauth.results import (
     DmarcOutcome,
     DmarcResult,
     Policy,
+    PublishedPolicy,
     SpfCheck,
     SpfOutcome,
     SpfResult,
@@ -53,6 +55,7 @@ __all__ = [
     "Message",
     "MessageParseError",
     "Policy",
+    "PublishedPolicy",
     "RecordSyntaxError",
     "Sealer",
     "Signer",
@@ -61,5 +64,6 @@ __all__ = [
     "SpfOutcome",
     "SpfResult",
     "Verdict",
+    "VerdictRecorder",
     "sign_dkim",
 ]

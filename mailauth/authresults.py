@@ -120,8 +120,8 @@ def _clause(
     quoted = quote_comment(comment) if comment else ""
     if quoted:
         pieces.append(f"({quoted})")
-    if reason:
-        pieces.append(f"reason={quote_value(reason)}")
+    if reason and (value := quote_value(reason)) != '""':  # (nothing left: no reason)
+        pieces.append(f"reason={value}")
     pieces.extend(f"{ptype}.{name}={quote_pvalue(value)}" for ptype, name, value in props)
     return pieces
 

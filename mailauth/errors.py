@@ -13,7 +13,8 @@ class MailauthError(Exception):
 
 
 class MessageParseError(MailauthError, ValueError):
-    """The input is not an RFC 5322 message (empty, or no header field at its start)."""
+    """The input is not a message at all: empty, or binary data (an empty header section is
+    a message: see :mod:`mailauth.message`)."""
 
 
 class InvalidDomainError(MailauthError, ValueError):

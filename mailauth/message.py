@@ -6,9 +6,14 @@ the slice of the input after the blank line. Line endings may be CRLF or bare LF
 disk); 8-bit and UTF-8 header bytes are kept as they are (RFC 6532).
 
 The header section ends at the first empty line, or at the first line that is not a header
-field (no colon, or a name with characters outside RFC 5322 ftext): that line starts the body,
-as MTAs treat it. A leading mbox ``From `` line is skipped. Whitespace before the colon
-(obsolete syntax, RFC 5322 4.5) is accepted. A message without a blank line has an empty body.
+field (no colon, an empty name or one with characters outside RFC 5322 ftext, a NUL or a
+byte-order mark before the name, a continuation line with no field to continue): that line
+starts the body, as Postfix treats it. So the header section may be empty (the first line
+already ends it): such a message is evaluated as it is (no From, no signatures), not refused.
+A leading mbox ``From `` line is skipped. Whitespace before the colon (obsolete syntax, RFC
+5322 4.5) is accepted. A message without a blank line has an empty body. Only input that is
+not a message at all is refused: empty (or only white space), or binary data (control octets
+that no text holds, at the start of input with no header field).
 
 Out of scope: MIME structure and RFC 2047 decoding; mailauth never needs them.
 """
@@ -61,6 +66,19 @@ class HeaderField(NamedTuple):
 
 
 _new_tuple = tuple.__new__
+# Octets that text does not hold: C0 controls but TAB, LF, FF and CR, and DEL.
+_CONTROL = re.compile(rb"[\x00-\x08\x0b\x0e-\x1f\x7f]")
+_BINARY_SPAN = 4096
+
+
+def _is_binary(raw: bytes, start: int) -> bool:
+    """Input with no header field that is binary data rather than a message with an empty
+    header section: two control octets in its first line, or more than eight in its first
+    4 KiB (a NUL or two before a field name, as a broken client may send, is still mail)."""
+    span = raw[start : start + _BINARY_SPAN]
+    eol = span.find(b"\n")
+    first_line = span if eol < 0 else span[:eol]
+    return len(_CONTROL.findall(first_line)) >= 2 or len(_CONTROL.findall(span)) > 8
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,12 +132,17 @@ class Message:
         elif raw.startswith(b"\n", pos):
             body_offset = pos + 1
         elif pos < size:
-            if raw[pos] in (0x20, 0x09) and not headers:
-                raise MessageParseError("message starts with a continuation line")
             body_offset = pos  # a line that is not a header field starts the body
-        if not headers:
-            raise MessageParseError("not a message: no header field at the start")
+        if not headers and _is_binary(raw, pos):
+            raise MessageParseError("not a message: binary data (control octets at its start)")
         return cls(raw, tuple(headers), body_offset)
+
+    @property
+    def line_ending(self) -> bytes:
+        """CRLF or LF, as the message writes them (its first line's): what fields added on
+        top of it end with."""
+        first = self.headers[0].raw if self.headers else self.raw[: self.raw.find(b"\n") + 1]
+        return b"\n" if first.endswith(b"\n") and not first.endswith(b"\r\n") else b"\r\n"
 
     @property
     def body(self) -> memoryview:

@@ -15,7 +15,7 @@ import ipaddress
 from collections.abc import Awaitable, Iterable, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass, replace
-from typing import Any, TypeVar, cast
+from typing import Any, Protocol, TypeVar, cast
 
 from mailauth.arc import verify_arc
 from mailauth.arc.chain import MAX_SETS, ArcError, is_arc_field, parse_message_signature
@@ -57,10 +57,33 @@ class Context:
     helo: str
     mail_from: str
     now: float
+    recipients: tuple[str, ...] = ()
+
+
+class VerdictRecorder(Protocol):
+    """What ``Authenticator(..., recorder=...)`` hands every verdict to, with the envelope
+    (``mailauth.reports.BackgroundRecorder``: DMARC aggregate reports). Called on the
+    event loop under asyncio: it must return at once (buffer, never write)."""
+
+    def record(
+        self,
+        verdict: Verdict,
+        *,
+        ip: str,
+        mail_from: str,
+        recipients: tuple[str, ...] = (),
+        now: float,
+    ) -> None: ...
 
 
 def make_context(
-    message: bytes | Message, *, ip: str, helo: str, mail_from: str, now: float | None
+    message: bytes | Message,
+    *,
+    ip: str,
+    helo: str,
+    mail_from: str,
+    now: float | None,
+    recipients: Sequence[str] = (),
 ) -> Context:
     """Validate the caller's arguments; raises ValueError (MessageParseError) on misuse."""
     address, sender = _client_address(ip), _reverse_path(mail_from)
@@ -71,6 +94,7 @@ def make_context(
         helo=helo.strip(),
         mail_from=sender,
         now=unix_time(now),
+        recipients=tuple(recipients),
     )
 
 
@@ -156,6 +180,7 @@ class Authenticator:
         dmarc_policy: DmarcLocalPolicy | None = None,
         trusted_arc_sealers: Iterable[str] = (),
         limits: MessageLimits | None = None,
+        recorder: VerdictRecorder | None = None,
     ) -> None:
         if not authserv_id or quote_pvalue(authserv_id) != authserv_id:
             raise ValueError(
@@ -167,6 +192,7 @@ class Authenticator:
         self.dkim_policy = dkim_policy or DkimPolicy()
         self.dmarc_policy = dmarc_policy or DmarcLocalPolicy()
         self.limits = limits or MessageLimits()
+        self.recorder = recorder  # every verdict is handed to it (DMARC reports)
         self._spf_memo = _SpfMemo()
         self._dmarc_memo: DiscoveryMemo | None = None
         if isinstance(resolver, Resolver):  # (on the cache's clock, within its TTL caps)
@@ -186,10 +212,13 @@ class Authenticator:
         helo: str = "",
         mail_from: str = "",
         now: float | None = None,
+        recipients: Sequence[str] = (),
     ) -> Verdict:
         """Authenticate one message, blocking; see :meth:`verify_async`."""
-        context = make_context(message, ip=ip, helo=helo, mail_from=mail_from, now=now)
-        return run_plan(self.plan(context), self.resolver)
+        context = make_context(
+            message, ip=ip, helo=helo, mail_from=mail_from, now=now, recipients=recipients
+        )
+        return self._recorded(run_plan(self.plan(context), self.resolver), context)
 
     async def verify_async(
         self,
@@ -199,15 +228,32 @@ class Authenticator:
         helo: str = "",
         mail_from: str = "",
         now: float | None = None,
+        recipients: Sequence[str] = (),
     ) -> Verdict:
         """Authenticate one message on the running event loop.
 
         ``ip`` is the SMTP client's address, ``helo`` its HELO/EHLO name, ``mail_from`` the
-        reverse-path ("" or "<>" when null), ``now`` the Unix time to judge signatures at.
-        Raises ValueError for a malformed ``ip`` or an input that is not a message.
+        reverse-path ("" or "<>" when null), ``now`` the Unix time to judge signatures at,
+        ``recipients`` the RCPT TO addresses (for the recorder only). Raises ValueError for
+        a malformed ``ip`` or an input that is not a message.
         """
-        context = make_context(message, ip=ip, helo=helo, mail_from=mail_from, now=now)
-        return await run_plan_async(self.plan(context), self.resolver, self.executor)
+        context = make_context(
+            message, ip=ip, helo=helo, mail_from=mail_from, now=now, recipients=recipients
+        )
+        verdict = await run_plan_async(self.plan(context), self.resolver, self.executor)
+        return self._recorded(verdict, context)
+
+    def _recorded(self, verdict: Verdict, context: Context) -> Verdict:
+        """``verdict``, handed to the recorder first when there is one."""
+        if self.recorder is not None:
+            self.recorder.record(
+                verdict,
+                ip=str(context.ip),
+                mail_from=context.mail_from,
+                recipients=context.recipients,
+                now=context.now,
+            )
+        return verdict
 
     async def check_spf_async(self, *, ip: str, helo: str = "", mail_from: str = "") -> SpfCheck:
         """SPF alone, as soon as the envelope is known (before the message arrives)."""
@@ -248,7 +294,8 @@ class Authenticator:
         if cache is None:
             return (yield from plan)
         spf, ttl = yield from _valid_for(plan, cache)
-        self._spf_memo.put(key, spf, cache.now(), ttl)
+        if not any(budget.refused for budget in budgets):  # (a limit's answer: not kept)
+            self._spf_memo.put(key, spf, cache.now(), ttl)
         return spf
 
     def prepare(self, headers: Sequence[HeaderField], now: float) -> _Streamed:
@@ -261,10 +308,18 @@ class Authenticator:
         return _Streamed(dkim, body, arc)
 
     def intake(
-        self, *, ip: str, helo: str = "", mail_from: str = "", now: float | None = None
+        self,
+        *,
+        ip: str,
+        helo: str = "",
+        mail_from: str = "",
+        now: float | None = None,
+        recipients: Sequence[str] = (),
     ) -> MessageIntake:
         """A message that arrives in pieces (the milter's case): see :class:`MessageIntake`."""
-        return MessageIntake(self, ip=ip, helo=helo, mail_from=mail_from, now=now)
+        intake = MessageIntake(self, ip=ip, helo=helo, mail_from=mail_from, now=now)
+        intake.recipients = tuple(recipients)
+        return intake
 
     def plan(self, context: Context, streamed: _Streamed | None = None) -> Plan[Verdict]:
         """The checks: SPF beside DKIM and ARC (none waits on another's DNS), then DMARC.
@@ -436,6 +491,7 @@ class MessageIntake:
     ) -> None:
         self.authenticator = authenticator
         self.ip, self.helo, self.mail_from, self.now = ip, helo, mail_from, now
+        self.recipients: tuple[str, ...] = ()
         self._context: Context | None = None
         self._streamed: _Streamed | None = None
 
@@ -443,7 +499,12 @@ class MessageIntake:
         """The header fields as they arrived; raises ValueError (MessageParseError) on junk."""
         message = Message.parse(header_section + b"\r\n")
         self._context = make_context(
-            message, ip=self.ip, helo=self.helo, mail_from=self.mail_from, now=self.now
+            message,
+            ip=self.ip,
+            helo=self.helo,
+            mail_from=self.mail_from,
+            now=self.now,
+            recipients=self.recipients,
         )
         self._streamed = self.authenticator.prepare(message.headers, self._context.now)
 
@@ -467,7 +528,8 @@ class MessageIntake:
         auth, context, streamed = self.authenticator, self._context, self._streamed
         resolver, executor = auth.resolver, auth.executor
         if spf is None:
-            return await run_plan_async(auth.plan(context, streamed), resolver, executor)
+            verdict = await run_plan_async(auth.plan(context, streamed), resolver, executor)
+            return auth._recorded(verdict, context)
         checks = asyncio.ensure_future(
             run_plan_async(auth.signature_checks(context, streamed), resolver, executor)
         )
@@ -477,4 +539,4 @@ class MessageIntake:
         finally:
             checks.cancel()  # (a no-op when done; stops the checks when SPF failed or timed out)
         plan = auth.conclusion(context, spf_check, dkim, arc)
-        return await run_plan_async(plan, resolver, executor)
+        return auth._recorded(await run_plan_async(plan, resolver, executor), context)

@@ -115,6 +115,7 @@ class Budget:
     seconds: float | None = None
     clock: Callable[[], float] = time.monotonic
     asked: int = 0
+    refused: int = 0  # questions answered as temporary failures for this budget's limits
     _deadline: float | None = field(default=None, repr=False)
 
     def allow(self, count: int) -> tuple[int, str]:
@@ -161,9 +162,10 @@ def bounded(plan: Plan[T], budget: Budget) -> Plan[T]:
             deadline, late = mine, budget.late
         answers: tuple[Lookup, ...] = (yield Resolve(asked, deadline, late)) if asked else ()
         refused = tuple(
-            Lookup(q.name, q.rdtype, DnsStatus.TEMPFAIL, reason=why)
+            Lookup(q.name, q.rdtype, DnsStatus.TEMPFAIL, reason=why, refused=True)
             for q in effect.queries[allowed:]
         )
+        budget.refused += len(refused) + sum(1 for a in answers if a.refused)
         value = (*answers, *refused)
 
 
@@ -279,6 +281,6 @@ async def _answer_by(effect: Resolve, resolver: DnsResolver) -> tuple[Lookup, ..
     return tuple(
         tasks[i].result()
         if tasks and tasks[i].done() and not tasks[i].cancelled()
-        else Lookup(q.name, q.rdtype, DnsStatus.TEMPFAIL, reason=effect.late)
+        else Lookup(q.name, q.rdtype, DnsStatus.TEMPFAIL, reason=effect.late, refused=True)
         for i, q in enumerate(effect.queries)
     )

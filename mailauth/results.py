@@ -134,6 +134,41 @@ class DkimOutcome:
 
 
 @dataclass(frozen=True, slots=True)
+class PublishedPolicy:
+    """The DMARC Policy Record that applied, as an aggregate report shows it (RFC 9990
+    "policy_published"): tags absent from the record hold their defaults (``sp``/``np``:
+    None when absent); ``discovery`` is ``treewalk`` (RFC 9989) or ``psl`` (RFC 7489);
+    ``rua``/``ruf`` the reporting URIs as published (RFC 9989 4.6), unverified."""
+
+    p: Policy
+    sp: Policy | None = None
+    np: Policy | None = None
+    adkim: str = "r"
+    aspf: str = "r"
+    testing: bool = False
+    psd: str = "u"
+    fo: str = "0"
+    discovery: str = "treewalk"
+    rua: tuple[str, ...] = ()
+    ruf: tuple[str, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "p": str(self.p),
+            "sp": str(self.sp) if self.sp else None,
+            "np": str(self.np) if self.np else None,
+            "adkim": self.adkim,
+            "aspf": self.aspf,
+            "t": "y" if self.testing else "n",
+            "psd": self.psd,
+            "fo": self.fo,
+            "discovery_method": self.discovery,
+            "rua": list(self.rua),
+            "ruf": list(self.ruf),
+        }
+
+
+@dataclass(frozen=True, slots=True)
 class DmarcOutcome:
     """The DMARC result for the author domain, and the disposition after local policy.
 
@@ -142,7 +177,9 @@ class DmarcOutcome:
     ``temperror`` with the record known, the strictest one a failure could have had);
     ``disposition`` is what the receiver applies after test mode (``t=y``), RFC 7489
     sampling and local overrides; ``override`` names the RFC 9990 PolicyOverride type when
-    the disposition differs from ``policy`` on a fail, ``override_comment`` says why.
+    the disposition differs from ``policy`` on a fail, ``override_comment`` says why;
+    ``published``: the record at ``policy_domain`` (what an aggregate report needs), when
+    one was found.
     """
 
     result: DmarcResult
@@ -158,6 +195,7 @@ class DmarcOutcome:
     testing: bool = False
     override: str = ""
     override_comment: str = ""
+    published: PublishedPolicy | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -174,6 +212,7 @@ class DmarcOutcome:
             "testing": self.testing,
             "override": self.override,
             "override_comment": self.override_comment,
+            "published": self.published.to_dict() if self.published else None,
         }
 
 

@@ -82,11 +82,48 @@ def test_valimail_validation(name: str, case: dict[str, Any], doc: dict[str, Any
     try:
         got = str(_verify(raw, _zone(doc["txt-records"])).result)
     except MessageParseError:
-        got = "none"  # cv_empty, cv_no_headers: not a message, so no ARC set either
+        got = "none"  # cv_empty: not a message, so no ARC set either
     record_conformance(
         "ValiMail ARC validation suite (175 cases incl. 4 duplicate ids)", got == expected
     )
     assert got == expected
+
+
+def test_valimail_cv_no_headers_through_mailauth_verify_and_a_dns_server(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A message with an empty header section, as a user would check it: `mailauth verify`
+    with DNS from a server on loopback. It was "not a message" (exit 2); it is evaluated:
+    arc=none, the other methods none, exit 0."""
+    import json
+
+    from mailauth.cli import main
+    from tests.dnsserver import LoopbackDnsServer, txt_zone
+
+    (_, case, doc) = next(c for c in VALIDATION if c[0] == "cv_no_headers")
+    path = tmp_path / "no-headers.eml"
+    path.write_bytes(_crlf(case["message"]))
+    with LoopbackDnsServer(txt_zone(doc["txt-records"])) as server:
+        argv = ["verify", str(path), "--ip", "192.0.2.1", "--mail-from", "jqd@d1.example.org"]
+        assert main([*argv, "--nameserver", server.address, "--dns-timeout", "2", "--json"]) == 0
+    verdict = json.loads(capsys.readouterr().out)
+    assert verdict["arc"]["result"] == "none"
+    assert verdict["dkim"] == [] and verdict["dmarc"]["result"] == "none"
+    assert "arc=none" in verdict["authentication_results"]
+    assert verdict["spf"]["result"] in ("none", "permerror", "neutral")
+
+
+def test_sealing_a_message_with_no_header_fields_keeps_its_body() -> None:
+    """The new ARC set goes on top with the empty line the message lacked: its first line
+    (not a field) must stay the body's, not become a continuation of the AAR."""
+    key = ED_KEY
+    zone = _zone({"s._domainkey.example.org": public_key_record(key)})
+    for raw in (b" i=continued?\r\nbody\r\n", b"\r\nbody\r\n", b"no colon\nbody\n"):
+        sealed = Sealer("example.org", "s", key).seal(
+            raw, authentication_results="mx.example.org; none", chain=ArcOutcome(ArcResult.NONE)
+        )
+        assert bytes(Message.parse(sealed).body) == bytes(Message.parse(raw).body)
+        assert _verify(sealed, zone).result is ArcResult.PASS
 
 
 SIGNING = _cases("arc-draft-sign-tests.yml")

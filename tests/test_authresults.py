@@ -240,7 +240,7 @@ def _authres_field(authserv_id: str, clauses: list[Any]) -> str:
             result_comment=quote_comment(comment) or None,
             properties=properties,
         )
-        if reason:
+        if reason and quote_value(reason) != '""':  # (nothing printable: left out)
             clause.reason = _Value(reason)
         results.append(clause)
     header = authres.AuthenticationResultsHeader(
@@ -413,3 +413,12 @@ def test_long_values_are_quoted_alike() -> None:
         assert quote_comment(text) == text.replace("\\", "\\\\").replace("(", "\\(")
         assert quote_value(text) == '"' + text.replace("\\", "\\\\") + '"'
         assert quote_pvalue(text) == quote_value(text)
+
+
+def test_a_reason_with_nothing_printable_is_left_out() -> None:
+    """reason="" is valid RFC 8601, but authres (and other parsers) refuse the field."""
+    from mailauth.results import DkimOutcome, DkimResult
+
+    outcome = DkimOutcome(DkimResult.PERMERROR, "example.com", "s1", "rsa-sha256", "\x01\x02")
+    header = render_authentication_results("mx.example.org", dkim=[outcome])
+    assert "reason" not in header

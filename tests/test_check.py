@@ -7,6 +7,7 @@ import asyncio
 import datetime
 import http.server
 import json
+import socket
 import ssl
 import threading
 import time
@@ -21,7 +22,7 @@ from cryptography.x509.oid import NameOID
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from mailauth.check import DomainReport, MtaStsFetcher, Status, check_domain, parse_policy
+from mailauth.check import Area, DomainReport, MtaStsFetcher, Status, check_domain, parse_policy
 from mailauth.check.mtasts import mx_matches
 from mailauth.check.records import COMMON_SELECTORS
 from mailauth.check.spf import check_spf
@@ -608,3 +609,83 @@ def test_a_repeated_unknown_modifier_is_ignored_by_both() -> None:
     findings, _ = run_plan(check_spf("t.example"), zone)
     assert outcome.result is SpfResult.PASS
     assert "spf.ok" in {f.id for f in findings}
+
+
+# --- what a new user trips on (issue 19)
+
+
+def test_a_domain_that_does_not_exist_is_one_finding(
+    resolver: ZoneResolver, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A typo gave seven "missing" findings (and a DKIM guess); now one, and it says so."""
+    report = run_plan(check_domain("nosuch.example"), resolver)
+    assert [(f.area, f.id, f.status) for f in report.findings] == [
+        (Area.DOMAIN, "domain.nxdomain", Status.FAIL)
+    ]
+    assert "does not exist in DNS (NXDOMAIN)" in report.findings[0].message
+    assert main(["check", "nosuch.example", "--dns-zone", str(ZONE), "--no-fetch"]) == 1
+    out = capsys.readouterr().out
+    assert "domain.nxdomain" in out and "missing" not in out
+
+
+def test_status_is_the_same_in_the_summary_and_the_json(
+    resolver: ZoneResolver, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A domain with warnings only was `warn` in the summary, "pass" in the JSON."""
+    args = ["check", "dmarc-weak.example", "--dns-zone", str(ZONE), "--no-fetch"]
+    assert main(args) == 0  # (warnings do not fail the run)
+    assert capsys.readouterr().out.startswith("dmarc-weak.example: warn (0 fail, ")
+    assert main([*args, "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["status"] == "warn"
+    report = run_plan(check_domain("dmarc-weak.example"), resolver)
+    assert report.status is Status.WARN and not report.failed
+
+
+def test_a_run_over_several_domains_ends_with_totals(capsys: pytest.CaptureFixture[str]) -> None:
+    domains = ["good.example", "dmarc-weak.example", "nosuch.example", "dns-faulty.example"]
+    args = ["check", *domains, "--dns-zone", str(ZONE), "--no-fetch", "--selector", "s2026"]
+    assert main(args) == 1
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    assert last == (
+        "4 domains checked: 3 failing, 0 with warnings only, 1 passing; 1 with DNS errors"
+    )
+    assert main([*args, "--json"]) == 1
+    captured = capsys.readouterr()
+    assert all(json.loads(line) for line in captured.out.splitlines())  # JSON Lines only
+    assert captured.err.strip().startswith("4 domains checked: ")
+    assert main(args[:2] + args[5:]) == 0  # one domain: no totals line
+    assert "domains checked" not in capsys.readouterr().out
+
+
+def test_a_name_without_a_dot_in_a_term_is_one_precise_finding() -> None:
+    zone = ZoneResolver.from_text(
+        '$ORIGIN t.example.\n$TTL 300\n@ IN TXT "v=spf1 include:i1 a:mail -all"\n'
+    )
+    findings, _ = run_plan(check_spf("t.example"), zone)
+    syntax = [f for f in findings if f.id == "spf.syntax"]
+    assert [f.message for f in syntax] == [
+        f"t.example: {term!r} names {name!r}, not a fully qualified domain name (RFC 7208 7.1:"
+        " a dot and a top label) (permerror)"
+        for term, name in (("include:i1", "i1"), ("a:mail", "mail"))
+    ]
+    assert not any("unknown or malformed" in f.message for f in findings)
+
+
+def test_an_invalid_name_is_its_own_area(resolver: ZoneResolver) -> None:
+    report = run_plan(check_domain("a b.example"), resolver)
+    assert [(f.area, f.id) for f in report.findings] == [(Area.DOMAIN, "domain.invalid")]
+    assert report.to_dict()["findings"][0]["area"] == "domain"
+
+
+def test_a_policy_fetch_error_names_the_address_it_tried(
+    tmp_path: Path, resolver: ZoneResolver
+) -> None:
+    """mta-sts.good.example is 127.0.0.1 in the zone; nothing listens on the port."""
+    with socket.socket() as unused:
+        unused.bind(("127.0.0.1", 0))
+        port = unused.getsockname()[1]
+    report = run_plan(check_domain("good.example", fetcher=MtaStsFetcher(port=port)), resolver)
+    (fetch,) = [f for f in report.findings if f.id == "mta-sts.policy-fetch"]
+    assert fetch.message.startswith(
+        "https://mta-sts.good.example/.well-known/mta-sts.txt (at 127.0.0.1): "
+    ), fetch.message

@@ -54,7 +54,6 @@ def test_verify_reads_stdin(
     ("argv", "message"),
     [
         (["verify", "/nonexistent/file.eml", *ARGS], "cannot read"),
-        (["verify", str(DEMO / "example.com.zone"), *ARGS], "not a message"),
         (
             [
                 "verify",
@@ -102,7 +101,7 @@ def test_verify_reads_stdin(
             ],
             "authserv-id",
         ),
-        (["verify", "--bogus"], "required"),
+        (["verify", "--bogus"], "unrecognized option --bogus"),
         ([], ""),
     ],
 )
@@ -143,6 +142,38 @@ def test_empty_input(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None
     assert main(["verify", str(empty), *ARGS]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "empty message" in err
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"\nHey gang,\r\nThis is a test message.\r\n",  # ValiMail ARC cv_no_headers
+        b" continued\r\nFrom: alice@example.com\r\n\r\nbody\r\n",
+        b"\x00From: alice@example.com\r\n\r\nbody\r\n",
+        b"\xef\xbb\xbfFrom: alice@example.com\r\n\r\nbody\r\n",
+        b": no name\r\n\r\nbody\r\n",
+        b"no colon at all\r\n",
+    ],
+)
+def test_verify_reads_a_file_as_the_mta_would_have_delivered_it(
+    raw: bytes, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A first line that is not a header field ends the header section there (as Postfix
+    does): the message is evaluated, none/permerror with reasons, exit 0 (issue 19)."""
+    path = tmp_path / "odd.eml"
+    path.write_bytes(raw)
+    assert main(["verify", str(path), "--json", *ARGS]) == 0
+    verdict = json.loads(capsys.readouterr().out)
+    assert verdict["dkim"] == [] and verdict["arc"]["result"] == "none"
+    assert verdict["dmarc"]["result"] == "none" and verdict["dmarc"]["reason"]
+
+
+def test_binary_input_is_not_a_message(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "photo.png"
+    path.write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR" + bytes(range(256)))
+    assert main(["verify", str(path), *ARGS]) == 2
+    err = capsys.readouterr().err
+    assert err == "mailauth: error: not a message: binary data (control octets at its start)\n"
 
 
 def test_unreachable_dns_is_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
@@ -559,3 +590,120 @@ def test_sign_arc_with_dns_unreachable_is_a_temporary_failure(
     captured = capsys.readouterr()
     assert captured.out == ""
     assert captured.err.splitlines()[-1].startswith("mailauth sign: error: not sealed: DNS unreach")
+
+
+def test_dns_zone_with_its_origin(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A zone file as BIND keeps it (no $ORIGIN, the origin in named.conf): FILE:ORIGIN.
+    Without the origin: one line naming the file and the line, exit 2."""
+    text = (DEMO / "example.com.zone").read_text()
+    zone = tmp_path / "db.example.com"
+    zone.write_text("\n".join(line for line in text.splitlines() if "$ORIGIN" not in line))
+    argv = ["verify", str(DEMO / "message.eml"), "--ip", "192.0.2.10", "--dns-zone"]
+    assert main([*argv, f"{zone}:example.com"]) == 0
+    assert "dkim=pass" in capsys.readouterr().out
+    assert main([*argv, str(zone)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert re.match(rf"mailauth: error: {re.escape(str(zone))}:\d+: relative name", err), err
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (["verify", "--ip", "192.0.2.1", "--now", "abc"],
+         "mailauth verify: error: argument --now: not a Unix time from 0 to 10^12: 'abc'; "
+         "see mailauth verify --help"),
+        (["verify", "--ipp", "192.0.2.1"],
+         "mailauth verify: error: unrecognized option --ipp (did you mean --ip?); "
+         "see mailauth verify --help"),
+        (["verify", "a.eml", "b.eml", "--ip", "192.0.2.1"],
+         "mailauth verify: error: unrecognized arguments: b.eml; see mailauth verify --help"),
+        (["verify", "--mail-from", "postmaster", "--ip", "192.0.2.1"],
+         "mailauth verify: error: argument --mail-from: 'postmaster' is not a reverse-path: "
+         "give local-part@domain, or '' or '<>' for the null reverse-path; "
+         "see mailauth verify --help"),
+        (["sign", "--domain", "example.com"],
+         "mailauth sign: error: the following arguments are required: --selector, --key; "
+         "see mailauth sign --help"),
+        (["sign", "--arc", "--mail-from", "<postmaster>", "--domain", "d", "--selector", "s",
+          "--key", "k"],
+         "mailauth sign: error: argument --mail-from: '<postmaster>' is not a reverse-path"),
+        (["keygen", "--domain", "example.com", "--selector", "s", "--out", "k",
+          "--algorithm", "dsa"],
+         "mailauth keygen: error: argument --algorithm: invalid choice: 'dsa'"),
+        (["check", "--jsn", "example.com"],
+         "mailauth check: error: unrecognized option --jsn (did you mean --json?)"),
+        (["milter", "--check-confg"],
+         "mailauth milter: error: unrecognized option --check-confg (did you mean "
+         "--check-config?)"),
+        (["bogus"], "mailauth: error: argument COMMAND: invalid choice: 'bogus'"),
+        ([], "mailauth: error: give a command (verify, sign, keygen, check, milter, reports); "
+             "see mailauth --help"),
+        (["--frobnicate"], "mailauth: error: unrecognized arguments: --frobnicate"),
+    ],
+)  # fmt: skip
+def test_usage_errors_are_one_line_naming_the_command(
+    argv: list[str], expected: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Not argparse's usage block (2-10 lines); a misspelt option of a command names that
+    command, ahead of the options still missing (issue 19)."""
+    assert main(argv) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err.count("\n") == 1 and captured.err.startswith(expected), captured.err
+    assert captured.err.rstrip().endswith("--help")
+
+
+def test_options_argparse_takes_still_work(capsys: pytest.CaptureFixture[str]) -> None:
+    """Abbreviations, --opt=value, negative numbers as values, and '--'."""
+    message = str(DEMO / "message.eml")
+    zone = ["--dns-zone", str(DEMO / "example.com.zone")]
+    assert main(["verify", message, "--ip=192.0.2.10", "--mail", "a@example.com", *zone]) == 0
+    assert "smtp.mailfrom=a@example.com" in capsys.readouterr().out
+    assert main(["verify", "--ip", "192.0.2.10", "--now", "-5", *zone, "--", message]) == 2
+    assert "not a Unix time" in capsys.readouterr().err  # (-5 reached the type, not the scan)
+    assert (
+        main(["verify", "--ip", "192.0.2.10", "--mail-from", "@example.com", *zone, message]) == 0
+    )
+    assert "smtp.mailfrom=postmaster@example.com" in capsys.readouterr().out
+
+
+def test_verify_json_documents_received_spf(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["verify", str(DEMO / "message.eml"), "--json", *ARGS]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["received_spf"].startswith("Received-SPF: pass")
+    docs = (DEMO.parent.parent / "docs" / "cli.md").read_text()
+    for key in data:
+        assert f"| `{key}` |" in docs, key
+
+
+def test_keygen_gives_the_key_to_the_service_user(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """keygen run as root for the milter's user: --owner USER[:GROUP] (issue 19); the key
+    is the user's before a byte of it is written."""
+    import grp
+    import os
+    import pwd
+
+    nobody = pwd.getpwnam("nobody")
+    out = tmp_path / "keys"
+    args = ["keygen", "--domain", "example.com", "--algorithm", "ed25519", "--out", str(out)]
+    if os.geteuid() != 0:
+        assert main([*args, "--selector", "s1", "--owner", "nobody"]) == 2
+        assert "--owner needs root" in capsys.readouterr().err
+        assert not (out / "s1.private").exists()  # no key left to the wrong user
+        return
+    assert main([*args, "--selector", "s1", "--owner", "nobody"]) == 0
+    for path in (out, out / "s1.private", out / "s1.txt"):
+        assert (path.stat().st_uid, path.stat().st_gid) == (nobody.pw_uid, nobody.pw_gid)
+    assert (out / "s1.private").stat().st_mode & 0o777 == 0o600
+    group = grp.getgrgid(0).gr_name
+    assert main([*args, "--selector", "s2", "--owner", f"nobody:{group}"]) == 0
+    assert (out / "s2.private").stat().st_gid == 0
+    capsys.readouterr()
+    for owner, message in (("nosuchuser", "no user 'nosuchuser'"), ("nobody:nosuchgroup",
+                           "no group 'nosuchgroup'")):  # fmt: skip
+        assert main([*args, "--selector", "s3", "--owner", owner]) == 2
+        assert capsys.readouterr().err == f"mailauth: error: --owner {owner!r}: {message}\n"
+        assert not (out / "s3.private").exists()

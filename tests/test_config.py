@@ -5,9 +5,11 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -111,27 +113,30 @@ def test_every_problem_is_one_line(tmp_path: Path) -> None:
     )
     with pytest.raises(ConfigError) as error:
         load_milter_config(path)
-    lines = str(error.value).splitlines()[1:]
+    lines = str(error.value).splitlines()
     expected = [
-        "unknown key listen_backlog",
-        "deadline must be a number",
-        "unknown key dns.resolver",
-        "10.0.0.0/33",
-        "cannot read key file /nonexistent.pem",
-        "must be a plain token",
-        "on_error 'drop'",
-        "log_format 'xml' must be json or text",
-        "outbound.keys[1].sign_for: 'bad domain' is not a domain or *.domain",
-        "outbound.keys.sign_for must be a list",
-        "inbound.arc_seal lacks selector, key",
-        "inbound.trusted_mailing_lists: 'lists example' is not a host name",
-        "max_header_fields must be from 10 to 1000000, not 5",
-        "inbound.max_dkim_signatures must be from 1 to 1000, not 0",
-        "inbound.reject_partial_body must be a bool",
+        (3, "listen_backlog: unknown key"),
+        (4, "deadline: must be a number"),
+        (25, "dns.resolver: unknown key"),
+        (9, "outbound.trusted_networks: '10.0.0.0/33' is not a CIDR network"),
+        (13, "outbound.keys[0].key: cannot read key file /nonexistent.pem"),
+        (2, "authserv_id: 'mx example' must be a plain token"),
+        (5, "on_error: 'drop'"),
+        (6, "log_format: 'xml' must be json or text"),
+        (18, "outbound.keys[1].sign_for: 'bad domain' is not a domain or *.domain"),
+        (23, "outbound.keys[2].sign_for: must be a list"),
+        (30, "inbound.arc_seal: lacks selector, key"),
+        (27, "inbound.trusted_mailing_lists: 'lists example' is not a host name"),
+        (7, "max_header_fields: must be from 10 to 1000000, not 5"),
+        (28, "inbound.max_dkim_signatures: must be from 1 to 1000, not 0"),
+        (29, "inbound.reject_partial_body: must be a bool"),
     ]
-    for fragment in expected:
-        assert sum(fragment in line for line in lines) == 1, (fragment, lines)
+    for line, fragment in expected:
+        prefix = f"{path}:{line}: {fragment}"
+        assert sum(text.startswith(prefix) for text in lines) == 1, (prefix, lines)
     assert len(lines) == len(expected)
+    numbers = [int(text[len(str(path)) + 1 :].split(":")[0]) for text in lines]
+    assert numbers == sorted(numbers)  # in the order of the file
 
 
 def test_not_toml_and_missing_file(tmp_path: Path) -> None:
@@ -152,7 +157,7 @@ def test_check_config(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Non
     key.write_bytes(private_key_pem(ED_KEY))
     key.chmod(0o600)
     assert main(["milter", "--config", str(path), "--check-config", "--arc-seal", "x"]) == 2
-    assert "--arc-seal 'x': use DOMAIN:SELECTOR:KEYFILE" in capsys.readouterr().err
+    assert "--arc-seal: 'x': use DOMAIN:SELECTOR:KEYFILE" in capsys.readouterr().err
     seal = f"fwd.example.net:s1:{key}"
     assert main(["milter", "--config", str(path), "--check-config", "--arc-seal", seal]) == 0
     assert "ARC sealing as fwd.example.net" in capsys.readouterr().out
@@ -176,7 +181,7 @@ def test_check_config(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Non
         "mx.example.org",
     ]
     assert main([*nowhere, "--dns-zone", str(ZONE), "--check-config"]) == 2
-    assert "listen unix:/nonexistent/dir/m.sock: /nonexistent/dir is no directory" in (
+    assert "--listen: unix:/nonexistent/dir/m.sock: missing directory /nonexistent/dir" in (
         capsys.readouterr().err
     )
     assert main([*args, "--check-config", "--arc-seal-domain", "alumni.example.org"]) == 2
@@ -185,16 +190,16 @@ def test_check_config(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Non
     assert "'lists.example.org,' is not a host name" in capsys.readouterr().err
     # options get the file's checks too
     for option, message in (
-        (["--deadline", "-1"], "deadline must be a positive number of seconds, not -1.0"),
-        (["--deadline", "0"], "deadline must be a positive number of seconds, not 0.0"),
-        (["--deadline", "nan"], "deadline must be a positive number of seconds, not nan"),
-        (["--deadline", "inf"], "deadline must be a positive number of seconds, not inf"),
-        (["--idle-timeout", "0"], "idle_timeout must be a positive number of seconds, not 0.0"),
-        (["--idle-timeout", "nan"], "idle_timeout must be a positive number of seconds"),
-        (["--metrics-listen", "nonsense"], "metrics_listen 'nonsense' must be HOST:PORT"),
+        (["--deadline", "-1"], "--deadline: must be a positive number of seconds, not -1.0"),
+        (["--deadline", "0"], "--deadline: must be a positive number of seconds, not 0.0"),
+        (["--deadline", "nan"], "--deadline: must be a positive number of seconds, not nan"),
+        (["--deadline", "inf"], "--deadline: must be a positive number of seconds, not inf"),
+        (["--idle-timeout", "0"], "--idle-timeout: must be a positive number of seconds, not 0.0"),
+        (["--idle-timeout", "nan"], "--idle-timeout: must be a positive number of seconds"),
+        (["--metrics-listen", "nonsense"], "--metrics-listen: 'nonsense' must be HOST:PORT"),
         (["--metrics-listen", "127.0.0.1:²"], "must be HOST:PORT"),  # (int('²') raised)
-        (["--socket-mode", "999"], "--socket-mode '999': an octal mode such as 660"),
-        (["--authserv-id", "a b"], "authserv_id 'a b' must be a plain token"),
+        (["--socket-mode", "999"], "--socket-mode: '999' is not an octal mode such as 660"),
+        (["--authserv-id", "a b"], "--authserv-id: 'a b' must be a plain token"),
     ):
         assert main([*args, "--check-config", *option]) == 2, option
         assert message in capsys.readouterr().err, option
@@ -337,5 +342,137 @@ def test_any_file_loads_or_gets_one_line_per_problem(tmp_path: Path, data: st.Da
     try:
         load_milter_config(path)
     except ConfigError as exc:
-        problems = str(exc).splitlines()[1:]
-    assert all(line.startswith("  ") and "\n" not in line for line in problems)
+        problems = str(exc).splitlines()
+    assert all(re.match(rf"{re.escape(str(path))}(:\d+)?: \S", line) for line in problems)
+
+
+def test_check_config_reports_every_problem_in_one_run(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A bad port and a bad nameserver appeared only once the first five were fixed (issue
+    19); every problem now comes at once, FILE:LINE: key: problem, in the file's order, and
+    the options' own problems after them."""
+    path = tmp_path / "milter.toml"
+    path.write_text(
+        'listen = "inet:99999@127.0.0.1"\n'
+        'authserv_id = "mx example"\n'
+        'on_error = "maybe"\n'
+        "deadline = -1\n"
+        'log_format = "xml"\n'
+        'socket_mode = "999"\n'
+        "\n[dns]\n"
+        'nameservers = ["dns.example"]\n'
+        "timeout = 0\n"
+        "\n[outbound]\n"
+        'trusted_networks = ["10.0.0.0/33"]\n'
+    )
+    assert main(["milter", "--config", str(path), "--check-config", "--deadline", "0"]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert err == [
+        f"mailauth: error: {path}:1: listen: bad listen socket 'inet:99999@127.0.0.1': "
+        "port 99999 out of range 1-65535",
+        f"mailauth: error: {path}:2: authserv_id: 'mx example' must be a plain token (a host name)",
+        f"mailauth: error: {path}:3: on_error: 'maybe' must be accept or tempfail",
+        f"mailauth: error: {path}:4: deadline: must be a positive number of seconds, not -1.0",
+        f"mailauth: error: {path}:5: log_format: 'xml' must be json or text",
+        f"mailauth: error: {path}:6: socket_mode: '999' is not an octal mode such as 660",
+        f"mailauth: error: {path}:9: dns.nameservers: nameserver 'dns.example': not an IP address",
+        f"mailauth: error: {path}:10: dns.timeout: must be a positive number of seconds, not 0.0",
+        f"mailauth: error: {path}:13: outbound.trusted_networks: '10.0.0.0/33' is not a CIDR "
+        "network",
+        "mailauth: error: --deadline: must be a positive number of seconds, not 0.0",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("listen", "problem"),
+    [
+        ("tcp:25", "unknown scheme 'tcp'; use inet:PORT@HOST, inet6:PORT@HOST or unix:PATH"),
+        ("8891", "no scheme; use inet:PORT@HOST"),
+        ("inet:0@127.0.0.1", "port 0 out of range 1-65535"),
+        ("inet:smtp@127.0.0.1", "port 'smtp' is not a number"),
+        ("unix:", "unix: needs a path"),
+        ("unix:/nonexistent/dir/m.sock", "missing directory /nonexistent/dir"),
+    ],
+)
+def test_a_bad_listen_socket_says_what_is_wrong(
+    listen: str, problem: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "milter.toml"
+    path.write_text(f'authserv_id = "mx.example.org"\nlisten = "{listen}"\n')
+    assert main(["milter", "--config", str(path), "--check-config"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"mailauth: error: {path}:2: listen: ") and problem in err, err
+    assert err.count("\n") == 1
+
+
+def test_a_toml_syntax_error_names_its_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "milter.toml"
+    path.write_text('listen = "inet:8891@127.0.0.1"\nauthserv_id = "mx.example.org"\nfoo =\n')
+    assert main(["milter", "--config", str(path), "--check-config"]) == 2
+    assert capsys.readouterr().err == f"mailauth: error: {path}:3: not valid TOML: Invalid value\n"
+
+
+def test_zone_files_of_the_configuration_are_loaded_when_checked(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    zone = tmp_path / "db.example"
+    zone.write_text('@ IN TXT "v=spf1 -all"\n')
+    path = tmp_path / "milter.toml"
+    path.write_text(
+        'listen = "inet:8891@127.0.0.1"\nauthserv_id = "mx.example.org"\n'
+        f'[dns]\nzone_files = ["{zone}"]\n'
+    )
+    assert main(["milter", "--config", str(path), "--check-config"]) == 2
+    assert capsys.readouterr().err == (
+        f"mailauth: error: {path}:4: dns.zone_files: {zone}:1: relative name '@' with no "
+        "$ORIGIN (add a $ORIGIN line, write the name with a final dot, or give the origin as "
+        "FILE:ORIGIN)\n"
+    )
+    path.write_text(path.read_text().replace(f"{zone}", f"{zone}:example.com"))
+    assert main(["milter", "--config", str(path), "--check-config"]) == 0
+
+
+def test_sigterm_says_so_and_removes_the_unix_socket(tmp_path: Path) -> None:
+    """A shutdown line, and no socket file left behind (a stale one was left on exit)."""
+    socket_path = tmp_path / "m.sock"
+    command = [sys.executable, "-m", "mailauth", "milter", "--listen", f"unix:{socket_path}"]
+    command += ["--authserv-id", "mx.example.org", "--dns-zone", str(ZONE)]
+    process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
+    try:
+        assert process.stderr is not None
+        assert "listening" in process.stderr.readline()
+        assert socket_path.is_socket()
+        os.kill(process.pid, signal.SIGTERM)
+        assert process.wait(timeout=20) == 0
+        rest = process.stderr.read()
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert rest == (
+        "mailauth milter: stopped on SIGTERM: 0 MTA connection(s) open, 0 closed in time, "
+        "0 cut off after the deadline\n"
+    )
+    assert not socket_path.exists()
+
+
+def test_a_socket_file_another_process_put_there_is_left_alone(tmp_path: Path) -> None:
+    import socket as sockets
+
+    from mailauth.milter.listen import remove_socket_file, socket_file
+
+    path = tmp_path / "m.sock"
+    with sockets.socket(sockets.AF_UNIX) as first:
+        first.bind(str(path))
+        ours = socket_file(f"unix:{path}")
+    path.unlink()
+    time.sleep(0.01)
+    with sockets.socket(sockets.AF_UNIX) as second:  # a new milter took the name over
+        second.bind(str(path))
+        remove_socket_file(ours)
+        assert path.exists()
+    remove_socket_file(socket_file(f"unix:{path}"))
+    assert not path.exists()
+    assert socket_file("inet:8891@127.0.0.1") is None

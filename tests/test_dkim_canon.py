@@ -355,3 +355,15 @@ def test_header_canonicalization_matches_dkimpy(fields: list[tuple[bytes, bytes,
             # h= naming the fields bottom-up selects each instance once, in that order (5.4.2).
             bottom_up = [h.name for h in reversed(headers)]
             assert header_data(headers, bottom_up, RELAXED) == b"".join(reversed(canonical))
+
+
+def test_a_bytes_subclass_is_hashed_as_its_bytes() -> None:
+    """The C line functions take bytes exactly; a subclass (from some caller's library) is
+    copied to bytes first, as the pure-Python functions would have read it."""
+
+    class Chunk(bytes):
+        pass
+
+    hasher = BodyHasher(RELAXED)
+    hasher.update(Chunk(b"a  b \r\nc\r\n"))
+    assert hasher.digest() == _sha(b"a b\r\nc\r\n")

@@ -172,3 +172,125 @@ def test_a_zone_file_loads_in_linear_name_comparisons(monkeypatch: pytest.Monkey
     assert compared[0] < 10 * 4000
     with pytest.raises(ConfigError):
         ZoneResolver.from_text('a.test. 300 IN CNAME b.test.\na.test. 300 IN TXT "x"\n')
+
+
+def test_the_query_log_is_bounded() -> None:
+    """A milter serving from zone files runs for months: the log keeps the recent queries."""
+    from mailauth.dns import zone as zone_module
+
+    resolver = ZoneResolver.from_text('n.test. 300 IN TXT "x"\n')
+    for _ in range(zone_module.MAX_LOGGED_QUERIES + 10):
+        resolver.lookup("n.test", RRType.TXT)
+    assert len(resolver.queries) <= zone_module.MAX_LOGGED_QUERIES
+    assert resolver.queries[-1] == Query("n.test", RRType.TXT)
+
+
+# --- what a newcomer's zone file looks like (issue 19)
+
+
+def test_relative_names_with_no_origin_are_an_error_at_their_line(tmp_path: Path) -> None:
+    """dnspython alone reads ``foo`` as ``foo.`` (never asked) and ``@`` as the root."""
+    path = tmp_path / "example.com.zone"
+    path.write_text('$TTL 300\n\n@ IN TXT "v=spf1 -all"\n')
+    with pytest.raises(ConfigError) as error:
+        ZoneResolver.from_files([path])
+    assert str(error.value).startswith(f"{path}:3: relative name '@' with no $ORIGIN")
+    path.write_text('example.com. IN TXT "v=spf1 -all"\nfoo IN TXT "x"\n')
+    with pytest.raises(ConfigError, match=r"example\.com\.zone:2: relative name 'foo'"):
+        ZoneResolver.from_files([path])
+    path.write_text("example.com. IN MX 10 mx\n")  # (a relative name in the data, too)
+    with pytest.raises(ConfigError, match=r":1: relative name 'mx' with no \$ORIGIN"):
+        ZoneResolver.from_files([path])
+    path.write_text("$GENERATE 1-3 h$ A 192.0.2.$\n")
+    with pytest.raises(ConfigError, match=r":1: \$GENERATE with no \$ORIGIN"):
+        ZoneResolver.from_files([path])
+
+
+def test_the_origin_given_with_the_file(tmp_path: Path) -> None:
+    """``FILE:ORIGIN`` (as a server's configuration names a zone's origin); a $ORIGIN line
+    still moves it, and absolute names stay where they are."""
+    path = tmp_path / "db.example"
+    path.write_text('@ IN TXT "v=spf1 -all"\nmx IN A 192.0.2.1\nother.test. IN A 192.0.2.2\n')
+    zone = ZoneResolver.from_files([(path, "example.com")])
+    assert zone.lookup("example.com", RRType.TXT).texts == (b"v=spf1 -all",)
+    assert zone.lookup("mx.example.com", RRType.A).hosts == ("192.0.2.1",)
+    assert zone.lookup("other.test", RRType.A).hosts == ("192.0.2.2",)
+    assert ZoneResolver.from_text("www IN A 192.0.2.3\n", origin="example.org.").lookup(
+        "www.example.org", RRType.A
+    ).hosts == ("192.0.2.3",)
+
+
+def test_zone_specs_on_the_command_line(tmp_path: Path) -> None:
+    from mailauth.dns.zone import split_zone_spec
+
+    assert split_zone_spec("db.example:example.com") == ("db.example", "example.com")
+    assert split_zone_spec("example.com.zone") == ("example.com.zone", None)
+    odd = tmp_path / "a:b"  # a file whose name has a colon is a file name
+    odd.write_text("")
+    assert split_zone_spec(str(odd)) == (str(odd), None)
+    assert split_zone_spec("dir:x/file.zone") == ("dir:x/file.zone", None)
+
+
+@pytest.mark.parametrize(
+    ("text", "line", "message"),
+    [
+        ('$ORIGIN example.com.\n@ IN TXT "unterminated\n', 2, "newline in quoted string"),
+        ("$ORIGIN example.com.\n@ IN MX 10\n", 2, "expecting an identifier"),
+        ("$ORIGIN example.com.\n\n@ IN A 192.0.2.300\n", 3, ""),
+        ("$ORIGIN example.com.\n@ IN BOGUS x\n", 2, "unknown rdatatype"),
+        ("$ORIGIN example.com.\n" + "a" * 64 + " IN A 192.0.2.1\n", 2, "label"),
+        ('$ORIGIN example.com.\n@ IN TXT (\n  "a"\n  "b"\n', 4, "unbalanced parentheses"),
+    ],
+)
+def test_syntax_errors_name_the_line_they_are_on(text: str, line: int, message: str) -> None:
+    """dnspython counts the line ending of a line that ended too soon: a 2-line file had
+    its error at line 3."""
+    with pytest.raises(ConfigError) as error:
+        ZoneResolver.from_text(text)
+    assert str(error.value).startswith(f"<text>:{line}: "), str(error.value)
+    assert message in str(error.value)
+    assert "\n" not in str(error.value)
+
+
+def test_names_that_are_not_host_names_load_as_dns_holds_them() -> None:
+    """RFC 1035 5.1 \\DDD: such a name exists (its parents too), and a lookup by a name
+    that can be typed simply does not match it; other records answer as usual."""
+    zone = ZoneResolver.from_text(
+        "$ORIGIN example.com.\n"
+        '\\200\\201._domainkey IN TXT "v=DKIM1; p="\n'
+        "a\\.b IN CNAME \\200\\201._domainkey\n"
+        'sp\\032ace IN TXT "spaced"\n'
+        "@ IN MX 10 \\255mx\n"
+        '@ IN TXT "v=spf1 -all"\n'
+    )
+    assert zone.lookup("example.com", RRType.TXT).texts == (b"v=spf1 -all",)
+    assert zone.lookup("_domainkey.example.com", RRType.TXT).status is DnsStatus.NODATA
+    assert zone.lookup("a.b.example.com", RRType.TXT).status is DnsStatus.NXDOMAIN
+    assert zone.lookup("sp ace.example.com", RRType.TXT).texts == (b"spaced",)
+    (mx,) = zone.lookup("example.com", RRType.MX).exchanges
+    assert mx.exchange == "\\255mx.example.com"  # (as the network resolver writes it)
+    # names in the constructor may be written with escapes too
+    programmatic = ZoneResolver({("\\200.example", RRType.TXT): (60, [b"x"])})
+    assert programmatic.lookup("example", RRType.TXT).status is DnsStatus.NODATA
+
+
+def test_a_zone_with_such_a_name_serves_verify(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Every `verify` with such a zone exited 2 ("invalid domain name ... backslash")."""
+    from mailauth.cli import main
+
+    demo = Path(__file__).resolve().parent.parent / "fixtures" / "demo"
+    zone = tmp_path / "extra.zone"
+    zone.write_text('$ORIGIN example.com.\n\\200\\201._domainkey IN TXT "v=DKIM1; p="\n')
+    argv = ["verify", str(demo / "message.eml"), "--ip", "192.0.2.10"]
+    argv += ["--dns-zone", str(demo / "example.com.zone"), "--dns-zone", str(zone)]
+    assert main(argv) == 0
+    assert "dkim=pass" in capsys.readouterr().out
+
+
+def test_a_file_that_is_not_utf8_names_its_line(tmp_path: Path) -> None:
+    path = tmp_path / "latin1.zone"
+    path.write_bytes(b'$ORIGIN example.com.\n@ IN TXT "caf\xe9"\n')
+    with pytest.raises(ConfigError, match=r"latin1\.zone:2: not UTF-8 text"):
+        ZoneResolver.from_files([path])

@@ -81,11 +81,43 @@ def test_get_all_is_case_insensitive_top_to_bottom() -> None:
 
 @pytest.mark.parametrize(
     "raw",
-    [b"", b"\r\n", b"   \n\n", b"\x00\x01\x02 binary", b" starts folded\r\n", b"no colon at all"],
+    [
+        b"",
+        b"\r\n",
+        b"   \n\n",
+        b"\x00\x01\x02 binary",
+        b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\x03 gzip",
+        b"%PDF-1.7\n" + bytes(range(256)) * 4,
+    ],
 )
 def test_not_a_message(raw: bytes) -> None:
+    """Only input that is not a message at all: empty, or binary data."""
     with pytest.raises(MessageParseError):
         Message.parse(raw)
+
+
+@pytest.mark.parametrize(
+    ("raw", "body"),
+    [
+        (b"\nHey gang,\nThis is a test message.\n", b"Hey gang,\nThis is a test message.\n"),
+        (b"\r\nbody\r\n", b"body\r\n"),
+        (b" starts folded\r\n", b" starts folded\r\n"),
+        (b"no colon at all", b"no colon at all"),
+        (b": empty name\n\nx", b": empty name\n\nx"),
+        (b"\x00From: a@b.example\n\nx", b"\x00From: a@b.example\n\nx"),
+        (b"\xef\xbb\xbfFrom: a@b.example\n\nx", b"\xef\xbb\xbfFrom: a@b.example\n\nx"),
+        (b"From x@y Mon Jan  1 00:00:00 2024\n\nbody", b"body"),
+    ],
+)
+def test_a_first_line_that_is_no_field_ends_an_empty_header_section(
+    raw: bytes, body: bytes
+) -> None:
+    """As Postfix reads it (issue 19; ValiMail ARC cv_no_headers): the header section ends
+    at the first line that is not a header field, even the first; the rest is the body."""
+    message = Message.parse(raw)
+    assert message.headers == ()
+    assert bytes(message.body) == body
+    assert message.author().field_count == 0
 
 
 @pytest.mark.parametrize(
@@ -130,9 +162,11 @@ def test_parse_never_crashes(raw: bytes) -> None:
     except MessageParseError:
         return
     # the parse is lossless from the first field on
-    start = raw.index(message.headers[0].raw)
-    rebuilt = b"".join(f.raw for f in message.headers)
-    assert raw[start:].startswith(rebuilt)
+    if message.headers:
+        start = raw.index(message.headers[0].raw)
+        rebuilt = b"".join(f.raw for f in message.headers)
+        assert raw[start:].startswith(rebuilt)
+    assert raw.endswith(bytes(message.body))
     message.author()
     for field in message.headers:
         field.text()

@@ -4,6 +4,7 @@ policy, and hostile MTA input (malformed packets, oversize, a dropped connection
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import struct
 from collections.abc import Awaitable
 from pathlib import Path
@@ -1302,3 +1303,83 @@ def test_a_dmarc_reject_is_not_turned_into_a_4xx_by_an_attacker_arc_set() -> Non
     )
     assert replies[-1][0] == p.REPLYCODE
     assert replies[-1][1].startswith(b"550 5.7.1 DMARC policy of example.net")
+
+
+def test_an_mta_that_closes_without_reading_the_replies_is_one_log_line(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """ConnectionResetError from writer.drain() escaped the handler: asyncio logged a
+    traceback per such connection (issue 19). Now one line at most, and the server lives."""
+    import socket as sockets
+
+    headers, body = split_message((DEMO / "message.eml").read_bytes())
+
+    async def go() -> None:
+        server, port, milter = await serve()
+        for _ in range(3):
+            client = await MilterClient.connect("127.0.0.1", port)
+            await client.negotiate()
+            sock = client.writer.get_extra_info("socket")
+            sock.setsockopt(sockets.SOL_SOCKET, sockets.SO_LINGER, struct.pack("ii", 1, 0))
+            task = asyncio.ensure_future(client.message(**SENDER, headers=headers, body=body))
+            while not client.eom_sent:
+                await asyncio.sleep(0.001)
+            task.cancel()
+            client.writer.transport.abort()  # RST: the milter's reply meets a reset
+            with contextlib.suppress(asyncio.CancelledError, ConnectionError):
+                await task
+        await _until_closed(milter)
+        replies = await _one_message(port, headers, body)  # the server still serves
+        assert "dkim=pass" in _inserted_header(replies)
+        await _until_closed(milter)
+        server.close()
+
+    with caplog.at_level("DEBUG"):
+        run(go())
+    assert not [r for r in caplog.records if r.exc_info or "Traceback" in r.getMessage()]
+    assert not [r for r in caplog.records if r.name == "asyncio" and r.levelno >= 30]
+    closed = [r for r in caplog.records if "closed by the MTA" in r.getMessage()]
+    assert len(closed) <= 3
+
+
+async def _until_closed(milter: Milter) -> None:
+    for _ in range(250):
+        if not milter.connections:
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError("a milter connection is still open")
+
+
+async def _one_message(
+    port: int, headers: list[tuple[str, str]], body: bytes
+) -> list[tuple[bytes, bytes]]:
+    client = await MilterClient.connect("127.0.0.1", port)
+    await client.negotiate()
+    replies = await client.message(**SENDER, headers=headers, body=body)
+    await client.close()
+    return replies
+
+
+def test_a_signed_outbound_message_gets_a_log_line(caplog: pytest.LogCaptureFixture) -> None:
+    import ipaddress
+    import json
+
+    from mailauth.dkim import Signer
+    from tests.dkim_helpers import ED_KEY
+
+    signer = Signer("example.com", "ed1", ED_KEY)
+    settings = MilterSettings(
+        trusted_networks=(ipaddress.ip_network("192.0.2.0/24"),),
+        signers={"example.com": (signer,)},
+    )
+    raw = (DEMO / "message.eml").read_bytes()
+    headers, body = split_message(raw[raw.index(b"From: ") :])
+    laptop = {"ip": "192.0.2.50", "helo": "laptop.example.com", "mail_from": "alice@example.com"}
+    with caplog.at_level("INFO", logger="mailauth.milter"):
+        exchange(settings, {**laptop, "headers": headers, "body": body, "queue_id": "4QSIGN"})
+    (line,) = [r.getMessage() for r in caplog.records if "4QSIGN" in r.getMessage()]
+    record = json.loads(line)
+    assert record["signed"] == ["example.com:ed1:ed25519-sha256"]
+    assert (record["client"], record["mail_from"], record["action"]) == (
+        "192.0.2.50", "<alice@example.com>", "continue",
+    )  # fmt: skip

@@ -532,3 +532,43 @@ def test_limits_scale_to_a_shorter_deadline() -> None:
     short = MessageLimits.within(10)
     assert short.spf_seconds + short.dmarc_seconds <= 9
     assert short.spf_queries == MessageLimits().spf_queries
+
+
+def test_an_spf_result_made_under_a_refusal_of_its_budget_is_not_remembered() -> None:
+    """The SPF memo keeps a result while its DNS answers are valid; a result in which a
+    budget gave up on a question (here the PTR question, past the time limit because the
+    loop was busy) says nothing about the domain and must not be served to the next
+    messages (it was a fail, kept for minutes)."""
+    import time
+
+    from mailauth.dns import Query, Resolver
+    from mailauth.pipeline import MessageLimits
+    from mailauth.results import SpfResult
+
+    data = ZoneResolver.from_text(
+        's.example. 300 IN TXT "v=spf1 a:x.s.example ptr -all"\n'
+        "x.s.example. 300 IN A 203.0.113.9\nout.s.example. 300 IN A 192.0.2.10\n"
+        "10.2.0.192.in-addr.arpa. 300 IN PTR out.s.example.\n"
+    )
+
+    class Stalled(Resolver):
+        stall = True
+
+        async def lookup_async(self, name: str, rdtype: RRType) -> Lookup:
+            cached = self.cache.get(Query.of(name, rdtype))
+            if cached is not None:
+                return cached
+            if name == "x.s.example" and self.stall:
+                time.sleep(0.35)  # the event loop busy elsewhere, past the SPF time limit
+            lookup = data.lookup(name, rdtype)
+            self.cache.put(lookup)
+            return lookup
+
+    resolver = Stalled(["127.0.0.1"])
+    auth = Authenticator("mx.test", resolver, limits=MessageLimits(spf_seconds=0.3))
+    envelope = {"ip": "192.0.2.10", "helo": "", "mail_from": "u@s.example"}
+    first = asyncio.run(auth.check_spf_async(**envelope))
+    assert first.mailfrom.result is SpfResult.TEMPERROR
+    assert auth.remembered_spf(**envelope) is None
+    resolver.stall = False
+    assert asyncio.run(auth.check_spf_async(**envelope)).mailfrom.result is SpfResult.PASS

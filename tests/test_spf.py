@@ -138,8 +138,13 @@ def test_helo_address_literal_is_none_with_a_reason(zone: ZoneResolver) -> None:
         ("a@", SpfResult.NONE),
         ("@", SpfResult.NONE),
         ("pass.spf.test", SpfResult.PASS),  # RFC 7208 4.3: no local-part -> postmaster
+        ("postmaster", SpfResult.NONE),  # a local-part alone: no domain (RFC 5321 4.1.2)
         ('"odd local;part"@pass.spf.test', SpfResult.PASS),
         ("a@b@pass.spf.test", SpfResult.NONE),
+        # RFC 5321 4.1.2: an "@" in a quoted local-part is the local-part's (it gave none,
+        # a way around a -all's fail in the header fields)
+        ('"x@y"@pass.spf.test', SpfResult.PASS),
+        ('"x@y\\"@pass.spf.test', SpfResult.NONE),  # (its closing quote escaped)
         ("a@" + "x" * 64 + ".spf.test", SpfResult.NONE),  # RFC 7208 4.3: malformed domain
         ("a@nodots", SpfResult.NONE),
         ("a@bad..spf.test", SpfResult.NONE),
@@ -152,6 +157,18 @@ def test_odd_mail_from_gives_a_precise_result(
 ) -> None:
     check = check_spf(zone, ip="192.0.2.10", helo="mail.spf.test", mail_from=mail_from)
     assert check.mailfrom.result is result
+
+
+def test_a_local_part_alone_is_not_read_as_a_domain(zone: ZoneResolver) -> None:
+    """MAIL FROM:<postmaster> was checked, and written, as postmaster@postmaster."""
+    check = check_spf(zone, ip="192.0.2.10", helo="mail.spf.test", mail_from="postmaster")
+    assert (check.mailfrom.domain, check.mailfrom.sender) == ("", "postmaster")
+    assert "no domain" in check.mailfrom.reason
+    verdict = Authenticator("mx.example.org", zone).verify(
+        b"From: a@b.test\r\n\r\n", ip="192.0.2.10", mail_from="<postmaster>"
+    )
+    assert "postmaster@postmaster" not in verdict.authentication_results
+    assert "smtp.mailfrom=postmaster" in verdict.authentication_results
 
 
 def test_bad_ip_is_a_value_error(zone: ZoneResolver) -> None:

@@ -32,7 +32,7 @@ import pytest
 import spf as pyspf
 import yaml
 
-from mailauth.dns import DnsResolver, DnsStatus, RRType, ZoneResolver
+from mailauth.dns import DnsResolver, DnsStatus, MxRecord, RRType, ZoneResolver
 from mailauth.errors import InvalidDomainError
 from mailauth.results import SpfResult
 from mailauth.spf import check_spf_identity
@@ -75,6 +75,14 @@ DIFFERENCES = {
         "4.3, 7.3",
         "a sender without local-part is postmaster@<domain>, and %{s} is that",
         "%{s} is the domain alone",
+    ),
+    "k": (
+        "4.6.4, 5.4, 5.5",
+        "the void lookup limit counts terms: an mx term is one void lookup when none of its "
+        "exchanges has an address (not one per exchange), and a PTR name without an address "
+        "is skipped, not a void lookup",
+        "counts every void address query, so an IPv6 client listed after IPv4-only MX hosts, "
+        "or a client whose reverse zone lists dangling names, gets permerror",
     ),
     "h": (
         "4.6.4, 5, 7.3",
@@ -220,6 +228,54 @@ def repair_ptr_errors(world: World) -> bool:
     return changed
 
 
+def repair_void_addresses(world: World) -> bool:
+    """(k) An MX exchange's address query that is void answers instead an address that is
+    not the client's, where another exchange of the same MX has one (per RFC 7208 4.6.4
+    and 5.4 the same: the term had an address, no void lookup, no match); of an MX whose
+    exchanges are all void, only the first is kept (still one void term, no match); a PTR
+    name without an address gets one that is not the client's (5.5: skipped either way).
+    A name may serve other terms too: when the change would change mailauth's result, it
+    is not made."""
+    client = world.client()
+    family = RRType.A if client.version == 4 else RRType.AAAA
+    other = ["198.51.100.254"] if client.version == 4 else ["2001:db8:ffff::1"]
+    resolver = world.resolver()
+    before, saved = ours(world)[:2], world.copy()
+
+    def void(name: str) -> bool:
+        if not name or name in world.faults:
+            return False
+        lookup = resolver.lookup(name, family)
+        return lookup.status is not DnsStatus.TEMPFAIL and not lookup.records
+
+    changed = False
+    answer = resolver.lookup(client.reverse_pointer, RRType.PTR)
+    if answer.status is DnsStatus.ANSWER:
+        for name in answer.hosts[:10]:
+            if void(name):
+                world.records[(name, family)] = list(other)
+                changed = True
+    for key, values in list(world.records.items()):
+        if key[1] is not RRType.MX or not 1 < len(values) <= 10:
+            continue
+        names = [r.exchange for r in values if isinstance(r, MxRecord) and r.exchange]
+        voids = [n for n in names if void(n)]
+        if not voids or any(resolver.lookup(n, family).status is DnsStatus.TEMPFAIL
+                            for n in names):  # fmt: skip
+            continue
+        if len(voids) == len(names):
+            first = next(r for r in values if isinstance(r, MxRecord) and r.exchange)
+            world.records[key] = [first]
+        else:
+            for name in voids:
+                world.records[(name, family)] = list(other)
+        changed = True
+    if changed and ours(world)[:2] != before:
+        world.records, world.faults = saved.records, saved.faults
+        return False
+    return changed
+
+
 def repair_repeated_unknown_modifiers(world: World) -> bool:
     """(b) Keep the first of each unknown modifier (RFC 7208 6: they are ignored anyway)."""
 
@@ -355,6 +411,7 @@ REPAIRS: dict[str, Callable[[World], bool]] = {
     "b": repair_repeated_unknown_modifiers,
     "f": repair_sender_without_local_part,
     "a": repair_ptr_errors,
+    "k": repair_void_addresses,
     "e": repair_self_include,
     "c": repair_unfollowed_redirect,
     "h": repair_unreached_p_macro,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from typing import Any, TypeVar
 
 import pytest
@@ -12,12 +13,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mailauth.dns import MxRecord, Query, Record, RRType, ZoneResolver
-from mailauth.plan import Budget, Parallel, Plan, Resolve, run_plan_async
+from mailauth.plan import Budget, Parallel, Plan, Resolve, run_plan, run_plan_async
 from mailauth.results import SpfOutcome, SpfResult
 from mailauth.spf import check_spf, check_spf_identity, evaluate_spf, evaluate_spf_identity
 
 T = TypeVar("T")
 IP = "192.0.2.10"
+REVERSE = "10.2.0.192.in-addr.arpa"
 IP6 = "2001:db8::10"
 
 
@@ -230,9 +232,27 @@ def test_rfc7208_4_6_4_nodata_is_void_too() -> None:
     assert spf(resolver).result is SpfResult.PERMERROR
 
 
-def test_rfc7208_4_6_4_each_mx_name_without_addresses_is_a_void_lookup() -> None:
-    mx = {"t.example": [MxRecord(i, f"m{i}.t.example") for i in range(3)]}
-    assert spf(zone({"t.example": ["v=spf1 mx -all"]}, mx=mx)).result is SpfResult.PERMERROR
+def test_rfc7208_4_6_4_void_lookups_count_terms_not_queries() -> None:
+    """An ``mx`` term whose exchanges have no addresses is one void lookup, not one per
+    exchange; PTR names without addresses are skipped (5.5), not void lookups. Counted per
+    query (as pyspf does), an IPv6 client listed after three IPv4-only MX hosts got
+    permerror, and a reverse zone of dangling names turned -all into permerror."""
+    mx = {"t.example": [MxRecord(i, f"m{i}.t.example") for i in range(4)]}
+    v4 = {f"m{i}.t.example": [f"192.0.2.{i + 1}"] for i in range(4)}
+    record = {"t.example": ["v=spf1 mx -all"]}
+    client6 = "2001:db8::25"
+    listed = zone(record, mx=mx, a=v4, aaaa={"m3.t.example": [client6]})
+    assert (spf(listed, ip=client6).result, spf(listed, ip="192.0.2.1").result) == (
+        SpfResult.PASS,
+        SpfResult.PASS,
+    )
+    none = zone(record, mx=mx)  # no exchange has an address: one void term
+    assert spf(none).result is SpfResult.FAIL
+    three = zone({"t.example": ["v=spf1 mx mx mx -all"]}, mx=mx)
+    assert spf(three).result is SpfResult.PERMERROR
+    names = [f"x{i}.attacker.example" for i in range(5)]
+    dangling = zone({"t.example": ["v=spf1 ptr -all"]}, ptr={REVERSE: names})
+    assert spf(dangling).result is SpfResult.FAIL
 
 
 def test_rfc7208_4_6_4_ten_mx_names_and_more_is_permerror() -> None:
@@ -412,7 +432,7 @@ def test_rfc7208_5_5_the_names_are_validated_in_one_effect() -> None:
         a={"p3.t.example": [IP]},
     )
     effects, outcome = asked(evaluate_spf_identity(ip=IP, sender="u@t.example", helo="h"), resolver)
-    assert outcome.result is SpfResult.PERMERROR  # three void lookups among the four
+    assert outcome.result is SpfResult.PASS  # (the names without addresses are skipped)
     assert [len(e) for e in effects] == [1, 1, 4]
 
 
@@ -636,3 +656,29 @@ def test_any_record_gives_a_result_and_never_raises(
     check = check_spf(resolver, ip=ip, helo="t.example", mail_from=sender)
     assert check.mailfrom.result in SpfResult
     assert check.mailfrom.result is not SpfResult.NONE or not sender.endswith("t.example")
+
+
+def test_a_question_a_budget_refused_is_temperror_even_where_dns_errors_pass() -> None:
+    """RFC 7208 5.5 lets a DNS error while validating PTR names pass as "no match"; a
+    question our own budget (count or time) gave up on is not a DNS error: read as no match
+    it turned an RFC-valid record's pass into fail (and the SPF memo kept the fail)."""
+    from mailauth import Authenticator
+
+    terms = " ".join(f"mx:m{i}.s.example" for i in range(3))
+    records = {"s.example": [f"v=spf1 {terms} ptr -all"]}
+    mx = {f"m{i}.s.example": [MxRecord(10, f"h{j}.m{i}.s.example") for j in range(10)]
+          for i in range(3)}  # fmt: skip
+    a = {f"h{j}.m{i}.s.example": ["203.0.113.9"] for i in range(3) for j in range(10)}
+    a["out.s.example"] = [IP]
+    resolver = zone(records, mx=mx, a=a, ptr={REVERSE: ["out.s.example"]})
+    assert spf(resolver, sender="u@s.example").result is SpfResult.PASS  # (no budget)
+    plan = evaluate_spf(ip=IP, helo="out.s.example", mail_from="u@s.example",
+                        budgets=(Budget("SPF", 34), Budget("SPF HELO", 20)))  # fmt: skip
+    check = run_plan(plan, resolver)
+    assert check.mailfrom.result is SpfResult.TEMPERROR
+    assert "more than 34 DNS queries (PTR" in check.mailfrom.reason
+    auth = Authenticator("mx.test", resolver)
+    auth.limits = replace(auth.limits, spf_queries=34)
+    message = b"From: a@s.example\r\n\r\nhi\r\n"
+    verdict = auth.verify(message, ip=IP, helo="out.s.example", mail_from="u@s.example")
+    assert verdict.spf is not None and verdict.spf.mailfrom.result is SpfResult.TEMPERROR

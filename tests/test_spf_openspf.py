@@ -205,3 +205,29 @@ def test_rfc7208_through_mailauth_verify_and_a_dns_server(
             if not ok:
                 failed.append((test_id, spf, test["result"], test.get("explanation")))
     assert failed == []
+
+
+def test_ptr_cname_loop_through_mailauth_verify_and_a_dns_server(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """OpenSPF ptr-cname-loop on its own (issue 19): the PTR name's address lookup meets a
+    CNAME loop, which the DNS server answers as servers do; RFC 7208 5.5 skips a name whose
+    validation hits a DNS error, so the result is neutral, not temperror."""
+    scenario = next(
+        s.values[0]
+        for s in _scenarios("rfc7208-tests.yml")
+        if "ptr-cname-loop" in s.values[0]["tests"]
+    )
+    test = scenario["tests"]["ptr-cname-loop"]
+    records, faults = zone_data(scenario["zonedata"])
+    message = SUITES.parent / "spf" / "message.eml"
+    with TimeoutDnsServer(zone_text(records), set(faults)) as server:
+        argv = [
+            "verify", str(message), "--ip", test["host"], "--helo", test["helo"],
+            "--mail-from", test["mailfrom"], "--nameserver", server.address, "--json",
+        ]  # fmt: skip
+        assert main(argv) == 0
+        asked = {(name.lower(), rdtype) for _, name, rdtype in server.questions}
+    spf = json.loads(capsys.readouterr().out)["spf"]
+    assert (spf["result"], test["result"]) == ("neutral", "neutral"), spf
+    assert ("loop4.example.com.", "A") in asked or ("loop4.example.com", "A") in asked, asked

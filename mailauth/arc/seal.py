@@ -81,7 +81,11 @@ class Sealer:
             now=now,
         )
         start = message.find(b"\n") + 1 if message.startswith(b"From ") else 0
-        return message[:start] + b"".join(f.raw for f in fields) + message[start:]
+        # A message whose header section is empty without an empty line (its first line is
+        # no field): the fields on top get the empty line, so that its body stays the body.
+        bare = fields and not parsed.headers and parsed.body_offset == start
+        separator = parsed.line_ending if bare else b""
+        return message[:start] + b"".join(f.raw for f in fields) + separator + message[start:]
 
     def seal_fields(
         self,
@@ -110,7 +114,7 @@ class Sealer:
             raise SigningError(f"ARC chain not validated (temporary failure): {chain.reason}")
         cv = {ArcResult.NONE: "none", ArcResult.PASS: "pass"}.get(chain.result, "fail")
         when = int(unix_time(now))
-        eol = "\r\n" if message.headers[0].raw.endswith(b"\r\n") else "\n"
+        eol = message.line_ending.decode()
         payload = f"i={instance}; {_unfold(authentication_results)}"
         # Folded only at its own spaces: unfolding gives back the one-line text exactly.
         aar_text = _wrap("ARC-Authentication-Results:", payload.split(" "), eol)

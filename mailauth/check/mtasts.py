@@ -157,6 +157,7 @@ def check_mta_sts(
     failed = next((a for a in answers if a.status is DnsStatus.TEMPFAIL), None)
     if not addresses and failed is not None:  # not known to have no address
         return [dns_error(Area.MTA_STS, failed, f"policy host {host} {failed.rdtype}")], details
+    tried = f" (at {addresses[0]})" if addresses else ""  # (the address asked: which one?)
     if not addresses:
         text, error = "", f"{host} has no address"
     else:
@@ -167,7 +168,7 @@ def check_mta_sts(
                 Area.MTA_STS,
                 "mta-sts.policy-fetch",
                 Status.FAIL,
-                f"https://{host}/.well-known/mta-sts.txt: {error}",
+                f"https://{host}/.well-known/mta-sts.txt{tried}: {error}",
                 "serve the policy over HTTPS with a valid certificate for " + host,
             )
         ], details

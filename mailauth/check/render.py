@@ -32,8 +32,7 @@ def render_report(report: DomainReport, *, colour: bool = False, verbose: bool =
 
     fails = sum(f.status is Status.FAIL for f in report.findings)
     warns = sum(f.status is Status.WARN for f in report.findings)
-    overall = Status.FAIL if fails else Status.WARN if warns else Status.PASS
-    lines = [f"{report.domain}: {paint(overall)} ({fails} fail, {warns} warn)"]
+    lines = [f"{report.domain}: {paint(report.status)} ({fails} fail, {warns} warn)"]
     spf = report.details.get("spf") or {}
     if spf.get("record"):
         lines.append(
@@ -53,3 +52,14 @@ def render_report(report: DomainReport, *, colour: bool = False, verbose: bool =
             if finding.fix and finding.status is not Status.PASS:
                 lines.append(f"  {'':<8} {'':<4}  fix: {finding.fix}")
     return "\n".join(lines)
+
+
+def render_totals(reports: list[DomainReport]) -> str:
+    """The last line of a run over several domains."""
+    failing = sum(r.status is Status.FAIL for r in reports)
+    warning = sum(r.status is Status.WARN for r in reports)
+    errors = sum(r.dns_errors for r in reports)
+    return (
+        f"{len(reports)} domains checked: {failing} failing, {warning} with warnings only, "
+        f"{len(reports) - failing - warning} passing; {errors} with DNS errors"
+    )

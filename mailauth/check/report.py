@@ -16,6 +16,7 @@ class Status(StrEnum):
 
 
 class Area(StrEnum):
+    DOMAIN = "domain"  # the name itself: invalid, too long, or not existing
     SPF = "spf"
     DMARC = "dmarc"
     DKIM = "dkim"
@@ -57,10 +58,24 @@ class DomainReport:
     def failed(self) -> bool:
         return any(f.status is Status.FAIL for f in self.findings)
 
+    @property
+    def status(self) -> Status:
+        """The domain's status, in the JSON and the human summary alike: ``fail`` when any
+        finding fails, else ``warn`` when any warns, else ``pass``."""
+        if self.failed:
+            return Status.FAIL
+        return Status.WARN if any(f.status is Status.WARN for f in self.findings) else Status.PASS
+
+    @property
+    def dns_errors(self) -> bool:
+        """Whether a lookup failed temporarily (a ``*.dns-error`` finding): the report is
+        incomplete, and another run may say more."""
+        return any(f.id.endswith(".dns-error") for f in self.findings)
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "domain": self.domain,
-            "status": "fail" if self.failed else "pass",
+            "status": str(self.status),
             "findings": [f.to_dict() for f in self.findings],
             **self.details,
         }

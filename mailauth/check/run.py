@@ -10,10 +10,13 @@ from mailauth.check.mtasts import MtaStsFetcher, check_mta_sts
 from mailauth.check.records import check_bimi, check_dkim, check_dmarc, check_mx, check_tls_rpt
 from mailauth.check.report import Area, DomainReport, Finding, Status
 from mailauth.check.spf import check_spf
-from mailauth.dns import DnsResolver
-from mailauth.domains import host_name
+from mailauth.dns import DnsResolver, Query, RRType
+from mailauth.domains import host_name, normalize_domain
 from mailauth.errors import InvalidDomainError
-from mailauth.plan import Plan, run_plan_async
+from mailauth.plan import Plan, resolve, run_plan_async
+
+# The record names the audit builds on every domain (a selector's are checked with it).
+_FIXED_NAMES = ("_dmarc.", "_mta-sts.", "mta-sts.", "_smtp._tls.", "default._bimi.")
 
 
 def check_domain(
@@ -23,9 +26,18 @@ def check_domain(
     try:
         name = host_name(domain)  # a mail domain: letters, digits, hyphens (RFC 1123 2.1)
     except InvalidDomainError as exc:
-        finding = Finding(Area.MX, "domain.invalid", Status.FAIL, str(exc), "check the name")
+        finding = Finding(Area.DOMAIN, "domain.invalid", Status.FAIL, str(exc), "check the name")
         return DomainReport(domain, (finding,))
     try:
+        for prefix in _FIXED_NAMES:  # (a property of the name: before asking DNS anything)
+            normalize_domain(prefix + name)
+        (apex,) = yield from resolve(Query.of(name, RRType.TXT))  # (SPF asks it again: cached)
+        if apex.name_does_not_exist:
+            # RFC 8020: nothing exists below it either; one finding, not one per area.
+            message = f"{name} does not exist in DNS (NXDOMAIN): no record can be published"
+            fix = "check the spelling; a domain of yours must be registered and delegated"
+            finding = Finding(Area.DOMAIN, "domain.nxdomain", Status.FAIL, message, fix)
+            return DomainReport(name, (finding,))
         spf, spf_details = yield from check_spf(name)
         dmarc, dmarc_details = yield from check_dmarc(name)
         dkim, keys = yield from check_dkim(name, selectors)
@@ -38,7 +50,8 @@ def check_domain(
         # ._domainkey.): DNS cannot carry those, so its records cannot be published.
         message = f"a record name built on {name} cannot exist in DNS: {exc}"
         fix = "use a shorter mail domain (or selector)"
-        return DomainReport(name, (Finding(Area.MX, "domain.too-long", Status.FAIL, message, fix),))
+        finding = Finding(Area.DOMAIN, "domain.too-long", Status.FAIL, message, fix)
+        return DomainReport(name, (finding,))
     details = {
         "spf": spf_details,
         "dmarc": dmarc_details,

@@ -151,7 +151,7 @@ def _walk_record(walk: _Walk, node: SpfNode, path: list[str]) -> Plan[None]:
             walk.add(
                 "spf.syntax",
                 Status.FAIL,
-                f"{node.domain}: unknown or malformed term {term.text!r} (permerror)",
+                f"{node.domain}: {term.reason} (permerror)",
                 "correct the term (RFC 7208 5)",
             )
         elif not isinstance(term, Mechanism):

@@ -61,7 +61,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     # (Imported here, as in _check_shard: the other commands do not pay for the audit.)
     from tqdm import tqdm  # noqa: PLC0415
 
-    from mailauth.check.render import render_report  # noqa: PLC0415
+    from mailauth.check.render import render_report, render_totals  # noqa: PLC0415
 
     domains = list(args.domains)
     if args.from_file:
@@ -76,7 +76,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     resolver = make_resolver(args)  # a usage or reachability problem stops here
     show = args.progress or (len(domains) > 10 and sys.stderr.isatty())
     colour = sys.stdout.isatty() and not args.json
-    failed = False
+    done: list[DomainReport] = []
     with tqdm(total=len(domains), disable=not show, file=sys.stderr, unit="domain") as bar:
         jobs = min(args.jobs, len(domains))
         if jobs > 1:
@@ -84,14 +84,16 @@ def cmd_check(args: argparse.Namespace) -> int:
         else:
             reports = _in_process(domains, args, resolver)
         for report in reports:
-            failed = failed or report.failed
+            done.append(report)
             if args.json:
                 line = json.dumps(report.to_dict(), ensure_ascii=False)
             else:
                 line = render_report(report, colour=colour, verbose=not args.quiet) + "\n"
             bar.write(line, file=sys.stdout)
             bar.update(1)
-    return 1 if failed else 0
+    if len(done) > 1:  # (JSON Lines stay pure on stdout: the totals go to stderr then)
+        print(render_totals(done), file=sys.stderr if args.json else sys.stdout)
+    return 1 if any(report.failed for report in done) else 0
 
 
 def _in_process(

@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import argparse
+import difflib
 import math
+import re
 import sys
+from collections.abc import Sequence
+from typing import NoReturn
 
 from mailauth.dkim import unix_time
 from mailauth.dns import DnsCache, DnsResolver, Resolver, ZoneResolver
+from mailauth.dns.zone import split_zone_spec
 from mailauth.files import MESSAGE_LIMIT, read_limited, read_stream
 
 EXIT_USAGE = 2
@@ -22,10 +27,44 @@ class DnsUnreachableError(CliError):
     """No nameserver answers at all (a local problem, perhaps passing)."""
 
 
+class UsageError(CliError):
+    """A command line that argparse refuses: one line that names the command, exit 2."""
+
+
+_NEGATIVE_NUMBER = re.compile(r"-\.?[0-9]")
+
+
 class Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # type: ignore[override]
-        self.print_usage(sys.stderr)
-        raise CliError(message)
+    """argparse's parser with one-line errors (``mailauth verify: error: ...; see mailauth
+    verify --help``) instead of the usage block, and an unknown option of a command named
+    by that command (with the nearest known option), before any missing-option error."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(f"{self.prog}: error: {message}; see {self.prog} --help")
+
+    def parse_known_args(  # type: ignore[override]
+        self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
+    ) -> tuple[argparse.Namespace, list[str]]:
+        if args is not None and self._subparsers is None:  # a command's own parser
+            self._refuse_unknown_options(args)
+        return super().parse_known_args(args, namespace)
+
+    def _refuse_unknown_options(self, args: Sequence[str]) -> None:
+        known = [option for action in self._actions for option in action.option_strings]
+        long = [option for option in known if option.startswith("--")]
+        for arg in args:
+            if arg == "--":
+                return
+            if not arg.startswith("-") or arg == "-" or _NEGATIVE_NUMBER.match(arg):
+                continue
+            name = arg.split("=", 1)[0]
+            if name in known or (
+                name.startswith("--") and any(option.startswith(name) for option in long)
+            ):
+                continue  # (an abbreviation: argparse takes it, or says it is ambiguous)
+            nearest = difflib.get_close_matches(name, long, n=1)
+            hint = f" (did you mean {nearest[0]}?)" if nearest else ""
+            self.error(f"unrecognized option {name}{hint}")
 
 
 def unix_time_arg(text: str) -> float:
@@ -34,6 +73,20 @@ def unix_time_arg(text: str) -> float:
         return unix_time(float(text))
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a Unix time from 0 to 10^12: {text!r}") from None
+
+
+def reverse_path_arg(text: str) -> str:
+    """The argparse type of ``--mail-from``: an address with a domain, ``@domain`` (RFC
+    7208 4.3: postmaster at it), or empty / ``<>`` (the null reverse-path)."""
+    address = text.strip()
+    if address.startswith("<") and address.endswith(">"):
+        address = address[1:-1]
+    if address and "@" not in address:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a reverse-path: give local-part@domain, or '' or '<>' for the "
+            "null reverse-path"
+        )
+    return text
 
 
 def add_dns_options(parser: argparse.ArgumentParser) -> None:
@@ -47,8 +100,9 @@ def add_dns_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--dns-zone",
         action="append",
-        metavar="FILE",
-        help="answer DNS from this RFC 1035 zone file only, no network (repeatable)",
+        metavar="FILE[:ORIGIN]",
+        help="answer DNS from this RFC 1035 zone file only, no network (repeatable); ORIGIN: "
+        "the origin of a file without $ORIGIN",
     )
     group.add_argument(
         "--dns-timeout",
@@ -65,7 +119,7 @@ def make_resolver(args: argparse.Namespace, cache: DnsCache | None = None) -> Dn
     if args.dns_zone and args.nameserver:
         raise CliError("--dns-zone and --nameserver exclude each other")
     if args.dns_zone:
-        return ZoneResolver.from_files(args.dns_zone)
+        return ZoneResolver.from_files(split_zone_spec(spec) for spec in args.dns_zone)
     if not 0 < args.dns_timeout < math.inf:  # (false for NaN too)
         raise CliError("--dns-timeout must be a positive number of seconds")
     resolver = Resolver(

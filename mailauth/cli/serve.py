@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import gc
 import ipaddress
 import logging
+import re
 import signal
 import sys
 import warnings
@@ -16,15 +18,23 @@ from pathlib import Path
 
 from mailauth.arc import Sealer
 from mailauth.cli.common import CliError, Parser, add_dns_options, make_resolver
-from mailauth.config import KeySpec, MilterConfig, config_problems, load_milter_config
+from mailauth.config import (
+    KeySpec,
+    MilterConfig,
+    config_problems,
+    locate_problem,
+    read_milter_config,
+)
 from mailauth.dkim import DkimPolicy, Signer
 from mailauth.dmarc import DmarcLocalPolicy
 from mailauth.dns import DnsCache, Resolver
 from mailauth.domains import host_name
-from mailauth.errors import MailauthError
+from mailauth.errors import ConfigError, MailauthError
 from mailauth.milter import Metrics, Milter, MilterSettings, parse_listen, start_server
+from mailauth.milter.listen import remove_socket_file, socket_file
 from mailauth.pipeline import Authenticator, MessageLimits
 from mailauth.policy import trust_mailing_lists
+from mailauth.reports import BackgroundRecorder, Enforcement, RecordingSettings, open_store
 
 log = logging.getLogger("mailauth.milter")
 
@@ -98,19 +108,43 @@ def add_milter_parser(commands: argparse._SubParsersAction[Parser]) -> None:
     add_dns_options(milter)
 
 
+# The option that sets each configuration key (for the problems of option values).
+_OPTIONS = {
+    "listen": "--listen",
+    "authserv_id": "--authserv-id",
+    "socket_mode": "--socket-mode",
+    "deadline": "--deadline",
+    "idle_timeout": "--idle-timeout",
+    "on_error": "--on-error",
+    "log_format": "--log-format",
+    "metrics_listen": "--metrics-listen",
+    "dns.nameservers": "--nameserver",
+    "dns.zone_files": "--dns-zone",
+    "dns.timeout": "--dns-timeout",
+    "inbound.dmarc_temperror": "--dmarc-temperror",
+    "inbound.trusted_arc_sealers": "--trusted-arc-sealer",
+    "inbound.trusted_mailing_lists": "--trusted-mailing-list",
+    "inbound.arc_seal.recipient_domains": "--arc-seal-domain",
+    "inbound.arc_seal": "--arc-seal",
+    "outbound.keys": "--sign",
+    "outbound.trusted_networks": "--trusted-network",
+}
+
+
 def effective_config(args: argparse.Namespace) -> MilterConfig:
-    """The file's configuration with the command line's options on top."""
-    config = load_milter_config(args.config) if args.config else MilterConfig()
-    keys = [*config.keys, *(_key_spec("--sign", spec) for spec in args.sign)]
-    arc_seal = _key_spec("--arc-seal", args.arc_seal) if args.arc_seal else config.arc_seal
-    try:
-        networks = [*config.trusted_networks, *map(_network, args.trusted_network)]
-    except ValueError as exc:
-        raise CliError(str(exc)) from None
-    try:
-        mode = int(args.socket_mode, 8) if args.socket_mode else config.socket_mode
-    except ValueError:
-        raise CliError(f"--socket-mode {args.socket_mode!r}: an octal mode such as 660") from None
+    """The file's configuration with the command line's options on top; ConfigError lists
+    every problem of the file and of the options, one line each."""
+    config, problems = _effective(args)
+    if problems:
+        raise ConfigError("\n".join(problems))
+    return config
+
+
+def _effective(args: argparse.Namespace) -> tuple[MilterConfig, list[str]]:
+    read, problems = read_milter_config(args.config) if args.config else (MilterConfig(), [])
+    config = read or MilterConfig()
+    given = _options(args, problems)
+    problems += [_as_option(problem) for problem in config_problems(given)]
     config = replace(
         config,
         listen=args.listen or config.listen,
@@ -121,31 +155,87 @@ def effective_config(args: argparse.Namespace) -> MilterConfig:
         dmarc_temperror=args.dmarc_temperror or config.dmarc_temperror,
         reject_dmarc=args.reject_dmarc or config.reject_dmarc,
         quarantine_dmarc=args.quarantine_dmarc or config.quarantine_dmarc,
-        trusted_networks=tuple(networks),
+        trusted_networks=(*config.trusted_networks, *given.trusted_networks),
         trusted_arc_sealers=(*config.trusted_arc_sealers, *args.trusted_arc_sealer),
         trusted_mailing_lists=(*config.trusted_mailing_lists, *args.trusted_mailing_list),
-        keys=tuple(keys),
-        arc_seal=arc_seal,
+        keys=(*config.keys, *given.keys),
+        arc_seal=given.arc_seal or config.arc_seal,
         arc_seal_domains=(*config.arc_seal_domains, *args.arc_seal_domain),
-        socket_mode=mode,
+        socket_mode=given.socket_mode if args.socket_mode else config.socket_mode,
         metrics_listen=args.metrics_listen or config.metrics_listen,
         log_format=args.log_format or config.log_format,
     )
-    problems = config_problems(config)
-    if problems:
-        raise CliError("; ".join(problems))
+    if read is None:  # (not TOML: what it lacks is not known)
+        return config, problems
     if config.arc_seal_domains and not config.arc_seal:
-        raise CliError("--arc-seal-domain needs --arc-seal (or inbound.arc_seal in --config)")
+        problems.append("--arc-seal-domain needs --arc-seal (or inbound.arc_seal in --config)")
     if not config.listen or not config.authserv_id:
-        raise CliError("give --listen and --authserv-id (or listen and authserv_id in --config)")
-    parse_listen(config.listen)
-    return config
+        problems.append("give --listen and --authserv-id (or listen and authserv_id in --config)")
+    return config, problems
+
+
+def _options(args: argparse.Namespace, problems: list[str]) -> MilterConfig:
+    """The values the command line gives (defaults elsewhere), so that their problems are
+    told apart from the file's."""
+    keys = []
+    for spec in args.sign:
+        try:
+            keys.append(_key_spec("--sign", spec))
+        except CliError as exc:
+            problems.append(str(exc))
+    arc_seal = None
+    if args.arc_seal:
+        try:
+            arc_seal = _key_spec("--arc-seal", args.arc_seal)
+        except CliError as exc:
+            problems.append(str(exc))
+    networks = []
+    for text in args.trusted_network:
+        try:
+            networks.append(_network(text))
+        except ValueError:
+            problems.append(f"--trusted-network: {text!r} is not a CIDR network")
+    mode = 0o660
+    if args.socket_mode:
+        try:
+            mode = int(args.socket_mode, 8)
+        except ValueError:
+            problems.append(f"--socket-mode: {args.socket_mode!r} is not an octal mode such as 660")
+    defaults = MilterConfig()
+    return replace(
+        defaults,
+        listen=args.listen or "",
+        authserv_id=args.authserv_id or "",
+        deadline=defaults.deadline if args.deadline is None else args.deadline,
+        idle_timeout=defaults.idle_timeout if args.idle_timeout is None else args.idle_timeout,
+        on_error=args.on_error or defaults.on_error,
+        dmarc_temperror=args.dmarc_temperror or defaults.dmarc_temperror,
+        trusted_networks=tuple(networks),
+        trusted_arc_sealers=tuple(args.trusted_arc_sealer),
+        trusted_mailing_lists=tuple(args.trusted_mailing_list),
+        keys=tuple(keys),
+        arc_seal=arc_seal,
+        arc_seal_domains=tuple(args.arc_seal_domain),
+        socket_mode=mode,
+        metrics_listen=args.metrics_listen or "",
+        log_format=args.log_format or defaults.log_format,
+        nameservers=tuple(args.nameserver or ()),
+        zone_files=tuple(args.dns_zone or ()),
+        dns_timeout=args.dns_timeout,
+    )
+
+
+def _as_option(problem: str) -> str:
+    """``deadline: must be ...`` of an option's value as ``--deadline: must be ...``."""
+    key, _, what = problem.partition(": ")
+    option = _OPTIONS.get(re.sub(r"\[\d+\]$", "", key))
+    return f"{option}: {what}" if option else problem
 
 
 def _key_spec(option: str, text: str) -> KeySpec:
     domain, selector, key = [*text.split(":", 2), "", ""][:3]
     if not (domain and selector and key):
-        raise CliError(f"{option} {text!r}: use DOMAIN:SELECTOR:KEYFILE")
+        raise CliError(f"{option}: {text!r}: use DOMAIN:SELECTOR:KEYFILE")
     return KeySpec(domain, selector, Path(key))
 
 
@@ -158,15 +248,12 @@ def build_milter_parts(
     args: argparse.Namespace,
     executor: Executor | None = None,
     previous: Authenticator | None = None,
+    recorder: BackgroundRecorder | None = None,
 ) -> tuple[Authenticator, MilterSettings]:
     """The Authenticator and settings for ``config``; ``previous`` (on a reload) lends its
-    DNS cache when the nameservers stay the same, so that a reload does not start cold."""
-    dns = argparse.Namespace(**vars(args))  # the file's DNS settings unless options override
-    if not args.nameserver and not args.dns_zone:
-        dns.nameserver = list(config.nameservers) or None
-        dns.dns_zone = list(config.zone_files) or None
-        if args.dns_timeout == 5.0:
-            dns.dns_timeout = config.dns_timeout
+    DNS cache when the nameservers stay the same, so that a reload does not start cold;
+    ``recorder`` gets every verdict, with the settings of ``config`` (``[reports]``)."""
+    dns = _dns_args(config, args)
     lists = config.trusted_mailing_lists
     authenticator = Authenticator(
         authserv_id=config.authserv_id,
@@ -179,7 +266,10 @@ def build_milter_parts(
             reject_partial_body=config.reject_partial_body,
         ),
         limits=MessageLimits.within(config.deadline),  # the checks end before the deadline
+        recorder=recorder,
     )
+    if recorder is not None:
+        recorder.settings = recording_settings(config)
     signers: dict[str, tuple[Signer, ...]] = {}
     with warnings.catch_warnings(record=True) as caught:  # key file modes: one line each
         warnings.simplefilter("always")
@@ -205,8 +295,42 @@ def build_milter_parts(
         seal_domains=frozenset(map(host_name, config.arc_seal_domains)),
         max_header_size=config.max_header_size,
         max_header_fields=config.max_header_fields,
+        record_recipients=recorder is not None and config.reports.record_envelope_to,
     )
     return authenticator, settings
+
+
+def _dns_args(config: MilterConfig, args: argparse.Namespace) -> argparse.Namespace:
+    """The DNS options: the file's settings unless the command line gives its own."""
+    dns = argparse.Namespace(**vars(args))
+    if not args.nameserver and not args.dns_zone:
+        dns.nameserver = list(config.nameservers) or None
+        dns.dns_zone = list(config.zone_files) or None
+        if args.dns_timeout == 5.0:
+            dns.dns_timeout = config.dns_timeout
+    return dns
+
+
+def recording_settings(config: MilterConfig) -> RecordingSettings:
+    """How verdicts are recorded: ``[reports]``, and the dispositions the milter enforces
+    (a report says what the receiver applied)."""
+    reports = config.reports
+    return RecordingSettings(
+        interval=reports.interval,
+        record_envelope_to=reports.record_envelope_to,
+        enforcement=Enforcement(reject=config.reject_dmarc, quarantine=config.quarantine_dmarc),
+        flush_seconds=reports.flush_seconds,
+        max_rows=reports.max_rows,
+    )
+
+
+def start_recorder(config: MilterConfig) -> BackgroundRecorder | None:
+    """The recorder of ``[reports] store``, its schema migrated first (a store that cannot
+    be opened at start is a configuration error: one line, exit 2)."""
+    if not config.reports.store:
+        return None
+    open_store(config.reports.store).close()
+    return BackgroundRecorder(config.reports.store, recording_settings(config)).start()
 
 
 def _kept_cache(previous: Authenticator | None, args: argparse.Namespace) -> DnsCache | None:
@@ -219,22 +343,22 @@ def _kept_cache(previous: Authenticator | None, args: argparse.Namespace) -> Dns
 
 def cmd_milter(args: argparse.Namespace) -> int:
     # (No SPF worker pool: SPF is a plan on the event loop like the other checks.)
-    try:
-        config = effective_config(args)
-        authenticator, settings = build_milter_parts(config, args)
-    except ValueError as exc:
-        raise CliError(str(exc)) from None
     if args.check_config:
-        kind, where, _ = parse_listen(config.listen)
-        if kind == "unix" and not Path(str(where)).parent.is_dir():
-            # (checked here only: a reload keeps the socket it has, wherever it was made)
-            raise CliError(f"listen {config.listen}: {Path(str(where)).parent} is no directory")
+        config = _check_config(args)
         sealing = f", ARC sealing as {config.arc_seal.domain}" if config.arc_seal else ""
         print(
             f"mailauth milter: configuration valid ({config.listen}, "
             f"{len(config.keys)} signing keys{sealing})"
         )
         return 0
+    try:
+        config = effective_config(args)
+        authenticator, settings = build_milter_parts(config, args)
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
+    if config.reports.store:
+        recorder = start_recorder(config)
+        authenticator, settings = build_milter_parts(config, args, recorder=recorder)
     logging.basicConfig(level=logging.INFO, format="mailauth milter: %(message)s")
     metrics = None
     if config.metrics_listen:
@@ -244,6 +368,8 @@ def cmd_milter(args: argparse.Namespace) -> int:
             metrics.serve(host.strip("[]") or "127.0.0.1", int(port))
         except (OSError, ValueError) as exc:
             raise CliError(f"cannot serve metrics on {config.metrics_listen}: {exc}") from None
+    if metrics is not None and isinstance(authenticator.recorder, BackgroundRecorder):
+        metrics.watch_recorder(authenticator.recorder)
     milter = Milter(authenticator, settings, metrics)
     # What start-up made (modules, keys, the configuration) lives as long as the process:
     # out of the cyclic collector's sight, a full collection no longer walks it (tens of
@@ -253,40 +379,90 @@ def cmd_milter(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_config(args: argparse.Namespace) -> MilterConfig:
+    """--check-config: every problem of the file and the options in one run, with what
+    only a start would find (the directory of a unix socket, nameservers that answer)."""
+    config, problems = _effective(args)
+    with contextlib.suppress(ValueError):  # (a bad listen value is among the problems)
+        kind, where, _ = parse_listen(config.listen)
+        if kind == "unix" and not Path(str(where)).parent.is_dir():
+            # (checked here only: a reload keeps the socket it has, wherever it was made)
+            problem = f"listen: {config.listen}: missing directory {Path(str(where)).parent}"
+            if args.listen:
+                problems.append(_as_option(problem))
+            else:
+                problems.append(locate_problem(args.config, problem) if args.config else problem)
+    if not problems:
+        try:
+            build_milter_parts(config, args)
+        except (CliError, MailauthError, ValueError) as exc:
+            problems.append(str(exc))
+    if problems:
+        raise ConfigError("\n".join(problems))
+    return config
+
+
 async def _serve_milter(milter: Milter, config: MilterConfig, args: argparse.Namespace) -> None:
     try:
         server = await start_server(milter.handle, config.listen, config.socket_mode)
     except OSError as exc:
         raise CliError(f"cannot listen on {config.listen}: {exc.strerror or exc}") from None
+    ours = socket_file(config.listen)  # (removed at exit: a stale file confuses the MTA)
     stop = asyncio.Event()
+    signals: list[str] = []
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
+        loop.add_signal_handler(signum, _stop, stop, signals, signum)
     loop.add_signal_handler(signal.SIGHUP, _reload, milter, args, config)
     print(f"mailauth milter: listening on {config.listen}", file=sys.stderr, flush=True)
-    async with server:
-        await stop.wait()
-        server.close()  # no new connections; the ones in progress finish their message
-        for _ in range(int(milter.settings.deadline * 10)):
-            if not milter.connections:
-                break
-            await asyncio.sleep(0.1)
+    try:
+        async with server:
+            await stop.wait()
+            server.close()  # no new connections; the ones in progress finish their message
+            busy = milter.connections
+            for _ in range(int(milter.settings.deadline * 10)):
+                if not milter.connections:
+                    break
+                await asyncio.sleep(0.1)
+            left = milter.connections
+        recorder = milter.authenticator.recorder
+        if isinstance(recorder, BackgroundRecorder):  # SIGTERM: what is buffered is written
+            await loop.run_in_executor(None, recorder.close)
+    finally:
+        remove_socket_file(ours)
+    print(
+        f"mailauth milter: stopped on {signals[0]}: {busy} MTA connection(s) open, "
+        f"{busy - left} closed in time, {left} cut off after the deadline",
+        file=sys.stderr,
+        flush=True,
+    )
+
+
+def _stop(stop: asyncio.Event, signals: list[str], signum: int) -> None:
+    signals.append(signal.Signals(signum).name)
+    stop.set()
 
 
 def _reload(milter: Milter, args: argparse.Namespace, started: MilterConfig) -> None:
-    """SIGHUP: new configuration and keys for the next messages; connections stay up. The
-    sockets (``listen``, ``socket_mode``, ``metrics_listen``) stay as they were started."""
+    """SIGHUP: new configuration and keys for the next messages; connections stay up; the
+    report recorder writes what it holds. The sockets (``listen``, ``socket_mode``,
+    ``metrics_listen``) and the report store stay as they were started."""
+    old = milter.authenticator
+    recorder = old.recorder if isinstance(old.recorder, BackgroundRecorder) else None
+    if recorder is not None:
+        recorder.request_flush()  # SIGHUP: what is buffered is written now
     try:
         config = effective_config(args)
-        old = milter.authenticator
-        parts = build_milter_parts(config, args, old.executor, previous=old)
+        parts = build_milter_parts(config, args, old.executor, previous=old, recorder=recorder)
         authenticator, settings = parts
     except (CliError, MailauthError, ValueError) as exc:
-        problems = " ".join(str(exc).split())
+        problems = "; ".join(str(exc).splitlines())
         log.error("reload failed, keeping the running configuration: %s", problems)
         return
     milter.authenticator, milter.settings = authenticator, settings
     fixed = ("listen", "socket_mode", "metrics_listen")
     changed = [k for k in fixed if getattr(config, k) != getattr(started, k)]
+    if config.reports.store != started.reports.store:
+        changed.append("reports.store")
     restart = f" ({', '.join(changed)}: at the next restart)" if changed else ""
     log.info("configuration reloaded%s", restart)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import errno
 import os
 import sys
 import warnings
@@ -17,6 +19,7 @@ from mailauth.cli.common import (
     add_dns_options,
     make_resolver,
     read_input,
+    reverse_path_arg,
     unix_time_arg,
 )
 from mailauth.dkim import (
@@ -79,7 +82,13 @@ def add_sign_parser(commands: argparse._SubParsersAction[Parser]) -> None:
     arc.add_argument("--authserv-id", metavar="ID", help="our authserv-id (required with --arc)")
     arc.add_argument("--ip", help="the SMTP client's address (required with --arc)")
     arc.add_argument("--helo", default="", help="the client's HELO name")
-    arc.add_argument("--mail-from", default="", metavar="ADDR", help="the MAIL FROM address")
+    arc.add_argument(
+        "--mail-from",
+        default="",
+        type=reverse_path_arg,
+        metavar="ADDR",
+        help="the MAIL FROM address",
+    )
     add_dns_options(sign)
 
 
@@ -98,6 +107,12 @@ def add_keygen_parser(commands: argparse._SubParsersAction[Parser]) -> None:
     keygen.add_argument("--algorithm", choices=["rsa", "ed25519"], default="rsa")
     keygen.add_argument("--bits", type=int, default=2048, help="RSA key size (default 2048)")
     keygen.add_argument("--out", required=True, metavar="DIR", help="directory for the files")
+    keygen.add_argument(
+        "--owner",
+        metavar="USER[:GROUP]",
+        help="give the files (and a directory it creates) to this user, e.g. the milter's "
+        "service user (keygen run as root); GROUP defaults to the user's own",
+    )
 
 
 def _signers(args: argparse.Namespace) -> list[Signer]:
@@ -182,22 +197,56 @@ def _cmd_seal(args: argparse.Namespace) -> int:
 
 def cmd_keygen(args: argparse.Namespace) -> int:
     domain, selector = signing_identity(args.domain, args.selector)  # also a safe file name
+    owner = _owner(args.owner) if args.owner else None  # (a bad name: before any key is made)
     name = f"{selector}._domainkey.{domain}"
     key = generate_private_key(args.algorithm, args.bits)
     out = Path(args.out)
-    private_path = out / f"{args.selector}.private"
+    private_path, record_path = out / f"{args.selector}.private", out / f"{args.selector}.txt"
     record = zone_txt_line(name, public_key_record(key))
     if out.exists() and not out.is_dir():
         raise CliError(f"--out {out}: not a directory")
+    created = not out.exists()
     try:
         out.mkdir(parents=True, exist_ok=True)
         fd = os.open(private_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(private_key_pem(key))
-        (out / f"{args.selector}.txt").write_text(record + "\n")
     except FileExistsError:
         raise CliError(f"{private_path} exists; not overwriting a key") from None
     except OSError as exc:
         raise CliError(f"cannot write to {out}: {exc.strerror or exc}") from None
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            if owner is not None:
+                os.fchown(handle.fileno(), *owner)  # (before the key is in it)
+            handle.write(private_key_pem(key))
+        record_path.write_text(record + "\n")
+        if owner is not None:
+            os.chown(record_path, *owner)
+            if created:
+                os.chown(out, *owner)
+    except OSError as exc:
+        for path in (private_path, record_path):  # a key the milter cannot read: none
+            with contextlib.suppress(OSError):
+                path.unlink()
+        hint = " (--owner needs root)" if owner is not None and exc.errno == errno.EPERM else ""
+        raise CliError(f"cannot write to {out}: {exc.strerror or exc}{hint}") from None
     print(record)
     return 0
+
+
+def _owner(text: str) -> tuple[int, int]:
+    """``USER[:GROUP]`` (names or numbers) to (uid, gid); the user's own group by default."""
+    import grp  # noqa: PLC0415 - (POSIX only, and only keygen --owner needs them)
+    import pwd  # noqa: PLC0415
+
+    user, _, group = text.partition(":")
+    try:
+        entry = pwd.getpwuid(int(user)) if user.isdigit() else pwd.getpwnam(user)
+    except KeyError:
+        raise CliError(f"--owner {text!r}: no user {user!r}") from None
+    if not group:
+        return entry.pw_uid, entry.pw_gid
+    try:
+        gid = grp.getgrgid(int(group)).gr_gid if group.isdigit() else grp.getgrnam(group).gr_gid
+    except KeyError:
+        raise CliError(f"--owner {text!r}: no group {group!r}") from None
+    return entry.pw_uid, gid

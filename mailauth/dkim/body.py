@@ -242,7 +242,8 @@ class BodyHashes:
         self._started = True
         if not self._bodies:
             return  # (nothing signed: no copy of the chunk)
-        lines, partial = self._lines.take(chunk if isinstance(chunk, bytes) else bytes(chunk))
+        # (bytes exactly: the C line functions take no subclass)
+        lines, partial = self._lines.take(chunk if type(chunk) is bytes else bytes(chunk))
         for body in self._bodies.values():
             if lines:
                 body.update(lines)

@@ -119,7 +119,7 @@ class Signer:
             if timestamp + self.expire >= MAX_TIME:  # RFC 6376 3.5: x= is 1*12DIGIT
                 raise SigningError(f"x={timestamp + self.expire} would have more than 12 digits")
             tags.append(f"x={timestamp + self.expire}")
-        eol = b"\r\n" if message.headers[0].raw.endswith(b"\r\n") else b"\n"
+        eol = message.line_ending
         lines = _fold_tags(tags, signed, base64.b64encode(body_hash).decode())
         prefix = "\r\n".join(lines).encode()
         data = hash_input(message.headers, signed, prefix + b"\r\n", self.header_canon)

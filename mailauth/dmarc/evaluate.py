@@ -48,6 +48,7 @@ from mailauth.results import (
     DmarcOutcome,
     DmarcResult,
     Policy,
+    PublishedPolicy,
     SpfCheck,
     SpfResult,
 )
@@ -279,6 +280,7 @@ def _evaluate_domain(domain: str, facts: _Facts, local: DmarcLocalPolicy) -> Pla
         dkim_aligned=tuple(dkim_aligned),
         testing=record.testing and local.mode is DmarcMode.RFC9989,
         reason="; ".join(notes),
+        published=published_policy(record, local.mode),
     )
     if outcome.result is DmarcResult.FAIL and not problem:
         problem = yield from _unsettled(domain, record, facts, orgs, local)
@@ -299,6 +301,25 @@ def _evaluate_domain(domain: str, facts: _Facts, local: DmarcLocalPolicy) -> Pla
                     override_comment=override.comment,
                 )
     return outcome
+
+
+def published_policy(record: DmarcRecord, mode: DmarcMode) -> PublishedPolicy:
+    """The record as an aggregate report shows it (RFC 9990 "policy_published"); in RFC
+    7489 mode without the tags that mode ignores (np, t, psd)."""
+    rfc9989 = mode is DmarcMode.RFC9989
+    return PublishedPolicy(
+        p=record.policy or Policy.NONE,
+        sp=record.subdomain_policy,
+        np=record.nonexistent_policy if rfc9989 else None,
+        adkim=record.adkim,
+        aspf=record.aspf,
+        testing=record.testing and rfc9989,
+        psd=record.psd if rfc9989 else "u",
+        fo=":".join(record.fo),
+        discovery="treewalk" if rfc9989 else "psl",
+        rua=tuple(u.uri for u in record.rua),
+        ruf=tuple(u.uri for u in record.ruf),
+    )
 
 
 def _unsettled(

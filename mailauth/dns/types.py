@@ -69,6 +69,9 @@ class Lookup:
     ``records`` is empty unless ``status`` is ANSWER. ``ttl`` is the time the outcome may be
     cached (for negative outcomes the RFC 2308 negative TTL). ``reason`` explains temporary
     failures. ``canonical_name`` is where a CNAME chain ended (the queried name if none).
+    ``refused``: a temporary failure that DNS did not give -- the question was not asked, or
+    its answer not waited for, because a budget's count or time ran out (mailauth.plan) --
+    so that a rule that lets a DNS error pass (RFC 7208 5.5) does not let this one pass.
     """
 
     name: str
@@ -78,6 +81,7 @@ class Lookup:
     ttl: int = 0
     reason: str = ""
     canonical_name: str = field(default="")
+    refused: bool = False  # not answered by DNS: a local limit (a budget) gave up on it
 
     @property
     def texts(self) -> tuple[bytes, ...]:

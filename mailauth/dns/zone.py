@@ -5,6 +5,13 @@ A name that owns records, or is an ancestor of one that does (an empty non-termi
 exists: asked for a type it has no records of, it is NODATA. Every other name is NXDOMAIN.
 CNAMEs are followed.
 
+Relative names need an origin: a ``$ORIGIN`` line, or the one given with the file
+(``FILE:ORIGIN``); without either, a relative name is an error at its line (dnspython would
+read ``foo`` as ``foo.``, a name no lookup asks for). Names that are valid in DNS but not host
+names load as DNS holds them: a label with octets no typed name can hold (``\\200``, RFC 1035
+5.1) is kept escaped, exists (with its parents), and simply matches no lookup. Every error is
+one line, ``FILE:LINE: what``, at the line where the bad token starts.
+
 Temporary failures are declared in a zone file with a comment, so that the file stays a valid
 master file for other tools::
 
@@ -17,15 +24,17 @@ the zones hold no records of: listed records still answer (as in the OpenSPF sui
 convention), a CNAME there is still followed, and a CNAME chain that ends there fails, as a
 recursive resolver fails the whole query.
 
-Every query is logged in :attr:`ZoneResolver.queries`, so that tests can count lookups.
+Every query is logged in :attr:`ZoneResolver.queries`, so that tests can count lookups (the
+last :data:`MAX_LOGGED_QUERIES` at most: a long-running milter may serve from zone files).
 """
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from os import PathLike
-from typing import Any
+from typing import Any, cast
 
 import dns.exception
 import dns.name
@@ -36,9 +45,11 @@ import dns.tokenizer
 import dns.zonefile
 
 from mailauth.dns.outcomes import records_from_rrset
-from mailauth.dns.types import DnsStatus, Lookup, Query, Record, RRType, normalize_name
+from mailauth.dns.types import DnsStatus, Lookup, MxRecord, Query, Record, RRType, normalize_name
 from mailauth.errors import ConfigError
 from mailauth.files import ZONE_LIMIT, read_limited
+
+MAX_LOGGED_QUERIES = 100_000
 
 _FAULT = re.compile(rb"^\s*;\s*mailauth-fault:\s*(\S+)\s+(timeout|servfail)\s*$", re.M | re.I)
 _MAX_CNAME = 8
@@ -59,7 +70,7 @@ class ZoneResolver:
         faults: Mapping[str, str] | None = None,
     ) -> None:
         self._records: dict[Query, tuple[int, tuple[Record, ...]]] = {
-            Query.of(name, rdtype): (ttl, tuple(values))
+            Query(_key_of(name), rdtype): (ttl, tuple(values))
             for (name, rdtype), (ttl, values) in records.items()
         }
         self._faults = {normalize_name(name): kind for name, kind in (faults or {}).items()}
@@ -73,26 +84,31 @@ class ZoneResolver:
         self.queries: list[Query] = []
 
     @classmethod
-    def from_files(cls, paths: Iterable[str | PathLike[str]]) -> ZoneResolver:
-        """Load master files; each needs an ``$ORIGIN`` or absolute owner names."""
+    def from_files(
+        cls, paths: Iterable[str | PathLike[str] | tuple[str | PathLike[str], str | None]]
+    ) -> ZoneResolver:
+        """Load master files: each a path, or (path, origin) for a file whose relative
+        names have no ``$ORIGIN`` (as a server's configuration gives it); see
+        :func:`split_zone_spec` for ``FILE:ORIGIN`` text."""
         records: dict[tuple[str, RRType], tuple[int, list[Record]]] = {}
         faults: dict[str, str] = {}
-        for path in paths:
+        for item in paths:
+            path, origin = item if isinstance(item, tuple) else (item, None)
             try:
                 text = read_limited(path, ZONE_LIMIT)
             except OSError as exc:
                 raise ConfigError(f"cannot read zone file {path}: {exc.strerror}") from None
-            _load_zone(text, str(path), records, faults)
+            _load_zone(text, str(path), records, faults, origin)
         return cls(
             {key: (ttl, tuple(values)) for key, (ttl, values) in records.items()}, faults=faults
         )
 
     @classmethod
-    def from_text(cls, text: str) -> ZoneResolver:
+    def from_text(cls, text: str, origin: str | None = None) -> ZoneResolver:
         """Load master-file text (as from_files does for files)."""
         records: dict[tuple[str, RRType], tuple[int, list[Record]]] = {}
         faults: dict[str, str] = {}
-        _load_zone(text.encode(), "<text>", records, faults)
+        _load_zone(text.encode(), "<text>", records, faults, origin)
         return cls(
             {key: (ttl, tuple(values)) for key, (ttl, values) in records.items()}, faults=faults
         )
@@ -100,6 +116,8 @@ class ZoneResolver:
     def lookup(self, name: str, rdtype: RRType) -> Lookup:
         query = Query.of(name, rdtype)
         self.queries.append(query)
+        if len(self.queries) > MAX_LOGGED_QUERIES:  # (a milter serving from zone files)
+            del self.queries[: MAX_LOGGED_QUERIES // 2]
         current = query.name
         for _ in range(_MAX_CNAME + 1):
             found = self._records.get(Query(current, rdtype))
@@ -121,6 +139,13 @@ class ZoneResolver:
 
     async def lookup_async(self, name: str, rdtype: RRType) -> Lookup:
         return self.lookup(name, rdtype)
+
+
+class _Origin:
+    """Whether relative names have an origin yet: the one given, or a ``$ORIGIN`` line."""
+
+    def __init__(self, known: bool) -> None:
+        self.known = known
 
 
 class _Transaction(dns.zonefile.RRsetsReaderTransaction):
@@ -163,10 +188,126 @@ class _Transaction(dns.zonefile.RRsetsReaderTransaction):
         super()._delete_rdataset(name, rdtype, covers)  # type: ignore[no-untyped-call]
         self._names.get(name, set()).discard((name, rdtype, covers))
 
+    def _set_origin(self, origin: dns.name.Name) -> None:  # (a $ORIGIN line)
+        cast(_Manager, self.manager).origin_state.known = True
+
 
 class _Manager(dns.zonefile.RRSetsReaderManager):
+    def __init__(self, origin: _Origin) -> None:
+        super().__init__(dns.name.root, False, dns.rdataclass.IN)
+        self.origin_state = origin
+
     def writer(self, replacement: bool = False) -> _Transaction:
         return _Transaction(self, True, False)
+
+
+class _Tokenizer(dns.tokenizer.Tokenizer):
+    """dnspython's tokenizer, with two changes for the messages of a bad file: the line of
+    an error is where its token starts (dnspython's counter has passed the line ending
+    already when a line ends too soon), and a relative name with no origin is an error
+    (dnspython would take it as relative to the root: ``foo`` as ``foo.``, never asked)."""
+
+    def __init__(self, text: str, label: str, origin: _Origin) -> None:
+        super().__init__(text, label)
+        self.origin_state = origin
+        self.token_line = 1
+        self.last_line = text.count("\n", 0, len(text) - 1) + 1  # (EOF: the last line)
+
+    def skip_whitespace(self) -> int:
+        skipped = super().skip_whitespace()
+        self.token_line = self.line_number - (self.ungotten_char == "\n")
+        return skipped
+
+    def where(self) -> tuple[str, int]:
+        return self.filename, min(self.token_line, self.last_line)
+
+    def as_name(
+        self,
+        token: dns.tokenizer.Token,
+        origin: dns.name.Name | None = None,
+        relativize: bool = False,
+        relativize_to: dns.name.Name | None = None,
+    ) -> dns.name.Name:
+        if (
+            not self.origin_state.known
+            and token.is_identifier()
+            and not dns.name.from_text(token.value, None, self.idna_codec).is_absolute()
+        ):
+            raise _syntax_error(
+                f"relative name {token.value!r} with no $ORIGIN (add a $ORIGIN line, "
+                "write the name with a final dot, or give the origin as FILE:ORIGIN)"
+            )
+        return super().as_name(token, origin, relativize, relativize_to)
+
+
+class _Reader(dns.zonefile.Reader):
+    """Starts at ``origin`` when one is given (as a server's configuration gives a zone
+    file its origin), while names stay absolute and may lie outside it."""
+
+    def __init__(self, tok: _Tokenizer, txn: _Transaction, origin: dns.name.Name | None):
+        super().__init__(
+            tok,
+            dns.rdataclass.IN,
+            txn,
+            allow_directives={"$ORIGIN", "$TTL", "$GENERATE"},
+            rfc2308_ttl=True,
+            default_ttl=DEFAULT_TTL,
+        )
+        if origin is not None:
+            self.current_origin = self.last_name = origin
+        self.origin_state = tok.origin_state
+
+    def _generate_line(self) -> None:
+        if not self.origin_state.known:  # (dnspython reads $GENERATE names without as_name)
+            raise _syntax_error("$GENERATE with no $ORIGIN")
+        super()._generate_line()  # type: ignore[no-untyped-call]
+
+
+def _syntax_error(message: str) -> dns.exception.SyntaxError:
+    return dns.exception.SyntaxError(message)  # type: ignore[no-untyped-call]
+
+
+def zone_key(name: dns.name.Name) -> str:
+    """The name under which a zone's records are kept: the form :func:`normalize_name` gives
+    a typed name (lowercase, no final dot), so that lookups match; a label that no typed name
+    can hold (an octet outside printable ASCII, a dot or backslash inside it: RFC 1035 5.1
+    ``\\DDD``) keeps its octets escaped as ``\\DDD``, so that no lookup matches it."""
+    labels = []
+    for label in name.labels:
+        if not label:
+            continue
+        if all(0x20 <= octet < 0x7F and octet not in b".\\" for octet in label):
+            labels.append(label.decode("ascii").lower())
+        else:
+            labels.append("".join(_escaped(octet) for octet in label))
+    return ".".join(labels) or "."
+
+
+def _escaped(octet: int) -> str:
+    if 0x20 <= octet < 0x7F and octet not in b".\\":
+        return chr(octet).lower()
+    return f"\\{octet:03d}"
+
+
+def _key_of(name: str) -> str:
+    """A name given to the constructor: typed, or in master-file form with escapes."""
+    if name == ".":
+        return name  # (the root: it may own records, which no lookup asks for)
+    if "\\" not in name:
+        return normalize_name(name)
+    try:
+        return zone_key(dns.name.from_text(name, dns.name.root))
+    except dns.exception.DNSException as exc:
+        raise ConfigError(f"invalid domain name {name!r}: {exc}") from None
+
+
+def split_zone_spec(spec: str) -> tuple[str, str | None]:
+    """``FILE`` or ``FILE:ORIGIN`` (the command line's ``--dns-zone``, the configuration's
+    ``zone_files``): a path that exists, or has no colon, is a file name as it is."""
+    path, colon, origin = spec.rpartition(":")
+    if not colon or not path or not origin or "/" in origin or os.path.exists(spec):
+        return spec, None
+    return path, origin
 
 
 def _load_zone(
@@ -174,30 +315,48 @@ def _load_zone(
     label: str,
     records: dict[tuple[str, RRType], tuple[int, list[Record]]],
     faults: dict[str, str],
+    origin: str | None = None,
 ) -> None:
     # Read as plain RRsets rooted at "." (not as one dns.zone.Zone), so that one file may
-    # hold several domains, each with its own SOA; $ORIGIN and $TTL apply as usual.
-    manager = _Manager(dns.name.root, False, dns.rdataclass.IN)
+    # hold several domains, each with its own SOA; $ORIGIN and $TTL apply as usual. Every
+    # error is one line, FILE:LINE: what.
+    try:
+        start = dns.name.from_text(origin, dns.name.root) if origin else None
+    except dns.exception.DNSException as exc:
+        raise ConfigError(f"{label}: origin {origin!r}: {exc}") from None
+    try:
+        decoded = text.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = text.count(b"\n", 0, exc.start) + 1
+        raise ConfigError(f"{label}:{line}: not UTF-8 text") from None
+    state = _Origin(start is not None)
+    manager = _Manager(state)
+    tokenizer = _Tokenizer(decoded, label, state)
     try:
         with manager.writer(True) as txn:
-            tokenizer = dns.tokenizer.Tokenizer(text.decode("utf-8"), label)
-            dns.zonefile.Reader(
-                tokenizer,
-                dns.rdataclass.IN,
-                txn,
-                allow_directives={"$ORIGIN", "$TTL", "$GENERATE"},
-                rfc2308_ttl=True,
-                default_ttl=DEFAULT_TTL,
-            ).read()
-    except (dns.exception.DNSException, UnicodeDecodeError, ValueError) as exc:
-        raise ConfigError(f"zone file {label}: {exc}") from None
+            _Reader(tokenizer, txn, start).read()
+    except dns.exception.SyntaxError as exc:
+        raise ConfigError(str(exc)) from None  # (dnspython's FILE:LINE: what)
+    except (dns.exception.DNSException, ValueError) as exc:
+        where = ":".join(map(str, tokenizer.where()))
+        raise ConfigError(f"{where}: {exc}") from None
     for rrset in manager.rrsets:
         try:
             rdtype = RRType(dns.rdatatype.to_text(rrset.rdtype))
         except ValueError:
             continue  # SOA and other types mailauth never asks for
-        name = normalize_name(rrset.name.to_text())
-        _, values = records.setdefault((name, rdtype), (rrset.ttl, []))
-        values.extend(records_from_rrset(rrset))
+        if rdtype in (RRType.CNAME, RRType.PTR, RRType.NS, RRType.MX):
+            values: list[Record] = [_target(rdata) for rdata in rrset]
+        else:
+            values = list(records_from_rrset(rrset))
+        _, kept = records.setdefault((zone_key(rrset.name), rdtype), (rrset.ttl, []))
+        kept.extend(values)
     for match in _FAULT.finditer(text):
         faults[match.group(1).decode()] = match.group(2).decode().lower()
+
+
+def _target(rdata: Any) -> Record:
+    """A name in a record's data, kept as owner names are (a CNAME's is looked up)."""
+    if rdata.rdtype == dns.rdatatype.MX:
+        return MxRecord(int(rdata.preference), zone_key(rdata.exchange))
+    return zone_key(rdata.target)

@@ -9,19 +9,14 @@ import os
 import stat
 from collections.abc import Awaitable, Callable
 
+from mailauth.config import parse_listen_spec
+
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 
 
 def parse_listen(spec: str) -> tuple[str, str | int, str]:
     """``inet:PORT@HOST``, ``inet6:PORT@HOST``, ``unix:PATH`` (or ``local:PATH``)."""
-    kind, _, rest = spec.partition(":")
-    if kind in ("unix", "local") and rest:
-        return "unix", rest, ""
-    if kind in ("inet", "inet6"):
-        port, _, host = rest.partition("@")
-        if port.isascii() and port.isdigit() and 0 < int(port) < 65536:  # (not '²' or '١')
-            return kind, int(port), host or ("127.0.0.1" if kind == "inet" else "::1")
-    raise ValueError(f"bad listen socket {spec!r}: use inet:PORT@HOST, inet6:PORT@HOST, unix:PATH")
+    return parse_listen_spec(spec)
 
 
 async def start_server(handle: Handler, spec: str, socket_mode: int = 0o660) -> asyncio.Server:
@@ -37,3 +32,31 @@ async def start_server(handle: Handler, spec: str, socket_mode: int = 0o660) -> 
         os.chmod(path, socket_mode)
         return server
     return await asyncio.start_server(handle, host=host, port=int(where))
+
+
+def socket_file(spec: str) -> tuple[str, tuple[int, int, int]] | None:
+    """The unix socket file ``spec`` names and what identifies it (device, inode, change
+    time: an inode number alone may be reused), once listening (None for inet): what
+    :func:`remove_socket_file` removes at exit."""
+    kind, where, _ = parse_listen(spec)
+    if kind != "unix":
+        return None
+    try:
+        return str(where), _identity(os.stat(str(where)))
+    except OSError:
+        return None
+
+
+def remove_socket_file(found: tuple[str, tuple[int, int, int]] | None) -> None:
+    """Remove the socket file at exit, unless another process has put its own there."""
+    if found is None:
+        return
+    path, identity = found
+    with contextlib.suppress(OSError):
+        status = os.stat(path)
+        if stat.S_ISSOCK(status.st_mode) and _identity(status) == identity:
+            os.unlink(path)
+
+
+def _identity(status: os.stat_result) -> tuple[int, int, int]:
+    return status.st_dev, status.st_ino, status.st_ctime_ns

@@ -1,6 +1,7 @@
-"""The milter's one log line per message: JSON, or key=value pairs (logfmt) whose values
-are quoted whenever they hold a space, a quote, ``=`` or anything not printable ASCII, so
-that nothing a client sends (HELO, MAIL FROM) can forge a field or a line."""
+"""The milter's one log line per message (verified, or signed): JSON, or key=value pairs
+(logfmt) whose values are quoted whenever they hold a space, a quote, ``=`` or anything not
+printable ASCII, so that nothing a client sends (HELO, MAIL FROM) can forge a field or a
+line."""
 
 from __future__ import annotations
 
@@ -25,6 +26,14 @@ def log_line(
         "action": action,
         "ms": round(seconds * 1000, 1),
     }
+    if form == "text":
+        return " ".join(f"{k}={_logfmt(v)}" for k, v in record.items())
+    return json.dumps(record, separators=(",", ":"))
+
+
+def signed_line(facts: dict[str, str], keys: list[str], seconds: float, form: str) -> str:
+    """An outbound message signed: its facts, the keys (``domain:selector:algorithm``)."""
+    record = {**facts, "signed": keys, "action": "continue", "ms": round(seconds * 1000, 1)}
     if form == "text":
         return " ".join(f"{k}={_logfmt(v)}" for k, v in record.items())
     return json.dumps(record, separators=(",", ":"))

@@ -6,12 +6,26 @@ temporary errors (any method's temperror), and a histogram of the time the check
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any, Protocol
 
 from mailauth.results import Verdict
 
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
+
+
+class RecorderCounters(Protocol):
+    """What the report recorder counts (``mailauth.reports.BackgroundRecorder``)."""
+
+    recorded: int
+    dropped: int
+    written: int
+    write_errors: int
+
+    @property
+    def pending(self) -> int: ...
+
 
 _BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 
@@ -57,6 +71,31 @@ class Metrics:
                 self.dns_errors.labels(method).inc()
         self.actions.labels(action).inc()
         self.latency.observe(seconds)
+
+    def watch_recorder(self, recorder: RecorderCounters) -> None:
+        """Export the report recorder's counters, read at each scrape: messages recorded,
+        dropped (buffer full: the store down or too slow), written, failed batch writes,
+        and rows waiting in memory."""
+        from prometheus_client.core import (  # noqa: PLC0415
+            CounterMetricFamily,
+            GaugeMetricFamily,
+        )
+
+        class Collector:
+            def collect(self) -> Iterator[Any]:
+                for name, text, value in (
+                    ("recorded", "Messages counted for DMARC aggregate reports", recorder.recorded),
+                    ("dropped", "Messages not recorded: the buffer was full", recorder.dropped),
+                    ("written", "Messages written to the report store", recorder.written),
+                    ("write_errors", "Batches the report store refused", recorder.write_errors),
+                ):
+                    yield CounterMetricFamily(f"mailauth_reports_{name}", text, value=value)
+                yield GaugeMetricFamily(
+                    "mailauth_reports_pending_rows", "Report rows waiting in memory",
+                    value=recorder.pending,
+                )  # fmt: skip
+
+        self.registry.register(Collector())
 
     def serve(self, host: str, port: int) -> None:
         """The /metrics endpoint, in a background thread."""

@@ -28,7 +28,7 @@ from mailauth.domains import name_and_parents, normalize_domain
 from mailauth.errors import InvalidDomainError, MailauthError
 from mailauth.message import HeaderField, Message
 from mailauth.milter import protocol as p
-from mailauth.milter.logline import log_line
+from mailauth.milter.logline import log_line, signed_line
 from mailauth.milter.metrics import Metrics
 from mailauth.pipeline import Authenticator, MessageIntake
 from mailauth.results import ArcResult, DmarcResult, Policy, SpfCheck, Verdict
@@ -101,6 +101,7 @@ class MilterSettings:
     dmarc_temperror: str = "tempfail"  # or "accept": DMARC temperror with a policy acted on
     max_header_size: int = MAX_HEADER_SECTION
     max_header_fields: int = MAX_HEADER_FIELDS
+    record_recipients: bool = False  # the first RCPT TO goes to the recorder (envelope_to)
 
 
 @dataclass
@@ -124,6 +125,7 @@ class _Message:
     spf: asyncio.Future[SpfCheck] | None = None  # started at MAIL FROM
     seal_hasher: BodyHasher | None = None  # the relaxed body hash an ARC seal needs
     recipient_domains: set[str] = field(default_factory=set)  # those among seal_domains
+    first_recipient: str = ""  # (record_recipients: the report's envelope_to)
 
     def discard(self) -> None:
         if self.spf is not None:
@@ -198,8 +200,8 @@ class Milter:
                     if reply and command not in session.no_reply:
                         replies.append(reply)
                 if replies:
-                    writer.write(b"".join(replies))  # (our ACK goes with it)
-                    await writer.drain()
+                    if not await _send(writer, b"".join(replies)):  # (our ACK goes with it)
+                        return
                 elif quickack:
                     # The MTA goes on without waiting for us: its next small write (Postfix:
                     # cleanup's, after smtpd's) would wait for our delayed ACK, Nagle on its
@@ -280,6 +282,8 @@ class Milter:
             return b""
         if command == p.RCPT:
             recipient = p.strings(data)[0].decode("utf-8", "replace") if data else ""
+            if self.settings.record_recipients and not session.message.first_recipient:
+                session.message.first_recipient = recipient[:512]
             domain = recipient.strip("<> ").rpartition("@")[2]
             with contextlib.suppress(InvalidDomainError):  # (A-labels, as seal_domains holds)
                 domain = normalize_domain(domain)
@@ -368,6 +372,7 @@ class Milter:
                 ip=session.address or "0.0.0.0",  # noqa: S104 - a value, not a bind
                 helo=session.helo,
                 mail_from=message.mail_from,
+                recipients=(message.first_recipient,) if message.first_recipient else (),
             )
             message.intake.add_headers(section)
             if self._seals(message):
@@ -385,8 +390,9 @@ class Milter:
         # No reply to any step but the end of message, when the MTA allows it (the
         # decisions are all made there): the MTA sends the rest without waiting for us.
         wanted = STEPS_SKIPPED | p.P_HDR_LEADSPC | sum(p.NO_REPLY.values())
-        if not (self.settings.sealer and self.settings.seal_domains):
-            wanted |= p.P_NORCPT  # recipients matter only to seal for some domains
+        sealing = self.settings.sealer and self.settings.seal_domains
+        if not (sealing or self.settings.record_recipients):
+            wanted |= p.P_NORCPT  # recipients matter to seal for some domains, and to reports
         chosen = protocol & wanted
         session.no_reply = frozenset(c for c, bit in p.NO_REPLY.items() if chosen & bit)
         ours = p.ACT_ADDHDRS | p.ACT_CHGHDRS | p.ACT_QUARANTINE
@@ -519,6 +525,7 @@ class Milter:
         """Outbound: one DKIM-Signature per signer of the From domain, inserted on top; the
         private-key work runs in a worker thread, off the event loop."""
         message = session.message
+        started = time.monotonic()
         section = _header_section(message.headers, session.leading_space)
         hashes = {canon: hasher.digest() for canon, hasher in message.hashers.items()}
 
@@ -541,6 +548,15 @@ class Milter:
         )
         replies.append(p.encode(p.CONTINUE))
         self._count("continue")
+        facts = {
+            "queue_id": session.macros.get("i", ""),
+            "client": session.address,
+            "helo": session.helo,
+            "mail_from": message.mail_from,
+        }
+        keys = [f"{s.domain}:{s.selector}:{s.algorithm}" for s in message.signers]
+        seconds = time.monotonic() - started
+        log.info("%s", signed_line(facts, keys, seconds, self.settings.log_format))
         return b"".join(replies)
 
     async def _seal(self, session: _Session, verdict: Verdict) -> list[bytes]:
@@ -603,6 +619,18 @@ class Milter:
         replies.extend(seal)  # inserted last, so the ARC set ends up on top
         replies.append(p.encode(p.CONTINUE))
         return b"".join(replies), action
+
+
+async def _send(writer: asyncio.StreamWriter, data: bytes) -> bool:
+    """Write replies; False when the MTA closed the connection without reading them (one
+    log line: a reset connection is the MTA's business, not a traceback)."""
+    writer.write(data)
+    try:
+        await writer.drain()
+    except ConnectionError as exc:
+        log.info("milter connection closed by the MTA before our reply: %s", exc.strerror or exc)
+        return False
+    return True
 
 
 def _retrieved(task: asyncio.Future[SpfCheck]) -> None:

@@ -8,9 +8,12 @@ identities and the senders, and offers the plans (:func:`evaluate_spf`,
 
 Identities (RFC 7208 2.3, 2.4): HELO is checked when it is a domain name (not an address
 literal); a null reverse-path is checked as ``postmaster@<HELO>``; a sender without a
-local-part is ``postmaster`` at its domain (4.3). The two identities are evaluated side by
-side (:func:`mailauth.plan.parallel`), each within its own budget when the caller gives
-them: the HELO check never holds up nor starves the MAIL FROM one.
+local-part (``@domain``, or a domain alone as pyspf reads it) is ``postmaster`` at its
+domain (4.3); a single label without "@" (an unqualified ``postmaster``) is a local-part
+with no domain, not a domain: ``none``, never ``postmaster@postmaster``. The two
+identities are evaluated side by side (:func:`mailauth.plan.parallel`), each within its own
+budget when the caller gives them: the HELO check never holds up nor starves the MAIL FROM
+one.
 
 The client address (RFC 7208 5): an IPv4-mapped IPv6 address is the IPv4 client it maps;
 an IPv6 zone index names an interface of this host and is dropped.
@@ -169,13 +172,19 @@ def evaluate_spf(
 
 def _mail_from_plan(*, helo: str, mail_from: str, common: dict[str, Any]) -> Plan[SpfOutcome]:
     local, at, domain = mail_from.rpartition("@")
+    if not at and "." not in mail_from.strip().strip("."):
+        # A local-part alone (an unqualified "postmaster"): no domain to check, and never
+        # "postmaster@postmaster" (RFC 5321 4.1.2: a reverse-path has a domain).
+        reason = "MAIL FROM has no domain: not a reverse-path (RFC 5321 4.1.2)"
+        return _done(SpfOutcome(SpfResult.NONE, "mailfrom", "", mail_from, reason=reason))
     if not at:
         local, domain = "postmaster", mail_from  # RFC 7208 4.3: no local-part -> postmaster
     if not domain or not domain.strip():
         return _done(
             SpfOutcome(SpfResult.NONE, "mailfrom", "", mail_from, reason="MAIL FROM has no domain")
         )
-    if "@" in local:  # the domain is ambiguous (an unquoted "@" in the local-part)
+    quoted = len(local) > 1 and local[0] == '"' and local[-1] == '"' and local[-2] != "\\"
+    if "@" in local and not quoted:  # the domain is ambiguous (an unquoted "@" in it)
         reason = "malformed MAIL FROM: several '@'"
         return _done(SpfOutcome(SpfResult.NONE, "mailfrom", "", mail_from, reason=reason))
     return evaluate_spf_identity(sender=f"{local or 'postmaster'}@{domain}", helo=helo, **common)

@@ -103,6 +103,7 @@ class _Evaluation:
     values: dict[str, str]
     terms: int = 0
     voids: int = 0
+    void_term: int = -1  # the last term (its number in ``terms``) counted as void
     validated: tuple[str, ...] | None = None  # %{p}: the validated names, found once
     counting: bool = True  # False for the explanation, fetched after the result
 
@@ -116,9 +117,12 @@ class _Evaluation:
             )
 
     def count_void(self, lookup: Lookup) -> None:
-        """RFC 7208 4.6.4: the third void lookup is a permerror."""
-        if not self.counting:
+        """RFC 7208 4.6.4: the third *term* whose DNS queries return no records (NODATA or
+        NXDOMAIN) is a permerror. A term counts once however many of its queries are void
+        (an ``mx`` term's address lookups, say), as the RFC limits terms, not queries."""
+        if not self.counting or self.void_term == self.terms:
             return
+        self.void_term = self.terms
         self.voids += 1
         if self.voids > MAX_VOID_LOOKUPS:
             raise _Abort(
@@ -284,9 +288,20 @@ def _mx(evaluation: _Evaluation, mechanism: Mechanism, target: str) -> Plan[bool
         )
     lookups = yield from _ask_addresses(evaluation, [mx.exchange for mx in exchanges])
     hosts: list[str] = []
+    void = None
     for lookup in lookups:  # (None: a null MX or a name DNS cannot carry)
-        if lookup is not None and _has_records(evaluation, lookup):
+        if lookup is None:
+            continue
+        if lookup.status is DnsStatus.TEMPFAIL:
+            _has_records(evaluation, lookup)  # (raises temperror)
+        if lookup.records:
             hosts.extend(lookup.hosts)
+        else:
+            void = void or lookup
+    if void is not None and not hosts:
+        # The term found no address at all: one void lookup (4.6.4). An IPv6 client of a
+        # domain whose MX hosts are mostly IPv4-only is not a permerror.
+        evaluation.count_void(void)
     return _any_within(evaluation, hosts, mechanism)
 
 
@@ -296,6 +311,7 @@ def _validated_names(evaluation: _Evaluation) -> Plan[list[str]]:
     query fails is skipped."""
     name = reverse_name(evaluation.address)
     (answer,) = yield Resolve((Query(name, RRType.PTR),))
+    _refused(answer)
     if answer.status is DnsStatus.TEMPFAIL or not _has_records(evaluation, answer):
         return []
     names = list(answer.hosts[:MAX_PTR_NAMES])
@@ -303,11 +319,14 @@ def _validated_names(evaluation: _Evaluation) -> Plan[list[str]]:
     client, version = int(evaluation.address), evaluation.address.version
     validated = []
     for lookup in lookups:
-        if lookup is None or lookup.status is DnsStatus.TEMPFAIL:
-            continue  # RFC 7208 5.5: "that domain name is skipped and the search continues"
-        if not lookup.records:
-            evaluation.count_void(lookup)
-        elif any(_address_int(host, version) == client for host in lookup.hosts):
+        if lookup is not None:
+            _refused(lookup)
+        if lookup is None or lookup.status is DnsStatus.TEMPFAIL or not lookup.records:
+            # RFC 7208 5.5: "that domain name is skipped and the search continues"; not a
+            # void lookup of the term (4.6.4): the names are the client's, so that counting
+            # them would let anyone with a reverse zone turn a -all into permerror.
+            continue
+        if any(_address_int(host, version) == client for host in lookup.hosts):
             validated.append(lookup.name)
     return validated
 
@@ -381,6 +400,14 @@ def _ask_addresses(evaluation: _Evaluation, names: list[str]) -> Plan[list[Looku
     lookups = yield Resolve(tuple(queries.values()))
     answers = dict(zip(queries, lookups, strict=True))
     return [answers.get(_query_name(name) or "") for name in names]
+
+
+def _refused(lookup: Lookup) -> None:
+    """A question our own limits gave up on is temperror even where RFC 7208 5.5 lets a DNS
+    error pass as "no match": it says nothing about the domain, and reading it as no match
+    would let a budget, or a busy moment, turn a pass into fail."""
+    if lookup.refused:
+        raise _Abort(SpfResult.TEMPERROR, f"{lookup.reason} ({lookup.rdtype} {lookup.name})")
 
 
 def _has_records(evaluation: _Evaluation, lookup: Lookup) -> bool:

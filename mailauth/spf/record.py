@@ -363,14 +363,21 @@ def parse_domain_spec(text: str) -> MacroString:
     """RFC 7208 7.1: domain-spec = macro-string domain-end (c, r, t not allowed)."""
     if "%" not in text and _LITERAL.match(text):  # (the common case: a plain name)
         if not _DOMAIN_END.search(text):
-            raise RecordSyntaxError(
-                "names no domain" if not text else "has no top label at its end"
-            )
+            raise RecordSyntaxError(_no_domain(text))
         return MacroString(text, (text,) if text else (), frozenset())
     parsed, ends_with_macro = _parse_macros(text, _LITERAL, explanation=False)
     if not ends_with_macro and not _DOMAIN_END.search(text):
-        raise RecordSyntaxError("names no domain" if not text else "has no top label at its end")
+        raise RecordSyntaxError(_no_domain(text))
     return parsed
+
+
+def _no_domain(text: str) -> str:
+    """RFC 7208 7.1: domain-end is a dot and a top label (or a macro)."""
+    if not text:
+        return "names no domain"
+    return (
+        f"names {text!r}, not a fully qualified domain name (RFC 7208 7.1: a dot and a top label)"
+    )
 
 
 def parse_macro_string(text: str) -> MacroString:

@@ -1,0 +1,50 @@
+"""DMARC reporting for receivers (RFC 9990 aggregate reports): the report store, recording
+verdicts into it, and the reports built from it.
+
+Modules: :mod:`.observe` (a verdict as a report row, pure), :mod:`.schema` (the versioned
+schema), :mod:`.store` (SQLite or PostgreSQL behind one class), :mod:`.recorder` (buffered
+recording off the mail path), :mod:`.aggregate` (RFC 9990 XML, streamed), :mod:`.outgoing`
+(closed reports claimed under the store's lock, for the delivery side). docs/reports.md.
+"""
+
+from __future__ import annotations
+
+from mailauth.reports.observe import Enforcement, Observation, observe
+from mailauth.reports.outgoing import (
+    PendingReport,
+    ReportSettings,
+    ReportStatus,
+    closed_reports,
+    mark_failed,
+    mark_sent,
+    report_status,
+)
+from mailauth.reports.recorder import (
+    BackgroundRecorder,
+    DirectRecorder,
+    RecordingSettings,
+    period_of,
+    write_batch,
+)
+from mailauth.reports.store import Store, StoreError, open_store
+
+__all__ = [
+    "BackgroundRecorder",
+    "DirectRecorder",
+    "Enforcement",
+    "Observation",
+    "PendingReport",
+    "RecordingSettings",
+    "ReportSettings",
+    "ReportStatus",
+    "Store",
+    "StoreError",
+    "closed_reports",
+    "mark_failed",
+    "mark_sent",
+    "observe",
+    "open_store",
+    "period_of",
+    "report_status",
+    "write_batch",
+]

@@ -1,0 +1,332 @@
+"""Recording verdicts into the report store, off the mail path.
+
+:class:`BackgroundRecorder` is what the milter (and a library caller, through
+``Authenticator(..., recorder=...)``) hands each verdict to. :meth:`~BackgroundRecorder.record`
+only counts the observation into an in-memory :class:`Batch` (a dict update under a lock:
+microseconds, on the event loop); a writer thread takes the batch every ``flush_seconds``
+(or as soon as it holds ``batch_rows`` rows) and writes it in one transaction of upserts.
+A store that is down or slow never holds mail up: the batch waits in memory, bounded by
+``max_rows`` distinct rows; what does not fit is dropped, counted (``dropped``, exported by
+the milter's metrics) and logged once per interval, never silently.
+
+The most a crash can lose: what was recorded since the last flush (``flush_seconds``, 5 s
+by default), plus, while the store is unreachable, everything still buffered (at most
+``max_rows`` rows). SIGTERM and SIGHUP flush (docs/reports.md).
+
+:class:`DirectRecorder` writes each verdict at once (``mailauth verify --record``): the same
+observation and the same upsert as the milter's batches.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from mailauth.reports.observe import Enforcement, Observation, observe, row_key
+from mailauth.reports.store import Store, StoreError, open_store
+from mailauth.results import PublishedPolicy, Verdict
+
+log = logging.getLogger("mailauth.reports")
+DAY = 86400
+
+
+@dataclass(frozen=True, slots=True)
+class RecordingSettings:
+    """``interval``: the reporting period in seconds (periods start at multiples of it,
+    UTC; RFC 9990 asks for at most a day); ``record_envelope_to``: report the first
+    recipient's domain; ``enforcement``: the dispositions the receiver acts on."""
+
+    interval: int = DAY
+    record_envelope_to: bool = False
+    enforcement: Enforcement = field(default_factory=Enforcement)
+    flush_seconds: float = 5.0
+    batch_rows: int = 5_000
+    max_rows: int = 200_000
+
+
+def period_of(now: float, interval: int) -> tuple[int, int]:
+    """The reporting period holding ``now``: (begin, end), end inclusive (RFC 9990
+    date_range, as its sample: 302832000 to 302918399)."""
+    begin = int(now) - int(now) % interval
+    return begin, begin + interval - 1
+
+
+class Batch:
+    """Observations counted in memory: messages per (policy domain, period, row key), and
+    the published policy per (policy domain, period) last seen."""
+
+    def __init__(self) -> None:
+        self.counts: dict[tuple[str, int, tuple[str, ...]], int] = {}
+        self.policies: dict[tuple[str, int], tuple[int, PublishedPolicy, int]] = {}
+
+    def __len__(self) -> int:
+        return len(self.counts)
+
+    def add(self, observation: Observation, now: float, interval: int, messages: int = 1) -> None:
+        begin, end = period_of(now, interval)
+        key = (observation.policy_domain, begin, observation.key())
+        self.counts[key] = self.counts.get(key, 0) + messages
+        self._policy((observation.policy_domain, begin), (end, observation.policy, int(now)))
+
+    def has(self, observation: Observation, now: float, interval: int) -> bool:
+        begin, _ = period_of(now, interval)
+        return (observation.policy_domain, begin, observation.key()) in self.counts
+
+    def _policy(self, key: tuple[str, int], value: tuple[int, PublishedPolicy, int]) -> None:
+        known = self.policies.get(key)
+        if known is None or known[2] <= value[2]:
+            self.policies[key] = value
+
+    def merge(self, other: Batch, max_rows: int) -> int:
+        """Add ``other``'s counts (a batch that could not be written) as far as ``max_rows``
+        allows; the number of messages that did not fit."""
+        lost = 0
+        for key, messages in other.counts.items():
+            if key in self.counts:
+                self.counts[key] += messages
+            elif len(self.counts) < max_rows:
+                self.counts[key] = messages
+            else:
+                lost += messages
+        for where, value in other.policies.items():
+            self._policy(where, value)
+        return lost
+
+
+_UPSERT_COUNT = """INSERT INTO report_counts (policy_domain, period_begin, row_key, source_ip,
+    header_from, envelope_from, envelope_to, dkim, spf_domain, spf_scope, spf_result,
+    dmarc_dkim, dmarc_spf, disposition, reasons, messages)
+    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+    ON CONFLICT (policy_domain, period_begin, row_key)
+    DO UPDATE SET messages = report_counts.messages + excluded.messages"""
+_UPSERT_POLICY = """INSERT INTO report_policies (policy_domain, period_begin, period_end,
+    p, sp, np, adkim, aspf, testing, psd, fo, discovery, rua, ruf, last_seen)
+    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+    ON CONFLICT (policy_domain, period_begin) DO UPDATE SET period_end = excluded.period_end,
+    p = excluded.p, sp = excluded.sp, np = excluded.np, adkim = excluded.adkim,
+    aspf = excluded.aspf, testing = excluded.testing, psd = excluded.psd, fo = excluded.fo,
+    discovery = excluded.discovery, rua = excluded.rua, ruf = excluded.ruf,
+    last_seen = excluded.last_seen
+    WHERE excluded.last_seen >= report_policies.last_seen"""
+
+
+def write_batch(store: Store, batch: Batch) -> None:
+    """One transaction: every count added, every policy replaced by a newer one. Rows are
+    written in key order, so that concurrent writers (PostgreSQL) lock them in one order."""
+    counts = [
+        (domain, begin, row_key(domain, key), *key, messages)
+        for (domain, begin, key), messages in sorted(batch.counts.items())
+    ]
+    policies = [
+        (domain, begin, end, *_policy_columns(policy), seen)
+        for (domain, begin), (end, policy, seen) in sorted(batch.policies.items())
+    ]
+    with store.write():
+        store.executemany(_UPSERT_COUNT, counts)
+        store.executemany(_UPSERT_POLICY, policies)
+
+
+def _policy_columns(policy: PublishedPolicy) -> tuple[str, ...]:
+    return (
+        str(policy.p), str(policy.sp or ""), str(policy.np or ""), policy.adkim, policy.aspf,
+        "y" if policy.testing else "n", policy.psd, policy.fo, policy.discovery,
+        " ".join(policy.rua), " ".join(policy.ruf),
+    )  # fmt: skip
+
+
+class _Observing:
+    """What both recorders share: turning a verdict into an observation."""
+
+    def __init__(self, settings: RecordingSettings) -> None:
+        self.settings = settings
+
+    def _observe(
+        self, verdict: Verdict, ip: str, mail_from: str, recipients: tuple[str, ...]
+    ) -> Observation | None:
+        return observe(
+            verdict,
+            ip=ip,
+            mail_from=mail_from,
+            recipients=recipients if self.settings.record_envelope_to else (),
+            enforcement=self.settings.enforcement,
+        )
+
+
+class DirectRecorder(_Observing):
+    """Writes each verdict at once, in its own transaction (one message: the CLI)."""
+
+    def __init__(self, store: Store, settings: RecordingSettings | None = None) -> None:
+        super().__init__(settings or RecordingSettings())
+        self.store = store
+        self.recorded = 0
+
+    def record(
+        self,
+        verdict: Verdict,
+        *,
+        ip: str,
+        mail_from: str,
+        recipients: tuple[str, ...] = (),
+        now: float,
+    ) -> None:
+        observation = self._observe(verdict, ip, mail_from, recipients)
+        if observation is None:
+            return
+        batch = Batch()
+        batch.add(observation, now, self.settings.interval)
+        write_batch(self.store, batch)
+        self.recorded += 1
+
+
+class BackgroundRecorder(_Observing):
+    """Counts in memory, writes in batches from a thread of its own (see the module)."""
+
+    def __init__(
+        self,
+        url: str,
+        settings: RecordingSettings | None = None,
+        *,
+        opener: Callable[[str], Store] = open_store,
+    ) -> None:
+        super().__init__(settings or RecordingSettings())
+        self.url = url
+        self._opener = opener
+        self._store: Store | None = None
+        self._lock = threading.Lock()
+        self._batch = Batch()
+        self._wake = threading.Event()
+        self._stopping = False
+        self._flushed = threading.Condition()
+        self._generation = 0  # flushes done (a flush waits for the next one)
+        self._thread: threading.Thread | None = None
+        # Counters (read by the milter's metrics):
+        self.recorded = 0  # messages counted into the buffer
+        self.dropped = 0  # messages lost: buffer full, or a failed batch that did not fit
+        self.written = 0  # messages written to the store
+        self.write_errors = 0  # batches that could not be written (kept, retried)
+        self.skipped = 0  # verdicts no report counts (no policy, temperror)
+        self._logged_drops = 0
+        self._logged_at = 0.0
+
+    @property
+    def pending(self) -> int:
+        """Rows waiting in memory."""
+        return len(self._batch)
+
+    def start(self) -> BackgroundRecorder:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="mailauth-recorder")
+            self._thread.daemon = True
+            self._thread.start()
+        return self
+
+    def record(
+        self,
+        verdict: Verdict,
+        *,
+        ip: str,
+        mail_from: str,
+        recipients: tuple[str, ...] = (),
+        now: float,
+    ) -> None:
+        """Count one verdict (never blocks on the store)."""
+        observation = self._observe(verdict, ip, mail_from, recipients)
+        if observation is None:
+            self.skipped += 1
+            return
+        interval = self.settings.interval
+        with self._lock:
+            batch = self._batch
+            if len(batch) >= self.settings.max_rows and not batch.has(observation, now, interval):
+                self.dropped += 1
+                return
+            batch.add(observation, now, interval)
+            self.recorded += 1
+            full = len(batch) >= self.settings.batch_rows
+        if full:
+            self._wake.set()
+
+    def request_flush(self) -> None:
+        """Write what is buffered soon (from a signal handler: returns at once)."""
+        self._wake.set()
+
+    def flush(self, timeout: float = 30.0) -> bool:
+        """Write what is buffered now; whether it was written within ``timeout`` seconds."""
+        if self._thread is None or not self._thread.is_alive():
+            return self._flush_once()
+        with self._flushed:
+            target = self._generation + 2  # (one in progress may have taken an older batch)
+            self._wake.set()
+            return self._flushed.wait_for(lambda: self._generation >= target, timeout)
+
+    def close(self, timeout: float = 30.0) -> None:
+        """Flush and stop the writer thread."""
+        self._stopping = True
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            self._thread = None
+        else:
+            self._flush_once()
+        if self._store is not None:
+            self._store.close()
+            self._store = None
+
+    def _run(self) -> None:
+        while True:
+            self._wake.wait(self.settings.flush_seconds)
+            self._wake.clear()
+            stopping = self._stopping
+            self._flush_once()
+            with self._flushed:
+                self._generation += 1
+                self._flushed.notify_all()
+            self._log_drops()
+            if stopping:
+                return
+
+    def _flush_once(self) -> bool:
+        with self._lock:
+            batch, self._batch = self._batch, Batch()
+        if not batch.counts:
+            return True
+        started = time.monotonic()
+        try:
+            if self._store is None:
+                self._store = self._opener(self.url)
+            write_batch(self._store, batch)
+        except (StoreError, OSError) as exc:
+            self.write_errors += 1
+            if self._store is not None:
+                self._store.close()
+                self._store = None
+            with self._lock:
+                lost = self._batch.merge(batch, self.settings.max_rows)
+                self.dropped += lost
+            self._log_once(f"report store not written ({exc}); {len(batch)} rows kept to retry")
+            return False
+        self.written += sum(batch.counts.values())
+        seconds = time.monotonic() - started
+        if seconds > self.settings.flush_seconds:
+            log.warning("report store slow: %d rows took %.1f s to write", len(batch), seconds)
+        return True
+
+    def _log_drops(self) -> None:
+        dropped = self.dropped
+        if dropped > self._logged_drops:
+            self._log_once(
+                f"report recording: {dropped - self._logged_drops} messages not recorded "
+                f"(buffer of {self.settings.max_rows} rows full; {dropped} in all)",
+                force=True,
+            )
+            self._logged_drops = dropped
+
+    def _log_once(self, text: str, *, force: bool = False) -> None:
+        """At most one line per flush interval (a store down for hours: not a flood)."""
+        now = time.monotonic()
+        if force or now - self._logged_at >= max(self.settings.flush_seconds, 60.0):
+            self._logged_at = now
+            log.warning("%s", text)

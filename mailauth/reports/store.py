@@ -1,0 +1,276 @@
+"""The report store: one schema (:mod:`.schema`) on SQLite (the default: a file, nothing to
+install) or PostgreSQL (a ``postgresql://`` URL: a fleet of MTAs writing to one store).
+
+Thin on purpose: the standard library's ``sqlite3`` and psycopg 3 behind one small class,
+the SQL written once in the dialect both share (``INSERT ... ON CONFLICT``), parameters as
+``?`` (rewritten to psycopg's ``%s``). What differs is said here once: how a write
+transaction takes the store's lock (SQLite: ``BEGIN IMMEDIATE``, one writer at a time, the
+others waiting up to ``busy_timeout``; PostgreSQL: row locks, ``FOR UPDATE SKIP LOCKED`` for
+claims, a transaction-level advisory lock for migrations), and how rows are streamed
+(PostgreSQL: libpq's chunked rows mode, psycopg 3.2+). A :class:`Store` is one
+connection: one per thread or process.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sqlite3
+from collections.abc import Iterator, Sequence
+from typing import Any
+from urllib.parse import urlsplit
+
+from mailauth.errors import MailauthError
+from mailauth.reports.schema import MIGRATIONS, SCHEMA_VERSION
+
+Params = Sequence[Any]
+_ADVISORY_KEY = 0x6D61696C61757468  # "mailauth": the migration lock's advisory-lock key
+_BUSY_MS = 30_000  # how long a SQLite writer waits for another's transaction to end
+
+
+class StoreError(MailauthError):
+    """The store cannot be opened, read or written (its text says which and why)."""
+
+
+def is_postgres_url(url: str) -> bool:
+    return url.startswith(("postgresql://", "postgres://"))
+
+
+def open_store(url: str | os.PathLike[str], *, migrate: bool = True) -> Store:
+    """The store at ``url`` (a SQLite file path, ``sqlite:///path``, or a ``postgresql://``
+    URL), its schema migrated forward unless ``migrate`` is false. Raises StoreError."""
+    text = os.fspath(url)
+    if not text:
+        raise StoreError("no report store given (a SQLite file path or a postgresql:// URL)")
+    store: Store = PostgresStore(text) if is_postgres_url(text) else SqliteStore(text)
+    if migrate:
+        try:
+            store.migrate()
+        except BaseException:
+            store.close()
+            raise
+    return store
+
+
+class Store:
+    """One connection to the store. ``engine``: ``sqlite`` or ``postgresql``."""
+
+    engine = ""
+    skip_locked = ""  # what a claim's SELECT ends with (``o``: outgoing_reports's alias)
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self._in_write = False
+
+    # -- what each engine provides ---------------------------------------------------
+    def _begin(self) -> None:
+        raise NotImplementedError
+
+    def _raw(self, sql: str, params: Params = ()) -> Any:
+        raise NotImplementedError
+
+    def _raw_many(self, sql: str, rows: Sequence[Params]) -> None:
+        raise NotImplementedError
+
+    def stream(self, sql: str, params: Params = ()) -> Iterator[tuple[Any, ...]]:
+        """The rows of a query, fetched a batch at a time (memory: one batch)."""
+        raise NotImplementedError
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def _errors(self) -> tuple[type[BaseException], ...]:
+        raise NotImplementedError
+
+    # -- shared ----------------------------------------------------------------------
+    def execute(self, sql: str, params: Params = ()) -> int:
+        """Run one statement; the number of rows it changed."""
+        with self._translated():
+            return int(self._raw(sql, params).rowcount)
+
+    def executemany(self, sql: str, rows: Sequence[Params]) -> None:
+        if rows:
+            with self._translated():
+                self._raw_many(sql, rows)
+
+    def fetchall(self, sql: str, params: Params = ()) -> list[tuple[Any, ...]]:
+        with self._translated():
+            return list(self._raw(sql, params).fetchall())
+
+    @contextlib.contextmanager
+    def write(self) -> Iterator[Store]:
+        """A write transaction holding the store's lock (SQLite: the database's; PostgreSQL:
+        the rows it touches), committed at the end, rolled back on an exception."""
+        if self._in_write:
+            raise RuntimeError("nested write transaction")
+        with self._translated():
+            self._begin()
+        self._in_write = True
+        try:
+            yield self
+        except BaseException:
+            self._in_write = False
+            with contextlib.suppress(*self._errors()):
+                self._raw("ROLLBACK")
+            raise
+        self._in_write = False
+        with self._translated():
+            self._raw("COMMIT")
+
+    @contextlib.contextmanager
+    def _translated(self) -> Iterator[None]:
+        try:
+            yield
+        except self._errors() as exc:
+            raise StoreError(f"report store {self.display()}: {_first_line(exc)}") from exc
+
+    def display(self) -> str:
+        """The store's URL without a password."""
+        parts = urlsplit(self.url)
+        if parts.password:
+            netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
+            return parts._replace(netloc=netloc).geturl()
+        return self.url
+
+    def version(self) -> int:
+        """The schema version reached (0: an empty store)."""
+        if not self._has_schema_table():
+            return 0
+        rows = self.fetchall("SELECT version FROM mailauth_schema")
+        return int(rows[0][0]) if rows else 0
+
+    def migrate(self) -> tuple[int, int]:
+        """Apply the missing migrations in one transaction: (version before, after)."""
+        if self._has_schema_table() and self.version() == SCHEMA_VERSION:
+            return SCHEMA_VERSION, SCHEMA_VERSION  # (the common case: no lock taken)
+        with self.write():
+            self._lock_for_migration()
+            self.execute("CREATE TABLE IF NOT EXISTS mailauth_schema (version INTEGER NOT NULL)")
+            rows = self.fetchall("SELECT version FROM mailauth_schema")
+            before = int(rows[0][0]) if rows else 0
+            if before > SCHEMA_VERSION:
+                raise StoreError(
+                    f"report store {self.display()} has schema version {before}, newer than "
+                    f"this mailauth's {SCHEMA_VERSION}: upgrade mailauth"
+                )
+            for statements in MIGRATIONS[before:]:
+                for statement in statements:
+                    self.execute(statement)
+            if rows:
+                self.execute("UPDATE mailauth_schema SET version = ?", (SCHEMA_VERSION,))
+            else:
+                self.execute("INSERT INTO mailauth_schema (version) VALUES (?)", (SCHEMA_VERSION,))
+        return before, SCHEMA_VERSION
+
+    def _has_schema_table(self) -> bool:
+        raise NotImplementedError
+
+    def _lock_for_migration(self) -> None:
+        """(SQLite: BEGIN IMMEDIATE already holds the only write lock.)"""
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    return text.splitlines()[0]
+
+
+class SqliteStore(Store):
+    """SQLite in WAL mode: readers never wait; one writer at a time (``BEGIN IMMEDIATE``,
+    others waiting up to 30 s); ``synchronous=NORMAL`` (a power cut may lose the last
+    transactions, never corrupt the file)."""
+
+    engine = "sqlite"
+
+    def __init__(self, url: str) -> None:
+        super().__init__(url)
+        path = url.removeprefix("sqlite:///") if url.startswith("sqlite:///") else url
+        self.path = path
+        try:
+            self._connection = sqlite3.connect(
+                path, isolation_level=None, timeout=_BUSY_MS / 1000, check_same_thread=False
+            )
+            self._connection.execute(f"PRAGMA busy_timeout = {_BUSY_MS}")
+            self._connection.execute("PRAGMA journal_mode = WAL")
+            self._connection.execute("PRAGMA synchronous = NORMAL")
+        except sqlite3.Error as exc:
+            raise StoreError(f"report store {path}: {_first_line(exc)}") from exc
+
+    def _begin(self) -> None:
+        self._connection.execute("BEGIN IMMEDIATE")
+
+    def _raw(self, sql: str, params: Params = ()) -> Any:
+        return self._connection.execute(sql, params)
+
+    def _raw_many(self, sql: str, rows: Sequence[Params]) -> None:
+        self._connection.executemany(sql, rows)
+
+    def stream(self, sql: str, params: Params = ()) -> Iterator[tuple[Any, ...]]:
+        with self._translated():
+            cursor = self._connection.execute(sql, params)
+            while batch := cursor.fetchmany(1000):
+                yield from batch
+
+    def _has_schema_table(self) -> bool:
+        rows = self.fetchall(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'mailauth_schema'"
+        )
+        return bool(rows)
+
+    def _errors(self) -> tuple[type[BaseException], ...]:
+        return (sqlite3.Error,)
+
+    def close(self) -> None:
+        self._connection.close()
+
+
+class PostgresStore(Store):
+    """PostgreSQL through psycopg 3.2+ (``pip install 'mailauth[postgresql]'``)."""
+
+    engine = "postgresql"
+    skip_locked = " FOR UPDATE OF o SKIP LOCKED"
+
+    def __init__(self, url: str) -> None:
+        super().__init__(url)
+        try:
+            import psycopg  # noqa: PLC0415 - only a PostgreSQL store needs it
+        except ImportError:
+            raise StoreError(
+                "a postgresql:// store needs psycopg 3: pip install 'mailauth[postgresql]'"
+            ) from None
+        self._psycopg = psycopg
+        try:
+            self._connection = psycopg.connect(url, autocommit=True)
+        except psycopg.Error as exc:
+            raise StoreError(f"report store {self.display()}: {_first_line(exc)}") from exc
+
+    def _begin(self) -> None:
+        self._connection.execute("BEGIN")
+
+    def _raw(self, sql: str, params: Params = ()) -> Any:
+        return self._connection.execute(_pg(sql), params)
+
+    def _raw_many(self, sql: str, rows: Sequence[Params]) -> None:
+        with self._connection.cursor() as cursor:
+            cursor.executemany(_pg(sql), rows)
+
+    def stream(self, sql: str, params: Params = ()) -> Iterator[tuple[Any, ...]]:
+        """(libpq's chunked rows mode: one round trip, a thousand rows held at a time.)"""
+        with self._translated(), self._connection.cursor() as cursor:
+            yield from cursor.stream(_pg(sql), params, size=1000)
+
+    def _has_schema_table(self) -> bool:
+        rows = self.fetchall("SELECT to_regclass('mailauth_schema') IS NOT NULL")
+        return bool(rows[0][0])
+
+    def _lock_for_migration(self) -> None:
+        self.execute("SELECT pg_advisory_xact_lock(?)", (_ADVISORY_KEY,))
+
+    def _errors(self) -> tuple[type[BaseException], ...]:
+        return (self._psycopg.Error,)
+
+    def close(self) -> None:
+        self._connection.close()
+
+
+def _pg(sql: str) -> str:
+    return sql.replace("%", "%%").replace("?", "%s")

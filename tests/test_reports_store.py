@@ -1,0 +1,338 @@
+"""The report store on SQLite and on a real PostgreSQL (tests/pgserver.py): migration,
+recording (direct and buffered), two writer processes, claims under two concurrent senders."""
+
+from __future__ import annotations
+
+import multiprocessing
+import sqlite3
+import time
+from pathlib import Path
+
+import pytest
+
+from mailauth.reports import (
+    BackgroundRecorder,
+    DirectRecorder,
+    RecordingSettings,
+    ReportSettings,
+    StoreError,
+    closed_reports,
+    mark_failed,
+    mark_sent,
+    open_store,
+    report_status,
+)
+from mailauth.reports.schema import SCHEMA_VERSION
+from mailauth.reports.store import Store
+from mailauth.results import DkimResult, DmarcResult, Policy, SpfResult
+from tests.reports_helpers import DAY, T0, verdict
+
+SETTINGS = ReportSettings(org_name="Example Mail", email="dmarc@example.net",
+                          submitter="example.net")  # fmt: skip
+AFTER = T0 + DAY + SETTINGS.grace  # when the first period is closed
+
+
+def _counts(store: Store) -> dict[tuple[str, str], int]:
+    rows = store.fetchall("SELECT policy_domain, source_ip, messages FROM report_counts")
+    found: dict[tuple[str, str], int] = {}
+    for domain, ip, messages in rows:
+        found[(domain, ip)] = found.get((domain, ip), 0) + int(messages)
+    return found
+
+
+def test_migrate_creates_the_schema_once(store_url: str) -> None:
+    store = open_store(store_url, migrate=False)
+    try:
+        assert store.version() == 0
+        assert store.migrate() == (0, SCHEMA_VERSION)
+        assert store.migrate() == (SCHEMA_VERSION, SCHEMA_VERSION)
+        assert store.version() == SCHEMA_VERSION
+    finally:
+        store.close()
+
+
+def test_a_newer_schema_is_refused(store_url: str) -> None:
+    store = open_store(store_url)
+    store.execute("UPDATE mailauth_schema SET version = 999")
+    store.close()
+    with pytest.raises(StoreError, match="newer than"):
+        open_store(store_url)
+
+
+def test_an_unopenable_store_is_one_error(tmp_path: Path) -> None:
+    with pytest.raises(StoreError, match="report store"):
+        open_store(tmp_path / "missing" / "reports.sqlite")
+
+
+def test_direct_recording_counts_rows_not_messages(store_url: str) -> None:
+    store = open_store(store_url)
+    try:
+        recorder = DirectRecorder(store)
+        for _ in range(3):
+            recorder.record(verdict(), ip="192.0.2.1", mail_from="a@example.com", now=T0 + 5)
+        recorder.record(verdict(), ip="192.0.2.2", mail_from="a@example.com", now=T0 + 6)
+        failing = verdict(result=DmarcResult.FAIL, spf=SpfResult.FAIL, disposition=Policy.REJECT)
+        recorder.record(failing, ip="192.0.2.1", mail_from="a@example.com", now=T0 + 7)
+        rows = store.fetchall(
+            "SELECT source_ip, disposition, dmarc_spf, messages FROM report_counts "
+            "ORDER BY source_ip, messages"
+        )
+        assert rows == [
+            ("192.0.2.1", "none", "fail", 1),  # reject not enforced (the milter's default)
+            ("192.0.2.1", "pass", "pass", 3),
+            ("192.0.2.2", "pass", "pass", 1),
+        ]
+        policies = store.fetchall("SELECT policy_domain, period_begin, period_end, p, rua "
+                                  "FROM report_policies")  # fmt: skip
+        assert policies == [("example.com", T0, T0 + DAY - 1, "reject",
+                             "mailto:dmarc@example.com")]  # fmt: skip
+    finally:
+        store.close()
+
+
+def test_the_last_policy_seen_wins(store_url: str) -> None:
+    store = open_store(store_url)
+    try:
+        recorder = DirectRecorder(store)
+        recorder.record(verdict(policy=Policy.QUARANTINE), ip="192.0.2.1", mail_from="",
+                        now=T0 + 100)  # fmt: skip
+        recorder.record(verdict(policy=Policy.NONE), ip="192.0.2.1", mail_from="", now=T0 + 50)
+        assert store.fetchall("SELECT p FROM report_policies") == [("quarantine",)]
+        recorder.record(verdict(policy=Policy.REJECT), ip="192.0.2.1", mail_from="",
+                        now=T0 + 200)  # fmt: skip
+        assert store.fetchall("SELECT p FROM report_policies") == [("reject",)]
+    finally:
+        store.close()
+
+
+def test_background_recorder_writes_exact_counts(store_url: str) -> None:
+    settings = RecordingSettings(flush_seconds=0.05, batch_rows=50)
+    recorder = BackgroundRecorder(store_url, settings).start()
+    for index in range(2000):
+        recorder.record(verdict(f"d{index % 7}.example"), ip=f"192.0.2.{index % 13}",
+                        mail_from="x@example.org", now=T0 + index)  # fmt: skip
+    assert recorder.flush()
+    recorder.close()
+    assert (recorder.recorded, recorder.written, recorder.dropped) == (2000, 2000, 0)
+    store = open_store(store_url)
+    try:
+        assert sum(_counts(store).values()) == 2000
+        assert len(_counts(store)) == 7 * 13
+    finally:
+        store.close()
+
+
+def test_a_full_buffer_drops_and_counts() -> None:
+    def unreachable(url: str) -> Store:
+        raise StoreError(f"report store {url}: connection refused")
+
+    settings = RecordingSettings(flush_seconds=3600, max_rows=10)
+    recorder = BackgroundRecorder("postgresql://nowhere/x", settings, opener=unreachable)
+    for index in range(15):
+        recorder.record(verdict(), ip=f"192.0.2.{index}", mail_from="", now=T0)
+    recorder.record(verdict(), ip="192.0.2.1", mail_from="", now=T0)  # (a row it holds)
+    assert (recorder.recorded, recorder.dropped, recorder.pending) == (11, 5, 10)
+    assert not recorder.flush()  # the store is down: kept for the next try
+    assert (recorder.write_errors, recorder.pending, recorder.dropped) == (1, 10, 5)
+
+
+def test_verdicts_no_report_counts_are_skipped(store_url: str) -> None:
+    store = open_store(store_url)
+    try:
+        recorder = DirectRecorder(store)
+        recorder.record(verdict(result=DmarcResult.TEMPERROR), ip="192.0.2.1", mail_from="",
+                        now=T0)  # fmt: skip
+        assert store.fetchall("SELECT COUNT(*) FROM report_counts") == [(0,)]
+    finally:
+        store.close()
+
+
+def _writer(url: str, name: str, messages: int) -> None:
+    """One milter's recorder in a process of its own."""
+    settings = RecordingSettings(flush_seconds=0.01, batch_rows=20)
+    recorder = BackgroundRecorder(url, settings).start()
+    for index in range(messages):
+        recorder.record(verdict(f"d{index % 5}.example"), ip=f"192.0.2.{index % 11}",
+                        mail_from=f"{name}@example.org", now=T0 + index)  # fmt: skip
+        if index % 100 == 0:
+            time.sleep(0.001)
+    recorder.close()
+    assert recorder.written == messages
+
+
+def test_two_writer_processes_count_exactly(store_url: str) -> None:
+    open_store(store_url).close()  # (migrated once: the writers find it ready)
+    spawn = multiprocessing.get_context("spawn")
+    writers = [spawn.Process(target=_writer, args=(store_url, "same", 3000)) for _ in range(2)]
+    for process in writers:
+        process.start()
+    for process in writers:
+        process.join(120)
+        assert process.exitcode == 0
+    store = open_store(store_url)
+    try:
+        counts = _counts(store)
+        assert sum(counts.values()) == 6000
+        assert len(counts) == 5 * 11
+        rows = store.fetchall("SELECT COUNT(*) FROM report_counts")
+        assert rows == [(55,)]  # both writers' messages in the same rows
+    finally:
+        store.close()
+
+
+def _fill(url: str, domains: int, now: float = T0) -> None:
+    store = open_store(url)
+    try:
+        recorder = DirectRecorder(store)
+        for index in range(domains):
+            recorder.record(verdict(f"d{index}.example"), ip="192.0.2.1", mail_from="",
+                            now=now)  # fmt: skip
+    finally:
+        store.close()
+
+
+def test_closed_reports_are_sent_once(store_url: str) -> None:
+    _fill(store_url, 3)
+    store = open_store(store_url)
+    try:
+        assert list(closed_reports(store, SETTINGS, now=T0 + DAY)) == []  # (within the grace)
+        reports = list(closed_reports(store, SETTINGS, now=AFTER))
+        assert sorted(r.policy_domain for r in reports) == ["d0.example", "d1.example",
+                                                             "d2.example"]  # fmt: skip
+        first = reports[0]
+        assert first.file_name == (f"example.net!{first.policy_domain}!{T0}!{T0 + DAY - 1}!"
+                                   f"{first.report_id}.xml.gz")  # fmt: skip
+        assert first.subject == (f"Report Domain: {first.policy_domain} Submitter: example.net "
+                                 f"Report-ID: <{first.report_id}>")  # fmt: skip
+        assert (first.records, first.messages, first.attempts) == (1, 1, 1)
+        assert list(closed_reports(store, SETTINGS, now=AFTER)) == []  # claimed: not again
+        assert mark_sent(store, first, now=AFTER)
+        assert mark_failed(store, reports[1], "451 try later", now=AFTER,
+                           delivered=("mailto:a@x.example",))  # fmt: skip
+        assert mark_failed(store, reports[2], "550 no such user", now=AFTER, give_up=True)
+        again = list(closed_reports(store, SETTINGS, now=AFTER + 60))
+        assert [r.policy_domain for r in again] == [reports[1].policy_domain]
+        retry = again[0]
+        assert (retry.report_id, retry.file_name) == (reports[1].report_id, reports[1].file_name)
+        assert retry.xml_gz == reports[1].xml_gz
+        assert (retry.attempts, retry.delivered) == (2, ("mailto:a@x.example",))
+        assert not mark_sent(store, first, now=AFTER)  # (no claim held any more)
+        assert mark_sent(store, retry, now=AFTER)
+        assert list(closed_reports(store, SETTINGS, now=AFTER + 10 * DAY)) == []
+    finally:
+        store.close()
+
+
+def test_an_expired_claim_is_claimable_again(store_url: str) -> None:
+    _fill(store_url, 1)
+    store = open_store(store_url)
+    try:
+        (lost,) = closed_reports(store, SETTINGS, now=AFTER)  # (its sender died)
+        assert list(closed_reports(store, SETTINGS, now=AFTER + SETTINGS.lease - 1)) == []
+        (again,) = closed_reports(store, SETTINGS, now=AFTER + SETTINGS.lease)
+        assert again.file_name == lost.file_name and again.attempts == 2
+        assert not mark_sent(store, lost, now=AFTER)  # the old claim lost it
+        assert mark_sent(store, again, now=AFTER)
+    finally:
+        store.close()
+
+
+def test_stopping_early_releases_the_rest(store_url: str) -> None:
+    _fill(store_url, 5)
+    store = open_store(store_url)
+    try:
+        for report in closed_reports(store, SETTINGS, now=AFTER):
+            mark_sent(store, report, now=AFTER)
+            break
+        assert len(list(closed_reports(store, SETTINGS, now=AFTER))) == 4
+    finally:
+        store.close()
+
+
+def test_report_status_lists_what_the_next_run_sends(store_url: str) -> None:
+    _fill(store_url, 2)
+    _fill(store_url, 1, now=T0 + DAY)  # (the next period: still open)
+    store = open_store(store_url)
+    try:
+        status = report_status(store, SETTINGS, now=AFTER)
+        assert [(s.policy_domain, s.state, s.records, s.messages) for s in status] == [
+            ("d0.example", "new", 1, 1),
+            ("d1.example", "new", 1, 1),
+        ]
+        (report, _) = closed_reports(store, SETTINGS, now=AFTER)
+        mark_sent(store, report, now=AFTER)
+        assert [s.state for s in report_status(store, SETTINGS, now=AFTER)] == ["claimed"]
+    finally:
+        store.close()
+
+
+def _sender(url: str, out: str) -> None:
+    """One `send` run: claims, "delivers" slowly, marks sent; writes what it sent."""
+    store = open_store(url)
+    sent = []
+    for report in closed_reports(store, SETTINGS, now=AFTER, batch=3):
+        time.sleep(0.005)
+        assert mark_sent(store, report, now=AFTER)
+        sent.append(report.policy_domain)
+    store.close()
+    Path(out).write_text("\n".join(sent))
+
+
+def test_two_concurrent_senders_never_send_a_report_twice(store_url: str, tmp_path: Path) -> None:
+    _fill(store_url, 60)
+    spawn = multiprocessing.get_context("spawn")
+    outs = [tmp_path / f"sent{n}" for n in range(2)]
+    senders = [spawn.Process(target=_sender, args=(store_url, str(o))) for o in outs]
+    for process in senders:
+        process.start()
+    for process in senders:
+        process.join(120)
+        assert process.exitcode == 0
+    sent = [o.read_text().split() for o in outs]
+    assert not set(sent[0]) & set(sent[1])
+    assert sorted(sent[0] + sent[1]) == sorted(f"d{n}.example" for n in range(60))
+
+
+def test_sqlite_store_is_a_plain_file(tmp_path: Path) -> None:
+    path = tmp_path / "reports.sqlite"
+    _fill(str(path), 1)
+    with sqlite3.connect(path) as connection:
+        assert connection.execute("SELECT version FROM mailauth_schema").fetchall() == [
+            (SCHEMA_VERSION,)
+        ]
+
+
+def test_dkim_results_are_kept_in_preference_order(store_url: str) -> None:
+    store = open_store(store_url)
+    try:
+        dkim = (
+            ("other.example", "s1", DkimResult.FAIL),
+            ("esp.example", "s2", DkimResult.PASS),
+            ("example.com", "s3", DkimResult.PASS),
+        )
+        DirectRecorder(store).record(verdict(dkim=dkim), ip="192.0.2.1", mail_from="", now=T0)
+        assert store.fetchall("SELECT dkim FROM report_counts") == [(
+            '[["example.com","s3","pass"],["esp.example","s2","pass"],'
+            '["other.example","s1","fail"]]',
+        )]  # fmt: skip
+    finally:
+        store.close()
+
+
+def _open_and_close(url: str) -> None:
+    open_store(url).close()
+
+
+def test_two_processes_migrating_at_once_migrate_once(store_url: str) -> None:
+    spawn = multiprocessing.get_context("spawn")
+    starters = [spawn.Process(target=_open_and_close, args=(store_url,)) for _ in range(3)]
+    for process in starters:
+        process.start()
+    for process in starters:
+        process.join(60)
+        assert process.exitcode == 0
+    store = open_store(store_url, migrate=False)
+    try:
+        assert store.fetchall("SELECT version FROM mailauth_schema") == [(SCHEMA_VERSION,)]
+    finally:
+        store.close()
