@@ -13,9 +13,9 @@ Out of scope: DNSSEC validation (a validating local resolver is the place for it
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 from collections.abc import Sequence
-from typing import cast
 
 import dns.asyncresolver
 import dns.exception
@@ -27,8 +27,10 @@ import dns.rdatatype
 import dns.resolver
 import dns.rrset
 
+from mailauth.dns.asyncstub import AsyncStub
 from mailauth.dns.cache import DnsCache
-from mailauth.dns.types import DnsStatus, Lookup, MxRecord, Query, Record, RRType
+from mailauth.dns.outcomes import lookup_from_answer, lookup_from_error
+from mailauth.dns.types import Lookup, Query, RRType
 from mailauth.errors import ConfigError
 
 
@@ -57,145 +59,6 @@ def parse_nameserver(spec: str) -> tuple[str, int]:
     except ValueError:
         raise ConfigError(f"nameserver {spec!r}: not an IP address") from None
     return address, port
-
-
-def records_from_rrset(rrset: dns.rrset.RRset) -> tuple[Record, ...]:
-    """Convert dnspython rdata to mailauth's record values."""
-    out: list[Record] = []
-    for rdata in rrset:
-        rdtype = rdata.rdtype
-        if rdtype == dns.rdatatype.TXT:
-            out.append(b"".join(rdata.strings))
-        elif rdtype in (dns.rdatatype.A, dns.rdatatype.AAAA):
-            out.append(str(rdata.address))
-        elif rdtype == dns.rdatatype.MX:
-            exchange = rdata.exchange.to_text(omit_final_dot=True).lower()
-            out.append(MxRecord(int(rdata.preference), exchange))
-        else:  # PTR, CNAME, NS
-            out.append(rdata.target.to_text(omit_final_dot=True).lower())
-    return tuple(out)
-
-
-def _negative(
-    response: dns.message.Message | None, name: str, status: DnsStatus
-) -> tuple[int, str, str]:
-    """What a negative response proves: its TTL (RFC 2308 5: min(SOA TTL, SOA MINIMUM), and
-    no longer than a CNAME on the way; 0 without an SOA, which RFC 2308 5 says not to
-    cache), the name where the CNAME chain ended, and why it proves nothing ("" when it
-    does), from one walk of the response.
-
-    A negative response proves nothing when its answer section holds records that are not
-    the CNAME chain (records of another type or class: a broken server or middlebox
-    answering another question; an answer beside NXDOMAIN), or when an empty NOERROR
-    response is a referral (NS records and no SOA in the authority section, RFC 2308 2.2.1:
-    a server that does not recurse, or a lame one). RFC 2308 2.2 calls the first NODATA
-    ("no relevant answers"); mailauth does not take a broken server's word that a DKIM key
-    or a DMARC record is absent, since that absence is a verdict (``permerror``,
-    ``none``): both are temporary failures.
-    """
-    if response is None:
-        return 0, name, ""
-    end, ttl = name, 0x7FFFFFFF  # (RFC 2181 8: TTLs fit in 31 bits)
-    if response.answer:
-        try:
-            chain = cast(dns.message.QueryMessage, response).resolve_chaining()
-        except dns.exception.DNSException as exc:  # an answer beside NXDOMAIN, a long chain
-            return 0, name, f"inconsistent response: {exc}"
-        for rrset in response.answer:
-            if rrset.rdtype not in _CHAIN_TYPES and not any(rrset is c for c in chain.cnames):
-                what = f"{dns.rdataclass.to_text(rrset.rdclass)} "
-                what += f"{dns.rdatatype.to_text(rrset.rdtype)} at {rrset.name}"
-                return 0, name, f"the answer holds {what}: a broken server"
-        owner, end = chain.canonical_name, chain.canonical_name.to_text(omit_final_dot=True)
-        ttl = min((rrset.ttl for rrset in chain.cnames), default=ttl)
-    else:  # no CNAME on the way (the common case): the SOA says it all
-        owner = response.question[0].name if response.question else dns.name.root
-    soa = next((r for r in response.authority if _is_soa_above(r, owner)), None)
-    if soa is None:
-        referral = any(r.rdtype == dns.rdatatype.NS for r in response.authority)
-        if referral and status is DnsStatus.NODATA:
-            return 0, name, "a referral, not an answer: the server does not recurse"
-        return 0, end.lower(), ""
-    return min(ttl, soa.ttl, next(iter(soa)).minimum), end.lower(), ""
-
-
-# In an answer section beside a CNAME chain: DNAMEs (RFC 6672 synthesises the CNAMEs) and
-# DNSSEC signatures (sent by some servers even without the DO bit) say nothing against it.
-_CHAIN_TYPES = (dns.rdatatype.DNAME, dns.rdatatype.RRSIG)
-
-
-def _is_soa_above(rrset: dns.rrset.RRset, name: dns.name.Name) -> bool:
-    """An SOA of class IN owned by ``name`` or an ancestor of it: the zone that says no."""
-    return (
-        rrset.rdtype == dns.rdatatype.SOA
-        and rrset.rdclass == dns.rdataclass.IN
-        and len(rrset) > 0
-        and name.is_subdomain(rrset.name)
-    )
-
-
-def lookup_from_answer(query: Query, answer: dns.resolver.Answer) -> Lookup:
-    rrset = answer.rrset
-    if rrset is None:  # pragma: no cover - dnspython raises NoAnswer instead
-        return Lookup(query.name, query.rdtype, DnsStatus.NODATA)
-    canonical = answer.canonical_name.to_text(omit_final_dot=True).lower()
-    return Lookup(
-        query.name,
-        query.rdtype,
-        DnsStatus.ANSWER,
-        records_from_rrset(rrset),
-        ttl=int(answer.chaining_result.minimum_ttl),
-        canonical_name=canonical,
-    )
-
-
-def lookup_from_error(query: Query, exc: Exception) -> Lookup:
-    """The one map from dnspython's exceptions to outcomes (tested as a table).
-
-    NXDOMAIN and NODATA only when a server said so in a consistent response; every other
-    way a query can end (a timeout, SERVFAIL, REFUSED, NOTIMP, FORMERR, YXDOMAIN, a
-    truncated answer whose TCP retry failed, a network error) is a temporary failure.
-    Anything else is a bug, raised.
-    """
-    if isinstance(exc, dns.resolver.NXDOMAIN | dns.resolver.NoAnswer):
-        if isinstance(exc, dns.resolver.NXDOMAIN):
-            responses = exc.responses()  # type: ignore[no-untyped-call]
-            response = next(iter(responses.values()), None) if responses else None
-            status = DnsStatus.NXDOMAIN
-        else:
-            response, status = exc.response(), DnsStatus.NODATA  # type: ignore[no-untyped-call]
-        ttl, chain_end, problem = _negative(response, query.name, status)
-        if not problem:
-            return Lookup(query.name, query.rdtype, status, ttl=ttl, canonical_name=chain_end)
-        reason = f"{status.upper()} not proven: {problem}"
-    elif isinstance(exc, dns.exception.Timeout):
-        reason = "DNS timeout"
-    elif isinstance(exc, dns.resolver.NoNameservers):
-        reason = f"no nameserver answered: {_attempts(exc)}"
-    elif isinstance(exc, dns.exception.DNSException | OSError | EOFError):
-        # (dnspython turns these into NoNameservers; the map stays whole if one escapes.)
-        reason = f"DNS error: {str(exc) or type(exc).__name__}"
-    else:
-        raise exc
-    return Lookup(query.name, query.rdtype, DnsStatus.TEMPFAIL, reason=reason)
-
-
-def _attempts(exc: dns.resolver.NoNameservers) -> str:
-    """What the servers said, once each: ``SERVFAIL``, ``truncated answer; TCP: Connection
-    refused``. Not which server: the reason goes into Authentication-Results fields of
-    delivered mail, which need not show the receiver's resolvers."""
-    said: list[str] = []
-    for _server, tcp, _port, error, _response in exc.kwargs.get("errors") or []:
-        if isinstance(error, dns.message.Truncated):
-            what = "truncated answer"
-        elif isinstance(error, OSError):
-            what = error.strerror or str(error) or type(error).__name__
-        else:
-            what = str(error) or type(error).__name__
-        text = f"TCP: {what}" if tcp else what
-        if text not in said:
-            said.append(text)
-    return "; ".join(said) or "no nameserver to ask"
 
 
 EDNS_PAYLOAD = 1232  # DNS Flag Day 2020
@@ -257,6 +120,13 @@ class Resolver:
             backend.retry_servfail = False
         self.timeout = timeout
         self.lifetime = lifetime
+        self._stub = _stub_for(self._async, timeout, lifetime, edns_payload)
+
+    def close(self) -> None:
+        """Close the sockets the asyncio front end keeps open (it opens them again when
+        asked). Not needed before the resolver is dropped: they are closed with it."""
+        if self._stub is not None:
+            self._stub.close()
 
     @property
     def nameservers(self) -> list[str]:
@@ -291,7 +161,11 @@ class Resolver:
         cached = self.cache.get(query)
         if cached is not None:
             return cached
-        try:
+        if self._stub is not None and _has_readers(asyncio.get_running_loop()):
+            lookup = await self._stub.resolve(query)
+            self.cache.put(lookup)
+            return lookup
+        try:  # (nameservers of other kinds, Windows' proactor loop)
             answer = await self._async.resolve(query.name, rdtype.value, search=False)
         except Exception as exc:
             lookup = lookup_from_error(query, exc)
@@ -321,3 +195,31 @@ class Resolver:
         except dns.exception.DNSException:
             return None  # any other DNS response (NXDOMAIN, FORMERR...) means it answered
         return None
+
+
+def _stub_for(
+    backend: dns.resolver.BaseResolver, timeout: float, lifetime: float, edns_payload: int
+) -> AsyncStub | None:
+    """The asyncio front end's own stub for ``backend``'s nameservers, or None when one of
+    them is not a plain address and port (DNS over HTTPS, TLS or QUIC: dnspython then)."""
+    servers: list[tuple[str, int]] = []
+    for ns in backend.nameservers:
+        if isinstance(ns, str):
+            servers.append((ns, backend.nameserver_ports.get(ns, backend.port)))
+        elif type(ns) is dns.nameserver.Do53Nameserver:
+            servers.append((ns.address, ns.port))
+        else:
+            return None
+    return AsyncStub(
+        servers,
+        timeout=timeout,
+        lifetime=lifetime,
+        edns_payload=edns_payload,
+        rotate=backend.rotate,
+    )
+
+
+def _has_readers(loop: asyncio.AbstractEventLoop) -> bool:
+    """Whether ``loop`` watches sockets for reading (not Windows' proactor loop)."""
+    proactor = getattr(asyncio, "ProactorEventLoop", None)
+    return proactor is None or not isinstance(loop, proactor)

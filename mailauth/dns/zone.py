@@ -44,7 +44,7 @@ import dns.rdatatype
 import dns.tokenizer
 import dns.zonefile
 
-from mailauth.dns.resolver import records_from_rrset
+from mailauth.dns.outcomes import records_from_rrset
 from mailauth.dns.types import DnsStatus, Lookup, MxRecord, Query, Record, RRType, normalize_name
 from mailauth.errors import ConfigError
 from mailauth.files import ZONE_LIMIT, read_limited
