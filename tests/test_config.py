@@ -199,6 +199,9 @@ def test_check_config(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Non
         (["--metrics-listen", "nonsense"], "--metrics-listen: 'nonsense' must be HOST:PORT"),
         (["--metrics-listen", "127.0.0.1:²"], "must be HOST:PORT"),  # (int('²') raised)
         (["--socket-mode", "999"], "--socket-mode: '999' is not an octal mode such as 660"),
+        (["--socket-mode", "-1"], "--socket-mode: '-1' is not an octal mode such as 660"),
+        (["--socket-mode", "4770"], "--socket-mode: '4770' is not a permission mode from 0 to"),
+        (["--socket-mode", "77777777777"], "'77777777777' is not a permission mode from 0 to"),
         (["--authserv-id", "a b"], "--authserv-id: 'a b' must be a plain token"),
     ):
         assert main([*args, "--check-config", *option]) == 2, option
@@ -476,3 +479,45 @@ def test_a_socket_file_another_process_put_there_is_left_alone(tmp_path: Path) -
     remove_socket_file(socket_file(f"unix:{path}"))
     assert not path.exists()
     assert socket_file("inet:8891@127.0.0.1") is None
+
+
+@pytest.mark.parametrize(
+    ("value", "problem"),
+    [
+        ("-1", "'-1' is not an octal mode such as 660"),  # os.chmod made it 07777
+        ("+660", "'+660' is not an octal mode such as 660"),
+        ("77777777777", "'77777777777' is not a permission mode from 0 to 777 (such as 660)"),
+        ("1777", "'1777' is not a permission mode from 0 to 777 (such as 660)"),  # sticky
+        ("2770", "'2770' is not a permission mode from 0 to 777 (such as 660)"),  # setgid
+    ],
+)
+def test_socket_mode_is_a_permission_mode(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], value: str, problem: str
+) -> None:
+    """socket_mode out of range passed --check-config, then the milter died on an
+    OverflowError or made its socket world-writable (issue 19 review)."""
+    path = tmp_path / "milter.toml"
+    path.write_text(
+        f'listen = "unix:{tmp_path}/m.sock"\nauthserv_id = "mx.example.org"\n'
+        f'socket_mode = "{value}"\n[dns]\nzone_files = ["{ZONE}"]\n'
+    )
+    assert main(["milter", "--config", str(path), "--check-config"]) == 2
+    assert capsys.readouterr().err == f"mailauth: error: {path}:3: socket_mode: {problem}\n"
+
+
+def test_a_world_writable_socket_is_warned_about(tmp_path: Path) -> None:
+    socket_path = tmp_path / "m.sock"
+    command = [sys.executable, "-m", "mailauth", "milter", "--listen", f"unix:{socket_path}"]
+    command += ["--authserv-id", "mx.example.org", "--dns-zone", str(ZONE)]
+    process = subprocess.Popen(
+        [*command, "--socket-mode", "666"], stderr=subprocess.PIPE, text=True
+    )
+    try:
+        assert process.stderr is not None
+        assert "listening on" in process.stderr.readline()
+        assert os.stat(socket_path).st_mode & 0o777 == 0o666
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+    rest = process.stderr.read()  # (what readline left in the buffer, too)
+    assert "warning: socket mode 666 lets every local user talk to the milter" in rest

@@ -23,6 +23,7 @@ from mailauth.config import (
     MilterConfig,
     config_problems,
     locate_problem,
+    parse_socket_mode,
     read_milter_config,
 )
 from mailauth.dkim import DkimPolicy, Signer
@@ -198,9 +199,9 @@ def _options(args: argparse.Namespace, problems: list[str]) -> MilterConfig:
     mode = 0o660
     if args.socket_mode:
         try:
-            mode = int(args.socket_mode, 8)
-        except ValueError:
-            problems.append(f"--socket-mode: {args.socket_mode!r} is not an octal mode such as 660")
+            mode = parse_socket_mode(args.socket_mode)
+        except ValueError as exc:
+            problems.append(f"--socket-mode: {exc}")
     defaults = MilterConfig()
     return replace(
         defaults,
@@ -415,6 +416,13 @@ async def _serve_milter(milter: Milter, config: MilterConfig, args: argparse.Nam
         loop.add_signal_handler(signum, _stop, stop, signals, signum)
     loop.add_signal_handler(signal.SIGHUP, _reload, milter, args, config)
     print(f"mailauth milter: listening on {config.listen}", file=sys.stderr, flush=True)
+    if ours is not None and config.socket_mode & 0o002:  # (non-inet clients are trusted)
+        print(
+            f"mailauth milter: warning: socket mode {config.socket_mode:03o} lets every local "
+            "user talk to the milter (and have mail signed); prefer 660 and the MTA's group",
+            file=sys.stderr,
+            flush=True,
+        )
     try:
         async with server:
             await stop.wait()

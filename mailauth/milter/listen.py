@@ -22,6 +22,8 @@ def parse_listen(spec: str) -> tuple[str, str | int, str]:
 async def start_server(handle: Handler, spec: str, socket_mode: int = 0o660) -> asyncio.Server:
     """Listen on ``spec``, each connection served by ``handle`` (``Milter.handle``); a
     stale unix socket from a previous run is replaced, the new one gets ``socket_mode``."""
+    if not 0 <= socket_mode <= 0o777:  # (no setuid/setgid/sticky bit; -1 would be 07777)
+        raise ValueError(f"socket mode {socket_mode:#o}: not a permission mode from 0 to 0o777")
     kind, where, host = parse_listen(spec)
     if kind == "unix":
         path = str(where)
