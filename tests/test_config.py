@@ -470,8 +470,7 @@ def test_a_socket_file_another_process_put_there_is_left_alone(tmp_path: Path) -
     with sockets.socket(sockets.AF_UNIX) as first:
         first.bind(str(path))
         ours = socket_file(f"unix:{path}")
-    path.unlink()
-    time.sleep(0.01)
+    path.rename(tmp_path / "ours.sock")  # (kept: its inode number cannot be reused)
     with sockets.socket(sockets.AF_UNIX) as second:  # a new milter took the name over
         second.bind(str(path))
         remove_socket_file(ours)
@@ -479,6 +478,41 @@ def test_a_socket_file_another_process_put_there_is_left_alone(tmp_path: Path) -
     remove_socket_file(socket_file(f"unix:{path}"))
     assert not path.exists()
     assert socket_file("inet:8891@127.0.0.1") is None
+    # what stands at the path now is not a socket: a symlink to ours, another file
+    path.symlink_to(tmp_path / "ours.sock")
+    remove_socket_file(ours)
+    assert path.is_symlink() and (tmp_path / "ours.sock").is_socket()
+    assert socket_file(f"unix:{path}") is None  # (lstat: a symlink is not our socket)
+    path.unlink()
+    (tmp_path / "ours.sock").rename(path)
+    os.chmod(path, 0o600)  # a chmod by the administrator: still ours
+    remove_socket_file(ours)
+    assert not path.exists()
+    path.write_text("not a socket")
+    remove_socket_file(ours)
+    assert path.read_text() == "not a socket"
+
+
+def test_the_socket_is_removed_after_a_chmod_and_chgrp(tmp_path: Path) -> None:
+    """The administrator's chgrp/chmod of the running milter's socket changed its ctime,
+    which was part of its identity: the socket was left behind at exit (issue 19 review)."""
+    socket_path = tmp_path / "m.sock"
+    command = [sys.executable, "-m", "mailauth", "milter", "--listen", f"unix:{socket_path}"]
+    command += ["--authserv-id", "mx.example.org", "--dns-zone", str(ZONE)]
+    process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
+    try:
+        assert process.stderr is not None
+        assert "listening" in process.stderr.readline()
+        time.sleep(0.05)  # (a later ctime)
+        os.chmod(socket_path, 0o600)
+        if os.geteuid() == 0:
+            os.chown(socket_path, -1, 65534)
+        os.kill(process.pid, signal.SIGTERM)
+        assert process.wait(timeout=20) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert not socket_path.exists()
 
 
 @pytest.mark.parametrize(
