@@ -555,3 +555,26 @@ def test_a_world_writable_socket_is_warned_about(tmp_path: Path) -> None:
         process.wait(timeout=30)
     rest = process.stderr.read()  # (what readline left in the buffer, too)
     assert "warning: socket mode 666 lets every local user talk to the milter" in rest
+
+
+def test_check_config_reports_an_unreachable_nameserver_with_the_other_problems(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The reachability probe ran only once every other problem was fixed (issue 19
+    review): now it is one more FILE:LINE: problem (or --nameserver: for the option)."""
+    path = tmp_path / "milter.toml"
+    path.write_text(
+        'listen = "inet:8891@127.0.0.1"\nauthserv_id = "mx example"\n'
+        '[dns]\nnameservers = ["127.0.0.1:1"]\ntimeout = 0.5\n'
+    )
+    assert main(["milter", "--config", str(path), "--check-config"]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 2
+    assert err[0].startswith(f"mailauth: error: {path}:2: authserv_id: 'mx example'")
+    assert err[1].startswith(f"mailauth: error: {path}:4: dns.nameservers: DNS unreachable: ")
+    argv = ["milter", "--check-config", "--listen", "inet:8891@127.0.0.1"]
+    argv += ["--authserv-id", "mx example", "--nameserver", "127.0.0.1:1", "--dns-timeout", "0.5"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 2
+    assert err[1].startswith("mailauth: error: --nameserver: DNS unreachable: ")

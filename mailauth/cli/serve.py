@@ -8,6 +8,7 @@ import contextlib
 import gc
 import ipaddress
 import logging
+import math
 import re
 import signal
 import sys
@@ -17,7 +18,13 @@ from dataclasses import replace
 from pathlib import Path
 
 from mailauth.arc import Sealer
-from mailauth.cli.common import CliError, Parser, add_dns_options, make_resolver
+from mailauth.cli.common import (
+    CliError,
+    DnsUnreachableError,
+    Parser,
+    add_dns_options,
+    make_resolver,
+)
 from mailauth.config import (
     KeySpec,
     MilterConfig,
@@ -28,7 +35,7 @@ from mailauth.config import (
 )
 from mailauth.dkim import DkimPolicy, Signer
 from mailauth.dmarc import DmarcLocalPolicy
-from mailauth.dns import DnsCache, Resolver
+from mailauth.dns import DnsCache, Resolver, parse_nameserver
 from mailauth.domains import host_name
 from mailauth.errors import ConfigError, MailauthError
 from mailauth.milter import Metrics, Milter, MilterSettings, parse_listen, start_server
@@ -393,6 +400,9 @@ def _check_config(args: argparse.Namespace) -> MilterConfig:
                 problems.append(_as_option(problem))
             else:
                 problems.append(locate_problem(args.config, problem) if args.config else problem)
+    unreachable = _unreachable_nameservers(config, args)
+    if unreachable:
+        problems.append(unreachable)
     if not problems:
         try:
             build_milter_parts(config, args)
@@ -444,6 +454,26 @@ async def _serve_milter(milter: Milter, config: MilterConfig, args: argparse.Nam
         file=sys.stderr,
         flush=True,
     )
+
+
+def _unreachable_nameservers(config: MilterConfig, args: argparse.Namespace) -> str | None:
+    """--check-config: ``dns.nameservers: DNS unreachable: ...`` (or ``--nameserver: ...``)
+    when the nameservers parse but none answers, reported with every other problem."""
+    dns = _dns_args(config, args)
+    if not dns.nameserver or dns.dns_zone or not 0 < dns.dns_timeout < math.inf:
+        return None
+    try:
+        for nameserver in dns.nameserver:
+            parse_nameserver(nameserver)
+        make_resolver(dns)
+    except DnsUnreachableError as exc:
+        problem = f"dns.nameservers: {exc}"
+        if args.nameserver or not args.config:
+            return _as_option(problem)
+        return locate_problem(args.config, problem)
+    except (CliError, ValueError):  # (a bad nameserver or timeout: among the problems)
+        return None
+    return None
 
 
 def _stop(stop: asyncio.Event, signals: list[str], signum: int) -> None:
