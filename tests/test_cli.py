@@ -778,3 +778,24 @@ def test_keygen_as_root_refuses_a_directory_others_can_write(
     argv = ["keygen", "--domain", "example.com", "--algorithm", "ed25519", "--out", str(link)]
     assert main([*argv, "--selector", "s1"]) == 2
     assert "a symlink" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "text", ["a@", "@", "postmaster@", "a@b@c", "<a@b.example", "a@bank.example>", "a b@c", "<>>"]
+)
+def test_mail_from_must_be_a_reverse_path(text: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """These passed as MAIL FROM, with a made-up or missing domain (issue 19 review)."""
+    argv = ["verify", "--ip", "192.0.2.1", "--dns-zone", str(DEMO / "example.com.zone")]
+    assert main([*argv, "--mail-from", text, str(DEMO / "message.eml")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert f"argument --mail-from: {text!r} is not a reverse-path" in err
+
+
+@pytest.mark.parametrize(
+    "text", ['"x@y"@example.com', "<>", "", "<a@example.com>", "@example.com", " a@example.com "]
+)
+def test_mail_from_reverse_paths_accepted(text: str) -> None:
+    from mailauth.cli.common import reverse_path_arg
+
+    assert reverse_path_arg(text) == text
