@@ -317,10 +317,22 @@ def _check_types(
 
 def _mode(value: Any, problems: list[str]) -> int:
     try:
-        return int(str(value), 8)
-    except ValueError:
-        problems.append(f"socket_mode: {value!r} is not an octal mode such as 660")
+        return parse_socket_mode(str(value))
+    except ValueError as exc:
+        problems.append(f"socket_mode: {exc}")
         return 0o660
+
+
+def parse_socket_mode(text: str) -> int:
+    """An octal permission mode for the unix socket, 0 to 777: no setuid, setgid or sticky
+    bit (and nothing os.chmod would overflow on or wrap: ``-1`` used to become 07777).
+    ValueError (``'TEXT' is not ...``) otherwise."""
+    if not text or not all(c in "01234567" for c in text):
+        raise ValueError(f"{text!r} is not an octal mode such as 660")
+    mode = int(text, 8)
+    if mode > 0o777:
+        raise ValueError(f"{text!r} is not a permission mode from 0 to 777 (such as 660)")
+    return mode
 
 
 def _networks(values: list[Any], problems: list[str]) -> tuple[Network, ...]:

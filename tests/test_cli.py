@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -695,9 +696,13 @@ def test_keygen_gives_the_key_to_the_service_user(
         assert not (out / "s1.private").exists()  # no key left to the wrong user
         return
     assert main([*args, "--selector", "s1", "--owner", "nobody"]) == 0
-    for path in (out, out / "s1.private", out / "s1.txt"):
+    for path in (out / "s1.private", out / "s1.txt"):
         assert (path.stat().st_uid, path.stat().st_gid) == (nobody.pw_uid, nobody.pw_gid)
     assert (out / "s1.private").stat().st_mode & 0o777 == 0o600
+    assert (out / "s1.txt").stat().st_mode & 0o777 == 0o644
+    # the directory stays root's (the service user must not be able to plant files in it)
+    assert (out.stat().st_uid, out.stat().st_gid) == (0, nobody.pw_gid)
+    assert out.stat().st_mode & 0o777 == 0o750
     group = grp.getgrgid(0).gr_name
     assert main([*args, "--selector", "s2", "--owner", f"nobody:{group}"]) == 0
     assert (out / "s2.private").stat().st_gid == 0
@@ -707,3 +712,90 @@ def test_keygen_gives_the_key_to_the_service_user(
         assert main([*args, "--selector", "s3", "--owner", owner]) == 2
         assert capsys.readouterr().err == f"mailauth: error: --owner {owner!r}: {message}\n"
         assert not (out / "s3.private").exists()
+
+
+def _root_keygen_args(out: Path) -> list[str]:
+    if os.geteuid() != 0:
+        pytest.skip("needs root (keygen --owner)")
+    return ["keygen", "--domain", "example.com", "--algorithm", "ed25519", "--out", str(out)]
+
+
+def test_keygen_refuses_a_symlink_planted_as_the_record(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A service user who could write to --out plants SELECTOR.txt -> /etc/shadow: root
+    neither writes through it nor gives its target away (issue 19 review)."""
+    out = tmp_path / "keys"
+    args = _root_keygen_args(out)
+    assert main([*args, "--selector", "s1", "--owner", "nobody"]) == 0
+    target = tmp_path / "shadow"
+    target.write_text("root:secret\n")
+    target.chmod(0o600)
+    (out / "s2.txt").symlink_to(target)
+    assert main([*args, "--selector", "s2", "--owner", "nobody"]) == 2
+    assert "s2.txt exists; not overwriting it" in capsys.readouterr().err
+    assert target.read_text() == "root:secret\n"
+    assert (target.stat().st_uid, target.stat().st_mode & 0o777) == (0, 0o600)
+    assert not (out / "s2.private").exists()  # no half pair left
+    assert (out / "s2.txt").is_symlink()  # not ours: not removed either
+
+
+def test_keygen_failure_keeps_files_it_did_not_create(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "keys"
+    out.mkdir(mode=0o755)
+    (out / "s3.txt").write_text("the published record\n")
+    if os.geteuid() != 0:  # --owner root as a user: fchown fails; s3.txt stays
+        argv = ["keygen", "--domain", "example.com", "--selector", "s3", "--out", str(out)]
+        assert main([*argv, "--algorithm", "ed25519", "--owner", "root"]) == 2
+    else:  # the record exists: refused, and the key just made is removed
+        assert main([*_root_keygen_args(out), "--selector", "s3"]) == 2
+        assert "s3.txt exists; not overwriting it" in capsys.readouterr().err
+    assert (out / "s3.txt").read_text() == "the published record\n"
+    assert not (out / "s3.private").exists()
+
+
+def test_keygen_as_root_refuses_a_directory_others_can_write(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import pwd
+
+    nobody = pwd.getpwnam("nobody")
+    out = tmp_path / "keys"
+    args = _root_keygen_args(out)
+    out.mkdir(mode=0o755)
+    for uid, mode in ((nobody.pw_uid, 0o755), (0, 0o777), (0, 0o775)):
+        os.chown(out, uid, 0)
+        out.chmod(mode)
+        assert main([*args, "--selector", "s1", "--owner", "nobody"]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1
+        assert "writable by a user other than root" in err
+        assert list(out.iterdir()) == []
+    link = tmp_path / "link"
+    link.symlink_to(out)
+    argv = ["keygen", "--domain", "example.com", "--algorithm", "ed25519", "--out", str(link)]
+    assert main([*argv, "--selector", "s1"]) == 2
+    assert "a symlink" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "text", ["a@", "@", "postmaster@", "a@b@c", "<a@b.example", "a@bank.example>", "a b@c", "<>>"]
+)
+def test_mail_from_must_be_a_reverse_path(text: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """These passed as MAIL FROM, with a made-up or missing domain (issue 19 review)."""
+    argv = ["verify", "--ip", "192.0.2.1", "--dns-zone", str(DEMO / "example.com.zone")]
+    assert main([*argv, "--mail-from", text, str(DEMO / "message.eml")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert f"argument --mail-from: {text!r} is not a reverse-path" in err
+
+
+@pytest.mark.parametrize(
+    "text", ['"x@y"@example.com', "<>", "", "<a@example.com>", "@example.com", " a@example.com "]
+)
+def test_mail_from_reverse_paths_accepted(text: str) -> None:
+    from mailauth.cli.common import reverse_path_arg
+
+    assert reverse_path_arg(text) == text

@@ -199,6 +199,9 @@ def test_check_config(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Non
         (["--metrics-listen", "nonsense"], "--metrics-listen: 'nonsense' must be HOST:PORT"),
         (["--metrics-listen", "127.0.0.1:²"], "must be HOST:PORT"),  # (int('²') raised)
         (["--socket-mode", "999"], "--socket-mode: '999' is not an octal mode such as 660"),
+        (["--socket-mode", "-1"], "--socket-mode: '-1' is not an octal mode such as 660"),
+        (["--socket-mode", "4770"], "--socket-mode: '4770' is not a permission mode from 0 to"),
+        (["--socket-mode", "77777777777"], "'77777777777' is not a permission mode from 0 to"),
         (["--authserv-id", "a b"], "--authserv-id: 'a b' must be a plain token"),
     ):
         assert main([*args, "--check-config", *option]) == 2, option
@@ -467,8 +470,7 @@ def test_a_socket_file_another_process_put_there_is_left_alone(tmp_path: Path) -
     with sockets.socket(sockets.AF_UNIX) as first:
         first.bind(str(path))
         ours = socket_file(f"unix:{path}")
-    path.unlink()
-    time.sleep(0.01)
+    path.rename(tmp_path / "ours.sock")  # (kept: its inode number cannot be reused)
     with sockets.socket(sockets.AF_UNIX) as second:  # a new milter took the name over
         second.bind(str(path))
         remove_socket_file(ours)
@@ -476,3 +478,103 @@ def test_a_socket_file_another_process_put_there_is_left_alone(tmp_path: Path) -
     remove_socket_file(socket_file(f"unix:{path}"))
     assert not path.exists()
     assert socket_file("inet:8891@127.0.0.1") is None
+    # what stands at the path now is not a socket: a symlink to ours, another file
+    path.symlink_to(tmp_path / "ours.sock")
+    remove_socket_file(ours)
+    assert path.is_symlink() and (tmp_path / "ours.sock").is_socket()
+    assert socket_file(f"unix:{path}") is None  # (lstat: a symlink is not our socket)
+    path.unlink()
+    (tmp_path / "ours.sock").rename(path)
+    os.chmod(path, 0o600)  # a chmod by the administrator: still ours
+    remove_socket_file(ours)
+    assert not path.exists()
+    path.write_text("not a socket")
+    remove_socket_file(ours)
+    assert path.read_text() == "not a socket"
+
+
+def test_the_socket_is_removed_after_a_chmod_and_chgrp(tmp_path: Path) -> None:
+    """The administrator's chgrp/chmod of the running milter's socket changed its ctime,
+    which was part of its identity: the socket was left behind at exit (issue 19 review)."""
+    socket_path = tmp_path / "m.sock"
+    command = [sys.executable, "-m", "mailauth", "milter", "--listen", f"unix:{socket_path}"]
+    command += ["--authserv-id", "mx.example.org", "--dns-zone", str(ZONE)]
+    process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
+    try:
+        assert process.stderr is not None
+        assert "listening" in process.stderr.readline()
+        time.sleep(0.05)  # (a later ctime)
+        os.chmod(socket_path, 0o600)
+        if os.geteuid() == 0:
+            os.chown(socket_path, -1, 65534)
+        os.kill(process.pid, signal.SIGTERM)
+        assert process.wait(timeout=20) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert not socket_path.exists()
+
+
+@pytest.mark.parametrize(
+    ("value", "problem"),
+    [
+        ("-1", "'-1' is not an octal mode such as 660"),  # os.chmod made it 07777
+        ("+660", "'+660' is not an octal mode such as 660"),
+        ("77777777777", "'77777777777' is not a permission mode from 0 to 777 (such as 660)"),
+        ("1777", "'1777' is not a permission mode from 0 to 777 (such as 660)"),  # sticky
+        ("2770", "'2770' is not a permission mode from 0 to 777 (such as 660)"),  # setgid
+    ],
+)
+def test_socket_mode_is_a_permission_mode(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], value: str, problem: str
+) -> None:
+    """socket_mode out of range passed --check-config, then the milter died on an
+    OverflowError or made its socket world-writable (issue 19 review)."""
+    path = tmp_path / "milter.toml"
+    path.write_text(
+        f'listen = "unix:{tmp_path}/m.sock"\nauthserv_id = "mx.example.org"\n'
+        f'socket_mode = "{value}"\n[dns]\nzone_files = ["{ZONE}"]\n'
+    )
+    assert main(["milter", "--config", str(path), "--check-config"]) == 2
+    assert capsys.readouterr().err == f"mailauth: error: {path}:3: socket_mode: {problem}\n"
+
+
+def test_a_world_writable_socket_is_warned_about(tmp_path: Path) -> None:
+    socket_path = tmp_path / "m.sock"
+    command = [sys.executable, "-m", "mailauth", "milter", "--listen", f"unix:{socket_path}"]
+    command += ["--authserv-id", "mx.example.org", "--dns-zone", str(ZONE)]
+    process = subprocess.Popen(
+        [*command, "--socket-mode", "666"], stderr=subprocess.PIPE, text=True
+    )
+    try:
+        assert process.stderr is not None
+        assert "listening on" in process.stderr.readline()
+        assert os.stat(socket_path).st_mode & 0o777 == 0o666
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+    rest = process.stderr.read()  # (what readline left in the buffer, too)
+    assert "warning: socket mode 666 lets every local user talk to the milter" in rest
+
+
+def test_check_config_reports_an_unreachable_nameserver_with_the_other_problems(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The reachability probe ran only once every other problem was fixed (issue 19
+    review): now it is one more FILE:LINE: problem (or --nameserver: for the option)."""
+    path = tmp_path / "milter.toml"
+    path.write_text(
+        'listen = "inet:8891@127.0.0.1"\nauthserv_id = "mx example"\n'
+        '[dns]\nnameservers = ["127.0.0.1:1"]\ntimeout = 0.5\n'
+    )
+    assert main(["milter", "--config", str(path), "--check-config"]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 2
+    assert err[0].startswith(f"mailauth: error: {path}:2: authserv_id: 'mx example'")
+    assert err[1].startswith(f"mailauth: error: {path}:4: dns.nameservers: DNS unreachable: ")
+    argv = ["milter", "--check-config", "--listen", "inet:8891@127.0.0.1"]
+    argv += ["--authserv-id", "mx example", "--nameserver", "127.0.0.1:1", "--dns-timeout", "0.5"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 2
+    assert err[1].startswith("mailauth: error: --nameserver: DNS unreachable: ")

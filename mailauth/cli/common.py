@@ -76,17 +76,30 @@ def unix_time_arg(text: str) -> float:
 
 
 def reverse_path_arg(text: str) -> str:
-    """The argparse type of ``--mail-from``: an address with a domain, ``@domain`` (RFC
-    7208 4.3: postmaster at it), or empty / ``<>`` (the null reverse-path)."""
+    """The argparse type of ``--mail-from``: ``local-part@domain`` (RFC 5321 4.1.2; the
+    local-part may be a quoted string holding "@"), with or without the angle brackets,
+    ``@domain`` (RFC 7208 4.3: postmaster at it), or empty / ``<>`` (the null reverse-path).
+    Refused: no domain (``a@``, ``@``), a second unquoted "@", one bracket without the other."""
     address = text.strip()
-    if address.startswith("<") and address.endswith(">"):
-        address = address[1:-1]
-    if address and "@" not in address:
+    if address.startswith("<") or address.endswith(">"):
+        address = address[1:-1] if address.startswith("<") and address.endswith(">") else "<"
+    if address and not _is_mailbox(address):
         raise argparse.ArgumentTypeError(
             f"{text!r} is not a reverse-path: give local-part@domain, or '' or '<>' for the "
             "null reverse-path"
         )
     return text
+
+
+def _is_mailbox(address: str) -> bool:
+    local, at, domain = address.rpartition("@")
+    if local.startswith('"'):  # quoted-string: "@" and "<" may be inside (RFC 5321 4.1.2)
+        closing = re.fullmatch(r'"(?:[^"\\]|\\.)*"', local)
+        local_ok = closing is not None
+    else:
+        local_ok = not any(c in local for c in '@<>" \t')
+    domain_ok = bool(domain) and not any(c in domain for c in '@<>" \t')
+    return bool(at) and local_ok and domain_ok
 
 
 def add_dns_options(parser: argparse.ArgumentParser) -> None:

@@ -8,6 +8,7 @@ import contextlib
 import gc
 import ipaddress
 import logging
+import math
 import re
 import signal
 import sys
@@ -17,17 +18,24 @@ from dataclasses import replace
 from pathlib import Path
 
 from mailauth.arc import Sealer
-from mailauth.cli.common import CliError, Parser, add_dns_options, make_resolver
+from mailauth.cli.common import (
+    CliError,
+    DnsUnreachableError,
+    Parser,
+    add_dns_options,
+    make_resolver,
+)
 from mailauth.config import (
     KeySpec,
     MilterConfig,
     config_problems,
     locate_problem,
+    parse_socket_mode,
     read_milter_config,
 )
 from mailauth.dkim import DkimPolicy, Signer
 from mailauth.dmarc import DmarcLocalPolicy
-from mailauth.dns import DnsCache, Resolver
+from mailauth.dns import DnsCache, Resolver, parse_nameserver
 from mailauth.domains import host_name
 from mailauth.errors import ConfigError, MailauthError
 from mailauth.milter import Metrics, Milter, MilterSettings, parse_listen, start_server
@@ -198,9 +206,9 @@ def _options(args: argparse.Namespace, problems: list[str]) -> MilterConfig:
     mode = 0o660
     if args.socket_mode:
         try:
-            mode = int(args.socket_mode, 8)
-        except ValueError:
-            problems.append(f"--socket-mode: {args.socket_mode!r} is not an octal mode such as 660")
+            mode = parse_socket_mode(args.socket_mode)
+        except ValueError as exc:
+            problems.append(f"--socket-mode: {exc}")
     defaults = MilterConfig()
     return replace(
         defaults,
@@ -392,6 +400,9 @@ def _check_config(args: argparse.Namespace) -> MilterConfig:
                 problems.append(_as_option(problem))
             else:
                 problems.append(locate_problem(args.config, problem) if args.config else problem)
+    unreachable = _unreachable_nameservers(config, args)
+    if unreachable:
+        problems.append(unreachable)
     if not problems:
         try:
             build_milter_parts(config, args)
@@ -415,6 +426,13 @@ async def _serve_milter(milter: Milter, config: MilterConfig, args: argparse.Nam
         loop.add_signal_handler(signum, _stop, stop, signals, signum)
     loop.add_signal_handler(signal.SIGHUP, _reload, milter, args, config)
     print(f"mailauth milter: listening on {config.listen}", file=sys.stderr, flush=True)
+    if ours is not None and config.socket_mode & 0o002:  # (non-inet clients are trusted)
+        print(
+            f"mailauth milter: warning: socket mode {config.socket_mode:03o} lets every local "
+            "user talk to the milter (and have mail signed); prefer 660 and the MTA's group",
+            file=sys.stderr,
+            flush=True,
+        )
     try:
         async with server:
             await stop.wait()
@@ -436,6 +454,26 @@ async def _serve_milter(milter: Milter, config: MilterConfig, args: argparse.Nam
         file=sys.stderr,
         flush=True,
     )
+
+
+def _unreachable_nameservers(config: MilterConfig, args: argparse.Namespace) -> str | None:
+    """--check-config: ``dns.nameservers: DNS unreachable: ...`` (or ``--nameserver: ...``)
+    when the nameservers parse but none answers, reported with every other problem."""
+    dns = _dns_args(config, args)
+    if not dns.nameserver or dns.dns_zone or not 0 < dns.dns_timeout < math.inf:
+        return None
+    try:
+        for nameserver in dns.nameserver:
+            parse_nameserver(nameserver)
+        make_resolver(dns)
+    except DnsUnreachableError as exc:
+        problem = f"dns.nameservers: {exc}"
+        if args.nameserver or not args.config:
+            return _as_option(problem)
+        return locate_problem(args.config, problem)
+    except (CliError, ValueError):  # (a bad nameserver or timeout: among the problems)
+        return None
+    return None
 
 
 def _stop(stop: asyncio.Event, signals: list[str], signum: int) -> None:

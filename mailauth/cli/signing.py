@@ -110,8 +110,9 @@ def add_keygen_parser(commands: argparse._SubParsersAction[Parser]) -> None:
     keygen.add_argument(
         "--owner",
         metavar="USER[:GROUP]",
-        help="give the files (and a directory it creates) to this user, e.g. the milter's "
-        "service user (keygen run as root); GROUP defaults to the user's own",
+        help="give the two files to this user, e.g. the milter's service user (keygen run "
+        "as root); GROUP defaults to the user's own; a directory keygen creates stays root's, "
+        "group GROUP, mode 0750",
     )
 
 
@@ -201,36 +202,99 @@ def cmd_keygen(args: argparse.Namespace) -> int:
     name = f"{selector}._domainkey.{domain}"
     key = generate_private_key(args.algorithm, args.bits)
     out = Path(args.out)
-    private_path, record_path = out / f"{args.selector}.private", out / f"{args.selector}.txt"
     record = zone_txt_line(name, public_key_record(key))
-    if out.exists() and not out.is_dir():
-        raise CliError(f"--out {out}: not a directory")
-    created = not out.exists()
+    files = {
+        f"{args.selector}.private": (private_key_pem(key), 0o600),
+        f"{args.selector}.txt": ((record + "\n").encode(), 0o644),
+    }
+    dir_fd = _open_out_dir(out, owner)
+    created: list[str] = []  # the clean-up removes only what this run made
     try:
-        out.mkdir(parents=True, exist_ok=True)
-        fd = os.open(private_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        for file_name, (data, mode) in files.items():
+            _write_new_file(
+                dir_fd, out, file_name, data=data, mode=mode, owner=owner, created=created
+            )
+    except BaseException:
+        for file_name in created:  # a key the milter cannot read, half a pair: none
+            with contextlib.suppress(OSError):
+                os.unlink(file_name, dir_fd=dir_fd)
+        raise
+    finally:
+        os.close(dir_fd)
+    print(record)
+    return 0
+
+
+def _open_out_dir(out: Path, owner: tuple[int, int] | None) -> int:
+    """Open (creating it if missing) the --out directory without following a symlink.
+
+    Run as root, the directory must be one no other user can write to: a service user able
+    to plant ``SELECTOR.txt`` there could otherwise point it elsewhere. The directory stays
+    root's; a directory created here for --owner is given the owner's group, mode 0750.
+    """
+    created = False
+    try:
+        if out.is_symlink():
+            raise CliError(f"--out {out}: a symlink; give the directory itself")
+        if not out.is_dir():
+            if out.exists():
+                raise CliError(f"--out {out}: not a directory")
+            out.mkdir(mode=0o755, parents=True)
+            created = True
+        dir_fd = os.open(out, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
     except FileExistsError:
-        raise CliError(f"{private_path} exists; not overwriting a key") from None
+        raise CliError(f"--out {out}: not a directory") from None
     except OSError as exc:
         raise CliError(f"cannot write to {out}: {exc.strerror or exc}") from None
     try:
+        if created and owner is not None and os.geteuid() == 0:
+            os.fchown(dir_fd, 0, owner[1])
+            os.fchmod(dir_fd, 0o750)
+        state = os.fstat(dir_fd)
+        if os.geteuid() == 0 and (state.st_uid != 0 or state.st_mode & 0o022):
+            raise CliError(
+                f"--out {out}: writable by a user other than root (keygen run as root "
+                "writes only into a directory root alone can write to)"
+            )
+    except OSError as exc:
+        os.close(dir_fd)
+        raise CliError(f"cannot write to {out}: {exc.strerror or exc}") from None
+    except CliError:
+        os.close(dir_fd)
+        raise
+    return dir_fd
+
+
+def _write_new_file(
+    dir_fd: int,
+    out: Path,
+    file_name: str,
+    *,
+    data: bytes,
+    mode: int,
+    owner: tuple[int, int] | None,
+    created: list[str],
+) -> None:
+    """Create DIR/FILE_NAME (never an existing file, never through a symlink), give it to
+    ``owner`` before a byte is written, and note it in ``created``."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
+    try:
+        fd = os.open(file_name, flags, mode, dir_fd=dir_fd)
+    except FileExistsError:
+        what = "a key" if file_name.endswith(".private") else "it"
+        raise CliError(f"{out / file_name} exists; not overwriting {what}") from None
+    except OSError as exc:  # ELOOP: a symlink planted there
+        raise CliError(f"cannot write to {out}: {exc.strerror or exc}") from None
+    created.append(file_name)
+    try:
         with os.fdopen(fd, "wb") as handle:
+            os.fchmod(handle.fileno(), mode)  # (the umask may have taken bits of 0644)
             if owner is not None:
                 os.fchown(handle.fileno(), *owner)  # (before the key is in it)
-            handle.write(private_key_pem(key))
-        record_path.write_text(record + "\n")
-        if owner is not None:
-            os.chown(record_path, *owner)
-            if created:
-                os.chown(out, *owner)
+            handle.write(data)
     except OSError as exc:
-        for path in (private_path, record_path):  # a key the milter cannot read: none
-            with contextlib.suppress(OSError):
-                path.unlink()
         hint = " (--owner needs root)" if owner is not None and exc.errno == errno.EPERM else ""
         raise CliError(f"cannot write to {out}: {exc.strerror or exc}{hint}") from None
-    print(record)
-    return 0
 
 
 def _owner(text: str) -> tuple[int, int]:
