@@ -543,3 +543,90 @@ def test_closing_from_another_thread_closes_on_the_loops_thread(server: Loopback
         loop.call_soon_threadsafe(loop.stop)
         thread.join(timeout=5)
         loop.close()
+
+
+# --- the transport's review (threads, closed loops, the pool's bounds, a full send buffer) ---
+
+
+def test_one_resolver_serves_loops_in_several_threads() -> None:
+    """Each thread's new loop swept the closed loops out of the shared table unlocked: two
+    threads popped the same one and a KeyError escaped lookup_async."""
+    with LoopbackDnsServer(ZONE) as server:
+        resolver = Resolver([server.address], timeout=1, lifetime=3)
+        errors: list[BaseException] = []
+
+        def work(n: int) -> None:
+            for i in range(60):
+                try:
+                    asyncio.run(resolver.lookup_async(f"t{n}-{i}.example.com", RRType.TXT))
+                except BaseException as exc:
+                    errors.append(exc)
+
+        threads = [threading.Thread(target=work, args=(n,)) for n in range(6)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        resolver.close()
+    assert errors == []
+
+
+def test_a_loop_closed_with_a_query_waiting_leaves_nothing_behind() -> None:
+    """close() set the waiting query's exception on a closed loop (RuntimeError): the next
+    lookup raised, and the sockets of that loop stayed open."""
+    silent = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    silent.bind(("127.0.0.1", 0))
+    try:
+        address = f"127.0.0.1:{silent.getsockname()[1]}"
+        resolver = Resolver([address], timeout=0.5, lifetime=1)
+        before = len(os.listdir("/proc/self/fd"))
+        loop = asyncio.new_event_loop()
+        waiting = loop.create_task(resolver.lookup_async("pending.example", RRType.TXT))
+        loop.run_until_complete(asyncio.sleep(0.05))
+        loop.close()
+        assert not waiting.done()
+        later = asyncio.run(resolver.lookup_async("next.example", RRType.TXT))
+        assert later.status is DnsStatus.TEMPFAIL
+        resolver.close()
+        assert len(os.listdir("/proc/self/fd")) <= before
+    finally:
+        silent.close()
+
+
+def test_the_pool_stays_within_its_size_and_a_full_send_buffer_is_a_lost_datagram(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A burst opened a socket for every 64 queries beyond the pool (255 sockets for 5,000
+    queries, kept after); a send that found the buffer full waited past the lifetime."""
+    from mailauth.dns import udp
+
+    silent = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    silent.bind(("127.0.0.1", 0))
+    try:
+
+        async def burst() -> int:
+            channel = UdpChannel(asyncio.get_running_loop(), "127.0.0.1", silent.getsockname()[1])
+            wire = name_to_wire("x.example")
+            tasks = [
+                asyncio.ensure_future(channel.exchange(wire, b"\x00\x10\x00\x01", b"", 0.3))
+                for _ in range(2000)
+            ]
+            await asyncio.sleep(0.05)
+            most = len(channel._open)
+            await asyncio.gather(*tasks, return_exceptions=True)
+            channel.close()
+            return most
+
+        assert asyncio.run(burst()) <= udp.SOCKETS
+
+        def full(self: socket.socket, data: bytes) -> int:
+            raise BlockingIOError
+
+        monkeypatch.setattr(socket.socket, "send", full)
+        resolver = Resolver([f"127.0.0.1:{silent.getsockname()[1]}"], timeout=0.3, lifetime=0.5)
+        started = time.monotonic()
+        lookup = asyncio.run(resolver.lookup_async("blocked.example", RRType.TXT))
+        assert lookup.status is DnsStatus.TEMPFAIL
+        assert time.monotonic() - started < 1.5
+    finally:
+        silent.close()

@@ -28,6 +28,7 @@ import asyncio
 import random
 import re
 import struct
+import threading
 import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -98,27 +99,33 @@ class AsyncStub:
             asyncio.AbstractEventLoop, dict[Server, UdpChannel]
         ] = weakref.WeakKeyDictionary()
         self._current: tuple[asyncio.AbstractEventLoop, dict[Server, UdpChannel]] | None = None
+        self._lock = threading.Lock()
         self._finalizer = weakref.finalize(self, _close_all, self._loops)
 
     def channels(self, loop: asyncio.AbstractEventLoop) -> dict[Server, UdpChannel]:
-        """The channels on ``loop`` (those of loops closed since are closed on the way)."""
+        """The channels on ``loop`` (those of loops closed since are closed on the way).
+        One resolver may serve loops in several threads: the slow path holds a lock."""
         current = self._current
         if current is not None and current[0] is loop:
             return current[1]
-        channels = self._loops.get(loop)
-        if channels is None:
-            for other in [other for other in self._loops if other.is_closed()]:
-                for channel in self._loops.pop(other).values():
-                    channel.close()
-            channels = {server: UdpChannel(loop, *server) for server in self.servers}
-            self._loops[loop] = channels
-        self._current = (loop, channels)
+        with self._lock:
+            channels = self._loops.get(loop)
+            if channels is None:
+                for other, old in list(self._loops.items()):
+                    if other.is_closed():
+                        self._loops.pop(other, None)
+                        for channel in old.values():
+                            channel.close()
+                channels = {server: UdpChannel(loop, *server) for server in self.servers}
+                self._loops[loop] = channels
+            self._current = (loop, channels)
         return channels
 
     def close(self) -> None:
         """Close every socket (queries still waiting fail)."""
-        self._current = None
-        _close_all(self._loops)
+        with self._lock:
+            self._current = None
+            _close_all(self._loops)
 
     async def resolve(self, query: Query) -> Lookup:
         loop = asyncio.get_running_loop()
@@ -222,8 +229,11 @@ def _close_all(
         running = None
     for loop, channels in list(loops.items()):
         for channel in channels.values():
-            if loop is running or not loop.is_running():
+            try:
+                if loop is running or not loop.is_running():
+                    channel.close()
+                else:
+                    loop.call_soon_threadsafe(channel.close)
+            except RuntimeError:  # (the loop closed meanwhile: close here)
                 channel.close()
-            else:
-                loop.call_soon_threadsafe(channel.close)
     loops.clear()

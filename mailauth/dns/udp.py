@@ -44,7 +44,8 @@ import dns.message
 
 SOCKETS = 8  # per nameserver, opened as queries need them
 USES = 100  # queries a socket serves before a fresh one (a new random port) replaces it
-IN_FLIGHT = 64  # queries one socket carries at once before another is opened beside it
+IN_FLIGHT = 64  # queries one socket carries at once before another is preferred
+MAX_AGE = 10.0  # seconds a socket takes new queries (its port then retires, however idle)
 _BATCH = 32  # datagrams read per readiness callback (the rest wait for the loop's next turn)
 PARSE_SLICE = 0.001  # seconds of parsing per turn of the loop (at least one answer a turn)
 
@@ -75,6 +76,7 @@ class _Socket:
     pending: dict[int, _Pending] = field(default_factory=dict)
     uses: int = 0
     retired: bool = False
+    born: float = 0.0  # time.monotonic() when opened
 
 
 class UdpChannel:
@@ -146,20 +148,28 @@ class UdpChannel:
                 self._close_socket(entry)
 
     def _choose(self) -> _Socket:
-        """A socket with room: one of the pool at random, a new one while the pool is not
-        full or when the one drawn carries :attr:`in_flight` queries already."""
-        if len(self._open) >= self.size:
-            entry = self._open[_random.randrange(len(self._open))]
-            if len(entry.pending) < self.in_flight:
-                return entry
-        return self._open_socket()
+        """A socket with room: a new one while the pool is not full, else one of the pool
+        at random among those with room (the least loaded when none has), retiring first
+        those past :data:`MAX_AGE` seconds, so that no port serves long (a port learned by
+        a side channel is worth little). Never more than :attr:`size` open at once."""
+        now = time.monotonic()
+        for old in [e for e in self._open if now - e.born > MAX_AGE]:
+            self._retire(old)
+            if not old.pending:
+                self._close_socket(old)
+        if len(self._open) < self.size:
+            return self._open_socket()
+        roomy = [e for e in self._open if len(e.pending) < self.in_flight]
+        if roomy:
+            return roomy[_random.randrange(len(roomy))]
+        return min(self._open, key=lambda e: len(e.pending))
 
     def _open_socket(self) -> _Socket:
         sock = socket.socket(self.family, socket.SOCK_DGRAM)
         try:
             sock.setblocking(False)
             sock.connect((self.address, self.port))  # the kernel picks a random port
-            entry = _Socket(sock, sock.getpeername())
+            entry = _Socket(sock, sock.getpeername(), born=time.monotonic())
             self.loop.add_reader(sock.fileno(), self._readable, entry)
         except BaseException:
             sock.close()
@@ -171,8 +181,10 @@ class UdpChannel:
     async def _send(self, entry: _Socket, wire: bytes) -> None:
         try:
             entry.sock.send(wire)
-        except BlockingIOError:  # (the socket's send buffer is full)
-            await self.loop.sock_sendall(entry.sock, wire)
+        except BlockingIOError:
+            # The socket's send buffer is full: the datagram is lost, as on the network;
+            # the query's timer decides (a wait for room here would outlive its lifetime).
+            return
         except ConnectionRefusedError:
             # An ICMP error of an earlier datagram, reported now: this one was not sent.
             entry.sock.send(wire)
@@ -270,12 +282,16 @@ class UdpChannel:
             pending.future.set_exception(exc)
 
     def close(self) -> None:
-        """Close every socket; queries still waiting fail (``ConnectionAbortedError``)."""
+        """Close every socket; queries still waiting fail (``ConnectionAbortedError``; not
+        on a loop already closed, which can run nothing)."""
         self.closed = True
+        alive = not self.loop.is_closed()
         for entry in (*self._open, *self._draining):
-            for pending in entry.pending.values():
-                if not pending.future.done():
-                    pending.future.set_exception(ConnectionAbortedError("resolver closed"))
-            entry.pending.clear()
-            self._close_socket(entry)
+            try:
+                for pending in entry.pending.values():
+                    if alive and not pending.future.done():
+                        pending.future.set_exception(ConnectionAbortedError("resolver closed"))
+            finally:
+                entry.pending.clear()
+                self._close_socket(entry)
         self._unparsed.clear()
