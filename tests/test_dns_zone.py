@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 from pathlib import Path
 from typing import Any
 
@@ -294,3 +295,17 @@ def test_a_file_that_is_not_utf8_names_its_line(tmp_path: Path) -> None:
     path.write_bytes(b'$ORIGIN example.com.\n@ IN TXT "caf\xe9"\n')
     with pytest.raises(ConfigError, match=r"latin1\.zone:2: not UTF-8 text"):
         ZoneResolver.from_files([path])
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        (' TXT "x"\n', ":1: the last used name is undefined"),  # (it was the root's)
+        ("$ORIGIN example.com.\n$GENERATE 1-100000000 h$ A 192.0.2.1\n", ":2: $GENERATE range"),
+    ],
+)
+def test_zone_file_mistakes_are_errors(text: str, problem: str) -> None:
+    """A record with no owner name first, and a $GENERATE that would never end, loaded
+    silently (the first stored at the root, the second never finishing)."""
+    with pytest.raises(ConfigError, match=re.escape(problem)):
+        ZoneResolver.from_text(text)

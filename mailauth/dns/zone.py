@@ -37,6 +37,7 @@ from os import PathLike
 from typing import Any, cast
 
 import dns.exception
+import dns.grange
 import dns.name
 import dns.node
 import dns.rdataclass
@@ -50,6 +51,7 @@ from mailauth.errors import ConfigError
 from mailauth.files import ZONE_LIMIT, read_limited
 
 MAX_LOGGED_QUERIES = 100_000
+MAX_GENERATE = 65_536  # names one $GENERATE line may make
 
 _FAULT = re.compile(rb"^\s*;\s*mailauth-fault:\s*(\S+)\s+(timeout|servfail)\s*$", re.M | re.I)
 _MAX_CNAME = 8
@@ -255,11 +257,23 @@ class _Reader(dns.zonefile.Reader):
         )
         if origin is not None:
             self.current_origin = self.last_name = origin
+        else:
+            # A first record with no owner name would be the root's (dnspython starts the
+            # last name at the origin): "the last used name is undefined" instead.
+            self.last_name = None
         self.origin_state = tok.origin_state
 
     def _generate_line(self) -> None:
         if not self.origin_state.known:  # (dnspython reads $GENERATE names without as_name)
             raise _syntax_error("$GENERATE with no $ORIGIN")
+        token = self.tok.get()  # the range: at most MAX_GENERATE names (a file, not a loop)
+        self.tok.unget(token)
+        try:
+            start, stop, step = dns.grange.from_text(token.value)
+        except (dns.exception.SyntaxError, ValueError):
+            start, stop, step = 0, 0, 1  # (dnspython reports the bad range itself)
+        if (stop - start) // max(step, 1) + 1 > MAX_GENERATE:
+            raise _syntax_error(f"$GENERATE range {token.value} over {MAX_GENERATE} names")
         super()._generate_line()  # type: ignore[no-untyped-call]
 
 
