@@ -26,7 +26,8 @@ def add_reports_parser(commands: argparse._SubParsersAction[Parser]) -> argparse
         "  mailauth reports migrate --store /var/lib/mailauth/reports.sqlite\n"
         "  mailauth reports migrate --store postgresql://mailauth@db.example.net/reports\n"
         "  mailauth reports show --config /etc/mailauth/milter.toml\n"
-        "  mailauth reports show --store reports.sqlite --now 1767312000 --json",
+        "  mailauth reports show --store reports.sqlite --now 1767312000 --json\n"
+        "  mailauth reports send --config /etc/mailauth/milter.toml --dry-run --out /tmp/r",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     actions = reports.add_subparsers(dest="reports_command", metavar="ACTION", parser_class=Parser)
