@@ -13,6 +13,7 @@ connection: one per thread or process.
 
 from __future__ import annotations
 
+import abc
 import contextlib
 import os
 import sqlite3
@@ -52,8 +53,9 @@ def open_store(url: str | os.PathLike[str], *, migrate: bool = True) -> Store:
     return store
 
 
-class Store:
-    """One connection to the store. ``engine``: ``sqlite`` or ``postgresql``."""
+class Store(abc.ABC):
+    """One connection to the store. ``engine``: ``sqlite`` or ``postgresql``; the abstract
+    methods are what each engine provides."""
 
     engine = ""
     skip_locked = ""  # what a claim's SELECT ends with (``o``: outgoing_reports's alias)
@@ -63,22 +65,28 @@ class Store:
         self._in_write = False
 
     # -- what each engine provides ---------------------------------------------------
+    @abc.abstractmethod
     def _begin(self) -> None:
         raise NotImplementedError
 
+    @abc.abstractmethod
     def _raw(self, sql: str, params: Params = ()) -> Any:
         raise NotImplementedError
 
+    @abc.abstractmethod
     def _raw_many(self, sql: str, rows: Sequence[Params]) -> None:
         raise NotImplementedError
 
+    @abc.abstractmethod
     def stream(self, sql: str, params: Params = ()) -> Iterator[tuple[Any, ...]]:
         """The rows of a query, fetched a batch at a time (memory: one batch)."""
         raise NotImplementedError
 
+    @abc.abstractmethod
     def close(self) -> None:
         raise NotImplementedError
 
+    @abc.abstractmethod
     def _errors(self) -> tuple[type[BaseException], ...]:
         raise NotImplementedError
 
@@ -162,10 +170,11 @@ class Store:
                 self.execute("INSERT INTO mailauth_schema (version) VALUES (?)", (SCHEMA_VERSION,))
         return before, SCHEMA_VERSION
 
+    @abc.abstractmethod
     def _has_schema_table(self) -> bool:
         raise NotImplementedError
 
-    def _lock_for_migration(self) -> None:
+    def _lock_for_migration(self) -> None:  # noqa: B027 - a default that PostgreSQL overrides
         """(SQLite: BEGIN IMMEDIATE already holds the only write lock.)"""
 
 
