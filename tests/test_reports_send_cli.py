@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 
 from mailauth.cli import _build_parser, main
-from mailauth.cli.report_send import ReportSource, cmd_reports_send
+from mailauth.cli.report_send import cmd_reports_send
 from mailauth.dkim.keys import private_key_pem
-from mailauth.reports.delivery import PendingReport
+from mailauth.reports.delivery import PendingReport, ReportSource
 from tests.dkim_helpers import RSA_KEY
 from tests.test_reports_delivery import Due
 from tests.test_reports_smtp import Server, server  # noqa: F401 (the fixture)

@@ -21,7 +21,7 @@ import tomllib
 import warnings
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 from mailauth.cli.common import (
     EXIT_TEMPFAIL,
@@ -35,7 +35,7 @@ from mailauth.cli.common import (
 from mailauth.files import CONFIG_LIMIT, read_limited
 
 if TYPE_CHECKING:
-    from mailauth.reports.delivery import PendingReport
+    from mailauth.reports.delivery import PendingReport, ReportSource
 
 _FROM_CONFIG = {  # option -> key of [reports] in --config
     "store": "store",
@@ -54,25 +54,7 @@ _FROM_CONFIG = {  # option -> key of [reports] in --config
 _REQUIRED = ("store", "org_name", "email", "submitter", "sign_key", "sign_selector")
 
 
-class ReportSource(Protocol):
-    """The reports due and where their outcomes go (the store, in production)."""
-
-    def pending(self, now: float) -> Iterable[PendingReport]: ...
-    def sent(self, report: PendingReport, *, now: float) -> bool: ...
-    def failed(
-        self,
-        report: PendingReport,
-        error: str,
-        *,
-        now: float,
-        delivered: tuple[str, ...],
-        give_up: bool,
-    ) -> bool: ...
-    def release(self, report: PendingReport, *, now: float) -> None: ...
-    def close(self) -> None: ...
-
-
-SourceFactory = Callable[[str, dict[str, str], float], ReportSource]
+SourceFactory = Callable[[str, dict[str, str], float], "ReportSource"]
 
 
 def add_send_parser(actions: argparse._SubParsersAction[Parser]) -> None:
@@ -292,18 +274,12 @@ class _StoreSource:
         )
 
     def release(self, report: PendingReport, *, now: float) -> None:
-        release = getattr(self.api, "release", None)
-        if release is not None:
-            release(self.store, report, now=now)
-        else:  # (back to pending, as after a failed attempt)
-            self.failed(report, "dry run", now=now, delivered=report.delivered, give_up=False)
+        self.api.release(self.store, report, now=now)
 
     def close(self) -> None:
         self.store.close()
 
 
 def open_store_source(url: str, settings: dict[str, str], now: float) -> ReportSource:
-    api = importlib.import_module("mailauth.reports")
-    if not hasattr(api, "open_store"):
-        raise CliError("this mailauth has no report store (mailauth.reports.open_store)")
+    api = importlib.import_module("mailauth.reports")  # (loaded when the command runs)
     return _StoreSource(api, url, settings)

@@ -80,6 +80,15 @@ class ReportMarks(Protocol):
     ) -> bool: ...
 
 
+class ReportSource(ReportMarks, Protocol):
+    """The reports due and where their outcomes go (the store, in production:
+    ``mailauth reports send``)."""
+
+    def pending(self, now: float) -> Iterable[PendingReport]: ...
+    def release(self, report: PendingReport, *, now: float) -> None: ...
+    def close(self) -> None: ...
+
+
 Transport = Callable[[bytes, str, Sequence[str]], tuple[RecipientOutcome, ...]]
 """Send one message (raw bytes, envelope sender, recipients): ``SmtpRelay.send``."""
 
