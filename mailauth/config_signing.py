@@ -234,18 +234,21 @@ def _settings(
         expire=_integer(table, "expire", base.expire),
         min_key_bits=_integer(table, "min_key_bits", base.min_key_bits),
     )
-    try:
-        signed_header_lists(settings.headers, settings.oversign, settings.skip_headers)
-    except MailauthError as exc:
-        problems.append(f"{where}.headers: {exc}")
-    if canonicalization_pair(settings.canonicalization) is None:
+    # (Only what this table sets is checked: a key inherits the global values, checked once.)
+    lists = [k for k in ("headers", "oversign", "skip_headers") if k in table]
+    if lists:
+        try:
+            signed_header_lists(settings.headers, settings.oversign, settings.skip_headers)
+        except MailauthError as exc:
+            problems.append(f"{where}.{lists[-1]}: {exc}")
+    if "canonicalization" in table and canonicalization_pair(settings.canonicalization) is None:
         problems.append(
             f"{where}.canonicalization: {settings.canonicalization!r} must be HEADER/BODY, "
             "each simple or relaxed"
         )
-    if not 0 <= settings.expire < MAX_TIME:
+    if "expire" in table and not 0 <= settings.expire < MAX_TIME:
         problems.append(f"{where}.expire: must be 0 (no x=) or a positive number of seconds")
-    if not 512 <= settings.min_key_bits <= 8192:
+    if "min_key_bits" in table and not 512 <= settings.min_key_bits <= 8192:
         problems.append(f"{where}.min_key_bits: must be from 512 to 8192")
     return settings
 
