@@ -10,6 +10,7 @@ import json
 import logging
 import struct
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -241,3 +242,48 @@ def test_a_trusted_network_without_authentication_is_not_bound() -> None:
         return replies
 
     assert _names(asyncio.run(go())) == [b"DKIM-Signature"]
+
+
+def test_the_command_line_and_check_config(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--mode sets the --listen socket's mode over the file's; --check-config counts the
+    table's keys and checks the directory of each [[listeners]] unix socket; the settings
+    the milter is built with carry the modes and the table."""
+    from mailauth.cli import _build_parser, main
+    from mailauth.cli.serve import build_milter_parts, effective_config
+    from mailauth.dkim.keys import private_key_pem
+
+    key = tmp_path / "ed.pem"
+    key.write_bytes(private_key_pem(ED_KEY))
+    key.chmod(0o600)
+    path = tmp_path / "milter.toml"
+    path.write_text(
+        'listen = "inet:8891@127.0.0.1"\nauthserv_id = "mx.example.org"\nmode = "verify"\n'
+        '[dns]\nzone_files = ["' + str(DEMO / "example.com.zone") + '"]\n'
+        '[[listeners]]\nlisten = "unix:' + str(tmp_path) + '/m.sock"\nmode = "sign"\n'
+        '[daemon_modes]\nORIGINATING = "sign"\n'
+        '[signing.keys.ed]\ndomain = "example.com"\nselector = "ed1"\nkey = "' + str(key) + '"\n'
+        '[[signing.table]]\nfrom = "*@example.com"\nkeys = ["ed"]\n'
+    )
+    assert main(["milter", "--config", str(path), "--check-config"]) == 0
+    assert "1 signing keys" in capsys.readouterr().out
+    args = _build_parser().parse_args(["milter", "--config", str(path), "--mode", "both"])
+    config = effective_config(args)
+    _, settings = build_milter_parts(config, args)
+    assert (settings.mode, dict(settings.daemon_modes)) == ("both", {"ORIGINATING": "sign"})
+    assert dict(settings.listener_modes) == {f"unix:{tmp_path}/m.sock": "sign"}
+    assert settings.signing is not None
+    assert [(r.pattern, [s.selector for s in r.signers]) for r in settings.signing.rules] == [
+        ("example.com", ["ed1"])
+    ]
+    path.write_text(path.read_text().replace(f"{tmp_path}/m.sock", f"{tmp_path}/no/m.sock"))
+    assert main(["milter", "--config", str(path), "--check-config"]) == 2
+    assert (
+        capsys.readouterr()
+        .err.strip()
+        .endswith(
+            f"{path}:7: listeners[0].listen: unix:{tmp_path}/no/m.sock: missing directory "
+            f"{tmp_path}/no"
+        )
+    )

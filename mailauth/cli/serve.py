@@ -60,6 +60,8 @@ def add_milter_parser(commands: argparse._SubParsersAction[Parser]) -> None:
         epilog="examples:\n  mailauth milter --listen inet:8891@127.0.0.1 --authserv-id "
         "mx.example.org --nameserver 127.0.0.1\n"
         "  mailauth milter --config /etc/mailauth/milter.toml --check-config\n"
+        "  mailauth milter --config /etc/mailauth/milter.toml --listen inet:8892@127.0.0.1 "
+        "--mode sign\n"
         "  mailauth milter --config /etc/mailauth/milter.toml --arc-seal "
         "example.org:arc2026:/etc/mailauth/keys/arc2026.private --arc-seal-domain "
         "alumni.example.org",
@@ -72,6 +74,11 @@ def add_milter_parser(commands: argparse._SubParsersAction[Parser]) -> None:
     milter.add_argument(
         "--listen", metavar="SOCKET", help="inet:PORT@HOST, inet6:PORT@HOST, unix:PATH"
     )
+    milter.add_argument(
+        "--mode", choices=["verify", "sign", "both"],
+        help="of the --listen socket: verify every message, sign trusted and authenticated "
+        "senders' mail only, or both (default; docs/signing.md)",
+    )  # fmt: skip
     milter.add_argument("--authserv-id", metavar="ID", help="our authserv-id")
     milter.add_argument("--deadline", type=float, metavar="SECONDS", help="per message (30)")
     milter.add_argument(
@@ -158,6 +165,7 @@ def _effective(args: argparse.Namespace) -> tuple[MilterConfig, list[str]]:
     config = replace(
         config,
         listen=args.listen or config.listen,
+        mode=args.mode or config.mode,
         authserv_id=args.authserv_id or config.authserv_id,
         deadline=config.deadline if args.deadline is None else args.deadline,
         idle_timeout=config.idle_timeout if args.idle_timeout is None else args.idle_timeout,
