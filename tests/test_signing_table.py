@@ -13,6 +13,8 @@ from pathlib import Path
 import dkim as dkimpy
 import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
+from hypothesis import given
+from hypothesis import strategies as st
 
 from mailauth.config import KeySpec, load_milter_config
 from mailauth.config_signing import (
@@ -483,3 +485,34 @@ def test_an_existing_configuration_means_what_it_did(tmp_path: Path) -> None:
         Signer("example.com", "ed1", ED_KEY).oversign,
         None,
     )
+
+
+_LOCALS = st.sampled_from(["", "alice", "bob"])
+_DOMAINS = st.sampled_from(["example.com", "a.example.com", "b.a.example.com", "example.net"])
+_PATTERNS = st.sampled_from(
+    ["*", "example.com", "*.example.com", "a.example.com", "*.a.example.com", "example.net",
+     "alice@example.com", "bob@a.example.com", "*.net", "alice@example.net"]
+)  # fmt: skip
+
+
+@given(st.lists(_PATTERNS, max_size=8), _LOCALS, _DOMAINS)
+def test_the_index_finds_the_first_match_of_a_scan(
+    patterns: list[str], local: str, domain: str
+) -> None:
+    """SigningPolicy.rule_for (a few lookups) agrees with reading the table in order."""
+    rules = tuple(
+        SigningRule(p, (Signer("example.com", f"s{i}", ED_KEY),)) for i, p in enumerate(patterns)
+    )
+    policy = SigningPolicy(rules=rules)
+    scanned = next((r for r in rules if match_pattern(r.pattern, local, domain)), None)
+    assert policy.rule_for(local, domain) is scanned
+
+
+def test_a_large_table_costs_lookups_not_a_scan() -> None:
+    rules = tuple(SigningRule(f"d{i}.example", (ED_SIGNER,)) for i in range(10_000))
+    policy = SigningPolicy(rules=(*rules, SigningRule("*", (RSA_SIGNER,))))
+    message = _message("a@nomatch.example")
+    started = time.perf_counter()
+    for _ in range(100):
+        assert choose_signers(policy, message, "", "").signers == (RSA_SIGNER,)
+    assert (time.perf_counter() - started) / 100 < 0.001  # (a scan: about 9 ms)
