@@ -446,7 +446,9 @@ bob = "example.com"
     assert any("RSA key of 1024 bits, less than min_key_bits 2048" in line for line in lines), lines
 
 
-def test_min_key_bits_holds_outbound_keys_too(tmp_path: Path) -> None:
+def test_min_key_bits_holds_outbound_keys_too(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     weak = rsa.generate_private_key(public_exponent=65537, key_size=1024)
     weak_file = _key_file(tmp_path, "weak", weak)
     path = tmp_path / "m.toml"
@@ -462,6 +464,11 @@ def test_min_key_bits_holds_outbound_keys_too(tmp_path: Path) -> None:
         f"{path}:5: outbound.keys[0]: {weak_file}: RSA key of 1024 bits, less than "
         "min_key_bits 2048"
     )
+    # The milter refuses to start: exit 2, one line.
+    from mailauth.cli import main
+
+    assert main(["milter", "--config", str(path)]) == 2
+    assert capsys.readouterr().err.splitlines() == [f"mailauth: error: {line}"]
     # The default (1024) takes it, as before.
     path.write_text(path.read_text().replace("min_key_bits = 2048", ""))
     assert load_milter_config(path).keys[0].key == weak_file
