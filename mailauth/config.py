@@ -21,6 +21,13 @@ from pathlib import Path
 from typing import Any
 
 from mailauth.authresults import quote_pvalue
+from mailauth.config_signing import (
+    Listener,
+    SigningConfig,
+    parse_modes,
+    parse_signing,
+    signing_key_problems,
+)
 from mailauth.dkim.keys import load_private_key
 from mailauth.dkim.verify import DEFAULT_MAX_SIGNATURES
 from mailauth.dns import ZoneResolver, parse_nameserver
@@ -56,6 +63,10 @@ _SCHEMA: dict[str, dict[str, type | tuple[type, ...]]] = {
         "max_header_size": int,
         "max_header_fields": int,
         "reports": dict,
+        "mode": str,  # these three and [signing]: mailauth.config_signing
+        "listeners": list,
+        "daemon_modes": dict,
+        "signing": dict,
     },
     "reports": {
         "store": str,
@@ -149,6 +160,10 @@ class MilterConfig:
     max_header_size: int = MAX_HEADER_SECTION
     max_header_fields: int = MAX_HEADER_FIELDS
     reports: ReportsConfig = field(default_factory=ReportsConfig)
+    mode: str = "both"  # of the ``listen`` socket: verify, sign or both (docs/signing.md)
+    listeners: tuple[Listener, ...] = ()  # more sockets, each with its mode
+    daemon_modes: tuple[tuple[str, str], ...] = ()  # {daemon_name} value -> mode
+    signing: SigningConfig = field(default_factory=SigningConfig)
 
 
 def load_milter_config(path: str | os.PathLike[str]) -> MilterConfig:
@@ -238,9 +253,18 @@ def _config_of(data: dict[str, Any], problems: list[str]) -> MilterConfig:
         max_header_size=_get(data, "max_header_size", MAX_HEADER_SECTION),
         max_header_fields=_get(data, "max_header_fields", MAX_HEADER_FIELDS),
         reports=_reports(_get(data, "reports", {})),
+        **_outbound_of(data, problems),
     )
 
 
+def _outbound_of(data: dict[str, Any], problems: list[str]) -> dict[str, Any]:
+    """The keys mailauth.config_signing reads (modes, listeners, ``[signing]``)."""
+    mode, listeners, daemon_modes = parse_modes(data, problems)
+    signing = parse_signing(data.get("signing"), problems)
+    return {"mode": mode, "listeners": listeners, "daemon_modes": daemon_modes, "signing": signing}
+
+
+_OWN_CHECKS = frozenset({"daemon_modes", "signing"})  # (checked by mailauth.config_signing)
 _TABLE = re.compile(r"\[\s*([A-Za-z0-9_.\- ]+?)\s*\]")
 _ARRAY_TABLE = re.compile(r"\[\[\s*([A-Za-z0-9_.\- ]+?)\s*\]\]")
 _KEY = re.compile(r"""([A-Za-z0-9_\-"'.]+?)\s*=""")
@@ -305,7 +329,7 @@ def _check_types(
         elif not isinstance(value, expected):
             kind = expected.__name__ if isinstance(expected, type) else "number"
             problems.append(f"{name}: must be a {'table' if kind == 'dict' else kind}")
-        elif isinstance(value, dict):
+        elif isinstance(value, dict) and (where or key not in _OWN_CHECKS):
             _check_types(value, f"{where}.{key}" if where else key, problems)
     keys = table.get("keys") if where == "outbound" else None
     for index, entry in enumerate(keys if isinstance(keys, list) else []):
@@ -482,6 +506,16 @@ def _check_values(config: MilterConfig, problems: list[str]) -> None:
                 host_name(name)
             except ValueError:
                 problems.append(f"{where}: {name!r} is not a host name")
+    listens = [config.listen, *(listener.listen for listener in config.listeners)]
+    for index, listener in enumerate(config.listeners):
+        try:
+            parse_listen_spec(listener.listen)
+        except ValueError as exc:
+            problems.append(f"listeners[{index}].listen: {exc}")
+        if listens.index(listener.listen) <= index:
+            problems.append(f"listeners[{index}].listen: {listener.listen!r} is given twice")
+    legacy = tuple((f"outbound.keys[{i}]", k.key) for i, k in enumerate(config.keys))
+    problems += signing_key_problems(config.signing, legacy)
     for where, spec in [
         *((f"outbound.keys[{i}]", k) for i, k in enumerate(config.keys)),
         ("inbound.arc_seal", config.arc_seal),

@@ -58,12 +58,19 @@ class MilterClient:
         body: bytes,
         queue_id: str = "4QTEST",
         recipients: tuple[str, ...] = ("bob@example.net",),
+        daemon_name: str = "smtpd",
+        auth: str = "",
     ) -> list[tuple[bytes, bytes]]:
-        """A whole SMTP transaction (after negotiation); the end-of-message replies."""
-        await self.send(p.MACRO, p.CONNECT + b"j\0mx.example.org\0{daemon_name}\0smtpd\0")
+        """A whole SMTP transaction (after negotiation); the end-of-message replies.
+        ``daemon_name``: the connect macro (Postfix's service); ``auth``: the SASL user
+        (the ``{auth_authen}`` macro at MAIL FROM), if any."""
+        daemon = f"j\0mx.example.org\0{{daemon_name}}\0{daemon_name}\0".encode()
+        await self.send(p.MACRO, p.CONNECT + daemon)
         connect = b"client.example\0" + b"4" + struct.pack(">H", 25) + ip.encode() + b"\0"
         assert await self.step(p.CONNECT, connect) == p.CONTINUE
         assert await self.step(p.HELO, helo.encode() + b"\0") == p.CONTINUE
+        if auth:
+            await self.send(p.MACRO, p.MAIL + b"{auth_authen}\0" + auth.encode() + b"\0")
         assert await self.step(p.MAIL, f"<{mail_from}>".encode() + b"\0") == p.CONTINUE
         for recipient in () if self.protocol & p.P_NORCPT else recipients:
             assert await self.step(p.RCPT, f"<{recipient}>".encode() + b"\0") == p.CONTINUE

@@ -97,13 +97,18 @@ class ThrowawayPostfix:
     """``milter``: where the milter listens: a TCP port on 127.0.0.1, a Postfix milter
     address such as ``unix:mailauth/milter.sock`` (relative to :attr:`queue`), or None for
     no milter. The instance lives in its own directory under /tmp (Postfix's daemons run as
-    the postfix user and must reach it), removed afterwards."""
+    the postfix user and must reach it), removed afterwards. ``main_extra`` and
+    ``master_extra``: lines added to main.cf and master.cf (more services: a submission
+    port, ``-o`` overrides)."""
 
-    def __init__(self, milter: int | str | None) -> None:
+    def __init__(
+        self, milter: int | str | None, main_extra: str = "", master_extra: str = ""
+    ) -> None:
         self.root = Path(tempfile.mkdtemp(prefix="mailauth-postfix-", dir="/tmp"))
         self.port = free_port()
         self.sink_port = free_port()
         self.milter = milter
+        self.main_extra, self.master_extra = main_extra, master_extra
         self.queue = self.root / "queue"
         self.sink_dir = self.root / "delivered"
         self.config = self.root / "config"
@@ -122,8 +127,8 @@ class ThrowawayPostfix:
                 else self.milter or ""
             ),
         }
-        (self.config / "main.cf").write_text(MAIN_CF.format(**values))
-        (self.config / "master.cf").write_text(MASTER_CF.format(**values))
+        (self.config / "main.cf").write_text(MAIN_CF.format(**values) + self.main_extra)
+        (self.config / "master.cf").write_text(MASTER_CF.format(**values) + self.master_extra)
         os.chmod(self.root, 0o755)
         shutil.chown(self.sink_dir, "postfix")
         self._sink = subprocess.Popen(

@@ -295,18 +295,27 @@ _SCALARS = st.one_of(
     st.floats(-1, 100),
     st.sampled_from([float("nan"), float("inf")]),
     st.sampled_from(["", "v", "inet:1@127.0.0.1", "mx.example.org", "10.0.0.0/8", "*.a.b",
-                     "a b", "/nonexistent", "660", "text", "tempfail"]),
+                     "a b", "/nonexistent", "660", "text", "tempfail", "sign", "verify",
+                     "from", "*@example.com", "relaxed/simple", "k", "refuse"]),
 )  # fmt: skip
 _VALUES = st.one_of(_SCALARS, st.lists(_SCALARS, max_size=3))
 _TABLES = {
     "": ["listen", "authserv_id", "socket_mode", "deadline", "idle_timeout", "on_error",
-         "metrics_listen", "log_format", "junk"],
+         "metrics_listen", "log_format", "junk", "mode"],
     "[dns]": ["nameservers", "timeout", "zone_files"],
     "[inbound]": ["reject_dmarc", "quarantine_dmarc", "trusted_arc_sealers",
                   "trusted_mailing_lists"],
     "[inbound.arc_seal]": ["domain", "selector", "key", "recipient_domains"],
     "[outbound]": ["trusted_networks"],
     "[[outbound.keys]]": ["domain", "selector", "key", "sign_for"],
+    "[[listeners]]": ["listen", "mode", "junk"],
+    "[daemon_modes]": ["submission", "smtpd"],
+    "[signing]": ["canonicalization", "headers", "oversign", "skip_headers", "expire",
+                  "min_key_bits", "identity", "unauthorized", "junk"],
+    "[signing.keys.k]": ["domain", "selector", "key", "headers", "canonicalization", "expire",
+                         "min_key_bits", "junk"],
+    "[[signing.table]]": ["from", "keys", "junk"],
+    "[signing.users]": ["alice", "bob"],
 }  # fmt: skip
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import functools
 import gc
 import ipaddress
 import logging
@@ -33,13 +34,14 @@ from mailauth.config import (
     parse_socket_mode,
     read_milter_config,
 )
-from mailauth.dkim import DkimPolicy, Signer
+from mailauth.dkim import DkimPolicy
 from mailauth.dmarc import DmarcLocalPolicy
 from mailauth.dns import DnsCache, Resolver, parse_nameserver
 from mailauth.domains import host_name
 from mailauth.errors import ConfigError, MailauthError
 from mailauth.milter import Metrics, Milter, MilterSettings, parse_listen, start_server
 from mailauth.milter.listen import remove_socket_file, socket_file
+from mailauth.milter.signing_table import build_signing_policy
 from mailauth.pipeline import Authenticator, MessageLimits
 from mailauth.policy import trust_mailing_lists
 from mailauth.reports import BackgroundRecorder, Enforcement, RecordingSettings, open_store
@@ -58,6 +60,8 @@ def add_milter_parser(commands: argparse._SubParsersAction[Parser]) -> None:
         epilog="examples:\n  mailauth milter --listen inet:8891@127.0.0.1 --authserv-id "
         "mx.example.org --nameserver 127.0.0.1\n"
         "  mailauth milter --config /etc/mailauth/milter.toml --check-config\n"
+        "  mailauth milter --config /etc/mailauth/milter.toml --listen inet:8892@127.0.0.1 "
+        "--mode sign\n"
         "  mailauth milter --config /etc/mailauth/milter.toml --arc-seal "
         "example.org:arc2026:/etc/mailauth/keys/arc2026.private --arc-seal-domain "
         "alumni.example.org",
@@ -70,6 +74,11 @@ def add_milter_parser(commands: argparse._SubParsersAction[Parser]) -> None:
     milter.add_argument(
         "--listen", metavar="SOCKET", help="inet:PORT@HOST, inet6:PORT@HOST, unix:PATH"
     )
+    milter.add_argument(
+        "--mode", choices=["verify", "sign", "both"],
+        help="of the --listen socket: verify every message, sign trusted and authenticated "
+        "senders' mail only, or both (default; docs/signing.md)",
+    )  # fmt: skip
     milter.add_argument("--authserv-id", metavar="ID", help="our authserv-id")
     milter.add_argument("--deadline", type=float, metavar="SECONDS", help="per message (30)")
     milter.add_argument(
@@ -156,6 +165,7 @@ def _effective(args: argparse.Namespace) -> tuple[MilterConfig, list[str]]:
     config = replace(
         config,
         listen=args.listen or config.listen,
+        mode=args.mode or config.mode,
         authserv_id=args.authserv_id or config.authserv_id,
         deadline=config.deadline if args.deadline is None else args.deadline,
         idle_timeout=config.idle_timeout if args.idle_timeout is None else args.idle_timeout,
@@ -278,13 +288,10 @@ def build_milter_parts(
     )
     if recorder is not None:
         recorder.settings = recording_settings(config)
-    signers: dict[str, tuple[Signer, ...]] = {}
     with warnings.catch_warnings(record=True) as caught:  # key file modes: one line each
         warnings.simplefilter("always")
-        for spec in config.keys:
-            signer = Signer(spec.domain, spec.selector, spec.key)
-            for pattern in spec.sign_for or (signer.domain,):
-                signers[pattern] = (*signers.get(pattern, ()), signer)
+        # (the [signing] table first, then outbound.keys: docs/signing.md)
+        signing = build_signing_policy(config.signing, config.keys)
         seal = config.arc_seal
         sealer = Sealer(seal.domain, seal.selector, seal.key) if seal else None
     for warning in caught:
@@ -297,7 +304,10 @@ def build_milter_parts(
         quarantine_dmarc=config.quarantine_dmarc,
         dmarc_temperror=config.dmarc_temperror,
         trusted_networks=config.trusted_networks,
-        signers=signers,
+        signing=signing,
+        mode=config.mode,
+        listener_modes={listener.listen: listener.mode for listener in config.listeners},
+        daemon_modes=dict(config.daemon_modes),
         sealer=sealer,
         log_format=config.log_format,
         seal_domains=frozenset(map(host_name, config.arc_seal_domains)),
@@ -356,7 +366,7 @@ def cmd_milter(args: argparse.Namespace) -> int:
         sealing = f", ARC sealing as {config.arc_seal.domain}" if config.arc_seal else ""
         print(
             f"mailauth milter: configuration valid ({config.listen}, "
-            f"{len(config.keys)} signing keys{sealing})"
+            f"{len(config.keys) + len(config.signing.keys)} signing keys{sealing})"
         )
         return 0
     try:
@@ -391,15 +401,20 @@ def _check_config(args: argparse.Namespace) -> MilterConfig:
     """--check-config: every problem of the file and the options in one run, with what
     only a start would find (the directory of a unix socket, nameservers that answer)."""
     config, problems = _effective(args)
-    with contextlib.suppress(ValueError):  # (a bad listen value is among the problems)
-        kind, where, _ = parse_listen(config.listen)
-        if kind == "unix" and not Path(str(where)).parent.is_dir():
-            # (checked here only: a reload keeps the socket it has, wherever it was made)
-            problem = f"listen: {config.listen}: missing directory {Path(str(where)).parent}"
-            if args.listen:
-                problems.append(_as_option(problem))
-            else:
-                problems.append(locate_problem(args.config, problem) if args.config else problem)
+    sockets = [("listen", config.listen)]
+    sockets += [(f"listeners[{i}].listen", x.listen) for i, x in enumerate(config.listeners)]
+    for key, spec in sockets:
+        with contextlib.suppress(ValueError):  # (a bad listen value is among the problems)
+            kind, where, _ = parse_listen(spec)
+            if kind == "unix" and not Path(str(where)).parent.is_dir():
+                # (checked here only: a reload keeps the socket it has, wherever it was made)
+                problem = f"{key}: {spec}: missing directory {Path(str(where)).parent}"
+                if args.listen and key == "listen":
+                    problems.append(_as_option(problem))
+                elif args.config:
+                    problems.append(locate_problem(args.config, problem))
+                else:
+                    problems.append(problem)
     unreachable = _unreachable_nameservers(config, args)
     if unreachable:
         problems.append(unreachable)
@@ -413,20 +428,39 @@ def _check_config(args: argparse.Namespace) -> MilterConfig:
     return config
 
 
+async def _listen(milter: Milter, config: MilterConfig) -> list[asyncio.Server]:
+    """The ``listen`` socket and each of ``[[listeners]]`` (its connections know their
+    socket, for its mode); none left open when one cannot be."""
+    servers: list[asyncio.Server] = []
+    sockets = [(config.listen, ""), *((x.listen, x.listen) for x in config.listeners)]
+    for spec, name in sockets:
+        handle = functools.partial(milter.handle, listener=name)
+        try:
+            servers.append(await start_server(handle, spec, config.socket_mode))
+        except OSError as exc:
+            for server in servers:
+                server.close()
+            raise CliError(f"cannot listen on {spec}: {exc.strerror or exc}") from None
+    return servers
+
+
 async def _serve_milter(milter: Milter, config: MilterConfig, args: argparse.Namespace) -> None:
-    try:
-        server = await start_server(milter.handle, config.listen, config.socket_mode)
-    except OSError as exc:
-        raise CliError(f"cannot listen on {config.listen}: {exc.strerror or exc}") from None
-    ours = socket_file(config.listen)  # (removed at exit: a stale file confuses the MTA)
+    servers = await _listen(milter, config)
+    specs = [config.listen, *(listener.listen for listener in config.listeners)]
+    # (removed at exit: a stale file confuses the MTA)
+    owned = [found for found in map(socket_file, specs) if found is not None]
     stop = asyncio.Event()
     signals: list[str] = []
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, _stop, stop, signals, signum)
     loop.add_signal_handler(signal.SIGHUP, _reload, milter, args, config)
-    print(f"mailauth milter: listening on {config.listen}", file=sys.stderr, flush=True)
-    if ours is not None and config.socket_mode & 0o002:  # (non-inet clients are trusted)
+    where = config.listen
+    if config.listeners:  # (one line still: each socket with its mode)
+        modes = [(config.listen, config.mode), *((x.listen, x.mode) for x in config.listeners)]
+        where = ", ".join(f"{spec} ({mode})" for spec, mode in modes)
+    print(f"mailauth milter: listening on {where}", file=sys.stderr, flush=True)
+    if owned and config.socket_mode & 0o002:  # (non-inet clients are trusted)
         print(
             f"mailauth milter: warning: socket mode {config.socket_mode:03o} lets every local "
             "user talk to the milter (and have mail signed); prefer 660 and the MTA's group",
@@ -434,9 +468,12 @@ async def _serve_milter(milter: Milter, config: MilterConfig, args: argparse.Nam
             flush=True,
         )
     try:
-        async with server:
+        async with contextlib.AsyncExitStack() as stack:
+            for server in servers:
+                await stack.enter_async_context(server)
             await stop.wait()
-            server.close()  # no new connections; the ones in progress finish their message
+            for server in servers:
+                server.close()  # no new connections; those in progress finish their message
             busy = milter.connections
             for _ in range(int(milter.settings.deadline * 10)):
                 if not milter.connections:
@@ -447,7 +484,8 @@ async def _serve_milter(milter: Milter, config: MilterConfig, args: argparse.Nam
         if isinstance(recorder, BackgroundRecorder):  # SIGTERM: what is buffered is written
             await loop.run_in_executor(None, recorder.close)
     finally:
-        remove_socket_file(ours)
+        for found in owned:
+            remove_socket_file(found)
     print(
         f"mailauth milter: stopped on {signals[0]}: {busy} MTA connection(s) open, "
         f"{busy - left} closed in time, {left} cut off after the deadline",
@@ -502,5 +540,7 @@ def _reload(milter: Milter, args: argparse.Namespace, started: MilterConfig) -> 
     changed = [k for k in fixed if getattr(config, k) != getattr(started, k)]
     if config.reports.store != started.reports.store:
         changed.append("reports.store")
+    if [x.listen for x in config.listeners] != [x.listen for x in started.listeners]:
+        changed.append("listeners")  # (their modes apply now; their sockets at a restart)
     restart = f" ({', '.join(changed)}: at the next restart)" if changed else ""
     log.info("configuration reloaded%s", restart)

@@ -56,6 +56,8 @@ class Signer:
     ``private_key``: PEM (PKCS#1 or PKCS#8) or raw base64 Ed25519 bytes, a key object, or a
     path (``str`` or ``PathLike``). ``algorithm`` defaults to the key's (rsa-sha256 or
     ed25519-sha256). ``headers`` replaces the default list; From is required in it.
+    ``oversign`` replaces :data:`OVERSIGNED` (fields listed once more than they occur; they
+    join the list if missing); ``skip`` names fields never signed (not From).
     ``expire`` adds ``x=`` that many seconds after ``t=``. Raises :class:`SigningError`.
     """
 
@@ -70,6 +72,8 @@ class Signer:
         headers: Sequence[str] | None = None,
         expire: int | None = None,
         identity: str | None = None,
+        oversign: Sequence[str] | None = None,
+        skip: Sequence[str] = (),
     ) -> None:
         self.key, self.algorithm = signing_key(private_key, algorithm)
         self.domain, self.selector = signing_identity(domain, selector)
@@ -77,14 +81,7 @@ class Signer:
         if pair is None:
             raise SigningError(f"unknown canonicalization {canonicalization!r}")
         self.header_canon, self.body_canon = pair
-        names = tuple(dict.fromkeys(h.strip().lower() for h in headers or DEFAULT_HEADERS))
-        if "from" not in names:
-            raise SigningError("the signed header list must include From (RFC 6376 5.4)")
-        if not all(_FIELD_NAME.fullmatch(n) for n in names):
-            raise SigningError(
-                "header names must be field names: printable ASCII without ':', ';' or spaces"
-            )
-        self.headers = names
+        self.headers, self.oversign = signed_header_lists(headers, oversign, skip)
         if expire is not None and not 0 < expire < MAX_TIME:
             raise SigningError("expire must be a positive number of seconds (x= has 12 digits)")
         self.expire = expire
@@ -103,7 +100,8 @@ class Signer:
         counts = Counter(field.lname for field in message.headers)
         if not counts["from"]:
             raise SigningError("message has no From field")
-        signed = [n for n in self.headers for _ in range(counts[n] + (n in OVERSIGNED))]
+        over = self.oversign
+        signed = [n for n in self.headers for _ in range(counts[n] + (n in over))]
         tags = [
             "v=1",
             f"a={self.algorithm}",
@@ -146,6 +144,39 @@ def sign_dkim(message: bytes, signers: Sequence[Signer], *, now: float | None = 
     )
     start = message.find(b"\n") + 1 if message.startswith(b"From ") else 0
     return message[:start] + fields + message[start:]
+
+
+def signed_header_lists(
+    headers: Sequence[str] | None, oversign: Sequence[str] | None, skip: Sequence[str] = ()
+) -> tuple[tuple[str, ...], frozenset[str]]:
+    """The fields to sign (``h=``, in order) and those over-signed (RFC 6376 5.4.2): the
+    given lists lowercased, the ``skip`` fields taken out of both. By default
+    (:data:`DEFAULT_HEADERS`, and :data:`OVERSIGNED` for the fields of the list that are in
+    it); a field given in ``oversign`` but missing from the list joins it. SigningError when
+    a name is not a field name or From would not be signed."""
+    skipped = set(_field_names(skip))
+    if "from" in skipped:
+        raise SigningError("From cannot be skipped: it must be signed (RFC 6376 5.4)")
+    names = [n for n in _field_names(headers or DEFAULT_HEADERS) if n not in skipped]
+    if oversign is None:
+        over: tuple[str, ...] = tuple(n for n in names if n in OVERSIGNED)
+    else:
+        over = _field_names(oversign)
+        names += [n for n in over if n not in names and n not in skipped]
+    if "from" not in names:
+        raise SigningError("the signed header list must include From (RFC 6376 5.4)")
+    return tuple(names), frozenset(n for n in over if n not in skipped)
+
+
+def _field_names(names: Sequence[str] | frozenset[str]) -> tuple[str, ...]:
+    found = tuple(dict.fromkeys(n.strip().lower() for n in names))
+    bad = [n for n in found if not _FIELD_NAME.fullmatch(n)]
+    if bad:
+        raise SigningError(
+            "header names must be field names: printable ASCII without ':', ';' or spaces "
+            f"(not {bad[0]!r})"
+        )
+    return found
 
 
 def signing_key(

@@ -3,7 +3,9 @@
 :mod:`~mailauth.milter.protocol` encodes and decodes packets; :mod:`~mailauth.milter.server`
 runs sessions and asks the :class:`~mailauth.pipeline.Authenticator` for verdicts;
 :mod:`~mailauth.milter.listen` opens the socket, :mod:`~mailauth.milter.logline` writes the
-line per message, :mod:`~mailauth.milter.metrics` counts for Prometheus.
+line per message, :mod:`~mailauth.milter.metrics` counts for Prometheus;
+:mod:`~mailauth.milter.modes` routes a message (sign, verify, pass) by its socket's or its
+``{daemon_name}``'s mode, :mod:`~mailauth.milter.signing_table` chooses its keys.
 """
 
 from __future__ import annotations

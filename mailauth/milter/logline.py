@@ -39,6 +39,15 @@ def signed_line(facts: dict[str, str], keys: list[str], seconds: float, form: st
     return json.dumps(record, separators=(",", ":"))
 
 
+def unauthorized_line(facts: dict[str, str], domain: str, action: str, form: str) -> str:
+    """An authenticated user's message for a domain it may not sign for: its facts (the
+    user among them), the domain, and what was done (``reject`` or ``unsigned``)."""
+    record = {**facts, "not_authorized_for": domain, "action": action}
+    if form == "text":
+        return " ".join(f"{k}={_logfmt(v)}" for k, v in record.items())
+    return json.dumps(record, separators=(",", ":"))
+
+
 _PLAIN = re.compile(r"[!#-<>-~]+")  # printable ASCII but space, '"' and '='
 
 

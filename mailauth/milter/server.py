@@ -28,8 +28,10 @@ from mailauth.domains import name_and_parents, normalize_domain
 from mailauth.errors import InvalidDomainError, MailauthError
 from mailauth.message import HeaderField, Message
 from mailauth.milter import protocol as p
-from mailauth.milter.logline import log_line, signed_line
+from mailauth.milter.logline import log_line, signed_line, unauthorized_line
 from mailauth.milter.metrics import Metrics
+from mailauth.milter.modes import Route, mode_of, route
+from mailauth.milter.signing_table import SigningPolicy, choose_signers
 from mailauth.pipeline import Authenticator, MessageIntake
 from mailauth.results import ArcResult, DmarcResult, Policy, SpfCheck, Verdict
 
@@ -102,6 +104,12 @@ class MilterSettings:
     max_header_size: int = MAX_HEADER_SECTION
     max_header_fields: int = MAX_HEADER_FIELDS
     record_recipients: bool = False  # the first RCPT TO goes to the recorder (envelope_to)
+    # docs/signing.md: the modes (of the ``listen`` socket, of others by their spec, by
+    # {daemon_name}), and the signing table (replacing ``signers`` when given)
+    mode: str = "both"
+    listener_modes: Mapping[str, str] = field(default_factory=dict)
+    daemon_modes: Mapping[str, str] = field(default_factory=dict)
+    signing: SigningPolicy | None = None
 
 
 @dataclass
@@ -122,6 +130,7 @@ class _Message:
     signers: tuple[Signer, ...] = ()
     hashers: dict[Canonicalization, BodyHasher] = field(default_factory=dict)
     problem: str = ""  # why the message cannot be checked or signed
+    refused: str = ""  # the From domain the authenticated user may not sign for
     spf: asyncio.Future[SpfCheck] | None = None  # started at MAIL FROM
     seal_hasher: BodyHasher | None = None  # the relaxed body hash an ARC seal needs
     recipient_domains: set[str] = field(default_factory=set)  # those among seal_domains
@@ -134,6 +143,7 @@ class _Message:
 
 @dataclass
 class _Session:
+    listener: str = ""  # the socket's listen spec ("" for ``listen``'s own)
     leading_space: bool = False
     no_reply: frozenset[bytes] = frozenset()  # commands the MTA does not wait on (SMFIP_NR_*)
     macros: dict[str, str] = field(default_factory=dict)
@@ -158,10 +168,13 @@ class Milter:
         self.connections = 0
         self.held = 0  # header octets (and per-field overhead) held for all connections
 
-    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        """One MTA connection, until QUIT, EOF or a protocol error."""
+    async def handle(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, listener: str = ""
+    ) -> None:
+        """One MTA connection, until QUIT, EOF or a protocol error; ``listener``: the listen
+        spec of its socket (for its mode)."""
         self.connections += 1
-        session = _Session()
+        session = _Session(listener)
         sock = writer.get_extra_info("socket")
         quickack = sock is not None and sock.family != socket.AF_UNIX and _QUICKACK is not None
         loop = asyncio.get_running_loop()
@@ -251,7 +264,7 @@ class Milter:
         if command == p.MAIL:
             args = p.strings(data)
             self._reset(session, args[0].decode("utf-8", "replace") if args else "")
-            if not (session.trusted or session.macros.get("auth_authen")):
+            if self._route(session) is Route.VERIFY:
                 session.message.spf = self._start_spf(session)
             return _CONTINUE
         if command == p.HEADER:
@@ -359,14 +372,13 @@ class Milter:
             return  # nor signed)
         section = _header_section(message.headers, session.leading_space)
         try:
-            if session.trusted or session.macros.get("auth_authen"):
-                author = Message.parse(section + b"\r\n").author()
-                domains = author.domains
-                signers = (
-                    _signers_for(self.settings.signers, domains[0]) if len(domains) == 1 else ()
-                )
+            chosen = self._route(session)
+            if chosen is Route.SIGN:
+                signers = self._signers(session, Message.parse(section + b"\r\n"))
                 message.signers = tuple(signers)
                 message.hashers = {s.body_canon: BodyHasher(s.body_canon) for s in signers}
+                return
+            if chosen is Route.PASS:
                 return
             message.intake = self.authenticator.intake(
                 ip=session.address or "0.0.0.0",  # noqa: S104 - a value, not a bind
@@ -379,6 +391,30 @@ class Milter:
                 message.seal_hasher = BodyHasher(Canonicalization.RELAXED)
         except (MailauthError, ValueError) as exc:
             message.intake, message.problem = None, str(exc)
+
+    def _route(self, session: _Session) -> Route:
+        """Sign, verify or pass: the connection's mode (docs/signing.md) and its client."""
+        settings = self.settings
+        mode = mode_of(
+            session.listener,
+            session.macros,
+            settings.mode,
+            settings.listener_modes,
+            settings.daemon_modes,
+        )
+        return route(mode, session.trusted or bool(session.macros.get("auth_authen")))
+
+    def _signers(self, session: _Session, parsed: Message) -> tuple[Signer, ...]:
+        """The signing table's choice (or ``signers`` by From domain, without a table); a
+        user bound to other addresses gets none, and ``refused`` says for which domain."""
+        message, policy = session.message, self.settings.signing
+        if policy is None:
+            domains = parsed.author().domains
+            return _signers_for(self.settings.signers, domains[0]) if len(domains) == 1 else ()
+        user = session.macros.get("auth_authen", "")
+        choice = choose_signers(policy, parsed, message.mail_from, user)
+        message.refused = choice.refused
+        return choice.signers
 
     def _negotiate(self, session: _Session, data: bytes) -> bytes:
         """Option negotiation: the actions we take, the steps we skip or do not answer, the
@@ -400,7 +436,10 @@ class Milter:
         if lists:
             ours |= p.ACT_SETSYMLIST
         version = min(version, p.VERSION)
-        return p.optneg_reply(version, actions & ours, chosen, MACROS if lists else None)
+        macros = MACROS
+        if self.settings.daemon_modes:  # (modes by {daemon_name}: asked for at connect)
+            macros = {**MACROS, p.M_CONNECT: "{daemon_name}"}
+        return p.optneg_reply(version, actions & ours, chosen, macros if lists else None)
 
     def _seals(self, message: _Message) -> bool:
         """Whether this inbound message gets an ARC set: sealing on, and a recipient in one
@@ -429,6 +468,8 @@ class Milter:
             log.warning("message %s refused: %s", queue_id, message.oversized)
             self._count("reject")
             return p.replycode(f"552 5.3.4 Message header too large ({message.oversized})")
+        if message.refused:
+            return self._unauthorized(session, strip)
         if message.signers:
             return await self._signatures(session, strip)
         if message.intake is None:
@@ -462,6 +503,27 @@ class Milter:
         if self.metrics is not None:
             self.metrics.observe(verdict, action, seconds)
         return reply
+
+    def _unauthorized(self, session: _Session, strip: bytes) -> bytes:
+        """An authenticated user's mail for a domain it may not sign for: refused (550
+        5.7.1) or passed unsigned, as ``[signing] unauthorized`` says; one log line."""
+        refuse = self.settings.signing is None or self.settings.signing.unauthorized == "refuse"
+        facts = {
+            "queue_id": session.macros.get("i", ""),
+            "client": session.address,
+            "user": session.macros.get("auth_authen", ""),
+            "mail_from": session.message.mail_from,
+        }
+        action = "reject" if refuse else "unsigned"
+        log.warning(
+            "%s",
+            unauthorized_line(facts, session.message.refused, action, self.settings.log_format),
+        )
+        self._count(action)
+        if refuse:
+            domain = session.message.refused
+            return p.replycode(f"550 5.7.1 Not authorized to send mail from {domain} as this user")
+        return strip + p.encode(p.CONTINUE)
 
     def _unsettled(self, message: _Message, verdict: Verdict) -> str:
         """Why the verdict cannot be acted on for a temporary failure, or "": DMARC could not
