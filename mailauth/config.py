@@ -89,6 +89,7 @@ _SCHEMA: dict[str, dict[str, type | tuple[type, ...]]] = {
         "reject_partial_body": bool,
         "max_dkim_signatures": int,
         "dmarc_temperror": str,
+        "offload_workers": int,
     },
     "inbound.arc_seal": {"domain": str, "selector": str, "key": str, "recipient_domains": list},
     "outbound": {"trusted_networks": list, "keys": list},
@@ -159,6 +160,7 @@ class MilterConfig:
     max_dkim_signatures: int = DEFAULT_MAX_SIGNATURES
     max_header_size: int = MAX_HEADER_SECTION
     max_header_fields: int = MAX_HEADER_FIELDS
+    offload_workers: int | None = None  # heavy messages' worker processes; None: automatic
     reports: ReportsConfig = field(default_factory=ReportsConfig)
     mode: str = "both"  # of the ``listen`` socket: verify, sign or both (docs/signing.md)
     listeners: tuple[Listener, ...] = ()  # more sockets, each with its mode
@@ -252,6 +254,7 @@ def _config_of(data: dict[str, Any], problems: list[str]) -> MilterConfig:
         max_dkim_signatures=_get(inbound, "max_dkim_signatures", DEFAULT_MAX_SIGNATURES),
         max_header_size=_get(data, "max_header_size", MAX_HEADER_SECTION),
         max_header_fields=_get(data, "max_header_fields", MAX_HEADER_FIELDS),
+        offload_workers=_optional_int(inbound, "offload_workers"),
         reports=_reports(_get(data, "reports", {})),
         **_outbound_of(data, problems),
     )
@@ -309,6 +312,11 @@ def _get(table: Any, key: str, default: Any) -> Any:
     if isinstance(default, float) and isinstance(value, int):
         return value
     return value if isinstance(value, expected) else default
+
+
+def _optional_int(table: Any, key: str) -> int | None:
+    value = table.get(key) if isinstance(table, dict) else None
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 def _check_types(
@@ -491,7 +499,10 @@ def _check_values(config: MilterConfig, problems: list[str]) -> None:
         ("inbound.max_dkim_signatures", config.max_dkim_signatures, 1, 1000),
         ("max_header_size", config.max_header_size, 1024, 1 << 30),
         ("max_header_fields", config.max_header_fields, 10, 1_000_000),
+        ("inbound.offload_workers", config.offload_workers, 0, 16),
     ):
+        if value is None:
+            continue
         if not low <= value <= high:
             problems.append(f"{name}: must be from {low} to {high}, not {value}")
     _check_dns(config, problems)

@@ -245,20 +245,61 @@ class Authenticator:
 
     def _recorded(self, verdict: Verdict, context: Context) -> Verdict:
         """``verdict``, handed to the recorder first when there is one."""
+        self.record(
+            verdict,
+            ip=str(context.ip),
+            mail_from=context.mail_from,
+            recipients=context.recipients,
+            now=context.now,
+        )
+        return verdict
+
+    def record(
+        self,
+        verdict: Verdict,
+        *,
+        ip: str,
+        mail_from: str,
+        recipients: tuple[str, ...],
+        now: float,
+    ) -> None:
+        """Hand a verdict to the recorder (also one reached elsewhere: the milter's worker
+        processes); ``ip`` and ``mail_from`` as :meth:`verify` takes them."""
         if self.recorder is not None:
             self.recorder.record(
                 verdict,
-                ip=str(context.ip),
-                mail_from=context.mail_from,
-                recipients=context.recipients,
-                now=context.now,
+                ip=str(_client_address(ip)),
+                mail_from=_reverse_path(mail_from),
+                recipients=recipients,
+                now=now,
             )
-        return verdict
 
     async def check_spf_async(self, *, ip: str, helo: str = "", mail_from: str = "") -> SpfCheck:
         """SPF alone, as soon as the envelope is known (before the message arrives)."""
         plan = self._spf(str(_client_address(ip)), helo.strip(), _reverse_path(mail_from))
         return await run_plan_async(plan, self.resolver, self.executor)
+
+    async def spf_with_lifetime(
+        self, *, ip: str, helo: str = "", mail_from: str = ""
+    ) -> tuple[SpfCheck, int]:
+        """SPF alone, and for how many seconds the result may be reused (0: not to be kept):
+        for a caller that keeps it in another Authenticator's memo (:meth:`remember_spf`;
+        the milter's worker processes evaluate, the milter remembers)."""
+        key = (str(_client_address(ip)), helo.strip(), _reverse_path(mail_from))
+        lifetime = [0]
+        plan = self._spf(*key, lifetime=lifetime)
+        spf = await run_plan_async(plan, self.resolver, self.executor)
+        return spf, lifetime[0]
+
+    def remember_spf(
+        self, *, ip: str, helo: str = "", mail_from: str = "", spf: SpfCheck, lifetime: int
+    ) -> None:
+        """Keep an SPF result evaluated elsewhere (:meth:`spf_with_lifetime`) in the memo
+        for ``lifetime`` seconds, as if it had been evaluated here."""
+        if not isinstance(self.resolver, Resolver):
+            return
+        key = (str(_client_address(ip)), helo.strip(), _reverse_path(mail_from))
+        self._spf_memo.put(key, spf, self.resolver.cache.now(), lifetime)
 
     def remembered_spf(self, *, ip: str, helo: str = "", mail_from: str = "") -> SpfCheck | None:
         """The SPF result for this envelope while its DNS answers are still valid, or None.
@@ -272,15 +313,23 @@ class Authenticator:
         key = (str(_client_address(ip)), helo.strip(), _reverse_path(mail_from))
         return self._spf_memo.get(key, self.resolver.cache.now())
 
-    def _spf(self, ip: str, helo: str, mail_from: str, now: float | None = None) -> Plan[SpfCheck]:
+    def _spf(
+        self,
+        ip: str,
+        helo: str,
+        mail_from: str,
+        now: float | None = None,
+        lifetime: list[int] | None = None,
+    ) -> Plan[SpfCheck]:
         """SPF as a plan within its budget (:class:`MessageLimits`), reused while the DNS
         answers it was built on are valid (with the network resolver, whose cache they live
-        in). ``now`` is %{t} in explanations."""
+        in). ``now`` is %{t} in explanations; ``lifetime[0]`` is set to how long the result
+        may be reused (0: not to be kept)."""
         cache = self.resolver.cache if isinstance(self.resolver, Resolver) else None
         key = (ip, helo, mail_from)
         if cache is not None:
             known = self._spf_memo.get(key, cache.now())
-            if known is not None:
+            if known is not None:  # (not handed out again with a lifetime: it is known)
                 return known
         limits = self.limits
         budgets = (
@@ -296,6 +345,8 @@ class Authenticator:
         spf, ttl = yield from _valid_for(plan, cache)
         if not any(budget.refused for budget in budgets):  # (a limit's answer: not kept)
             self._spf_memo.put(key, spf, cache.now(), ttl)
+            if lifetime is not None:
+                lifetime[0] = ttl
         return spf
 
     def prepare(self, headers: Sequence[HeaderField], now: float) -> _Streamed:

@@ -23,6 +23,11 @@ class MilterClient:
         reader, writer = await asyncio.open_connection(host, port)
         return cls(reader, writer)
 
+    @classmethod
+    async def connect_unix(cls, path: str) -> MilterClient:
+        reader, writer = await asyncio.open_unix_connection(path)
+        return cls(reader, writer)
+
     async def send(self, command: bytes, data: bytes = b"") -> None:
         self.writer.write(p.encode(command, data))
         await self.writer.drain()

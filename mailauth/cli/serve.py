@@ -26,6 +26,7 @@ from mailauth.cli.common import (
     add_dns_options,
     make_resolver,
 )
+from mailauth.cli.milter_workers import AuthenticatorSpec, make_offloader
 from mailauth.config import (
     KeySpec,
     MilterConfig,
@@ -34,16 +35,14 @@ from mailauth.config import (
     parse_socket_mode,
     read_milter_config,
 )
-from mailauth.dkim import DkimPolicy
-from mailauth.dmarc import DmarcLocalPolicy
 from mailauth.dns import DnsCache, Resolver, parse_nameserver
 from mailauth.domains import host_name
 from mailauth.errors import ConfigError, MailauthError
 from mailauth.milter import Metrics, Milter, MilterSettings, parse_listen, start_server
 from mailauth.milter.listen import remove_socket_file, socket_file
+from mailauth.milter.offload import OffloadError
 from mailauth.milter.signing_table import build_signing_policy
-from mailauth.pipeline import Authenticator, MessageLimits
-from mailauth.policy import trust_mailing_lists
+from mailauth.pipeline import Authenticator
 from mailauth.reports import BackgroundRecorder, Enforcement, RecordingSettings, open_store
 
 log = logging.getLogger("mailauth.milter")
@@ -272,20 +271,8 @@ def build_milter_parts(
     DNS cache when the nameservers stay the same, so that a reload does not start cold;
     ``recorder`` gets every verdict, with the settings of ``config`` (``[reports]``)."""
     dns = _dns_args(config, args)
-    lists = config.trusted_mailing_lists
-    authenticator = Authenticator(
-        authserv_id=config.authserv_id,
-        resolver=make_resolver(dns, _kept_cache(previous, dns)),
-        trusted_arc_sealers=config.trusted_arc_sealers,
-        executor=executor,
-        dmarc_policy=DmarcLocalPolicy(overrides=(trust_mailing_lists(lists),)) if lists else None,
-        dkim_policy=DkimPolicy(
-            max_signatures=config.max_dkim_signatures,
-            reject_partial_body=config.reject_partial_body,
-        ),
-        limits=MessageLimits.within(config.deadline),  # the checks end before the deadline
-        recorder=recorder,
-    )
+    made_of = AuthenticatorSpec.of(config, dns)
+    authenticator = made_of.build(_kept_cache(previous, dns), executor, recorder)
     if recorder is not None:
         recorder.settings = recording_settings(config)
     with warnings.catch_warnings(record=True) as caught:  # key file modes: one line each
@@ -372,7 +359,8 @@ def cmd_milter(args: argparse.Namespace) -> int:
     try:
         config = effective_config(args)
         authenticator, settings = build_milter_parts(config, args)
-    except ValueError as exc:
+        offloader = make_offloader(config, AuthenticatorSpec.of(config, _dns_args(config, args)))
+    except (ValueError, OffloadError) as exc:
         raise CliError(str(exc)) from None
     if config.reports.store:
         recorder = start_recorder(config)
@@ -388,7 +376,7 @@ def cmd_milter(args: argparse.Namespace) -> int:
             raise CliError(f"cannot serve metrics on {config.metrics_listen}: {exc}") from None
     if metrics is not None and isinstance(authenticator.recorder, BackgroundRecorder):
         metrics.watch_recorder(authenticator.recorder)
-    milter = Milter(authenticator, settings, metrics)
+    milter = Milter(authenticator, settings, metrics, offloader)
     # What start-up made (modules, keys, the configuration) lives as long as the process:
     # out of the cyclic collector's sight, a full collection no longer walks it (tens of
     # milliseconds of a held event loop, every few seconds under load).
@@ -486,9 +474,16 @@ async def _serve_milter(milter: Milter, config: MilterConfig, args: argparse.Nam
     finally:
         for found in owned:
             remove_socket_file(found)
+        if milter.offloader is not None:
+            milter.offloader.close()
     print(
         f"mailauth milter: stopped on {signals[0]}: {busy} MTA connection(s) open, "
-        f"{busy - left} closed in time, {left} cut off after the deadline",
+        f"{busy - left} closed in time, {left} cut off after the deadline"
+        + (
+            f"; {milter.offloader.offloaded} heavy message(s) checked in worker processes"
+            if milter.offloader is not None and milter.offloader.offloaded
+            else ""
+        ),
         file=sys.stderr,
         flush=True,
     )
@@ -514,6 +509,20 @@ def _unreachable_nameservers(config: MilterConfig, args: argparse.Namespace) -> 
     return None
 
 
+def _reload_offloader(milter: Milter, config: MilterConfig, args: argparse.Namespace) -> None:
+    """New worker processes when what they are made of changed: started by their first
+    request; the old ones stop once what they hold is past the deadline."""
+    old = milter.offloader
+    spec = AuthenticatorSpec.of(config, _dns_args(config, args))
+    workers = config.offload_workers
+    same = old is not None and getattr(old.factory, "__self__", None) == spec
+    if old is not None and same and workers in (None, old.workers):
+        return
+    milter.offloader = make_offloader(config, spec, start=False)
+    if old is not None:
+        asyncio.get_running_loop().call_later(milter.settings.deadline + 1, old.close)
+
+
 def _stop(stop: asyncio.Event, signals: list[str], signum: int) -> None:
     signals.append(signal.Signals(signum).name)
     stop.set()
@@ -536,6 +545,7 @@ def _reload(milter: Milter, args: argparse.Namespace, started: MilterConfig) -> 
         log.error("reload failed, keeping the running configuration: %s", problems)
         return
     milter.authenticator, milter.settings = authenticator, settings
+    _reload_offloader(milter, config, args)
     fixed = ("listen", "socket_mode", "metrics_listen")
     changed = [k for k in fixed if getattr(config, k) != getattr(started, k)]
     if config.reports.store != started.reports.store:

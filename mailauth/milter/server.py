@@ -31,6 +31,7 @@ from mailauth.milter import protocol as p
 from mailauth.milter.logline import log_line, signed_line, unauthorized_line
 from mailauth.milter.metrics import Metrics
 from mailauth.milter.modes import Route, mode_of, route
+from mailauth.milter.offload import Offloader, OffloadError
 from mailauth.milter.signing_table import SigningPolicy, choose_signers
 from mailauth.pipeline import Authenticator, MessageIntake
 from mailauth.results import ArcResult, DmarcResult, Policy, SpfCheck, Verdict
@@ -135,10 +136,21 @@ class _Message:
     seal_hasher: BodyHasher | None = None  # the relaxed body hash an ARC seal needs
     recipient_domains: set[str] = field(default_factory=set)  # those among seal_domains
     first_recipient: str = ""  # (record_recipients: the report's envelope_to)
+    raw: bytearray | None = None  # a heavy message, gathered whole for a worker process
+    offloader: Offloader | None = None  # whose place ``raw`` holds
+    held_raw: int = 0  # octets of ``raw`` counted in the offloader's held
 
     def discard(self) -> None:
         if self.spf is not None:
             self.spf.cancel()
+        self.drop_raw()
+
+    def drop_raw(self) -> None:
+        if self.offloader is not None:
+            self.offloader.release()
+            self.offloader.unhold(self.held_raw)
+            self.offloader = None
+        self.raw, self.held_raw = None, 0
 
 
 @dataclass
@@ -161,10 +173,12 @@ class Milter:
         authenticator: Authenticator,
         settings: MilterSettings | None = None,
         metrics: Metrics | None = None,
+        offloader: Offloader | None = None,
     ):
         self.authenticator = authenticator
         self.settings = settings or MilterSettings()
         self.metrics = metrics
+        self.offloader = offloader  # heavy messages are checked in its worker processes
         self.connections = 0
         self.held = 0  # header octets (and per-field overhead) held for all connections
 
@@ -358,9 +372,29 @@ class Milter:
             done: asyncio.Future[SpfCheck] = asyncio.get_running_loop().create_future()
             done.set_result(known)
             return done
+        if self.offloader is not None:
+            task = asyncio.ensure_future(self._spf_elsewhere(self.offloader, **envelope))
+            task.add_done_callback(_retrieved)
+            return task
         task = asyncio.ensure_future(self.authenticator.check_spf_async(**envelope))
         task.add_done_callback(_retrieved)  # a message dropped early: no stray traceback
         return task
+
+    async def _spf_elsewhere(
+        self, offloader: Offloader, *, ip: str, helo: str, mail_from: str
+    ) -> SpfCheck:
+        """SPF from a worker process, remembered here; on the loop when the worker
+        failed."""
+        try:
+            spf, lifetime = await offloader.spf(
+                ip=ip, helo=helo, mail_from=mail_from, seconds=self.settings.deadline
+            )
+        except OffloadError:
+            return await self.authenticator.check_spf_async(ip=ip, helo=helo, mail_from=mail_from)
+        self.authenticator.remember_spf(
+            ip=ip, helo=helo, mail_from=mail_from, spf=spf, lifetime=lifetime
+        )
+        return spf
 
     def _start(self, session: _Session) -> None:
         """End of headers: set up what the body will feed (inbound or outbound)."""
@@ -379,6 +413,15 @@ class Milter:
                 message.hashers = {s.body_canon: BodyHasher(s.body_canon) for s in signers}
                 return
             if chosen is Route.PASS:
+                return
+            offloader = self.offloader
+            if offloader is not None and offloader.heavy(message.headers) and offloader.reserve():
+                message.raw, message.offloader = bytearray(section + b"\r\n"), offloader
+                if message.spf is not None:  # (the worker checks SPF too)
+                    message.spf.cancel()
+                    message.spf = None
+                if self._seals(message):
+                    message.seal_hasher = BodyHasher(Canonicalization.RELAXED)
                 return
             message.intake = self.authenticator.intake(
                 ip=session.address or "0.0.0.0",  # noqa: S104 - a value, not a bind
@@ -455,6 +498,17 @@ class Milter:
             self._start(session)  # an MTA that skipped EOH
         if message.intake is not None:
             message.intake.add_body(chunk)
+        elif message.raw is not None and message.offloader is not None:
+            offloader = message.offloader
+            if len(message.raw) + len(chunk) > offloader.max_bytes:  # (not checked: on_error)
+                message.problem = f"larger than {offloader.max_bytes} octets, too large to check"
+                message.drop_raw()
+            elif not offloader.hold(len(chunk)):
+                message.problem = f"the milter holds {offloader.max_held} octets of heavy messages"
+                message.drop_raw()
+            else:
+                message.raw += chunk
+                message.held_raw += len(chunk)
         for hasher in message.hashers.values():
             hasher.update(chunk)
         if message.seal_hasher is not None:
@@ -472,7 +526,7 @@ class Milter:
             return self._unauthorized(session, strip)
         if message.signers:
             return await self._signatures(session, strip)
-        if message.intake is None:
+        if message.intake is None and message.raw is None:
             if message.problem:
                 log.warning("message %s not verified: %s", queue_id, message.problem)
                 return self._error_reply(strip)
@@ -482,8 +536,11 @@ class Milter:
 
         try:
             async with asyncio.timeout(self.settings.deadline):  # (no extra task, as wait_for)
-                verdict = await intake.verdict(spf)  # (SPF beside DKIM and ARC)
-        except (TimeoutError, ValueError) as exc:
+                if intake is not None:
+                    verdict = await intake.verdict(spf)  # (SPF beside DKIM and ARC)
+                else:
+                    verdict = await self._offloaded(session, self.settings.deadline)
+        except (TimeoutError, ValueError, OffloadError) as exc:
             log.warning("message %s not verified: %s", queue_id, str(exc) or "deadline")
             return self._error_reply(strip)
         unsettled = "" if self._refuses(verdict) else self._unsettled(message, verdict)
@@ -524,6 +581,23 @@ class Milter:
             domain = session.message.refused
             return p.replycode(f"550 5.7.1 Not authorized to send mail from {domain} as this user")
         return strip + p.encode(p.CONTINUE)
+
+    async def _offloaded(self, session: _Session, seconds: float) -> Verdict:
+        """The verdict of a worker process on a heavy message, recorded here (the workers
+        have no recorder)."""
+        message = session.message
+        assert message.raw is not None and message.offloader is not None
+        raw, offloader = memoryview(message.raw), message.offloader  # (no copy)
+        message.raw = None  # (the place stays taken until the message is over)
+        ip = session.address or "0.0.0.0"  # noqa: S104 - a value, not a bind
+        verdict = await offloader.verdict(
+            raw, ip=ip, helo=session.helo, mail_from=message.mail_from, seconds=seconds
+        )
+        recipients = (message.first_recipient,) if message.first_recipient else ()
+        self.authenticator.record(
+            verdict, ip=ip, mail_from=message.mail_from, recipients=recipients, now=time.time()
+        )
+        return verdict
 
     def _unsettled(self, message: _Message, verdict: Verdict) -> str:
         """Why the verdict cannot be acted on for a temporary failure, or "": DMARC could not

@@ -1,0 +1,329 @@
+"""Heavy messages and SPF evaluations done in worker processes, so that none of them holds
+the milter's event loop.
+
+The milter serves every connection on one event loop. A message's checks run on it in
+slices (plan checkpoints), but asyncio runs whatever is ready first in, first out: the slices
+of a few crafted messages (thousands of DKIM signatures, 50 ARC sets, megabytes of header
+fields, an SPF tree of a hundred lookups, each tens of milliseconds of CPU, much of it
+parsing DNS answers) queue in front of every other message's next step, and ordinary mail
+waits ten times longer than alone. So two kinds of work go to worker processes, each with an
+:class:`~mailauth.pipeline.Authenticator` of its own built from the same settings (and its own
+DNS cache), and the operating system shares the CPUs between them and the loop:
+
+- SPF evaluations the milter does not have in its memo (:meth:`Offloader.spf`): the answer
+  and how long it may be reused come back, and go into the milter's memo;
+- heavy messages, whole (:meth:`Offloader.verdict`), recognised by their header section
+  (:meth:`Offloader.heavy`, at the end of the headers, before the body): a header section of
+  64 KiB or more, more than 5 DKIM-Signature fields, or more than 3 ARC sets (ARC-Seal
+  fields). Real mail stays far below (a few KiB, one to three signatures, an ARC set or two
+  from forwarders and mailing lists), and is checked on the loop as before.
+
+A worker serves many requests at once (its own event loop; most of a check's time is spent
+waiting for DNS). Requests and replies cross a unix socket pair as length-prefixed pickles
+(between the milter and the workers it started itself, nothing else).
+
+Bounds: ``workers`` processes (the milter's ``inbound.offload_workers``); at most
+``max_waiting`` heavy messages gathered or in a worker at once (16 per worker): one past that
+is checked on the loop, as before; a gathered message is at most ``max_bytes`` (32 MiB;
+Postfix's message_size_limit is 10 MB by default), and all of them together ``max_held``
+(256 MiB): past either, it is not checked (the milter's ``on_error``). A worker gives up a
+request at the milter's deadline, as the loop would. A worker that dies (a crash, the OOM
+killer) fails what it held (``on_error`` for a message; SPF is then evaluated on the loop),
+and the next request starts a new one. A worker whose milter went away sees the end of its
+socket and exits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import pickle
+import socket
+import struct
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from mailauth.pipeline import Authenticator
+from mailauth.results import SpfCheck, Verdict
+
+HEAVY_HEADER_BYTES = 64 * 1024
+HEAVY_DKIM_SIGNATURES = 5  # more than this many DKIM-Signature fields
+HEAVY_ARC_SETS = 3  # more than this many ARC-Seal fields
+MAX_BYTES = 32 * 1024 * 1024
+MAX_HELD = 256 * 1024 * 1024
+WAITING_PER_WORKER = 16
+WORKER_NICE = 19  # the loop's ordinary mail comes first when the CPUs are busy
+MAX_FRAME = 1 << 30
+SLICE = 256 * 1024  # octets of a message written to a worker at once
+_LENGTH = struct.Struct(">I")
+
+
+class OffloadError(Exception):
+    """The worker could not answer (it died, could not start, or the request failed)."""
+
+
+def default_workers() -> int:
+    """One worker on a machine with two or more CPUs; none on one (nothing to gain)."""
+    return 1 if (os.cpu_count() or 1) >= 2 else 0
+
+
+def _frame(value: Any) -> bytes:
+    data = pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
+    return _LENGTH.pack(len(data)) + data
+
+
+async def _read_frame(reader: asyncio.StreamReader) -> Any:
+    """The next value, or None at the end of the stream."""
+    try:
+        (length,) = _LENGTH.unpack(await reader.readexactly(_LENGTH.size))
+        if length > MAX_FRAME:
+            raise OffloadError(f"a frame of {length} octets")
+        return pickle.loads(await reader.readexactly(length))  # noqa: S301 - our own worker
+    except (asyncio.IncompleteReadError, ConnectionError):
+        return None
+
+
+@dataclass
+class _Worker:
+    process: subprocess.Popen[bytes]
+    sock: socket.socket
+    writer: asyncio.StreamWriter | None = None
+    connected: asyncio.Future[None] | None = None
+    sending: asyncio.Lock = field(default_factory=asyncio.Lock)  # one request's octets at once
+    pending: dict[int, asyncio.Future[Any]] = field(default_factory=dict)
+    alive: bool = True
+
+
+class Offloader:
+    """The worker processes and their bounds; ``factory`` builds a worker's Authenticator
+    (it is pickled to each worker: a module-level function or a picklable object's method;
+    the worker imports it with the milter's ``sys.path``)."""
+
+    def __init__(
+        self,
+        factory: Callable[[], Authenticator],
+        *,
+        workers: int = 1,
+        max_waiting: int | None = None,
+        max_bytes: int = MAX_BYTES,
+        max_held: int = MAX_HELD,
+    ) -> None:
+        if workers < 1:
+            raise ValueError("an Offloader needs at least one worker")
+        self.factory = factory
+        self.workers = workers
+        self.max_waiting = max_waiting if max_waiting is not None else WAITING_PER_WORKER * workers
+        self.max_bytes = max_bytes
+        self.max_held = max_held
+        self.held = 0  # octets of heavy messages gathered now
+        self.waiting = 0  # heavy messages gathered or in a worker now
+        self.offloaded = 0  # verdicts the workers gave
+        self.spf_checks = 0  # SPF results the workers gave
+        self._workers: list[_Worker] = []
+        self._ids = 0
+
+    # -- processes
+
+    def start(self) -> None:
+        """Start the workers and wait until each has built its Authenticator (so that a
+        worker that cannot start is a start-up error); blocking, before the loop runs."""
+        while len(self._workers) < self.workers:
+            self._workers.append(self._spawn(wait=True))
+
+    def _spawn(self, *, wait: bool) -> _Worker:
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            process = subprocess.Popen(
+                [sys.executable, "-m", "mailauth.milter.offload_worker", str(theirs.fileno())],
+                pass_fds=(theirs.fileno(),),
+                stdin=subprocess.DEVNULL,
+            )
+        finally:
+            theirs.close()
+        ours.sendall(_frame(list(sys.path)) + _frame(self.factory))
+        worker = _Worker(process, ours)
+        if wait:
+            ours.settimeout(120)
+            try:
+                ready = _recv_frame_blocking(ours)
+            except (OSError, EOFError) as exc:
+                self._kill(worker)
+                raise OffloadError(f"a worker process did not start: {exc}") from None
+            if ready != "ready":
+                self._kill(worker)
+                raise OffloadError(f"a worker process did not start: {ready}")
+        ours.setblocking(False)
+        return worker
+
+    def close(self) -> None:
+        for worker in self._workers:
+            self._kill(worker)
+        self._workers.clear()
+
+    def _kill(self, worker: _Worker) -> None:
+        worker.alive = False
+        for future in worker.pending.values():
+            if not future.done():
+                future.set_exception(OffloadError("the worker process checking it died"))
+        worker.pending.clear()
+        if worker.writer is not None:
+            worker.writer.close()
+        else:
+            worker.sock.close()
+        with contextlib.suppress(OSError):
+            worker.process.kill()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            worker.process.wait(timeout=1)  # (killed: reaped at once)
+
+    async def _connected(self) -> _Worker:
+        """The live worker with the fewest requests (a dead one replaced)."""
+        for index, worker in enumerate(self._workers):
+            if not worker.alive:
+                self._workers[index] = self._spawn(wait=False)
+        if len(self._workers) < self.workers:
+            self._workers.extend(
+                self._spawn(wait=False) for _ in range(self.workers - len(self._workers))
+            )
+        worker = min(self._workers, key=lambda w: len(w.pending))
+        if worker.connected is None:  # (once: requests made meanwhile wait for it)
+            worker.connected = asyncio.ensure_future(self._connect(worker))
+        await asyncio.shield(worker.connected)
+        return worker
+
+    async def _connect(self, worker: _Worker) -> None:
+        reader, writer = await asyncio.open_unix_connection(sock=worker.sock)
+        worker.writer = writer
+        task = asyncio.ensure_future(self._replies(worker, reader))
+        task.add_done_callback(_retrieved)
+
+    async def _replies(self, worker: _Worker, reader: asyncio.StreamReader) -> None:
+        try:
+            while True:
+                reply = await _read_frame(reader)
+                if reply is None:
+                    break
+                if reply == "ready":
+                    continue
+                ident, ok, value = reply
+                future = worker.pending.pop(ident, None)
+                if future is None or future.done():
+                    continue
+                if ok:
+                    future.set_result(value)
+                else:
+                    future.set_exception(OffloadError(value))
+        finally:
+            if worker.alive:  # (the next request starts a new worker)
+                self._kill(worker)
+
+    async def _call(self, request: tuple[Any, ...], payload: bytes | memoryview = b"") -> Any:
+        """Send a request (``payload``: octets sent as they are after it, in slices, so
+        that neither a copy nor a pickle of a large message holds the loop)."""
+        worker = await self._connected()
+        self._ids += 1
+        ident = self._ids
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        worker.pending[ident] = future
+        writer = worker.writer
+        assert writer is not None
+        try:
+            async with worker.sending:
+                writer.write(_frame((ident, len(payload), *request)))
+                view = memoryview(payload)
+                for start in range(0, len(view), SLICE):
+                    writer.write(view[start : start + SLICE])
+                    await writer.drain()
+                await writer.drain()
+            return await future
+        except ConnectionError:
+            raise OffloadError("the worker process checking it died") from None
+        finally:
+            worker.pending.pop(ident, None)
+
+    # -- requests
+
+    @staticmethod
+    def heavy(headers: Sequence[tuple[str, bytes]]) -> bool:
+        """Whether a message with these header fields (name, value as the MTA sent them)
+        is checked in a worker."""
+        size = signatures = seals = 0
+        for name, value in headers:
+            size += len(name) + len(value) + 3
+            lowered = name.lower()
+            signatures += lowered == "dkim-signature"
+            seals += lowered == "arc-seal"
+        return (
+            size >= HEAVY_HEADER_BYTES
+            or signatures > HEAVY_DKIM_SIGNATURES
+            or seals > HEAVY_ARC_SETS
+        )
+
+    def reserve(self) -> bool:
+        """A place for one more heavy message, or False when all are taken."""
+        if self.waiting >= self.max_waiting:
+            return False
+        self.waiting += 1
+        return True
+
+    def release(self) -> None:
+        self.waiting -= 1
+
+    def hold(self, octets: int) -> bool:
+        """Room for ``octets`` more of a gathered message, within ``max_held`` for all."""
+        if self.held + octets > self.max_held:
+            return False
+        self.held += octets
+        return True
+
+    def unhold(self, octets: int) -> None:
+        self.held -= octets
+
+    async def verdict(
+        self, message: bytes | memoryview, *, ip: str, helo: str, mail_from: str, seconds: float
+    ) -> Verdict:
+        """A worker's verdict on the whole ``message``; TimeoutError past ``seconds`` (in
+        the worker too), OffloadError when the worker failed."""
+        until = time.time() + seconds
+        outcome = await self._call(("verify", ip, helo, mail_from, until), message)
+        if outcome == "timeout":
+            raise TimeoutError("deadline")
+        assert isinstance(outcome, Verdict)
+        self.offloaded += 1
+        return outcome
+
+    async def spf(
+        self, *, ip: str, helo: str, mail_from: str, seconds: float
+    ) -> tuple[SpfCheck, int]:
+        """A worker's SPF check of this envelope, and for how many seconds it may be
+        reused (:meth:`Authenticator.remember_spf`)."""
+        until = time.time() + seconds
+        outcome = await self._call(("spf", ip, helo, mail_from, until))
+        if outcome == "timeout":
+            raise TimeoutError("deadline")
+        spf, ttl = outcome
+        self.spf_checks += 1
+        return spf, ttl
+
+
+def _recv_frame_blocking(sock: socket.socket) -> Any:
+    def exactly(count: int) -> bytes:
+        data = bytearray()
+        while len(data) < count:
+            chunk = sock.recv(count - len(data))
+            if not chunk:
+                raise EOFError("the worker process exited")
+            data += chunk
+        return bytes(data)
+
+    (length,) = _LENGTH.unpack(exactly(_LENGTH.size))
+    return pickle.loads(exactly(length))  # noqa: S301 - our own worker
+
+
+def _retrieved(task: asyncio.Future[None]) -> None:
+    if not task.cancelled():
+        task.exception()

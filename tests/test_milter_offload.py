@@ -1,0 +1,201 @@
+"""Heavy messages checked in a worker process (mailauth.milter.offload), over the milter's
+socket: the same verdict as on the event loop, ordinary mail left on the loop, the bounds
+(places, size), a worker that dies, and the deadline."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from mailauth.dns import Lookup, RRType, ZoneResolver
+from mailauth.milter import Milter, MilterSettings
+from mailauth.milter import protocol as p
+from mailauth.milter.offload import Offloader
+from mailauth.pipeline import Authenticator
+from tests.milterclient import MilterClient, split_message
+from tests.test_milter import DEMO, DMARC, RESOLVER, SENDER, inserted_fields
+
+ZONES = [DEMO / "example.com.zone", DMARC / "dmarc.zone"]
+
+
+class _Trapped(ZoneResolver):
+    """Names under crash.test end the worker process; under slow.test, never answer."""
+
+    async def lookup_async(self, name: str, rdtype: RRType) -> Lookup:
+        if name.rstrip(".").endswith("crash.test"):
+            os._exit(3)
+        if name.rstrip(".").endswith("slow.test"):
+            await asyncio.sleep(60)
+        return await super().lookup_async(name, rdtype)
+
+
+def worker_authenticator() -> Authenticator:
+    """What a worker builds (pickled by reference: a module-level function)."""
+    resolver = _Trapped.from_files(ZONES)
+    return Authenticator("mx.example.org", resolver)
+
+
+def _decoys(count: int, domain: str = "example.org") -> list[tuple[str, str]]:
+    return [
+        ("DKIM-Signature", f" v=1; a=rsa-sha256; d={domain}; s=s{i}; h=from; bh=AAAA; b=AAAA")
+        for i in range(count)
+    ]
+
+
+def _demo(extra: list[tuple[str, str]] = ()) -> tuple[list[tuple[str, str]], bytes]:  # type: ignore[assignment]
+    headers, body = split_message((DEMO / "message.eml").read_bytes())
+    return [*extra, *headers], body
+
+
+def test_heavy_by_signatures_arc_sets_and_size() -> None:
+    field = [("Subject", b" x")]
+    assert not Offloader.heavy(field * 3)
+    assert not Offloader.heavy([("DKIM-Signature", b" x")] * 5)
+    assert Offloader.heavy([("dkim-signature", b" x")] * 6)
+    assert not Offloader.heavy([("ARC-Seal", b" x")] * 3)
+    assert Offloader.heavy([("ARC-Seal", b" x")] * 4)
+    assert Offloader.heavy([("X-Big", b"y" * 70_000)])
+
+
+def _run(offloader: Offloader | None, *messages: tuple[list[tuple[str, str]], bytes],
+         settings: MilterSettings | None = None) -> list[list[tuple[bytes, bytes]]]:  # fmt: skip
+    async def go() -> list[list[tuple[bytes, bytes]]]:
+        milter = Milter(Authenticator("mx.example.org", RESOLVER), settings, offloader=offloader)
+        server = await asyncio.start_server(milter.handle, "127.0.0.1", 0)
+        client = await MilterClient.connect("127.0.0.1", server.sockets[0].getsockname()[1])
+        await client.negotiate()
+        replies = []
+        for headers, body in messages:
+            replies.append(await client.message(**SENDER, headers=headers, body=body))
+        await client.close()
+        server.close()
+        return replies
+
+    return asyncio.run(go())
+
+
+@pytest.fixture
+def offloader() -> Iterator[Offloader]:
+    """(One per test: a worker's connection belongs to the event loop that made it.)"""
+    pool = Offloader(worker_authenticator, workers=1)
+    pool.start()
+    yield pool
+    pool.close()
+
+
+def test_heavy_message_gets_the_loops_verdict_from_a_worker(offloader: Offloader) -> None:
+    heavy = _demo(_decoys(6))
+    before = offloader.offloaded
+    (in_worker,) = _run(offloader, heavy)
+    (on_loop,) = _run(None, heavy)
+    assert offloader.offloaded == before + 1
+    assert offloader.waiting == 0 and offloader.held == 0
+    fields = inserted_fields(in_worker)
+    assert fields == inserted_fields(on_loop)
+    (results,) = fields
+    assert b"dkim=pass" in results and b"header.d=example.com" in results
+    assert b"dmarc=pass" in results
+    assert b"spf=pass" in results
+
+
+def test_ordinary_mail_stays_on_the_loop_but_its_spf_goes_to_a_worker(
+    offloader: Offloader,
+) -> None:
+    (replies,) = _run(offloader, _demo())
+    assert offloader.offloaded == 0 and offloader.spf_checks == 1
+    assert inserted_fields(replies) == inserted_fields(_run(None, _demo())[0])
+    assert b"spf=pass" in inserted_fields(replies)[0]
+
+
+def test_no_place_left_the_loop_checks_it() -> None:
+    full = Offloader(worker_authenticator, workers=1, max_waiting=0)  # (never started)
+    (replies,) = _run(full, _demo(_decoys(6)))
+    assert full.offloaded == 0 and full.waiting == 0
+    assert b"dkim=pass" in inserted_fields(replies)[0]
+    full.close()
+
+
+@pytest.mark.parametrize("bounds", [{"max_bytes": 500}, {"max_held": 10}])
+def test_too_large_to_gather_is_not_checked(bounds: dict[str, int]) -> None:
+    """Past the size of one message, or of all gathered ones: on_error (not started)."""
+    small = Offloader(worker_authenticator, workers=1, **bounds)
+    (replies,) = _run(small, _demo(_decoys(6)), settings=MilterSettings(on_error="tempfail"))
+    assert (small.waiting, small.held, small.offloaded) == (0, 0, 0)
+    assert replies[-1][0] == p.TEMPFAIL
+    small.close()
+
+
+def test_a_worker_that_dies_fails_its_message_and_the_next_gets_a_new_one() -> None:
+    fresh = Offloader(worker_authenticator, workers=1)
+    fresh.start()
+    try:
+        crash = _demo(_decoys(6, domain="crash.test"))
+        settings = MilterSettings(on_error="tempfail")
+        first, second = _run(fresh, crash, _demo(_decoys(6)), settings=settings)
+        assert first[-1][0] == p.TEMPFAIL  # not checked: on_error
+        assert b"dkim=pass" in inserted_fields(second)[0]
+        assert fresh.waiting == 0 and fresh.offloaded == 1
+    finally:
+        fresh.close()
+
+
+def test_the_deadline_holds_for_a_worker(offloader: Offloader) -> None:
+    settings = MilterSettings(on_error="tempfail", deadline=1.0)
+    loop_time = asyncio.new_event_loop()
+    started = loop_time.time()
+    (replies,) = _run(offloader, _demo(_decoys(6, domain="slow.test")), settings=settings)
+    elapsed = loop_time.time() - started
+    loop_time.close()
+    assert replies[-1][0] == p.TEMPFAIL
+    assert elapsed < 5
+    assert offloader.waiting == 0
+    # The worker gave up too: the next heavy message is not stuck behind it.
+    (after,) = _run(offloader, _demo(_decoys(6)))
+    assert b"dkim=pass" in inserted_fields(after)[0]
+
+
+def test_zones_exist() -> None:
+    assert all(Path(zone).exists() for zone in ZONES)
+
+
+def test_the_milter_command_checks_heavy_mail_and_spf_in_its_worker(tmp_path: Path) -> None:
+    """``mailauth milter`` with ``inbound.offload_workers = 1``: a heavy message is checked
+    in the worker (the stop line counts it), with the verdict the loop would give; a bad
+    value is one configuration problem."""
+    socket_path = tmp_path / "m.sock"
+    config = tmp_path / "milter.toml"
+    zones = ", ".join(f'"{zone}"' for zone in ZONES)
+    config.write_text(
+        f'listen = "unix:{socket_path}"\nauthserv_id = "mx.example.org"\n'
+        f"[dns]\nzone_files = [{zones}]\n[inbound]\noffload_workers = 1\n"
+    )
+    command = [sys.executable, "-m", "mailauth", "milter", "--config", str(config)]
+    process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
+    try:
+        assert process.stderr is not None
+        assert "listening on" in process.stderr.readline()
+
+        async def send() -> list[tuple[bytes, bytes]]:
+            client = await MilterClient.connect_unix(str(socket_path))
+            await client.negotiate()
+            headers, body = _demo(_decoys(6))
+            replies = await client.message(**SENDER, headers=headers, body=body)
+            await client.close()
+            return replies
+
+        replies = asyncio.run(send())
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+    assert inserted_fields(replies) == inserted_fields(_run(None, _demo(_decoys(6)))[0])
+    assert "1 heavy message(s) checked in worker processes" in process.stderr.read()
+    config.write_text(config.read_text().replace("offload_workers = 1", "offload_workers = 99"))
+    checked = subprocess.run([*command, "--check-config"], capture_output=True, text=True)
+    assert checked.returncode == 2
+    assert "inbound.offload_workers: must be from 0 to 16, not 99" in checked.stderr
