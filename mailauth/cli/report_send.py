@@ -173,7 +173,11 @@ def _dry_run(source: ReportSource, out: Path, submitter: Any, signer: Any, now: 
             name = report.file_name
             if "/" in name or name.startswith("."):
                 raise CliError(f"refusing to write a file named {name!r}")
-            raw = preview_message(report, submitter=submitter, signer=signer, now=now)
+            try:
+                raw = preview_message(report, submitter=submitter, signer=signer, now=now)
+            except ValueError as exc:  # (a policy domain that is no host name: F1)
+                print(f"skipped {report.policy_domain}: {exc}", file=sys.stderr)
+                continue
             try:
                 (out / name).write_bytes(report.xml_gz)
                 (out / f"{name}.eml").write_bytes(raw)

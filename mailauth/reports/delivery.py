@@ -167,7 +167,17 @@ def send_report(
     max_attempts: int = MAX_ATTEMPTS,
 ) -> SendOutcome:
     """One report to each of its destinations not reached yet."""
-    message = aggregate_report(report)
+    try:
+        message = aggregate_report(report)
+    except ValueError as exc:
+        # A policy domain that is no host name (an attacker's "_dmarc.x_y.example", RFC
+        # 5322 domains may hold "_" or "!") cannot be named in the RFC 9990 file name and
+        # Subject: that report ends here, the run goes on with the next.
+        why = f"cannot be sent: {exc}"
+        return SendOutcome(
+            report.policy_domain, report.report_id, report.file_name, ReportState.ABANDONED,
+            tuple(report.delivered), (why,),
+        )  # fmt: skip
     parsed = parse_report_uris(report.rua)
     problems = [f"{i.uri}: {i.reason}" for i in parsed.ignored]
     done = set(report.delivered)
