@@ -336,3 +336,38 @@ def test_two_processes_migrating_at_once_migrate_once(store_url: str) -> None:
         assert store.fetchall("SELECT version FROM mailauth_schema") == [(SCHEMA_VERSION,)]
     finally:
         store.close()
+
+
+def test_hostile_dkim_tags_are_bounded_in_a_row() -> None:
+    """Malformed DKIM-Signature fields keep whatever d=/s= they carry (a 1 MiB header
+    section: 200 KB per row in the store and the buffer). A report row keeps at most 253
+    characters of each (a domain name's limit)."""
+    from mailauth.reports.observe import observe
+
+    selectors = tuple(
+        ("example.com", "s" * 20_000 + str(i), DkimResult.PERMERROR) for i in range(10)
+    )
+    long_d = (("d" * 20_000 + ".example.com", "sel", DkimResult.PERMERROR),)
+    observation = observe(verdict(dkim=selectors + long_d), ip="192.0.2.1", mail_from="")
+    assert observation is not None
+    assert all(len(d) <= 253 and len(s) <= 253 for d, s, _ in observation.dkim)
+    assert sum(map(len, observation.key())) < 11 * 600
+
+
+def test_the_buffer_is_bounded_in_bytes_too() -> None:
+    """Rows of a few KB each (many DKIM results with long selectors, all distinct) fill
+    ``max_bytes`` before ``max_rows``: the rest is dropped and counted."""
+
+    def unreachable(url: str) -> Store:
+        raise StoreError(f"report store {url}: connection refused")
+
+    settings = RecordingSettings(flush_seconds=3600, max_rows=100_000, max_bytes=200_000)
+    recorder = BackgroundRecorder("postgresql://nowhere/x", settings, opener=unreachable)
+    for index in range(1000):
+        sigs = tuple(
+            ("example.com", f"{index}-{'s' * 240}-{n}", DkimResult.FAIL) for n in range(10)
+        )
+        recorder.record(verdict(dkim=sigs), ip="192.0.2.1", mail_from="", now=T0)
+    assert recorder.pending < 100
+    assert recorder.dropped == 1000 - recorder.recorded > 900
+    assert recorder.buffered_bytes <= 200_000 + 10_000
