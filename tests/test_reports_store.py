@@ -4,8 +4,10 @@ recording (direct and buffered), two writer processes, claims under two concurre
 from __future__ import annotations
 
 import multiprocessing
+import socket
 import sqlite3
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -371,3 +373,52 @@ def test_the_buffer_is_bounded_in_bytes_too() -> None:
     assert recorder.pending < 100
     assert recorder.dropped == 1000 - recorder.recorded > 900
     assert recorder.buffered_bytes <= 200_000 + 10_000
+
+
+@pytest.fixture
+def tarpit() -> Iterator[int]:
+    """A TCP port that accepts connections and never answers (a PostgreSQL server that
+    hangs, or a firewall that lets the handshake through)."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(16)
+    try:
+        yield listener.getsockname()[1]
+    finally:
+        listener.close()
+
+
+def test_a_hung_postgresql_server_is_an_error_within_seconds(tarpit: int) -> None:
+    """libpq waits for ever by default: the milter's start (and the writer thread) hung
+    with it. A connection that is not up within 5 s is a StoreError that says so."""
+    pytest.importorskip("psycopg")
+    started = time.monotonic()
+    with pytest.raises(StoreError) as caught:
+        open_store(f"postgresql://mailauth@127.0.0.1:{tarpit}/reports")
+    assert time.monotonic() - started < 15
+    assert caught.value.unreachable
+
+
+def test_the_milter_starts_while_its_postgresql_store_is_down(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A store that is down must not stop mail: the milter starts (one warning line), its
+    recorder buffers and writes once the store is back; a store that cannot work at all
+    (a SQLite file in a directory that does not exist) is still a start-up error."""
+    from mailauth.cli.serve import start_recorder
+    from mailauth.config import MilterConfig, ReportsConfig
+
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    url = f"postgresql://mailauth@127.0.0.1:{port}/reports"
+    recorder = start_recorder(MilterConfig(reports=ReportsConfig(store=url)))
+    assert recorder is not None
+    try:
+        assert "warning" in capsys.readouterr().err
+        recorder.record(verdict(), ip="192.0.2.1", mail_from="", now=T0)
+        assert recorder.pending == 1
+    finally:
+        recorder.close(timeout=1)
+    with pytest.raises(StoreError):
+        start_recorder(MilterConfig(reports=ReportsConfig(store="/nonexistent/dir/r.db")))

@@ -27,10 +27,25 @@ from mailauth.reports.schema import MIGRATIONS, SCHEMA_VERSION
 Params = Sequence[Any]
 _ADVISORY_KEY = 0x6D61696C61757468  # "mailauth": the migration lock's advisory-lock key
 _BUSY_MS = 30_000  # how long a SQLite writer waits for another's transaction to end
+# PostgreSQL connections, unless the URL says otherwise: libpq waits for ever for a server
+# that accepts and does not answer; a peer gone silent is noticed in about a minute.
+_PG_DEFAULTS = {
+    "connect_timeout": "5",
+    "keepalives": "1",
+    "keepalives_idle": "30",
+    "keepalives_interval": "10",
+    "keepalives_count": "3",
+    "tcp_user_timeout": "60000",  # (ms: data unacknowledged that long ends the connection)
+}
 
 
 class StoreError(MailauthError):
-    """The store cannot be opened, read or written (its text says which and why)."""
+    """The store cannot be opened, read or written (its text says which and why);
+    ``unreachable``: a server that did not answer (it may later), not a wrong setting."""
+
+    def __init__(self, text: str, *, unreachable: bool = False) -> None:
+        super().__init__(text)
+        self.unreachable = unreachable
 
 
 def is_postgres_url(url: str) -> bool:
@@ -248,7 +263,13 @@ class PostgresStore(Store):
             ) from None
         self._psycopg = psycopg
         try:
-            self._connection = psycopg.connect(url, autocommit=True)
+            given = psycopg.conninfo.conninfo_to_dict(url)
+            extra = {k: v for k, v in _PG_DEFAULTS.items() if k not in given}
+            conninfo = psycopg.conninfo.make_conninfo(url, **extra)
+            self._connection = psycopg.connect(conninfo, autocommit=True)
+        except psycopg.OperationalError as exc:  # (the server did not answer, or refused)
+            why = f"report store {self.display()}: {_first_line(exc)}"
+            raise StoreError(why, unreachable=True) from exc
         except psycopg.Error as exc:
             raise StoreError(f"report store {self.display()}: {_first_line(exc)}") from exc
 
