@@ -229,9 +229,12 @@ def test_an_expired_claim_is_claimable_again(store_url: str) -> None:
     _fill(store_url, 1)
     store = open_store(store_url)
     try:
-        (lost,) = closed_reports(store, SETTINGS, now=AFTER)  # (its sender died)
-        assert list(closed_reports(store, SETTINGS, now=AFTER + SETTINGS.lease - 1)) == []
-        (again,) = closed_reports(store, SETTINGS, now=AFTER + SETTINGS.lease)
+        wall = 1_000_000
+        (lost,) = closed_reports(store, SETTINGS, now=AFTER, clock=lambda: wall)  # (it died)
+        later = wall + SETTINGS.lease - 1
+        assert list(closed_reports(store, SETTINGS, now=AFTER, clock=lambda: later)) == []
+        later = wall + SETTINGS.lease
+        (again,) = closed_reports(store, SETTINGS, now=AFTER, clock=lambda: later)
         assert again.file_name == lost.file_name and again.attempts == 2
         assert not mark_sent(store, lost, now=AFTER)  # the old claim lost it
         assert mark_sent(store, again, now=AFTER)
@@ -422,3 +425,41 @@ def test_the_milter_starts_while_its_postgresql_store_is_down(
         recorder.close(timeout=1)
     with pytest.raises(StoreError):
         start_recorder(MilterConfig(reports=ReportsConfig(store="/nonexistent/dir/r.db")))
+
+
+def test_a_claim_lasts_its_lease_in_real_time_whatever_now_says(store_url: str) -> None:
+    """``reports send --now`` in the past (a catch-up run) beside the timer's run: the
+    claim must hold for its lease in real time. Measured on --now, it had ended before it
+    began, and the timer's run took and sent the same report."""
+    _fill(store_url, 1)
+    store = open_store(store_url)
+    try:
+        (first,) = closed_reports(store, SETTINGS, now=AFTER)  # --now AFTER, long ago
+        assert list(closed_reports(store, SETTINGS, now=time.time())) == []  # the timer's
+        assert mark_sent(store, first, now=AFTER)
+    finally:
+        store.close()
+
+
+def test_each_claim_is_renewed_when_its_report_is_handed_out(store_url: str) -> None:
+    """A run that takes longer than a lease over its batch (a slow relay) renews each
+    claim as it comes to it; one that another run took meanwhile is skipped, not sent
+    twice."""
+    _fill(store_url, 3)
+    clock = [1_000_000.0]
+    store = open_store(store_url)
+    other = open_store(store_url)
+    try:
+        run = closed_reports(store, SETTINGS, now=AFTER, batch=3, clock=lambda: clock[0])
+        first = next(run)
+        clock[0] += SETTINGS.lease + 1  # the first delivery took longer than a lease
+        second = next(run)  # renewed as it is handed out: the other run cannot take it
+        taken = list(closed_reports(other, SETTINGS, now=AFTER, clock=lambda: clock[0]))
+        # the other run takes the first (still being delivered past its lease: its sender
+        # is that slow) and the third (not handed out yet), never the second
+        assert len(taken) == 2 and second.policy_domain not in {r.policy_domain for r in taken}
+        assert first.policy_domain in {r.policy_domain for r in taken}
+        assert list(run) == []  # the third: the other run's now, not handed out twice
+    finally:
+        store.close()
+        other.close()

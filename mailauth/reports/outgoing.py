@@ -8,16 +8,20 @@ with its XML built and gzipped; the sender then calls :func:`mark_sent` or
 :func:`mark_failed`. A claim is a lease: a row in ``outgoing_reports`` set to ``claimed``
 with the claimer's token and an expiry, taken in a write transaction (PostgreSQL: ``FOR
 UPDATE SKIP LOCKED``, so two runs never take the same row; SQLite: ``BEGIN IMMEDIATE``, one
-claimer at a time). A claim not concluded by its expiry (the sender crashed) is free
-again; a report once ``sent`` is never claimed again. The Report-ID and file name are
+claimer at a time). Leases run on the wall clock (``clock``), not on the run's ``now``
+(``reports send --now`` in the past or future must not shorten or stretch them), and each
+is renewed as its report is handed out (a run slower than a lease over its batch skips the
+ones another run took meanwhile). A claim not concluded by its expiry (the sender crashed)
+is free again; a report once ``sent`` is never claimed again. The Report-ID and file name are
 fixed at the first claim and reused by every retry (RFC 9990 "Email": a re-sent report
 keeps its file name).
 """
 
 from __future__ import annotations
 
+import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -141,14 +145,25 @@ def open_reports(store: Store, settings: ReportSettings, now: float) -> int:
     return len(rows)
 
 
+Clock = Callable[[], float]
+"""The wall clock that leases run on (``time.time``; tests give their own)."""
+
+
 def claim_reports(
-    store: Store, settings: ReportSettings, now: float, token: str, limit: int
+    store: Store,
+    settings: ReportSettings,
+    now: float,
+    token: str,
+    limit: int,
+    *,
+    clock: Clock = time.time,
 ) -> list[tuple[Any, ...]]:
     """Claim up to ``limit`` reports that are pending or whose claim expired: their
     (policy domain, begin, end, report_id, file_name, attempts, delivered) and their
     policy's columns (PostgreSQL: only the outgoing rows are locked, never the policies
-    the recorders update)."""
+    the recorders update). ``now`` is not used: leases run on ``clock``."""
     with store.write():
+        wall = int(clock())
         rows = store.fetchall(
             """SELECT o.policy_domain, o.period_begin, o.period_end, o.report_id,
             o.file_name, o.attempts, o.delivered, """  # noqa: S608 - constant text
@@ -158,19 +173,24 @@ def claim_reports(
             WHERE o.state = 'pending' OR (o.state = 'claimed' AND o.claimed_until <= ?)
             ORDER BY o.period_begin, o.policy_domain LIMIT ?"""
             + store.skip_locked,
-            (int(now), limit),
+            (wall, limit),
         )
         store.executemany(
             """UPDATE outgoing_reports SET state = 'claimed', claimed_by = ?,
             claimed_until = ?, attempts = attempts + 1
             WHERE policy_domain = ? AND period_begin = ?""",
-            [(token, int(now) + settings.lease, r[0], r[1]) for r in rows],
+            [(token, wall + settings.lease, r[0], r[1]) for r in rows],
         )
     return rows
 
 
 def closed_reports(
-    store: Store, settings: ReportSettings, now: float, *, batch: int = 20
+    store: Store,
+    settings: ReportSettings,
+    now: float,
+    *,
+    batch: int = 20,
+    clock: Clock = time.time,
 ) -> Iterator[PendingReport]:
     """Claim and build every report whose period is closed at ``now`` and not yet sent,
     ``batch`` claims at a time; each is the caller's to :func:`mark_sent` or
@@ -179,7 +199,7 @@ def closed_reports(
     open_reports(store, settings, now)
     token = uuid.uuid4().hex
     while True:
-        claimed = claim_reports(store, settings, now, token, batch)
+        claimed = claim_reports(store, settings, now, token, batch, clock=clock)
         if not claimed:
             return
         for index, row in enumerate(claimed):
@@ -194,6 +214,8 @@ def closed_reports(
             if report is None:  # (no rows: nothing to send)
                 _finish(store, (domain, begin), token, "abandoned", error="no records", now=now)
                 continue
+            if not _renew(store, (domain, begin), token, clock() + settings.lease):
+                continue  # (its lease ended while earlier ones were sent: another run's)
             try:
                 yield _with(report, attempts + 1, tuple(delivered.split()))
             except GeneratorExit:
@@ -296,6 +318,17 @@ def _finish(
             last_error = ?, sent_at = ? WHERE policy_domain = ? AND period_begin = ?
             AND state = 'claimed' AND claimed_by = ?""",
         (state, error, int(now), domain, begin, token),
+    )
+    return changed == 1
+
+
+def _renew(store: Store, where: tuple[str, int], token: str, until: float) -> bool:
+    """Extend a claim ``token`` still holds to ``until``; False when it was lost."""
+    domain, begin = where
+    changed = store.execute(
+        """UPDATE outgoing_reports SET claimed_until = ? WHERE policy_domain = ?
+            AND period_begin = ? AND state = 'claimed' AND claimed_by = ?""",
+        (int(until), domain, begin, token),
     )
     return changed == 1
 
