@@ -4,8 +4,10 @@ recording (direct and buffered), two writer processes, claims under two concurre
 from __future__ import annotations
 
 import multiprocessing
+import os
 import socket
 import sqlite3
+import stat
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -463,3 +465,25 @@ def test_each_claim_is_renewed_when_its_report_is_handed_out(store_url: str) -> 
     finally:
         store.close()
         other.close()
+
+
+def test_a_new_sqlite_store_is_readable_by_its_owner_only(tmp_path: Path) -> None:
+    """The store holds who sends to this host and from where (and, with record_envelope_to,
+    its users' domains): a new file is 0600 whatever the umask, its WAL and shared-memory
+    files likewise (SQLite gives them the database's mode); an existing file keeps its."""
+    old = os.umask(0o022)
+    try:
+        path = tmp_path / "reports.sqlite"
+        _fill(str(path), 1)
+        store = open_store(str(path))  # (a connection open: the -wal and -shm files exist)
+        try:
+            for name in ("reports.sqlite", "reports.sqlite-wal", "reports.sqlite-shm"):
+                assert stat.S_IMODE((tmp_path / name).stat().st_mode) == 0o600, name
+        finally:
+            store.close()
+        shared = tmp_path / "shared.sqlite"
+        shared.touch(mode=0o640)
+        open_store(str(shared)).close()
+        assert stat.S_IMODE(shared.stat().st_mode) == 0o640
+    finally:
+        os.umask(old)

@@ -210,6 +210,7 @@ class SqliteStore(Store):
         path = url.removeprefix("sqlite:///") if url.startswith("sqlite:///") else url
         self.path = path
         try:
+            _create_private(path)
             self._connection = sqlite3.connect(
                 path, isolation_level=None, timeout=_BUSY_MS / 1000, check_same_thread=False
             )
@@ -218,6 +219,8 @@ class SqliteStore(Store):
             self._connection.execute("PRAGMA synchronous = NORMAL")
         except sqlite3.Error as exc:
             raise StoreError(f"report store {path}: {_first_line(exc)}") from exc
+        except OSError as exc:
+            raise StoreError(f"report store {path}: {exc.strerror or exc}") from exc
 
     def _begin(self) -> None:
         self._connection.execute("BEGIN IMMEDIATE")
@@ -245,6 +248,16 @@ class SqliteStore(Store):
 
     def close(self) -> None:
         self._connection.close()
+
+
+def _create_private(path: str) -> None:
+    """A new SQLite file is created 0600 (SQLite would follow the umask: 0644), so that its
+    WAL and shared-memory files, which SQLite gives the database's mode, are too. The store
+    says who sends to this host and from where. An existing file keeps its mode."""
+    if path == ":memory:" or path.startswith("file:"):
+        return
+    with contextlib.suppress(FileExistsError):
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600))
 
 
 class PostgresStore(Store):
