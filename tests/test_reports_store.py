@@ -487,3 +487,18 @@ def test_a_new_sqlite_store_is_readable_by_its_owner_only(tmp_path: Path) -> Non
         assert stat.S_IMODE(shared.stat().st_mode) == 0o640
     finally:
         os.umask(old)
+
+
+def test_a_record_with_thousands_of_rua_uris_is_stored_bounded(store_url: str) -> None:
+    """An attacker's record may list thousands of URIs (74 KB a row, per period); reports
+    go to at most 10 destinations (reports.uri.MAX_DESTINATIONS): the first 32 URIs of a
+    sane length are kept, a URI with white space in it (not a URI) is not."""
+    rua = ("mailto:a@x.example mailto:b@y.example", "mailto:" + "x" * 2000 + "@example.com")
+    rua += tuple(f"mailto:r{i}@example.com" for i in range(3000))
+    store = open_store(store_url)
+    try:
+        DirectRecorder(store).record(verdict(rua=rua), ip="192.0.2.1", mail_from="", now=T0)
+        ((stored,),) = store.fetchall("SELECT rua FROM report_policies")
+        assert stored.split() == [f"mailto:r{i}@example.com" for i in range(32)]
+    finally:
+        store.close()

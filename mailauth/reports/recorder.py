@@ -20,6 +20,7 @@ observation and the same upsert as the milter's batches.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import threading
 import time
@@ -150,12 +151,25 @@ def write_batch(store: Store, batch: Batch) -> None:
         store.executemany(_UPSERT_POLICY, policies)
 
 
+# The URIs of rua=/ruf= kept per policy (reports go to at most 10 destinations,
+# reports.uri.MAX_DESTINATIONS; a record may list thousands), and the longest kept (RFC
+# 5321 4.5.3.1.3: a path is at most 256 octets, percent-encoded up to three times that).
+MAX_STORED_URIS = 32
+MAX_URI = 1000
+
+
 def _policy_columns(policy: PublishedPolicy) -> tuple[str, ...]:
     return (
         str(policy.p), str(policy.sp or ""), str(policy.np or ""), policy.adkim, policy.aspf,
         "y" if policy.testing else "n", policy.psd, policy.fo, policy.discovery,
-        " ".join(policy.rua), " ".join(policy.ruf),
+        _uri_column(policy.rua), _uri_column(policy.ruf),
     )  # fmt: skip
+
+
+def _uri_column(uris: tuple[str, ...]) -> str:
+    """The URIs as the store keeps them: separated by spaces, so none may hold one."""
+    kept = (u for u in uris if len(u) <= MAX_URI and not any(c.isspace() for c in u))
+    return " ".join(itertools.islice(kept, MAX_STORED_URIS))
 
 
 class _Observing:
