@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import json
+import re
 import zlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -57,11 +58,16 @@ Row = tuple[str, str, str, str, str, str, str, str, str, str, str, str, int]
 
 
 _ESCAPES = str.maketrans({"&": "&amp;", "<": "&lt;", ">": "&gt;"})
+# XML 1.0 2.2 Char: what is not one (C0 controls but TAB/LF/CR, surrogates, U+FFFE/FFFF)
+_NOT_XML = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
 
 
 def _e(text: str) -> str:
-    """Character data escaped (XML 1.0 2.4; control characters never get here:
-    :func:`mailauth.reports.observe.observe` replaced them)."""
+    """Character data escaped (XML 1.0 2.4), and any character XML cannot carry replaced
+    by U+FFFD (:func:`mailauth.reports.observe.observe` did it for what it records; this
+    covers the settings and rows that other writers left in the store)."""
+    if not text.isprintable():
+        text = _NOT_XML.sub("\ufffd", text)
     if "&" in text or "<" in text or ">" in text:
         return text.translate(_ESCAPES)
     return text
