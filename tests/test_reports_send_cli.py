@@ -239,3 +239,26 @@ def test_dry_run_skips_a_report_that_cannot_be_named(
     err = capsys.readouterr().err
     assert "x_y.attacker.example" in err and "skipped" in err
     assert source.marked == [("released", "1" * 32), ("released", Due().report_id)]
+
+
+def test_extra_contact_info_of_the_config_is_in_the_report(key: Path, tmp_path: Path) -> None:
+    """``[reports] extra_contact_info`` (docs/reports.md) reaches report_metadata."""
+    from tests.test_reports_aggregate import SCHEMA
+    from tests.test_reports_cli import NOW, VERIFY
+
+    store = tmp_path / "reports.sqlite"
+    assert main([*VERIFY, "--now", str(NOW + 10), "--record", str(store)]) == 0
+    config = tmp_path / "milter.toml"
+    config.write_text(
+        f'[reports]\nstore = "{store}"\norg_name = "Example Receiver"\n'
+        'email = "dmarc-noreply@example.org"\nsubmitter = "example.org"\n'
+        f'sign_key = "{key}"\nsign_selector = "rep2026"\n'
+        'extra_contact_info = "https://example.org/dmarc"\n'
+    )
+    out = tmp_path / "out"
+    argv = ["reports", "send", "--config", str(config), "--now", str(NOW + 86400 + 3600)]
+    assert main([*argv, "--dry-run", "--out", str(out)]) == 0
+    (report,) = out.glob("*.xml.gz")
+    xml = gzip.decompress(report.read_bytes()).decode()
+    SCHEMA.validate(xml)
+    assert "<extra_contact_info>https://example.org/dmarc</extra_contact_info>" in xml
