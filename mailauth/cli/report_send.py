@@ -261,7 +261,7 @@ class _StoreSource:
 
     def __init__(self, api: Any, url: str, settings: dict[str, str]) -> None:
         self.api = api
-        self.store = api.open_store(url)
+        self.store = api.open_store(url, create=False)
         self.settings = api.ReportSettings(**settings)
 
     def pending(self, now: float) -> Iterable[PendingReport]:

@@ -107,7 +107,7 @@ def _show(args: argparse.Namespace) -> int:
     settings = ReportSettings(
         config.reports.org_name, config.reports.email, config.reports.submitter
     )
-    store = open_store(url)
+    store = open_store(url, create=False)
     try:
         status = report_status(store, settings, now)
     finally:

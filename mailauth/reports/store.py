@@ -52,13 +52,15 @@ def is_postgres_url(url: str) -> bool:
     return url.startswith(("postgresql://", "postgres://"))
 
 
-def open_store(url: str | os.PathLike[str], *, migrate: bool = True) -> Store:
+def open_store(url: str | os.PathLike[str], *, migrate: bool = True, create: bool = True) -> Store:
     """The store at ``url`` (a SQLite file path, ``sqlite:///path``, or a ``postgresql://``
-    URL), its schema migrated forward unless ``migrate`` is false. Raises StoreError."""
+    URL), its schema migrated forward unless ``migrate`` is false; a SQLite file that does
+    not exist is created unless ``create`` is false (``reports show``/``send``: a mistyped
+    path is an error, not an empty store). Raises StoreError."""
     text = os.fspath(url)
     if not text:
         raise StoreError("no report store given (a SQLite file path or a postgresql:// URL)")
-    store: Store = PostgresStore(text) if is_postgres_url(text) else SqliteStore(text)
+    store: Store = PostgresStore(text) if is_postgres_url(text) else SqliteStore(text, create)
     if migrate:
         try:
             store.migrate()
@@ -205,12 +207,17 @@ class SqliteStore(Store):
 
     engine = "sqlite"
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, create: bool = True) -> None:
         super().__init__(url)
         path = url.removeprefix("sqlite:///") if url.startswith("sqlite:///") else url
         self.path = path
+        private = path != ":memory:" and not path.startswith("file:")
+        if private and not create and not os.path.exists(path):
+            why = "no such file (the milter, verify --record and reports migrate create it)"
+            raise StoreError(f"report store {path}: {why}")
         try:
-            _create_private(path)
+            if private:
+                _create_private(path)
             self._connection = sqlite3.connect(
                 path, isolation_level=None, timeout=_BUSY_MS / 1000, check_same_thread=False
             )
@@ -254,8 +261,6 @@ def _create_private(path: str) -> None:
     """A new SQLite file is created 0600 (SQLite would follow the umask: 0644), so that its
     WAL and shared-memory files, which SQLite gives the database's mode, are too. The store
     says who sends to this host and from where. An existing file keeps its mode."""
-    if path == ":memory:" or path.startswith("file:"):
-        return
     with contextlib.suppress(FileExistsError):
         os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600))
 
