@@ -502,3 +502,33 @@ def test_a_record_with_thousands_of_rua_uris_is_stored_bounded(store_url: str) -
         assert stored.split() == [f"mailto:r{i}@example.com" for i in range(32)]
     finally:
         store.close()
+
+
+def test_prune_deletes_the_periods_that_ended_before_a_time(
+    store_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`mailauth reports prune --before T`: every period that ended before T goes (counts,
+    policy, send state, whatever became of the report), except one a send run holds
+    claimed; later periods stay; --before in the future is refused."""
+    from mailauth.cli import main
+
+    _fill(store_url, 2)  # two domains, period T0
+    _fill(store_url, 1, now=T0 + DAY)  # one domain, the next period
+    store = open_store(store_url)
+    try:
+        run = closed_reports(store, SETTINGS, now=AFTER, batch=1)
+        held = next(run)  # claimed by a send run: kept; the other one (pending) goes
+        assert main(["reports", "prune", "--store", store_url, "--before", str(T0 + DAY)]) == 0
+        assert "deleted 1 report rows, 1 policies, 1 send states" in capsys.readouterr().out
+        rows = store.fetchall("SELECT policy_domain, period_begin FROM report_counts")
+        assert sorted(rows) == [(held.policy_domain, T0), ("d0.example", T0 + DAY)]
+        assert mark_sent(store, held, now=AFTER)
+        assert main(["reports", "prune", "--store", store_url, "--before", str(T0 + DAY)]) == 0
+        rows = store.fetchall("SELECT policy_domain, period_begin FROM report_counts")
+        assert rows == [("d0.example", T0 + DAY)]
+        assert store.fetchall("SELECT COUNT(*) FROM outgoing_reports") == [(0,)]
+        assert store.fetchall("SELECT period_begin FROM report_policies") == [(T0 + DAY,)]
+        future = str(int(time.time()) + 3600)
+        assert main(["reports", "prune", "--store", store_url, "--before", future]) == 2
+    finally:
+        store.close()
