@@ -196,3 +196,27 @@ def test_a_policy_domain_no_file_name_can_hold_is_abandoned_and_the_run_goes_on(
         ("failed", True),
         ("sent", False),
     ]
+
+
+def test_a_lost_claim_is_said() -> None:
+    """When the store says the claim was lost (its lease ended and another run took the
+    report: it may go out twice), the outcome says so rather than nothing."""
+
+    class Lost(Marks):
+        def sent(self, report: PendingReport, *, now: float) -> bool:
+            super().sent(report, now=now)
+            return False
+
+    marks = Lost()
+    (outcome,) = send_reports(
+        [Due()],
+        submitter=SUBMITTER,
+        signer=SIGNER,
+        resolver=zone(ZONE),
+        transport=Relay(),
+        marks=marks,
+        now=NOW,
+        org_domain=psl_org_domain,
+    )
+    assert outcome.state is ReportState.SENT
+    assert any("claim" in p and "another run" in p for p in outcome.problems)
