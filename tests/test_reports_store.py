@@ -532,3 +532,28 @@ def test_prune_deletes_the_periods_that_ended_before_a_time(
         assert main(["reports", "prune", "--store", store_url, "--before", future]) == 2
     finally:
         store.close()
+
+
+def test_an_unexpected_error_does_not_end_recording(
+    store_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Anything the store layer raises besides StoreError (a bug, a driver's surprise)
+    ended the writer thread: recording stopped for good, with no line. It is logged, the
+    batch kept, and the next flush writes."""
+    calls = []
+
+    def flaky(url: str) -> Store:
+        calls.append(url)
+        if len(calls) == 1:
+            raise RuntimeError("driver surprise")
+        return open_store(url)
+
+    settings = RecordingSettings(flush_seconds=0.05)
+    recorder = BackgroundRecorder(store_url, settings, opener=flaky).start()
+    recorder.record(verdict(), ip="192.0.2.1", mail_from="", now=T0)
+    deadline = time.monotonic() + 10
+    while recorder.written == 0 and time.monotonic() < deadline:
+        recorder.flush(timeout=1)  # the first try fails; the thread lives on and writes
+    recorder.close()
+    assert (recorder.written, recorder.write_errors) == (1, 1)
+    assert "driver surprise" in caplog.text

@@ -341,7 +341,11 @@ class BackgroundRecorder(_Observing):
             if self._store is None:
                 self._store = self._opener(self.url)
             write_batch(self._store, batch)
-        except (StoreError, OSError) as exc:
+        except Exception as exc:
+            # (StoreError and OSError are what a store that is down raises; anything else,
+            # a bug or a driver's surprise, ended this thread: recording stopped for good.)
+            if not isinstance(exc, StoreError | OSError):
+                exc = StoreError(f"{type(exc).__name__}: {exc}")
             self.write_errors += 1
             if self._store is not None:
                 self._store.close()
