@@ -557,3 +557,29 @@ def test_an_unexpected_error_does_not_end_recording(
     recorder.close()
     assert (recorder.written, recorder.write_errors) == (1, 1)
     assert "driver surprise" in caplog.text
+
+
+def test_a_report_past_its_size_limit_is_abandoned_not_built_in_memory(store_url: str) -> None:
+    """A domain whose period holds millions of rows (an attacker's own domain, a row per
+    fresh DKIM selector) made `send` build its whole gzipped report, then the e-mail, in
+    memory (26 bytes a row compressed: 10 million rows, 260 MB before base64 and
+    signing). Past ``max_report_bytes`` compressed the build stops and the report is
+    abandoned with its reason; the next report is built."""
+    store = open_store(store_url)
+    try:
+        recorder = DirectRecorder(store)
+        for index in range(300):
+            sig = (("big.example", f"s{index:04x}{'x' * 60}", DkimResult.FAIL),)
+            recorder.record(verdict("big.example", dkim=sig), ip=f"192.0.2.{index % 250}",
+                            mail_from="", now=T0)  # fmt: skip
+        recorder.record(verdict("small.example"), ip="192.0.2.1", mail_from="", now=T0)
+        settings = ReportSettings("Example Mail", "dmarc@example.net", "example.net",
+                                  max_report_bytes=1024)  # fmt: skip
+        reports = list(closed_reports(store, settings, now=AFTER))
+        assert [r.policy_domain for r in reports] == ["small.example"]
+        rows = store.fetchall("SELECT state, last_error FROM outgoing_reports "
+                              "WHERE policy_domain = 'big.example'")  # fmt: skip
+        ((state, error),) = rows
+        assert state == "abandoned" and "larger than" in error
+    finally:
+        store.close()

@@ -25,7 +25,13 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from mailauth.reports.aggregate import PolicyColumns, ReportMetadata, gzip_pieces, render_report
+from mailauth.reports.aggregate import (
+    PolicyColumns,
+    ReportMetadata,
+    ReportTooLarge,
+    gzip_pieces,
+    render_report,
+)
 from mailauth.reports.store import Store
 
 MEDIA_TYPE = "application/gzip"  # RFC 9990 "Email": gzip-compressed XML
@@ -35,7 +41,9 @@ MEDIA_TYPE = "application/gzip"  # RFC 9990 "Email": gzip-compressed XML
 class ReportSettings:
     """Who reports (RFC 9990 report_metadata; ``submitter``: the receiver's domain in file
     names and Subject fields), and the timing of claims: ``grace`` seconds after a period's
-    end before its report is built, ``lease`` seconds a claim lasts."""
+    end before its report is built, ``lease`` seconds a claim lasts; ``max_report_bytes``:
+    the largest gzipped XML built (a larger report is abandoned: it would not pass most
+    relays, whose limit is about 10 MB with base64, and building it takes memory)."""
 
     org_name: str
     email: str
@@ -44,6 +52,7 @@ class ReportSettings:
     generator: str = "mailauth"
     grace: int = 600
     lease: int = 3600
+    max_report_bytes: int = 25_000_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -208,6 +217,9 @@ def closed_reports(
             what = (domain, begin, end, report_id, name)
             try:
                 report = _build(store, settings, what, policy, token)
+            except ReportTooLarge as exc:  # (abandoned: memory stays bounded, the run goes on)
+                _finish(store, (domain, begin), token, "abandoned", error=str(exc), now=now)
+                continue
             except BaseException:
                 _release(store, claimed[index:], token)
                 raise
@@ -255,7 +267,12 @@ def _build(
             totals[1] += row[-1]
             yield row
 
-    xml_gz = gzip_pieces(render_report(metadata, policy, rows()))
+    try:
+        xml_gz = gzip_pieces(
+            render_report(metadata, policy, rows()), limit=settings.max_report_bytes
+        )
+    except ReportTooLarge as exc:
+        raise ReportTooLarge(f"not sent: report {exc} after {totals[0]} records") from None
     if not totals[0]:
         return None
     return PendingReport(
