@@ -493,8 +493,8 @@ def test_a_record_with_thousands_of_rua_uris_is_stored_bounded(store_url: str) -
     """An attacker's record may list thousands of URIs (74 KB a row, per period); reports
     go to at most 10 destinations (reports.uri.MAX_DESTINATIONS): the first 32 URIs of a
     sane length are kept, a URI with white space in it (not a URI) is not."""
-    rua = ("mailto:a@x.example mailto:b@y.example", "mailto:" + "x" * 2000 + "@example.com")
-    rua += tuple(f"mailto:r{i}@example.com" for i in range(3000))
+    odd = ("mailto:a@x.example mailto:b@y.example", "mailto:" + "x" * 2000 + "@example.com")
+    rua = odd + tuple(f"mailto:r{i}@example.com" for i in range(3000))
     store = open_store(store_url)
     try:
         DirectRecorder(store).record(verdict(rua=rua), ip="192.0.2.1", mail_from="", now=T0)
