@@ -173,3 +173,21 @@ def test_the_authenticator_hands_verdicts_to_its_recorder(tmp_path: Path) -> Non
     (feedback,) = _reports(url).values()
     assert feedback.findtext("d:record/d:row/d:count", namespaces=NS) == "1"
     assert feedback.findtext("d:record/d:auth_results/d:spf/d:result", namespaces=NS) == "pass"
+
+
+def test_characters_xml_cannot_carry_never_reach_the_report() -> None:
+    """Whatever a value holds (an --org-name with a control character, a row an older
+    version or another tool wrote: C0 controls, U+FFFE, a lone surrogate), the report is
+    well-formed XML 1.0 and can be encoded."""
+    metadata = ReportMetadata(
+        "Org\x01\ufffe", "a@example.org", "rid", T0, T0 + DAY - 1, extra_contact_info="x\x0bz"
+    )
+    policy = PolicyColumns(
+        "example.com", "reject", "", "", "r", "r", "n", "u", "0", "treewalk", "", ""
+    )
+    row = ("192.0.2.1", "ex\udcffample.com", "\x00", "", '[["d\\u0001","s","pass"]]',
+           "example.com", "mfrom", "pass", "pass", "pass", "none", "[]", 1)  # fmt: skip
+    xml = "".join(render_report(metadata, policy, [row])).encode("utf-8")
+    root = ET.fromstring(xml)
+    org = root.find(f"{{{NAMESPACE}}}report_metadata/{{{NAMESPACE}}}org_name")
+    assert org is not None and org.text == "Org\ufffd\ufffd"

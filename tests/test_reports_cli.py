@@ -18,6 +18,7 @@ import pytest
 
 from mailauth.cli import main
 from mailauth.config import load_milter_config
+from mailauth.dkim.keys import private_key_pem
 from mailauth.errors import ConfigError
 from mailauth.milter import Milter, MilterSettings
 from mailauth.pipeline import Authenticator
@@ -29,6 +30,7 @@ from mailauth.reports import (
     closed_reports,
     open_store,
 )
+from tests.dkim_helpers import RSA_KEY
 from tests.milterclient import MilterClient, split_message
 from tests.test_milter import DEMO, DMARC, NOW_DMARC, RESOLVER, SENDER
 from tests.test_reports_aggregate import SCHEMA
@@ -205,3 +207,23 @@ def test_the_milter_process_writes_its_buffer_on_sighup_and_sigterm(tmp_path: Pa
             process.kill()
         process.wait()
         process.stderr.close()
+
+
+def test_show_and_send_do_not_create_a_store(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A mistyped --store made `reports send` (the daily timer) create an empty store,
+    send nothing and exit 0, every day; `show` said "no reports to send". Neither creates
+    one now: one error line, exit 2 (the milter, verify --record and migrate create it)."""
+    typo = tmp_path / "repotrs.sqlite"
+    assert main(["reports", "show", "--store", str(typo)]) == 2
+    key = tmp_path / "k.pem"
+    key.write_bytes(private_key_pem(RSA_KEY))
+    key.chmod(0o600)
+    argv = ["reports", "send", "--store", str(typo), "--org-name", "X", "--email",
+            "r@example.org", "--submitter", "example.org", "--sign-key", str(key),
+            "--sign-selector", "s", "--dry-run", "--out", str(tmp_path / "out")]  # fmt: skip
+    assert main(argv) == 2
+    assert not typo.exists()
+    err = capsys.readouterr().err
+    assert err.count("no such file") == 2 and err.count("\n") == 2

@@ -176,3 +176,47 @@ def test_preview_goes_to_every_address_unverified() -> None:
     raw = preview_message(due, submitter=SUBMITTER, signer=SIGNER, now=NOW)
     parsed = email.message_from_bytes(raw, policy=policy.default)
     assert parsed["To"] == "a@example.com, b@example.net"
+
+
+def test_a_policy_domain_no_file_name_can_hold_is_abandoned_and_the_run_goes_on() -> None:
+    # An attacker's own record at _dmarc.x_y.attacker.example (RFC 5322 domains may hold
+    # "_"): its report cannot be named (RFC 9990 file name, Subject), and must not stop the
+    # reports after it.
+    odd = Due(
+        policy_domain="x_y.attacker.example",
+        rua=("mailto:r@attacker.example",),
+        file_name=f"example.org!x_y.attacker.example!{BEGIN}!{END}!{RID}.xml.gz",
+    )
+    (first, second), relay, marks = _run(odd, Due())
+    assert first.state is ReportState.ABANDONED
+    assert any("x_y.attacker.example" in p for p in first.problems)
+    assert second.state is ReportState.SENT
+    assert [rcpts for _, _, rcpts in relay.sent] == [["dmarc@example.com"]]
+    assert [(kind, give_up) for kind, _, _, give_up in marks.calls] == [
+        ("failed", True),
+        ("sent", False),
+    ]
+
+
+def test_a_lost_claim_is_said() -> None:
+    """When the store says the claim was lost (its lease ended and another run took the
+    report: it may go out twice), the outcome says so rather than nothing."""
+
+    class Lost(Marks):
+        def sent(self, report: PendingReport, *, now: float) -> bool:
+            super().sent(report, now=now)
+            return False
+
+    marks = Lost()
+    (outcome,) = send_reports(
+        [Due()],
+        submitter=SUBMITTER,
+        signer=SIGNER,
+        resolver=zone(ZONE),
+        transport=Relay(),
+        marks=marks,
+        now=NOW,
+        org_domain=psl_org_domain,
+    )
+    assert outcome.state is ReportState.SENT
+    assert any("claim" in p and "another run" in p for p in outcome.problems)

@@ -219,3 +219,46 @@ def test_dns_unreachable_is_a_temporary_failure(
         argv = [*BASE, "--sign-key", str(key), "--nameserver", silent, "--dns-timeout", "0.3"]
         assert _run(argv, FakeSource([])) == 75
     assert "DNS unreachable" in capsys.readouterr().err
+
+
+def test_dry_run_skips_a_report_that_cannot_be_named(
+    key: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A policy domain that is no host name (an attacker's _dmarc.x_y.attacker.example)
+    is skipped with a line on stderr; the other reports are written."""
+    odd = Due(
+        policy_domain="x_y.attacker.example",
+        report_id="1" * 32,
+        file_name=f"example.org!x_y.attacker.example!{Due().begin}!{Due().end}!x.xml.gz",
+    )
+    source = FakeSource([odd, Due()])
+    out = tmp_path / "out"
+    assert _run([*BASE, "--sign-key", str(key), "--dry-run", "--out", str(out)], source) == 0
+    name = Due().file_name
+    assert sorted(p.name for p in out.iterdir()) == [name, f"{name}.eml"]
+    err = capsys.readouterr().err
+    assert "x_y.attacker.example" in err and "skipped" in err
+    assert source.marked == [("released", "1" * 32), ("released", Due().report_id)]
+
+
+def test_extra_contact_info_of_the_config_is_in_the_report(key: Path, tmp_path: Path) -> None:
+    """``[reports] extra_contact_info`` (docs/reports.md) reaches report_metadata."""
+    from tests.test_reports_aggregate import SCHEMA
+    from tests.test_reports_cli import NOW, VERIFY
+
+    store = tmp_path / "reports.sqlite"
+    assert main([*VERIFY, "--now", str(NOW + 10), "--record", str(store)]) == 0
+    config = tmp_path / "milter.toml"
+    config.write_text(
+        f'[reports]\nstore = "{store}"\norg_name = "Example Receiver"\n'
+        'email = "dmarc-noreply@example.org"\nsubmitter = "example.org"\n'
+        f'sign_key = "{key}"\nsign_selector = "rep2026"\n'
+        'extra_contact_info = "https://example.org/dmarc"\n'
+    )
+    out = tmp_path / "out"
+    argv = ["reports", "send", "--config", str(config), "--now", str(NOW + 86400 + 3600)]
+    assert main([*argv, "--dry-run", "--out", str(out)]) == 0
+    (report,) = out.glob("*.xml.gz")
+    xml = gzip.decompress(report.read_bytes()).decode()
+    SCHEMA.validate(xml)
+    assert "<extra_contact_info>https://example.org/dmarc</extra_contact_info>" in xml

@@ -187,12 +187,31 @@ def test_starttls_when_offered_with_the_certificate_checked(server: Server) -> N
 
 
 @pytest.mark.parametrize("server", [{"tls": True}], indirect=True)
-def test_an_unverifiable_certificate_stops_delivery_not_tls(server: Server) -> None:
+def test_opportunistic_tls_to_a_loopback_relay_does_not_check_the_certificate(
+    server: Server,
+) -> None:
+    """The default relay is the local MTA on 127.0.0.1, and a stock Debian Postfix offers
+    STARTTLS with its self-signed "snakeoil" certificate, for its host name: checked, no
+    report ever left. On loopback (nobody but root in between) opportunistic STARTTLS
+    encrypts without checking the certificate, as RFC 7435 opportunistic security does;
+    ``required`` or a CA file checks it still (the test below)."""
     (outcome,) = deliver(MESSAGE, "r@example.org", ["a@example.com"], _settings(server))
+    assert outcome.status is RecipientStatus.SENT
+    assert server.handler.tls_seen == [True]
+    assert not RelaySettings("localhost").tls_context().check_hostname
+    assert RelaySettings("192.0.2.25").tls_context().check_hostname
+    assert RelaySettings("relay.example.net").tls_context().check_hostname
+    assert RelaySettings("::1", tls="required").tls_context().check_hostname
+
+
+@pytest.mark.parametrize("server", [{"tls": True}], indirect=True)
+def test_an_unverifiable_certificate_stops_delivery_not_tls(server: Server) -> None:
+    settings = _settings(server, tls="required")
+    (outcome,) = deliver(MESSAGE, "r@example.org", ["a@example.com"], settings)
     assert outcome.status is RecipientStatus.TEMPORARY
     assert "CERTIFICATE_VERIFY_FAILED" in outcome.reply
     assert server.handler.received == []  # never fell back to clear text
-    unchecked = _settings(server, check_certificate=False)
+    unchecked = _settings(server, tls="required", check_certificate=False)
     (outcome,) = deliver(MESSAGE, "r@example.org", ["a@example.com"], unchecked)
     assert outcome.status is RecipientStatus.SENT
 

@@ -4,8 +4,12 @@ recording (direct and buffered), two writer processes, claims under two concurre
 from __future__ import annotations
 
 import multiprocessing
+import os
+import socket
 import sqlite3
+import stat
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -227,9 +231,12 @@ def test_an_expired_claim_is_claimable_again(store_url: str) -> None:
     _fill(store_url, 1)
     store = open_store(store_url)
     try:
-        (lost,) = closed_reports(store, SETTINGS, now=AFTER)  # (its sender died)
-        assert list(closed_reports(store, SETTINGS, now=AFTER + SETTINGS.lease - 1)) == []
-        (again,) = closed_reports(store, SETTINGS, now=AFTER + SETTINGS.lease)
+        wall = 1_000_000
+        (lost,) = closed_reports(store, SETTINGS, now=AFTER, clock=lambda: wall)  # (it died)
+        later = wall + SETTINGS.lease - 1
+        assert list(closed_reports(store, SETTINGS, now=AFTER, clock=lambda: later)) == []
+        later = wall + SETTINGS.lease
+        (again,) = closed_reports(store, SETTINGS, now=AFTER, clock=lambda: later)
         assert again.file_name == lost.file_name and again.attempts == 2
         assert not mark_sent(store, lost, now=AFTER)  # the old claim lost it
         assert mark_sent(store, again, now=AFTER)
@@ -334,5 +341,245 @@ def test_two_processes_migrating_at_once_migrate_once(store_url: str) -> None:
     store = open_store(store_url, migrate=False)
     try:
         assert store.fetchall("SELECT version FROM mailauth_schema") == [(SCHEMA_VERSION,)]
+    finally:
+        store.close()
+
+
+def test_hostile_dkim_tags_are_bounded_in_a_row() -> None:
+    """Malformed DKIM-Signature fields keep whatever d=/s= they carry (a 1 MiB header
+    section: 200 KB per row in the store and the buffer). A report row keeps at most 253
+    characters of each (a domain name's limit)."""
+    from mailauth.reports.observe import observe
+
+    selectors = tuple(
+        ("example.com", "s" * 20_000 + str(i), DkimResult.PERMERROR) for i in range(10)
+    )
+    long_d = (("d" * 20_000 + ".example.com", "sel", DkimResult.PERMERROR),)
+    observation = observe(verdict(dkim=selectors + long_d), ip="192.0.2.1", mail_from="")
+    assert observation is not None
+    assert all(len(d) <= 253 and len(s) <= 253 for d, s, _ in observation.dkim)
+    assert sum(map(len, observation.key())) < 11 * 600
+
+
+def test_the_buffer_is_bounded_in_bytes_too() -> None:
+    """Rows of a few KB each (many DKIM results with long selectors, all distinct) fill
+    ``max_bytes`` before ``max_rows``: the rest is dropped and counted."""
+
+    def unreachable(url: str) -> Store:
+        raise StoreError(f"report store {url}: connection refused")
+
+    settings = RecordingSettings(flush_seconds=3600, max_rows=100_000, max_bytes=200_000)
+    recorder = BackgroundRecorder("postgresql://nowhere/x", settings, opener=unreachable)
+    for index in range(1000):
+        sigs = tuple(
+            ("example.com", f"{index}-{'s' * 240}-{n}", DkimResult.FAIL) for n in range(10)
+        )
+        recorder.record(verdict(dkim=sigs), ip="192.0.2.1", mail_from="", now=T0)
+    assert recorder.pending < 100
+    assert recorder.dropped == 1000 - recorder.recorded > 900
+    assert recorder.buffered_bytes <= 200_000 + 10_000
+
+
+@pytest.fixture
+def tarpit() -> Iterator[int]:
+    """A TCP port that accepts connections and never answers (a PostgreSQL server that
+    hangs, or a firewall that lets the handshake through)."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(16)
+    try:
+        yield listener.getsockname()[1]
+    finally:
+        listener.close()
+
+
+def test_a_hung_postgresql_server_is_an_error_within_seconds(tarpit: int) -> None:
+    """libpq waits for ever by default: the milter's start (and the writer thread) hung
+    with it. A connection that is not up within 5 s is a StoreError that says so."""
+    pytest.importorskip("psycopg")
+    started = time.monotonic()
+    with pytest.raises(StoreError) as caught:
+        open_store(f"postgresql://mailauth@127.0.0.1:{tarpit}/reports")
+    assert time.monotonic() - started < 15
+    assert caught.value.unreachable
+
+
+def test_the_milter_starts_while_its_postgresql_store_is_down(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A store that is down must not stop mail: the milter starts (one warning line), its
+    recorder buffers and writes once the store is back; a store that cannot work at all
+    (a SQLite file in a directory that does not exist) is still a start-up error."""
+    from mailauth.cli.serve import start_recorder
+    from mailauth.config import MilterConfig, ReportsConfig
+
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    url = f"postgresql://mailauth@127.0.0.1:{port}/reports"
+    recorder = start_recorder(MilterConfig(reports=ReportsConfig(store=url)))
+    assert recorder is not None
+    try:
+        assert "warning" in capsys.readouterr().err
+        recorder.record(verdict(), ip="192.0.2.1", mail_from="", now=T0)
+        assert recorder.pending == 1
+    finally:
+        recorder.close(timeout=1)
+    with pytest.raises(StoreError):
+        start_recorder(MilterConfig(reports=ReportsConfig(store="/nonexistent/dir/r.db")))
+
+
+def test_a_claim_lasts_its_lease_in_real_time_whatever_now_says(store_url: str) -> None:
+    """``reports send --now`` in the past (a catch-up run) beside the timer's run: the
+    claim must hold for its lease in real time. Measured on --now, it had ended before it
+    began, and the timer's run took and sent the same report."""
+    _fill(store_url, 1)
+    store = open_store(store_url)
+    try:
+        (first,) = closed_reports(store, SETTINGS, now=AFTER)  # --now AFTER, long ago
+        assert list(closed_reports(store, SETTINGS, now=time.time())) == []  # the timer's
+        assert mark_sent(store, first, now=AFTER)
+    finally:
+        store.close()
+
+
+def test_each_claim_is_renewed_when_its_report_is_handed_out(store_url: str) -> None:
+    """A run that takes longer than a lease over its batch (a slow relay) renews each
+    claim as it comes to it; one that another run took meanwhile is skipped, not sent
+    twice."""
+    _fill(store_url, 3)
+    clock = [1_000_000.0]
+    store = open_store(store_url)
+    other = open_store(store_url)
+    try:
+        run = closed_reports(store, SETTINGS, now=AFTER, batch=3, clock=lambda: clock[0])
+        first = next(run)
+        clock[0] += SETTINGS.lease + 1  # the first delivery took longer than a lease
+        second = next(run)  # renewed as it is handed out: the other run cannot take it
+        taken = list(closed_reports(other, SETTINGS, now=AFTER, clock=lambda: clock[0]))
+        # the other run takes the first (still being delivered past its lease: its sender
+        # is that slow) and the third (not handed out yet), never the second
+        assert len(taken) == 2 and second.policy_domain not in {r.policy_domain for r in taken}
+        assert first.policy_domain in {r.policy_domain for r in taken}
+        assert list(run) == []  # the third: the other run's now, not handed out twice
+    finally:
+        store.close()
+        other.close()
+
+
+def test_a_new_sqlite_store_is_readable_by_its_owner_only(tmp_path: Path) -> None:
+    """The store holds who sends to this host and from where (and, with record_envelope_to,
+    its users' domains): a new file is 0600 whatever the umask, its WAL and shared-memory
+    files likewise (SQLite gives them the database's mode); an existing file keeps its."""
+    old = os.umask(0o022)
+    try:
+        path = tmp_path / "reports.sqlite"
+        _fill(str(path), 1)
+        store = open_store(str(path))  # (a connection open: the -wal and -shm files exist)
+        try:
+            for name in ("reports.sqlite", "reports.sqlite-wal", "reports.sqlite-shm"):
+                assert stat.S_IMODE((tmp_path / name).stat().st_mode) == 0o600, name
+        finally:
+            store.close()
+        shared = tmp_path / "shared.sqlite"
+        shared.touch(mode=0o640)
+        open_store(str(shared)).close()
+        assert stat.S_IMODE(shared.stat().st_mode) == 0o640
+    finally:
+        os.umask(old)
+
+
+def test_a_record_with_thousands_of_rua_uris_is_stored_bounded(store_url: str) -> None:
+    """An attacker's record may list thousands of URIs (74 KB a row, per period); reports
+    go to at most 10 destinations (reports.uri.MAX_DESTINATIONS): the first 32 URIs of a
+    sane length are kept, a URI with white space in it (not a URI) is not."""
+    odd = ("mailto:a@x.example mailto:b@y.example", "mailto:" + "x" * 2000 + "@example.com")
+    rua = odd + tuple(f"mailto:r{i}@example.com" for i in range(3000))
+    store = open_store(store_url)
+    try:
+        DirectRecorder(store).record(verdict(rua=rua), ip="192.0.2.1", mail_from="", now=T0)
+        ((stored,),) = store.fetchall("SELECT rua FROM report_policies")
+        assert stored.split() == [f"mailto:r{i}@example.com" for i in range(32)]
+    finally:
+        store.close()
+
+
+def test_prune_deletes_the_periods_that_ended_before_a_time(
+    store_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`mailauth reports prune --before T`: every period that ended before T goes (counts,
+    policy, send state, whatever became of the report), except one a send run holds
+    claimed; later periods stay; --before in the future is refused."""
+    from mailauth.cli import main
+
+    _fill(store_url, 2)  # two domains, period T0
+    _fill(store_url, 1, now=T0 + DAY)  # one domain, the next period
+    store = open_store(store_url)
+    try:
+        run = closed_reports(store, SETTINGS, now=AFTER, batch=1)
+        held = next(run)  # claimed by a send run: kept; the other one (pending) goes
+        assert main(["reports", "prune", "--store", store_url, "--before", str(T0 + DAY)]) == 0
+        assert "deleted 1 report rows, 1 policies, 1 send states" in capsys.readouterr().out
+        rows = store.fetchall("SELECT policy_domain, period_begin FROM report_counts")
+        assert sorted(rows) == [(held.policy_domain, T0), ("d0.example", T0 + DAY)]
+        assert mark_sent(store, held, now=AFTER)
+        assert main(["reports", "prune", "--store", store_url, "--before", str(T0 + DAY)]) == 0
+        rows = store.fetchall("SELECT policy_domain, period_begin FROM report_counts")
+        assert rows == [("d0.example", T0 + DAY)]
+        assert store.fetchall("SELECT COUNT(*) FROM outgoing_reports") == [(0,)]
+        assert store.fetchall("SELECT period_begin FROM report_policies") == [(T0 + DAY,)]
+        future = str(int(time.time()) + 3600)
+        assert main(["reports", "prune", "--store", store_url, "--before", future]) == 2
+    finally:
+        store.close()
+
+
+def test_an_unexpected_error_does_not_end_recording(
+    store_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Anything the store layer raises besides StoreError (a bug, a driver's surprise)
+    ended the writer thread: recording stopped for good, with no line. It is logged, the
+    batch kept, and the next flush writes."""
+    calls = []
+
+    def flaky(url: str) -> Store:
+        calls.append(url)
+        if len(calls) == 1:
+            raise RuntimeError("driver surprise")
+        return open_store(url)
+
+    settings = RecordingSettings(flush_seconds=0.05)
+    recorder = BackgroundRecorder(store_url, settings, opener=flaky).start()
+    recorder.record(verdict(), ip="192.0.2.1", mail_from="", now=T0)
+    deadline = time.monotonic() + 10
+    while recorder.written == 0 and time.monotonic() < deadline:
+        recorder.flush(timeout=1)  # the first try fails; the thread lives on and writes
+    recorder.close()
+    assert (recorder.written, recorder.write_errors) == (1, 1)
+    assert "driver surprise" in caplog.text
+
+
+def test_a_report_past_its_size_limit_is_abandoned_not_built_in_memory(store_url: str) -> None:
+    """A domain whose period holds millions of rows (an attacker's own domain, a row per
+    fresh DKIM selector) made `send` build its whole gzipped report, then the e-mail, in
+    memory (26 bytes a row compressed: 10 million rows, 260 MB before base64 and
+    signing). Past ``max_report_bytes`` compressed the build stops and the report is
+    abandoned with its reason; the next report is built."""
+    store = open_store(store_url)
+    try:
+        recorder = DirectRecorder(store)
+        for index in range(300):
+            sig = (("big.example", f"s{index:04x}{'x' * 60}", DkimResult.FAIL),)
+            recorder.record(verdict("big.example", dkim=sig), ip=f"192.0.2.{index % 250}",
+                            mail_from="", now=T0)  # fmt: skip
+        recorder.record(verdict("small.example"), ip="192.0.2.1", mail_from="", now=T0)
+        settings = ReportSettings("Example Mail", "dmarc@example.net", "example.net",
+                                  max_report_bytes=1024)  # fmt: skip
+        reports = list(closed_reports(store, settings, now=AFTER))
+        assert [r.policy_domain for r in reports] == ["small.example"]
+        rows = store.fetchall("SELECT state, last_error FROM outgoing_reports "
+                              "WHERE policy_domain = 'big.example'")  # fmt: skip
+        ((state, error),) = rows
+        assert state == "abandoned" and "larger than" in error
     finally:
         store.close()

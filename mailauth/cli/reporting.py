@@ -1,6 +1,6 @@
 """``mailauth reports``: the DMARC report store (docs/reports.md). ``migrate`` brings its
-schema forward, ``show`` lists what the next ``send`` would send. Also the store options
-``verify --record`` shares."""
+schema forward, ``show`` lists what the next ``send`` would send, ``prune`` deletes old
+periods. Also the store options ``verify --record`` shares."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from mailauth.reports.outgoing import ReportStatus
 def add_reports_parser(commands: argparse._SubParsersAction[Parser]) -> argparse.ArgumentParser:
     reports = commands.add_parser(
         "reports",
-        help="DMARC aggregate reports: the report store (migrate, show) and sending (send)",
+        help="DMARC aggregate reports: the report store (migrate, show, prune), sending (send)",
         description="The DMARC report store that the milter (and verify --record) fills: a "
         "SQLite file or a PostgreSQL database (docs/reports.md).",
         epilog="examples:\n"
@@ -27,7 +27,8 @@ def add_reports_parser(commands: argparse._SubParsersAction[Parser]) -> argparse
         "  mailauth reports migrate --store postgresql://mailauth@db.example.net/reports\n"
         "  mailauth reports show --config /etc/mailauth/milter.toml\n"
         "  mailauth reports show --store reports.sqlite --now 1767312000 --json\n"
-        "  mailauth reports send --config /etc/mailauth/milter.toml --dry-run --out /tmp/r",
+        "  mailauth reports send --config /etc/mailauth/milter.toml --dry-run --out /tmp/r\n"
+        "  mailauth reports prune --config /etc/mailauth/milter.toml --before 1767225600",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     actions = reports.add_subparsers(dest="reports_command", metavar="ACTION", parser_class=Parser)
@@ -55,6 +56,20 @@ def add_reports_parser(commands: argparse._SubParsersAction[Parser]) -> argparse
         help="as if it were this time (default: now): periods ended by then are closed",
     )  # fmt: skip
     show.add_argument("--json", action="store_true", help="one JSON array of reports")
+    prune = actions.add_parser(
+        "prune",
+        help="delete the periods that ended before a time",
+        description="Delete the counts, policies and send state of every period that ended "
+        "before --before, whatever became of its report (a report a send run holds claimed "
+        "is kept). Prints what was deleted.",
+        epilog="example:\n  mailauth reports prune --store reports.sqlite --before 1767225600",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_store_options(prune)
+    prune.add_argument(
+        "--before", type=unix_time_arg, metavar="UNIXTIME", required=True,
+        help="periods that ended before this time go (not later than now)",
+    )  # fmt: skip
     add_send_parser(actions)
     return reports
 
@@ -83,7 +98,9 @@ def cmd_reports(args: argparse.Namespace, parser: argparse.ArgumentParser) -> in
         return _show(args)
     if args.reports_command == "send":
         return cmd_reports_send(args)
-    raise CliError("say what to do: mailauth reports {migrate,show,send} ...")
+    if args.reports_command == "prune":
+        return _prune(args)
+    raise CliError("say what to do: mailauth reports {migrate,show,send,prune} ...")
 
 
 def _migrate(args: argparse.Namespace) -> int:
@@ -101,13 +118,33 @@ def _migrate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _prune(args: argparse.Namespace) -> int:
+    from mailauth.reports.prune import prune_periods  # noqa: PLC0415 (loaded when it runs)
+
+    url, _ = store_of(args)
+    before = int(args.before)
+    if before > time.time():
+        raise CliError("--before is in the future: only periods that have ended can go")
+    store = open_store(url, create=False)
+    try:
+        pruned = prune_periods(store, before)
+        shown = store.display()
+    finally:
+        store.close()
+    print(
+        f"report store {shown}: deleted {pruned.counts} report rows, {pruned.policies} "
+        f"policies, {pruned.outgoing} send states of periods ended before {before}"
+    )
+    return 0
+
+
 def _show(args: argparse.Namespace) -> int:
     url, config = store_of(args)
     now = time.time() if args.now is None else args.now
     settings = ReportSettings(
         config.reports.org_name, config.reports.email, config.reports.submitter
     )
-    store = open_store(url)
+    store = open_store(url, create=False)
     try:
         status = report_status(store, settings, now)
     finally:

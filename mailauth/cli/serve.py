@@ -44,6 +44,7 @@ from mailauth.milter.offload import OffloadError
 from mailauth.milter.signing_table import build_signing_policy
 from mailauth.pipeline import Authenticator
 from mailauth.reports import BackgroundRecorder, Enforcement, RecordingSettings, open_store
+from mailauth.reports.store import StoreError
 
 log = logging.getLogger("mailauth.milter")
 
@@ -330,11 +331,22 @@ def recording_settings(config: MilterConfig) -> RecordingSettings:
 
 
 def start_recorder(config: MilterConfig) -> BackgroundRecorder | None:
-    """The recorder of ``[reports] store``, its schema migrated first (a store that cannot
-    be opened at start is a configuration error: one line, exit 2)."""
+    """The recorder of ``[reports] store``, its schema migrated first. A store that cannot
+    work (a bad URL, a SQLite file that cannot be created) is a configuration error: one
+    line, exit 2. A PostgreSQL server that does not answer must not stop mail: a warning,
+    and the recorder buffers until it does (then migrates it and writes)."""
     if not config.reports.store:
         return None
-    open_store(config.reports.store).close()
+    try:
+        open_store(config.reports.store).close()
+    except StoreError as exc:
+        if not exc.unreachable:
+            raise
+        print(
+            f"mailauth milter: warning: {exc}; recording in memory until it answers",
+            file=sys.stderr,
+            flush=True,
+        )
     return BackgroundRecorder(config.reports.store, recording_settings(config)).start()
 
 

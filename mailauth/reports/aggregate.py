@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import json
+import re
 import zlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -57,11 +58,16 @@ Row = tuple[str, str, str, str, str, str, str, str, str, str, str, str, int]
 
 
 _ESCAPES = str.maketrans({"&": "&amp;", "<": "&lt;", ">": "&gt;"})
+# XML 1.0 2.2 Char: what is not one (C0 controls but TAB/LF/CR, surrogates, U+FFFE/FFFF)
+_NOT_XML = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
 
 
 def _e(text: str) -> str:
-    """Character data escaped (XML 1.0 2.4; control characters never get here:
-    :func:`mailauth.reports.observe.observe` replaced them)."""
+    """Character data escaped (XML 1.0 2.4), and any character XML cannot carry replaced
+    by U+FFFD (:func:`mailauth.reports.observe.observe` did it for what it records; this
+    covers the settings and rows that other writers left in the store)."""
+    if not text.isprintable():
+        text = _NOT_XML.sub("\ufffd", text)
     if "&" in text or "<" in text or ">" in text:
         return text.translate(_ESCAPES)
     return text
@@ -164,18 +170,31 @@ def _reasons(text: str) -> str:
     return "".join(parts)
 
 
-def gzip_pieces(pieces: Iterable[str], level: int = 6) -> bytes:
-    """The pieces, UTF-8 encoded, as one gzip member (RFC 1952), compressed as they come."""
+class ReportTooLarge(ValueError):
+    """The compressed report grew past its limit (the build stopped there)."""
+
+
+def gzip_pieces(pieces: Iterable[str], level: int = 6, *, limit: int | None = None) -> bytes:
+    """The pieces, UTF-8 encoded, as one gzip member (RFC 1952), compressed as they come;
+    ReportTooLarge once the compressed bytes pass ``limit`` (memory stays near it)."""
     compressor = zlib.compressobj(level, zlib.DEFLATED, 31)  # (31: gzip header and trailer)
     out: list[bytes] = []
     pending: list[str] = []
-    size = 0
+    size = total = 0
     for piece in pieces:
         pending.append(piece)
         size += len(piece)
         if size >= 1 << 16:
             out.append(compressor.compress("".join(pending).encode("utf-8")))
             pending, size = [], 0
+            total += len(out[-1])
+            _check_size(total, limit)
     out.append(compressor.compress("".join(pending).encode("utf-8")))
     out.append(compressor.flush())
+    _check_size(total + len(out[-2]) + len(out[-1]), limit)
     return b"".join(out)
+
+
+def _check_size(total: int, limit: int | None) -> None:
+    if limit is not None and total > limit:
+        raise ReportTooLarge(f"larger than {limit} bytes compressed")

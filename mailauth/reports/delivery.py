@@ -20,7 +20,7 @@ Nothing here opens a store, a file or a socket: the command line wires those in.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import StrEnum
 from typing import Protocol
 
@@ -146,11 +146,16 @@ def send_reports(
             max_attempts=max_attempts,
         )
         if outcome.state is ReportState.SENT:
-            marks.sent(report, now=now)
+            kept = marks.sent(report, now=now)
         else:
             error = "; ".join(outcome.problems)[:1000] or "not delivered"
             give_up = outcome.state is ReportState.ABANDONED
-            marks.failed(report, error, now=now, delivered=outcome.delivered, give_up=give_up)
+            kept = marks.failed(
+                report, error, now=now, delivered=outcome.delivered, give_up=give_up
+            )
+        if not kept:  # (its lease ended during this run and another run took it)
+            lost = "claim lost: another run took this report meanwhile (it may go out twice)"
+            outcome = replace(outcome, problems=(*outcome.problems, lost))
         outcomes.append(outcome)
     return outcomes
 
@@ -167,7 +172,17 @@ def send_report(
     max_attempts: int = MAX_ATTEMPTS,
 ) -> SendOutcome:
     """One report to each of its destinations not reached yet."""
-    message = aggregate_report(report)
+    try:
+        message = aggregate_report(report)
+    except ValueError as exc:
+        # A policy domain that is no host name (an attacker's "_dmarc.x_y.example", RFC
+        # 5322 domains may hold "_" or "!") cannot be named in the RFC 9990 file name and
+        # Subject: that report ends here, the run goes on with the next.
+        why = f"cannot be sent: {exc}"
+        return SendOutcome(
+            report.policy_domain, report.report_id, report.file_name, ReportState.ABANDONED,
+            tuple(report.delivered), (why,),
+        )  # fmt: skip
     parsed = parse_report_uris(report.rua)
     problems = [f"{i.uri}: {i.reason}" for i in parsed.ignored]
     done = set(report.delivered)

@@ -31,6 +31,9 @@ MAX_DKIM_RESULTS = 100
 _OVERRIDE_TYPES = {"local_policy", "mailing_list", "other", "policy_test_mode"}
 _OVERRIDE_TYPES |= {"trusted_forwarder"}
 MAX_COMMENT = 200  # characters of an override comment kept
+# Characters of a name kept (a domain name's limit): a DKIM-Signature that does not parse
+# keeps whatever d=/s= it carries, up to the header section's size (1 MiB in the milter).
+MAX_NAME = 253
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,20 +123,20 @@ def observe(
 
     dkim = tuple(
         sorted(
-            ((_text(o.domain), _text(o.selector), str(o.result)) for o in verdict.dkim or ()),
+            ((_name(o.domain), _name(o.selector), str(o.result)) for o in verdict.dkim or ()),
             key=rank,
         )[:MAX_DKIM_RESULTS]
     )
     spf = verdict.spf.mailfrom if verdict.spf is not None else None
     disposition, reasons = _applied(verdict, enforcement)
     return Observation(
-        policy_domain=_text(dmarc.policy_domain),
+        policy_domain=_name(dmarc.policy_domain),
         source_ip=ip,
-        header_from=_text(header_from),
+        header_from=_name(header_from),
         envelope_from=_domain_of(mail_from),
         envelope_to=_domain_of(recipients[0]) if recipients else "",
         dkim=dkim,
-        spf_domain=_text(spf.domain) if spf else "",
+        spf_domain=_name(spf.domain) if spf else "",
         spf_scope="mfrom" if spf else "",
         spf_result=str(spf.result) if spf else "",
         dmarc_dkim="pass" if dmarc.dkim_aligned else "fail",
@@ -157,7 +160,7 @@ def _applied(verdict: Verdict, enforcement: Enforcement) -> tuple[str, tuple[tup
         comment = dmarc.override_comment
         if kind != dmarc.override:
             comment = f"{dmarc.override}: {comment}" if comment else dmarc.override
-        reasons.append((kind, _text(comment)[:MAX_COMMENT]))
+        reasons.append((kind, _text(comment[:MAX_COMMENT])))
     disposition = dmarc.disposition
     enforced = {
         Policy.REJECT: enforcement.reject,
@@ -178,7 +181,12 @@ def _domain_of(address: str) -> str:
     try:
         return _text(normalize_domain(domain)) if domain else ""
     except InvalidDomainError:
-        return _text(domain.lower())[:255]
+        return _name(domain.lower())
+
+
+def _name(value: str) -> str:
+    """A name from the message or its signatures, as text, at most MAX_NAME characters."""
+    return _text(value[:MAX_NAME])
 
 
 def _text(value: str) -> str:

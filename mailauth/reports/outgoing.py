@@ -8,20 +8,30 @@ with its XML built and gzipped; the sender then calls :func:`mark_sent` or
 :func:`mark_failed`. A claim is a lease: a row in ``outgoing_reports`` set to ``claimed``
 with the claimer's token and an expiry, taken in a write transaction (PostgreSQL: ``FOR
 UPDATE SKIP LOCKED``, so two runs never take the same row; SQLite: ``BEGIN IMMEDIATE``, one
-claimer at a time). A claim not concluded by its expiry (the sender crashed) is free
-again; a report once ``sent`` is never claimed again. The Report-ID and file name are
+claimer at a time). Leases run on the wall clock (``clock``), not on the run's ``now``
+(``reports send --now`` in the past or future must not shorten or stretch them), and each
+is renewed as its report is handed out (a run slower than a lease over its batch skips the
+ones another run took meanwhile). A claim not concluded by its expiry (the sender crashed)
+is free again; a report once ``sent`` is never claimed again. The Report-ID and file name are
 fixed at the first claim and reused by every retry (RFC 9990 "Email": a re-sent report
 keeps its file name).
 """
 
 from __future__ import annotations
 
+import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from mailauth.reports.aggregate import PolicyColumns, ReportMetadata, gzip_pieces, render_report
+from mailauth.reports.aggregate import (
+    PolicyColumns,
+    ReportMetadata,
+    ReportTooLarge,
+    gzip_pieces,
+    render_report,
+)
 from mailauth.reports.store import Store
 
 MEDIA_TYPE = "application/gzip"  # RFC 9990 "Email": gzip-compressed XML
@@ -31,7 +41,9 @@ MEDIA_TYPE = "application/gzip"  # RFC 9990 "Email": gzip-compressed XML
 class ReportSettings:
     """Who reports (RFC 9990 report_metadata; ``submitter``: the receiver's domain in file
     names and Subject fields), and the timing of claims: ``grace`` seconds after a period's
-    end before its report is built, ``lease`` seconds a claim lasts."""
+    end before its report is built, ``lease`` seconds a claim lasts; ``max_report_bytes``:
+    the largest gzipped XML built (a larger report is abandoned: it would not pass most
+    relays, whose limit is about 10 MB with base64, and building it takes memory)."""
 
     org_name: str
     email: str
@@ -40,6 +52,7 @@ class ReportSettings:
     generator: str = "mailauth"
     grace: int = 600
     lease: int = 3600
+    max_report_bytes: int = 25_000_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,14 +154,25 @@ def open_reports(store: Store, settings: ReportSettings, now: float) -> int:
     return len(rows)
 
 
+Clock = Callable[[], float]
+"""The wall clock that leases run on (``time.time``; tests give their own)."""
+
+
 def claim_reports(
-    store: Store, settings: ReportSettings, now: float, token: str, limit: int
+    store: Store,
+    settings: ReportSettings,
+    now: float,
+    token: str,
+    limit: int,
+    *,
+    clock: Clock = time.time,
 ) -> list[tuple[Any, ...]]:
     """Claim up to ``limit`` reports that are pending or whose claim expired: their
     (policy domain, begin, end, report_id, file_name, attempts, delivered) and their
     policy's columns (PostgreSQL: only the outgoing rows are locked, never the policies
-    the recorders update)."""
+    the recorders update). ``now`` is not used: leases run on ``clock``."""
     with store.write():
+        wall = int(clock())
         rows = store.fetchall(
             """SELECT o.policy_domain, o.period_begin, o.period_end, o.report_id,
             o.file_name, o.attempts, o.delivered, """  # noqa: S608 - constant text
@@ -158,19 +182,24 @@ def claim_reports(
             WHERE o.state = 'pending' OR (o.state = 'claimed' AND o.claimed_until <= ?)
             ORDER BY o.period_begin, o.policy_domain LIMIT ?"""
             + store.skip_locked,
-            (int(now), limit),
+            (wall, limit),
         )
         store.executemany(
             """UPDATE outgoing_reports SET state = 'claimed', claimed_by = ?,
             claimed_until = ?, attempts = attempts + 1
             WHERE policy_domain = ? AND period_begin = ?""",
-            [(token, int(now) + settings.lease, r[0], r[1]) for r in rows],
+            [(token, wall + settings.lease, r[0], r[1]) for r in rows],
         )
     return rows
 
 
 def closed_reports(
-    store: Store, settings: ReportSettings, now: float, *, batch: int = 20
+    store: Store,
+    settings: ReportSettings,
+    now: float,
+    *,
+    batch: int = 20,
+    clock: Clock = time.time,
 ) -> Iterator[PendingReport]:
     """Claim and build every report whose period is closed at ``now`` and not yet sent,
     ``batch`` claims at a time; each is the caller's to :func:`mark_sent` or
@@ -179,7 +208,7 @@ def closed_reports(
     open_reports(store, settings, now)
     token = uuid.uuid4().hex
     while True:
-        claimed = claim_reports(store, settings, now, token, batch)
+        claimed = claim_reports(store, settings, now, token, batch, clock=clock)
         if not claimed:
             return
         for index, row in enumerate(claimed):
@@ -188,12 +217,17 @@ def closed_reports(
             what = (domain, begin, end, report_id, name)
             try:
                 report = _build(store, settings, what, policy, token)
+            except ReportTooLarge as exc:  # (abandoned: memory stays bounded, the run goes on)
+                _finish(store, (domain, begin), token, "abandoned", error=str(exc), now=now)
+                continue
             except BaseException:
                 _release(store, claimed[index:], token)
                 raise
             if report is None:  # (no rows: nothing to send)
                 _finish(store, (domain, begin), token, "abandoned", error="no records", now=now)
                 continue
+            if not _renew(store, (domain, begin), token, clock() + settings.lease):
+                continue  # (its lease ended while earlier ones were sent: another run's)
             try:
                 yield _with(report, attempts + 1, tuple(delivered.split()))
             except GeneratorExit:
@@ -233,7 +267,12 @@ def _build(
             totals[1] += row[-1]
             yield row
 
-    xml_gz = gzip_pieces(render_report(metadata, policy, rows()))
+    try:
+        xml_gz = gzip_pieces(
+            render_report(metadata, policy, rows()), limit=settings.max_report_bytes
+        )
+    except ReportTooLarge as exc:
+        raise ReportTooLarge(f"not sent: report {exc} after {totals[0]} records") from None
     if not totals[0]:
         return None
     return PendingReport(
@@ -296,6 +335,17 @@ def _finish(
             last_error = ?, sent_at = ? WHERE policy_domain = ? AND period_begin = ?
             AND state = 'claimed' AND claimed_by = ?""",
         (state, error, int(now), domain, begin, token),
+    )
+    return changed == 1
+
+
+def _renew(store: Store, where: tuple[str, int], token: str, until: float) -> bool:
+    """Extend a claim ``token`` still holds to ``until``; False when it was lost."""
+    domain, begin = where
+    changed = store.execute(
+        """UPDATE outgoing_reports SET claimed_until = ? WHERE policy_domain = ?
+            AND period_begin = ? AND state = 'claimed' AND claimed_by = ?""",
+        (int(until), domain, begin, token),
     )
     return changed == 1
 

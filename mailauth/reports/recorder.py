@@ -6,7 +6,8 @@ only counts the observation into an in-memory :class:`Batch` (a dict update unde
 microseconds, on the event loop); a writer thread takes the batch every ``flush_seconds``
 (or as soon as it holds ``batch_rows`` rows) and writes it in one transaction of upserts.
 A store that is down or slow never holds mail up: the batch waits in memory, bounded by
-``max_rows`` distinct rows; what does not fit is dropped, counted (``dropped``, exported by
+``max_rows`` distinct rows and ``max_bytes`` (their text, estimated: a row's key can be a
+few KB, and an attacker chooses it); what does not fit is dropped, counted (``dropped``, exported by
 the milter's metrics) and logged once per interval, never silently.
 
 The most a crash can lose: what was recorded since the last flush (``flush_seconds``, 5 s
@@ -19,6 +20,7 @@ observation and the same upsert as the milter's batches.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import threading
 import time
@@ -37,7 +39,9 @@ DAY = 86400
 class RecordingSettings:
     """``interval``: the reporting period in seconds (periods start at multiples of it,
     UTC; RFC 9990 asks for at most a day); ``record_envelope_to``: report the first
-    recipient's domain; ``enforcement``: the dispositions the receiver acts on."""
+    recipient's domain; ``enforcement``: the dispositions the receiver acts on;
+    ``max_rows`` and ``max_bytes`` bound the buffer (``max_bytes`` 0: 1 KiB per row of
+    ``max_rows``, about twice what a common row takes)."""
 
     interval: int = DAY
     record_envelope_to: bool = False
@@ -45,6 +49,11 @@ class RecordingSettings:
     flush_seconds: float = 5.0
     batch_rows: int = 5_000
     max_rows: int = 200_000
+    max_bytes: int = 0
+
+    @property
+    def buffer_bytes(self) -> int:
+        return self.max_bytes or self.max_rows * 1024
 
 
 def period_of(now: float, interval: int) -> tuple[int, int]:
@@ -61,6 +70,7 @@ class Batch:
     def __init__(self) -> None:
         self.counts: dict[tuple[str, int, tuple[str, ...]], int] = {}
         self.policies: dict[tuple[str, int], tuple[int, PublishedPolicy, int]] = {}
+        self.size = 0  # the rows' estimated bytes (_row_size)
 
     def __len__(self) -> int:
         return len(self.counts)
@@ -68,7 +78,10 @@ class Batch:
     def add(self, observation: Observation, now: float, interval: int, messages: int = 1) -> None:
         begin, end = period_of(now, interval)
         key = (observation.policy_domain, begin, observation.key())
-        self.counts[key] = self.counts.get(key, 0) + messages
+        known = self.counts.get(key)
+        if known is None:
+            self.size += _row_size(key)
+        self.counts[key] = (known or 0) + messages
         self._policy((observation.policy_domain, begin), (end, observation.policy, int(now)))
 
     def has(self, observation: Observation, now: float, interval: int) -> bool:
@@ -80,20 +93,29 @@ class Batch:
         if known is None or known[2] <= value[2]:
             self.policies[key] = value
 
-    def merge(self, other: Batch, max_rows: int) -> int:
+    def full(self, max_rows: int, max_bytes: int) -> bool:
+        return len(self.counts) >= max_rows or self.size >= max_bytes
+
+    def merge(self, other: Batch, max_rows: int, max_bytes: int) -> int:
         """Add ``other``'s counts (a batch that could not be written) as far as ``max_rows``
-        allows; the number of messages that did not fit."""
+        and ``max_bytes`` allow; the number of messages that did not fit."""
         lost = 0
         for key, messages in other.counts.items():
             if key in self.counts:
                 self.counts[key] += messages
-            elif len(self.counts) < max_rows:
+            elif not self.full(max_rows, max_bytes):
                 self.counts[key] = messages
+                self.size += _row_size(key)
             else:
                 lost += messages
         for where, value in other.policies.items():
             self._policy(where, value)
         return lost
+
+
+def _row_size(key: tuple[str, int, tuple[str, ...]]) -> int:
+    """A row's bytes in memory, estimated: its text and about 300 bytes of objects."""
+    return 300 + len(key[0]) + sum(map(len, key[2]))
 
 
 _UPSERT_COUNT = """INSERT INTO report_counts (policy_domain, period_begin, row_key, source_ip,
@@ -129,12 +151,25 @@ def write_batch(store: Store, batch: Batch) -> None:
         store.executemany(_UPSERT_POLICY, policies)
 
 
+# The URIs of rua=/ruf= kept per policy (reports go to at most 10 destinations,
+# reports.uri.MAX_DESTINATIONS; a record may list thousands), and the longest kept (RFC
+# 5321 4.5.3.1.3: a path is at most 256 octets, percent-encoded up to three times that).
+MAX_STORED_URIS = 32
+MAX_URI = 1000
+
+
 def _policy_columns(policy: PublishedPolicy) -> tuple[str, ...]:
     return (
         str(policy.p), str(policy.sp or ""), str(policy.np or ""), policy.adkim, policy.aspf,
         "y" if policy.testing else "n", policy.psd, policy.fo, policy.discovery,
-        " ".join(policy.rua), " ".join(policy.ruf),
+        _uri_column(policy.rua), _uri_column(policy.ruf),
     )  # fmt: skip
+
+
+def _uri_column(uris: tuple[str, ...]) -> str:
+    """The URIs as the store keeps them: separated by spaces, so none may hold one."""
+    kept = (u for u in uris if len(u) <= MAX_URI and not any(c.isspace() for c in u))
+    return " ".join(itertools.islice(kept, MAX_STORED_URIS))
 
 
 class _Observing:
@@ -216,6 +251,11 @@ class BackgroundRecorder(_Observing):
         """Rows waiting in memory."""
         return len(self._batch)
 
+    @property
+    def buffered_bytes(self) -> int:
+        """Their estimated size."""
+        return self._batch.size
+
     def start(self) -> BackgroundRecorder:
         if self._thread is None:
             self._thread = threading.Thread(target=self._run, name="mailauth-recorder")
@@ -240,13 +280,16 @@ class BackgroundRecorder(_Observing):
         interval = self.settings.interval
         with self._lock:
             batch = self._batch
-            if len(batch) >= self.settings.max_rows and not batch.has(observation, now, interval):
+            settings = self.settings
+            if batch.full(settings.max_rows, settings.buffer_bytes) and not batch.has(
+                observation, now, interval
+            ):
                 self.dropped += 1
                 return
             batch.add(observation, now, interval)
             self.recorded += 1
-            full = len(batch) >= self.settings.batch_rows
-        if full:
+            due = len(batch) >= settings.batch_rows
+        if due:
             self._wake.set()
 
     def request_flush(self) -> None:
@@ -298,13 +341,18 @@ class BackgroundRecorder(_Observing):
             if self._store is None:
                 self._store = self._opener(self.url)
             write_batch(self._store, batch)
-        except (StoreError, OSError) as exc:
+        except Exception as exc:
+            # (StoreError and OSError are what a store that is down raises; anything else,
+            # a bug or a driver's surprise, ended this thread: recording stopped for good.)
+            if not isinstance(exc, StoreError | OSError):
+                exc = StoreError(f"{type(exc).__name__}: {exc}")
             self.write_errors += 1
             if self._store is not None:
                 self._store.close()
                 self._store = None
             with self._lock:
-                lost = self._batch.merge(batch, self.settings.max_rows)
+                settings = self.settings
+                lost = self._batch.merge(batch, settings.max_rows, settings.buffer_bytes)
                 self.dropped += lost
             self._log_once(f"report store not written ({exc}); {len(batch)} rows kept to retry")
             return False
@@ -319,7 +367,8 @@ class BackgroundRecorder(_Observing):
         if dropped > self._logged_drops:
             self._log_once(
                 f"report recording: {dropped - self._logged_drops} messages not recorded "
-                f"(buffer of {self.settings.max_rows} rows full; {dropped} in all)",
+                f"(buffer full: {self.settings.max_rows} rows or "
+                f"{self.settings.buffer_bytes // 1024} KiB; {dropped} in all)",
                 force=True,
             )
             self._logged_drops = dropped

@@ -8,7 +8,11 @@ or the message's data for all its recipients -- the same bytes would be refused 
 
 STARTTLS (RFC 3207) is used whenever the relay offers it, with the certificate checked
 against the system's CAs (or ``cafile``) unless ``check_certificate`` is off; ``tls="required"``
-refuses to go on without it, ``tls="none"`` never asks. A failed handshake is never a reason
+refuses to go on without it, ``tls="none"`` never asks. To a loopback relay (the default,
+the local MTA) opportunistic STARTTLS does not check the certificate unless a ``cafile`` is
+given: nobody but root stands between, and a stock Debian Postfix offers STARTTLS with a
+self-signed certificate for its host name, which no check passes (RFC 7435: opportunistic
+security encrypts without authenticating). A failed handshake is never a reason
 to go on in clear text. AUTH (RFC 4954) is used when a user name is configured, and only
 over TLS unless ``clear_text_auth`` allows otherwise (a relay on the same host).
 The password is a value here; the command line reads it from a file or the environment.
@@ -22,6 +26,7 @@ sent from the milter), :func:`deliver_async` runs it in a worker thread.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import smtplib
 import ssl
 from collections.abc import Sequence
@@ -77,10 +82,22 @@ class RelaySettings:
 
     def tls_context(self) -> ssl.SSLContext:
         context = ssl.create_default_context(cafile=self.cafile)
-        if not self.check_certificate:
+        if not self.check_certificate or self._unchecked_loopback():
             context.check_hostname = False
             context.verify_mode = ssl.CERT_NONE
         return context
+
+    def _unchecked_loopback(self) -> bool:
+        return self.tls == "opportunistic" and self.cafile is None and _is_loopback(self.host)
+
+
+def _is_loopback(host: str) -> bool:
+    if host.lower() in ("localhost", "localhost."):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def parse_relay(text: str) -> tuple[str, int]:

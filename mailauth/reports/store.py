@@ -27,23 +27,40 @@ from mailauth.reports.schema import MIGRATIONS, SCHEMA_VERSION
 Params = Sequence[Any]
 _ADVISORY_KEY = 0x6D61696C61757468  # "mailauth": the migration lock's advisory-lock key
 _BUSY_MS = 30_000  # how long a SQLite writer waits for another's transaction to end
+# PostgreSQL connections, unless the URL says otherwise: libpq waits for ever for a server
+# that accepts and does not answer; a peer gone silent is noticed in about a minute.
+_PG_DEFAULTS = {
+    "connect_timeout": "5",
+    "keepalives": "1",
+    "keepalives_idle": "30",
+    "keepalives_interval": "10",
+    "keepalives_count": "3",
+    "tcp_user_timeout": "60000",  # (ms: data unacknowledged that long ends the connection)
+}
 
 
 class StoreError(MailauthError):
-    """The store cannot be opened, read or written (its text says which and why)."""
+    """The store cannot be opened, read or written (its text says which and why);
+    ``unreachable``: a server that did not answer (it may later), not a wrong setting."""
+
+    def __init__(self, text: str, *, unreachable: bool = False) -> None:
+        super().__init__(text)
+        self.unreachable = unreachable
 
 
 def is_postgres_url(url: str) -> bool:
     return url.startswith(("postgresql://", "postgres://"))
 
 
-def open_store(url: str | os.PathLike[str], *, migrate: bool = True) -> Store:
+def open_store(url: str | os.PathLike[str], *, migrate: bool = True, create: bool = True) -> Store:
     """The store at ``url`` (a SQLite file path, ``sqlite:///path``, or a ``postgresql://``
-    URL), its schema migrated forward unless ``migrate`` is false. Raises StoreError."""
+    URL), its schema migrated forward unless ``migrate`` is false; a SQLite file that does
+    not exist is created unless ``create`` is false (``reports show``/``send``: a mistyped
+    path is an error, not an empty store). Raises StoreError."""
     text = os.fspath(url)
     if not text:
         raise StoreError("no report store given (a SQLite file path or a postgresql:// URL)")
-    store: Store = PostgresStore(text) if is_postgres_url(text) else SqliteStore(text)
+    store: Store = PostgresStore(text) if is_postgres_url(text) else SqliteStore(text, create)
     if migrate:
         try:
             store.migrate()
@@ -190,11 +207,17 @@ class SqliteStore(Store):
 
     engine = "sqlite"
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, create: bool = True) -> None:
         super().__init__(url)
         path = url.removeprefix("sqlite:///") if url.startswith("sqlite:///") else url
         self.path = path
+        private = path != ":memory:" and not path.startswith("file:")
+        if private and not create and not os.path.exists(path):
+            why = "no such file (the milter, verify --record and reports migrate create it)"
+            raise StoreError(f"report store {path}: {why}")
         try:
+            if private:
+                _create_private(path)
             self._connection = sqlite3.connect(
                 path, isolation_level=None, timeout=_BUSY_MS / 1000, check_same_thread=False
             )
@@ -203,6 +226,8 @@ class SqliteStore(Store):
             self._connection.execute("PRAGMA synchronous = NORMAL")
         except sqlite3.Error as exc:
             raise StoreError(f"report store {path}: {_first_line(exc)}") from exc
+        except OSError as exc:
+            raise StoreError(f"report store {path}: {exc.strerror or exc}") from exc
 
     def _begin(self) -> None:
         self._connection.execute("BEGIN IMMEDIATE")
@@ -232,6 +257,14 @@ class SqliteStore(Store):
         self._connection.close()
 
 
+def _create_private(path: str) -> None:
+    """A new SQLite file is created 0600 (SQLite would follow the umask: 0644), so that its
+    WAL and shared-memory files, which SQLite gives the database's mode, are too. The store
+    says who sends to this host and from where. An existing file keeps its mode."""
+    with contextlib.suppress(FileExistsError):
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600))
+
+
 class PostgresStore(Store):
     """PostgreSQL through psycopg 3.2+ (``pip install 'mailauth[postgresql]'``)."""
 
@@ -248,7 +281,13 @@ class PostgresStore(Store):
             ) from None
         self._psycopg = psycopg
         try:
-            self._connection = psycopg.connect(url, autocommit=True)
+            given = psycopg.conninfo.conninfo_to_dict(url)
+            extra = {k: v for k, v in _PG_DEFAULTS.items() if k not in given}
+            conninfo = psycopg.conninfo.make_conninfo(url, **extra)
+            self._connection = psycopg.connect(conninfo, autocommit=True)
+        except psycopg.OperationalError as exc:  # (the server did not answer, or refused)
+            why = f"report store {self.display()}: {_first_line(exc)}"
+            raise StoreError(why, unreachable=True) from exc
         except psycopg.Error as exc:
             raise StoreError(f"report store {self.display()}: {_first_line(exc)}") from exc
 
