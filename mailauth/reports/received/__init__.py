@@ -3,12 +3,24 @@
 ones) and SMTP TLS reports (RFC 8460), read from whatever they arrive in and kept in the
 report store (docs/reports.md, "Reports you receive").
 
-Modules: :mod:`.model` (the reports as values), :mod:`.storage` (written once by their key;
-the queries summaries are built on).
+Modules, pure except :mod:`.storage`: :mod:`.model` (the reports as values), :mod:`.limits`
+(what one input may cost; the one read error), :mod:`.containers` (gzip, zip, bounded),
+:mod:`.aggregate_xml` and :mod:`.xml_repair` (RFC 9990 / RFC 7489 XML, defusedxml, the
+repairs), :mod:`.failure_arf` (ARF and plain-text failure reports), :mod:`.tls_json` (RFC
+8460), :mod:`.mail` (the report parts of an e-mail), :mod:`.reader` (one input to its
+reports), :mod:`.storage` (written once by their key; the queries summaries are built on),
+:mod:`.importer` (items of any source into the store).
 """
 
 from __future__ import annotations
 
+from mailauth.reports.received.importer import (
+    ImportResult,
+    SourceItem,
+    import_item,
+    import_reports,
+)
+from mailauth.reports.received.limits import DEFAULT_LIMITS, ReadLimits, ReportReadError
 from mailauth.reports.received.model import (
     AggregateRecord,
     AggregateReport,
@@ -24,6 +36,7 @@ from mailauth.reports.received.model import (
     TlsReport,
     report_key,
 )
+from mailauth.reports.received.reader import ReadOutcome, read_reports
 from mailauth.reports.received.storage import (
     DomainTotals,
     ReceivedRecord,
@@ -38,22 +51,31 @@ from mailauth.reports.received.storage import (
 )
 
 __all__ = [
+    "DEFAULT_LIMITS",
     "AggregateRecord",
     "AggregateReport",
     "DkimAuth",
     "DomainTotals",
     "FailureReport",
+    "ImportResult",
+    "ReadLimits",
+    "ReadOutcome",
     "Reason",
     "ReceivedRecord",
     "ReceivedReport",
     "ReceivedTlsPolicy",
     "Report",
     "ReportKind",
+    "ReportReadError",
     "ReportedPolicy",
+    "SourceItem",
     "SpfAuth",
     "TlsFailure",
     "TlsPolicy",
     "TlsReport",
+    "import_item",
+    "import_reports",
+    "read_reports",
     "received_domains",
     "received_failures",
     "received_records",

@@ -124,9 +124,7 @@ def _read_with_truncation(data: bytes, limits: ReadLimits, notes: list[str]) -> 
                 f"the XML ends inside record {len(state.records) + 1} (truncated?)"
             ) from None
         if state.metadata is None or state.policy is None:
-            raise _XmlError(
-                "the XML ends before its report_metadata and policy_published"
-            ) from None
+            raise _XmlError("the XML ends before its policy_published (truncated?)") from None
         notes.append(f"the XML ends before </feedback> (truncated?): {len(state.records)} "
                      "complete records read")  # fmt: skip
     except LookupError as exc:  # (an encoding Python does not know)
@@ -300,19 +298,22 @@ def _build(state: _State, notes: list[str]) -> AggregateReport:
         raise ReportReadError("no <domain> in <policy_published>")
     errors = tuple(clip("".join(e.itertext()).strip(), state.limits.max_text)
                    for e in meta.get("error", [])[:_MAX_AUTH])  # fmt: skip
+    org_name, email = _text(meta, "org_name", state), _text(meta, "email", state)
+    extra = _text(meta, "extra_contact_info", state)
+    generator = _text(meta, "generator", state)
     if state.clipped:
         names = ", ".join(sorted(state.clipped))
         notes.append(f"text longer than {state.limits.max_text} characters cut: {names}")
     return AggregateReport(
-        org_name=_text(meta, "org_name", state),
-        email=_text(meta, "email", state),
+        org_name=org_name,
+        email=email,
         report_id=report_id,
         begin=begin,
         end=end,
         policy=policy,
         records=tuple(state.records),
-        extra_contact_info=_text(meta, "extra_contact_info", state),
-        generator=_text(meta, "generator", state),
+        extra_contact_info=extra,
+        generator=generator,
         errors=errors,
         format=_format(state.namespace),
         notes=tuple(notes),

@@ -28,6 +28,7 @@ GZIP_MAGIC = b"\x1f\x8b"
 ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")
 _END_RECORD = b"PK\x05\x06"
 _END_SEARCH = 22 + 0xFFFF  # the end record and the longest archive comment
+_PIECE = 1 << 20  # what one decompression step may produce
 
 
 @dataclass(slots=True)
@@ -47,19 +48,21 @@ class Budget:
 
 
 def gunzip(data: bytes, budget: Budget) -> bytes:
-    """The decompressed content of ``data`` (gzip members one after another; trailing zero
-    padding is ignored)."""
-    out = bytearray()
+    """The decompressed content of ``data`` (gzip members one after another), decompressed
+    a MiB at a time: memory holds what the budget allows and one piece more, never more."""
+    pieces: list[bytes] = []
+    size = 0
     rest = data
     while True:
         decompressor = zlib.decompressobj(31)
         pending = rest
         try:
             while not decompressor.eof:
-                piece = decompressor.decompress(pending, budget.remaining - len(out) + 1)
-                out += piece
-                if len(out) > budget.remaining:
-                    budget.take(len(out), "gzip data")
+                piece = decompressor.decompress(pending, _PIECE)
+                size += len(piece)
+                if size > budget.remaining:
+                    budget.take(size, "gzip data")
+                pieces.append(piece)
                 pending = decompressor.unconsumed_tail
                 if not piece and not pending:
                     raise ReportReadError("gzip data is truncated")
@@ -68,8 +71,8 @@ def gunzip(data: bytes, budget: Budget) -> bytes:
         rest = decompressor.unused_data
         if not rest.startswith(GZIP_MAGIC):
             break
-    budget.take(len(out), "gzip data")
-    return bytes(out)
+    budget.take(size, "gzip data")
+    return b"".join(pieces)
 
 
 def zip_members(data: bytes, budget: Budget, max_members: int) -> list[tuple[str, bytes]]:

@@ -88,7 +88,10 @@ def _read(data: bytes, part: str, depth: int, budget: Budget,
         if kind == "gzip":
             yield from _read(gunzip(data, budget), part, depth + 1, budget, limits)
         elif kind == "zip":
-            for name, content in zip_members(data, budget, limits.max_members):
+            members = zip_members(data, budget, limits.max_members)
+            if not members:
+                raise ReportReadError("a zip archive with no files in it")
+            for name, content in members:
                 yield from _read(content, _join(part, name), depth + 1, budget, limits)
         elif kind == "xml":
             yield ReadOutcome(part, read_aggregate(data, limits), kind=ReportKind.AGGREGATE)
