@@ -103,7 +103,8 @@ class _State:
     limits: ReadLimits
     namespace: str = ""
     root: Element | None = None
-    open: list[str] = field(default_factory=list)
+    depth: int = 0
+    in_record: bool = False
     metadata: Element | None = None
     policy: Element | None = None
     version: str = ""
@@ -119,7 +120,7 @@ def _read_with_truncation(data: bytes, limits: ReadLimits, notes: list[str]) -> 
         code = getattr(exc, "code", 0)
         if code not in _TRUNCATED or state.root is None:
             raise _XmlError(_parse_error_text(exc), encoding=code == _ENCODING) from None
-        if "record" in state.open:
+        if state.in_record:
             raise _XmlError(
                 f"the XML ends inside record {len(state.records) + 1} (truncated?)"
             ) from None
@@ -146,24 +147,23 @@ def _parse_error_text(exc: ParseError) -> str:
 def _stream(data: bytes, state: _State) -> None:
     events = defused_tree.iterparse(io.BytesIO(data), events=("start", "end"), forbid_dtd=True)
     for event, elem in events:
-        namespace, name = _split(elem.tag)
         if event == "start":
-            if state.root is None:
+            state.depth += 1
+            if state.depth == 1:
+                namespace, name = _split(elem.tag)
                 if name != "feedback":
                     shown = clip(name, 60)
-                    raise _XmlError(
-                        f"the root element is <{shown}>, not <feedback>",
-                        markup=False,
-                    )
+                    raise _XmlError(f"the root element is <{shown}>, not <feedback>", markup=False)
                 state.root, state.namespace = elem, namespace
-            state.open.append(name)
+            elif state.depth == 2:
+                state.in_record = _split(elem.tag)[1] == "record"
             continue
-        state.open.pop()
-        if len(state.open) != 1:
-            continue
-        _top_level(name, elem, state)
-        if state.root is not None:
-            state.root.clear()  # (what was read is dropped: memory holds one record)
+        state.depth -= 1
+        if state.depth == 1:
+            _top_level(_split(elem.tag)[1], elem, state)
+            state.in_record = False
+            if state.root is not None:
+                state.root.clear()  # (what was read is dropped: memory holds one record)
 
 
 def _top_level(name: str, elem: Element, state: _State) -> None:
@@ -179,11 +179,19 @@ def _top_level(name: str, elem: Element, state: _State) -> None:
         state.records.append(_record(elem, len(state.records) + 1, state))
 
 
+_SPLIT: dict[str, tuple[str, str]] = {}  # (the names of a report recur: parsed once)
+
+
 def _split(tag: str) -> tuple[str, str]:
+    found = _SPLIT.get(tag)
+    if found is not None:
+        return found
+    namespace, name = "", tag
     if tag.startswith("{"):
         namespace, _, name = tag[1:].partition("}")
-        return namespace, name
-    return "", tag
+    if len(_SPLIT) < 1000:  # (names an attacker makes up do not fill the memory)
+        _SPLIT[tag] = (namespace, name)
+    return namespace, name
 
 
 def _children(elem: Element | None) -> dict[str, list[Element]]:
