@@ -190,7 +190,7 @@ def test_the_store_from_the_config(tmp_path: Path, capsys: pytest.CaptureFixture
         (["--maildir", "."], "mailauth: error: . is not a Maildir (no new/ and cur/ in it)"),
         (["--mbox", "nowhere.mbox"], "mailauth: error: nowhere.mbox is not an mbox file"),
         (["--store", "/nonexistent/dir/s.sqlite", "r.xml"],
-         "mailauth: error: report store /nonexistent/dir/s.sqlite: unable to open database file"),
+         "mailauth: error: report store /nonexistent/dir/s.sqlite: No such file or directory"),
         (["--sotre", "x", "r.xml"], "mailauth reports import: error: unrecognized option "
          "--sotre (did you mean --store?)"),
     ],
