@@ -30,6 +30,7 @@ from mailauth.reports import (
     closed_reports,
     open_store,
 )
+from mailauth.reports.schema import SCHEMA_VERSION
 from tests.dkim_helpers import RSA_KEY
 from tests.milterclient import MilterClient, split_message
 from tests.test_milter import DEMO, DMARC, NOW_DMARC, RESOLVER, SENDER
@@ -82,7 +83,7 @@ def test_verify_record_from_the_config_file(tmp_path: Path) -> None:
 def test_reports_migrate_and_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     store = tmp_path / "r.sqlite"
     assert main(["reports", "migrate", "--store", str(store)]) == 0
-    assert "schema version 0 -> 1" in capsys.readouterr().out
+    assert f"schema version 0 -> {SCHEMA_VERSION}" in capsys.readouterr().out
     assert main(["reports", "migrate", "--store", str(store)]) == 0
     assert "up to date" in capsys.readouterr().out
     assert main(["reports", "show"]) == 2

@@ -10,6 +10,7 @@ import time
 from datetime import UTC, datetime
 
 from mailauth.cli.common import CliError, Parser, unix_time_arg
+from mailauth.cli.report_import import add_import_parser, cmd_reports_import
 from mailauth.cli.report_send import add_send_parser, cmd_reports_send
 from mailauth.config import MilterConfig, load_milter_config
 from mailauth.reports import ReportSettings, open_store, report_status
@@ -19,7 +20,8 @@ from mailauth.reports.outgoing import ReportStatus
 def add_reports_parser(commands: argparse._SubParsersAction[Parser]) -> argparse.ArgumentParser:
     reports = commands.add_parser(
         "reports",
-        help="DMARC aggregate reports: the report store (migrate, show, prune), sending (send)",
+        help="DMARC reports: the report store (migrate, show, prune), sending (send), and "
+        "the reports you receive (import)",
         description="The DMARC report store that the milter (and verify --record) fills: a "
         "SQLite file or a PostgreSQL database (docs/reports.md).",
         epilog="examples:\n"
@@ -28,7 +30,8 @@ def add_reports_parser(commands: argparse._SubParsersAction[Parser]) -> argparse
         "  mailauth reports show --config /etc/mailauth/milter.toml\n"
         "  mailauth reports show --store reports.sqlite --now 1767312000 --json\n"
         "  mailauth reports send --config /etc/mailauth/milter.toml --dry-run --out /tmp/r\n"
-        "  mailauth reports prune --config /etc/mailauth/milter.toml --before 1767225600",
+        "  mailauth reports prune --config /etc/mailauth/milter.toml --before 1767225600\n"
+        "  mailauth reports import --maildir /var/mail/dmarc --store reports.sqlite",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     actions = reports.add_subparsers(dest="reports_command", metavar="ACTION", parser_class=Parser)
@@ -71,6 +74,7 @@ def add_reports_parser(commands: argparse._SubParsersAction[Parser]) -> argparse
         help="periods that ended before this time go (not later than now)",
     )  # fmt: skip
     add_send_parser(actions)
+    add_import_parser(actions)
     return reports
 
 
@@ -100,7 +104,9 @@ def cmd_reports(args: argparse.Namespace, parser: argparse.ArgumentParser) -> in
         return cmd_reports_send(args)
     if args.reports_command == "prune":
         return _prune(args)
-    raise CliError("say what to do: mailauth reports {migrate,show,send,prune} ...")
+    if args.reports_command == "import":
+        return cmd_reports_import(args)
+    raise CliError("say what to do: mailauth reports {migrate,show,send,prune,import} ...")
 
 
 def _migrate(args: argparse.Namespace) -> int:

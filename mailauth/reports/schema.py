@@ -16,8 +16,27 @@ Tables (docs/reports.md, "Schema"):
   ``pending``/``claimed``/``sent``/``abandoned``, attempts, the claim's owner and lease, the
   destinations already delivered to, the last error.
 
-Later issues add tables with migrations of their own (the reports received by domain
-owners: ``incoming_*``), never by changing these.
+Migration 2 (issue 17): the reports a domain owner *receives*, read by
+:mod:`mailauth.reports.received` and written by :mod:`mailauth.reports.received.storage`.
+Each report is keyed by ``report_key``: a digest of (kind, reporter org, reporter e-mail,
+Report-ID), so that the same report is stored once however often it is imported. Dates are
+Unix times (seconds, UTC); lists are JSON text; an absent value is ``""`` (or 0 for numbers).
+The domain and date columns are copied into the row tables, so that a summary of one domain
+over a period reads one index range and no join.
+
+- ``received_aggregate``: one per aggregate report: reporter, Report-ID, policy domain,
+  date range, the published policy (p, sp, np, adkim, aspf, pct, fo, testing,
+  discovery_method), the format (``rfc9990``, ``rfc7489``), row and message totals.
+- ``received_records``: the report's rows, each with its report's reporter, policy domain
+  and dates: source IP, count, disposition, policy-evaluated DKIM and SPF, reasons (JSON
+  ``[[type, comment], ...]``), header_from, envelope_from, envelope_to, auth_results DKIM
+  (JSON ``[[domain, selector, result, human_result], ...]``) and SPF (JSON ``[[domain,
+  scope, result, human_result], ...]``).
+- ``received_failures``: one per failure report (RFC 9991 / RFC 6591 ARF or plain text):
+  arrival date, source IP, reported domain, auth-failure type, the identities, the original
+  headers (capped), the delivery result.
+- ``received_tls``: one per SMTP TLS report (RFC 8460); ``received_tls_policies``: its
+  policies with success/failure counts and failure details (JSON).
 """
 
 from __future__ import annotations
@@ -79,6 +98,117 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             PRIMARY KEY (policy_domain, period_begin)
         )""",
         "CREATE INDEX outgoing_reports_state ON outgoing_reports (state, claimed_until)",
+    ),
+    (  # 2: the reports a domain owner receives (issue 17)
+        """CREATE TABLE received_aggregate (
+            report_key TEXT PRIMARY KEY,
+            org_name TEXT NOT NULL,
+            email TEXT NOT NULL,
+            extra_contact_info TEXT NOT NULL,
+            report_id TEXT NOT NULL,
+            policy_domain TEXT NOT NULL,
+            date_begin BIGINT NOT NULL,
+            date_end BIGINT NOT NULL,
+            p TEXT NOT NULL,
+            sp TEXT NOT NULL,
+            np TEXT NOT NULL,
+            adkim TEXT NOT NULL,
+            aspf TEXT NOT NULL,
+            pct TEXT NOT NULL,
+            fo TEXT NOT NULL,
+            testing TEXT NOT NULL,
+            discovery_method TEXT NOT NULL,
+            format TEXT NOT NULL,
+            generator TEXT NOT NULL,
+            errors TEXT NOT NULL,
+            notes TEXT NOT NULL,
+            records BIGINT NOT NULL,
+            messages BIGINT NOT NULL,
+            source TEXT NOT NULL,
+            imported_at BIGINT NOT NULL
+        )""",
+        "CREATE INDEX received_aggregate_domain ON received_aggregate (policy_domain, date_begin)",
+        """CREATE TABLE received_records (
+            report_key TEXT NOT NULL,
+            record_no INTEGER NOT NULL,
+            org_name TEXT NOT NULL,
+            policy_domain TEXT NOT NULL,
+            date_begin BIGINT NOT NULL,
+            date_end BIGINT NOT NULL,
+            source_ip TEXT NOT NULL,
+            messages BIGINT NOT NULL,
+            disposition TEXT NOT NULL,
+            dkim TEXT NOT NULL,
+            spf TEXT NOT NULL,
+            reasons TEXT NOT NULL,
+            header_from TEXT NOT NULL,
+            envelope_from TEXT NOT NULL,
+            envelope_to TEXT NOT NULL,
+            auth_dkim TEXT NOT NULL,
+            auth_spf TEXT NOT NULL,
+            PRIMARY KEY (report_key, record_no)
+        )""",
+        "CREATE INDEX received_records_domain ON received_records (policy_domain, date_begin)",
+        "CREATE INDEX received_records_source ON received_records (source_ip)",
+        """CREATE TABLE received_failures (
+            report_key TEXT PRIMARY KEY,
+            reporter TEXT NOT NULL,
+            email TEXT NOT NULL,
+            report_id TEXT NOT NULL,
+            arrival_date BIGINT NOT NULL,
+            source_ip TEXT NOT NULL,
+            reported_domain TEXT NOT NULL,
+            feedback_type TEXT NOT NULL,
+            auth_failure TEXT NOT NULL,
+            identity_alignment TEXT NOT NULL,
+            header_from TEXT NOT NULL,
+            original_mail_from TEXT NOT NULL,
+            original_rcpt_to TEXT NOT NULL,
+            dkim_domain TEXT NOT NULL,
+            dkim_identity TEXT NOT NULL,
+            dkim_selector TEXT NOT NULL,
+            spf_dns TEXT NOT NULL,
+            authentication_results TEXT NOT NULL,
+            delivery_result TEXT NOT NULL,
+            message_id TEXT NOT NULL,
+            subject TEXT NOT NULL,
+            user_agent TEXT NOT NULL,
+            arf TEXT NOT NULL,
+            original_headers TEXT NOT NULL,
+            source TEXT NOT NULL,
+            imported_at BIGINT NOT NULL
+        )""",
+        "CREATE INDEX received_failures_domain ON received_failures "
+        "(reported_domain, arrival_date)",
+        """CREATE TABLE received_tls (
+            report_key TEXT PRIMARY KEY,
+            org_name TEXT NOT NULL,
+            email TEXT NOT NULL,
+            report_id TEXT NOT NULL,
+            date_begin BIGINT NOT NULL,
+            date_end BIGINT NOT NULL,
+            policies BIGINT NOT NULL,
+            success BIGINT NOT NULL,
+            failure BIGINT NOT NULL,
+            source TEXT NOT NULL,
+            imported_at BIGINT NOT NULL
+        )""",
+        """CREATE TABLE received_tls_policies (
+            report_key TEXT NOT NULL,
+            policy_no INTEGER NOT NULL,
+            policy_domain TEXT NOT NULL,
+            date_begin BIGINT NOT NULL,
+            date_end BIGINT NOT NULL,
+            policy_type TEXT NOT NULL,
+            policy_strings TEXT NOT NULL,
+            mx_hosts TEXT NOT NULL,
+            success BIGINT NOT NULL,
+            failure BIGINT NOT NULL,
+            failure_details TEXT NOT NULL,
+            PRIMARY KEY (report_key, policy_no)
+        )""",
+        "CREATE INDEX received_tls_policies_domain ON received_tls_policies "
+        "(policy_domain, date_begin)",
     ),
 )
 

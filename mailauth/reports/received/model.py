@@ -1,0 +1,226 @@
+"""The reports a domain owner receives, as values: RFC 9990 / RFC 7489 aggregate reports,
+RFC 9991 / RFC 6591 failure reports, RFC 8460 SMTP TLS reports.
+
+Pure data: the readers (:mod:`.aggregate_xml`, :mod:`.failure_arf`, :mod:`.tls_json`) build
+them, :mod:`.storage` writes and reads them. Every text is a ``str`` ("" when the report
+leaves it out), every date a Unix time in seconds (0 when unknown), every result word lower
+case as the RFCs spell it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+
+class ReportKind(StrEnum):
+    AGGREGATE = "aggregate"
+    FAILURE = "failure"
+    TLS = "tls"
+
+
+def report_key(kind: ReportKind, org_name: str, email: str, report_id: str) -> str:
+    """The store's key of a report: the same (kind, reporter, Report-ID) gives the same key,
+    however often and from wherever it is imported (reporter names compared without case)."""
+    text = "\0".join((kind.value, org_name.strip().lower(), email.strip().lower(), report_id))
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:40]
+
+
+# -- aggregate reports (RFC 9990 section 3; RFC 7489 appendix C) ------------------------------
+@dataclass(frozen=True, slots=True)
+class Reason:
+    """policy_evaluated/reason: an override's type and comment."""
+
+    type: str
+    comment: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class DkimAuth:
+    """auth_results/dkim."""
+
+    domain: str
+    selector: str
+    result: str
+    human_result: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class SpfAuth:
+    """auth_results/spf (``scope``: ``mfrom`` or ``helo``; "" when left out)."""
+
+    domain: str
+    scope: str
+    result: str
+    human_result: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class AggregateRecord:
+    """One record: a row (source IP, count, policy evaluated), identifiers, auth_results."""
+
+    source_ip: str
+    count: int
+    disposition: str
+    dkim: str
+    spf: str
+    reasons: tuple[Reason, ...] = ()
+    header_from: str = ""
+    envelope_from: str = ""
+    envelope_to: str = ""
+    auth_dkim: tuple[DkimAuth, ...] = ()
+    auth_spf: tuple[SpfAuth, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class ReportedPolicy:
+    """policy_published: the DMARC policy the receiver found (``pct``: RFC 7489 only;
+    ``testing``, ``np``, ``discovery_method``: RFC 9990 only)."""
+
+    domain: str
+    p: str = ""
+    sp: str = ""
+    np: str = ""
+    adkim: str = ""
+    aspf: str = ""
+    pct: str = ""
+    fo: str = ""
+    testing: str = ""
+    discovery_method: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class AggregateReport:
+    """``format``: ``rfc9990`` (the dmarc-2.0 namespace) or ``rfc7489`` (no namespace: RFC
+    7489 and the drafts before it). ``notes``: what the tolerant reader repaired."""
+
+    org_name: str
+    email: str
+    report_id: str
+    begin: int
+    end: int
+    policy: ReportedPolicy
+    records: tuple[AggregateRecord, ...]
+    extra_contact_info: str = ""
+    generator: str = ""
+    errors: tuple[str, ...] = ()
+    format: str = "rfc9990"
+    notes: tuple[str, ...] = ()
+
+    kind = ReportKind.AGGREGATE
+
+    @property
+    def domain(self) -> str:
+        return self.policy.domain
+
+    @property
+    def messages(self) -> int:
+        return sum(record.count for record in self.records)
+
+    @property
+    def key(self) -> str:
+        return report_key(self.kind, self.org_name, self.email, self.report_id)
+
+
+# -- failure reports (RFC 9991; RFC 6591 ARF auth-failure) -----------------------------------
+@dataclass(frozen=True, slots=True)
+class FailureReport:
+    """One failure report. ``reporter``: the Reporting-MTA's name, or the domain of the report
+    message's From; ``email``: that From address; ``report_id``: the report message's
+    Message-ID (a digest of the report when it has none). ``arf``: the report carried a
+    message/feedback-report part (false: a plain-text report, read for what it names).
+    ``original_headers``: the reported message's header section, capped."""
+
+    reporter: str
+    email: str
+    report_id: str
+    feedback_type: str = ""
+    auth_failure: str = ""
+    arrival_date: int = 0
+    source_ip: str = ""
+    reported_domain: str = ""
+    identity_alignment: str = ""
+    header_from: str = ""
+    original_mail_from: str = ""
+    original_rcpt_to: str = ""
+    dkim_domain: str = ""
+    dkim_identity: str = ""
+    dkim_selector: str = ""
+    spf_dns: str = ""
+    authentication_results: str = ""
+    delivery_result: str = ""
+    message_id: str = ""
+    subject: str = ""
+    user_agent: str = ""
+    arf: bool = True
+    original_headers: str = ""
+    notes: tuple[str, ...] = ()
+
+    kind = ReportKind.FAILURE
+
+    @property
+    def domain(self) -> str:
+        return self.reported_domain
+
+    @property
+    def org_name(self) -> str:
+        return self.reporter
+
+    @property
+    def key(self) -> str:
+        return report_key(self.kind, self.reporter, self.email, self.report_id)
+
+
+# -- SMTP TLS reports (RFC 8460 section 4) ---------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class TlsFailure:
+    """failure-details: one kind of failed session and how many."""
+
+    result_type: str
+    failed_session_count: int
+    sending_mta_ip: str = ""
+    receiving_mx_hostname: str = ""
+    receiving_mx_helo: str = ""
+    receiving_ip: str = ""
+    additional_information: str = ""
+    failure_reason_code: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class TlsPolicy:
+    """One policy of a TLS report (``policy_type``: ``sts``, ``tlsa`` or ``no-policy-found``)."""
+
+    policy_type: str
+    policy_domain: str
+    success: int
+    failure: int
+    policy_strings: tuple[str, ...] = ()
+    mx_hosts: tuple[str, ...] = ()
+    failures: tuple[TlsFailure, ...] = field(default=())
+
+
+@dataclass(frozen=True, slots=True)
+class TlsReport:
+    """``email``: the report's contact-info."""
+
+    org_name: str
+    email: str
+    report_id: str
+    begin: int
+    end: int
+    policies: tuple[TlsPolicy, ...]
+    notes: tuple[str, ...] = ()
+
+    kind = ReportKind.TLS
+
+    @property
+    def domain(self) -> str:
+        return self.policies[0].policy_domain if self.policies else ""
+
+    @property
+    def key(self) -> str:
+        return report_key(self.kind, self.org_name, self.email, self.report_id)
+
+
+Report = AggregateReport | FailureReport | TlsReport
