@@ -34,6 +34,7 @@ from mailauth.dns import ZoneResolver, parse_nameserver
 from mailauth.dns.zone import split_zone_spec
 from mailauth.domains import host_name
 from mailauth.errors import ConfigError, MailauthError
+from mailauth.failure_config import FAILURE_KEYS, FailureConfig, failure_config, failure_problems
 from mailauth.files import CONFIG_LIMIT, read_limited
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -78,6 +79,7 @@ _SCHEMA: dict[str, dict[str, type | tuple[type, ...]]] = {
         "interval": int,
         "flush_seconds": (int, float),
         "max_rows": int,
+        **FAILURE_KEYS,  # RFC 9991 failure reports (mailauth.failure_config)
     },
     "dns": {"nameservers": list, "timeout": (int, float), "zone_files": list},
     "inbound": {
@@ -132,6 +134,7 @@ class ReportsConfig:
     relay_password_file: str = ""
     relay_password_env: str = ""
     relay_check_certificate: bool = True
+    failure: FailureConfig = field(default_factory=FailureConfig)  # RFC 9991: failure_*
 
 
 @dataclass(frozen=True, slots=True)
@@ -423,6 +426,7 @@ def _reports(table: dict[str, Any]) -> ReportsConfig:
         relay_password_file=_get(table, "relay_password_file", ""),
         relay_password_env=_get(table, "relay_password_env", ""),
         relay_check_certificate=_get(table, "relay_check_certificate", True),
+        failure=failure_config(table),
     )
 
 
@@ -466,6 +470,7 @@ def _check_reports(reports: ReportsConfig, problems: list[str]) -> None:
     ):
         if not text.isprintable():
             problems.append(f"reports.{field_name}: has control characters")
+    problems.extend(failure_problems(reports.failure, reports.store))
 
 
 def _check_values(config: MilterConfig, problems: list[str]) -> None:

@@ -35,7 +35,7 @@ from mailauth.dmarc.record import DmarcRecord
 from mailauth.domains import at_or_under
 from mailauth.message import Message
 from mailauth.reports.message import Submitter, check_aligned
-from mailauth.results import DkimResult, SpfResult, Verdict
+from mailauth.results import DkimResult, PublishedPolicy, SpfResult, Verdict
 
 DELIVERY_RESULTS = ("delivered", "spam", "policy", "reject", "other")  # RFC 6591 3.2
 _FAILED_DKIM = (DkimResult.FAIL, DkimResult.PERMERROR)
@@ -133,12 +133,13 @@ def failure_facts(
     )
 
 
-def failure_types(record: DmarcRecord, facts: FailureFacts) -> tuple[str, ...]:
+def failure_types(record: DmarcRecord | PublishedPolicy, facts: FailureFacts) -> tuple[str, ...]:
     """The Auth-Failure types of the reports ``record`` asks for (RFC 9989 4.7 fo=); none
-    without ``ruf=``, or with ``psd=y`` (RFC 9991 2)."""
+    without ``ruf=``, or with ``psd=y`` (RFC 9991 2). ``record``: the parsed record, or the
+    policy a verdict carries (``DmarcOutcome.published``, fo= as ``1:d``)."""
     if not record.ruf or record.psd == "y":
         return ()
-    fo = set(record.fo)
+    fo = set(record.fo.split(":")) if isinstance(record.fo, str) else set(record.fo)
     types: list[str] = []
     no_aligned_pass = not (facts.spf_aligned or facts.dkim_aligned)
     some_unaligned = not (facts.spf_aligned and facts.dkim_aligned)
@@ -163,16 +164,21 @@ def build_failure_report(
     include_recipients: bool = True,
     signer: Signer | None = None,
     user_agent: str = "mailauth",
+    report_id: str = "",
 ) -> bytes:
-    """The ARF report (CRLF line endings), DKIM-signed by ``signer`` when given."""
+    """The ARF report (CRLF line endings), DKIM-signed by ``signer`` when given.
+    ``report_id`` (letters and digits): the Message-ID's and MIME boundary's token, kept by
+    the queue so that a retry re-sends the same message (default: from the content)."""
     if not recipients:
         raise ValueError("a failure report needs at least one recipient")
+    if report_id and not (report_id.isascii() and report_id.isalnum()):
+        raise ValueError(f"report id {report_id[:40]!r}: letters and digits only")
     message = EmailMessage(policy=email_policy.SMTP)
     message["From"] = Address(submitter.org_name, addr_spec=submitter.email)
     message["To"] = ", ".join(recipients)
     message["Subject"] = f"DMARC failure report for {facts.reported_domain}"
     message["Date"] = format_datetime(datetime.fromtimestamp(int(now), UTC))
-    digest = hashlib.sha256(original[:65536] + str(now).encode()).hexdigest()[:32]
+    digest = report_id or hashlib.sha256(original[:65536] + str(now).encode()).hexdigest()[:32]
     message["Message-ID"] = f"<{digest}.ruf@{submitter.domain}>"
     message["Auto-Submitted"] = "auto-generated"
     message["MIME-Version"] = "1.0"
