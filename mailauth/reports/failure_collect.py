@@ -160,9 +160,11 @@ class FailureCollector:
         config: FailureConfig,
         *,
         flush_seconds: float = 5.0,
+        max_buffered: int = MAX_BUFFERED,
         opener: Callable[[str], Store] = open_store,
     ) -> None:
         self.url, self.config, self.flush_seconds = url, config, flush_seconds
+        self.max_buffered = max_buffered
         self._opener = opener
         self._store: Store | None = None
         self._lock = threading.Lock()
@@ -244,7 +246,7 @@ class FailureCollector:
         size = len(header) + (len(data) if data is not None else 0)
         with self._lock:
             full = (
-                len(self._buffer) >= MAX_BUFFERED
+                len(self._buffer) >= self.max_buffered
                 or self._buffered_bytes + size > MAX_BUFFERED_BYTES
             )
             if not full:
@@ -330,7 +332,7 @@ class FailureCollector:
 
     def _put_back(self, captures: list[Capture]) -> None:
         with self._lock:
-            room = MAX_BUFFERED - len(self._buffer)
+            room = self.max_buffered - len(self._buffer)
             kept, lost = captures[: max(0, room)], captures[max(0, room) :]
             self._buffer.extendleft(reversed(kept))
             self._buffered_bytes = sum(len(c.header) + len(c.body or b"") for c in self._buffer)

@@ -138,19 +138,21 @@ def enqueue_failures(
     now: float,
 ) -> EnqueueOutcome:
     """Queue ``reports`` in one transaction, within the rate limit (``limit`` reports per
-    destination address per ``period`` seconds) and the cap (``max_queued`` waiting)."""
+    destination address per ``period`` seconds, in the window of each report's arrival) and
+    the cap (``max_queued`` waiting); windows ended before ``now`` are forgotten."""
     outcome = EnqueueOutcome()
-    window = window_of(now, period)
     with store.write():
         if store.engine == "postgresql":
             store.execute("SELECT pg_advisory_xact_lock(?)", (_QUEUE_LOCK,))
-        store.execute("DELETE FROM failure_rate WHERE window_begin < ?", (window - period,))
+        old = window_of(now, period) - period
+        store.execute("DELETE FROM failure_rate WHERE window_begin < ?", (old,))
         waiting = int(
             store.fetchall("SELECT COUNT(*) FROM failure_reports WHERE state IN (?, ?)", WAITING)[
                 0
             ][0]
         )
         for report in reports:
+            window = window_of(report.created, period)
             if waiting >= max_queued:
                 outcome.dropped += 1
                 continue
