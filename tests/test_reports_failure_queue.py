@@ -435,3 +435,33 @@ def test_concurrent_claims_are_disjoint(store_url: str) -> None:
     finally:
         store.close()
         other.close()
+
+
+def test_an_unreadable_queued_report_is_abandoned_not_a_crash(store_url: str) -> None:
+    store = open_store(store_url)
+    try:
+        enqueue_failures(store, [_report()] * 2, limit=10, period=3600, max_queued=100,
+                         now=ARRIVAL)  # fmt: skip
+        (first,) = store.fetchall("SELECT id FROM failure_reports ORDER BY id LIMIT 1")
+        store.execute("UPDATE failure_reports SET facts = '[1' WHERE id = ?", first)
+        relay = Relay()
+        assert sorted(_send(store, relay, ARRIVAL + 60)) == [ReportState.ABANDONED,
+                                                             ReportState.SENT]  # fmt: skip
+        assert len(relay.sent) == 1
+        (error,) = store.fetchall("SELECT last_error FROM failure_reports WHERE id = ?", first)
+        assert "unreadable facts" in error[0]
+    finally:
+        store.close()
+
+
+def test_a_signer_not_aligned_with_the_submitter_is_refused_up_front(store_url: str) -> None:
+    store = open_store(store_url)
+    try:
+        enqueue_failures(store, [_report()], limit=10, period=3600, max_queued=100, now=ARRIVAL)
+        other = Signer("example.com", "s", RSA_KEY)
+        with pytest.raises(ConfigError, match="not aligned"):
+            send_failures(store, submitter=SUBMITTER, signer=other, resolver=resolver(),
+                          transport=Relay(), now=ARRIVAL)  # fmt: skip
+        assert [s.state for s in failure_status(store)] == ["pending"]  # nothing claimed
+    finally:
+        store.close()

@@ -83,6 +83,7 @@ class ClaimedFailure:
     attempts: int
     delivered: tuple[str, ...]
     claim: str
+    problem: str = ""  # why its queued data cannot be read (the report is abandoned)
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,11 +118,24 @@ def facts_to_json(facts: FailureFacts) -> str:
     return json.dumps(dataclasses.asdict(facts), separators=(",", ":"), ensure_ascii=False)
 
 
+_FACTS = frozenset(f.name for f in dataclasses.fields(FailureFacts)) - {"dkim_failures"}
+_DKIM = frozenset(f.name for f in dataclasses.fields(DkimFailure))
+
+
 def facts_from_json(text: str) -> FailureFacts:
-    data = json.loads(text)
-    failures = tuple(DkimFailure(**d) for d in data.pop("dkim_failures", ()))
-    data["rcpt_to"] = tuple(data.get("rcpt_to", ()))
-    return FailureFacts(**data, dkim_failures=failures)
+    """The facts a queued report was written with (keys this version does not know are
+    left out, those it lacks take their defaults). ValueError when they are unreadable."""
+    try:
+        data = json.loads(text)
+        failures = tuple(
+            DkimFailure(**{k: v for k, v in d.items() if k in _DKIM})
+            for d in data.get("dkim_failures", ())
+        )
+        known = {k: v for k, v in data.items() if k in _FACTS}
+        known["rcpt_to"] = tuple(known.get("rcpt_to", ()))
+        return FailureFacts(**known, dkim_failures=failures)
+    except (TypeError, AttributeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"unreadable facts of a queued failure report: {exc}") from None
 
 
 def window_of(now: float, period: int) -> int:
@@ -220,21 +234,28 @@ def claim_failures(
             claimed_until = ?, attempts = attempts + 1 WHERE id = ?""",
             [(token, int(now) + lease, row[0]) for row in rows],
         )
-    return [
-        ClaimedFailure(
-            id=row[0],
-            policy_domain=row[1],
-            auth_failure=row[2],
-            ruf=tuple(row[3].split()),
-            facts=facts_from_json(row[4]),
-            original=bytes(row[5]),
-            has_body=bool(row[6]),
-            attempts=int(row[7]) + 1,
-            delivered=tuple(row[8].split()),
-            claim=token,
-        )
-        for row in rows
-    ]
+    return [_claimed(row, token) for row in rows]
+
+
+def _claimed(row: tuple[Any, ...], token: str) -> ClaimedFailure:
+    problem = ""
+    try:
+        facts = facts_from_json(row[4])
+    except ValueError as exc:
+        facts, problem = FailureFacts(row[1], "", 0.0, ""), str(exc)
+    return ClaimedFailure(
+        id=row[0],
+        policy_domain=row[1],
+        auth_failure=row[2],
+        ruf=tuple(row[3].split()),
+        facts=facts,
+        original=bytes(row[5]),
+        has_body=bool(row[6]),
+        attempts=int(row[7]) + 1,
+        delivered=tuple(row[8].split()),
+        claim=token,
+        problem=problem,
+    )
 
 
 def new_claim_token() -> str:

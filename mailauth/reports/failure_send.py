@@ -27,7 +27,7 @@ from dataclasses import dataclass, replace
 from mailauth.dkim import Signer
 from mailauth.dns import DnsResolver, DnsStatus, Query, RRType
 from mailauth.domains import host_name
-from mailauth.errors import InvalidDomainError
+from mailauth.errors import InvalidDomainError, MailauthError
 from mailauth.plan import Plan, parallel, resolve, run_plan
 from mailauth.reports.delivery import MAX_ATTEMPTS, ReportState, Transport
 from mailauth.reports.failure import FailureFacts, build_failure_report
@@ -39,7 +39,7 @@ from mailauth.reports.failure_queue import (
     new_claim_token,
     prune_failures,
 )
-from mailauth.reports.message import Submitter
+from mailauth.reports.message import Submitter, check_aligned
 from mailauth.reports.smtp import RecipientStatus
 from mailauth.reports.store import Store
 from mailauth.reports.uri import (
@@ -96,14 +96,24 @@ def send_failures(
     max_attempts: int = MAX_ATTEMPTS,
 ) -> list[FailureOutcome]:
     """Claim and send every failure report due, 20 at a time; each one's outcome is marked
-    before the next batch is claimed."""
+    before the next batch is claimed. A report that cannot be built (its queued data
+    unreadable) is abandoned with the reason; a signer not aligned with the submitter is a
+    ConfigError before anything is claimed."""
+    check_aligned(signer, submitter)
     token, outcomes = new_claim_token(), []
     while claimed := claim_failures(store, now, token):
         for report in claimed:
-            outcome = send_failure(
-                report, submitter=submitter, signer=signer, resolver=resolver,
-                transport=transport, now=now, org_domain=org_domain, max_attempts=max_attempts,
-            )  # fmt: skip
+            try:
+                outcome = send_failure(
+                    report, submitter=submitter, signer=signer, resolver=resolver,
+                    transport=transport, now=now, org_domain=org_domain,
+                    max_attempts=max_attempts,
+                )  # fmt: skip
+            except (MailauthError, ValueError) as exc:
+                outcome = FailureOutcome(
+                    report.id, report.policy_domain, report.auth_failure,
+                    ReportState.ABANDONED, report.delivered, (f"cannot be built: {exc}",),
+                )  # fmt: skip
             if outcome.state is ReportState.SENT:
                 mark_failure_sent(store, replace(report, delivered=outcome.delivered), now)
             else:
@@ -128,7 +138,10 @@ def send_failure(
     org_domain: OrgDomainPlan = treewalk_org_domain,
     max_attempts: int = MAX_ATTEMPTS,
 ) -> FailureOutcome:
-    """One failure report to each of its destinations not reached yet."""
+    """One failure report to each of its destinations not reached yet (ValueError when its
+    queued data cannot be read)."""
+    if report.problem:
+        raise ValueError(report.problem)
     parsed = parse_report_uris(report.ruf)
     problems = [f"{i.uri}: {i.reason}" for i in parsed.ignored]
     todo = [a for a in parsed.addresses if a.uri not in report.delivered]
