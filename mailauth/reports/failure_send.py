@@ -29,7 +29,13 @@ from mailauth.dns import DnsResolver, DnsStatus, Query, RRType
 from mailauth.domains import host_name
 from mailauth.errors import InvalidDomainError, MailauthError
 from mailauth.plan import Plan, parallel, resolve, run_plan
-from mailauth.reports.delivery import MAX_ATTEMPTS, ReportState, Transport
+from mailauth.reports.delivery import (
+    MAX_ATTEMPTS,
+    ReportState,
+    Transport,
+    conclude,
+    send_to_uris,
+)
 from mailauth.reports.failure import FailureFacts, build_failure_report
 from mailauth.reports.failure_queue import (
     ClaimedFailure,
@@ -40,11 +46,8 @@ from mailauth.reports.failure_queue import (
     prune_failures,
 )
 from mailauth.reports.message import Submitter, check_aligned
-from mailauth.reports.smtp import RecipientStatus
 from mailauth.reports.store import Store
 from mailauth.reports.uri import (
-    Destination,
-    DestinationStatus,
     OrgDomainPlan,
     parse_report_uris,
     treewalk_org_domain,
@@ -158,23 +161,16 @@ def send_failure(
         problems.append(f"SPF record of {facts.spf_domain}: temporary DNS failure")
     else:
         facts = replace(facts, spf_record=record or facts.spf_record)
-        for uri in dict.fromkeys(a.uri for a in todo):
-            mine = [c for c in checks if c.address.uri == uri]
-            result, notes = _send_uri(
-                report, facts, mine, submitter=submitter, signer=signer, transport=transport,
-                now=now,
-            )  # fmt: skip
-            problems.extend(f"{uri}: {n}" for n in notes)
-            if result == "delivered":
-                delivered.append(uri)
-            temporary = temporary or result == "temporary"
-    if temporary:
-        state = ReportState.ABANDONED if report.attempts >= max_attempts else ReportState.RETRY
-    elif delivered:
-        state = ReportState.SENT
-    else:
-        state = ReportState.ABANDONED
-        problems.append("no destination can take this report")
+
+        def build(recipients: list[str]) -> bytes:
+            return failure_message(report, facts, submitter, recipients, signer=signer, now=now)
+
+        reached, temporary = send_to_uris(
+            todo, checks, build=build, transport=transport, mail_from=submitter.email,
+            problems=problems,
+        )  # fmt: skip
+        delivered.extend(reached)
+    state = conclude(temporary, bool(delivered), report.attempts, max_attempts, problems)
     return FailureOutcome(
         report.id, report.policy_domain, report.auth_failure, state, tuple(delivered),
         tuple(problems),
@@ -184,35 +180,6 @@ def send_failure(
 def _known(facts: FailureFacts) -> Plan[tuple[str, bool]]:
     yield from ()  # (a plan that asks nothing)
     return facts.spf_record, False
-
-
-def _send_uri(
-    report: ClaimedFailure,
-    facts: FailureFacts,
-    checks: Sequence[Destination],
-    *,
-    submitter: Submitter,
-    signer: Signer,
-    transport: Transport,
-    now: float,
-) -> tuple[str, list[str]]:
-    """``delivered``, ``temporary`` or ``refused`` for one URI, and notes."""
-    waiting = [c for c in checks if c.status is DestinationStatus.TEMPFAIL]
-    if waiting:  # RFC 9990 4 step 5: verified again later, the URI kept for then
-        return "temporary", [c.reason for c in waiting]
-    notes = [c.reason for c in checks if c.reason and not c.usable]
-    recipients = list(dict.fromkeys(a.address for c in checks if c.usable for a in c.addresses))
-    if not recipients:
-        return "refused", notes
-    raw = failure_message(report, facts, submitter, recipients, signer=signer, now=now)
-    outcomes = transport(raw, submitter.email, recipients)
-    failed = [o for o in outcomes if o.status is not RecipientStatus.SENT]
-    notes.extend(f"{o.recipient}: {o.status} {o.code or ''} {o.reply}".strip() for o in failed)
-    if any(o.status is RecipientStatus.TEMPORARY for o in failed):
-        return "temporary", notes
-    if len(failed) == len(outcomes):
-        return "refused", notes
-    return "delivered", notes
 
 
 def failure_message(
