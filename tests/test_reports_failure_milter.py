@@ -147,3 +147,21 @@ def test_verify_record_queues_and_send_previews(
     config.write_text(f'[reports]\nstore = "{store}"\n')
     assert main(argv) == 0
     assert "failure reports" not in capsys.readouterr().err
+
+
+def test_the_collector_counters_are_metrics(tmp_path: Path) -> None:
+    from prometheus_client import generate_latest
+
+    from mailauth.milter import Metrics
+
+    collector = FailureCollector(str(tmp_path / "r.sqlite"), FailureConfig(enabled=True))
+    _through_milter(collector, [(SPOOF, BAD), (SPOOF, BAD)])
+    metrics = Metrics()
+    metrics.watch_failure_reports(collector)
+    text = generate_latest(metrics.registry).decode()
+    assert "mailauth_failure_reports_offered_total 2.0" in text
+    assert "mailauth_failure_reports_pending 2.0" in text
+    collector.close()
+    text = generate_latest(metrics.registry).decode()
+    assert "mailauth_failure_reports_queued_total 2.0" in text
+    assert "mailauth_failure_reports_dropped_total 0.0" in text

@@ -137,17 +137,54 @@ def failure_types(record: DmarcRecord | PublishedPolicy, facts: FailureFacts) ->
     """The Auth-Failure types of the reports ``record`` asks for (RFC 9989 4.7 fo=); none
     without ``ruf=``, or with ``psd=y`` (RFC 9991 2). ``record``: the parsed record, or the
     policy a verdict carries (``DmarcOutcome.published``, fo= as ``1:d``)."""
+    return choose_failure_types(
+        record,
+        spf_aligned=facts.spf_aligned,
+        dkim_aligned=facts.dkim_aligned,
+        failed_signatures=[f.bodyhash for f in facts.dkim_failures],
+        spf_failed=facts.spf_result in _FAILED_SPF,
+    )
+
+
+def verdict_failure_types(verdict: Verdict) -> tuple[str, ...]:
+    """:func:`failure_types` of a verdict under the policy it carries, without building
+    its facts (cheap: what the milter asks on the event loop); () without a policy."""
+    dmarc = verdict.dmarc
+    if dmarc is None or dmarc.published is None:
+        return ()
+    spf = verdict.spf.mailfrom.result if verdict.spf else None
+    return choose_failure_types(
+        dmarc.published,
+        spf_aligned=dmarc.spf_aligned,
+        dkim_aligned=bool(dmarc.dkim_aligned),
+        failed_signatures=[
+            "body hash" in d.reason for d in verdict.dkim or () if d.result in _FAILED_DKIM
+        ],
+        spf_failed=spf in _FAILED_SPF,
+    )
+
+
+def choose_failure_types(
+    record: DmarcRecord | PublishedPolicy,
+    *,
+    spf_aligned: bool,
+    dkim_aligned: bool,
+    failed_signatures: Sequence[bool],
+    spf_failed: bool,
+) -> tuple[str, ...]:
+    """RFC 9989 4.7 fo=: ``failed_signatures`` holds, per DKIM signature that failed (fail
+    or permerror), whether it failed on its body hash."""
     if not record.ruf or record.psd == "y":
         return ()
     fo = set(record.fo.split(":")) if isinstance(record.fo, str) else set(record.fo)
     types: list[str] = []
-    no_aligned_pass = not (facts.spf_aligned or facts.dkim_aligned)
-    some_unaligned = not (facts.spf_aligned and facts.dkim_aligned)
+    no_aligned_pass = not (spf_aligned or dkim_aligned)
+    some_unaligned = not (spf_aligned and dkim_aligned)
     if ("0" in fo and no_aligned_pass) or ("1" in fo and some_unaligned):
         types.append("dmarc")
-    if "d" in fo and facts.dkim_failures:  # a signature failed, aligned or not
-        types.append("bodyhash" if all(f.bodyhash for f in facts.dkim_failures) else "signature")
-    if "s" in fo and facts.spf_result in _FAILED_SPF:  # SPF failed, aligned or not
+    if "d" in fo and failed_signatures:  # a signature failed, aligned or not
+        types.append("bodyhash" if all(failed_signatures) else "signature")
+    if "s" in fo and spf_failed:  # SPF failed, aligned or not
         types.append("spf")
     return tuple(types)
 

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 
 from mailauth.failure_config import FailureConfig
 from mailauth.message import Message
-from mailauth.reports.failure import FailureFacts, failure_facts, failure_types
+from mailauth.reports.failure import FailureFacts, failure_facts, verdict_failure_types
 from mailauth.reports.failure_queue import (
     EnqueueOutcome,
     QueuedFailure,
@@ -51,15 +51,29 @@ _DELIVERY = {"continue": "delivered", "quarantine": "policy", "reject": "reject"
 @dataclass(frozen=True, slots=True)
 class Capture:
     """What one message's reports need, as handed over on the event loop: the verdict, the
-    envelope, the header section as received (CRLF), the body copy (or None) and the
-    report types chosen."""
+    envelope and what became of the message, the header section as received (CRLF), the
+    body copy (or None) and the report types chosen. (The facts are made from it later,
+    off the loop.)"""
 
     verdict: Verdict
-    facts: FailureFacts
     types: tuple[str, ...]
     header: bytes
     body: bytes | bytearray | None
     arrival: float
+    ip: str
+    mail_from: str
+    recipients: tuple[str, ...]
+    delivery_result: str
+
+    def facts(self, config: FailureConfig) -> FailureFacts:
+        return failure_facts(
+            self.verdict,
+            ip=self.ip,
+            arrival=self.arrival,
+            mail_from=self.mail_from,
+            rcpt_to=self.recipients[:MAX_RECIPIENTS] if config.include_recipients else (),
+            delivery_result=self.delivery_result,
+        )
 
 
 def may_report(verdict: Verdict) -> bool:
@@ -73,16 +87,10 @@ def may_report(verdict: Verdict) -> bool:
     return published is not None and bool(published.ruf) and published.psd != "y"
 
 
-def report_types(verdict: Verdict, facts: FailureFacts | None = None) -> tuple[str, ...]:
+def report_types(verdict: Verdict) -> tuple[str, ...]:
     """The Auth-Failure types of the reports one verdict calls for (RFC 9989 4.7 fo=);
     empty when none is due."""
-    if not may_report(verdict):
-        return ()
-    dmarc = verdict.dmarc
-    assert dmarc is not None and dmarc.published is not None
-    if facts is None:
-        facts = failure_facts(verdict, ip="", arrival=0.0)
-    return failure_types(dmarc.published, facts)
+    return verdict_failure_types(verdict) if may_report(verdict) else ()
 
 
 def original_message(header: bytes, body: bytes | bytearray | None, max_size: int) -> bytes:
@@ -111,12 +119,13 @@ def queued_reports(capture: Capture, config: FailureConfig) -> list[QueuedFailur
         capture.header, capture.body if config.include_body else None, config.max_size
     )
     has_body = len(original) > len(capture.header) + 2 if capture.body is not None else False
+    facts = capture.facts(config)
     return [
         QueuedFailure(
             policy_domain=dmarc.policy_domain or dmarc.domain,
             auth_failure=kind,
             ruf=dmarc.published.ruf,
-            facts=capture.facts,
+            facts=facts,
             original=original,
             has_body=has_body and config.include_body,
             created=capture.arrival,
@@ -230,15 +239,7 @@ class FailureCollector:
         if self._full.get(dmarc.published.ruf) == window:
             self.rate_limited += 1
             return 0
-        facts = failure_facts(
-            verdict,
-            ip=ip,
-            arrival=now,
-            mail_from=mail_from,
-            rcpt_to=recipients[:MAX_RECIPIENTS] if self.config.include_recipients else (),
-            delivery_result=_DELIVERY[action],
-        )
-        types = report_types(verdict, facts)
+        types = verdict_failure_types(verdict)
         if not types:
             return 0
         data = body.data if isinstance(body, BodyCopy) else body
@@ -250,7 +251,10 @@ class FailureCollector:
                 or self._buffered_bytes + size > MAX_BUFFERED_BYTES
             )
             if not full:
-                self._buffer.append(Capture(verdict, facts, types, header, data, now))
+                self._buffer.append(
+                    Capture(verdict, types, header, data, now, ip, mail_from,
+                            recipients[:MAX_RECIPIENTS], _DELIVERY[action])
+                )  # fmt: skip
                 self._buffered_bytes += size
         if isinstance(body, BodyCopy):
             body.data = None  # (now the buffer's; its octets leave the body count)
@@ -258,7 +262,7 @@ class FailureCollector:
         if full:
             self.dropped += len(types)
             return 0
-        if len(self._buffer) >= 100:
+        if len(self._buffer) >= 100 and not self._wake.is_set():
             self._wake.set()
         return len(types)
 
@@ -381,24 +385,15 @@ def queue_now(
 ) -> EnqueueOutcome:
     """Queue the reports of one whole message at once (``mailauth verify --record``): the
     same choice, facts and limits as the milter's collector, one transaction."""
-    if action not in _DELIVERY or not may_report(verdict):
-        return EnqueueOutcome()
-    facts = failure_facts(
-        verdict,
-        ip=ip,
-        arrival=now,
-        mail_from=mail_from,
-        rcpt_to=recipients[:MAX_RECIPIENTS] if config.include_recipients else (),
-        delivery_result=_DELIVERY[action],
-    )
-    types = report_types(verdict, facts)
+    types = report_types(verdict) if action in _DELIVERY else ()
     if not types:
         return EnqueueOutcome()
     parsed = Message.parse(raw)
     header = b"".join(f.raw for f in parsed.headers)
     header = header.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
     body = raw[parsed.body_offset :]
-    capture = Capture(verdict, facts, types, header, body, now)
+    capture = Capture(verdict, types, header, body, now, ip, mail_from, recipients,
+                      _DELIVERY[action])  # fmt: skip
     return enqueue_failures(
         store,
         queued_reports(capture, config),
