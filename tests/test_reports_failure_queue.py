@@ -465,3 +465,22 @@ def test_a_signer_not_aligned_with_the_submitter_is_refused_up_front(store_url: 
         assert [s.state for s in failure_status(store)] == ["pending"]  # nothing claimed
     finally:
         store.close()
+
+
+def test_a_signature_report_names_the_failed_signature(store_url: str) -> None:
+    tampered = DEMO_MESSAGE.replace(b"Subject: ", b"Subject: changed ")
+    verdict = verdict_of(tampered, GOOD, dmarc_record(f"ruf={RUF}; fo=d"))
+    store = open_store(store_url)
+    try:
+        queue_now(store, CONFIG, verdict, tampered, ip=GOOD["ip"], mail_from=GOOD["mail_from"],
+                  now=ARRIVAL)  # fmt: skip
+        relay = Relay()
+        assert _send(store, relay, ARRIVAL + 60) == [ReportState.SENT]
+    finally:
+        store.close()
+    ((raw, _),) = relay.sent
+    _, feedback, _ = _parse(raw).iter_parts()
+    fields = dict(_fields(feedback))
+    assert fields["Auth-Failure"] == "signature"
+    assert (fields["DKIM-Domain"], fields["DKIM-Selector"]) == ("example.com", "demo")
+    assert "SPF-DNS" not in fields  # (SPF passed aligned)

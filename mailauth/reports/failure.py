@@ -268,11 +268,15 @@ def _feedback_part(
     fields.append(("Reported-Domain", facts.reported_domain))
     if facts.delivery_result in DELIVERY_RESULTS:
         fields.append(("Delivery-Result", facts.delivery_result))
-    aligned = next((f for f in facts.dkim_failures if f.aligned), None)
-    if aligned is not None and not facts.dkim_aligned:  # RFC 9991 4: REQUIRED for these
-        fields.append(("DKIM-Domain", aligned.domain))
-        fields.append(("DKIM-Identity", aligned.identity or f"@{aligned.domain}"))
-        fields.append(("DKIM-Selector", aligned.selector))
+    # RFC 9991 4: REQUIRED for the DKIM failure of an aligned identifier; RFC 6591 3.1: a
+    # DKIM report (signature, bodyhash) names the signature that failed.
+    failed = sorted(facts.dkim_failures, key=lambda f: not f.aligned)
+    blamed = failed[0] if failed else None
+    dkim_report = auth_failure in ("signature", "bodyhash")
+    if blamed is not None and (dkim_report or (blamed.aligned and not facts.dkim_aligned)):
+        fields.append(("DKIM-Domain", blamed.domain))
+        fields.append(("DKIM-Identity", blamed.identity or f"@{blamed.domain}"))
+        fields.append(("DKIM-Selector", blamed.selector))
     if not facts.spf_aligned and facts.spf_domain and facts.spf_record:
         record = _clean(facts.spf_record).replace("\\", "\\\\").replace('"', '\\"')
         fields.append(("SPF-DNS", f'txt : {facts.spf_domain} : "{record}"'))  # RFC 6591 3.2
