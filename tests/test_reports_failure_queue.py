@@ -203,6 +203,9 @@ def test_the_original_is_bounded() -> None:
     cut = original_message(header, None, 1000)
     assert len(cut) <= 1000 and cut.endswith(b"\r\n") and cut.startswith(b"X-Field-0:")
     assert cut.count(b"\r\n") == cut.count(b"X-Field-")  # whole fields only
+    assert original_message(b"X-Long: " + b"v" * 5000 + b"\r\n", None, 4096) == (
+        b"X-Long: " + b"v" * 4086 + b"\r\n"
+    )  # (one field past the cap: cut)
     folded = original_message(header, None, len(header) - 5)  # inside the folded field
     assert folded.endswith(b"X-Field-99: " + b"v" * 50 + b"\r\n")
 

@@ -189,7 +189,8 @@ def _failure_reports(
         )
     _out_dir(Path(args.out))
     count = dry_run_failure_reports(args, submitter, signer, Path(args.out), now)
-    print(f"{count} failure report(s) written to {args.out}; nothing sent", file=sys.stderr)
+    if count or args.only == "failure":
+        print(f"{count} failure report(s) written to {args.out}; nothing sent", file=sys.stderr)
     return False
 
 

@@ -103,8 +103,8 @@ def original_message(header: bytes, body: bytes | bytearray | None, max_size: in
         end = len(header)
         while end > max_size or header[end : end + 1] in (b" ", b"\t"):
             end = header.rfind(b"\r\n", 0, end - 1) + 2
-            if end <= 2:
-                return header[: header.find(b"\r\n") + 2]  # (one field longer than the cap)
+            if end <= 2:  # (the first field alone is longer than the cap: cut)
+                return header[: min(header.find(b"\r\n"), max_size - 2)] + b"\r\n"
         header = header[:end]
     if body is None or len(header) + 2 + len(body) > max_size:
         return header
