@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from mailauth.authresults import quote_pvalue
+from mailauth.config_failure import FAILURE_KEYS, FailureConfig, failure_config, failure_problems
 from mailauth.config_signing import (
     Listener,
     SigningConfig,
@@ -34,7 +35,6 @@ from mailauth.dns import ZoneResolver, parse_nameserver
 from mailauth.dns.zone import split_zone_spec
 from mailauth.domains import host_name
 from mailauth.errors import ConfigError, MailauthError
-from mailauth.failure_config import FAILURE_KEYS, FailureConfig, failure_config, failure_problems
 from mailauth.files import CONFIG_LIMIT, read_limited
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -79,7 +79,7 @@ _SCHEMA: dict[str, dict[str, type | tuple[type, ...]]] = {
         "interval": int,
         "flush_seconds": (int, float),
         "max_rows": int,
-        **FAILURE_KEYS,  # RFC 9991 failure reports (mailauth.failure_config)
+        **FAILURE_KEYS,  # RFC 9991 failure reports (mailauth.config_failure)
     },
     "dns": {"nameservers": list, "timeout": (int, float), "zone_files": list},
     "inbound": {

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from mailauth.cli import main
+from mailauth.config_failure import FailureConfig
 from mailauth.dkim.keys import private_key_pem
-from mailauth.failure_config import FailureConfig
 from mailauth.milter import Milter, MilterSettings
 from mailauth.pipeline import Authenticator
 from mailauth.reports import open_store

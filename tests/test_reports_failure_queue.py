@@ -20,9 +20,9 @@ import dkim as dkimpy
 import pytest
 
 from mailauth.config import load_milter_config
+from mailauth.config_failure import FailureConfig
 from mailauth.dkim import Signer, public_key_record
 from mailauth.errors import ConfigError
-from mailauth.failure_config import FailureConfig
 from mailauth.pipeline import Authenticator
 from mailauth.reports import open_store
 from mailauth.reports.delivery import ReportState

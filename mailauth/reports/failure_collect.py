@@ -28,7 +28,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from mailauth.failure_config import FailureConfig
+from mailauth.config_failure import FailureConfig
 from mailauth.message import Message
 from mailauth.reports.failure import FailureFacts, failure_facts, verdict_failure_types
 from mailauth.reports.failure_queue import (
