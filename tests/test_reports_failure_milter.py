@@ -165,3 +165,42 @@ def test_the_collector_counters_are_metrics(tmp_path: Path) -> None:
     text = generate_latest(metrics.registry).decode()
     assert "mailauth_failure_reports_queued_total 2.0" in text
     assert "mailauth_failure_reports_dropped_total 0.0" in text
+
+
+def ruf_worker_authenticator() -> Authenticator:
+    """A worker process's Authenticator (pickled by reference: a module-level function)."""
+    return Authenticator("mx.example.org", resolver())
+
+
+def test_a_heavy_message_checked_in_a_worker_is_reported_too(tmp_path: Path) -> None:
+    from mailauth.milter.offload import Offloader
+
+    url = str(tmp_path / "r.sqlite")
+    collector = FailureCollector(url, FailureConfig(enabled=True), flush_seconds=0.05).start()
+    decoys = b"".join(
+        b"DKIM-Signature: v=1; a=rsa-sha256; d=example.org; s=s%d; h=from; bh=AAAA; b=AAAA\r\n" % n
+        for n in range(6)
+    )
+    heavy = decoys + SPOOF
+    offloader = Offloader(ruf_worker_authenticator, workers=1)
+
+    async def go() -> None:
+        offloader.start()
+        settings = MilterSettings(failure_reports=collector)
+        milter = Milter(Authenticator("mx.example.org", resolver()), settings, offloader=offloader)
+        server = await asyncio.start_server(milter.handle, "127.0.0.1", 0)
+        client = await MilterClient.connect("127.0.0.1", server.sockets[0].getsockname()[1])
+        await client.negotiate()
+        headers, body = split_message(heavy)
+        await client.message(**BAD, headers=headers, body=body, recipients=("bob@example.org",))
+        await client.close()
+        server.close()
+
+    try:
+        asyncio.run(go())
+    finally:
+        offloader.close()
+    collector.close()
+    assert offloader.offloaded == 1
+    ((kind, _, original, _, _),) = _rows(url)
+    assert kind == "dmarc" and original == heavy.split(b"\r\n\r\n")[0] + b"\r\n"
