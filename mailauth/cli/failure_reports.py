@@ -63,7 +63,7 @@ def send_failure_reports(
     report is to be retried."""
     from mailauth.reports.smtp import SmtpRelay  # noqa: PLC0415
 
-    store = open_store(args.store)
+    store = open_store(args.store, create=False)
     try:
         with SmtpRelay(relay) as connection:
             outcomes = send_failures(
@@ -85,7 +85,7 @@ def dry_run_failure_reports(
 ) -> int:
     """``--dry-run --out DIR``: each due failure report as ``DIR/failure-<id>.eml``; the
     reports stay due. The number written."""
-    store = open_store(args.store)
+    store = open_store(args.store, create=False)
     claimed, token = [], new_claim_token()
     try:
         while batch := claim_failures(store, now, token, limit=100):
@@ -110,7 +110,7 @@ def show_failure_reports(store_url: str, as_json: bool) -> str:
     import json  # noqa: PLC0415
     from datetime import UTC, datetime  # noqa: PLC0415
 
-    store = open_store(store_url)
+    store = open_store(store_url, create=False)
     try:
         status = failure_status(store)
     finally:
