@@ -145,7 +145,9 @@ def cmd_reports_send(args: argparse.Namespace, open_source: SourceFactory | None
             raise CliError("--extra-contact-info: control characters")
         settings["extra_contact_info"] = args.extra_contact_info
     retry = False
-    if args.only != "aggregate":  # (failure reports first: RFC 9991 asks for them promptly)
+    # Failure reports first (RFC 9991 asks for them promptly); they live in the store only,
+    # so a caller that stands in its own source of aggregate reports has none.
+    if args.only != "aggregate" and open_source is None:
         retry = _failure_reports(args, submitter, signer, relay=relay, resolver=resolver, now=now)
         if args.only == "failure":
             return EXIT_TEMPFAIL if retry else 0
