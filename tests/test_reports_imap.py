@@ -3,8 +3,12 @@
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
+import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -144,3 +148,77 @@ def test_starttls_is_required_of_the_server(dovecot: DovecotServer) -> None:
         ImapMailbox(location, dovecot.password, ca_file=str(dovecot.ca_file), timeout=5),
     ):
         pass
+
+
+REAL = Path(__file__).resolve().parent.parent / "fixtures" / "dmarc-reports" / "real-world"
+GOOGLE = (
+    REAL
+    / "aggregate"
+    / "Report domain- borschow.com Submitter- google.com Report-ID- 949348866075514174.eml"
+)
+LINKEDIN = REAL / "failure" / "dmarc_ruf_report_linkedin.eml"
+
+
+def _import(
+    dovecot: DovecotServer, store: Path, password_file: Path, *extra: str
+) -> tuple[int, list[dict[str, str]], str]:
+    argv = [sys.executable, "-m", "mailauth", "reports", "import", "--json",
+            "--imap", f"imaps://{dovecot.user}@127.0.0.1:{dovecot.port}/INBOX",
+            "--imap-password-file", str(password_file), "--imap-ca", str(dovecot.ca_file),
+            "--store", str(store), *extra]  # fmt: skip
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=120)
+    lines = [json.loads(line) for line in done.stdout.splitlines()]
+    return done.returncode, lines, done.stderr
+
+
+def test_import_from_imap_moves_what_was_stored_and_is_idempotent(
+    dovecot: DovecotServer, tmp_path: Path
+) -> None:
+    """The real report e-mails in a real IMAP folder over TLS: imported, moved to
+    --move-to; the unreadable one stays, listed; a second run finds only that one; a copy of
+    a report already stored is a duplicate, and moved too."""
+    _empty(dovecot, "Imported")
+    dovecot.deliver(GOOGLE.read_bytes())
+    dovecot.deliver(LINKEDIN.read_bytes())
+    dovecot.deliver(b"From: someone@example.net\r\nSubject: not a report\r\n\r\nhello\r\n")
+    secret = tmp_path / "imap.pass"
+    secret.write_text(dovecot.password + "\n")
+    store = tmp_path / "reports.sqlite"
+    code, lines, stderr = _import(dovecot, store, secret, "--move-to", "Imported")
+    assert code == 1, stderr  # (one input could not be read)
+    by_status = sorted((line["status"], line["kind"]) for line in lines)
+    assert by_status == [("error", None), ("imported", "aggregate"), ("imported", "failure")]
+    aggregate = next(line for line in lines if line["kind"] == "aggregate")
+    assert aggregate["reporter"] == "google.com" and aggregate["domain"] == "borschow.com"
+    assert str(aggregate["file"]).startswith(f"imaps://dmarc@127.0.0.1:{dovecot.port}/INBOX;")
+    assert (dovecot.folder_count(), dovecot.folder_count("Imported")) == (1, 2)
+
+    code, lines, _ = _import(dovecot, store, secret, "--move-to", "Imported")
+    assert code == 1 and [line["status"] for line in lines] == ["error"]
+    assert (dovecot.folder_count(), dovecot.folder_count("Imported")) == (1, 2)
+
+    dovecot.deliver(GOOGLE.read_bytes())  # the same report once more
+    code, lines, _ = _import(dovecot, store, secret, "--move-to", "Imported")
+    assert sorted(line["status"] for line in lines) == ["duplicate", "error"]
+    assert (dovecot.folder_count(), dovecot.folder_count("Imported")) == (1, 3)
+
+
+def test_import_from_imap_usage_errors_are_one_line(dovecot: DovecotServer, tmp_path: Path) -> None:
+    store = tmp_path / "reports.sqlite"
+    wrong = tmp_path / "wrong.pass"
+    wrong.write_text("not it\n")
+    code, _, stderr = _import(dovecot, store, wrong)
+    assert code == 2 and stderr.count("\n") == 1
+    assert "login as 'dmarc' refused" in stderr
+    argv = [sys.executable, "-m", "mailauth", "reports", "import", "--store", str(store),
+            "--imap", f"imaps://{dovecot.user}@127.0.0.1:{dovecot.port}"]  # fmt: skip
+    env = {k: v for k, v in os.environ.items() if k != "MAILAUTH_IMAP_PASSWORD"}
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=60, env=env)
+    assert done.returncode == 2
+    assert "--imap needs --imap-password-file FILE or MAILAUTH_IMAP_PASSWORD" in done.stderr
+    env["MAILAUTH_IMAP_PASSWORD"] = dovecot.password  # the environment, and no CA: untrusted
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=60, env=env)
+    assert done.returncode == 2 and "TLS certificate not trusted" in done.stderr
+    done = subprocess.run([*argv[:-1], "imaps://dmarc:pw@127.0.0.1/"], capture_output=True,
+                          text=True, timeout=60, env=env)  # fmt: skip
+    assert done.returncode == 2 and "no password in the URL" in done.stderr

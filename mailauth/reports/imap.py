@@ -203,6 +203,12 @@ class ImapMailbox:
 
     def messages(self) -> Iterator[ImapMessage]:
         """Every message of the folder at the time of the call, in UID order."""
+        for listed in self.messages_listed():
+            yield self.fetch(listed)
+
+    def messages_listed(self) -> Iterator[tuple[int, int | None]]:
+        """(UID, size or None when it went away) of every message of the folder now, in
+        UID order: the sizes fetched in batches, nothing else."""
         try:
             uids = sorted(int(uid) for uid in self._client.search("ALL"))
         except (OSError, IMAPClientError) as error:
@@ -214,9 +220,12 @@ class ImapMailbox:
             except (OSError, IMAPClientError) as error:
                 raise ImapError(f"IMAP {self.location.folder}: {_reason(error)}") from None
             for uid in batch:
-                yield self._message(uid, sizes.get(uid, {}).get(b"RFC822.SIZE"))
+                yield uid, sizes.get(uid, {}).get(b"RFC822.SIZE")
 
-    def _message(self, uid: int, size: int | None) -> ImapMessage:
+    def fetch(self, listed: tuple[int, int | None]) -> ImapMessage:
+        """One message listed by :meth:`messages_listed`: fetched when within the size
+        limit (``BODY.PEEK[]``: no ``\\Seen`` flag set)."""
+        uid, size = listed
         name = self.location.name(self._uidvalidity, uid)
         if size is None:
             return ImapMessage(uid, name, None, "gone from the folder while importing")
