@@ -492,3 +492,34 @@ def test_the_relay_spf_result_as_fields_write_it(
     helo = f"helo:{found.helo.result}" if found.helo else ""
     assert (str(found.mailfrom.result), found.mailfrom.sender, helo) == expected
     assert found.mailfrom.reason == f"from {BORDER}"
+
+
+def test_a_heavy_relayed_message_is_checked_in_a_worker_for_the_real_client() -> None:
+    """(mailauth.milter.offload) A heavy message from a relay goes to a worker process with
+    the client the border's Received field names, as on the event loop."""
+    from mailauth.milter.offload import Offloader
+    from tests.test_milter_offload import _decoys, worker_authenticator
+
+    pool = Offloader(worker_authenticator, workers=1)
+    message = demo(BORDER_RECEIVED, *_decoys(6), ip=RELAY, helo=BORDER)
+
+    async def go() -> list[tuple[bytes, bytes]]:
+        pool.start()
+        settings = MilterSettings(inbound=TIERS)
+        milter = Milter(Authenticator("mx.example.org", RESOLVER), settings, offloader=pool)
+        server = await asyncio.start_server(milter.handle, "127.0.0.1", 0)
+        client = await MilterClient.connect("127.0.0.1", server.sockets[0].getsockname()[1])
+        await client.negotiate()
+        replies = await client.message(**message)
+        await client.close()
+        server.close()
+        return replies
+
+    try:
+        replies = asyncio.run(go())
+        assert pool.offloaded == 1
+    finally:
+        pool.close()
+    header = ours(replies)
+    assert "spf=pass" in header and "smtp.remote-ip=192.0.2.10" in header
+    assert "dmarc=pass" in header
