@@ -120,16 +120,16 @@ class Readiness:
             return ["no messages reported for this domain in this period"]
         if not self.failing:
             return [
-                f"all {self.messages} messages passed DMARC: none would be rejected under "
+                f"all {self.messages:,} messages passed DMARC: none would be rejected under "
                 "p=reject or quarantined under p=quarantine"
             ]
         share = f"{100 * self.failing / self.messages:.1f} %"
-        largest = ", ".join(f"{ip} ({org}) {n}" for ip, org, n in self.largest)
+        largest = ", ".join(f"{ip} ({org}) {n:,}" for ip, org, n in self.largest)
         sources = "source" if self.failing_sources == 1 else "sources"
         return [
-            f"{self.failing} messages ({share}) from {self.failing_sources} {sources} would be "
+            f"{self.failing:,} messages ({share}) from {self.failing_sources:,} {sources} would be "
             f"rejected under p=reject; the largest: {largest}",
-            f"the same {self.failing} messages would be quarantined under p=quarantine",
+            f"the same {self.failing:,} messages would be quarantined under p=quarantine",
         ]
 
     def to_dict(self) -> dict[str, Any]:
