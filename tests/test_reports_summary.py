@@ -323,3 +323,22 @@ def test_cli_csv_cells_cannot_be_formulas(tmp_path: Path,
     assert code == 0
     row = list(csv.reader(io.StringIO(out)))[1]
     assert row[-1] == '\'=HYPERLINK("http://x")=3'
+
+
+def test_summary_of_imported_real_world_reports(
+    tmp_path: Path, fixtures: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``reports import`` of the real-world samples (fixtures/dmarc-reports/real-world), then
+    the summary of example.com over all of them: 12 messages from 8 sources; 7 of them, from
+    5 sources, failed DMARC (the figures read from the samples' XML)."""
+    url = str(tmp_path / "r.sqlite")
+    samples = fixtures / "dmarc-reports" / "real-world"
+    assert main(["reports", "import", str(samples), "--store", url]) == 1  # (one unreadable)
+    capsys.readouterr()
+    code, out, _ = _run(capsys, "example.com", "--store", url, "--since", "2000-01-01", "--json")
+    assert code == 0
+    data = json.loads(out)
+    assert (data["messages"], len(data["sources"]), data["reports"]) == (12, 8, 9)
+    assert (data["readiness"]["dmarc_fail"], data["readiness"]["failing_sources"]) == (7, 5)
+    first = data["sources"][0]
+    assert (first["source_ip"], first["messages"], first["dmarc_fail"]) == ("199.230.200.36", 3, 3)

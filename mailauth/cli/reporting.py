@@ -22,7 +22,7 @@ def add_reports_parser(commands: argparse._SubParsersAction[Parser]) -> argparse
     reports = commands.add_parser(
         "reports",
         help="DMARC reports: the report store (migrate, show, prune), sending (send), and "
-        "the reports you receive (import)",
+        "the reports you receive (import, summary, html)",
         description="The DMARC report store that the milter (and verify --record) fills: a "
         "SQLite file or a PostgreSQL database (docs/reports.md).",
         epilog="examples:\n"
