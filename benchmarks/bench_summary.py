@@ -51,17 +51,19 @@ def main() -> int:
         print(f"store: {rows[0]:,} records, {rows[1]:,} messages, "
               f"{365 * args.reports:,} reports (filled in {filled:.1f} s)")  # fmt: skip
         since, until = day("2025-01-01"), day("2026-01-01")
-        best_summary = best_dashboard = float("inf")
+        best_summary = best_dashboard = best_cpu = float("inf")
         for _ in range(args.runs):
-            started = time.perf_counter()
+            started, cpu = time.perf_counter(), time.process_time()
             found = summarize(store, "example.com", since, until)
             best_summary = min(best_summary, time.perf_counter() - started)
+            best_cpu = min(best_cpu, time.process_time() - cpu)
             started = time.perf_counter()
             daily_pass_rate(store, "example.com", since, until)
             failure_samples(store, "example.com", since, until)
             best_dashboard = min(best_dashboard, time.perf_counter() - started)
         store.close()
-    print(f"summary of a year: {best_summary:.3f} s (best of {args.runs}; target < {TARGET} s): "
+    print(f"summary of a year: {best_summary:.3f} s, {best_cpu:.3f} s CPU (best of {args.runs}; "
+          f"target < {TARGET} s): "
           f"{found.messages:,} messages, {len(found.sources)} sources, "
           f"{len(found.organisations)} organisations")  # fmt: skip
     print(

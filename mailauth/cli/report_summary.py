@@ -135,17 +135,17 @@ def _summary(args: argparse.Namespace) -> tuple[Summary, str, int]:
 def _compute(args: argparse.Namespace, url: str, domain: str, since: int, until: int) -> Summary:
     from mailauth.reports.reverse import resolve_reverse_names  # noqa: PLC0415
     from mailauth.reports.store import open_store  # noqa: PLC0415
-    from mailauth.reports.summary import summarize  # noqa: PLC0415
+    from mailauth.reports.summary import summarize, with_reverse_names  # noqa: PLC0415
 
     store = open_store(url)
     try:
         found = summarize(store, domain, since, until)
-        if not args.resolve or not found.sources:
-            return found
-        reverse = resolve_reverse_names([s.ip for s in found.sources], make_resolver(args))
-        return summarize(store, domain, since, until, reverse)
     finally:
         store.close()
+    if not args.resolve or not found.sources:
+        return found
+    reverse = resolve_reverse_names([s.ip for s in found.sources], make_resolver(args))
+    return with_reverse_names(found, reverse)
 
 
 def cmd_summary(args: argparse.Namespace) -> int:
@@ -172,7 +172,7 @@ def cmd_html(args: argparse.Namespace) -> int:
     finally:
         store.close()
     _write_atomically(Path(args.out), page.encode("utf-8"))
-    print(f"{args.out}: {found.messages} messages from {len(found.sources)} sources")
+    print(f"{args.out}: {found.messages:,} messages from {len(found.sources):,} sources")
     return 0
 
 
@@ -225,8 +225,8 @@ def summary_table(found: Summary, top: int) -> str:
     since = datetime.fromtimestamp(found.since, UTC).strftime("%Y-%m-%d %H:%M")
     until = datetime.fromtimestamp(found.until, UTC).strftime("%Y-%m-%d %H:%M")
     lines = [
-        f"{found.domain}: {found.messages} messages from {len(found.sources)} sources in "
-        f"{found.reports} reports by {found.reporters} reporters ({since} - {until} UTC)",
+        f"{found.domain}: {found.messages:,} messages from {len(found.sources):,} sources in "
+        f"{found.reports:,} reports by {found.reporters:,} reporters ({since} - {until} UTC)",
         *found.readiness.lines(),
         "",
     ]
@@ -234,8 +234,8 @@ def summary_table(found: Summary, top: int) -> str:
         return "\n".join(lines[:-1])
     header = ("ORGANISATION", "SOURCES", "MESSAGES", "SPF", "DKIM", "DMARC", "FAIL")
     rows: list[tuple[str, ...]] = [header] + [
-        (_printable(o.name, 40), str(o.sources), str(o.messages), *_rates(o.messages,
-         o.spf_aligned, o.dkim_aligned, o.dmarc_pass), str(o.messages - o.dmarc_pass))
+        (_printable(o.name, 40), f"{o.sources:,}", f"{o.messages:,}", *_rates(o.messages,
+         o.spf_aligned, o.dkim_aligned, o.dmarc_pass), f"{o.messages - o.dmarc_pass:,}")
         for o in found.organisations[:top]
     ]  # fmt: skip
     lines += _columns(rows)
@@ -252,9 +252,9 @@ def summary_table(found: Summary, top: int) -> str:
         reporters += f" +{len(s.reporters) - 3}" if len(s.reporters) > 3 else ""
         rows.append((
             _printable(s.ip, 45), _printable(reverse, 40), _printable(s.organisation, 30),
-            str(s.messages),
+            f"{s.messages:,}",
             *_rates(s.messages, s.spf_aligned, s.dkim_aligned, s.dmarc_pass),
-            str(s.dmarc_fail), dispositions, _printable(reporters, 60),
+            f"{s.dmarc_fail:,}", dispositions, _printable(reporters, 60),
         ))  # fmt: skip
     lines += _columns(rows)
     if len(found.sources) > top:

@@ -17,6 +17,7 @@ it is carried as data and never interpreted; the renderers escape it.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 from collections import Counter
@@ -212,19 +213,27 @@ def summarize(
     for (ip, reporter), count in sorted(totals.items(), key=lambda i: (i[0][0], -i[1], i[0][1])):
         if len(sources[ip].reporters) < MAX_REPORTERS:
             sources[ip].reporters.append((reporter, count))
-    for source in sources.values():
-        source.reverse = (reverse or {}).get(source.ip, NOT_ASKED)
-        source.organisation, source.organisation_from = organisation_of(source, domain)
     ordered = tuple(sorted(sources.values(), key=lambda s: (-s.messages, s.ip)))
     (reports, reporters), *_ = store.fetchall(
         "SELECT COUNT(*), COUNT(DISTINCT org_name) FROM received_aggregate "
         "WHERE policy_domain = ? AND date_begin >= ? AND date_begin < ?",
         params,
     )
-    return Summary(
-        domain, since, until, int(reports), int(reporters), ordered,
-        _organisations(ordered), readiness(ordered),
-    )  # fmt: skip
+    found = Summary(
+        domain, since, until, int(reports), int(reporters), ordered, (), readiness(ordered)
+    )
+    return with_reverse_names(found, reverse or {})
+
+
+def with_reverse_names(found: Summary, reverse: dict[str, ReverseName]) -> Summary:
+    """``found`` with the sources' reverse names (those not in ``reverse``: not asked), and
+    the organisations and verdict that follow from them (no store needed)."""
+    for source in found.sources:
+        source.reverse = reverse.get(source.ip, NOT_ASKED)
+        source.organisation, source.organisation_from = organisation_of(source, found.domain)
+    return dataclasses.replace(
+        found, organisations=_organisations(found.sources), readiness=readiness(found.sources)
+    )
 
 
 @functools.lru_cache(maxsize=4096)
