@@ -342,3 +342,18 @@ def test_summary_of_imported_real_world_reports(
     assert (data["readiness"]["dmarc_fail"], data["readiness"]["failing_sources"]) == (7, 5)
     first = data["sources"][0]
     assert (first["source_ip"], first["messages"], first["dmarc_fail"]) == ("199.230.200.36", 3, 3)
+
+
+def test_cli_resolve_with_dns_unreachable(filled: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """Reverse names are a nicety: with no nameserver answering, a warning and every source
+    ``unknown``; the summary itself is complete (exit 0)."""
+    code, out, err = _run(
+        capsys, "example.com", "--store", filled, "--since", "2026-01-01", "--until",
+        "2026-02-01", "--resolve", "--nameserver", "127.0.0.1:9", "--dns-timeout", "0.5",
+        "--json",
+    )  # fmt: skip
+    assert code == 0
+    assert err.startswith("mailauth: warning: DNS unreachable") and err.count("\n") == 1
+    data = json.loads(out)
+    assert data["messages"] == 215
+    assert {s["reverse_status"] for s in data["sources"]} == {"unknown"}

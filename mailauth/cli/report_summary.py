@@ -13,13 +13,20 @@ import io
 import json
 import os
 import re
+import sys
 import tempfile
 import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from mailauth.cli.common import CliError, Parser, add_dns_options, make_resolver
+from mailauth.cli.common import (
+    CliError,
+    DnsUnreachableError,
+    Parser,
+    add_dns_options,
+    make_resolver,
+)
 
 if TYPE_CHECKING:
     from mailauth.reports.summary import Summary
@@ -133,7 +140,11 @@ def _summary(args: argparse.Namespace) -> tuple[Summary, str, int]:
 
 
 def _compute(args: argparse.Namespace, url: str, domain: str, since: int, until: int) -> Summary:
-    from mailauth.reports.reverse import resolve_reverse_names  # noqa: PLC0415
+    from mailauth.reports.reverse import (  # noqa: PLC0415
+        ReverseName,
+        ReverseStatus,
+        resolve_reverse_names,
+    )
     from mailauth.reports.store import open_store  # noqa: PLC0415
     from mailauth.reports.summary import summarize, with_reverse_names  # noqa: PLC0415
 
@@ -144,8 +155,14 @@ def _compute(args: argparse.Namespace, url: str, domain: str, since: int, until:
         store.close()
     if not args.resolve or not found.sources:
         return found
-    reverse = resolve_reverse_names([s.ip for s in found.sources], make_resolver(args))
-    return with_reverse_names(found, reverse)
+    addresses = [s.ip for s in found.sources]
+    try:
+        resolver = make_resolver(args)
+    except DnsUnreachableError as exc:  # (reverse names are a nicety: never fatal)
+        print(f"mailauth: warning: {exc}: reverse names unknown", file=sys.stderr)
+        unknown = ReverseName(ReverseStatus.UNKNOWN)
+        return with_reverse_names(found, dict.fromkeys(addresses, unknown))
+    return with_reverse_names(found, resolve_reverse_names(addresses, resolver))
 
 
 def cmd_summary(args: argparse.Namespace) -> int:
