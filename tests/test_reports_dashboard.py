@@ -183,15 +183,16 @@ def test_dashboard_in_chromium(tmp_path: Path, capsys: pytest.CaptureFixture[str
 
 
 def test_cli_html_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A file that cannot be written: one line, exit 2, no temporary file left behind (a
+    missing directory; a directory where the file would go)."""
     url = str(tmp_path / "r.sqlite")
-    code = main(["reports", "html", "example.com", "--store", url,
-                 "--out", str(tmp_path / "missing" / "r.html")])  # fmt: skip
-    out, err = capsys.readouterr()
-    assert code == 2 and out == ""
-    assert err.count("\n") == 1 and "cannot write" in err
-    assert list(tmp_path.iterdir()) == [tmp_path / "r.sqlite"] or all(
-        not p.name.startswith(".mailauth-") for p in tmp_path.iterdir()
-    )
-    code = main(["reports", "html", "example.com", "--store", url])
-    assert code == 2
+    (tmp_path / "a-directory").mkdir()
+    for out in (tmp_path / "missing" / "r.html", tmp_path / "a-directory"):
+        code = main(["reports", "html", "example.com", "--store", url, "--out", str(out)])
+        stdout, err = capsys.readouterr()
+        assert code == 2 and stdout == ""
+        assert err.count("\n") == 1 and f"cannot write {out}" in err
+        assert not any(p.name.startswith(".mailauth-") for p in tmp_path.rglob("*"))
+    assert list((tmp_path / "a-directory").iterdir()) == []
+    assert main(["reports", "html", "example.com", "--store", url]) == 2
     assert "--out" in capsys.readouterr().err
