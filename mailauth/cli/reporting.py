@@ -114,7 +114,9 @@ def cmd_reports(args: argparse.Namespace, parser: argparse.ArgumentParser) -> in
         return cmd_summary(args)
     if args.reports_command == "html":
         return cmd_html(args)
-    raise CliError("say what to do: mailauth reports {migrate,show,send,prune,import,summary,html} ...")
+    raise CliError(
+        "say what to do: mailauth reports {migrate,show,send,prune,import,summary,html} ..."
+    )
 
 
 def _migrate(args: argparse.Namespace) -> int:
