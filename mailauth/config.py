@@ -22,6 +22,14 @@ from typing import Any
 
 from mailauth.authresults import quote_pvalue
 from mailauth.config_failure import FAILURE_KEYS, FailureConfig, failure_config, failure_problems
+from mailauth.config_inbound import (
+    INBOUND_KEYS,
+    TABLES,
+    InboundOptions,
+    LogOptions,
+    read_inbound,
+    read_logging,
+)
 from mailauth.config_signing import (
     Listener,
     SigningConfig,
@@ -68,7 +76,9 @@ _SCHEMA: dict[str, dict[str, type | tuple[type, ...]]] = {
         "listeners": list,
         "daemon_modes": dict,
         "signing": dict,
+        "logging": dict,
     },
+    **TABLES,
     "reports": {
         "store": str,
         "org_name": str,
@@ -92,6 +102,7 @@ _SCHEMA: dict[str, dict[str, type | tuple[type, ...]]] = {
         "max_dkim_signatures": int,
         "dmarc_temperror": str,
         "offload_workers": int,
+        **INBOUND_KEYS,
     },
     "inbound.arc_seal": {"domain": str, "selector": str, "key": str, "recipient_domains": list},
     "outbound": {"trusted_networks": list, "keys": list},
@@ -169,6 +180,8 @@ class MilterConfig:
     listeners: tuple[Listener, ...] = ()  # more sockets, each with its mode
     daemon_modes: tuple[tuple[str, str], ...] = ()  # {daemon_name} value -> mode
     signing: SigningConfig = field(default_factory=SigningConfig)
+    inbound: InboundOptions = field(default_factory=InboundOptions)  # (config_inbound.py)
+    logging: LogOptions = field(default_factory=LogOptions)
 
 
 def load_milter_config(path: str | os.PathLike[str]) -> MilterConfig:
@@ -260,6 +273,8 @@ def _config_of(data: dict[str, Any], problems: list[str]) -> MilterConfig:
         offload_workers=_optional_int(inbound, "offload_workers"),
         reports=_reports(_get(data, "reports", {})),
         **_outbound_of(data, problems),
+        inbound=read_inbound(inbound, problems),
+        logging=read_logging(data.get("logging"), problems),
     )
 
 

@@ -185,7 +185,8 @@ def test_the_store_from_the_config(tmp_path: Path, capsys: pytest.CaptureFixture
 @pytest.mark.parametrize(
     ("args", "error"),
     [
-        ([], "mailauth: error: give report files or directories, --maildir DIR or --mbox FILE"),
+        ([], "mailauth: error: give report files or directories, --maildir DIR, --mbox FILE "
+             "or --imap URL"),
         (["r.xml"], "mailauth: error: give --store STORE (or [reports] store in --config FILE)"),
         (["--maildir", "."], "mailauth: error: . is not a Maildir (no new/ and cur/ in it)"),
         (["--mbox", "nowhere.mbox"], "mailauth: error: nowhere.mbox is not an mbox file"),

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from collections.abc import Iterable, Sized
@@ -30,10 +31,24 @@ from mailauth.reports.received.importer import (
 from mailauth.reports.received.limits import DEFAULT_LIMITS
 
 EXIT_SOME_UNREADABLE = 1
+IMAP_PASSWORD_ENV = "MAILAUTH_IMAP_PASSWORD"
 
 
 class Source(Sized, Iterable[SourceItem], Protocol):
     """What the importer takes: a sized iterable of items (:mod:`.report_sources`)."""
+
+
+def _settle(source: Source, item: SourceItem, results: list[ImportResult]) -> None:
+    """Tell a source that acts on stored items (IMAP: moves the message) how it went."""
+    settle = getattr(source, "settle", None)
+    if settle is not None:
+        settle(item, bool(results) and all(r.status != ERROR for r in results))
+
+
+def _close(source: Source) -> None:
+    close = getattr(source, "close", None)
+    if close is not None:
+        close()
 
 
 def add_import_parser(actions: argparse._SubParsersAction[Parser]) -> None:
@@ -42,14 +57,17 @@ def add_import_parser(actions: argparse._SubParsersAction[Parser]) -> None:
         help="import received DMARC aggregate, failure and TLS reports into the store",
         description="Read the reports sent to your rua=/ruf=/TLS-RPT addresses -- XML, .gz, "
         ".zip, whole report e-mails, ARF failure reports, RFC 8460 JSON -- from files and "
-        "directories (walked), a Maildir (new/ and cur/) or an mbox, and store each one "
+        "directories (walked), a Maildir (new/ and cur/), an mbox or an IMAP folder (TLS "
+        "only; --move-to moves what was stored), and store each one "
         "once (a report already there is a duplicate). A report that cannot be read is "
         "listed on stderr and the rest goes on. Exit status: 0 all read, 1 some could not "
         "be read, 2 usage or store error.",
         epilog="examples:\n"
         "  mailauth reports import --store reports.sqlite ~/dmarc/*.xml.gz report.zip\n"
         "  mailauth reports import --maildir /var/mail/dmarc --config /etc/mailauth/milter.toml\n"
-        "  mailauth reports import --mbox dmarc.mbox --store postgresql://db/reports --json",
+        "  mailauth reports import --mbox dmarc.mbox --store postgresql://db/reports --json\n"
+        "  mailauth reports import --imap imaps://dmarc%40example.com@imap.example.com \\\n"
+        "      --move-to Imported --imap-password-file /etc/mailauth/imap.pass --store r.sqlite",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     command.add_argument("paths", nargs="*", metavar="FILE|DIR",
@@ -58,6 +76,22 @@ def add_import_parser(actions: argparse._SubParsersAction[Parser]) -> None:
                          help="a Maildir of report e-mails (repeatable)")  # fmt: skip
     command.add_argument("--mbox", metavar="FILE", action="append", default=[],
                          help="an mbox file of report e-mails (repeatable)")  # fmt: skip
+    command.add_argument("--imap", metavar="URL",
+                         help="an IMAP folder over TLS: imaps://USER@HOST[:PORT][/FOLDER] or "
+                         "imap://... (STARTTLS required); the password from "
+                         "--imap-password-file or the environment variable "
+                         f"{IMAP_PASSWORD_ENV}, never the URL")  # fmt: skip
+    command.add_argument("--folder", metavar="F",
+                         help="the IMAP folder to read (default: the URL's; INBOX)")  # fmt: skip
+    command.add_argument("--move-to", metavar="F",
+                         help="move each IMAP message whose reports are stored into this "
+                         "folder (made when missing); without it, the folder is only "
+                         "read")  # fmt: skip
+    command.add_argument("--imap-password-file", metavar="FILE",
+                         help="a file holding the IMAP password (its first line)")  # fmt: skip
+    command.add_argument("--imap-ca", metavar="FILE",
+                         help="CA certificates to trust for the IMAP server (default: the "
+                         "system's)")  # fmt: skip
     command.add_argument("--store", metavar="STORE",
                          help="a SQLite file path or a postgresql:// URL (default: [reports] "
                          "store of --config)")  # fmt: skip
@@ -84,11 +118,35 @@ def sources_of(args: argparse.Namespace) -> list[Source]:
             sources.append(FileSource(args.paths, limit))
         sources.extend(MaildirSource(path, limit) for path in args.maildir)
         sources.extend(MboxSource(path, limit) for path in args.mbox)
+        if args.imap:
+            sources.append(_imap_source(args, limit))
     except ValueError as exc:
         raise CliError(str(exc)) from None
     if not sources:
-        raise CliError("give report files or directories, --maildir DIR or --mbox FILE")
+        raise CliError("give report files or directories, --maildir DIR, --mbox FILE or --imap URL")
     return sources
+
+
+def _imap_source(args: argparse.Namespace, limit: int) -> Source:
+    from mailauth.cli.report_sources import ImapSource  # noqa: PLC0415
+    from mailauth.reports.imap import ImapError, parse_imap_url  # noqa: PLC0415
+
+    location = parse_imap_url(args.imap, args.folder)
+    if args.imap_password_file:
+        try:
+            with open(args.imap_password_file, encoding="utf-8") as handle:
+                password = handle.readline().rstrip("\r\n")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise CliError(f"cannot read the IMAP password file: {exc}") from None
+    elif os.environ.get(IMAP_PASSWORD_ENV):
+        password = os.environ[IMAP_PASSWORD_ENV]
+    else:
+        raise CliError(f"--imap needs --imap-password-file FILE or {IMAP_PASSWORD_ENV} set")
+    try:
+        return ImapSource(location, password, move_to=args.move_to, ca_file=args.imap_ca,
+                          limit=limit)  # fmt: skip
+    except ImapError as exc:
+        raise CliError(str(exc)) from None
 
 
 def cmd_reports_import(args: argparse.Namespace) -> int:
@@ -96,21 +154,34 @@ def cmd_reports_import(args: argparse.Namespace) -> int:
 
     from mailauth.cli.reporting import store_of  # noqa: PLC0415 - (it imports this module)
     from mailauth.reports import open_store  # noqa: PLC0415
+    from mailauth.reports.imap import ImapError  # noqa: PLC0415 - (imapclient: only here)
 
     sources = sources_of(args)
     url, _ = store_of(args)
     total = sum(len(source) for source in sources)
     show = args.progress or (total > 10 and sys.stderr.isatty())
     counts = {IMPORTED: 0, DUPLICATE: 0, ERROR: 0}
-    store = open_store(url)
+    try:
+        store = open_store(url)
+    except BaseException:
+        for source in sources:
+            _close(source)
+        raise
     try:
         with tqdm(total=total, disable=not show, file=sys.stderr, unit="input") as bar:
             for source in sources:
-                for item in source:
-                    for result in import_item(store, item, now=int(time.time())):
-                        counts[result.status] += 1
-                        _show(result, args.json)
-                    bar.update(1)
+                try:
+                    for item in source:
+                        results = import_item(store, item, now=int(time.time()))
+                        for result in results:
+                            counts[result.status] += 1
+                            _show(result, args.json)
+                        _settle(source, item, results)
+                        bar.update(1)
+                finally:
+                    _close(source)
+    except ImapError as exc:
+        raise CliError(str(exc)) from None
     finally:
         store.close()
     if not args.json:

@@ -1,7 +1,7 @@
 """Where ``mailauth reports import`` finds received reports: files and directories, a Maildir,
-an mbox. Each source is a sized iterable of :class:`SourceItem` (the importer's input,
-:mod:`mailauth.reports.received.importer`): adding a source (IMAP) is adding a class here
-with ``__len__`` and ``__iter__``.
+an mbox, an IMAP folder. Each source is a sized iterable of :class:`SourceItem` (the
+importer's input, :mod:`mailauth.reports.received.importer`); the IMAP source also has
+``settle`` (an item's reports are stored: move its message) and ``close``.
 
 Every item is read with a bound (``max_input``): a file or mailbox message larger than that
 is an item with an error, never read whole. A directory is walked without following
@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from mailauth.files import read_limited, read_stream
+from mailauth.reports.imap import ImapError, ImapLocation, ImapMailbox, ImapMessage
 from mailauth.reports.received.importer import SourceItem
 from mailauth.reports.received.limits import describe_size
 
@@ -112,3 +113,46 @@ class MboxSource:
                     yield SourceItem(name, error=_error(exc, self.limit))
         finally:
             self.box.close()
+
+
+class ImapSource:
+    """The messages of an IMAP folder (:mod:`mailauth.reports.imap`: TLS only, the password
+    from a file or the environment). Connected when made, so that a wrong URL, password or
+    certificate is a usage error before anything is imported. A message whose reports are
+    all in the store afterwards (imported, or there already) is moved to ``move_to`` when
+    given; one that could not be read stays where it is. Items are named by their RFC 5092
+    URL."""
+
+    def __init__(self, location: ImapLocation, password: str, *, move_to: str | None,
+                 ca_file: str | None, limit: int) -> None:  # fmt: skip
+        self.mailbox = ImapMailbox(
+            location, password, move_to=move_to, ca_file=ca_file, max_message_bytes=limit
+        )
+        self.mailbox.__enter__()
+        try:
+            self.messages = list(self.mailbox.messages_listed())
+        except ImapError:
+            self.close()
+            raise
+        self._by_name: dict[str, ImapMessage] = {}
+
+    def __len__(self) -> int:
+        return len(self.messages)
+
+    def __iter__(self) -> Iterator[SourceItem]:
+        for listed in self.messages:
+            message = self.mailbox.fetch(listed)
+            if message.raw is None:
+                yield SourceItem(message.name, error=f"refused: {message.error}")
+                continue
+            self._by_name[message.name] = message
+            yield SourceItem(message.name, message.raw)
+
+    def settle(self, item: SourceItem, stored: bool) -> None:
+        """``item``'s reports are all stored (``stored``), or not: moved, or left."""
+        message = self._by_name.pop(item.name, None)
+        if message is not None and stored:
+            self.mailbox.done(message)
+
+    def close(self) -> None:
+        self.mailbox.__exit__(None, None, None)

@@ -13,6 +13,7 @@ from mailauth.cli.common import CliError, Parser, unix_time_arg
 from mailauth.cli.failure_reports import show_failure_reports
 from mailauth.cli.report_import import add_import_parser, cmd_reports_import
 from mailauth.cli.report_send import add_send_parser, cmd_reports_send
+from mailauth.cli.report_summary import add_summary_parsers, cmd_html, cmd_summary
 from mailauth.config import MilterConfig, load_milter_config
 from mailauth.reports import ReportSettings, open_store, report_status
 from mailauth.reports.outgoing import ReportStatus
@@ -22,7 +23,7 @@ def add_reports_parser(commands: argparse._SubParsersAction[Parser]) -> argparse
     reports = commands.add_parser(
         "reports",
         help="DMARC reports: the report store (migrate, show, prune), sending (send), and "
-        "the reports you receive (import)",
+        "the reports you receive (import, summary, html)",
         description="The DMARC report store that the milter (and verify --record) fills: a "
         "SQLite file or a PostgreSQL database (docs/reports.md).",
         epilog="examples:\n"
@@ -33,7 +34,9 @@ def add_reports_parser(commands: argparse._SubParsersAction[Parser]) -> argparse
         "  mailauth reports show --store reports.sqlite --failure\n"
         "  mailauth reports send --config /etc/mailauth/milter.toml --dry-run --out /tmp/r\n"
         "  mailauth reports prune --config /etc/mailauth/milter.toml --before 1767225600\n"
-        "  mailauth reports import --maildir /var/mail/dmarc --store reports.sqlite",
+        "  mailauth reports import --maildir /var/mail/dmarc --store reports.sqlite\n"
+        "  mailauth reports summary example.com --store reports.sqlite --since 90d\n"
+        "  mailauth reports html example.com --store reports.sqlite --out report.html",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     actions = reports.add_subparsers(dest="reports_command", metavar="ACTION", parser_class=Parser)
@@ -81,6 +84,7 @@ def add_reports_parser(commands: argparse._SubParsersAction[Parser]) -> argparse
     )  # fmt: skip
     add_send_parser(actions)
     add_import_parser(actions)
+    add_summary_parsers(actions)
     return reports
 
 
@@ -112,7 +116,13 @@ def cmd_reports(args: argparse.Namespace, parser: argparse.ArgumentParser) -> in
         return _prune(args)
     if args.reports_command == "import":
         return cmd_reports_import(args)
-    raise CliError("say what to do: mailauth reports {migrate,show,send,prune,import} ...")
+    if args.reports_command == "summary":
+        return cmd_summary(args)
+    if args.reports_command == "html":
+        return cmd_html(args)
+    raise CliError(
+        "say what to do: mailauth reports {migrate,show,send,prune,import,summary,html} ..."
+    )
 
 
 def _migrate(args: argparse.Namespace) -> int:

@@ -26,6 +26,7 @@ from mailauth.cli.common import (
     add_dns_options,
     make_resolver,
 )
+from mailauth.cli.logs import configure_logging, syslog_handler
 from mailauth.cli.milter_workers import AuthenticatorSpec, make_offloader
 from mailauth.config import (
     KeySpec,
@@ -308,6 +309,7 @@ def build_milter_parts(
         max_header_fields=config.max_header_fields,
         record_recipients=recorder is not None and config.reports.record_envelope_to,
         failure_reports=failures,  # (on or off: at a restart)
+        inbound=config.inbound,
     )
     return authenticator, settings
 
@@ -377,7 +379,7 @@ def _kept_cache(previous: Authenticator | None, args: argparse.Namespace) -> Dns
 
 
 def cmd_milter(args: argparse.Namespace) -> int:
-    # (No SPF worker pool: SPF is a plan on the event loop like the other checks.)
+    # (SPF is a plan like the other checks: on the event loop, or in the worker processes.)
     if args.check_config:
         config = _check_config(args)
         sealing = f", ARC sealing as {config.arc_seal.domain}" if config.arc_seal else ""
@@ -397,7 +399,7 @@ def cmd_milter(args: argparse.Namespace) -> int:
         failures = start_failure_collector(config)
         parts = build_milter_parts(config, args, recorder=recorder, failures=failures)
         authenticator, settings = parts
-    logging.basicConfig(level=logging.INFO, format="mailauth milter: %(message)s")
+    configure_logging(config.logging)  # stderr and/or syslog ([logging])
     metrics = None
     if config.metrics_listen:
         metrics = Metrics()
@@ -440,6 +442,11 @@ def _check_config(args: argparse.Namespace) -> MilterConfig:
     unreachable = _unreachable_nameservers(config, args)
     if unreachable:
         problems.append(unreachable)
+    if config.logging.syslog and config.logging.syslog_socket.startswith("/"):
+        try:
+            syslog_handler(config.logging).close()
+        except CliError as exc:
+            problems.append(str(exc))
     if not problems:
         try:
             build_milter_parts(config, args)
@@ -481,13 +488,12 @@ async def _serve_milter(milter: Milter, config: MilterConfig, args: argparse.Nam
     if config.listeners:  # (one line still: each socket with its mode)
         modes = [(config.listen, config.mode), *((x.listen, x.mode) for x in config.listeners)]
         where = ", ".join(f"{spec} ({mode})" for spec, mode in modes)
-    print(f"mailauth milter: listening on {where}", file=sys.stderr, flush=True)
+    log.info("listening on %s", where)  # (to stderr and syslog, as configured)
     if owned and config.socket_mode & 0o002:  # (non-inet clients are trusted)
-        print(
-            f"mailauth milter: warning: socket mode {config.socket_mode:03o} lets every local "
-            "user talk to the milter (and have mail signed); prefer 660 and the MTA's group",
-            file=sys.stderr,
-            flush=True,
+        log.warning(
+            "warning: socket mode %03o lets every local user talk to the milter (and have "
+            "mail signed); prefer 660 and the MTA's group",
+            config.socket_mode,
         )
     try:
         async with contextlib.AsyncExitStack() as stack:
@@ -512,16 +518,15 @@ async def _serve_milter(milter: Milter, config: MilterConfig, args: argparse.Nam
             remove_socket_file(found)
         if milter.offloader is not None:
             milter.offloader.close()
-    print(
-        f"mailauth milter: stopped on {signals[0]}: {busy} MTA connection(s) open, "
-        f"{busy - left} closed in time, {left} cut off after the deadline"
-        + (
-            f"; {milter.offloader.offloaded} heavy message(s) checked in worker processes"
-            if milter.offloader is not None and milter.offloader.offloaded
-            else ""
-        ),
-        file=sys.stderr,
-        flush=True,
+    offloaded = milter.offloader.offloaded if milter.offloader is not None else 0
+    log.info(
+        "stopped on %s: %d MTA connection(s) open, %d closed in time, %d cut off after the "
+        "deadline%s",
+        signals[0],
+        busy,
+        busy - left,
+        left,
+        f"; {offloaded} heavy message(s) checked in worker processes" if offloaded else "",
     )
 
 
@@ -587,7 +592,7 @@ def _reload(milter: Milter, args: argparse.Namespace, started: MilterConfig) -> 
         return
     milter.authenticator, milter.settings = authenticator, settings
     _reload_offloader(milter, config, args)
-    fixed = ("listen", "socket_mode", "metrics_listen")
+    fixed = ("listen", "socket_mode", "metrics_listen", "logging")
     changed = [k for k in fixed if getattr(config, k) != getattr(started, k)]
     if config.reports.store != started.reports.store:
         changed.append("reports.store")

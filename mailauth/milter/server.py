@@ -21,12 +21,13 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from mailauth.arc import Sealer, results_payload
-from mailauth.authresults import authserv_id_of
 from mailauth.config import MAX_HEADER_FIELDS, MAX_HEADER_SECTION
+from mailauth.config_inbound import InboundOptions
 from mailauth.dkim import BodyHasher, Canonicalization, Signer
 from mailauth.domains import name_and_parents, normalize_domain
 from mailauth.errors import InvalidDomainError, MailauthError
 from mailauth.message import HeaderField, Message
+from mailauth.milter import inbound as rules
 from mailauth.milter import protocol as p
 from mailauth.milter.logline import log_line, signed_line, unauthorized_line
 from mailauth.milter.metrics import Metrics
@@ -74,6 +75,7 @@ MACROS = {
     p.M_EOH: _NOTHING,
     p.M_EOM: "i",
 }
+_SPF = b"received-spf"
 _FIELD_OVERHEAD = 100  # octets of Python objects per header field held, beyond its data
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 _CONTINUE = p.encode(p.CONTINUE)
@@ -113,6 +115,7 @@ class MilterSettings:
     daemon_modes: Mapping[str, str] = field(default_factory=dict)
     signing: SigningPolicy | None = None
     failure_reports: FailureCollector | None = None  # RFC 9991 reports queued (docs/reports.md)
+    inbound: InboundOptions = field(default_factory=InboundOptions)  # (milter/inbound.py)
 
 
 @dataclass
@@ -127,6 +130,12 @@ class _Message:
     held: int = 0  # octets counted in Milter.held for this message
     results_fields: int = 0  # Authentication-Results fields seen
     forged: list[int] = field(default_factory=list)  # those with our authserv-id (1-based)
+    spf_fields: int = 0  # Received-SPF fields seen, and those naming us as receiver
+    forged_spf: list[int] = field(default_factory=list)
+    client: tuple[str, str] = ("", "")  # a relayed message's real client and HELO
+    refusal: str = ""  # the reply refusing it for its header section (inbound.py)
+    ignored: str = ""  # why no DMARC disposition is applied to it (ignore lists)
+    relayed_spf: bool = False  # its SPF result is a relay's (no Received-SPF of ours)
     oversized: str = ""  # why the header section is refused
     started: bool = False
     intake: MessageIntake | None = None
@@ -169,6 +178,7 @@ class _Session:
     address: str = ""
     helo: str = ""
     trusted: bool = False
+    relay: bool = False  # the client is one of our border hosts (inbound.relay)
     message: _Message = field(default_factory=_Message)
 
 
@@ -268,14 +278,7 @@ class Milter:
                 raise p.ProtocolError(f"macros larger than {MAX_MACROS} octets")
             return b""
         if command == p.CONNECT:
-            connect = p.parse_connect(data)
-            # No network client (a local socket, or "unknown": mail submitted on the host,
-            # e.g. Postfix's non_smtpd_milters): local mail, treated as trusted.
-            network = connect.family in ("inet", "inet6")
-            session.address = connect.address if network else ""
-            session.trusted = not network or _is_trusted(
-                connect.address, self.settings.trusted_networks
-            )
+            self._connect(session, data)
             # (Never ACCEPT here, not even for trusted clients with nothing to sign: their
             # messages too must lose Authentication-Results fields forged with our id.)
             return _CONTINUE
@@ -285,11 +288,15 @@ class Milter:
         if command == p.MAIL:
             args = p.strings(data)
             self._reset(session, args[0].decode("utf-8", "replace") if args else "")
-            if self._route(session) is Route.VERIFY:
+            chosen = self._route(session)
+            verifies = chosen is Route.VERIFY or (
+                chosen is Route.SIGN and self._verifies_trusted(session)
+            )
+            if verifies and not session.relay:  # (a relay's: once its client is known)
                 session.message.spf = self._start_spf(session)
             return _CONTINUE
         if command == p.HEADER:
-            self._add_header(session.message, data)
+            self._add_header(session, data)
             return _CONTINUE
         if command == p.EOH:
             self._start(session)
@@ -312,7 +319,7 @@ class Milter:
             # only what was negotiated.
             self._reset(session)
             session.macros, session.address, session.helo = {}, "", ""
-            session.trusted = False
+            session.trusted = session.relay = False
             return b""
         if command == p.RCPT:
             recipient = p.strings(data)[0].decode("utf-8", "replace") if data else ""
@@ -330,6 +337,21 @@ class Milter:
             return _CONTINUE
         raise p.ProtocolError(f"unknown milter command {command!r}")
 
+    def _connect(self, session: _Session, data: bytes) -> None:
+        connect = p.parse_connect(data)
+        # No network client (a local socket, or "unknown": mail submitted on the host,
+        # e.g. Postfix's non_smtpd_milters): local mail, treated as trusted.
+        network = connect.family in ("inet", "inet6")
+        session.address = connect.address if network else ""
+        session.trusted = not network or _is_trusted(
+            connect.address, self.settings.trusted_networks
+        )
+        # A relay (one of our border hosts, inbound.relay): its mail is inbound.
+        session.relay = network and rules.is_in(
+            connect.address, self.settings.inbound.relay_networks
+        )
+        session.trusted &= not session.relay
+
     def _reset(self, session: _Session, mail_from: str = "") -> None:
         """The message in progress is over (or dropped): a new one begins."""
         session.message.discard()
@@ -340,14 +362,28 @@ class Milter:
         self.held -= message.held
         message.held = 0
 
-    def _add_header(self, message: _Message, data: bytes) -> None:
+    def _add_header(self, session: _Session, data: bytes) -> None:
         """Keep one header field, within the caps of one message and of all connections;
-        note where the Authentication-Results fields with our authserv-id are."""
+        note where the Authentication-Results and Received-SPF fields to remove are: our
+        authserv-id's, and a trusted one's unless a relay sent the message (inbound.py)."""
+        message = session.message
         name, value = p.strings(data, 2)
-        if len(name) == 22 and name.lower() == b"authentication-results":
-            message.results_fields += 1
-            if authserv_id_of(value) == self.authenticator.authserv_id:
-                message.forged.append(message.results_fields)
+        options = self.settings.inbound
+        lname = name.lower() if len(name) in (12, 22) else b""
+        # (Received-SPF fields only when we write our own: docs/milter.md)
+        if lname == b"authentication-results" or (lname == _SPF and options.received_spf):
+            spf = lname == _SPF
+            trusted = options.trusted_authserv_ids
+            whose = rules.claimed_by(value, self.authenticator.authserv_id, trusted, spf)
+            gone = whose == rules.OURS or (whose == rules.TRUSTED and not session.relay)
+            if spf:
+                message.spf_fields += 1
+                if gone:
+                    message.forged_spf.append(message.spf_fields)
+            else:
+                message.results_fields += 1
+                if gone:
+                    message.forged.append(message.results_fields)
         if message.oversized or message.problem:
             return  # (the fields are dropped: nothing is checked or signed)
         message.header_bytes += len(data)
@@ -368,11 +404,15 @@ class Milter:
         message.headers.clear()
         self._release(message)
 
-    def _start_spf(self, session: _Session) -> asyncio.Future[SpfCheck]:
-        """SPF needs only the envelope: started at MAIL FROM, its DNS overlaps DATA. A sender
-        seen moments ago has its result at once, with no task to schedule."""
-        ip = session.address or "0.0.0.0"  # noqa: S104 - a value, not a bind
-        envelope = {"ip": ip, "helo": session.helo, "mail_from": session.message.mail_from}
+    def _start_spf(
+        self, session: _Session, ip: str = "", helo: str | None = None
+    ) -> asyncio.Future[SpfCheck]:
+        """SPF needs only the envelope: started at MAIL FROM, its DNS overlaps DATA (a
+        relayed message's, once its header names the client). A sender seen moments ago has
+        its result at once, with no task to schedule."""
+        ip = ip or session.address or "0.0.0.0"  # noqa: S104 - a value, not a bind
+        helo = session.helo if helo is None else helo
+        envelope = {"ip": ip, "helo": helo, "mail_from": session.message.mail_from}
         try:
             known = self.authenticator.remembered_spf(**envelope)
         except ValueError:  # (the task below reports it at end of message, as before)
@@ -420,14 +460,18 @@ class Milter:
                 signers = self._signers(session, Message.parse(section + b"\r\n"))
                 message.signers = tuple(signers)
                 message.hashers = {s.body_canon: BodyHasher(s.body_canon) for s in signers}
-                return
+                if signers or message.refused or not self._verifies_trusted(session):
+                    return
             if chosen is Route.PASS:
                 return
             if self.settings.failure_reports is not None:  # (a reference, not a copy)
                 message.section = section
                 message.body_copy = self.settings.failure_reports.new_body()
+            ip, helo = self._inbound_facts(session, section)
             offloader = self.offloader
-            if offloader is not None and offloader.heavy(message.headers) and offloader.reserve():
+            heavy = offloader is not None and offloader.heavy(message.headers)
+            # (a relay's own SPF result is used here, on the loop: workers check SPF themselves)
+            if heavy and not message.relayed_spf and offloader is not None and offloader.reserve():
                 message.raw, message.offloader = bytearray(section + b"\r\n"), offloader
                 if message.spf is not None:  # (the worker checks SPF too)
                     message.spf.cancel()
@@ -436,8 +480,8 @@ class Milter:
                     message.seal_hasher = BodyHasher(Canonicalization.RELAXED)
                 return
             message.intake = self.authenticator.intake(
-                ip=session.address or "0.0.0.0",  # noqa: S104 - a value, not a bind
-                helo=session.helo,
+                ip=ip or "0.0.0.0",  # noqa: S104 - a value, not a bind
+                helo=helo,
                 mail_from=message.mail_from,
                 recipients=(message.first_recipient,) if message.first_recipient else (),
             )
@@ -470,6 +514,37 @@ class Milter:
         choice = choose_signers(policy, parsed, message.mail_from, user)
         message.refused = choice.refused
         return choice.signers
+
+    def _verifies_trusted(self, session: _Session) -> bool:
+        """Whether a trusted network client's mail is verified when it is not signed
+        (``inbound.verify_trusted_networks``): not SMTP-authenticated senders' (submission),
+        nor mail with no network client (submitted on the host)."""
+        return bool(
+            self.settings.inbound.verify_trusted_networks
+            and session.address
+            and not session.macros.get("auth_authen")
+        )
+
+    def _inbound_facts(self, session: _Session, section: bytes) -> tuple[str, str]:
+        """The client and HELO to verify for (a relay's: the real client its Received field
+        names), with what inbound.py finds (refusal, ignore lists, a relay's SPF result)."""
+        message = session.message
+        found = rules.inspect(
+            self.settings.inbound, section, session.address, session.relay, message.mail_from
+        )
+        message.refusal, message.ignored = found.refusal, found.ignored
+        if found.client[0]:
+            message.client = found.client
+        if found.warning:
+            log.warning("message from %s: %s", session.address, found.warning)
+        if found.spf is not None:
+            done: asyncio.Future[SpfCheck] = asyncio.get_running_loop().create_future()
+            done.set_result(found.spf)
+            message.spf, message.relayed_spf = done, True
+        ip, helo = message.client if message.client[0] else (session.address, session.helo)
+        if session.relay and message.spf is None:
+            message.spf = self._start_spf(session, ip, helo)  # (now that the client is known)
+        return ip, helo
 
     def _negotiate(self, session: _Session, data: bytes) -> bytes:
         """Option negotiation: the actions we take, the steps we skip or do not answer, the
@@ -540,6 +615,10 @@ class Milter:
             return self._unauthorized(session, strip)
         if message.signers:
             return await self._signatures(session, strip)
+        if message.refusal:  # (inbound.required_headers, inbound.multiple_authors)
+            log.warning("message %s refused: %s", queue_id, message.refusal[10:])
+            self._count("reject")
+            return p.replycode(message.refusal)
         if message.intake is None and message.raw is None:
             if message.problem:
                 log.warning("message %s not verified: %s", queue_id, message.problem)
@@ -557,19 +636,24 @@ class Milter:
         except (TimeoutError, ValueError, OffloadError) as exc:
             log.warning("message %s not verified: %s", queue_id, str(exc) or "deadline")
             return self._error_reply(strip)
-        unsettled = "" if self._refuses(verdict) else self._unsettled(message, verdict)
+        unsettled = "" if self._refuses(verdict, message) else self._unsettled(message, verdict)
         if unsettled and self._defers(verdict):
             reply, action = self._deferral(verdict), "tempfail"
         else:
             seal = [] if unsettled else await self._seal(session, verdict)
             reply, action = self._modifications(session, verdict, seal, strip)
         seconds = time.monotonic() - started
+        client, helo = message.client if message.client[0] else (session.address, session.helo)
         facts = {
             "queue_id": session.macros.get("i", ""),
-            "client": session.address,
-            "helo": session.helo,
+            "client": client,
+            "helo": helo,
             "mail_from": session.message.mail_from,
         }
+        if session.relay:
+            facts["relay"] = session.address
+        if message.ignored:
+            facts["ignored"] = message.ignored
         log.info("%s", log_line(facts, verdict, action, seconds, self.settings.log_format))
         if self.metrics is not None:
             self.metrics.observe(verdict, action, seconds)
@@ -605,9 +689,11 @@ class Milter:
         assert message.raw is not None and message.offloader is not None
         raw, offloader = memoryview(message.raw), message.offloader  # (no copy)
         message.raw = None  # (the place stays taken until the message is over)
-        ip = session.address or "0.0.0.0"  # noqa: S104 - a value, not a bind
+        # (a relayed message: the real client its border's Received field names)
+        client, helo = message.client if message.client[0] else (session.address, session.helo)
+        ip = client or "0.0.0.0"  # noqa: S104 - a value, not a bind
         verdict = await offloader.verdict(
-            raw, ip=ip, helo=session.helo, mail_from=message.mail_from, seconds=seconds
+            raw, ip=ip, helo=helo, mail_from=message.mail_from, seconds=seconds
         )
         recipients = (message.first_recipient,) if message.first_recipient else ()
         self.authenticator.record(
@@ -642,7 +728,7 @@ class Milter:
         be concluded (RFC 9989: no policy applies), or the chain of a message to be sealed
         could not be validated (sealing it cv=fail would end it for every later hop)."""
         dmarc, arc = verdict.dmarc, verdict.arc
-        if dmarc is not None and dmarc.result is DmarcResult.TEMPERROR:
+        if dmarc is not None and dmarc.result is DmarcResult.TEMPERROR and not message.ignored:
             return f"dmarc=temperror ({dmarc.reason})"
         if arc is not None and arc.result is ArcResult.TEMPERROR and self._seals(message):
             return f"arc=temperror, not sealed ({arc.reason})"
@@ -689,10 +775,17 @@ class Milter:
             self.metrics.actions.labels(action).inc()
 
     def _strip_forged(self, message: _Message) -> bytes:
-        """Replies deleting the Authentication-Results fields that carry our authserv-id."""
+        """Replies deleting the Authentication-Results fields that carry our authserv-id
+        (or an untrusted sender's copy of a trusted one), and such Received-SPF fields."""
         return b"".join(
-            p.header_reply(p.CHGHEADER, index, "Authentication-Results", "")
-            for index in reversed(message.forged)
+            [
+                p.header_reply(p.CHGHEADER, i, "Authentication-Results", "")
+                for i in reversed(message.forged)
+            ]
+            + [
+                p.header_reply(p.CHGHEADER, i, "Received-SPF", "")
+                for i in reversed(message.forged_spf)
+            ]
         )
 
     async def _signatures(self, session: _Session, strip: bytes) -> bytes:
@@ -736,7 +829,9 @@ class Milter:
     async def _seal(self, session: _Session, verdict: Verdict) -> list[bytes]:
         """The ARC set for a verified message, as insert-header replies (off the loop)."""
         sealer, hasher = self.settings.sealer, session.message.seal_hasher
-        if sealer is None or hasher is None or verdict.arc is None or self._refuses(verdict):
+        if sealer is None or hasher is None or verdict.arc is None:
+            return []
+        if self._refuses(verdict, session.message):
             return []
         section = _header_section(session.message.headers, session.leading_space)
         body_hash, chain = hasher.digest(), verdict.arc
@@ -759,32 +854,41 @@ class Milter:
             _insert(index, f.name, f.raw, session.leading_space) for index, f in enumerate(sealed)
         ]
 
-    def _refuses(self, verdict: Verdict) -> bool:
-        """Whether the message is refused (DMARC reject, when we act on it)."""
+    def _refuses(self, verdict: Verdict, message: _Message) -> bool:
+        """Whether the message is refused (DMARC reject, when we act on it and the message
+        is on no ignore list)."""
         dmarc = verdict.dmarc
         return (
-            dmarc is not None and dmarc.disposition is Policy.REJECT and self.settings.reject_dmarc
+            dmarc is not None
+            and dmarc.disposition is Policy.REJECT
+            and self.settings.reject_dmarc
+            and not message.ignored
         )
 
     def _modifications(
         self, session: _Session, verdict: Verdict, seal: list[bytes], strip: bytes
     ) -> tuple[bytes, str]:
         """The end-of-message replies and the action they amount to."""
-        dmarc = verdict.dmarc
-        if dmarc is not None and self._refuses(verdict):
+        dmarc, message = verdict.dmarc, session.message
+        if dmarc is not None and self._refuses(verdict, message):
             reply = p.replycode(f"550 5.7.1 DMARC policy of {dmarc.domain} says reject")
             return reply, "reject"
         replies = [strip]
-        _, _, value = verdict.authentication_results.partition(": ")
-        # Folded with bare LF, as MTAs expect milter header values; with SMFIP_HDR_LEADSPC
-        # the space after the colon is ours to give.
-        value = (" " if session.leading_space else "") + value.replace("\r\n", "\n")
-        replies.append(p.header_reply(p.INSHEADER, 0, "Authentication-Results", value))
+        options = self.settings.inbound
+        # (inserted first, so that it ends up below our Authentication-Results field)
+        if options.received_spf and verdict.received_spf and not message.relayed_spf:
+            replies.append(_field_reply(verdict.received_spf, session.leading_space))
+        results = verdict.authentication_results
+        if options.authserv_id_with_queue_id:
+            queue_id = session.macros.get("i", "")
+            results = rules.with_queue_id(results, verdict.authserv_id, queue_id)
+        replies.append(_field_reply(results, session.leading_space))
         action = "continue"
         if (
             dmarc is not None
             and dmarc.disposition is Policy.QUARANTINE
             and self.settings.quarantine_dmarc
+            and not message.ignored
         ):
             replies.append(
                 p.encode(p.QUARANTINE, f"DMARC quarantine for {dmarc.domain}\0".encode())
@@ -819,6 +923,15 @@ def _signers_for(signers: Mapping[str, tuple[Signer, ...]], domain: str) -> tupl
         return signers[domain]
     parents = itertools.islice(name_and_parents(domain), 1, None)
     return next((signers[f"*.{p}"] for p in parents if f"*.{p}" in signers), ())
+
+
+def _field_reply(header_field: str, leading_space: bool) -> bytes:
+    """Insert a field we rendered (``Name: value``, folded with CRLF) at the top: folded
+    with bare LF, as MTAs expect milter header values; with SMFIP_HDR_LEADSPC the space
+    after the colon is ours to give."""
+    name, _, value = header_field.partition(": ")
+    value = (" " if leading_space else "") + value.replace("\r\n", "\n")
+    return p.header_reply(p.INSHEADER, 0, name, value)
 
 
 def _insert(index: int, name: str, raw: bytes, leading_space: bool) -> bytes:

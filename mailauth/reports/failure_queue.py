@@ -1,5 +1,5 @@
 """The queue of RFC 9991 failure reports in the report store (tables ``failure_reports`` and
-``failure_rate``, schema version 2): queued with the rate limit and the queue's cap, claimed
+``failure_rate``, schema version 4): queued with the rate limit and the queue's cap, claimed
 and concluded by the sender like aggregate reports.
 
 :func:`enqueue_failures` writes a batch in one transaction: each report's ruf addresses

@@ -1,0 +1,324 @@
+"""What the aggregate reports a domain owner received say about one domain
+(``mailauth reports summary``, docs/reports.md "Summaries"): per source IP, the messages,
+the share with aligned SPF, aligned DKIM and DMARC pass, the dispositions the receivers
+applied, the reporters; sources grouped by sending organisation; and a readiness verdict for
+a stricter policy.
+
+The counting is SQL in the store (``received_records``, written by ``reports import``:
+one row per aggregate report record, its policy domain and dates beside it): a few ``GROUP
+BY`` queries over one index range, whatever the number of records; Python sees only the
+groups. What the reporters said is taken as said (their ``policy_evaluated``): DMARC passes
+when the reporter found aligned DKIM or aligned SPF passing (RFC 9989 4.7); a message that
+fails it is what ``p=reject`` would reject and ``p=quarantine`` quarantine.
+
+Everything read from reports is attacker-controlled text (any receiver may send a report):
+it is carried as data and never interpreted; the renderers escape it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+from mailauth.dmarc.discovery import psl_organizational_domain
+from mailauth.domains import name_problem, normalize_domain
+from mailauth.reports.reverse import NOT_ASKED, ReverseName
+from mailauth.reports.store import Store
+
+DISPOSITIONS = ("none", "pass", "quarantine", "reject")  # RFC 9990 ActionDispositionType
+MAX_REPORTERS = 20  # reporters listed per source (the most messages first)
+LARGEST = 5  # sources named in the readiness verdict
+DAY = 86_400
+UNKNOWN_ORG = "unknown"
+
+
+@dataclass(slots=True)
+class SourceSummary:
+    """One source IP. ``organisation``: the organisational domain (RFC 7489 3.2, on the public
+    suffix list) of its verified reverse name, else of the passing DKIM d= or SPF domain
+    that names it (docs/reports.md); ``organisation_from`` says which (``ptr``, ``dkim``,
+    ``spf``, ``""``)."""
+
+    ip: str
+    messages: int = 0
+    spf_aligned: int = 0
+    dkim_aligned: int = 0
+    dmarc_pass: int = 0
+    dispositions: dict[str, int] = field(default_factory=dict)
+    reporters: list[tuple[str, int]] = field(default_factory=list)
+    reverse: ReverseName = NOT_ASKED
+    organisation: str = UNKNOWN_ORG
+    organisation_from: str = ""
+    dkim_domains: Counter[str] = field(default_factory=Counter)  # passing d=, messages
+    spf_domains: Counter[str] = field(default_factory=Counter)  # passing SPF domains
+
+    @property
+    def dmarc_fail(self) -> int:
+        return self.messages - self.dmarc_pass
+
+    def rate(self, count: int) -> float:
+        return count / self.messages if self.messages else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "source_ip": self.ip,
+            "reverse_name": self.reverse.name,
+            "reverse_status": str(self.reverse.status),
+            "organisation": self.organisation,
+            "organisation_from": self.organisation_from,
+            "messages": self.messages,
+            "spf_aligned_pass": self.spf_aligned,
+            "dkim_aligned_pass": self.dkim_aligned,
+            "dmarc_pass": self.dmarc_pass,
+            "dmarc_fail": self.dmarc_fail,
+            "spf_aligned_rate": round(self.rate(self.spf_aligned), 4),
+            "dkim_aligned_rate": round(self.rate(self.dkim_aligned), 4),
+            "dmarc_pass_rate": round(self.rate(self.dmarc_pass), 4),
+            "dispositions": dict(self.dispositions),
+            "reporters": [{"reporter": name, "messages": n} for name, n in self.reporters],
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class OrganisationSummary:
+    name: str
+    sources: int
+    messages: int
+    spf_aligned: int
+    dkim_aligned: int
+    dmarc_pass: int
+
+    def to_dict(self) -> dict[str, Any]:
+        rate = (lambda n: round(n / self.messages, 4)) if self.messages else (lambda n: 0.0)
+        return {
+            "organisation": self.name,
+            "sources": self.sources,
+            "messages": self.messages,
+            "spf_aligned_rate": rate(self.spf_aligned),
+            "dkim_aligned_rate": rate(self.dkim_aligned),
+            "dmarc_pass_rate": rate(self.dmarc_pass),
+            "dmarc_fail": self.messages - self.dmarc_pass,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Readiness:
+    """What a stricter policy would do to the mail the reports counted: every message that
+    failed DMARC (neither aligned SPF nor aligned DKIM passed) would be rejected under
+    p=reject, quarantined under p=quarantine (before any receiver's local policy)."""
+
+    messages: int  # all messages counted
+    failing: int
+    failing_sources: int
+    largest: tuple[tuple[str, str, int], ...]  # (source IP, organisation, failing messages)
+
+    def lines(self) -> list[str]:
+        if not self.messages:
+            return ["no messages reported for this domain in this period"]
+        if not self.failing:
+            return [
+                f"all {self.messages:,} messages passed DMARC: none would be rejected under "
+                "p=reject or quarantined under p=quarantine"
+            ]
+        share = f"{100 * self.failing / self.messages:.1f} %"
+        largest = ", ".join(f"{ip} ({org}) {n:,}" for ip, org, n in self.largest)
+        sources = "source" if self.failing_sources == 1 else "sources"
+        return [
+            f"{self.failing:,} messages ({share}) from {self.failing_sources:,} {sources} would be "
+            f"rejected under p=reject; the largest: {largest}",
+            f"the same {self.failing:,} messages would be quarantined under p=quarantine",
+        ]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "messages": self.messages,
+            "dmarc_fail": self.failing,
+            "failing_sources": self.failing_sources,
+            "would_reject": self.failing,
+            "would_quarantine": self.failing,
+            "largest": [
+                {"source_ip": ip, "organisation": org, "dmarc_fail": n}
+                for ip, org, n in self.largest
+            ],
+            "verdict": self.lines(),
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Summary:
+    domain: str
+    since: int  # Unix times: reports whose period begins in [since, until)
+    until: int
+    reports: int
+    reporters: int
+    sources: tuple[SourceSummary, ...]  # the most messages first
+    organisations: tuple[OrganisationSummary, ...]
+    readiness: Readiness
+
+    @property
+    def messages(self) -> int:
+        return self.readiness.messages
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "domain": self.domain,
+            "since": self.since,
+            "until": self.until,
+            "reports": self.reports,
+            "reporters": self.reporters,
+            "messages": self.messages,
+            "readiness": self.readiness.to_dict(),
+            "organisations": [o.to_dict() for o in self.organisations],
+            "sources": [s.to_dict() for s in self.sources],
+        }
+
+
+def summarize(
+    store: Store,
+    domain: str,
+    since: int,
+    until: int,
+    reverse: dict[str, ReverseName] | None = None,
+) -> Summary:
+    """The summary of ``domain``'s aggregate reports whose period begins in [since, until).
+    ``reverse``: reverse names found for (some of) the sources (:mod:`.reverse`)."""
+    domain = normalize_domain(domain)
+    params = (domain, since, until)
+    sources: dict[str, SourceSummary] = {}
+    totals: dict[tuple[str, str], int] = {}
+    for ip, reporter, disposition, dkim, spf, auth_dkim, auth_spf, messages in store.fetchall(
+        "SELECT source_ip, org_name, disposition, dkim, spf, auth_dkim, auth_spf, "
+        "SUM(messages) FROM received_records "
+        "WHERE policy_domain = ? AND date_begin >= ? AND date_begin < ? "
+        "GROUP BY source_ip, org_name, disposition, dkim, spf, auth_dkim, auth_spf",
+        params,
+    ):  # (one scan of index received_records_sources, its groups in its order)
+        source = sources.setdefault(ip, SourceSummary(ip))
+        count = int(messages)
+        for name in _passing_domains(auth_dkim):
+            source.dkim_domains[name] += count
+        for name in _passing_domains(auth_spf):
+            source.spf_domains[name] += count
+        source.messages += count
+        source.spf_aligned += count if spf == "pass" else 0
+        source.dkim_aligned += count if dkim == "pass" else 0
+        source.dmarc_pass += count if "pass" in (spf, dkim) else 0
+        word = disposition if disposition in DISPOSITIONS else "other"
+        source.dispositions[word] = source.dispositions.get(word, 0) + count
+        totals[ip, reporter] = totals.get((ip, reporter), 0) + count
+    for (ip, reporter), count in sorted(totals.items(), key=lambda i: (i[0][0], -i[1], i[0][1])):
+        if len(sources[ip].reporters) < MAX_REPORTERS:
+            sources[ip].reporters.append((reporter, count))
+    ordered = tuple(sorted(sources.values(), key=lambda s: (-s.messages, s.ip)))
+    (reports, reporters), *_ = store.fetchall(
+        "SELECT COUNT(*), COUNT(DISTINCT org_name) FROM received_aggregate "
+        "WHERE policy_domain = ? AND date_begin >= ? AND date_begin < ?",
+        params,
+    )
+    found = Summary(
+        domain, since, until, int(reports), int(reporters), ordered, (), readiness(ordered)
+    )
+    return with_reverse_names(found, reverse or {})
+
+
+def with_reverse_names(found: Summary, reverse: dict[str, ReverseName]) -> Summary:
+    """``found`` with the sources' reverse names (those not in ``reverse``: not asked), and
+    the organisations and verdict that follow from them (no store needed)."""
+    for source in found.sources:
+        source.reverse = reverse.get(source.ip, NOT_ASKED)
+        source.organisation, source.organisation_from = organisation_of(source, found.domain)
+    return dataclasses.replace(
+        found, organisations=_organisations(found.sources), readiness=readiness(found.sources)
+    )
+
+
+@functools.lru_cache(maxsize=4096)
+def _passing_domains(text: str) -> tuple[str, ...]:
+    """The distinct domains whose result is ``pass`` in a JSON list of [domain, x, result]
+    (``auth_dkim``: domain, selector, result; ``auth_spf``: domain, scope, result); names
+    that are not domain names are left out."""
+    try:
+        items = json.loads(text) if text else []
+    except ValueError:
+        return ()
+    found: list[str] = []
+    for item in items if isinstance(items, list) else ():
+        if isinstance(item, list) and len(item) >= 3 and item[2] == "pass":
+            name = item[0]
+            if isinstance(name, str) and name and not name_problem(name):
+                normal = normalize_domain(name)
+                if normal not in found:
+                    found.append(normal)
+    return tuple(found)
+
+
+def organisation_of(source: SourceSummary, domain: str) -> tuple[str, str]:
+    """The sending organisation of a source, and what says so: the organisational domain of
+    its verified reverse name; else of a passing DKIM d= other than the owner's own (an
+    ESP's signature names the ESP), else of a passing SPF domain other than the owner's;
+    else the owner's own when its own DKIM or SPF passed (mail it signs or sends itself);
+    else unknown."""
+    own = psl_organizational_domain(domain)
+    if source.reverse.verified:
+        return psl_organizational_domain(source.reverse.name), "ptr"
+    for counter, what in ((source.dkim_domains, "dkim"), (source.spf_domains, "spf")):
+        for name, _ in sorted(counter.items(), key=lambda item: (-item[1], item[0])):
+            org = psl_organizational_domain(name)
+            if org != own:
+                return org, what
+    if source.dkim_domains:
+        return own, "dkim"
+    if source.spf_domains:
+        return own, "spf"
+    return UNKNOWN_ORG, ""
+
+
+def _organisations(sources: tuple[SourceSummary, ...]) -> tuple[OrganisationSummary, ...]:
+    groups: dict[str, list[SourceSummary]] = {}
+    for source in sources:
+        groups.setdefault(source.organisation, []).append(source)
+    found = [
+        OrganisationSummary(
+            name,
+            len(members),
+            sum(s.messages for s in members),
+            sum(s.spf_aligned for s in members),
+            sum(s.dkim_aligned for s in members),
+            sum(s.dmarc_pass for s in members),
+        )
+        for name, members in groups.items()
+    ]
+    return tuple(sorted(found, key=lambda o: (-o.messages, o.name)))
+
+
+def readiness(sources: tuple[SourceSummary, ...]) -> Readiness:
+    failing = sorted((s for s in sources if s.dmarc_fail), key=lambda s: (-s.dmarc_fail, s.ip))
+    return Readiness(
+        messages=sum(s.messages for s in sources),
+        failing=sum(s.dmarc_fail for s in failing),
+        failing_sources=len(failing),
+        largest=tuple((s.ip, s.organisation, s.dmarc_fail) for s in failing[:LARGEST]),
+    )
+
+
+def daily_pass_rate(
+    store: Store, domain: str, since: int, until: int
+) -> list[tuple[int, int, int]]:
+    """(UTC day as a Unix time, messages, DMARC pass) per day that has reports, by the day
+    each report's period begins (grouped by the period's start in the store, in the order of
+    index received_records_days; the starts of one day added up here)."""
+    days: dict[int, list[int]] = {}
+    for begin, dkim, spf, messages in store.fetchall(
+        "SELECT date_begin, dkim, spf, SUM(messages) FROM received_records "
+        "WHERE policy_domain = ? AND date_begin >= ? AND date_begin < ? "
+        "GROUP BY date_begin, dkim, spf",
+        (normalize_domain(domain), since, until),
+    ):
+        counts = days.setdefault(int(begin) - int(begin) % DAY, [0, 0])
+        counts[0] += int(messages)
+        counts[1] += int(messages) if "pass" in (dkim, spf) else 0
+    return [(day, total, passed) for day, (total, passed) in sorted(days.items())]
