@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from mailauth.authresults import quote_pvalue
+from mailauth.config_failure import FAILURE_KEYS, FailureConfig, failure_config, failure_problems
 from mailauth.config_inbound import (
     INBOUND_KEYS,
     TABLES,
@@ -88,6 +89,7 @@ _SCHEMA: dict[str, dict[str, type | tuple[type, ...]]] = {
         "interval": int,
         "flush_seconds": (int, float),
         "max_rows": int,
+        **FAILURE_KEYS,  # RFC 9991 failure reports (mailauth.config_failure)
     },
     "dns": {"nameservers": list, "timeout": (int, float), "zone_files": list},
     "inbound": {
@@ -143,6 +145,7 @@ class ReportsConfig:
     relay_password_file: str = ""
     relay_password_env: str = ""
     relay_check_certificate: bool = True
+    failure: FailureConfig = field(default_factory=FailureConfig)  # RFC 9991: failure_*
 
 
 @dataclass(frozen=True, slots=True)
@@ -438,6 +441,7 @@ def _reports(table: dict[str, Any]) -> ReportsConfig:
         relay_password_file=_get(table, "relay_password_file", ""),
         relay_password_env=_get(table, "relay_password_env", ""),
         relay_check_certificate=_get(table, "relay_check_certificate", True),
+        failure=failure_config(table),
     )
 
 
@@ -481,6 +485,7 @@ def _check_reports(reports: ReportsConfig, problems: list[str]) -> None:
     ):
         if not text.isprintable():
             problems.append(f"reports.{field_name}: has control characters")
+    problems.extend(failure_problems(reports.failure, reports.store))
 
 
 def _check_values(config: MilterConfig, problems: list[str]) -> None:

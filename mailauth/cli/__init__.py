@@ -28,6 +28,7 @@ from mailauth.cli.common import (
     reverse_path_arg,
     unix_time_arg,
 )
+from mailauth.cli.failure_reports import queue_failure_reports
 from mailauth.cli.reporting import add_reports_parser, cmd_reports, store_of
 from mailauth.cli.serve import add_milter_parser, cmd_milter, recording_settings
 from mailauth.cli.signing import add_keygen_parser, add_sign_parser, cmd_keygen, cmd_sign
@@ -145,6 +146,8 @@ def _cmd_verify(args: argparse.Namespace) -> int:
             raw, ip=args.ip, helo=args.helo, mail_from=args.mail_from, now=args.now,
             recipients=args.rcpt_to,
         )  # fmt: skip
+        if store is not None and config.reports.failure.enabled:
+            queue_failure_reports(store, config, verdict, raw, args)
     finally:
         if store is not None:
             store.close()

@@ -32,6 +32,7 @@ from mailauth.cli.common import (
     make_resolver,
     unix_time_arg,
 )
+from mailauth.cli.failure_reports import dry_run_failure_reports, send_failure_reports
 from mailauth.files import CONFIG_LIMIT, read_limited
 
 if TYPE_CHECKING:
@@ -61,17 +62,20 @@ SourceFactory = Callable[[str, dict[str, str], float], "ReportSource"]
 def add_send_parser(actions: argparse._SubParsersAction[Parser]) -> None:
     send = actions.add_parser(
         "send",
-        help="send the aggregate reports of every period that has ended",
-        description="Send each aggregate report that is due to its rua destinations "
-        "(mailto: only; external destinations verified in DNS), from --email, DKIM-signed "
-        "for --submitter, through the relay. A report that could not be delivered is "
-        "retried on the next run with the same file name and Report-ID. Options override "
-        "the [reports] table of --config. Exit status 75 when some report is to be retried.",
+        help="send the aggregate reports that are due and the queued failure reports",
+        description="Send each aggregate report that is due to its rua destinations, and "
+        "each queued failure report (RFC 9991) to its ruf destinations (mailto: only; "
+        "external destinations verified in DNS), from --email, DKIM-signed for --submitter, "
+        "through the relay. A report that could not be delivered is retried on a later run "
+        "(aggregate: with the same file name and Report-ID; failure: with the same "
+        "Message-ID, after a backoff). Options override the [reports] table of --config. "
+        "Exit status 75 when some report is to be retried.",
         epilog="examples:\n  mailauth reports send --store /var/lib/mailauth/reports.db "
         "--org-name 'Example Mail' --email dmarc-reports@example.net --submitter "
         "example.net --sign-key /etc/mailauth/rep2026.private --sign-selector rep2026 "
         "--relay 127.0.0.1:25\n  mailauth reports send --config /etc/mailauth/mailauth.toml "
-        "--dry-run --out /tmp/reports",
+        "--dry-run --out /tmp/reports\n  mailauth reports send --config "
+        "/etc/mailauth/mailauth.toml --only failure   # every few minutes (RFC 9991: promptly)",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     send.add_argument("--store", metavar="STORE", help="SQLite file or postgresql:// URL")
@@ -89,6 +93,10 @@ def add_send_parser(actions: argparse._SubParsersAction[Parser]) -> None:
     send.add_argument("--dry-run", action="store_true", help="write the reports, send nothing")
     send.add_argument("--out", metavar="DIR", help="where --dry-run writes (required with it)")
     send.add_argument("--config", metavar="FILE", help="TOML file with a [reports] table")
+    send.add_argument(
+        "--only", choices=["aggregate", "failure"],
+        help="send only the aggregate (RFC 9990) or the failure (RFC 9991) reports",
+    )  # fmt: skip
     relay = send.add_argument_group("relay")
     relay.add_argument("--relay", metavar="HOST[:PORT]", help="SMTP relay (default 127.0.0.1:25)")
     relay.add_argument(
@@ -136,6 +144,13 @@ def cmd_reports_send(args: argparse.Namespace, open_source: SourceFactory | None
         if not args.extra_contact_info.isprintable():
             raise CliError("--extra-contact-info: control characters")
         settings["extra_contact_info"] = args.extra_contact_info
+    retry = False
+    # Failure reports first (RFC 9991 asks for them promptly); they live in the store only,
+    # so a caller that stands in its own source of aggregate reports has none.
+    if args.only != "aggregate" and open_source is None:
+        retry = _failure_reports(args, submitter, signer, relay=relay, resolver=resolver, now=now)
+        if args.only == "failure":
+            return EXIT_TEMPFAIL if retry else 0
     source = (open_source or open_store_source)(args.store, settings, now)
     try:
         if args.dry_run:
@@ -161,16 +176,30 @@ def cmd_reports_send(args: argparse.Namespace, open_source: SourceFactory | None
         if outcome.delivered:
             line += " to " + " ".join(outcome.delivered)
         print(line + "".join(f"\n  {p}" for p in outcome.problems))
-    return EXIT_TEMPFAIL if any(o.state == "retry" for o in outcomes) else 0
+    retry = retry or any(o.state == "retry" for o in outcomes)
+    return EXIT_TEMPFAIL if retry else 0
+
+
+def _failure_reports(
+    args: argparse.Namespace, submitter: Any, signer: Any, *, relay: Any, resolver: Any, now: float
+) -> bool:
+    """The queued failure reports: sent, or written with --dry-run; whether some report is
+    to be retried."""
+    if not args.dry_run:
+        return send_failure_reports(
+            args, submitter, signer, relay=relay, resolver=resolver, now=now
+        )
+    _out_dir(Path(args.out))
+    count = dry_run_failure_reports(args, submitter, signer, Path(args.out), now)
+    if count or args.only == "failure":
+        print(f"{count} failure report(s) written to {args.out}; nothing sent", file=sys.stderr)
+    return False
 
 
 def _dry_run(source: ReportSource, out: Path, submitter: Any, signer: Any, now: float) -> int:
     from mailauth.reports.delivery import preview_message  # noqa: PLC0415
 
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise CliError(f"cannot create {out}: {exc.strerror or exc}") from None
+    _out_dir(out)
     count = 0
     claimed: list[PendingReport] = []
     try:
@@ -198,6 +227,13 @@ def _dry_run(source: ReportSource, out: Path, submitter: Any, signer: Any, now: 
             source.release(report, now=now)  # (a dry run leaves every report due)
     print(f"{count} report(s) written to {out}; nothing sent", file=sys.stderr)
     return 0
+
+
+def _out_dir(out: Path) -> None:
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise CliError(f"cannot create {out}: {exc.strerror or exc}") from None
 
 
 def _apply_config(args: argparse.Namespace) -> None:

@@ -10,6 +10,7 @@ import time
 from datetime import UTC, datetime
 
 from mailauth.cli.common import CliError, Parser, unix_time_arg
+from mailauth.cli.failure_reports import show_failure_reports
 from mailauth.cli.report_import import add_import_parser, cmd_reports_import
 from mailauth.cli.report_send import add_send_parser, cmd_reports_send
 from mailauth.cli.report_summary import add_summary_parsers, cmd_html, cmd_summary
@@ -30,6 +31,7 @@ def add_reports_parser(commands: argparse._SubParsersAction[Parser]) -> argparse
         "  mailauth reports migrate --store postgresql://mailauth@db.example.net/reports\n"
         "  mailauth reports show --config /etc/mailauth/milter.toml\n"
         "  mailauth reports show --store reports.sqlite --now 1767312000 --json\n"
+        "  mailauth reports show --store reports.sqlite --failure\n"
         "  mailauth reports send --config /etc/mailauth/milter.toml --dry-run --out /tmp/r\n"
         "  mailauth reports prune --config /etc/mailauth/milter.toml --before 1767225600\n"
         "  mailauth reports import --maildir /var/mail/dmarc --store reports.sqlite\n"
@@ -62,6 +64,10 @@ def add_reports_parser(commands: argparse._SubParsersAction[Parser]) -> argparse
         help="as if it were this time (default: now): periods ended by then are closed",
     )  # fmt: skip
     show.add_argument("--json", action="store_true", help="one JSON array of reports")
+    show.add_argument(
+        "--failure", action="store_true",
+        help="list the queued failure reports (RFC 9991) instead of the aggregate ones",
+    )  # fmt: skip
     prune = actions.add_parser(
         "prune",
         help="delete the periods that ended before a time",
@@ -156,6 +162,9 @@ def _prune(args: argparse.Namespace) -> int:
 
 def _show(args: argparse.Namespace) -> int:
     url, config = store_of(args)
+    if args.failure:
+        print(show_failure_reports(url, args.json))
+        return 0
     now = time.time() if args.now is None else args.now
     settings = ReportSettings(
         config.reports.org_name, config.reports.email, config.reports.submitter

@@ -45,6 +45,7 @@ from mailauth.milter.offload import OffloadError
 from mailauth.milter.signing_table import build_signing_policy
 from mailauth.pipeline import Authenticator
 from mailauth.reports import BackgroundRecorder, Enforcement, RecordingSettings, open_store
+from mailauth.reports.failure_collect import FailureCollector
 from mailauth.reports.store import StoreError
 
 log = logging.getLogger("mailauth.milter")
@@ -266,8 +267,10 @@ def build_milter_parts(
     config: MilterConfig,
     args: argparse.Namespace,
     executor: Executor | None = None,
+    *,
     previous: Authenticator | None = None,
     recorder: BackgroundRecorder | None = None,
+    failures: FailureCollector | None = None,
 ) -> tuple[Authenticator, MilterSettings]:
     """The Authenticator and settings for ``config``; ``previous`` (on a reload) lends its
     DNS cache when the nameservers stay the same, so that a reload does not start cold;
@@ -277,6 +280,8 @@ def build_milter_parts(
     authenticator = made_of.build(_kept_cache(previous, dns), executor, recorder)
     if recorder is not None:
         recorder.settings = recording_settings(config)
+    if failures is not None:  # (a reload: the new limits and privacy choices)
+        failures.config = config.reports.failure
     with warnings.catch_warnings(record=True) as caught:  # key file modes: one line each
         warnings.simplefilter("always")
         # (the [signing] table first, then outbound.keys: docs/signing.md)
@@ -303,6 +308,7 @@ def build_milter_parts(
         max_header_size=config.max_header_size,
         max_header_fields=config.max_header_fields,
         record_recipients=recorder is not None and config.reports.record_envelope_to,
+        failure_reports=failures,  # (on or off: at a restart)
         inbound=config.inbound,
     )
     return authenticator, settings
@@ -352,6 +358,18 @@ def start_recorder(config: MilterConfig) -> BackgroundRecorder | None:
     return BackgroundRecorder(config.reports.store, recording_settings(config)).start()
 
 
+def start_failure_collector(config: MilterConfig) -> FailureCollector | None:
+    """The collector of RFC 9991 failure reports (``[reports] failure_reports``; the store
+    already opened and migrated by :func:`start_recorder`)."""
+    reports = config.reports
+    if not (reports.store and reports.failure.enabled):
+        return None
+    collector = FailureCollector(
+        reports.store, reports.failure, flush_seconds=reports.flush_seconds
+    )
+    return collector.start()
+
+
 def _kept_cache(previous: Authenticator | None, args: argparse.Namespace) -> DnsCache | None:
     old = previous.resolver if previous is not None else None
     if not isinstance(old, Resolver) or args.dns_zone:
@@ -361,7 +379,7 @@ def _kept_cache(previous: Authenticator | None, args: argparse.Namespace) -> Dns
 
 
 def cmd_milter(args: argparse.Namespace) -> int:
-    # (No SPF worker pool: SPF is a plan on the event loop like the other checks.)
+    # (SPF is a plan like the other checks: on the event loop, or in the worker processes.)
     if args.check_config:
         config = _check_config(args)
         sealing = f", ARC sealing as {config.arc_seal.domain}" if config.arc_seal else ""
@@ -378,7 +396,9 @@ def cmd_milter(args: argparse.Namespace) -> int:
         raise CliError(str(exc)) from None
     if config.reports.store:
         recorder = start_recorder(config)
-        authenticator, settings = build_milter_parts(config, args, recorder=recorder)
+        failures = start_failure_collector(config)
+        parts = build_milter_parts(config, args, recorder=recorder, failures=failures)
+        authenticator, settings = parts
     configure_logging(config.logging)  # stderr and/or syslog ([logging])
     metrics = None
     if config.metrics_listen:
@@ -390,6 +410,8 @@ def cmd_milter(args: argparse.Namespace) -> int:
             raise CliError(f"cannot serve metrics on {config.metrics_listen}: {exc}") from None
     if metrics is not None and isinstance(authenticator.recorder, BackgroundRecorder):
         metrics.watch_recorder(authenticator.recorder)
+    if metrics is not None and settings.failure_reports is not None:
+        metrics.watch_failure_reports(settings.failure_reports)
     milter = Milter(authenticator, settings, metrics, offloader)
     # What start-up made (modules, keys, the configuration) lives as long as the process:
     # out of the cyclic collector's sight, a full collection no longer walks it (tens of
@@ -489,6 +511,8 @@ async def _serve_milter(milter: Milter, config: MilterConfig, args: argparse.Nam
         recorder = milter.authenticator.recorder
         if isinstance(recorder, BackgroundRecorder):  # SIGTERM: what is buffered is written
             await loop.run_in_executor(None, recorder.close)
+        if milter.settings.failure_reports is not None:  # (failure reports likewise)
+            await loop.run_in_executor(None, milter.settings.failure_reports.close)
     finally:
         for found in owned:
             remove_socket_file(found)
@@ -553,9 +577,14 @@ def _reload(milter: Milter, args: argparse.Namespace, started: MilterConfig) -> 
     recorder = old.recorder if isinstance(old.recorder, BackgroundRecorder) else None
     if recorder is not None:
         recorder.request_flush()  # SIGHUP: what is buffered is written now
+    failures = milter.settings.failure_reports
+    if failures is not None:
+        failures.request_flush()
     try:
         config = effective_config(args)
-        parts = build_milter_parts(config, args, old.executor, previous=old, recorder=recorder)
+        parts = build_milter_parts(
+            config, args, old.executor, previous=old, recorder=recorder, failures=failures
+        )
         authenticator, settings = parts
     except (CliError, MailauthError, ValueError) as exc:
         problems = "; ".join(str(exc).splitlines())
@@ -569,5 +598,7 @@ def _reload(milter: Milter, args: argparse.Namespace, started: MilterConfig) -> 
         changed.append("reports.store")
     if [x.listen for x in config.listeners] != [x.listen for x in started.listeners]:
         changed.append("listeners")  # (their modes apply now; their sockets at a restart)
+    if config.reports.failure.enabled != (failures is not None):
+        changed.append("reports.failure_reports")
     restart = f" ({', '.join(changed)}: at the next restart)" if changed else ""
     log.info("configuration reloaded%s", restart)

@@ -27,6 +27,19 @@ class RecorderCounters(Protocol):
     def pending(self) -> int: ...
 
 
+class FailureCounters(Protocol):
+    """What the failure-report collector counts (``mailauth.reports.failure_collect``)."""
+
+    offered: int
+    queued: int
+    rate_limited: int
+    dropped: int
+    write_errors: int
+
+    @property
+    def pending(self) -> int: ...
+
+
 _BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 
 
@@ -93,6 +106,37 @@ class Metrics:
                 yield GaugeMetricFamily(
                     "mailauth_reports_pending_rows", "Report rows waiting in memory",
                     value=recorder.pending,
+                )  # fmt: skip
+
+        self.registry.register(Collector())
+
+    def watch_failure_reports(self, collector: FailureCounters) -> None:
+        """Export the failure-report collector's counters (RFC 9991 reports), read at each
+        scrape: messages that called for reports, reports queued in the store, refused by
+        the rate limit, dropped (the queue or the memory buffer full), failed batch writes,
+        and messages waiting in memory."""
+        from prometheus_client.core import (  # noqa: PLC0415
+            CounterMetricFamily,
+            GaugeMetricFamily,
+        )
+
+        class Collector:
+            def collect(self) -> Iterator[Any]:
+                for name, text, value in (
+                    ("offered", "Messages whose DMARC result called for failure reports",
+                     collector.offered),
+                    ("queued", "Failure reports queued in the report store", collector.queued),
+                    ("rate_limited", "Failure reports refused by the per-destination limit",
+                     collector.rate_limited),
+                    ("dropped", "Failure reports lost: the queue or the buffer was full",
+                     collector.dropped),
+                    ("write_errors", "Failure report batches the store refused",
+                     collector.write_errors),
+                ):  # fmt: skip
+                    yield CounterMetricFamily(f"mailauth_failure_reports_{name}", text, value=value)
+                yield GaugeMetricFamily(
+                    "mailauth_failure_reports_pending", "Failure reports waiting in memory",
+                    value=collector.pending,
                 )  # fmt: skip
 
         self.registry.register(Collector())

@@ -35,6 +35,7 @@ from mailauth.milter.modes import Route, mode_of, route
 from mailauth.milter.offload import Offloader, OffloadError
 from mailauth.milter.signing_table import SigningPolicy, choose_signers
 from mailauth.pipeline import Authenticator, MessageIntake
+from mailauth.reports.failure_collect import MAX_RECIPIENTS, BodyCopy, FailureCollector
 from mailauth.results import ArcResult, DmarcResult, Policy, SpfCheck, Verdict
 
 log = logging.getLogger("mailauth.milter")
@@ -113,6 +114,7 @@ class MilterSettings:
     listener_modes: Mapping[str, str] = field(default_factory=dict)
     daemon_modes: Mapping[str, str] = field(default_factory=dict)
     signing: SigningPolicy | None = None
+    failure_reports: FailureCollector | None = None  # RFC 9991 reports queued (docs/reports.md)
     inbound: InboundOptions = field(default_factory=InboundOptions)  # (milter/inbound.py)
 
 
@@ -148,11 +150,16 @@ class _Message:
     raw: bytearray | None = None  # a heavy message, gathered whole for a worker process
     offloader: Offloader | None = None  # whose place ``raw`` holds
     held_raw: int = 0  # octets of ``raw`` counted in the offloader's held
+    recipients: list[str] = field(default_factory=list)  # (failure reports' Original-Rcpt-To)
+    section: bytes = b""  # the header section as received (kept for failure reports)
+    body_copy: BodyCopy | None = None  # (failure reports with the body opted in)
 
     def discard(self) -> None:
         if self.spf is not None:
             self.spf.cancel()
         self.drop_raw()
+        if self.body_copy is not None:
+            self.body_copy.release()
 
     def drop_raw(self) -> None:
         if self.offloader is not None:
@@ -318,6 +325,8 @@ class Milter:
             recipient = p.strings(data)[0].decode("utf-8", "replace") if data else ""
             if self.settings.record_recipients and not session.message.first_recipient:
                 session.message.first_recipient = recipient[:512]
+            if self._failure_recipients() and len(session.message.recipients) < MAX_RECIPIENTS:
+                session.message.recipients.append(recipient.strip("<> ")[:512])
             domain = recipient.strip("<> ").rpartition("@")[2]
             with contextlib.suppress(InvalidDomainError):  # (A-labels, as seal_domains holds)
                 domain = normalize_domain(domain)
@@ -455,6 +464,9 @@ class Milter:
                     return
             if chosen is Route.PASS:
                 return
+            if self.settings.failure_reports is not None:  # (a reference, not a copy)
+                message.section = section
+                message.body_copy = self.settings.failure_reports.new_body()
             ip, helo = self._inbound_facts(session, section)
             offloader = self.offloader
             heavy = offloader is not None and offloader.heavy(message.headers)
@@ -545,7 +557,7 @@ class Milter:
         # decisions are all made there): the MTA sends the rest without waiting for us.
         wanted = STEPS_SKIPPED | p.P_HDR_LEADSPC | sum(p.NO_REPLY.values())
         sealing = self.settings.sealer and self.settings.seal_domains
-        if not (sealing or self.settings.record_recipients):
+        if not (sealing or self.settings.record_recipients or self._failure_recipients()):
             wanted |= p.P_NORCPT  # recipients matter to seal for some domains, and to reports
         chosen = protocol & wanted
         session.no_reply = frozenset(c for c, bit in p.NO_REPLY.items() if chosen & bit)
@@ -588,6 +600,8 @@ class Milter:
             hasher.update(chunk)
         if message.seal_hasher is not None:
             message.seal_hasher.update(chunk)
+        if message.body_copy is not None:
+            message.body_copy.add(chunk)
 
     async def _end_of_message(self, session: _Session) -> bytes:
         message = session.message
@@ -643,6 +657,8 @@ class Milter:
         log.info("%s", log_line(facts, verdict, action, seconds, self.settings.log_format))
         if self.metrics is not None:
             self.metrics.observe(verdict, action, seconds)
+        if self.settings.failure_reports is not None:
+            self._collect_failure(session, verdict, action)
         return reply
 
     def _unauthorized(self, session: _Session, strip: bytes) -> bytes:
@@ -684,6 +700,28 @@ class Milter:
             verdict, ip=ip, mail_from=message.mail_from, recipients=recipients, now=time.time()
         )
         return verdict
+
+    def _failure_recipients(self) -> bool:
+        collector = self.settings.failure_reports
+        return collector is not None and collector.config.include_recipients
+
+    def _collect_failure(self, session: _Session, verdict: Verdict, action: str) -> None:
+        """Hand a verdict that may call for RFC 9991 failure reports to the collector: the
+        header section held since the end of the headers, the body copy (references; the
+        collector's thread does the rest)."""
+        collector, message = self.settings.failure_reports, session.message
+        if collector is None or not message.section:
+            return
+        collector.offer(
+            verdict,
+            header=message.section,
+            body=message.body_copy,
+            ip=session.address,
+            mail_from=message.mail_from.strip("<> "),
+            recipients=tuple(message.recipients),
+            action=action,
+            now=time.time(),
+        )
 
     def _unsettled(self, message: _Message, verdict: Verdict) -> str:
         """Why the verdict cannot be acted on for a temporary failure, or "": DMARC could not

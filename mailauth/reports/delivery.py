@@ -33,6 +33,7 @@ from mailauth.reports.uri import (
     Destination,
     DestinationStatus,
     OrgDomainPlan,
+    ReportAddress,
     parse_report_uris,
     treewalk_org_domain,
     verify_destinations,
@@ -189,23 +190,16 @@ def send_report(
     todo = [a for a in parsed.addresses if a.uri not in done]
     plan = verify_destinations(message.policy_domain, todo, tag="rua", org_domain=org_domain)
     checks = run_plan(plan, resolver)
-    delivered, temporary = list(report.delivered), False
-    for uri in dict.fromkeys(a.uri for a in todo):
-        mine = [c for c in checks if c.address.uri == uri]
-        result, notes = _send_uri(
-            message, mine, submitter=submitter, signer=signer, transport=transport, now=now
-        )
-        problems.extend(f"{uri}: {n}" for n in notes)
-        if result == "delivered":
-            delivered.append(uri)
-        temporary = temporary or result == "temporary"
-    if temporary:
-        state = ReportState.ABANDONED if report.attempts >= max_attempts else ReportState.RETRY
-    elif delivered:
-        state = ReportState.SENT
-    else:
-        state = ReportState.ABANDONED
-        problems.append("no destination can take this report")
+
+    def build(recipients: list[str]) -> bytes:
+        return build_aggregate_message(message, submitter, recipients, now=now, signer=signer)
+
+    reached, temporary = send_to_uris(
+        todo, checks, build=build, transport=transport, mail_from=submitter.email,
+        problems=problems,
+    )  # fmt: skip
+    delivered = [*report.delivered, *reached]
+    state = conclude(temporary, bool(delivered), report.attempts, max_attempts, problems)
     return SendOutcome(
         message.policy_domain,
         report.report_id,
@@ -216,14 +210,47 @@ def send_report(
     )
 
 
-def _send_uri(
-    report: AggregateReport,
-    checks: list[Destination],
+def send_to_uris(
+    todo: Sequence[ReportAddress],
+    checks: Sequence[Destination],
     *,
-    submitter: Submitter,
-    signer: Signer,
+    build: Callable[[list[str]], bytes],
     transport: Transport,
-    now: float,
+    mail_from: str,
+    problems: list[str],
+) -> tuple[list[str], bool]:
+    """One message per URI of ``todo`` (RFC 9990 3 / RFC 9991 2: every URI gets its own),
+    built by ``build`` for the URI's verified recipients: the URIs reached, and whether
+    some failed temporarily; ``problems`` gets a line per note."""
+    reached, temporary = [], False
+    for uri in dict.fromkeys(a.uri for a in todo):
+        mine = [c for c in checks if c.address.uri == uri]
+        result, notes = _send_uri(mine, build, transport, mail_from)
+        problems.extend(f"{uri}: {n}" for n in notes)
+        if result == "delivered":
+            reached.append(uri)
+        temporary = temporary or result == "temporary"
+    return reached, temporary
+
+
+def conclude(
+    temporary: bool, delivered: bool, attempts: int, max_attempts: int, problems: list[str]
+) -> ReportState:
+    """Retry after a temporary failure (abandoned after ``max_attempts``); sent once some
+    destination has it and none is waiting; abandoned when none can take it."""
+    if temporary:
+        return ReportState.ABANDONED if attempts >= max_attempts else ReportState.RETRY
+    if delivered:
+        return ReportState.SENT
+    problems.append("no destination can take this report")
+    return ReportState.ABANDONED
+
+
+def _send_uri(
+    checks: list[Destination],
+    build: Callable[[list[str]], bytes],
+    transport: Transport,
+    mail_from: str,
 ) -> tuple[str, list[str]]:
     """``delivered``, ``temporary`` or ``refused`` for one URI, and notes."""
     waiting = [c for c in checks if c.status is DestinationStatus.TEMPFAIL]
@@ -233,8 +260,7 @@ def _send_uri(
     recipients = list(dict.fromkeys(a.address for c in checks if c.usable for a in c.addresses))
     if not recipients:
         return "refused", notes
-    raw = build_aggregate_message(report, submitter, recipients, now=now, signer=signer)
-    outcomes = transport(raw, submitter.email, recipients)
+    outcomes = transport(build(recipients), mail_from, recipients)
     failed = [o for o in outcomes if o.status is not RecipientStatus.SENT]
     notes.extend(f"{o.recipient}: {o.status} {o.code or ''} {o.reply}".strip() for o in failed)
     if any(o.status is RecipientStatus.TEMPORARY for o in failed):

@@ -35,7 +35,7 @@ from mailauth.dmarc.record import DmarcRecord
 from mailauth.domains import at_or_under
 from mailauth.message import Message
 from mailauth.reports.message import Submitter, check_aligned
-from mailauth.results import DkimResult, SpfResult, Verdict
+from mailauth.results import DkimResult, PublishedPolicy, SpfResult, Verdict
 
 DELIVERY_RESULTS = ("delivered", "spam", "policy", "reject", "other")  # RFC 6591 3.2
 _FAILED_DKIM = (DkimResult.FAIL, DkimResult.PERMERROR)
@@ -133,20 +133,58 @@ def failure_facts(
     )
 
 
-def failure_types(record: DmarcRecord, facts: FailureFacts) -> tuple[str, ...]:
+def failure_types(record: DmarcRecord | PublishedPolicy, facts: FailureFacts) -> tuple[str, ...]:
     """The Auth-Failure types of the reports ``record`` asks for (RFC 9989 4.7 fo=); none
-    without ``ruf=``, or with ``psd=y`` (RFC 9991 2)."""
+    without ``ruf=``, or with ``psd=y`` (RFC 9991 2). ``record``: the parsed record, or the
+    policy a verdict carries (``DmarcOutcome.published``, fo= as ``1:d``)."""
+    return choose_failure_types(
+        record,
+        spf_aligned=facts.spf_aligned,
+        dkim_aligned=facts.dkim_aligned,
+        failed_signatures=[f.bodyhash for f in facts.dkim_failures],
+        spf_failed=facts.spf_result in _FAILED_SPF,
+    )
+
+
+def verdict_failure_types(verdict: Verdict) -> tuple[str, ...]:
+    """:func:`failure_types` of a verdict under the policy it carries, without building
+    its facts (cheap: what the milter asks on the event loop); () without a policy."""
+    dmarc = verdict.dmarc
+    if dmarc is None or dmarc.published is None:
+        return ()
+    spf = verdict.spf.mailfrom.result if verdict.spf else None
+    return choose_failure_types(
+        dmarc.published,
+        spf_aligned=dmarc.spf_aligned,
+        dkim_aligned=bool(dmarc.dkim_aligned),
+        failed_signatures=[
+            "body hash" in d.reason for d in verdict.dkim or () if d.result in _FAILED_DKIM
+        ],
+        spf_failed=spf in _FAILED_SPF,
+    )
+
+
+def choose_failure_types(
+    record: DmarcRecord | PublishedPolicy,
+    *,
+    spf_aligned: bool,
+    dkim_aligned: bool,
+    failed_signatures: Sequence[bool],
+    spf_failed: bool,
+) -> tuple[str, ...]:
+    """RFC 9989 4.7 fo=: ``failed_signatures`` holds, per DKIM signature that failed (fail
+    or permerror), whether it failed on its body hash."""
     if not record.ruf or record.psd == "y":
         return ()
-    fo = set(record.fo)
+    fo = set(record.fo.split(":")) if isinstance(record.fo, str) else set(record.fo)
     types: list[str] = []
-    no_aligned_pass = not (facts.spf_aligned or facts.dkim_aligned)
-    some_unaligned = not (facts.spf_aligned and facts.dkim_aligned)
+    no_aligned_pass = not (spf_aligned or dkim_aligned)
+    some_unaligned = not (spf_aligned and dkim_aligned)
     if ("0" in fo and no_aligned_pass) or ("1" in fo and some_unaligned):
         types.append("dmarc")
-    if "d" in fo and facts.dkim_failures:  # a signature failed, aligned or not
-        types.append("bodyhash" if all(f.bodyhash for f in facts.dkim_failures) else "signature")
-    if "s" in fo and facts.spf_result in _FAILED_SPF:  # SPF failed, aligned or not
+    if "d" in fo and failed_signatures:  # a signature failed, aligned or not
+        types.append("bodyhash" if all(failed_signatures) else "signature")
+    if "s" in fo and spf_failed:  # SPF failed, aligned or not
         types.append("spf")
     return tuple(types)
 
@@ -163,16 +201,21 @@ def build_failure_report(
     include_recipients: bool = True,
     signer: Signer | None = None,
     user_agent: str = "mailauth",
+    report_id: str = "",
 ) -> bytes:
-    """The ARF report (CRLF line endings), DKIM-signed by ``signer`` when given."""
+    """The ARF report (CRLF line endings), DKIM-signed by ``signer`` when given.
+    ``report_id`` (letters and digits): the Message-ID's and MIME boundary's token, kept by
+    the queue so that a retry re-sends the same message (default: from the content)."""
     if not recipients:
         raise ValueError("a failure report needs at least one recipient")
+    if report_id and not (report_id.isascii() and report_id.isalnum()):
+        raise ValueError(f"report id {report_id[:40]!r}: letters and digits only")
     message = EmailMessage(policy=email_policy.SMTP)
     message["From"] = Address(submitter.org_name, addr_spec=submitter.email)
     message["To"] = ", ".join(recipients)
     message["Subject"] = f"DMARC failure report for {facts.reported_domain}"
     message["Date"] = format_datetime(datetime.fromtimestamp(int(now), UTC))
-    digest = hashlib.sha256(original[:65536] + str(now).encode()).hexdigest()[:32]
+    digest = report_id or hashlib.sha256(original[:65536] + str(now).encode()).hexdigest()[:32]
     message["Message-ID"] = f"<{digest}.ruf@{submitter.domain}>"
     message["Auto-Submitted"] = "auto-generated"
     message["MIME-Version"] = "1.0"
@@ -225,11 +268,15 @@ def _feedback_part(
     fields.append(("Reported-Domain", facts.reported_domain))
     if facts.delivery_result in DELIVERY_RESULTS:
         fields.append(("Delivery-Result", facts.delivery_result))
-    aligned = next((f for f in facts.dkim_failures if f.aligned), None)
-    if aligned is not None and not facts.dkim_aligned:  # RFC 9991 4: REQUIRED for these
-        fields.append(("DKIM-Domain", aligned.domain))
-        fields.append(("DKIM-Identity", aligned.identity or f"@{aligned.domain}"))
-        fields.append(("DKIM-Selector", aligned.selector))
+    # RFC 9991 4: REQUIRED for the DKIM failure of an aligned identifier; RFC 6591 3.1: a
+    # DKIM report (signature, bodyhash) names the signature that failed.
+    failed = sorted(facts.dkim_failures, key=lambda f: not f.aligned)
+    blamed = failed[0] if failed else None
+    dkim_report = auth_failure in ("signature", "bodyhash")
+    if blamed is not None and (dkim_report or (blamed.aligned and not facts.dkim_aligned)):
+        fields.append(("DKIM-Domain", blamed.domain))
+        fields.append(("DKIM-Identity", blamed.identity or f"@{blamed.domain}"))
+        fields.append(("DKIM-Selector", blamed.selector))
     if not facts.spf_aligned and facts.spf_domain and facts.spf_record:
         record = _clean(facts.spf_record).replace("\\", "\\\\").replace('"', '\\"')
         fields.append(("SPF-DNS", f'txt : {facts.spf_domain} : "{record}"'))  # RFC 6591 3.2

@@ -15,6 +15,13 @@ Tables (docs/reports.md, "Schema"):
   Report-ID and file name (fixed when first claimed, so that a re-send uses them again),
   ``pending``/``claimed``/``sent``/``abandoned``, attempts, the claim's owner and lease, the
   destinations already delivered to, the last error.
+- ``failure_reports`` (version 4): the RFC 9991 failure reports waiting to be sent, one
+  per message and Auth-Failure type: the facts (JSON), the original header section (and
+  body, on opt-in; ``BYTEA``, which SQLite stores as a BLOB), the ruf URIs the rate limit
+  let through, and the same send state as ``outgoing_reports`` with ``next_try`` (backoff).
+  Sent or abandoned reports keep no message data.
+- ``failure_rate`` (version 4): failure reports queued per destination address and rate
+  window (the limit holds across processes).
 
 Migration 2 (issue 17): the reports a domain owner *receives*, read by
 :mod:`mailauth.reports.received` and written by :mod:`mailauth.reports.received.storage`.
@@ -218,6 +225,33 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "org_name, disposition, dkim, spf, auth_dkim, auth_spf, date_begin, messages)",
         "CREATE INDEX received_records_days ON received_records "
         "(policy_domain, date_begin, dkim, spf, messages)",
+    ),
+    (  # 4: the queue of RFC 9991 failure reports and their rate windows (issue 16, item 4)
+        """CREATE TABLE failure_reports (
+            id TEXT PRIMARY KEY,
+            policy_domain TEXT NOT NULL,
+            auth_failure TEXT NOT NULL,
+            ruf TEXT NOT NULL,
+            facts TEXT NOT NULL,
+            original BYTEA NOT NULL,
+            has_body INTEGER NOT NULL,
+            state TEXT NOT NULL,
+            attempts INTEGER NOT NULL,
+            next_try BIGINT NOT NULL,
+            claimed_by TEXT NOT NULL,
+            claimed_until BIGINT NOT NULL,
+            delivered TEXT NOT NULL,
+            last_error TEXT NOT NULL,
+            created BIGINT NOT NULL,
+            sent_at BIGINT NOT NULL
+        )""",
+        "CREATE INDEX failure_reports_state ON failure_reports (state, next_try)",
+        """CREATE TABLE failure_rate (
+            destination TEXT NOT NULL,
+            window_begin BIGINT NOT NULL,
+            reports INTEGER NOT NULL,
+            PRIMARY KEY (destination, window_begin)
+        )""",
     ),
 )
 

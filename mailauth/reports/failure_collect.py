@@ -1,0 +1,404 @@
+"""Collecting RFC 9991 failure reports off the mail path: what the milter (or ``mailauth
+verify --record``) hands over when a DMARC evaluation calls for a report, written to the
+store's queue (:mod:`.failure_queue`) by a thread of its own.
+
+On the event loop, :meth:`FailureCollector.offer` only decides (:func:`report_types`: a
+DMARC ``pass`` or ``fail`` -- never ``none`` or ``temperror`` -- whose policy has ``ruf=``
+and no ``psd=y``, and whose ``fo=`` asks for a report of what happened, RFC 9989 4.7,
+RFC 9991 2) and keeps references to the header section the milter already holds (and the
+body copy, when the body is opted in); the facts, the cut to ``max_size``, the rate limit
+and the store's transaction happen in the writer thread. A store that is down or slow never
+holds mail up: captures wait in memory (at most :data:`MAX_BUFFERED` reports and
+:data:`MAX_BUFFERED_BYTES` octets), and what does not fit is dropped, counted (``dropped``,
+exported by the milter's metrics) and logged at most once a minute. Once a destination's
+rate window is full the collector stops copying reports for it until the window ends
+(``rate_limited``).
+
+The most a crash can lose: the reports collected since the last write (``flush_seconds``),
+or all those buffered while the store is away. SIGTERM and SIGHUP write them
+(docs/reports.md, "Failure reports").
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from mailauth.config_failure import FailureConfig
+from mailauth.message import Message
+from mailauth.reports.failure import FailureFacts, failure_facts, verdict_failure_types
+from mailauth.reports.failure_queue import (
+    EnqueueOutcome,
+    QueuedFailure,
+    enqueue_failures,
+    window_of,
+)
+from mailauth.reports.store import Store, StoreError, open_store
+from mailauth.results import DmarcResult, Verdict
+
+log = logging.getLogger("mailauth.reports")
+MAX_BUFFERED = 1000  # reports held in memory at most (the store away)
+MAX_BUFFERED_BYTES = 64 << 20  # ... and octets of their messages
+MAX_HELD_BODIES = 64 << 20  # octets of message bodies copied for reports, all messages
+MAX_RECIPIENTS = 100  # Original-Rcpt-To fields at most
+_DELIVERY = {"continue": "delivered", "quarantine": "policy", "reject": "reject"}  # RFC 6591
+
+
+@dataclass(frozen=True, slots=True)
+class Capture:
+    """What one message's reports need, as handed over on the event loop: the verdict, the
+    envelope and what became of the message, the header section as received (CRLF), the
+    body copy (or None) and the report types chosen. (The facts are made from it later,
+    off the loop.)"""
+
+    verdict: Verdict
+    types: tuple[str, ...]
+    header: bytes
+    body: bytes | bytearray | None
+    arrival: float
+    ip: str
+    mail_from: str
+    recipients: tuple[str, ...]
+    delivery_result: str
+
+    def facts(self, config: FailureConfig) -> FailureFacts:
+        return failure_facts(
+            self.verdict,
+            ip=self.ip,
+            arrival=self.arrival,
+            mail_from=self.mail_from,
+            rcpt_to=self.recipients[:MAX_RECIPIENTS] if config.include_recipients else (),
+            delivery_result=self.delivery_result,
+        )
+
+
+def may_report(verdict: Verdict) -> bool:
+    """Whether the verdict's policy asks for failure reports at all: a DMARC ``pass`` or
+    ``fail`` (never ``none``: no policy; never ``temperror``: not concluded) under a record
+    with ``ruf=`` and without ``psd=y`` (RFC 9991 2)."""
+    dmarc = verdict.dmarc
+    if dmarc is None or dmarc.result not in (DmarcResult.PASS, DmarcResult.FAIL):
+        return False
+    published = dmarc.published
+    return published is not None and bool(published.ruf) and published.psd != "y"
+
+
+def report_types(verdict: Verdict) -> tuple[str, ...]:
+    """The Auth-Failure types of the reports one verdict calls for (RFC 9989 4.7 fo=);
+    empty when none is due."""
+    return verdict_failure_types(verdict) if may_report(verdict) else ()
+
+
+def original_message(header: bytes, body: bytes | bytearray | None, max_size: int) -> bytes:
+    """The message as the report carries it: the header section (fields cut at the last
+    whole field within ``max_size`` if it is longer), then the body when given and the whole
+    fits in ``max_size``."""
+    if not header.endswith(b"\r\n"):
+        header += b"\r\n"
+    if len(header) > max_size:
+        end = len(header)
+        while end > max_size or header[end : end + 1] in (b" ", b"\t"):
+            end = header.rfind(b"\r\n", 0, end - 1) + 2
+            if end <= 2:  # (the first field alone is longer than the cap: cut)
+                return header[: min(header.find(b"\r\n"), max_size - 2)] + b"\r\n"
+        header = header[:end]
+    if body is None or len(header) + 2 + len(body) > max_size:
+        return header
+    return header + b"\r\n" + bytes(body)
+
+
+def queued_reports(capture: Capture, config: FailureConfig) -> list[QueuedFailure]:
+    """The queue rows of one capture: one per type."""
+    dmarc = capture.verdict.dmarc
+    assert dmarc is not None and dmarc.published is not None
+    original = original_message(
+        capture.header, capture.body if config.include_body else None, config.max_size
+    )
+    has_body = len(original) > len(capture.header) + 2 if capture.body is not None else False
+    facts = capture.facts(config)
+    return [
+        QueuedFailure(
+            policy_domain=dmarc.policy_domain or dmarc.domain,
+            auth_failure=kind,
+            ruf=dmarc.published.ruf,
+            facts=facts,
+            original=original,
+            has_body=has_body and config.include_body,
+            created=capture.arrival,
+        )
+        for kind in capture.types
+    ]
+
+
+class BodyCopy:
+    """A message body copied as it streams in, for a report that may carry it (opted in):
+    at most ``limit`` octets, within the collector's :data:`MAX_HELD_BODIES`; a larger body
+    is not kept (its report carries the header only)."""
+
+    __slots__ = ("_collector", "data", "limit")
+
+    def __init__(self, collector: FailureCollector, limit: int) -> None:
+        self._collector, self.limit = collector, limit
+        self.data: bytearray | None = bytearray()
+
+    def add(self, chunk: bytes) -> None:
+        data = self.data
+        if data is None:
+            return
+        if len(data) + len(chunk) > self.limit or not self._collector.hold(len(chunk)):
+            self.release()
+            return
+        data += chunk
+
+    def release(self) -> None:
+        if self.data is not None:
+            self._collector.hold(-len(self.data))
+            self.data = None
+
+
+class FailureCollector:
+    """Takes captures on the event loop, queues them from a thread (see the module)."""
+
+    def __init__(
+        self,
+        url: str,
+        config: FailureConfig,
+        *,
+        flush_seconds: float = 5.0,
+        max_buffered: int = MAX_BUFFERED,
+        opener: Callable[[str], Store] = open_store,
+    ) -> None:
+        self.url, self.config, self.flush_seconds = url, config, flush_seconds
+        self.max_buffered = max_buffered
+        self._opener = opener
+        self._store: Store | None = None
+        self._lock = threading.Lock()
+        self._buffer: deque[Capture] = deque()
+        self._buffered_bytes = 0
+        self._held_bodies = 0
+        self._full: dict[tuple[str, ...], int] = {}  # ruf lists whose window is full
+        self._wake = threading.Event()
+        self._stopping = False
+        self._thread: threading.Thread | None = None
+        self._written = threading.Condition()
+        self._generation = 0
+        # Counters (the milter's metrics):
+        self.offered = 0  # messages whose verdict called for a report
+        self.queued = 0  # reports written to the store's queue
+        self.rate_limited = 0  # reports refused by the rate limit
+        self.dropped = 0  # reports lost: memory buffer or store queue full
+        self.write_errors = 0  # batches the store refused (kept, retried)
+        self._logged_drops = 0
+        self._logged_at = -1e9
+
+    @property
+    def pending(self) -> int:
+        return len(self._buffer)
+
+    def start(self) -> FailureCollector:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="mailauth-ruf", daemon=True)
+            self._thread.start()
+        return self
+
+    # -- on the event loop -----------------------------------------------------------
+    def new_body(self) -> BodyCopy | None:
+        """A body copy for the next message, when bodies are opted in."""
+        return BodyCopy(self, self.config.max_size) if self.config.include_body else None
+
+    def hold(self, octets: int) -> bool:
+        """Count ``octets`` more (or fewer) of body copies; False when past the cap."""
+        if octets > 0 and self._held_bodies + octets > MAX_HELD_BODIES:
+            return False
+        self._held_bodies += octets
+        return True
+
+    def offer(
+        self,
+        verdict: Verdict,
+        *,
+        header: bytes,
+        body: BodyCopy | bytes | None = None,
+        ip: str,
+        mail_from: str,
+        recipients: tuple[str, ...] = (),
+        action: str = "continue",
+        now: float,
+    ) -> int:
+        """Hand over one message: the number of reports taken (0 when none is due, the rate
+        window is known full, or the buffer is full). Never blocks on the store."""
+        if action not in _DELIVERY or not may_report(verdict):
+            return 0  # (cheap first: most verdicts stop here; tempfail: it comes back)
+        dmarc = verdict.dmarc
+        assert dmarc is not None and dmarc.published is not None
+        window = window_of(now, self.config.rate_period)
+        if self._full.get(dmarc.published.ruf) == window:
+            self.rate_limited += 1
+            return 0
+        types = verdict_failure_types(verdict)
+        if not types:
+            return 0
+        data = body.data if isinstance(body, BodyCopy) else body
+        self.offered += 1
+        size = len(header) + (len(data) if data is not None else 0)
+        with self._lock:
+            full = (
+                len(self._buffer) >= self.max_buffered
+                or self._buffered_bytes + size > MAX_BUFFERED_BYTES
+            )
+            if not full:
+                self._buffer.append(
+                    Capture(verdict, types, header, data, now, ip, mail_from,
+                            recipients[:MAX_RECIPIENTS], _DELIVERY[action])
+                )  # fmt: skip
+                self._buffered_bytes += size
+        if isinstance(body, BodyCopy):
+            body.data = None  # (now the buffer's; its octets leave the body count)
+            self.hold(-len(data or b""))
+        if full:
+            self.dropped += len(types)
+            return 0
+        if len(self._buffer) >= 100 and not self._wake.is_set():
+            self._wake.set()
+        return len(types)
+
+    def request_flush(self) -> None:
+        self._wake.set()
+
+    # -- the writer thread -----------------------------------------------------------
+    def flush(self, timeout: float = 30.0) -> bool:
+        """Write what is buffered now; whether it was written within ``timeout``."""
+        if self._thread is None or not self._thread.is_alive():
+            return self._write_once()
+        with self._written:
+            target = self._generation + 2
+            self._wake.set()
+            return self._written.wait_for(lambda: self._generation >= target, timeout)
+
+    def close(self, timeout: float = 30.0) -> None:
+        """Write what is buffered and stop the thread."""
+        self._stopping = True
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            self._thread = None
+        else:
+            self._write_once()
+        if self._store is not None:
+            self._store.close()
+            self._store = None
+
+    def _run(self) -> None:
+        while True:
+            self._wake.wait(self.flush_seconds)
+            self._wake.clear()
+            stopping = self._stopping
+            self._write_once()
+            self._log_drops()
+            with self._written:
+                self._generation += 1
+                self._written.notify_all()
+            if stopping:
+                return
+
+    def _write_once(self) -> bool:
+        with self._lock:
+            captures = list(self._buffer)
+            self._buffer.clear()
+        if not captures:
+            return True
+        rows = [row for c in captures for row in queued_reports(c, self.config)]
+        try:
+            if self._store is None:
+                self._store = self._opener(self.url)
+            outcome = enqueue_failures(
+                self._store,
+                rows,
+                limit=self.config.rate_limit,
+                period=self.config.rate_period,
+                max_queued=self.config.max_queued,
+                now=time.time(),
+            )
+        except (StoreError, OSError) as exc:
+            self.write_errors += 1
+            if self._store is not None:
+                self._store.close()
+                self._store = None
+            self._put_back(captures)
+            self._log(f"failure reports not queued ({exc}); {len(captures)} kept to retry")
+            return False
+        self._account(captures, outcome)
+        return True
+
+    def _put_back(self, captures: list[Capture]) -> None:
+        with self._lock:
+            room = self.max_buffered - len(self._buffer)
+            kept, lost = captures[: max(0, room)], captures[max(0, room) :]
+            self._buffer.extendleft(reversed(kept))
+            self._buffered_bytes = sum(len(c.header) + len(c.body or b"") for c in self._buffer)
+        self.dropped += sum(len(c.types) for c in lost)
+
+    def _account(self, captures: list[Capture], outcome: EnqueueOutcome) -> None:
+        with self._lock:
+            self._buffered_bytes -= sum(len(c.header) + len(c.body or b"") for c in captures)
+        self.queued += outcome.queued
+        self.rate_limited += outcome.rate_limited
+        self.dropped += outcome.dropped
+        for ruf, window in outcome.full:
+            self._full[ruf] = window
+        if len(self._full) > 10_000:  # (bounded: the oldest windows go first)
+            for key in sorted(self._full, key=self._full.__getitem__)[:5_000]:
+                del self._full[key]
+
+    def _log_drops(self) -> None:
+        if self.dropped > self._logged_drops:
+            self._log(
+                f"failure reports: {self.dropped - self._logged_drops} dropped (queue of "
+                f"{self.config.max_queued} or memory buffer full; {self.dropped} in all)",
+                force=True,
+            )
+            self._logged_drops = self.dropped
+
+    def _log(self, text: str, *, force: bool = False) -> None:
+        """At most one line per interval (a store down for hours: not a flood)."""
+        now = time.monotonic()
+        if force or now - self._logged_at >= max(self.flush_seconds, 60.0):
+            self._logged_at = now
+            log.warning("%s", text)
+
+
+def queue_now(
+    store: Store,
+    config: FailureConfig,
+    verdict: Verdict,
+    raw: bytes,
+    *,
+    ip: str,
+    mail_from: str,
+    recipients: tuple[str, ...] = (),
+    action: str = "continue",
+    now: float,
+) -> EnqueueOutcome:
+    """Queue the reports of one whole message at once (``mailauth verify --record``): the
+    same choice, facts and limits as the milter's collector, one transaction."""
+    types = report_types(verdict) if action in _DELIVERY else ()
+    if not types:
+        return EnqueueOutcome()
+    parsed = Message.parse(raw)
+    header = b"".join(f.raw for f in parsed.headers)
+    header = header.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
+    body = raw[parsed.body_offset :]
+    capture = Capture(verdict, types, header, body, now, ip, mail_from, recipients,
+                      _DELIVERY[action])  # fmt: skip
+    return enqueue_failures(
+        store,
+        queued_reports(capture, config),
+        limit=config.rate_limit,
+        period=config.rate_period,
+        max_queued=config.max_queued,
+        now=now,
+    )

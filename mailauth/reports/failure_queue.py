@@ -1,0 +1,342 @@
+"""The queue of RFC 9991 failure reports in the report store (tables ``failure_reports`` and
+``failure_rate``, schema version 4): queued with the rate limit and the queue's cap, claimed
+and concluded by the sender like aggregate reports.
+
+:func:`enqueue_failures` writes a batch in one transaction: each report's ruf addresses
+(mailto: only, as :func:`~mailauth.reports.uri.parse_report_uris` keeps them) each take one
+unit of their destination's rate window (``failure_rate``: reports per address per
+``period``, windows starting at multiples of it, UTC) -- an address whose window is full is
+left out of that report, a report left with none is not queued (RFC 9991 2: reports beyond
+the limit are discarded) -- and a report is queued only while fewer than ``max_queued`` wait.
+The transaction holds the store's lock for queueing (SQLite: ``BEGIN IMMEDIATE``; PostgreSQL:
+a transaction-level advisory lock), so that the limit and the cap hold exactly for every
+process writing to one store.
+
+:func:`claim_failures`, :func:`mark_failure_sent`, :func:`mark_failure_failed` and
+:func:`release_failure` mirror :mod:`.outgoing`: a claim is a lease (``state='claimed'``,
+the claimer's token, an expiry; PostgreSQL ``FOR UPDATE SKIP LOCKED``), concluded by one
+conditional ``UPDATE``; a report once ``sent`` is never claimed again. A report that failed
+temporarily waits before its next attempt (``next_try``: 5 minutes, doubling, at most 6
+hours). A concluded report keeps no message data (the original header and the facts are
+blanked), only its metadata, removed after 30 days by :func:`prune_failures`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from mailauth.reports.failure import DkimFailure, FailureFacts
+from mailauth.reports.store import Store
+from mailauth.reports.uri import parse_report_uris
+
+_QUEUE_LOCK = 0x6D61696C72756600  # "mailruf": the advisory lock of enqueueing (PostgreSQL)
+FIRST_RETRY = 300  # seconds before the second attempt; doubled after each failure ...
+LAST_RETRY = 6 * 3600  # ... up to this
+KEEP_CONCLUDED = 30 * 86400  # seconds a sent/abandoned report's metadata is kept
+WAITING = ("pending", "claimed")
+
+
+@dataclass(frozen=True, slots=True)
+class QueuedFailure:
+    """One failure report to queue: about one message, for one Auth-Failure type
+    (``dmarc``, ``signature``, ``bodyhash``, ``spf``), to the ``ruf`` URIs as published;
+    ``original``: the header section (and the body when ``has_body``)."""
+
+    policy_domain: str
+    auth_failure: str
+    ruf: tuple[str, ...]
+    facts: FailureFacts
+    original: bytes
+    has_body: bool
+    created: float
+
+
+@dataclass
+class EnqueueOutcome:
+    """What one batch became: reports queued, refused by the rate limit (every address's
+    window full), dropped (the queue held ``max_queued``), and the ruf lists every one of
+    whose addresses was full (the collector stops copying their messages for the window)."""
+
+    queued: int = 0
+    rate_limited: int = 0
+    dropped: int = 0
+    full: list[tuple[tuple[str, ...], int]] = dataclasses.field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimedFailure:
+    """A failure report claimed for this run: deliver to ``ruf`` (minus ``delivered``),
+    then mark it."""
+
+    id: str
+    policy_domain: str
+    auth_failure: str
+    ruf: tuple[str, ...]
+    facts: FailureFacts
+    original: bytes
+    has_body: bool
+    attempts: int
+    delivered: tuple[str, ...]
+    claim: str
+    problem: str = ""  # why its queued data cannot be read (the report is abandoned)
+
+
+@dataclass(frozen=True, slots=True)
+class FailureStatus:
+    """A queued failure report as ``reports show`` lists it."""
+
+    id: str
+    policy_domain: str
+    auth_failure: str
+    ruf: tuple[str, ...]
+    state: str
+    attempts: int
+    next_try: int
+    created: int
+    last_error: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "policy_domain": self.policy_domain,
+            "auth_failure": self.auth_failure,
+            "ruf": list(self.ruf),
+            "state": self.state,
+            "attempts": self.attempts,
+            "next_try": self.next_try,
+            "created": self.created,
+            "last_error": self.last_error,
+        }
+
+
+def facts_to_json(facts: FailureFacts) -> str:
+    return json.dumps(dataclasses.asdict(facts), separators=(",", ":"), ensure_ascii=False)
+
+
+_FACTS = frozenset(f.name for f in dataclasses.fields(FailureFacts)) - {"dkim_failures"}
+_DKIM = frozenset(f.name for f in dataclasses.fields(DkimFailure))
+
+
+def facts_from_json(text: str) -> FailureFacts:
+    """The facts a queued report was written with (keys this version does not know are
+    left out, those it lacks take their defaults). ValueError when they are unreadable."""
+    try:
+        data = json.loads(text)
+        failures = tuple(
+            DkimFailure(**{k: v for k, v in d.items() if k in _DKIM})
+            for d in data.get("dkim_failures", ())
+        )
+        known = {k: v for k, v in data.items() if k in _FACTS}
+        known["rcpt_to"] = tuple(known.get("rcpt_to", ()))
+        return FailureFacts(**known, dkim_failures=failures)
+    except (TypeError, AttributeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"unreadable facts of a queued failure report: {exc}") from None
+
+
+def window_of(now: float, period: int) -> int:
+    return int(now) - int(now) % period
+
+
+def enqueue_failures(
+    store: Store,
+    reports: Sequence[QueuedFailure],
+    *,
+    limit: int,
+    period: int,
+    max_queued: int,
+    now: float,
+) -> EnqueueOutcome:
+    """Queue ``reports`` in one transaction, within the rate limit (``limit`` reports per
+    destination address per ``period`` seconds, in the window of each report's arrival) and
+    the cap (``max_queued`` waiting); windows ended before ``now`` are forgotten."""
+    outcome = EnqueueOutcome()
+    with store.write():
+        if store.engine == "postgresql":
+            store.execute("SELECT pg_advisory_xact_lock(?)", (_QUEUE_LOCK,))
+        old = window_of(now, period) - period
+        store.execute("DELETE FROM failure_rate WHERE window_begin < ?", (old,))
+        waiting = int(
+            store.fetchall("SELECT COUNT(*) FROM failure_reports WHERE state IN (?, ?)", WAITING)[
+                0
+            ][0]
+        )
+        for report in reports:
+            window = window_of(report.created, period)
+            if waiting >= max_queued:
+                outcome.dropped += 1
+                continue
+            allowed = [
+                a.uri
+                for a in parse_report_uris(report.ruf).addresses
+                if _take(store, a.address, window, limit)
+            ]
+            if not allowed:
+                outcome.rate_limited += 1
+                outcome.full.append((report.ruf, window))
+                continue
+            _insert(store, report, tuple(dict.fromkeys(allowed)))
+            waiting += 1
+            outcome.queued += 1
+    return outcome
+
+
+def _take(store: Store, address: str, window: int, limit: int) -> bool:
+    """One unit of ``address``'s window, if it has one left (one atomic upsert)."""
+    changed = store.execute(
+        """INSERT INTO failure_rate (destination, window_begin, reports) VALUES (?, ?, 1)
+        ON CONFLICT (destination, window_begin) DO UPDATE
+        SET reports = failure_rate.reports + 1 WHERE failure_rate.reports < ?""",
+        (address.lower(), window, limit),
+    )
+    return changed == 1
+
+
+def _insert(store: Store, report: QueuedFailure, ruf: tuple[str, ...]) -> None:
+    store.execute(
+        """INSERT INTO failure_reports (id, policy_domain, auth_failure, ruf, facts, original,
+        has_body, state, attempts, next_try, claimed_by, claimed_until, delivered, last_error,
+        created, sent_at) VALUES (?, ?, ?, ?, ?, ?, ?, 'pending', 0, 0, '', 0, '', '', ?, 0)""",
+        (
+            uuid.uuid4().hex,
+            report.policy_domain,
+            report.auth_failure,
+            " ".join(ruf),
+            facts_to_json(report.facts),
+            report.original,
+            1 if report.has_body else 0,
+            int(report.created),
+        ),
+    )
+
+
+def claim_failures(
+    store: Store, now: float, token: str, *, limit: int = 20, lease: int = 3600
+) -> list[ClaimedFailure]:
+    """Claim up to ``limit`` reports due (pending and past ``next_try``, or claimed by a run
+    whose lease ended), oldest first."""
+    with store.write():
+        rows = store.fetchall(
+            """SELECT o.id, o.policy_domain, o.auth_failure, o.ruf, o.facts, o.original,
+            o.has_body, o.attempts, o.delivered FROM failure_reports o
+            WHERE (o.state = 'pending' AND o.next_try <= ?)
+               OR (o.state = 'claimed' AND o.claimed_until <= ?)
+            ORDER BY o.created, o.id LIMIT ?"""  # noqa: S608 - constant text
+            + store.skip_locked,
+            (int(now), int(now), limit),
+        )
+        store.executemany(
+            """UPDATE failure_reports SET state = 'claimed', claimed_by = ?,
+            claimed_until = ?, attempts = attempts + 1 WHERE id = ?""",
+            [(token, int(now) + lease, row[0]) for row in rows],
+        )
+    return [_claimed(row, token) for row in rows]
+
+
+def _claimed(row: tuple[Any, ...], token: str) -> ClaimedFailure:
+    problem = ""
+    try:
+        facts = facts_from_json(row[4])
+    except ValueError as exc:
+        facts, problem = FailureFacts(row[1], "", 0.0, ""), str(exc)
+    return ClaimedFailure(
+        id=row[0],
+        policy_domain=row[1],
+        auth_failure=row[2],
+        ruf=tuple(row[3].split()),
+        facts=facts,
+        original=bytes(row[5]),
+        has_body=bool(row[6]),
+        attempts=int(row[7]) + 1,
+        delivered=tuple(row[8].split()),
+        claim=token,
+        problem=problem,
+    )
+
+
+def new_claim_token() -> str:
+    return uuid.uuid4().hex
+
+
+def mark_failure_sent(store: Store, report: ClaimedFailure, now: float) -> bool:
+    """Delivered to every destination (or refused for good by some): never sent again;
+    its message data is blanked. False when the claim was lost."""
+    return _conclude(store, report, "sent", error="", delivered=report.delivered, now=now)
+
+
+def mark_failure_failed(
+    store: Store,
+    report: ClaimedFailure,
+    error: str,
+    now: float,
+    *,
+    delivered: Sequence[str] = (),
+    give_up: bool = False,
+) -> bool:
+    """Not delivered (to all): retried after a backoff, skipping ``delivered``, or
+    ``abandoned`` (its message data blanked) with ``give_up``. False when the claim was
+    lost."""
+    reached = tuple(dict.fromkeys((*report.delivered, *delivered)))
+    if give_up:
+        return _conclude(store, report, "abandoned", error=error, delivered=reached, now=now)
+    wait = min(LAST_RETRY, FIRST_RETRY * 2 ** max(0, report.attempts - 1))
+    changed = store.execute(
+        """UPDATE failure_reports SET state = 'pending', claimed_by = '', claimed_until = 0,
+        next_try = ?, delivered = ?, last_error = ? WHERE id = ? AND state = 'claimed'
+        AND claimed_by = ?""",
+        (int(now) + wait, " ".join(reached), error[:1000], report.id, report.claim),
+    )
+    return changed == 1
+
+
+def _conclude(
+    store: Store,
+    report: ClaimedFailure,
+    state: str,
+    *,
+    error: str,
+    delivered: Sequence[str],
+    now: float,
+) -> bool:
+    changed = store.execute(
+        """UPDATE failure_reports SET state = ?, claimed_by = '', claimed_until = 0,
+        delivered = ?, last_error = ?, sent_at = ?, facts = '{}', original = ?
+        WHERE id = ? AND state = 'claimed' AND claimed_by = ?""",
+        (state, " ".join(delivered), error[:1000], int(now), b"", report.id, report.claim),
+    )
+    return changed == 1
+
+
+def release_failure(store: Store, report: ClaimedFailure) -> bool:
+    """Give a claim back as if no attempt had been made (``--dry-run``)."""
+    changed = store.execute(
+        """UPDATE failure_reports SET state = 'pending', claimed_by = '', claimed_until = 0,
+        attempts = attempts - 1 WHERE id = ? AND state = 'claimed' AND claimed_by = ?""",
+        (report.id, report.claim),
+    )
+    return changed == 1
+
+
+def prune_failures(store: Store, now: float) -> int:
+    """Remove concluded reports older than :data:`KEEP_CONCLUDED`; the number removed."""
+    return store.execute(
+        "DELETE FROM failure_reports WHERE state IN ('sent', 'abandoned') AND sent_at < ?",
+        (int(now) - KEEP_CONCLUDED,),
+    )
+
+
+def failure_status(store: Store) -> list[FailureStatus]:
+    """The failure reports waiting (pending or claimed), oldest first."""
+    rows = store.fetchall(
+        """SELECT id, policy_domain, auth_failure, ruf, state, attempts, next_try, created,
+        last_error FROM failure_reports WHERE state IN ('pending', 'claimed')
+        ORDER BY created, id"""
+    )
+    return [
+        FailureStatus(i, d, a, tuple(r.split()), s, int(n), int(t), int(c), e)
+        for i, d, a, r, s, n, t, c, e in rows
+    ]
