@@ -19,8 +19,11 @@ DNS cache), and the operating system shares the CPUs between them and the loop:
   from forwarders and mailing lists), and is checked on the loop as before.
 
 A worker serves many requests at once (its own event loop; most of a check's time is spent
-waiting for DNS). Requests and replies cross a unix socket pair as length-prefixed pickles
-(between the milter and the workers it started itself, nothing else).
+waiting for DNS). Requests (JSON, each followed by its message's octets) and replies
+(pickles) cross a unix socket pair as length-prefixed frames, between the milter and the
+workers it started itself; a request whose octets could not all be written (its deadline
+came first) ends its worker, whose stream would otherwise take the next request for the
+rest of that message.
 
 Bounds: ``workers`` processes (the milter's ``inbound.offload_workers``); at most
 ``max_waiting`` heavy messages gathered or in a worker at once (16 per worker): one past that
@@ -37,6 +40,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import pickle
 import socket
@@ -59,6 +63,7 @@ MAX_HELD = 256 * 1024 * 1024
 WAITING_PER_WORKER = 16
 WORKER_NICE = 19  # the loop's ordinary mail comes first when the CPUs are busy
 MAX_FRAME = 1 << 30
+MAX_REQUEST = 1 << 20  # octets of a request's JSON (an envelope: far less)
 SLICE = 256 * 1024  # octets of a message written to a worker at once
 _LENGTH = struct.Struct(">I")
 
@@ -75,6 +80,27 @@ def default_workers() -> int:
 def _frame(value: Any) -> bytes:
     data = pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
     return _LENGTH.pack(len(data)) + data
+
+
+def _request(value: tuple[Any, ...]) -> bytes:
+    """A request to a worker: JSON, never a pickle (the worker unpickles only the frames
+    the milter writes before any request), so that octets of a message read as a frame
+    can never be code."""
+    data = json.dumps(value).encode()
+    return _LENGTH.pack(len(data)) + data
+
+
+async def read_request(reader: asyncio.StreamReader) -> list[Any] | None:
+    """The next request (in the worker), or None at the end of the stream or when what
+    comes is not a request."""
+    try:
+        (length,) = _LENGTH.unpack(await reader.readexactly(_LENGTH.size))
+        if length > MAX_REQUEST:
+            return None
+        value = json.loads(await reader.readexactly(length))
+    except (asyncio.IncompleteReadError, ConnectionError, ValueError):
+        return None
+    return value if isinstance(value, list) and len(value) == 7 else None
 
 
 async def _read_frame(reader: asyncio.StreamReader) -> Any:
@@ -233,12 +259,22 @@ class Offloader:
         assert writer is not None
         try:
             async with worker.sending:
-                writer.write(_frame((ident, len(payload), *request)))
-                view = memoryview(payload)
-                for start in range(0, len(view), SLICE):
-                    writer.write(view[start : start + SLICE])
+                sent = False
+                try:
+                    writer.write(_request((ident, len(payload), *request)))
+                    view = memoryview(payload)
+                    for start in range(0, len(view), SLICE):
+                        writer.write(view[start : start + SLICE])
+                        await writer.drain()
                     await writer.drain()
-                await writer.drain()
+                    sent = True
+                finally:
+                    if not sent and worker.alive:
+                        # Cut in the middle (the deadline, a dead socket): the worker would
+                        # read the next request's octets as the rest of this one, and the
+                        # next "frame" from a message's body. The stream is lost: so is it.
+                        worker.pending.pop(ident, None)
+                        self._kill(worker)
             return await future
         except ConnectionError:
             raise OffloadError("the worker process checking it died") from None

@@ -1,0 +1,76 @@
+"""The worker processes of the milter (mailauth.milter.offload) under an attacker who can
+make the milter's deadline cut a message's write, hang a worker, or send a message past the
+size bounds: the stream to a worker is never read out of step, a worker that stops
+answering is replaced, and no message passes unchecked because it was made heavy."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import pickle
+import signal
+import struct
+import time
+from pathlib import Path
+
+from mailauth.milter.offload import SLICE, Offloader, _frame
+from tests.test_milter_offload import worker_authenticator
+
+ENVELOPE = {"ip": "192.0.2.1", "helo": "x", "mail_from": "a@example.com"}
+
+
+class _Touch:
+    """Unpickled, it creates a file: what an attacker's frame would do."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = str(path)
+
+    def __reduce__(self) -> tuple[object, tuple[str, str]]:
+        return (open, (self.path, "w"))
+
+
+def _message(size: int, body: bytes = b"") -> bytearray:
+    head = b"From: a@example.com\r\n\r\n"
+    return bytearray(head + body + b"x" * (size - len(head) - len(body)))
+
+
+def test_a_write_cut_by_the_deadline_ends_the_worker_and_no_octet_is_unpickled(
+    tmp_path: Path,
+) -> None:
+    """The worker is stopped (busy), a heavy message's write is cut by the deadline; the
+    next message carries a pickle at every place the worker's stream could resume."""
+    marker = tmp_path / "pwned"
+    evil = pickle.dumps(_Touch(marker))
+    evil_frame = struct.pack(">I", len(evil)) + evil
+    size = 4 << 20
+    pool = Offloader(worker_authenticator, workers=1)
+    pool.start()
+
+    async def go() -> None:
+        first = pool._workers[0].process
+        os.kill(first.pid, signal.SIGSTOP)
+        try:
+            async with asyncio.timeout(0.5):
+                await pool.verdict(bytes(_message(size)), **ENVELOPE, seconds=0.5)
+        except TimeoutError:
+            pass
+        with contextlib.suppress(ProcessLookupError):  # (before the fix: it lives on)
+            os.kill(first.pid, signal.SIGCONT)
+        until = time.time() + 3
+        head = len(_frame((pool._ids + 1, size, "verify", *ENVELOPE.values(), until)))
+        crafted = _message(size)
+        for k in range(1, size // SLICE + 1):
+            at = k * SLICE - head
+            crafted[at : at + len(evil_frame)] = evil_frame
+        async with asyncio.timeout(60):
+            await pool.verdict(bytes(crafted), **ENVELOPE, seconds=50)
+            spf, _ = await pool.spf(**ENVELOPE, seconds=10)
+        assert spf.mailfrom.result.value == "pass"
+        assert first.poll() is not None  # (the worker whose stream was cut is gone)
+
+    try:
+        asyncio.run(go())
+    finally:
+        pool.close()
+    assert not marker.exists()
