@@ -14,7 +14,9 @@ import struct
 import time
 from pathlib import Path
 
-from mailauth.milter.offload import SLICE, Offloader, _frame
+import pytest
+
+from mailauth.milter.offload import SLICE, Offloader, OffloadError, _frame
 from tests.test_milter_offload import worker_authenticator
 
 ENVELOPE = {"ip": "192.0.2.1", "helo": "x", "mail_from": "a@example.com"}
@@ -74,3 +76,29 @@ def test_a_write_cut_by_the_deadline_ends_the_worker_and_no_octet_is_unpickled(
     finally:
         pool.close()
     assert not marker.exists()
+
+
+def test_a_worker_that_stops_answering_is_replaced() -> None:
+    """A worker that never answers (stopped, stuck) fails its requests shortly after their
+    deadline and is replaced; before, it lived on and every later SPF request of ordinary
+    mail waited for the milter's deadline (on_error for all mail, for ever)."""
+    pool = Offloader(worker_authenticator, workers=1)
+    pool.start()
+
+    async def go() -> None:
+        stuck = pool._workers[0].process
+        os.kill(stuck.pid, signal.SIGSTOP)
+        started = time.monotonic()
+        async with asyncio.timeout(10):
+            with pytest.raises(OffloadError):
+                await pool.spf(**ENVELOPE, seconds=0.5)
+        assert time.monotonic() - started < 0.5 + 4
+        assert stuck.poll() is not None
+        async with asyncio.timeout(60):
+            spf, _ = await pool.spf(**ENVELOPE, seconds=30)
+        assert spf.mailfrom.result.value == "pass"
+
+    try:
+        asyncio.run(go())
+    finally:
+        pool.close()

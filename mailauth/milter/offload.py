@@ -64,6 +64,9 @@ WAITING_PER_WORKER = 16
 WORKER_NICE = 19  # the loop's ordinary mail comes first when the CPUs are busy
 MAX_FRAME = 1 << 30
 MAX_REQUEST = 1 << 20  # octets of a request's JSON (an envelope: far less)
+# Seconds past a request's deadline (which the worker keeps itself) after which a worker
+# that has not answered is taken for stuck and ended.
+GRACE = 2.0
 SLICE = 256 * 1024  # octets of a message written to a worker at once
 _LENGTH = struct.Struct(">I")
 
@@ -255,31 +258,52 @@ class Offloader:
         ident = self._ids
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         worker.pending[ident] = future
-        writer = worker.writer
-        assert writer is not None
+        until: float = request[-1]
         try:
-            async with worker.sending:
-                sent = False
-                try:
-                    writer.write(_request((ident, len(payload), *request)))
-                    view = memoryview(payload)
-                    for start in range(0, len(view), SLICE):
-                        writer.write(view[start : start + SLICE])
-                        await writer.drain()
-                    await writer.drain()
-                    sent = True
-                finally:
-                    if not sent and worker.alive:
-                        # Cut in the middle (the deadline, a dead socket): the worker would
-                        # read the next request's octets as the rest of this one, and the
-                        # next "frame" from a message's body. The stream is lost: so is it.
-                        worker.pending.pop(ident, None)
-                        self._kill(worker)
-            return await future
+            async with asyncio.timeout(max(0.0, until - time.time()) + GRACE):
+                return await self._exchange(worker, ident, future, request, payload)
+        except TimeoutError:
+            # Past its own deadline and then some: stopped, stuck, or starved. Ended, so
+            # that the next request starts one that answers (this one would keep every
+            # later request waiting until the milter's deadline, for ever).
+            if worker.alive:
+                worker.pending.pop(ident, None)
+                self._kill(worker)
+            raise OffloadError("the worker process did not answer in time") from None
         except ConnectionError:
             raise OffloadError("the worker process checking it died") from None
         finally:
             worker.pending.pop(ident, None)
+
+    async def _exchange(
+        self,
+        worker: _Worker,
+        ident: int,
+        future: asyncio.Future[Any],
+        request: tuple[Any, ...],
+        payload: bytes | memoryview,
+    ) -> Any:
+        """Write one request whole (or end the worker), then wait for its reply."""
+        writer = worker.writer
+        assert writer is not None
+        async with worker.sending:
+            sent = False
+            try:
+                writer.write(_request((ident, len(payload), *request)))
+                view = memoryview(payload)
+                for start in range(0, len(view), SLICE):
+                    writer.write(view[start : start + SLICE])
+                    await writer.drain()
+                await writer.drain()
+                sent = True
+            finally:
+                if not sent and worker.alive:
+                    # Cut in the middle (a deadline, a dead socket): the worker would read
+                    # the next request's octets as the rest of this one, and the next
+                    # "frame" from a message's body. The stream is lost: so is the worker.
+                    worker.pending.pop(ident, None)
+                    self._kill(worker)
+        return await future
 
     # -- requests
 
