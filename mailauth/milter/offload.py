@@ -29,8 +29,10 @@ Bounds: ``workers`` processes (the milter's ``inbound.offload_workers``); at mos
 ``max_waiting`` heavy messages gathered or in a worker at once (16 per worker): one past that
 is checked on the loop, as before; a gathered message is at most ``max_bytes`` (32 MiB;
 Postfix's message_size_limit is 10 MB by default), and all of them together ``max_held``
-(256 MiB): past either, it is not checked (the milter's ``on_error``). A worker gives up a
-request at the milter's deadline, as the loop would. A worker that dies (a crash, the OOM
+(256 MiB): past either, the loop checks it from there (never on_error: junk signatures must
+not make a message too large to check). A worker gives up a request at the milter's
+deadline, as the loop would; one that has not answered ``GRACE`` seconds later is ended. A
+worker that dies (a crash, the OOM
 killer) fails what it held (``on_error`` for a message; SPF is then evaluated on the loop),
 and the next request starts a new one. A worker whose milter went away sees the end of its
 socket and exits.

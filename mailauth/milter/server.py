@@ -467,17 +467,44 @@ class Milter:
                 if self._seals(message):
                     message.seal_hasher = BodyHasher(Canonicalization.RELAXED)
                 return
-            message.intake = self.authenticator.intake(
-                ip=ip or "0.0.0.0",  # noqa: S104 - a value, not a bind
-                helo=helo,
-                mail_from=message.mail_from,
-                recipients=(message.first_recipient,) if message.first_recipient else (),
-            )
-            message.intake.add_headers(section)
+            self._intake(session, section, ip, helo)
             if self._seals(message):
                 message.seal_hasher = BodyHasher(Canonicalization.RELAXED)
         except (MailauthError, ValueError) as exc:
             message.intake, message.problem = None, str(exc)
+
+    def _intake(self, session: _Session, section: bytes, ip: str, helo: str) -> MessageIntake:
+        """Verification on the loop of the client ``ip`` (or a relay's), the header section
+        given (raises ValueError)."""
+        message = session.message
+        intake = message.intake = self.authenticator.intake(
+            ip=ip or "0.0.0.0",  # noqa: S104 - a value, not a bind
+            helo=helo,
+            mail_from=message.mail_from,
+            recipients=(message.first_recipient,) if message.first_recipient else (),
+        )
+        intake.add_headers(section)
+        return intake
+
+    def _back_to_the_loop(self, session: _Session) -> None:
+        """A heavy message too large to gather (``max_bytes``, or ``max_held`` for all):
+        checked on the loop from here, as one past ``max_waiting`` is (not on_error: six
+        junk DKIM-Signature fields must not make a spoof too large to check)."""
+        message = session.message
+        assert message.raw is not None
+        raw = message.raw
+        message.raw = None
+        message.drop_raw()
+        head = len(_header_section(message.headers, session.leading_space)) + 2
+        # (a relayed message: the real client its border's Received field names)
+        ip, helo = message.client if message.client[0] else (session.address, session.helo)
+        try:
+            intake = self._intake(session, bytes(raw[: head - 2]), ip, helo)
+            intake.add_body(memoryview(raw)[head:])
+        except (MailauthError, ValueError) as exc:
+            message.intake, message.problem = None, str(exc)
+            return
+        message.spf = self._start_spf(session, ip, helo)  # (the worker was to check it)
 
     def _route(self, session: _Session) -> Route:
         """Sign, verify or pass: the connection's mode (docs/signing.md) and its client."""
@@ -575,12 +602,12 @@ class Milter:
             message.intake.add_body(chunk)
         elif message.raw is not None and message.offloader is not None:
             offloader = message.offloader
-            if len(message.raw) + len(chunk) > offloader.max_bytes:  # (not checked: on_error)
-                message.problem = f"larger than {offloader.max_bytes} octets, too large to check"
-                message.drop_raw()
-            elif not offloader.hold(len(chunk)):
-                message.problem = f"the milter holds {offloader.max_held} octets of heavy messages"
-                message.drop_raw()
+            if len(message.raw) + len(chunk) > offloader.max_bytes or not offloader.hold(
+                len(chunk)
+            ):
+                self._back_to_the_loop(session)
+                if message.intake is not None:
+                    message.intake.add_body(chunk)
             else:
                 message.raw += chunk
                 message.held_raw += len(chunk)
