@@ -138,7 +138,7 @@ def test_too_large_to_gather_is_checked_on_the_loop(bounds: dict[str, int]) -> N
 
 
 def test_a_worker_that_dies_fails_its_message_and_the_next_gets_a_new_one() -> None:
-    fresh = Offloader(worker_authenticator, workers=1)
+    fresh = Offloader(worker_authenticator, workers=1, respawn_delay=0)
     fresh.start()
     try:
         crash = _demo(_decoys(6, domain="crash.test"))

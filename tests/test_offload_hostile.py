@@ -13,10 +13,12 @@ import signal
 import struct
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from mailauth.milter.offload import SLICE, Offloader, OffloadError, _frame
+from mailauth.pipeline import Authenticator
 from tests.test_milter_offload import worker_authenticator
 
 ENVELOPE = {"ip": "192.0.2.1", "helo": "x", "mail_from": "a@example.com"}
@@ -102,3 +104,40 @@ def test_a_worker_that_stops_answering_is_replaced() -> None:
         asyncio.run(go())
     finally:
         pool.close()
+
+
+def failing_authenticator() -> Authenticator:
+    """A worker that cannot build its Authenticator (a nameserver unreachable right then:
+    make_resolver's probe raises)."""
+    raise OSError("DNS unreachable: no answer from 192.0.2.53 within 5s")
+
+
+def test_a_worker_that_cannot_start_is_not_respawned_for_every_request(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Started by a request (after a reload, or to replace one that died): when it cannot
+    start, the next requests go to the loop for a while instead of each starting another
+    Python process (hundreds a second under load)."""
+    pool = Offloader(failing_authenticator, workers=1)  # (not started: as after a reload)
+    spawned = []
+    spawn = pool._spawn
+
+    def counting(*, wait: bool) -> Any:
+        spawned.append(wait)
+        return spawn(wait=wait)
+
+    pool._spawn = counting  # type: ignore[method-assign]
+
+    async def go() -> None:
+        for _ in range(10):
+            with pytest.raises(OffloadError):
+                async with asyncio.timeout(30):
+                    await pool.spf(**ENVELOPE, seconds=5)
+        assert not pool.reserve()  # (a heavy message stays on the loop meanwhile)
+
+    try:
+        asyncio.run(go())
+    finally:
+        pool.close()
+    assert len(spawned) == 1
+    assert "a worker process could not start: OSError: DNS unreachable" in caplog.text

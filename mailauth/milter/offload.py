@@ -43,6 +43,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import os
 import pickle
 import socket
@@ -70,7 +71,12 @@ MAX_REQUEST = 1 << 20  # octets of a request's JSON (an envelope: far less)
 # that has not answered is taken for stuck and ended.
 GRACE = 2.0
 SLICE = 256 * 1024  # octets of a message written to a worker at once
+# Seconds during which a worker that died or could not start is not replaced (requests go
+# to the loop meanwhile): not one new Python process per request while, say, the nameserver
+# a worker probes at start is down, or an attacker's message crashes every worker.
+RESPAWN_DELAY = 5.0
 _LENGTH = struct.Struct(">I")
+log = logging.getLogger("mailauth.milter")
 
 
 class OffloadError(Exception):
@@ -128,6 +134,7 @@ class _Worker:
     sending: asyncio.Lock = field(default_factory=asyncio.Lock)  # one request's octets at once
     pending: dict[int, asyncio.Future[Any]] = field(default_factory=dict)
     alive: bool = True
+    ready: bool = False  # (it said "ready": its Authenticator is built)
 
 
 class Offloader:
@@ -143,6 +150,7 @@ class Offloader:
         max_waiting: int | None = None,
         max_bytes: int = MAX_BYTES,
         max_held: int = MAX_HELD,
+        respawn_delay: float = RESPAWN_DELAY,
     ) -> None:
         if workers < 1:
             raise ValueError("an Offloader needs at least one worker")
@@ -151,6 +159,8 @@ class Offloader:
         self.max_waiting = max_waiting if max_waiting is not None else WAITING_PER_WORKER * workers
         self.max_bytes = max_bytes
         self.max_held = max_held
+        self.respawn_delay = respawn_delay
+        self._respawn_at = 0.0  # (time.monotonic(): no new worker before it)
         self.held = 0  # octets of heavy messages gathered now
         self.waiting = 0  # heavy messages gathered or in a worker now
         self.offloaded = 0  # verdicts the workers gave
@@ -177,7 +187,7 @@ class Offloader:
         finally:
             theirs.close()
         ours.sendall(_frame(list(sys.path)) + _frame(self.factory))
-        worker = _Worker(process, ours)
+        worker = _Worker(process, ours, ready=wait)
         if wait:
             ours.settimeout(120)
             try:
@@ -211,16 +221,25 @@ class Offloader:
         with contextlib.suppress(subprocess.TimeoutExpired):
             worker.process.wait(timeout=1)  # (killed: reaped at once)
 
+    def _resting(self) -> bool:
+        """Whether no worker may be started now (one died or could not start lately)."""
+        return time.monotonic() < self._respawn_at
+
     async def _connected(self) -> _Worker:
-        """The live worker with the fewest requests (a dead one replaced)."""
-        for index, worker in enumerate(self._workers):
-            if not worker.alive:
-                self._workers[index] = self._spawn(wait=False)
-        if len(self._workers) < self.workers:
-            self._workers.extend(
-                self._spawn(wait=False) for _ in range(self.workers - len(self._workers))
-            )
-        worker = min(self._workers, key=lambda w: len(w.pending))
+        """The live worker with the fewest requests (a dead one replaced, unless one died
+        lately: OffloadError when none is alive then)."""
+        if not self._resting():
+            for index, worker in enumerate(self._workers):
+                if not worker.alive:
+                    self._workers[index] = self._spawn(wait=False)
+            if len(self._workers) < self.workers:
+                self._workers.extend(
+                    self._spawn(wait=False) for _ in range(self.workers - len(self._workers))
+                )
+        alive = [w for w in self._workers if w.alive]
+        if not alive:
+            raise OffloadError("no worker process (one ended moments ago)")
+        worker = min(alive, key=lambda w: len(w.pending))
         if worker.connected is None:  # (once: requests made meanwhile wait for it)
             worker.connected = asyncio.ensure_future(self._connect(worker))
         await asyncio.shield(worker.connected)
@@ -238,7 +257,11 @@ class Offloader:
                 reply = await _read_frame(reader)
                 if reply is None:
                     break
-                if reply == "ready":
+                if isinstance(reply, str):  # "ready", or why the worker could not start
+                    if reply != "ready":
+                        log.warning("a worker process could not start: %s", reply[:500])
+                        break
+                    worker.ready = True
                     continue
                 ident, ok, value = reply
                 future = worker.pending.pop(ident, None)
@@ -249,8 +272,16 @@ class Offloader:
                 else:
                     future.set_exception(OffloadError(value))
         finally:
-            if worker.alive:  # (the next request starts a new worker)
+            if worker.alive:  # (ended on its own: replaced after respawn_delay)
                 self._kill(worker)
+                self._respawn_at = time.monotonic() + self.respawn_delay
+                if worker.ready:
+                    log.warning(
+                        "worker process %d ended (exit status %s); another in %g s",
+                        worker.process.pid,
+                        worker.process.returncode,
+                        self.respawn_delay,
+                    )
 
     async def _call(self, request: tuple[Any, ...], payload: bytes | memoryview = b"") -> Any:
         """Send a request (``payload``: octets sent as they are after it, in slices, so
@@ -329,6 +360,8 @@ class Offloader:
         """A place for one more heavy message, or False when all are taken."""
         if self.waiting >= self.max_waiting:
             return False
+        if self._resting() and not any(w.alive for w in self._workers):
+            return False  # (no worker now: the loop checks it)
         self.waiting += 1
         return True
 
