@@ -17,9 +17,13 @@ from typing import Any
 
 import pytest
 
+from mailauth.milter import Milter
+from mailauth.milter import protocol as p
 from mailauth.milter.offload import SLICE, Offloader, OffloadError, _frame
 from mailauth.pipeline import Authenticator
-from tests.test_milter_offload import worker_authenticator
+from tests.milterclient import MilterClient
+from tests.test_milter import RESOLVER, SENDER, inserted_fields
+from tests.test_milter_offload import _decoys, _demo, worker_authenticator
 
 ENVELOPE = {"ip": "192.0.2.1", "helo": "x", "mail_from": "a@example.com"}
 
@@ -141,3 +145,66 @@ def test_a_worker_that_cannot_start_is_not_respawned_for_every_request(
         pool.close()
     assert len(spawned) == 1
     assert "a worker process could not start: OSError: DNS unreachable" in caplog.text
+
+
+def test_a_closed_offloader_starts_no_worker() -> None:
+    """A reload closes the old workers after the deadline; a heavy message that took its
+    place before (a slow body) and ends after that must not start workers nobody closes."""
+    pool = Offloader(worker_authenticator, workers=1)
+    pool.start()
+    pool.close()
+
+    async def go() -> None:
+        with pytest.raises(OffloadError):
+            await pool.verdict(b"From: a@example.com\r\n\r\nx", **ENVELOPE, seconds=5)
+
+    try:
+        asyncio.run(go())
+        assert not pool._workers
+    finally:
+        pool.close()
+
+
+def test_a_heavy_message_across_a_reload_goes_to_the_new_workers() -> None:
+    """Its place taken on the old workers, which the reload stopped before its end: the
+    new ones check it (it had been on_error)."""
+    old = Offloader(worker_authenticator, workers=1)
+    old.start()
+    new = Offloader(worker_authenticator, workers=1)
+    new.start()
+    headers, body = _demo(_decoys(6))
+
+    async def go() -> list[tuple[bytes, bytes]]:
+        milter = Milter(Authenticator("mx.example.org", RESOLVER), offloader=old)
+        server = await asyncio.start_server(milter.handle, "127.0.0.1", 0)
+        client = await MilterClient.connect("127.0.0.1", server.sockets[0].getsockname()[1])
+        await client.negotiate()
+        connect = b"client.example\0" + b"4" + struct.pack(">H", 25) + b"192.0.2.10\0"
+        await client.step(p.CONNECT, connect)
+        await client.step(p.HELO, SENDER["helo"].encode() + b"\0")
+        await client.step(p.MAIL, f"<{SENDER['mail_from']}>".encode() + b"\0")
+        for name, value in headers:
+            await client.step(p.HEADER, f"{name}\0{value}\0".encode())
+        await client.step(p.EOH)
+        for _ in range(100):  # (no replies before the end of message: wait for the milter)
+            if old.waiting:
+                break
+            await asyncio.sleep(0.05)
+        assert old.waiting == 1
+        milter.offloader = new  # (the reload) ...
+        old.close()  # ... and, the deadline later, the old workers stopped
+        await client.step(p.BODY, body)
+        await client.send(p.EOM)
+        replies: list[tuple[bytes, bytes]] = []
+        while not replies or replies[-1][0] != p.CONTINUE:
+            replies.append(await client.read())
+        await client.close()
+        server.close()
+        return replies
+
+    try:
+        replies = asyncio.run(go())
+    finally:
+        new.close()
+    assert b"dkim=pass" in inserted_fields(replies)[0]
+    assert (old.waiting, old.held, new.offloaded) == (0, 0, 1)

@@ -161,6 +161,7 @@ class Offloader:
         self.max_held = max_held
         self.respawn_delay = respawn_delay
         self._respawn_at = 0.0  # (time.monotonic(): no new worker before it)
+        self.closed = False  # (after close(): no worker is started again)
         self.held = 0  # octets of heavy messages gathered now
         self.waiting = 0  # heavy messages gathered or in a worker now
         self.offloaded = 0  # verdicts the workers gave
@@ -202,6 +203,7 @@ class Offloader:
         return worker
 
     def close(self) -> None:
+        self.closed = True
         for worker in self._workers:
             self._kill(worker)
         self._workers.clear()
@@ -228,6 +230,8 @@ class Offloader:
     async def _connected(self) -> _Worker:
         """The live worker with the fewest requests (a dead one replaced, unless one died
         lately: OffloadError when none is alive then)."""
+        if self.closed:
+            raise OffloadError("the worker processes were stopped (a reload or the end)")
         if not self._resting():
             for index, worker in enumerate(self._workers):
                 if not worker.alive:

@@ -699,6 +699,8 @@ class Milter:
         message = session.message
         assert message.raw is not None and message.offloader is not None
         raw, offloader = memoryview(message.raw), message.offloader  # (no copy)
+        if offloader.closed and self.offloader is not None:  # (a reload's new workers)
+            offloader = self.offloader
         message.raw = None  # (the place stays taken until the message is over)
         # (a relayed message: the real client its border's Received field names)
         client, helo = message.client if message.client[0] else (session.address, session.helo)
