@@ -17,10 +17,12 @@ from typing import Any
 
 import pytest
 
+from mailauth.dns import ZoneResolver
 from mailauth.milter import Milter
 from mailauth.milter import protocol as p
 from mailauth.milter.offload import SLICE, Offloader, OffloadError, _frame
 from mailauth.pipeline import Authenticator
+from tests import hostile
 from tests.milterclient import MilterClient
 from tests.test_milter import RESOLVER, SENDER, inserted_fields
 from tests.test_milter_offload import _decoys, _demo, worker_authenticator
@@ -208,3 +210,46 @@ def test_a_heavy_message_across_a_reload_goes_to_the_new_workers() -> None:
         new.close()
     assert b"dkim=pass" in inserted_fields(replies)[0]
     assert (old.waiting, old.held, new.offloaded) == (0, 0, 1)
+
+
+def zone_authenticator() -> Authenticator:
+    """A worker's Authenticator over the zone file named by MAILAUTH_TEST_ZONE."""
+    text = Path(os.environ["MAILAUTH_TEST_ZONE"]).read_text()
+    return Authenticator("mx.example.org", ZoneResolver.from_text(text))
+
+
+def test_a_worker_gives_the_loops_verdict_on_the_hostile_cases(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Differential: tests/hostile.py's messages (smaller than the benchmark's) checked in
+    a worker and on the loop: the same Authentication-Results, field for field."""
+    cases = [
+        hostile.ordinary(),
+        hostile.decoy_exponent_arc(sets=8),
+        hostile.many_l_bodies(body_size=300_000, signatures=4),
+        hostile.big_aar_chain(sets=6, aar_size=4096),
+        hostile.spf_tree(),
+        hostile.many_signatures(count=200),
+    ]
+    zone = tmp_path / "hostile.zone"
+    zone.write_text("".join(case.zone for case in cases))
+    monkeypatch.setenv("MAILAUTH_TEST_ZONE", str(zone))
+    pool = Offloader(zone_authenticator, workers=1)
+    pool.start()
+
+    async def go() -> list[str]:
+        results = []
+        for case in cases:
+            envelope = {"ip": case.ip, "helo": case.helo, "mail_from": case.mail_from}
+            verdict = await pool.verdict(case.message, **envelope, seconds=60)
+            results.append(verdict.authentication_results)
+        return results
+
+    try:
+        in_worker = asyncio.run(go())
+    finally:
+        pool.close()
+    on_loop = zone_authenticator()
+    for case, results in zip(cases, in_worker, strict=True):
+        verdict = on_loop.verify(case.message, ip=case.ip, helo=case.helo, mail_from=case.mail_from)
+        assert results == verdict.authentication_results
