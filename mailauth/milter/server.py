@@ -523,7 +523,8 @@ class Milter:
         user bound to other addresses gets none, and ``refused`` says for which domain."""
         message, policy = session.message, self.settings.signing
         if policy is None:
-            domains = parsed.author().domains
+            author = parsed.author()
+            domains = author.domains if author.field_count == 1 else ()  # (one From field)
             return _signers_for(self.settings.signers, domains[0]) if len(domains) == 1 else ()
         user = session.macros.get("auth_authen", "")
         choice = choose_signers(policy, parsed, message.mail_from, user)
