@@ -18,10 +18,12 @@ from typing import Any
 import pytest
 
 from mailauth.dns import ZoneResolver
+from mailauth.message import Message
 from mailauth.milter import Milter
 from mailauth.milter import protocol as p
 from mailauth.milter.offload import SLICE, Offloader, OffloadError, _frame
 from mailauth.pipeline import Authenticator
+from mailauth.results import Verdict
 from tests import hostile
 from tests.milterclient import MilterClient
 from tests.test_milter import RESOLVER, SENDER, inserted_fields
@@ -253,3 +255,37 @@ def test_a_worker_gives_the_loops_verdict_on_the_hostile_cases(
     for case, results in zip(cases, in_worker, strict=True):
         verdict = on_loop.verify(case.message, ip=case.ip, helo=case.helo, mail_from=case.mail_from)
         assert results == verdict.authentication_results
+
+
+class _Buggy(Authenticator):
+    """A check that fails with an exception no check should raise (a parser bug)."""
+
+    async def verify_async(self, message: bytes | Message, **kwargs: Any) -> Verdict:
+        if isinstance(message, bytes) and b"boom" in message:
+            raise KeyError("a bug")
+        return await super().verify_async(message, **kwargs)
+
+
+def buggy_authenticator() -> Authenticator:
+    return _Buggy("mx.example.org", ZoneResolver.from_files([]))
+
+
+def test_an_unexpected_error_in_a_check_fails_that_message_only() -> None:
+    """Answered at once as a failure (on_error for that message); the worker stays, with
+    whatever else it holds. It had sent nothing: the message waited for its deadline, and
+    then the worker was taken for stuck and ended with every other request in it."""
+    pool = Offloader(buggy_authenticator, workers=1)
+    pool.start()
+
+    async def go() -> None:
+        worker = pool._workers[0].process
+        started = time.monotonic()
+        with pytest.raises(OffloadError, match="KeyError"):
+            await pool.verdict(b"From: a@example.com\r\n\r\nboom\r\n", **ENVELOPE, seconds=20)
+        assert time.monotonic() - started < 10
+        assert pool._workers[0].process is worker and worker.poll() is None
+
+    try:
+        asyncio.run(go())
+    finally:
+        pool.close()

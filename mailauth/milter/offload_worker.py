@@ -50,6 +50,8 @@ async def _serve(sock: socket.socket, authenticator: Authenticator) -> None:
             reply = (ident, True, "timeout")
         except ValueError as exc:  # (what the loop would say of the same input)
             reply = (ident, False, str(exc) or type(exc).__name__)
+        except Exception as exc:  # (a bug: this message fails, not the worker)
+            reply = (ident, False, f"{type(exc).__name__}: {exc}"[:500])
         writer.write(_frame(reply))
 
     while True:  # (requests are JSON: nothing a message holds is ever unpickled here)
