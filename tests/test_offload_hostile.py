@@ -289,3 +289,33 @@ def test_an_unexpected_error_in_a_check_fails_that_message_only() -> None:
         asyncio.run(go())
     finally:
         pool.close()
+
+
+def test_a_request_queued_behind_a_cut_write_fails_at_once() -> None:
+    """Waiting to write behind a message whose write the deadline cut (the worker ended
+    meanwhile): it fails at once (SPF to the loop) rather than writing to a closed socket
+    and waiting for a reply that cannot come."""
+    pool = Offloader(worker_authenticator, workers=1)
+    pool.start()
+
+    async def go() -> None:
+        first = pool._workers[0].process
+        os.kill(first.pid, signal.SIGSTOP)
+
+        async def heavy() -> None:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(0.5):
+                    await pool.verdict(bytes(_message(4 << 20)), **ENVELOPE, seconds=0.5)
+
+        cut = asyncio.ensure_future(heavy())
+        await asyncio.sleep(0.1)  # (the heavy message holds the socket)
+        started = time.monotonic()
+        with pytest.raises(OffloadError):
+            await pool.spf(**ENVELOPE, seconds=10)
+        assert time.monotonic() - started < 3
+        await cut
+
+    try:
+        asyncio.run(go())
+    finally:
+        pool.close()
