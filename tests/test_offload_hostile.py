@@ -319,3 +319,52 @@ def test_a_request_queued_behind_a_cut_write_fails_at_once() -> None:
         asyncio.run(go())
     finally:
         pool.close()
+
+
+@pytest.mark.parametrize("bounds", [{}, {"max_bytes": 500}])
+def test_an_offloaded_message_is_sealed_and_the_seal_verifies(bounds: dict[str, int]) -> None:
+    """ARC sealing of a heavy message checked in a worker (and of one sent back to the loop
+    past max_bytes): the set verifies with mailauth and dkimpy (the oracle), over the
+    message as delivered."""
+    import dkim as dkimpy
+
+    from mailauth.arc import Sealer, verify_arc
+    from mailauth.dkim import public_key_record
+    from mailauth.dns import RRType
+    from mailauth.milter import MilterSettings
+    from mailauth.plan import run_plan
+    from mailauth.results import ArcResult
+    from tests.dkim_helpers import RSA_KEY, dkimpy_dns
+
+    pool = Offloader(worker_authenticator, workers=1, **bounds)
+    pool.start()
+    headers, body = _demo(_decoys(6))
+    settings = MilterSettings(sealer=Sealer("example.org", "arc1", RSA_KEY))
+
+    async def go() -> list[tuple[bytes, bytes]]:
+        milter = Milter(Authenticator("mx.example.org", RESOLVER), settings, offloader=pool)
+        server = await asyncio.start_server(milter.handle, "127.0.0.1", 0)
+        client = await MilterClient.connect("127.0.0.1", server.sockets[0].getsockname()[1])
+        await client.negotiate()
+        replies = await client.message(**SENDER, headers=headers, body=body)
+        await client.close()
+        server.close()
+        return replies
+
+    try:
+        replies = asyncio.run(go())
+    finally:
+        pool.close()
+    assert pool.offloaded == (0 if bounds else 1)
+    delivered = inserted_fields(replies)
+    assert [f.split(b":")[0] for f in delivered][:3] == [
+        b"ARC-Seal", b"ARC-Message-Signature", b"ARC-Authentication-Results",
+    ]  # fmt: skip
+    original = b"".join(f"{n}:{v}\r\n".encode() for n, v in headers) + b"\r\n" + body
+    sealed = b"".join(delivered) + original
+    record = public_key_record(RSA_KEY)
+    zone = ZoneResolver({("arc1._domainkey.example.org", RRType.TXT): (300, (record.encode(),))})
+    outcome = run_plan(verify_arc(Message.parse(sealed)), zone)
+    assert outcome.result is ArcResult.PASS, outcome.reason
+    records = {"arc1._domainkey.example.org": record}
+    assert dkimpy.arc_verify(sealed, dnsfunc=dkimpy_dns(records))[0] == b"pass"
