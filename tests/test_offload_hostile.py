@@ -368,3 +368,57 @@ def test_an_offloaded_message_is_sealed_and_the_seal_verifies(bounds: dict[str, 
     assert outcome.result is ArcResult.PASS, outcome.reason
     records = {"arc1._domainkey.example.org": record}
     assert dkimpy.arc_verify(sealed, dnsfunc=dkimpy_dns(records))[0] == b"pass"
+
+
+def test_a_deadline_after_the_last_octet_was_queued_keeps_the_worker() -> None:
+    """Cancelled while the whole request waits in the transport (nothing cut): the worker
+    stays and answers the next request."""
+    pool = Offloader(worker_authenticator, workers=1)
+    pool.start()
+
+    async def go() -> None:
+        first = pool._workers[0].process
+        os.kill(first.pid, signal.SIGSTOP)
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(0.5):  # (the last slice written, waiting to go)
+                await pool.verdict(bytes(_message(SLICE + 100_000)), **ENVELOPE, seconds=0.5)
+        os.kill(first.pid, signal.SIGCONT)
+        async with asyncio.timeout(30):
+            spf, _ = await pool.spf(**ENVELOPE, seconds=20)
+        assert spf.mailfrom.result.value == "pass"
+        assert pool._workers[0].process is first and first.poll() is None
+
+    try:
+        asyncio.run(go())
+    finally:
+        pool.close()
+
+
+def test_spf_does_not_wait_behind_a_message_being_written() -> None:
+    """A worker slow to read a heavy message (busy, here stopped): SPF of ordinary mail
+    fails over to the loop at once instead of waiting for the message's octets."""
+    pool = Offloader(worker_authenticator, workers=1)
+    pool.start()
+
+    async def go() -> None:
+        first = pool._workers[0].process
+        os.kill(first.pid, signal.SIGSTOP)
+
+        async def heavy() -> None:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(5):
+                    await pool.verdict(bytes(_message(4 << 20)), **ENVELOPE, seconds=5)
+
+        writing = asyncio.ensure_future(heavy())
+        await asyncio.sleep(0.2)
+        started = time.monotonic()
+        with pytest.raises(OffloadError):
+            await pool.spf(**ENVELOPE, seconds=10)
+        assert time.monotonic() - started < 1
+        os.kill(first.pid, signal.SIGCONT)
+        await writing
+
+    try:
+        asyncio.run(go())
+    finally:
+        pool.close()

@@ -320,21 +320,27 @@ class Offloader:
         request: tuple[Any, ...],
         payload: bytes | memoryview,
     ) -> Any:
-        """Write one request whole (or end the worker), then wait for its reply."""
+        """Write one request whole (or end the worker), then wait for its reply. A request
+        with no payload (SPF) does not wait behind a message being written: OffloadError
+        at once (the loop evaluates it), since a busy worker may take seconds to read
+        32 MiB while ordinary mail waits for its SPF result."""
         writer = worker.writer
         assert writer is not None
+        if not payload and worker.sending.locked():
+            raise OffloadError("the worker process is reading a message")
         async with worker.sending:
-            sent = False
+            whole = False
             try:
                 writer.write(_request((ident, len(payload), *request)))
                 view = memoryview(payload)
                 for start in range(0, len(view), SLICE):
+                    if start:
+                        await writer.drain()
                     writer.write(view[start : start + SLICE])
-                    await writer.drain()
+                whole = True  # (all in the transport: it goes out even if we are cancelled)
                 await writer.drain()
-                sent = True
             finally:
-                if not sent and worker.alive:
+                if not whole and worker.alive:
                     # Cut in the middle (a deadline, a dead socket): the worker would read
                     # the next request's octets as the rest of this one, and the next
                     # "frame" from a message's body. The stream is lost: so is the worker.
