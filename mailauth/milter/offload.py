@@ -19,15 +19,20 @@ DNS cache), and the operating system shares the CPUs between them and the loop:
   from forwarders and mailing lists), and is checked on the loop as before.
 
 A worker serves many requests at once (its own event loop; most of a check's time is spent
-waiting for DNS). Requests and replies cross a unix socket pair as length-prefixed pickles
-(between the milter and the workers it started itself, nothing else).
+waiting for DNS). Requests (JSON, each followed by its message's octets) and replies
+(pickles) cross a unix socket pair as length-prefixed frames, between the milter and the
+workers it started itself; a request whose octets could not all be written (its deadline
+came first) ends its worker, whose stream would otherwise take the next request for the
+rest of that message.
 
 Bounds: ``workers`` processes (the milter's ``inbound.offload_workers``); at most
 ``max_waiting`` heavy messages gathered or in a worker at once (16 per worker): one past that
 is checked on the loop, as before; a gathered message is at most ``max_bytes`` (32 MiB;
 Postfix's message_size_limit is 10 MB by default), and all of them together ``max_held``
-(256 MiB): past either, it is not checked (the milter's ``on_error``). A worker gives up a
-request at the milter's deadline, as the loop would. A worker that dies (a crash, the OOM
+(256 MiB): past either, the loop checks it from there (never on_error: junk signatures must
+not make a message too large to check). A worker gives up a request at the milter's
+deadline, as the loop would; one that has not answered ``GRACE`` seconds later is ended. A
+worker that dies (a crash, the OOM
 killer) fails what it held (``on_error`` for a message; SPF is then evaluated on the loop),
 and the next request starts a new one. A worker whose milter went away sees the end of its
 socket and exits.
@@ -37,6 +42,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
+import logging
 import os
 import pickle
 import socket
@@ -59,8 +66,17 @@ MAX_HELD = 256 * 1024 * 1024
 WAITING_PER_WORKER = 16
 WORKER_NICE = 19  # the loop's ordinary mail comes first when the CPUs are busy
 MAX_FRAME = 1 << 30
+MAX_REQUEST = 1 << 20  # octets of a request's JSON (an envelope: far less)
+# Seconds past a request's deadline (which the worker keeps itself) after which a worker
+# that has not answered is taken for stuck and ended.
+GRACE = 2.0
 SLICE = 256 * 1024  # octets of a message written to a worker at once
+# Seconds during which a worker that died or could not start is not replaced (requests go
+# to the loop meanwhile): not one new Python process per request while, say, the nameserver
+# a worker probes at start is down, or an attacker's message crashes every worker.
+RESPAWN_DELAY = 5.0
 _LENGTH = struct.Struct(">I")
+log = logging.getLogger("mailauth.milter")
 
 
 class OffloadError(Exception):
@@ -75,6 +91,27 @@ def default_workers() -> int:
 def _frame(value: Any) -> bytes:
     data = pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
     return _LENGTH.pack(len(data)) + data
+
+
+def _request(value: tuple[Any, ...]) -> bytes:
+    """A request to a worker: JSON, never a pickle (the worker unpickles only the frames
+    the milter writes before any request), so that octets of a message read as a frame
+    can never be code."""
+    data = json.dumps(value).encode()
+    return _LENGTH.pack(len(data)) + data
+
+
+async def read_request(reader: asyncio.StreamReader) -> list[Any] | None:
+    """The next request (in the worker), or None at the end of the stream or when what
+    comes is not a request."""
+    try:
+        (length,) = _LENGTH.unpack(await reader.readexactly(_LENGTH.size))
+        if length > MAX_REQUEST:
+            return None
+        value = json.loads(await reader.readexactly(length))
+    except (asyncio.IncompleteReadError, ConnectionError, ValueError):
+        return None
+    return value if isinstance(value, list) and len(value) == 7 else None
 
 
 async def _read_frame(reader: asyncio.StreamReader) -> Any:
@@ -97,6 +134,7 @@ class _Worker:
     sending: asyncio.Lock = field(default_factory=asyncio.Lock)  # one request's octets at once
     pending: dict[int, asyncio.Future[Any]] = field(default_factory=dict)
     alive: bool = True
+    ready: bool = False  # (it said "ready": its Authenticator is built)
 
 
 class Offloader:
@@ -112,6 +150,7 @@ class Offloader:
         max_waiting: int | None = None,
         max_bytes: int = MAX_BYTES,
         max_held: int = MAX_HELD,
+        respawn_delay: float = RESPAWN_DELAY,
     ) -> None:
         if workers < 1:
             raise ValueError("an Offloader needs at least one worker")
@@ -120,6 +159,9 @@ class Offloader:
         self.max_waiting = max_waiting if max_waiting is not None else WAITING_PER_WORKER * workers
         self.max_bytes = max_bytes
         self.max_held = max_held
+        self.respawn_delay = respawn_delay
+        self._respawn_at = 0.0  # (time.monotonic(): no new worker before it)
+        self.closed = False  # (after close(): no worker is started again)
         self.held = 0  # octets of heavy messages gathered now
         self.waiting = 0  # heavy messages gathered or in a worker now
         self.offloaded = 0  # verdicts the workers gave
@@ -146,7 +188,7 @@ class Offloader:
         finally:
             theirs.close()
         ours.sendall(_frame(list(sys.path)) + _frame(self.factory))
-        worker = _Worker(process, ours)
+        worker = _Worker(process, ours, ready=wait)
         if wait:
             ours.settimeout(120)
             try:
@@ -161,6 +203,7 @@ class Offloader:
         return worker
 
     def close(self) -> None:
+        self.closed = True
         for worker in self._workers:
             self._kill(worker)
         self._workers.clear()
@@ -180,16 +223,27 @@ class Offloader:
         with contextlib.suppress(subprocess.TimeoutExpired):
             worker.process.wait(timeout=1)  # (killed: reaped at once)
 
+    def _resting(self) -> bool:
+        """Whether no worker may be started now (one died or could not start lately)."""
+        return time.monotonic() < self._respawn_at
+
     async def _connected(self) -> _Worker:
-        """The live worker with the fewest requests (a dead one replaced)."""
-        for index, worker in enumerate(self._workers):
-            if not worker.alive:
-                self._workers[index] = self._spawn(wait=False)
-        if len(self._workers) < self.workers:
-            self._workers.extend(
-                self._spawn(wait=False) for _ in range(self.workers - len(self._workers))
-            )
-        worker = min(self._workers, key=lambda w: len(w.pending))
+        """The live worker with the fewest requests (a dead one replaced, unless one died
+        lately: OffloadError when none is alive then)."""
+        if self.closed:
+            raise OffloadError("the worker processes were stopped (a reload or the end)")
+        if not self._resting():
+            for index, worker in enumerate(self._workers):
+                if not worker.alive:
+                    self._workers[index] = self._spawn(wait=False)
+            if len(self._workers) < self.workers:
+                self._workers.extend(
+                    self._spawn(wait=False) for _ in range(self.workers - len(self._workers))
+                )
+        alive = [w for w in self._workers if w.alive]
+        if not alive:
+            raise OffloadError("no worker process (one ended moments ago)")
+        worker = min(alive, key=lambda w: len(w.pending))
         if worker.connected is None:  # (once: requests made meanwhile wait for it)
             worker.connected = asyncio.ensure_future(self._connect(worker))
         await asyncio.shield(worker.connected)
@@ -207,7 +261,11 @@ class Offloader:
                 reply = await _read_frame(reader)
                 if reply is None:
                     break
-                if reply == "ready":
+                if isinstance(reply, str):  # "ready", or why the worker could not start
+                    if reply != "ready":
+                        log.warning("a worker process could not start: %s", reply[:500])
+                        break
+                    worker.ready = True
                     continue
                 ident, ok, value = reply
                 future = worker.pending.pop(ident, None)
@@ -218,8 +276,16 @@ class Offloader:
                 else:
                     future.set_exception(OffloadError(value))
         finally:
-            if worker.alive:  # (the next request starts a new worker)
+            if worker.alive:  # (ended on its own: replaced after respawn_delay)
                 self._kill(worker)
+                self._respawn_at = time.monotonic() + self.respawn_delay
+                if worker.ready:
+                    log.warning(
+                        "worker process %d ended (exit status %s); another in %g s",
+                        worker.process.pid,
+                        worker.process.returncode,
+                        self.respawn_delay,
+                    )
 
     async def _call(self, request: tuple[Any, ...], payload: bytes | memoryview = b"") -> Any:
         """Send a request (``payload``: octets sent as they are after it, in slices, so
@@ -229,21 +295,58 @@ class Offloader:
         ident = self._ids
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         worker.pending[ident] = future
-        writer = worker.writer
-        assert writer is not None
+        until: float = request[-1]
         try:
-            async with worker.sending:
-                writer.write(_frame((ident, len(payload), *request)))
-                view = memoryview(payload)
-                for start in range(0, len(view), SLICE):
-                    writer.write(view[start : start + SLICE])
-                    await writer.drain()
-                await writer.drain()
-            return await future
+            async with asyncio.timeout(max(0.0, until - time.time()) + GRACE):
+                return await self._exchange(worker, ident, future, request, payload)
+        except TimeoutError:
+            # Past its own deadline and then some: stopped, stuck, or starved. Ended, so
+            # that the next request starts one that answers (this one would keep every
+            # later request waiting until the milter's deadline, for ever).
+            if worker.alive:
+                worker.pending.pop(ident, None)
+                self._kill(worker)
+            raise OffloadError("the worker process did not answer in time") from None
         except ConnectionError:
             raise OffloadError("the worker process checking it died") from None
         finally:
             worker.pending.pop(ident, None)
+
+    async def _exchange(
+        self,
+        worker: _Worker,
+        ident: int,
+        future: asyncio.Future[Any],
+        request: tuple[Any, ...],
+        payload: bytes | memoryview,
+    ) -> Any:
+        """Write one request whole (or end the worker), then wait for its reply. A request
+        with no payload (SPF) does not wait behind a message being written: OffloadError
+        at once (the loop evaluates it), since a busy worker may take seconds to read
+        32 MiB while ordinary mail waits for its SPF result."""
+        writer = worker.writer
+        assert writer is not None
+        if not payload and worker.sending.locked():
+            raise OffloadError("the worker process is reading a message")
+        async with worker.sending:
+            whole = False
+            try:
+                writer.write(_request((ident, len(payload), *request)))
+                view = memoryview(payload)
+                for start in range(0, len(view), SLICE):
+                    if start:
+                        await writer.drain()
+                    writer.write(view[start : start + SLICE])
+                whole = True  # (all in the transport: it goes out even if we are cancelled)
+                await writer.drain()
+            finally:
+                if not whole and worker.alive:
+                    # Cut in the middle (a deadline, a dead socket): the worker would read
+                    # the next request's octets as the rest of this one, and the next
+                    # "frame" from a message's body. The stream is lost: so is the worker.
+                    worker.pending.pop(ident, None)
+                    self._kill(worker)
+        return await future
 
     # -- requests
 
@@ -267,6 +370,8 @@ class Offloader:
         """A place for one more heavy message, or False when all are taken."""
         if self.waiting >= self.max_waiting:
             return False
+        if self._resting() and not any(w.alive for w in self._workers):
+            return False  # (no worker now: the loop checks it)
         self.waiting += 1
         return True
 

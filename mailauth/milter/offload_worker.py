@@ -3,12 +3,12 @@ mailauth.milter.offload_worker FD``, started by the milter with one end of a uni
 as FD.
 
 The first frames are the milter's ``sys.path`` and the factory of the worker's Authenticator;
-the worker answers "ready", then serves requests, many at once, each within the deadline it
-carries: ``(id, N, "verify", ip, helo, mail_from, until)`` followed by the N octets of the message
--> a Verdict, and ``(id, 0, "spf", ip, helo, mail_from, until)`` -> (SpfCheck, seconds it may
-be reused); replies
-are ``(id, True, value)``, ``(id, True, "timeout")`` or ``(id, False, reason)``. At the end
-of the socket (the milter went away) it exits.
+the worker answers "ready", then serves requests (JSON arrays, never pickles), many at once,
+each within the deadline it carries: ``[id, N, "verify", ip, helo, mail_from, until]``
+followed by the N octets of the message -> a Verdict, and ``[id, 0, "spf", ip, helo,
+mail_from, until]`` -> (SpfCheck, seconds it may be reused); replies are ``(id, True,
+value)``, ``(id, True, "timeout")`` or ``(id, False, reason)``. At the end of the socket (the
+milter went away), or at anything that is not a request, it exits.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import sys
 import time
 from typing import Any
 
-from mailauth.milter.offload import WORKER_NICE, _frame, _read_frame, _recv_frame_blocking
+from mailauth.milter.offload import WORKER_NICE, _frame, _recv_frame_blocking, read_request
 from mailauth.pipeline import Authenticator
 
 
@@ -30,7 +30,7 @@ async def _serve(sock: socket.socket, authenticator: Authenticator) -> None:
     writer.write(_frame("ready"))
     tasks: set[asyncio.Task[None]] = set()
 
-    async def answer(request: tuple[Any, ...], message: bytes) -> None:
+    async def answer(request: list[Any], message: bytes) -> None:
         ident, _, kind, *args = request
         try:
             until = args[-1]
@@ -50,11 +50,13 @@ async def _serve(sock: socket.socket, authenticator: Authenticator) -> None:
             reply = (ident, True, "timeout")
         except ValueError as exc:  # (what the loop would say of the same input)
             reply = (ident, False, str(exc) or type(exc).__name__)
+        except Exception as exc:  # (a bug: this message fails, not the worker)
+            reply = (ident, False, f"{type(exc).__name__}: {exc}"[:500])
         writer.write(_frame(reply))
 
-    while True:
-        request = await _read_frame(reader)
-        if request is None:
+    while True:  # (requests are JSON: nothing a message holds is ever unpickled here)
+        request = await read_request(reader)
+        if request is None:  # (the end of the socket, or not a request: the stream is lost)
             break
         try:
             message = await reader.readexactly(request[1]) if request[1] else b""

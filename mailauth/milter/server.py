@@ -479,17 +479,44 @@ class Milter:
                 if self._seals(message):
                     message.seal_hasher = BodyHasher(Canonicalization.RELAXED)
                 return
-            message.intake = self.authenticator.intake(
-                ip=ip or "0.0.0.0",  # noqa: S104 - a value, not a bind
-                helo=helo,
-                mail_from=message.mail_from,
-                recipients=(message.first_recipient,) if message.first_recipient else (),
-            )
-            message.intake.add_headers(section)
+            self._intake(session, section, ip, helo)
             if self._seals(message):
                 message.seal_hasher = BodyHasher(Canonicalization.RELAXED)
         except (MailauthError, ValueError) as exc:
             message.intake, message.problem = None, str(exc)
+
+    def _intake(self, session: _Session, section: bytes, ip: str, helo: str) -> MessageIntake:
+        """Verification on the loop of the client ``ip`` (or a relay's), the header section
+        given (raises ValueError)."""
+        message = session.message
+        intake = message.intake = self.authenticator.intake(
+            ip=ip or "0.0.0.0",  # noqa: S104 - a value, not a bind
+            helo=helo,
+            mail_from=message.mail_from,
+            recipients=(message.first_recipient,) if message.first_recipient else (),
+        )
+        intake.add_headers(section)
+        return intake
+
+    def _back_to_the_loop(self, session: _Session) -> None:
+        """A heavy message too large to gather (``max_bytes``, or ``max_held`` for all):
+        checked on the loop from here, as one past ``max_waiting`` is (not on_error: six
+        junk DKIM-Signature fields must not make a spoof too large to check)."""
+        message = session.message
+        assert message.raw is not None
+        raw = message.raw
+        message.raw = None
+        message.drop_raw()
+        head = len(_header_section(message.headers, session.leading_space)) + 2
+        # (a relayed message: the real client its border's Received field names)
+        ip, helo = message.client if message.client[0] else (session.address, session.helo)
+        try:
+            intake = self._intake(session, bytes(raw[: head - 2]), ip, helo)
+            intake.add_body(memoryview(raw)[head:])
+        except (MailauthError, ValueError) as exc:
+            message.intake, message.problem = None, str(exc)
+            return
+        message.spf = self._start_spf(session, ip, helo)  # (the worker was to check it)
 
     def _route(self, session: _Session) -> Route:
         """Sign, verify or pass: the connection's mode (docs/signing.md) and its client."""
@@ -508,7 +535,8 @@ class Milter:
         user bound to other addresses gets none, and ``refused`` says for which domain."""
         message, policy = session.message, self.settings.signing
         if policy is None:
-            domains = parsed.author().domains
+            author = parsed.author()
+            domains = author.domains if author.field_count == 1 else ()  # (one From field)
             return _signers_for(self.settings.signers, domains[0]) if len(domains) == 1 else ()
         user = session.macros.get("auth_authen", "")
         choice = choose_signers(policy, parsed, message.mail_from, user)
@@ -587,12 +615,12 @@ class Milter:
             message.intake.add_body(chunk)
         elif message.raw is not None and message.offloader is not None:
             offloader = message.offloader
-            if len(message.raw) + len(chunk) > offloader.max_bytes:  # (not checked: on_error)
-                message.problem = f"larger than {offloader.max_bytes} octets, too large to check"
-                message.drop_raw()
-            elif not offloader.hold(len(chunk)):
-                message.problem = f"the milter holds {offloader.max_held} octets of heavy messages"
-                message.drop_raw()
+            if len(message.raw) + len(chunk) > offloader.max_bytes or not offloader.hold(
+                len(chunk)
+            ):
+                self._back_to_the_loop(session)
+                if message.intake is not None:
+                    message.intake.add_body(chunk)
             else:
                 message.raw += chunk
                 message.held_raw += len(chunk)
@@ -688,6 +716,8 @@ class Milter:
         message = session.message
         assert message.raw is not None and message.offloader is not None
         raw, offloader = memoryview(message.raw), message.offloader  # (no copy)
+        if offloader.closed and self.offloader is not None:  # (a reload's new workers)
+            offloader = self.offloader
         message.raw = None  # (the place stays taken until the message is over)
         # (a relayed message: the real client its border's Received field names)
         client, helo = message.client if message.client[0] else (session.address, session.helo)

@@ -99,8 +99,10 @@ def _identity(sources: tuple[str, ...], message: Message, mail_from: str) -> tup
     for source in sources:
         if source == "from":
             author = message.author()
-            if author.error or len(author.domains) != 1 or not author.domains[0]:
-                continue  # several author domains (or none): not signed on From's account
+            if author.field_count != 1 or author.error or len(author.domains) != 1:
+                continue  # several From fields, author domains (or none): not on its account
+            if not author.domains[0]:
+                continue
             boxes = author.mailboxes
             return (boxes[0].local_part.lower() if len(boxes) == 1 else ""), boxes[0].domain
         if source == "sender":

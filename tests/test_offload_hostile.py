@@ -1,0 +1,424 @@
+"""The worker processes of the milter (mailauth.milter.offload) under an attacker who can
+make the milter's deadline cut a message's write, hang a worker, or send a message past the
+size bounds: the stream to a worker is never read out of step, a worker that stops
+answering is replaced, and no message passes unchecked because it was made heavy."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import pickle
+import signal
+import struct
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from mailauth.dns import ZoneResolver
+from mailauth.message import Message
+from mailauth.milter import Milter
+from mailauth.milter import protocol as p
+from mailauth.milter.offload import SLICE, Offloader, OffloadError, _frame
+from mailauth.pipeline import Authenticator
+from mailauth.results import Verdict
+from tests import hostile
+from tests.milterclient import MilterClient
+from tests.test_milter import RESOLVER, SENDER, inserted_fields
+from tests.test_milter_offload import _decoys, _demo, worker_authenticator
+
+ENVELOPE = {"ip": "192.0.2.1", "helo": "x", "mail_from": "a@example.com"}
+
+
+class _Touch:
+    """Unpickled, it creates a file: what an attacker's frame would do."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = str(path)
+
+    def __reduce__(self) -> tuple[object, tuple[str, str]]:
+        return (open, (self.path, "w"))
+
+
+def _message(size: int, body: bytes = b"") -> bytearray:
+    head = b"From: a@example.com\r\n\r\n"
+    return bytearray(head + body + b"x" * (size - len(head) - len(body)))
+
+
+def test_a_write_cut_by_the_deadline_ends_the_worker_and_no_octet_is_unpickled(
+    tmp_path: Path,
+) -> None:
+    """The worker is stopped (busy), a heavy message's write is cut by the deadline; the
+    next message carries a pickle at every place the worker's stream could resume."""
+    marker = tmp_path / "pwned"
+    evil = pickle.dumps(_Touch(marker))
+    evil_frame = struct.pack(">I", len(evil)) + evil
+    size = 4 << 20
+    pool = Offloader(worker_authenticator, workers=1)
+    pool.start()
+
+    async def go() -> None:
+        first = pool._workers[0].process
+        os.kill(first.pid, signal.SIGSTOP)
+        try:
+            async with asyncio.timeout(0.5):
+                await pool.verdict(bytes(_message(size)), **ENVELOPE, seconds=0.5)
+        except TimeoutError:
+            pass
+        with contextlib.suppress(ProcessLookupError):  # (before the fix: it lives on)
+            os.kill(first.pid, signal.SIGCONT)
+        until = time.time() + 3
+        head = len(_frame((pool._ids + 1, size, "verify", *ENVELOPE.values(), until)))
+        crafted = _message(size)
+        for k in range(1, size // SLICE + 1):
+            at = k * SLICE - head
+            crafted[at : at + len(evil_frame)] = evil_frame
+        async with asyncio.timeout(60):
+            await pool.verdict(bytes(crafted), **ENVELOPE, seconds=50)
+            spf, _ = await pool.spf(**ENVELOPE, seconds=10)
+        assert spf.mailfrom.result.value == "pass"
+        assert first.poll() is not None  # (the worker whose stream was cut is gone)
+
+    try:
+        asyncio.run(go())
+    finally:
+        pool.close()
+    assert not marker.exists()
+
+
+def test_a_worker_that_stops_answering_is_replaced() -> None:
+    """A worker that never answers (stopped, stuck) fails its requests shortly after their
+    deadline and is replaced; before, it lived on and every later SPF request of ordinary
+    mail waited for the milter's deadline (on_error for all mail, for ever)."""
+    pool = Offloader(worker_authenticator, workers=1)
+    pool.start()
+
+    async def go() -> None:
+        stuck = pool._workers[0].process
+        os.kill(stuck.pid, signal.SIGSTOP)
+        started = time.monotonic()
+        async with asyncio.timeout(10):
+            with pytest.raises(OffloadError):
+                await pool.spf(**ENVELOPE, seconds=0.5)
+        assert time.monotonic() - started < 0.5 + 4
+        assert stuck.poll() is not None
+        async with asyncio.timeout(60):
+            spf, _ = await pool.spf(**ENVELOPE, seconds=30)
+        assert spf.mailfrom.result.value == "pass"
+
+    try:
+        asyncio.run(go())
+    finally:
+        pool.close()
+
+
+def failing_authenticator() -> Authenticator:
+    """A worker that cannot build its Authenticator (a nameserver unreachable right then:
+    make_resolver's probe raises)."""
+    raise OSError("DNS unreachable: no answer from 192.0.2.53 within 5s")
+
+
+def test_a_worker_that_cannot_start_is_not_respawned_for_every_request(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Started by a request (after a reload, or to replace one that died): when it cannot
+    start, the next requests go to the loop for a while instead of each starting another
+    Python process (hundreds a second under load)."""
+    pool = Offloader(failing_authenticator, workers=1)  # (not started: as after a reload)
+    spawned = []
+    spawn = pool._spawn
+
+    def counting(*, wait: bool) -> Any:
+        spawned.append(wait)
+        return spawn(wait=wait)
+
+    pool._spawn = counting  # type: ignore[method-assign]
+
+    async def go() -> None:
+        for _ in range(10):
+            with pytest.raises(OffloadError):
+                async with asyncio.timeout(30):
+                    await pool.spf(**ENVELOPE, seconds=5)
+        assert not pool.reserve()  # (a heavy message stays on the loop meanwhile)
+
+    try:
+        asyncio.run(go())
+    finally:
+        pool.close()
+    assert len(spawned) == 1
+    assert "a worker process could not start: OSError: DNS unreachable" in caplog.text
+
+
+def test_a_closed_offloader_starts_no_worker() -> None:
+    """A reload closes the old workers after the deadline; a heavy message that took its
+    place before (a slow body) and ends after that must not start workers nobody closes."""
+    pool = Offloader(worker_authenticator, workers=1)
+    pool.start()
+    pool.close()
+
+    async def go() -> None:
+        with pytest.raises(OffloadError):
+            await pool.verdict(b"From: a@example.com\r\n\r\nx", **ENVELOPE, seconds=5)
+
+    try:
+        asyncio.run(go())
+        assert not pool._workers
+    finally:
+        pool.close()
+
+
+def test_a_heavy_message_across_a_reload_goes_to_the_new_workers() -> None:
+    """Its place taken on the old workers, which the reload stopped before its end: the
+    new ones check it (it had been on_error)."""
+    old = Offloader(worker_authenticator, workers=1)
+    old.start()
+    new = Offloader(worker_authenticator, workers=1)
+    new.start()
+    headers, body = _demo(_decoys(6))
+
+    async def go() -> list[tuple[bytes, bytes]]:
+        milter = Milter(Authenticator("mx.example.org", RESOLVER), offloader=old)
+        server = await asyncio.start_server(milter.handle, "127.0.0.1", 0)
+        client = await MilterClient.connect("127.0.0.1", server.sockets[0].getsockname()[1])
+        await client.negotiate()
+        connect = b"client.example\0" + b"4" + struct.pack(">H", 25) + b"192.0.2.10\0"
+        await client.step(p.CONNECT, connect)
+        await client.step(p.HELO, SENDER["helo"].encode() + b"\0")
+        await client.step(p.MAIL, f"<{SENDER['mail_from']}>".encode() + b"\0")
+        for name, value in headers:
+            await client.step(p.HEADER, f"{name}\0{value}\0".encode())
+        await client.step(p.EOH)
+        for _ in range(100):  # (no replies before the end of message: wait for the milter)
+            if old.waiting:
+                break
+            await asyncio.sleep(0.05)
+        assert old.waiting == 1
+        milter.offloader = new  # (the reload) ...
+        old.close()  # ... and, the deadline later, the old workers stopped
+        await client.step(p.BODY, body)
+        await client.send(p.EOM)
+        replies: list[tuple[bytes, bytes]] = []
+        while not replies or replies[-1][0] != p.CONTINUE:
+            replies.append(await client.read())
+        await client.close()
+        server.close()
+        return replies
+
+    try:
+        replies = asyncio.run(go())
+    finally:
+        new.close()
+    assert b"dkim=pass" in inserted_fields(replies)[0]
+    assert (old.waiting, old.held, new.offloaded) == (0, 0, 1)
+
+
+def zone_authenticator() -> Authenticator:
+    """A worker's Authenticator over the zone file named by MAILAUTH_TEST_ZONE."""
+    text = Path(os.environ["MAILAUTH_TEST_ZONE"]).read_text()
+    return Authenticator("mx.example.org", ZoneResolver.from_text(text))
+
+
+def test_a_worker_gives_the_loops_verdict_on_the_hostile_cases(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Differential: tests/hostile.py's messages (smaller than the benchmark's) checked in
+    a worker and on the loop: the same Authentication-Results, field for field."""
+    cases = [
+        hostile.ordinary(),
+        hostile.decoy_exponent_arc(sets=8),
+        hostile.many_l_bodies(body_size=300_000, signatures=4),
+        hostile.big_aar_chain(sets=6, aar_size=4096),
+        hostile.spf_tree(),
+        hostile.many_signatures(count=200),
+    ]
+    zone = tmp_path / "hostile.zone"
+    zone.write_text("".join(case.zone for case in cases))
+    monkeypatch.setenv("MAILAUTH_TEST_ZONE", str(zone))
+    pool = Offloader(zone_authenticator, workers=1)
+    pool.start()
+
+    async def go() -> list[str]:
+        results = []
+        for case in cases:
+            envelope = {"ip": case.ip, "helo": case.helo, "mail_from": case.mail_from}
+            verdict = await pool.verdict(case.message, **envelope, seconds=60)
+            results.append(verdict.authentication_results)
+        return results
+
+    try:
+        in_worker = asyncio.run(go())
+    finally:
+        pool.close()
+    on_loop = zone_authenticator()
+    for case, results in zip(cases, in_worker, strict=True):
+        verdict = on_loop.verify(case.message, ip=case.ip, helo=case.helo, mail_from=case.mail_from)
+        assert results == verdict.authentication_results
+
+
+class _Buggy(Authenticator):
+    """A check that fails with an exception no check should raise (a parser bug)."""
+
+    async def verify_async(self, message: bytes | Message, **kwargs: Any) -> Verdict:
+        if isinstance(message, bytes) and b"boom" in message:
+            raise KeyError("a bug")
+        return await super().verify_async(message, **kwargs)
+
+
+def buggy_authenticator() -> Authenticator:
+    return _Buggy("mx.example.org", ZoneResolver.from_files([]))
+
+
+def test_an_unexpected_error_in_a_check_fails_that_message_only() -> None:
+    """Answered at once as a failure (on_error for that message); the worker stays, with
+    whatever else it holds. It had sent nothing: the message waited for its deadline, and
+    then the worker was taken for stuck and ended with every other request in it."""
+    pool = Offloader(buggy_authenticator, workers=1)
+    pool.start()
+
+    async def go() -> None:
+        worker = pool._workers[0].process
+        started = time.monotonic()
+        with pytest.raises(OffloadError, match="KeyError"):
+            await pool.verdict(b"From: a@example.com\r\n\r\nboom\r\n", **ENVELOPE, seconds=20)
+        assert time.monotonic() - started < 10
+        assert pool._workers[0].process is worker and worker.poll() is None
+
+    try:
+        asyncio.run(go())
+    finally:
+        pool.close()
+
+
+def test_a_request_queued_behind_a_cut_write_fails_at_once() -> None:
+    """Waiting to write behind a message whose write the deadline cut (the worker ended
+    meanwhile): it fails at once (SPF to the loop) rather than writing to a closed socket
+    and waiting for a reply that cannot come."""
+    pool = Offloader(worker_authenticator, workers=1)
+    pool.start()
+
+    async def go() -> None:
+        first = pool._workers[0].process
+        os.kill(first.pid, signal.SIGSTOP)
+
+        async def heavy() -> None:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(0.5):
+                    await pool.verdict(bytes(_message(4 << 20)), **ENVELOPE, seconds=0.5)
+
+        cut = asyncio.ensure_future(heavy())
+        await asyncio.sleep(0.1)  # (the heavy message holds the socket)
+        started = time.monotonic()
+        with pytest.raises(OffloadError):
+            await pool.spf(**ENVELOPE, seconds=10)
+        assert time.monotonic() - started < 3
+        await cut
+
+    try:
+        asyncio.run(go())
+    finally:
+        pool.close()
+
+
+@pytest.mark.parametrize("bounds", [{}, {"max_bytes": 500}])
+def test_an_offloaded_message_is_sealed_and_the_seal_verifies(bounds: dict[str, int]) -> None:
+    """ARC sealing of a heavy message checked in a worker (and of one sent back to the loop
+    past max_bytes): the set verifies with mailauth and dkimpy (the oracle), over the
+    message as delivered."""
+    import dkim as dkimpy
+
+    from mailauth.arc import Sealer, verify_arc
+    from mailauth.dkim import public_key_record
+    from mailauth.dns import RRType
+    from mailauth.milter import MilterSettings
+    from mailauth.plan import run_plan
+    from mailauth.results import ArcResult
+    from tests.dkim_helpers import RSA_KEY, dkimpy_dns
+
+    pool = Offloader(worker_authenticator, workers=1, **bounds)
+    pool.start()
+    headers, body = _demo(_decoys(6))
+    settings = MilterSettings(sealer=Sealer("example.org", "arc1", RSA_KEY))
+
+    async def go() -> list[tuple[bytes, bytes]]:
+        milter = Milter(Authenticator("mx.example.org", RESOLVER), settings, offloader=pool)
+        server = await asyncio.start_server(milter.handle, "127.0.0.1", 0)
+        client = await MilterClient.connect("127.0.0.1", server.sockets[0].getsockname()[1])
+        await client.negotiate()
+        replies = await client.message(**SENDER, headers=headers, body=body)
+        await client.close()
+        server.close()
+        return replies
+
+    try:
+        replies = asyncio.run(go())
+    finally:
+        pool.close()
+    assert pool.offloaded == (0 if bounds else 1)
+    delivered = inserted_fields(replies)
+    assert [f.split(b":")[0] for f in delivered][:3] == [
+        b"ARC-Seal", b"ARC-Message-Signature", b"ARC-Authentication-Results",
+    ]  # fmt: skip
+    original = b"".join(f"{n}:{v}\r\n".encode() for n, v in headers) + b"\r\n" + body
+    sealed = b"".join(delivered) + original
+    record = public_key_record(RSA_KEY)
+    zone = ZoneResolver({("arc1._domainkey.example.org", RRType.TXT): (300, (record.encode(),))})
+    outcome = run_plan(verify_arc(Message.parse(sealed)), zone)
+    assert outcome.result is ArcResult.PASS, outcome.reason
+    records = {"arc1._domainkey.example.org": record}
+    assert dkimpy.arc_verify(sealed, dnsfunc=dkimpy_dns(records))[0] == b"pass"
+
+
+def test_a_deadline_after_the_last_octet_was_queued_keeps_the_worker() -> None:
+    """Cancelled while the whole request waits in the transport (nothing cut): the worker
+    stays and answers the next request."""
+    pool = Offloader(worker_authenticator, workers=1)
+    pool.start()
+
+    async def go() -> None:
+        first = pool._workers[0].process
+        os.kill(first.pid, signal.SIGSTOP)
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(0.5):  # (the last slice written, waiting to go)
+                await pool.verdict(bytes(_message(SLICE + 100_000)), **ENVELOPE, seconds=0.5)
+        os.kill(first.pid, signal.SIGCONT)
+        async with asyncio.timeout(30):
+            spf, _ = await pool.spf(**ENVELOPE, seconds=20)
+        assert spf.mailfrom.result.value == "pass"
+        assert pool._workers[0].process is first and first.poll() is None
+
+    try:
+        asyncio.run(go())
+    finally:
+        pool.close()
+
+
+def test_spf_does_not_wait_behind_a_message_being_written() -> None:
+    """A worker slow to read a heavy message (busy, here stopped): SPF of ordinary mail
+    fails over to the loop at once instead of waiting for the message's octets."""
+    pool = Offloader(worker_authenticator, workers=1)
+    pool.start()
+
+    async def go() -> None:
+        first = pool._workers[0].process
+        os.kill(first.pid, signal.SIGSTOP)
+
+        async def heavy() -> None:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(5):
+                    await pool.verdict(bytes(_message(4 << 20)), **ENVELOPE, seconds=5)
+
+        writing = asyncio.ensure_future(heavy())
+        await asyncio.sleep(0.2)
+        started = time.monotonic()
+        with pytest.raises(OffloadError):
+            await pool.spf(**ENVELOPE, seconds=10)
+        assert time.monotonic() - started < 1
+        os.kill(first.pid, signal.SIGCONT)
+        await writing
+
+    try:
+        asyncio.run(go())
+    finally:
+        pool.close()
