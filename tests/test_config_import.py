@@ -1,0 +1,473 @@
+"""``mailauth config import`` (mailauth/migrate/): an OpenDKIM + OpenDMARC site's files
+(synthetic, fixtures/migrate/README.md) as the milter's TOML -- each setting's mapping, the
+notes for what is not carried over, bad input as one located line, the round trip through
+``mailauth milter --check-config``, and the imported milter signing over its socket."""
+
+from __future__ import annotations
+
+import asyncio
+import email
+import socket
+import stat
+import subprocess
+import sys
+import time
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import dkim as dkimpy
+import pytest
+from cryptography.hazmat.primitives.asymmetric import ed25519
+
+from mailauth.cli import main
+from mailauth.dkim import public_key_record
+from mailauth.dkim.keys import private_key_pem
+from mailauth.errors import ConfigError
+from mailauth.migrate import import_site
+from mailauth.migrate.tables import _refile_pattern
+from tests.dkim_helpers import ED_KEY, RSA_KEY, dkimpy_dns, verify, zone
+from tests.milterclient import MilterClient, split_message
+from tests.test_milter import inserted_fields
+
+FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "migrate"
+NET_KEY = ed25519.Ed25519PrivateKey.generate()
+KEYS = {
+    "example.com/rsa2026": RSA_KEY,
+    "example.com/ed2026": ED_KEY,
+    "example.net/s1": NET_KEY,
+}
+RECORDS = {
+    f"{name.split('/')[1]}._domainkey.{name.split('/')[0]}": public_key_record(key)
+    for name, key in KEYS.items()
+}
+
+
+def _site(tmp_path: Path) -> Path:
+    """The fixtures with @DIR@ = tmp_path, the key files (mode 600) and the socket's
+    directory."""
+    for source in FIXTURES.iterdir():
+        if source.name != "README.md":
+            text = source.read_text().replace("@DIR@", str(tmp_path))
+            (tmp_path / source.name).write_text(text)
+    for name, key in KEYS.items():
+        path = tmp_path / "keys" / f"{name}.private"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(private_key_pem(key))
+        path.chmod(0o600)
+    (tmp_path / "run").mkdir()
+    return tmp_path
+
+
+def _toml(tmp_path: Path, *, dkim: str | None, dmarc: str | None) -> tuple[dict[str, Any], str]:
+    imported = import_site(
+        tmp_path / dkim if dkim else None, tmp_path / dmarc if dmarc else None, "mx.example.org"
+    )
+    return tomllib.loads(imported.toml), imported.toml
+
+
+def test_each_opendkim_and_opendmarc_setting_is_mapped(tmp_path: Path) -> None:
+    site = _site(tmp_path)
+    data, _ = _toml(site, dkim="site-opendkim.conf", dmarc="site-opendmarc.conf")
+    assert {k: v for k, v in data.items() if not isinstance(v, dict)} == {
+        "listen": f"unix:{site}/run/opendkim.sock",  # Socket local:...
+        "mode": "both",  # Mode sv
+        "authserv_id": "mx.example.org",  # AuthservID
+        "socket_mode": "770",  # UMask 007
+        "on_error": "tempfail",  # On-DNSError, On-InternalError
+    }
+    assert data["dns"] == {"nameservers": ["127.0.0.1", "::1"], "timeout": 5}
+    assert data["logging"] == {"syslog": True, "syslog_facility": "local3"}
+    assert data["daemon_modes"] == {"ORIGINATING": "sign"}  # MTA
+    assert data["outbound"] == {  # InternalHosts (localhost: its loopback addresses)
+        "trusted_networks": ["127.0.0.1/32", "::1/128", "192.0.2.0/24", "2001:db8::/32"]
+    }
+    assert data["inbound"] == {
+        "trusted_authserv_ids": ["border.example.org", "mx2.example.org"],  # both files'
+        "max_dkim_signatures": 5,  # MaximumSignaturesToVerify
+        "authserv_id_with_queue_id": True,  # AuthservIDWithJobID
+        "ignore_networks": ["127.0.0.1/32", "::1/128", "192.0.2.0/24"],  # IgnoreHosts
+        "ignore_author_domains": ["partner.example", "lists.example.net"],  # IgnoreDomains
+        "ignore_mail_from_domains": ["bounces.example.net"],  # IgnoreMailFrom
+        "reject_dmarc": True,  # RejectFailures
+        "required_headers": True,  # RequiredHeaders
+        "multiple_authors": "reject-domains",  # RejectMultiValueFrom
+        "quarantine_dmarc": False,  # HoldQuarantinedMessages
+    }
+    signing = data["signing"]
+    assert {k: v for k, v in signing.items() if k not in ("keys", "table")} == {
+        "canonicalization": "relaxed/simple",
+        "headers": ["From", "To", "Subject", "Date", "Message-ID"],  # SignHeaders
+        "oversign": ["From"],  # OversignHeaders
+        "skip_headers": ["X-Mailer"],  # OmitHeaders
+        "expire": 604800,  # SignatureTTL
+        "identity": ["sender", "from"],  # SenderHeaders (Resent-From: a note)
+    }
+    assert signing["keys"] == {  # KeyTable: the same files, named, not copied
+        "rsa2026._domainkey.example.com": {
+            "domain": "example.com", "selector": "rsa2026",
+            "key": f"{site}/keys/example.com/rsa2026.private",
+        },
+        "ed2026._domainkey.example.com": {
+            "domain": "example.com", "selector": "ed2026",
+            "key": f"{site}/keys/example.com/ed2026.private",
+        },
+        "s1._domainkey.example.net": {
+            "domain": "example.net", "selector": "s1",
+            "key": f"{site}/keys/example.net/s1.private",
+        },
+    }  # fmt: skip
+    rsa, ed, net = signing["keys"]
+    # refile with MultipleSignatures: every matching line signs -- an address gets the
+    # keys of the wider lines too, and the most specific entry comes first
+    assert [(e["from"], e["keys"]) for e in signing["table"]] == [
+        ("ceo@example.com", [rsa, ed]),
+        ("example.com", [rsa, ed]),
+        ("example.net", [net]),
+        ("*.example.com", [ed]),
+    ]
+
+
+def _notes(tmp_path: Path, dkim: str | None, dmarc: str | None) -> list[str]:
+    imported = import_site(
+        tmp_path / dkim if dkim else None, tmp_path / dmarc if dmarc else None, "mx.example.org"
+    )
+    for note in imported.notes:  # every note is in the file too, as a comment
+        assert f"#   {note}" in imported.toml
+    return [note.replace(str(tmp_path) + "/", "") for note in imported.notes]
+
+
+def test_every_setting_without_an_equivalent_is_one_line(tmp_path: Path) -> None:
+    notes = _notes(_site(tmp_path), "site-opendkim.conf", "site-opendmarc.conf")
+    located = [note.split(": ", 2)[:2] for note in notes]
+    assert located == [
+        ["site-opendkim.conf:3", "SyslogSuccess"],
+        ["site-opendkim.conf:5", "LogWhy"],
+        ["site-opendkim.conf:9", "UserID"],
+        ["site-opendkim.conf:10", "PidFile"],
+        ["site-opendkim.conf:12", "TrustedAuthservIDs"],  # (needs [inbound.relay])
+        ["site-opendkim.conf:18", "MinimumKeyBits"],
+        ["site-opendkim.conf:19", "SenderHeaders"],  # Resent-From
+        ["site-opendkim.conf:23", "On-BadSignature"],
+        ["TrustedHosts:5", "!192.0.2.66"],
+        ["TrustedHosts:6", "relay.example.com"],
+        ["site-opendkim.conf:28", "ExternalIgnoreList"],
+        ["site-opendkim.conf:29", "MTA"],  # (signs only trusted or authenticated clients)
+        ["site-opendkim.conf:32", "TrustAnchorFile"],
+        ["site-opendkim.conf:33", "ReportAddress"],
+        ["site-opendkim.conf:34", "BodyLengthDB"],  # (unknown to the importer)
+        ["SigningTable:6", "a*@example.org s1._domainkey.example.net"],
+        ["site-opendmarc.conf:4", "TrustedAuthservIDs"],
+        ["ignore.hosts:5", "backup-mx.example.net"],
+        ["site-opendmarc.conf:14", "FailureReports"],
+        ["site-opendmarc.conf:15", "HistoryFile"],
+        ["site-opendmarc.conf:16", "PublicSuffixList"],
+        ["site-opendmarc.conf:17", "Socket"],  # (one socket replaces both milters)
+        ["site-opendmarc.conf:19", "SyslogFacility mail"],  # differs: OpenDKIM's kept
+        ["site-opendmarc.conf:20", "UMask 002"],
+        ["site-opendmarc.conf:21", "UserID"],
+        ["site-opendmarc.conf:22", "PidFile"],
+    ]
+    assert "keeps" in notes[22] and "local3" in notes[22]
+
+
+def test_the_debian_files(tmp_path: Path) -> None:
+    """Debian's enabled settings: syslog, relaxed/simple, From oversigned, the two unix
+    sockets (one kept), the umask; the rest are notes."""
+    for name in ("debian-opendkim.conf", "debian-opendmarc.conf"):
+        (tmp_path / name).write_bytes((FIXTURES / name).read_bytes())
+    data, _ = _toml(tmp_path, dkim="debian-opendkim.conf", dmarc="debian-opendmarc.conf")
+    assert data == {
+        "listen": "unix:/run/opendkim/opendkim.sock",
+        "mode": "both",
+        "authserv_id": "mx.example.org",
+        "socket_mode": "770",
+        "logging": {"syslog": True},
+        "signing": {"canonicalization": "relaxed/simple", "oversign": ["From"]},
+    }
+    notes = _notes(tmp_path, "debian-opendkim.conf", "debian-opendmarc.conf")
+    assert [n.split(": ", 2)[:2] for n in notes] == [
+        ["debian-opendkim.conf:5", "SyslogSuccess"],
+        ["debian-opendkim.conf:20", "UserID"],
+        ["debian-opendkim.conf:26", "PidFile"],
+        ["debian-opendkim.conf:29", "TrustAnchorFile"],
+        ["debian-opendmarc.conf:4", "PidFile"],
+        ["debian-opendmarc.conf:7", "PublicSuffixList"],
+        ["debian-opendmarc.conf:9", "Socket"],
+        ["debian-opendmarc.conf:13", "UMask 0002"],
+        ["debian-opendmarc.conf:15", "UserID"],
+    ]
+
+
+def test_a_flat_signing_table_in_opendkim_lookup_order_with_subdomains(tmp_path: Path) -> None:
+    """Keys looked up as OpenDKIM does (address, domain, .parent): the address entry first
+    whatever the file's order, SubDomains adding *.domain, a second line for a key and
+    user@.domain as notes."""
+    site = _site(tmp_path)
+    data, _ = _toml(site, dkim="site-plain-opendkim.conf", dmarc=None)
+    assert data["listen"] == "inet:8891@127.0.0.1"  # inet:8891@localhost
+    rsa, ed, net = data["signing"]["keys"]
+    assert [(e["from"], e["keys"]) for e in data["signing"]["table"]] == [
+        ("ceo@example.com", [rsa]),
+        ("example.com", [ed]),
+        ("*.example.com", [ed]),  # SubDomains yes
+        ("*.example.net", [net]),  # .example.net
+    ]
+    notes = _notes(site, "site-plain-opendkim.conf", None)
+    assert [n.split(": ", 2)[0] for n in notes] == ["SigningTable.plain:5", "SigningTable.plain:6"]
+    assert "matched first by SigningTable.plain:2" in notes[1]
+
+
+def test_multiple_signatures_in_a_flat_table_gathers_every_level(tmp_path: Path) -> None:
+    site = _site(tmp_path)
+    conf = site / "site-plain-opendkim.conf"
+    conf.write_text(conf.read_text() + "MultipleSignatures yes\n")
+    data, _ = _toml(site, dkim=conf.name, dmarc=None)
+    rsa, ed, net = data["signing"]["keys"]
+    assert [(e["from"], e["keys"]) for e in data["signing"]["table"]] == [
+        ("ceo@example.com", [rsa, ed]),  # its own line and example.com's
+        ("example.com", [ed, rsa]),  # both example.com lines
+        ("*.example.com", [ed]),
+        ("*.example.net", [net]),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("written", "pattern"),
+    [
+        ("*", "*"),
+        ("*@*", "*"),
+        ("*@example.com", "example.com"),
+        ("*@*.example.com", "*.example.com"),
+        ("*.example.com", "*.example.com"),  # (* before the dot: any address at a subdomain)
+        ("Alice@Example.COM", "alice@example.com"),
+        ("a*@example.com", None),  # (* inside a word)
+        ("*example.com", None),  # (badexample.com too)
+        ("example.com", None),  # (a whole address to refile: never matches one)
+        ("user@*.example.com", None),
+        ("*@exa*mple.com", None),
+    ],
+)
+def test_refile_patterns_carried_only_when_exact(written: str, pattern: str | None) -> None:
+    assert _refile_pattern(written) == pattern
+
+
+def test_the_one_key_form_and_data_sets_that_cannot_be_read(tmp_path: Path) -> None:
+    site = _site(tmp_path)
+    conf = site / "one.conf"
+    conf.write_text(
+        "Domain csl:example.com,example.org\nSelector rsa2026\n"
+        f"KeyFile {site}/keys/example.com/rsa2026.private\nSubDomains true\n"
+        "InternalHosts ldap://ldap.example.com/dc=example\nMTA dsn:mysql://u@h/db/table=t\n"
+        "Socket inet:8891\nMode s\n"
+    )
+    imported = import_site(conf, None, "mx.example.org")
+    data = tomllib.loads(imported.toml)
+    assert (data["listen"], data["mode"]) == ("inet:8891@0.0.0.0", "sign")  # all interfaces
+    assert data["signing"]["keys"] == {
+        name: {"domain": domain, "selector": "rsa2026",
+               "key": f"{site}/keys/example.com/rsa2026.private"}
+        for name, domain in (("example-com", "example.com"), ("example-org", "example.org"))
+    }  # fmt: skip
+    assert [(e["from"], e["keys"]) for e in data["signing"]["table"]] == [
+        ("example.com", ["example-com"]),
+        ("*.example.com", ["example-com"]),
+        ("example.org", ["example-org"]),
+        ("*.example.org", ["example-org"]),
+    ]
+    assert "outbound" not in data and "daemon_modes" not in data
+    unread = [n for n in imported.notes if "data set cannot be imported" in n]
+    assert [n.split(": ")[1] for n in unread] == ["InternalHosts", "MTA"]
+    assert "a ldap: data set" in unread[0] and "a dsn: data set" in unread[1]
+
+
+def test_key_file_problems_are_warnings(tmp_path: Path) -> None:
+    site = _site(tmp_path)
+    (site / "keys/example.com/ed2026.private").chmod(0o644)
+    (site / "keys/example.net/s1.private").unlink()
+    imported = import_site(site / "site-opendkim.conf", None, "mx.example.org")
+    assert [w.replace(str(site) + "/", "") for w in imported.warnings] == [
+        "KeyTable:3: private key keys/example.com/ed2026.private is accessible by "
+        "group or others (mode 0644); chmod 600 it",
+        "KeyTable:4: key file keys/example.net/s1.private does not exist (or is not a file)",
+    ]
+    assert "#   " + imported.warnings[0] in imported.toml
+    assert b"PRIVATE KEY" not in imported.toml.encode()  # (named, never copied)
+
+
+@pytest.mark.parametrize(
+    ("conf", "extra", "problem"),
+    [
+        ("Mode sx\n", {}, "c.conf:1: Mode: 'sx' must be s, v or sv"),
+        ("Syslog maybe\n", {}, "c.conf:1: Syslog: 'maybe' is not a boolean"),
+        ("# c\nSocket\n", {}, "c.conf:2: Socket: no value"),
+        ("Socket inet:http@localhost\n", {}, "c.conf:1: Socket: 'inet:http@localhost': port"),
+        ("Socket tcp:25\n", {}, "c.conf:1: Socket: 'tcp:25' is not inet:PORT@HOST"),
+        ("UMask 9\n", {}, "c.conf:1: UMask: '9' is not an octal umask"),
+        ("SignatureTTL -1\n", {}, "c.conf:1: SignatureTTL: '-1' is not a number"),
+        ("Canonicalization loose\n", {}, "c.conf:1: Canonicalization: 'loose' must be"),
+        ("On-DNSError shrug\n", {}, "c.conf:1: On-DNSError: 'shrug' is not an action"),
+        ("Mode s\nmode v\n", {}, "c.conf:2: mode: given twice (line 1 too)"),
+        ("Sock=et x\n", {}, "c.conf:1: 'Sock=et' is not a setting name"),
+        ("KeyTable @/kt\nSigningTable @/st\n", {"kt": "k example.com\n", "st": "x k\n"},
+         "kt:1: a KeyTable line is NAME domain:selector:keyfile"),
+        ("KeyTable @/kt\nSigningTable refile:@/st\n",
+         {"kt": "k example.com:s:/k\n", "st": "*@example.com k\n*@example.net other\n"},
+         "st:2: key 'other' is not in the KeyTable"),
+        ("KeyTable @/kt\n", {"kt": "k example.com:s:/k\n"},
+         "c.conf:1: KeyTable: KeyTable and SigningTable go together"),
+        ("InternalHosts @/missing\n", {}, "missing: cannot read: No such file or directory"),
+        ("Selector s\n", {}, "c.conf:1: Selector: Domain, Selector and KeyFile go together"),
+        ("Socket inet:1@::1\0\n", {}, "c.conf: not a text file"),
+    ],
+)  # fmt: skip
+def test_bad_input_is_one_located_line_and_exit_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], conf: str, extra: dict[str, str],
+    problem: str,
+) -> None:  # fmt: skip
+    for name, text in extra.items():
+        (tmp_path / name).write_text(text)
+    path = tmp_path / "c.conf"
+    path.write_text(conf.replace("@/", f"{tmp_path}/"))
+    with pytest.raises(ConfigError) as raised:
+        import_site(path, None, "mx.example.org")
+    assert str(raised.value).replace(f"{tmp_path}/", "").startswith(problem)
+    assert main(["config", "import", "--opendkim", str(path)]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err.count("\n") == 1
+    assert captured.err.replace(f"{tmp_path}/", "").startswith(f"mailauth: error: {problem}")
+
+
+def test_the_command_writes_the_file_and_it_passes_check_config(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    site = _site(tmp_path)
+    out = site / "milter.toml"
+    argv = ["config", "import", "--opendkim", str(site / "site-opendkim.conf"),
+            "--opendmarc", str(site / "site-opendmarc.conf"), "--out", str(out)]  # fmt: skip
+    assert main(argv) == 0
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    lines = captured.err.splitlines()
+    assert (
+        sum(line.startswith("mailauth config import: not carried over: ") for line in lines) == 26
+    )
+    assert lines[-1].startswith(f"mailauth config import: wrote {out} (26 notes, 0 warnings)")
+    assert stat.S_IMODE(out.stat().st_mode) == 0o640
+    assert main(argv) == 2  # (not overwritten without --force)
+    assert (
+        capsys.readouterr().err == f"mailauth: error: {out}: exists; give --force to overwrite it\n"
+    )
+    assert main([*argv, "--force"]) == 0
+    capsys.readouterr()
+    zone_file = _zone_file(site)
+    check = ["milter", "--config", str(out), "--dns-zone", str(zone_file), "--check-config"]
+    assert main(check) == 0, capsys.readouterr().err
+    assert "3 signing keys" in capsys.readouterr().out
+    assert main(["config", "import", "--opendmarc", str(site / "site-opendmarc.conf")]) == 0
+    alone = tomllib.loads(capsys.readouterr().out)
+    assert (alone["listen"], alone["mode"]) == ("inet:8893@127.0.0.1", "verify")
+
+
+def test_the_command_without_files_and_its_help(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["config", "import"]) == 2
+    assert capsys.readouterr().err == (
+        "mailauth: error: config import: give --opendkim FILE, --opendmarc FILE or both\n"
+    )
+    for argv in (["config", "--help"], ["config", "import", "--help"]):
+        with pytest.raises(SystemExit) as exit_info:
+            main(argv)
+        assert exit_info.value.code == 0
+        assert "mailauth config import --opendkim /etc/opendkim.conf" in capsys.readouterr().out
+
+
+def _zone_file(site: Path) -> Path:
+    path = site / "keys.zone"
+    lines = ["$ORIGIN .", "$TTL 300"]
+    for name, record in RECORDS.items():
+        chunks = " ".join(f'"{record[i : i + 200]}"' for i in range(0, len(record), 200))
+        lines.append(f"{name}. IN TXT {chunks}")
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+MESSAGE = (
+    "From: {sender}\r\nTo: Bob <bob@example.org>\r\nSubject: imported\r\n"
+    "Date: Sat, 05 Dec 2026 09:00:00 +0000\r\nMessage-ID: <{tag}@example.com>\r\n"
+    "X-Mailer: mua 1.0\r\n\r\nSigned by the imported configuration.\r\n"
+)
+
+
+def _signed(socket_path: Path, sender: str) -> bytes:
+    """One message from a trusted client (InternalHosts) through the milter's socket: the
+    message with the fields the milter inserts on top."""
+    raw = MESSAGE.format(sender=sender, tag=sender.partition("@")[0]).encode()
+    headers, body = split_message(raw)
+
+    async def send() -> list[tuple[bytes, bytes]]:
+        client = await MilterClient.connect_unix(str(socket_path))
+        await client.negotiate()
+        replies = await client.message(
+            ip="192.0.2.50", helo="laptop.example.com", mail_from=sender,
+            headers=headers, body=body,
+        )  # fmt: skip
+        await client.close()
+        return replies
+
+    return b"".join(inserted_fields(asyncio.run(send()))) + raw
+
+
+def _signatures(raw: bytes) -> list[dict[str, str]]:
+    """The tags of each DKIM-Signature field, white space removed."""
+    found = []
+    for value in email.message_from_bytes(raw).get_all("DKIM-Signature") or []:
+        text = "".join(str(value).split())
+        found.append(dict(part.split("=", 1) for part in text.split(";") if part))
+    return found
+
+
+def test_the_imported_milter_signs_wildcard_matches_with_the_right_keys(tmp_path: Path) -> None:
+    """``mailauth milter --config IMPORTED`` over its unix socket: alice@example.com
+    (``*@example.com``, two keys) gets an RSA and an Ed25519 signature, bob@sales.example.com
+    (``*@*.example.com``) the Ed25519 one, with the imported settings (c=, x=, h=); each
+    verifies with mailauth and with dkimpy."""
+    site = _site(tmp_path)
+    out = site / "milter.toml"
+    assert main(["config", "import", "--opendkim", str(site / "site-opendkim.conf"),
+                 "--out", str(out)]) == 0  # fmt: skip
+    log = site / "log.sock"  # (a syslog socket for [logging] syslog = true)
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    listener.bind(str(log))
+    out.write_text(
+        out.read_text().replace("syslog = true", f'syslog = true\nsyslog_socket = "{log}"')
+    )
+    command = [sys.executable, "-m", "mailauth", "milter", "--config", str(out),
+               "--dns-zone", str(_zone_file(site))]  # fmt: skip
+    process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
+    try:
+        socket_path = site / "run" / "opendkim.sock"
+        deadline = time.monotonic() + 30
+        while not socket_path.exists() and process.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert socket_path.exists(), process.stderr.read() if process.stderr else ""
+        alice = _signed(socket_path, "alice@example.com")
+        bob = _signed(socket_path, "bob@sales.example.com")
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+        listener.close()
+    resolver = zone(RECORDS)
+    for raw, selectors in ((alice, ["rsa2026", "ed2026"]), (bob, ["ed2026"])):
+        signatures = _signatures(raw)
+        assert [(t["d"], t["s"]) for t in signatures] == [("example.com", s) for s in selectors]
+        outcomes = verify(raw, resolver, now=time.time())
+        assert [(str(o.result), o.selector) for o in outcomes] == [("pass", s) for s in selectors]
+        for index in range(len(selectors)):
+            assert dkimpy.DKIM(raw).verify(idx=index, dnsfunc=dkimpy_dns(RECORDS))
+        for tags in signatures:  # the imported signature settings
+            assert tags["c"] == "relaxed/simple"
+            assert int(tags["x"]) - int(tags["t"]) == 604800
+            assert tags["h"].lower().split(":") == [
+                "from", "to", "subject", "date", "message-id", "from"
+            ]  # fmt: skip
