@@ -137,6 +137,13 @@ def import_opendkim(path: str | os.PathLike[str], draft: Draft) -> None:
             draft.note(setting, "not an OpenDKIM setting this importer knows: left out")
     _tables(site)
     _one_key(site)
+    if draft.keys and "canonicalization" not in draft.sections["signing"]:
+        draft.note(
+            os.fspath(path),
+            "no Canonicalization: OpenDKIM signs simple/simple; mailauth's default is "
+            'relaxed/relaxed (it survives more relays); canonicalization = "simple/simple" '
+            "in [signing] keeps OpenDKIM's",
+        )
 
 
 def _socket_and_mode(site: Site) -> None:
