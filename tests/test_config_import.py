@@ -19,6 +19,8 @@ from typing import Any
 import dkim as dkimpy
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ed25519
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from mailauth.cli import main
 from mailauth.dkim import public_key_record
@@ -487,3 +489,65 @@ def test_the_imported_milter_signs_wildcard_matches_with_the_right_keys(tmp_path
             assert int(tags["x"]) - int(tags["t"]) == 604800
             signed = sorted(tags["h"].lower().split(":"))  # (From once more: oversigned)
             assert signed == ["date", "from", "from", "message-id", "subject", "to"]
+
+
+def test_hostile_values_stay_values_in_the_toml(tmp_path: Path) -> None:
+    """Quotes, backslashes, control characters and '#' from the input files are escaped
+    in the TOML: each value reads back as written, none adds a key or a line."""
+    conf = tmp_path / "c.conf"
+    conf.write_text(
+        'AuthservID mx"\\.example.org\x0b\nMTA csl:a"b],c\\d\x01\nSignHeaders From,X-"A"\n'
+        "Socket inet:8891@127.0.0.1\n"
+    )
+    imported = import_site(conf, None, "mx.example.org")
+    data = tomllib.loads(imported.toml)
+    assert data["daemon_modes"] == {'a"b]': "sign", "c\\d\x01": "sign"}
+    assert data["signing"]["headers"] == ["From", 'X-"A"']
+    assert data["authserv_id"] == 'mx"\\.example.org'
+    assert set(data) == {"listen", "mode", "authserv_id", "daemon_modes", "signing"}
+
+
+def test_a_large_table_with_multiple_signatures_is_read_in_linear_time(tmp_path: Path) -> None:
+    """9,000 refile lines (3,000 hosted domains and their subdomains, two keys each) import
+    in about a second (each entry's wider entries are looked up, not searched for: a scan
+    would make 36 million comparisons here)."""
+    (tmp_path / "kt").write_text(
+        f"k1 example.com:s1:{tmp_path}/k\nk2 example.com:s2:{tmp_path}/k\n"
+    )
+    (tmp_path / "st").write_text(
+        "".join(f"*@d{n}.example k1\n*.d{n}.example k1\n*@d{n}.example k2\n" for n in range(3_000))
+    )
+    conf = tmp_path / "c.conf"
+    conf.write_text(f"KeyTable {tmp_path}/kt\nSigningTable refile:{tmp_path}/st\n"
+                    "MultipleSignatures yes\nCanonicalization relaxed\n")  # fmt: skip
+    started = time.perf_counter()
+    imported = import_site(conf, None, "mx.example.org")
+    elapsed = time.perf_counter() - started
+    data = tomllib.loads(imported.toml)
+    assert len(data["signing"]["table"]) == 6_000
+    assert data["signing"]["table"][0] == {"from": "d0.example", "keys": ["k1", "k2"]}
+    assert data["signing"]["canonicalization"] == "relaxed/simple"
+    assert elapsed < 10, elapsed
+
+
+@settings(
+    max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    conf=st.text(st.sampled_from("KeyTableSigningMode sv:/@*.,#\n\t!x1"), max_size=200),
+    table=st.text(st.sampled_from("k *@.exampl:/,#\n\t%!1"), max_size=200),
+)
+def test_any_input_is_a_configuration_or_one_error_line(
+    tmp_path: Path, conf: str, table: str
+) -> None:
+    (tmp_path / "t").write_text(table)
+    path = tmp_path / "c.conf"
+    path.write_text(conf.replace(":/", f":{tmp_path}/t ").replace("@/", f"{tmp_path}/t"))
+    try:
+        imported = import_site(path, path, "mx.example.org")
+    except ConfigError as exc:
+        problem = str(exc)
+    else:
+        tomllib.loads(imported.toml)
+        return
+    assert "\n" not in problem and problem.startswith(str(tmp_path))

@@ -111,7 +111,7 @@ def import_signing_table(
     order = list(entries.values())
     if multiple:
         for entry in order:
-            covering = [w for w in order if _covers(w.pattern, entry.pattern)]
+            covering = [entries[w] for w in _wider(entry.pattern) if w in entries]
             entry.keys += [k for w in covering for k in w.keys if k not in entry.keys]
     if multiple or not refile:
         order.sort(key=lambda entry: _lookup_rank(entry.pattern))
@@ -170,17 +170,17 @@ def _lookup_rank(pattern: str) -> tuple[int, int, str]:
     return (0 if "@" in pattern else 1, 0, pattern)
 
 
-def _covers(wider: str, pattern: str) -> bool:
-    """Whether every address ``pattern`` matches is also matched by ``wider`` (a domain,
-    ``*.parent`` or ``*`` entry below it in the order)."""
-    if wider == pattern or "@" in wider:
-        return False
-    if wider == "*":
-        return True
-    domain = pattern.rpartition("@")[2].removeprefix("*.")
-    if wider.startswith("*."):
-        return domain.endswith(wider[1:])
-    return "@" in pattern and domain == wider
+def _wider(pattern: str) -> list[str]:
+    """The patterns that match every address ``pattern`` matches, nearest first: an
+    address's domain, ``*.`` each parent domain, ``*`` (a few lookups, not a scan: a table
+    of many domains costs linear time)."""
+    if pattern == "*":
+        return []
+    _, at, domain = pattern.rpartition("@")
+    domain = domain.removeprefix("*.")
+    labels = domain.split(".")
+    parents = ["*." + ".".join(labels[i:]) for i in range(1, len(labels))]
+    return [domain] * bool(at) + parents + ["*"]
 
 
 def _bad(line: Line, problem: str) -> ConfigError:
