@@ -6,13 +6,16 @@ notes for what is not carried over, bad input as one located line, the round tri
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import email
+import hashlib
 import socket
 import stat
 import subprocess
 import sys
 import time
 import tomllib
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +31,7 @@ from mailauth.dkim.keys import private_key_pem
 from mailauth.errors import ConfigError
 from mailauth.migrate import import_site
 from mailauth.migrate.tables import _refile_pattern
+from mailauth.milter import protocol as p
 from tests.dkim_helpers import ED_KEY, RSA_KEY, dkimpy_dns, verify, zone
 from tests.milterclient import MilterClient, split_message
 from tests.test_milter import inserted_fields
@@ -418,14 +422,18 @@ MESSAGE = (
 )
 
 
-def _signed(socket_path: Path, sender: str) -> bytes:
-    """One message from a trusted client (InternalHosts) through the milter's socket: the
-    message with the fields the milter inserts on top."""
+def _signed(where: Path | int, sender: str) -> bytes:
+    """One message from a trusted client (InternalHosts) through a milter's socket (a unix
+    socket's path, or a port on 127.0.0.1): the message with the fields the milter adds
+    on top (inserted at the top or, as OpenDKIM may, added: DKIM does not mind where)."""
     raw = MESSAGE.format(sender=sender, tag=sender.partition("@")[0]).encode()
     headers, body = split_message(raw)
 
     async def send() -> list[tuple[bytes, bytes]]:
-        client = await MilterClient.connect_unix(str(socket_path))
+        if isinstance(where, Path):
+            client = await MilterClient.connect_unix(str(where))
+        else:
+            client = await MilterClient.connect("127.0.0.1", where)
         await client.negotiate()
         replies = await client.message(
             ip="192.0.2.50", helo="laptop.example.com", mail_from=sender,
@@ -434,7 +442,35 @@ def _signed(socket_path: Path, sender: str) -> bytes:
         await client.close()
         return replies
 
-    return b"".join(inserted_fields(asyncio.run(send()))) + raw
+    replies = asyncio.run(send())
+    added = [name + b":" + value.replace(b"\n", b"\r\n") + b"\r\n"
+             for command, data in replies if command == p.ADDHEADER
+             for name, value in [data[:-1].split(b"\0")]]  # fmt: skip
+    return b"".join(inserted_fields(replies)) + b"".join(added) + raw
+
+
+@contextlib.contextmanager
+def _imported_milter(site: Path) -> Iterator[Path]:
+    """``mailauth milter`` started with the configuration imported from the site's
+    opendkim.conf (DNS from a zone file, syslog to a socket here): its unix socket."""
+    out = site / "milter.toml"
+    assert main(["config", "import", "--opendkim", str(site / "site-opendkim.conf"),
+                 "--out", str(out)]) == 0  # fmt: skip
+    listener = _syslog_here(out)
+    command = [sys.executable, "-m", "mailauth", "milter", "--config", str(out),
+               "--dns-zone", str(_zone_file(site))]  # fmt: skip
+    process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
+    try:
+        socket_path = site / "run" / "opendkim.sock"
+        deadline = time.monotonic() + 30
+        while not socket_path.exists() and process.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert socket_path.exists(), process.stderr.read() if process.stderr else ""
+        yield socket_path
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+        listener.close()
 
 
 def _signatures(raw: bytes) -> list[dict[str, str]]:
@@ -452,30 +488,9 @@ def test_the_imported_milter_signs_wildcard_matches_with_the_right_keys(tmp_path
     (``*@*.example.com``) the Ed25519 one, with the imported settings (c=, x=, h=); each
     verifies with mailauth and with dkimpy."""
     site = _site(tmp_path)
-    out = site / "milter.toml"
-    assert main(["config", "import", "--opendkim", str(site / "site-opendkim.conf"),
-                 "--out", str(out)]) == 0  # fmt: skip
-    log = site / "log.sock"  # (a syslog socket for [logging] syslog = true)
-    listener = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    listener.bind(str(log))
-    out.write_text(
-        out.read_text().replace("syslog = true", f'syslog = true\nsyslog_socket = "{log}"')
-    )
-    command = [sys.executable, "-m", "mailauth", "milter", "--config", str(out),
-               "--dns-zone", str(_zone_file(site))]  # fmt: skip
-    process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
-    try:
-        socket_path = site / "run" / "opendkim.sock"
-        deadline = time.monotonic() + 30
-        while not socket_path.exists() and process.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert socket_path.exists(), process.stderr.read() if process.stderr else ""
+    with _imported_milter(site) as socket_path:
         alice = _signed(socket_path, "alice@example.com")
         bob = _signed(socket_path, "bob@sales.example.com")
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
-        listener.close()
     resolver = zone(RECORDS)
     for raw, selectors in ((alice, ["rsa2026", "ed2026"]), (bob, ["ed2026"])):
         signatures = _signatures(raw)
@@ -551,3 +566,120 @@ def test_any_input_is_a_configuration_or_one_error_line(
         tomllib.loads(imported.toml)
         return
     assert "\n" not in problem and problem.startswith(str(tmp_path))
+
+
+# --- against Debian's packages (.ci/run installs opendkim and opendmarc) ----------------------
+
+OPENDKIM = Path("/usr/sbin/opendkim")
+SHIPPED = {"opendkim": Path("/etc/opendkim.conf"), "opendmarc": Path("/etc/opendmarc.conf")}
+
+
+def _shipped(package: str) -> Path | None:
+    """The package's configuration file when it is as Debian ships it (dpkg's checksum)."""
+    path = SHIPPED[package]
+    listed = subprocess.run(
+        ["dpkg-query", "-W", "-f=${Conffiles}", package], capture_output=True, text=True
+    )
+    sums = dict(line.split()[:2] for line in listed.stdout.splitlines() if line.strip())
+    if not path.exists() or str(path) not in sums:
+        return None
+    return path if hashlib.md5(path.read_bytes()).hexdigest() == sums[str(path)] else None
+
+
+@pytest.mark.skipif(
+    not (_shipped("opendkim") and _shipped("opendmarc")),
+    reason="Debian's opendkim and opendmarc packages are not installed (or their "
+    "configuration files were changed): .ci/run installs them",
+)
+def test_debians_shipped_files_import_and_pass_check_config(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The real /etc/opendkim.conf and /etc/opendmarc.conf of Debian's packages: the same
+    mapping as the synthetic copies in fixtures/migrate, and --check-config passes once the
+    socket's directory exists (here in tmp_path)."""
+    dkim, dmarc = _shipped("opendkim"), _shipped("opendmarc")
+    imported = import_site(dkim, dmarc, "mx.example.org")
+    copies = import_site(
+        FIXTURES / "debian-opendkim.conf", FIXTURES / "debian-opendmarc.conf", "mx.example.org"
+    )
+    assert tomllib.loads(imported.toml) == tomllib.loads(copies.toml)
+    assert [n.split(": ", 2)[1] for n in imported.notes] == [
+        n.split(": ", 2)[1] for n in copies.notes
+    ]
+    out = tmp_path / "milter.toml"
+    out.write_text(imported.toml.replace("/run/opendkim/", f"{tmp_path}/"))
+    listener = _syslog_here(out)
+    try:
+        assert main(["milter", "--config", str(out), "--dns-zone", str(_zone_file(tmp_path)),
+                     "--check-config"]) == 0, capsys.readouterr().err  # fmt: skip
+    finally:
+        listener.close()
+
+
+@contextlib.contextmanager
+def _opendkim(site: Path) -> Iterator[int]:
+    """Debian's OpenDKIM with the site's own opendkim.conf, on a loopback port, in the
+    foreground as this user (UserID and PidFile left out: the test runs as root and the
+    keys are its own, mode 600): the port."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    conf = site / "opendkim-run.conf"
+    keep = [line for line in (site / "site-opendkim.conf").read_text().splitlines()
+            if not line.startswith(("Socket", "UserID", "PidFile", "Syslog"))]  # fmt: skip
+    conf.write_text("\n".join([*keep, f"Socket inet:{port}@127.0.0.1", "Syslog no", ""]))
+    process = subprocess.Popen([str(OPENDKIM), "-f", "-x", str(conf)], stderr=subprocess.PIPE,
+                               text=True)  # fmt: skip
+    try:
+        deadline = time.monotonic() + 30
+        while process.poll() is None and time.monotonic() < deadline:
+            with socket.socket() as probe:
+                if probe.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            time.sleep(0.05)
+        assert process.poll() is None, process.stderr.read() if process.stderr else ""
+        yield port
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+@pytest.mark.skipif(
+    not OPENDKIM.exists(),
+    reason="Debian's opendkim package is not installed (.ci/run installs it): OpenDKIM "
+    "itself not compared",
+)
+def test_opendkim_and_the_imported_milter_sign_the_same_mail_with_the_same_keys(
+    tmp_path: Path,
+) -> None:
+    """The site's files run by OpenDKIM, and the configuration imported from them run by
+    mailauth: each message gets signatures with the same d=, s=, c= and signed fields from
+    both (the refile's wildcards, two keys for example.com by MultipleSignatures, the
+    subdomain pattern, example.net's key, mail no line matches left unsigned), and
+    OpenDKIM's signatures verify with mailauth. The one difference is the line the
+    importer reported: a*@example.org (a * inside a word) signs amy@example.org in
+    OpenDKIM only."""
+    site = _site(tmp_path)
+    senders = ["alice@example.com", "ceo@example.com", "bob@sales.example.com",
+               "carol@example.net", "dave@example.org", "amy@example.org"]  # fmt: skip
+    with _opendkim(site) as port:
+        theirs = {sender: _signed(port, sender) for sender in senders}
+    with _imported_milter(site) as socket_path:
+        ours = {sender: _signed(socket_path, sender) for sender in senders}
+    resolver = zone(RECORDS)
+
+    def made(raw: bytes) -> list[tuple[str, str, str, list[str]]]:
+        return sorted(
+            (t["d"], t["s"], t["c"], sorted(t["h"].lower().split(":"))) for t in _signatures(raw)
+        )
+
+    for sender in senders[:-1]:
+        assert made(ours[sender]) == made(theirs[sender]), sender
+        outcomes = verify(theirs[sender], resolver, now=time.time())
+        assert {str(o.result) for o in outcomes} <= {"pass"}, sender
+    assert [(d, s) for d, s, _, _ in made(theirs["ceo@example.com"])] == [
+        ("example.com", "ed2026"), ("example.com", "rsa2026")
+    ]  # fmt: skip
+    assert made(theirs["dave@example.org"]) == []
+    assert [(d, s) for d, s, _, _ in made(theirs["amy@example.org"])] == [("example.net", "s1")]
+    assert made(ours["amy@example.org"]) == []
