@@ -28,6 +28,7 @@ OPENDKIM_ONLY = {
     "alwaysaddarheader": "mailauth adds Authentication-Results to the mail it verifies "
     "only; mail it signs gets none",
     "atps": "ATPS (RFC 6541, experimental) is not implemented",
+    "bodylengthdb": "no equivalent: the whole body is always signed (no l=, RFC 6376 8.2)",
     "clockdrift": "fixed: mailauth allows 300 seconds for t= in the future",
     "diagnostics": "no z= copies of header fields are written or used",
     "diagnosticdirectory": "no equivalent",
