@@ -654,14 +654,17 @@ def test_debians_shipped_files_import_and_pass_check_config(
 def _opendkim(site: Path) -> Iterator[int]:
     """Debian's OpenDKIM with the site's own opendkim.conf, on a loopback port, in the
     foreground as this user (UserID and PidFile left out: the test runs as root and the
-    keys are its own, mode 600): the port."""
+    keys are its own, mode 600; no syslog): the port."""
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     conf = site / "opendkim-run.conf"
     keep = [line for line in (site / "site-opendkim.conf").read_text().splitlines()
             if not line.startswith(("Socket", "UserID", "PidFile", "Syslog"))]  # fmt: skip
-    conf.write_text("\n".join([*keep, f"Socket inet:{port}@127.0.0.1", "Syslog no", ""]))
+    # (RequireSafeKeys no: OpenDKIM also refuses a key under a world-writable directory,
+    # and the test's directory is under /tmp)
+    run = [f"Socket inet:{port}@127.0.0.1", "Syslog no", "RequireSafeKeys no", ""]
+    conf.write_text("\n".join([*keep, *run]))
     process = subprocess.Popen([str(OPENDKIM), "-f", "-x", str(conf)], stderr=subprocess.PIPE,
                                text=True)  # fmt: skip
     try:
