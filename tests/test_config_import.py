@@ -22,13 +22,13 @@ from typing import Any
 
 import dkim as dkimpy
 import pytest
-from cryptography.hazmat.primitives.asymmetric import ed25519
+from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from mailauth.cli import main
 from mailauth.dkim import public_key_record
-from mailauth.dkim.keys import private_key_pem
+from mailauth.dkim.keys import PrivateKey, private_key_pem
 from mailauth.errors import ConfigError
 from mailauth.migrate import import_site
 from mailauth.migrate.tables import _refile_pattern
@@ -44,20 +44,27 @@ KEYS = {
     "example.com/ed2026": ED_KEY,
     "example.net/s1": NET_KEY,
 }
-RECORDS = {
-    f"{name.split('/')[1]}._domainkey.{name.split('/')[0]}": public_key_record(key)
-    for name, key in KEYS.items()
-}
 
 
-def _site(tmp_path: Path) -> Path:
+def _records(keys: dict[str, PrivateKey]) -> dict[str, str]:
+    """The DNS key records of the site's keys (``domain/selector``: key)."""
+    return {
+        f"{name.split('/')[1]}._domainkey.{name.split('/')[0]}": public_key_record(key)
+        for name, key in keys.items()
+    }
+
+
+RECORDS = _records(KEYS)
+
+
+def _site(tmp_path: Path, keys: dict[str, PrivateKey] = KEYS) -> Path:
     """The fixtures with @DIR@ = tmp_path, the key files (mode 600) and the socket's
     directory."""
     for source in FIXTURES.iterdir():
         if source.name != "README.md":
             text = source.read_text().replace("@DIR@", str(tmp_path))
             (tmp_path / source.name).write_text(text)
-    for name, key in KEYS.items():
+    for name, key in keys.items():
         path = tmp_path / "keys" / f"{name}.private"
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(private_key_pem(key))
@@ -408,10 +415,10 @@ def _syslog_here(config: Path) -> socket.socket:
     return listener
 
 
-def _zone_file(site: Path) -> Path:
+def _zone_file(site: Path, records: dict[str, str] = RECORDS) -> Path:
     path = site / "keys.zone"
     lines = ["$ORIGIN .", "$TTL 300"]
-    for name, record in RECORDS.items():
+    for name, record in records.items():
         chunks = " ".join(f'"{record[i : i + 200]}"' for i in range(0, len(record), 200))
         lines.append(f"{name}. IN TXT {chunks}")
     path.write_text("\n".join(lines) + "\n")
@@ -485,7 +492,7 @@ async def _transaction(
 
 
 @contextlib.contextmanager
-def _imported_milter(site: Path) -> Iterator[Path]:
+def _imported_milter(site: Path, records: dict[str, str] = RECORDS) -> Iterator[Path]:
     """``mailauth milter`` started with the configuration imported from the site's
     opendkim.conf (DNS from a zone file, syslog to a socket here): its unix socket."""
     out = site / "milter.toml"
@@ -493,7 +500,7 @@ def _imported_milter(site: Path) -> Iterator[Path]:
                  "--out", str(out)]) == 0  # fmt: skip
     listener = _syslog_here(out)
     command = [sys.executable, "-m", "mailauth", "milter", "--config", str(out),
-               "--dns-zone", str(_zone_file(site))]  # fmt: skip
+               "--dns-zone", str(_zone_file(site, records))]  # fmt: skip
     process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
     try:
         socket_path = site / "run" / "opendkim.sock"
@@ -696,15 +703,19 @@ def test_opendkim_and_the_imported_milter_sign_the_same_mail_with_the_same_keys(
     subdomain pattern, example.net's key, mail no line matches left unsigned), and
     OpenDKIM's signatures verify with mailauth. The one difference is the line the
     importer reported: a*@example.org (a * inside a word) signs amy@example.org in
-    OpenDKIM only."""
-    site = _site(tmp_path)
+    OpenDKIM only. (All three keys are RSA here: Debian's OpenDKIM 2.11 signs every key
+    with its one SignatureAlgorithm, and fails on an Ed25519 key with rsa-sha256.)"""
+    keys = {name: rsa.generate_private_key(public_exponent=65537, key_size=2048)
+            for name in KEYS}  # fmt: skip
+    records = _records(keys)
+    site = _site(tmp_path, keys)
     senders = ["alice@example.com", "ceo@example.com", "bob@sales.example.com",
                "carol@example.net", "dave@example.org", "amy@example.org"]  # fmt: skip
     with _opendkim(site) as port:
         theirs = {sender: _signed(port, sender) for sender in senders}
-    with _imported_milter(site) as socket_path:
+    with _imported_milter(site, records) as socket_path:
         ours = {sender: _signed(socket_path, sender) for sender in senders}
-    resolver = zone(RECORDS)
+    resolver = zone(records)
 
     def made(raw: bytes) -> list[tuple[str, str, str, list[str]]]:
         return sorted(
