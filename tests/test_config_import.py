@@ -492,12 +492,17 @@ async def _transaction(
 
 
 @contextlib.contextmanager
-def _imported_milter(site: Path, records: dict[str, str] = RECORDS) -> Iterator[Path]:
+def _imported_milter(
+    site: Path, records: dict[str, str] = RECORDS, conf: str = "site-opendkim.conf"
+) -> Iterator[Path]:
     """``mailauth milter`` started with the configuration imported from the site's
-    opendkim.conf (DNS from a zone file, syslog to a socket here): its unix socket."""
+    opendkim.conf (DNS from a zone file, syslog to a socket here, an inet socket moved to
+    the unix one: the tests share the host): its unix socket."""
     out = site / "milter.toml"
-    assert main(["config", "import", "--opendkim", str(site / "site-opendkim.conf"),
-                 "--out", str(out)]) == 0  # fmt: skip
+    assert main(["config", "import", "--opendkim", str(site / conf), "--out", str(out)]) == 0
+    text = out.read_text()
+    listen = next(line for line in text.splitlines() if line.startswith("listen = "))
+    out.write_text(text.replace(listen, f'listen = "unix:{site}/run/opendkim.sock"'))
     listener = _syslog_here(out)
     command = [sys.executable, "-m", "mailauth", "milter", "--config", str(out),
                "--dns-zone", str(_zone_file(site, records))]  # fmt: skip
@@ -659,7 +664,7 @@ def test_debians_shipped_files_import_and_pass_check_config(
 
 
 @contextlib.contextmanager
-def _opendkim(site: Path) -> Iterator[int]:
+def _opendkim(site: Path, conf_name: str = "site-opendkim.conf") -> Iterator[int]:
     """Debian's OpenDKIM with the site's own opendkim.conf, on a loopback port, in the
     foreground as this user (UserID and PidFile left out: the test runs as root and the
     keys are its own, mode 600; no syslog): the port."""
@@ -667,7 +672,7 @@ def _opendkim(site: Path) -> Iterator[int]:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     conf = site / "opendkim-run.conf"
-    keep = [line for line in (site / "site-opendkim.conf").read_text().splitlines()
+    keep = [line for line in (site / conf_name).read_text().splitlines()
             if not line.startswith(("Socket", "UserID", "PidFile", "Syslog"))]  # fmt: skip
     # (RequireSafeKeys no: OpenDKIM also refuses a key under a world-writable directory,
     # and the test's directory is under /tmp)
@@ -732,3 +737,42 @@ def test_opendkim_and_the_imported_milter_sign_the_same_mail_with_the_same_keys(
     assert made(theirs["dave@example.org"]) == []
     assert [(d, s) for d, s, _, _ in made(theirs["amy@example.org"])] == [("example.net", "s1")]
     assert made(ours["amy@example.org"]) == []
+
+
+@pytest.mark.skipif(
+    not OPENDKIM.exists(),
+    reason="Debian's opendkim package is not installed (.ci/run installs it): OpenDKIM "
+    "itself not compared",
+)
+@pytest.mark.parametrize("multiple", [False, True])
+def test_opendkim_and_the_imported_milter_agree_on_a_flat_signing_table(
+    tmp_path: Path, multiple: bool
+) -> None:
+    """The flat SigningTable (exact keys, .domain, SubDomains), with and without
+    MultipleSignatures: the same keys (d=, s=) for each message from OpenDKIM and from the
+    imported configuration. c= differs, as the importer's note says (no Canonicalization:
+    OpenDKIM's simple/simple, mailauth's relaxed/relaxed)."""
+    keys = {name: rsa.generate_private_key(public_exponent=65537, key_size=2048)
+            for name in KEYS}  # fmt: skip
+    records = _records(keys)
+    site = _site(tmp_path, keys)
+    if multiple:
+        conf = site / "site-plain-opendkim.conf"
+        conf.write_text(conf.read_text() + "MultipleSignatures yes\n")
+    senders = ["ceo@example.com", "alice@example.com", "x@sub.example.com",
+               "y@example.net", "z@mail.example.net", "user@x.example.org"]  # fmt: skip
+    with _opendkim(site, "site-plain-opendkim.conf") as port:
+        theirs = {sender: _signatures(_signed(port, sender)) for sender in senders}
+    with _imported_milter(site, records, "site-plain-opendkim.conf") as socket_path:
+        ours = {sender: _signatures(_signed(socket_path, sender)) for sender in senders}
+    for sender in senders:
+        assert sorted((t["d"], t["s"]) for t in ours[sender]) == sorted(
+            (t["d"], t["s"]) for t in theirs[sender]
+        ), sender
+        assert {t["c"] for t in theirs[sender]} <= {"simple/simple"}
+        assert {t["c"] for t in ours[sender]} <= {"relaxed/relaxed"}
+    expected_ceo = [("example.com", "ed2026"), ("example.com", "rsa2026")] if multiple else [
+        ("example.com", "rsa2026")
+    ]  # fmt: skip
+    assert sorted((t["d"], t["s"]) for t in theirs["ceo@example.com"]) == expected_ceo
+    assert theirs["user@x.example.org"] == []
