@@ -69,16 +69,16 @@ def check_key_file(path: Path, where: str, draft: Draft) -> None:
         draft.warnings.append(f"{where}: {warning}")
 
 
-def import_signing_table(
-    data: DataSet, known: set[str], multiple: bool, subdomains: bool, draft: Draft
-) -> None:
+def import_signing_table(data: DataSet, known: set[str], multiple: bool, draft: Draft) -> None:
     """The entries of a SigningTable (``multiple``: OpenDKIM's MultipleSignatures).
 
     Without MultipleSignatures the first match signs: a refile's lines stay in the file's
-    order, a flat file's keys go in OpenDKIM's lookup order. With it, every matching line
-    signs: as the patterns mailauth takes are nested (an address inside its domain, a
-    domain inside ``*.parent``, everything inside ``*``), the lines matching an address are
-    its most specific entry and those that cover it, so each entry gets their keys and
+    order, a flat file's keys go in OpenDKIM's lookup order (a second line for one key is
+    never read). With it, every matching line signs (in a flat file, the first line of
+    each key that matches): as the patterns mailauth takes are nested (an address inside
+    its domain, a domain inside ``*.parent``, everything inside ``*``), the lines matching
+    an address are its most specific entry and those that cover it, so each entry gets
+    their keys and
     the entries go most specific first."""
     rows: list[tuple[Line, str, list[str]]] = []
     for line in data.lines:
@@ -97,17 +97,15 @@ def import_signing_table(
             draft.note(line, _REFILE_NOTE if refile else _FLAT_NOTE)
             continue
         entry = entries.get(pattern)
-        if entry is not None and not multiple:
+        if entry is not None and (not multiple or not refile):
+            # (a flat file's second line for a key is never read: OpenDKIM 2.11 takes the
+            # first, MultipleSignatures or not -- observed, tests/test_config_import.py)
             draft.note(line, f"{written} is matched first by {entry.source}: left out")
             continue
         if entry is None:
             entry = entries[pattern] = EntryDraft(pattern, [], "")
         entry.keys += [n for n in names if n not in entry.keys]
         entry.source += ("; " if entry.source else "") + f"{line.where} {' '.join(line.fields)}"
-        wider = f"*.{pattern}"  # (SubDomains: the domain's key for its subdomains too)
-        domain_only = "@" not in pattern and "*" not in pattern
-        if subdomains and not refile and domain_only and wider not in entries:
-            entries[wider] = EntryDraft(wider, list(names), f"{line.where} (SubDomains)")
     order = list(entries.values())
     if multiple:
         for entry in order:
