@@ -387,7 +387,7 @@ def test_the_command_writes_the_file_and_it_passes_check_config(
     listener.close()
     assert main(["config", "import", "--opendmarc", str(site / "site-opendmarc.conf")]) == 0
     alone = tomllib.loads(capsys.readouterr().out)
-    assert (alone["listen"], alone["mode"]) == ("inet:8893@127.0.0.1", "verify")
+    assert (alone["listen"], alone["mode"]) == ("inet:8893@127.0.0.1", "both")
 
 
 def test_the_command_without_files_and_its_help(capsys: pytest.CaptureFixture[str]) -> None:

@@ -26,6 +26,10 @@ from mailauth.migrate.writer import render_toml
 __all__ = ["Imported", "import_site"]
 
 DEFAULT_LISTEN = "inet:8891@127.0.0.1"
+_DMARC_ONLY_MODE = (
+    "mail from trusted networks (loopback: OpenDMARC's IgnoreHosts default) and SMTP-\n"
+    "authenticated senders passes unchecked; with no keys nothing is signed"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,10 +54,10 @@ def import_site(
         import_opendkim(opendkim, draft)
         inputs.append(os.fspath(opendkim))
     if opendmarc is not None:
+        if opendkim is None:  # (OpenDMARC alone; no keys: nothing is signed)
+            draft.set("", "mode", "both", "OpenDMARC alone", _DMARC_ONLY_MODE)
         import_opendmarc(opendmarc, draft)
         inputs.append(os.fspath(opendmarc))
-    if opendkim is None:  # (OpenDMARC alone: a verifier)
-        draft.set("", "mode", "verify", "OpenDMARC only verifies")
     top = draft.sections[""]
     if "authserv_id" not in top:
         draft.set(
