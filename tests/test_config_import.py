@@ -16,7 +16,7 @@ import subprocess
 import sys
 import time
 import tomllib
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -39,14 +39,14 @@ from tests.test_milter import inserted_fields
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "migrate"
 NET_KEY = ed25519.Ed25519PrivateKey.generate()
-KEYS = {
+KEYS: dict[str, PrivateKey] = {
     "example.com/rsa2026": RSA_KEY,
     "example.com/ed2026": ED_KEY,
     "example.net/s1": NET_KEY,
 }
 
 
-def _records(keys: dict[str, PrivateKey]) -> dict[str, str]:
+def _records(keys: Mapping[str, PrivateKey]) -> dict[str, str]:
     """The DNS key records of the site's keys (``domain/selector``: key)."""
     return {
         f"{name.split('/')[1]}._domainkey.{name.split('/')[0]}": public_key_record(key)
@@ -57,7 +57,7 @@ def _records(keys: dict[str, PrivateKey]) -> dict[str, str]:
 RECORDS = _records(KEYS)
 
 
-def _site(tmp_path: Path, keys: dict[str, PrivateKey] = KEYS) -> Path:
+def _site(tmp_path: Path, keys: Mapping[str, PrivateKey] = KEYS) -> Path:
     """The fixtures with @DIR@ = tmp_path, the key files (mode 600) and the socket's
     directory."""
     for source in FIXTURES.iterdir():

@@ -9,7 +9,8 @@ pointed at, never read or copied. A file that cannot be read or does not parse i
 
 Modules: :mod:`.confparse` (the files' syntax, data sets), :mod:`.opendkim`,
 :mod:`.tables` (KeyTable, SigningTable), :mod:`.opendmarc`, :mod:`.shared` (what both
-daemons have), :mod:`.draft` (the configuration being built), :mod:`.writer` (the TOML).
+daemons have), :mod:`.unmapped` (the notes' texts), :mod:`.draft` (the configuration
+being built), :mod:`.writer` (the TOML).
 """
 
 from __future__ import annotations

@@ -19,53 +19,11 @@ from mailauth.migrate.confparse import (
     read_conf,
 )
 from mailauth.migrate.draft import Draft, EntryDraft, KeyDraft, source_of
-from mailauth.migrate.shared import NO_EQUIVALENT, SHARED, networks_of, set_socket
+from mailauth.migrate.shared import SHARED, networks_of, set_socket
 from mailauth.migrate.tables import check_key_file, import_key_table, import_signing_table
+from mailauth.migrate.unmapped import NO_EQUIVALENT, OPENDKIM_ONLY
 
 MODES = {"s": "sign", "v": "verify", "sv": "both"}
-# What OpenDKIM's settings are to mailauth when there is nothing to write (one note each).
-OPENDKIM_ONLY = {
-    "alwaysaddarheader": "mailauth adds Authentication-Results to the mail it verifies "
-    "only; mail it signs gets none",
-    "atps": "ATPS (RFC 6541, experimental) is not implemented",
-    "bodylengthdb": "no equivalent: the whole body is always signed (no l=, RFC 6376 8.2)",
-    "clockdrift": "fixed: mailauth allows 300 seconds for t= in the future",
-    "diagnostics": "no z= copies of header fields are written or used",
-    "diagnosticdirectory": "no equivalent",
-    "dnsconnect": "mailauth queries over UDP, then TCP when truncated",
-    "domainkeyscompat": "DomainKeys (RFC 4870, historic) is not implemented",
-    "externalignorelist": "no equivalent: these hosts' mail is verified as any other "
-    "outside client's (in OpenDKIM the list only silences a log line about them)",
-    "fixcrlf": "mailauth takes the MTA's line endings as given (Postfix sends CRLF)",
-    "identityheader": "no equivalent (the i= identity is not set)",
-    "includequarantinedmessages": "no equivalent",
-    "keepauthenticationresults": "mailauth removes every field with its own authserv-id "
-    "(docs/milter.md); fields with trusted ids: inbound.trusted_authserv_ids",
-    "keeptemporaryfiles": "no temporary files are written",
-    "logresults": "no equivalent: the per-message log line gives the results",
-    "logwhy": "no equivalent: the per-message log line gives the results",
-    "maximumsignedbytes": "no equivalent: the whole body is signed (no l=)",
-    "minimumkeybits": "verifying RSA keys of 1024 bits and more is a fixed rule "
-    "(RFC 8301 3.2); signing keys: signing.min_key_bits",
-    "multiplesignatures": "",  # (read with the SigningTable)
-    "mustbesigned": "no equivalent",
-    "peerlist": "no equivalent: Postfix's smtpd_milters per service decides which "
-    "clients' mail reaches the milter",
-    "querycache": "mailauth always caches DNS answers (within their TTL)",
-    "quarantine": "no equivalent",
-    "removeoldsignatures": "no equivalent: DKIM-Signature fields are kept",
-    "reportaddress": "DKIM failure reports (RFC 6651) are not sent",
-    "reportbccaddress": "DKIM failure reports (RFC 6651) are not sent",
-    "requiresafekeys": "mailauth warns about a key file others can read and starts anyway",
-    "resolverconfiguration": "unbound's settings do not apply: [dns] nameservers, timeout",
-    "sendreports": "DKIM failure reports (RFC 6651) are not sent",
-    "signaturealgorithm": "the key decides: rsa-sha256 for RSA keys, ed25519-sha256 for "
-    "Ed25519 keys (rsa-sha1 is never used to sign, RFC 8301)",
-    "strictheaders": "no equivalent (header checks: inbound.required_headers)",
-    "trustanchorfile": "DNSSEC is not validated by mailauth (a validating resolver in "
-    "[dns] nameservers can)",
-    "x-header": "no equivalent",
-}
 # Settings read together with others below (tables, the one-key form).
 TOGETHER = {
     "keytable",

@@ -12,29 +12,10 @@ from mailauth.domains import host_name
 from mailauth.migrate.confparse import Setting, parse_bool, read_conf, read_lines, read_text
 from mailauth.migrate.draft import Draft, source_of
 from mailauth.migrate.opendkim import trusted_authserv_ids
-from mailauth.migrate.shared import NO_EQUIVALENT, SHARED, networks_of, set_socket
+from mailauth.migrate.shared import SHARED, networks_of, set_socket
+from mailauth.migrate.unmapped import NO_EQUIVALENT, OPENDMARC_ONLY
 
 Handler = Callable[[Setting, Draft, Path], None]
-OPENDMARC_ONLY = {
-    "basedirectory": "",  # (relative paths start there)
-    "copyfailuresto": "no copies of failing mail are sent",
-    "dnsreportingdomain": "no equivalent",
-    "failurereports": "DMARC failure reports (RFC 9991) are not sent by the milter; "
-    "aggregate reports: [reports] (docs/reports.md)",
-    "failurereportsbcc": "DMARC failure reports are not sent by the milter",
-    "failurereportsonnone": "DMARC failure reports are not sent by the milter",
-    "failurereportssentby": "DMARC failure reports are not sent by the milter",
-    "historyfile": "no history file: the milter records each evaluation into [reports] "
-    "store (SQLite or PostgreSQL) and `mailauth reports send` sends the aggregate reports "
-    "(docs/reports.md); set [reports] store, org_name and email",
-    "holdquarantinedmessages": "",  # (read with RejectFailures)
-    "publicsuffixlist": "mailauth finds organizational domains by DNS tree walk "
-    "(RFC 9989), not from a public suffix list file",
-    "recordallmessages": "every evaluation is recorded when [reports] store is set",
-    "reportcommand": "reports are sent by `mailauth reports send` (SMTP, docs/reports.md)",
-    "spfignoreresults": "",  # (read with SPFSelfValidate)
-    "spfselfvalidate": "",
-}
 
 
 def import_opendmarc(path: str | os.PathLike[str], draft: Draft) -> None:

@@ -14,23 +14,6 @@ from mailauth.migrate.draft import Draft, source_of
 FACILITIES = ("mail", "daemon", "user", *(f"local{n}" for n in range(8)))
 Handler = Callable[[Setting, Draft], None]
 
-# Settings of both daemons that mailauth has no use for, and why (one note each).
-NO_EQUIVALENT = {
-    "autorestart": "systemd restarts the milter (Restart=on-failure in the unit: docs/milter.md)",
-    "autorestartcount": "systemd restarts the milter (StartLimitBurst= in the unit)",
-    "autorestartrate": "systemd restarts the milter (StartLimitIntervalSec= in the unit)",
-    "background": "mailauth runs in the foreground under systemd (Type=simple)",
-    "changerootdirectory": "no chroot: use the unit's hardening options (docs/milter.md)",
-    "enablecoredumps": "no equivalent (LimitCORE= in the systemd unit)",
-    "milterdebug": "no equivalent (the milter logs one line per message)",
-    "pidfile": "no PID file: systemd tracks the process",
-    "userid": "mailauth does not change user: run it as that user (User=/Group= in the "
-    "systemd unit), with read access to the key files",
-    "softwareheader": "no equivalent (mailauth adds no software header field)",
-    "temporarydirectory": "no equivalent (mailauth writes no temporary files)",
-    "syslogsuccess": "no equivalent: mailauth always logs one line per message",
-}
-
 
 def set_socket(setting: Setting, draft: Draft, mode: str) -> None:
     """``Socket``: the milter's ``listen`` (OpenDKIM's and OpenDMARC's forms)."""
