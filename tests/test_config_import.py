@@ -395,6 +395,10 @@ def test_the_command_without_files_and_its_help(capsys: pytest.CaptureFixture[st
     assert capsys.readouterr().err == (
         "mailauth: error: config import: give --opendkim FILE, --opendmarc FILE or both\n"
     )
+    assert main(["config"]) == 2
+    assert (
+        capsys.readouterr().err == "mailauth: error: say what to do: mailauth config import ...\n"
+    )
     for argv in (["config", "--help"], ["config", "import", "--help"]):
         with pytest.raises(SystemExit) as exit_info:
             main(argv)

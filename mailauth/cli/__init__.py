@@ -196,7 +196,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "reports":
             return cmd_reports(args, parser)
         if args.command == "config":
-            return cmd_config(args, parser)
+            return cmd_config(args)
         raise AssertionError(f"no handler for {args.command!r}")  # (argparse chose it)
     except UsageError as exc:
         print(exc, file=sys.stderr)

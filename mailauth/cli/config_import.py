@@ -45,10 +45,9 @@ def add_config_parser(commands: argparse._SubParsersAction[Parser]) -> None:
     imports.add_argument("--force", action="store_true", help="overwrite --out FILE if it exists")
 
 
-def cmd_config(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+def cmd_config(args: argparse.Namespace) -> int:
     if args.config_command != "import":
-        parser.parse_args(["config", "--help"])  # (no action: the group's help, exit 0)
-        return 0
+        raise CliError("say what to do: mailauth config import ...")
     if args.opendkim is None and args.opendmarc is None:
         raise CliError("config import: give --opendkim FILE, --opendmarc FILE or both")
     imported = import_site(args.opendkim, args.opendmarc)
