@@ -783,3 +783,58 @@ def test_opendkim_and_the_imported_milter_agree_on_a_flat_signing_table(
     # the line the importer reported (user@.example.org: an address at any subdomain)
     assert [(t["d"], t["s"]) for t in theirs["user@x.example.org"]] == [("example.net", "s1")]
     assert ours["user@x.example.org"] == []
+
+
+@pytest.mark.parametrize(
+    ("daemon", "line", "values", "note"),
+    [
+        ("dkim", "Socket /run/opendkim/s.sock", {"listen": "unix:/run/opendkim/s.sock"}, None),
+        ("dkim", "Socket inet6:8891@[::1]", {"listen": "inet6:8891@::1"}, None),
+        ("dkim", "Socket inet:8891@mx.example.org", {"listen": "inet:8891@mx.example.org"},
+         "a host name (mx.example.org) is not resolved"),
+        ("dkim", "Mode v", {"mode": "verify"}, None),
+        ("dkim", "AuthservID HOSTNAME", {"authserv_id": "mx.example.org"}, None),
+        ("dkim", "On-Default accept", {"on_error": "accept"}, "only the error action"),
+        ("dkim", "On-InternalError r", {}, "reject: on_error is accept or tempfail"),
+        ("dkim", "On-NoSignature quarantine", {}, "no action on a DKIM result alone"),
+        ("dkim", "MaximumHeaders 65536", {"max_header_size": 65536}, None),
+        ("dkim", "SignatureTTL 0", {}, None),
+        ("dkim", "SyslogFacility LOG_MAIL", {"logging": {"syslog_facility": "mail"}}, None),
+        ("dkim", "SyslogFacility kern", {}, "facility 'kern' is not one mailauth names"),
+        ("dkim", "SignHeaders To,Subject", {"signing": {"headers": ["From", "To", "Subject"]}},
+         None),
+        ("dkim", "SignHeaders *,+X-Custom", {}, "a wildcard or +/- list has no equivalent"),
+        ("dkim", "OmitHeaders From,Received", {"signing": {"skip_headers": ["Received"]}}, None),
+        ("dkim", "Canonicalization simple", {"signing": {"canonicalization": "simple/simple"}},
+         None),
+        ("dkim", "AuthservIDWithJobID yes", {"inbound": {"authserv_id_with_queue_id": True}},
+         None),
+        ("dkim", "AutoRestart yes", {}, "systemd restarts the milter"),
+        ("dmarc", "Socket local:/run/opendmarc/s.sock",
+         {"listen": "unix:/run/opendmarc/s.sock", "mode": "both"}, None),
+        ("dmarc", "IgnoreAuthenticatedClients false", {}, "false has no equivalent"),
+        ("dmarc", "SPFIgnoreResults false", {}, 'relay.spf = "upstream"'),
+        ("dmarc", "SPFSelfValidate false", {}, "mailauth always checks SPF itself"),
+        ("dmarc", "RejectMultiValueFrom false", {"inbound": {"multiple_authors": "evaluate"}},
+         None),
+        ("dmarc", "IgnoreDomains example.com, -bad-", {"inbound": {
+            "ignore_author_domains": ["example.com"]}}, "'-bad-' is not a domain name"),
+        ("dmarc", "HistoryFile /var/run/opendmarc/opendmarc.dat", {}, "[reports] store"),
+        ("dmarc", "Frobnicate yes", {}, "not an OpenDMARC setting this importer knows"),
+    ],
+)  # fmt: skip
+def test_each_setting_alone(
+    tmp_path: Path, daemon: str, line: str, values: dict[str, Any], note: str | None
+) -> None:
+    conf = tmp_path / "c.conf"
+    conf.write_text(line + "\n")
+    imported = import_site(conf if daemon == "dkim" else None,
+                           conf if daemon == "dmarc" else None, "mx.example.org")  # fmt: skip
+    data = tomllib.loads(imported.toml)
+    for key, value in values.items():
+        assert data[key] == value
+    notes = [n for n in imported.notes if not n.startswith(f"{conf}: no Socket")]
+    if note is None:
+        assert notes == []
+    else:
+        assert len(notes) == 1 and notes[0].startswith(f"{conf}:1: ") and note in notes[0]
