@@ -6,12 +6,11 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Callable, Iterable
 
+from mailauth.config_inbound import FACILITIES
 from mailauth.errors import ConfigError
 from mailauth.migrate.confparse import Line, Setting, parse_bool, parse_int
 from mailauth.migrate.draft import Draft, source_of
 
-# syslog facilities by name (those [logging] syslog_facility takes)
-FACILITIES = ("mail", "daemon", "user", *(f"local{n}" for n in range(8)))
 Handler = Callable[[Setting, Draft], None]
 
 

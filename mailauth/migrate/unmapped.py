@@ -6,11 +6,11 @@ from __future__ import annotations
 
 # Settings of both daemons that mailauth has no use for, and why (one note each).
 NO_EQUIVALENT = {
-    "autorestart": "systemd restarts the milter (Restart=on-failure in the unit: docs/milter.md)",
+    "autorestart": "systemd restarts the milter (Restart=on-failure in the unit: docs/install.md)",
     "autorestartcount": "systemd restarts the milter (StartLimitBurst= in the unit)",
     "autorestartrate": "systemd restarts the milter (StartLimitIntervalSec= in the unit)",
     "background": "mailauth runs in the foreground under systemd (Type=simple)",
-    "changerootdirectory": "no chroot: use the unit's hardening options (docs/milter.md)",
+    "changerootdirectory": "no chroot: use the unit's hardening options (docs/install.md)",
     "enablecoredumps": "no equivalent (LimitCORE= in the systemd unit)",
     "milterdebug": "no equivalent (the milter logs one line per message)",
     "pidfile": "no PID file: systemd tracks the process",
