@@ -638,8 +638,8 @@ def test_dns_zone_with_its_origin(tmp_path: Path, capsys: pytest.CaptureFixture[
          "mailauth milter: error: unrecognized option --check-confg (did you mean "
          "--check-config?)"),
         (["bogus"], "mailauth: error: argument COMMAND: invalid choice: 'bogus'"),
-        ([], "mailauth: error: give a command (verify, sign, keygen, check, milter, reports); "
-             "see mailauth --help"),
+        ([], "mailauth: error: give a command (verify, sign, keygen, check, milter, reports, "
+             "config); see mailauth --help"),
         (["--frobnicate"], "mailauth: error: unrecognized arguments: --frobnicate"),
     ],
 )  # fmt: skip

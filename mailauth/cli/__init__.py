@@ -4,7 +4,8 @@ Only this package (and the milter) reads files, the environment, or writes to st
 Every failure a user can cause ends with one line on stderr and exit status 2; no traceback.
 Commands: ``verify`` here, ``sign``/``keygen`` in :mod:`.signing`, ``check`` in
 :mod:`.audit`, ``milter`` in :mod:`.serve`, ``reports`` in :mod:`.reporting` (``reports
-send`` in :mod:`.report_send`); shared parts in :mod:`.common`.
+send`` in :mod:`.report_send`), ``config import`` in :mod:`.config_import`; shared parts in
+:mod:`.common`.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from mailauth.cli.common import (
     reverse_path_arg,
     unix_time_arg,
 )
+from mailauth.cli.config_import import add_config_parser, cmd_config
 from mailauth.cli.failure_reports import queue_failure_reports
 from mailauth.cli.reporting import add_reports_parser, cmd_reports, store_of
 from mailauth.cli.serve import add_milter_parser, cmd_milter, recording_settings
@@ -123,6 +125,7 @@ def _build_parser() -> argparse.ArgumentParser:
     add_check_parser(commands)
     add_milter_parser(commands)
     add_reports_parser(commands)
+    add_config_parser(commands)
     return parser
 
 
@@ -192,6 +195,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_milter(args)
         if args.command == "reports":
             return cmd_reports(args, parser)
+        if args.command == "config":
+            return cmd_config(args)
         raise AssertionError(f"no handler for {args.command!r}")  # (argparse chose it)
     except UsageError as exc:
         print(exc, file=sys.stderr)
