@@ -487,3 +487,16 @@ def test_a_signature_report_names_the_failed_signature(store_url: str) -> None:
     assert fields["Auth-Failure"] == "signature"
     assert (fields["DKIM-Domain"], fields["DKIM-Selector"]) == ("example.com", "demo")
     assert "SPF-DNS" not in fields  # (SPF passed aligned)
+
+
+def test_another_domain_naming_the_address_cannot_use_up_its_rate(store_url: str) -> None:
+    """An attacker's record names the victim's ruf address (unverified: never sent); the
+    victim's own reports about spoofs of itself still get through."""
+    store = open_store(store_url)
+    try:
+        kw = {"limit": 3, "period": 3600, "max_queued": 1000}
+        burn = dataclasses.replace(_report(), policy_domain="attacker.example")
+        assert enqueue_failures(store, [burn] * 5, now=ARRIVAL, **kw).queued == 3
+        assert enqueue_failures(store, [_report()] * 4, now=ARRIVAL + 1, **kw).queued == 3
+    finally:
+        store.close()

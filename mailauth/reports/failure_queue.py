@@ -4,10 +4,11 @@ and concluded by the sender like aggregate reports.
 
 :func:`enqueue_failures` writes a batch in one transaction: each report's ruf addresses
 (mailto: only, as :func:`~mailauth.reports.uri.parse_report_uris` keeps them) each take one
-unit of their destination's rate window (``failure_rate``: reports per address per
-``period``, windows starting at multiples of it, UTC) -- an address whose window is full is
-left out of that report, a report left with none is not queued (RFC 9991 2: reports beyond
-the limit are discarded) -- and a report is queued only while fewer than ``max_queued`` wait.
+unit of their destination's rate window (``failure_rate``: reports per address and policy
+domain per ``period``, windows starting at multiples of it, UTC) -- an address whose window
+is full is left out of that report, a report left with none is not queued (RFC 9991 2:
+reports beyond the limit are discarded) -- and a report is queued only while fewer than
+``max_queued`` wait.
 The transaction holds the store's lock for queueing (SQLite: ``BEGIN IMMEDIATE``; PostgreSQL:
 a transaction-level advisory lock), so that the limit and the cap hold exactly for every
 process writing to one store.
@@ -173,7 +174,7 @@ def enqueue_failures(
             allowed = [
                 a.uri
                 for a in parse_report_uris(report.ruf).addresses
-                if _take(store, a.address, window, limit)
+                if _take(store, report.policy_domain, a.address, window, limit)
             ]
             if not allowed:
                 outcome.rate_limited += 1
@@ -185,13 +186,16 @@ def enqueue_failures(
     return outcome
 
 
-def _take(store: Store, address: str, window: int, limit: int) -> bool:
-    """One unit of ``address``'s window, if it has one left (one atomic upsert)."""
+def _take(store: Store, policy_domain: str, address: str, window: int, limit: int) -> bool:
+    """One unit of ``address``'s window for ``policy_domain``'s reports, if it has one left
+    (one atomic upsert). Counted per policy domain and address: another domain's record
+    naming the same address (unverified: its reports are never sent) cannot use up the
+    address owner's own reports."""
     changed = store.execute(
         """INSERT INTO failure_rate (destination, window_begin, reports) VALUES (?, ?, 1)
         ON CONFLICT (destination, window_begin) DO UPDATE
         SET reports = failure_rate.reports + 1 WHERE failure_rate.reports < ?""",
-        (address.lower(), window, limit),
+        (f"{address.lower()} {policy_domain.lower()}", window, limit),
     )
     return changed == 1
 
