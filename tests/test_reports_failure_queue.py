@@ -225,7 +225,7 @@ def test_rate_limit_per_destination_and_window(store_url: str) -> None:
         kw = {"limit": 3, "period": 3600, "max_queued": 1000}
         first = enqueue_failures(store, [_report()] * 5, now=ARRIVAL, **kw)
         assert (first.queued, first.rate_limited) == (3, 2)
-        assert first.full == [((RUF,), window_of(ARRIVAL, 3600))] * 2
+        assert first.full == [("example.com", (RUF,), window_of(ARRIVAL, 3600))] * 2
         # RUF's window is full: a report to both goes to the external address only
         second = enqueue_failures(store, [_report(both)] * 4, now=ARRIVAL + 1, **kw)
         assert (second.queued, second.rate_limited) == (3, 1)
@@ -500,3 +500,26 @@ def test_another_domain_naming_the_address_cannot_use_up_its_rate(store_url: str
         assert enqueue_failures(store, [_report()] * 4, now=ARRIVAL + 1, **kw).queued == 3
     finally:
         store.close()
+
+
+def test_a_full_window_of_another_domain_does_not_stop_the_collector(tmp_path: Path) -> None:
+    config = FailureConfig(enabled=True, rate_limit=2)
+    collector = FailureCollector(str(tmp_path / "r.sqlite"), config)
+    failing = verdict_of(SPOOF, BAD)
+    assert failing.dmarc is not None
+    other = dataclasses.replace(
+        failing,
+        dmarc=dataclasses.replace(
+            failing.dmarc, domain="attacker.example", policy_domain="attacker.example"
+        ),
+    )
+    for _ in range(3):  # attacker.example's record names example.com's ruf address
+        collector.offer(other, header=SPOOF[:100], ip=BAD["ip"], mail_from="x", now=ARRIVAL)
+    collector.flush()
+    assert (collector.queued, collector.rate_limited) == (2, 1)
+    taken = collector.offer(failing, header=SPOOF[:100], ip=BAD["ip"], mail_from="x",
+                            now=ARRIVAL + 1)  # fmt: skip
+    assert taken == 1
+    collector.flush()
+    assert collector.queued == 3
+    collector.close()

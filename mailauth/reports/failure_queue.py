@@ -60,13 +60,14 @@ class QueuedFailure:
 @dataclass
 class EnqueueOutcome:
     """What one batch became: reports queued, refused by the rate limit (every address's
-    window full), dropped (the queue held ``max_queued``), and the ruf lists every one of
-    whose addresses was full (the collector stops copying their messages for the window)."""
+    window full), dropped (the queue held ``max_queued``), and the (policy domain, ruf list,
+    window)s every one of whose addresses was full (the collector stops copying their
+    messages for the window)."""
 
     queued: int = 0
     rate_limited: int = 0
     dropped: int = 0
-    full: list[tuple[tuple[str, ...], int]] = dataclasses.field(default_factory=list)
+    full: list[tuple[str, tuple[str, ...], int]] = dataclasses.field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,7 +179,7 @@ def enqueue_failures(
             ]
             if not allowed:
                 outcome.rate_limited += 1
-                outcome.full.append((report.ruf, window))
+                outcome.full.append((report.policy_domain, report.ruf, window))
                 continue
             _insert(store, report, tuple(dict.fromkeys(allowed)))
             waiting += 1
