@@ -523,3 +523,32 @@ def test_a_full_window_of_another_domain_does_not_stop_the_collector(tmp_path: P
     collector.flush()
     assert collector.queued == 3
     collector.close()
+
+
+@pytest.mark.parametrize(
+    "facts",
+    [
+        '{"reported_domain": 5, "source_ip": "1", "arrival": 1, "authentication_results": ""}',
+        '{"reported_domain": "x", "source_ip": "1", "arrival": 1e300, '
+        '"authentication_results": ""}',
+        '{"reported_domain": "x", "source_ip": "1", "arrival": "soon", '
+        '"authentication_results": ""}',
+        '{"reported_domain": "x", "source_ip": "1", "arrival": 1, "authentication_results": "",'
+        ' "dkim_failures": [{"domain": 5, "selector": "s"}]}',
+    ],
+)
+def test_queued_facts_of_a_wrong_type_are_abandoned_not_a_crash(facts: str, tmp_path: Path) -> None:
+    """A row whose facts parse but carry a wrong type (by hand, another version) crashed the
+    whole send run (TypeError, OverflowError) before; now it is abandoned with the reason."""
+    store = open_store(str(tmp_path / "r.sqlite"))
+    try:
+        enqueue_failures(store, [_report()] * 2, limit=10, period=3600, max_queued=100,
+                         now=ARRIVAL)  # fmt: skip
+        (first,) = store.fetchall("SELECT id FROM failure_reports ORDER BY id LIMIT 1")
+        store.execute("UPDATE failure_reports SET facts = ? WHERE id = ?", (facts, first[0]))
+        states = sorted(_send(store, Relay(), ARRIVAL + 60))
+        assert states == [ReportState.ABANDONED, ReportState.SENT]
+        (error,) = store.fetchall("SELECT last_error FROM failure_reports WHERE id = ?", first)
+        assert "unreadable facts" in error[0]
+    finally:
+        store.close()

@@ -135,9 +135,34 @@ def facts_from_json(text: str) -> FailureFacts:
         )
         known = {k: v for k, v in data.items() if k in _FACTS}
         known["rcpt_to"] = tuple(known.get("rcpt_to", ()))
-        return FailureFacts(**known, dkim_failures=failures)
+        facts = FailureFacts(**known, dkim_failures=failures)
     except (TypeError, AttributeError, json.JSONDecodeError) as exc:
         raise ValueError(f"unreadable facts of a queued failure report: {exc}") from None
+    _check_types(facts)
+    for failure in facts.dkim_failures:
+        _check_types(failure)
+    return facts
+
+
+def _check_types(facts: FailureFacts | DkimFailure) -> None:
+    """ValueError unless every field has its declared type (a row written by hand or by
+    another version: a wrong type would fail later, in the middle of a send run)."""
+    for f in dataclasses.fields(facts):
+        value = getattr(facts, f.name)
+        kind = f.type if isinstance(f.type, str) else f.type.__name__
+        if kind == "str":
+            ok = isinstance(value, str)
+        elif kind == "bool":
+            ok = isinstance(value, bool)
+        elif kind == "float":
+            ok = isinstance(value, int | float) and not isinstance(value, bool)
+            ok = ok and 0 <= value < 253402300800  # (before the year 10000)
+        elif kind == "tuple[str, ...]":
+            ok = all(isinstance(v, str) for v in value)
+        else:  # (dkim_failures: checked one by one)
+            continue
+        if not ok:
+            raise ValueError(f"unreadable facts of a queued failure report: {f.name} {value!r:.40}")
 
 
 def window_of(now: float, period: int) -> int:
