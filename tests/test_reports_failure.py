@@ -264,3 +264,14 @@ def test_hostile_or_utf8_facts_never_break_the_report(changes: dict[str, object]
     assert "\n" not in str(parsed["Subject"]) and "\u2028" not in str(parsed["Subject"])
     assert len(list(parsed.iter_parts())) == 3
     assert raw.decode("utf-8")  # the 8-bit fields are UTF-8
+
+
+def test_long_feedback_fields_are_folded() -> None:
+    """A long Authentication-Results (many signatures) stays within 998 octets a line."""
+    many = "; ".join(f"dkim=fail header.d=d{i}.example header.s=s{i}" for i in range(60))
+    facts = dataclasses.replace(FACTS, authentication_results=f"mx.example.org; {many}")
+    raw = build_failure_report(facts, ORIGINAL, SUBMITTER, ["ruf@example.com"], now=NOW)
+    assert max(len(line) for line in raw.split(b"\r\n")) <= 998
+    _, feedback, _ = _parse(raw).iter_parts()
+    fields = dict(_fields(feedback))
+    assert fields["Authentication-Results"] == f"mx.example.org; {many}"

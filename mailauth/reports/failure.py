@@ -284,7 +284,7 @@ def _feedback_part(
     if not facts.spf_aligned and facts.spf_domain and facts.spf_record:
         record = _clean(facts.spf_record).replace("\\", "\\\\").replace('"', '\\"')
         fields.append(("SPF-DNS", f'txt : {facts.spf_domain} : "{record}"'))  # RFC 6591 3.2
-    text = "".join(f"{name}: {_clean(value)}\r\n" for name, value in fields)
+    text = "".join(_fold(f"{name}: {_clean(value)}") + "\r\n" for name, value in fields)
     part = EmailMessage(policy=email_policy.SMTP)
     part.set_payload(text.encode("utf-8", "surrogateescape").decode("ascii", "surrogateescape"))
     part["Content-Type"] = "message/feedback-report"
@@ -313,6 +313,22 @@ class _Generator(BytesGenerator):
 
     def _encode(self, s: str) -> bytes:
         return s.encode("ascii", "surrogateescape")
+
+
+def _fold(line: str, width: int = 78) -> str:
+    """A field folded at spaces into lines of about ``width`` (RFC 5322 2.2.3) when longer:
+    a line past 998 octets is refused or broken by relays (Postfix's
+    smtp_line_length_limit inserts a fold, which breaks the report's DKIM signature). A
+    single word longer than the line stays whole."""
+    if len(line) <= width:
+        return line
+    lines: list[str] = []
+    for word in line.split(" "):
+        if lines and len(lines[-1]) + 1 + len(word) <= width:
+            lines[-1] += " " + word
+        else:
+            lines.append(word)
+    return "\r\n ".join(lines)
 
 
 def _clean(value: str) -> str:
