@@ -3,6 +3,7 @@ back with ``email``, the header only by default, the rate limit."""
 
 from __future__ import annotations
 
+import dataclasses
 import email
 from email import policy
 from email.message import EmailMessage, Message
@@ -224,3 +225,53 @@ def test_rate_limit_per_destination() -> None:
     assert len(limiter._buckets) == 2
     with pytest.raises(ValueError, match="at least one"):
         RateLimiter(0)
+
+
+@pytest.mark.parametrize(
+    "original",
+    [
+        b"From: a@example.com\r\nSubject: x\r\n\r\nGr\xc3\xbc\xc3\x9fe aus K\xc3\xb6ln\r\n",
+        b"From: a@example.com\r\nSubject: Gr\xc3\xbc\xc3\x9fe\r\n\r\nhi\r\n",
+        b"From: a@example.com\r\nSubject: \xff\xfe raw octets\r\n\r\n\xff\r\n",
+    ],
+)
+def test_an_8bit_original_is_carried_verbatim_with_the_body_opted_in(original: bytes) -> None:
+    raw = build_failure_report(
+        FACTS, original, SUBMITTER, ["ruf@example.com"], now=NOW, include_body=True
+    )
+    assert original in raw  # (CRLF already): as received, not re-encoded
+    *_, part = _parse(raw).iter_parts()
+    assert part.get_content_type() == "message/rfc822"
+    assert part["Content-Transfer-Encoding"] == "8bit"
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"reported_domain": "example.com\r\nBcc: victim@example.net"},
+        {"reported_domain": "example.com\u2028Bcc: victim@example.net"},
+        {"reported_domain": "b\u00fccher.example"},
+        {"mail_from": "\u00fc@b\u00fccher.example"},  # (an SMTPUTF8 envelope)
+        {"dkim_failures": (DkimFailure("b\u00fccher.example", "s\u00e9", aligned=True),)},
+        {"spf_domain": "b\u00fccher.example"},
+    ],
+)
+def test_hostile_or_utf8_facts_never_break_the_report(changes: dict[str, object]) -> None:
+    facts = dataclasses.replace(FACTS, **changes)  # type: ignore[arg-type]
+    raw = build_failure_report(facts, ORIGINAL, SUBMITTER, ["ruf@example.com"], now=NOW)
+    parsed = _parse(raw)
+    assert "Bcc" not in parsed
+    assert "\n" not in str(parsed["Subject"]) and "\u2028" not in str(parsed["Subject"])
+    assert len(list(parsed.iter_parts())) == 3
+    assert raw.decode("utf-8")  # the 8-bit fields are UTF-8
+
+
+def test_long_feedback_fields_are_folded() -> None:
+    """A long Authentication-Results (many signatures) stays within 998 octets a line."""
+    many = "; ".join(f"dkim=fail header.d=d{i}.example header.s=s{i}" for i in range(60))
+    facts = dataclasses.replace(FACTS, authentication_results=f"mx.example.org; {many}")
+    raw = build_failure_report(facts, ORIGINAL, SUBMITTER, ["ruf@example.com"], now=NOW)
+    assert max(len(line) for line in raw.split(b"\r\n")) <= 998
+    _, feedback, _ = _parse(raw).iter_parts()
+    fields = dict(_fields(feedback))
+    assert fields["Authentication-Results"] == f"mx.example.org; {many}"

@@ -225,7 +225,7 @@ def test_rate_limit_per_destination_and_window(store_url: str) -> None:
         kw = {"limit": 3, "period": 3600, "max_queued": 1000}
         first = enqueue_failures(store, [_report()] * 5, now=ARRIVAL, **kw)
         assert (first.queued, first.rate_limited) == (3, 2)
-        assert first.full == [((RUF,), window_of(ARRIVAL, 3600))] * 2
+        assert first.full == [("example.com", (RUF,), window_of(ARRIVAL, 3600))] * 2
         # RUF's window is full: a report to both goes to the external address only
         second = enqueue_failures(store, [_report(both)] * 4, now=ARRIVAL + 1, **kw)
         assert (second.queued, second.rate_limited) == (3, 1)
@@ -487,3 +487,68 @@ def test_a_signature_report_names_the_failed_signature(store_url: str) -> None:
     assert fields["Auth-Failure"] == "signature"
     assert (fields["DKIM-Domain"], fields["DKIM-Selector"]) == ("example.com", "demo")
     assert "SPF-DNS" not in fields  # (SPF passed aligned)
+
+
+def test_another_domain_naming_the_address_cannot_use_up_its_rate(store_url: str) -> None:
+    """An attacker's record names the victim's ruf address (unverified: never sent); the
+    victim's own reports about spoofs of itself still get through."""
+    store = open_store(store_url)
+    try:
+        kw = {"limit": 3, "period": 3600, "max_queued": 1000}
+        burn = dataclasses.replace(_report(), policy_domain="attacker.example")
+        assert enqueue_failures(store, [burn] * 5, now=ARRIVAL, **kw).queued == 3
+        assert enqueue_failures(store, [_report()] * 4, now=ARRIVAL + 1, **kw).queued == 3
+    finally:
+        store.close()
+
+
+def test_a_full_window_of_another_domain_does_not_stop_the_collector(tmp_path: Path) -> None:
+    config = FailureConfig(enabled=True, rate_limit=2)
+    collector = FailureCollector(str(tmp_path / "r.sqlite"), config)
+    failing = verdict_of(SPOOF, BAD)
+    assert failing.dmarc is not None
+    other = dataclasses.replace(
+        failing,
+        dmarc=dataclasses.replace(
+            failing.dmarc, domain="attacker.example", policy_domain="attacker.example"
+        ),
+    )
+    for _ in range(3):  # attacker.example's record names example.com's ruf address
+        collector.offer(other, header=SPOOF[:100], ip=BAD["ip"], mail_from="x", now=ARRIVAL)
+    collector.flush()
+    assert (collector.queued, collector.rate_limited) == (2, 1)
+    taken = collector.offer(failing, header=SPOOF[:100], ip=BAD["ip"], mail_from="x",
+                            now=ARRIVAL + 1)  # fmt: skip
+    assert taken == 1
+    collector.flush()
+    assert collector.queued == 3
+    collector.close()
+
+
+@pytest.mark.parametrize(
+    "facts",
+    [
+        '{"reported_domain": 5, "source_ip": "1", "arrival": 1, "authentication_results": ""}',
+        '{"reported_domain": "x", "source_ip": "1", "arrival": 1e300, '
+        '"authentication_results": ""}',
+        '{"reported_domain": "x", "source_ip": "1", "arrival": "soon", '
+        '"authentication_results": ""}',
+        '{"reported_domain": "x", "source_ip": "1", "arrival": 1, "authentication_results": "",'
+        ' "dkim_failures": [{"domain": 5, "selector": "s"}]}',
+    ],
+)
+def test_queued_facts_of_a_wrong_type_are_abandoned_not_a_crash(facts: str, tmp_path: Path) -> None:
+    """A row whose facts parse but carry a wrong type (by hand, another version) crashed the
+    whole send run (TypeError, OverflowError) before; now it is abandoned with the reason."""
+    store = open_store(str(tmp_path / "r.sqlite"))
+    try:
+        enqueue_failures(store, [_report()] * 2, limit=10, period=3600, max_queued=100,
+                         now=ARRIVAL)  # fmt: skip
+        (first,) = store.fetchall("SELECT id FROM failure_reports ORDER BY id LIMIT 1")
+        store.execute("UPDATE failure_reports SET facts = ? WHERE id = ?", (facts, first[0]))
+        states = sorted(_send(store, Relay(), ARRIVAL + 60))
+        assert states == [ReportState.ABANDONED, ReportState.SENT]
+        (error,) = store.fetchall("SELECT last_error FROM failure_reports WHERE id = ?", first)
+        assert "unreadable facts" in error[0]
+    finally:
+        store.close()

@@ -40,6 +40,7 @@ class Handler:
 
     received: list[tuple[str, list[str], bytes]] = field(default_factory=list)
     tls_seen: list[bool] = field(default_factory=list)
+    mail_options: list[list[str]] = field(default_factory=list)
 
     async def handle_RCPT(
         self, server: SmtpServer, session: Session, envelope: Envelope, address: str, options: Any
@@ -58,6 +59,7 @@ class Handler:
         if b"LATER" in content:
             return "451 4.3.0 queue full"
         self.tls_seen.append(session.ssl is not None)
+        self.mail_options.append(list(envelope.mail_options))
         self.received.append((str(envelope.mail_from), list(envelope.rcpt_tos), content))
         return "250 2.0.0 queued"
 
@@ -152,6 +154,16 @@ def test_plain_delivery_with_per_recipient_outcomes(server: Server) -> None:
     ((sender, rcpts, content),) = server.handler.received
     assert (sender, rcpts) == ("r@example.org", ["a@example.com", "b@example.com"])
     assert content == MESSAGE  # dot-stuffing undone by the server: the exact bytes arrived
+
+
+def test_an_8bit_message_is_sent_with_body_8bitmime(server: Server) -> None:
+    """RFC 6152: 8-bit content (a failure report's original) is announced; 7-bit is not."""
+    eight = MESSAGE.replace(b"body", b"Gr\xc3\xbc\xc3\x9fe")
+    for raw in (MESSAGE, eight):
+        outcomes = deliver(raw, "r@example.org", ["a@example.com"], _settings(server))
+        assert _statuses(outcomes) == [("a@example.com", RecipientStatus.SENT)]
+    assert ["BODY=8BITMIME" in o for o in server.handler.mail_options] == [False, True]
+    assert server.handler.received[1][2] == eight
 
 
 def test_data_refusals_apply_to_every_accepted_recipient(server: Server) -> None:

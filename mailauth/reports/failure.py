@@ -26,9 +26,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email import policy as email_policy
+from email.generator import BytesGenerator
 from email.headerregistry import Address
 from email.message import EmailMessage
 from email.utils import format_datetime
+from io import BytesIO
 
 from mailauth.dkim import Signer
 from mailauth.dmarc.record import DmarcRecord
@@ -213,7 +215,7 @@ def build_failure_report(
     message = EmailMessage(policy=email_policy.SMTP)
     message["From"] = Address(submitter.org_name, addr_spec=submitter.email)
     message["To"] = ", ".join(recipients)
-    message["Subject"] = f"DMARC failure report for {facts.reported_domain}"
+    message["Subject"] = f"DMARC failure report for {_clean(facts.reported_domain)}"
     message["Date"] = format_datetime(datetime.fromtimestamp(int(now), UTC))
     digest = report_id or hashlib.sha256(original[:65536] + str(now).encode()).hexdigest()[:32]
     message["Message-ID"] = f"<{digest}.ruf@{submitter.domain}>"
@@ -225,7 +227,9 @@ def build_failure_report(
     message.attach(_feedback_part(facts, auth_failure, user_agent, include_recipients))
     message.attach(_original_part(original, include_body))
     message.set_boundary(f"=_mailauth_ruf_{digest}")
-    raw = message.as_bytes(policy=_OUTPUT)
+    out = BytesIO()
+    _Generator(out, policy=_OUTPUT).flatten(message)
+    raw = out.getvalue()
     if signer is None:
         return raw
     check_aligned(signer, submitter)
@@ -280,9 +284,9 @@ def _feedback_part(
     if not facts.spf_aligned and facts.spf_domain and facts.spf_record:
         record = _clean(facts.spf_record).replace("\\", "\\\\").replace('"', '\\"')
         fields.append(("SPF-DNS", f'txt : {facts.spf_domain} : "{record}"'))  # RFC 6591 3.2
-    text = "".join(f"{name}: {_clean(value)}\r\n" for name, value in fields)
+    text = "".join(_fold(f"{name}: {_clean(value)}") + "\r\n" for name, value in fields)
     part = EmailMessage(policy=email_policy.SMTP)
-    part.set_payload(text)
+    part.set_payload(text.encode("utf-8", "surrogateescape").decode("ascii", "surrogateescape"))
     part["Content-Type"] = "message/feedback-report"
     part["Content-Transfer-Encoding"] = "7bit" if text.isascii() else "8bit"
     return part
@@ -300,6 +304,31 @@ def _original_part(original: bytes, include_body: bool) -> EmailMessage:
     part["Content-Type"] = "message/rfc822" if include_body else "text/rfc822-headers"
     part["Content-Transfer-Encoding"] = "7bit" if data.isascii() else "8bit"
     return part
+
+
+class _Generator(BytesGenerator):
+    """Writes the message/* parts' text as octets: the original message as received and
+    UTF-8 feedback fields (an SMTPUTF8 MAIL FROM) are 8-bit, which the stock generator
+    refuses (it encodes message/* payloads as strict ASCII)."""
+
+    def _encode(self, s: str) -> bytes:
+        return s.encode("ascii", "surrogateescape")
+
+
+def _fold(line: str, width: int = 78) -> str:
+    """A field folded at spaces into lines of about ``width`` (RFC 5322 2.2.3) when longer:
+    a line past 998 octets is refused or broken by relays (Postfix's
+    smtp_line_length_limit inserts a fold, which breaks the report's DKIM signature). A
+    single word longer than the line stays whole."""
+    if len(line) <= width:
+        return line
+    lines: list[str] = []
+    for word in line.split(" "):
+        if lines and len(lines[-1]) + 1 + len(word) <= width:
+            lines[-1] += " " + word
+        else:
+            lines.append(word)
+    return "\r\n ".join(lines)
 
 
 def _clean(value: str) -> str:

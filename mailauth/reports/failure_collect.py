@@ -180,7 +180,8 @@ class FailureCollector:
         self._buffer: deque[Capture] = deque()
         self._buffered_bytes = 0
         self._held_bodies = 0
-        self._full: dict[tuple[str, ...], int] = {}  # ruf lists whose window is full
+        # (policy domain, ruf list)s whose window is full:
+        self._full: dict[tuple[str, tuple[str, ...]], int] = {}
         self._wake = threading.Event()
         self._stopping = False
         self._thread: threading.Thread | None = None
@@ -236,7 +237,8 @@ class FailureCollector:
         dmarc = verdict.dmarc
         assert dmarc is not None and dmarc.published is not None
         window = window_of(now, self.config.rate_period)
-        if self._full.get(dmarc.published.ruf) == window:
+        key = (dmarc.policy_domain or dmarc.domain, dmarc.published.ruf)
+        if self._full.get(key) == window:
             self.rate_limited += 1
             return 0
         types = verdict_failure_types(verdict)
@@ -348,8 +350,8 @@ class FailureCollector:
         self.queued += outcome.queued
         self.rate_limited += outcome.rate_limited
         self.dropped += outcome.dropped
-        for ruf, window in outcome.full:
-            self._full[ruf] = window
+        for domain, ruf, window in outcome.full:
+            self._full[domain, ruf] = window
         if len(self._full) > 10_000:  # (bounded: the oldest windows go first)
             for key in sorted(self._full, key=self._full.__getitem__)[:5_000]:
                 del self._full[key]

@@ -4,10 +4,11 @@ and concluded by the sender like aggregate reports.
 
 :func:`enqueue_failures` writes a batch in one transaction: each report's ruf addresses
 (mailto: only, as :func:`~mailauth.reports.uri.parse_report_uris` keeps them) each take one
-unit of their destination's rate window (``failure_rate``: reports per address per
-``period``, windows starting at multiples of it, UTC) -- an address whose window is full is
-left out of that report, a report left with none is not queued (RFC 9991 2: reports beyond
-the limit are discarded) -- and a report is queued only while fewer than ``max_queued`` wait.
+unit of their destination's rate window (``failure_rate``: reports per address and policy
+domain per ``period``, windows starting at multiples of it, UTC) -- an address whose window
+is full is left out of that report, a report left with none is not queued (RFC 9991 2:
+reports beyond the limit are discarded) -- and a report is queued only while fewer than
+``max_queued`` wait.
 The transaction holds the store's lock for queueing (SQLite: ``BEGIN IMMEDIATE``; PostgreSQL:
 a transaction-level advisory lock), so that the limit and the cap hold exactly for every
 process writing to one store.
@@ -59,13 +60,14 @@ class QueuedFailure:
 @dataclass
 class EnqueueOutcome:
     """What one batch became: reports queued, refused by the rate limit (every address's
-    window full), dropped (the queue held ``max_queued``), and the ruf lists every one of
-    whose addresses was full (the collector stops copying their messages for the window)."""
+    window full), dropped (the queue held ``max_queued``), and the (policy domain, ruf list,
+    window)s every one of whose addresses was full (the collector stops copying their
+    messages for the window)."""
 
     queued: int = 0
     rate_limited: int = 0
     dropped: int = 0
-    full: list[tuple[tuple[str, ...], int]] = dataclasses.field(default_factory=list)
+    full: list[tuple[str, tuple[str, ...], int]] = dataclasses.field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,9 +135,34 @@ def facts_from_json(text: str) -> FailureFacts:
         )
         known = {k: v for k, v in data.items() if k in _FACTS}
         known["rcpt_to"] = tuple(known.get("rcpt_to", ()))
-        return FailureFacts(**known, dkim_failures=failures)
+        facts = FailureFacts(**known, dkim_failures=failures)
     except (TypeError, AttributeError, json.JSONDecodeError) as exc:
         raise ValueError(f"unreadable facts of a queued failure report: {exc}") from None
+    _check_types(facts)
+    for failure in facts.dkim_failures:
+        _check_types(failure)
+    return facts
+
+
+def _check_types(facts: FailureFacts | DkimFailure) -> None:
+    """ValueError unless every field has its declared type (a row written by hand or by
+    another version: a wrong type would fail later, in the middle of a send run)."""
+    for f in dataclasses.fields(facts):
+        value = getattr(facts, f.name)
+        kind = f.type if isinstance(f.type, str) else f.type.__name__
+        if kind == "str":
+            ok = isinstance(value, str)
+        elif kind == "bool":
+            ok = isinstance(value, bool)
+        elif kind == "float":
+            ok = isinstance(value, int | float) and not isinstance(value, bool)
+            ok = ok and 0 <= value < 253402300800  # (before the year 10000)
+        elif kind == "tuple[str, ...]":
+            ok = all(isinstance(v, str) for v in value)
+        else:  # (dkim_failures: checked one by one)
+            continue
+        if not ok:
+            raise ValueError(f"unreadable facts of a queued failure report: {f.name} {value!r:.40}")
 
 
 def window_of(now: float, period: int) -> int:
@@ -173,11 +200,11 @@ def enqueue_failures(
             allowed = [
                 a.uri
                 for a in parse_report_uris(report.ruf).addresses
-                if _take(store, a.address, window, limit)
+                if _take(store, report.policy_domain, a.address, window, limit)
             ]
             if not allowed:
                 outcome.rate_limited += 1
-                outcome.full.append((report.ruf, window))
+                outcome.full.append((report.policy_domain, report.ruf, window))
                 continue
             _insert(store, report, tuple(dict.fromkeys(allowed)))
             waiting += 1
@@ -185,13 +212,16 @@ def enqueue_failures(
     return outcome
 
 
-def _take(store: Store, address: str, window: int, limit: int) -> bool:
-    """One unit of ``address``'s window, if it has one left (one atomic upsert)."""
+def _take(store: Store, policy_domain: str, address: str, window: int, limit: int) -> bool:
+    """One unit of ``address``'s window for ``policy_domain``'s reports, if it has one left
+    (one atomic upsert). Counted per policy domain and address: another domain's record
+    naming the same address (unverified: its reports are never sent) cannot use up the
+    address owner's own reports."""
     changed = store.execute(
         """INSERT INTO failure_rate (destination, window_begin, reports) VALUES (?, ?, 1)
         ON CONFLICT (destination, window_begin) DO UPDATE
         SET reports = failure_rate.reports + 1 WHERE failure_rate.reports < ?""",
-        (address.lower(), window, limit),
+        (f"{address.lower()} {policy_domain.lower()}", window, limit),
     )
     return changed == 1
 

@@ -173,6 +173,8 @@ class SmtpRelay:
     ) -> None:
         try:
             options = [f"SIZE={len(raw)}"] if smtp.has_extn("size") else []
+            if not raw.isascii() and smtp.has_extn("8bitmime"):
+                options.append("BODY=8BITMIME")  # (RFC 6152: a failure report's original)
             code, reply = smtp.mail(mail_from, options)
             _check(code, reply, "MAIL FROM")
             accepted = []
