@@ -242,6 +242,9 @@ def _record(elem: Element, number: int, state: _State) -> AggregateRecord:
             f"record {number}: source_ip is not an IP address: {shown!r}"
         ) from None
     count = _number(_text(row, "count", state), f"record {number}: count")
+    if count > state.limits.max_count:
+        raise ReportReadError(f"record {number}: count {count:,} is more than "
+                              f"{state.limits.max_count:,} messages (forged?)")  # fmt: skip
     evaluated = _children(_first(row, "policy_evaluated"))
     reasons = []
     for reason in evaluated.get("reason", [])[:_MAX_AUTH]:
