@@ -13,6 +13,7 @@ from mailauth.cli import main
 from mailauth.reports import open_store
 from mailauth.reports.received import received_reports
 from mailauth.reports.received.limits import DEFAULT_LIMITS
+from mailauth.reports.received.reader import read_reports
 from tests.received_helpers import TLS_REPORT, aggregate_xml
 
 HUGE = 1 << 62  # each count alone was accepted; three of them overflow SQLite's INTEGER
@@ -83,3 +84,51 @@ def test_a_tls_session_count_beyond_the_bound_is_refused(
         f"total-successful-session-count is not a count: {HUGE - 1}"
     ]
     assert _stored(tmp_path) == ["good"]
+
+
+def _with_filler(filler: str) -> bytes:
+    """A good report with ``filler`` inside its first record."""
+    xml = aggregate_xml(1, report_id="filler")
+    at = xml.index("<record>") + len("<record>")
+    return (xml[:at] + filler + xml[at:]).encode()
+
+
+@pytest.mark.parametrize(
+    ("filler", "error"),
+    [
+        # 2 million empty elements in one record (8 MiB) took 35 s and 256 MiB: all kept
+        # until the record ends, and the work grew faster than the input.
+        ("<x/>" * 10_001, "refused: more than 10,000 elements in one top-level element"),
+        ("<x>" * 40 + "</x>" * 40, "refused: XML nested more than 32 elements deep"),
+        # A start tag with a million attributes (8 MiB) took 95 s: expat 2.5 reparses a
+        # token that spans its input chunks from its start each time (quadratic).
+        ("<x " + " ".join(f"a{n}='1'" for n in range(1000)) + "/>",
+         "refused: a tag longer than 4,096 octets (a DMARC report has none)"),
+        ("<x " + " ".join(f"xmlns:a{n}='u{n}'" for n in range(500)) + "/>",
+         "refused: a tag longer than 4,096 octets (a DMARC report has none)"),
+    ],
+)  # fmt: skip
+def test_markup_floods_are_refused_before_they_cost(filler: str, error: str) -> None:
+    [outcome] = read_reports(_with_filler(filler))
+    assert outcome.error == error
+
+
+def test_bounds_leave_a_real_report_alone() -> None:
+    filler = "<x a='1'>" + "<y/>" * 9_000 + "</x>" + "<z>" * 25 + "</z>" * 25
+    [outcome] = read_reports(_with_filler(filler))
+    assert outcome.error == ""
+    assert outcome.report is not None
+
+
+def test_a_flood_of_top_level_elements_is_refused() -> None:
+    # 15 million empty elements beside the records (60 MiB) took 227 s of CPU.
+    xml = aggregate_xml(1, report_id="flood").replace(
+        "</feedback>", "<x/>" * 100_101 + "</feedback>"
+    )
+    [outcome] = read_reports(xml.encode())
+    assert outcome.error == "refused: more than 100,000 elements in <feedback>"
+    xml = aggregate_xml(1, report_id="flood").replace(
+        "</feedback>", "<x/>" * 100_090 + "</feedback>"
+    )
+    [outcome] = read_reports(xml.encode())
+    assert outcome.error == ""
