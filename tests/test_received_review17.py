@@ -5,6 +5,7 @@ the rest of the import goes on."""
 from __future__ import annotations
 
 import json
+import tracemalloc
 from pathlib import Path
 
 import pytest
@@ -14,7 +15,7 @@ from mailauth.reports import open_store
 from mailauth.reports.received import received_reports
 from mailauth.reports.received.limits import DEFAULT_LIMITS
 from mailauth.reports.received.reader import read_reports
-from tests.received_helpers import TLS_REPORT, aggregate_xml
+from tests.received_helpers import TLS_REPORT, aggregate_xml, report_mail
 
 HUGE = 1 << 62  # each count alone was accepted; three of them overflow SQLite's INTEGER
 
@@ -131,4 +132,39 @@ def test_a_flood_of_top_level_elements_is_refused() -> None:
         "</feedback>", "<x/>" * 100_090 + "</feedback>"
     )
     [outcome] = read_reports(xml.encode())
+    assert outcome.error == ""
+
+
+_HEAD = b"From: a@receiver.example\r\nTo: dmarc@example.com\r\nSubject: x\r\nMIME-Version: 1.0\r\n"
+
+
+def test_a_mime_part_flood_is_refused_before_it_is_parsed() -> None:
+    # 200,000 empty parts (6 MiB) took 23 s and 193 MiB before max_parts was counted.
+    body = b"".join(b"--b\r\nContent-Type: text/plain\r\n\r\nx\r\n" for _ in range(20_000))
+    data = _HEAD + b"Content-Type: multipart/mixed; boundary=b\r\n\r\n" + body + b"--b--\r\n"
+    tracemalloc.start()
+    try:
+        [outcome] = read_reports(data)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert outcome.error == "refused: an e-mail of more than 200 MIME parts"
+    assert peak < 2 * len(data)  # (parsed first, it was 25 times the input)
+
+
+def test_a_header_flood_is_refused_before_it_is_parsed() -> None:
+    # 1,000,000 header lines (13 MiB) took 16 s and 319 MiB.
+    data = _HEAD + b"".join(b"X-H%d: v\r\n" % n for n in range(10_001)) + b"\r\nbody\r\n"
+    [outcome] = read_reports(data)
+    assert outcome.error == "refused: more than 10,000 header lines"
+
+
+def test_a_report_mail_with_many_received_fields_is_read() -> None:
+    xml = aggregate_xml(1, report_id="mail").encode()
+    data = report_mail([("r.xml", "text/xml", xml)])
+    at = data.index(b"\n") + 1
+    data = (
+        data[:at] + b"Received: from x by y; Sat, 5 Dec 2026 10:00:00 +0000\r\n" * 300 + data[at:]
+    )
+    [outcome] = read_reports(data)
     assert outcome.error == ""
