@@ -222,3 +222,16 @@ def test_import_from_imap_usage_errors_are_one_line(dovecot: DovecotServer, tmp_
     done = subprocess.run([*argv[:-1], "imaps://dmarc:pw@127.0.0.1/"], capture_output=True,
                           text=True, timeout=60, env=env)  # fmt: skip
     assert done.returncode == 2 and "no password in the URL" in done.stderr
+
+
+def test_messages_flagged_deleted_are_not_read_again(dovecot: DovecotServer) -> None:
+    # Without MOVE and UIDPLUS, a moved message is copied and flagged \Deleted but stays:
+    # read again, it would be imported (a duplicate) and copied again every run.
+    _empty(dovecot, "Imported")
+    dovecot.deliver(_message(7))
+    dovecot.deliver(_message(8))
+    new = sorted((dovecot.maildir / "new").iterdir())
+    new[1].rename(dovecot.maildir / "cur" / f"{new[1].name}:2,T")  # (Maildir's \Deleted)
+    location = parse_imap_url(f"imaps://{dovecot.user}@127.0.0.1:{dovecot.port}/")
+    with ImapMailbox(location, dovecot.password, ca_file=str(dovecot.ca_file)) as mailbox:
+        assert [m.raw for m in mailbox.messages()] == [_message(7)]

@@ -210,7 +210,7 @@ class ImapMailbox:
         """(UID, size or None when it went away) of every message of the folder now, in
         UID order: the sizes fetched in batches, nothing else."""
         try:
-            uids = sorted(int(uid) for uid in self._client.search("ALL"))
+            uids = sorted(int(uid) for uid in self._client.search(["NOT", "DELETED"]))
         except (OSError, IMAPClientError) as error:
             raise ImapError(f"IMAP {self.location.folder}: {_reason(error)}") from None
         for start in range(0, len(uids), SIZE_BATCH):

@@ -45,12 +45,24 @@ _ENCODING = 19  # expat: encoding specified in XML declaration is incorrect
 _MAX_AUTH = 100  # auth_results entries (and reasons) kept per record
 _MAX_NUMBER = 1 << 62
 _NUMBER = re.compile(r"[0-9]{1,19}(?:\.0*)?")
+# Markup a DMARC report never has, refused before expat sees it: expat 2.5 reparses a token
+# that spans its input chunks from the token's start each time (a tag of a million
+# attributes or namespaces costs minutes), and every element of a record is kept until the
+# record ends (a flood of them costs memory and, with the collector, more than linear time).
+_MAX_TAG = 4096  # octets of one start tag (UTF-16: the NUL beside the < is allowed for)
+_LONG_TAG = re.compile(rb"<\x00?[A-Za-z_][^<>]{%d}" % _MAX_TAG)
+_MAX_DEPTH = 32  # elements nested (a report has 6)
+_MAX_ELEMENTS = 10_000  # elements in one top-level element (a record has about 30)
+_MAX_OTHERS = 100  # top-level elements beside the records (metadata, policy, extensions)
 
 
 def read_aggregate(data: bytes, limits: ReadLimits = DEFAULT_LIMITS) -> AggregateReport:
     """The aggregate report in ``data`` (XML); ReportReadError with one line when it cannot
     be read or is refused."""
     notes: list[str] = []
+    if _LONG_TAG.search(data):
+        raise ReportReadError(f"refused: a tag longer than {_MAX_TAG:,} octets "
+                              "(a DMARC report has none)")  # fmt: skip
     try:
         return _read_with_truncation(data, limits, notes)
     except _XmlError as first:
@@ -104,6 +116,8 @@ class _State:
     namespace: str = ""
     root: Element | None = None
     depth: int = 0
+    elements: int = 0  # in the current top-level element
+    top: int = 0  # top-level elements
     in_record: bool = False
     metadata: Element | None = None
     policy: Element | None = None
@@ -149,6 +163,12 @@ def _stream(data: bytes, state: _State) -> None:
     for event, elem in events:
         if event == "start":
             state.depth += 1
+            state.elements += 1
+            if state.depth > _MAX_DEPTH:
+                raise ReportReadError(f"refused: XML nested more than {_MAX_DEPTH} elements deep")
+            if state.elements > _MAX_ELEMENTS:
+                raise ReportReadError(f"refused: more than {_MAX_ELEMENTS:,} elements in one "
+                                      "top-level element")  # fmt: skip
             if state.depth == 1:
                 namespace, name = _split(elem.tag)
                 if name != "feedback":
@@ -156,6 +176,11 @@ def _stream(data: bytes, state: _State) -> None:
                     raise _XmlError(f"the root element is <{shown}>, not <feedback>", markup=False)
                 state.root, state.namespace = elem, namespace
             elif state.depth == 2:
+                state.elements = 1
+                state.top += 1
+                if state.top > state.limits.max_records + _MAX_OTHERS:
+                    raise ReportReadError(f"refused: more than {state.limits.max_records:,} "
+                                          "elements in <feedback>")  # fmt: skip
                 state.in_record = _split(elem.tag)[1] == "record"
             continue
         state.depth -= 1
@@ -242,6 +267,9 @@ def _record(elem: Element, number: int, state: _State) -> AggregateRecord:
             f"record {number}: source_ip is not an IP address: {shown!r}"
         ) from None
     count = _number(_text(row, "count", state), f"record {number}: count")
+    if count > state.limits.max_count:
+        raise ReportReadError(f"record {number}: count {count:,} is more than "
+                              f"{state.limits.max_count:,} messages (forged?)")  # fmt: skip
     evaluated = _children(_first(row, "policy_evaluated"))
     reasons = []
     for reason in evaluated.get("reason", [])[:_MAX_AUTH]:

@@ -36,6 +36,10 @@ class ReadLimits:
       gzip is 3).
     - ``max_records``: records of one aggregate report, policies or failure details of one
       TLS report.
+    - ``max_count``: messages of one aggregate record, sessions of one TLS policy or failure
+      detail. No receiver sees 2**32 messages from one address in one report period; a
+      larger count is a forged report (meant to drown the real sources in the summary) and,
+      added up, would overflow the store's 64-bit integers: refused.
     - ``max_text``: characters of one XML element's text or JSON string (longer is cut, and
       the report says so); ``max_headers``: octets of a failure report's original headers.
     """
@@ -46,6 +50,7 @@ class ReadLimits:
     max_parts: int = 200
     max_depth: int = 3
     max_records: int = 100_000
+    max_count: int = 1 << 32
     max_text: int = 1024
     max_headers: int = 16 * 1024
 

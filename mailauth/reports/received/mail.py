@@ -18,6 +18,7 @@ looked at; the reported message inside a failure report is never searched for re
 from __future__ import annotations
 
 import email
+import re
 from collections import deque
 from dataclasses import dataclass
 from email.message import Message
@@ -67,6 +68,7 @@ class MailContents:
 
 def read_mail(data: bytes, limits: ReadLimits = DEFAULT_LIMITS) -> MailContents:
     """The reports of the e-mail ``data``; ReportReadError when it holds none."""
+    _precheck(data, limits)
     try:
         message = email.message_from_bytes(data, policy=compat32)
         leaves = _leaves(message, limits)
@@ -88,6 +90,35 @@ def read_mail(data: bytes, limits: ReadLimits = DEFAULT_LIMITS) -> MailContents:
     raise ReportReadError(
         "no report in this e-mail (no aggregate or TLS report attachment, no failure report)"
     )
+
+
+_HEADER_LINES = 50  # header lines per MIME part allowed for (top-level: Received chains)
+
+
+def _precheck(data: bytes, limits: ReadLimits) -> None:
+    """Refuse a MIME or header flood before Python's parser builds it: the parser makes an
+    object of every part and header line of the whole message before ``max_parts`` can be
+    counted (200,000 parts in 6 MiB: 23 s, 193 MiB; 1,000,000 header lines in 13 MiB: 16 s,
+    319 MiB). Every part starts at a line beginning ``--``, so their count bounds the parts;
+    the header lines are counted from each such line (and the start) to the blank line."""
+    starts = [0]
+    at = data.find(b"\n--")
+    while at >= 0:
+        if len(starts) > 2 * limits.max_parts + 2:
+            raise ReportReadError(f"refused: an e-mail of more than {limits.max_parts} MIME parts")
+        starts.append(at + 1)
+        at = data.find(b"\n--", at + 1)
+    lines = 0
+    for start in starts:
+        blank = _BLANK.search(data, start)
+        lines += data.count(b"\n", start, blank.start() if blank else len(data))
+        if lines > _HEADER_LINES * limits.max_parts:
+            raise ReportReadError(
+                f"refused: more than {_HEADER_LINES * limits.max_parts:,} header lines"
+            )
+
+
+_BLANK = re.compile(rb"\n\r?\n")
 
 
 def _leaves(message: Message, limits: ReadLimits) -> list[Message]:

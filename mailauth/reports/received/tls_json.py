@@ -75,7 +75,11 @@ class _Reader:
 
     def count(self, parent: dict[str, Any], key: str, what: str) -> int:
         value = parent.get(key, 0)
-        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 1 << 62:
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, int)
+            or not 0 <= value <= self.limits.max_count
+        ):
             raise ReportReadError(f"{what}: {key} is not a count: {clip(repr(value), 40)}")
         return value
 
