@@ -263,7 +263,6 @@ def test_mail_from_trusted_networks_is_verified_when_asked() -> None:
     [
         (InboundOptions(ignore_networks=(ipaddress.ip_network("198.51.100.0/24"),)), "network"),
         (InboundOptions(ignore_author_domains=("example.net",)), "author-domain"),
-        (InboundOptions(ignore_mail_from_domains=("example.net",)), "mail-from-domain"),
     ],
 )
 def test_an_ignored_message_gets_results_but_no_dmarc_disposition(
@@ -276,6 +275,18 @@ def test_an_ignored_message_gets_results_but_no_dmarc_disposition(
     assert replies[-1][0] == p.CONTINUE and "dmarc=fail" in ours(replies)
     (line,) = [json.loads(r.message) for r in caplog.records if r.message.startswith("{")]
     assert (line["ignored"], line["action"], line["disposition"]) == (reason, "continue", "reject")
+
+
+def test_a_mail_from_domain_is_ignored_only_once_spf_authenticates_it() -> None:
+    """MAIL FROM is the sender's to write: naming a listed domain from an address its SPF
+    does not list (SPF fails) leaves the spoof of example.net refused; from one it lists
+    (SPF passes for example.com), the message is ignored."""
+    options = InboundOptions(ignore_mail_from_domains=("example.com",))
+    settings = MilterSettings(reject_dmarc=True, inbound=options)
+    (refused,) = exchange(settings, spoof(mail_from="bounce@example.com"))
+    assert refused[-1][0] == p.REPLYCODE
+    (replies,) = exchange(settings, spoof(ip="192.0.2.10", mail_from="bounce@example.com"))
+    assert replies[-1][0] == p.CONTINUE and "dmarc=fail" in ours(replies)
 
 
 def test_an_author_domain_is_ignored_only_when_every_author_is() -> None:

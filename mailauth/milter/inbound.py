@@ -267,14 +267,14 @@ def ignored(options: InboundOptions, client: str, mail_from: str, author: Author
     """Why DMARC is not applied to this message (OpenDMARC's ignore lists), or ""."""
     if is_in(client, options.ignore_networks):
         return "network"
-    if options.ignore_mail_from_domains:
-        domain = mail_from.strip("<> ").rpartition("@")[2]
-        if domain and _domain(domain) in options.ignore_mail_from_domains:
-            return "mail-from-domain"
     if author is not None and options.ignore_author_domains:
         domains = [_domain(d) for d in author.domains]
         if domains and all(d in options.ignore_author_domains for d in domains):
             return "author-domain"
+    if options.ignore_mail_from_domains:  # (applies once SPF passes for it: server.py)
+        domain = mail_from.strip("<> ").rpartition("@")[2]
+        if domain and _domain(domain) in options.ignore_mail_from_domains:
+            return "mail-from-domain"
     return ""
 
 
