@@ -203,3 +203,44 @@ def test_the_start_and_shutdown_lines_reach_syslog(
         "]: milter: stopped on SIGTERM: 0 MTA connection(s) open, 0 closed in time, 0 cut off "
         "after the deadline\0"
     )
+
+
+def test_a_syslog_daemon_that_stops_reading_or_goes_away_never_blocks_the_milter(
+    tmp_path: Path, syslog: tuple[Path, socket.socket]
+) -> None:
+    """The milter logs from its event loop: a daemon that no longer reads (its queue full)
+    costs the records it cannot take, not a blocked loop; one that goes away costs nothing
+    either, and one started again at the same path gets the next record."""
+    import threading
+
+    path, server = syslog
+    root = logging.getLogger()
+    saved = root.handlers[:], root.level
+    done = threading.Event()
+
+    def flood() -> None:
+        for i in range(5000):  # (a unix datagram queue takes a few hundred)
+            logging.getLogger("mailauth.milter").info("line %d", i)
+        done.set()
+
+    try:
+        configure_logging(LogOptions(stderr=False, syslog=True, syslog_socket=str(path)))
+        thread = threading.Thread(target=flood, daemon=True)
+        thread.start()
+        finished = done.wait(20)
+        server.close()  # (which unblocks a blocked sender: the test fails rather than hangs)
+        assert finished, "logging blocked on a syslog socket nobody reads"
+        path.unlink()
+        started = time.monotonic()
+        logging.getLogger("mailauth.milter").info("while the daemon is away")
+        assert time.monotonic() - started < 1
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as again:
+            again.bind(str(path))
+            again.settimeout(20)
+            logging.getLogger("mailauth.milter").info("back")
+            assert again.recv(4096).endswith(b"milter: back\0")
+    finally:
+        for handler in root.handlers:
+            handler.close()
+        root.handlers[:], level = saved
+        root.setLevel(level)

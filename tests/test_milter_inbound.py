@@ -121,6 +121,23 @@ def test_the_real_client_comes_from_the_border_received_field() -> None:
     assert "dmarc=pass" in header
 
 
+def test_the_real_client_is_not_read_from_the_senders_helo() -> None:
+    """Postfix writes the sender's HELO as given: an address literal the sender chose (one
+    example.com's SPF lists) comes before the border's own ``(NAME [ADDR])``; SPF is
+    checked for the address in that comment, the one that connected to the border."""
+    for helo in ("[192.0.2.10]", "x [192.0.2.10] by border.example.org"):
+        received = (
+            "Received",
+            f" from {helo} (unknown [198.51.100.7])\n\tby border.example.org (Postfix) with "
+            "ESMTP id 4QB0RE\n\tfor <bob@example.org>; Sun, 29 Nov 2026 10:00:01 +0000 (UTC)",
+        )
+        (replies,) = exchange(
+            MilterSettings(inbound=TIERS), demo(OURS_RECEIVED, received, ip=RELAY, helo=BORDER)
+        )
+        header = ours(replies)
+        assert "smtp.remote-ip=198.51.100.7" in header and "spf=fail" in header, header
+
+
 def test_the_received_field_is_read_only_from_a_relay() -> None:
     """An outside client that writes the border's Received field itself gets nothing: SPF
     is checked for its own address."""
@@ -203,6 +220,18 @@ def test_upstream_spf_reads_only_this_envelope_result() -> None:
         (" from h.example (unknown [not-an-ip]) by border.example.org", ("", "")),
         (" from h.example by border.example.org", ("", "")),
         (" from h.example ([192.0.2.7]) by other.example", ("", "")),
+        (
+            " from [192.0.2.7] (port=4711 helo=h.example) by border.example.org",
+            ("192.0.2.7", "h.example"),
+        ),
+        # The sender's HELO is written as given (Postfix joins its words): never read from it.
+        (" from [6.6.6.6] (unknown [203.0.113.5]) by border.example.org", ("203.0.113.5", "")),
+        (
+            " from x [6.6.6.6] by border.example.org (unknown [203.0.113.5])\n\tby "
+            "border.example.org (Postfix) with ESMTP id 1",
+            ("203.0.113.5", "x"),
+        ),
+        (" from h.example ([192.0.2.7] helo=[6.6.6.6]) by border.example.org", ("192.0.2.7", "")),
     ],
 )
 def test_the_relayed_client_as_received_fields_write_it(
@@ -234,7 +263,6 @@ def test_mail_from_trusted_networks_is_verified_when_asked() -> None:
     [
         (InboundOptions(ignore_networks=(ipaddress.ip_network("198.51.100.0/24"),)), "network"),
         (InboundOptions(ignore_author_domains=("example.net",)), "author-domain"),
-        (InboundOptions(ignore_mail_from_domains=("example.net",)), "mail-from-domain"),
     ],
 )
 def test_an_ignored_message_gets_results_but_no_dmarc_disposition(
@@ -247,6 +275,18 @@ def test_an_ignored_message_gets_results_but_no_dmarc_disposition(
     assert replies[-1][0] == p.CONTINUE and "dmarc=fail" in ours(replies)
     (line,) = [json.loads(r.message) for r in caplog.records if r.message.startswith("{")]
     assert (line["ignored"], line["action"], line["disposition"]) == (reason, "continue", "reject")
+
+
+def test_a_mail_from_domain_is_ignored_only_once_spf_authenticates_it() -> None:
+    """MAIL FROM is the sender's to write: naming a listed domain from an address its SPF
+    does not list (SPF fails) leaves the spoof of example.net refused; from one it lists
+    (SPF passes for example.com), the message is ignored."""
+    options = InboundOptions(ignore_mail_from_domains=("example.com",))
+    settings = MilterSettings(reject_dmarc=True, inbound=options)
+    (refused,) = exchange(settings, spoof(mail_from="bounce@example.com"))
+    assert refused[-1][0] == p.REPLYCODE
+    (replies,) = exchange(settings, spoof(ip="192.0.2.10", mail_from="bounce@example.com"))
+    assert replies[-1][0] == p.CONTINUE and "dmarc=fail" in ours(replies)
 
 
 def test_an_author_domain_is_ignored_only_when_every_author_is() -> None:

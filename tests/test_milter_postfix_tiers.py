@@ -154,6 +154,25 @@ def test_two_tiers_deliver_the_border_results_and_ours_for_the_real_client(
     assert "orig_client=unknown[192.0.2.10]" in internal.log(), internal.log()[-2000:]
 
 
+def test_the_internal_hop_never_checks_spf_for_an_address_in_the_senders_helo(
+    tiers: tuple[ThrowawayPostfix, ThrowawayPostfix, socket.socket],
+) -> None:
+    """Postfix writes HELO as given: ``Received: from [192.0.2.10] (unknown [198.51.100.7])``
+    for a sender at 198.51.100.7 saying ``EHLO [192.0.2.10]`` (an address example.com's SPF
+    lists). The internal hop checks SPF for 198.51.100.7, the address in the comment."""
+    border, internal, _ = tiers
+    raw = (
+        b"From: Mallory <m@unsigned.example>\r\nTo: bob@example.net\r\nSubject: helo\r\n"
+        b"X-Tier: tier-helo\r\nMessage-ID: <tier-helo@attacker.example>\r\n\r\nHi.\r\n"
+    )
+    _send(border, raw, "198.51.100.7", "[192.0.2.10]", "alice@example.com")
+    delivered = _delivered_with(internal, b"X-Tier: tier-helo")
+    assert b"from [192.0.2.10] (unknown [198.51.100.7])" in delivered  # (as Postfix writes it)
+    headers = _authentication_results(delivered)
+    (ours,) = [h for h in headers if h.startswith("Authentication-Results: mx.example.org;")]
+    assert "smtp.remote-ip=198.51.100.7" in ours and "spf=fail" in ours, ours
+
+
 def test_a_spoof_is_refused_at_the_border(
     tiers: tuple[ThrowawayPostfix, ThrowawayPostfix, socket.socket],
 ) -> None:

@@ -45,12 +45,31 @@ def syslog_handler(options: LogOptions) -> logging.Handler:
     """A handler writing to the local syslog socket, as ``mailauth[PID]: message``."""
     facility = FACILITIES.get(options.syslog_facility, FACILITIES["mail"])
     kind = _socket_kind(options.syslog_socket)
-    handler = logging.handlers.SysLogHandler(
+    handler = NonBlockingSysLogHandler(
         address=options.syslog_socket, facility=facility, socktype=kind
     )
     handler.ident = f"mailauth[{os.getpid()}]: "
     handler.setFormatter(logging.Formatter("milter: %(message)s"))
     return handler
+
+
+class NonBlockingSysLogHandler(logging.handlers.SysLogHandler):
+    """SysLogHandler on a non-blocking socket: the milter logs from its event loop, and a
+    syslog daemon that stops reading (stopped, wedged, a full queue) must not stop the
+    milter with it. A record the socket cannot take at once is dropped (the handler then
+    reconnects for the next one, as for a daemon that restarted)."""
+
+    def _connect_unixsocket(self, address: str) -> None:  # (the standard handler's hook)
+        sock = socket.socket(socket.AF_UNIX, self.socktype)
+        sock.setblocking(False)
+        try:
+            sock.connect(address)
+        except BlockingIOError:
+            pass  # (a stream socket's connection under way: records until then are dropped)
+        except OSError:
+            sock.close()
+            raise
+        self.socket = sock
 
 
 def _socket_kind(path: str) -> socket.SocketKind:

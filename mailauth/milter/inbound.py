@@ -76,16 +76,23 @@ def is_in(address: str, networks: Sequence[Network]) -> bool:
 
 
 _BY = re.compile(r"\sby\s+([^\s;()]+)", re.IGNORECASE)
-_FROM = re.compile(r"^\s*from\s+([^\s;()]+)", re.IGNORECASE)
+_FROM = re.compile(r"^\s*from\s([^(]*)\(([^()]*)", re.IGNORECASE)
 _LITERAL = re.compile(r"\[(?:IPv6:)?([0-9A-Fa-f:.]+)\]")
+_ONLY_LITERAL = re.compile(r"\[(?:IPv6:)?([0-9A-Fa-f:.]+)\]\Z")
 _HELO_PAIR = re.compile(r"\bhelo=([^\s;()]+)", re.IGNORECASE)
 
 
 def relayed_client(headers: Sequence[HeaderField], received_by: Sequence[str]) -> tuple[str, str]:
     """(client address, HELO) from the topmost Received field whose ``by`` host is one of
     ``received_by``, or ("", "") when there is none or it names no address. Reads
-    ``from HELO (NAME [ADDR])`` (Postfix, Sendmail) and ``from NAME ([ADDR] helo=HELO)``
-    (Exim)."""
+    ``from HELO (NAME [ADDR])`` (Postfix, Sendmail), ``from NAME ([ADDR] helo=HELO)`` and
+    ``from [ADDR] (helo=HELO)`` (Exim).
+
+    The address is the one in the first comment (before any ``helo=`` in it), never one
+    elsewhere in the ``from`` clause: the HELO there is the sender's, and Postfix writes it
+    as given -- an address literal, brackets, spaces (it joins HELO's words), even "by
+    HOST" -- keeping out only parentheses, which it replaces. Exim's own form with no
+    reverse name, ``from [ADDR] (helo=...)``, is the one case the literal comes first."""
     seen = 0
     for field in headers:
         if field.lname != "received":
@@ -98,17 +105,21 @@ def relayed_client(headers: Sequence[HeaderField], received_by: Sequence[str]) -
         by = _BY.search(text)
         if by is None or by.group(1).lower().rstrip(".") not in received_by:
             continue
-        clause = text[: by.start()]
-        literal = _LITERAL.search(clause)
-        start = _FROM.match(clause)
-        if literal is None or start is None:
+        clause = _FROM.match(text)
+        if clause is None:
+            return "", ""
+        given, comment = clause.group(1).strip(), clause.group(2)
+        literal = _LITERAL.search(re.split("helo=", comment, maxsplit=1, flags=re.I)[0])
+        if literal is None:
+            literal = _ONLY_LITERAL.match(given)  # (Exim: no reverse name, the HELO inside)
+        if literal is None:
             return "", ""
         try:
             address = str(ipaddress.ip_address(literal.group(1)))
         except ValueError:
             return "", ""
-        pair = _HELO_PAIR.search(clause)
-        helo = pair.group(1) if pair else start.group(1)
+        pair = _HELO_PAIR.search(comment)
+        helo = pair.group(1) if pair else given.split(" ")[0] if given else ""
         return address, "" if helo.startswith("[") else helo  # (an address literal: no name)
     return "", ""
 
@@ -256,14 +267,14 @@ def ignored(options: InboundOptions, client: str, mail_from: str, author: Author
     """Why DMARC is not applied to this message (OpenDMARC's ignore lists), or ""."""
     if is_in(client, options.ignore_networks):
         return "network"
-    if options.ignore_mail_from_domains:
-        domain = mail_from.strip("<> ").rpartition("@")[2]
-        if domain and _domain(domain) in options.ignore_mail_from_domains:
-            return "mail-from-domain"
     if author is not None and options.ignore_author_domains:
         domains = [_domain(d) for d in author.domains]
         if domains and all(d in options.ignore_author_domains for d in domains):
             return "author-domain"
+    if options.ignore_mail_from_domains:  # (applies once SPF passes for it: server.py)
+        domain = mail_from.strip("<> ").rpartition("@")[2]
+        if domain and _domain(domain) in options.ignore_mail_from_domains:
+            return "mail-from-domain"
     return ""
 
 

@@ -36,7 +36,7 @@ from mailauth.milter.offload import Offloader, OffloadError
 from mailauth.milter.signing_table import SigningPolicy, choose_signers
 from mailauth.pipeline import Authenticator, MessageIntake
 from mailauth.reports.failure_collect import MAX_RECIPIENTS, BodyCopy, FailureCollector
-from mailauth.results import ArcResult, DmarcResult, Policy, SpfCheck, Verdict
+from mailauth.results import ArcResult, DmarcResult, Policy, SpfCheck, SpfResult, Verdict
 
 log = logging.getLogger("mailauth.milter")
 _QUICKACK = getattr(socket, "TCP_QUICKACK", None)  # Linux only
@@ -680,7 +680,7 @@ class Milter:
         }
         if session.relay:
             facts["relay"] = session.address
-        if message.ignored:
+        if _ignores(message, verdict):
             facts["ignored"] = message.ignored
         log.info("%s", log_line(facts, verdict, action, seconds, self.settings.log_format))
         if self.metrics is not None:
@@ -758,7 +758,11 @@ class Milter:
         be concluded (RFC 9989: no policy applies), or the chain of a message to be sealed
         could not be validated (sealing it cv=fail would end it for every later hop)."""
         dmarc, arc = verdict.dmarc, verdict.arc
-        if dmarc is not None and dmarc.result is DmarcResult.TEMPERROR and not message.ignored:
+        if (
+            dmarc is not None
+            and dmarc.result is DmarcResult.TEMPERROR
+            and not _ignores(message, verdict)
+        ):
             return f"dmarc=temperror ({dmarc.reason})"
         if arc is not None and arc.result is ArcResult.TEMPERROR and self._seals(message):
             return f"arc=temperror, not sealed ({arc.reason})"
@@ -892,7 +896,7 @@ class Milter:
             dmarc is not None
             and dmarc.disposition is Policy.REJECT
             and self.settings.reject_dmarc
-            and not message.ignored
+            and not _ignores(message, verdict)
         )
 
     def _modifications(
@@ -918,7 +922,7 @@ class Milter:
             dmarc is not None
             and dmarc.disposition is Policy.QUARANTINE
             and self.settings.quarantine_dmarc
-            and not message.ignored
+            and not _ignores(message, verdict)
         ):
             replies.append(
                 p.encode(p.QUARANTINE, f"DMARC quarantine for {dmarc.domain}\0".encode())
@@ -939,6 +943,17 @@ async def _send(writer: asyncio.StreamWriter, data: bytes) -> bool:
         log.info("milter connection closed by the MTA before our reply: %s", exc.strerror or exc)
         return False
     return True
+
+
+def _ignores(message: _Message, verdict: Verdict) -> bool:
+    """Whether the message is on an ignore list (no DMARC disposition). A MAIL FROM domain
+    counts only once SPF has authenticated it: MAIL FROM is the sender's to write, and a
+    spoof of any From domain would otherwise be waved through by naming a listed domain
+    (OpenDMARC's IgnoreMailFrom takes it unverified)."""
+    if message.ignored != "mail-from-domain":
+        return bool(message.ignored)
+    spf = verdict.spf
+    return spf is not None and spf.mailfrom.result is SpfResult.PASS
 
 
 def _retrieved(task: asyncio.Future[SpfCheck]) -> None:
