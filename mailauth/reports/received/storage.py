@@ -133,8 +133,12 @@ def _save_tls(store: Store, r: TlsReport, source: str, now: int) -> bool:
     return True
 
 
-def _json(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+_ENCODE = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+
+
+def _json(value: list[Any]) -> str:
+    """``value`` as compact JSON (most lists in a report are empty: no encoder call)."""
+    return _ENCODE(value) if value else "[]"
 
 
 def _failure_dict(f: TlsFailure) -> dict[str, Any]:
