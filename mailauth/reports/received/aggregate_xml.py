@@ -22,6 +22,7 @@ from __future__ import annotations
 import ipaddress
 import pyexpat
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from xml.etree.ElementTree import Element, ParseError, TreeBuilder
 
@@ -35,7 +36,9 @@ from mailauth.reports.received.model import (
     DkimAuth,
     Reason,
     ReportedPolicy,
+    ReportKind,
     SpfAuth,
+    report_key,
 )
 from mailauth.reports.received.xml_repair import fix_declaration, repair_markup
 
@@ -47,12 +50,15 @@ _MAX_NUMBER = 1 << 62
 _NUMBER = re.compile(r"[0-9]{1,19}(?:\.0*)?")
 
 
-def read_aggregate(data: bytes, limits: ReadLimits = DEFAULT_LIMITS) -> AggregateReport:
+def read_aggregate(data: bytes, limits: ReadLimits = DEFAULT_LIMITS,
+                   known: Callable[[str], bool] | None = None) -> AggregateReport:  # fmt: skip
     """The aggregate report in ``data`` (XML); ReportReadError with one line when it cannot
-    be read or is refused."""
+    be read or is refused. ``known``, when given, is asked with the report's key
+    (:func:`.model.report_key`) as soon as ``<report_metadata>`` has been read: when it
+    answers True, :class:`KnownReport` is raised and the records are not read."""
     notes: list[str] = []
     try:
-        return _read_with_truncation(data, limits, notes)
+        return _read_with_truncation(data, limits, notes, known)
     except _XmlError as first:
         error = first
     if error.encoding:
@@ -60,13 +66,13 @@ def read_aggregate(data: bytes, limits: ReadLimits = DEFAULT_LIMITS) -> Aggregat
         if fixed is not None:
             notes.append("the XML declaration names the wrong encoding: read as UTF-8")
             try:
-                return _read_with_truncation(fixed, limits, notes)
+                return _read_with_truncation(fixed, limits, notes, known)
             except _XmlError as second:
                 error, data = second, fixed
     repaired = repair_markup(data)
     if repaired is not None and repaired != data:
         try:
-            report = _read_with_truncation(repaired, limits, [])
+            report = _read_with_truncation(repaired, limits, [], known)
         except _XmlError:
             pass
         else:
@@ -75,6 +81,16 @@ def read_aggregate(data: bytes, limits: ReadLimits = DEFAULT_LIMITS) -> Aggregat
     if not error.markup:
         raise ReportReadError(f"not a DMARC aggregate report: {error.text}")
     raise ReportReadError(f"not well-formed XML: {error.text}")
+
+
+class KnownReport(Exception):
+    """The report's key is known (a duplicate): its metadata, its records left unread."""
+
+    def __init__(self, key: str, reporter: str, report_id: str) -> None:
+        super().__init__(key)
+        self.key = key
+        self.reporter = reporter
+        self.report_id = report_id
 
 
 class _XmlError(Exception):
@@ -101,6 +117,7 @@ class _State:
     """What the stream has given so far."""
 
     limits: ReadLimits
+    known: Callable[[str], bool] | None = None
     namespace: str = ""
     root: Element | None = None
     depth: int = 0
@@ -112,8 +129,9 @@ class _State:
     clipped: set[str] = field(default_factory=set)
 
 
-def _read_with_truncation(data: bytes, limits: ReadLimits, notes: list[str]) -> AggregateReport:
-    state = _State(limits)
+def _read_with_truncation(data: bytes, limits: ReadLimits, notes: list[str],
+                          known: Callable[[str], bool] | None) -> AggregateReport:  # fmt: skip
+    state = _State(limits, known)
     try:
         _stream(data, state)
     except ParseError as exc:
@@ -203,6 +221,8 @@ def _tag(tag: str) -> str:
 def _top_level(name: str, elem: Element, state: _State) -> None:
     if name == "report_metadata" and state.metadata is None:
         state.metadata = elem
+        if state.known is not None:
+            _check_known(elem, state.known, state)
     elif name == "policy_published" and state.policy is None:
         state.policy = elem
     elif name == "version":
@@ -211,6 +231,18 @@ def _top_level(name: str, elem: Element, state: _State) -> None:
         if len(state.records) >= state.limits.max_records:
             raise ReportReadError(f"refused: more than {state.limits.max_records:,} records")
         state.records.append(_record(elem, len(state.records) + 1, state))
+
+
+def _check_known(metadata: Element, known: Callable[[str], bool], state: _State) -> None:
+    """KnownReport when ``known`` knows the key of the report with this metadata (a
+    report without a Report-ID is left to be refused when it is built)."""
+    meta = _children(metadata)
+    report_id = _text(meta, "report_id", state)
+    if report_id:
+        org_name, email = _text(meta, "org_name", state), _text(meta, "email", state)
+        key = report_key(ReportKind.AGGREGATE, org_name, email, report_id)
+        if known(key):
+            raise KnownReport(key, org_name or email, report_id)
 
 
 _SPLIT: dict[str, tuple[str, str]] = {}  # (the names of a report recur: parsed once)
