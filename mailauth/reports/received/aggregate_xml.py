@@ -45,6 +45,7 @@ from mailauth.reports.received.xml_repair import fix_declaration, repair_markup
 NAMESPACE = "urn:ietf:params:xml:ns:dmarc-2.0"
 _TRUNCATED = {3, 5, 6}  # expat: no element found, unclosed token, partial character
 _ENCODING = 19  # expat: encoding specified in XML declaration is incorrect
+_CHUNK = 1 << 16  # octets given to expat at a time
 _MAX_AUTH = 100  # auth_results entries (and reasons) kept per record
 _MAX_NUMBER = 1 << 62
 _NUMBER = re.compile(r"[0-9]{1,19}(?:\.0*)?")
@@ -199,7 +200,9 @@ def _stream(data: bytes, state: _State) -> None:
     expat.EndElementHandler = on_end
     expat.CharacterDataHandler = builder.data
     try:
-        expat.Parse(data, True)
+        for start_at in range(0, len(data), _CHUNK):  # (expat copies what it is given)
+            expat.Parse(data[start_at : start_at + _CHUNK], False)
+        expat.Parse(b"", True)
     except pyexpat.ExpatError as exc:
         error = ParseError(str(exc))
         error.code = exc.code
