@@ -3,7 +3,9 @@
 A source (files and directories, a Maildir, an mbox: :mod:`mailauth.cli.report_sources`;
 an IMAP folder, added beside them) is an iterable of :class:`SourceItem`: a name to show
 and the item's octets, or why it could not be read. :func:`import_item` reads one item
-(:mod:`.reader`) and writes each report it holds (:mod:`.storage`): every report found and
+(:mod:`.reader`) and writes each report it holds (:mod:`.storage`); an aggregate report
+whose key the store holds already is recognised from its metadata, its records never read
+(its result's counts and notes are the stored report's). Every report found and
 every part that could not be read is one :class:`ImportResult`, ``imported``,
 ``duplicate`` (the store has it already: importing is idempotent) or ``error``. A source
 that must act on an item once it is imported (move an IMAP message) calls
@@ -19,7 +21,7 @@ from typing import Any
 from mailauth.reports.received.limits import DEFAULT_LIMITS, ReadLimits
 from mailauth.reports.received.model import AggregateReport, FailureReport, Report, ReportKind
 from mailauth.reports.received.reader import ReadOutcome, read_reports
-from mailauth.reports.received.storage import save_report
+from mailauth.reports.received.storage import StoredAggregate, save_report, stored_aggregate
 from mailauth.reports.store import Store
 
 IMPORTED = "imported"
@@ -82,14 +84,28 @@ def import_item(store: Store, item: SourceItem, *, now: int,
     that is no fault of the report, and the import should stop."""
     if item.error:
         return [ImportResult(item.name, None, "", "", "", 0, 0, ERROR, item.error)]
+    found: dict[str, StoredAggregate] = {}
+
+    def known(key: str) -> bool:
+        stored = stored_aggregate(store, key)
+        if stored is not None:
+            found[key] = stored
+        return stored is not None
+
     results = []
-    for outcome in read_reports(item.data, limits):
-        results.append(_store_outcome(store, item.name, outcome, now))
+    for outcome in read_reports(item.data, limits, known):
+        results.append(_store_outcome(store, item.name, outcome, now, found))
     return results
 
 
-def _store_outcome(store: Store, name: str, outcome: ReadOutcome, now: int) -> ImportResult:
+def _store_outcome(store: Store, name: str, outcome: ReadOutcome, now: int,
+                   found: dict[str, StoredAggregate]) -> ImportResult:  # fmt: skip
     file = f"{name} > {outcome.part}" if outcome.part else name
+    if outcome.known is not None:  # (a duplicate told from its metadata: records unread)
+        known, stored = outcome.known, found[outcome.known.key]
+        return ImportResult(file, ReportKind.AGGREGATE, known.reporter, known.report_id,
+                            stored.domain, stored.records, stored.messages, DUPLICATE,
+                            notes=stored.notes)  # fmt: skip
     report = outcome.report
     if report is None:
         return ImportResult(file, outcome.kind, "", "", "", 0, 0, ERROR, outcome.error)

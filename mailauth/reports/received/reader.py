@@ -12,10 +12,10 @@ still read.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
-from mailauth.reports.received.aggregate_xml import read_aggregate
+from mailauth.reports.received.aggregate_xml import KnownReport, read_aggregate
 from mailauth.reports.received.containers import (
     GZIP_MAGIC,
     ZIP_MAGIC,
@@ -47,14 +47,17 @@ class ReadOutcome:
     report: Report | None
     error: str = ""
     kind: ReportKind | None = None
+    known: KnownReport | None = None
 
 
-def read_reports(data: bytes, limits: ReadLimits = DEFAULT_LIMITS) -> list[ReadOutcome]:
-    """Every report in ``data`` (never raises ReportReadError: each problem is an outcome)."""
+def read_reports(data: bytes, limits: ReadLimits = DEFAULT_LIMITS,
+                 known: Callable[[str], bool] | None = None) -> list[ReadOutcome]:  # fmt: skip
+    """Every report in ``data`` (never raises ReportReadError: each problem is an outcome).
+    ``known``: see :func:`.aggregate_xml.read_aggregate` (a duplicate's records unread)."""
     if len(data) > limits.max_input:
         return [ReadOutcome("", None, f"refused: larger than {describe_size(limits.max_input)}")]
     budget = Budget(limits.max_expanded, limits.max_expanded)
-    return list(_read(data, "", 0, budget, limits))
+    return list(_read(data, "", 0, budget, limits, known=known))
 
 
 def sniff(data: bytes) -> str:
@@ -79,40 +82,45 @@ def sniff(data: bytes) -> str:
 _KINDS = {"xml": ReportKind.AGGREGATE, "json": ReportKind.TLS}
 
 
-def _read(data: bytes, part: str, depth: int, budget: Budget,
-          limits: ReadLimits) -> Iterator[ReadOutcome]:  # fmt: skip
+def _read(data: bytes, part: str, depth: int, budget: Budget, limits: ReadLimits,
+          *, known: Callable[[str], bool] | None = None) -> Iterator[ReadOutcome]:  # fmt: skip
     kind = sniff(data)
     try:
         if kind in ("gzip", "zip", "mail") and depth >= limits.max_depth:
             raise ReportReadError(f"refused: containers nested more than {limits.max_depth} deep")
         if kind == "gzip":
-            yield from _read(gunzip(data, budget), part, depth + 1, budget, limits)
+            yield from _read(gunzip(data, budget), part, depth + 1, budget, limits, known=known)
         elif kind == "zip":
             members = zip_members(data, budget, limits.max_members)
             if not members:
                 raise ReportReadError("a zip archive with no files in it")
             for name, content in members:
-                yield from _read(content, _join(part, name), depth + 1, budget, limits)
+                yield from _read(content, _join(part, name), depth + 1, budget, limits, known=known)
         elif kind == "xml":
-            yield ReadOutcome(part, read_aggregate(data, limits), kind=ReportKind.AGGREGATE)
+            try:
+                report = read_aggregate(data, limits, known)
+            except KnownReport as found:
+                yield ReadOutcome(part, None, kind=ReportKind.AGGREGATE, known=found)
+            else:
+                yield ReadOutcome(part, report, kind=ReportKind.AGGREGATE)
         elif kind == "json":
             yield ReadOutcome(part, read_tls(data, limits), kind=ReportKind.TLS)
         elif kind == "mail":
-            yield from _read_mail(data, part, depth, budget, limits)
+            yield from _read_mail(data, part, depth, budget, limits, known=known)
         else:
             raise ReportReadError("not a report: neither XML, JSON, gzip, zip nor an e-mail")
     except ReportReadError as exc:
         yield ReadOutcome(part, None, str(exc), _KINDS.get(kind))
 
 
-def _read_mail(data: bytes, part: str, depth: int, budget: Budget,
-               limits: ReadLimits) -> Iterator[ReadOutcome]:  # fmt: skip
+def _read_mail(data: bytes, part: str, depth: int, budget: Budget, limits: ReadLimits,
+               *, known: Callable[[str], bool] | None) -> Iterator[ReadOutcome]:  # fmt: skip
     contents = read_mail(data, limits)
     if contents.failure is not None:
         yield ReadOutcome(part, contents.failure, kind=ReportKind.FAILURE)
     for attachment in contents.attachments:
         yield from _read(attachment.content, _join(part, attachment.name), depth + 1, budget,
-                         limits)  # fmt: skip
+                         limits, known=known)  # fmt: skip
 
 
 def _join(part: str, name: str) -> str:

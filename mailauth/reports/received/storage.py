@@ -47,6 +47,31 @@ def save_report(store: Store, report: Report, *, source: str, now: int) -> bool:
         return _save_tls(store, report, source, now)
 
 
+@dataclass(frozen=True, slots=True)
+class StoredAggregate:
+    """What the store keeps of an aggregate report beside its records (a duplicate's
+    import result is told from it, without reading the duplicate's records)."""
+
+    domain: str
+    records: int
+    messages: int
+    notes: tuple[str, ...]
+
+
+def stored_aggregate(store: Store, key: str) -> StoredAggregate | None:
+    """The stored aggregate report with ``key``; None when there is none."""
+    rows = store.fetchall(
+        "SELECT policy_domain, records, messages, notes FROM received_aggregate "
+        "WHERE report_key = ?",
+        (key,),
+    )
+    if not rows:
+        return None
+    domain, records, messages, notes = rows[0]
+    return StoredAggregate(str(domain), int(records), int(messages),
+                           tuple(str(n) for n in json.loads(notes)))  # fmt: skip
+
+
 def _save_aggregate(store: Store, r: AggregateReport, source: str, now: int) -> bool:
     key = r.key
     p = r.policy
@@ -133,8 +158,12 @@ def _save_tls(store: Store, r: TlsReport, source: str, now: int) -> bool:
     return True
 
 
-def _json(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+_ENCODE = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+
+
+def _json(value: list[Any]) -> str:
+    """``value`` as compact JSON (most lists in a report are empty: no encoder call)."""
+    return _ENCODE(value) if value else "[]"
 
 
 def _failure_dict(f: TlsFailure) -> dict[str, Any]:
