@@ -9,6 +9,7 @@ import asyncio
 import contextlib
 import email
 import hashlib
+import os
 import socket
 import stat
 import struct
@@ -636,7 +637,8 @@ def _shipped(package: str) -> Path | None:
 
 
 @pytest.mark.skipif(
-    not (_shipped("opendkim") and _shipped("opendmarc")),
+    os.environ.get("CI") != "true"  # (under CI a missing package fails the test)
+    and not (_shipped("opendkim") and _shipped("opendmarc")),
     reason="Debian's opendkim and opendmarc packages are not installed (or their "
     "configuration files were changed): .ci/run installs them",
 )
@@ -697,7 +699,8 @@ def _opendkim(site: Path, conf_name: str = "site-opendkim.conf") -> Iterator[int
 
 
 @pytest.mark.skipif(
-    not OPENDKIM.exists(),
+    os.environ.get("CI") != "true"  # (under CI a missing package fails the test)
+    and not OPENDKIM.exists(),
     reason="Debian's opendkim package is not installed (.ci/run installs it): OpenDKIM "
     "itself not compared",
 )
@@ -742,7 +745,8 @@ def test_opendkim_and_the_imported_milter_sign_the_same_mail_with_the_same_keys(
 
 
 @pytest.mark.skipif(
-    not OPENDKIM.exists(),
+    os.environ.get("CI") != "true"  # (under CI a missing package fails the test)
+    and not OPENDKIM.exists(),
     reason="Debian's opendkim package is not installed (.ci/run installs it): OpenDKIM "
     "itself not compared",
 )

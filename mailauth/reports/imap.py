@@ -24,6 +24,7 @@ and encodes folder names in IMAP's modified UTF-7.
 
 from __future__ import annotations
 
+import contextlib
 import re
 import ssl
 import urllib.parse
@@ -182,10 +183,8 @@ class ImapMailbox:
             if error is None:
                 self.flush()
             else:  # the import failed: move what was stored, without hiding the failure
-                try:
+                with contextlib.suppress(ImapError):
                     self.flush()
-                except ImapError:
-                    pass
         finally:
             self._close()
 
@@ -196,10 +195,8 @@ class ImapMailbox:
         try:
             client.logout()
         except (OSError, IMAPClientError):
-            try:
+            with contextlib.suppress(OSError, IMAPClientError):
                 client.shutdown()
-            except (OSError, IMAPClientError):
-                pass
 
     def messages(self) -> Iterator[ImapMessage]:
         """Every message of the folder at the time of the call, in UID order."""
