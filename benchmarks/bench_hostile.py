@@ -119,6 +119,7 @@ class Phase:
     peak_rss_mb: float | None = None
     rss_reset: bool = False
     milter_cpu: float = 0.0  # seconds of CPU the milter used during the phase
+    milter_waited: float = 0.0  # seconds its event-loop thread was runnable but not running
     client_cpu: float = 0.0  # and this process (the load generator)
 
     def ordinary(self) -> list[Outcome]:
@@ -157,6 +158,9 @@ async def transact(
     now = time.perf_counter()
     latency = now - client.eom_sent
     result = classify(replies)
+    if os.environ.get("MA_TRACE"):
+        with open(os.environ["MA_TRACE"], "a") as f:
+            f.write(f"{client.eom_sent:.6f}\t{latency * 1e3:.2f}\t{case.name}\n")
     if result == "verified" and latency > deadline:
         result = "overdue"  # verified, but too late to count
     return Outcome(case.name, result, latency, now - due)
@@ -327,6 +331,15 @@ class Milter:
     def not_verified_logged(self) -> int:
         return self.log.read_bytes().count(b"not verified")
 
+    def run_queue_seconds(self) -> float:
+        """Seconds the event-loop (main) thread has waited for a CPU while runnable (Linux
+        schedstat; 0 where not available)."""
+        try:
+            fields = Path(f"/proc/{self.process.pid}/schedstat").read_text().split()
+        except OSError:
+            return 0.0
+        return int(fields[1]) / 1e9
+
     def cpu_seconds(self) -> float:
         fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
         return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
@@ -343,6 +356,8 @@ def milter(directory: Path, nameserver: str, deadline: float) -> Iterator[Milter
     log = directory / "milter.log"
     with log.open("wb") as sink:
         command = [sys.executable, "-m", "mailauth", "milter", "--config", str(config)]
+        if os.environ.get("MA_PIN"):
+            command = ["taskset", "-c", "0", *command]
         process = subprocess.Popen(command, stderr=sink)
     try:
         ends = time.monotonic() + 30
@@ -384,9 +399,10 @@ def run_phase_measured(
     phase = Phase(f"with hostile {args.hostile_rate:g}/s" if with_hostile else "alone")
     phase.rss_reset = m.reset_peak()
     asked, logged = questions.total, m.not_verified_logged()
-    milter_cpu, client_cpu = m.cpu_seconds(), time.process_time()
+    milter_cpu, client_cpu, waited = m.cpu_seconds(), time.process_time(), m.run_queue_seconds()
     asyncio.run(run_phase(m.port, args, phase, with_hostile))
     phase.milter_cpu = m.cpu_seconds() - milter_cpu
+    phase.milter_waited = m.run_queue_seconds() - waited
     phase.client_cpu += time.process_time() - client_cpu
     phase.dns_questions = questions.total - asked
     phase.not_verified_logged = m.not_verified_logged() - logged
@@ -419,7 +435,8 @@ def phase_lines(phase: Phase) -> list[str]:
         f"    ordinary: {outcome_counts(ordinary)}",
         f"    DNS questions {phase.dns_questions}; milter 'not verified' warnings "
         f"{phase.not_verified_logged}; peak RSS {rss}{'' if phase.rss_reset else ' (not reset)'}",
-        f"    CPU: milter {phase.milter_cpu:.1f} s, load generator {phase.client_cpu:.1f} s",
+        f"    CPU: milter {phase.milter_cpu:.1f} s, load generator {phase.client_cpu:.1f} s; "
+        f"the milter's event loop waited {phase.milter_waited:.2f} s for a CPU",
     ]
 
 

@@ -15,6 +15,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
+from unittest.mock import patch
 
 import dns.exception
 import dns.flags
@@ -31,7 +32,7 @@ from hypothesis import strategies as st
 from mailauth.dns import DnsCache, DnsStatus, Lookup, Query, Resolver, RRType
 from mailauth.dns.asyncstub import _RDTYPES, AsyncStub, name_to_wire, opt_record
 from mailauth.dns.resolver import _stub_for
-from mailauth.dns.udp import USES, UdpChannel, _Pending
+from mailauth.dns.udp import MAX_RECORDS, USES, UdpChannel, _Pending
 from tests.dnsserver import LoopbackDnsServer
 from tests.test_dns_resolver import ZONE
 
@@ -630,3 +631,35 @@ def test_the_pool_stays_within_its_size_and_a_full_send_buffer_is_a_lost_datagra
         assert time.monotonic() - started < 1.5
     finally:
         silent.close()
+
+
+def _many_a(name: str, count: int) -> str:
+    return "".join(f"{name} 600 IN A 10.0.{i // 256}.{i % 256}\n" for i in range(count))
+
+
+def test_an_answer_of_too_many_records_is_not_parsed() -> None:
+    """Issue 14: a hostile domain's answer of thousands of records cost the loop up to 0.6 s
+    of dnspython parsing in one piece; past MAX_RECORDS it is not parsed: a temporary error
+    naming the count, over UDP (60 records of a 4096-octet payload: no truncation) and over
+    TCP (150 records: truncated, then TCP); the OPT record counts; an answer of MAX_RECORDS
+    records in all is read."""
+    zone = (
+        ZONE
+        + _many_a("wide.example.test.", 60)
+        + _many_a("huge-a.example.test.", 150)
+        + _many_a("full.example.test.", MAX_RECORDS - 1)
+    )
+    with patch("mailauth.dns.udp.MAX_RECORDS", 50), LoopbackDnsServer(zone) as server:
+        resolver = Resolver([server.address], timeout=1.0, lifetime=2.0, edns_payload=4096)
+        lookup = asyncio.run(resolver.lookup_async("wide.example.test", RRType.A))
+        assert lookup.status is DnsStatus.TEMPFAIL
+        assert "an answer of 61 records (over 50: not read)" in (lookup.reason or "")
+        assert [q[0] for q in server.questions] == ["udp"]
+    with LoopbackDnsServer(zone) as server:
+        resolver = Resolver([server.address], timeout=1.0, lifetime=2.0, edns_payload=1232)
+        lookup = asyncio.run(resolver.lookup_async("huge-a.example.test", RRType.A))
+        assert lookup.status is DnsStatus.TEMPFAIL
+        assert f"an answer of 151 records (over {MAX_RECORDS}: not read)" in (lookup.reason or "")
+        assert [q[0] for q in server.questions] == ["udp", "tcp"]
+        lookup = asyncio.run(resolver.lookup_async("full.example.test", RRType.A))
+        assert lookup.status is DnsStatus.ANSWER and len(lookup.records) == MAX_RECORDS - 1

@@ -12,7 +12,9 @@ rules, and ends each query in the same :class:`~mailauth.dns.types.Lookup`:
   answer is inconsistent (dnspython's ``Answer`` refuses it), or that cannot be reached
   (an ``OSError``, a TCP connection closed or a bad TCP response) is dropped for this query;
 - a truncated UDP answer is asked again at once over TCP, of the same server (RFC 7766),
-  with dnspython's ``asyncquery.tcp``;
+  one query per connection as dnspython's ``asyncquery.tcp`` (whose answer is parsed before
+  we could see its size: here one of more than :data:`~mailauth.dns.udp.MAX_RECORDS`
+  records, over UDP or TCP, is not parsed, and the server is dropped);
 - NOERROR ends in an answer or NODATA, NXDOMAIN in NXDOMAIN, YXDOMAIN in a temporary
   failure, every server dropped in "no nameserver answered: what they said".
 
@@ -33,10 +35,10 @@ import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-import dns.asyncquery
 import dns.exception
 import dns.message
 import dns.name
+import dns.query
 import dns.rcode
 import dns.rdatatype
 import dns.resolver
@@ -48,7 +50,7 @@ from mailauth.dns.outcomes import (
     lookup_from_negative,
 )
 from mailauth.dns.types import DnsStatus, Lookup, Query, RRType
-from mailauth.dns.udp import UdpChannel
+from mailauth.dns.udp import UdpChannel, too_many_records
 
 _RDTYPES = {
     rdtype: struct.pack("!HH", dns.rdatatype.from_text(rdtype.value), 1) for rdtype in RRType
@@ -180,7 +182,30 @@ class AsyncStub:
         request = dns.message.make_query(
             query.name + ".", query.rdtype.value, use_edns=0, payload=self.edns_payload
         )
-        return await dns.asyncquery.tcp(request, server[0], timeout=timeout, port=server[1])
+        return await _tcp(request, server, timeout)
+
+
+async def _tcp(request: dns.message.Message, server: Server, timeout: float) -> dns.message.Message:
+    """One query over a TCP connection of its own (RFC 1035 4.2.2, RFC 7766); the answer
+    read whole, checked for its size, then parsed."""
+    wire = request.to_wire()
+    try:
+        async with asyncio.timeout(timeout):
+            reader, writer = await asyncio.open_connection(server[0], server[1])
+            try:
+                writer.write(struct.pack("!H", len(wire)) + wire)
+                (length,) = struct.unpack("!H", await reader.readexactly(2))
+                answer = await reader.readexactly(length)
+            finally:
+                writer.close()
+    except TimeoutError:
+        raise dns.exception.Timeout(timeout=timeout) from None  # type: ignore[no-untyped-call]
+    if (problem := too_many_records(answer)) is not None:
+        raise problem
+    response = dns.message.from_wire(answer)
+    if not request.is_response(response):
+        raise dns.query.BadResponse  # (a FormError: the server is dropped)
+    return response
 
 
 # What takes a server out of a query (as dnspython's resolver: it cannot be reached, or its

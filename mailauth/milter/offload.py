@@ -128,8 +128,10 @@ async def _read_frame(reader: asyncio.StreamReader) -> Any:
 @dataclass
 class _Worker:
     process: subprocess.Popen[bytes]
-    sock: socket.socket
+    sock: socket.socket  # heavy messages
+    light: socket.socket  # SPF requests: never behind a message being written
     writer: asyncio.StreamWriter | None = None
+    light_writer: asyncio.StreamWriter | None = None
     connected: asyncio.Future[None] | None = None
     sending: asyncio.Lock = field(default_factory=asyncio.Lock)  # one request's octets at once
     pending: dict[int, asyncio.Future[Any]] = field(default_factory=dict)
@@ -179,16 +181,24 @@ class Offloader:
 
     def _spawn(self, *, wait: bool) -> _Worker:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        light, their_light = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
+            fds = (theirs.fileno(), their_light.fileno())
             process = subprocess.Popen(
-                [sys.executable, "-m", "mailauth.milter.offload_worker", str(theirs.fileno())],
-                pass_fds=(theirs.fileno(),),
+                [sys.executable, "-m", "mailauth.milter.offload_worker", *map(str, fds)],
+                pass_fds=fds,
                 stdin=subprocess.DEVNULL,
             )
+        except BaseException:
+            ours.close()
+            light.close()
+            raise
         finally:
             theirs.close()
+            their_light.close()
+        light.setblocking(False)
         ours.sendall(_frame(list(sys.path)) + _frame(self.factory))
-        worker = _Worker(process, ours, ready=wait)
+        worker = _Worker(process, ours, light, ready=wait)
         if wait:
             ours.settimeout(120)
             try:
@@ -218,6 +228,10 @@ class Offloader:
             worker.writer.close()
         else:
             worker.sock.close()
+        if worker.light_writer is not None:
+            worker.light_writer.close()
+        else:
+            worker.light.close()
         with contextlib.suppress(OSError):
             worker.process.kill()
         with contextlib.suppress(subprocess.TimeoutExpired):
@@ -252,8 +266,10 @@ class Offloader:
     async def _connect(self, worker: _Worker) -> None:
         reader, writer = await asyncio.open_unix_connection(sock=worker.sock)
         worker.writer = writer
-        task = asyncio.ensure_future(self._replies(worker, reader))
-        task.add_done_callback(_retrieved)
+        light_reader, worker.light_writer = await asyncio.open_unix_connection(sock=worker.light)
+        for stream in (reader, light_reader):
+            task = asyncio.ensure_future(self._replies(worker, stream))
+            task.add_done_callback(_retrieved)
 
     async def _replies(self, worker: _Worker, reader: asyncio.StreamReader) -> None:
         try:
@@ -321,13 +337,16 @@ class Offloader:
         payload: bytes | memoryview,
     ) -> Any:
         """Write one request whole (or end the worker), then wait for its reply. A request
-        with no payload (SPF) does not wait behind a message being written: OffloadError
-        at once (the loop evaluates it), since a busy worker may take seconds to read
-        32 MiB while ordinary mail waits for its SPF result."""
+        with no payload (SPF) goes over the worker's other socket: it never waits behind a
+        message being written (a busy worker may take seconds to read 32 MiB), nor goes to
+        the loop meanwhile."""
+        if not payload:
+            assert worker.light_writer is not None
+            worker.light_writer.write(_request((ident, 0, *request)))  # (whole: one write)
+            await worker.light_writer.drain()
+            return await future
         writer = worker.writer
         assert writer is not None
-        if not payload and worker.sending.locked():
-            raise OffloadError("the worker process is reading a message")
         async with worker.sending:
             whole = False
             try:

@@ -1,6 +1,7 @@
 """A worker process of :mod:`mailauth.milter.offload`: ``python -m
-mailauth.milter.offload_worker FD``, started by the milter with one end of a unix socket pair
-as FD.
+mailauth.milter.offload_worker FD LIGHT``, started by the milter with one end of each of two
+unix socket pairs: FD for heavy messages, LIGHT for SPF requests (so that none waits behind
+a message being written); requests are served alike from both, each answered on its own.
 
 The first frames are the milter's ``sys.path`` and the factory of the worker's Authenticator;
 the worker answers "ready", then serves requests (JSON arrays, never pickles), many at once,
@@ -25,10 +26,29 @@ from mailauth.milter.offload import WORKER_NICE, _frame, _recv_frame_blocking, r
 from mailauth.pipeline import Authenticator
 
 
-async def _serve(sock: socket.socket, authenticator: Authenticator) -> None:
+async def _serve(sock: socket.socket, light: socket.socket, authenticator: Authenticator) -> None:
     reader, writer = await asyncio.open_unix_connection(sock=sock)
     writer.write(_frame("ready"))
+    light_reader, light_writer = await asyncio.open_unix_connection(sock=light)
     tasks: set[asyncio.Task[None]] = set()
+    streams = [
+        asyncio.ensure_future(_requests(reader, writer, authenticator, tasks)),
+        asyncio.ensure_future(_requests(light_reader, light_writer, authenticator, tasks)),
+    ]
+    # (the end of either socket, or anything not a request on it: the milter went away or
+    # the stream is lost; the worker ends)
+    await asyncio.wait(streams, return_when=asyncio.FIRST_COMPLETED)
+    for task in (*streams, *tasks):
+        task.cancel()
+
+
+async def _requests(
+    reader: asyncio.StreamReader,
+    writer: asyncio.StreamWriter,
+    authenticator: Authenticator,
+    tasks: set[asyncio.Task[None]],
+) -> None:
+    """Serve the requests of one socket until its end, each answered on it."""
 
     async def answer(request: list[Any], message: bytes) -> None:
         ident, _, kind, *args = request
@@ -57,20 +77,19 @@ async def _serve(sock: socket.socket, authenticator: Authenticator) -> None:
     while True:  # (requests are JSON: nothing a message holds is ever unpickled here)
         request = await read_request(reader)
         if request is None:  # (the end of the socket, or not a request: the stream is lost)
-            break
+            return
         try:
             message = await reader.readexactly(request[1]) if request[1] else b""
         except (asyncio.IncompleteReadError, ConnectionError):
-            break
+            return
         task = asyncio.ensure_future(answer(request, message))
         tasks.add(task)
         task.add_done_callback(tasks.discard)
-    for task in tasks:
-        task.cancel()
 
 
 def main() -> None:
     sock = socket.socket(fileno=int(sys.argv[1]))
+    light = socket.socket(fileno=int(sys.argv[2]))
     with contextlib.suppress(OSError):
         os.nice(WORKER_NICE)
     sock.settimeout(120)
@@ -81,7 +100,8 @@ def main() -> None:
         sock.sendall(_frame(f"{type(exc).__name__}: {exc}"))
         return
     sock.setblocking(False)
-    asyncio.run(_serve(sock, authenticator))
+    light.setblocking(False)
+    asyncio.run(_serve(sock, light, authenticator))
 
 
 if __name__ == "__main__":

@@ -46,6 +46,15 @@ _READ_SIZE = 1 << 16  # octets taken at once (a Postfix body chunk; more held mo
 # (Postfix smtpd_timeout 300 s), short enough that a peer that vanished without closing (a
 # half-open TCP connection) or a client that only holds connections open is let go.
 DEFAULT_IDLE_TIMEOUT = 7210.0
+# Fair turns (Milter.handle): one connection handles packets for at most TURN seconds before
+# the others get the loop (a read holds up to 64 KiB: about 600 header fields, 5 ms or more
+# of work). A message whose packets have taken more than LANE_AFTER seconds of the loop in all
+# (an ordinary one takes about 1 ms) goes on in the *slow lane*, in turns of LANE_TURN: one
+# such connection's turn at a time, so however many hostile messages are being received at
+# once, an ordinary message waits behind at most one LANE_TURN of theirs at each of its steps.
+TURN = 0.002
+LANE_AFTER = 0.010
+LANE_TURN = 0.0005
 # What one message may make the milter hold: its header section, at most MAX_HEADER_SECTION
 # octets and MAX_HEADER_FIELDS fields (mailauth.config: 1 MiB, 10,000; the body is never
 # kept). Real mail stays far below (a few KiB and a few dozen fields; OpenDKIM's
@@ -126,6 +135,7 @@ class _Message:
     mail_from: str = ""
     headers: list[tuple[str, bytes]] = field(default_factory=list)
     header_bytes: int = 0  # as the milter counts what it holds (data + per-field overhead)
+    loop_used: float = 0.0  # seconds of the event loop its packets have taken (Milter.handle)
     header_fields: int = 0
     held: int = 0  # octets counted in Milter.held for this message
     results_fields: int = 0  # Authentication-Results fields seen
@@ -198,6 +208,7 @@ class Milter:
         self.offloader = offloader  # heavy messages are checked in its worker processes
         self.connections = 0
         self.held = 0  # header octets (and per-field overhead) held for all connections
+        self._lane = asyncio.Lock()  # the slow lane (see LANE_AFTER)
 
     async def handle(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, listener: str = ""
@@ -236,13 +247,9 @@ class Milter:
                     return  # the MTA went away, possibly mid-message: nothing to clean up
                 waiting.clear()
                 received += chunk
-                replies = []
-                for command, data in p.take_packets(received):
-                    reply = await self._dispatch(session, command, data)
-                    if reply is None:
-                        return
-                    if reply and command not in session.no_reply:
-                        replies.append(reply)
+                replies = await self._packets(session, received)
+                if replies is None:
+                    return
                 if replies:
                     if not await _send(writer, b"".join(replies)):  # (our ACK goes with it)
                         return
@@ -264,6 +271,42 @@ class Milter:
             writer.close()
             with contextlib.suppress(ConnectionError):
                 await writer.wait_closed()
+
+    async def _packets(self, session: _Session, received: bytearray) -> list[bytes] | None:
+        """Handle the whole packets in ``received`` (taken from it), in fair turns (TURN,
+        the slow lane: LANE_AFTER); the replies to send, or None to close."""
+        replies = []
+        in_lane = False  # whether this connection holds the slow lane
+        began = time.perf_counter()
+        try:
+            for command, data in p.take_packets(received):
+                if command == p.EOM:  # (it waits for the checks: never in the lane)
+                    if in_lane:
+                        self._lane.release()
+                        in_lane = False
+                elif not in_lane and session.message.loop_used > LANE_AFTER:
+                    await self._lane.acquire()
+                    in_lane = True
+                    began = time.perf_counter()
+                message = session.message
+                reply = await self._dispatch(session, command, data)
+                if reply is None:
+                    return None
+                if reply and command not in session.no_reply:
+                    replies.append(reply)
+                now = time.perf_counter()
+                if now - began >= (LANE_TURN if in_lane else TURN):  # the others' turn
+                    message.loop_used += now - began
+                    if in_lane:
+                        self._lane.release()
+                        in_lane = False
+                    await asyncio.sleep(0)
+                    began = time.perf_counter()
+            session.message.loop_used += time.perf_counter() - began
+            return replies
+        finally:
+            if in_lane:
+                self._lane.release()
 
     async def _dispatch(self, session: _Session, command: bytes, data: bytes) -> bytes | None:
         """The reply to one packet: bytes to send, b"" for none, None to close."""
