@@ -55,6 +55,7 @@ DEFAULT_IDLE_TIMEOUT = 7210.0
 TURN = 0.002
 LANE_AFTER = 0.010
 LANE_TURN = 0.0005
+_WAITED = 0.0002  # seconds a read took beyond which it waited for data (others ran meanwhile)
 # What one message may make the milter hold: its header section, at most MAX_HEADER_SECTION
 # octets and MAX_HEADER_FIELDS fields (mailauth.config: 1 MiB, 10,000; the body is never
 # kept). Real mail stays far below (a few KiB and a few dozen fields; OpenDKIM's
@@ -190,6 +191,7 @@ class _Session:
     trusted: bool = False
     relay: bool = False  # the client is one of our border hosts (inbound.relay)
     message: _Message = field(default_factory=_Message)
+    turn_began: float = 0.0  # when this connection's turn of the loop began (Milter._packets)
 
 
 class Milter:
@@ -240,7 +242,10 @@ class Milter:
                 try:
                     # Whatever has arrived (one read for all the packets of an MTA's write:
                     # Postfix sends the steps we do not answer in one go).
+                    asked = time.perf_counter()
                     chunk = await reader.read(_READ_SIZE)
+                    if time.perf_counter() - asked > _WAITED:  # (the others ran meanwhile)
+                        session.turn_began = time.perf_counter()
                 except ConnectionError:
                     chunk = b""
                 if not chunk:
@@ -274,10 +279,12 @@ class Milter:
 
     async def _packets(self, session: _Session, received: bytearray) -> list[bytes] | None:
         """Handle the whole packets in ``received`` (taken from it), in fair turns (TURN,
-        the slow lane: LANE_AFTER); the replies to send, or None to close."""
+        the slow lane: LANE_AFTER); the replies to send, or None to close. A turn goes on
+        across reads that did not wait (``session.turn_began``): data already buffered is
+        read without letting the others run."""
         replies = []
         in_lane = False  # whether this connection holds the slow lane
-        began = time.perf_counter()
+        last = time.perf_counter()
         try:
             for command, data in p.take_packets(received):
                 if command == p.EOM:  # (it waits for the checks: never in the lane)
@@ -287,7 +294,7 @@ class Milter:
                 elif not in_lane and session.message.loop_used > LANE_AFTER:
                     await self._lane.acquire()
                     in_lane = True
-                    began = time.perf_counter()
+                    session.turn_began = last = time.perf_counter()  # (waited: a new turn)
                 message = session.message
                 reply = await self._dispatch(session, command, data)
                 if reply is None:
@@ -295,14 +302,17 @@ class Milter:
                 if reply and command not in session.no_reply:
                     replies.append(reply)
                 now = time.perf_counter()
-                if now - began >= (LANE_TURN if in_lane else TURN):  # the others' turn
-                    message.loop_used += now - began
-                    if in_lane:
+                if command == p.EOM:  # (it waited for the checks: a new turn)
+                    session.turn_began = now
+                else:
+                    message.loop_used += now - last
+                last = now
+                if now - session.turn_began >= (LANE_TURN if in_lane else TURN):
+                    if in_lane:  # the others' turn
                         self._lane.release()
                         in_lane = False
                     await asyncio.sleep(0)
-                    began = time.perf_counter()
-            session.message.loop_used += time.perf_counter() - began
+                    session.turn_began = last = time.perf_counter()
             return replies
         finally:
             if in_lane:
