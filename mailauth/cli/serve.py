@@ -49,6 +49,7 @@ from mailauth.reports.failure_collect import FailureCollector
 from mailauth.reports.store import StoreError
 
 log = logging.getLogger("mailauth.milter")
+SWITCH_INTERVAL = 0.002  # seconds (sys.setswitchinterval)
 
 
 def add_milter_parser(commands: argparse._SubParsersAction[Parser]) -> None:
@@ -417,6 +418,9 @@ def cmd_milter(args: argparse.Namespace) -> int:
     # out of the cyclic collector's sight, a full collection no longer walks it (tens of
     # milliseconds of a held event loop, every few seconds under load).
     gc.freeze()
+    # A thread that parses a long DNS answer (mailauth.dns.udp) or writes reports hands the
+    # interpreter back to the event loop after at most this long (Python's default: 5 ms).
+    sys.setswitchinterval(SWITCH_INTERVAL)
     asyncio.run(_serve_milter(milter, config, args))
     return 0
 

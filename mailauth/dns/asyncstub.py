@@ -12,9 +12,10 @@ rules, and ends each query in the same :class:`~mailauth.dns.types.Lookup`:
   answer is inconsistent (dnspython's ``Answer`` refuses it), or that cannot be reached
   (an ``OSError``, a TCP connection closed or a bad TCP response) is dropped for this query;
 - a truncated UDP answer is asked again at once over TCP, of the same server (RFC 7766),
-  one query per connection as dnspython's ``asyncquery.tcp`` (whose answer is parsed before
-  we could see its size: here one of more than :data:`~mailauth.dns.udp.MAX_RECORDS`
-  records, over UDP or TCP, is not parsed, and the server is dropped);
+  one query per connection as dnspython's ``asyncquery.tcp`` (which parses the answer on the
+  loop whatever its size: here a long one is parsed in a thread, and one over
+  :data:`~mailauth.dns.udp.MAX_ANSWER` octets, over UDP or TCP, not at all: the server is
+  dropped);
 - NOERROR ends in an answer or NODATA, NXDOMAIN in NXDOMAIN, YXDOMAIN in a temporary
   failure, every server dropped in "no nameserver answered: what they said".
 
@@ -50,7 +51,7 @@ from mailauth.dns.outcomes import (
     lookup_from_negative,
 )
 from mailauth.dns.types import DnsStatus, Lookup, Query, RRType
-from mailauth.dns.udp import UdpChannel, too_many_records
+from mailauth.dns.udp import UdpChannel, parse_answer, too_large
 
 _RDTYPES = {
     rdtype: struct.pack("!HH", dns.rdatatype.from_text(rdtype.value), 1) for rdtype in RRType
@@ -187,7 +188,7 @@ class AsyncStub:
 
 async def _tcp(request: dns.message.Message, server: Server, timeout: float) -> dns.message.Message:
     """One query over a TCP connection of its own (RFC 1035 4.2.2, RFC 7766); the answer
-    read whole, checked for its size, then parsed."""
+    checked for its size, read whole, then parsed (a long one in the parsing thread)."""
     wire = request.to_wire()
     try:
         async with asyncio.timeout(timeout):
@@ -195,14 +196,14 @@ async def _tcp(request: dns.message.Message, server: Server, timeout: float) -> 
             try:
                 writer.write(struct.pack("!H", len(wire)) + wire)
                 (length,) = struct.unpack("!H", await reader.readexactly(2))
+                if (problem := too_large(length)) is not None:
+                    raise problem
                 answer = await reader.readexactly(length)
             finally:
                 writer.close()
     except TimeoutError:
         raise dns.exception.Timeout(timeout=timeout) from None  # type: ignore[no-untyped-call]
-    if (problem := too_many_records(answer)) is not None:
-        raise problem
-    response = dns.message.from_wire(answer)
+    response = await parse_answer(answer)
     if not request.is_response(response):
         raise dns.query.BadResponse  # (a FormError: the server is dropped)
     return response

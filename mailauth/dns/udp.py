@@ -33,9 +33,12 @@ answer), TSIG.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+import functools
 import random
 import socket
 import struct
+import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -49,12 +52,16 @@ IN_FLIGHT = 64  # queries one socket carries at once before another is preferred
 MAX_AGE = 10.0  # seconds a socket takes new queries (its port then retires, however idle)
 _BATCH = 32  # datagrams read per readiness callback (the rest wait for the loop's next turn)
 PARSE_SLICE = 0.001  # seconds of parsing per turn of the loop (at least one answer a turn)
-# Records (all sections) an answer may hold to be read. dnspython takes 50-150 us of CPU per
-# record to parse (a 64 KiB TCP answer: 4,000 records, up to 0.6 s on the loop in one piece);
-# no answer mail authentication asks for comes near (one TXT record, ten MX names, a few
-# dozen addresses), while a hostile domain's can. Past it the answer is not parsed: it
-# fails like an answer that cannot be read (the server is dropped; a temporary error).
-MAX_RECORDS = 100
+# dnspython takes 50-150 us of CPU per record it parses and some 15 us per character-string
+# (a 4 KiB TXT record of empty strings: 60 ms), and one answer cannot be parsed in slices. An
+# answer longer than INLINE_PARSE octets is therefore parsed in a thread of its own (PARSER),
+# which the loop shares the interpreter with in turns of sys.getswitchinterval() (the milter
+# sets 2 ms); a shorter one (every answer a DKIM key or DMARC record normally needs) at once.
+# One longer than MAX_ANSWER is not parsed at all: the server is dropped, as for an answer that
+# cannot be read, and the query ends in a temporary failure (no answer mail authentication
+# needs comes near 16 KiB; a hostile 64 KiB answer would be a second of CPU).
+INLINE_PARSE = 512
+MAX_ANSWER = 16 * 1024
 
 _HEADER = struct.Struct("!HHHHHH")  # RFC 1035 4.1.1
 _ID_FLAGS_QDCOUNT = struct.Struct("!HHH")
@@ -64,17 +71,33 @@ _QR, _TC, _OPCODE = 0x8000, 0x0200, 0x7800
 _NO_QUESTION_RCODES = frozenset((1, 2, 4, 5))  # FORMERR, SERVFAIL, NOTIMP, REFUSED
 
 
-def too_many_records(wire: bytes) -> dns.exception.FormError | None:
-    """The error for an answer of more than :data:`MAX_RECORDS` records, from its header
-    alone (None for any other, including one too short to say)."""
-    if len(wire) < _HEADER.size:
+def too_large(wire: bytes | int) -> dns.exception.FormError | None:
+    """The error for an answer (or answer length) over :data:`MAX_ANSWER` octets."""
+    size = wire if isinstance(wire, int) else len(wire)
+    if size <= MAX_ANSWER:
         return None
-    _, _, _, answers, authority, additional = _HEADER.unpack_from(wire)
-    if answers + authority + additional <= MAX_RECORDS:
-        return None
-    count = answers + authority + additional
-    reason = f"an answer of {count} records (over {MAX_RECORDS}: not read)"
+    reason = f"an answer of {size} octets (over {MAX_ANSWER}: not read)"
     return dns.exception.FormError(reason)  # type: ignore[no-untyped-call]
+
+
+_parser: concurrent.futures.ThreadPoolExecutor | None = None
+_parser_lock = threading.Lock()
+
+
+async def parse_answer(wire: bytes) -> dns.message.Message:
+    """``dns.message.from_wire(wire)``: at once when short, else in the parsing thread, so
+    that a long answer does not hold the event loop in one piece."""
+    if len(wire) <= INLINE_PARSE:
+        return dns.message.from_wire(wire)
+    return await asyncio.wrap_future(_parsing_thread().submit(dns.message.from_wire, wire))
+
+
+def _parsing_thread() -> concurrent.futures.ThreadPoolExecutor:
+    global _parser  # noqa: PLW0603 - one thread for the process, started when first needed
+    with _parser_lock:
+        if _parser is None:
+            _parser = concurrent.futures.ThreadPoolExecutor(1, "mailauth-dns-parse")
+        return _parser
 
 
 _random = random.SystemRandom()  # IDs from the OS's CSPRNG (RFC 5452 9.2)
@@ -264,7 +287,7 @@ class UdpChannel:
         if flags & _TC:
             pending.future.set_exception(dns.message.Truncated())  # type: ignore[no-untyped-call]
             return
-        if (problem := too_many_records(wire)) is not None:
+        if (problem := too_large(wire)) is not None:
             pending.future.set_exception(problem)
             return
         pending.received.append(wire)
@@ -288,9 +311,14 @@ class UdpChannel:
             self._parsing = False
 
     def _settle(self, pending: _Pending) -> None:
-        """The query's answer: the first of its datagrams that parses."""
+        """The query's answer: the first of its datagrams that parses (a long one in the
+        parsing thread: it answers when parsed, unless the query's time is up first)."""
         while pending.received and not pending.future.done():
             wire = pending.received.pop(0)
+            if len(wire) > INLINE_PARSE:
+                parsed = asyncio.ensure_future(parse_answer(wire), loop=self.loop)
+                parsed.add_done_callback(functools.partial(self._parsed, pending))
+                continue
             try:
                 message = dns.message.from_wire(wire)
             except Exception:  # (as dnspython's ignore_errors: go on waiting)
@@ -298,6 +326,14 @@ class UdpChannel:
                 continue
             pending.future.set_result(message)
         pending.received.clear()
+
+    def _parsed(self, pending: _Pending, parsed: asyncio.Future[dns.message.Message]) -> None:
+        if pending.future.done() or parsed.cancelled():
+            return
+        if parsed.exception() is not None:  # (as dnspython's ignore_errors: go on waiting)
+            self.ignored += 1
+            return
+        pending.future.set_result(parsed.result())
 
     def _expire(self, pending: _Pending, timeout: float) -> None:
         self._settle(pending)  # (an answer that came in time, not parsed yet, counts)

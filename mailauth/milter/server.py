@@ -32,7 +32,7 @@ from mailauth.milter import protocol as p
 from mailauth.milter.logline import log_line, signed_line, unauthorized_line
 from mailauth.milter.metrics import Metrics
 from mailauth.milter.modes import Route, mode_of, route
-from mailauth.milter.offload import Offloader, OffloadError
+from mailauth.milter.offload import HeaderTally, Offloader, OffloadError
 from mailauth.milter.signing_table import SigningPolicy, choose_signers
 from mailauth.pipeline import Authenticator, MessageIntake
 from mailauth.reports.failure_collect import MAX_RECIPIENTS, BodyCopy, FailureCollector
@@ -57,7 +57,7 @@ LANE_AFTER = 0.010
 LANE_TURN = 0.0005
 _WAITED = 0.0002  # seconds a read took beyond which it waited for data (others ran meanwhile)
 # What one message may make the milter hold: its header section, at most MAX_HEADER_SECTION
-# octets and MAX_HEADER_FIELDS fields (mailauth.config: 1 MiB, 10,000; the body is never
+# octets and MAX_HEADER_FIELDS fields (mailauth.config: 1 MiB, 1,000; the body is never
 # kept). Real mail stays far below (a few KiB and a few dozen fields; OpenDKIM's
 # MaximumHeaders refuses header blocks over 64 KiB); a message past either is refused
 # (552 5.3.4), since it cannot be checked and must not pass unchecked.
@@ -136,8 +136,9 @@ class _Message:
     mail_from: str = ""
     headers: list[tuple[str, bytes]] = field(default_factory=list)
     header_bytes: int = 0  # as the milter counts what it holds (data + per-field overhead)
-    loop_used: float = 0.0  # seconds of the event loop its packets have taken (Milter.handle)
+    loop_used: float = 0.0  # CPU seconds of the event loop its packets took (Milter._packets)
     header_fields: int = 0
+    tally: HeaderTally = field(default_factory=HeaderTally)  # (Offloader: heavy or not)
     held: int = 0  # octets counted in Milter.held for this message
     results_fields: int = 0  # Authentication-Results fields seen
     forged: list[int] = field(default_factory=list)  # those with our authserv-id (1-based)
@@ -284,7 +285,7 @@ class Milter:
         read without letting the others run."""
         replies = []
         in_lane = False  # whether this connection holds the slow lane
-        last = time.perf_counter()
+        cpu = time.thread_time()
         try:
             for command, data in p.take_packets(received):
                 if command == p.EOM:  # (it waits for the checks: never in the lane)
@@ -294,25 +295,30 @@ class Milter:
                 elif not in_lane and session.message.loop_used > LANE_AFTER:
                     await self._lane.acquire()
                     in_lane = True
-                    session.turn_began = last = time.perf_counter()  # (waited: a new turn)
+                    session.turn_began = time.perf_counter()  # (waited: a new turn)
+                    cpu = time.thread_time()
                 message = session.message
                 reply = await self._dispatch(session, command, data)
                 if reply is None:
                     return None
                 if reply and command not in session.no_reply:
                     replies.append(reply)
-                now = time.perf_counter()
+                now, cpu_now = time.perf_counter(), time.thread_time()
                 if command == p.EOM:  # (it waited for the checks: a new turn)
                     session.turn_began = now
-                else:
-                    message.loop_used += now - last
-                last = now
+                else:  # (CPU time: a machine busy with other processes does not count)
+                    message.loop_used += cpu_now - cpu
+                cpu = cpu_now
                 if now - session.turn_began >= (LANE_TURN if in_lane else TURN):
-                    if in_lane:  # the others' turn
+                    # The others' turn. In the lane, the lane is held through it (the other
+                    # lane connections queue for it meanwhile), then handed on: one lane
+                    # turn per turn of the loop, however many connections are in the lane.
+                    await asyncio.sleep(0)
+                    if in_lane:
                         self._lane.release()
                         in_lane = False
-                    await asyncio.sleep(0)
-                    session.turn_began = last = time.perf_counter()
+                    session.turn_began = time.perf_counter()
+                    cpu = time.thread_time()
             return replies
         finally:
             if in_lane:
@@ -450,7 +456,9 @@ class Milter:
         elif self.held + cost > MAX_HELD_HEADERS:
             message.problem = f"the milter holds {MAX_HELD_HEADERS} octets of header fields"
         else:
-            message.headers.append((name.decode("ascii", "replace"), value))
+            text = name.decode("ascii", "replace")
+            message.headers.append((text, value))
+            message.tally.add(text, value)
             message.held += cost
             self.held += cost
             return
@@ -522,7 +530,7 @@ class Milter:
                 message.body_copy = self.settings.failure_reports.new_body()
             ip, helo = self._inbound_facts(session, section)
             offloader = self.offloader
-            heavy = offloader is not None and offloader.heavy(message.headers)
+            heavy = offloader is not None and message.tally.heavy()
             # (a relay's own SPF result is used here, on the loop: workers check SPF themselves)
             if heavy and not message.relayed_spf and offloader is not None and offloader.reserve():
                 message.raw, message.offloader = bytearray(section + b"\r\n"), offloader
@@ -1042,13 +1050,16 @@ def _insert(index: int, name: str, raw: bytes, leading_space: bool) -> bytes:
 
 def _header_section(headers: Sequence[tuple[str, bytes]], leading_space: bool) -> bytes:
     """The header fields as they arrived: ``name:value`` with CRLF (the MTA folds with LF)."""
-    lines = []
+    if not headers:
+        return b"X-Mailauth-Empty: 1\r\n"  # keep a parseable message
+    separator = b":" if leading_space else b": "
+    parts: list[bytes] = []
     for name, value in headers:
-        text = value.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
-        lines.append(name.encode() + b":" + (b"" if leading_space else b" ") + text + b"\r\n")
-    if not lines:
-        lines.append(b"X-Mailauth-Empty: 1\r\n")  # keep a parseable message
-    return b"".join(lines)
+        text = value
+        if b"\n" in text:  # (folded: the MTA's LF, or a CRLF of its own, as CRLF)
+            text = text.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
+        parts += (name.encode(), separator, text, b"\r\n")
+    return b"".join(parts)
 
 
 def _is_trusted(address: str, networks: Sequence[Network]) -> bool:
