@@ -201,9 +201,11 @@ async def _tcp(request: dns.message.Message, server: Server, timeout: float) -> 
                 answer = await reader.readexactly(length)
             finally:
                 writer.close()
+            if (problem := too_large(answer)) is not None:
+                raise problem
+            response = await parse_answer(answer)  # (within the timeout)
     except TimeoutError:
         raise dns.exception.Timeout(timeout=timeout) from None  # type: ignore[no-untyped-call]
-    response = await parse_answer(answer)
     if not request.is_response(response):
         raise dns.query.BadResponse  # (a FormError: the server is dropped)
     return response

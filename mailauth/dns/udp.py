@@ -46,21 +46,25 @@ from dataclasses import dataclass, field
 import dns.exception
 import dns.message
 
+from mailauth.dns.wirecost import parse_cost
+
 SOCKETS = 8  # per nameserver, opened as queries need them
 USES = 100  # queries a socket serves before a fresh one (a new random port) replaces it
 IN_FLIGHT = 64  # queries one socket carries at once before another is preferred
 MAX_AGE = 10.0  # seconds a socket takes new queries (its port then retires, however idle)
 _BATCH = 32  # datagrams read per readiness callback (the rest wait for the loop's next turn)
 PARSE_SLICE = 0.001  # seconds of parsing per turn of the loop (at least one answer a turn)
-# dnspython takes 50-150 us of CPU per record it parses and some 15 us per character-string
-# (a 4 KiB TXT record of empty strings: 60 ms), and one answer cannot be parsed in slices. An
-# answer longer than INLINE_PARSE octets is therefore parsed in a thread of its own (PARSER),
-# which the loop shares the interpreter with in turns of sys.getswitchinterval() (the milter
-# sets 2 ms); a shorter one (every answer a DKIM key or DMARC record normally needs) at once.
-# One longer than MAX_ANSWER is not parsed at all: the server is dropped, as for an answer that
-# cannot be read, and the query ends in a temporary failure (no answer mail authentication
-# needs comes near 16 KiB; a hostile 64 KiB answer would be a second of CPU).
-INLINE_PARSE = 512
+# dnspython parses an answer in one piece, at a cost that depends on its shape
+# (mailauth.dns.wirecost: 150 us a record, 15 us a TXT string, and the square of each name's
+# labels; a 1,232-octet answer of deep MX names took 0.48 s). Each answer's cost is estimated
+# first, in one cheap pass: up to INLINE_COST (every answer a DKIM key or DMARC record
+# normally needs, a few hundred) it is parsed at once; up to MAX_COST (a big domain's apex TXT
+# set, an address pool of a hundred) in a thread of its own, which the loop shares the
+# interpreter with in turns of sys.getswitchinterval() (the milter sets 2 ms); past it, or
+# past MAX_ANSWER octets, it is not parsed at all: the server is dropped for the query, which
+# ends in a temporary failure. (Estimated microseconds on the benchmark machine.)
+INLINE_COST = 2_000
+MAX_COST = 50_000
 MAX_ANSWER = 16 * 1024
 
 _HEADER = struct.Struct("!HHHHHH")  # RFC 1035 4.1.1
@@ -72,22 +76,39 @@ _NO_QUESTION_RCODES = frozenset((1, 2, 4, 5))  # FORMERR, SERVFAIL, NOTIMP, REFU
 
 
 def too_large(wire: bytes | int) -> dns.exception.FormError | None:
-    """The error for an answer (or answer length) over :data:`MAX_ANSWER` octets."""
+    """The error for an answer (or answer length) over :data:`MAX_ANSWER` octets, or
+    one whose parse would cost more than :data:`MAX_COST`."""
     size = wire if isinstance(wire, int) else len(wire)
-    if size <= MAX_ANSWER:
+    if size > MAX_ANSWER:
+        reason = f"an answer of {size} octets (over {MAX_ANSWER}: not read)"
+    elif isinstance(wire, int) or _cost(wire) <= MAX_COST:
         return None
-    reason = f"an answer of {size} octets (over {MAX_ANSWER}: not read)"
+    else:
+        reason = "an answer too costly to parse (its records, strings or labels: not read)"
     return dns.exception.FormError(reason)  # type: ignore[no-untyped-call]
+
+
+def _cost(wire: bytes) -> float:
+    try:
+        return parse_cost(wire, MAX_COST)
+    except ValueError:
+        return 0.0  # (not a DNS message: dnspython says so, at once)
 
 
 _parser: concurrent.futures.ThreadPoolExecutor | None = None
 _parser_lock = threading.Lock()
 
 
+def parse_at_once(wire: bytes) -> bool:
+    """Whether ``wire`` (within :func:`too_large`'s bounds) is cheap enough to parse on the
+    loop."""
+    return _cost(wire) <= INLINE_COST
+
+
 async def parse_answer(wire: bytes) -> dns.message.Message:
-    """``dns.message.from_wire(wire)``: at once when short, else in the parsing thread, so
-    that a long answer does not hold the event loop in one piece."""
-    if len(wire) <= INLINE_PARSE:
+    """``dns.message.from_wire(wire)``: at once when cheap, else in the parsing thread, so
+    that a costly answer does not hold the event loop in one piece."""
+    if parse_at_once(wire):
         return dns.message.from_wire(wire)
     return await asyncio.wrap_future(_parsing_thread().submit(dns.message.from_wire, wire))
 
@@ -315,7 +336,7 @@ class UdpChannel:
         parsing thread: it answers when parsed, unless the query's time is up first)."""
         while pending.received and not pending.future.done():
             wire = pending.received.pop(0)
-            if len(wire) > INLINE_PARSE:
+            if not parse_at_once(wire):
                 parsed = asyncio.ensure_future(parse_answer(wire), loop=self.loop)
                 parsed.add_done_callback(functools.partial(self._parsed, pending))
                 continue
