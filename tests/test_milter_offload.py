@@ -61,6 +61,8 @@ def test_heavy_by_signatures_arc_sets_and_size() -> None:
     assert not Offloader.heavy([("ARC-Seal", b" x")] * 3)
     assert Offloader.heavy([("ARC-Seal", b" x")] * 4)
     assert Offloader.heavy([("X-Big", b"y" * 70_000)])
+    assert Offloader.heavy([("ARC-Seal \t", b" x")] * 4)  # (as the verifiers read it)
+    assert Offloader.heavy([("X", b"")] * 301) and not Offloader.heavy([("X", b"")] * 300)
 
 
 def _run(offloader: Offloader | None, *messages: tuple[list[tuple[str, str]], bytes],

@@ -97,6 +97,7 @@ class HeaderTally:
     def add(self, name: str, value: bytes) -> None:
         self.size += len(name) + len(value) + 3
         self.fields += 1
+        name = name.rstrip(" \t")  # (as the verifiers read "ARC-Seal :")
         if len(name) == 14:
             self.signatures += name.lower() == "dkim-signature"
         elif len(name) == 8:
