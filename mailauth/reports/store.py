@@ -337,7 +337,7 @@ class PostgresStore(Store):
             raise StoreError(f"report store {self.display()}: {_first_line(exc)}") from exc
 
     def _begin(self) -> None:
-        self._connection.execute("BEGIN")
+        self._raw("BEGIN")
 
     def _raw(self, sql: str, params: Params = ()) -> Any:
         with self._watched():
@@ -393,6 +393,7 @@ class _Watchdog:
     def __init__(self, seconds: float, abort: Callable[[], None]) -> None:
         self.seconds, self._abort = seconds, abort
         self._deadline: float | None = None
+        self._idle = False  # (the thread waits for a deadline: it must be woken for one)
         self._stopped = False
         self._changed = threading.Condition()
         self._thread: threading.Thread | None = None
@@ -406,7 +407,8 @@ class _Watchdog:
                 )
                 self._thread.start()
             self._deadline = time.monotonic() + self.seconds
-            self._changed.notify()
+            if self._idle:  # (else it wakes at an earlier deadline and finds this one)
+                self._changed.notify()
         try:
             yield
         finally:
@@ -423,7 +425,9 @@ class _Watchdog:
             while not self._stopped:
                 deadline = self._deadline
                 if deadline is None:
+                    self._idle = True
                     self._changed.wait()
+                    self._idle = False
                 elif (left := deadline - time.monotonic()) > 0:
                     self._changed.wait(left)
                 else:
