@@ -189,3 +189,32 @@ def test_a_stopped_postgresql_server_is_given_up_in_bounded_time(postgres_server
         assert store.fetchall("SELECT SUM(messages) FROM report_counts") == [(4,)]
     finally:
         store.close()
+
+
+def test_a_reload_keeps_the_reporting_interval(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Periods of two lengths would overlap in the store (N2): a SIGHUP that changes
+    ``[reports] interval`` keeps the running one, with an error line; the other recording
+    settings of the file apply."""
+    from mailauth.cli import _build_parser
+    from mailauth.cli.serve import build_milter_parts, effective_config
+
+    path = tmp_path / "milter.toml"
+    path.write_text(
+        'listen = "inet:8891@127.0.0.1"\nauthserv_id = "mx.example.org"\n[reports]\n'
+        f'store = "{tmp_path / "r.sqlite"}"\ninterval = 3600\n'
+    )
+    zone = Path(__file__).resolve().parent.parent / "fixtures" / "demo" / "example.com.zone"
+    args = _build_parser().parse_args(["milter", "--config", str(path), "--dns-zone", str(zone)])
+    recorder = BackgroundRecorder(str(tmp_path / "r.sqlite"), RecordingSettings(interval=3600))
+    build_milter_parts(effective_config(args), args, recorder=recorder)
+    assert recorder.settings.interval == 3600 and not caplog.records
+    path.write_text(path.read_text().replace("3600", "7200") + "record_envelope_to = true\n")
+    with caplog.at_level(logging.ERROR, "mailauth"):
+        build_milter_parts(effective_config(args), args, recorder=recorder)
+    assert recorder.settings.interval == 3600 and recorder.settings.record_envelope_to
+    assert [r.message for r in caplog.records] == [
+        "reports.interval: changed from 3600 to 7200 s by the reload: kept at 3600 s until "
+        "the milter restarts (the periods being counted would overlap)"
+    ]
