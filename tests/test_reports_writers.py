@@ -218,3 +218,26 @@ def test_a_reload_keeps_the_reporting_interval(
         "reports.interval: changed from 3600 to 7200 s by the reload: kept at 3600 s until "
         "the milter restarts (the periods being counted would overlap)"
     ]
+
+
+def test_the_new_counters_are_exported(tmp_path: Path) -> None:
+    from prometheus_client import generate_latest
+
+    from mailauth.milter.metrics import Metrics
+
+    metrics = Metrics()
+    recorder = BackgroundRecorder(str(tmp_path / "r.sqlite"))
+    recorder.late, recorder.refused = 4, 1
+    collector = FailureCollector(str(tmp_path / "r.sqlite"), FailureConfig(enabled=True))
+    collector.over_share, collector.over_window, collector.refused = 2, 3, 5
+    metrics.watch_recorder(recorder)
+    metrics.watch_failure_reports(collector)
+    text = generate_latest(metrics.registry).decode()
+    for line in (
+        "mailauth_reports_late_total 4.0",
+        "mailauth_reports_refused_total 1.0",
+        "mailauth_failure_reports_over_share_total 2.0",
+        "mailauth_failure_reports_over_window_total 3.0",
+        "mailauth_failure_reports_refused_total 5.0",
+    ):
+        assert line in text

@@ -12,7 +12,10 @@ the milter's metrics) and logged once per interval, never silently.
 
 The most a crash can lose: what was recorded since the last flush (``flush_seconds``, 5 s
 by default), plus, while the store is unreachable, everything still buffered (at most
-``max_rows`` rows). SIGTERM and SIGHUP flush (docs/reports.md).
+``max_rows`` rows). SIGTERM and SIGHUP flush (docs/reports.md). A batch the store refuses
+for good is dropped after a few attempts (:mod:`.background`). Messages written for a
+period that closed before (its end plus the sender's grace: its report may have gone out)
+are counted (``late``) and logged once per interval: no report will count them.
 
 :class:`DirectRecorder` writes each verdict at once (``mailauth verify --record``): the same
 observation and the same upsert as the milter's batches.
