@@ -18,14 +18,13 @@ import contextlib
 import os
 import socket
 import sqlite3
-import threading
-import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
 from mailauth.errors import MailauthError
 from mailauth.reports.schema import MIGRATIONS, SCHEMA_VERSION
+from mailauth.reports.watchdog import StatementWatchdog
 
 Params = Sequence[Any]
 _ADVISORY_KEY = 0x6D61696C61757468  # "mailauth": the migration lock's advisory-lock key
@@ -301,8 +300,9 @@ class PostgresStore(Store):
     server that does not answer at all -- stopped, swapping, its host's kernel still
     acknowledging the packets, so that neither TCP keepalives nor ``tcp_user_timeout``
     notice -- is given up on by the client :data:`_ABORT_MARGIN` seconds later: the
-    connection's socket is shut down (:class:`_Watchdog`) and the statement fails with a
-    connection error (a temporary one: the caller reconnects, within ``connect_timeout``).
+    connection's socket is shut down (:class:`~.watchdog.StatementWatchdog`) and the
+    statement fails with a connection error (a temporary one: the caller reconnects,
+    within ``connect_timeout``).
     """
 
     engine = "postgresql"
@@ -317,7 +317,7 @@ class PostgresStore(Store):
                 "a postgresql:// store needs psycopg 3: pip install 'mailauth[postgresql]'"
             ) from None
         self._psycopg = psycopg
-        self._watchdog: _Watchdog | None = None
+        self._watchdog: StatementWatchdog | None = None
         try:
             given = psycopg.conninfo.conninfo_to_dict(url)
             extra = {k: v for k, v in _PG_DEFAULTS.items() if k not in given}
@@ -329,7 +329,7 @@ class PostgresStore(Store):
                 except BaseException:
                     self._connection.close()
                     raise
-                self._watchdog = _Watchdog(timeout + _ABORT_MARGIN, self._abort)
+                self._watchdog = StatementWatchdog(timeout + _ABORT_MARGIN, self._abort)
         except psycopg.OperationalError as exc:  # (the server did not answer, or refused)
             why = f"report store {self.display()}: {_first_line(exc)}"
             raise StoreError(why, unreachable=True) from exc
@@ -384,55 +384,6 @@ class PostgresStore(Store):
 
 
 _ABORT_MARGIN = 2.0  # seconds past statement_timeout before the client gives a server up
-
-
-class _Watchdog:
-    """One thread per timed connection: while a statement runs (:meth:`armed`), calls
-    ``abort`` once it has run ``seconds``."""
-
-    def __init__(self, seconds: float, abort: Callable[[], None]) -> None:
-        self.seconds, self._abort = seconds, abort
-        self._deadline: float | None = None
-        self._idle = False  # (the thread waits for a deadline: it must be woken for one)
-        self._stopped = False
-        self._changed = threading.Condition()
-        self._thread: threading.Thread | None = None
-
-    @contextlib.contextmanager
-    def armed(self) -> Iterator[None]:
-        with self._changed:
-            if self._thread is None:
-                self._thread = threading.Thread(
-                    target=self._run, name="mailauth-store-watchdog", daemon=True
-                )
-                self._thread.start()
-            self._deadline = time.monotonic() + self.seconds
-            if self._idle:  # (else it wakes at an earlier deadline and finds this one)
-                self._changed.notify()
-        try:
-            yield
-        finally:
-            with self._changed:
-                self._deadline = None
-
-    def stop(self) -> None:
-        with self._changed:
-            self._stopped = True
-            self._changed.notify()
-
-    def _run(self) -> None:
-        with self._changed:
-            while not self._stopped:
-                deadline = self._deadline
-                if deadline is None:
-                    self._idle = True
-                    self._changed.wait()
-                    self._idle = False
-                elif (left := deadline - time.monotonic()) > 0:
-                    self._changed.wait(left)
-                else:
-                    self._deadline = None
-                    self._abort()
 
 
 def _pg(sql: str) -> str:
