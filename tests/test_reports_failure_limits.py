@@ -79,6 +79,17 @@ def test_one_organisation_cannot_fill_the_queue(store_url: str) -> None:
         store.close()
 
 
+def test_the_share_counts_what_already_waits_in_small_batches(store_url: str) -> None:
+    store = open_store(store_url)
+    try:
+        flood = [_report(f"x{i}.attacker.example") for i in range(13)]
+        assert _enqueue(store, flood[:5]).queued == 5
+        outcome = _enqueue(store, flood[5:])
+        assert (outcome.queued, outcome.over_share) == (5, 3)
+    finally:
+        store.close()
+
+
 def test_the_window_limit_holds_for_all_destinations_together(store_url: str) -> None:
     store = open_store(store_url)
     try:

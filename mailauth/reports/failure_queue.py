@@ -217,7 +217,7 @@ def enqueue_failures(
             store.execute("SELECT pg_advisory_xact_lock(?)", (_QUEUE_LOCK,))
         oldest = window_of(now, period) - period
         store.execute("DELETE FROM failure_rate WHERE window_begin < ?", (oldest,))
-        waiting, owners = _waiting(store, max_per_org)
+        waiting, owners = _waiting(store, max_per_org - len(reports))
         totals: dict[int, int] = {}  # reports queued per window, all destinations
         for report in reports:
             window = window_of(report.created, period)
@@ -258,13 +258,14 @@ def enqueue_failures(
     return outcome
 
 
-def _waiting(store: Store, max_per_org: int) -> tuple[int, collections.Counter[str]]:
-    """The reports waiting, and per organisation when some may hold their share (the
-    common case, a queue shorter than one share, reads one count only)."""
+def _waiting(store: Store, room: int) -> tuple[int, collections.Counter[str]]:
+    """The reports waiting, and per organisation unless fewer than ``room`` wait (a share
+    less the batch: then no organisation can fill its share with this batch, and one
+    count is read, the common case)."""
     count = "SELECT COUNT(*) FROM failure_reports WHERE state IN (?, ?)"
     waiting = int(store.fetchall(count, WAITING)[0][0])
     owners: collections.Counter[str] = collections.Counter()
-    if waiting >= max_per_org:
+    if waiting >= room:
         for domain, mine in store.fetchall(
             """SELECT policy_domain, COUNT(*) FROM failure_reports WHERE state IN (?, ?)
             GROUP BY policy_domain""",
