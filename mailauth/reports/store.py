@@ -351,8 +351,9 @@ class PostgresStore(Store):
         return self._watchdog.armed() if self._watchdog else contextlib.nullcontext()
 
     def _abort(self) -> None:
-        """(The watchdog's thread: the statement has taken too long.)"""
-        with contextlib.suppress(OSError):
+        """(The watchdog's thread: the statement has taken too long. A connection closed
+        meanwhile, psycopg's error, or the socket's: nothing left to abort.)"""
+        with contextlib.suppress(OSError, self._psycopg.Error):
             fd = self._connection.pgconn.socket
             with socket.socket(fileno=os.dup(fd)) as sock:
                 sock.shutdown(socket.SHUT_RDWR)
