@@ -11,7 +11,12 @@ names). The keys sit in ``[reports]`` beside the aggregate ones:
 - ``failure_rate_limit`` / ``failure_rate_period`` (10 per 3600 s): reports per
   destination address per window, counted in the store (all processes together);
 - ``failure_max_size`` (128 KiB): the most octets of the original message a report keeps;
-- ``failure_max_queued`` (10,000): reports waiting in the store at most.
+- ``failure_max_queued`` (10,000): reports waiting in the store at most;
+- ``failure_max_queued_per_org`` (0: ``failure_max_queued`` / 100, at least 1): of them,
+  at most this many for the policy domains under one organisational domain (Public Suffix
+  List), so that one sender's wildcard DMARC record cannot fill the queue;
+- ``failure_window_limit`` (1,000): reports queued per rate window (``failure_rate_period``)
+  for all destinations together.
 """
 
 from __future__ import annotations
@@ -27,6 +32,8 @@ FAILURE_KEYS: dict[str, type | tuple[type, ...]] = {
     "failure_rate_period": int,
     "failure_max_size": int,
     "failure_max_queued": int,
+    "failure_max_queued_per_org": int,
+    "failure_window_limit": int,
 }
 
 _RANGES = {  # key: (lowest, highest)
@@ -34,6 +41,8 @@ _RANGES = {  # key: (lowest, highest)
     "failure_rate_period": (60, 7 * 86400),
     "failure_max_size": (4096, 16 << 20),
     "failure_max_queued": (10, 10_000_000),
+    "failure_max_queued_per_org": (0, 10_000_000),
+    "failure_window_limit": (1, 10_000_000),
 }
 
 
@@ -48,6 +57,13 @@ class FailureConfig:
     rate_period: int = 3600
     max_size: int = 128 << 10
     max_queued: int = 10_000
+    max_queued_per_org: int = 0  # (0: max_queued / 100, see org_share)
+    window_limit: int = 1_000
+
+    @property
+    def org_share(self) -> int:
+        """The most reports waiting for one organisation's policy domains."""
+        return self.max_queued_per_org or max(1, self.max_queued // 100)
 
 
 def failure_config(table: Any) -> FailureConfig:
@@ -72,6 +88,8 @@ def failure_config(table: Any) -> FailureConfig:
         rate_period=get("failure_rate_period", defaults.rate_period),
         max_size=get("failure_max_size", defaults.max_size),
         max_queued=get("failure_max_queued", defaults.max_queued),
+        max_queued_per_org=get("failure_max_queued_per_org", defaults.max_queued_per_org),
+        window_limit=get("failure_window_limit", defaults.window_limit),
     )
 
 
@@ -83,6 +101,8 @@ def failure_problems(config: FailureConfig, store: str) -> list[str]:
         ("failure_rate_period", config.rate_period),
         ("failure_max_size", config.max_size),
         ("failure_max_queued", config.max_queued),
+        ("failure_max_queued_per_org", config.max_queued_per_org),
+        ("failure_window_limit", config.window_limit),
     ):
         low, high = _RANGES[key]
         if not low <= value <= high:

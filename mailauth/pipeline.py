@@ -12,6 +12,8 @@ import asyncio
 import contextlib
 import functools
 import ipaddress
+import logging
+import time
 from collections.abc import Awaitable, Iterable, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass, replace
@@ -44,6 +46,8 @@ from mailauth.plan import (
 from mailauth.policy import trust_arc_sealers
 from mailauth.results import ArcOutcome, DkimOutcome, SpfCheck, SpfResult, Verdict
 from mailauth.spf import client_ip, evaluate_spf
+
+_log = logging.getLogger("mailauth.reports")
 
 T = TypeVar("T")
 
@@ -193,6 +197,8 @@ class Authenticator:
         self.dmarc_policy = dmarc_policy or DmarcLocalPolicy()
         self.limits = limits or MessageLimits()
         self.recorder = recorder  # every verdict is handed to it (DMARC reports)
+        self.record_errors = 0  # verdicts the recorder raised on (logged, never the message's)
+        self._record_logged = -1e9
         self._spf_memo = _SpfMemo()
         self._dmarc_memo: DiscoveryMemo | None = None
         if isinstance(resolver, Resolver):  # (on the cache's clock, within its TTL caps)
@@ -264,8 +270,12 @@ class Authenticator:
         now: float,
     ) -> None:
         """Hand a verdict to the recorder (also one reached elsewhere: the milter's worker
-        processes); ``ip`` and ``mail_from`` as :meth:`verify` takes them."""
-        if self.recorder is not None:
+        processes); ``ip`` and ``mail_from`` as :meth:`verify` takes them. Whatever the
+        recorder raises is counted (``record_errors``) and logged at most once a minute:
+        recording must never fail the message."""
+        if self.recorder is None:
+            return
+        try:
             self.recorder.record(
                 verdict,
                 ip=str(_client_address(ip)),
@@ -273,6 +283,12 @@ class Authenticator:
                 recipients=recipients,
                 now=now,
             )
+        except Exception as exc:
+            self.record_errors += 1
+            if time.monotonic() - self._record_logged >= 60:
+                self._record_logged = time.monotonic()
+                _log.error("verdict not recorded (%d in all): %s: %s", self.record_errors,
+                           type(exc).__name__, exc)  # fmt: skip
 
     async def check_spf_async(self, *, ip: str, helo: str = "", mail_from: str = "") -> SpfCheck:
         """SPF alone, as soon as the envelope is known (before the message arrives)."""

@@ -14,6 +14,7 @@ import glob
 import os
 import pwd
 import shutil
+import signal
 import subprocess
 import tempfile
 from collections.abc import Iterator
@@ -74,6 +75,31 @@ class PostgresServer:
 
     def url(self, dbname: str = "postgres") -> str:
         return f"postgresql://postgres@/{dbname}?host={self.root}"
+
+    def processes(self) -> list[int]:
+        """The server's processes: the postmaster (its pid file) and its children."""
+        postmaster = int((self.root / "data" / "postmaster.pid").read_text().split()[0])
+        found = [postmaster]
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            with contextlib.suppress(OSError, ValueError, IndexError):
+                fields = stat.read_text().rsplit(")", 1)[1].split()
+                if int(fields[1]) == postmaster:  # (ppid)
+                    found.append(int(stat.parent.name))
+        return found
+
+    @contextlib.contextmanager
+    def stopped(self) -> Iterator[None]:
+        """The whole server SIGSTOPped (a hung host: the kernel still accepts and
+        acknowledges, nothing answers), continued at the end whatever happens."""
+        pids = self.processes()
+        for pid in pids:
+            os.kill(pid, signal.SIGSTOP)
+        try:
+            yield
+        finally:
+            for pid in pids:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGCONT)
 
     def new_database(self) -> str:
         """A fresh, empty database; its URL."""

@@ -204,3 +204,30 @@ def test_a_heavy_message_checked_in_a_worker_is_reported_too(tmp_path: Path) -> 
     assert offloader.offloaded == 1
     ((kind, _, original, _, _),) = _rows(url)
     assert kind == "dmarc" and original == heavy.split(b"\r\n\r\n")[0] + b"\r\n"
+
+
+class _Broken(FailureCollector):
+    def offer(self, *args: object, **kwargs: object) -> int:
+        raise RuntimeError("collector bug")
+
+
+class _BrokenRecorder:
+    def record(self, *args: object, **kwargs: object) -> None:
+        raise RuntimeError("recorder bug")
+
+
+def test_a_recorder_or_collector_that_raises_never_fails_the_message(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """N12: recorder.record() and the collector's offer() run on the mail path; whatever
+    they raise is counted and logged (once a minute), and the message is handled as it
+    would have been."""
+    auth = Authenticator("mx.example.org", resolver(), recorder=_BrokenRecorder())
+    verdict = auth.verify(SPOOF, **BAD, now=ARRIVAL)
+    assert verdict.dmarc is not None and auth.record_errors == 1
+    collector = _Broken(str(tmp_path / "r.sqlite"), FailureConfig(enabled=True))
+    replies = _through_milter(collector, [(SPOOF, BAD), (DEMO_MESSAGE, GOOD), (SPOOF, BAD)])
+    assert [r[-1][0] for r in replies] == [b"y", b"c", b"y"]  # reject, continue, reject
+    lines = [r.message for r in caplog.records if "collector bug" in r.message]
+    assert lines == ["failure report not collected (1 in all): RuntimeError: collector bug"]
+    assert "verdict not recorded (1 in all): RuntimeError: recorder bug" in caplog.text

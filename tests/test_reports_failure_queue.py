@@ -72,6 +72,7 @@ REPORTER = {  # what a report's reader finds: the submitter's key and policy
     "_dmarc.example.org": "v=DMARC1; p=reject; adkim=s; aspf=s",
 }
 CONFIG = FailureConfig(enabled=True)
+SHARED = {"max_per_org": 10**6, "window_limit": 10**6}  # (the shared limits: not tested here)
 
 
 # -- configuration ------------------------------------------------------------------------
@@ -222,7 +223,13 @@ def test_rate_limit_per_destination_and_window(store_url: str) -> None:
     store = open_store(store_url)
     try:
         both = (RUF, EXTERNAL)
-        kw = {"limit": 3, "period": 3600, "max_queued": 1000}
+        kw = {
+            "limit": 3,
+            "period": 3600,
+            "max_queued": 1000,
+            "max_per_org": 1000,
+            "window_limit": 10**6,
+        }
         first = enqueue_failures(store, [_report()] * 5, now=ARRIVAL, **kw)
         assert (first.queued, first.rate_limited) == (3, 2)
         assert first.full == [("example.com", (RUF,), window_of(ARRIVAL, 3600))] * 2
@@ -245,13 +252,13 @@ def test_the_queue_is_capped(store_url: str) -> None:
     store = open_store(store_url)
     try:
         outcome = enqueue_failures(store, [_report()] * 8, limit=100, period=3600,
-                                   max_queued=5, now=ARRIVAL)  # fmt: skip
+                                   max_queued=5, **SHARED, now=ARRIVAL)  # fmt: skip
         assert (outcome.queued, outcome.dropped) == (5, 3)
         token = new_claim_token()
         (claimed, *_) = claim_failures(store, ARRIVAL, token)
         assert mark_failure_sent(store, claimed, ARRIVAL)  # one out: room for one
         outcome = enqueue_failures(store, [_report()] * 2, limit=100, period=3600,
-                                   max_queued=5, now=ARRIVAL)  # fmt: skip
+                                   max_queued=5, **SHARED, now=ARRIVAL)  # fmt: skip
         assert (outcome.queued, outcome.dropped) == (1, 1)
     finally:
         store.close()
@@ -261,7 +268,7 @@ def _enqueuer(url: str, count: int) -> None:
     """One milter's queueing, in a process of its own: one report per transaction."""
     store = open_store(url)
     for _ in range(count):
-        enqueue_failures(store, [_report()], limit=7, period=3600, max_queued=1000,
+        enqueue_failures(store, [_report()], limit=7, period=3600, max_queued=1000, **SHARED,
                          now=ARRIVAL)  # fmt: skip
     store.close()
 
@@ -278,7 +285,9 @@ def test_the_rate_limit_holds_across_processes(store_url: str) -> None:
     store = open_store(store_url)
     try:
         assert store.fetchall("SELECT COUNT(*) FROM failure_reports") == [(7,)]
-        assert store.fetchall("SELECT reports FROM failure_rate") == [(7,)]
+        # (the address's window, and the window's total of all destinations)
+        rows = store.fetchall("SELECT destination, reports FROM failure_rate ORDER BY 1")
+        assert rows == [("*", 7), ("ruf@example.com example.com", 7)]
     finally:
         store.close()
 
@@ -297,7 +306,7 @@ def test_the_collector_buffers_while_the_store_is_away(
             raise StoreError("report store: connection refused")
         return open_store(target)
 
-    collector = FailureCollector(url, CONFIG, max_buffered=3, opener=opener)
+    collector = FailureCollector(url, CONFIG, max_buffered=3, opener=opener, clock=lambda: ARRIVAL)
     failing, passing = verdict_of(SPOOF, BAD), verdict_of(DEMO_MESSAGE, GOOD)
     header = SPOOF.split(b"\r\n\r\n")[0] + b"\r\n"
     assert collector.offer(passing, header=header, ip=GOOD["ip"], mail_from="a", now=ARRIVAL) == 0
@@ -308,7 +317,7 @@ def test_the_collector_buffers_while_the_store_is_away(
     assert (collector.offered, collector.pending, collector.dropped) == (4, 3, 1)
     with caplog.at_level(logging.WARNING, "mailauth.reports"):
         assert not collector.flush()
-        collector._log_drops()
+        collector._after_write()
     assert collector.write_errors == 1 and collector.pending == 3  # kept to retry
     assert sum("failure reports" in r.message for r in caplog.records) == 2
     down[0] = False
@@ -324,7 +333,7 @@ def test_the_collector_buffers_while_the_store_is_away(
 
 def test_the_collector_stops_copying_for_a_full_window(tmp_path: Path) -> None:
     config = FailureConfig(enabled=True, rate_limit=2)
-    collector = FailureCollector(str(tmp_path / "r.sqlite"), config)
+    collector = FailureCollector(str(tmp_path / "r.sqlite"), config, clock=lambda: ARRIVAL)
     failing = verdict_of(SPOOF, BAD)
     for _ in range(3):
         collector.offer(failing, header=SPOOF[:100], ip=BAD["ip"], mail_from="x", now=ARRIVAL)
@@ -427,7 +436,7 @@ def test_sent_as_signed_arf_with_spf_dns_retried_never_twice(
 def test_concurrent_claims_are_disjoint(store_url: str) -> None:
     store, other = open_store(store_url), open_store(store_url)
     try:
-        enqueue_failures(store, [_report()] * 5, limit=10, period=3600, max_queued=100,
+        enqueue_failures(store, [_report()] * 5, limit=10, period=3600, max_queued=100, **SHARED,
                          now=ARRIVAL)  # fmt: skip
         first = claim_failures(store, ARRIVAL, new_claim_token(), limit=3)
         second = claim_failures(other, ARRIVAL, new_claim_token(), limit=10)
@@ -443,7 +452,7 @@ def test_concurrent_claims_are_disjoint(store_url: str) -> None:
 def test_an_unreadable_queued_report_is_abandoned_not_a_crash(store_url: str) -> None:
     store = open_store(store_url)
     try:
-        enqueue_failures(store, [_report()] * 2, limit=10, period=3600, max_queued=100,
+        enqueue_failures(store, [_report()] * 2, limit=10, period=3600, max_queued=100, **SHARED,
                          now=ARRIVAL)  # fmt: skip
         (first,) = store.fetchall("SELECT id FROM failure_reports ORDER BY id LIMIT 1")
         store.execute("UPDATE failure_reports SET facts = '[1' WHERE id = ?", first)
@@ -460,7 +469,16 @@ def test_an_unreadable_queued_report_is_abandoned_not_a_crash(store_url: str) ->
 def test_a_signer_not_aligned_with_the_submitter_is_refused_up_front(store_url: str) -> None:
     store = open_store(store_url)
     try:
-        enqueue_failures(store, [_report()], limit=10, period=3600, max_queued=100, now=ARRIVAL)
+        enqueue_failures(
+            store,
+            [_report()],
+            limit=10,
+            period=3600,
+            max_queued=100,
+            max_per_org=100,
+            window_limit=10**6,
+            now=ARRIVAL,
+        )
         other = Signer("example.com", "s", RSA_KEY)
         with pytest.raises(ConfigError, match="not aligned"):
             send_failures(store, submitter=SUBMITTER, signer=other, resolver=resolver(),
@@ -494,7 +512,13 @@ def test_another_domain_naming_the_address_cannot_use_up_its_rate(store_url: str
     victim's own reports about spoofs of itself still get through."""
     store = open_store(store_url)
     try:
-        kw = {"limit": 3, "period": 3600, "max_queued": 1000}
+        kw = {
+            "limit": 3,
+            "period": 3600,
+            "max_queued": 1000,
+            "max_per_org": 1000,
+            "window_limit": 10**6,
+        }
         burn = dataclasses.replace(_report(), policy_domain="attacker.example")
         assert enqueue_failures(store, [burn] * 5, now=ARRIVAL, **kw).queued == 3
         assert enqueue_failures(store, [_report()] * 4, now=ARRIVAL + 1, **kw).queued == 3
@@ -504,7 +528,7 @@ def test_another_domain_naming_the_address_cannot_use_up_its_rate(store_url: str
 
 def test_a_full_window_of_another_domain_does_not_stop_the_collector(tmp_path: Path) -> None:
     config = FailureConfig(enabled=True, rate_limit=2)
-    collector = FailureCollector(str(tmp_path / "r.sqlite"), config)
+    collector = FailureCollector(str(tmp_path / "r.sqlite"), config, clock=lambda: ARRIVAL)
     failing = verdict_of(SPOOF, BAD)
     assert failing.dmarc is not None
     other = dataclasses.replace(
@@ -542,7 +566,7 @@ def test_queued_facts_of_a_wrong_type_are_abandoned_not_a_crash(facts: str, tmp_
     whole send run (TypeError, OverflowError) before; now it is abandoned with the reason."""
     store = open_store(str(tmp_path / "r.sqlite"))
     try:
-        enqueue_failures(store, [_report()] * 2, limit=10, period=3600, max_queued=100,
+        enqueue_failures(store, [_report()] * 2, limit=10, period=3600, max_queued=100, **SHARED,
                          now=ARRIVAL)  # fmt: skip
         (first,) = store.fetchall("SELECT id FROM failure_reports ORDER BY id LIMIT 1")
         store.execute("UPDATE failure_reports SET facts = ? WHERE id = ?", (facts, first[0]))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import functools
 import gc
 import ipaddress
@@ -280,7 +281,7 @@ def build_milter_parts(
     made_of = AuthenticatorSpec.of(config, dns)
     authenticator = made_of.build(_kept_cache(previous, dns), executor, recorder)
     if recorder is not None:
-        recorder.settings = recording_settings(config)
+        recorder.settings = _kept_interval(recording_settings(config), recorder.settings)
     if failures is not None:  # (a reload: the new limits and privacy choices)
         failures.config = config.reports.failure
     with warnings.catch_warnings(record=True) as caught:  # key file modes: one line each
@@ -337,6 +338,20 @@ def recording_settings(config: MilterConfig) -> RecordingSettings:
         flush_seconds=reports.flush_seconds,
         max_rows=reports.max_rows,
     )
+
+
+def _kept_interval(new: RecordingSettings, running: RecordingSettings) -> RecordingSettings:
+    """A reload keeps the reporting interval the recorder runs with: periods of another
+    length would overlap those being counted (rows of two periods with one begin merged
+    under either's end). One error line; the new interval applies at the next restart."""
+    if new.interval == running.interval:
+        return new
+    log.error(
+        "reports.interval: changed from %d to %d s by the reload: kept at %d s until the "
+        "milter restarts (the periods being counted would overlap)",
+        running.interval, new.interval, running.interval,
+    )  # fmt: skip
+    return dataclasses.replace(new, interval=running.interval)
 
 
 def start_recorder(config: MilterConfig) -> BackgroundRecorder | None:

@@ -21,7 +21,9 @@ class RecorderCounters(Protocol):
     recorded: int
     dropped: int
     written: int
+    late: int
     write_errors: int
+    refused: int
 
     @property
     def pending(self) -> int: ...
@@ -33,8 +35,11 @@ class FailureCounters(Protocol):
     offered: int
     queued: int
     rate_limited: int
+    over_share: int
+    over_window: int
     dropped: int
     write_errors: int
+    refused: int
 
     @property
     def pending(self) -> int: ...
@@ -87,8 +92,9 @@ class Metrics:
 
     def watch_recorder(self, recorder: RecorderCounters) -> None:
         """Export the report recorder's counters, read at each scrape: messages recorded,
-        dropped (buffer full: the store down or too slow), written, failed batch writes,
-        and rows waiting in memory."""
+        dropped (buffer full: the store down or too slow; or a batch the store refused for
+        good), written, written late (after their period's report was due: never
+        reported), failed batch writes, batches given up, and rows waiting in memory."""
         from prometheus_client.core import (  # noqa: PLC0415
             CounterMetricFamily,
             GaugeMetricFamily,
@@ -100,8 +106,12 @@ class Metrics:
                     ("recorded", "Messages counted for DMARC aggregate reports", recorder.recorded),
                     ("dropped", "Messages not recorded: the buffer was full", recorder.dropped),
                     ("written", "Messages written to the report store", recorder.written),
+                    ("late", "Messages written after their period's report was due",
+                     recorder.late),
                     ("write_errors", "Batches the report store refused", recorder.write_errors),
-                ):
+                    ("refused", "Batches dropped: the store refused them for good",
+                     recorder.refused),
+                ):  # fmt: skip
                     yield CounterMetricFamily(f"mailauth_reports_{name}", text, value=value)
                 yield GaugeMetricFamily(
                     "mailauth_reports_pending_rows", "Report rows waiting in memory",
@@ -113,8 +123,9 @@ class Metrics:
     def watch_failure_reports(self, collector: FailureCounters) -> None:
         """Export the failure-report collector's counters (RFC 9991 reports), read at each
         scrape: messages that called for reports, reports queued in the store, refused by
-        the rate limit, dropped (the queue or the memory buffer full), failed batch writes,
-        and messages waiting in memory."""
+        the rate limit, by an organisation's share of the queue, by the window's limit,
+        dropped (the queue or the memory buffer full, or refused by the store for good),
+        failed batch writes, batches given up, and messages waiting in memory."""
         from prometheus_client.core import (  # noqa: PLC0415
             CounterMetricFamily,
             GaugeMetricFamily,
@@ -128,10 +139,16 @@ class Metrics:
                     ("queued", "Failure reports queued in the report store", collector.queued),
                     ("rate_limited", "Failure reports refused by the per-destination limit",
                      collector.rate_limited),
+                    ("over_share", "Failure reports refused: their organisation's share "
+                     "of the queue was full", collector.over_share),
+                    ("over_window", "Failure reports refused: the window's limit for all "
+                     "destinations was reached", collector.over_window),
                     ("dropped", "Failure reports lost: the queue or the buffer was full",
                      collector.dropped),
                     ("write_errors", "Failure report batches the store refused",
                      collector.write_errors),
+                    ("refused", "Failure report batches dropped: the store refused them "
+                     "for good", collector.refused),
                 ):  # fmt: skip
                     yield CounterMetricFamily(f"mailauth_failure_reports_{name}", text, value=value)
                 yield GaugeMetricFamily(

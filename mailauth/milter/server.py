@@ -210,6 +210,8 @@ class Milter:
         self.metrics = metrics
         self.offloader = offloader  # heavy messages are checked in its worker processes
         self.connections = 0
+        self.collect_errors = 0  # messages the failure-report collector raised on (logged)
+        self._collect_logged = -1e9
         self.held = 0  # header octets (and per-field overhead) held for all connections
         self._lane = asyncio.Lock()  # the slow lane (see LANE_AFTER)
 
@@ -803,16 +805,23 @@ class Milter:
         collector, message = self.settings.failure_reports, session.message
         if collector is None or not message.section:
             return
-        collector.offer(
-            verdict,
-            header=message.section,
-            body=message.body_copy,
-            ip=session.address,
-            mail_from=message.mail_from.strip("<> "),
-            recipients=tuple(message.recipients),
-            action=action,
-            now=time.time(),
-        )
+        try:
+            collector.offer(
+                verdict,
+                header=message.section,
+                body=message.body_copy,
+                ip=session.address,
+                mail_from=message.mail_from.strip("<> "),
+                recipients=tuple(message.recipients),
+                action=action,
+                now=time.time(),
+            )
+        except Exception as exc:
+            self.collect_errors += 1
+            if time.monotonic() - self._collect_logged >= 60:
+                self._collect_logged = time.monotonic()
+                log.error("failure report not collected (%d in all): %s: %s",
+                          self.collect_errors, type(exc).__name__, exc)  # fmt: skip
 
     def _unsettled(self, message: _Message, verdict: Verdict) -> str:
         """Why the verdict cannot be acted on for a temporary failure, or "": DMARC could not

@@ -149,8 +149,7 @@ def send_reports(
         if outcome.state is ReportState.SENT:
             kept = marks.sent(report, now=now)
         else:
-            error = "; ".join(outcome.problems)[:1000] or "not delivered"
-            give_up = outcome.state is ReportState.ABANDONED
+            error, give_up = failure_note(outcome.state, outcome.problems)
             kept = marks.failed(
                 report, error, now=now, delivered=outcome.delivered, give_up=give_up
             )
@@ -184,10 +183,7 @@ def send_report(
             report.policy_domain, report.report_id, report.file_name, ReportState.ABANDONED,
             tuple(report.delivered), (why,),
         )  # fmt: skip
-    parsed = parse_report_uris(report.rua)
-    problems = [f"{i.uri}: {i.reason}" for i in parsed.ignored]
-    done = set(report.delivered)
-    todo = [a for a in parsed.addresses if a.uri not in done]
+    todo, problems = uris_due(report.rua, report.delivered)
     plan = verify_destinations(message.policy_domain, todo, tag="rua", org_domain=org_domain)
     checks = run_plan(plan, resolver)
 
@@ -208,6 +204,29 @@ def send_report(
         tuple(delivered),
         tuple(problems),
     )
+
+
+def uris_due(
+    uris: Sequence[str], delivered: Sequence[str]
+) -> tuple[list[ReportAddress], list[str]]:
+    """The addresses of ``uris`` (mailto: only, RFC 9990 3 / RFC 9991 2) whose URI an
+    earlier attempt did not reach, and a problem line per URI ignored."""
+    parsed = parse_report_uris(uris)
+    done = set(delivered)
+    todo = [a for a in parsed.addresses if a.uri not in done]
+    return todo, [f"{i.uri}: {i.reason}" for i in parsed.ignored]
+
+
+def failure_note(state: ReportState, problems: Sequence[str]) -> tuple[str, bool]:
+    """What the store keeps of a report not sent: the error (its problems, at most 1,000
+    characters) and whether it is given up."""
+    return "; ".join(problems)[:1000] or "not delivered", state is ReportState.ABANDONED
+
+
+def preview_recipients(uris: Sequence[str], submitter: Submitter) -> list[str]:
+    """Who a ``--dry-run`` message is addressed to: every mailto: address of ``uris``,
+    unverified (no DNS), or the submitter when there is none."""
+    return [a.address for a in parse_report_uris(uris).addresses] or [submitter.email]
 
 
 def send_to_uris(
@@ -275,8 +294,7 @@ def preview_message(
 ) -> bytes:
     """The message ``--dry-run`` writes: to every mailto: address of the report's URIs,
     unverified (no DNS), signed as it would be sent."""
-    parsed = parse_report_uris(report.rua)
-    recipients = [a.address for a in parsed.addresses] or [submitter.email]
+    recipients = preview_recipients(report.rua, submitter)
     return build_aggregate_message(
         aggregate_report(report), submitter, recipients, now=now, signer=signer
     )

@@ -12,7 +12,11 @@ holds mail up: captures wait in memory (at most :data:`MAX_BUFFERED` reports and
 :data:`MAX_BUFFERED_BYTES` octets), and what does not fit is dropped, counted (``dropped``,
 exported by the milter's metrics) and logged at most once a minute. Once a destination's
 rate window is full the collector stops copying reports for it until the window ends
-(``rate_limited``).
+(``rate_limited``); reports refused by an organisation's share of the queue
+(``over_share``) or the window's limit (``over_window``) are counted and logged at most
+once a minute. A capture that waited in memory past its rate window and the one after
+(a long store outage) is refused as ``rate_limited``: its window's counts are gone. The
+store's refusals and the writer thread are :mod:`.background`'s.
 
 The most a crash can lose: the reports collected since the last write (``flush_seconds``),
 or all those buffered while the store is away. SIGTERM and SIGHUP write them
@@ -21,7 +25,6 @@ or all those buffered while the store is away. SIGTERM and SIGHUP write them
 
 from __future__ import annotations
 
-import logging
 import threading
 import time
 from collections import deque
@@ -30,6 +33,7 @@ from dataclasses import dataclass
 
 from mailauth.config_failure import FailureConfig
 from mailauth.message import Message
+from mailauth.reports.background import PERMANENT_ATTEMPTS, BackgroundWriter, open_writer_store
 from mailauth.reports.failure import FailureFacts, failure_facts, verdict_failure_types
 from mailauth.reports.failure_queue import (
     EnqueueOutcome,
@@ -37,10 +41,9 @@ from mailauth.reports.failure_queue import (
     enqueue_failures,
     window_of,
 )
-from mailauth.reports.store import Store, StoreError, open_store
+from mailauth.reports.store import Store
 from mailauth.results import DmarcResult, Verdict
 
-log = logging.getLogger("mailauth.reports")
 MAX_BUFFERED = 1000  # reports held in memory at most (the store away)
 MAX_BUFFERED_BYTES = 64 << 20  # ... and octets of their messages
 MAX_HELD_BODIES = 64 << 20  # octets of message bodies copied for reports, all messages
@@ -160,8 +163,12 @@ class BodyCopy:
             self.data = None
 
 
-class FailureCollector:
-    """Takes captures on the event loop, queues them from a thread (see the module)."""
+class FailureCollector(BackgroundWriter):
+    """Takes captures on the event loop, queues them from a thread (see the module).
+    ``clock``: the time the queue's windows are judged by (a capture's own window is that
+    of its arrival, the ``now`` given to :meth:`offer`)."""
+
+    thread_name = "mailauth-ruf"
 
     def __init__(
         self,
@@ -170,41 +177,34 @@ class FailureCollector:
         *,
         flush_seconds: float = 5.0,
         max_buffered: int = MAX_BUFFERED,
-        opener: Callable[[str], Store] = open_store,
+        opener: Callable[[str], Store] = open_writer_store,
+        clock: Callable[[], float] = time.time,
     ) -> None:
-        self.url, self.config, self.flush_seconds = url, config, flush_seconds
+        super().__init__(url, opener)
+        self.config, self.flush_seconds = config, flush_seconds
         self.max_buffered = max_buffered
-        self._opener = opener
-        self._store: Store | None = None
+        self._clock = clock
         self._lock = threading.Lock()
         self._buffer: deque[Capture] = deque()
         self._buffered_bytes = 0
         self._held_bodies = 0
         # (policy domain, ruf list)s whose window is full:
         self._full: dict[tuple[str, tuple[str, ...]], int] = {}
-        self._wake = threading.Event()
-        self._stopping = False
-        self._thread: threading.Thread | None = None
-        self._written = threading.Condition()
-        self._generation = 0
-        # Counters (the milter's metrics):
+        # Counters (the milter's metrics; write_errors and refused: BackgroundWriter):
         self.offered = 0  # messages whose verdict called for a report
         self.queued = 0  # reports written to the store's queue
-        self.rate_limited = 0  # reports refused by the rate limit
-        self.dropped = 0  # reports lost: memory buffer or store queue full
-        self.write_errors = 0  # batches the store refused (kept, retried)
-        self._logged_drops = 0
-        self._logged_at = -1e9
+        self.rate_limited = 0  # reports refused by the rate limit (or their window gone)
+        self.over_share = 0  # ... because their organisation held its share of the queue
+        self.over_window = 0  # ... because their window held failure_window_limit
+        self.dropped = 0  # reports lost: memory buffer or store queue full, or refused
+        self._logged = (0, 0, 0)  # (dropped, over_share, over_window) when last logged
 
     @property
     def pending(self) -> int:
         return len(self._buffer)
 
-    def start(self) -> FailureCollector:
-        if self._thread is None:
-            self._thread = threading.Thread(target=self._run, name="mailauth-ruf", daemon=True)
-            self._thread.start()
-        return self
+    def _flush_seconds(self) -> float:
+        return self.flush_seconds
 
     # -- on the event loop -----------------------------------------------------------
     def new_body(self) -> BodyCopy | None:
@@ -268,45 +268,7 @@ class FailureCollector:
             self._wake.set()
         return len(types)
 
-    def request_flush(self) -> None:
-        self._wake.set()
-
     # -- the writer thread -----------------------------------------------------------
-    def flush(self, timeout: float = 30.0) -> bool:
-        """Write what is buffered now; whether it was written within ``timeout``."""
-        if self._thread is None or not self._thread.is_alive():
-            return self._write_once()
-        with self._written:
-            target = self._generation + 2
-            self._wake.set()
-            return self._written.wait_for(lambda: self._generation >= target, timeout)
-
-    def close(self, timeout: float = 30.0) -> None:
-        """Write what is buffered and stop the thread."""
-        self._stopping = True
-        self._wake.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
-            self._thread = None
-        else:
-            self._write_once()
-        if self._store is not None:
-            self._store.close()
-            self._store = None
-
-    def _run(self) -> None:
-        while True:
-            self._wake.wait(self.flush_seconds)
-            self._wake.clear()
-            stopping = self._stopping
-            self._write_once()
-            self._log_drops()
-            with self._written:
-                self._generation += 1
-                self._written.notify_all()
-            if stopping:
-                return
-
     def _write_once(self) -> bool:
         with self._lock:
             captures = list(self._buffer)
@@ -315,24 +277,21 @@ class FailureCollector:
             return True
         rows = [row for c in captures for row in queued_reports(c, self.config)]
         try:
-            if self._store is None:
-                self._store = self._opener(self.url)
-            outcome = enqueue_failures(
-                self._store,
-                rows,
-                limit=self.config.rate_limit,
-                period=self.config.rate_period,
-                max_queued=self.config.max_queued,
-                now=time.time(),
-            )
-        except (StoreError, OSError) as exc:
-            self.write_errors += 1
-            if self._store is not None:
-                self._store.close()
-                self._store = None
+            outcome = enqueue(self._open(), rows, self.config, now=self._clock())
+        except Exception as exc:  # (whatever it is, collecting goes on)
+            error, give_up = self._failed(exc)
+            if give_up:
+                self._forget(captures)
+                self._log(
+                    f"failure reports: the store refused {len(rows)} reports "
+                    f"{PERMANENT_ATTEMPTS} times ({error}); they are dropped",
+                    force=True,
+                )
+                return False
             self._put_back(captures)
-            self._log(f"failure reports not queued ({exc}); {len(captures)} kept to retry")
+            self._log(f"failure reports not queued ({error}); {len(captures)} kept to retry")
             return False
+        self._succeeded()
         self._account(captures, outcome)
         return True
 
@@ -344,11 +303,18 @@ class FailureCollector:
             self._buffered_bytes = sum(len(c.header) + len(c.body or b"") for c in self._buffer)
         self.dropped += sum(len(c.types) for c in lost)
 
+    def _forget(self, captures: list[Capture]) -> None:
+        with self._lock:
+            self._buffered_bytes -= sum(len(c.header) + len(c.body or b"") for c in captures)
+        self.dropped += sum(len(c.types) for c in captures)
+
     def _account(self, captures: list[Capture], outcome: EnqueueOutcome) -> None:
         with self._lock:
             self._buffered_bytes -= sum(len(c.header) + len(c.body or b"") for c in captures)
         self.queued += outcome.queued
         self.rate_limited += outcome.rate_limited
+        self.over_share += outcome.over_share
+        self.over_window += outcome.over_window
         self.dropped += outcome.dropped
         for domain, ruf, window in outcome.full:
             self._full[domain, ruf] = window
@@ -356,21 +322,42 @@ class FailureCollector:
             for key in sorted(self._full, key=self._full.__getitem__)[:5_000]:
                 del self._full[key]
 
-    def _log_drops(self) -> None:
-        if self.dropped > self._logged_drops:
+    def _after_write(self) -> None:
+        """One line when reports were lost or refused by a cap since the last one: drops
+        at once, the caps at most once per interval."""
+        dropped, share, window = self.dropped, self.over_share, self.over_window
+        before = self._logged
+        if dropped > before[0]:
             self._log(
-                f"failure reports: {self.dropped - self._logged_drops} dropped (queue of "
-                f"{self.config.max_queued} or memory buffer full; {self.dropped} in all)",
+                f"failure reports: {dropped - before[0]} dropped (queue of "
+                f"{self.config.max_queued} or memory buffer full, or refused by the store; "
+                f"{dropped} in all)",
                 force=True,
             )
-            self._logged_drops = self.dropped
+            self._logged = (dropped, *self._logged[1:])
+        if (share > before[1] or window > before[2]) and self._log(
+            f"failure reports refused: {share - before[1]} by an organisation's share of "
+            f"the queue ({self.config.org_share}), {window - before[2]} by the window's "
+            f"limit ({self.config.window_limit} per {self.config.rate_period} s); "
+            f"{share} and {window} in all"
+        ):
+            self._logged = (self._logged[0], share, window)
 
-    def _log(self, text: str, *, force: bool = False) -> None:
-        """At most one line per interval (a store down for hours: not a flood)."""
-        now = time.monotonic()
-        if force or now - self._logged_at >= max(self.flush_seconds, 60.0):
-            self._logged_at = now
-            log.warning("%s", text)
+
+def enqueue(
+    store: Store, reports: list[QueuedFailure], config: FailureConfig, *, now: float
+) -> EnqueueOutcome:
+    """:func:`~.failure_queue.enqueue_failures` with the limits of ``config``."""
+    return enqueue_failures(
+        store,
+        reports,
+        limit=config.rate_limit,
+        period=config.rate_period,
+        max_queued=config.max_queued,
+        max_per_org=config.org_share,
+        window_limit=config.window_limit,
+        now=now,
+    )
 
 
 def queue_now(
@@ -396,11 +383,4 @@ def queue_now(
     body = raw[parsed.body_offset :]
     capture = Capture(verdict, types, header, body, now, ip, mail_from, recipients,
                       _DELIVERY[action])  # fmt: skip
-    return enqueue_failures(
-        store,
-        queued_reports(capture, config),
-        limit=config.rate_limit,
-        period=config.rate_period,
-        max_queued=config.max_queued,
-        now=now,
-    )
+    return enqueue(store, queued_reports(capture, config), config, now=now)

@@ -8,9 +8,13 @@ unit of their destination's rate window (``failure_rate``: reports per address a
 domain per ``period``, windows starting at multiples of it, UTC) -- an address whose window
 is full is left out of that report, a report left with none is not queued (RFC 9991 2:
 reports beyond the limit are discarded) -- and a report is queued only while fewer than
-``max_queued`` wait.
+``max_queued`` wait, fewer than ``max_per_org`` of them for its policy domain's
+organisation (one sender's wildcard record, every subdomain a policy domain with its own
+rate windows, cannot fill the queue for everyone else) and fewer than ``window_limit``
+were queued in its window (``failure_rate``'s ``*`` row: what all destinations together
+get through our relay).
 The transaction holds the store's lock for queueing (SQLite: ``BEGIN IMMEDIATE``; PostgreSQL:
-a transaction-level advisory lock), so that the limit and the cap hold exactly for every
+a transaction-level advisory lock), so that the limits and caps hold exactly for every
 process writing to one store.
 
 :func:`claim_failures`, :func:`mark_failure_sent`, :func:`mark_failure_failed` and
@@ -24,13 +28,16 @@ blanked), only its metadata, removed after 30 days by :func:`prune_failures`.
 
 from __future__ import annotations
 
+import collections
 import dataclasses
+import functools
 import json
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from mailauth.dmarc.discovery import psl_organizational_domain
 from mailauth.reports.failure import DkimFailure, FailureFacts
 from mailauth.reports.store import Store
 from mailauth.reports.uri import parse_report_uris
@@ -60,13 +67,17 @@ class QueuedFailure:
 @dataclass
 class EnqueueOutcome:
     """What one batch became: reports queued, refused by the rate limit (every address's
-    window full), dropped (the queue held ``max_queued``), and the (policy domain, ruf list,
-    window)s every one of whose addresses was full (the collector stops copying their
-    messages for the window)."""
+    window full, or the window already forgotten), dropped (the queue held ``max_queued``),
+    refused because their organisation held its share of the queue (``over_share``) or
+    their window its cap (``over_window``), and the (policy domain, ruf list, window)s
+    every one of whose addresses was full (the collector stops copying their messages for
+    the window)."""
 
     queued: int = 0
     rate_limited: int = 0
     dropped: int = 0
+    over_share: int = 0
+    over_window: int = 0
     full: list[tuple[str, tuple[str, ...], int]] = dataclasses.field(default_factory=list)
 
 
@@ -169,6 +180,18 @@ def window_of(now: float, period: int) -> int:
     return int(now) - int(now) % period
 
 
+_WINDOW_TOTAL = "*"  # failure_rate's destination counting every report of a window
+
+
+@functools.lru_cache(maxsize=65536)
+def queue_owner(policy_domain: str) -> str:
+    """Whose share of the queue a policy domain's reports take: its organisational domain
+    by the Public Suffix List bundled with mailauth (RFC 7489 3.2), not by the DNS Tree
+    Walk, whose answer the sender's own records decide (a ``psd=y`` under its domain would
+    make every subdomain an organisation of its own)."""
+    return psl_organizational_domain(policy_domain.lower().rstrip("."))
+
+
 def enqueue_failures(
     store: Store,
     reports: Sequence[QueuedFailure],
@@ -176,26 +199,42 @@ def enqueue_failures(
     limit: int,
     period: int,
     max_queued: int,
+    max_per_org: int,
+    window_limit: int,
     now: float,
 ) -> EnqueueOutcome:
     """Queue ``reports`` in one transaction, within the rate limit (``limit`` reports per
-    destination address per ``period`` seconds, in the window of each report's arrival) and
-    the cap (``max_queued`` waiting); windows ended before ``now`` are forgotten."""
+    destination address and policy domain per ``period`` seconds, in the window of each
+    report's arrival), the window's cap (``window_limit`` reports per window, all
+    destinations together), the queue's cap (``max_queued`` waiting) and each
+    organisation's share of it (``max_per_org`` waiting whose policy domain is under one
+    organisational domain, :func:`queue_owner`). Windows ended before ``now`` are
+    forgotten, and a report whose window is one of them (it waited in memory through a
+    store outage) is refused as rate-limited: its window's counts are gone."""
     outcome = EnqueueOutcome()
     with store.write():
         if store.engine == "postgresql":
             store.execute("SELECT pg_advisory_xact_lock(?)", (_QUEUE_LOCK,))
-        old = window_of(now, period) - period
-        store.execute("DELETE FROM failure_rate WHERE window_begin < ?", (old,))
-        waiting = int(
-            store.fetchall("SELECT COUNT(*) FROM failure_reports WHERE state IN (?, ?)", WAITING)[
-                0
-            ][0]
-        )
+        oldest = window_of(now, period) - period
+        store.execute("DELETE FROM failure_rate WHERE window_begin < ?", (oldest,))
+        waiting, owners = _waiting(store, max_per_org - len(reports))
+        totals: dict[int, int] = {}  # reports queued per window, all destinations
         for report in reports:
             window = window_of(report.created, period)
+            owner = queue_owner(report.policy_domain)
+            if window < oldest:
+                outcome.rate_limited += 1
+                continue
             if waiting >= max_queued:
                 outcome.dropped += 1
+                continue
+            if owners[owner] >= max_per_org:
+                outcome.over_share += 1
+                continue
+            if window not in totals:
+                totals[window] = _window_total(store, window)
+            if totals[window] >= window_limit:
+                outcome.over_window += 1
                 continue
             allowed = [
                 a.uri
@@ -208,8 +247,40 @@ def enqueue_failures(
                 continue
             _insert(store, report, tuple(dict.fromkeys(allowed)))
             waiting += 1
+            owners[owner] += 1
+            totals[window] += 1
             outcome.queued += 1
+        store.executemany(
+            """INSERT INTO failure_rate (destination, window_begin, reports) VALUES (?, ?, ?)
+            ON CONFLICT (destination, window_begin) DO UPDATE SET reports = excluded.reports""",
+            [(_WINDOW_TOTAL, window, total) for window, total in sorted(totals.items())],
+        )
     return outcome
+
+
+def _waiting(store: Store, room: int) -> tuple[int, collections.Counter[str]]:
+    """The reports waiting, and per organisation unless fewer than ``room`` wait (a share
+    less the batch: then no organisation can fill its share with this batch, and one
+    count is read, the common case)."""
+    count = "SELECT COUNT(*) FROM failure_reports WHERE state IN (?, ?)"
+    waiting = int(store.fetchall(count, WAITING)[0][0])
+    owners: collections.Counter[str] = collections.Counter()
+    if waiting >= room:
+        for domain, mine in store.fetchall(
+            """SELECT policy_domain, COUNT(*) FROM failure_reports WHERE state IN (?, ?)
+            GROUP BY policy_domain""",
+            WAITING,
+        ):
+            owners[queue_owner(domain)] += int(mine)
+    return waiting, owners
+
+
+def _window_total(store: Store, window: int) -> int:
+    rows = store.fetchall(
+        "SELECT reports FROM failure_rate WHERE destination = ? AND window_begin = ?",
+        (_WINDOW_TOTAL, window),
+    )
+    return int(rows[0][0]) if rows else 0
 
 
 def _take(store: Store, policy_domain: str, address: str, window: int, limit: int) -> bool:

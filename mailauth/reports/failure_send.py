@@ -34,7 +34,10 @@ from mailauth.reports.delivery import (
     ReportState,
     Transport,
     conclude,
+    failure_note,
+    preview_recipients,
     send_to_uris,
+    uris_due,
 )
 from mailauth.reports.failure import FailureFacts, build_failure_report
 from mailauth.reports.failure_queue import (
@@ -47,12 +50,7 @@ from mailauth.reports.failure_queue import (
 )
 from mailauth.reports.message import Submitter, check_aligned
 from mailauth.reports.store import Store
-from mailauth.reports.uri import (
-    OrgDomainPlan,
-    parse_report_uris,
-    treewalk_org_domain,
-    verify_destinations,
-)
+from mailauth.reports.uri import OrgDomainPlan, treewalk_org_domain, verify_destinations
 from mailauth.spf.record import is_spf_record
 
 
@@ -120,8 +118,7 @@ def send_failures(
             if outcome.state is ReportState.SENT:
                 mark_failure_sent(store, replace(report, delivered=outcome.delivered), now)
             else:
-                error = "; ".join(outcome.problems)[:1000] or "not delivered"
-                give_up = outcome.state is ReportState.ABANDONED
+                error, give_up = failure_note(outcome.state, outcome.problems)
                 mark_failure_failed(
                     store, report, error, now, delivered=outcome.delivered, give_up=give_up
                 )
@@ -145,9 +142,7 @@ def send_failure(
     queued data cannot be read)."""
     if report.problem:
         raise ValueError(report.problem)
-    parsed = parse_report_uris(report.ruf)
-    problems = [f"{i.uri}: {i.reason}" for i in parsed.ignored]
-    todo = [a for a in parsed.addresses if a.uri not in report.delivered]
+    todo, problems = uris_due(report.ruf, report.delivered)
     facts = report.facts
     checks, (record, spf_tempfail) = run_plan(
         parallel(
@@ -210,7 +205,5 @@ def preview_failure(
 ) -> bytes:
     """What ``--dry-run`` writes: to every mailto: address of the ruf URIs, unverified, no
     DNS (no SPF-DNS unless it was known)."""
-    recipients = [a.address for a in parse_report_uris(report.ruf).addresses]
-    return failure_message(
-        report, report.facts, submitter, recipients or [submitter.email], signer=signer, now=now
-    )
+    recipients = preview_recipients(report.ruf, submitter)
+    return failure_message(report, report.facts, submitter, recipients, signer=signer, now=now)

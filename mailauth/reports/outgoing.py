@@ -36,6 +36,8 @@ from mailauth.reports.store import Store
 
 MEDIA_TYPE = "application/gzip"  # RFC 9990 "Email": gzip-compressed XML
 
+GRACE = 600  # seconds after a period's end before its report is built (ReportSettings)
+
 
 @dataclass(frozen=True, slots=True)
 class ReportSettings:
@@ -50,7 +52,7 @@ class ReportSettings:
     submitter: str
     extra_contact_info: str = ""
     generator: str = "mailauth"
-    grace: int = 600
+    grace: int = GRACE
     lease: int = 3600
     max_report_bytes: int = 25_000_000
 

@@ -12,7 +12,10 @@ the milter's metrics) and logged once per interval, never silently.
 
 The most a crash can lose: what was recorded since the last flush (``flush_seconds``, 5 s
 by default), plus, while the store is unreachable, everything still buffered (at most
-``max_rows`` rows). SIGTERM and SIGHUP flush (docs/reports.md).
+``max_rows`` rows). SIGTERM and SIGHUP flush (docs/reports.md). A batch the store refuses
+for good is dropped after a few attempts (:mod:`.background`). Messages written for a
+period that closed before (its end plus the sender's grace: its report may have gone out)
+are counted (``late``) and logged once per interval: no report will count them.
 
 :class:`DirectRecorder` writes each verdict at once (``mailauth verify --record``): the same
 observation and the same upsert as the milter's batches.
@@ -27,8 +30,10 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from mailauth.reports.background import PERMANENT_ATTEMPTS, BackgroundWriter, open_writer_store
 from mailauth.reports.observe import Enforcement, Observation, observe, row_key
-from mailauth.reports.store import Store, StoreError, open_store
+from mailauth.reports.outgoing import GRACE
+from mailauth.reports.store import Store
 from mailauth.results import PublishedPolicy, Verdict
 
 log = logging.getLogger("mailauth.reports")
@@ -216,35 +221,32 @@ class DirectRecorder(_Observing):
         self.recorded += 1
 
 
-class BackgroundRecorder(_Observing):
+class BackgroundRecorder(BackgroundWriter, _Observing):
     """Counts in memory, writes in batches from a thread of its own (see the module)."""
+
+    thread_name = "mailauth-recorder"
 
     def __init__(
         self,
         url: str,
         settings: RecordingSettings | None = None,
         *,
-        opener: Callable[[str], Store] = open_store,
+        opener: Callable[[str], Store] = open_writer_store,
+        clock: Callable[[], float] = time.time,
     ) -> None:
-        super().__init__(settings or RecordingSettings())
-        self.url = url
-        self._opener = opener
-        self._store: Store | None = None
+        BackgroundWriter.__init__(self, url, opener)
+        _Observing.__init__(self, settings or RecordingSettings())
+        self._clock = clock
         self._lock = threading.Lock()
         self._batch = Batch()
-        self._wake = threading.Event()
-        self._stopping = False
-        self._flushed = threading.Condition()
-        self._generation = 0  # flushes done (a flush waits for the next one)
-        self._thread: threading.Thread | None = None
-        # Counters (read by the milter's metrics):
+        # Counters (read by the milter's metrics; write_errors and refused: BackgroundWriter):
         self.recorded = 0  # messages counted into the buffer
         self.dropped = 0  # messages lost: buffer full, or a failed batch that did not fit
         self.written = 0  # messages written to the store
-        self.write_errors = 0  # batches that could not be written (kept, retried)
+        self.late = 0  # ... of them for a period whose report may have gone out already
         self.skipped = 0  # verdicts no report counts (no policy, temperror)
         self._logged_drops = 0
-        self._logged_at = 0.0
+        self._logged_late = 0
 
     @property
     def pending(self) -> int:
@@ -256,12 +258,8 @@ class BackgroundRecorder(_Observing):
         """Their estimated size."""
         return self._batch.size
 
-    def start(self) -> BackgroundRecorder:
-        if self._thread is None:
-            self._thread = threading.Thread(target=self._run, name="mailauth-recorder")
-            self._thread.daemon = True
-            self._thread.start()
-        return self
+    def _flush_seconds(self) -> float:
+        return self.settings.flush_seconds
 
     def record(
         self,
@@ -292,90 +290,69 @@ class BackgroundRecorder(_Observing):
         if due:
             self._wake.set()
 
-    def request_flush(self) -> None:
-        """Write what is buffered soon (from a signal handler: returns at once)."""
-        self._wake.set()
-
-    def flush(self, timeout: float = 30.0) -> bool:
-        """Write what is buffered now; whether it was written within ``timeout`` seconds."""
-        if self._thread is None or not self._thread.is_alive():
-            return self._flush_once()
-        with self._flushed:
-            target = self._generation + 2  # (one in progress may have taken an older batch)
-            self._wake.set()
-            return self._flushed.wait_for(lambda: self._generation >= target, timeout)
-
-    def close(self, timeout: float = 30.0) -> None:
-        """Flush and stop the writer thread."""
-        self._stopping = True
-        self._wake.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
-            self._thread = None
-        else:
-            self._flush_once()
-        if self._store is not None:
-            self._store.close()
-            self._store = None
-
-    def _run(self) -> None:
-        while True:
-            self._wake.wait(self.settings.flush_seconds)
-            self._wake.clear()
-            stopping = self._stopping
-            self._flush_once()
-            with self._flushed:
-                self._generation += 1
-                self._flushed.notify_all()
-            self._log_drops()
-            if stopping:
-                return
-
-    def _flush_once(self) -> bool:
+    def _write_once(self) -> bool:
         with self._lock:
             batch, self._batch = self._batch, Batch()
         if not batch.counts:
             return True
         started = time.monotonic()
         try:
-            if self._store is None:
-                self._store = self._opener(self.url)
-            write_batch(self._store, batch)
-        except Exception as exc:
-            # (StoreError and OSError are what a store that is down raises; anything else,
-            # a bug or a driver's surprise, ended this thread: recording stopped for good.)
-            if not isinstance(exc, StoreError | OSError):
-                exc = StoreError(f"{type(exc).__name__}: {exc}")
-            self.write_errors += 1
-            if self._store is not None:
-                self._store.close()
-                self._store = None
+            write_batch(self._open(), batch)
+        except Exception as exc:  # (F13: whatever it is, recording goes on)
+            error, give_up = self._failed(exc)
+            messages = sum(batch.counts.values())
+            if give_up:
+                self.dropped += messages
+                self._log(
+                    f"report store refused {len(batch)} rows ({messages} messages) "
+                    f"{PERMANENT_ATTEMPTS} times ({error}); they are dropped",
+                    force=True,
+                )
+                return False
             with self._lock:
                 settings = self.settings
                 lost = self._batch.merge(batch, settings.max_rows, settings.buffer_bytes)
                 self.dropped += lost
-            self._log_once(f"report store not written ({exc}); {len(batch)} rows kept to retry")
+            self._log(f"report store not written ({error}); {len(batch)} rows kept to retry")
             return False
+        self._succeeded()
         self.written += sum(batch.counts.values())
+        self.late += late_messages(batch, self._clock())
         seconds = time.monotonic() - started
         if seconds > self.settings.flush_seconds:
             log.warning("report store slow: %d rows took %.1f s to write", len(batch), seconds)
         return True
 
-    def _log_drops(self) -> None:
-        dropped = self.dropped
+    def _after_write(self) -> None:
+        dropped, late = self.dropped, self.late
         if dropped > self._logged_drops:
-            self._log_once(
+            self._log(
                 f"report recording: {dropped - self._logged_drops} messages not recorded "
                 f"(buffer full: {self.settings.max_rows} rows or "
                 f"{self.settings.buffer_bytes // 1024} KiB; {dropped} in all)",
                 force=True,
             )
             self._logged_drops = dropped
+        if late > self._logged_late:
+            logged = self._log(
+                f"report recording: {late - self._logged_late} messages written after their "
+                f"period's report was due (period end + {GRACE} s): no report will count "
+                f"them ({late} in all)"
+            )
+            if logged:
+                self._logged_late = late
 
-    def _log_once(self, text: str, *, force: bool = False) -> None:
-        """At most one line per flush interval (a store down for hours: not a flood)."""
-        now = time.monotonic()
-        if force or now - self._logged_at >= max(self.settings.flush_seconds, 60.0):
-            self._logged_at = now
-            log.warning("%s", text)
+
+def late_messages(batch: Batch, now: float) -> int:
+    """The messages of ``batch`` in periods whose report may have gone out already: ended
+    more than :data:`~.outgoing.GRACE` seconds before ``now`` (a report is built once, so
+    they are kept in the store and never reported)."""
+    closed = {key for key, (end, policy, _) in batch.policies.items()
+              if policy.rua and end + GRACE <= now}  # fmt: skip
+    if not closed:
+        return 0
+    return sum(
+        messages
+        for (domain, begin, _), messages in batch.counts.items()
+        if (domain, begin) in closed
+    )

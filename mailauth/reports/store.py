@@ -16,6 +16,7 @@ from __future__ import annotations
 import abc
 import contextlib
 import os
+import socket
 import sqlite3
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -23,6 +24,7 @@ from urllib.parse import urlsplit
 
 from mailauth.errors import MailauthError
 from mailauth.reports.schema import MIGRATIONS, SCHEMA_VERSION
+from mailauth.reports.watchdog import StatementWatchdog
 
 Params = Sequence[Any]
 _ADVISORY_KEY = 0x6D61696C61757468  # "mailauth": the migration lock's advisory-lock key
@@ -41,26 +43,40 @@ _PG_DEFAULTS = {
 
 class StoreError(MailauthError):
     """The store cannot be opened, read or written (its text says which and why);
-    ``unreachable``: a server that did not answer (it may later), not a wrong setting."""
+    ``unreachable``: a server that did not answer (it may later), not a wrong setting;
+    ``permanent``: the store refused the statement itself (a constraint, a value, the SQL:
+    the driver's integrity, data, programming and not-supported errors), which the same
+    statement would meet again -- unlike a connection lost, a lock or a timeout."""
 
-    def __init__(self, text: str, *, unreachable: bool = False) -> None:
+    def __init__(self, text: str, *, unreachable: bool = False, permanent: bool = False) -> None:
         super().__init__(text)
         self.unreachable = unreachable
+        self.permanent = permanent
 
 
 def is_postgres_url(url: str) -> bool:
     return url.startswith(("postgresql://", "postgres://"))
 
 
-def open_store(url: str | os.PathLike[str], *, migrate: bool = True, create: bool = True) -> Store:
+def open_store(
+    url: str | os.PathLike[str],
+    *,
+    migrate: bool = True,
+    create: bool = True,
+    timeout: float | None = None,
+) -> Store:
     """The store at ``url`` (a SQLite file path, ``sqlite:///path``, or a ``postgresql://``
     URL), its schema migrated forward unless ``migrate`` is false; a SQLite file that does
     not exist is created unless ``create`` is false (``reports show``/``send``: a mistyped
-    path is an error, not an empty store). Raises StoreError."""
+    path is an error, not an empty store); ``timeout``: the most seconds a PostgreSQL
+    statement may take (:class:`PostgresStore`; SQLite waits ``busy_timeout`` at most).
+    Raises StoreError."""
     text = os.fspath(url)
     if not text:
         raise StoreError("no report store given (a SQLite file path or a postgresql:// URL)")
-    store: Store = PostgresStore(text) if is_postgres_url(text) else SqliteStore(text, create)
+    store: Store = (
+        PostgresStore(text, timeout=timeout) if is_postgres_url(text) else SqliteStore(text, create)
+    )
     if migrate:
         try:
             store.migrate()
@@ -107,6 +123,11 @@ class Store(abc.ABC):
     def _errors(self) -> tuple[type[BaseException], ...]:
         raise NotImplementedError
 
+    @abc.abstractmethod
+    def _permanent_errors(self) -> tuple[type[BaseException], ...]:
+        """Those of :meth:`_errors` that the same statement would meet again."""
+        raise NotImplementedError
+
     # -- shared ----------------------------------------------------------------------
     def execute(self, sql: str, params: Params = ()) -> int:
         """Run one statement; the number of rows it changed."""
@@ -147,7 +168,9 @@ class Store(abc.ABC):
         try:
             yield
         except self._errors() as exc:
-            raise StoreError(f"report store {self.display()}: {_first_line(exc)}") from exc
+            permanent = isinstance(exc, self._permanent_errors())
+            why = f"report store {self.display()}: {_first_line(exc)}"
+            raise StoreError(why, permanent=permanent) from exc
 
     def display(self) -> str:
         """The store's URL without a password."""
@@ -253,6 +276,10 @@ class SqliteStore(Store):
     def _errors(self) -> tuple[type[BaseException], ...]:
         return (sqlite3.Error,)
 
+    def _permanent_errors(self) -> tuple[type[BaseException], ...]:
+        return (sqlite3.IntegrityError, sqlite3.DataError, sqlite3.ProgrammingError,
+                sqlite3.NotSupportedError)  # fmt: skip
+
     def close(self) -> None:
         self._connection.close()
 
@@ -266,12 +293,22 @@ def _create_private(path: str) -> None:
 
 
 class PostgresStore(Store):
-    """PostgreSQL through psycopg 3.2+ (``pip install 'mailauth[postgresql]'``)."""
+    """PostgreSQL through psycopg 3.2+ (``pip install 'mailauth[postgresql]'``).
+
+    With a ``timeout``, no statement holds the caller longer than about that: the server
+    cancels it (``statement_timeout``: a lock another session holds, a slow query), and a
+    server that does not answer at all -- stopped, swapping, its host's kernel still
+    acknowledging the packets, so that neither TCP keepalives nor ``tcp_user_timeout``
+    notice -- is given up on by the client :data:`_ABORT_MARGIN` seconds later: the
+    connection's socket is shut down (:class:`~.watchdog.StatementWatchdog`) and the
+    statement fails with a connection error (a temporary one: the caller reconnects,
+    within ``connect_timeout``).
+    """
 
     engine = "postgresql"
     skip_locked = " FOR UPDATE OF o SKIP LOCKED"
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, timeout: float | None = None) -> None:
         super().__init__(url)
         try:
             import psycopg  # noqa: PLC0415 - only a PostgreSQL store needs it
@@ -280,11 +317,19 @@ class PostgresStore(Store):
                 "a postgresql:// store needs psycopg 3: pip install 'mailauth[postgresql]'"
             ) from None
         self._psycopg = psycopg
+        self._watchdog: StatementWatchdog | None = None
         try:
             given = psycopg.conninfo.conninfo_to_dict(url)
             extra = {k: v for k, v in _PG_DEFAULTS.items() if k not in given}
             conninfo = psycopg.conninfo.make_conninfo(url, **extra)
             self._connection = psycopg.connect(conninfo, autocommit=True)
+            if timeout is not None:
+                try:
+                    self._connection.execute(f"SET statement_timeout = {int(timeout * 1000)}")
+                except BaseException:
+                    self._connection.close()
+                    raise
+                self._watchdog = StatementWatchdog(timeout + _ABORT_MARGIN, self._abort)
         except psycopg.OperationalError as exc:  # (the server did not answer, or refused)
             why = f"report store {self.display()}: {_first_line(exc)}"
             raise StoreError(why, unreachable=True) from exc
@@ -292,14 +337,26 @@ class PostgresStore(Store):
             raise StoreError(f"report store {self.display()}: {_first_line(exc)}") from exc
 
     def _begin(self) -> None:
-        self._connection.execute("BEGIN")
+        self._raw("BEGIN")
 
     def _raw(self, sql: str, params: Params = ()) -> Any:
-        return self._connection.execute(_pg(sql), params)
+        with self._watched():
+            return self._connection.execute(_pg(sql), params)
 
     def _raw_many(self, sql: str, rows: Sequence[Params]) -> None:
-        with self._connection.cursor() as cursor:
+        with self._watched(), self._connection.cursor() as cursor:
             cursor.executemany(_pg(sql), rows)
+
+    def _watched(self) -> contextlib.AbstractContextManager[None]:
+        return self._watchdog.armed() if self._watchdog else contextlib.nullcontext()
+
+    def _abort(self) -> None:
+        """(The watchdog's thread: the statement has taken too long. A connection closed
+        meanwhile, psycopg's error, or the socket's: nothing left to abort.)"""
+        with contextlib.suppress(OSError, self._psycopg.Error):
+            fd = self._connection.pgconn.socket
+            with socket.socket(fileno=os.dup(fd)) as sock:
+                sock.shutdown(socket.SHUT_RDWR)
 
     def stream(self, sql: str, params: Params = ()) -> Iterator[tuple[Any, ...]]:
         """(libpq's chunked rows mode: one round trip, a thousand rows held at a time.)"""
@@ -316,8 +373,18 @@ class PostgresStore(Store):
     def _errors(self) -> tuple[type[BaseException], ...]:
         return (self._psycopg.Error,)
 
+    def _permanent_errors(self) -> tuple[type[BaseException], ...]:
+        errors = self._psycopg
+        return (errors.IntegrityError, errors.DataError, errors.ProgrammingError,
+                errors.NotSupportedError)  # fmt: skip
+
     def close(self) -> None:
+        if self._watchdog is not None:
+            self._watchdog.stop()
         self._connection.close()
+
+
+_ABORT_MARGIN = 2.0  # seconds past statement_timeout before the client gives a server up
 
 
 def _pg(sql: str) -> str:
