@@ -15,18 +15,21 @@ SELECTOR = "rpt"
 SIGNERS = ("receiver.example", "google.com", "evil.example")  # domains whose key is published
 
 
-def zone_text(faults: dict[str, str] | None = None) -> str:
-    """The test key at ``rpt._domainkey.D`` for each of :data:`SIGNERS`; ``faults``: name ->
-    ``timeout`` or ``servfail``."""
+def zone_text(faults: dict[str, str] | None = None, selectors: tuple[str, ...] = ()) -> str:
+    """The test key at ``rpt._domainkey.D`` (and ``S._domainkey.D`` for each of
+    ``selectors``) for each of :data:`SIGNERS`; ``faults``: name -> ``timeout`` or
+    ``servfail``."""
     record = public_key_record(RSA_KEY)
-    lines = [zone_txt_line(f"{SELECTOR}._domainkey.{d}", record) for d in SIGNERS]
+    names = [f"{s}._domainkey.{d}" for d in SIGNERS for s in (SELECTOR, *selectors)]
+    lines = [zone_txt_line(name, record) for name in names]
     lines += [f"; mailauth-fault: {name} {fault}" for name, fault in (faults or {}).items()]
     return "\n".join(lines) + "\n"
 
 
-def zone_file(directory: Path, faults: dict[str, str] | None = None) -> Path:
+def zone_file(directory: Path, faults: dict[str, str] | None = None,
+              selectors: tuple[str, ...] = ()) -> Path:  # fmt: skip
     path = directory / "report-keys.zone"
-    path.write_text(zone_text(faults))
+    path.write_text(zone_text(faults, selectors))
     return path
 
 

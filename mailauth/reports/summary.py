@@ -176,7 +176,7 @@ class Unauthenticated:
         how = (
             "counted above (--include-unauthenticated)"
             if self.included
-            else "left out of the verdict and the rates (--include-unauthenticated: counted)"
+            else "left out of the verdict and the rates (--include-unauthenticated counts them)"
         )
         return [f"unauthenticated reports: {self.reports:,}, {self.messages:,} messages"
                 f"{copies}: {how}"]  # fmt: skip
