@@ -93,7 +93,9 @@ def add_summary_parsers(actions: argparse._SubParsersAction[Parser]) -> None:
         help="what the imported aggregate reports say about a domain, and whether it is ready "
         "for p=reject",
         description="Per source IP of DOMAIN's mail, from the aggregate reports imported into "
-        "the store: messages, the share with aligned SPF, aligned DKIM and DMARC pass, the "
+        "the store (those their reporter's domain signed; the others are counted apart, "
+        "--include-unauthenticated counts them): messages, the share with aligned SPF, "
+        "aligned DKIM and DMARC pass, the "
         "receivers' dispositions and the reporters; sources grouped by sending organisation; "
         "and how many messages p=reject (or p=quarantine) would have refused. Columns: "
         "docs/reports.md, 'Summaries'.",
