@@ -12,7 +12,7 @@ from tests.dkim_helpers import RSA_KEY
 
 NOW = 1_700_100_000  # (after the reports' periods; signatures are made and checked at it)
 SELECTOR = "rpt"
-SIGNERS = ("receiver.example", "google.com", "evil.example")  # domains whose key is published
+SIGNERS = ("receiver.example", "google.com", "mail.google.com", "evil.example")  # keys published
 NO_KEYS = Path(__file__).resolve().parent.parent / "fixtures/dmarc-reports/no-keys.zone"
 
 

@@ -339,3 +339,23 @@ def test_cli_dns_options_exclude_each_other(
     assert (
         capsys.readouterr().err.strip().endswith("--dns-zone and --nameserver exclude each other")
     )
+
+
+def test_the_same_report_signed_with_two_domains_of_its_reporter_counts_once(
+    store_url: str,
+) -> None:
+    """The same report in two e-mails, from and signed by google.com and by a subdomain of
+    it: two keys (two authenticated domains, both the reporter's), counted once."""
+    store = open_store(store_url)
+    try:
+        first = _import(store, "a.eml", signed(_mail(REAL), "google.com"))
+        assert (first.status, first.authenticated) == (IMPORTED, "google.com")
+        other = signed(_mail(REAL, sender="dmarc@mail.google.com"), "mail.google.com")
+        second = _import(store, "b.eml", other)
+        assert (second.status, second.authenticated) == (IMPORTED, "mail.google.com")
+        trust = {r.auth.domain: r.trust for r in received_reports(store, "example.com")}
+        assert trust == {"google.com": Trust.AUTHENTICATED, "mail.google.com": Trust.SUPERSEDED}
+        found = _summary(store, include=True)
+        assert (found.messages, found.reports) == (12, 1)
+    finally:
+        store.close()

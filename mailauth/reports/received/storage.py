@@ -125,9 +125,10 @@ def _save_aggregate(store: Store, r: AggregateReport, source: str, now: int) -> 
 
 
 def _trust(store: Store, r: AggregateReport) -> Trust:
-    """``r``'s trust, and its copies' updated (in the caller's transaction): an
-    authenticated report supersedes the unauthenticated copies of it; an unauthenticated
-    one is superseded when an authenticated copy is stored."""
+    """``r``'s trust, and its copies' updated (in the caller's transaction): a report of
+    which an authenticated copy is stored already (under another key: unauthenticated, or
+    signed with another d= of the same organisation) is superseded; an authenticated one
+    supersedes the unauthenticated copies of it."""
     trust = trust_of(r)
     copies = [
         (str(key), Trust(str(copy_trust)))
@@ -138,6 +139,8 @@ def _trust(store: Store, r: AggregateReport) -> Trust:
         )
         if _same(str(org_name), r.org_name) and _same(str(email), r.email) and key != r.key
     ]  # fmt: skip
+    if any(copy_trust == Trust.AUTHENTICATED for _, copy_trust in copies):
+        return Trust.SUPERSEDED
     if trust == Trust.AUTHENTICATED:
         for key, copy_trust in copies:
             if copy_trust == Trust.UNAUTHENTICATED:
@@ -146,9 +149,6 @@ def _trust(store: Store, r: AggregateReport) -> Trust:
                         f"UPDATE {table} SET trust = ? WHERE report_key = ?",  # noqa: S608 - constant names
                         (Trust.SUPERSEDED.value, key),
                     )
-        return trust
-    if any(copy_trust == Trust.AUTHENTICATED for _, copy_trust in copies):
-        return Trust.SUPERSEDED
     return trust
 
 
