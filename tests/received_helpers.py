@@ -96,10 +96,11 @@ def gzipped(content: bytes) -> bytes:
 
 
 def report_mail(attachments: list[tuple[str, str, bytes]], subject: str = "Report Domain: "
-                "example.com Submitter: receiver.example Report-ID: <id-1>") -> bytes:  # fmt: skip
-    """An e-mail with these (file name, media type, content) attachments."""
+                "example.com Submitter: receiver.example Report-ID: <id-1>",
+                sender: str = "dmarc@receiver.example") -> bytes:  # fmt: skip
+    """An e-mail from ``sender`` with these (file name, media type, content) attachments."""
     message = EmailMessage()
-    message["From"] = "dmarc@receiver.example"
+    message["From"] = sender
     message["To"] = "rua@example.com"
     message["Subject"] = subject
     message["Message-ID"] = "<report-1@receiver.example>"

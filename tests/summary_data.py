@@ -6,6 +6,7 @@ mailauth.reports.received.save_report as ``reports import`` stores them."""
 from __future__ import annotations
 
 import random
+from dataclasses import replace
 from datetime import UTC, datetime
 
 from mailauth.reports.received import (
@@ -17,6 +18,7 @@ from mailauth.reports.received import (
     SpfAuth,
     save_report,
 )
+from mailauth.reports.received.model import AuthResult, ReportAuth
 from mailauth.reports.store import Store
 
 
@@ -68,9 +70,15 @@ def hand_built_reports() -> list[AggregateReport]:
     ]  # fmt: skip
 
 
-def store_reports(store: Store, reports: list[AggregateReport] | list[FailureReport]) -> None:
+def store_reports(store: Store, reports: list[AggregateReport] | list[FailureReport],
+                  *, authenticated: bool = True) -> None:  # fmt: skip
+    """Store ``reports`` as imported from e-mails that their reporters signed (or, not
+    ``authenticated``, as bare files)."""
     for report in reports:
-        save_report(store, report, source="test", now=day("2026-02-01"))
+        domain = report.email.rpartition("@")[2]
+        signed = ReportAuth(AuthResult.PASS, domain, domain)
+        stored = replace(report, auth=signed) if authenticated else report
+        save_report(store, stored, source="test", now=day("2026-02-01"))
 
 
 def failure_sample(reporter: str, subject: str, headers: str, when: str) -> FailureReport:

@@ -14,6 +14,8 @@ import pytest
 
 from mailauth.reports.imap import ImapError, ImapMailbox, parse_imap_url
 from tests.dovecot import DovecotServer, dovecot_binary
+from tests.received_helpers import aggregate_xml, report_mail
+from tests.report_auth_helpers import NOW, signed, zone_file
 
 
 def test_url_implicit_tls_defaults() -> None:
@@ -159,13 +161,19 @@ GOOGLE = (
 LINKEDIN = REAL / "failure" / "dmarc_ruf_report_linkedin.eml"
 
 
+NO_KEYS = REAL.parent / "no-keys.zone"
+
+
 def _import(
     dovecot: DovecotServer, store: Path, password_file: Path, *extra: str
 ) -> tuple[int, list[dict[str, str]], str]:
+    """``reports import --imap`` in a process of its own; DNS from a zone (no keys unless
+    ``extra`` gives its own --dns-zone), never the system's resolver."""
+    dns = () if "--dns-zone" in extra else ("--dns-zone", str(NO_KEYS))
     argv = [sys.executable, "-m", "mailauth", "reports", "import", "--json",
             "--imap", f"imaps://{dovecot.user}@127.0.0.1:{dovecot.port}/INBOX",
             "--imap-password-file", str(password_file), "--imap-ca", str(dovecot.ca_file),
-            "--store", str(store), *extra]  # fmt: skip
+            "--store", str(store), *dns, *extra]  # fmt: skip
     done = subprocess.run(argv, capture_output=True, text=True, timeout=120)
     lines = [json.loads(line) for line in done.stdout.splitlines()]
     return done.returncode, lines, done.stderr
@@ -190,6 +198,7 @@ def test_import_from_imap_moves_what_was_stored_and_is_idempotent(
     assert by_status == [("error", None), ("imported", "aggregate"), ("imported", "failure")]
     aggregate = next(line for line in lines if line["kind"] == "aggregate")
     assert aggregate["reporter"] == "google.com" and aggregate["domain"] == "borschow.com"
+    assert aggregate["authenticated"] is None  # (google.com's key of 2019 is not in the zone)
     assert str(aggregate["file"]).startswith(f"imaps://dmarc@127.0.0.1:{dovecot.port}/INBOX;")
     assert (dovecot.folder_count(), dovecot.folder_count("Imported")) == (1, 2)
 
@@ -235,3 +244,33 @@ def test_messages_flagged_deleted_are_not_read_again(dovecot: DovecotServer) -> 
     location = parse_imap_url(f"imaps://{dovecot.user}@127.0.0.1:{dovecot.port}/")
     with ImapMailbox(location, dovecot.password, ca_file=str(dovecot.ca_file)) as mailbox:
         assert [m.raw for m in mailbox.messages()] == [_message(7)]
+
+
+def test_import_from_imap_carries_authentication(dovecot: DovecotServer, tmp_path: Path) -> None:
+    """Report e-mails over IMAP are authenticated like files: one signed by its reporter
+    (``authenticated``), moved; one whose key lookup times out (temperror: stored
+    unauthenticated, left in the folder to be checked again); at the next import, with DNS
+    answering, that one is stored authenticated and moved."""
+    _empty(dovecot, "Imported")
+    xml = aggregate_xml(2).encode()
+    dovecot.deliver(signed(report_mail([("a.xml", "text/xml", xml)])))
+    slow = aggregate_xml(3, report_id="slow").encode()
+    dovecot.deliver(signed(report_mail([("b.xml", "text/xml", slow)]), selector="slow"))
+    secret = tmp_path / "imap.pass"
+    secret.write_text(dovecot.password + "\n")
+    store = tmp_path / "reports.sqlite"
+    (tmp_path / "timeout").mkdir()
+    timeout = zone_file(tmp_path / "timeout", {"slow._domainkey.receiver.example": "timeout"})
+    extra = ("--move-to", "Imported", "--now", str(NOW))
+    code, lines, stderr = _import(dovecot, store, secret, "--dns-zone", str(timeout), *extra)
+    assert code == 0, stderr
+    assert sorted((line["report_id"], line["status"], line["authenticated"]) for line in lines) == [
+        ("id-1", "imported", "receiver.example"), ("slow", "imported", None)]  # fmt: skip
+    assert (dovecot.folder_count(), dovecot.folder_count("Imported")) == (1, 1)
+
+    answering = zone_file(tmp_path, selectors=("slow",))
+    code, lines, stderr = _import(dovecot, store, secret, "--dns-zone", str(answering), *extra)
+    assert code == 0, stderr
+    assert [(line["report_id"], line["status"], line["authenticated"]) for line in lines] == [
+        ("slow", "imported", "receiver.example")]  # fmt: skip
+    assert (dovecot.folder_count(), dovecot.folder_count("Imported")) == (0, 2)

@@ -22,11 +22,17 @@ from mailauth.reports.received import (
 from tests.received_helpers import REAL_WORLD, aggregate_xml, gzipped, report_mail, tls_json
 
 KEYS = ["file", "kind", "reporter", "report_id", "domain", "records", "messages", "status",
-        "error"]  # fmt: skip
+        "error", "authenticated"]  # fmt: skip
+
+
+NO_KEYS = Path(__file__).resolve().parent.parent / "fixtures/dmarc-reports/no-keys.zone"
 
 
 def _run(*args: str, capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    code = main(["reports", "import", *args])
+    """``reports import ARGS``, its DNS from a zone (no key: e-mails unauthenticated) unless
+    ARGS name their own."""
+    dns = () if {"--dns-zone", "--nameserver"} & set(args) else ("--dns-zone", str(NO_KEYS))
+    code = main(["reports", "import", *args, *dns])
     out, err = capsys.readouterr()
     return code, out, err
 
@@ -45,11 +51,22 @@ def test_import_the_real_world_samples_twice(
     code, out, err = _run("--store", store_url, str(samples), capsys=capsys)
     assert code == 0
     assert out == "14 reports imported, 0 already in the store, 0 unreadable (from 14 inputs)\n"
-    assert err.splitlines() == [  # (the two repairs, noted)
+    google = "Report domain- borschow.com Submitter- google.com Report-ID- 949348866075514174"
+    assert err.splitlines() == [  # (the two repairs, and the e-mails not authenticated, noted)
+        f"mailauth reports import: {samples}/aggregate/{google}.eml > google.com!borschow.com!"
+        "1549929600!1550015999.zip > google.com!borschow.com!1549929600!1550015999.xml: note: "
+        "unauthenticated (fail: DKIM d=google.com permerror: no key for signature at "
+        "20161025._domainkey.google.com): not counted in summaries unless "
+        "--include-unauthenticated",
         f"mailauth reports import: {samples}/aggregate/ikea.com!example.de!1538690400!"
         "1538776800.xml: note: repaired XML: the root element is <schema>, not <feedback>",
         f"mailauth reports import: {samples}/aggregate/invalid_xml.xml: note: repaired XML: "
         "not well-formed (invalid token): line 5, column 17",
+        f"mailauth reports import: {samples}/failure/DMARC Failure Report for domain.de "
+        "(mail-from=sharepoint@domain.de, ip=10.10.10.10).eml: note: unauthenticated (none: no "
+        "DKIM signature)",
+        f"mailauth reports import: {samples}/failure/dmarc_ruf_report_linkedin.eml: note: "
+        "unauthenticated (none: no DKIM signature)",
     ]
     code, out, _ = _run("--store", store_url, str(samples), capsys=capsys)
     assert (code, out) == (0, "0 reports imported, 14 already in the store, 0 unreadable "
@@ -83,21 +100,21 @@ def test_json_output(store_url: str, tmp_path: Path,
     assert lines == [
         {"file": f"{inputs}/a.xml.gz", "kind": "aggregate", "reporter": "Receiver",
          "report_id": "a", "domain": "example.com", "records": 3, "messages": 6,
-         "status": "imported", "error": None},
+         "status": "imported", "error": None, "authenticated": None},
         {"file": f"{inputs}/b.json", "kind": "tls", "reporter": "Company-X",
          "report_id": "5065427c-23d3-47ca-b6e0-946ea0e8c4be", "domain": "company-y.example",
-         "records": 1, "messages": 0, "status": "imported", "error": None},
+         "records": 1, "messages": 0, "status": "imported", "error": None, "authenticated": None},
         {"file": f"{inputs}/c.xml", "kind": "aggregate", "reporter": "", "report_id": "",
          "domain": "", "records": 0, "messages": 0, "status": "error",
          "error": "not well-formed XML: the XML ends before its policy_published "
-                  "(truncated?)"},
+                  "(truncated?)", "authenticated": None},
         {"file": f"{inputs}/d.eml", "kind": "failure", "reporter": "linkedin.com",
          "report_id": "<BB.91.26019.C3EA7CC5@mail516.prod.linkedin.com>",
          "domain": "example.com", "records": 1, "messages": 1, "status": "imported",
-         "error": None},
+         "error": None, "authenticated": None},
         {"file": f"{inputs}/a.xml.gz", "kind": "aggregate", "reporter": "Receiver",
          "report_id": "a", "domain": "example.com", "records": 3, "messages": 6,
-         "status": "duplicate", "error": None},
+         "status": "duplicate", "error": None, "authenticated": None},
     ]  # fmt: skip
     store = open_store(store_url)
     try:

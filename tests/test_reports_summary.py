@@ -25,6 +25,7 @@ from mailauth.reports.reverse import (
 )
 from mailauth.reports.store import open_store
 from mailauth.reports.summary import SourceSummary, organisation_of, readiness, summarize
+from tests.report_auth_helpers import zone_file
 from tests.summary_data import day, hand_built_reports, store_reports
 
 JANUARY = (day("2026-01-01"), day("2026-02-01"))
@@ -215,8 +216,10 @@ def test_cli_json_shape(filled: str, capsys: pytest.CaptureFixture[str]) -> None
     data = json.loads(out)
     assert set(data) == {
         "domain", "since", "until", "reports", "reporters", "messages", "readiness",
-        "organisations", "sources",
+        "organisations", "sources", "unauthenticated",
     }  # fmt: skip
+    assert data["unauthenticated"] == {"reports": 0, "messages": 0, "superseded": 0,
+                                       "included": False}  # fmt: skip
     assert (data["since"], data["until"], data["messages"]) == (*JANUARY, 215)
     assert data["readiness"]["would_reject"] == data["readiness"]["would_quarantine"] == 15
     assert data["readiness"]["largest"] == [
@@ -330,14 +333,25 @@ def test_summary_of_imported_real_world_reports(
 ) -> None:
     """``reports import`` of the real-world samples (fixtures/dmarc-reports/real-world), then
     the summary of example.com over all of them: 12 messages from 8 sources; 7 of them, from
-    5 sources, failed DMARC (the figures read from the samples' XML)."""
+    5 sources, failed DMARC (the figures read from the samples' XML). They are bare files and
+    e-mails whose signatures cannot be checked any more: unauthenticated, counted only with
+    --include-unauthenticated."""
     url = str(tmp_path / "r.sqlite")
     samples = fixtures / "dmarc-reports" / "real-world"
-    assert main(["reports", "import", str(samples), "--store", url]) == 1  # (one unreadable)
+    zone = zone_file(tmp_path)
+    assert main(["reports", "import", str(samples), "--store", url, "--dns-zone", str(zone)]) == 1
     capsys.readouterr()
     code, out, _ = _run(capsys, "example.com", "--store", url, "--since", "2000-01-01", "--json")
     assert code == 0
     data = json.loads(out)
+    assert (data["messages"], data["sources"], data["reports"]) == (0, [], 0)
+    assert data["unauthenticated"] == {"reports": 9, "messages": 12, "superseded": 0,
+                                       "included": False}  # fmt: skip
+    code, out, _ = _run(capsys, "example.com", "--store", url, "--since", "2000-01-01", "--json",
+                        "--include-unauthenticated")  # fmt: skip
+    assert code == 0
+    data = json.loads(out)
+    assert data["unauthenticated"]["included"] is True
     assert (data["messages"], len(data["sources"]), data["reports"]) == (12, 8, 9)
     assert (data["readiness"]["dmarc_fail"], data["readiness"]["failing_sources"]) == (7, 5)
     first = data["sources"][0]

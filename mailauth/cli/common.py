@@ -8,12 +8,15 @@ import math
 import re
 import sys
 from collections.abc import Sequence
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 from mailauth.dkim import unix_time
 from mailauth.dns import DnsCache, DnsResolver, Resolver, ZoneResolver
 from mailauth.dns.zone import split_zone_spec
 from mailauth.files import MESSAGE_LIMIT, read_limited, read_stream
+
+if TYPE_CHECKING:
+    from mailauth.config import MilterConfig
 
 EXIT_USAGE = 2
 EXIT_TEMPFAIL = 75  # sysexits.h EX_TEMPFAIL: a temporary failure, try again later
@@ -128,9 +131,24 @@ def add_dns_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def make_resolver(args: argparse.Namespace, cache: DnsCache | None = None) -> DnsResolver:
+def dns_args(config: MilterConfig, args: argparse.Namespace) -> argparse.Namespace:
+    """The DNS options: the configuration file's settings unless the command line gives its
+    own."""
+    dns = argparse.Namespace(**vars(args))
+    if not args.nameserver and not args.dns_zone:
+        dns.nameserver = list(config.nameservers) or None
+        dns.dns_zone = list(config.zone_files) or None
+        if args.dns_timeout == 5.0:
+            dns.dns_timeout = config.dns_timeout
+    return dns
+
+
+def make_resolver(
+    args: argparse.Namespace, cache: DnsCache | None = None, *, check: bool = True
+) -> DnsResolver:
     """The one resolver of a command: zone files, or the network (with ``cache``, when
-    given: the milter keeps its answers across a configuration reload)."""
+    given: the milter keeps its answers across a configuration reload). ``check``: a
+    network resolver whose nameservers do not answer is DnsUnreachableError."""
     if args.dns_zone and args.nameserver:
         raise CliError("--dns-zone and --nameserver exclude each other")
     if args.dns_zone:
@@ -140,7 +158,7 @@ def make_resolver(args: argparse.Namespace, cache: DnsCache | None = None) -> Dn
     resolver = Resolver(
         args.nameserver, timeout=min(2.0, args.dns_timeout), lifetime=args.dns_timeout, cache=cache
     )
-    problem = resolver.check_reachable()
+    problem = resolver.check_reachable() if check else ""
     if problem:
         raise DnsUnreachableError(f"DNS unreachable: {problem}")
     return resolver

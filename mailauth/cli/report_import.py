@@ -2,6 +2,10 @@
 owner receives, from files and directories, a Maildir or an mbox, into the report store
 (docs/reports.md, "Reports you receive").
 
+Report e-mails are authenticated (their aligned DKIM signature, checked through the one
+resolver the DNS options or the configuration file give, made when the first e-mail comes);
+bare files are not (docs/reports.md "Authenticated reports").
+
 Idempotent: a report already in the store is counted as a duplicate and not written again.
 A report that cannot be read is counted and listed (one line on stderr naming the file and
 why), and the import goes on. Exit status: 0 when every input was read (imported or
@@ -17,9 +21,17 @@ import os
 import sys
 import time
 from collections.abc import Iterable, Sized
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
-from mailauth.cli.common import CliError, Parser
+from mailauth.cli.common import (
+    CliError,
+    DnsUnreachableError,
+    Parser,
+    add_dns_options,
+    dns_args,
+    make_resolver,
+    unix_time_arg,
+)
 from mailauth.reports.received.importer import (
     DUPLICATE,
     ERROR,
@@ -29,6 +41,11 @@ from mailauth.reports.received.importer import (
     import_item,
 )
 from mailauth.reports.received.limits import DEFAULT_LIMITS
+from mailauth.reports.received.reader import sniff
+
+if TYPE_CHECKING:
+    from mailauth.config import MilterConfig
+    from mailauth.dns import DnsResolver
 
 EXIT_SOME_UNREADABLE = 1
 IMAP_PASSWORD_ENV = "MAILAUTH_IMAP_PASSWORD"
@@ -39,10 +56,13 @@ class Source(Sized, Iterable[SourceItem], Protocol):
 
 
 def _settle(source: Source, item: SourceItem, results: list[ImportResult]) -> None:
-    """Tell a source that acts on stored items (IMAP: moves the message) how it went."""
+    """Tell a source that acts on stored items (IMAP: moves the message) how it went: an
+    item whose authentication could not be checked (temperror) stays, to be checked again
+    at the next import."""
     settle = getattr(source, "settle", None)
     if settle is not None:
-        settle(item, bool(results) and all(r.status != ERROR for r in results))
+        settle(item, bool(results) and all(r.status != ERROR and not r.recheck
+                                           for r in results))  # fmt: skip
 
 
 def _close(source: Source) -> None:
@@ -59,13 +79,19 @@ def add_import_parser(actions: argparse._SubParsersAction[Parser]) -> None:
         ".zip, whole report e-mails, ARF failure reports, RFC 8460 JSON -- from files and "
         "directories (walked), a Maildir (new/ and cur/), an mbox or an IMAP folder (TLS "
         "only; --move-to moves what was stored), and store each one "
-        "once (a report already there is a duplicate). A report that cannot be read is "
+        "once (a report already there is a duplicate). A report e-mail is authenticated by "
+        "its DKIM signature (aligned with its From, checked in DNS: --nameserver, --dns-zone "
+        "or the --config file's [dns]); summaries count only the reports their reporter's "
+        "domain signed, and a bare file (.xml, .gz, .zip given as such) is unauthenticated "
+        "(docs/reports.md 'Authenticated reports'). A report that cannot be read is "
         "listed on stderr and the rest goes on. Exit status: 0 all read, 1 some could not "
         "be read, 2 usage or store error.",
         epilog="examples:\n"
         "  mailauth reports import --store reports.sqlite ~/dmarc/*.xml.gz report.zip\n"
         "  mailauth reports import --maildir /var/mail/dmarc --config /etc/mailauth/milter.toml\n"
         "  mailauth reports import --mbox dmarc.mbox --store postgresql://db/reports --json\n"
+        "  mailauth reports import --maildir ~/Maildir/.dmarc --nameserver 127.0.0.1 "
+        "--store r.sqlite\n"
         "  mailauth reports import --imap imaps://dmarc%40example.com@imap.example.com \\\n"
         "      --move-to Imported --imap-password-file /etc/mailauth/imap.pass --store r.sqlite",
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -100,6 +126,10 @@ def add_import_parser(actions: argparse._SubParsersAction[Parser]) -> None:
                          help="one JSON object per report on stdout")  # fmt: skip
     command.add_argument("--progress", action="store_true",
                          help="progress bar on stderr (default: >10 inputs, on a tty)")  # fmt: skip
+    command.add_argument("--now", type=unix_time_arg, metavar="UNIXTIME",
+                         help="the time to check DKIM signatures (t=, x=) at and to record "
+                         "as the import's (default: now)")  # fmt: skip
+    add_dns_options(command)
 
 
 def sources_of(args: argparse.Namespace) -> list[Source]:
@@ -156,8 +186,11 @@ def cmd_reports_import(args: argparse.Namespace) -> int:
     from mailauth.reports import open_store  # noqa: PLC0415
     from mailauth.reports.imap import ImapError  # noqa: PLC0415 - (imapclient: only here)
 
+    if args.dns_zone and args.nameserver:  # (a usage error before anything is opened)
+        raise CliError("--dns-zone and --nameserver exclude each other")
     sources = sources_of(args)
-    url, _ = store_of(args)
+    url, config = store_of(args)
+    resolver = _LazyResolver(args, config)
     total = sum(len(source) for source in sources)
     show = args.progress or (total > 10 and sys.stderr.isatty())
     counts = {IMPORTED: 0, DUPLICATE: 0, ERROR: 0}
@@ -172,7 +205,9 @@ def cmd_reports_import(args: argparse.Namespace) -> int:
             for source in sources:
                 try:
                     for item in source:
-                        results = import_item(store, item, now=int(time.time()))
+                        now = int(args.now if args.now is not None else time.time())
+                        results = import_item(store, item, now=now,
+                                              resolver=resolver.for_item(item))  # fmt: skip
                         for result in results:
                             counts[result.status] += 1
                             _show(result, args.json)
@@ -188,6 +223,27 @@ def cmd_reports_import(args: argparse.Namespace) -> int:
         print(f"{counts[IMPORTED]} reports imported, {counts[DUPLICATE]} already in the store, "
               f"{counts[ERROR]} unreadable (from {total} inputs)")  # fmt: skip
     return EXIT_SOME_UNREADABLE if counts[ERROR] else 0
+
+
+class _LazyResolver:
+    """The command's one resolver, made when the first e-mail needs it (bare files need no
+    DNS). Nameservers that do not answer are a warning, not an error: the e-mails'
+    signatures are then ``temperror`` (stored unauthenticated; IMAP messages left in place,
+    to be checked at the next import)."""
+
+    def __init__(self, args: argparse.Namespace, config: MilterConfig) -> None:
+        self.args = dns_args(config, args)
+        self.resolver: DnsResolver | None = None
+
+    def for_item(self, item: SourceItem) -> DnsResolver | None:
+        if self.resolver is None and not item.error and sniff(item.data) == "mail":
+            try:
+                self.resolver = make_resolver(self.args)
+            except DnsUnreachableError as exc:
+                print(f"mailauth reports import: warning: {exc}: report e-mails cannot be "
+                      "authenticated now (temperror)", file=sys.stderr)  # fmt: skip
+                self.resolver = make_resolver(self.args, check=False)
+        return self.resolver
 
 
 def _show(result: ImportResult, as_json: bool) -> None:

@@ -77,6 +77,12 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
         help="look up each source's reverse name (PTR, confirmed by A/AAAA) in DNS, to name "
         "its organisation; at most 1000 sources, 32 queries at a time, 30 s in all",
     )  # fmt: skip
+    parser.add_argument(
+        "--include-unauthenticated", action="store_true",
+        help="count the unauthenticated reports too: bare files imported by hand, unsigned "
+        "or forged report e-mails (by default only reports whose e-mail the reporter's own "
+        "domain signed count; docs/reports.md 'Authenticated reports')",
+    )  # fmt: skip
     add_store_options(parser)
     add_dns_options(parser)
 
@@ -87,7 +93,9 @@ def add_summary_parsers(actions: argparse._SubParsersAction[Parser]) -> None:
         help="what the imported aggregate reports say about a domain, and whether it is ready "
         "for p=reject",
         description="Per source IP of DOMAIN's mail, from the aggregate reports imported into "
-        "the store: messages, the share with aligned SPF, aligned DKIM and DMARC pass, the "
+        "the store (those their reporter's domain signed; the others are counted apart, "
+        "--include-unauthenticated counts them): messages, the share with aligned SPF, "
+        "aligned DKIM and DMARC pass, the "
         "receivers' dispositions and the reporters; sources grouped by sending organisation; "
         "and how many messages p=reject (or p=quarantine) would have refused. Columns: "
         "docs/reports.md, 'Summaries'.",
@@ -97,7 +105,9 @@ def add_summary_parsers(actions: argparse._SubParsersAction[Parser]) -> None:
         "--since 90d --resolve\n"
         "  mailauth reports summary example.com --store reports.sqlite --since 2026-01-01 "
         "--until 2026-02-01 --json\n"
-        "  mailauth reports summary example.com --store reports.sqlite --csv > sources.csv",
+        "  mailauth reports summary example.com --store reports.sqlite --csv > sources.csv\n"
+        "  mailauth reports summary example.com --store reports.sqlite "
+        "--include-unauthenticated",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     _add_common(summary)
@@ -150,7 +160,8 @@ def _compute(args: argparse.Namespace, url: str, domain: str, since: int, until:
 
     store = open_store(url)
     try:
-        found = summarize(store, domain, since, until)
+        found = summarize(store, domain, since, until,
+                          include_unauthenticated=args.include_unauthenticated)  # fmt: skip
     finally:
         store.close()
     if not args.resolve or not found.sources:
@@ -244,7 +255,7 @@ def summary_table(found: Summary, top: int) -> str:
     lines = [
         f"{found.domain}: {found.messages:,} messages from {len(found.sources):,} sources in "
         f"{found.reports:,} reports by {found.reporters:,} reporters ({since} - {until} UTC)",
-        *found.readiness.lines(),
+        *found.verdict(),
         "",
     ]
     if not found.sources:

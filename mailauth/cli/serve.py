@@ -25,6 +25,7 @@ from mailauth.cli.common import (
     DnsUnreachableError,
     Parser,
     add_dns_options,
+    dns_args,
     make_resolver,
 )
 from mailauth.cli.logs import configure_logging, syslog_handler
@@ -318,13 +319,7 @@ def build_milter_parts(
 
 def _dns_args(config: MilterConfig, args: argparse.Namespace) -> argparse.Namespace:
     """The DNS options: the file's settings unless the command line gives its own."""
-    dns = argparse.Namespace(**vars(args))
-    if not args.nameserver and not args.dns_zone:
-        dns.nameserver = list(config.nameservers) or None
-        dns.dns_zone = list(config.zone_files) or None
-        if args.dns_timeout == 5.0:
-            dns.dns_timeout = config.dns_timeout
-    return dns
+    return dns_args(config, args)
 
 
 def recording_settings(config: MilterConfig) -> RecordingSettings:

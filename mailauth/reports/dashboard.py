@@ -144,7 +144,8 @@ def _csp_hash(text: str) -> str:
 
 def render_dashboard(store: Store, summary: Summary, *, generated: int) -> str:
     """The page, as text (UTF-8 when written)."""
-    days = daily_pass_rate(store, summary.domain, summary.since, summary.until)
+    days = daily_pass_rate(store, summary.domain, summary.since, summary.until,
+                           include_unauthenticated=summary.unauthenticated.included)  # fmt: skip
     samples = failure_samples(store, summary.domain, summary.since, summary.until)
     script, style = _asset("dashboard.js"), _asset("dashboard.css")
     environment = jinja2.Environment(

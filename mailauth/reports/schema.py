@@ -44,6 +44,17 @@ over a period reads one index range and no join.
   headers (capped), the delivery result.
 - ``received_tls``: one per SMTP TLS report (RFC 8460); ``received_tls_policies``: its
   policies with success/failure counts and failure details (JSON).
+
+Migration 5 (issue 17, review finding F4: a forged report took the real one's key): each
+received report's authentication (:mod:`mailauth.reports.received.authenticate`):
+``auth_domain`` (the d= of the report e-mail's aligned passing DKIM signature; "" for
+none and for a bare file), ``auth_result`` (``pass``, ``fail``, ``none``, ``temperror``,
+``permerror``; "" for the rows imported before), ``from_domain`` (the report e-mail's
+From domain). The key of an authenticated report includes ``auth_domain``
+(:func:`mailauth.reports.received.model.report_key`): rows stored before keep theirs.
+``trust`` (``received_aggregate`` and, copied, ``received_records``): ``authenticated``
+(by the reporter's organisational domain: counted in summaries), ``unauthenticated``, or
+``superseded`` (an unauthenticated copy of a report stored authenticated too).
 """
 
 from __future__ import annotations
@@ -252,6 +263,25 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             reports INTEGER NOT NULL,
             PRIMARY KEY (destination, window_begin)
         )""",
+    ),
+    (  # 5: received reports' authentication (issue 17, review finding F4)
+        # The rows of versions 2-4 keep their keys and become unauthenticated: auth_domain
+        # "", auth_result "" (not checked), trust 'unauthenticated'.
+        *(
+            f"ALTER TABLE {table} ADD COLUMN {column} TEXT NOT NULL DEFAULT ''"
+            for table in ("received_aggregate", "received_failures", "received_tls")
+            for column in ("auth_domain", "auth_result", "from_domain")
+        ),
+        "ALTER TABLE received_aggregate ADD COLUMN trust TEXT NOT NULL DEFAULT 'unauthenticated'",
+        "ALTER TABLE received_records ADD COLUMN trust TEXT NOT NULL DEFAULT 'unauthenticated'",
+        "CREATE INDEX received_aggregate_report_id ON received_aggregate (report_id)",
+        # the covering indexes of version 3, with trust in the order the queries group by
+        "DROP INDEX received_records_sources",
+        "CREATE INDEX received_records_sources ON received_records (policy_domain, source_ip, "
+        "org_name, disposition, dkim, spf, auth_dkim, auth_spf, trust, date_begin, messages)",
+        "DROP INDEX received_records_days",
+        "CREATE INDEX received_records_days ON received_records "
+        "(policy_domain, date_begin, dkim, spf, trust, messages)",
     ),
 )
 

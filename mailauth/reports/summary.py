@@ -11,6 +11,14 @@ groups. What the reporters said is taken as said (their ``policy_evaluated``): D
 when the reporter found aligned DKIM or aligned SPF passing (RFC 9989 4.7); a message that
 fails it is what ``p=reject`` would reject and ``p=quarantine`` quarantine.
 
+Only *authenticated* reports count (:mod:`mailauth.reports.received.authenticate`: the
+report e-mail's aligned DKIM signature passed for the reporter's own organisational
+domain; the store keeps each report's ``trust``): anyone can send a report naming any
+reporter, and a forged one must not move the verdict. Unauthenticated reports (bare files,
+unsigned or forged e-mails, those imported before schema version 5) are counted apart and
+shown ("unauthenticated reports: N, M messages"); ``include_unauthenticated`` counts them
+too, except the copies of reports that are stored authenticated (``superseded``).
+
 Everything read from reports is attacker-controlled text (any receiver may send a report):
 it is carried as data and never interpreted; the renderers escape it.
 """
@@ -26,6 +34,7 @@ from typing import Any
 
 from mailauth.dmarc.discovery import psl_organizational_domain
 from mailauth.domains import name_problem, normalize_domain
+from mailauth.reports.received.model import Trust
 from mailauth.reports.reverse import NOT_ASKED, ReverseName
 from mailauth.reports.store import Store
 
@@ -149,6 +158,39 @@ class Readiness:
 
 
 @dataclass(frozen=True, slots=True)
+class Unauthenticated:
+    """The period's aggregate reports that were not authenticated by their reporter:
+    ``reports`` and ``messages`` (the superseded copies of authenticated reports among
+    them: ``superseded``, never counted), and whether they were counted (``included``)."""
+
+    reports: int = 0
+    messages: int = 0
+    superseded: int = 0
+    included: bool = False
+
+    def lines(self) -> list[str]:
+        if not self.reports:
+            return []
+        copies = f" ({self.superseded:,} of them copies of authenticated reports, never " \
+            "counted)" if self.superseded else ""  # fmt: skip
+        how = (
+            "counted above (--include-unauthenticated)"
+            if self.included
+            else "left out of the verdict and the rates (--include-unauthenticated counts them)"
+        )
+        return [f"unauthenticated reports: {self.reports:,}, {self.messages:,} messages"
+                f"{copies}: {how}"]  # fmt: skip
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "reports": self.reports,
+            "messages": self.messages,
+            "superseded": self.superseded,
+            "included": self.included,
+        }
+
+
+@dataclass(frozen=True, slots=True)
 class Summary:
     domain: str
     since: int  # Unix times: reports whose period begins in [since, until)
@@ -158,10 +200,15 @@ class Summary:
     sources: tuple[SourceSummary, ...]  # the most messages first
     organisations: tuple[OrganisationSummary, ...]
     readiness: Readiness
+    unauthenticated: Unauthenticated = Unauthenticated()
 
     @property
     def messages(self) -> int:
         return self.readiness.messages
+
+    def verdict(self) -> list[str]:
+        """The readiness verdict's lines, then what was left out."""
+        return [*self.readiness.lines(), *self.unauthenticated.lines()]
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -172,6 +219,7 @@ class Summary:
             "reporters": self.reporters,
             "messages": self.messages,
             "readiness": self.readiness.to_dict(),
+            "unauthenticated": self.unauthenticated.to_dict(),
             "organisations": [o.to_dict() for o in self.organisations],
             "sources": [s.to_dict() for s in self.sources],
         }
@@ -183,20 +231,37 @@ def summarize(
     since: int,
     until: int,
     reverse: dict[str, ReverseName] | None = None,
+    *,
+    include_unauthenticated: bool = False,
 ) -> Summary:
-    """The summary of ``domain``'s aggregate reports whose period begins in [since, until).
-    ``reverse``: reverse names found for (some of) the sources (:mod:`.reverse`)."""
+    """The summary of ``domain``'s aggregate reports whose period begins in [since, until),
+    of the authenticated ones (and the unauthenticated ones when
+    ``include_unauthenticated``). ``reverse``: reverse names found for (some of) the
+    sources (:mod:`.reverse`)."""
     domain = normalize_domain(domain)
     params = (domain, since, until)
+    counted = _counted(include_unauthenticated)
     sources: dict[str, SourceSummary] = {}
     totals: dict[tuple[str, str], int] = {}
-    for ip, reporter, disposition, dkim, spf, auth_dkim, auth_spf, messages in store.fetchall(
-        "SELECT source_ip, org_name, disposition, dkim, spf, auth_dkim, auth_spf, "
+    for (
+        ip,
+        reporter,
+        disposition,
+        dkim,
+        spf,
+        auth_dkim,
+        auth_spf,
+        trust,
+        messages,
+    ) in store.fetchall(
+        "SELECT source_ip, org_name, disposition, dkim, spf, auth_dkim, auth_spf, trust, "
         "SUM(messages) FROM received_records "
         "WHERE policy_domain = ? AND date_begin >= ? AND date_begin < ? "
-        "GROUP BY source_ip, org_name, disposition, dkim, spf, auth_dkim, auth_spf",
+        "GROUP BY source_ip, org_name, disposition, dkim, spf, auth_dkim, auth_spf, trust",
         params,
     ):  # (one scan of index received_records_sources, its groups in its order)
+        if trust not in counted:
+            continue
         source = sources.setdefault(ip, SourceSummary(ip))
         count = int(messages)
         for name in _passing_domains(auth_dkim):
@@ -214,15 +279,38 @@ def summarize(
         if len(sources[ip].reporters) < MAX_REPORTERS:
             sources[ip].reporters.append((reporter, count))
     ordered = tuple(sorted(sources.values(), key=lambda s: (-s.messages, s.ip)))
-    (reports, reporters), *_ = store.fetchall(
-        "SELECT COUNT(*), COUNT(DISTINCT org_name) FROM received_aggregate "
-        "WHERE policy_domain = ? AND date_begin >= ? AND date_begin < ?",
-        params,
-    )
-    found = Summary(
-        domain, since, until, int(reports), int(reporters), ordered, (), readiness(ordered)
-    )
+    reports, reporters, unauthenticated = _report_counts(store, params, counted)
+    left = dataclasses.replace(unauthenticated, included=include_unauthenticated)
+    found = Summary(domain, since, until, reports, reporters, ordered, (), readiness(ordered), left)
     return with_reverse_names(found, reverse or {})
+
+
+def _counted(include_unauthenticated: bool) -> tuple[str, ...]:
+    """The ``trust`` words of the reports a summary counts."""
+    if include_unauthenticated:
+        return (Trust.AUTHENTICATED.value, Trust.UNAUTHENTICATED.value)
+    return (Trust.AUTHENTICATED.value,)
+
+
+def _report_counts(
+    store: Store, params: tuple[str, int, int], counted: tuple[str, ...]
+) -> tuple[int, int, Unauthenticated]:
+    """(reports counted, their distinct reporters, the unauthenticated reports)."""
+    reports, reporters, left = 0, set(), Unauthenticated()
+    for trust, org_name, n, messages in store.fetchall(
+        "SELECT trust, org_name, COUNT(*), SUM(messages) FROM received_aggregate "
+        "WHERE policy_domain = ? AND date_begin >= ? AND date_begin < ? "
+        "GROUP BY trust, org_name",
+        params,
+    ):
+        if trust in counted:
+            reports += int(n)
+            reporters.add(org_name)
+        if trust != Trust.AUTHENTICATED:
+            superseded = int(n) if trust == Trust.SUPERSEDED else 0
+            left = Unauthenticated(left.reports + int(n), left.messages + int(messages or 0),
+                                   left.superseded + superseded)  # fmt: skip
+    return reports, len(reporters), left
 
 
 def with_reverse_names(found: Summary, reverse: dict[str, ReverseName]) -> Summary:
@@ -306,18 +394,22 @@ def readiness(sources: tuple[SourceSummary, ...]) -> Readiness:
 
 
 def daily_pass_rate(
-    store: Store, domain: str, since: int, until: int
+    store: Store, domain: str, since: int, until: int, *, include_unauthenticated: bool = False
 ) -> list[tuple[int, int, int]]:
     """(UTC day as a Unix time, messages, DMARC pass) per day that has reports, by the day
     each report's period begins (grouped by the period's start in the store, in the order of
-    index received_records_days; the starts of one day added up here)."""
+    index received_records_days; the starts of one day added up here); the reports
+    :func:`summarize` counts."""
     days: dict[int, list[int]] = {}
-    for begin, dkim, spf, messages in store.fetchall(
-        "SELECT date_begin, dkim, spf, SUM(messages) FROM received_records "
+    counted = _counted(include_unauthenticated)
+    for begin, dkim, spf, trust, messages in store.fetchall(
+        "SELECT date_begin, dkim, spf, trust, SUM(messages) FROM received_records "
         "WHERE policy_domain = ? AND date_begin >= ? AND date_begin < ? "
-        "GROUP BY date_begin, dkim, spf",
+        "GROUP BY date_begin, dkim, spf, trust",
         (normalize_domain(domain), since, until),
     ):
+        if trust not in counted:
+            continue
         counts = days.setdefault(int(begin) - int(begin) % DAY, [0, 0])
         counts[0] += int(messages)
         counts[1] += int(messages) if "pass" in (dkim, spf) else 0

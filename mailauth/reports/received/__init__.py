@@ -8,8 +8,9 @@ Modules, pure except :mod:`.storage`: :mod:`.model` (the reports as values), :mo
 :mod:`.aggregate_xml` and :mod:`.xml_repair` (RFC 9990 / RFC 7489 XML, defusedxml, the
 repairs), :mod:`.failure_arf` (ARF and plain-text failure reports), :mod:`.tls_json` (RFC
 8460), :mod:`.mail` (the report parts of an e-mail), :mod:`.reader` (one input to its
-reports), :mod:`.storage` (written once by their key; the queries summaries are built on),
-:mod:`.importer` (items of any source into the store).
+reports), :mod:`.authenticate` (a report e-mail's aligned DKIM signature, a plan for the
+injected resolver), :mod:`.storage` (written once by their key; the queries summaries are
+built on), :mod:`.importer` (items of any source into the store).
 """
 
 from __future__ import annotations

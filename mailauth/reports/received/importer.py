@@ -10,17 +10,35 @@ every part that could not be read is one :class:`ImportResult`, ``imported``,
 ``duplicate`` (the store has it already: importing is idempotent) or ``error``. A source
 that must act on an item once it is imported (move an IMAP message) calls
 :func:`import_item` itself and looks at the results.
+
+An item that is an e-mail is authenticated first (:mod:`.authenticate`: its aligned,
+passing DKIM signature, through the one resolver given), and every report in it carries
+that authentication (:class:`.model.ReportAuth`); a bare file (XML, gzip, zip, JSON given
+as such) carries none. The authenticated domain is part of a report's key: a forged copy
+never takes the place of the real, signed one.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
+from mailauth.dns import DnsResolver
+from mailauth.reports.received.authenticate import authenticate, trust_of
 from mailauth.reports.received.limits import DEFAULT_LIMITS, ReadLimits
-from mailauth.reports.received.model import AggregateReport, FailureReport, Report, ReportKind
-from mailauth.reports.received.reader import ReadOutcome, read_reports
+from mailauth.reports.received.model import (
+    BARE_FILE,
+    AggregateReport,
+    AuthResult,
+    FailureReport,
+    Report,
+    ReportAuth,
+    ReportKind,
+    Trust,
+    authenticated_key,
+)
+from mailauth.reports.received.reader import ReadOutcome, read_reports, sniff
 from mailauth.reports.received.storage import StoredAggregate, save_report, stored_aggregate
 from mailauth.reports.store import Store
 
@@ -54,6 +72,18 @@ class ImportResult:
     status: str
     error: str = ""
     notes: tuple[str, ...] = ()
+    auth: ReportAuth = BARE_FILE
+
+    @property
+    def authenticated(self) -> str | None:
+        """The report e-mail's authenticated domain (None: none, or a bare file)."""
+        return self.auth.domain or None
+
+    @property
+    def recheck(self) -> bool:
+        """The authentication ended in ``temperror``: importing the item again checks it
+        again (an IMAP message stays where it is)."""
+        return self.auth.result == AuthResult.TEMPERROR
 
     def to_json(self) -> dict[str, Any]:
         """The ``--json`` object, exactly these keys."""
@@ -67,48 +97,74 @@ class ImportResult:
             "messages": self.messages,
             "status": self.status,
             "error": self.error or None,
+            "authenticated": self.authenticated,
         }
 
 
 def import_reports(store: Store, items: Iterable[SourceItem], *, now: int,
-                   limits: ReadLimits = DEFAULT_LIMITS) -> Iterator[ImportResult]:  # fmt: skip
+                   limits: ReadLimits = DEFAULT_LIMITS,
+                   resolver: DnsResolver | None = None) -> Iterator[ImportResult]:  # fmt: skip
     """Import every item of a source, one after the other (each report its own
     transaction: an interrupted import keeps what it wrote, and a rerun skips it)."""
     for item in items:
-        yield from import_item(store, item, now=now, limits=limits)
+        yield from import_item(store, item, now=now, limits=limits, resolver=resolver)
 
 
 def import_item(store: Store, item: SourceItem, *, now: int,
-                limits: ReadLimits = DEFAULT_LIMITS) -> list[ImportResult]:  # fmt: skip
-    """Read one item and store its reports. StoreError (the store failing) propagates:
-    that is no fault of the report, and the import should stop."""
+                limits: ReadLimits = DEFAULT_LIMITS,
+                resolver: DnsResolver | None = None) -> list[ImportResult]:  # fmt: skip
+    """Read one item and store its reports, each with the item's authentication
+    (:func:`authenticate_item`; ``now`` is also the DKIM verifier's clock). StoreError
+    (the store failing) propagates: that is no fault of the report, and the import should
+    stop."""
     if item.error:
         return [ImportResult(item.name, None, "", "", "", 0, 0, ERROR, item.error)]
+    auth = authenticate_item(item.data, resolver, now=now, limits=limits)
     found: dict[str, StoredAggregate] = {}
 
-    def known(key: str) -> bool:
-        stored = stored_aggregate(store, key)
+    def known(key: str) -> bool:  # (``key``: the reader's, of the report unauthenticated)
+        stored = stored_aggregate(store, authenticated_key(key, auth.domain))
         if stored is not None:
             found[key] = stored
         return stored is not None
 
     results = []
     for outcome in read_reports(item.data, limits, known):
-        results.append(_store_outcome(store, item.name, outcome, now, found))
+        results.append(_store_outcome(store, item.name, outcome, now=now, found=found, auth=auth))
     return results
 
 
-def _store_outcome(store: Store, name: str, outcome: ReadOutcome, now: int,
-                   found: dict[str, StoredAggregate]) -> ImportResult:  # fmt: skip
+def authenticate_item(data: bytes, resolver: DnsResolver | None, *, now: int,
+                      limits: ReadLimits = DEFAULT_LIMITS) -> ReportAuth:  # fmt: skip
+    """The authentication of an item: an e-mail's (:mod:`.authenticate`), checked with
+    ``resolver``; :data:`.model.BARE_FILE` for anything else. Without a resolver, e-mails
+    are not checked (``none``: their reports are unauthenticated)."""
+    if len(data) > limits.max_input or sniff(data) != "mail":
+        return BARE_FILE
+    if resolver is None:
+        return ReportAuth(AuthResult.NONE, reason="not checked (no resolver)")
+    return authenticate(data, resolver, now=now)
+
+
+def _store_outcome(
+    store: Store,
+    name: str,
+    outcome: ReadOutcome,
+    *,
+    now: int,
+    found: dict[str, StoredAggregate],
+    auth: ReportAuth,
+) -> ImportResult:
     file = f"{name} > {outcome.part}" if outcome.part else name
     if outcome.known is not None:  # (a duplicate told from its metadata: records unread)
         known, stored = outcome.known, found[outcome.known.key]
         return ImportResult(file, ReportKind.AGGREGATE, known.reporter, known.report_id,
                             stored.domain, stored.records, stored.messages, DUPLICATE,
-                            notes=stored.notes)  # fmt: skip
+                            notes=stored.notes, auth=auth)  # fmt: skip
     report = outcome.report
     if report is None:
         return ImportResult(file, outcome.kind, "", "", "", 0, 0, ERROR, outcome.error)
+    report = replace(report, auth=auth)
     written = save_report(store, report, source=file, now=now)
     records, messages = _counts(report)
     return ImportResult(
@@ -120,8 +176,27 @@ def _store_outcome(store: Store, name: str, outcome: ReadOutcome, now: int,
         records=records,
         messages=messages,
         status=IMPORTED if written else DUPLICATE,
-        notes=report.notes,
+        notes=(*report.notes, *_auth_notes(report)),
+        auth=auth,
     )
+
+
+def _auth_notes(report: Report) -> tuple[str, ...]:
+    """What a domain owner should know about a report e-mail's authentication (a bare file
+    is said once, in the docs, not per file)."""
+    auth = report.auth
+    if auth.result == AuthResult.TEMPERROR:
+        return (f"not authenticated for now ({auth.reason}): stored unauthenticated; "
+                "import the e-mail again to check it again",)  # fmt: skip
+    if auth is BARE_FILE or trust_of(report) == Trust.AUTHENTICATED:
+        return ()
+    if auth.result == AuthResult.PASS:
+        note = f"authenticated by {auth.domain}, not by the reporter's domain"
+    else:
+        note = f"unauthenticated ({auth.result}: {auth.reason})"
+    if isinstance(report, AggregateReport):
+        note += ": not counted in summaries unless --include-unauthenticated"
+    return (note,)
 
 
 def _counts(report: Report) -> tuple[int, int]:

@@ -20,11 +20,69 @@ class ReportKind(StrEnum):
     TLS = "tls"
 
 
-def report_key(kind: ReportKind, org_name: str, email: str, report_id: str) -> str:
-    """The store's key of a report: the same (kind, reporter, Report-ID) gives the same key,
-    however often and from wherever it is imported (reporter names compared without case)."""
+def report_key(kind: ReportKind, org_name: str, email: str, report_id: str,
+               auth_domain: str = "") -> str:  # fmt: skip
+    """The store's key of a report: the same (kind, reporter, Report-ID, authenticated
+    domain) gives the same key, however often and from wherever it is imported (reporter
+    names compared without case). A report with no authenticated domain keeps the key of
+    schema versions 2-4 (so that the rows stored before version 5 are still found); one
+    authenticated by ``auth_domain`` gets :func:`authenticated_key` of it, so that no
+    unauthenticated copy, however forged, can take the real one's place."""
     text = "\0".join((kind.value, org_name.strip().lower(), email.strip().lower(), report_id))
+    key = hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:40]
+    return authenticated_key(key, auth_domain)
+
+
+def authenticated_key(key: str, auth_domain: str) -> str:
+    """``key`` (of an unauthenticated report) for the same report authenticated by
+    ``auth_domain`` ("": ``key`` itself)."""
+    if not auth_domain:
+        return key
+    text = f"{key}\0{auth_domain.lower()}"
     return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:40]
+
+
+class AuthResult(StrEnum):
+    """How the report e-mail authenticated (docs/reports.md "Authenticated reports"):
+    ``pass``, a DKIM signature passed whose d= is aligned (relaxed) with the From domain;
+    ``fail``, signed, but no such signature passed; ``none``, no DKIM signature, or not an
+    e-mail at all (a bare file); ``temperror``, the key of an aligned signature could not
+    be looked up (DNS failed: no verdict, the report may be checked again); ``permerror``,
+    the From field names no single domain; ``""``, imported before schema version 5."""
+
+    PASS = "pass"
+    FAIL = "fail"
+    NONE = "none"
+    TEMPERROR = "temperror"
+    PERMERROR = "permerror"
+    UNKNOWN = ""
+
+
+class Trust(StrEnum):
+    """Whether a stored aggregate report counts in summaries: ``authenticated``, by a domain
+    whose organisational domain is the reporter's; ``unauthenticated``, counted only with
+    ``--include-unauthenticated``; ``superseded``, an unauthenticated copy of a report that
+    is also stored authenticated (never counted twice)."""
+
+    AUTHENTICATED = "authenticated"
+    UNAUTHENTICATED = "unauthenticated"
+    SUPERSEDED = "superseded"
+
+
+@dataclass(frozen=True, slots=True)
+class ReportAuth:
+    """The report e-mail's authentication: ``result``, ``domain`` (the d= of the aligned
+    passing signature, "" otherwise), ``from_domain`` (the report e-mail's From domain, ""
+    for a bare file), ``reason`` (why it did not pass: shown at import, not stored, not
+    compared)."""
+
+    result: AuthResult = AuthResult.NONE
+    domain: str = ""
+    from_domain: str = ""
+    reason: str = field(default="", compare=False)
+
+
+BARE_FILE = ReportAuth(AuthResult.NONE, reason="a bare file, not an e-mail")
 
 
 # -- aggregate reports (RFC 9990 section 3; RFC 7489 appendix C) ------------------------------
@@ -107,6 +165,7 @@ class AggregateReport:
     errors: tuple[str, ...] = ()
     format: str = "rfc9990"
     notes: tuple[str, ...] = ()
+    auth: ReportAuth = BARE_FILE
 
     kind = ReportKind.AGGREGATE
 
@@ -120,7 +179,7 @@ class AggregateReport:
 
     @property
     def key(self) -> str:
-        return report_key(self.kind, self.org_name, self.email, self.report_id)
+        return report_key(self.kind, self.org_name, self.email, self.report_id, self.auth.domain)
 
 
 # -- failure reports (RFC 9991; RFC 6591 ARF auth-failure) -----------------------------------
@@ -156,6 +215,7 @@ class FailureReport:
     arf: bool = True
     original_headers: str = ""
     notes: tuple[str, ...] = ()
+    auth: ReportAuth = BARE_FILE
 
     kind = ReportKind.FAILURE
 
@@ -169,7 +229,7 @@ class FailureReport:
 
     @property
     def key(self) -> str:
-        return report_key(self.kind, self.reporter, self.email, self.report_id)
+        return report_key(self.kind, self.reporter, self.email, self.report_id, self.auth.domain)
 
 
 # -- SMTP TLS reports (RFC 8460 section 4) ---------------------------------------------------
@@ -211,6 +271,7 @@ class TlsReport:
     end: int
     policies: tuple[TlsPolicy, ...]
     notes: tuple[str, ...] = ()
+    auth: ReportAuth = BARE_FILE
 
     kind = ReportKind.TLS
 
@@ -220,7 +281,7 @@ class TlsReport:
 
     @property
     def key(self) -> str:
-        return report_key(self.kind, self.org_name, self.email, self.report_id)
+        return report_key(self.kind, self.org_name, self.email, self.report_id, self.auth.domain)
 
 
 Report = AggregateReport | FailureReport | TlsReport

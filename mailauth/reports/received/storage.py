@@ -7,6 +7,14 @@ writing a report once, and the queries that summaries and dashboards are built o
 duplicate and nothing else is written. Two importers racing on the same report store it
 once (the primary key decides; SQLite's write lock, PostgreSQL's unique index).
 
+Each report is written with its authentication (schema migration 5) and, for an aggregate
+report, its ``trust`` (:func:`.authenticate.trust_of`), copied into its records so that a
+summary counts by one index scan. An aggregate report stored authenticated *supersedes*
+the unauthenticated copies of the same report (same reporter, e-mail and Report-ID: a
+forged one, or the same report from a bare file or an e-mail whose DNS check failed), and
+an unauthenticated copy of a report already stored authenticated is stored superseded:
+summaries never count both.
+
 The queries take a domain and a period (``since`` <= the report's begin < ``until``, Unix
 times) and read one index range (``(policy_domain, date_begin)``); rows are streamed.
 """
@@ -18,18 +26,23 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from mailauth.reports.received.authenticate import trust_of
 from mailauth.reports.received.model import (
+    BARE_FILE,
     AggregateRecord,
     AggregateReport,
+    AuthResult,
     DkimAuth,
     FailureReport,
     Reason,
     Report,
+    ReportAuth,
     ReportedPolicy,
     SpfAuth,
     TlsFailure,
     TlsPolicy,
     TlsReport,
+    Trust,
 )
 from mailauth.reports.store import Store
 
@@ -74,17 +87,19 @@ def stored_aggregate(store: Store, key: str) -> StoredAggregate | None:
 
 def _save_aggregate(store: Store, r: AggregateReport, source: str, now: int) -> bool:
     key = r.key
-    p = r.policy
+    p, a = r.policy, r.auth
+    trust = _trust(store, r)
     inserted = store.execute(
         "INSERT INTO received_aggregate (report_key, org_name, email, extra_contact_info, "
         "report_id, policy_domain, date_begin, date_end, p, sp, np, adkim, aspf, pct, fo, "
         "testing, discovery_method, format, generator, errors, notes, records, messages, "
-        "source, imported_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, "
-        "?, ?, ?, ?, ?, ?) ON CONFLICT (report_key) DO NOTHING",
+        "source, imported_at, auth_domain, auth_result, from_domain, trust) VALUES (?, ?, ?, "
+        "?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+        "ON CONFLICT (report_key) DO NOTHING",
         (key, r.org_name, r.email, r.extra_contact_info, r.report_id, p.domain, r.begin, r.end,
          p.p, p.sp, p.np, p.adkim, p.aspf, p.pct, p.fo, p.testing, p.discovery_method,
          r.format, r.generator, _json(list(r.errors)), _json(list(r.notes)), len(r.records),
-         r.messages, source, now),
+         r.messages, source, now, a.domain, a.result.value, a.from_domain, trust.value),
     )  # fmt: skip
     if not inserted:
         return False
@@ -94,18 +109,52 @@ def _save_aggregate(store: Store, r: AggregateReport, source: str, now: int) -> 
          _json([[x.type, x.comment] for x in rec.reasons]),
          rec.header_from, rec.envelope_from, rec.envelope_to,
          _json([[d.domain, d.selector, d.result, d.human_result] for d in rec.auth_dkim]),
-         _json([[s.domain, s.scope, s.result, s.human_result] for s in rec.auth_spf]))
+         _json([[s.domain, s.scope, s.result, s.human_result] for s in rec.auth_spf]),
+         trust.value)
         for number, rec in enumerate(r.records)
     ]  # fmt: skip
     for start in range(0, len(rows), 5000):
         store.executemany(
             "INSERT INTO received_records (report_key, record_no, org_name, policy_domain, "
             "date_begin, date_end, source_ip, messages, disposition, dkim, spf, reasons, "
-            "header_from, envelope_from, envelope_to, auth_dkim, auth_spf) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "header_from, envelope_from, envelope_to, auth_dkim, auth_spf, trust) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             rows[start : start + 5000],
         )
     return True
+
+
+def _trust(store: Store, r: AggregateReport) -> Trust:
+    """``r``'s trust, and its copies' updated (in the caller's transaction): a report of
+    which an authenticated copy is stored already (under another key: unauthenticated, or
+    signed with another d= of the same organisation) is superseded; an authenticated one
+    supersedes the unauthenticated copies of it."""
+    trust = trust_of(r)
+    copies = [
+        (str(key), Trust(str(copy_trust)))
+        for key, org_name, email, copy_trust in store.fetchall(
+            "SELECT report_key, org_name, email, trust FROM received_aggregate "
+            "WHERE report_id = ?",
+            (r.report_id,),
+        )
+        if _same(str(org_name), r.org_name) and _same(str(email), r.email) and key != r.key
+    ]  # fmt: skip
+    if any(copy_trust == Trust.AUTHENTICATED for _, copy_trust in copies):
+        return Trust.SUPERSEDED
+    if trust == Trust.AUTHENTICATED:
+        for key, copy_trust in copies:
+            if copy_trust == Trust.UNAUTHENTICATED:
+                for table in ("received_aggregate", "received_records"):
+                    store.execute(
+                        f"UPDATE {table} SET trust = ? WHERE report_key = ?",  # noqa: S608 - constant names
+                        (Trust.SUPERSEDED.value, key),
+                    )
+    return trust
+
+
+def _same(a: str, b: str) -> bool:
+    """Reporter names as :func:`.model.report_key` compares them."""
+    return a.strip().lower() == b.strip().lower()
 
 
 _FAILURE_COLUMNS = (
@@ -121,12 +170,14 @@ def _save_failure(store: Store, r: FailureReport, source: str, now: int) -> bool
     values = [getattr(r, name) for name in _FAILURE_COLUMNS]
     values[_FAILURE_COLUMNS.index("arf")] = "arf" if r.arf else "text"
     columns = ", ".join(_FAILURE_COLUMNS)
-    marks = ", ".join("?" * (len(_FAILURE_COLUMNS) + 3))
+    marks = ", ".join("?" * (len(_FAILURE_COLUMNS) + 6))
+    a = r.auth
     return bool(
         store.execute(
-            f"INSERT INTO received_failures (report_key, {columns}, source, imported_at) "  # noqa: S608 - column names are constants
-            f"VALUES ({marks}) ON CONFLICT (report_key) DO NOTHING",
-            (r.key, *values, source, now),
+            f"INSERT INTO received_failures (report_key, {columns}, source, imported_at, "  # noqa: S608 - column names are constants
+            f"auth_domain, auth_result, from_domain) VALUES ({marks}) "
+            "ON CONFLICT (report_key) DO NOTHING",
+            (r.key, *values, source, now, a.domain, a.result.value, a.from_domain),
         )
     )
 
@@ -135,12 +186,14 @@ def _save_tls(store: Store, r: TlsReport, source: str, now: int) -> bool:
     key = r.key
     success = sum(p.success for p in r.policies)
     failure = sum(p.failure for p in r.policies)
+    a = r.auth
     inserted = store.execute(
         "INSERT INTO received_tls (report_key, org_name, email, report_id, date_begin, "
-        "date_end, policies, success, failure, source, imported_at) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (report_key) DO NOTHING",
+        "date_end, policies, success, failure, source, imported_at, auth_domain, auth_result, "
+        "from_domain) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+        "ON CONFLICT (report_key) DO NOTHING",
         (key, r.org_name, r.email, r.report_id, r.begin, r.end, len(r.policies), success,
-         failure, source, now),
+         failure, source, now, a.domain, a.result.value, a.from_domain),
     )  # fmt: skip
     if not inserted:
         return False
@@ -219,6 +272,8 @@ class ReceivedReport:
     format: str
     source: str
     imported_at: int
+    auth: ReportAuth = BARE_FILE
+    trust: Trust = Trust.UNAUTHENTICATED
 
 
 @dataclass(frozen=True, slots=True)
@@ -249,7 +304,8 @@ def received_reports(
     rows = store.fetchall(
         "SELECT report_key, org_name, email, report_id, date_begin, date_end, policy_domain, "
         "p, sp, np, adkim, aspf, pct, fo, testing, discovery_method, records, messages, "
-        "format, source, imported_at FROM received_aggregate WHERE policy_domain = ? "
+        "format, source, imported_at, auth_result, auth_domain, from_domain, trust "
+        "FROM received_aggregate WHERE policy_domain = ? "
         "AND date_begin >= ? AND date_begin < ? ORDER BY date_begin, report_key",
         (domain, since, until),
     )
@@ -267,6 +323,8 @@ def received_reports(
             format=str(r[18]),
             source=str(r[19]),
             imported_at=int(r[20]),
+            auth=ReportAuth(AuthResult(str(r[21])), str(r[22]), str(r[23])),
+            trust=Trust(str(r[24])),
         )
         for r in rows
     ]
@@ -307,17 +365,18 @@ def received_failures(
     most ``limit``."""
     columns = ", ".join(_FAILURE_COLUMNS)
     rows = store.fetchall(
-        f"SELECT {columns} FROM received_failures WHERE reported_domain = ? "  # noqa: S608 - column names are constants
-        "AND arrival_date >= ? AND arrival_date < ? ORDER BY arrival_date DESC, report_key "
-        "LIMIT ?",
+        f"SELECT {columns}, auth_result, auth_domain, from_domain FROM received_failures "  # noqa: S608 - column names are constants
+        "WHERE reported_domain = ? AND arrival_date >= ? AND arrival_date < ? "
+        "ORDER BY arrival_date DESC, report_key LIMIT ?",
         (domain, since, until, limit),
     )
     out = []
     for row in rows:
-        values: dict[str, Any] = dict(zip(_FAILURE_COLUMNS, row, strict=True))
+        values: dict[str, Any] = dict(zip(_FAILURE_COLUMNS, row[:-3], strict=True))
         values["arrival_date"] = int(values["arrival_date"])
         values["arf"] = values["arf"] == "arf"
-        out.append(FailureReport(**values))
+        auth = ReportAuth(AuthResult(str(row[-3])), str(row[-2]), str(row[-1]))
+        out.append(FailureReport(**values, auth=auth))
     return out
 
 
