@@ -455,9 +455,9 @@ def test_received_spf_is_inserted_when_asked_and_ours_from_outside_removed() -> 
         ("Received-SPF", ' pass (x) client-ip=192.0.2.10; receiver="MX.example.org";'),
     ]
     message = demo(*fields, helo='evil"; receiver=mx.example.org')
-    (default,) = exchange(None, message)  # off: none inserted, none removed (below)
+    (default,) = exchange(None, message)  # off: none inserted, the forged ones removed
     assert not [f for f in inserted_fields(default) if f.startswith(b"Received-SPF")]
-    assert deleted(default) == []
+    assert deleted(default) == [(b"Received-SPF", 3), (b"Received-SPF", 1)]
     settings = MilterSettings(inbound=InboundOptions(received_spf=True))
     (replies,) = exchange(settings, message)
     assert deleted(replies) == [(b"Received-SPF", 3), (b"Received-SPF", 1)]
@@ -469,6 +469,25 @@ def test_received_spf_is_inserted_when_asked_and_ours_from_outside_removed() -> 
     assert 'helo="evil\\"; receiver=mx.example.org";' in unfolded  # quoted: one value
     assert unfolded.count("\r") == 0 and received.endswith("\r\n")
     assert "receiver=mx.example.org; identity=mailfrom" in unfolded
+
+
+def test_a_received_spf_field_claiming_us_is_removed_when_we_write_none() -> None:
+    """REVIEW-INBOUND F5: with received_spf off, a sender's ``Received-SPF: pass
+    (mx.example.org: ...)`` stayed, the topmost one (RFC 7208 9.1: the receiver's goes
+    above all others), for whatever reads it (a Sieve rule, OpenDMARC with SPFIgnoreResults
+    false) to take as this host's. Removed now as a forged Authentication-Results field is:
+    our id always, a trusted id unless a relay sent it; others' fields stay."""
+    forged = [
+        ("Received-SPF", " pass (mx.example.org: 192.0.2.10 is permitted) client-ip=6.6.6.6;"),
+        ("Received-SPF", f" pass (x) receiver={BORDER}; identity=mailfrom"),
+        ("Received-SPF", " Pass (mailfrom) identity=mailfrom; receiver=<UNKNOWN>"),
+    ]
+    settings = MilterSettings(inbound=TIERS)
+    (outside,) = exchange(settings, spoof([*forged, *spoof()["headers"]]))
+    assert deleted(outside) == [(b"Received-SPF", 2), (b"Received-SPF", 1)]
+    assert "dmarc=fail" in ours(outside)
+    (relayed,) = exchange(settings, demo(*forged, BORDER_RECEIVED, ip=RELAY, helo=BORDER))
+    assert deleted(relayed) == [(b"Received-SPF", 1)]  # (the border's own id is kept)
 
 
 def test_received_spf_receivers_are_read_from_pair_and_comment() -> None:

@@ -433,8 +433,10 @@ class Milter:
         name, value = p.strings(data, 2)
         options = self.settings.inbound
         lname = name.lower() if len(name) in (12, 22) else b""
-        # (Received-SPF fields only when we write our own: docs/milter.md)
-        if lname == b"authentication-results" or (lname == _SPF and options.received_spf):
+        # (Received-SPF fields too, whether or not we write our own: RFC 7208 9.1 has ours
+        # above all others, and what reads the topmost one must not find a sender's copy
+        # claiming this host; docs/milter.md)
+        if lname in (b"authentication-results", _SPF):
             spf = lname == _SPF
             trusted = options.trusted_authserv_ids
             whose = rules.claimed_by(value, self.authenticator.authserv_id, trusted, spf)
