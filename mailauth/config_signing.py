@@ -335,20 +335,42 @@ def _identity(value: Any, problems: list[str]) -> tuple[str, ...]:
     return tuple(dict.fromkeys(v.lower() for v in value))
 
 
+_ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
+
+
+def fold_login(name: str) -> str:
+    """A SASL login name as ``[signing.users]`` matches it: ASCII letters in either case
+    are the same (Postfix's reject_sender_login_mismatch compares the login with
+    smtpd_sender_login_maps' owners by strcasecmp; Dovecot lowercases logins with its
+    default ``auth_username_format = %Lu``; "Alice@Example.COM" is alice@example.com),
+    every other character as it is (str.lower() would also make the Kelvin sign K, U+212A,
+    an ASCII "k": a login another backend treats as distinct must not take a user's
+    entry)."""
+    return name.translate(_ASCII_LOWER)
+
+
 def _users(table: dict[str, Any], problems: list[str]) -> tuple[tuple[str, tuple[str, ...]], ...]:
     found = []
+    seen: dict[str, str] = {}
     for user, patterns in table.items():
         where = f"signing.users.{user}"
         if not isinstance(patterns, list) or not all(isinstance(p, str) for p in patterns):
             problems.append(f"{where}: must be an array of patterns")
             continue
+        folded = fold_login(str(user))
+        if folded in seen:
+            problems.append(
+                f"{where}: the same login as {seen[folded]!r} (logins match in any case)"
+            )
+            continue
+        seen[folded] = str(user)
         normalized = []
         for pattern in patterns:
             try:
                 normalized.append(normalize_pattern(pattern))
             except ValueError as exc:
                 problems.append(f"{where}: {exc}")
-        found.append((str(user), tuple(normalized)))
+        found.append((folded, tuple(normalized)))
     return tuple(found)
 
 

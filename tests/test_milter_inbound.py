@@ -138,6 +138,54 @@ def test_the_real_client_is_not_read_from_the_senders_helo() -> None:
         assert "smtp.remote-ip=198.51.100.7" in header and "spf=fail" in header, header
 
 
+def test_a_field_the_sender_wrote_is_not_read_when_the_border_wrote_none_by_its_name(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """REVIEW-INBOUND F4: the border's own field names it otherwise (its myhostname is not
+    ``received_by``, another MTA); a field the sender placed below, naming the border and an
+    address example.com's SPF lists, was the topmost one by that name and was read (SPF
+    pass for an address the sender chose). Only the fields our hosts wrote are read now:
+    the relay's own address is verified, with the warning."""
+    elsewhere = (
+        "Received",
+        " from x.example (unknown [198.51.100.7])\n\tby mx1.border.example.org (Postfix) "
+        "with ESMTP id 4QB0RF; Sun, 29 Nov 2026 10:00:01 +0000 (UTC)",
+    )
+    forged = (
+        "Received",
+        " from mail.example.com (unknown [192.0.2.10])\n\tby border.example.org (Postfix) "
+        "with ESMTP id 4QB0RD; Sun, 29 Nov 2026 09:59:00 +0000 (UTC)",
+    )
+    for fields in ((elsewhere, forged), (OURS_RECEIVED, elsewhere, forged)):
+        caplog.clear()
+        message = demo(*fields, ip=RELAY, helo=BORDER)
+        with caplog.at_level(logging.INFO, logger="mailauth.milter"):
+            (replies,) = exchange(MilterSettings(inbound=TIERS), message)
+        header = ours(replies)
+        assert "smtp.remote-ip=10.1.0.25" in header and "spf=fail" in header, header
+        assert "no Received field by border.example.org" in caplog.text
+
+
+def test_a_content_filter_on_the_border_is_passed_over() -> None:
+    """A filter that re-injects on the border (amavis: its own field by localhost, then the
+    border's re-injection field from 127.0.0.1) puts loopback hops above the border's SMTP
+    field: they are passed over, and the real client is the SMTP one (it was 127.0.0.1)."""
+    reinjected = (
+        "Received",
+        " from localhost (localhost [127.0.0.1])\n\tby border.example.org (Postfix) with "
+        "ESMTP id 4QB0RG; Sun, 29 Nov 2026 10:00:03 +0000 (UTC)",
+    )
+    filtered = (
+        "Received",
+        " from border.example.org ([127.0.0.1])\n\tby localhost (amavisd-new, port 10024) "
+        "with ESMTP id abc; Sun, 29 Nov 2026 10:00:02 +0000 (UTC)",
+    )
+    message = demo(OURS_RECEIVED, reinjected, filtered, BORDER_RECEIVED, ip=RELAY, helo=BORDER)
+    (replies,) = exchange(MilterSettings(inbound=TIERS), message)
+    header = ours(replies)
+    assert "spf=pass" in header and "smtp.remote-ip=192.0.2.10" in header, header
+
+
 def test_the_received_field_is_read_only_from_a_relay() -> None:
     """An outside client that writes the border's Received field itself gets nothing: SPF
     is checked for its own address."""
@@ -239,6 +287,37 @@ def test_the_relayed_client_as_received_fields_write_it(
 ) -> None:
     headers = Message.parse(f"Received:{value}\r\n\r\n".encode()).headers
     assert rules.relayed_client(headers, (BORDER,)) == expected
+
+
+_HOPS = (ipaddress.ip_network("10.1.0.0/24"),)
+
+
+@pytest.mark.parametrize(
+    ("values", "expected"),
+    [
+        # The border's field first (what Postfix shows its milter): read.
+        ([" from h ([192.0.2.7]) by border.example.org", " from e ([6.6.6.6]) by x"],
+         "192.0.2.7"),
+        # The inner host's own field (Sendmail shows it), from a relay: passed over.
+        ([" from b ([10.1.0.25]) by mx.example.org", " from h ([192.0.2.7]) by border.example.org"],
+         "192.0.2.7"),
+        # A field neither ours nor the border's ends the search: the sender's is never read.
+        ([" from h ([192.0.2.7]) by other.example", " from e ([6.6.6.6]) by border.example.org"],
+         ""),
+        ([" by mx.example.org (Postfix, from userid 0)",
+          " from e ([6.6.6.6]) by border.example.org"], ""),
+        # Loopback hops (a content filter on the border): passed over.
+        ([" from localhost ([127.0.0.1]) by border.example.org",
+          " from b ([::1]) by localhost", " from h ([192.0.2.7]) by border.example.org"],
+         "192.0.2.7"),
+        # The border's field naming no address: nothing, not a field further down.
+        ([" from h by border.example.org", " from e ([6.6.6.6]) by border.example.org"], ""),
+    ],
+)  # fmt: skip
+def test_only_the_fields_our_hosts_wrote_are_read(values: list[str], expected: str) -> None:
+    raw = "".join(f"Received:{value}\r\n" for value in values) + "\r\n"
+    headers = Message.parse(raw.encode()).headers
+    assert rules.relayed_client(headers, (BORDER,), _HOPS)[0] == expected
 
 
 # -- verifying trusted networks --------------------------------------------------------------
@@ -376,9 +455,9 @@ def test_received_spf_is_inserted_when_asked_and_ours_from_outside_removed() -> 
         ("Received-SPF", ' pass (x) client-ip=192.0.2.10; receiver="MX.example.org";'),
     ]
     message = demo(*fields, helo='evil"; receiver=mx.example.org')
-    (default,) = exchange(None, message)  # off: none inserted, none removed (below)
+    (default,) = exchange(None, message)  # off: none inserted, the forged ones removed
     assert not [f for f in inserted_fields(default) if f.startswith(b"Received-SPF")]
-    assert deleted(default) == []
+    assert deleted(default) == [(b"Received-SPF", 3), (b"Received-SPF", 1)]
     settings = MilterSettings(inbound=InboundOptions(received_spf=True))
     (replies,) = exchange(settings, message)
     assert deleted(replies) == [(b"Received-SPF", 3), (b"Received-SPF", 1)]
@@ -390,6 +469,25 @@ def test_received_spf_is_inserted_when_asked_and_ours_from_outside_removed() -> 
     assert 'helo="evil\\"; receiver=mx.example.org";' in unfolded  # quoted: one value
     assert unfolded.count("\r") == 0 and received.endswith("\r\n")
     assert "receiver=mx.example.org; identity=mailfrom" in unfolded
+
+
+def test_a_received_spf_field_claiming_us_is_removed_when_we_write_none() -> None:
+    """REVIEW-INBOUND F5: with received_spf off, a sender's ``Received-SPF: pass
+    (mx.example.org: ...)`` stayed, the topmost one (RFC 7208 9.1: the receiver's goes
+    above all others), for whatever reads it (a Sieve rule, OpenDMARC with SPFIgnoreResults
+    false) to take as this host's. Removed now as a forged Authentication-Results field is:
+    our id always, a trusted id unless a relay sent it; others' fields stay."""
+    forged = [
+        ("Received-SPF", " pass (mx.example.org: 192.0.2.10 is permitted) client-ip=6.6.6.6;"),
+        ("Received-SPF", f" pass (x) receiver={BORDER}; identity=mailfrom"),
+        ("Received-SPF", " Pass (mailfrom) identity=mailfrom; receiver=<UNKNOWN>"),
+    ]
+    settings = MilterSettings(inbound=TIERS)
+    (outside,) = exchange(settings, spoof([*forged, *spoof()["headers"]]))
+    assert deleted(outside) == [(b"Received-SPF", 2), (b"Received-SPF", 1)]
+    assert "dmarc=fail" in ours(outside)
+    (relayed,) = exchange(settings, demo(*forged, BORDER_RECEIVED, ip=RELAY, helo=BORDER))
+    assert deleted(relayed) == [(b"Received-SPF", 1)]  # (the border's own id is kept)
 
 
 def test_received_spf_receivers_are_read_from_pair_and_comment() -> None:

@@ -10,6 +10,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -124,7 +125,7 @@ def test_no_place_left_the_loop_checks_it() -> None:
 
 
 @pytest.mark.parametrize("bounds", [{"max_bytes": 500}, {"max_held": 10}])
-def test_too_large_to_gather_is_checked_on_the_loop(bounds: dict[str, int]) -> None:
+def test_too_large_to_gather_is_checked_on_the_loop(bounds: dict[str, Any]) -> None:
     """Past the size of one message, or of all gathered ones, the loop checks it (it had
     been on_error: six junk DKIM-Signature fields and a body past max_bytes, or other heavy
     messages holding max_held, let a spoof through unchecked): the loop's verdict, every
@@ -174,13 +175,21 @@ def test_zones_exist() -> None:
 
 def test_the_milter_command_checks_heavy_mail_and_spf_in_its_worker(tmp_path: Path) -> None:
     """``mailauth milter`` with ``inbound.offload_workers = 1``: a heavy message is checked
-    in the worker (the stop line counts it), with the verdict the loop would give; a bad
-    value is one configuration problem."""
+    in the worker (the stop line counts it, and so do the metrics), with the verdict the
+    loop would give; a bad value is one configuration problem."""
+    import socket
+
+    import httpx
+
     socket_path = tmp_path / "m.sock"
     config = tmp_path / "milter.toml"
     zones = ", ".join(f'"{zone}"' for zone in ZONES)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
     config.write_text(
         f'listen = "unix:{socket_path}"\nauthserv_id = "mx.example.org"\n'
+        f'metrics_listen = "127.0.0.1:{port}"\n'
         f"[dns]\nzone_files = [{zones}]\n[inbound]\noffload_workers = 1\n"
     )
     command = [sys.executable, "-m", "mailauth", "milter", "--config", str(config)]
@@ -198,9 +207,13 @@ def test_the_milter_command_checks_heavy_mail_and_spf_in_its_worker(tmp_path: Pa
             return replies
 
         replies = asyncio.run(send())
+        scraped = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
     finally:
         process.terminate()
         process.wait(timeout=30)
+    assert 'mailauth_worker_requests_total{kind="message"} 1.0' in scraped
+    assert 'mailauth_worker_replies_total{kind="message",outcome="answered"} 1.0' in scraped
+    assert "mailauth_workers_alive 1.0" in scraped
     assert inserted_fields(replies) == inserted_fields(_run(None, _demo(_decoys(6)))[0])
     assert "1 heavy message(s) checked in worker processes" in process.stderr.read()
     config.write_text(config.read_text().replace("offload_workers = 1", "offload_workers = 99"))

@@ -322,7 +322,7 @@ def test_a_request_queued_behind_a_cut_write_fails_at_once() -> None:
 
 
 @pytest.mark.parametrize("bounds", [{}, {"max_bytes": 500}])
-def test_an_offloaded_message_is_sealed_and_the_seal_verifies(bounds: dict[str, int]) -> None:
+def test_an_offloaded_message_is_sealed_and_the_seal_verifies(bounds: dict[str, Any]) -> None:
     """ARC sealing of a heavy message checked in a worker (and of one sent back to the loop
     past max_bytes): the set verifies with mailauth and dkimpy (the oracle), over the
     message as delivered."""

@@ -175,6 +175,40 @@ def test_an_authenticated_user_signs_only_for_its_addresses() -> None:
     assert choose_signers(unsigned, _message("ceo@example.org"), "", "bob").refused == ""
 
 
+def test_a_login_matches_its_entry_in_any_ascii_case() -> None:
+    """SASL logins as Postfix's reject_sender_login_mismatch compares them (strcasecmp):
+    "Bob" and "BOB@Example.NET" are bob's and bob@example.net's, not the "*" entry (which
+    grants more here); a character outside ASCII is compared as it is (the Kelvin sign
+    is not a "k")."""
+    users = {"bob": ("bob@example.com",), "Carol@Example.NET": ("carol@example.net",)}
+    policy = SigningPolicy(
+        rules=(SigningRule("*", (RSA_SIGNER,)),), users={**users, "*": ("example.com",)}
+    )
+
+    def refused(user: str, from_: str) -> str:
+        return choose_signers(policy, _message(from_), "<x@example.com>", user).refused
+
+    for login in ("bob", "Bob", "BOB"):
+        assert refused(login, "bob@example.com") == ""
+        assert refused(login, "alice@example.com") == "example.com"  # bob's, not "*"
+    for login in ("carol@example.net", "CAROL@EXAMPLE.NET", "Carol@example.Net"):
+        assert refused(login, "carol@example.net") == ""
+        assert refused(login, "alice@example.com") == "example.com"
+    keyed = SigningPolicy(rules=policy.rules, users={"kate": ("kate@example.net",)})
+    assert not choose_signers(keyed, _message("kate@example.net"), "", "KATE").refused
+    assert choose_signers(keyed, _message("kate@example.net"), "", "\u212aate").refused
+
+
+def test_a_users_table_naming_one_login_twice_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "milter.toml"
+    path.write_text('[signing.users]\nbob = ["example.com"]\nBOB = ["example.net"]\n')
+    with pytest.raises(ConfigError) as refused:
+        load_milter_config(path)
+    assert "signing.users.BOB: the same login as 'bob' (logins match in any case)" in str(
+        refused.value
+    )
+
+
 def test_without_a_users_table_any_user_signs() -> None:
     policy = SigningPolicy(rules=(SigningRule("*", (RSA_SIGNER,)),))
     choice = choose_signers(policy, _message("ceo@example.org"), "", "mallory")

@@ -13,7 +13,7 @@ from mailauth.config import MilterConfig
 from mailauth.dkim import DkimPolicy
 from mailauth.dmarc import DmarcLocalPolicy
 from mailauth.dns import DnsCache
-from mailauth.milter.offload import Offloader, default_workers
+from mailauth.milter.offload import Offloader, OffloadStats, default_workers
 from mailauth.pipeline import Authenticator, MessageLimits, VerdictRecorder
 from mailauth.policy import trust_mailing_lists
 
@@ -75,16 +75,21 @@ class AuthenticatorSpec:
 
 
 def make_offloader(
-    config: MilterConfig, spec: AuthenticatorSpec, *, start: bool = True
+    config: MilterConfig,
+    spec: AuthenticatorSpec,
+    *,
+    start: bool = True,
+    stats: OffloadStats | None = None,
 ) -> Offloader | None:
     """The worker processes for SPF and heavy messages (``inbound.offload_workers``,
     automatic when not set); None with no workers. ``start``: start them now and wait until
     they are ready (at start-up; a reload lets the first request start them instead, so as
-    not to hold the event loop)."""
+    not to hold the event loop); ``stats``: the counters to add to (a reload's: the
+    milter's, so that the metrics go on from where they were)."""
     workers = config.offload_workers if config.offload_workers is not None else default_workers()
     if not workers:
         return None
-    offloader = Offloader(spec.build, workers=workers)
+    offloader = Offloader(spec.build, workers=workers, stats=stats)
     if start:
         offloader.start()
     return offloader

@@ -424,6 +424,8 @@ def cmd_milter(args: argparse.Namespace) -> int:
     if metrics is not None and settings.failure_reports is not None:
         metrics.watch_failure_reports(settings.failure_reports)
     milter = Milter(authenticator, settings, metrics, offloader)
+    if metrics is not None:
+        metrics.watch_workers(milter.offload_stats)
     # What start-up made (modules, keys, the configuration) lives as long as the process:
     # out of the cyclic collector's sight, a full collection no longer walks it (tens of
     # milliseconds of a held event loop, every few seconds under load).
@@ -532,7 +534,7 @@ async def _serve_milter(milter: Milter, config: MilterConfig, args: argparse.Nam
             remove_socket_file(found)
         if milter.offloader is not None:
             milter.offloader.close()
-    offloaded = milter.offloader.offloaded if milter.offloader is not None else 0
+    offloaded = milter.offload_stats.outcomes["message", "answered"]  # (reloads included)
     log.info(
         "stopped on %s: %d MTA connection(s) open, %d closed in time, %d cut off after the "
         "deadline%s",
@@ -573,7 +575,7 @@ def _reload_offloader(milter: Milter, config: MilterConfig, args: argparse.Names
     same = old is not None and getattr(old.factory, "__self__", None) == spec
     if old is not None and same and workers in (None, old.workers):
         return
-    milter.offloader = make_offloader(config, spec, start=False)
+    milter.offloader = make_offloader(config, spec, start=False, stats=milter.offload_stats)
     if old is not None:
         asyncio.get_running_loop().call_later(milter.settings.deadline + 1, old.close)
 

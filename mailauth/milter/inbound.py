@@ -10,11 +10,12 @@ The trust rules (docs/milter.md, "Multi-tier inbound"):
 - A field with a trusted authserv-id is kept only when the SMTP client is one of the
   relays (``inbound.relay.networks``); from any other client it is removed like our own:
   it claims to come from our ADMD but did not come through the hop that vouches for it.
-- The real client of a relayed message is read from the topmost Received field whose
-  ``by`` host is one of ``inbound.relay.received_by``, and only when the client is a relay:
-  the relay prepends its own field above whatever the sender wrote, so the topmost one is
-  the relay's (Postfix gives a milter the connecting client in every macro, XFORWARD or
-  not: the field is where the border's client is).
+- The real client of a relayed message is read from the border's Received field (its
+  ``by`` host one of ``inbound.relay.received_by``), and only when the client is a relay:
+  the border prepends its own field above whatever the sender wrote, so only the fields on
+  top are read -- the border's, and above it those of hops between our own hosts (Postfix
+  gives a milter the connecting client in every macro, XFORWARD or not: the field is where
+  the border's client is).
 """
 
 from __future__ import annotations
@@ -82,11 +83,23 @@ _ONLY_LITERAL = re.compile(r"\[(?:IPv6:)?([0-9A-Fa-f:.]+)\]\Z")
 _HELO_PAIR = re.compile(r"\bhelo=([^\s;()]+)", re.IGNORECASE)
 
 
-def relayed_client(headers: Sequence[HeaderField], received_by: Sequence[str]) -> tuple[str, str]:
-    """(client address, HELO) from the topmost Received field whose ``by`` host is one of
-    ``received_by``, or ("", "") when there is none or it names no address. Reads
-    ``from HELO (NAME [ADDR])`` (Postfix, Sendmail), ``from NAME ([ADDR] helo=HELO)`` and
-    ``from [ADDR] (helo=HELO)`` (Exim).
+def relayed_client(
+    headers: Sequence[HeaderField],
+    received_by: Sequence[str],
+    relays: Sequence[Network] = (),
+) -> tuple[str, str]:
+    """(client address, HELO) from the border's Received field: the first one whose ``by``
+    host is one of ``received_by``, reached through fields our own hosts wrote; ("", "")
+    when there is none or it names no address. Reads ``from HELO (NAME [ADDR])`` (Postfix,
+    Sendmail), ``from NAME ([ADDR] helo=HELO)`` and ``from [ADDR] (helo=HELO)`` (Exim).
+
+    Only the fields on top, written by our hosts, are read: going down, a field whose client
+    is one of ``relays`` (a hop from a border to an inner host: the receiving MTA's own, as
+    Sendmail shows it to its milter; Postfix does not) or a loopback address (a content
+    filter's re-injection on the border) is passed over, and the first field that is none
+    of these ends the search. So a border that wrote no field under a configured name --
+    its myhostname differs, another MTA -- gives ("", "") (verified for the relay, with a
+    warning), never a field further down that the sender wrote naming the border.
 
     The address is the one in the first comment (before any ``helo=`` in it), never one
     elsewhere in the ``from`` clause: the HELO there is the sender's, and Postfix writes it
@@ -102,26 +115,39 @@ def relayed_client(headers: Sequence[HeaderField], received_by: Sequence[str]) -
             break
         text = field.value[:_MAX_FIELD].decode("utf-8", "replace")
         text = text.replace("\r", "").replace("\n", " ").replace("\t", " ")
+        client = _client_of(text)
+        if client[0] and _inside(client[0], relays):
+            continue  # (a hop between our hosts, or a filter's re-injection: further down)
         by = _BY.search(text)
         if by is None or by.group(1).lower().rstrip(".") not in received_by:
-            continue
-        clause = _FROM.match(text)
-        if clause is None:
-            return "", ""
-        given, comment = clause.group(1).strip(), clause.group(2)
-        literal = _LITERAL.search(re.split("helo=", comment, maxsplit=1, flags=re.I)[0])
-        if literal is None:
-            literal = _ONLY_LITERAL.match(given)  # (Exim: no reverse name, the HELO inside)
-        if literal is None:
-            return "", ""
-        try:
-            address = str(ipaddress.ip_address(literal.group(1)))
-        except ValueError:
-            return "", ""
-        pair = _HELO_PAIR.search(comment)
-        helo = pair.group(1) if pair else given.split(" ")[0] if given else ""
-        return address, "" if helo.startswith("[") else helo  # (an address literal: no name)
+            return "", ""  # (neither ours nor the border's: what is below is not read)
+        return client
     return "", ""
+
+
+def _client_of(text: str) -> tuple[str, str]:
+    """(address, HELO) of a Received field's ``from`` clause (unfolded), or ("", "")."""
+    clause = _FROM.match(text)
+    if clause is None:
+        return "", ""
+    given, comment = clause.group(1).strip(), clause.group(2)
+    literal = _LITERAL.search(re.split("helo=", comment, maxsplit=1, flags=re.I)[0])
+    if literal is None:
+        literal = _ONLY_LITERAL.match(given)  # (Exim: no reverse name, the HELO inside)
+    if literal is None:
+        return "", ""
+    try:
+        address = str(ipaddress.ip_address(literal.group(1)))
+    except ValueError:
+        return "", ""
+    pair = _HELO_PAIR.search(comment)
+    helo = pair.group(1) if pair else given.split(" ")[0] if given else ""
+    return address, "" if helo.startswith("[") else helo  # (an address literal: no name)
+
+
+def _inside(address: str, relays: Sequence[Network]) -> bool:
+    """Whether a Received field's client is one of our hops: a relay, or loopback."""
+    return ipaddress.ip_address(address).is_loopback or is_in(address, relays)
 
 
 _PAIR = re.compile(r"\s*=\s*")
@@ -233,7 +259,7 @@ def inspect(
     author = parsed.author()
     client, spf, warning = ("", ""), None, ""
     if relay and options.relay_received_by:
-        client = relayed_client(parsed.headers, options.relay_received_by)
+        client = relayed_client(parsed.headers, options.relay_received_by, options.relay_networks)
         if not client[0]:
             names = ",".join(options.relay_received_by)
             warning = f"no Received field by {names}: verified for the relay's address"

@@ -1,7 +1,9 @@
 """Prometheus metrics of the milter (prometheus-client, the reference Python client).
 
 Counters of verified messages by method and result, of end-of-message actions, of DNS
-temporary errors (any method's temperror), and a histogram of the time the checks took.
+temporary errors (any method's temperror), and a histogram of the time the checks took;
+counters read at each scrape from the report recorder, the failure-report collector and the
+worker processes (mailauth.milter.offload).
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ from mailauth.results import Verdict
 
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
+
+    from mailauth.milter.offload import OffloadStats
 
 
 class RecorderCounters(Protocol):
@@ -45,6 +49,9 @@ class FailureCounters(Protocol):
     def pending(self) -> int: ...
 
 
+_KINDS = ("spf", "message")
+_OUTCOMES = ("answered", "failed", "timeout", "cancelled")
+_BOUNDS = ("max_waiting", "no_worker", "max_bytes", "max_held")
 _BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 
 
@@ -155,6 +162,57 @@ class Metrics:
                     "mailauth_failure_reports_pending", "Failure reports waiting in memory",
                     value=collector.pending,
                 )  # fmt: skip
+
+        self.registry.register(Collector())
+
+    def watch_workers(self, workers: OffloadStats) -> None:
+        """Export what the worker processes did (SPF and heavy messages,
+        docs/milter.md "Memory and CPU"), read at each scrape: processes alive, requests
+        sent by kind and how they ended, requests no worker could take, workers started
+        again, and heavy messages checked on the loop because a bound was reached."""
+        from prometheus_client.core import (  # noqa: PLC0415
+            CounterMetricFamily,
+            GaugeMetricFamily,
+        )
+
+        class Collector:
+            def collect(self) -> Iterator[Any]:
+                yield GaugeMetricFamily(
+                    "mailauth_workers_alive", "Worker processes running", value=workers.alive
+                )
+                yield CounterMetricFamily(
+                    "mailauth_worker_restarts",
+                    "Worker processes started in place of one that ended",
+                    value=workers.restarts,
+                )
+                sent = CounterMetricFamily(
+                    "mailauth_worker_requests", "Requests sent to a worker process", labels=["kind"]
+                )
+                unsent = CounterMetricFamily(
+                    "mailauth_worker_requests_unsent",
+                    "Requests no worker process could take (SPF then checked on the loop)",
+                    labels=["kind"],
+                )
+                for kind in _KINDS:
+                    sent.add_metric([kind], workers.sent.get(kind, 0))
+                    unsent.add_metric([kind], workers.unsent.get(kind, 0))
+                outcomes = CounterMetricFamily(
+                    "mailauth_worker_replies",
+                    "Requests sent to a worker process, by how they ended",
+                    labels=["kind", "outcome"],
+                )
+                for kind in _KINDS:
+                    for outcome in _OUTCOMES:
+                        value = workers.outcomes.get((kind, outcome), 0)
+                        outcomes.add_metric([kind, outcome], value)
+                on_loop = CounterMetricFamily(
+                    "mailauth_heavy_on_loop",
+                    "Heavy messages checked on the event loop because a bound was reached",
+                    labels=["reason"],
+                )
+                for reason in _BOUNDS:
+                    on_loop.add_metric([reason], workers.on_loop.get(reason, 0))
+                yield from (sent, outcomes, unsent, on_loop)
 
         self.registry.register(Collector())
 

@@ -30,13 +30,13 @@ Bounds: ``workers`` processes (the milter's ``inbound.offload_workers``); at mos
 ``max_waiting`` heavy messages gathered or in a worker at once (16 per worker): one past that
 is checked on the loop, as before; a gathered message is at most ``max_bytes`` (32 MiB;
 Postfix's message_size_limit is 10 MB by default), and all of them together ``max_held``
-(256 MiB): past either, the loop checks it from there (never on_error: junk signatures must
-not make a message too large to check). A worker gives up a request at the milter's
-deadline, as the loop would; one that has not answered ``GRACE`` seconds later is ended. A
-worker that dies (a crash, the OOM
-killer) fails what it held (``on_error`` for a message; SPF is then evaluated on the loop),
-and the next request starts a new one. A worker whose milter went away sees the end of its
-socket and exits.
+(256 MiB, header sections included): past either, the loop checks it from there (never
+on_error: junk signatures must not make a message too large to check). A worker gives up
+a request at the milter's deadline, as the loop would; one that has not answered ``GRACE``
+seconds later is ended. A worker that dies (a crash, the OOM killer) fails what it held
+(``on_error`` for a message; SPF is then evaluated on the loop), and the next request
+starts a new one. A worker whose milter went away sees the end of its socket and exits.
+What the workers did is counted in :class:`OffloadStats` (the milter's metrics).
 """
 
 from __future__ import annotations
@@ -52,6 +52,7 @@ import struct
 import subprocess
 import sys
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -80,6 +81,9 @@ SLICE = 256 * 1024  # octets of a message written to a worker at once
 # to the loop meanwhile): not one new Python process per request while, say, the nameserver
 # a worker probes at start is down, or an attacker's message crashes every worker.
 RESPAWN_DELAY = 5.0
+# Seconds before a request's deadline within which a caller that gives up (the milter's own
+# deadline, set a moment before the request's) counts as a timeout, not a cancellation.
+_AT_THE_DEADLINE = 0.5
 _LENGTH = struct.Struct(">I")
 log = logging.getLogger("mailauth.milter")
 
@@ -114,6 +118,10 @@ class HeaderTally:
 
 class OffloadError(Exception):
     """The worker could not answer (it died, could not start, or the request failed)."""
+
+
+class _Unanswered(OffloadError):
+    """The worker did not answer ``GRACE`` seconds past the request's deadline."""
 
 
 def default_workers() -> int:
@@ -159,6 +167,29 @@ async def _read_frame(reader: asyncio.StreamReader) -> Any:
 
 
 @dataclass
+class OffloadStats:
+    """What the worker processes did, for the metrics (mailauth.milter.metrics reads it at
+    each scrape); one for the milter's life, shared by the offloaders its reloads make.
+
+    ``sent``: requests written to a worker, by kind ("spf", "message"); ``outcomes``: how
+    those ended, by (kind, outcome): "answered", "failed" (the worker died, could not
+    start or the check raised), "timeout" (past the request's deadline, in the worker or
+    waiting for it), "cancelled" (the message was dropped before); ``unsent``: requests no
+    worker could take (none running, one ended moments ago, stopped): SPF evaluated on
+    the loop, a gathered message ``on_error``; ``on_loop``: heavy messages checked on the
+    loop because a bound was reached ("max_waiting", "no_worker", "max_bytes",
+    "max_held"); ``alive``: worker processes running; ``restarts``: workers started in
+    place of one that ended."""
+
+    alive: int = 0
+    restarts: int = 0
+    sent: Counter[str] = field(default_factory=Counter)
+    outcomes: Counter[tuple[str, str]] = field(default_factory=Counter)
+    unsent: Counter[str] = field(default_factory=Counter)
+    on_loop: Counter[str] = field(default_factory=Counter)
+
+
+@dataclass
 class _Worker:
     process: subprocess.Popen[bytes]
     sock: socket.socket  # heavy messages
@@ -186,6 +217,7 @@ class Offloader:
         max_bytes: int = MAX_BYTES,
         max_held: int = MAX_HELD,
         respawn_delay: float = RESPAWN_DELAY,
+        stats: OffloadStats | None = None,
     ) -> None:
         if workers < 1:
             raise ValueError("an Offloader needs at least one worker")
@@ -195,6 +227,7 @@ class Offloader:
         self.max_bytes = max_bytes
         self.max_held = max_held
         self.respawn_delay = respawn_delay
+        self.stats = stats if stats is not None else OffloadStats()
         self._respawn_at = 0.0  # (time.monotonic(): no new worker before it)
         self.closed = False  # (after close(): no worker is started again)
         self.held = 0  # octets of heavy messages gathered now
@@ -230,8 +263,13 @@ class Offloader:
             theirs.close()
             their_light.close()
         light.setblocking(False)
-        ours.sendall(_frame(list(sys.path)) + _frame(self.factory))
         worker = _Worker(process, ours, light, ready=wait)
+        self.stats.alive += 1
+        try:
+            ours.sendall(_frame(list(sys.path)) + _frame(self.factory))
+        except OSError as exc:
+            self._kill(worker)
+            raise OffloadError(f"a worker process did not start: {exc}") from None
         if wait:
             ours.settimeout(120)
             try:
@@ -252,6 +290,8 @@ class Offloader:
         self._workers.clear()
 
     def _kill(self, worker: _Worker) -> None:
+        if worker.alive:
+            self.stats.alive -= 1
         worker.alive = False
         for future in worker.pending.values():
             if not future.done():
@@ -283,6 +323,7 @@ class Offloader:
             for index, worker in enumerate(self._workers):
                 if not worker.alive:
                     self._workers[index] = self._spawn(wait=False)
+                    self.stats.restarts += 1
             if len(self._workers) < self.workers:
                 self._workers.extend(
                     self._spawn(wait=False) for _ in range(self.workers - len(self._workers))
@@ -338,7 +379,32 @@ class Offloader:
 
     async def _call(self, request: tuple[Any, ...], payload: bytes | memoryview = b"") -> Any:
         """Send a request (``payload``: octets sent as they are after it, in slices, so
-        that neither a copy nor a pickle of a large message holds the loop)."""
+        that neither a copy nor a pickle of a large message holds the loop), counted in
+        ``stats`` by how it ended."""
+        kind = "message" if request[0] == "verify" else "spf"
+        until: float = request[-1]
+        sent = [False]  # (set once the request's first octets are handed to the worker)
+        outcome = "failed"
+        try:
+            reply = await self._send(request, payload, sent)
+            outcome = "timeout" if reply == "timeout" else "answered"
+            return reply
+        except _Unanswered:
+            outcome = "timeout"
+            raise
+        except asyncio.CancelledError:  # (the milter's deadline comes a moment before ours)
+            outcome = "timeout" if time.time() >= until - _AT_THE_DEADLINE else "cancelled"
+            raise
+        finally:
+            if sent[0]:
+                self.stats.sent[kind] += 1
+                self.stats.outcomes[kind, outcome] += 1
+            else:
+                self.stats.unsent[kind] += 1
+
+    async def _send(
+        self, request: tuple[Any, ...], payload: bytes | memoryview, sent: list[bool]
+    ) -> Any:
         worker = await self._connected()
         self._ids += 1
         ident = self._ids
@@ -347,7 +413,7 @@ class Offloader:
         until: float = request[-1]
         try:
             async with asyncio.timeout(max(0.0, until - time.time()) + GRACE):
-                return await self._exchange(worker, ident, future, request, payload)
+                return await self._exchange(worker, ident, future, request, payload, sent=sent)
         except TimeoutError:
             # Past its own deadline and then some: stopped, stuck, or starved. Ended, so
             # that the next request starts one that answers (this one would keep every
@@ -355,7 +421,7 @@ class Offloader:
             if worker.alive:
                 worker.pending.pop(ident, None)
                 self._kill(worker)
-            raise OffloadError("the worker process did not answer in time") from None
+            raise _Unanswered("the worker process did not answer in time") from None
         except ConnectionError:
             raise OffloadError("the worker process checking it died") from None
         finally:
@@ -368,6 +434,8 @@ class Offloader:
         future: asyncio.Future[Any],
         request: tuple[Any, ...],
         payload: bytes | memoryview,
+        *,
+        sent: list[bool],
     ) -> Any:
         """Write one request whole (or end the worker), then wait for its reply. A request
         with no payload (SPF) goes over the worker's other socket: it never waits behind a
@@ -375,6 +443,7 @@ class Offloader:
         the loop meanwhile."""
         if not payload:
             assert worker.light_writer is not None
+            sent[0] = True
             worker.light_writer.write(_request((ident, 0, *request)))  # (whole: one write)
             await worker.light_writer.drain()
             return await future
@@ -383,6 +452,7 @@ class Offloader:
         async with worker.sending:
             whole = False
             try:
+                sent[0] = True
                 writer.write(_request((ident, len(payload), *request)))
                 view = memoryview(payload)
                 for start in range(0, len(view), SLICE):
@@ -414,8 +484,10 @@ class Offloader:
     def reserve(self) -> bool:
         """A place for one more heavy message, or False when all are taken."""
         if self.waiting >= self.max_waiting:
+            self.stats.on_loop["max_waiting"] += 1
             return False
         if self._resting() and not any(w.alive for w in self._workers):
+            self.stats.on_loop["no_worker"] += 1
             return False  # (no worker now: the loop checks it)
         self.waiting += 1
         return True

@@ -32,7 +32,7 @@ from mailauth.milter import protocol as p
 from mailauth.milter.logline import log_line, signed_line, unauthorized_line
 from mailauth.milter.metrics import Metrics
 from mailauth.milter.modes import Route, mode_of, route
-from mailauth.milter.offload import HeaderTally, Offloader, OffloadError
+from mailauth.milter.offload import HeaderTally, Offloader, OffloadError, OffloadStats
 from mailauth.milter.signing_table import SigningPolicy, choose_signers
 from mailauth.pipeline import Authenticator, MessageIntake
 from mailauth.reports.failure_collect import MAX_RECIPIENTS, BodyCopy, FailureCollector
@@ -209,6 +209,8 @@ class Milter:
         self.settings = settings or MilterSettings()
         self.metrics = metrics
         self.offloader = offloader  # heavy messages are checked in its worker processes
+        # (what the workers did: kept across the offloaders reloads make, for the metrics)
+        self.offload_stats = offloader.stats if offloader is not None else OffloadStats()
         self.connections = 0
         self.collect_errors = 0  # messages the failure-report collector raised on (logged)
         self._collect_logged = -1e9
@@ -431,8 +433,10 @@ class Milter:
         name, value = p.strings(data, 2)
         options = self.settings.inbound
         lname = name.lower() if len(name) in (12, 22) else b""
-        # (Received-SPF fields only when we write our own: docs/milter.md)
-        if lname == b"authentication-results" or (lname == _SPF and options.received_spf):
+        # (Received-SPF fields too, whether or not we write our own: RFC 7208 9.1 has ours
+        # above all others, and what reads the topmost one must not find a sender's copy
+        # claiming this host; docs/milter.md)
+        if lname in (b"authentication-results", _SPF):
             spf = lname == _SPF
             trusted = options.trusted_authserv_ids
             whose = rules.claimed_by(value, self.authenticator.authserv_id, trusted, spf)
@@ -531,22 +535,34 @@ class Milter:
                 message.section = section
                 message.body_copy = self.settings.failure_reports.new_body()
             ip, helo = self._inbound_facts(session, section)
-            offloader = self.offloader
-            heavy = offloader is not None and message.tally.heavy()
             # (a relay's own SPF result is used here, on the loop: workers check SPF themselves)
-            if heavy and not message.relayed_spf and offloader is not None and offloader.reserve():
-                message.raw, message.offloader = bytearray(section + b"\r\n"), offloader
-                if message.spf is not None:  # (the worker checks SPF too)
-                    message.spf.cancel()
-                    message.spf = None
-                if self._seals(message):
-                    message.seal_hasher = BodyHasher(Canonicalization.RELAXED)
-                return
-            self._intake(session, section, ip, helo)
+            if message.relayed_spf or not self._gathered(message, section):
+                self._intake(session, section, ip, helo)
             if self._seals(message):
                 message.seal_hasher = BodyHasher(Canonicalization.RELAXED)
         except (MailauthError, ValueError) as exc:
             message.intake, message.problem = None, str(exc)
+
+    def _gathered(self, message: _Message, section: bytes) -> bool:
+        """Whether a heavy message is gathered whole for a worker process (a place among
+        ``max_waiting`` and room for its header section within ``max_held``); else the
+        loop checks it, the bound it met counted."""
+        offloader = self.offloader
+        if offloader is None or not message.tally.heavy():
+            return False
+        if not offloader.reserve():
+            return False
+        head = len(section) + 2
+        if not offloader.hold(head):  # (the header section counts as the body does)
+            offloader.release()
+            offloader.stats.on_loop["max_held"] += 1
+            return False
+        message.raw, message.offloader = bytearray(section + b"\r\n"), offloader
+        message.held_raw = head
+        if message.spf is not None:  # (the worker checks SPF too)
+            message.spf.cancel()
+            message.spf = None
+        return True
 
     def _intake(self, session: _Session, section: bytes, ip: str, helo: str) -> MessageIntake:
         """Verification on the loop of the client ``ip`` (or a relay's), the header section
@@ -678,9 +694,12 @@ class Milter:
             message.intake.add_body(chunk)
         elif message.raw is not None and message.offloader is not None:
             offloader = message.offloader
-            if len(message.raw) + len(chunk) > offloader.max_bytes or not offloader.hold(
-                len(chunk)
-            ):
+            if len(message.raw) + len(chunk) > offloader.max_bytes:
+                bound = "max_bytes"
+            else:
+                bound = "" if offloader.hold(len(chunk)) else "max_held"
+            if bound:
+                offloader.stats.on_loop[bound] += 1
                 self._back_to_the_loop(session)
                 if message.intake is not None:
                     message.intake.add_body(chunk)

@@ -15,7 +15,13 @@ from dataclasses import dataclass, field
 
 from mailauth.address import AddressError, parse_address_list
 from mailauth.config import KeySpec
-from mailauth.config_signing import NamedKey, SignatureSettings, SigningConfig, match_pattern
+from mailauth.config_signing import (
+    NamedKey,
+    SignatureSettings,
+    SigningConfig,
+    fold_login,
+    match_pattern,
+)
 from mailauth.dkim import Signer
 from mailauth.domains import name_and_parents, normalize_domain
 from mailauth.errors import InvalidDomainError
@@ -32,8 +38,9 @@ class SigningRule:
 
 @dataclass(frozen=True, slots=True)
 class SigningPolicy:
-    """The table, the identity sources, the user bindings (None: none) and what happens
-    to a message a user may not have signed: ``refuse`` (550) or ``unsigned``."""
+    """The table, the identity sources, the user bindings (None: none; SASL login names
+    matched in any ASCII case) and what happens to a message a user may not have signed:
+    ``refuse`` (550) or ``unsigned``."""
 
     rules: tuple[SigningRule, ...] = ()
     identity: tuple[str, ...] = ("from",)
@@ -45,6 +52,9 @@ class SigningPolicy:
     first: Mapping[str, int] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
+        if self.users is not None:  # (logins match in any ASCII case: fold_login)
+            folded = {fold_login(user): patterns for user, patterns in self.users.items()}
+            object.__setattr__(self, "users", folded)
         first: dict[str, int] = {}
         for index, rule in enumerate(self.rules):
             first.setdefault(rule.pattern, index)
@@ -86,7 +96,7 @@ def choose_signers(policy: SigningPolicy, message: Message, mail_from: str, user
     if rule is None or not rule.signers:
         return Choice(identity=shown)
     if user and policy.users is not None:
-        allowed = policy.users.get(user, policy.users.get("*", ()))
+        allowed = policy.users.get(fold_login(user), policy.users.get("*", ()))
         author = [(m.local_part.lower(), m.domain) for m in message.author().mailboxes]
         for mailbox, name in [*author, (local, domain)]:
             if not any(match_pattern(p, mailbox, name) for p in allowed):
