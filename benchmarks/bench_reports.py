@@ -201,39 +201,83 @@ def process_cpu(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def server_cpu(postmaster: int) -> float:
+    """CPU seconds a PostgreSQL server used so far: the postmaster, its children that have
+    ended (their time is added to the postmaster's when it reaps them) and those running."""
+    tick = os.sysconf("SC_CLK_TCK")
+    fields = Path(f"/proc/{postmaster}/stat").read_text().rsplit(")", 1)[1].split()
+    total = sum(int(f) for f in fields[11:15])  # (utime, stime, cutime, cstime)
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:  # (a process that ended meanwhile: counted by the postmaster)
+            continue
+        if int(fields[1]) == postmaster:
+            total += int(fields[11]) + int(fields[12])
+    return total / tick
+
+
+def _median(values: list[float]) -> float:
+    ordered = sorted(values)
+    middle = len(ordered) // 2
+    return ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2
+
+
 def recording(args: argparse.Namespace, tmp: Path) -> None:
     """Both milters run at once; loads of ``--milter-messages`` take turns between them, so
-    that whatever else the machine does weighs on both alike (paired rounds)."""
+    that whatever else the machine does weighs on both alike (paired rounds). With
+    ``--postgres``, the server's CPU (all its processes) is measured too: it shares the
+    machine with the milter."""
     engine = "PostgreSQL" if args.store else "SQLite"
     print(
         f"2. the milter over its socket, 20 connections, {args.milter_messages} messages "
         f"per turn, recording on ({engine}) and off, {args.rounds} rounds"
     )
     store = args.store or str(tmp / "milter.sqlite")
+    postmaster: int | None = args.postmaster
     rates: dict[str, list[float]] = {"off": [], "on": []}
     cpu: dict[str, list[float]] = {"off": [], "on": []}
+    server: dict[str, list[float]] = {"off": [], "on": []}
     with milter(tmp, "") as off_milter, milter(tmp, store) as on_milter:
         milters = {"off": off_milter, "on": on_milter}
         for port, _ in milters.values():
             asyncio.run(load(port, 200, 20))  # (warm: imports, caches)
+        time.sleep(args.settle)
         for round_ in range(args.rounds):
             order = ("off", "on") if round_ % 2 == 0 else ("on", "off")
             for kind in order:
                 port, pid = milters[kind]
                 before = process_cpu(pid)
+                server_before = server_cpu(postmaster) if postmaster else 0.0
                 rates[kind].append(asyncio.run(load(port, args.milter_messages, 20)))
+                # (the turn's last buffered rows: written by the next periodic flush)
+                time.sleep(args.settle)
                 cpu[kind].append((process_cpu(pid) - before) * 1000 / args.milter_messages)
-            print(f"  round {round_ + 1}: off {rates['off'][-1]:,.0f}/s "
-                  f"{cpu['off'][-1]:.2f} ms CPU/message; on {rates['on'][-1]:,.0f}/s "
-                  f"{cpu['on'][-1]:.2f} ms CPU/message")  # fmt: skip
-        time.sleep(6)  # (the recorder's last periodic write)
+                if postmaster:
+                    used = server_cpu(postmaster) - server_before
+                    server[kind].append(used * 1000 / args.milter_messages)
+            line = (
+                f"  round {round_ + 1}: off {rates['off'][-1]:,.0f}/s "
+                f"{cpu['off'][-1]:.3f} ms CPU/message; on {rates['on'][-1]:,.0f}/s "
+                f"{cpu['on'][-1]:.3f} ms CPU/message"
+            )
+            if postmaster:
+                line += f"; server {server['off'][-1]:.3f} / {server['on'][-1]:.3f} ms"
+            print(line)
     off, on = sum(rates["off"]), sum(rates["on"])
-    cpu_off, cpu_on = sum(cpu["off"]), sum(cpu["on"])
     ratios = sorted(a / b for a, b in zip(rates["on"], rates["off"], strict=True))
-    print(f"  throughput on/off: {on / off:.3f} (sum of rounds; per round "
-          f"{ratios[0]:.2f} to {ratios[-1]:.2f}); CPU per message off "
-          f"{cpu_off / args.rounds:.3f} ms, on {cpu_on / args.rounds:.3f} ms: "
+    cpu_off, cpu_on = _median(cpu["off"]), _median(cpu["on"])
+    print(f"  throughput on/off: {on / off:.3f} (sum of rounds; median round "
+          f"{_median(ratios):.3f}, {ratios[0]:.2f} to {ratios[-1]:.2f}); median CPU per "
+          f"message off {cpu_off:.3f} ms, on {cpu_on:.3f} ms: "
           f"off/on {cpu_off / cpu_on:.3f}")  # fmt: skip
+    if postmaster:
+        server_off, server_on = _median(server["off"]), _median(server["on"])
+        whole = (cpu_off + server_off) / (cpu_on + server_on)
+        print(f"  PostgreSQL server CPU per message (median): off {server_off:.3f} ms, on "
+              f"{server_on:.3f} ms; milter + server off/on {whole:.3f}")  # fmt: skip
     checked = open_store(store)
     try:
         (total,) = checked.fetchall("SELECT COALESCE(SUM(messages), 0) FROM report_counts")[0]
@@ -254,13 +298,20 @@ def main() -> None:
     parser.add_argument("--milter-messages", type=int, default=3000)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--only", choices=["build", "record"])
+    parser.add_argument(
+        "--settle", type=float, default=6.0,
+        help="seconds after each turn (the recorder's periodic write lands in its turn)",
+    )  # fmt: skip
     args = parser.parse_args()
+    args.postmaster = None
     with contextlib.ExitStack() as stack:
         if args.postgres:
             from tests.pgserver import PostgresServer  # noqa: PLC0415
 
             server = stack.enter_context(PostgresServer())
             args.store = server.new_database()
+            pid_file = server.root / "data" / "postmaster.pid"
+            args.postmaster = int(pid_file.read_text().split()[0])
         _run(args)
 
 
