@@ -8,9 +8,11 @@
    while building (tracemalloc), at 100,000 and at 1,000,000 messages: it must not grow
    with the message count.
 2. Recording: ``mailauth milter`` (a process of its own, DNS from the demo zone file)
-   driven directly over its socket by 20 concurrent connections, with ``[reports]`` on
-   (SQLite) and off, in alternating rounds: messages per second, and their ratio. Client
-   addresses vary over 192.0.2.0/24 (SPF pass) so that the recorder writes many rows.
+   driven directly over its socket by 20 concurrent connections, with ``[reports]`` off,
+   on SQLite and (``--store``/``--postgres``) on PostgreSQL, the milters taking turns:
+   messages per second and their ratios, the CPU per message of each milter and of the
+   PostgreSQL server (medians of the rounds). Client addresses vary over 192.0.2.0/24
+   (SPF pass) so that the recorder writes many rows.
 
 Run: python benchmarks/bench_reports.py [--messages 1000000] [--store postgresql://... |
      --postgres] [--milter-messages 3000] [--rounds 3] [--only build|record]
@@ -226,28 +228,31 @@ def _median(values: list[float]) -> float:
 
 
 def recording(args: argparse.Namespace, tmp: Path) -> None:
-    """Both milters run at once; loads of ``--milter-messages`` take turns between them, so
-    that whatever else the machine does weighs on both alike (paired rounds). With
-    ``--postgres``, the server's CPU (all its processes) is measured too: it shares the
-    machine with the milter."""
-    engine = "PostgreSQL" if args.store else "SQLite"
+    """The milters (recording off, on SQLite, and on PostgreSQL with ``--store`` or
+    ``--postgres``) run at once; loads of ``--milter-messages`` take turns between them,
+    in an order rotated each round, so that whatever else the machine does weighs on all
+    alike. With ``--postgres``, the server's CPU (all its processes) is measured too: it
+    shares the machine with the milter."""
+    stores = {"off": "", "sqlite": str(tmp / "milter.sqlite")}
+    if args.store:
+        stores["postgresql"] = args.store
+    kinds = list(stores)
     print(
         f"2. the milter over its socket, 20 connections, {args.milter_messages} messages "
-        f"per turn, recording on ({engine}) and off, {args.rounds} rounds"
+        f"per turn, recording {', '.join(kinds)}, {args.rounds} rounds"
     )
-    store = args.store or str(tmp / "milter.sqlite")
     postmaster: int | None = args.postmaster
-    rates: dict[str, list[float]] = {"off": [], "on": []}
-    cpu: dict[str, list[float]] = {"off": [], "on": []}
-    server: dict[str, list[float]] = {"off": [], "on": []}
-    with milter(tmp, "") as off_milter, milter(tmp, store) as on_milter:
-        milters = {"off": off_milter, "on": on_milter}
+    rates: dict[str, list[float]] = {kind: [] for kind in kinds}
+    cpu: dict[str, list[float]] = {kind: [] for kind in kinds}
+    server: dict[str, list[float]] = {kind: [] for kind in kinds}
+    with contextlib.ExitStack() as stack:
+        milters = {kind: stack.enter_context(milter(tmp, store)) for kind, store in stores.items()}
         for port, _ in milters.values():
             asyncio.run(load(port, 200, 20))  # (warm: imports, caches)
         time.sleep(args.settle)
         for round_ in range(args.rounds):
-            order = ("off", "on") if round_ % 2 == 0 else ("on", "off")
-            for kind in order:
+            order = kinds[round_ % len(kinds) :] + kinds[: round_ % len(kinds)]
+            for kind in order if round_ % 2 == 0 else order[::-1]:
                 port, pid = milters[kind]
                 before = process_cpu(pid)
                 server_before = server_cpu(postmaster) if postmaster else 0.0
@@ -258,33 +263,36 @@ def recording(args: argparse.Namespace, tmp: Path) -> None:
                 if postmaster:
                     used = server_cpu(postmaster) - server_before
                     server[kind].append(used * 1000 / args.milter_messages)
-            line = (
-                f"  round {round_ + 1}: off {rates['off'][-1]:,.0f}/s "
-                f"{cpu['off'][-1]:.3f} ms CPU/message; on {rates['on'][-1]:,.0f}/s "
-                f"{cpu['on'][-1]:.3f} ms CPU/message"
-            )
+            parts = [f"{kind} {rates[kind][-1]:,.0f}/s {cpu[kind][-1]:.3f} ms" for kind in kinds]
+            line = f"  round {round_ + 1} (messages/s, milter CPU/message): " + "; ".join(parts)
             if postmaster:
-                line += f"; server {server['off'][-1]:.3f} / {server['on'][-1]:.3f} ms"
+                line += "; server CPU/message " + " / ".join(
+                    f"{server[kind][-1]:.3f}" for kind in kinds
+                )
             print(line)
-    off, on = sum(rates["off"]), sum(rates["on"])
-    ratios = sorted(a / b for a, b in zip(rates["on"], rates["off"], strict=True))
-    cpu_off, cpu_on = _median(cpu["off"]), _median(cpu["on"])
-    print(f"  throughput on/off: {on / off:.3f} (sum of rounds; median round "
-          f"{_median(ratios):.3f}, {ratios[0]:.2f} to {ratios[-1]:.2f}); median CPU per "
-          f"message off {cpu_off:.3f} ms, on {cpu_on:.3f} ms: "
-          f"off/on {cpu_off / cpu_on:.3f}")  # fmt: skip
-    if postmaster:
-        server_off, server_on = _median(server["off"]), _median(server["on"])
-        whole = (cpu_off + server_off) / (cpu_on + server_on)
-        print(f"  PostgreSQL server CPU per message (median): off {server_off:.3f} ms, on "
-              f"{server_on:.3f} ms; milter + server off/on {whole:.3f}")  # fmt: skip
-    checked = open_store(store)
-    try:
-        (total,) = checked.fetchall("SELECT COALESCE(SUM(messages), 0) FROM report_counts")[0]
-    finally:
-        checked.close()
+    cpu_off, server_off = _median(cpu["off"]), _median(server["off"] or [0.0])
+    for kind in kinds[1:]:
+        ratios = sorted(a / b for a, b in zip(rates[kind], rates["off"], strict=True))
+        cpu_on = _median(cpu[kind])
+        print(f"  {kind}: throughput on/off {sum(rates[kind]) / sum(rates['off']):.3f} (sum of "
+              f"rounds; median round {_median(ratios):.3f}, {ratios[0]:.2f} to "
+              f"{ratios[-1]:.2f}); median milter CPU per message off {cpu_off:.3f} ms, on "
+              f"{cpu_on:.3f} ms: off/on {cpu_off / cpu_on:.3f}")  # fmt: skip
+        if postmaster:
+            server_on = _median(server[kind])
+            whole = (cpu_off + server_off) / (cpu_on + server_on)
+            print(f"    PostgreSQL server CPU per message (median): in the off turns "
+                  f"{server_off:.3f} ms, in the {kind} turns {server_on:.3f} ms; milter + "
+                  f"server off/on {whole:.3f}")  # fmt: skip
     expected = 200 + args.rounds * args.milter_messages
-    print(f"  recorded in the store: {total:,} messages of {expected:,} sent to the 'on' milter")
+    for kind in kinds[1:]:
+        checked = open_store(stores[kind])
+        try:
+            query = "SELECT COALESCE(SUM(messages), 0) FROM report_counts"
+            (total,) = checked.fetchall(query)[0]
+        finally:
+            checked.close()
+        print(f"  recorded in the {kind} store: {total:,} messages of {expected:,} sent")
 
 
 def main() -> None:
