@@ -8,9 +8,11 @@
    while building (tracemalloc), at 100,000 and at 1,000,000 messages: it must not grow
    with the message count.
 2. Recording: ``mailauth milter`` (a process of its own, DNS from the demo zone file)
-   driven directly over its socket by 20 concurrent connections, with ``[reports]`` on
-   (SQLite) and off, in alternating rounds: messages per second, and their ratio. Client
-   addresses vary over 192.0.2.0/24 (SPF pass) so that the recorder writes many rows.
+   driven directly over its socket by 20 concurrent connections, with ``[reports]`` off,
+   on SQLite and (``--store``/``--postgres``) on PostgreSQL, the milters taking turns:
+   messages per second and their ratios, the CPU per message of each milter and of the
+   PostgreSQL server (medians of the rounds). Client addresses vary over 192.0.2.0/24
+   (SPF pass) so that the recorder writes many rows.
 
 Run: python benchmarks/bench_reports.py [--messages 1000000] [--store postgresql://... |
      --postgres] [--milter-messages 3000] [--rounds 3] [--only build|record]
@@ -201,46 +203,96 @@ def process_cpu(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def server_cpu(postmaster: int) -> float:
+    """CPU seconds a PostgreSQL server used so far: the postmaster, its children that have
+    ended (their time is added to the postmaster's when it reaps them) and those running."""
+    tick = os.sysconf("SC_CLK_TCK")
+    fields = Path(f"/proc/{postmaster}/stat").read_text().rsplit(")", 1)[1].split()
+    total = sum(int(f) for f in fields[11:15])  # (utime, stime, cutime, cstime)
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:  # (a process that ended meanwhile: counted by the postmaster)
+            continue
+        if int(fields[1]) == postmaster:
+            total += int(fields[11]) + int(fields[12])
+    return total / tick
+
+
+def _median(values: list[float]) -> float:
+    ordered = sorted(values)
+    middle = len(ordered) // 2
+    return ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2
+
+
 def recording(args: argparse.Namespace, tmp: Path) -> None:
-    """Both milters run at once; loads of ``--milter-messages`` take turns between them, so
-    that whatever else the machine does weighs on both alike (paired rounds)."""
-    engine = "PostgreSQL" if args.store else "SQLite"
+    """The milters (recording off, on SQLite, and on PostgreSQL with ``--store`` or
+    ``--postgres``) run at once; loads of ``--milter-messages`` take turns between them,
+    in an order rotated each round, so that whatever else the machine does weighs on all
+    alike. With ``--postgres``, the server's CPU (all its processes) is measured too: it
+    shares the machine with the milter."""
+    stores = {"off": "", "sqlite": str(tmp / "milter.sqlite")}
+    if args.store:
+        stores["postgresql"] = args.store
+    kinds = list(stores)
     print(
         f"2. the milter over its socket, 20 connections, {args.milter_messages} messages "
-        f"per turn, recording on ({engine}) and off, {args.rounds} rounds"
+        f"per turn, recording {', '.join(kinds)}, {args.rounds} rounds"
     )
-    store = args.store or str(tmp / "milter.sqlite")
-    rates: dict[str, list[float]] = {"off": [], "on": []}
-    cpu: dict[str, list[float]] = {"off": [], "on": []}
-    with milter(tmp, "") as off_milter, milter(tmp, store) as on_milter:
-        milters = {"off": off_milter, "on": on_milter}
+    postmaster: int | None = args.postmaster
+    rates: dict[str, list[float]] = {kind: [] for kind in kinds}
+    cpu: dict[str, list[float]] = {kind: [] for kind in kinds}
+    server: dict[str, list[float]] = {kind: [] for kind in kinds}
+    with contextlib.ExitStack() as stack:
+        milters = {kind: stack.enter_context(milter(tmp, store)) for kind, store in stores.items()}
         for port, _ in milters.values():
             asyncio.run(load(port, 200, 20))  # (warm: imports, caches)
+        time.sleep(args.settle)
         for round_ in range(args.rounds):
-            order = ("off", "on") if round_ % 2 == 0 else ("on", "off")
-            for kind in order:
+            order = kinds[round_ % len(kinds) :] + kinds[: round_ % len(kinds)]
+            for kind in order if round_ % 2 == 0 else order[::-1]:
                 port, pid = milters[kind]
                 before = process_cpu(pid)
+                server_before = server_cpu(postmaster) if postmaster else 0.0
                 rates[kind].append(asyncio.run(load(port, args.milter_messages, 20)))
+                # (the turn's last buffered rows: written by the next periodic flush)
+                time.sleep(args.settle)
                 cpu[kind].append((process_cpu(pid) - before) * 1000 / args.milter_messages)
-            print(f"  round {round_ + 1}: off {rates['off'][-1]:,.0f}/s "
-                  f"{cpu['off'][-1]:.2f} ms CPU/message; on {rates['on'][-1]:,.0f}/s "
-                  f"{cpu['on'][-1]:.2f} ms CPU/message")  # fmt: skip
-        time.sleep(6)  # (the recorder's last periodic write)
-    off, on = sum(rates["off"]), sum(rates["on"])
-    cpu_off, cpu_on = sum(cpu["off"]), sum(cpu["on"])
-    ratios = sorted(a / b for a, b in zip(rates["on"], rates["off"], strict=True))
-    print(f"  throughput on/off: {on / off:.3f} (sum of rounds; per round "
-          f"{ratios[0]:.2f} to {ratios[-1]:.2f}); CPU per message off "
-          f"{cpu_off / args.rounds:.3f} ms, on {cpu_on / args.rounds:.3f} ms: "
-          f"off/on {cpu_off / cpu_on:.3f}")  # fmt: skip
-    checked = open_store(store)
-    try:
-        (total,) = checked.fetchall("SELECT COALESCE(SUM(messages), 0) FROM report_counts")[0]
-    finally:
-        checked.close()
+                if postmaster:
+                    used = server_cpu(postmaster) - server_before
+                    server[kind].append(used * 1000 / args.milter_messages)
+            parts = [f"{kind} {rates[kind][-1]:,.0f}/s {cpu[kind][-1]:.3f} ms" for kind in kinds]
+            line = f"  round {round_ + 1} (messages/s, milter CPU/message): " + "; ".join(parts)
+            if postmaster:
+                line += "; server CPU/message " + " / ".join(
+                    f"{server[kind][-1]:.3f}" for kind in kinds
+                )
+            print(line)
+    cpu_off, server_off = _median(cpu["off"]), _median(server["off"] or [0.0])
+    for kind in kinds[1:]:
+        ratios = sorted(a / b for a, b in zip(rates[kind], rates["off"], strict=True))
+        cpu_on = _median(cpu[kind])
+        print(f"  {kind}: throughput on/off {sum(rates[kind]) / sum(rates['off']):.3f} (sum of "
+              f"rounds; median round {_median(ratios):.3f}, {ratios[0]:.2f} to "
+              f"{ratios[-1]:.2f}); median milter CPU per message off {cpu_off:.3f} ms, on "
+              f"{cpu_on:.3f} ms: off/on {cpu_off / cpu_on:.3f}")  # fmt: skip
+        if postmaster:
+            server_on = _median(server[kind])
+            whole = (cpu_off + server_off) / (cpu_on + server_on)
+            print(f"    PostgreSQL server CPU per message (median): in the off turns "
+                  f"{server_off:.3f} ms, in the {kind} turns {server_on:.3f} ms; milter + "
+                  f"server off/on {whole:.3f}")  # fmt: skip
     expected = 200 + args.rounds * args.milter_messages
-    print(f"  recorded in the store: {total:,} messages of {expected:,} sent to the 'on' milter")
+    for kind in kinds[1:]:
+        checked = open_store(stores[kind])
+        try:
+            query = "SELECT COALESCE(SUM(messages), 0) FROM report_counts"
+            (total,) = checked.fetchall(query)[0]
+        finally:
+            checked.close()
+        print(f"  recorded in the {kind} store: {total:,} messages of {expected:,} sent")
 
 
 def main() -> None:
@@ -254,13 +306,20 @@ def main() -> None:
     parser.add_argument("--milter-messages", type=int, default=3000)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--only", choices=["build", "record"])
+    parser.add_argument(
+        "--settle", type=float, default=6.0,
+        help="seconds after each turn (the recorder's periodic write lands in its turn)",
+    )  # fmt: skip
     args = parser.parse_args()
+    args.postmaster = None
     with contextlib.ExitStack() as stack:
         if args.postgres:
             from tests.pgserver import PostgresServer  # noqa: PLC0415
 
             server = stack.enter_context(PostgresServer())
             args.store = server.new_database()
+            pid_file = server.root / "data" / "postmaster.pid"
+            args.postmaster = int(pid_file.read_text().split()[0])
         _run(args)
 
 

@@ -25,7 +25,10 @@ from mailauth.reports import (
     mark_sent,
     open_store,
     report_status,
+    write_batch,
 )
+from mailauth.reports.observe import observe
+from mailauth.reports.recorder import Batch
 from mailauth.reports.schema import SCHEMA_VERSION
 from mailauth.reports.store import Store
 from mailauth.results import DkimResult, DmarcResult, Policy, SpfResult
@@ -122,6 +125,49 @@ def test_background_recorder_writes_exact_counts(store_url: str) -> None:
     try:
         assert sum(_counts(store).values()) == 2000
         assert len(_counts(store)) == 7 * 13
+    finally:
+        store.close()
+
+
+def _batch(ips: int, messages: int, now: float = T0) -> Batch:
+    batch = Batch()
+    for index in range(messages):
+        observation = observe(verdict(f"d{index % 3}.example"), ip=f"10.0.{index % ips // 250}."
+                              f"{index % ips % 250}", mail_from="x@example.org")  # fmt: skip
+        assert observation is not None
+        batch.add(observation, now + index % 60, DAY)
+    return batch
+
+
+def test_batches_on_one_connection_add_up_exactly(store_url: str) -> None:
+    """A batch of many rows, written twice on the same connection (PostgreSQL: through the
+    session's staging table, emptied at each commit), then a batch that fails midway: the
+    counts are exact and the failed batch left nothing behind."""
+    store = open_store(store_url)
+    try:
+        batch = _batch(ips=1200, messages=5000)
+        write_batch(store, batch)
+        write_batch(store, batch)
+        assert sum(_counts(store).values()) == 10_000
+        assert store.fetchall("SELECT COUNT(*) FROM report_counts") == [(1200,)]
+        broken = _batch(ips=10, messages=10)
+        (_, begin, key) = next(iter(broken.counts))
+        broken.counts[("d9.example", begin, key)] = None  # type: ignore[assignment]  # (last)
+        with pytest.raises(StoreError):
+            write_batch(store, broken)
+        assert sum(_counts(store).values()) == 10_000
+        write_batch(store, _batch(ips=10, messages=10))
+        assert sum(_counts(store).values()) == 10_010
+        assert store.fetchall("SELECT COUNT(*) FROM report_policies") == [(3,)]
+    finally:
+        store.close()
+
+
+def test_an_upsert_outside_a_write_transaction_is_refused(store_url: str) -> None:
+    store = open_store(store_url)
+    try:
+        with pytest.raises(RuntimeError, match="outside a write transaction"):
+            store.upsert("mailauth_schema", ("version",), ("version",), "DO NOTHING", [(1,)])
     finally:
         store.close()
 

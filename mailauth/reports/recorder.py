@@ -123,37 +123,39 @@ def _row_size(key: tuple[str, int, tuple[str, ...]]) -> int:
     return 300 + len(key[0]) + sum(map(len, key[2]))
 
 
-_UPSERT_COUNT = """INSERT INTO report_counts (policy_domain, period_begin, row_key, source_ip,
-    header_from, envelope_from, envelope_to, dkim, spf_domain, spf_scope, spf_result,
-    dmarc_dkim, dmarc_spf, disposition, reasons, messages)
-    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-    ON CONFLICT (policy_domain, period_begin, row_key)
-    DO UPDATE SET messages = report_counts.messages + excluded.messages"""
-_UPSERT_POLICY = """INSERT INTO report_policies (policy_domain, period_begin, period_end,
-    p, sp, np, adkim, aspf, testing, psd, fo, discovery, rua, ruf, last_seen)
-    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-    ON CONFLICT (policy_domain, period_begin) DO UPDATE SET period_end = excluded.period_end,
-    p = excluded.p, sp = excluded.sp, np = excluded.np, adkim = excluded.adkim,
-    aspf = excluded.aspf, testing = excluded.testing, psd = excluded.psd, fo = excluded.fo,
-    discovery = excluded.discovery, rua = excluded.rua, ruf = excluded.ruf,
-    last_seen = excluded.last_seen
-    WHERE excluded.last_seen >= report_policies.last_seen"""
+_COUNT_COLUMNS = (
+    "policy_domain", "period_begin", "row_key", "source_ip", "header_from", "envelope_from",
+    "envelope_to", "dkim", "spf_domain", "spf_scope", "spf_result", "dmarc_dkim", "dmarc_spf",
+    "disposition", "reasons", "messages",
+)  # fmt: skip
+_COUNT_KEY = ("policy_domain", "period_begin", "row_key")
+_COUNT_ADD = "DO UPDATE SET messages = report_counts.messages + excluded.messages"
+_POLICY_COLUMNS = (
+    "policy_domain", "period_begin", "period_end", "p", "sp", "np", "adkim", "aspf",
+    "testing", "psd", "fo", "discovery", "rua", "ruf", "last_seen",
+)  # fmt: skip
+_POLICY_KEY = ("policy_domain", "period_begin")
+_POLICY_NEWER = (
+    "DO UPDATE SET "
+    + ", ".join(f"{c} = excluded.{c}" for c in _POLICY_COLUMNS if c not in _POLICY_KEY)
+    + " WHERE excluded.last_seen >= report_policies.last_seen"
+)
 
 
 def write_batch(store: Store, batch: Batch) -> None:
-    """One transaction: every count added, every policy replaced by a newer one. Rows are
-    written in key order, so that concurrent writers (PostgreSQL) lock them in one order."""
+    """One transaction: every count added, every policy replaced by a newer one (the
+    store locks the rows in key order, so that concurrent writers never deadlock)."""
     counts = [
         (domain, begin, row_key(domain, key), *key, messages)
-        for (domain, begin, key), messages in sorted(batch.counts.items())
+        for (domain, begin, key), messages in batch.counts.items()
     ]
     policies = [
         (domain, begin, end, *_policy_columns(policy), seen)
-        for (domain, begin), (end, policy, seen) in sorted(batch.policies.items())
+        for (domain, begin), (end, policy, seen) in batch.policies.items()
     ]
     with store.write():
-        store.executemany(_UPSERT_COUNT, counts)
-        store.executemany(_UPSERT_POLICY, policies)
+        store.upsert("report_counts", _COUNT_COLUMNS, _COUNT_KEY, _COUNT_ADD, counts)
+        store.upsert("report_policies", _POLICY_COLUMNS, _POLICY_KEY, _POLICY_NEWER, policies)
 
 
 # The URIs of rua=/ruf= kept per policy (reports go to at most 10 destinations,
