@@ -8,11 +8,17 @@ from one of 50 reporters, with a number of records drawn log-uniformly from 10 t
 process of its own, twice (the second run finds every report a duplicate): the time, reports
 and records per second (of wall-clock time, and of the process's CPU time: the figure to
 compare on a busy machine), and the process's peak resident memory (its maximum RSS, from
-``getrusage``; ``ru_maxrss`` of the children is the largest of them, the import's). The
+``wait4``: that process's own). The
 store: a new SQLite file (or ``--store postgresql://...``).
 
 Run: python benchmarks/bench_import.py [--reports 10000] [--min-records 10]
-     [--max-records 10000] [--store URL] [--keep DIR]
+     [--max-records 10000] [--store URL] [--keep DIR] [--generate-only] [--once]
+
+``--keep DIR`` keeps the generated reports (with a manifest of the parameters beside it,
+``DIR.manifest.json``) and reuses
+them when run again with the same parameters: before and after are measured on the same
+files. The report set is seeded, and its first N reports are the same whatever
+``--reports`` says.
 """
 
 from __future__ import annotations
@@ -22,12 +28,12 @@ import json
 import math
 import os
 import random
-import resource
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import IO
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -81,21 +87,77 @@ def generate(directory: Path, reports: int, low: int, high: int) -> tuple[int, i
     return total_records, total_octets
 
 
-def run_import(store: str, directory: Path) -> tuple[float, float, int, str]:
-    """(seconds, CPU seconds, peak RSS in KiB of the import process, its summary line)."""
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+def prepare(directory: Path, reports: int, low: int, high: int) -> tuple[int, int, float]:
+    """The report files in ``directory``, generated unless a previous run with the same
+    parameters left them there (its manifest says so): (records, octets, seconds taken)."""
+    manifest = directory.with_name(directory.name + ".manifest.json")  # (not in it: imported)
+    wanted = {"reports": reports, "min_records": low, "max_records": high, "seed": 17}
+    if manifest.exists():
+        known = json.loads(manifest.read_text())
+        if {k: known.get(k) for k in wanted} == wanted:
+            return int(known["records"]), int(known["octets"]), 0.0
+    for old in directory.glob("*.xml.gz"):
+        old.unlink()
     started = time.perf_counter()
-    done = subprocess.run(
-        [sys.executable, "-m", "mailauth", "reports", "import", "--store", store, str(directory)],
-        capture_output=True, text=True, check=False,
-        cwd=Path(__file__).resolve().parent.parent,
-    )  # fmt: skip
-    elapsed = time.perf_counter() - started
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    cpu = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
-    if done.returncode != 0:
-        raise SystemExit(f"import failed ({done.returncode}): {done.stderr.strip()}")
-    return elapsed, cpu, after.ru_maxrss, done.stdout.strip()
+    records, octets = generate(directory, reports, low, high)
+    took = time.perf_counter() - started
+    manifest.write_text(json.dumps({**wanted, "records": records, "octets": octets}))
+    return records, octets, took
+
+
+def run_import(store: str, directory: Path, log_every: float) -> tuple[float, float, int, str]:
+    """(wall seconds, CPU seconds, peak RSS in KiB, summary line) of one import process
+    (``--json``: a line per report): its own resource usage, from ``wait4`` (not the sum or
+    maximum over all children). Every ``log_every`` seconds (0: never), a progress line:
+    reports and records done so far, the process's CPU time and peak RSS so far (from
+    /proc), so that a run stopped early still tells what it did."""
+    started = last = time.perf_counter()
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "mailauth", "reports", "import", "--json", "--store", store,
+             str(directory)],
+            stdout=out, stderr=err, cwd=Path(__file__).resolve().parent.parent,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )  # fmt: skip
+        while True:
+            pid, status, usage = os.wait4(process.pid, os.WNOHANG)
+            if pid:
+                break
+            time.sleep(0.2)
+            if log_every and time.perf_counter() - last >= log_every:
+                last = time.perf_counter()
+                print(f"  progress: {_progress(out, process.pid, last - started)}", flush=True)
+        process.returncode = os.waitstatus_to_exitcode(status)
+        elapsed = time.perf_counter() - started
+        out.seek(0)
+        err.seek(0)
+        lines, stderr = out.read().splitlines(), err.read()
+    if process.returncode != 0:
+        raise SystemExit(f"import failed ({process.returncode}): {stderr.strip()}")
+    results = [json.loads(line) for line in lines]
+    counts = {s: sum(r["status"] == s for r in results) for s in ("imported", "duplicate", "error")}
+    summary = (f"{counts['imported']} reports imported, {counts['duplicate']} already in the "
+               f"store, {counts['error']} unreadable")  # fmt: skip
+    return elapsed, usage.ru_utime + usage.ru_stime, usage.ru_maxrss, summary
+
+
+def _progress(out: IO[str], pid: int, elapsed: float) -> str:
+    out.seek(0)
+    results = [json.loads(line) for line in out.read().splitlines() if line.endswith("}")]
+    out.seek(0, os.SEEK_END)
+    records = sum(r["records"] for r in results)
+    ticks = os.sysconf("SC_CLK_TCK")
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+        cpu = (int(fields[11]) + int(fields[12])) / ticks
+        status = Path(f"/proc/{pid}/status").read_text()
+        peak = next(int(line.split()[1]) for line in status.splitlines()
+                    if line.startswith("VmHWM:"))  # fmt: skip
+    except (OSError, StopIteration, IndexError, ValueError):
+        return f"{len(results):,} reports, {records:,} records, {elapsed:.0f} s wall"
+    rate = f"{records / cpu:,.0f} records per CPU second" if cpu else ""
+    return (f"{len(results):,} reports, {records:,} records, {elapsed:.0f} s wall, "
+            f"{cpu:.1f} s CPU ({rate}), peak RSS {peak / 1024:.0f} MiB")  # fmt: skip
 
 
 def main() -> None:
@@ -105,22 +167,31 @@ def main() -> None:
     parser.add_argument("--max-records", type=int, default=10_000)
     parser.add_argument("--store", help="default: a new SQLite file in a temporary directory")
     parser.add_argument("--keep", help="generate into (or reuse) this directory")
+    parser.add_argument("--generate-only", action="store_true",
+                        help="only generate the reports (into --keep)")  # fmt: skip
+    parser.add_argument("--once", action="store_true", help="skip the second (duplicate) run")
+    parser.add_argument("--log-every", type=float, default=0,
+                        help="a progress line every this many seconds (default: none)")  # fmt: skip
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="mailauth-bench-import-") as temp:
         directory = Path(args.keep) if args.keep else Path(temp) / "reports"
         directory.mkdir(parents=True, exist_ok=True)
-        started = time.perf_counter()
-        records, octets = generate(directory, args.reports, args.min_records, args.max_records)
-        took = time.perf_counter() - started
-        print(f"generated {args.reports:,} reports, {records:,} records, "
-              f"{octets / 2**20:.1f} MiB gzipped, in {took:.1f} s")  # fmt: skip
+        records, octets, took = prepare(directory, args.reports, args.min_records,
+                                        args.max_records)  # fmt: skip
+        how = f"generated in {took:.1f} s" if took else f"reused from {directory}"
+        print(f"{args.reports:,} reports, {records:,} records, "
+              f"{octets / 2**20:.1f} MiB gzipped ({how})", flush=True)  # fmt: skip
+        if args.generate_only:
+            return
         store = args.store or str(Path(temp) / "store.sqlite")
-        for label in ("first import", "again (all duplicates)"):
-            elapsed, cpu, peak_kib, summary = run_import(store, directory)
-            print(f"{label}: {elapsed:.1f} s ({cpu:.1f} s CPU), {args.reports / elapsed:,.2f} "
-                  f"reports/s ({args.reports / cpu:,.2f} per CPU second), "
-                  f"{records / elapsed:,.0f} records/s ({records / cpu:,.0f} per CPU second), "
-                  f"peak RSS {peak_kib / 1024:.0f} MiB -- {summary}")  # fmt: skip
+        labels = ("first import", "again (all duplicates)")
+        for label in labels[:1] if args.once else labels:
+            elapsed, cpu, peak_kib, summary = run_import(store, directory, args.log_every)
+            print(f"{label}: {args.reports / elapsed:,.2f} reports/s, "
+                  f"{records / elapsed:,.0f} records/s (wall); "
+                  f"{args.reports / cpu:,.2f} reports/s, {records / cpu:,.0f} records/s "
+                  f"(per CPU second); {cpu:.1f} s CPU, {elapsed:.1f} s wall, "
+                  f"peak RSS {peak_kib / 1024:.0f} MiB -- {summary}", flush=True)  # fmt: skip
         if not args.store:
             size = os.path.getsize(store)
             print(f"store: {size / 2**20:.0f} MiB ({size / records:.0f} octets per record)")

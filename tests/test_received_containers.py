@@ -27,6 +27,29 @@ def test_plain_gzip_and_concatenated_gzip_members() -> None:
     assert _ids(gzipped(xml[:half]) + gzipped(xml[half:])) == [("", "id-1")]
 
 
+def test_a_report_in_many_tiny_gzip_members_is_read_whole() -> None:
+    # (a writer that flushes a member per write, some of them empty: not "truncated")
+    xml = aggregate_xml().encode()
+    pieces = [xml[at : at + 20] for at in range(0, len(xml), 20)]
+    assert 50 < len(pieces) < 90
+    members = [gzipped(b""), *(gzipped(p) + gzipped(b"") for p in pieces[:5]),
+               *map(gzipped, pieces[5:]), gzipped(b"")]  # fmt: skip
+    assert len(members) < 100
+    assert gunzip(b"".join(members), Budget(1 << 20, 1 << 20)) == xml
+    assert _ids(b"".join(members)) == [("", "id-1")]
+
+
+def test_empty_gzip_members_and_a_cut_one() -> None:
+    assert gunzip(gzipped(b""), Budget(10, 10)) == b""
+    assert gunzip(gzipped(b"") * 99, Budget(10, 10)) == b""
+    assert gunzip(gzipped(b"a") + gzipped(b"") + gzipped(b"b"), Budget(10, 10)) == b"ab"
+    for cut in (1, 4, 8, 12):  # (the trailer, the data, an empty member's own)
+        with pytest.raises(ReportReadError, match=r"^gzip data is truncated$"):
+            gunzip(gzipped(b"a") + gzipped(b"")[:-cut], Budget(10, 10))
+    with pytest.raises(ReportReadError, match=r"^refused: gzip data of more than 100 members$"):
+        gunzip(gzipped(b"") * 101, Budget(10, 10))
+
+
 def test_a_zip_with_several_reports_and_a_bad_one() -> None:
     data = zipped({
         "a.xml": aggregate_xml(report_id="a").encode(),

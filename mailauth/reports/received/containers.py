@@ -67,7 +67,9 @@ def gunzip(data: bytes, budget: Budget) -> bytes:
                     budget.take(size, "gzip data")
                 pieces.append(piece)
                 pending = decompressor.unconsumed_tail
-                if not piece and not pending:
+                if not piece and not pending and not decompressor.eof:
+                    # (at the member's end nothing more comes out either: a member of a
+                    # few octets, or none, ends in the step that produced nothing)
                     raise ReportReadError("gzip data is truncated")
         except zlib.error as exc:
             raise ReportReadError(f"not valid gzip data: {exc}") from None
