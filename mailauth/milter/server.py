@@ -46,12 +46,13 @@ _READ_SIZE = 1 << 16  # octets taken at once (a Postfix body chunk; more held mo
 # (Postfix smtpd_timeout 300 s), short enough that a peer that vanished without closing (a
 # half-open TCP connection) or a client that only holds connections open is let go.
 DEFAULT_IDLE_TIMEOUT = 7210.0
-# Fair turns (Milter.handle): one connection handles packets for at most TURN seconds before
-# the others get the loop (a read holds up to 64 KiB: about 600 header fields, 5 ms or more
-# of work). A message whose packets have taken more than LANE_AFTER seconds of the loop in all
-# (an ordinary one takes about 1 ms) goes on in the *slow lane*, in turns of LANE_TURN: one
-# such connection's turn at a time, so however many hostile messages are being received at
-# once, an ordinary message waits behind at most one LANE_TURN of theirs at each of its steps.
+# Fair turns (Milter._packets): one connection handles packets for at most TURN seconds
+# before the others get the loop (a read holds up to 64 KiB: 3,000 small header fields, tens
+# of milliseconds of work). A message whose packets have taken more than LANE_AFTER seconds of
+# the loop's CPU in all (an ordinary one takes about 1 ms) goes on in the *slow lane*, in
+# turns of LANE_TURN: one lane turn per turn of the loop, so however many hostile messages are
+# being received at once, an ordinary message waits behind at most one LANE_TURN of theirs
+# (and the TURNs of connections not yet in the lane) at each of its steps.
 TURN = 0.002
 LANE_AFTER = 0.010
 LANE_TURN = 0.0005
