@@ -332,7 +332,7 @@ class UdpChannel:
             self._parsing = False
 
     def _settle(self, pending: _Pending) -> None:
-        """The query's answer: the first of its datagrams that parses (a long one in the
+        """The query's answer: the first of its datagrams that parses (a costly one in the
         parsing thread: it answers when parsed, unless the query's time is up first)."""
         while pending.received and not pending.future.done():
             wire = pending.received.pop(0)
@@ -349,9 +349,12 @@ class UdpChannel:
         pending.received.clear()
 
     def _parsed(self, pending: _Pending, parsed: asyncio.Future[dns.message.Message]) -> None:
-        if pending.future.done() or parsed.cancelled():
+        if parsed.cancelled():
             return
-        if parsed.exception() is not None:  # (as dnspython's ignore_errors: go on waiting)
+        problem = parsed.exception()  # (retrieved even when the query is over: no log noise)
+        if pending.future.done():
+            return
+        if problem is not None:  # (as dnspython's ignore_errors: go on waiting)
             self.ignored += 1
             return
         pending.future.set_result(parsed.result())
