@@ -10,7 +10,9 @@ import json
 import mailbox
 from pathlib import Path
 
+import dkim
 import pytest
+from cryptography.hazmat.primitives import serialization
 
 from mailauth.cli import main
 from mailauth.dkim import DkimPolicy
@@ -28,8 +30,9 @@ from mailauth.reports.received.model import AuthResult, ReportAuth, ReportKind, 
 from mailauth.reports.schema import MIGRATIONS, SCHEMA_VERSION
 from mailauth.reports.store import Store, open_store
 from mailauth.reports.summary import Summary, summarize
+from tests.dkim_helpers import RSA_KEY
 from tests.received_helpers import aggregate_xml, gzipped, report_mail
-from tests.report_auth_helpers import NOW, resolver, signed, zone_file, zone_text
+from tests.report_auth_helpers import NOW, SELECTOR, resolver, signed, zone_file, zone_text
 
 GOOGLE = "noreply-dmarc-support@google.com"
 REPORT_ID = "17000000001234"
@@ -359,3 +362,36 @@ def test_the_same_report_signed_with_two_domains_of_its_reporter_counts_once(
         assert (found.messages, found.reports) == (12, 1)
     finally:
         store.close()
+
+
+def test_a_repeated_mime_field_prepended_to_a_signed_mail_is_not_authenticated() -> None:
+    """REVIEW17B 1: the verifier reads the last of a repeated field, the MIME parser the
+    first; a Content-Type (or Content-Transfer-Encoding, MIME-Version, From) prepended to a
+    mail the reporter really signed made the importer read an attachment the signature never
+    vouched for. Such a mail is not authenticated."""
+    mail = signed(_mail(REAL), "google.com")
+    for field in (
+        b"Content-Type: multipart/mixed; boundary=ATK\r\n",
+        b"MIME-Version: 1.0\r\n",
+        b"From: noreply-dmarc-support@google.com\r\n",
+    ):
+        auth = authenticate(field + mail, resolver(), now=NOW)
+        assert auth.result == AuthResult.PERMERROR, field
+        assert "more than one " in auth.reason or "2 From fields" in auth.reason, auth.reason
+
+
+def test_a_signature_of_part_of_the_body_does_not_authenticate() -> None:
+    """REVIEW17B 1 (l=): a signature covering only the first part of the body leaves room for
+    another attachment after it: not a pass here (the verifier's reject_partial_body). The
+    l= signature is dkimpy's (mailauth's signer makes none)."""
+    pem = RSA_KEY.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.TraditionalOpenSSL,
+        serialization.NoEncryption(),
+    )
+    raw = _mail(REAL)
+    field = dkim.sign(raw, SELECTOR.encode(), b"google.com", pem, length=True,
+                      include_headers=[b"from", b"subject", b"content-type"])  # fmt: skip
+    auth = authenticate(field + raw + b"appended\r\n", resolver(), now=NOW)
+    assert auth.result == AuthResult.FAIL, auth
+    assert authenticate(field + raw, resolver(), now=NOW).result == AuthResult.FAIL

@@ -34,6 +34,11 @@ from mailauth.reports.received.model import AuthResult, Report, ReportAuth, Trus
 from mailauth.results import DkimOutcome, DkimResult
 
 SECONDS = 10.0  # the DKIM checks of one report e-mail (as the pipeline's DKIM budget)
+# Fields that decide how the e-mail's parts are read. A DKIM verifier reads the last of a
+# repeated field (RFC 6376 5.4.2), a MIME parser the first: a field prepended to a mail the
+# reporter really signed would make the importer read an attachment the signature never
+# vouched for. One of each at most, or the e-mail is not authenticated.
+_ONCE = ("from", "content-type", "content-transfer-encoding", "mime-version")
 
 
 def authenticate_mail(raw: bytes, *, now: float,
@@ -49,7 +54,11 @@ def authenticate_mail(raw: bytes, *, now: float,
         reason = reason or f"{len(domains)} From domains (one is needed)"
         return ReportAuth(AuthResult.PERMERROR, reason=f"From field: {reason}")
     from_domain = domains[0]
-    policy = policy or DkimPolicy()
+    for name in _ONCE:
+        if len(message.get_all(name)) > 1:
+            return ReportAuth(AuthResult.PERMERROR, "", from_domain, f"more than one {name} field")
+    # (a signature with l= leaves the rest of the body -- another attachment -- unsigned)
+    policy = policy or DkimPolicy(reject_partial_body=True)
     budget = Budget("DKIM", policy.max_signatures, SECONDS)
     outcomes = yield from bounded(verify_dkim(message, now=now, policy=policy), budget)
     return judge(outcomes, from_domain)
