@@ -229,7 +229,7 @@ class Collector:
         self.depth -= 1
         if context < 0:
             self._end_field(context)
-        elif context == IGNORE:
+        elif context == IGNORE:  # (the common case: an element not read; nothing to end)
             pass
         elif context in _LISTED:
             self._items(context).append(self._targets[_TO_ITEM])

@@ -21,6 +21,7 @@ ends; at most ``max_records`` records and ``max_text`` characters per value
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import pyexpat
 import re
@@ -200,11 +201,9 @@ def _number(text: str, what: str) -> int:
 def _address(text: str, number: int) -> str:
     """The IP address ``text``, as Python writes it (an IPv4 address already written so,
     the common case, told by the C library's parser)."""
-    try:
+    with contextlib.suppress(OSError, ValueError):  # (not one: Python's parser says)
         if socket.inet_ntop(socket.AF_INET, socket.inet_pton(socket.AF_INET, text)) == text:
             return text
-    except (OSError, ValueError):
-        pass
     try:
         return str(ipaddress.ip_address(text))
     except ValueError:
