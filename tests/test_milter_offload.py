@@ -67,7 +67,11 @@ def test_heavy_by_signatures_arc_sets_and_size() -> None:
 
 
 def _run(offloader: Offloader | None, *messages: tuple[list[tuple[str, str]], bytes],
-         settings: MilterSettings | None = None) -> list[list[tuple[bytes, bytes]]]:  # fmt: skip
+         settings: MilterSettings | None = None,
+         ready: bool = False) -> list[list[tuple[bytes, bytes]]]:  # fmt: skip
+    """``ready``: each message waits for a worker to be ready (the milter never does:
+    until one is, the loop checks heavy mail)."""
+
     async def go() -> list[list[tuple[bytes, bytes]]]:
         milter = Milter(Authenticator("mx.example.org", RESOLVER), settings, offloader=offloader)
         server = await asyncio.start_server(milter.handle, "127.0.0.1", 0)
@@ -75,6 +79,8 @@ def _run(offloader: Offloader | None, *messages: tuple[list[tuple[str, str]], by
         await client.negotiate()
         replies = []
         for headers, body in messages:
+            if ready:
+                assert offloader is not None and await offloader.wait_ready(60)
             replies.append(await client.message(**SENDER, headers=headers, body=body))
         await client.close()
         server.close()
@@ -146,7 +152,7 @@ def test_a_worker_that_dies_fails_its_message_and_the_next_gets_a_new_one() -> N
     try:
         crash = _demo(_decoys(6, domain="crash.test"))
         settings = MilterSettings(on_error="tempfail")
-        first, second = _run(fresh, crash, _demo(_decoys(6)), settings=settings)
+        first, second = _run(fresh, crash, _demo(_decoys(6)), settings=settings, ready=True)
         assert first[-1][0] == p.TEMPFAIL  # not checked: on_error
         assert b"dkim=pass" in inserted_fields(second)[0]
         assert fresh.waiting == 0 and fresh.offloaded == 1

@@ -27,7 +27,7 @@ from mailauth.results import Verdict
 from tests import hostile
 from tests.milterclient import MilterClient
 from tests.test_milter import RESOLVER, SENDER, inserted_fields
-from tests.test_milter_offload import _decoys, _demo, worker_authenticator
+from tests.test_milter_offload import _decoys, _demo, _run, worker_authenticator
 
 ENVELOPE = {"ip": "192.0.2.1", "helo": "x", "mail_from": "a@example.com"}
 
@@ -69,6 +69,7 @@ def test_a_write_cut_by_the_deadline_ends_the_worker_and_no_octet_is_unpickled(
             pass
         with contextlib.suppress(ProcessLookupError):  # (before the fix: it lives on)
             os.kill(first.pid, signal.SIGCONT)
+        assert await pool.wait_ready(60)  # (a new worker: requests never wait for one)
         until = time.time() + 3
         head = len(_frame((pool._ids + 1, size, "verify", *ENVELOPE.values(), until)))
         crafted = _message(size)
@@ -104,6 +105,9 @@ def test_a_worker_that_stops_answering_is_replaced() -> None:
                 await pool.spf(**ENVELOPE, seconds=0.5)
         assert time.monotonic() - started < 0.5 + 4
         assert stuck.poll() is not None
+        with pytest.raises(OffloadError, match="still starting"):
+            await pool.spf(**ENVELOPE, seconds=30)  # (to the loop, not waiting for it)
+        assert await pool.wait_ready(60)
         async with asyncio.timeout(60):
             spf, _ = await pool.spf(**ENVELOPE, seconds=30)
         assert spf.mailfrom.result.value == "pass"
@@ -137,6 +141,11 @@ def test_a_worker_that_cannot_start_is_not_respawned_for_every_request(
     pool._spawn = counting  # type: ignore[method-assign]
 
     async def go() -> None:
+        with pytest.raises(OffloadError, match="still starting"):
+            await pool.spf(**ENVELOPE, seconds=5)  # (started; this one on the loop)
+        async with asyncio.timeout(60):
+            while pool._workers[0].alive:  # (until it says why it could not start)
+                await asyncio.sleep(0.05)
         for _ in range(10):
             with pytest.raises(OffloadError):
                 async with asyncio.timeout(30):
@@ -149,6 +158,64 @@ def test_a_worker_that_cannot_start_is_not_respawned_for_every_request(
         pool.close()
     assert len(spawned) == 1
     assert "a worker process could not start: OSError: DNS unreachable" in caplog.text
+
+
+def slow_authenticator() -> Authenticator:
+    """A worker that takes 4 s to build its Authenticator (a busy machine: a Python process
+    took 30 s to start under load in CI)."""
+    time.sleep(4)
+    return worker_authenticator()
+
+
+def test_no_message_waits_for_a_worker_that_is_starting() -> None:
+    """A reload's new workers start with the first request: until one is ready, SPF and
+    heavy messages are checked on the loop at once. Before, each request waited for the
+    process to start, and under load the deadline came first: on_error for every message
+    of those seconds, and the worker killed as "not answering" before it was ever ready."""
+    pool = Offloader(slow_authenticator, workers=1)  # (not started: as after a reload)
+    try:
+        started = time.monotonic()
+        ordinary, heavy = _run(pool, _demo(), _demo(_decoys(6)))
+        assert time.monotonic() - started < 3  # (not the worker's 4 s)
+        assert b"spf=pass" in inserted_fields(ordinary)[0]
+        assert b"dkim=pass" in inserted_fields(heavy)[0]
+        assert b"spf=pass" in inserted_fields(heavy)[0]
+        assert pool.offloaded == 0 and pool.stats.on_loop == {"no_worker": 1}
+        assert pool.stats.sent == {} and pool.stats.unsent == {"spf": 2}
+        (later,) = _run(pool, _demo(_decoys(6)), ready=True)  # (once it is ready: there)
+        assert pool.offloaded == 1 and b"dkim=pass" in inserted_fields(later)[0]
+    finally:
+        pool.close()
+
+
+def stuck_authenticator() -> Authenticator:
+    time.sleep(600)
+    return worker_authenticator()
+
+
+def test_a_worker_never_ready_is_ended(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """One that never says ready (stuck at start) is ended START_TIMEOUT after it began and
+    replaced after respawn_delay; meanwhile the loop does the work."""
+    from mailauth.milter import offload
+
+    monkeypatch.setattr(offload, "START_TIMEOUT", 1.0)
+    pool = Offloader(stuck_authenticator, workers=1, respawn_delay=60)
+
+    async def go() -> None:
+        assert not pool.has_ready_worker()  # (started now)
+        stuck = pool._workers[0].process
+        await asyncio.sleep(1.2)
+        assert not pool.has_ready_worker()
+        assert stuck.poll() is not None and pool.stats.alive == 0
+        assert not pool.reserve() and len(pool._workers) == 1  # (none again for 60 s)
+
+    try:
+        asyncio.run(go())
+    finally:
+        pool.close()
+    assert "not ready after 1 s: ended" in caplog.text
 
 
 def test_a_closed_offloader_starts_no_worker() -> None:

@@ -35,7 +35,11 @@ on_error: junk signatures must not make a message too large to check). A worker 
 a request at the milter's deadline, as the loop would; one that has not answered ``GRACE``
 seconds later is ended. A worker that dies (a crash, the OOM killer) fails what it held
 (``on_error`` for a message; SPF is then evaluated on the loop), and the next request
-starts a new one. A worker whose milter went away sees the end of its socket and exits.
+starts a new one. No request waits for a worker to start (a reload's new workers, one in
+place of one that died): until it has built its Authenticator and said so, SPF and heavy
+messages are checked on the loop, as when none runs (a Python process takes a second or two
+to start, tens of seconds on a busy machine: waiting for it made every message of those
+seconds ``on_error``). A worker whose milter went away sees the end of its socket and exits.
 What the workers did is counted in :class:`OffloadStats` (the milter's metrics).
 """
 
@@ -81,6 +85,10 @@ SLICE = 256 * 1024  # octets of a message written to a worker at once
 # to the loop meanwhile): not one new Python process per request while, say, the nameserver
 # a worker probes at start is down, or an attacker's message crashes every worker.
 RESPAWN_DELAY = 5.0
+# Seconds a worker may take to build its Authenticator (imports, the nameserver probe) after
+# it was started by a request; then it is ended and replaced after RESPAWN_DELAY. No request
+# waits for a worker that is starting: the loop does the work meanwhile.
+START_TIMEOUT = 120.0
 # Seconds before a request's deadline within which a caller that gives up (the milter's own
 # deadline, set a moment before the request's) counts as a timeout, not a cancellation.
 _AT_THE_DEADLINE = 0.5
@@ -177,9 +185,9 @@ class OffloadStats:
     waiting for it), "cancelled" (the message was dropped before); ``unsent``: requests no
     worker could take (none running, one ended moments ago, stopped): SPF evaluated on
     the loop, a gathered message ``on_error``; ``on_loop``: heavy messages checked on the
-    loop because a bound was reached ("max_waiting", "no_worker", "max_bytes",
-    "max_held"); ``alive``: worker processes running; ``restarts``: workers started in
-    place of one that ended."""
+    loop because a bound was reached ("max_waiting", "no_worker": none running or
+    none ready yet, "max_bytes", "max_held"); ``alive``: worker processes running;
+    ``restarts``: workers started in place of one that ended."""
 
     alive: int = 0
     restarts: int = 0
@@ -201,6 +209,7 @@ class _Worker:
     pending: dict[int, asyncio.Future[Any]] = field(default_factory=dict)
     alive: bool = True
     ready: bool = False  # (it said "ready": its Authenticator is built)
+    started: float = field(default_factory=time.monotonic)
 
 
 class Offloader:
@@ -314,11 +323,22 @@ class Offloader:
         """Whether no worker may be started now (one died or could not start lately)."""
         return time.monotonic() < self._respawn_at
 
-    async def _connected(self) -> _Worker:
-        """The live worker with the fewest requests (a dead one replaced, unless one died
-        lately: OffloadError when none is alive then)."""
+    def _ensure(self) -> None:
+        """Start the workers missing (a dead one replaced, unless one died or could not
+        start lately), end one still not ready ``START_TIMEOUT`` seconds after it was
+        started, and connect to each new one (on the running loop: its "ready" is read
+        there). Never waits."""
         if self.closed:
-            raise OffloadError("the worker processes were stopped (a reload or the end)")
+            return
+        now = time.monotonic()
+        for worker in self._workers:
+            if worker.alive and not worker.ready and now - worker.started > START_TIMEOUT:
+                log.warning(
+                    "worker process %d not ready after %g s: ended", worker.process.pid,
+                    START_TIMEOUT,
+                )  # fmt: skip
+                self._kill(worker)
+                self._respawn_at = now + self.respawn_delay
         if not self._resting():
             for index, worker in enumerate(self._workers):
                 if not worker.alive:
@@ -328,12 +348,45 @@ class Offloader:
                 self._workers.extend(
                     self._spawn(wait=False) for _ in range(self.workers - len(self._workers))
                 )
-        alive = [w for w in self._workers if w.alive]
-        if not alive:
-            raise OffloadError("no worker process (one ended moments ago)")
-        worker = min(alive, key=lambda w: len(w.pending))
-        if worker.connected is None:  # (once: requests made meanwhile wait for it)
-            worker.connected = asyncio.ensure_future(self._connect(worker))
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            return  # (connected by the first call on a loop)
+        for worker in self._workers:
+            if worker.alive and worker.connected is None:
+                worker.connected = asyncio.ensure_future(self._connect(worker))
+                worker.connected.add_done_callback(_retrieved)
+
+    def has_ready_worker(self) -> bool:
+        """Whether a worker is running with its Authenticator built (starting the missing
+        ones when called on the loop: the next call may find one)."""
+        self._ensure()
+        return any(w.alive and w.ready for w in self._workers)
+
+    async def wait_ready(self, seconds: float) -> bool:
+        """Whether a worker is ready within ``seconds`` (the missing ones started): for
+        tests and benchmarks; no request of the milter waits so."""
+        deadline = time.monotonic() + seconds
+        while not self.has_ready_worker():
+            if self.closed or time.monotonic() >= deadline:
+                return False
+            await asyncio.sleep(0.05)
+        return True
+
+    async def _connected(self) -> _Worker:
+        """The ready worker with the fewest requests; OffloadError when none is (stopped,
+        one ended moments ago, or still starting: the caller does the work on the loop
+        rather than wait seconds for a Python process to start)."""
+        if self.closed:
+            raise OffloadError("the worker processes were stopped (a reload or the end)")
+        self._ensure()
+        ready = [w for w in self._workers if w.alive and w.ready]
+        if not ready:
+            starting = any(w.alive for w in self._workers)
+            why = "still starting" if starting else "one ended moments ago"
+            raise OffloadError(f"no worker process ready ({why})")
+        worker = min(ready, key=lambda w: len(w.pending))
+        assert worker.connected is not None  # (_ensure connected every live one)
         await asyncio.shield(worker.connected)
         return worker
 
@@ -486,9 +539,9 @@ class Offloader:
         if self.waiting >= self.max_waiting:
             self.stats.on_loop["max_waiting"] += 1
             return False
-        if self._resting() and not any(w.alive for w in self._workers):
+        if not self.has_ready_worker():
             self.stats.on_loop["no_worker"] += 1
-            return False  # (no worker now: the loop checks it)
+            return False  # (none now, or still starting: the loop checks it)
         self.waiting += 1
         return True
 
