@@ -226,3 +226,13 @@ def test_the_milter_command_checks_heavy_mail_and_spf_in_its_worker(tmp_path: Pa
     checked = subprocess.run([*command, "--check-config"], capture_output=True, text=True)
     assert checked.returncode == 2
     assert "inbound.offload_workers: must be from 0 to 16, not 99" in checked.stderr
+
+
+def test_a_worker_runs_at_nice_10_once_started(offloader: Offloader) -> None:
+    """Below the loop, yet not starved by other programs (at 19 every SPF request it held
+    timed out beside busy programs); it started at the milter's own (imports not starved)."""
+    from mailauth.milter.offload import WORKER_NICE
+
+    ours = os.getpriority(os.PRIO_PROCESS, 0)
+    worker = os.getpriority(os.PRIO_PROCESS, offloader._workers[0].process.pid)
+    assert WORKER_NICE == 10 and worker == min(19, ours + WORKER_NICE)

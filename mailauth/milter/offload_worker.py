@@ -90,8 +90,6 @@ async def _requests(
 def main() -> None:
     sock = socket.socket(fileno=int(sys.argv[1]))
     light = socket.socket(fileno=int(sys.argv[2]))
-    with contextlib.suppress(OSError):
-        os.nice(WORKER_NICE)
     sock.settimeout(120)
     sys.path[:] = _recv_frame_blocking(sock)  # (before the factory: it may need the path)
     try:
@@ -99,6 +97,8 @@ def main() -> None:
     except Exception as exc:  # (said to the milter, which stops)
         sock.sendall(_frame(f"{type(exc).__name__}: {exc}"))
         return
+    with contextlib.suppress(OSError):  # (after the start-up: not starved while importing)
+        os.nice(WORKER_NICE)
     sock.setblocking(False)
     light.setblocking(False)
     asyncio.run(_serve(sock, light, authenticator))
