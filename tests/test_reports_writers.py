@@ -241,3 +241,70 @@ def test_the_new_counters_are_exported(tmp_path: Path) -> None:
         "mailauth_failure_reports_refused_total 5.0",
     ):
         assert line in text
+
+
+# -- what an operator mends is not "refused for good" (REVIEW16B 1-3) ----------------------
+
+
+def test_a_privilege_revoked_keeps_the_rows_until_it_is_granted_again(
+    postgres_server: Any,
+) -> None:
+    """psycopg calls a revoked privilege (42501) a ProgrammingError, as it does a missing
+    table or column: once taken for permanent, every batch was dropped after 3 attempts
+    while the operator fixed the grant. Only data and constraint errors (22, 23) are."""
+    url = postgres_server.new_database()
+    open_store(url).close()
+    with psycopg.connect(url, autocommit=True) as admin:
+        admin.execute("CREATE ROLE recorder_role LOGIN")
+        admin.execute("GRANT SELECT, INSERT, UPDATE ON ALL TABLES IN SCHEMA public "
+                      "TO recorder_role")  # fmt: skip
+        admin.execute("REVOKE INSERT ON report_counts FROM recorder_role")
+        as_role = url.replace("postgresql://postgres@", "postgresql://recorder_role@")
+        recorder = BackgroundRecorder(as_role, clock=lambda: T0)
+        _record(recorder, "example.com")
+        for _ in range(PERMANENT_ATTEMPTS + 1):
+            assert not recorder.flush()
+        assert (recorder.refused, recorder.pending) == (0, 1)  # (kept, not dropped)
+        admin.execute("GRANT INSERT ON report_counts TO recorder_role")
+        assert recorder.flush() and recorder.written == 1
+        recorder.close()
+        admin.execute("DROP OWNED BY recorder_role")
+        admin.execute("DROP ROLE recorder_role")
+
+
+def test_a_column_added_by_a_migration_meanwhile_is_seen_by_the_next_flush(
+    postgres_server: Any,
+) -> None:
+    """The staging table is made for each call from the table as it is then: a session's
+    older copy (CREATE TEMPORARY TABLE IF NOT EXISTS ... LIKE) had refused a column another
+    process's migration added, and the batch was taken for refused for good."""
+    url = postgres_server.new_database()
+    store = open_store(url)
+    try:
+        columns, key = ("policy_domain", "n"), ("policy_domain",)
+        store.execute("CREATE TABLE t (policy_domain TEXT PRIMARY KEY, n INTEGER)")
+        action = "DO UPDATE SET n = t.n + excluded.n"
+        with store.write():
+            store.upsert("t", columns, key, action, [("a.example", 1)])
+        store.execute("ALTER TABLE t ADD COLUMN extra TEXT DEFAULT 'd'")
+        with store.write():
+            store.upsert("t", (*columns, "extra"), key, action, [("b.example", 1, "x")])
+        rows = store.fetchall("SELECT policy_domain, n, extra FROM t ORDER BY 1")
+        assert rows == [("a.example", 1, "d"), ("b.example", 1, "x")]
+    finally:
+        store.close()
+
+
+def test_two_upserts_into_one_table_in_one_transaction_count_once(store_url: str) -> None:
+    """The staging table kept the first call's rows until the commit: the second call
+    inserted them again (a count doubled)."""
+    store = open_store(store_url)
+    try:
+        store.execute("CREATE TABLE t (k TEXT PRIMARY KEY, n INTEGER)")
+        action = "DO UPDATE SET n = t.n + excluded.n"
+        with store.write():
+            store.upsert("t", ("k", "n"), ("k",), action, [("a", 1)])
+            store.upsert("t", ("k", "n"), ("k",), action, [("b", 1)])
+        assert store.fetchall("SELECT k, n FROM t ORDER BY k") == [("a", 1), ("b", 1)]
+    finally:
+        store.close()

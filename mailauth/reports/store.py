@@ -44,9 +44,11 @@ _PG_DEFAULTS = {
 class StoreError(MailauthError):
     """The store cannot be opened, read or written (its text says which and why);
     ``unreachable``: a server that did not answer (it may later), not a wrong setting;
-    ``permanent``: the store refused the statement itself (a constraint, a value, the SQL:
-    the driver's integrity, data, programming and not-supported errors), which the same
-    statement would meet again -- unlike a connection lost, a lock or a timeout."""
+    ``permanent``: the store refused the rows themselves (a constraint, a value: SQLSTATE
+    classes 22 and 23 on PostgreSQL; SQLite's integrity, data, programming and
+    not-supported errors), which the same rows would meet again -- unlike a connection
+    lost, a lock, a timeout, or what an operator can mend while the rows wait (a privilege
+    revoked, a table or column missing until a migration has run)."""
 
     def __init__(self, text: str, *, unreachable: bool = False, permanent: bool = False) -> None:
         super().__init__(text)
@@ -130,8 +132,8 @@ class Store(abc.ABC):
         raise NotImplementedError
 
     @abc.abstractmethod
-    def _permanent_errors(self) -> tuple[type[BaseException], ...]:
-        """Those of :meth:`_errors` that the same statement would meet again."""
+    def _is_permanent(self, error: BaseException) -> bool:
+        """Whether one of :meth:`_errors` is one the same rows would meet again."""
         raise NotImplementedError
 
     # -- shared ----------------------------------------------------------------------
@@ -193,7 +195,7 @@ class Store(abc.ABC):
         try:
             yield
         except self._errors() as exc:
-            permanent = isinstance(exc, self._permanent_errors())
+            permanent = self._is_permanent(exc)
             why = f"report store {self.display()}: {_first_line(exc)}"
             raise StoreError(why, permanent=permanent) from exc
 
@@ -310,9 +312,9 @@ class SqliteStore(Store):
     def _errors(self) -> tuple[type[BaseException], ...]:
         return (sqlite3.Error,)
 
-    def _permanent_errors(self) -> tuple[type[BaseException], ...]:
-        return (sqlite3.IntegrityError, sqlite3.DataError, sqlite3.ProgrammingError,
-                sqlite3.NotSupportedError)  # fmt: skip
+    def _is_permanent(self, error: BaseException) -> bool:
+        return isinstance(error, (sqlite3.IntegrityError, sqlite3.DataError,
+                                  sqlite3.ProgrammingError, sqlite3.NotSupportedError))  # fmt: skip
 
     def close(self) -> None:
         self._connection.close()
@@ -384,26 +386,33 @@ class PostgresStore(Store):
     def _raw_upsert(
         self, table: str, columns: str, key: str, action: str, rows: Sequence[Params]
     ) -> None:
-        """The rows COPYed into a temporary table of this session (emptied at each commit),
-        then one ``INSERT ... SELECT`` of them in key order: a few round trips and one
-        statement whatever the number of rows. (An ``executemany`` of upserts, even
-        pipelined, is a bind, an execution and a result per row: about 5 times the client's
-        CPU and 3 times the server's for a flush of 250 rows.) The temporary table is
-        created when missing, in the transaction itself (a pooler may hand out another
-        session)."""
+        """The rows COPYed into a temporary table, then one ``INSERT ... SELECT`` of them in
+        key order: a few round trips and one statement whatever the number of rows. (An
+        ``executemany`` of upserts, even pipelined, is a bind, an execution and a result
+        per row: about 5 times the client's CPU and 3 times the server's for a flush of 250
+        rows.) The temporary table is made for this call from the table as it is now (a
+        migration another process ran since is seen; a session's older copy would refuse
+        the new columns) and dropped after it (a second call in the same transaction must
+        not insert the first one's rows again); in the transaction itself, so that a
+        pooler handing out another session finds nothing stale either. Each statement has
+        the watchdog's whole time, as the server's statement_timeout gives it."""
         staging = f"mailauth_in_{table}"
-        with self._watched(), self._connection.cursor() as cursor:
-            cursor.execute(
-                f"CREATE TEMPORARY TABLE IF NOT EXISTS {staging} (LIKE {table}) "
-                "ON COMMIT DELETE ROWS"
-            )
-            with cursor.copy(f"COPY {staging} ({columns}) FROM STDIN") as copy:
+        with self._connection.cursor() as cursor:
+            with self._watched():
+                cursor.execute(
+                    f"CREATE TEMPORARY TABLE {staging} ON COMMIT DROP AS "  # noqa: S608 - the caller's constants
+                    f"SELECT {columns} FROM {table} WITH NO DATA"
+                )
+            with self._watched(), cursor.copy(f"COPY {staging} ({columns}) FROM STDIN") as copy:
                 for row in rows:
                     copy.write_row(row)
-            cursor.execute(
-                f"INSERT INTO {table} ({columns}) SELECT {columns} FROM {staging} "  # noqa: S608 - the caller's constants
-                f"ORDER BY {key} ON CONFLICT ({key}) {action}"
-            )
+            with self._watched():
+                cursor.execute(
+                    f"INSERT INTO {table} ({columns}) SELECT {columns} FROM {staging} "  # noqa: S608 - the caller's constants
+                    f"ORDER BY {key} ON CONFLICT ({key}) {action}"
+                )
+            with self._watched():
+                cursor.execute(f"DROP TABLE {staging}")
 
     def _watched(self) -> contextlib.AbstractContextManager[None]:
         return self._watchdog.armed() if self._watchdog else contextlib.nullcontext()
@@ -431,10 +440,12 @@ class PostgresStore(Store):
     def _errors(self) -> tuple[type[BaseException], ...]:
         return (self._psycopg.Error,)
 
-    def _permanent_errors(self) -> tuple[type[BaseException], ...]:
-        errors = self._psycopg
-        return (errors.IntegrityError, errors.DataError, errors.ProgrammingError,
-                errors.NotSupportedError)  # fmt: skip
+    def _is_permanent(self, error: BaseException) -> bool:
+        """Data exceptions (22) and integrity constraint violations (23) only: psycopg's
+        ProgrammingError also covers a privilege revoked (42501) and a table or column not
+        there yet (42P01, 42703), which an operator mends while the rows wait."""
+        sqlstate = getattr(error, "sqlstate", None) or ""
+        return sqlstate[:2] in ("22", "23")
 
     def close(self) -> None:
         if self._watchdog is not None:
