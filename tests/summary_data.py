@@ -76,7 +76,7 @@ def store_reports(store: Store, reports: list[AggregateReport] | list[FailureRep
     ``authenticated``, as bare files)."""
     for report in reports:
         domain = report.email.rpartition("@")[2]
-        signed = ReportAuth(AuthResult.PASS, domain, domain)
+        signed = ReportAuth(AuthResult.PASS, domain, domain, from_address=report.email.lower())
         stored = replace(report, auth=signed) if authenticated else report
         save_report(store, stored, source="test", now=day("2026-02-01"))
 

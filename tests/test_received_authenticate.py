@@ -189,8 +189,9 @@ def test_a_report_signed_by_another_organisation_is_not_counted(store_url: str) 
         forged = _import(store, "evil.eml", mail)
         assert (forged.status, forged.authenticated) == (IMPORTED, "evil.example")
         assert forged.notes == (
-            "authenticated by evil.example, not by the reporter's domain: not counted in "
-            "summaries unless --include-unauthenticated",
+            "authenticated by evil.example, but not sent from the address the report names "
+            "(noreply-dmarc-support@google.com): not counted in summaries unless "
+            "--include-unauthenticated",
         )
         assert _import(store, "real.eml", signed(_mail(REAL), "google.com")).status == IMPORTED
         found = _summary(store)
@@ -199,6 +200,45 @@ def test_a_report_signed_by_another_organisation_is_not_counted(store_url: str) 
                     f"google.com!example.com!{BEGIN}!{BEGIN + DAY - 1}.xml.gz"]  # fmt: skip
         assert (stored.auth.domain, stored.auth.from_domain) == ("evil.example", "evil.example")
         assert stored.trust == Trust.SUPERSEDED  # (a copy of the report stored authenticated)
+    finally:
+        store.close()
+
+
+def test_a_user_of_the_reporting_domain_cannot_pre_empt_the_report(store_url: str) -> None:
+    """REVIEW17B 3: a user of a mailbox provider that also reports signs -- with the
+    provider's own key, as for all its users' mail -- a report naming the provider's
+    reporting address and a Report-ID the provider will use. The same organisation made it
+    authenticated, and the real report, arriving later, was stored superseded. Now the
+    From address must be the report's own: the user's copy is unauthenticated."""
+    store = open_store(store_url)
+    try:
+        early = signed(_mail(FORGED, sender="mallory@google.com"), "google.com")
+        forged = _import(store, "early.eml", early)
+        assert (forged.status, forged.authenticated) == (IMPORTED, "google.com")  # (its d=)
+        assert "not sent from the address the report names" in forged.notes[0]
+        assert _import(store, "real.eml", signed(_mail(REAL), "google.com")).status == IMPORTED
+        found = _summary(store)
+        assert (found.messages, found.unauthenticated.reports) == (12, 1)
+        trusts = {
+            r.source.partition(" ")[0]: r.trust for r in received_reports(store, "example.com")
+        }
+        assert trusts == {"early.eml": Trust.SUPERSEDED, "real.eml": Trust.AUTHENTICATED}
+    finally:
+        store.close()
+
+
+def test_a_report_naming_no_address_is_never_authenticated(store_url: str) -> None:
+    """REVIEW17B 2: with no usable <email>, the reporter was taken from the e-mail's From:
+    any domain signing its own mail had its reports counted, and could supersede a copy
+    that named no address either."""
+    store = open_store(store_url)
+    try:
+        for email in ("", "not an address", "x@-bad-.example"):
+            mail = signed(_mail(_xml([("192.0.2.1", 1, "pass")], email=email)), "google.com")
+            result = _import(store, f"{email or 'none'}.eml", mail)
+            assert result.status == IMPORTED, email
+            assert "not counted in summaries" in result.notes[0], email
+        assert _summary(store).messages == 0
     finally:
         store.close()
 

@@ -5,9 +5,11 @@ Anyone can send a report to a ``rua=`` address, naming any reporter and any Repo
 report's own ``org_name`` and ``email`` prove nothing. What does is a DKIM signature of the
 report e-mail that passes and whose d= is aligned (relaxed: the same organisational domain,
 RFC 9989 4.4, on the public suffix list) with the e-mail's From domain. Its d= is the
-report's *authenticated domain*; the report then counts in summaries when that domain's
-organisational domain is also its reporter's (:func:`trust_of`: the domain of the
-report's ``email``, or the From domain when the report names no e-mail address).
+report's *authenticated domain*; an aggregate report then counts in summaries when the
+e-mail's From address is the report's own ``<email>`` (:func:`trust_of`). The same
+organisation is not enough: a user of a mailbox provider that also reports (its users'
+addresses in the reporting domain) could sign a report naming the provider's reporting
+address, with a Report-ID the provider will use, and have the real one stored superseded.
 
 Out of scope: SPF (an imported e-mail has no connecting IP address), ARC (a forwarding
 mailbox provider vouching for a report is not the reporter), DMARC policy (the reporter's
@@ -22,6 +24,8 @@ again (docs/reports.md "Authenticated reports").
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from mailauth.dkim import DkimPolicy, verify_dkim
 from mailauth.dmarc.discovery import psl_organizational_domain
 from mailauth.dmarc.evaluate import extract_author_domains
@@ -30,7 +34,13 @@ from mailauth.domains import name_problem, normalize_domain
 from mailauth.errors import MessageParseError
 from mailauth.message import Message
 from mailauth.plan import Budget, Plan, bounded, run_plan
-from mailauth.reports.received.model import AuthResult, Report, ReportAuth, Trust
+from mailauth.reports.received.model import (
+    AuthResult,
+    Report,
+    ReportAuth,
+    Trust,
+    claimed_address,
+)
 from mailauth.results import DkimOutcome, DkimResult
 
 SECONDS = 10.0  # the DKIM checks of one report e-mail (as the pipeline's DKIM budget)
@@ -61,7 +71,9 @@ def authenticate_mail(raw: bytes, *, now: float,
     policy = policy or DkimPolicy(reject_partial_body=True)
     budget = Budget("DKIM", policy.max_signatures, SECONDS)
     outcomes = yield from bounded(verify_dkim(message, now=now, policy=policy), budget)
-    return judge(outcomes, from_domain)
+    mailboxes = message.author().mailboxes
+    address = mailboxes[0].address.lower() if len(mailboxes) == 1 else ""
+    return replace(judge(outcomes, from_domain), from_address=address)
 
 
 def judge(outcomes: tuple[DkimOutcome, ...], from_domain: str) -> ReportAuth:
@@ -104,23 +116,18 @@ def authenticate(raw: bytes, resolver: DnsResolver, *, now: float,
     return run_plan(authenticate_mail(raw, now=now, policy=policy), resolver)
 
 
-def reporter_domain(report: Report) -> str:
-    """The domain the report claims to come from: that of its ``email`` (the aggregate
-    report's ``<email>``, the failure report e-mail's From, the TLS report's
-    ``contact-info`` when it is an address), else its e-mail's From domain."""
-    _, at, domain = report.email.strip().strip("<>").rpartition("@")
-    found = _domain(domain) if at else ""
-    return found or report.auth.from_domain
-
-
 def trust_of(report: Report) -> Trust:
-    """``authenticated`` when the report's authenticated domain and its reporter's domain
-    (:func:`reporter_domain`) have the same organisational domain; else
-    ``unauthenticated`` (a bare file, an unsigned or forged e-mail, one signed by another
-    organisation than the reporter it names)."""
+    """``authenticated`` when the report e-mail passed (an aligned signature), its From
+    address is the report's own address (``<email>``, compared in any case) and the
+    authenticated domain's organisation is that address's; else ``unauthenticated`` (a
+    bare file, an unsigned or forged e-mail, one from another mailbox than the one the
+    report names, a report that names none: it could never be told from another's)."""
     auth = report.auth
-    reporter = reporter_domain(report)
-    if auth.result != AuthResult.PASS or not auth.domain or not reporter:
+    claimed = claimed_address(report.email)
+    if auth.result != AuthResult.PASS or not auth.domain or not claimed:
         return Trust.UNAUTHENTICATED
+    if claimed != auth.from_address:
+        return Trust.UNAUTHENTICATED
+    reporter = claimed.rpartition("@")[2]
     same = psl_organizational_domain(auth.domain) == psl_organizational_domain(reporter)
     return Trust.AUTHENTICATED if same else Trust.UNAUTHENTICATED

@@ -191,7 +191,8 @@ def _auth_notes(report: Report) -> tuple[str, ...]:
     if auth is BARE_FILE or trust_of(report) == Trust.AUTHENTICATED:
         return ()
     if auth.result == AuthResult.PASS:
-        note = f"authenticated by {auth.domain}, not by the reporter's domain"
+        note = (f"authenticated by {auth.domain}, but not sent from the address the report "
+                f"names ({report.email.strip() or 'none'})")  # fmt: skip
     else:
         note = f"unauthenticated ({auth.result}: {auth.reason})"
     if isinstance(report, AggregateReport):

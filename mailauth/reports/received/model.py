@@ -13,6 +13,8 @@ import hashlib
 from dataclasses import dataclass, field
 from enum import StrEnum
 
+from mailauth.domains import name_problem, normalize_domain
+
 
 class ReportKind(StrEnum):
     AGGREGATE = "aggregate"
@@ -74,12 +76,23 @@ class ReportAuth:
     """The report e-mail's authentication: ``result``, ``domain`` (the d= of the aligned
     passing signature, "" otherwise), ``from_domain`` (the report e-mail's From domain, ""
     for a bare file), ``reason`` (why it did not pass: shown at import, not stored, not
-    compared)."""
+    compared), ``from_address`` (the From address, lower case: compared with the report's
+    own address by :func:`.authenticate.trust_of`; not stored)."""
 
     result: AuthResult = AuthResult.NONE
     domain: str = ""
     from_domain: str = ""
     reason: str = field(default="", compare=False)
+    from_address: str = field(default="", compare=False)
+
+
+def claimed_address(text: str) -> str:
+    """The address a report names (``<>`` and spaces around it dropped, its domain
+    normalised, lower case), or "" when ``text`` is no address with a host name."""
+    local, at, domain = text.strip().strip("<>").strip().rpartition("@")
+    if not (local and at) or not domain or name_problem(domain):
+        return ""
+    return f"{local}@{normalize_domain(domain)}".lower()
 
 
 BARE_FILE = ReportAuth(AuthResult.NONE, reason="a bare file, not an e-mail")
@@ -179,7 +192,12 @@ class AggregateReport:
 
     @property
     def key(self) -> str:
-        return report_key(self.kind, self.org_name, self.email, self.report_id, self.auth.domain)
+        """(The authenticated domain in it only when the e-mail came from the address the
+        report names: a copy from another mailbox of the same domain -- a user of a
+        provider that also reports -- shares the key of the unauthenticated copies, and
+        never takes the real report's.)"""
+        signer = self.auth.domain if claimed_address(self.email) == self.auth.from_address else ""
+        return report_key(self.kind, self.org_name, self.email, self.report_id, signer)
 
 
 # -- failure reports (RFC 9991; RFC 6591 ARF auth-failure) -----------------------------------
