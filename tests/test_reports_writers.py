@@ -308,3 +308,39 @@ def test_two_upserts_into_one_table_in_one_transaction_count_once(store_url: str
         assert store.fetchall("SELECT k, n FROM t ORDER BY k") == [("a", 1), ("b", 1)]
     finally:
         store.close()
+
+
+def test_close_leaves_a_writer_still_in_a_statement_its_connection(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """REVIEW16B 6: close() waited 30 s, less than a statement's bound (30 s and the
+    client's 2 s margin), then closed the store under the thread still writing. Now it
+    waits longer than that by default, and a thread still busy keeps its connection."""
+    import threading
+
+    from mailauth.reports.background import CLOSE_TIMEOUT, WRITER_TIMEOUT, BackgroundWriter
+    from mailauth.reports.store import _ABORT_MARGIN
+
+    assert CLOSE_TIMEOUT > WRITER_TIMEOUT + _ABORT_MARGIN
+
+    class Stuck(BackgroundWriter):
+        released = threading.Event()
+        writing = threading.Event()
+
+        def _flush_seconds(self) -> float:
+            return 0.01
+
+        def _write_once(self) -> bool:
+            self._store = self._store or open_store(self.url)
+            self.writing.set()
+            return self.released.wait(30)
+
+    url = str(tmp_path / "reports.sqlite")
+    writer = Stuck(url, open_store).start()
+    assert Stuck.writing.wait(10)
+    writer.close(timeout=0.2)
+    assert f"{url} still writing after 0.2 s: left to finish" in caplog.text
+    assert writer._store is not None and writer._thread is not None  # (left to finish)
+    Stuck.released.set()
+    writer._thread.join(10)
+    writer._store.close()

@@ -12,9 +12,10 @@ about half a minute, not a thread blocked for ever.
 A store that is down (a connection refused, a server gone, a statement timed out) is a
 *temporary* failure: the batch is kept and retried, for as long as it takes (the buffer's
 bound then decides what is dropped). A batch the store refuses *permanently* (a
-constraint, a type or a programming error: :attr:`StoreError.permanent`; it would fail
-again) is retried at most :data:`PERMANENT_ATTEMPTS` times in all, then dropped, counted
-and logged, so that one bad row does not hold everything behind it for ever.
+constraint or a value the store will never take: :attr:`StoreError.permanent`; it would
+fail again; not a privilege or a table an operator can mend) is retried at most
+:data:`PERMANENT_ATTEMPTS` times in all, then dropped, counted and logged, so that one bad
+row does not hold everything behind it for ever.
 """
 
 from __future__ import annotations
@@ -26,11 +27,14 @@ import time
 from collections.abc import Callable
 from typing import Self
 
-from mailauth.reports.store import Store, StoreError, open_store
+from mailauth.reports.store import Store, StoreError, open_store, shown_url
 
 log = logging.getLogger("mailauth.reports")
 PERMANENT_ATTEMPTS = 3  # writes of a batch the store refuses for good, then it is dropped
 WRITER_TIMEOUT = 30.0  # seconds a PostgreSQL statement of a writer may take at most
+# Seconds close() waits for the thread: more than one statement's bound and the client's
+# margin past it (32 s), so that a batch in its last statement is not cut at a shutdown.
+CLOSE_TIMEOUT = WRITER_TIMEOUT + 10.0
 
 
 def open_writer_store(url: str) -> Store:
@@ -91,12 +95,18 @@ class BackgroundWriter(abc.ABC):
             self._wake.set()
             return self._done.wait_for(lambda: self._generation >= target, timeout)
 
-    def close(self, timeout: float = 30.0) -> None:
-        """Write what is buffered and stop the thread."""
+    def close(self, timeout: float = CLOSE_TIMEOUT) -> None:
+        """Write what is buffered and stop the thread. A thread still writing after
+        ``timeout`` seconds (a server that stopped answering mid-statement) keeps its
+        connection: closing it under the thread would race the statement in flight."""
         self._stopping = True
         self._wake.set()
         if self._thread is not None:
             self._thread.join(timeout)
+            if self._thread.is_alive():
+                log.warning("%s still writing after %g s: left to finish", shown_url(self.url),
+                            timeout)  # fmt: skip
+                return
             self._thread = None
         else:
             self._write_once()

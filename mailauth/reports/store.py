@@ -56,6 +56,15 @@ class StoreError(MailauthError):
         self.permanent = permanent
 
 
+def shown_url(url: str) -> str:
+    """A store's URL without its password (for messages and the log)."""
+    parts = urlsplit(url)
+    if parts.password:
+        netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
+        return parts._replace(netloc=netloc).geturl()
+    return url
+
+
 def is_postgres_url(url: str) -> bool:
     return url.startswith(("postgresql://", "postgres://"))
 
@@ -201,11 +210,7 @@ class Store(abc.ABC):
 
     def display(self) -> str:
         """The store's URL without a password."""
-        parts = urlsplit(self.url)
-        if parts.password:
-            netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
-            return parts._replace(netloc=netloc).geturl()
-        return self.url
+        return shown_url(self.url)
 
     def version(self) -> int:
         """The schema version reached (0: an empty store)."""
