@@ -227,6 +227,32 @@ def test_a_user_of_the_reporting_domain_cannot_pre_empt_the_report(store_url: st
         store.close()
 
 
+@pytest.mark.parametrize(
+    ("sender", "email"),
+    [
+        ("dmarc-reports@google.com", GOOGLE),  # (another mailbox of the reporter's domain)
+        (GOOGLE, f"mailto:{GOOGLE}"),
+        (GOOGLE, f"Google <{GOOGLE}>"),
+    ],
+)
+def test_a_forgery_first_never_makes_a_signed_report_a_duplicate(sender: str, email: str) -> None:
+    """REVIEW24 1: with the authenticated domain left out of the key of a report whose From
+    is not its <email>, an unsigned forgery imported first had the real report's key, and
+    the real one was dropped as a duplicate. Every signed copy's key carries who signed it
+    (d= and the From address)."""
+    store = open_store(":memory:")
+    try:
+        forged = _mail(_xml([("203.0.113.66", 4_000_000_000, "pass")], email=email),
+                       sender="x@attacker.example")  # fmt: skip
+        real = signed(_mail(_xml([("198.51.100.1", 12, "fail")], email=email), sender=sender),
+                      "google.com")  # fmt: skip
+        assert _import(store, "forged.eml", forged).status == IMPORTED
+        assert _import(store, "real.eml", real).status == IMPORTED
+        assert _import(store, "again.eml", real).status == DUPLICATE  # (itself, again)
+    finally:
+        store.close()
+
+
 def test_a_report_naming_no_address_is_never_authenticated(store_url: str) -> None:
     """REVIEW17B 2: with no usable <email>, the reporter was taken from the e-mail's From:
     any domain signing its own mail had its reports counted, and could supersede a copy

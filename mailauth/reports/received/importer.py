@@ -123,7 +123,7 @@ def import_item(store: Store, item: SourceItem, *, now: int,
     found: dict[str, StoredAggregate] = {}
 
     def known(key: str) -> bool:  # (``key``: the reader's, of the report unauthenticated)
-        stored = stored_aggregate(store, authenticated_key(key, auth.domain))
+        stored = stored_aggregate(store, authenticated_key(key, auth.signer))
         if stored is not None:
             found[key] = stored
         return stored is not None

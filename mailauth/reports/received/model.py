@@ -23,24 +23,25 @@ class ReportKind(StrEnum):
 
 
 def report_key(kind: ReportKind, org_name: str, email: str, report_id: str,
-               auth_domain: str = "") -> str:  # fmt: skip
-    """The store's key of a report: the same (kind, reporter, Report-ID, authenticated
-    domain) gives the same key, however often and from wherever it is imported (reporter
-    names compared without case). A report with no authenticated domain keeps the key of
-    schema versions 2-4 (so that the rows stored before version 5 are still found); one
-    authenticated by ``auth_domain`` gets :func:`authenticated_key` of it, so that no
-    unauthenticated copy, however forged, can take the real one's place."""
+               signer: str = "") -> str:  # fmt: skip
+    """The store's key of a report: the same (kind, reporter, Report-ID, who signed it)
+    gives the same key, however often and from wherever it is imported (reporter names
+    compared without case). A report not authenticated keeps the key of schema versions
+    2-4 (so that the rows stored before version 5 are still found); one authenticated
+    gets :func:`authenticated_key` of its ``signer`` (:attr:`ReportAuth.signer`: the
+    authenticated domain and the From address), so that no other copy, however forged,
+    can take the real one's place."""
     text = "\0".join((kind.value, org_name.strip().lower(), email.strip().lower(), report_id))
     key = hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:40]
-    return authenticated_key(key, auth_domain)
+    return authenticated_key(key, signer)
 
 
-def authenticated_key(key: str, auth_domain: str) -> str:
-    """``key`` (of an unauthenticated report) for the same report authenticated by
-    ``auth_domain`` ("": ``key`` itself)."""
-    if not auth_domain:
+def authenticated_key(key: str, signer: str) -> str:
+    """``key`` (of an unauthenticated report) for the same report authenticated as
+    ``signer`` ("": ``key`` itself)."""
+    if not signer:
         return key
-    text = f"{key}\0{auth_domain.lower()}"
+    text = f"{key}\0{signer.lower()}"
     return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:40]
 
 
@@ -84,6 +85,15 @@ class ReportAuth:
     from_domain: str = ""
     reason: str = field(default="", compare=False)
     from_address: str = field(default="", compare=False)
+
+    @property
+    def signer(self) -> str:
+        """What of the authentication goes into a report's key (:func:`report_key`): the
+        authenticated domain and the From address, so that no other copy -- unsigned, signed
+        by another domain, or sent from another mailbox of the same domain (a user of a
+        provider that also reports) -- has the real report's key and takes its place; ""
+        when unauthenticated."""
+        return f"{self.domain} {self.from_address}" if self.domain else ""
 
 
 def claimed_address(text: str) -> str:
@@ -192,12 +202,7 @@ class AggregateReport:
 
     @property
     def key(self) -> str:
-        """(The authenticated domain in it only when the e-mail came from the address the
-        report names: a copy from another mailbox of the same domain -- a user of a
-        provider that also reports -- shares the key of the unauthenticated copies, and
-        never takes the real report's.)"""
-        signer = self.auth.domain if claimed_address(self.email) == self.auth.from_address else ""
-        return report_key(self.kind, self.org_name, self.email, self.report_id, signer)
+        return report_key(self.kind, self.org_name, self.email, self.report_id, self.auth.signer)
 
 
 # -- failure reports (RFC 9991; RFC 6591 ARF auth-failure) -----------------------------------
@@ -247,7 +252,7 @@ class FailureReport:
 
     @property
     def key(self) -> str:
-        return report_key(self.kind, self.reporter, self.email, self.report_id, self.auth.domain)
+        return report_key(self.kind, self.reporter, self.email, self.report_id, self.auth.signer)
 
 
 # -- SMTP TLS reports (RFC 8460 section 4) ---------------------------------------------------
@@ -299,7 +304,7 @@ class TlsReport:
 
     @property
     def key(self) -> str:
-        return report_key(self.kind, self.org_name, self.email, self.report_id, self.auth.domain)
+        return report_key(self.kind, self.org_name, self.email, self.report_id, self.auth.signer)
 
 
 Report = AggregateReport | FailureReport | TlsReport
