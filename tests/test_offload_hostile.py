@@ -236,13 +236,16 @@ def test_a_closed_offloader_starts_no_worker() -> None:
         pool.close()
 
 
-def test_a_heavy_message_across_a_reload_goes_to_the_new_workers() -> None:
+@pytest.mark.parametrize("ready", [True, False])
+def test_a_heavy_message_across_a_reload_goes_to_the_new_workers(ready: bool) -> None:
     """Its place taken on the old workers, which the reload stopped before its end: the
-    new ones check it (it had been on_error)."""
+    new ones check it (it had been on_error); the loop does when none of them is ready yet
+    (a reload's workers start with their first request: REVIEW24 2, it was on_error)."""
     old = Offloader(worker_authenticator, workers=1)
     old.start()
     new = Offloader(worker_authenticator, workers=1)
-    new.start()
+    if ready:
+        new.start()
     headers, body = _demo(_decoys(6))
 
     async def go() -> list[tuple[bytes, bytes]]:
@@ -278,7 +281,9 @@ def test_a_heavy_message_across_a_reload_goes_to_the_new_workers() -> None:
     finally:
         new.close()
     assert b"dkim=pass" in inserted_fields(replies)[0]
-    assert (old.waiting, old.held, new.offloaded) == (0, 0, 1)
+    assert b"spf=pass" in inserted_fields(replies)[0]
+    assert (old.waiting, old.held, new.offloaded) == (0, 0, 1 if ready else 0)
+    assert new.stats.on_loop == ({} if ready else {"no_worker": 1})
 
 
 def zone_authenticator() -> Authenticator:
@@ -488,3 +493,26 @@ def test_spf_does_not_wait_behind_a_message_being_written() -> None:
         asyncio.run(go())
     finally:
         pool.close()
+
+
+def test_a_worker_that_cannot_be_started_is_said_once_and_not_tried_again_at_once(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """REVIEW24 3: a fork or file descriptor failure starting a worker escaped to the MTA
+    connection's task (the connection lost), and every heavy message tried again."""
+    pool = Offloader(worker_authenticator, workers=1, respawn_delay=60)
+    tried = []
+
+    def failing(*, wait: bool) -> Any:
+        tried.append(wait)
+        raise OSError(24, "Too many open files")
+
+    pool._spawn = failing  # type: ignore[method-assign]
+    try:
+        for _ in range(5):
+            assert not pool.reserve() and not pool.has_ready_worker()
+    finally:
+        pool.close()
+    assert tried == [False]
+    assert caplog.text.count("a worker process could not be started") == 1
+    assert pool.stats.on_loop == {"no_worker": 5}

@@ -346,15 +346,16 @@ class Offloader:
                 )  # fmt: skip
                 self._kill(worker)
                 self._respawn_at = now + self.respawn_delay
-        if not self._resting():
-            for index, worker in enumerate(self._workers):
-                if not worker.alive:
-                    self._workers[index] = self._spawn(wait=False)
-                    self.stats.restarts += 1
-            if len(self._workers) < self.workers:
-                self._workers.extend(
-                    self._spawn(wait=False) for _ in range(self.workers - len(self._workers))
-                )
+        for index, worker in enumerate(self._workers):
+            if worker.alive or self._resting():
+                continue
+            if (new := self._try_spawn()) is not None:
+                self._workers[index] = new
+                self.stats.restarts += 1
+        while len(self._workers) < self.workers and not self._resting():
+            if (new := self._try_spawn()) is None:
+                break
+            self._workers.append(new)
         try:
             asyncio.get_running_loop()
         except RuntimeError:
@@ -363,6 +364,18 @@ class Offloader:
             if worker.alive and worker.connected is None:
                 worker.connected = asyncio.ensure_future(self._connect(worker))
                 worker.connected.add_done_callback(_retrieved)
+
+    def _try_spawn(self) -> _Worker | None:
+        """A new worker, or None when none could be started now (no process, no file
+        descriptor left): said once, and none tried again for ``respawn_delay`` seconds;
+        the loop does the work meanwhile."""
+        try:
+            return self._spawn(wait=False)
+        except (OSError, OffloadError) as exc:
+            log.warning("a worker process could not be started: %s; another in %g s", exc,
+                        self.respawn_delay)  # fmt: skip
+            self._respawn_at = time.monotonic() + self.respawn_delay
+            return None
 
     def has_ready_worker(self) -> bool:
         """Whether a worker is running with its Authenticator built (starting the missing
@@ -406,6 +419,7 @@ class Offloader:
             task.add_done_callback(_retrieved)
 
     async def _replies(self, worker: _Worker, reader: asyncio.StreamReader) -> None:
+        said = False  # (why it could not start, logged)
         try:
             while True:
                 reply = await _read_frame(reader)
@@ -414,6 +428,7 @@ class Offloader:
                 if isinstance(reply, str):  # "ready", or why the worker could not start
                     if reply != "ready":
                         log.warning("a worker process could not start: %s", reply[:500])
+                        said = True
                         break
                     worker.ready = True
                     continue
@@ -429,10 +444,11 @@ class Offloader:
             if worker.alive:  # (ended on its own: replaced after respawn_delay)
                 self._kill(worker)
                 self._respawn_at = time.monotonic() + self.respawn_delay
-                if worker.ready:
+                if not said:
                     log.warning(
-                        "worker process %d ended (exit status %s); another in %g s",
+                        "worker process %d ended%s (exit status %s); another in %g s",
                         worker.process.pid,
+                        "" if worker.ready else " before it was ready",
                         worker.process.returncode,
                         self.respawn_delay,
                     )

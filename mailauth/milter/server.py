@@ -805,6 +805,9 @@ class Milter:
         # (a relayed message: the real client its border's Received field names)
         client, helo = message.client if message.client[0] else (session.address, session.helo)
         ip = client or "0.0.0.0"  # noqa: S104 - a value, not a bind
+        if not offloader.has_ready_worker():  # (a reload's starting, or one that ended)
+            offloader.stats.on_loop["no_worker"] += 1
+            return await self._loop_verdict(session, raw, ip, helo)
         verdict = await offloader.verdict(
             raw, ip=ip, helo=helo, mail_from=message.mail_from, seconds=seconds
         )
@@ -813,6 +816,21 @@ class Milter:
             verdict, ip=ip, mail_from=message.mail_from, recipients=recipients, now=time.time()
         )
         return verdict
+
+    async def _loop_verdict(
+        self, session: _Session, raw: memoryview, ip: str, helo: str
+    ) -> Verdict:
+        """A gathered message checked on the loop after all: no worker ready when it ended
+        (the new workers of a reload still starting, or the one that took it ended). Not
+        on_error: the whole message is here, and a spoof must not pass unchecked."""
+        message = session.message
+        head = len(_header_section(message.headers, session.leading_space)) + 2
+        try:
+            intake = self._intake(session, bytes(raw[: head - 2]), ip, helo)
+            intake.add_body(raw[head:])
+        except MailauthError as exc:
+            raise ValueError(str(exc)) from None
+        return await intake.verdict(self._start_spf(session, ip, helo))
 
     def _failure_recipients(self) -> bool:
         collector = self.settings.failure_reports
