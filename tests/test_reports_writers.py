@@ -344,3 +344,23 @@ def test_close_leaves_a_writer_still_in_a_statement_its_connection(
     Stuck.released.set()
     writer._thread.join(10)
     writer._store.close()
+
+
+def test_which_postgresql_errors_are_permanent(postgres_server: Any) -> None:
+    """(REVIEW24: a key twice in a batch, a limit exceeded and a value the client could not
+    convert would fail again: dropped after the attempts, not retried for ever.)"""
+    from psycopg import errors
+
+    store = open_store(postgres_server.new_database())
+    try:
+        permanent = [errors.CardinalityViolation(), errors.NumericValueOutOfRange(),
+                     errors.UniqueViolation(), errors.ProgramLimitExceeded(),
+                     psycopg.DataError("client-side: cannot dump")]  # fmt: skip
+        temporary = [errors.InsufficientPrivilege(), errors.UndefinedColumn(),
+                     errors.UndefinedTable(), errors.SerializationFailure(),
+                     errors.DeadlockDetected(), errors.QueryCanceled(), errors.DiskFull(),
+                     psycopg.OperationalError("server closed the connection")]  # fmt: skip
+        assert all(store._is_permanent(e) for e in permanent)
+        assert not any(store._is_permanent(e) for e in temporary)
+    finally:
+        store.close()

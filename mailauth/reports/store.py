@@ -446,11 +446,16 @@ class PostgresStore(Store):
         return (self._psycopg.Error,)
 
     def _is_permanent(self, error: BaseException) -> bool:
-        """Data exceptions (22) and integrity constraint violations (23) only: psycopg's
-        ProgrammingError also covers a privilege revoked (42501) and a table or column not
-        there yet (42P01, 42703), which an operator mends while the rows wait."""
+        """What the same rows meet again: a cardinality violation (21: a key twice in one
+        batch), data exceptions (22), integrity constraint violations (23), a program limit
+        exceeded (54), and a value psycopg could not convert (a DataError raised by the
+        client, with no SQLSTATE). Not the rest of psycopg's ProgrammingError: a privilege
+        revoked (42501), a table or column not there yet (42P01, 42703), which an operator
+        mends while the rows wait."""
         sqlstate = getattr(error, "sqlstate", None) or ""
-        return sqlstate[:2] in ("22", "23")
+        if not sqlstate:
+            return isinstance(error, self._psycopg.DataError)
+        return sqlstate[:2] in ("21", "22", "23", "54")
 
     def close(self) -> None:
         if self._watchdog is not None:
