@@ -516,3 +516,20 @@ def test_a_worker_that_cannot_be_started_is_said_once_and_not_tried_again_at_onc
     assert tried == [False]
     assert caplog.text.count("a worker process could not be started") == 1
     assert pool.stats.on_loop == {"no_worker": 5}
+
+
+def test_close_after_the_loop_that_connected_the_workers_is_closed_ends_them() -> None:
+    """(REVIEW24: the closed loop's streams raised in close(), and the processes lived on.)"""
+    pool = Offloader(worker_authenticator, workers=1)
+    pool.start()
+    process = pool._workers[0].process
+
+    async def go() -> None:
+        spf, _ = await pool.spf(**ENVELOPE, seconds=10)  # (connected on this loop)
+        assert spf.mailfrom.result.value == "pass"
+
+    loop = asyncio.new_event_loop()
+    loop.run_until_complete(go())
+    loop.close()  # (its reading tasks never ended: the worker still counted alive)
+    pool.close()
+    assert process.poll() is not None

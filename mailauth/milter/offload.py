@@ -309,20 +309,23 @@ class Offloader:
         if worker.alive:
             self.stats.alive -= 1
         worker.alive = False
-        for future in worker.pending.values():
-            if not future.done():
-                future.set_exception(OffloadError("the worker process checking it died"))
-        worker.pending.clear()
-        if worker.writer is not None:
-            worker.writer.close()
-        else:
-            worker.sock.close()
-        if worker.light_writer is not None:
-            worker.light_writer.close()
-        else:
-            worker.light.close()
         with contextlib.suppress(OSError):
-            worker.process.kill()
+            worker.process.kill()  # (first: nothing below may leave it running)
+        # (RuntimeError: the loop that connected it is closed -- at the end, or a test's
+        # loop -- and its streams and futures cannot be told any more.)
+        with contextlib.suppress(RuntimeError):
+            for future in worker.pending.values():
+                if not future.done():
+                    future.set_exception(OffloadError("the worker process checking it died"))
+        worker.pending.clear()
+        for writer, sock in ((worker.writer, worker.sock), (worker.light_writer, worker.light)):
+            try:
+                if writer is not None:
+                    writer.close()  # (its transport closes the socket)
+                    continue
+            except RuntimeError:
+                pass
+            sock.close()
         with contextlib.suppress(subprocess.TimeoutExpired):
             worker.process.wait(timeout=1)  # (killed: reaped at once)
 
