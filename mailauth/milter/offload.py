@@ -319,13 +319,13 @@ class Offloader:
                     future.set_exception(OffloadError("the worker process checking it died"))
         worker.pending.clear()
         for writer, sock in ((worker.writer, worker.sock), (worker.light_writer, worker.light)):
+            if writer is None:
+                sock.close()
+                continue
             try:
-                if writer is not None:
-                    writer.close()  # (its transport closes the socket)
-                    continue
-            except RuntimeError:
-                pass
-            sock.close()
+                writer.close()  # (its transport closes the socket)
+            except RuntimeError:  # (its loop is closed: the socket is ours to close)
+                sock.close()
         with contextlib.suppress(subprocess.TimeoutExpired):
             worker.process.wait(timeout=1)  # (killed: reaped at once)
 

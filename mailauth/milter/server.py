@@ -587,16 +587,24 @@ class Milter:
         raw = message.raw
         message.raw = None
         message.drop_raw()
-        head = len(_header_section(message.headers, session.leading_space)) + 2
         # (a relayed message: the real client its border's Received field names)
         ip, helo = message.client if message.client[0] else (session.address, session.helo)
         try:
-            intake = self._intake(session, bytes(raw[: head - 2]), ip, helo)
-            intake.add_body(memoryview(raw)[head:])
+            self._gathered_intake(session, memoryview(raw), ip, helo)
         except (MailauthError, ValueError) as exc:
             message.intake, message.problem = None, str(exc)
             return
         message.spf = self._start_spf(session, ip, helo)  # (the worker was to check it)
+
+    def _gathered_intake(
+        self, session: _Session, raw: memoryview, ip: str, helo: str
+    ) -> MessageIntake:
+        """Verification on the loop of a gathered message (``raw``: its header section as
+        gathered, CRLF, the body so far); raises MailauthError or ValueError."""
+        head = len(_header_section(session.message.headers, session.leading_space)) + 2
+        intake = self._intake(session, bytes(raw[: head - 2]), ip, helo)
+        intake.add_body(raw[head:])
+        return intake
 
     def _route(self, session: _Session) -> Route:
         """Sign, verify or pass: the connection's mode (docs/signing.md) and its client."""
@@ -823,11 +831,8 @@ class Milter:
         """A gathered message checked on the loop after all: no worker ready when it ended
         (the new workers of a reload still starting, or the one that took it ended). Not
         on_error: the whole message is here, and a spoof must not pass unchecked."""
-        message = session.message
-        head = len(_header_section(message.headers, session.leading_space)) + 2
         try:
-            intake = self._intake(session, bytes(raw[: head - 2]), ip, helo)
-            intake.add_body(raw[head:])
+            intake = self._gathered_intake(session, raw, ip, helo)
         except MailauthError as exc:
             raise ValueError(str(exc)) from None
         return await intake.verdict(self._start_spf(session, ip, helo))

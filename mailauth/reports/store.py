@@ -44,11 +44,12 @@ _PG_DEFAULTS = {
 class StoreError(MailauthError):
     """The store cannot be opened, read or written (its text says which and why);
     ``unreachable``: a server that did not answer (it may later), not a wrong setting;
-    ``permanent``: the store refused the rows themselves (a constraint, a value: SQLSTATE
-    classes 22 and 23 on PostgreSQL; SQLite's integrity, data, programming and
-    not-supported errors), which the same rows would meet again -- unlike a connection
-    lost, a lock, a timeout, or what an operator can mend while the rows wait (a privilege
-    revoked, a table or column missing until a migration has run)."""
+    ``permanent``: the store refused the rows themselves (a constraint, a value, a limit:
+    SQLSTATE classes 21, 22, 23 and 54 on PostgreSQL, :meth:`PostgresStore._is_permanent`;
+    SQLite's integrity, data, programming and not-supported errors), which the same rows
+    would meet again -- unlike a connection lost, a lock, a timeout, or what an operator
+    can mend while the rows wait (a privilege revoked, a table or column missing until a
+    migration has run)."""
 
     def __init__(self, text: str, *, unreachable: bool = False, permanent: bool = False) -> None:
         super().__init__(text)
