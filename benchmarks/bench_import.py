@@ -89,12 +89,14 @@ def generate(directory: Path, reports: int, low: int, high: int) -> tuple[int, i
 
 def prepare(directory: Path, reports: int, low: int, high: int) -> tuple[int, int, float]:
     """The report files in ``directory``, generated unless a previous run with the same
-    parameters left them there (its manifest says so): (records, octets, seconds taken)."""
+    parameters left them there (its manifest says so, and all the files are there): (records,
+    octets, seconds taken)."""
     manifest = directory.with_name(directory.name + ".manifest.json")  # (not in it: imported)
     wanted = {"reports": reports, "min_records": low, "max_records": high, "seed": 17}
     if manifest.exists():
         known = json.loads(manifest.read_text())
-        if {k: known.get(k) for k in wanted} == wanted:
+        present = sum(1 for _ in directory.glob("*.xml.gz"))
+        if {k: known.get(k) for k in wanted} == wanted and present == reports:
             return int(known["records"]), int(known["octets"]), 0.0
     for old in directory.glob("*.xml.gz"):
         old.unlink()
