@@ -12,7 +12,7 @@ from typing import Literal
 
 import pytest
 
-from mailauth.milter import Milter
+from mailauth.milter import Milter, MilterSettings
 from mailauth.milter import protocol as p
 from mailauth.milter.offload import Offloader
 from mailauth.pipeline import Authenticator
@@ -58,9 +58,9 @@ async def _flood(port: int, fields: int = FIELDS, end: bytes = b"") -> tuple[Mil
 
 @pytest.mark.parametrize("floods", [2, 8])
 def test_a_flood_of_header_fields_is_handled_in_short_turns_in_the_slow_lane(floods: int) -> None:
-    """Connections each write 9,990 header fields at once (past the 1,000 a message may
-    have, the rest are counted and dropped: packets to handle all the same). A 64 KiB read
-    holds about 3,000: before, each read was handled in one turn, tens of milliseconds of
+    """Connections each write 9,990 header fields at once (to a milter that takes that
+    many: past its cap, a message's further fields are skipped, the last test). A 64 KiB
+    read holds about 3,000: before, each read was handled in one turn, tens of milliseconds of
     CPU (a message's end: the next test). Between two turns of another task, the loop now
     spends at most a few milliseconds of CPU (measured in this thread's CPU time, so that a
     busy machine preempting the test does not count), and the slow lane was taken in turns:
@@ -69,7 +69,8 @@ def test_a_flood_of_header_fields_is_handled_in_short_turns_in_the_slow_lane(flo
     however many connections are in the lane."""
 
     async def go() -> tuple[float, int, int]:
-        milter = Milter(Authenticator("mx.example.org", RESOLVER))
+        settings = MilterSettings(max_header_fields=FIELDS)
+        milter = Milter(Authenticator("mx.example.org", RESOLVER), settings)
         lane = milter._lane = _CountingLock()
         server = await asyncio.start_server(milter.handle, "127.0.0.1", 0)
         port = server.sockets[0].getsockname()[1]
@@ -134,3 +135,31 @@ def test_the_end_of_a_header_flood_goes_to_a_worker() -> None:
     assert pool.offloaded == 1
     assert replies[-1] == p.CONTINUE
     assert largest < 0.006, f"{largest * 1000:.1f} ms of CPU in one stretch"
+
+
+def test_the_header_fields_of_a_message_already_refused_are_not_looked_at() -> None:
+    """Past the 1,000 header fields a message may have, it is refused at its end (552)
+    whatever follows: the 8,990 further fields of a flood are skipped as packets, not handled
+    one by one (before: each parsed and checked for Authentication-Results, 8 us apiece)."""
+    seen: list[bytes] = []
+
+    class Counting(Milter):
+        async def _dispatch(self, session, command, data):  # type: ignore[no-untyped-def]
+            seen.append(command)
+            return await super()._dispatch(session, command, data)
+
+    async def go() -> list[tuple[bytes, bytes]]:
+        milter = Counting(Authenticator("mx.example.org", RESOLVER))
+        server = await asyncio.start_server(milter.handle, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        client, _ = await _flood(port, end=_packet(p.EOH) + _packet(p.EOM))
+        replies = [await client.read()]
+        await client.close()
+        server.close()
+        return replies
+
+    replies = asyncio.run(go())
+    assert replies == [(p.REPLYCODE, b"552 5.3.4 Message header too large "
+                        b"(more than 1000 header fields)\0")]  # fmt: skip
+    assert seen.count(p.HEADER) == 1_001  # (the one past the cap made it refused)
+    assert seen[-2:] == [p.EOH, p.EOM]

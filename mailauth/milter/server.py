@@ -56,6 +56,7 @@ DEFAULT_IDLE_TIMEOUT = 7210.0
 TURN = 0.002
 LANE_AFTER = 0.010
 LANE_TURN = 0.0005
+SKIPPED = 64  # header fields of a refused message skipped between two looks at the clock
 _WAITED = 0.0002  # seconds a read took beyond which it waited for data (others ran meanwhile)
 # What one message may make the milter hold: its header section, at most MAX_HEADER_SECTION
 # octets and MAX_HEADER_FIELDS fields (mailauth.config: 1 MiB, 1,000; the body is never
@@ -291,23 +292,32 @@ class Milter:
         replies = []
         in_lane = False  # whether this connection holds the slow lane
         cpu = time.thread_time()
+        skipped = 0
         try:
             for command, data in p.take_packets(received):
-                if command == p.EOM:  # (it waits for the checks: never in the lane)
-                    if in_lane:
-                        self._lane.release()
-                        in_lane = False
-                elif not in_lane and session.message.loop_used > LANE_AFTER:
-                    await self._lane.acquire()
-                    in_lane = True
-                    session.turn_began = time.perf_counter()  # (waited: a new turn)
-                    cpu = time.thread_time()
                 message = session.message
-                reply = await self._dispatch(session, command, data)
-                if reply is None:
-                    return None
-                if reply and command not in session.no_reply:
-                    replies.append(reply)
+                if command == p.HEADER and message.oversized:
+                    # Refused at its end whatever follows: its further header fields are
+                    # not looked at (a flood of 5,000 took the loop 40 ms), and the clock
+                    # is read for every SKIPPED of them only.
+                    skipped += 1
+                    if skipped % SKIPPED:
+                        continue
+                else:
+                    if command == p.EOM:  # (it waits for the checks: never in the lane)
+                        if in_lane:
+                            self._lane.release()
+                            in_lane = False
+                    elif not in_lane and message.loop_used > LANE_AFTER:
+                        await self._lane.acquire()
+                        in_lane = True
+                        session.turn_began = time.perf_counter()  # (waited: a new turn)
+                        cpu = time.thread_time()
+                    reply = await self._dispatch(session, command, data)
+                    if reply is None:
+                        return None
+                    if reply and command not in session.no_reply:
+                        replies.append(reply)
                 now, cpu_now = time.perf_counter(), time.thread_time()
                 if command == p.EOM:  # (it waited for the checks: a new turn)
                     session.turn_began = now
