@@ -5,19 +5,32 @@ systemd hosts -- so no journald library is needed).
 
 Every line is one record: the per-message lines are JSON or logfmt with no line break
 (mailauth.milter.logline), and over syslog each record is one datagram.
+
+Neither blocks the event loop: the syslog socket is non-blocking, and stderr is written by
+a thread of its own from a bounded queue (:class:`QueuedStderr`). A pipe or journal stream
+that stops reading fills, and a blocking write on the loop would stop every message with it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import logging.handlers
 import os
+import queue
 import socket
+import threading
 
 from mailauth.cli.common import CliError
 from mailauth.config_inbound import FACILITIES, LogOptions
 
 STDERR_FORMAT = "mailauth milter: %(message)s"
+# Records waiting for stderr (about 300 octets each); past that they are dropped and counted,
+# and a line says how many once stderr has taken half of those waiting.
+STDERR_QUEUE = 10_000
+# Seconds the last records may take to go out when the milter stops (stderr wedged: no
+# more; the milter must still stop).
+STDERR_CLOSE_TIMEOUT = 5.0
 
 
 def configure_logging(options: LogOptions) -> None:
@@ -27,18 +40,65 @@ def configure_logging(options: LogOptions) -> None:
     if options.stderr:
         stderr = logging.StreamHandler()
         stderr.setFormatter(logging.Formatter(STDERR_FORMAT))
-        handlers.append(stderr)
+        handlers.append(QueuedStderr(stderr))
     if options.syslog:
         handlers.append(syslog_handler(options))
     root = logging.getLogger()
     for old in root.handlers[:]:
         root.removeHandler(old)
+        if isinstance(old, QueuedStderr):
+            old.close()
     for handler in handlers:
         root.addHandler(handler)
     root.setLevel(logging.INFO)
     # A syslog daemon restarting must not write tracebacks to stderr: a record that cannot
     # be sent is dropped (the handler reconnects for the next one).
     logging.raiseExceptions = False
+
+
+class QueuedStderr(logging.handlers.QueueHandler):
+    """A handler that formats a record where it is logged (the event loop) and hands it to
+    a thread that writes it with ``target`` (stderr), through a queue of at most ``size``
+    records: a full queue drops the record (counted in ``dropped``) instead of waiting."""
+
+    def __init__(self, target: logging.Handler, size: int = STDERR_QUEUE) -> None:
+        self._queue: queue.Queue[logging.LogRecord | None] = queue.Queue(maxsize=size)
+        super().__init__(self._queue)
+        self.target = target
+        self.dropped = 0
+        self._told = 0  # drops already reported in a line
+        self._writer = threading.Thread(target=self._write, name="mailauth-log", daemon=True)
+        self._writer.start()
+
+    def enqueue(self, record: logging.LogRecord) -> None:
+        try:
+            if self.dropped > self._told and self._queue.qsize() <= self._queue.maxsize // 2:
+                # (once stderr takes lines again: not a note for every slot freed)
+                lost = self.dropped - self._told
+                self._queue.put_nowait(_note(f"{lost} log lines dropped: stderr did not take "
+                                             "them in time"))  # fmt: skip
+                self._told = self.dropped
+            self._queue.put_nowait(record)
+        except queue.Full:
+            self.dropped += 1
+
+    def _write(self) -> None:
+        while (record := self._queue.get()) is not None:
+            self.target.handle(record)
+
+    def close(self) -> None:
+        """Write what is queued (for STDERR_CLOSE_TIMEOUT at most), then stop the thread."""
+        if self._writer.is_alive():
+            # (stderr wedged: no room for the end mark, or no end to the write; the daemon
+            # thread then ends with the process)
+            with contextlib.suppress(queue.Full):
+                self._queue.put(None, timeout=STDERR_CLOSE_TIMEOUT)
+            self._writer.join(STDERR_CLOSE_TIMEOUT)
+        super().close()
+
+
+def _note(text: str) -> logging.LogRecord:
+    return logging.LogRecord("mailauth.milter", logging.WARNING, __file__, 0, text, None, None)
 
 
 def syslog_handler(options: LogOptions) -> logging.Handler:

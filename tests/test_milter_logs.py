@@ -1,0 +1,113 @@
+"""The milter's stderr never blocks its event loop (issue 14): a journal stream or a pipe
+that stops reading fills, and a write on the loop would then stop every message."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from mailauth.cli import logs
+from mailauth.cli.logs import QueuedStderr
+from tests.milterclient import MilterClient, split_message
+from tests.test_milter import DEMO, SENDER
+
+MESSAGES = 400  # log lines of ~300 octets: twice what a pipe (64 KiB) holds
+
+
+class _Gate(logging.Handler):
+    """A target that cannot write until opened (a wedged stderr)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.open = threading.Event()
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.open.wait()
+        self.lines.append(record.getMessage())
+
+
+def test_a_wedged_stderr_costs_the_records_past_the_queue_not_a_blocked_caller() -> None:
+    gate = _Gate()
+    handler = QueuedStderr(gate, size=100)
+    log = logging.Logger("t")
+    log.addHandler(handler)
+    started = time.monotonic()
+    for n in range(5_000):
+        log.info("line %d", n)
+    assert time.monotonic() - started < 2  # (the writer waits; the caller never does)
+    assert 4_899 <= handler.dropped <= 4_900  # (one taken by the writer, 100 queued)
+    log.info("one more")  # (while the queue is full: dropped, and no note yet)
+    gate.open.set()
+    while handler.queue.qsize():  # type: ignore[attr-defined]  # (the queued lines go out)
+        time.sleep(0.01)
+    log.info("after")  # (the count of the dropped ones first)
+    handler.close()
+    assert gate.lines[-2:] == [f"{handler.dropped} log lines dropped: stderr did not take "
+                               "them in time", "after"]  # fmt: skip
+    assert gate.lines[0] == "line 0"
+    assert len(gate.lines) in (102, 103)  # (the 100 queued, perhaps the writer's, the note,
+    # "after")
+
+
+def test_close_gives_up_on_a_stderr_that_never_takes_a_line(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(logs, "STDERR_CLOSE_TIMEOUT", 0.2)
+    handler = QueuedStderr(_Gate(), size=2)
+    for n in range(5):
+        handler.handle(logging.LogRecord("t", logging.INFO, __file__, 0, "x %d", (n,), None))
+    started = time.monotonic()
+    handler.close()  # (no room for the end mark, the writer stuck: the milter still stops)
+    assert time.monotonic() - started < 2
+
+
+def test_the_milter_answers_while_nobody_reads_its_stderr(tmp_path: Path) -> None:
+    """Before, the milter wrote each message's log line to stderr from its event loop:
+    with a pipe nobody read, it stopped answering after about 200 messages. Now every
+    message is answered, and the lines come out once the pipe is read again, none lost."""
+    socket_path = tmp_path / "m.sock"
+    config = tmp_path / "m.toml"
+    config.write_text(
+        f'listen = "unix:{socket_path}"\nauthserv_id = "mx.example.org"\n'
+        f'[dns]\nzone_files = ["{DEMO / "example.com.zone"}"]\n[inbound]\noffload_workers = 0\n'
+    )
+    command = [sys.executable, "-m", "mailauth", "milter", "--config", str(config)]
+    process = subprocess.Popen(command, stderr=subprocess.PIPE)
+    headers, body = split_message((DEMO / "message.eml").read_bytes())
+
+    async def send_all() -> int:
+        client = await MilterClient.connect_unix(str(socket_path))
+        await client.negotiate()
+        answered = 0
+        for n in range(MESSAGES):
+            replies = await asyncio.wait_for(
+                client.message(**SENDER, headers=headers, body=body, queue_id=f"Q{n}"), 20
+            )
+            answered += any(b"dkim=pass" in data for _, data in replies)
+        await client.close()
+        return answered
+
+    try:
+        assert process.stderr is not None
+        assert process.stderr.readline().startswith(b"mailauth milter: listening on unix:")
+        answered = asyncio.run(send_all())  # (stderr is not read meanwhile)
+        os.kill(process.pid, signal.SIGTERM)
+        err = process.stderr.read().decode()  # (read now: the queued lines come out)
+        assert process.wait(timeout=30) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert answered == MESSAGES
+    assert len(err.encode()) > 65_536  # (more than the pipe held: the writes had to wait)
+    assert sum(f'{{"queue_id":"Q{n}",' in err for n in range(MESSAGES)) == MESSAGES
+    assert "stopped on SIGTERM" in err
