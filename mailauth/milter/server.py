@@ -92,6 +92,7 @@ _FIELD_OVERHEAD = 100  # octets of Python objects per header field held, beyond 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 _CONTINUE = p.encode(p.CONTINUE)
 _ONE_STEP_DOWN = {Policy.REJECT: Policy.QUARANTINE, Policy.QUARANTINE: Policy.NONE}
+_NO_ADDRESS = "0.0.0.0"  # noqa: S104 - the checks' client with no network client, not a bind
 
 
 @dataclass(frozen=True, slots=True)
@@ -195,6 +196,18 @@ class _Session:
     relay: bool = False  # the client is one of our border hosts (inbound.relay)
     message: _Message = field(default_factory=_Message)
     turn_began: float = 0.0  # when this connection's turn of the loop began (Milter._packets)
+
+    def real_client(self) -> tuple[str, str]:
+        """The client address and HELO the message in progress is verified, logged and
+        reported for: a relayed message's real client, the one its border's Received field
+        names (inbound.py), else this connection's (address "" with no network client:
+        mail submitted on the host)."""
+        client = self.message.client
+        return client if client[0] else (self.address, self.helo)
+
+    def checked_ip(self) -> str:
+        """:meth:`real_client`'s address as the checks take it ("0.0.0.0" for none)."""
+        return self.real_client()[0] or _NO_ADDRESS
 
 
 class Milter:
@@ -482,15 +495,15 @@ class Milter:
         message.headers.clear()
         self._release(message)
 
-    def _start_spf(
-        self, session: _Session, ip: str = "", helo: str | None = None
-    ) -> asyncio.Future[SpfCheck]:
+    def _start_spf(self, session: _Session) -> asyncio.Future[SpfCheck]:
         """SPF needs only the envelope: started at MAIL FROM, its DNS overlaps DATA (a
-        relayed message's, once its header names the client). A sender seen moments ago has
-        its result at once, with no task to schedule."""
-        ip = ip or session.address or "0.0.0.0"  # noqa: S104 - a value, not a bind
-        helo = session.helo if helo is None else helo
-        envelope = {"ip": ip, "helo": helo, "mail_from": session.message.mail_from}
+        relayed message's, once its header names the client: :meth:`_Session.real_client`).
+        A sender seen moments ago has its result at once, with no task to schedule."""
+        envelope = {
+            "ip": session.checked_ip(),
+            "helo": session.real_client()[1],
+            "mail_from": session.message.mail_from,
+        }
         try:
             known = self.authenticator.remembered_spf(**envelope)
         except ValueError:  # (the task below reports it at end of message, as before)
@@ -545,10 +558,10 @@ class Milter:
             if self.settings.failure_reports is not None:  # (a reference, not a copy)
                 message.section = section
                 message.body_copy = self.settings.failure_reports.new_body()
-            ip, helo = self._inbound_facts(session, section)
+            self._inbound_facts(session, section)
             # (a relay's own SPF result is used here, on the loop: workers check SPF themselves)
             if message.relayed_spf or not self._gathered(message, section):
-                self._intake(session, section, ip, helo)
+                self._intake(session, section)
             if self._seals(message):
                 message.seal_hasher = BodyHasher(Canonicalization.RELAXED)
         except (MailauthError, ValueError) as exc:
@@ -575,13 +588,13 @@ class Milter:
             message.spf = None
         return True
 
-    def _intake(self, session: _Session, section: bytes, ip: str, helo: str) -> MessageIntake:
-        """Verification on the loop of the client ``ip`` (or a relay's), the header section
-        given (raises ValueError)."""
+    def _intake(self, session: _Session, section: bytes) -> MessageIntake:
+        """Verification on the loop (of the real client: :meth:`_Session.real_client`), the
+        header section given (raises ValueError)."""
         message = session.message
         intake = message.intake = self.authenticator.intake(
-            ip=ip or "0.0.0.0",  # noqa: S104 - a value, not a bind
-            helo=helo,
+            ip=session.checked_ip(),
+            helo=session.real_client()[1],
             mail_from=message.mail_from,
             recipients=(message.first_recipient,) if message.first_recipient else (),
         )
@@ -597,22 +610,18 @@ class Milter:
         raw = message.raw
         message.raw = None
         message.drop_raw()
-        # (a relayed message: the real client its border's Received field names)
-        ip, helo = message.client if message.client[0] else (session.address, session.helo)
         try:
-            self._gathered_intake(session, memoryview(raw), ip, helo)
+            self._gathered_intake(session, memoryview(raw))
         except (MailauthError, ValueError) as exc:
             message.intake, message.problem = None, str(exc)
             return
-        message.spf = self._start_spf(session, ip, helo)  # (the worker was to check it)
+        message.spf = self._start_spf(session)  # (the worker was to check it)
 
-    def _gathered_intake(
-        self, session: _Session, raw: memoryview, ip: str, helo: str
-    ) -> MessageIntake:
+    def _gathered_intake(self, session: _Session, raw: memoryview) -> MessageIntake:
         """Verification on the loop of a gathered message (``raw``: its header section as
         gathered, CRLF, the body so far); raises MailauthError or ValueError."""
         head = len(_header_section(session.message.headers, session.leading_space)) + 2
-        intake = self._intake(session, bytes(raw[: head - 2]), ip, helo)
+        intake = self._intake(session, bytes(raw[: head - 2]))
         intake.add_body(raw[head:])
         return intake
 
@@ -651,9 +660,9 @@ class Milter:
             and not session.macros.get("auth_authen")
         )
 
-    def _inbound_facts(self, session: _Session, section: bytes) -> tuple[str, str]:
-        """The client and HELO to verify for (a relay's: the real client its Received field
-        names), with what inbound.py finds (refusal, ignore lists, a relay's SPF result)."""
+    def _inbound_facts(self, session: _Session, section: bytes) -> None:
+        """What inbound.py finds in the header section: a relayed message's real client (its
+        border's Received field names it), a refusal, ignore lists, a relay's SPF result."""
         message = session.message
         found = rules.inspect(
             self.settings.inbound, section, session.address, session.relay, message.mail_from
@@ -667,10 +676,8 @@ class Milter:
             done: asyncio.Future[SpfCheck] = asyncio.get_running_loop().create_future()
             done.set_result(found.spf)
             message.spf, message.relayed_spf = done, True
-        ip, helo = message.client if message.client[0] else (session.address, session.helo)
         if session.relay and message.spf is None:
-            message.spf = self._start_spf(session, ip, helo)  # (now that the client is known)
-        return ip, helo
+            message.spf = self._start_spf(session)  # (now that the client is known)
 
     def _negotiate(self, session: _Session, data: bytes) -> bytes:
         """Option negotiation: the actions we take, the steps we skip or do not answer, the
@@ -772,7 +779,7 @@ class Milter:
             seal = [] if unsettled else await self._seal(session, verdict)
             reply, action = self._modifications(session, verdict, seal, strip)
         seconds = time.monotonic() - started
-        client, helo = message.client if message.client[0] else (session.address, session.helo)
+        client, helo = session.real_client()
         facts = {
             "queue_id": session.macros.get("i", ""),
             "client": client,
@@ -796,7 +803,7 @@ class Milter:
         refuse = self.settings.signing is None or self.settings.signing.unauthorized == "refuse"
         facts = {
             "queue_id": session.macros.get("i", ""),
-            "client": session.address,
+            "client": session.real_client()[0],
             "user": session.macros.get("auth_authen", ""),
             "mail_from": session.message.mail_from,
         }
@@ -820,12 +827,10 @@ class Milter:
         if offloader.closed and self.offloader is not None:  # (a reload's new workers)
             offloader = self.offloader
         message.raw = None  # (the place stays taken until the message is over)
-        # (a relayed message: the real client its border's Received field names)
-        client, helo = message.client if message.client[0] else (session.address, session.helo)
-        ip = client or "0.0.0.0"  # noqa: S104 - a value, not a bind
         if not offloader.has_ready_worker():  # (a reload's starting, or one that ended)
             offloader.stats.on_loop["no_worker"] += 1
-            return await self._loop_verdict(session, raw, ip, helo)
+            return await self._loop_verdict(session, raw)
+        ip, helo = session.checked_ip(), session.real_client()[1]
         verdict = await offloader.verdict(
             raw, ip=ip, helo=helo, mail_from=message.mail_from, seconds=seconds
         )
@@ -835,17 +840,15 @@ class Milter:
         )
         return verdict
 
-    async def _loop_verdict(
-        self, session: _Session, raw: memoryview, ip: str, helo: str
-    ) -> Verdict:
+    async def _loop_verdict(self, session: _Session, raw: memoryview) -> Verdict:
         """A gathered message checked on the loop after all: no worker ready when it ended
         (the new workers of a reload still starting, or the one that took it ended). Not
         on_error: the whole message is here, and a spoof must not pass unchecked."""
         try:
-            intake = self._gathered_intake(session, raw, ip, helo)
+            intake = self._gathered_intake(session, raw)
         except MailauthError as exc:
             raise ValueError(str(exc)) from None
-        return await intake.verdict(self._start_spf(session, ip, helo))
+        return await intake.verdict(self._start_spf(session))
 
     def _failure_recipients(self) -> bool:
         collector = self.settings.failure_reports
@@ -972,10 +975,11 @@ class Milter:
         )
         replies.append(p.encode(p.CONTINUE))
         self._count("continue")
+        client, helo = session.real_client()  # (outbound: the connection's own)
         facts = {
             "queue_id": session.macros.get("i", ""),
-            "client": session.address,
-            "helo": session.helo,
+            "client": client,
+            "helo": helo,
             "mail_from": message.mail_from,
         }
         keys = [f"{s.domain}:{s.selector}:{s.algorithm}" for s in message.signers]
