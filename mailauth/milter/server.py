@@ -866,7 +866,7 @@ class Milter:
                 verdict,
                 header=message.section,
                 body=message.body_copy,
-                ip=session.address,
+                ip=session.real_client()[0],  # (a relayed message's real client)
                 mail_from=message.mail_from.strip("<> "),
                 recipients=tuple(message.recipients),
                 action=action,
