@@ -18,7 +18,7 @@ import socket
 import time
 from collections.abc import Sequence
 
-from mailauth.dkim import BodyHasher, Canonicalization
+from mailauth.dkim import BodyHasher
 from mailauth.domains import normalize_domain
 from mailauth.errors import InvalidDomainError, MailauthError
 from mailauth.message import Message
@@ -375,15 +375,7 @@ class Milter:
                     return
             if chosen is Route.PASS:
                 return
-            if self.settings.failure_reports is not None:  # (a reference, not a copy)
-                message.section = section
-                message.body_copy = self.settings.failure_reports.new_body()
-            verifying.inbound_facts(self, session, section)
-            # (a relay's own SPF result is used here, on the loop: workers check SPF themselves)
-            if message.relayed_spf or not verifying.gathered(self, message, section):
-                verifying.intake(self, session, section)
-            if replies.seals(self.settings, message):
-                message.seal_hasher = BodyHasher(Canonicalization.RELAXED)
+            verifying.start(self, session, section)
         except (MailauthError, ValueError) as exc:
             message.intake, message.problem = None, str(exc)
 
@@ -413,22 +405,7 @@ class Milter:
         message = session.message
         if not message.started:
             self._start(session)  # an MTA that skipped EOH
-        if message.intake is not None:
-            message.intake.add_body(chunk)
-        elif message.raw is not None and message.offloader is not None:
-            offloader = message.offloader
-            if len(message.raw) + len(chunk) > offloader.max_bytes:
-                bound = "max_bytes"
-            else:
-                bound = "" if offloader.hold(len(chunk)) else "max_held"
-            if bound:
-                offloader.stats.on_loop[bound] += 1
-                verifying.back_to_the_loop(self, session)
-                if message.intake is not None:
-                    message.intake.add_body(chunk)
-            else:
-                message.raw += chunk
-                message.held_raw += len(chunk)
+        verifying.feed(self, session, chunk)
         for hasher in message.hashers.values():
             hasher.update(chunk)
         if message.seal_hasher is not None:

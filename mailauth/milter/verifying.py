@@ -10,10 +10,11 @@ import asyncio
 import logging
 import time
 
+from mailauth.dkim import BodyHasher, Canonicalization
 from mailauth.errors import MailauthError
 from mailauth.milter import inbound as rules
 from mailauth.milter.offload import Offloader, OffloadError
-from mailauth.milter.replies import header_section
+from mailauth.milter.replies import header_section, seals
 from mailauth.milter.session import MessageState, MilterParts, Session
 from mailauth.pipeline import MessageIntake
 from mailauth.results import SpfCheck, Verdict
@@ -69,7 +70,45 @@ def _retrieved(task: asyncio.Future[SpfCheck]) -> None:
         task.exception()
 
 
-def inbound_facts(milter: MilterParts, session: Session, section: bytes) -> None:
+def start(milter: MilterParts, session: Session, section: bytes) -> None:
+    """End of headers of a message to verify: what the body will feed (an intake on the
+    loop, or the message gathered for a worker), the copies failure reports need, the body
+    hash of an ARC seal (raises MailauthError or ValueError)."""
+    message = session.message
+    if milter.settings.failure_reports is not None:  # (a reference, not a copy)
+        message.section = section
+        message.body_copy = milter.settings.failure_reports.new_body()
+    _inbound_facts(milter, session, section)
+    # (a relay's own SPF result is used here, on the loop: workers check SPF themselves)
+    if message.relayed_spf or not _gathered(milter, message, section):
+        _intake(milter, session, section)
+    if seals(milter.settings, message):
+        message.seal_hasher = BodyHasher(Canonicalization.RELAXED)
+
+
+def feed(milter: MilterParts, session: Session, chunk: bytes) -> None:
+    """A body chunk of a message being verified: to its intake, or to the gathered message
+    (which goes back to the loop past ``max_bytes``, or ``max_held`` for all)."""
+    message = session.message
+    if message.intake is not None:
+        message.intake.add_body(chunk)
+    elif message.raw is not None and message.offloader is not None:
+        offloader = message.offloader
+        if len(message.raw) + len(chunk) > offloader.max_bytes:
+            bound = "max_bytes"
+        else:
+            bound = "" if offloader.hold(len(chunk)) else "max_held"
+        if bound:
+            offloader.stats.on_loop[bound] += 1
+            _back_to_the_loop(milter, session)
+            if message.intake is not None:
+                message.intake.add_body(chunk)
+        else:
+            message.raw += chunk
+            message.held_raw += len(chunk)
+
+
+def _inbound_facts(milter: MilterParts, session: Session, section: bytes) -> None:
     """What inbound.py finds in the header section: a relayed message's real client (its
     border's Received field names it), a refusal, ignore lists, a relay's SPF result."""
     message = session.message
@@ -89,7 +128,7 @@ def inbound_facts(milter: MilterParts, session: Session, section: bytes) -> None
         message.spf = start_spf(milter, session)  # (now that the client is known)
 
 
-def gathered(milter: MilterParts, message: MessageState, section: bytes) -> bool:
+def _gathered(milter: MilterParts, message: MessageState, section: bytes) -> bool:
     """Whether a heavy message is gathered whole for a worker process (a place among
     ``max_waiting`` and room for its header section within ``max_held``); else the
     loop checks it, the bound it met counted."""
@@ -111,7 +150,7 @@ def gathered(milter: MilterParts, message: MessageState, section: bytes) -> bool
     return True
 
 
-def intake(milter: MilterParts, session: Session, section: bytes) -> MessageIntake:
+def _intake(milter: MilterParts, session: Session, section: bytes) -> MessageIntake:
     """Verification on the loop (of the real client), the header section given (raises
     ValueError)."""
     message = session.message
@@ -125,7 +164,7 @@ def intake(milter: MilterParts, session: Session, section: bytes) -> MessageInta
     return made
 
 
-def back_to_the_loop(milter: MilterParts, session: Session) -> None:
+def _back_to_the_loop(milter: MilterParts, session: Session) -> None:
     """A heavy message too large to gather (``max_bytes``, or ``max_held`` for all):
     checked on the loop from here, as one past ``max_waiting`` is (not on_error: six
     junk DKIM-Signature fields must not make a spoof too large to check)."""
@@ -146,7 +185,7 @@ def _gathered_intake(milter: MilterParts, session: Session, raw: memoryview) -> 
     """Verification on the loop of a gathered message (``raw``: its header section as
     gathered, CRLF, the body so far); raises MailauthError or ValueError."""
     head = len(header_section(session.message.headers, session.leading_space)) + 2
-    made = intake(milter, session, bytes(raw[: head - 2]))
+    made = _intake(milter, session, bytes(raw[: head - 2]))
     made.add_body(raw[head:])
     return made
 
