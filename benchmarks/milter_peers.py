@@ -23,7 +23,7 @@ import weakref
 from pathlib import Path
 
 from mailauth.milter import protocol as p
-from mailauth.milter.server import MACROS, STEPS_SKIPPED
+from mailauth.milter.negotiation import MACROS, STEPS_SKIPPED
 from tests.postfix import free_port
 
 # The shared tools sit beside the repository (../shared/tools), as they are laid out for

@@ -46,7 +46,7 @@ from mailauth.errors import ConfigError, MailauthError
 from mailauth.files import CONFIG_LIMIT, read_limited
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
-# The milter's caps on one message's header section (mailauth.milter.server imports these).
+# The milter's caps on one message's header section (mailauth.milter.settings imports these).
 MAX_HEADER_SECTION = 1 << 20
 # Real mail has a few dozen fields (a list's copy with a long Received trail perhaps a
 # hundred; Postfix's hopcount_limit is 50). Each costs the end of the header section about

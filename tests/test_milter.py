@@ -896,16 +896,16 @@ def test_keys_sign_for_other_from_domains() -> None:
     import time
 
     from mailauth.dkim import Signer, public_key_record
-    from mailauth.milter.server import _signers_for
+    from mailauth.milter.outbound import signers_for
     from tests.dkim_helpers import ED_KEY, verify, zone
 
     signer = Signer("example.com", "ed1", ED_KEY)
     table = {"example.com": (signer,), "*.example.com": (signer,), "example.net": (signer,)}
-    assert _signers_for(table, "example.com") == (signer,)
-    assert _signers_for(table, "news.eu.example.com") == (signer,)  # the nearest *.parent
-    assert _signers_for(table, "example.net") == (signer,)
-    assert _signers_for(table, "sub.example.net") == ()  # no *.example.net entry
-    assert _signers_for(table, "badexample.com") == ()
+    assert signers_for(table, "example.com") == (signer,)
+    assert signers_for(table, "news.eu.example.com") == (signer,)  # the nearest *.parent
+    assert signers_for(table, "example.net") == (signer,)
+    assert signers_for(table, "sub.example.net") == ()  # no *.example.net entry
+    assert signers_for(table, "badexample.com") == ()
 
     raw = (
         b"From: News <news@news.example.com>\r\nTo: bob@example.org\r\nSubject: hi\r\n"
@@ -1005,7 +1005,7 @@ def test_any_packet_sequence_gets_a_reply_or_a_protocol_error(
 
     from mailauth.arc import Sealer
     from mailauth.dkim import Signer
-    from mailauth.milter.server import _Session
+    from mailauth.milter.session import Session
     from tests.dkim_helpers import ED_KEY
 
     milter = Milter(
@@ -1019,7 +1019,7 @@ def test_any_packet_sequence_gets_a_reply_or_a_protocol_error(
     )
 
     async def go() -> None:
-        session = _Session()
+        session = Session()
         await milter._dispatch(session, p.OPTNEG, struct.pack(">III", 6, 0x1FF, 0x1FFFFF))
         try:
             for command, data in steps:

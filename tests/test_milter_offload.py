@@ -179,6 +179,31 @@ def test_zones_exist() -> None:
     assert all(Path(zone).exists() for zone in ZONES)
 
 
+def test_a_worker_process_imports_no_command_line() -> None:
+    """A worker builds its Authenticator from the pickled ``AuthenticatorSpec.build``
+    (mailauth.milter.worker_spec): neither its module nor unpickling the factory imports
+    mailauth.cli (every command's code, argparse), which the worker has no use for."""
+    import pickle
+
+    from mailauth.milter.worker_spec import AuthenticatorSpec
+
+    zones = tuple(str(zone) for zone in ZONES)
+    spec = AuthenticatorSpec("mx.example.org", None, zones, 5.0, (), (), 10, False, 30.0)
+    code = (
+        "import pickle, sys; import mailauth.milter.offload_worker; "
+        "authenticator = pickle.loads(sys.stdin.buffer.read())(); "
+        "assert authenticator.authserv_id == 'mx.example.org'; "
+        "sys.exit(','.join(m for m in sys.modules if m.startswith('mailauth.cli')) or None)"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        input=pickle.dumps(spec.build),
+        capture_output=True,
+        check=False,
+    )
+    assert (done.returncode, done.stderr) == (0, b"")
+
+
 def test_the_milter_command_checks_heavy_mail_and_spf_in_its_worker(tmp_path: Path) -> None:
     """``mailauth milter`` with ``inbound.offload_workers = 1``: a heavy message is checked
     in the worker (the stop line counts it, and so do the metrics), with the verdict the

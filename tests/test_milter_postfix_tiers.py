@@ -29,7 +29,7 @@ from typing import Any
 import pytest
 
 from mailauth.dns import ZoneResolver
-from mailauth.milter import Milter, server
+from mailauth.milter import Milter, negotiation
 from mailauth.milter import protocol as p
 from mailauth.pipeline import Authenticator
 from tests.dnsserver import LoopbackDnsServer
@@ -239,7 +239,7 @@ def test_postfix_gives_a_milter_the_actual_client_behind_xforward(
     connecting host (here 127.0.0.1), never the forwarded 192.0.2.10. This is why the
     milter reads the border's Received field rather than macros."""
     wanted = "{client_addr} {client_name} _ {client_ptr}"
-    monkeypatch.setattr(server, "MACROS", dict.fromkeys(server.MACROS, wanted))
+    monkeypatch.setattr(negotiation, "MACROS", dict.fromkeys(negotiation.MACROS, wanted))
     seen: list[tuple[bytes, str]] = []
 
     class Probe(Milter):

@@ -11,6 +11,8 @@ import os
 import pickle
 import signal
 import struct
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -40,6 +42,52 @@ class _Touch:
 
     def __reduce__(self) -> tuple[object, tuple[str, str]]:
         return (open, (self.path, "w"))
+
+
+def _ended(process: subprocess.Popen[bytes], within: float = 10.0) -> bool:
+    """Whether a killed worker has ended and been reaped (returncode set) within ``within``
+    seconds: the Offloader reaps it without waiting for it (``offload._reap``)."""
+    deadline = time.monotonic() + within
+    while process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return process.returncode is not None
+
+
+class _SlowToEnd(subprocess.Popen[bytes]):
+    """A process that takes its time to end when killed (as a killed worker can under
+    load): kill() asks it to end (SIGTERM), and its handler sleeps 2 s first."""
+
+    def kill(self) -> None:
+        self.terminate()
+
+
+def test_killing_a_worker_does_not_wait_for_it_to_end() -> None:
+    """_kill (here through close()) returns at once however long the process takes to end
+    (it waited up to 1 s, on the event loop when a worker dies or is replaced), and the
+    process is reaped all the same once it ends: no zombie."""
+    pool = Offloader(worker_authenticator, workers=1)
+    pool.start()
+    worker = pool._workers[0]
+    code = (
+        "import signal, sys, time; "
+        "signal.signal(signal.SIGTERM, lambda *_: (time.sleep(2), sys.exit(0))); "
+        "print(flush=True); time.sleep(60)"
+    )
+    slow = _SlowToEnd([sys.executable, "-c", code], stdout=subprocess.PIPE)
+    assert slow.stdout is not None
+    slow.stdout.readline()  # (its handler is in place)
+    real, worker.process = worker.process, slow
+    try:
+        started = time.monotonic()
+        pool.close()
+        assert time.monotonic() - started < 0.5
+        assert slow.returncode is None  # (still ending)
+        assert _ended(slow, within=30)  # (reaped by then: no zombie left)
+        assert slow.returncode == 0
+    finally:
+        slow.stdout.close()
+        real.kill()
+        real.wait()
 
 
 def _message(size: int, body: bytes = b"") -> bytearray:
@@ -80,7 +128,7 @@ def test_a_write_cut_by_the_deadline_ends_the_worker_and_no_octet_is_unpickled(
             await pool.verdict(bytes(crafted), **ENVELOPE, seconds=50)
             spf, _ = await pool.spf(**ENVELOPE, seconds=10)
         assert spf.mailfrom.result.value == "pass"
-        assert first.poll() is not None  # (the worker whose stream was cut is gone)
+        assert _ended(first)  # (the worker whose stream was cut is gone)
 
     try:
         asyncio.run(go())
@@ -104,7 +152,7 @@ def test_a_worker_that_stops_answering_is_replaced() -> None:
             with pytest.raises(OffloadError):
                 await pool.spf(**ENVELOPE, seconds=0.5)
         assert time.monotonic() - started < 0.5 + 4
-        assert stuck.poll() is not None
+        assert _ended(stuck)
         with pytest.raises(OffloadError, match="still starting"):
             await pool.spf(**ENVELOPE, seconds=30)  # (to the loop, not waiting for it)
         assert await pool.wait_ready(60)
@@ -208,7 +256,7 @@ def test_a_worker_never_ready_is_ended(
         stuck = pool._workers[0].process
         await asyncio.sleep(1.2)
         assert not pool.has_ready_worker()
-        assert stuck.poll() is not None and pool.stats.alive == 0
+        assert _ended(stuck) and pool.stats.alive == 0
         assert not pool.reserve() and len(pool._workers) == 1  # (none again for 60 s)
 
     try:
@@ -532,4 +580,4 @@ def test_close_after_the_loop_that_connected_the_workers_is_closed_ends_them() -
     loop.run_until_complete(go())
     loop.close()  # (its reading tasks never ended: the worker still counted alive)
     pool.close()
-    assert process.poll() is not None
+    assert _ended(process)

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import json
 from pathlib import Path
 
@@ -11,6 +12,7 @@ import pytest
 
 from mailauth.cli import main
 from mailauth.config_failure import FailureConfig
+from mailauth.config_inbound import InboundOptions
 from mailauth.dkim.keys import private_key_pem
 from mailauth.milter import Milter, MilterSettings
 from mailauth.pipeline import Authenticator
@@ -32,11 +34,15 @@ from tests.milterclient import MilterClient, split_message
 
 
 def _through_milter(
-    collector: FailureCollector, messages: list[tuple[bytes, dict[str, str]]]
+    collector: FailureCollector,
+    messages: list[tuple[bytes, dict[str, str]]],
+    inbound: InboundOptions | None = None,
 ) -> list[list[tuple[bytes, bytes]]]:
     async def go() -> list[list[tuple[bytes, bytes]]]:
         authenticator = Authenticator("mx.example.org", resolver())
-        settings = MilterSettings(reject_dmarc=True, failure_reports=collector)
+        settings = MilterSettings(
+            reject_dmarc=True, failure_reports=collector, inbound=inbound or InboundOptions()
+        )
         milter = Milter(authenticator, settings)
         server = await asyncio.start_server(milter.handle, "127.0.0.1", 0)
         client = await MilterClient.connect("127.0.0.1", server.sockets[0].getsockname()[1])
@@ -84,6 +90,29 @@ def test_a_failing_message_queues_one_report_a_passing_one_none(tmp_path: Path) 
     )
     assert read.rcpt_to == ()  # (recipients: only on opt-in)
     assert read.authentication_results.startswith("mx.example.org;")
+
+
+def test_a_relayed_message_is_reported_for_its_real_client(tmp_path: Path) -> None:
+    """From one of our relays, the report's Source-IP is the client the border's Received
+    field names (the one SPF, the log line and the aggregate report are about), not the
+    relay's address."""
+    url = str(tmp_path / "r.sqlite")
+    open_store(url).close()
+    collector = FailureCollector(url, FailureConfig(enabled=True), flush_seconds=0.05).start()
+    border = (
+        b"Received: from mail.evil.example (unknown [198.51.100.66])\r\n"
+        b"\tby border.example.org (Postfix) with ESMTP id 4QB0RD\r\n"
+        b"\tfor <bob@example.org>; Sun, 29 Nov 2026 10:00:01 +0000 (UTC)\r\n"
+    )
+    tiers = InboundOptions(
+        relay_networks=(ipaddress.ip_network("10.1.0.0/24"),),
+        relay_received_by=("border.example.org",),
+    )
+    relay = {**BAD, "ip": "10.1.0.25", "helo": "border.example.org"}
+    _through_milter(collector, [(border + SPOOF, relay)], tiers)
+    collector.close()
+    ((_, _, _, _, facts),) = _rows(url)
+    assert facts_from_json(facts).source_ip == BAD["ip"]
 
 
 def test_the_body_and_recipients_only_on_opt_in(tmp_path: Path) -> None:

@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import difflib
-import math
 import re
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, NoReturn
 
 from mailauth.dkim import unix_time
-from mailauth.dns import DnsCache, DnsResolver, Resolver, ZoneResolver
-from mailauth.dns.zone import split_zone_spec
+from mailauth.dns import DnsCache, DnsResolver
+from mailauth.dns.opening import NameserversUnreachableError, ResolverSettingsError, open_resolver
 from mailauth.files import MESSAGE_LIMIT, read_limited, read_stream
 
 if TYPE_CHECKING:
@@ -149,19 +149,20 @@ def make_resolver(
     """The one resolver of a command: zone files, or the network (with ``cache``, when
     given: the milter keeps its answers across a configuration reload). ``check``: a
     network resolver whose nameservers do not answer is DnsUnreachableError."""
-    if args.dns_zone and args.nameserver:
-        raise CliError("--dns-zone and --nameserver exclude each other")
-    if args.dns_zone:
-        return ZoneResolver.from_files(split_zone_spec(spec) for spec in args.dns_zone)
-    if not 0 < args.dns_timeout < math.inf:  # (false for NaN too)
-        raise CliError("--dns-timeout must be a positive number of seconds")
-    resolver = Resolver(
-        args.nameserver, timeout=min(2.0, args.dns_timeout), lifetime=args.dns_timeout, cache=cache
-    )
-    problem = resolver.check_reachable() if check else ""
-    if problem:
-        raise DnsUnreachableError(f"DNS unreachable: {problem}")
-    return resolver
+    with resolver_errors():
+        return open_resolver(args.nameserver, args.dns_zone, args.dns_timeout, cache, check=check)
+
+
+@contextlib.contextmanager
+def resolver_errors() -> Iterator[None]:
+    """Opening a resolver (:func:`mailauth.dns.opening.open_resolver`, directly or through
+    the milter's AuthenticatorSpec): its errors as the command line's."""
+    try:
+        yield
+    except NameserversUnreachableError as exc:
+        raise DnsUnreachableError(str(exc)) from None
+    except ResolverSettingsError as exc:
+        raise CliError(str(exc)) from None
 
 
 def read_input(name: str) -> bytes:

@@ -27,9 +27,10 @@ from mailauth.cli.common import (
     add_dns_options,
     dns_args,
     make_resolver,
+    resolver_errors,
 )
 from mailauth.cli.logs import configure_logging, syslog_handler
-from mailauth.cli.milter_workers import AuthenticatorSpec, make_offloader
+from mailauth.cli.milter_workers import make_offloader, spec_of
 from mailauth.config import (
     KeySpec,
     MilterConfig,
@@ -279,8 +280,9 @@ def build_milter_parts(
     DNS cache when the nameservers stay the same, so that a reload does not start cold;
     ``recorder`` gets every verdict, with the settings of ``config`` (``[reports]``)."""
     dns = _dns_args(config, args)
-    made_of = AuthenticatorSpec.of(config, dns)
-    authenticator = made_of.build(_kept_cache(previous, dns), executor, recorder)
+    made_of = spec_of(config, dns)
+    with resolver_errors():  # (as make_resolver's)
+        authenticator = made_of.build(_kept_cache(previous, dns), executor, recorder)
     if recorder is not None:
         recorder.settings = _kept_interval(recording_settings(config), recorder.settings)
     if failures is not None:  # (a reload: the new limits and privacy choices)
@@ -402,7 +404,7 @@ def cmd_milter(args: argparse.Namespace) -> int:
     try:
         config = effective_config(args)
         authenticator, settings = build_milter_parts(config, args)
-        offloader = make_offloader(config, AuthenticatorSpec.of(config, _dns_args(config, args)))
+        offloader = make_offloader(config, spec_of(config, _dns_args(config, args)))
     except (ValueError, OffloadError) as exc:
         raise CliError(str(exc)) from None
     if config.reports.store:
@@ -570,7 +572,7 @@ def _reload_offloader(milter: Milter, config: MilterConfig, args: argparse.Names
     """New worker processes when what they are made of changed: started by their first
     request; the old ones stop once what they hold is past the deadline."""
     old = milter.offloader
-    spec = AuthenticatorSpec.of(config, _dns_args(config, args))
+    spec = spec_of(config, _dns_args(config, args))
     workers = config.offload_workers
     same = old is not None and getattr(old.factory, "__self__", None) == spec
     if old is not None and same and workers in (None, old.workers):

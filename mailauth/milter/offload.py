@@ -55,6 +55,7 @@ import socket
 import struct
 import subprocess
 import sys
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -326,8 +327,7 @@ class Offloader:
                 writer.close()  # (its transport closes the socket)
             except RuntimeError:  # (its loop is closed: the socket is ours to close)
                 sock.close()
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            worker.process.wait(timeout=1)  # (killed: reaped at once)
+        _reap(worker.process)
 
     def _resting(self) -> bool:
         """Whether no worker may be started now (one died or could not start lately)."""
@@ -623,6 +623,20 @@ def _recv_frame_blocking(sock: socket.socket) -> Any:
 
     (length,) = _LENGTH.unpack(exactly(_LENGTH.size))
     return pickle.loads(exactly(length))  # noqa: S301 - our own worker
+
+
+def _reap(process: subprocess.Popen[bytes]) -> None:
+    """Collect a killed worker's exit status without waiting for it here: at once when it
+    has ended, else in a thread that waits for it. (A wait here was on the event loop: a
+    killed process has not always ended by the time kill() returns, and under load the wait
+    held every connection up for as long as it allowed, a second.) SIGKILL ends the
+    process, so the thread ends soon after; a daemon, it never holds up the milter's exit,
+    and no worker is left a zombie however its end came (close() included)."""
+    if process.poll() is not None:
+        return
+    reaper = threading.Thread(target=process.wait, name=f"reap {process.pid}", daemon=True)
+    with contextlib.suppress(RuntimeError):  # (no thread to be had: subprocess reaps a
+        reaper.start()  # dropped Popen's process when the next one is started)
 
 
 def _retrieved(task: asyncio.Future[None]) -> None:
