@@ -73,6 +73,7 @@ class ImportResult:
     error: str = ""
     notes: tuple[str, ...] = ()
     auth: ReportAuth = BARE_FILE
+    auth_note: str = ""  # why the report is not counted as authenticated (also in notes)
 
     @property
     def authenticated(self) -> str | None:
@@ -98,6 +99,8 @@ class ImportResult:
             "status": self.status,
             "error": self.error or None,
             "authenticated": self.authenticated,
+            "auth_result": self.auth.result.value,
+            "auth_note": self.auth_note or None,
         }
 
 
@@ -167,6 +170,7 @@ def _store_outcome(
     report = replace(report, auth=auth)
     written = save_report(store, report, source=file, now=now)
     records, messages = _counts(report)
+    note = _auth_note(report)
     return ImportResult(
         file=file,
         kind=report.kind,
@@ -176,20 +180,21 @@ def _store_outcome(
         records=records,
         messages=messages,
         status=IMPORTED if written else DUPLICATE,
-        notes=(*report.notes, *_auth_notes(report)),
+        notes=(*report.notes, *([note] if note else [])),
         auth=auth,
+        auth_note=note,
     )
 
 
-def _auth_notes(report: Report) -> tuple[str, ...]:
-    """What a domain owner should know about a report e-mail's authentication (a bare file
-    is said once, in the docs, not per file)."""
+def _auth_note(report: Report) -> str:
+    """What a domain owner should know about a report e-mail's authentication, "" when it
+    counts (a bare file is said once, in the docs, not per file)."""
     auth = report.auth
     if auth.result == AuthResult.TEMPERROR:
         return (f"not authenticated for now ({auth.reason}): stored unauthenticated; "
-                "import the e-mail again to check it again",)  # fmt: skip
+                "import the e-mail again to check it again")  # fmt: skip
     if auth is BARE_FILE or trust_of(report) == Trust.AUTHENTICATED:
-        return ()
+        return ""
     if auth.result == AuthResult.PASS:
         note = (f"authenticated by {auth.domain}, but not sent from the address the report "
                 f"names ({report.email.strip() or 'none'})")  # fmt: skip
@@ -197,7 +202,7 @@ def _auth_notes(report: Report) -> tuple[str, ...]:
         note = f"unauthenticated ({auth.result}: {auth.reason})"
     if isinstance(report, AggregateReport):
         note += ": not counted in summaries unless --include-unauthenticated"
-    return (note,)
+    return note
 
 
 def _counts(report: Report) -> tuple[int, int]:
