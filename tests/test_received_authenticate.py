@@ -22,6 +22,7 @@ from mailauth.reports.received import received_failures, received_reports
 from mailauth.reports.received.authenticate import authenticate
 from mailauth.reports.received.importer import (
     DUPLICATE,
+    ERROR,
     IMPORTED,
     ImportResult,
     SourceItem,
@@ -283,7 +284,8 @@ def test_a_temperror_is_stored_unauthenticated_and_checked_again(store_url: str)
         assert _summary(store).messages == 0
         # DNS answers again: the same e-mail authenticated; the temperror copy superseded
         still = _import(store, "r.eml", mail, faults={"slow._domainkey.google.com": "timeout"})
-        assert (still.status, still.authenticated, still.recheck) == (DUPLICATE, None, True)
+        assert (still.status, still.authenticated, still.recheck) == (ERROR, None, True)
+        assert still.error.startswith("not authenticated for now (DKIM d=google.com s=slow:")
         later = _import(store, "r.eml", mail, selectors=("slow",))
         assert (later.status, later.authenticated, later.recheck) == (IMPORTED, "google.com", False)
         assert _summary(store).messages == 12

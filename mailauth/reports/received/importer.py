@@ -161,8 +161,9 @@ def _store_outcome(
     file = f"{name} > {outcome.part}" if outcome.part else name
     if outcome.known is not None:  # (a duplicate told from its metadata: records unread)
         known, stored = outcome.known, found[outcome.known.key]
+        status, error = _not_written(auth)
         return ImportResult(file, ReportKind.AGGREGATE, known.reporter, known.report_id,
-                            stored.domain, stored.records, stored.messages, DUPLICATE,
+                            stored.domain, stored.records, stored.messages, status, error,
                             notes=stored.notes, auth=auth)  # fmt: skip
     report = outcome.report
     if report is None:
@@ -171,6 +172,7 @@ def _store_outcome(
     written = save_report(store, report, source=file, now=now)
     records, messages = _counts(report)
     note = _auth_note(report)
+    status, error = (IMPORTED, "") if written else _not_written(auth)
     return ImportResult(
         file=file,
         kind=report.kind,
@@ -179,11 +181,23 @@ def _store_outcome(
         domain=report.domain,
         records=records,
         messages=messages,
-        status=IMPORTED if written else DUPLICATE,
+        status=status,
+        error=error,
         notes=(*report.notes, *([note] if note else [])),
         auth=auth,
         auth_note=note,
     )
+
+
+def _not_written(auth: ReportAuth) -> tuple[str, str]:
+    """(status, error) of a report the store holds already under its key. A ``temperror``
+    is no duplicate: the copy stored is the unauthenticated one (an earlier ``temperror``,
+    a bare file), the e-mail's authentication is still undecided, and the report must be
+    imported again (``error``: exit status 1, an IMAP message stays in its folder)."""
+    if auth.result == AuthResult.TEMPERROR:
+        return ERROR, (f"not authenticated for now ({auth.reason}): only an unauthenticated "
+                       "copy is stored; import the e-mail again to check it again")  # fmt: skip
+    return DUPLICATE, ""
 
 
 def _auth_note(report: Report) -> str:
