@@ -5,7 +5,8 @@ writing a report once, and the queries that summaries and dashboards are built o
 ``received_failures`` or ``received_tls`` first, keyed by :func:`.model.report_key`
 (``INSERT ... ON CONFLICT DO NOTHING``): when the key is there already, the report is a
 duplicate and nothing else is written. Two importers racing on the same report store it
-once (the primary key decides; SQLite's write lock, PostgreSQL's unique index).
+once (the primary key decides; SQLite's write lock, PostgreSQL's unique index), and the
+copies of one report are written one at a time (:mod:`.lock`).
 
 Each report is written with its authentication (schema migration 5) and, for an aggregate
 report, its ``trust`` (:func:`.authenticate.trust_of`), copied into its records so that a
@@ -27,6 +28,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from mailauth.reports.received.authenticate import trust_of
+from mailauth.reports.received.lock import lock_report
 from mailauth.reports.received.model import (
     BARE_FILE,
     AggregateRecord,
@@ -53,6 +55,7 @@ def save_report(store: Store, report: Report, *, source: str, now: int) -> bool:
     """Write ``report`` (read from ``source``, a file name or mailbox item, kept for the
     record) unless the store holds it already: True when written, False for a duplicate."""
     with store.write():
+        lock_report(store, report)  # (the check of the other copies and the insert: atomic)
         if isinstance(report, AggregateReport):
             return _save_aggregate(store, report, source, now)
         if isinstance(report, FailureReport):
