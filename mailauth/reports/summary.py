@@ -45,6 +45,34 @@ DAY = 86_400
 UNKNOWN_ORG = "unknown"
 
 
+@dataclass(frozen=True, slots=True)
+class Reporter:
+    """Who reported a source: for an authenticated report, the organisational domain of
+    the domain that signed its e-mail (``verified``); for an unauthenticated one (counted
+    only with ``include_unauthenticated``), the ``org_name`` its XML claims, which anyone
+    can write (not ``verified``)."""
+
+    name: str
+    messages: int
+    verified: bool
+
+    @property
+    def label(self) -> str:
+        """The name as shown in the table, the CSV and the dashboard."""
+        return self.name if self.verified else f"{self.name} (unverified)"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"reporter": self.name, "messages": self.messages, "verified": self.verified}
+
+
+@functools.lru_cache(maxsize=4096)
+def reporter_of(org_name: str, auth_domain: str, trust: str) -> tuple[str, bool]:
+    """(name, verified) of a report's reporter (:class:`Reporter`)."""
+    if trust == Trust.AUTHENTICATED and auth_domain and not name_problem(auth_domain):
+        return psl_organizational_domain(normalize_domain(auth_domain)), True
+    return org_name, False
+
+
 @dataclass(slots=True)
 class SourceSummary:
     """One source IP. ``organisation``: the organisational domain (RFC 7489 3.2, on the public
@@ -58,7 +86,7 @@ class SourceSummary:
     dkim_aligned: int = 0
     dmarc_pass: int = 0
     dispositions: dict[str, int] = field(default_factory=dict)
-    reporters: list[tuple[str, int]] = field(default_factory=list)
+    reporters: list[Reporter] = field(default_factory=list)
     reverse: ReverseName = NOT_ASKED
     organisation: str = UNKNOWN_ORG
     organisation_from: str = ""
@@ -88,7 +116,7 @@ class SourceSummary:
             "dkim_aligned_rate": round(self.rate(self.dkim_aligned), 4),
             "dmarc_pass_rate": round(self.rate(self.dmarc_pass), 4),
             "dispositions": dict(self.dispositions),
-            "reporters": [{"reporter": name, "messages": n} for name, n in self.reporters],
+            "reporters": [r.to_dict() for r in self.reporters],
         }
 
 
@@ -242,10 +270,11 @@ def summarize(
     params = (domain, since, until)
     counted = _counted(include_unauthenticated)
     sources: dict[str, SourceSummary] = {}
-    totals: dict[tuple[str, str], int] = {}
+    totals: dict[tuple[str, str, bool], int] = {}
     for (
         ip,
-        reporter,
+        org_name,
+        auth_domain,
         disposition,
         dkim,
         spf,
@@ -254,10 +283,11 @@ def summarize(
         trust,
         messages,
     ) in store.fetchall(
-        "SELECT source_ip, org_name, disposition, dkim, spf, auth_dkim, auth_spf, trust, "
-        "SUM(messages) FROM received_records "
+        "SELECT source_ip, org_name, auth_domain, disposition, dkim, spf, auth_dkim, auth_spf, "
+        "trust, SUM(messages) FROM received_records "
         "WHERE policy_domain = ? AND date_begin >= ? AND date_begin < ? "
-        "GROUP BY source_ip, org_name, disposition, dkim, spf, auth_dkim, auth_spf, trust",
+        "GROUP BY source_ip, org_name, auth_domain, disposition, dkim, spf, auth_dkim, "
+        "auth_spf, trust",
         params,
     ):  # (one scan of index received_records_sources, its groups in its order)
         if trust not in counted:
@@ -274,10 +304,14 @@ def summarize(
         source.dmarc_pass += count if "pass" in (spf, dkim) else 0
         word = disposition if disposition in DISPOSITIONS else "other"
         source.dispositions[word] = source.dispositions.get(word, 0) + count
-        totals[ip, reporter] = totals.get((ip, reporter), 0) + count
-    for (ip, reporter), count in sorted(totals.items(), key=lambda i: (i[0][0], -i[1], i[0][1])):
+        name, verified = reporter_of(str(org_name), str(auth_domain), str(trust))
+        totals[ip, name, verified] = totals.get((ip, name, verified), 0) + count
+    # (the most messages first; of the same, verified first, then by name)
+    for (ip, name, verified), count in sorted(
+        totals.items(), key=lambda i: (i[0][0], -i[1], not i[0][2], i[0][1])
+    ):
         if len(sources[ip].reporters) < MAX_REPORTERS:
-            sources[ip].reporters.append((reporter, count))
+            sources[ip].reporters.append(Reporter(name, count, verified))
     ordered = tuple(sorted(sources.values(), key=lambda s: (-s.messages, s.ip)))
     reports, reporters, unauthenticated = _report_counts(store, params, counted)
     left = dataclasses.replace(unauthenticated, included=include_unauthenticated)
@@ -295,17 +329,18 @@ def _counted(include_unauthenticated: bool) -> tuple[str, ...]:
 def _report_counts(
     store: Store, params: tuple[str, int, int], counted: tuple[str, ...]
 ) -> tuple[int, int, Unauthenticated]:
-    """(reports counted, their distinct reporters, the unauthenticated reports)."""
+    """(reports counted, their distinct reporters (:func:`reporter_of`), the unauthenticated
+    reports)."""
     reports, reporters, left = 0, set(), Unauthenticated()
-    for trust, org_name, n, messages in store.fetchall(
-        "SELECT trust, org_name, COUNT(*), SUM(messages) FROM received_aggregate "
+    for trust, org_name, auth_domain, n, messages in store.fetchall(
+        "SELECT trust, org_name, auth_domain, COUNT(*), SUM(messages) FROM received_aggregate "
         "WHERE policy_domain = ? AND date_begin >= ? AND date_begin < ? "
-        "GROUP BY trust, org_name",
+        "GROUP BY trust, org_name, auth_domain",
         params,
     ):
         if trust in counted:
             reports += int(n)
-            reporters.add(org_name)
+            reporters.add(reporter_of(str(org_name), str(auth_domain), str(trust)))
         if trust != Trust.AUTHENTICATED:
             superseded = int(n) if trust == Trust.SUPERSEDED else 0
             left = Unauthenticated(left.reports + int(n), left.messages + int(messages or 0),

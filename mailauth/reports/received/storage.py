@@ -113,15 +113,15 @@ def _save_aggregate(store: Store, r: AggregateReport, source: str, now: int) -> 
          rec.header_from, rec.envelope_from, rec.envelope_to,
          _json([[d.domain, d.selector, d.result, d.human_result] for d in rec.auth_dkim]),
          _json([[s.domain, s.scope, s.result, s.human_result] for s in rec.auth_spf]),
-         trust.value)
+         trust.value, a.domain)
         for number, rec in enumerate(r.records)
     ]  # fmt: skip
     for start in range(0, len(rows), 5000):
         store.executemany(
             "INSERT INTO received_records (report_key, record_no, org_name, policy_domain, "
             "date_begin, date_end, source_ip, messages, disposition, dkim, spf, reasons, "
-            "header_from, envelope_from, envelope_to, auth_dkim, auth_spf, trust) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "header_from, envelope_from, envelope_to, auth_dkim, auth_spf, trust, auth_domain) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             rows[start : start + 5000],
         )
     return True
