@@ -79,6 +79,7 @@ def test_a_failure_report_twice_with_a_temperror_is_an_error_not_a_duplicate(
         again = _import(store, "f.eml", mail)
         assert (again.status, again.recheck) == (ERROR, True)
         assert "not authenticated for now" in again.error
+        assert (again.auth_note, again.notes) == (again.error, ())
     finally:
         store.close()
 
@@ -99,3 +100,4 @@ def test_the_cli_exits_1_for_a_temperror_already_stored_unauthenticated(
     [again] = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
     assert (again["status"], again["auth_result"]) == ("error", "temperror")
     assert "not authenticated for now" in again["error"]
+    assert again["auth_note"] == again["error"]

@@ -164,15 +164,15 @@ def _store_outcome(
         status, error = _not_written(auth)
         return ImportResult(file, ReportKind.AGGREGATE, known.reporter, known.report_id,
                             stored.domain, stored.records, stored.messages, status, error,
-                            notes=stored.notes, auth=auth)  # fmt: skip
+                            notes=stored.notes, auth=auth, auth_note=error)  # fmt: skip
     report = outcome.report
     if report is None:
         return ImportResult(file, outcome.kind, "", "", "", 0, 0, ERROR, outcome.error)
     report = replace(report, auth=auth)
     written = save_report(store, report, source=file, now=now)
     records, messages = _counts(report)
-    note = _auth_note(report)
     status, error = (IMPORTED, "") if written else _not_written(auth)
+    note = error or _auth_note(report)  # (an error says it once: not as a note too)
     return ImportResult(
         file=file,
         kind=report.kind,
@@ -183,7 +183,7 @@ def _store_outcome(
         messages=messages,
         status=status,
         error=error,
-        notes=(*report.notes, *([note] if note else [])),
+        notes=(*report.notes, *([note] if note and not error else [])),
         auth=auth,
         auth_note=note,
     )
