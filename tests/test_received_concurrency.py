@@ -20,7 +20,9 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
+import psycopg
 import pytest
 
 from mailauth.dns import ZoneResolver
@@ -88,7 +90,8 @@ def _copies() -> tuple[bytes, bytes]:
 
 
 def _race(store_url: str, items: list[SourceItem]) -> list[ImportResult]:
-    """Import each item in a thread of its own (a store connection each) at once."""
+    """Import each item in a thread of its own (a store connection each) at once; on
+    PostgreSQL with received_aggregate held in SHARE mode until both wait for a lock."""
     results: list[ImportResult] = []
     errors: list[BaseException] = []
 
@@ -103,28 +106,22 @@ def _race(store_url: str, items: list[SourceItem]) -> list[ImportResult]:
         except BaseException as exc:  # (reported by the test's thread)
             errors.append(exc)
 
+    holder = _hold_table(store_url) if store_url.startswith("postgresql") else None
     threads = [threading.Thread(target=run, args=(item,)) for item in items]
     for thread in threads:
         thread.start()
-    if store_url.startswith("postgresql"):
-        assert _release_when_both_wait(store_url) >= 2  # (else the race was not run)
+    if holder is not None:
+        assert _release_when_both_wait(store_url, holder) >= 2  # (else the race was not run)
     for thread in threads:
         thread.join(60)
     assert not errors, errors
     return results
 
 
-_HOLDER: dict[str, object] = {}
-
-
-def _release_when_both_wait(url: str) -> int:
+def _release_when_both_wait(url: str, holder: psycopg.Connection[Any]) -> int:
     """(PostgreSQL) Let go of the SHARE lock on received_aggregate once two other
     connections wait for a lock (the table's, or a report's advisory lock): how many
     waited."""
-    holder = _HOLDER.pop(url)
-    import psycopg
-
-    assert isinstance(holder, psycopg.Connection)
     deadline = time.monotonic() + 30
     waiting = 0
     with psycopg.connect(url, autocommit=True) as watcher:
@@ -139,13 +136,11 @@ def _release_when_both_wait(url: str) -> int:
     return waiting
 
 
-def _hold_table(url: str) -> None:
+def _hold_table(url: str) -> psycopg.Connection[Any]:
     """(PostgreSQL) Hold received_aggregate in SHARE mode: reads go on, INSERTs wait."""
-    import psycopg
-
     holder = psycopg.connect(url)
     holder.execute("LOCK TABLE received_aggregate IN SHARE MODE")
-    _HOLDER[url] = holder
+    return holder
 
 
 @pytest.mark.parametrize("order", ["mail-first", "file-first"])
@@ -155,8 +150,6 @@ def test_two_copies_of_one_report_imported_at_once_count_once(store_url: str, or
     if order == "file-first":
         items.reverse()
     open_store(store_url).close()
-    if store_url.startswith("postgresql"):
-        _hold_table(store_url)
     results = _race(store_url, items)
     assert sorted(r.status for r in results) == [IMPORTED, IMPORTED]  # (two copies, two keys)
     store = open_store(store_url)
@@ -173,8 +166,6 @@ def test_two_copies_of_one_report_imported_at_once_count_once(store_url: str, or
 def test_the_same_copy_imported_at_once_by_two_threads_is_imported_once(store_url: str) -> None:
     mail, _ = _copies()
     open_store(store_url).close()
-    if store_url.startswith("postgresql"):
-        _hold_table(store_url)
     results = _race(store_url, [SourceItem("a.eml", mail), SourceItem("b.eml", mail)])
     assert sorted(r.status for r in results) == [DUPLICATE, IMPORTED]
     store = open_store(store_url)
