@@ -22,7 +22,7 @@ from mailauth.reports.received import (
 from tests.received_helpers import REAL_WORLD, aggregate_xml, gzipped, report_mail, tls_json
 
 KEYS = ["file", "kind", "reporter", "report_id", "domain", "records", "messages", "status",
-        "error", "authenticated"]  # fmt: skip
+        "error", "authenticated", "auth_result", "auth_note"]  # fmt: skip
 
 
 NO_KEYS = Path(__file__).resolve().parent.parent / "fixtures/dmarc-reports/no-keys.zone"
@@ -100,21 +100,25 @@ def test_json_output(store_url: str, tmp_path: Path,
     assert lines == [
         {"file": f"{inputs}/a.xml.gz", "kind": "aggregate", "reporter": "Receiver",
          "report_id": "a", "domain": "example.com", "records": 3, "messages": 6,
-         "status": "imported", "error": None, "authenticated": None},
+         "status": "imported", "error": None, "authenticated": None, "auth_result": "none",
+         "auth_note": None},
         {"file": f"{inputs}/b.json", "kind": "tls", "reporter": "Company-X",
          "report_id": "5065427c-23d3-47ca-b6e0-946ea0e8c4be", "domain": "company-y.example",
-         "records": 1, "messages": 0, "status": "imported", "error": None, "authenticated": None},
+         "records": 1, "messages": 0, "status": "imported", "error": None, "authenticated": None,
+         "auth_result": "none", "auth_note": None},
         {"file": f"{inputs}/c.xml", "kind": "aggregate", "reporter": "", "report_id": "",
          "domain": "", "records": 0, "messages": 0, "status": "error",
          "error": "not well-formed XML: the XML ends before its policy_published "
-                  "(truncated?)", "authenticated": None},
+                  "(truncated?)", "authenticated": None, "auth_result": "none", "auth_note": None},
         {"file": f"{inputs}/d.eml", "kind": "failure", "reporter": "linkedin.com",
          "report_id": "<BB.91.26019.C3EA7CC5@mail516.prod.linkedin.com>",
          "domain": "example.com", "records": 1, "messages": 1, "status": "imported",
-         "error": None, "authenticated": None},
+         "error": None, "authenticated": None, "auth_result": "none",
+         "auth_note": "unauthenticated (none: no DKIM signature)"},
         {"file": f"{inputs}/a.xml.gz", "kind": "aggregate", "reporter": "Receiver",
          "report_id": "a", "domain": "example.com", "records": 3, "messages": 6,
-         "status": "duplicate", "error": None, "authenticated": None},
+         "status": "duplicate", "error": None, "authenticated": None, "auth_result": "none",
+         "auth_note": None},
     ]  # fmt: skip
     store = open_store(store_url)
     try:

@@ -24,7 +24,13 @@ from mailauth.reports.reverse import (
     reverse_names_plan,
 )
 from mailauth.reports.store import open_store
-from mailauth.reports.summary import SourceSummary, organisation_of, readiness, summarize
+from mailauth.reports.summary import (
+    Reporter,
+    SourceSummary,
+    organisation_of,
+    readiness,
+    summarize,
+)
 from tests.report_auth_helpers import zone_file
 from tests.summary_data import day, hand_built_reports, store_reports
 
@@ -77,8 +83,10 @@ def test_summary_numbers(filled: str) -> None:
     assert round(first.rate(first.spf_aligned), 4) == 0.6667
     assert second.rate(second.dkim_aligned) == 0.8
     assert third.dispositions == {"none": 10, "reject": 5}
-    assert first.reporters == [("google.com", 100), ("Yahoo", 50)]
-    assert third.reporters == [("google.com", 10), ("Yahoo", 5)]
+    # (listed by the domain that signed each report, the organisational domain of
+    # dmarc@yahoo's d=, not by the org_name "Yahoo" the XML claims)
+    assert first.reporters == [Reporter("google.com", 100, True), Reporter("yahoo", 50, True)]
+    assert third.reporters == [Reporter("google.com", 10, True), Reporter("yahoo", 5, True)]
     assert [(s.organisation, s.organisation_from) for s in found.sources] == [
         ("example.com", "dkim"),  # only the owner's own signature passed
         ("sendgrid.net", "dkim"),  # an ESP's own d= beside the owner's
@@ -231,8 +239,8 @@ def test_cli_json_shape(filled: str, capsys: pytest.CaptureFixture[str]) -> None
         "spf_aligned_pass": 10, "dkim_aligned_pass": 40, "dmarc_pass": 50, "dmarc_fail": 0,
         "spf_aligned_rate": 0.2, "dkim_aligned_rate": 0.8, "dmarc_pass_rate": 1.0,
         "dispositions": {"none": 50},
-        "reporters": [{"reporter": "google.com", "messages": 40},
-                      {"reporter": "Yahoo", "messages": 10}],
+        "reporters": [{"reporter": "google.com", "messages": 40, "verified": True},
+                      {"reporter": "yahoo", "messages": 10, "verified": True}],
     }  # fmt: skip
     assert data["organisations"][0] == {
         "organisation": "example.com", "sources": 1, "messages": 150,
@@ -251,11 +259,11 @@ def test_cli_csv_shape(filled: str, capsys: pytest.CaptureFixture[str]) -> None:
     assert tuple(rows[0]) == CSV_COLUMNS
     assert rows[1:] == [
         ["example.com", "192.0.2.1", "", "not asked", "150", "0.6667", "1.0", "1.0", "0",
-         "150", "0", "0", "0", "google.com=100 Yahoo=50"],
+         "150", "0", "0", "0", "google.com=100 yahoo=50"],
         ["sendgrid.net", "198.51.100.7", "", "not asked", "50", "0.2", "0.8", "1.0", "0",
-         "50", "0", "0", "0", "google.com=40 Yahoo=10"],
+         "50", "0", "0", "0", "google.com=40 yahoo=10"],
         ["unknown", "203.0.113.9", "", "not asked", "15", "0.0", "0.0", "0.0", "15",
-         "10", "0", "0", "5", "google.com=10 Yahoo=5"],
+         "10", "0", "0", "5", "google.com=10 yahoo=5"],
     ]  # fmt: skip
 
 
@@ -319,13 +327,13 @@ def test_cli_csv_cells_cannot_be_formulas(tmp_path: Path,
         '=HYPERLINK("http://x")', "a@b", "1", day("2026-01-03"), day("2026-01-04") - 1,
         ReportedPolicy("example.com"), (record,),
     )  # fmt: skip
-    store_reports(store, [report])
+    store_reports(store, [report], authenticated=False)  # (its org_name is shown)
     store.close()
     code, out, _ = _run(capsys, "example.com", "--store", url, "--since", "2026-01-01",
-                        "--until", "2026-02-01", "--csv")  # fmt: skip
+                        "--until", "2026-02-01", "--csv", "--include-unauthenticated")  # fmt: skip
     assert code == 0
     row = list(csv.reader(io.StringIO(out)))[1]
-    assert row[-1] == '\'=HYPERLINK("http://x")=3'
+    assert row[-1] == '\'=HYPERLINK("http://x") (unverified)=3'
 
 
 def test_summary_of_imported_real_world_reports(

@@ -221,7 +221,8 @@ def _write_atomically(path: Path, data: bytes) -> None:
 
 
 def summary_csv(found: Summary) -> str:
-    """One line per source (reporters as ``name=messages`` separated by spaces)."""
+    """One line per source (reporters as ``name=messages`` separated by spaces; an
+    unverified reporter's name followed by `` (unverified)``)."""
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(CSV_COLUMNS)
@@ -232,7 +233,7 @@ def summary_csv(found: Summary) -> str:
             row["spf_aligned_rate"], row["dkim_aligned_rate"], row["dmarc_pass_rate"],
             s.dmarc_fail, *(s.dispositions.get(w, 0) for w in ("none", "pass", "quarantine",
                                                                "reject")),
-            _cell(" ".join(f"{name}={n}" for name, n in s.reporters)),
+            _cell(" ".join(f"{r.label}={r.messages}" for r in s.reporters)),
         ])  # fmt: skip
     return out.getvalue()
 
@@ -276,7 +277,7 @@ def summary_table(found: Summary, top: int) -> str:
         if s.reverse.name and not s.reverse.verified:
             reverse += f" ({s.reverse.status})"
         dispositions = " ".join(f"{w}={n}" for w, n in sorted(s.dispositions.items()))
-        reporters = ", ".join(name for name, _ in s.reporters[:3])
+        reporters = ", ".join(r.label for r in s.reporters[:3])
         reporters += f" +{len(s.reporters) - 3}" if len(s.reporters) > 3 else ""
         rows.append((
             _printable(s.ip, 45), _printable(reverse, 40), _printable(s.organisation, 30),

@@ -52,6 +52,9 @@ class DkimPolicy:
     ``clock_skew``: seconds allowed between our clock and the signer's for t= and x=.
     ``reject_partial_body``: a signature whose ``l=`` leaves part of the body unsigned gets
     ``policy`` instead of ``pass`` (RFC 6376 8.2).
+    ``required_headers``: header fields (lower case) a signature's ``h=`` must name, or it
+    gets ``policy`` instead of ``pass`` (RFC 6376 6.1.1: a verifier MAY refuse a signature
+    that does not sign the fields it views as essential; From is always required, 5.4).
 
     ``min_rsa_bits`` and ``allow_rsa_sha1`` exist for reading archives of old mail and for
     test corpora: lowering the first below 1024 or setting the second breaks RFC 8301 and
@@ -61,6 +64,7 @@ class DkimPolicy:
     max_signatures: int = DEFAULT_MAX_SIGNATURES
     clock_skew: int = DEFAULT_CLOCK_SKEW
     reject_partial_body: bool = False
+    required_headers: tuple[str, ...] = ()
     min_rsa_bits: int = MIN_RSA_BITS
     allow_rsa_sha1: bool = False
 
@@ -174,6 +178,11 @@ class DkimVerification:
         data = header_hash_input(self.headers, sig)
         if not verify_signature(key, sig.algorithm, sig.signature, data):
             return _outcome(sig, DkimResult.FAIL, "signature did not verify", bits, testing)
+        unsigned_fields = [n for n in self.policy.required_headers
+                           if n not in sig.signed_headers]  # fmt: skip
+        if unsigned_fields:
+            reason = f"h= does not sign {', '.join(unsigned_fields)}"
+            return _outcome(sig, DkimResult.POLICY, reason, bits, testing)
         if sig.body_length is not None and sig.body_length < length:
             unsigned = length - sig.body_length
             reason = f"l={sig.body_length} leaves {unsigned} body octets unsigned"

@@ -28,8 +28,9 @@ import jinja2
 import markupsafe
 
 from mailauth.domains import normalize_domain
+from mailauth.reports.received.model import Trust
 from mailauth.reports.store import Store
-from mailauth.reports.summary import Summary, daily_pass_rate
+from mailauth.reports.summary import Summary, daily_pass_rate, reporter_of
 
 MAX_TABLE_SOURCES = 2000  # table rows (the most messages first)
 MAX_BARS = 15  # sources in the volume chart
@@ -41,6 +42,9 @@ _LEFT, _RIGHT, _TOP, _BOTTOM = 48, 40, 12, 28  # the plot area's margins
 
 @dataclass(frozen=True, slots=True)
 class FailureSample:
+    """``reporter``: the organisational domain that signed the report e-mail when it is
+    authenticated, else the reporter the report names (``verified`` false)."""
+
     arrival: str  # UTC date and time
     reporter: str
     source_ip: str
@@ -49,33 +53,47 @@ class FailureSample:
     subject: str
     delivery_result: str
     headers: str
+    verified: bool = False
 
 
-def failure_samples(store: Store, domain: str, since: int, until: int) -> list[FailureSample]:
+# A failure report is authenticated when its e-mail's aligned DKIM signature passed
+# (auth_result 'pass', an auth_domain): its address is the e-mail's From address
+# (mailauth.reports.received.failure_arf), so the address check of an aggregate report's
+# trust holds by construction. The unauthenticated ones (parameter 5 = 1) only when no
+# copy of the same report (reporter, address, Report-ID) is stored authenticated.
+_SAMPLES = (
+    "SELECT f.arrival_date, f.reporter, f.source_ip, f.auth_failure, f.header_from, "
+    "f.subject, f.delivery_result, f.original_headers, f.auth_result, f.auth_domain "
+    "FROM received_failures f "
+    "WHERE (f.reported_domain = ? OR f.reported_domain LIKE ?) "
+    "AND f.arrival_date >= ? AND f.arrival_date < ? "
+    "AND (f.auth_result = 'pass' AND f.auth_domain <> '' "
+    "OR (? = 1 AND NOT EXISTS (SELECT 1 FROM received_failures c "
+    "WHERE c.report_id = f.report_id AND c.reporter = f.reporter AND c.email = f.email "
+    "AND c.auth_result = 'pass' AND c.auth_domain <> ''))) "
+    "ORDER BY f.arrival_date DESC, f.report_key LIMIT ?"
+)
+
+
+def failure_samples(store: Store, domain: str, since: int, until: int, *,
+                    include_unauthenticated: bool = False) -> list[FailureSample]:  # fmt: skip
     """The latest ``MAX_SAMPLES`` failure reports about ``domain`` (its subdomains too) that
-    arrived in [since, until)."""
+    arrived in [since, until): the authenticated ones, as a summary counts aggregate
+    reports; with ``include_unauthenticated`` the others too, except a copy of a report
+    that is stored authenticated as well (the same reporter, address and Report-ID: an
+    earlier ``temperror``, a forged copy), shown once."""
     name = normalize_domain(domain)
     rows = store.fetchall(
-        "SELECT arrival_date, reporter, source_ip, auth_failure, header_from, subject, "
-        "delivery_result, original_headers FROM received_failures "
-        "WHERE (reported_domain = ? OR reported_domain LIKE ?) "
-        "AND arrival_date >= ? AND arrival_date < ? "
-        "ORDER BY arrival_date DESC, report_key LIMIT ?",
-        (name, "%." + name, since, until, MAX_SAMPLES),
+        _SAMPLES, (name, "%." + name, since, until, int(include_unauthenticated), MAX_SAMPLES)
     )
-    return [
-        FailureSample(
-            _when(int(arrival)),
-            reporter,
-            ip,
-            failure,
-            header_from,
-            subject,
-            delivery,
-            headers[:MAX_SAMPLE_CHARS] + ("\n[...]" if len(headers) > MAX_SAMPLE_CHARS else ""),
-        )
-        for arrival, reporter, ip, failure, header_from, subject, delivery, headers in rows
-    ]
+    samples = []
+    for arrival, reporter, ip, failure, header_from, subject, delivery, headers, *auth in rows:
+        trust = Trust.AUTHENTICATED if auth[0] == "pass" and auth[1] else Trust.UNAUTHENTICATED
+        shown, verified = reporter_of(str(reporter), str(auth[1]), trust)
+        cut = headers[:MAX_SAMPLE_CHARS] + ("\n[...]" if len(headers) > MAX_SAMPLE_CHARS else "")
+        samples.append(FailureSample(_when(int(arrival)), shown, ip, failure, header_from,
+                                     subject, delivery, cut, verified))  # fmt: skip
+    return samples
 
 
 def _when(stamp: int) -> str:
@@ -146,7 +164,8 @@ def render_dashboard(store: Store, summary: Summary, *, generated: int) -> str:
     """The page, as text (UTF-8 when written)."""
     days = daily_pass_rate(store, summary.domain, summary.since, summary.until,
                            include_unauthenticated=summary.unauthenticated.included)  # fmt: skip
-    samples = failure_samples(store, summary.domain, summary.since, summary.until)
+    samples = failure_samples(store, summary.domain, summary.since, summary.until,
+                              include_unauthenticated=summary.unauthenticated.included)  # fmt: skip
     script, style = _asset("dashboard.js"), _asset("dashboard.css")
     environment = jinja2.Environment(
         loader=jinja2.PackageLoader("mailauth.reports", "templates"),

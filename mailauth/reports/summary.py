@@ -19,6 +19,10 @@ unsigned or forged e-mails, those imported before schema version 5) are counted 
 shown ("unauthenticated reports: N, M messages"); ``include_unauthenticated`` counts them
 too, except the copies of reports that are stored authenticated (``superseded``).
 
+The counting is here; the values it fills (per source, per organisation, the verdict, what
+was left out, the reporters) and their JSON and text are :mod:`.summary_values`'s,
+re-exported here.
+
 Everything read from reports is attacker-controlled text (any receiver may send a report):
 it is carried as data and never interpreted; the renderers escape it.
 """
@@ -28,201 +32,54 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
-from collections import Counter
-from dataclasses import dataclass, field
-from typing import Any
 
 from mailauth.dmarc.discovery import psl_organizational_domain
 from mailauth.domains import name_problem, normalize_domain
 from mailauth.reports.received.model import Trust
 from mailauth.reports.reverse import NOT_ASKED, ReverseName
 from mailauth.reports.store import Store
+from mailauth.reports.summary_values import (
+    UNKNOWN_ORG,
+    OrganisationSummary,
+    Readiness,
+    Reporter,
+    SourceSummary,
+    Summary,
+    Unauthenticated,
+)
+
+__all__ = [
+    "DAY",
+    "DISPOSITIONS",
+    "LARGEST",
+    "MAX_REPORTERS",
+    "UNKNOWN_ORG",
+    "OrganisationSummary",
+    "Readiness",
+    "Reporter",
+    "SourceSummary",
+    "Summary",
+    "Unauthenticated",
+    "daily_pass_rate",
+    "organisation_of",
+    "readiness",
+    "reporter_of",
+    "summarize",
+    "with_reverse_names",
+]
 
 DISPOSITIONS = ("none", "pass", "quarantine", "reject")  # RFC 9990 ActionDispositionType
 MAX_REPORTERS = 20  # reporters listed per source (the most messages first)
 LARGEST = 5  # sources named in the readiness verdict
 DAY = 86_400
-UNKNOWN_ORG = "unknown"
 
 
-@dataclass(slots=True)
-class SourceSummary:
-    """One source IP. ``organisation``: the organisational domain (RFC 7489 3.2, on the public
-    suffix list) of its verified reverse name, else of the passing DKIM d= or SPF domain
-    that names it (docs/reports.md); ``organisation_from`` says which (``ptr``, ``dkim``,
-    ``spf``, ``""``)."""
-
-    ip: str
-    messages: int = 0
-    spf_aligned: int = 0
-    dkim_aligned: int = 0
-    dmarc_pass: int = 0
-    dispositions: dict[str, int] = field(default_factory=dict)
-    reporters: list[tuple[str, int]] = field(default_factory=list)
-    reverse: ReverseName = NOT_ASKED
-    organisation: str = UNKNOWN_ORG
-    organisation_from: str = ""
-    dkim_domains: Counter[str] = field(default_factory=Counter)  # passing d=, messages
-    spf_domains: Counter[str] = field(default_factory=Counter)  # passing SPF domains
-
-    @property
-    def dmarc_fail(self) -> int:
-        return self.messages - self.dmarc_pass
-
-    def rate(self, count: int) -> float:
-        return count / self.messages if self.messages else 0.0
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "source_ip": self.ip,
-            "reverse_name": self.reverse.name,
-            "reverse_status": str(self.reverse.status),
-            "organisation": self.organisation,
-            "organisation_from": self.organisation_from,
-            "messages": self.messages,
-            "spf_aligned_pass": self.spf_aligned,
-            "dkim_aligned_pass": self.dkim_aligned,
-            "dmarc_pass": self.dmarc_pass,
-            "dmarc_fail": self.dmarc_fail,
-            "spf_aligned_rate": round(self.rate(self.spf_aligned), 4),
-            "dkim_aligned_rate": round(self.rate(self.dkim_aligned), 4),
-            "dmarc_pass_rate": round(self.rate(self.dmarc_pass), 4),
-            "dispositions": dict(self.dispositions),
-            "reporters": [{"reporter": name, "messages": n} for name, n in self.reporters],
-        }
-
-
-@dataclass(frozen=True, slots=True)
-class OrganisationSummary:
-    name: str
-    sources: int
-    messages: int
-    spf_aligned: int
-    dkim_aligned: int
-    dmarc_pass: int
-
-    def to_dict(self) -> dict[str, Any]:
-        rate = (lambda n: round(n / self.messages, 4)) if self.messages else (lambda n: 0.0)
-        return {
-            "organisation": self.name,
-            "sources": self.sources,
-            "messages": self.messages,
-            "spf_aligned_rate": rate(self.spf_aligned),
-            "dkim_aligned_rate": rate(self.dkim_aligned),
-            "dmarc_pass_rate": rate(self.dmarc_pass),
-            "dmarc_fail": self.messages - self.dmarc_pass,
-        }
-
-
-@dataclass(frozen=True, slots=True)
-class Readiness:
-    """What a stricter policy would do to the mail the reports counted: every message that
-    failed DMARC (neither aligned SPF nor aligned DKIM passed) would be rejected under
-    p=reject, quarantined under p=quarantine (before any receiver's local policy)."""
-
-    messages: int  # all messages counted
-    failing: int
-    failing_sources: int
-    largest: tuple[tuple[str, str, int], ...]  # (source IP, organisation, failing messages)
-
-    def lines(self) -> list[str]:
-        if not self.messages:
-            return ["no messages reported for this domain in this period"]
-        if not self.failing:
-            return [
-                f"all {self.messages:,} messages passed DMARC: none would be rejected under "
-                "p=reject or quarantined under p=quarantine"
-            ]
-        share = f"{100 * self.failing / self.messages:.1f} %"
-        largest = ", ".join(f"{ip} ({org}) {n:,}" for ip, org, n in self.largest)
-        sources = "source" if self.failing_sources == 1 else "sources"
-        return [
-            f"{self.failing:,} messages ({share}) from {self.failing_sources:,} {sources} would be "
-            f"rejected under p=reject; the largest: {largest}",
-            f"the same {self.failing:,} messages would be quarantined under p=quarantine",
-        ]
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "messages": self.messages,
-            "dmarc_fail": self.failing,
-            "failing_sources": self.failing_sources,
-            "would_reject": self.failing,
-            "would_quarantine": self.failing,
-            "largest": [
-                {"source_ip": ip, "organisation": org, "dmarc_fail": n}
-                for ip, org, n in self.largest
-            ],
-            "verdict": self.lines(),
-        }
-
-
-@dataclass(frozen=True, slots=True)
-class Unauthenticated:
-    """The period's aggregate reports that were not authenticated by their reporter:
-    ``reports`` and ``messages`` (the superseded copies of authenticated reports among
-    them: ``superseded``, never counted), and whether they were counted (``included``)."""
-
-    reports: int = 0
-    messages: int = 0
-    superseded: int = 0
-    included: bool = False
-
-    def lines(self) -> list[str]:
-        if not self.reports:
-            return []
-        copies = f" ({self.superseded:,} of them copies of authenticated reports, never " \
-            "counted)" if self.superseded else ""  # fmt: skip
-        how = (
-            "counted above (--include-unauthenticated)"
-            if self.included
-            else "left out of the verdict and the rates (--include-unauthenticated counts them)"
-        )
-        return [f"unauthenticated reports: {self.reports:,}, {self.messages:,} messages"
-                f"{copies}: {how}"]  # fmt: skip
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "reports": self.reports,
-            "messages": self.messages,
-            "superseded": self.superseded,
-            "included": self.included,
-        }
-
-
-@dataclass(frozen=True, slots=True)
-class Summary:
-    domain: str
-    since: int  # Unix times: reports whose period begins in [since, until)
-    until: int
-    reports: int
-    reporters: int
-    sources: tuple[SourceSummary, ...]  # the most messages first
-    organisations: tuple[OrganisationSummary, ...]
-    readiness: Readiness
-    unauthenticated: Unauthenticated = Unauthenticated()
-
-    @property
-    def messages(self) -> int:
-        return self.readiness.messages
-
-    def verdict(self) -> list[str]:
-        """The readiness verdict's lines, then what was left out."""
-        return [*self.readiness.lines(), *self.unauthenticated.lines()]
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "domain": self.domain,
-            "since": self.since,
-            "until": self.until,
-            "reports": self.reports,
-            "reporters": self.reporters,
-            "messages": self.messages,
-            "readiness": self.readiness.to_dict(),
-            "unauthenticated": self.unauthenticated.to_dict(),
-            "organisations": [o.to_dict() for o in self.organisations],
-            "sources": [s.to_dict() for s in self.sources],
-        }
+@functools.lru_cache(maxsize=4096)
+def reporter_of(org_name: str, auth_domain: str, trust: str) -> tuple[str, bool]:
+    """(name, verified) of a report's reporter (:class:`Reporter`)."""
+    if trust == Trust.AUTHENTICATED and auth_domain and not name_problem(auth_domain):
+        return psl_organizational_domain(normalize_domain(auth_domain)), True
+    return org_name, False
 
 
 def summarize(
@@ -242,10 +99,11 @@ def summarize(
     params = (domain, since, until)
     counted = _counted(include_unauthenticated)
     sources: dict[str, SourceSummary] = {}
-    totals: dict[tuple[str, str], int] = {}
+    totals: dict[tuple[str, str, bool], int] = {}
     for (
         ip,
-        reporter,
+        org_name,
+        auth_domain,
         disposition,
         dkim,
         spf,
@@ -254,10 +112,11 @@ def summarize(
         trust,
         messages,
     ) in store.fetchall(
-        "SELECT source_ip, org_name, disposition, dkim, spf, auth_dkim, auth_spf, trust, "
-        "SUM(messages) FROM received_records "
+        "SELECT source_ip, org_name, auth_domain, disposition, dkim, spf, auth_dkim, auth_spf, "
+        "trust, SUM(messages) FROM received_records "
         "WHERE policy_domain = ? AND date_begin >= ? AND date_begin < ? "
-        "GROUP BY source_ip, org_name, disposition, dkim, spf, auth_dkim, auth_spf, trust",
+        "GROUP BY source_ip, org_name, auth_domain, disposition, dkim, spf, auth_dkim, "
+        "auth_spf, trust",
         params,
     ):  # (one scan of index received_records_sources, its groups in its order)
         if trust not in counted:
@@ -274,10 +133,14 @@ def summarize(
         source.dmarc_pass += count if "pass" in (spf, dkim) else 0
         word = disposition if disposition in DISPOSITIONS else "other"
         source.dispositions[word] = source.dispositions.get(word, 0) + count
-        totals[ip, reporter] = totals.get((ip, reporter), 0) + count
-    for (ip, reporter), count in sorted(totals.items(), key=lambda i: (i[0][0], -i[1], i[0][1])):
+        name, verified = reporter_of(str(org_name), str(auth_domain), str(trust))
+        totals[ip, name, verified] = totals.get((ip, name, verified), 0) + count
+    # (the most messages first; of the same, verified first, then by name)
+    for (ip, name, verified), count in sorted(
+        totals.items(), key=lambda i: (i[0][0], -i[1], not i[0][2], i[0][1])
+    ):
         if len(sources[ip].reporters) < MAX_REPORTERS:
-            sources[ip].reporters.append((reporter, count))
+            sources[ip].reporters.append(Reporter(name, count, verified))
     ordered = tuple(sorted(sources.values(), key=lambda s: (-s.messages, s.ip)))
     reports, reporters, unauthenticated = _report_counts(store, params, counted)
     left = dataclasses.replace(unauthenticated, included=include_unauthenticated)
@@ -295,17 +158,18 @@ def _counted(include_unauthenticated: bool) -> tuple[str, ...]:
 def _report_counts(
     store: Store, params: tuple[str, int, int], counted: tuple[str, ...]
 ) -> tuple[int, int, Unauthenticated]:
-    """(reports counted, their distinct reporters, the unauthenticated reports)."""
+    """(reports counted, their distinct reporters (:func:`reporter_of`), the unauthenticated
+    reports)."""
     reports, reporters, left = 0, set(), Unauthenticated()
-    for trust, org_name, n, messages in store.fetchall(
-        "SELECT trust, org_name, COUNT(*), SUM(messages) FROM received_aggregate "
+    for trust, org_name, auth_domain, n, messages in store.fetchall(
+        "SELECT trust, org_name, auth_domain, COUNT(*), SUM(messages) FROM received_aggregate "
         "WHERE policy_domain = ? AND date_begin >= ? AND date_begin < ? "
-        "GROUP BY trust, org_name",
+        "GROUP BY trust, org_name, auth_domain",
         params,
     ):
         if trust in counted:
             reports += int(n)
-            reporters.add(org_name)
+            reporters.add(reporter_of(str(org_name), str(auth_domain), str(trust)))
         if trust != Trust.AUTHENTICATED:
             superseded = int(n) if trust == Trust.SUPERSEDED else 0
             left = Unauthenticated(left.reports + int(n), left.messages + int(messages or 0),

@@ -3,14 +3,16 @@
 ones) and SMTP TLS reports (RFC 8460), read from whatever they arrive in and kept in the
 report store (docs/reports.md, "Reports you receive").
 
-Modules, pure except :mod:`.storage`: :mod:`.model` (the reports as values), :mod:`.limits`
-(what one input may cost; the one read error), :mod:`.containers` (gzip, zip, bounded),
+Modules, pure except :mod:`.storage`, :mod:`.lock` and :mod:`.queries`: :mod:`.model` (the
+reports as values), :mod:`.limits` (what one input may cost; the one read error),
+:mod:`.containers` (gzip, zip, bounded),
 :mod:`.aggregate_xml` and :mod:`.xml_repair` (RFC 9990 / RFC 7489 XML, defusedxml, the
 repairs), :mod:`.failure_arf` (ARF and plain-text failure reports), :mod:`.tls_json` (RFC
 8460), :mod:`.mail` (the report parts of an e-mail), :mod:`.reader` (one input to its
 reports), :mod:`.authenticate` (a report e-mail's aligned DKIM signature, a plan for the
-injected resolver), :mod:`.storage` (written once by their key; the queries summaries are
-built on), :mod:`.importer` (items of any source into the store).
+injected resolver), :mod:`.storage` (written once by their key), :mod:`.lock` (a report's
+copies written one at a time), :mod:`.queries` (what summaries are built on),
+:mod:`.importer` (items of any source into the store).
 """
 
 from __future__ import annotations
@@ -37,8 +39,7 @@ from mailauth.reports.received.model import (
     TlsReport,
     report_key,
 )
-from mailauth.reports.received.reader import ReadOutcome, read_reports
-from mailauth.reports.received.storage import (
+from mailauth.reports.received.queries import (
     DomainTotals,
     ReceivedRecord,
     ReceivedReport,
@@ -48,8 +49,9 @@ from mailauth.reports.received.storage import (
     received_records,
     received_reports,
     received_tls_policies,
-    save_report,
 )
+from mailauth.reports.received.reader import ReadOutcome, read_reports
+from mailauth.reports.received.storage import save_report
 
 __all__ = [
     "DEFAULT_LIMITS",

@@ -49,6 +49,13 @@ SECONDS = 10.0  # the DKIM checks of one report e-mail (as the pipeline's DKIM b
 # reporter really signed would make the importer read an attachment the signature never
 # vouched for. One of each at most, or the e-mail is not authenticated.
 _ONCE = ("from", "content-type", "content-transfer-encoding", "mime-version")
+# What a passing signature must cover (else ``policy``: not a pass, RFC 6376 6.1.1 and 8.2).
+# Content-Type in h=: it names the MIME structure and its boundary; unsigned, it can be
+# replaced (or, when the e-mail has none, added) under an intact body hash so that the
+# importer reads other parts of the same signed octets -- or text the signature never
+# vouched for -- as the attachment. No l= shorter than the body: what follows it (another
+# attachment) is unsigned.
+REPORT_POLICY = DkimPolicy(reject_partial_body=True, required_headers=("from", "content-type"))
 
 
 def authenticate_mail(raw: bytes, *, now: float,
@@ -67,8 +74,7 @@ def authenticate_mail(raw: bytes, *, now: float,
     for name in _ONCE:
         if len(message.get_all(name)) > 1:
             return ReportAuth(AuthResult.PERMERROR, "", from_domain, f"more than one {name} field")
-    # (a signature with l= leaves the rest of the body -- another attachment -- unsigned)
-    policy = policy or DkimPolicy(reject_partial_body=True)
+    policy = policy or REPORT_POLICY
     budget = Budget("DKIM", policy.max_signatures, SECONDS)
     outcomes = yield from bounded(verify_dkim(message, now=now, policy=policy), budget)
     mailboxes = message.author().mailboxes

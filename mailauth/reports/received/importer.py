@@ -73,6 +73,7 @@ class ImportResult:
     error: str = ""
     notes: tuple[str, ...] = ()
     auth: ReportAuth = BARE_FILE
+    auth_note: str = ""  # why the report is not counted as authenticated (also in notes)
 
     @property
     def authenticated(self) -> str | None:
@@ -98,6 +99,8 @@ class ImportResult:
             "status": self.status,
             "error": self.error or None,
             "authenticated": self.authenticated,
+            "auth_result": self.auth.result.value,
+            "auth_note": self.auth_note or None,
         }
 
 
@@ -158,15 +161,18 @@ def _store_outcome(
     file = f"{name} > {outcome.part}" if outcome.part else name
     if outcome.known is not None:  # (a duplicate told from its metadata: records unread)
         known, stored = outcome.known, found[outcome.known.key]
+        status, error = _not_written(auth)
         return ImportResult(file, ReportKind.AGGREGATE, known.reporter, known.report_id,
-                            stored.domain, stored.records, stored.messages, DUPLICATE,
-                            notes=stored.notes, auth=auth)  # fmt: skip
+                            stored.domain, stored.records, stored.messages, status, error,
+                            notes=stored.notes, auth=auth, auth_note=error)  # fmt: skip
     report = outcome.report
     if report is None:
         return ImportResult(file, outcome.kind, "", "", "", 0, 0, ERROR, outcome.error)
     report = replace(report, auth=auth)
     written = save_report(store, report, source=file, now=now)
     records, messages = _counts(report)
+    status, error = (IMPORTED, "") if written else _not_written(auth)
+    note = error or _auth_note(report)  # (an error says it once: not as a note too)
     return ImportResult(
         file=file,
         kind=report.kind,
@@ -175,21 +181,34 @@ def _store_outcome(
         domain=report.domain,
         records=records,
         messages=messages,
-        status=IMPORTED if written else DUPLICATE,
-        notes=(*report.notes, *_auth_notes(report)),
+        status=status,
+        error=error,
+        notes=(*report.notes, *([note] if note and not error else [])),
         auth=auth,
+        auth_note=note,
     )
 
 
-def _auth_notes(report: Report) -> tuple[str, ...]:
-    """What a domain owner should know about a report e-mail's authentication (a bare file
-    is said once, in the docs, not per file)."""
+def _not_written(auth: ReportAuth) -> tuple[str, str]:
+    """(status, error) of a report the store holds already under its key. A ``temperror``
+    is no duplicate: the copy stored is the unauthenticated one (an earlier ``temperror``,
+    a bare file), the e-mail's authentication is still undecided, and the report must be
+    imported again (``error``: exit status 1, an IMAP message stays in its folder)."""
+    if auth.result == AuthResult.TEMPERROR:
+        return ERROR, (f"not authenticated for now ({auth.reason}): only an unauthenticated "
+                       "copy is stored; import the e-mail again to check it again")  # fmt: skip
+    return DUPLICATE, ""
+
+
+def _auth_note(report: Report) -> str:
+    """What a domain owner should know about a report e-mail's authentication, "" when it
+    counts (a bare file is said once, in the docs, not per file)."""
     auth = report.auth
     if auth.result == AuthResult.TEMPERROR:
         return (f"not authenticated for now ({auth.reason}): stored unauthenticated; "
-                "import the e-mail again to check it again",)  # fmt: skip
+                "import the e-mail again to check it again")  # fmt: skip
     if auth is BARE_FILE or trust_of(report) == Trust.AUTHENTICATED:
-        return ()
+        return ""
     if auth.result == AuthResult.PASS:
         note = (f"authenticated by {auth.domain}, but not sent from the address the report "
                 f"names ({report.email.strip() or 'none'})")  # fmt: skip
@@ -197,7 +216,7 @@ def _auth_notes(report: Report) -> tuple[str, ...]:
         note = f"unauthenticated ({auth.result}: {auth.reason})"
     if isinstance(report, AggregateReport):
         note += ": not counted in summaries unless --include-unauthenticated"
-    return (note,)
+    return note
 
 
 def _counts(report: Report) -> tuple[int, int]:
