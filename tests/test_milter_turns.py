@@ -163,3 +163,29 @@ def test_the_header_fields_of_a_message_already_refused_are_not_looked_at() -> N
                         b"(more than 1000 header fields)\0")]  # fmt: skip
     assert seen.count(p.HEADER) == 1_001  # (the one past the cap made it refused)
     assert seen[-2:] == [p.EOH, p.EOM]
+
+
+def test_a_refused_message_s_skipped_fields_are_answered_where_the_mta_waits() -> None:
+    """An MTA that does not let us skip the reply to each header field (no SMFIP_NR_HDR:
+    Postfix with milter_protocol 5 or less, older sendmails) waits for one: the fields
+    skipped past the cap still get CONTINUE, or the MTA would hang until its timeout."""
+
+    async def go() -> list[bytes]:
+        milter = Milter(
+            Authenticator("mx.example.org", RESOLVER), MilterSettings(max_header_fields=5)
+        )
+        server = await asyncio.start_server(milter.handle, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        client = await MilterClient.connect("127.0.0.1", port)
+        await client.negotiate(protocol=p.P_NORCPT | p.P_HDR_LEADSPC)  # a reply to each step
+        connect = b"c\0" + b"4" + struct.pack(">H", 25) + SENDER["ip"].encode() + b"\0"
+        assert await client.step(p.CONNECT, connect) == p.CONTINUE
+        assert await client.step(p.MAIL, f"<{SENDER['mail_from']}>".encode() + b"\0") == p.CONTINUE
+        replies = [
+            await asyncio.wait_for(client.step(p.HEADER, b"X-H%d\0 v\0" % n), 5) for n in range(200)
+        ]
+        await client.close()
+        server.close()
+        return replies
+
+    assert asyncio.run(go()) == [p.CONTINUE] * 200

@@ -168,7 +168,10 @@ class Milter:
                 if command == p.HEADER and message.oversized:
                     # Refused at its end whatever follows: its further header fields are
                     # not looked at (a flood of 5,000 took the loop 40 ms), and the clock
-                    # is read for every SKIPPED of them only.
+                    # is read for every SKIPPED of them only. Each still has its reply
+                    # where the MTA waits for one (no SMFIP_NR_HDR: it would hang there).
+                    if command not in session.no_reply:
+                        replies.append(_CONTINUE)
                     skipped += 1
                     if skipped % SKIPPED:
                         continue
