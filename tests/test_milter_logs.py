@@ -17,6 +17,8 @@ import pytest
 
 from mailauth.cli import logs
 from mailauth.cli.logs import QueuedStderr
+from mailauth.dkim.keys import private_key_pem
+from tests.dkim_helpers import ED_KEY
 from tests.milterclient import MilterClient, split_message
 from tests.test_milter import DEMO, SENDER
 
@@ -74,22 +76,27 @@ def test_close_gives_up_on_a_stderr_that_never_takes_a_line(
 def test_the_milter_answers_while_nobody_reads_its_stderr(tmp_path: Path) -> None:
     """Before, the milter wrote each message's log line to stderr from its event loop:
     with a pipe nobody read, it stopped answering after about 200 messages. Now every
-    message is answered, and the lines come out once the pipe is read again, none lost."""
+    message is answered, across a reload that warns too, and the lines come out once the
+    pipe is read again, none lost."""
     socket_path = tmp_path / "m.sock"
+    key = tmp_path / "arc.pem"
+    key.write_bytes(private_key_pem(ED_KEY))
+    key.chmod(0o600)
     config = tmp_path / "m.toml"
     config.write_text(
         f'listen = "unix:{socket_path}"\nauthserv_id = "mx.example.org"\n'
         f'[dns]\nzone_files = ["{DEMO / "example.com.zone"}"]\n[inbound]\noffload_workers = 0\n'
+        f'[inbound.arc_seal]\ndomain = "example.org"\nselector = "s"\nkey = "{key}"\n'
     )
     command = [sys.executable, "-m", "mailauth", "milter", "--config", str(config)]
     process = subprocess.Popen(command, stderr=subprocess.PIPE)
     headers, body = split_message((DEMO / "message.eml").read_bytes())
 
-    async def send_all() -> int:
+    async def send_all(first: int, count: int) -> int:
         client = await MilterClient.connect_unix(str(socket_path))
-        await client.negotiate()
+        await asyncio.wait_for(client.negotiate(), 20)
         answered = 0
-        for n in range(MESSAGES):
+        for n in range(first, first + count):
             replies = await asyncio.wait_for(
                 client.message(**SENDER, headers=headers, body=body, queue_id=f"Q{n}"), 20
             )
@@ -100,14 +107,21 @@ def test_the_milter_answers_while_nobody_reads_its_stderr(tmp_path: Path) -> Non
     try:
         assert process.stderr is not None
         assert process.stderr.readline().startswith(b"mailauth milter: listening on unix:")
-        answered = asyncio.run(send_all())  # (stderr is not read meanwhile)
+        answered = asyncio.run(send_all(0, MESSAGES))  # (stderr is not read meanwhile)
+        # A reload that has something to say (the key readable by others): said through
+        # the log's queue too (before, printed from the loop: it stopped there for good).
+        key.chmod(0o644)
+        os.kill(process.pid, signal.SIGHUP)
+        time.sleep(1)
+        answered += asyncio.run(send_all(MESSAGES, 20))
         os.kill(process.pid, signal.SIGTERM)
         err = process.stderr.read().decode()  # (read now: the queued lines come out)
         assert process.wait(timeout=30) == 0
     finally:
         if process.poll() is None:
             process.kill()
-    assert answered == MESSAGES
+    assert answered == MESSAGES + 20
     assert len(err.encode()) > 65_536  # (more than the pipe held: the writes had to wait)
-    assert sum(f'{{"queue_id":"Q{n}",' in err for n in range(MESSAGES)) == MESSAGES
+    assert sum(f'{{"queue_id":"Q{n}",' in err for n in range(MESSAGES + 20)) == MESSAGES + 20
+    assert f"mailauth milter: warning: private key {key} is accessible by group" in err
     assert "stopped on SIGTERM" in err

@@ -101,6 +101,13 @@ def _note(text: str) -> logging.LogRecord:
     return logging.LogRecord("mailauth.milter", logging.WARNING, __file__, 0, text, None, None)
 
 
+def configured() -> bool:
+    """Whether :func:`configure_logging` has set the milter's handlers up (a reload: what
+    is said then goes through them, never straight to a stderr that may not take it)."""
+    ours = (QueuedStderr, NonBlockingSysLogHandler)
+    return any(isinstance(handler, ours) for handler in logging.getLogger().handlers)
+
+
 def syslog_handler(options: LogOptions) -> logging.Handler:
     """A handler writing to the local syslog socket, as ``mailauth[PID]: message``."""
     facility = FACILITIES.get(options.syslog_facility, FACILITIES["mail"])

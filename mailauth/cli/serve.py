@@ -20,6 +20,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from mailauth.arc import Sealer
+from mailauth.cli import logs
 from mailauth.cli.common import (
     CliError,
     DnsUnreachableError,
@@ -294,7 +295,10 @@ def build_milter_parts(
         seal = config.arc_seal
         sealer = Sealer(seal.domain, seal.selector, seal.key) if seal else None
     for warning in caught:
-        print(f"mailauth milter: warning: {warning.message}", file=sys.stderr)
+        if logs.configured():  # (a reload: the loop never writes to stderr itself)
+            log.warning("warning: %s", warning.message)
+        else:  # (at start, or --check-config: before the handlers exist)
+            print(f"mailauth milter: warning: {warning.message}", file=sys.stderr)
     settings = MilterSettings(
         deadline=config.deadline,
         idle_timeout=config.idle_timeout,
