@@ -20,6 +20,7 @@ import os
 import queue
 import socket
 import threading
+import time
 
 from mailauth.cli.common import CliError
 from mailauth.config_inbound import FACILITIES, LogOptions
@@ -74,13 +75,16 @@ class QueuedStderr(logging.handlers.QueueHandler):
         try:
             if self.dropped > self._told and self._queue.qsize() <= self._queue.maxsize // 2:
                 # (once stderr takes lines again: not a note for every slot freed)
-                lost = self.dropped - self._told
-                self._queue.put_nowait(_note(f"{lost} log lines dropped: stderr did not take "
-                                             "them in time"))  # fmt: skip
-                self._told = self.dropped
+                self._queue.put_nowait(self._drops_note())
             self._queue.put_nowait(record)
         except queue.Full:
             self.dropped += 1
+
+    def _drops_note(self) -> logging.LogRecord:
+        """The line saying how many records were dropped since the last such line."""
+        lost, self._told = self.dropped - self._told, self.dropped
+        text = f"{lost} log lines dropped: stderr did not take them in time"
+        return logging.LogRecord("mailauth.milter", logging.WARNING, __file__, 0, text, None, None)
 
     def _write(self) -> None:
         while (record := self._queue.get()) is not None:
@@ -89,16 +93,15 @@ class QueuedStderr(logging.handlers.QueueHandler):
     def close(self) -> None:
         """Write what is queued (for STDERR_CLOSE_TIMEOUT at most), then stop the thread."""
         if self._writer.is_alive():
-            # (stderr wedged: no room for the end mark, or no end to the write; the daemon
-            # thread then ends with the process)
+            ends = time.monotonic() + STDERR_CLOSE_TIMEOUT
+            # (stderr wedged: no room for the last note or the end mark, or no end to the
+            # write; the daemon thread then ends with the process)
             with contextlib.suppress(queue.Full):
-                self._queue.put(None, timeout=STDERR_CLOSE_TIMEOUT)
-            self._writer.join(STDERR_CLOSE_TIMEOUT)
+                if self.dropped > self._told:  # (the last drops said too)
+                    self._queue.put(self._drops_note(), timeout=STDERR_CLOSE_TIMEOUT)
+                self._queue.put(None, timeout=max(0.0, ends - time.monotonic()))
+            self._writer.join(max(0.0, ends - time.monotonic()))
         super().close()
-
-
-def _note(text: str) -> logging.LogRecord:
-    return logging.LogRecord("mailauth.milter", logging.WARNING, __file__, 0, text, None, None)
 
 
 def configured() -> bool:
