@@ -239,11 +239,23 @@ def test_migration_6_copies_the_signing_domain_into_the_records(store_url: str) 
                 "'pass', '[]', 'example.com', '', '', '[]', '[]', 'authenticated')",
                 (report.key, report.begin, report.end),
             )
+            # (and a record whose report row was deleted by hand: '' for it, not a failed
+            # migration -- the backfill's NULL in a NOT NULL column stopped the milter)
+            store.execute(
+                "INSERT INTO received_records (report_key, record_no, org_name, policy_domain,"
+                " date_begin, date_end, source_ip, messages, disposition, dkim, spf, reasons, "
+                "header_from, envelope_from, envelope_to, auth_dkim, auth_spf, trust) VALUES "
+                "('gone', 0, 'Gone', 'gone.example', ?, ?, '192.0.2.2', 1, 'none', 'pass', "
+                "'pass', '[]', 'gone.example', '', '', '[]', '[]', 'authenticated')",
+                (report.begin, report.end),
+            )
         assert store.migrate() == (5, SCHEMA_VERSION)
+        gone = store.fetchall("SELECT auth_domain FROM received_records WHERE report_key = 'gone'")
         found = summarize(store, "example.com", *JANUARY)
     finally:
         store.close()
     assert found.sources[0].reporters == [Reporter("google.com", 4, True)]
+    assert [tuple(row) for row in gone] == [("",)]
 
 
 def test_the_docs_name_the_new_keys() -> None:

@@ -292,8 +292,9 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         # trust: a summary lists an authenticated report's reporter by it (org_name is the
         # XML's own claim) from the same one index scan. The rows of version 5 copied.
         "ALTER TABLE received_records ADD COLUMN auth_domain TEXT NOT NULL DEFAULT ''",
-        "UPDATE received_records SET auth_domain = (SELECT a.auth_domain FROM "
-        "received_aggregate a WHERE a.report_key = received_records.report_key) "
+        # (COALESCE: a record whose report row is gone, deleted by hand, keeps '')
+        "UPDATE received_records SET auth_domain = COALESCE((SELECT a.auth_domain FROM "
+        "received_aggregate a WHERE a.report_key = received_records.report_key), '') "
         "WHERE trust = 'authenticated'",
         "DROP INDEX received_records_sources",
         "CREATE INDEX received_records_sources ON received_records (policy_domain, source_ip, "
