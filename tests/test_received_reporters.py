@@ -130,7 +130,7 @@ def test_json_csv_and_table_show_the_verified_reporter(
     assert data["reporters"] == 3
     rows = list(csv.reader(io.StringIO(_cli(capsys, filled, "--csv",
                                             "--include-unauthenticated"))))  # fmt: skip
-    assert rows[1][-1] == "google.com=100 evil.example=7 Yahoo (unverified)=3"
+    assert rows[1][-1] == "google.com=100 evil.example=7 [unverified]Yahoo=3"
     table = _cli(capsys, filled, "--include-unauthenticated")
     assert "google.com, evil.example, Yahoo (unverified)" in table
     default = json.loads(_cli(capsys, filled, "--json"))
@@ -262,3 +262,11 @@ def test_the_docs_name_the_new_keys() -> None:
     text = (Path(__file__).resolve().parent.parent / "docs/reports.md").read_text()
     for key in ("`verified`", "`auth_result`", "`auth_note`", "(unverified)"):
         assert key in text, key
+
+
+def test_a_report_s_org_name_cannot_pass_for_a_verified_reporter_in_the_csv() -> None:
+    from mailauth.cli.report_summary import _reporter_token
+
+    forged = Reporter("google.com=250000 x", 3, False)
+    assert _reporter_token(forged) == "[unverified]google.com%3D250000%20x=3"
+    assert _reporter_token(Reporter("google.com", 100, True)) == "google.com=100"

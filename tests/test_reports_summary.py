@@ -333,7 +333,7 @@ def test_cli_csv_cells_cannot_be_formulas(tmp_path: Path,
                         "--until", "2026-02-01", "--csv", "--include-unauthenticated")  # fmt: skip
     assert code == 0
     row = list(csv.reader(io.StringIO(out)))[1]
-    assert row[-1] == '\'=HYPERLINK("http://x") (unverified)=3'
+    assert row[-1] == "[unverified]%3DHYPERLINK%28%22http:%2F%2Fx%22%29=3"
 
 
 def test_summary_of_imported_real_world_reports(

@@ -16,6 +16,7 @@ import re
 import sys
 import tempfile
 import time
+import urllib.parse
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -29,7 +30,7 @@ from mailauth.cli.common import (
 )
 
 if TYPE_CHECKING:
-    from mailauth.reports.summary import Summary
+    from mailauth.reports.summary import Reporter, Summary
 
 DEFAULT_SINCE = "30d"
 _SPAN = re.compile(r"(\d{1,6})([hdw])")
@@ -221,8 +222,7 @@ def _write_atomically(path: Path, data: bytes) -> None:
 
 
 def summary_csv(found: Summary) -> str:
-    """One line per source (reporters as ``name=messages`` separated by spaces; an
-    unverified reporter's name followed by `` (unverified)``)."""
+    """One line per source (reporters as :func:`_reporter_token` separated by spaces)."""
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(CSV_COLUMNS)
@@ -233,9 +233,18 @@ def summary_csv(found: Summary) -> str:
             row["spf_aligned_rate"], row["dkim_aligned_rate"], row["dmarc_pass_rate"],
             s.dmarc_fail, *(s.dispositions.get(w, 0) for w in ("none", "pass", "quarantine",
                                                                "reject")),
-            _cell(" ".join(f"{r.label}={r.messages}" for r in s.reporters)),
+            _cell(" ".join(_reporter_token(r) for r in s.reporters)),
         ])  # fmt: skip
     return out.getvalue()
+
+
+def _reporter_token(reporter: Reporter) -> str:
+    """``name=messages``, an unverified reporter's name prefixed ``[unverified]``; the name
+    percent-encoded but for letters, digits and ``.-_:@`` (RFC 3986), so that an org_name a
+    report wrote (``google.com=250000 x``) cannot pass for another reporter, a count, or a
+    verified name."""
+    name = urllib.parse.quote(reporter.name, safe=".-_:@")
+    return f"{'' if reporter.verified else '[unverified]'}{name}={reporter.messages}"
 
 
 def _cell(text: str) -> str:
