@@ -19,6 +19,7 @@ from mailauth.reports.received.importer import (
     DUPLICATE,
     ERROR,
     IMPORTED,
+    RECHECK_FOR,
     ImportResult,
     SourceItem,
     import_item,
@@ -101,3 +102,37 @@ def test_the_cli_exits_1_for_a_temperror_already_stored_unauthenticated(
     assert (again["status"], again["auth_result"]) == ("error", "temperror")
     assert "not authenticated for now" in again["error"]
     assert again["auth_note"] == again["error"]
+
+
+def _import_at(store: Store, name: str, data: bytes, now: int) -> ImportResult:
+    zone = ZoneResolver.from_text(zone_text(SLOW))
+    [result] = import_item(store, SourceItem(name, data), now=now, resolver=zone)
+    return result
+
+
+def test_a_temperror_that_lasts_is_settled_as_unauthenticated_after_three_days(
+    store_url: str,
+) -> None:
+    """A signer whose DNS never answers (an attacker's, or a domain gone) must not make
+    every import fail for good, each one waiting for its DNS: RECHECK_FOR after the
+    unauthenticated copy was stored, the e-mail is a duplicate with a note (exit 0, an IMAP
+    message moves on). Both paths: an aggregate report told from its metadata, a failure
+    report by the store's key."""
+    raw = (REAL_WORLD / "failure/dmarc_ruf_report_linkedin.eml").read_bytes()
+    raw = raw.split(b"\n", 1)[1].replace(b"\nFrom: dmarc-noreply@linkedin.com\n",
+                                         b"\nFrom: dmarc@receiver.example\n")  # fmt: skip
+    failure = signed(raw, "receiver.example", selector="slow")
+    store = open_store(store_url)
+    try:
+        for name, mail in (("r.eml", _mail()), ("f.eml", failure)):
+            assert _import_at(store, name, mail, NOW).status == IMPORTED
+            almost = _import_at(store, name, mail, NOW + RECHECK_FOR - 1)
+            assert (almost.status, almost.recheck) == (ERROR, True)
+            settled = _import_at(store, name, mail, NOW + RECHECK_FOR)
+            assert (settled.status, settled.recheck, settled.error) == (DUPLICATE, False, "")
+            assert settled.auth_note.startswith("still not authenticated (DKIM d=receiver")
+            assert settled.auth_note.endswith("72 hours after it was first stored: kept "
+                                              "unauthenticated, not checked again")  # fmt: skip
+            assert settled.auth_note in settled.notes
+    finally:
+        store.close()

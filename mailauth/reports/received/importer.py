@@ -39,12 +39,20 @@ from mailauth.reports.received.model import (
     authenticated_key,
 )
 from mailauth.reports.received.reader import ReadOutcome, read_reports, sniff
-from mailauth.reports.received.storage import StoredAggregate, save_report, stored_aggregate
+from mailauth.reports.received.storage import (
+    StoredAggregate,
+    save_report,
+    stored_aggregate,
+    stored_at,
+)
 from mailauth.reports.store import Store
 
 IMPORTED = "imported"
 DUPLICATE = "duplicate"
 ERROR = "error"
+# For how long after a copy was stored unauthenticated on a temperror an import checks the
+# e-mail again (an MTA retries a temporary failure for days: 3 here); then it is settled.
+RECHECK_FOR = 3 * 86400
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +82,7 @@ class ImportResult:
     notes: tuple[str, ...] = ()
     auth: ReportAuth = BARE_FILE
     auth_note: str = ""  # why the report is not counted as authenticated (also in notes)
+    settled: bool = False  # a temperror past RECHECK_FOR: not checked again
 
     @property
     def authenticated(self) -> str | None:
@@ -84,7 +93,7 @@ class ImportResult:
     def recheck(self) -> bool:
         """The authentication ended in ``temperror``: importing the item again checks it
         again (an IMAP message stays where it is)."""
-        return self.auth.result == AuthResult.TEMPERROR
+        return self.auth.result == AuthResult.TEMPERROR and not self.settled
 
     def to_json(self) -> dict[str, Any]:
         """The ``--json`` object, exactly these keys."""
@@ -161,18 +170,21 @@ def _store_outcome(
     file = f"{name} > {outcome.part}" if outcome.part else name
     if outcome.known is not None:  # (a duplicate told from its metadata: records unread)
         known, stored = outcome.known, found[outcome.known.key]
-        status, error = _not_written(auth)
+        status, error, note = _not_written(auth, stored.imported_at, now)
         return ImportResult(file, ReportKind.AGGREGATE, known.reporter, known.report_id,
                             stored.domain, stored.records, stored.messages, status, error,
-                            notes=stored.notes, auth=auth, auth_note=error)  # fmt: skip
+                            notes=(*stored.notes, *([note] if note else [])), auth=auth,
+                            auth_note=error or note, settled=bool(note))  # fmt: skip
     report = outcome.report
     if report is None:
         return ImportResult(file, outcome.kind, "", "", "", 0, 0, ERROR, outcome.error)
     report = replace(report, auth=auth)
     written = save_report(store, report, source=file, now=now)
     records, messages = _counts(report)
-    status, error = (IMPORTED, "") if written else _not_written(auth)
-    note = error or _auth_note(report)  # (an error says it once: not as a note too)
+    status, error, settled = IMPORTED, "", ""
+    if not written:
+        status, error, settled = _not_written(auth, stored_at(store, report), now)
+    note = error or settled or _auth_note(report)  # (an error says it once: not as a note too)
     return ImportResult(
         file=file,
         kind=report.kind,
@@ -186,18 +198,27 @@ def _store_outcome(
         notes=(*report.notes, *([note] if note and not error else [])),
         auth=auth,
         auth_note=note,
+        settled=bool(settled),
     )
 
 
-def _not_written(auth: ReportAuth) -> tuple[str, str]:
-    """(status, error) of a report the store holds already under its key. A ``temperror``
-    is no duplicate: the copy stored is the unauthenticated one (an earlier ``temperror``,
-    a bare file), the e-mail's authentication is still undecided, and the report must be
-    imported again (``error``: exit status 1, an IMAP message stays in its folder)."""
-    if auth.result == AuthResult.TEMPERROR:
-        return ERROR, (f"not authenticated for now ({auth.reason}): only an unauthenticated "
-                       "copy is stored; import the e-mail again to check it again")  # fmt: skip
-    return DUPLICATE, ""
+def _not_written(auth: ReportAuth, stored: int | None, now: int) -> tuple[str, str, str]:
+    """(status, error, note) of a report the store holds already under its key, stored at
+    ``stored``. A ``temperror`` is no duplicate: the copy stored is the unauthenticated one
+    (an earlier ``temperror``, a bare file), the e-mail's authentication is still
+    undecided, and the report must be imported again (``error``: exit status 1, an IMAP
+    message stays in its folder) -- for RECHECK_FOR after that copy was stored. Then it is
+    settled as unauthenticated (``duplicate``, with a note; the IMAP message moves on): a
+    signer whose DNS never answers must not fail every import for good, each waiting for
+    its DNS."""
+    if auth.result != AuthResult.TEMPERROR:
+        return DUPLICATE, "", ""
+    if stored is not None and now - stored >= RECHECK_FOR:
+        return DUPLICATE, "", (f"still not authenticated ({auth.reason}) "
+                               f"{RECHECK_FOR // 3600} hours after it was first stored: "
+                               "kept unauthenticated, not checked again")  # fmt: skip
+    return ERROR, (f"not authenticated for now ({auth.reason}): only an unauthenticated "
+                   "copy is stored; import the e-mail again to check it again"), ""  # fmt: skip
 
 
 def _auth_note(report: Report) -> str:

@@ -58,20 +58,33 @@ class StoredAggregate:
     records: int
     messages: int
     notes: tuple[str, ...]
+    imported_at: int = 0
 
 
 def stored_aggregate(store: Store, key: str) -> StoredAggregate | None:
     """The stored aggregate report with ``key``; None when there is none."""
     rows = store.fetchall(
-        "SELECT policy_domain, records, messages, notes FROM received_aggregate "
+        "SELECT policy_domain, records, messages, notes, imported_at FROM received_aggregate "
         "WHERE report_key = ?",
         (key,),
     )
     if not rows:
         return None
-    domain, records, messages, notes = rows[0]
+    domain, records, messages, notes, imported_at = rows[0]
     return StoredAggregate(str(domain), int(records), int(messages),
-                           tuple(str(n) for n in json.loads(notes)))  # fmt: skip
+                           tuple(str(n) for n in json.loads(notes)), int(imported_at))  # fmt: skip
+
+
+def stored_at(store: Store, report: Report) -> int | None:
+    """When the copy the store holds under ``report``'s key was imported (None: none)."""
+    table = {AggregateReport: "received_aggregate", FailureReport: "received_failures"}.get(
+        type(report), "received_tls"
+    )
+    rows = store.fetchall(
+        f"SELECT imported_at FROM {table} WHERE report_key = ?",  # noqa: S608 - a constant
+        (report.key,),
+    )
+    return int(rows[0][0]) if rows else None
 
 
 def _save_aggregate(store: Store, r: AggregateReport, source: str, now: int) -> bool:
