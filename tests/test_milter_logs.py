@@ -25,17 +25,20 @@ from tests.test_milter import DEMO, SENDER
 MESSAGES = 400  # log lines of ~300 octets: twice what a pipe (64 KiB) holds
 
 
-class _Gate(logging.Handler):
-    """A target that cannot write until opened (a wedged stderr)."""
+class _Gate:
+    """A stream that cannot be written until opened (a wedged stderr)."""
 
     def __init__(self) -> None:
-        super().__init__()
         self.open = threading.Event()
         self.lines: list[str] = []
 
-    def emit(self, record: logging.LogRecord) -> None:
+    def write(self, text: str) -> int:
         self.open.wait()
-        self.lines.append(record.getMessage())
+        self.lines.append(text.removesuffix("\n"))
+        return len(text)
+
+    def flush(self) -> None:
+        self.open.wait()
 
 
 def test_a_wedged_stderr_costs_the_records_past_the_queue_not_a_blocked_caller() -> None:
@@ -65,12 +68,33 @@ def test_close_gives_up_on_a_stderr_that_never_takes_a_line(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setattr(logs, "STDERR_CLOSE_TIMEOUT", 0.2)
-    handler = QueuedStderr(_Gate(), size=2)
+    gate = _Gate()
+    handler = QueuedStderr(gate, size=2)
     for n in range(5):
         handler.handle(logging.LogRecord("t", logging.INFO, __file__, 0, "x %d", (n,), None))
     started = time.monotonic()
     handler.close()  # (no room for the end mark, the writer stuck: the milter still stops)
     assert time.monotonic() - started < 0.5  # (STDERR_CLOSE_TIMEOUT in all)
+    gate.open.set()  # (the writer thread ends)
+
+
+def test_the_process_exits_with_its_stderr_wedged() -> None:
+    """The writer thread, stuck in a write, holds no lock of logging's: the interpreter's
+    exit (logging.shutdown) goes on after close() has waited its bound."""
+    code = (
+        "import logging, threading\n"
+        "from mailauth.cli.logs import QueuedStderr\n"
+        "class Wedged:\n"
+        "    def write(self, text): threading.Event().wait()\n"
+        "    def flush(self): pass\n"
+        "root = logging.getLogger()\n"
+        "root.addHandler(QueuedStderr(Wedged(), size=10))\n"
+        "for n in range(100): root.warning('line %d', n)\n"
+    )
+    started = time.monotonic()
+    done = subprocess.run([sys.executable, "-c", code], timeout=30, check=False)
+    assert done.returncode == 0
+    assert time.monotonic() - started < 20  # (STDERR_CLOSE_TIMEOUT, 5 s, and the start)
 
 
 def test_drops_at_the_end_are_said_at_close() -> None:

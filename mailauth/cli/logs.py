@@ -19,8 +19,10 @@ import logging.handlers
 import os
 import queue
 import socket
+import sys
 import threading
 import time
+from typing import Protocol
 
 from mailauth.cli.common import CliError
 from mailauth.config_inbound import FACILITIES, LogOptions
@@ -39,9 +41,7 @@ def configure_logging(options: LogOptions) -> None:
     CliError (one line, exit 2) when the syslog socket cannot be reached."""
     handlers: list[logging.Handler] = []
     if options.stderr:
-        stderr = logging.StreamHandler()
-        stderr.setFormatter(logging.Formatter(STDERR_FORMAT))
-        handlers.append(QueuedStderr(stderr))
+        handlers.append(QueuedStderr(fmt=STDERR_FORMAT))
     if options.syslog:
         handlers.append(syslog_handler(options))
     root = logging.getLogger()
@@ -57,15 +57,28 @@ def configure_logging(options: LogOptions) -> None:
     logging.raiseExceptions = False
 
 
-class QueuedStderr(logging.handlers.QueueHandler):
-    """A handler that formats a record where it is logged (the event loop) and hands it to
-    a thread that writes it with ``target`` (stderr), through a queue of at most ``size``
-    records: a full queue drops the record (counted in ``dropped``) instead of waiting."""
+class Stream(Protocol):
+    """What :class:`QueuedStderr` writes to (stderr, or a test's stand-in)."""
 
-    def __init__(self, target: logging.Handler, size: int = STDERR_QUEUE) -> None:
+    def write(self, text: str, /) -> int: ...
+
+    def flush(self) -> None: ...
+
+
+class QueuedStderr(logging.handlers.QueueHandler):
+    """A handler that formats a record where it is logged (the event loop) and hands the
+    line to a thread that writes it to ``stream`` (stderr), through a queue of at most
+    ``size`` records: a full queue drops the record (counted in ``dropped``) instead of
+    waiting. The thread writes to the stream itself, holding no handler's lock: one stuck
+    in a write to a wedged stderr never holds up ``logging.shutdown`` at exit."""
+
+    def __init__(
+        self, stream: Stream | None = None, size: int = STDERR_QUEUE, fmt: str = "%(message)s"
+    ) -> None:
         self._queue: queue.Queue[logging.LogRecord | None] = queue.Queue(maxsize=size)
         super().__init__(self._queue)
-        self.target = target
+        self.setFormatter(logging.Formatter(fmt))  # (prepare() leaves the line in msg)
+        self.stream: Stream = stream if stream is not None else sys.stderr
         self.dropped = 0
         self._told = 0  # drops already reported in a line
         self._writer = threading.Thread(target=self._write, name="mailauth-log", daemon=True)
@@ -84,11 +97,17 @@ class QueuedStderr(logging.handlers.QueueHandler):
         """The line saying how many records were dropped since the last such line."""
         lost, self._told = self.dropped - self._told, self.dropped
         text = f"{lost} log lines dropped: stderr did not take them in time"
-        return logging.LogRecord("mailauth.milter", logging.WARNING, __file__, 0, text, None, None)
+        note = logging.LogRecord("mailauth.milter", logging.WARNING, __file__, 0, text, None, None)
+        prepared: logging.LogRecord = self.prepare(note)
+        return prepared
 
     def _write(self) -> None:
         while (record := self._queue.get()) is not None:
-            self.target.handle(record)
+            try:
+                self.stream.write(f"{record.msg}\n")
+                self.stream.flush()
+            except (OSError, ValueError):  # (stderr closed or gone: the line is lost)
+                self.dropped += 1
 
     def close(self) -> None:
         """Write what is queued (for STDERR_CLOSE_TIMEOUT at most), then stop the thread."""
