@@ -12,8 +12,9 @@ the milter's metrics) and logged once per interval, never silently.
 
 The most a crash can lose: what was recorded since the last flush (``flush_seconds``, 5 s
 by default), plus, while the store is unreachable, everything still buffered (at most
-``max_rows`` rows). SIGTERM and SIGHUP flush (docs/reports.md). A batch the store refuses
-for good is dropped after a few attempts (:mod:`.background`). Messages written for a
+``max_rows`` rows). SIGTERM and SIGHUP flush (docs/reports.md). What a write could not
+store waits apart from what is recorded since (:mod:`.background`); the rows the store
+refuses for good are isolated and dropped, alone. Messages written for a
 period that closed before (its end plus the sender's grace: its report may have gone out)
 are counted (``late``) and logged once per interval: no report will count them.
 
@@ -30,10 +31,10 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from mailauth.reports.background import PERMANENT_ATTEMPTS, BackgroundWriter, open_writer_store
+from mailauth.reports.background import BackgroundWriter, Held, open_writer_store
 from mailauth.reports.observe import Enforcement, Observation, observe, row_key
 from mailauth.reports.outgoing import GRACE
-from mailauth.reports.store import Store
+from mailauth.reports.store import Store, StoreError
 from mailauth.results import PublishedPolicy, Verdict
 
 log = logging.getLogger("mailauth.reports")
@@ -101,21 +102,43 @@ class Batch:
     def full(self, max_rows: int, max_bytes: int) -> bool:
         return len(self.counts) >= max_rows or self.size >= max_bytes
 
-    def merge(self, other: Batch, max_rows: int, max_bytes: int) -> int:
-        """Add ``other``'s counts (a batch that could not be written) as far as ``max_rows``
-        and ``max_bytes`` allow; the number of messages that did not fit."""
-        lost = 0
+    def merge(self, other: Batch) -> None:
+        """Add ``other``'s counts and policies (rows held: they were within the caps)."""
         for key, messages in other.counts.items():
-            if key in self.counts:
-                self.counts[key] += messages
-            elif not self.full(max_rows, max_bytes):
-                self.counts[key] = messages
+            known = self.counts.get(key)
+            if known is None:
                 self.size += _row_size(key)
-            else:
-                lost += messages
+            self.counts[key] = (known or 0) + messages
         for where, value in other.policies.items():
             self._policy(where, value)
-        return lost
+
+    def messages(self) -> int:
+        return sum(self.counts.values())
+
+    def rows(self) -> int:
+        """Its rows in the store: counts and policies (what the store may refuse alone)."""
+        return len(self.counts) + len(self.policies)
+
+    def halves(self) -> tuple[Batch, Batch]:
+        """Its rows in two batches, in key order (a policy beside its period's counts)."""
+        keys: list[tuple[str, int, int, tuple[str, ...]]] = [
+            (domain, begin, 0, ()) for domain, begin in self.policies
+        ]
+        keys += [(domain, begin, 1, key) for domain, begin, key in self.counts]
+        keys.sort()
+        middle = len(keys) // 2
+        return self._subset(keys[:middle]), self._subset(keys[middle:])
+
+    def _subset(self, keys: list[tuple[str, int, int, tuple[str, ...]]]) -> Batch:
+        part = Batch()
+        for domain, begin, kind, key in keys:
+            if kind:
+                row = (domain, begin, key)
+                part.counts[row] = self.counts[row]
+                part.size += _row_size(row)
+            else:
+                part.policies[domain, begin] = self.policies[domain, begin]
+        return part
 
 
 def _row_size(key: tuple[str, int, tuple[str, ...]]) -> int:
@@ -240,10 +263,13 @@ class BackgroundRecorder(BackgroundWriter, _Observing):
         _Observing.__init__(self, settings or RecordingSettings())
         self._clock = clock
         self._lock = threading.Lock()
-        self._batch = Batch()
+        self._batch = Batch()  # the live buffer: what record() adds to
+        self._held: list[Held[Batch]] = []  # what a write could not store (the thread's)
+        self._held_rows = 0  # ... and the batch being written: rows and bytes (the caps)
+        self._held_bytes = 0
         # Counters (read by the milter's metrics; write_errors and refused: BackgroundWriter):
         self.recorded = 0  # messages counted into the buffer
-        self.dropped = 0  # messages lost: buffer full, or a failed batch that did not fit
+        self.dropped = 0  # messages lost: buffer full, or rows the store refused for good
         self.written = 0  # messages written to the store
         self.late = 0  # ... of them for a period whose report may have gone out already
         self.skipped = 0  # verdicts no report counts (no policy, temperror)
@@ -252,13 +278,13 @@ class BackgroundRecorder(BackgroundWriter, _Observing):
 
     @property
     def pending(self) -> int:
-        """Rows waiting in memory."""
-        return len(self._batch)
+        """Rows waiting in memory (recorded, held, being written)."""
+        return len(self._batch) + self._held_rows
 
     @property
     def buffered_bytes(self) -> int:
         """Their estimated size."""
-        return self._batch.size
+        return self._batch.size + self._held_bytes
 
     def _flush_seconds(self) -> float:
         return self.settings.flush_seconds
@@ -281,7 +307,8 @@ class BackgroundRecorder(BackgroundWriter, _Observing):
         with self._lock:
             batch = self._batch
             settings = self.settings
-            if batch.full(settings.max_rows, settings.buffer_bytes) and not batch.has(
+            rows = settings.max_rows - self._held_rows  # (the caps hold what waits, in all)
+            if batch.full(rows, settings.buffer_bytes - self._held_bytes) and not batch.has(
                 observation, now, interval
             ):
                 self.dropped += 1
@@ -293,37 +320,60 @@ class BackgroundRecorder(BackgroundWriter, _Observing):
             self._wake.set()
 
     def _write_once(self) -> bool:
+        """Write what is held, then the live buffer, each in its own transaction (rows
+        refused for good isolated: :mod:`.background`); what could not be written stays
+        held, apart from what is recorded meanwhile. True when all of it was written."""
         with self._lock:
-            batch, self._batch = self._batch, Batch()
-        if not batch.counts:
+            live, self._batch = self._batch, Batch()
+            self._held_rows += len(live)
+            self._held_bytes += live.size
+        todo = [*self._held, Held(live)] if live.counts else list(self._held)
+        if not todo:
             return True
         started = time.monotonic()
-        try:
-            write_batch(self._open(), batch)
-        except Exception as exc:  # (F13: whatever it is, recording goes on)
-            error, give_up = self._failed(exc)
-            messages = sum(batch.counts.values())
-            if give_up:
-                self.dropped += messages
-                self._log(
-                    f"report store refused {len(batch)} rows ({messages} messages) "
-                    f"{PERMANENT_ATTEMPTS} times ({error}); they are dropped",
-                    force=True,
-                )
-                return False
-            with self._lock:
-                settings = self.settings
-                lost = self._batch.merge(batch, settings.max_rows, settings.buffer_bytes)
-                self.dropped += lost
-            self._log(f"report store not written ({error}); {len(batch)} rows kept to retry")
+        done = self._write_pieces(todo, self._write_piece)
+        suspects = [h for h in done.kept if h.suspect]
+        clean = Batch()  # (rows never refused: those of a failed flush and the live buffer's)
+        for held in done.kept:
+            if not held.suspect:
+                clean.merge(held.piece)
+        if clean.counts or clean.policies:
+            suspects.append(Held(clean))
+        with self._lock:
+            self._held = suspects
+            self._held_rows = sum(len(h.piece) for h in suspects)
+            self._held_bytes = sum(h.piece.size for h in suspects)
+        if done.refused:
+            self._refused(done.refused)
+        if done.error is not None:
+            rows = self._held_rows
+            self._log(f"report store not written ({done.error}); {rows} rows kept to retry")
             return False
-        self._succeeded()
-        self.written += sum(batch.counts.values())
-        self.late += late_messages(batch, self._clock())
         seconds = time.monotonic() - started
         if seconds > self.settings.flush_seconds:
-            log.warning("report store slow: %d rows took %.1f s to write", len(batch), seconds)
-        return True
+            log.warning("report store slow: %d rows took %.1f s to write", len(live), seconds)
+        return not done.kept and not done.refused
+
+    def _write_piece(self, store: Store, batch: Batch) -> None:
+        write_batch(store, batch)
+        self.written += batch.messages()
+        self.late += late_messages(batch, self._clock())
+
+    def _refused(self, refused: list[tuple[Batch, StoreError]]) -> None:
+        """The rows the store refused for good: dropped, counted, one line saying why."""
+        rows = sum(batch.rows() for batch, _ in refused)
+        messages = sum(batch.messages() for batch, _ in refused)
+        self.refused += rows
+        self.dropped += messages
+        domains = dict.fromkeys(d for batch, _ in refused for d, _ in batch.policies)
+        domains.update(dict.fromkeys(d for batch, _ in refused for d, _, _ in batch.counts))
+        shown = ", ".join(itertools.islice(domains, 5)) + (", ..." if len(domains) > 5 else "")
+        self._log(
+            f"report store refused {rows} rows for good ({refused[0][1]}): dropped, "
+            f"{messages} messages not recorded (policy domains {shown}); the other rows "
+            "are written",
+            force=True,
+        )
 
     def _after_write(self) -> None:
         dropped, late = self.dropped, self.late
@@ -331,7 +381,8 @@ class BackgroundRecorder(BackgroundWriter, _Observing):
             self._log(
                 f"report recording: {dropped - self._logged_drops} messages not recorded "
                 f"(buffer full: {self.settings.max_rows} rows or "
-                f"{self.settings.buffer_bytes // 1024} KiB; {dropped} in all)",
+                f"{self.settings.buffer_bytes // 1024} KiB; or refused by the store; "
+                f"{dropped} in all)",
                 force=True,
             )
             self._logged_drops = dropped
