@@ -438,12 +438,15 @@ def test_concurrent_claims_are_disjoint(store_url: str) -> None:
     try:
         enqueue_failures(store, [_report()] * 5, limit=10, period=3600, max_queued=100, **SHARED,
                          now=ARRIVAL)  # fmt: skip
-        first = claim_failures(store, ARRIVAL, new_claim_token(), limit=3)
-        second = claim_failures(other, ARRIVAL, new_claim_token(), limit=10)
+        wall = lambda: ARRIVAL  # noqa: E731 - (the wall clock the leases run on)
+        first = claim_failures(store, ARRIVAL, new_claim_token(), limit=3, clock=wall)
+        second = claim_failures(other, ARRIVAL, new_claim_token(), limit=10, clock=wall)
         assert len(first) == 3 and len(second) == 2
         assert not {r.id for r in first} & {r.id for r in second}
-        assert claim_failures(store, ARRIVAL + 100, new_claim_token()) == []  # leases hold
-        assert len(claim_failures(store, ARRIVAL + 3600, new_claim_token())) == 5  # expired
+        later = lambda: ARRIVAL + 100  # noqa: E731
+        assert claim_failures(store, ARRIVAL, new_claim_token(), clock=later) == []  # leases hold
+        expired = lambda: ARRIVAL + 3600  # noqa: E731
+        assert len(claim_failures(store, ARRIVAL, new_claim_token(), clock=expired)) == 5
     finally:
         store.close()
         other.close()

@@ -20,7 +20,11 @@ process writing to one store.
 :func:`claim_failures`, :func:`mark_failure_sent`, :func:`mark_failure_failed` and
 :func:`release_failure` mirror :mod:`.outgoing`: a claim is a lease (``state='claimed'``,
 the claimer's token, an expiry; PostgreSQL ``FOR UPDATE SKIP LOCKED``), concluded by one
-conditional ``UPDATE``; a report once ``sent`` is never claimed again. A report that failed
+conditional ``UPDATE``; a report once ``sent`` is never claimed again. Leases run on the
+wall clock (``clock``), not on the run's ``now`` (``reports send --now`` in the past or
+future must not shorten or stretch them), and the sender renews each claim
+(:func:`renew_failure`) before it delivers: a claim whose lease ended and that another run
+took is not delivered again nor marked by the first. A report that failed
 temporarily waits before its next attempt (``next_try``: 5 minutes, doubling, at most 6
 hours). A concluded report keeps no message data (the original header and the facts are
 blanked), only its metadata, removed after 30 days by :func:`prune_failures`.
@@ -32,8 +36,9 @@ import collections
 import dataclasses
 import functools
 import json
+import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -316,11 +321,19 @@ def _insert(store: Store, report: QueuedFailure, ruf: tuple[str, ...]) -> None:
 
 
 def claim_failures(
-    store: Store, now: float, token: str, *, limit: int = 20, lease: int = 3600
+    store: Store,
+    now: float,
+    token: str,
+    *,
+    limit: int = 20,
+    lease: int = 3600,
+    clock: Callable[[], float] = time.time,
 ) -> list[ClaimedFailure]:
-    """Claim up to ``limit`` reports due (pending and past ``next_try``, or claimed by a run
-    whose lease ended), oldest first."""
+    """Claim up to ``limit`` reports due (pending and past ``next_try`` at ``now``, or
+    claimed by a run whose lease ended by ``clock``), oldest first, for ``lease`` seconds
+    of ``clock``."""
     with store.write():
+        wall = int(clock())
         rows = store.fetchall(
             """SELECT o.id, o.policy_domain, o.auth_failure, o.ruf, o.facts, o.original,
             o.has_body, o.attempts, o.delivered FROM failure_reports o
@@ -328,14 +341,25 @@ def claim_failures(
                OR (o.state = 'claimed' AND o.claimed_until <= ?)
             ORDER BY o.created, o.id LIMIT ?"""  # noqa: S608 - constant text
             + store.skip_locked,
-            (int(now), int(now), limit),
+            (int(now), wall, limit),
         )
         store.executemany(
             """UPDATE failure_reports SET state = 'claimed', claimed_by = ?,
             claimed_until = ?, attempts = attempts + 1 WHERE id = ?""",
-            [(token, int(now) + lease, row[0]) for row in rows],
+            [(token, wall + lease, row[0]) for row in rows],
         )
     return [_claimed(row, token) for row in rows]
+
+
+def renew_failure(store: Store, report: ClaimedFailure, until: float) -> bool:
+    """Extend the claim on ``report`` to ``until`` (wall clock); False when it was lost:
+    its lease ended and another run took it (or concluded it)."""
+    changed = store.execute(
+        """UPDATE failure_reports SET claimed_until = ? WHERE id = ? AND state = 'claimed'
+        AND claimed_by = ?""",
+        (int(until), report.id, report.claim),
+    )
+    return changed == 1
 
 
 def _claimed(row: tuple[Any, ...], token: str) -> ClaimedFailure:
