@@ -222,7 +222,7 @@ def enqueue_failures(
             store.execute("SELECT pg_advisory_xact_lock(?)", (_QUEUE_LOCK,))
         oldest = window_of(now, period) - period
         store.execute("DELETE FROM failure_rate WHERE window_begin < ?", (oldest,))
-        waiting, owners = _waiting(store, max_per_org - len(reports))
+        waiting, owners = _waiting(store, reports, max_per_org - len(reports))
         totals: dict[int, int] = {}  # reports queued per window, all destinations
         for report in reports:
             window = window_of(report.created, period)
@@ -263,21 +263,51 @@ def enqueue_failures(
     return outcome
 
 
-def _waiting(store: Store, room: int) -> tuple[int, collections.Counter[str]]:
-    """The reports waiting, and per organisation unless fewer than ``room`` wait (a share
-    less the batch: then no organisation can fill its share with this batch, and one
-    count is read, the common case)."""
-    count = "SELECT COUNT(*) FROM failure_reports WHERE state IN (?, ?)"
-    waiting = int(store.fetchall(count, WAITING)[0][0])
+COUNT_WAITING = "SELECT COUNT(*) FROM failure_reports WHERE state IN (?, ?)"
+_OWNERS_AT_ONCE = 500  # organisations counted per statement (bound parameters)
+
+
+def count_owners(owners: int) -> str:
+    """The statement counting the reports waiting of ``owners`` organisations: an index
+    range per organisation (``failure_reports_owner``: queue_owner, state; SQLite reads
+    the index alone), so that its cost is that of their own reports (each at most its
+    share), not of the whole queue's."""
+    marks = ", ".join("?" * owners)
+    return (
+        "SELECT queue_owner, COUNT(*) FROM failure_reports WHERE queue_owner IN "  # noqa: S608 - marks only
+        f"({marks}) AND state IN (?, ?) GROUP BY queue_owner"
+    )
+
+
+def _waiting(
+    store: Store, reports: Sequence[QueuedFailure], room: int
+) -> tuple[int, collections.Counter[str]]:
+    """The reports waiting, and those of each organisation of ``reports`` unless fewer
+    than ``room`` wait in all (a share less the batch: then no organisation can fill its
+    share with this batch, and one count is read)."""
+    waiting = int(store.fetchall(COUNT_WAITING, WAITING)[0][0])
     owners: collections.Counter[str] = collections.Counter()
-    if waiting >= room:
-        for domain, mine in store.fetchall(
-            """SELECT policy_domain, COUNT(*) FROM failure_reports WHERE state IN (?, ?)
-            GROUP BY policy_domain""",
-            WAITING,
-        ):
-            owners[queue_owner(domain)] += int(mine)
+    if waiting < room:
+        return waiting, owners
+    _own_unowned(store)
+    mine = sorted({queue_owner(r.policy_domain) for r in reports})
+    for first in range(0, len(mine), _OWNERS_AT_ONCE):
+        some = mine[first : first + _OWNERS_AT_ONCE]
+        for owner, count in store.fetchall(count_owners(len(some)), (*some, *WAITING)):
+            owners[owner] = int(count)
     return waiting, owners
+
+
+def _own_unowned(store: Store) -> None:
+    """Reports queued before schema version 7 (no ``queue_owner``) given theirs."""
+    rows = store.fetchall(
+        "SELECT id, policy_domain FROM failure_reports WHERE queue_owner = '' AND state IN (?, ?)",
+        WAITING,
+    )
+    store.executemany(
+        "UPDATE failure_reports SET queue_owner = ? WHERE id = ?",
+        [(queue_owner(domain), id_) for id_, domain in rows],
+    )
 
 
 def _window_total(store: Store, window: int) -> int:
@@ -304,12 +334,14 @@ def _take(store: Store, policy_domain: str, address: str, window: int, limit: in
 
 def _insert(store: Store, report: QueuedFailure, ruf: tuple[str, ...]) -> None:
     store.execute(
-        """INSERT INTO failure_reports (id, policy_domain, auth_failure, ruf, facts, original,
-        has_body, state, attempts, next_try, claimed_by, claimed_until, delivered, last_error,
-        created, sent_at) VALUES (?, ?, ?, ?, ?, ?, ?, 'pending', 0, 0, '', 0, '', '', ?, 0)""",
+        """INSERT INTO failure_reports (id, policy_domain, queue_owner, auth_failure, ruf,
+        facts, original, has_body, state, attempts, next_try, claimed_by, claimed_until,
+        delivered, last_error, created, sent_at)
+        VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'pending', 0, 0, '', 0, '', '', ?, 0)""",
         (
             uuid.uuid4().hex,
             report.policy_domain,
+            queue_owner(report.policy_domain),
             report.auth_failure,
             " ".join(ruf),
             facts_to_json(report.facts),
