@@ -487,7 +487,7 @@ def test_close_leaves_a_writer_still_in_a_statement_its_connection(
     import threading
 
     from mailauth.reports.background import CLOSE_TIMEOUT, WRITER_TIMEOUT, BackgroundWriter
-    from mailauth.reports.store import _ABORT_MARGIN
+    from mailauth.reports.store_postgres import _ABORT_MARGIN
 
     assert CLOSE_TIMEOUT > WRITER_TIMEOUT + _ABORT_MARGIN
 

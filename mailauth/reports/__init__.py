@@ -2,7 +2,8 @@
 verdicts into it, and the reports built from it.
 
 Modules: :mod:`.observe` (a verdict as a report row, pure), :mod:`.schema` (the versioned
-schema), :mod:`.store` (SQLite or PostgreSQL behind one class), :mod:`.recorder` (buffered
+schema), :mod:`.store` (SQLite or PostgreSQL behind one class; the engines :mod:`.store_sqlite`,
+:mod:`.store_postgres`), :mod:`.recorder` (buffered
 recording off the mail path), :mod:`.aggregate` (RFC 9990 XML, streamed), :mod:`.outgoing`
 (closed reports claimed under the store's lock, for the delivery side); RFC 9991 failure
 reports: :mod:`.failure` (the ARF report), :mod:`.failure_collect` (the milter's collector),

@@ -6,7 +6,7 @@ once per interval, and what becomes of rows the store would not take.
 
 Each writer's PostgreSQL connection bounds its statements (:data:`WRITER_TIMEOUT`: the
 server's ``statement_timeout``, and the client giving up on a server that does not answer
-at all, :class:`~.store.PostgresStore`), so that a hung server is a write error within
+at all, :class:`~.store_postgres.PostgresStore`), so that a hung server is a write error within
 about half a minute, not a thread blocked for ever.
 
 What a write could not store is *held* (:class:`Held`), apart from what is recorded
