@@ -12,12 +12,12 @@ import pytest
 
 from mailauth.reports import open_store
 from mailauth.reports.delivery import ReportState
-from mailauth.reports.failure_queue import (
+from mailauth.reports.failure_claims import (
     claim_failures,
-    enqueue_failures,
     failure_status,
     new_claim_token,
 )
+from mailauth.reports.failure_queue import enqueue_failures
 from mailauth.reports.failure_send import LOST, send_failures
 from mailauth.reports.smtp import RecipientOutcome
 from mailauth.reports.store import Store

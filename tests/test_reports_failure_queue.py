@@ -27,6 +27,13 @@ from mailauth.pipeline import Authenticator
 from mailauth.reports import open_store
 from mailauth.reports.delivery import ReportState
 from mailauth.reports.failure import failure_facts
+from mailauth.reports.failure_claims import (
+    FIRST_RETRY,
+    claim_failures,
+    failure_status,
+    mark_failure_sent,
+    new_claim_token,
+)
 from mailauth.reports.failure_collect import (
     FailureCollector,
     original_message,
@@ -34,13 +41,8 @@ from mailauth.reports.failure_collect import (
     report_types,
 )
 from mailauth.reports.failure_queue import (
-    FIRST_RETRY,
     QueuedFailure,
-    claim_failures,
     enqueue_failures,
-    failure_status,
-    mark_failure_sent,
-    new_claim_token,
     window_of,
 )
 from mailauth.reports.failure_send import send_failures

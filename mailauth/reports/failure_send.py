@@ -16,7 +16,7 @@ For each report claimed from the queue (:mod:`.failure_queue`), :func:`send_fail
    a backoff) when some destination, the relay or DNS failed temporarily; ``abandoned``
    after ``max_attempts`` or when no destination can take it.
 
-Each claim is renewed just before its report is sent (:func:`~.failure_queue.renew_failure`):
+Each claim is renewed just before its report is sent (:func:`~.failure_claims.renew_failure`):
 a claim lost meanwhile (its lease ended while earlier reports were sent, and another run
 took it) stops that report, logged: it is neither delivered again nor marked by this run.
 A claim lost during the delivery itself (slower than a lease) is noted in the outcome: the
@@ -50,7 +50,7 @@ from mailauth.reports.delivery import (
     uris_due,
 )
 from mailauth.reports.failure import FailureFacts, build_failure_report
-from mailauth.reports.failure_queue import (
+from mailauth.reports.failure_claims import (
     ClaimedFailure,
     claim_failures,
     mark_failure_failed,
