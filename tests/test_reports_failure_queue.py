@@ -27,6 +27,7 @@ from mailauth.pipeline import Authenticator
 from mailauth.reports import open_store
 from mailauth.reports.delivery import ReportState
 from mailauth.reports.failure import failure_facts
+from mailauth.reports.failure_capture import original_message, report_types
 from mailauth.reports.failure_claims import (
     FIRST_RETRY,
     claim_failures,
@@ -34,12 +35,7 @@ from mailauth.reports.failure_claims import (
     mark_failure_sent,
     new_claim_token,
 )
-from mailauth.reports.failure_collect import (
-    FailureCollector,
-    original_message,
-    queue_now,
-    report_types,
-)
+from mailauth.reports.failure_collect import FailureCollector, queue_now
 from mailauth.reports.failure_queue import (
     QueuedFailure,
     enqueue_failures,

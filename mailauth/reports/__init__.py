@@ -7,9 +7,9 @@ schema), :mod:`.store` (SQLite or PostgreSQL behind one class; the engines
 the mail path; :mod:`.batch`, the counts in memory and their upsert), :mod:`.aggregate`
 (RFC 9990 XML, streamed), :mod:`.outgoing` (closed reports claimed under the store's lock,
 for the delivery side); RFC 9991 failure reports: :mod:`.failure` (the ARF report),
-:mod:`.failure_collect` (the milter's collector), :mod:`.failure_queue` (the queue in the
-store), :mod:`.failure_claims` (the sender's claims on it), :mod:`.failure_send`
-(delivery).
+:mod:`.failure_collect` (the milter's collector; :mod:`.failure_capture`, what it
+takes), :mod:`.failure_queue` (the queue in the store), :mod:`.failure_claims` (the
+sender's claims on it), :mod:`.failure_send` (delivery).
 docs/reports.md.
 """
 
