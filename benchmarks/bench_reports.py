@@ -38,8 +38,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from mailauth.dkim import Signer
 from mailauth.reports import ReportSettings, closed_reports, mark_sent, open_store, write_batch
+from mailauth.reports.batch import Batch
 from mailauth.reports.observe import Observation
-from mailauth.reports.recorder import Batch
 from mailauth.results import Policy, PublishedPolicy
 from tests.milterclient import MilterClient, split_message
 

@@ -27,20 +27,18 @@ from mailauth.pipeline import Authenticator
 from mailauth.reports import open_store
 from mailauth.reports.delivery import ReportState
 from mailauth.reports.failure import failure_facts
-from mailauth.reports.failure_collect import (
-    FailureCollector,
-    original_message,
-    queue_now,
-    report_types,
-)
-from mailauth.reports.failure_queue import (
+from mailauth.reports.failure_capture import original_message, report_types
+from mailauth.reports.failure_claims import (
     FIRST_RETRY,
-    QueuedFailure,
     claim_failures,
-    enqueue_failures,
     failure_status,
     mark_failure_sent,
     new_claim_token,
+)
+from mailauth.reports.failure_collect import FailureCollector, queue_now
+from mailauth.reports.failure_queue import (
+    QueuedFailure,
+    enqueue_failures,
     window_of,
 )
 from mailauth.reports.failure_send import send_failures
@@ -438,12 +436,15 @@ def test_concurrent_claims_are_disjoint(store_url: str) -> None:
     try:
         enqueue_failures(store, [_report()] * 5, limit=10, period=3600, max_queued=100, **SHARED,
                          now=ARRIVAL)  # fmt: skip
-        first = claim_failures(store, ARRIVAL, new_claim_token(), limit=3)
-        second = claim_failures(other, ARRIVAL, new_claim_token(), limit=10)
+        wall = lambda: ARRIVAL  # noqa: E731 - (the wall clock the leases run on)
+        first = claim_failures(store, ARRIVAL, new_claim_token(), limit=3, clock=wall)
+        second = claim_failures(other, ARRIVAL, new_claim_token(), limit=10, clock=wall)
         assert len(first) == 3 and len(second) == 2
         assert not {r.id for r in first} & {r.id for r in second}
-        assert claim_failures(store, ARRIVAL + 100, new_claim_token()) == []  # leases hold
-        assert len(claim_failures(store, ARRIVAL + 3600, new_claim_token())) == 5  # expired
+        later = lambda: ARRIVAL + 100  # noqa: E731
+        assert claim_failures(store, ARRIVAL, new_claim_token(), clock=later) == []  # leases hold
+        expired = lambda: ARRIVAL + 3600  # noqa: E731
+        assert len(claim_failures(store, ARRIVAL, new_claim_token(), clock=expired)) == 5
     finally:
         store.close()
         other.close()

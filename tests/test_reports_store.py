@@ -27,8 +27,8 @@ from mailauth.reports import (
     report_status,
     write_batch,
 )
+from mailauth.reports.batch import Batch
 from mailauth.reports.observe import observe
-from mailauth.reports.recorder import Batch
 from mailauth.reports.schema import SCHEMA_VERSION
 from mailauth.reports.store import Store
 from mailauth.results import DkimResult, DmarcResult, Policy, SpfResult

@@ -1,13 +1,16 @@
 """The writers off the mail path (the aggregate recorder and the failure-report collector)
-against stores that misbehave, on SQLite and a real PostgreSQL: a batch the store refuses
-for good (a real constraint) is dropped after a bounded number of attempts, counted and
-logged, while a store that is down is retried for ever; messages written after their
+against stores that misbehave, on SQLite and a real PostgreSQL: of a batch the store
+refuses for good (a real constraint, a trigger), only the rows refused are dropped
+(isolated in halves, a bounded number of transactions per flush), counted and logged,
+while a store that is down is retried for ever, its rows held apart from those recorded
+since; messages written after their
 period's report was due are counted ("late"); a PostgreSQL server that holds a lock or
 stops answering altogether (SIGSTOP) is a write error within a bounded time, the buffer
 keeping its bound meanwhile."""
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Callable
@@ -19,7 +22,7 @@ import pytest
 
 from mailauth.config_failure import FailureConfig
 from mailauth.reports import BackgroundRecorder, RecordingSettings, open_store
-from mailauth.reports.background import PERMANENT_ATTEMPTS
+from mailauth.reports.background import ISOLATING_WRITES
 from mailauth.reports.failure_collect import FailureCollector
 from mailauth.reports.store import Store, StoreError
 from tests.failure_helpers import ARRIVAL, BAD, SPOOF, verdict_of
@@ -62,23 +65,107 @@ def test_a_store_error_says_whether_it_is_permanent(store_url: str) -> None:
         store.close()
 
 
-def test_a_batch_refused_for_good_is_dropped_after_bounded_attempts(
+def _refuse_where(url: str, table: str, sqlite_when: str, pg_check: str) -> None:
+    """A trigger (SQLite) or a CHECK constraint (PostgreSQL) refusing some rows for good."""
+    store = open_store(url)
+    try:
+        if store.engine == "sqlite":
+            store.execute(f"CREATE TRIGGER refuse_some BEFORE INSERT ON {table} WHEN "
+                          f"{sqlite_when} BEGIN SELECT RAISE(ABORT, 'refused'); END")  # fmt: skip
+        else:
+            store.execute(f"ALTER TABLE {table} ADD CONSTRAINT refuse_some CHECK ({pg_check})")
+    finally:
+        store.close()
+
+
+def _stored(url: str) -> dict[str, int]:
+    store = open_store(url)
+    try:
+        rows = store.fetchall(
+            "SELECT policy_domain, SUM(messages) FROM report_counts GROUP BY policy_domain"
+        )
+        return {domain: int(messages) for domain, messages in rows}
+    finally:
+        store.close()
+
+
+def test_only_the_row_the_store_refuses_is_dropped(
     store_url: str, caplog: pytest.LogCaptureFixture
 ) -> None:
+    """A batch the store refuses for good was retried three times, whatever was recorded
+    meanwhile merged into it, then dropped whole: one bad row cost every good one beside
+    it. Now the batch is split until the refused row is alone: it alone is dropped."""
+    _refuse(store_url, "report_counts", EVIL)
+    recorder = BackgroundRecorder(store_url, RecordingSettings(), clock=lambda: T0)
+    good = [f"good{i}.example" for i in range(7)]
+    for domain in [*good[:3], EVIL, *good[3:]]:
+        _record(recorder, domain)
+    _record(recorder, good[0])
+    with caplog.at_level(logging.WARNING, "mailauth.reports"):
+        assert not recorder.flush()  # (not all of it written)
+    assert (recorder.pending, recorder.written, recorder.dropped, recorder.refused) == (0, 8, 1, 1)
+    refusals = [r.message for r in caplog.records if "refused 1 rows for good" in r.message]
+    assert len(refusals) == 1 and "refused" in refusals[0] and EVIL in refusals[0]
+    assert _stored(store_url) == {good[0]: 2, **dict.fromkeys(good[1:], 1)}
+    _record(recorder, "good.example")  # recording goes on
+    assert recorder.flush() and recorder.written == 9
+    recorder.close()
+
+
+def test_rows_recorded_after_a_refused_one_are_never_dropped(store_url: str) -> None:
+    """The writer's attempt counter dropped everything buffered at the third refusal,
+    rows recorded since included. A refused row is dropped at once, alone; the flushes
+    after it write everything else."""
     _refuse(store_url, "report_counts", EVIL)
     recorder = BackgroundRecorder(store_url, RecordingSettings(), clock=lambda: T0)
     _record(recorder, EVIL)
-    with caplog.at_level(logging.WARNING, "mailauth.reports"):
-        for attempt in range(1, PERMANENT_ATTEMPTS):
-            assert not recorder.flush()
-            counts = (recorder.write_errors, recorder.pending, recorder.dropped)
-            assert counts == (attempt, attempt, 0)
-            _record(recorder, "good.example")  # (what comes meanwhile joins the batch)
-        assert not recorder.flush()
-    assert (recorder.pending, recorder.dropped, recorder.refused) == (0, 3, 1)
-    assert sum("they are dropped" in r.message for r in caplog.records) == 1
-    _record(recorder, "good.example")  # recording goes on
-    assert recorder.flush() and recorder.written == 1
+    recorder.flush()
+    for index in range(4):
+        _record(recorder, f"good{index}.example")
+        _record(recorder, EVIL)
+        recorder.flush()
+    assert (recorder.pending, recorder.written, recorder.dropped) == (0, 4, 5)
+    assert _stored(store_url) == {f"good{i}.example": 1 for i in range(4)}
+    recorder.close()
+
+
+def test_a_flush_spends_a_bounded_number_of_writes_isolating(store_url: str) -> None:
+    """A store that refuses many rows cannot make one flush run away: at most
+    ``isolating_writes`` transactions isolate per flush (besides the flush's own); the
+    rest waits, held, for the next flushes, which drop exactly the refused rows."""
+    _refuse_where(store_url, "report_counts", "NEW.policy_domain LIKE 'bad%'",
+                  "policy_domain NOT LIKE 'bad%'")  # fmt: skip
+    writes: list[int] = []
+
+    def opener(url: str) -> Store:
+        store = open_store(url)
+        real = store.write
+
+        def counted() -> Any:
+            writes[-1] += 1
+            return real()
+
+        store.write = counted  # type: ignore[method-assign]
+        return store
+
+    recorder = BackgroundRecorder(store_url, RecordingSettings(), opener=opener, clock=lambda: T0)
+    recorder.isolating_writes = 6
+    assert ISOLATING_WRITES >= 16  # (the default: a few refused rows isolated per flush)
+    for index in range(24):
+        _record(recorder, f"{'bad' if index % 3 == 0 else 'good'}{index}.example")
+    rounds = 0
+    while recorder.pending and rounds < 40:
+        writes.append(0)
+        recorder.flush()
+        _record(recorder, f"live{rounds}.example")  # (recorded meanwhile: never dropped)
+        rounds += 1
+    writes.append(0)
+    assert recorder.flush()
+    assert max(writes) <= 6 + 2 and rounds > 1  # (the held rows, the live ones, isolating)
+    assert (recorder.refused, recorder.dropped, recorder.pending) == (8, 8, 0)
+    expected = {f"good{i}.example": 1 for i in range(24) if i % 3}
+    expected.update({f"live{i}.example": 1 for i in range(rounds)})
+    assert _stored(store_url) == expected
     recorder.close()
 
 
@@ -92,29 +179,101 @@ def test_a_store_that_is_down_is_retried_for_ever(tmp_path: Path) -> None:
 
     recorder = BackgroundRecorder(str(tmp_path / "r.sqlite"), opener=opener)
     _record(recorder, "good.example")
-    for _ in range(3 * PERMANENT_ATTEMPTS):
+    for _ in range(10):
         assert not recorder.flush()
     assert (recorder.pending, recorder.dropped, recorder.refused) == (1, 0, 0)
     down[0] = False
     assert recorder.flush() and recorder.written == 1
 
 
-def test_failure_reports_refused_for_good_are_dropped_after_bounded_attempts(
+def test_rows_held_through_an_outage_and_live_ones_share_the_caps(store_url: str) -> None:
+    """While the store is down, what a flush could not write is held apart from what is
+    recorded since, the two bounded together by max_rows; once it is back, a row it
+    refuses for good is isolated and only it is dropped."""
+    _refuse(store_url, "report_counts", EVIL)
+    down = [True]
+
+    def opener(url: str) -> Store:
+        if down[0]:
+            raise StoreError("report store: connection refused", unreachable=True)
+        return open_store(url)
+
+    settings = RecordingSettings(max_rows=4)
+    recorder = BackgroundRecorder(store_url, settings, opener=opener, clock=lambda: T0)
+    for domain in (EVIL, "a.example"):
+        _record(recorder, domain)
+    assert not recorder.flush() and recorder.pending == 2  # held
+    for domain in ("b.example", "c.example", "d.example"):  # (d: past the caps)
+        _record(recorder, domain)
+    assert not recorder.flush()
+    assert (recorder.pending, recorder.dropped, recorder.refused) == (4, 1, 0)
+    down[0] = False
+    recorder.flush()
+    assert (recorder.pending, recorder.dropped, recorder.refused) == (0, 2, 1)
+    assert _stored(store_url) == {"a.example": 1, "b.example": 1, "c.example": 1}
+    recorder.close()
+
+
+def _offer(collector: FailureCollector, ip: str) -> int:
+    header = SPOOF.split(b"\r\n\r\n")[0] + b"\r\n"
+    return collector.offer(verdict_of(SPOOF, {**BAD, "ip": ip}), header=header, ip=ip,
+                           mail_from="x", now=ARRIVAL)  # fmt: skip
+
+
+def _queued_ips(url: str) -> list[str]:
+    store = open_store(url)
+    try:
+        rows = store.fetchall("SELECT facts FROM failure_reports ORDER BY facts")
+        return sorted(json.loads(facts)["source_ip"] for (facts,) in rows)
+    finally:
+        store.close()
+
+
+def test_only_the_failure_report_the_store_refuses_is_dropped(
     store_url: str, caplog: pytest.LogCaptureFixture
 ) -> None:
+    """The failure collector had the same flaw: captures put back before the live ones,
+    all dropped at the third refusal. Now only the refused one is."""
     open_store(store_url).close()
-    _refuse(store_url, "failure_reports", "example.com")
-    config = FailureConfig(enabled=True)
-    collector = FailureCollector(store_url, config, clock=lambda: ARRIVAL)
-    failing = verdict_of(SPOOF, BAD)
-    header = SPOOF.split(b"\r\n\r\n")[0] + b"\r\n"
-    reports = collector.offer(failing, header=header, ip=BAD["ip"], mail_from="x", now=ARRIVAL)
+    refused_ip = "198.51.100.99"
+    _refuse_where(store_url, "failure_reports", f"NEW.facts LIKE '%{refused_ip}%'",
+                  f"facts NOT LIKE '%{refused_ip}%'")  # fmt: skip
+    collector = FailureCollector(store_url, FailureConfig(enabled=True), clock=lambda: ARRIVAL)
+    ips = ["198.51.100.1", refused_ip, "198.51.100.2", "198.51.100.3"]
+    reports = [_offer(collector, ip) for ip in ips]
     with caplog.at_level(logging.WARNING, "mailauth.reports"):
-        for _ in range(PERMANENT_ATTEMPTS - 1):
-            assert not collector.flush() and collector.pending == 1
         assert not collector.flush()
-    assert (collector.pending, collector.dropped, collector.refused) == (0, reports, 1)
-    assert sum("they are dropped" in r.message for r in caplog.records) == 1
+    assert (collector.pending, collector.refused, collector.dropped) == (0, reports[1], reports[1])
+    assert collector.queued == sum(reports) - reports[1]
+    assert sum("refused" in r.message and "for good" in r.message for r in caplog.records) == 1
+    _offer(collector, "198.51.100.4")
+    assert collector.flush()
+    assert set(_queued_ips(store_url)) == {*ips, "198.51.100.4"} - {refused_ip}
+    assert collector._buffered_bytes == 0
+    collector.close()
+
+
+def test_failure_reports_held_through_an_outage_are_queued_once_it_ends(tmp_path: Path) -> None:
+    """Captures a write could not store are held apart and retried; with what is offered
+    since, they share the buffer's bound."""
+    down = [True]
+
+    def opener(url: str) -> Store:
+        if down[0]:
+            raise StoreError("report store: connection refused", unreachable=True)
+        return open_store(url)
+
+    url = str(tmp_path / "r.sqlite")
+    config = FailureConfig(enabled=True)
+    collector = FailureCollector(url, config, max_buffered=3, opener=opener, clock=lambda: ARRIVAL)
+    _offer(collector, "198.51.100.1")
+    _offer(collector, "198.51.100.2")
+    assert not collector.flush() and collector.pending == 2
+    assert _offer(collector, "198.51.100.3") and not _offer(collector, "198.51.100.4")
+    assert not collector.flush() and (collector.pending, collector.refused) == (3, 0)
+    down[0] = False
+    assert collector.flush() and collector.pending == 0
+    assert _queued_ips(url) == ["198.51.100.1", "198.51.100.2", "198.51.100.3"]
     collector.close()
 
 
@@ -251,9 +410,12 @@ def test_a_privilege_revoked_keeps_the_rows_until_it_is_granted_again(
 ) -> None:
     """psycopg calls a revoked privilege (42501) a ProgrammingError, as it does a missing
     table or column: once taken for permanent, every batch was dropped after 3 attempts
-    while the operator fixed the grant. Only data and constraint errors (22, 23) are."""
+    while the operator fixed the grant. Only data and constraint errors (22, 23) are. What
+    is recorded while the grant is missing waits too; once it is back, a row a constraint
+    refuses is dropped alone."""
     url = postgres_server.new_database()
     open_store(url).close()
+    _refuse(url, "report_counts", EVIL)
     with psycopg.connect(url, autocommit=True) as admin:
         admin.execute("CREATE ROLE recorder_role LOGIN")
         admin.execute("GRANT SELECT, INSERT, UPDATE ON ALL TABLES IN SCHEMA public "
@@ -262,14 +424,20 @@ def test_a_privilege_revoked_keeps_the_rows_until_it_is_granted_again(
         as_role = url.replace("postgresql://postgres@", "postgresql://recorder_role@")
         recorder = BackgroundRecorder(as_role, clock=lambda: T0)
         _record(recorder, "example.com")
-        for _ in range(PERMANENT_ATTEMPTS + 1):
+        _record(recorder, EVIL)
+        for index in range(4):
             assert not recorder.flush()
-        assert (recorder.refused, recorder.pending) == (0, 1)  # (kept, not dropped)
+            _record(recorder, f"live{index}.example")
+        assert (recorder.refused, recorder.dropped, recorder.pending) == (0, 0, 6)  # (kept)
         admin.execute("GRANT INSERT ON report_counts TO recorder_role")
-        assert recorder.flush() and recorder.written == 1
+        assert not recorder.flush()  # (EVIL's row refused)
+        assert (recorder.written, recorder.refused, recorder.dropped) == (5, 1, 1)
+        assert recorder.pending == 0
         recorder.close()
         admin.execute("DROP OWNED BY recorder_role")
         admin.execute("DROP ROLE recorder_role")
+    expected = {"example.com": 1, **{f"live{i}.example": 1 for i in range(4)}}
+    assert _stored(url) == expected
 
 
 def test_a_column_added_by_a_migration_meanwhile_is_seen_by_the_next_flush(
@@ -319,7 +487,7 @@ def test_close_leaves_a_writer_still_in_a_statement_its_connection(
     import threading
 
     from mailauth.reports.background import CLOSE_TIMEOUT, WRITER_TIMEOUT, BackgroundWriter
-    from mailauth.reports.store import _ABORT_MARGIN
+    from mailauth.reports.store_postgres import _ABORT_MARGIN
 
     assert CLOSE_TIMEOUT > WRITER_TIMEOUT + _ABORT_MARGIN
 

@@ -14,13 +14,13 @@ from typing import Any
 from mailauth.cli.common import CliError
 from mailauth.config import MilterConfig
 from mailauth.reports.delivery import ReportState
-from mailauth.reports.failure_collect import queue_now
-from mailauth.reports.failure_queue import (
+from mailauth.reports.failure_claims import (
     claim_failures,
     failure_status,
     new_claim_token,
     release_failure,
 )
+from mailauth.reports.failure_collect import queue_now
 from mailauth.reports.failure_send import preview_failure, send_failures
 from mailauth.reports.store import Store, open_store
 from mailauth.results import Policy, Verdict

@@ -99,9 +99,9 @@ class Metrics:
 
     def watch_recorder(self, recorder: RecorderCounters) -> None:
         """Export the report recorder's counters, read at each scrape: messages recorded,
-        dropped (buffer full: the store down or too slow; or a batch the store refused for
+        dropped (buffer full: the store down or too slow; or rows the store refused for
         good), written, written late (after their period's report was due: never
-        reported), failed batch writes, batches given up, and rows waiting in memory."""
+        reported), failed writes, rows refused for good, and rows waiting in memory."""
         from prometheus_client.core import (  # noqa: PLC0415
             CounterMetricFamily,
             GaugeMetricFamily,
@@ -115,8 +115,8 @@ class Metrics:
                     ("written", "Messages written to the report store", recorder.written),
                     ("late", "Messages written after their period's report was due",
                      recorder.late),
-                    ("write_errors", "Batches the report store refused", recorder.write_errors),
-                    ("refused", "Batches dropped: the store refused them for good",
+                    ("write_errors", "Report store writes that failed", recorder.write_errors),
+                    ("refused", "Report rows dropped: the store refused them for good",
                      recorder.refused),
                 ):  # fmt: skip
                     yield CounterMetricFamily(f"mailauth_reports_{name}", text, value=value)
@@ -132,7 +132,7 @@ class Metrics:
         scrape: messages that called for reports, reports queued in the store, refused by
         the rate limit, by an organisation's share of the queue, by the window's limit,
         dropped (the queue or the memory buffer full, or refused by the store for good),
-        failed batch writes, batches given up, and messages waiting in memory."""
+        failed writes, reports refused for good, and messages waiting in memory."""
         from prometheus_client.core import (  # noqa: PLC0415
             CounterMetricFamily,
             GaugeMetricFamily,
@@ -152,10 +152,10 @@ class Metrics:
                      "destinations was reached", collector.over_window),
                     ("dropped", "Failure reports lost: the queue or the buffer was full",
                      collector.dropped),
-                    ("write_errors", "Failure report batches the store refused",
+                    ("write_errors", "Failure report writes that failed",
                      collector.write_errors),
-                    ("refused", "Failure report batches dropped: the store refused them "
-                     "for good", collector.refused),
+                    ("refused", "Failure reports dropped: the store refused them for good",
+                     collector.refused),
                 ):  # fmt: skip
                     yield CounterMetricFamily(f"mailauth_failure_reports_{name}", text, value=value)
                 yield GaugeMetricFamily(

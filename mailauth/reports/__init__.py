@@ -2,16 +2,20 @@
 verdicts into it, and the reports built from it.
 
 Modules: :mod:`.observe` (a verdict as a report row, pure), :mod:`.schema` (the versioned
-schema), :mod:`.store` (SQLite or PostgreSQL behind one class), :mod:`.recorder` (buffered
-recording off the mail path), :mod:`.aggregate` (RFC 9990 XML, streamed), :mod:`.outgoing`
-(closed reports claimed under the store's lock, for the delivery side); RFC 9991 failure
-reports: :mod:`.failure` (the ARF report), :mod:`.failure_collect` (the milter's collector),
-:mod:`.failure_queue` (the queue in the store), :mod:`.failure_send` (delivery).
+schema), :mod:`.store` (SQLite or PostgreSQL behind one class; the engines
+:mod:`.store_sqlite`, :mod:`.store_postgres`), :mod:`.recorder` (buffered recording off
+the mail path; :mod:`.batch`, the counts in memory and their upsert), :mod:`.aggregate`
+(RFC 9990 XML, streamed), :mod:`.outgoing` (closed reports claimed under the store's lock,
+for the delivery side); RFC 9991 failure reports: :mod:`.failure` (the ARF report),
+:mod:`.failure_collect` (the milter's collector; :mod:`.failure_capture`, what it
+takes), :mod:`.failure_queue` (the queue in the store), :mod:`.failure_claims` (the
+sender's claims on it), :mod:`.failure_send` (delivery).
 docs/reports.md.
 """
 
 from __future__ import annotations
 
+from mailauth.reports.batch import period_of, write_batch
 from mailauth.reports.observe import Enforcement, Observation, observe
 from mailauth.reports.outgoing import (
     PendingReport,
@@ -27,8 +31,6 @@ from mailauth.reports.recorder import (
     BackgroundRecorder,
     DirectRecorder,
     RecordingSettings,
-    period_of,
-    write_batch,
 )
 from mailauth.reports.store import Store, StoreError, open_store
 

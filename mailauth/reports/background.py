@@ -2,20 +2,25 @@
 the aggregate counts; :class:`~.failure_collect.FailureCollector`, the RFC 9991 queue): a
 thread of their own that writes every ``flush_seconds`` or when woken, ``flush`` and
 ``close`` that wait for it, one store connection reopened after an error, the log at most
-once per interval, and the bound on a batch the store refuses for good.
+once per interval, and what becomes of rows the store would not take.
 
 Each writer's PostgreSQL connection bounds its statements (:data:`WRITER_TIMEOUT`: the
 server's ``statement_timeout``, and the client giving up on a server that does not answer
-at all, :class:`~.store.PostgresStore`), so that a hung server is a write error within
+at all, :class:`~.store_postgres.PostgresStore`), so that a hung server is a write error within
 about half a minute, not a thread blocked for ever.
 
-A store that is down (a connection refused, a server gone, a statement timed out) is a
-*temporary* failure: the batch is kept and retried, for as long as it takes (the buffer's
-bound then decides what is dropped). A batch the store refuses *permanently* (a
-constraint or a value the store will never take: :attr:`StoreError.permanent`; it would
-fail again; not a privilege or a table an operator can mend) is retried at most
-:data:`PERMANENT_ATTEMPTS` times in all, then dropped, counted and logged, so that one bad
-row does not hold everything behind it for ever.
+What a write could not store is *held* (:class:`Held`), apart from what is recorded
+meanwhile (the writer's live buffer), and bounded together with it by the writer's caps.
+A store that is down (a connection refused, a server gone, a statement timed out, a
+privilege revoked, a table missing until a migration) is a *temporary* failure: the rows
+held are retried at each flush, for as long as it takes, and nothing beyond the caps is
+dropped. Rows the store refuses *permanently* (a constraint or a value it will never take:
+:attr:`StoreError.permanent`; they would fail again) are isolated: the piece refused is
+split in halves, each written in its own transaction, down to single rows, so that only
+the rows the store refuses for good are dropped (counted and logged once, with the reason);
+the rows beside them, and everything recorded since, are written. Isolating costs at most
+:data:`ISOLATING_WRITES` transactions per flush (a store that refuses everything cannot
+make a flush run away); what is left waits, held, for the next flush.
 """
 
 from __future__ import annotations
@@ -24,13 +29,15 @@ import abc
 import logging
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
-from typing import Self
+from dataclasses import dataclass
+from typing import Generic, Protocol, Self, TypeVar
 
 from mailauth.reports.store import Store, StoreError, open_store, shown_url
 
 log = logging.getLogger("mailauth.reports")
-PERMANENT_ATTEMPTS = 3  # writes of a batch the store refuses for good, then it is dropped
+ISOLATING_WRITES = 32  # transactions a flush may spend isolating rows refused for good
 WRITER_TIMEOUT = 30.0  # seconds a PostgreSQL statement of a writer may take at most
 # Seconds close() waits for the thread: more than one statement's bound and the client's
 # margin past it (32 s), so that a batch in its last statement is not cut at a shutdown.
@@ -44,12 +51,51 @@ def open_writer_store(url: str) -> Store:
     return open_store(url, timeout=WRITER_TIMEOUT)
 
 
+class Piece(Protocol):
+    """What a writer writes in one transaction (a batch of counts, a list of captures)."""
+
+    def rows(self) -> int:
+        """The rows it holds (the smallest pieces the store may refuse alone)."""
+        ...
+
+    def halves(self) -> tuple[Self, Self]:
+        """Two pieces holding its rows between them, each at least one (``rows() > 1``)."""
+        ...
+
+
+P = TypeVar("P", bound=Piece)
+
+
+@dataclass(frozen=True, slots=True)
+class Held(Generic[P]):
+    """A piece not written yet. ``suspect``: it holds a row the store refused for good
+    (it is split before or after a write, within the flush's :data:`ISOLATING_WRITES`);
+    ``bad``: certainly (its other half was written: split it without trying it whole);
+    ``first``: the first half of a split, whose success tells that the next is bad."""
+
+    piece: P
+    suspect: bool = False
+    bad: bool = False
+    first: bool = False
+
+
+@dataclass(slots=True)
+class Round(Generic[P]):
+    """What one flush's writes left: the pieces still held (in order), those refused for
+    good (single rows, each with its error), the temporary error that stopped the round."""
+
+    kept: list[Held[P]]
+    refused: list[tuple[P, StoreError]]
+    error: StoreError | None = None
+
+
 class BackgroundWriter(abc.ABC):
     """A writer thread over one store connection (see the module). Subclasses write what
     they hold in :meth:`_write_once` (True when written) and may log in
     :meth:`_after_write`."""
 
     thread_name = "mailauth-writer"
+    isolating_writes = ISOLATING_WRITES
 
     def __init__(self, url: str, opener: Callable[[str], Store]) -> None:
         self.url = url
@@ -61,9 +107,8 @@ class BackgroundWriter(abc.ABC):
         self._generation = 0  # writes done (a flush waits for the next one)
         self._thread: threading.Thread | None = None
         self._logged_at = -1e9
-        self._refusals = 0  # consecutive permanent refusals of what is retried
-        self.write_errors = 0  # batches that could not be written
-        self.refused = 0  # batches dropped: refused permanently PERMANENT_ATTEMPTS times
+        self.write_errors = 0  # transactions that failed (a batch, or a piece of one)
+        self.refused = 0  # rows (reports) dropped: the store refused them for good
 
     @abc.abstractmethod
     def _flush_seconds(self) -> float:
@@ -132,28 +177,55 @@ class BackgroundWriter(abc.ABC):
             self._store = self._opener(self.url)
         return self._store
 
-    def _failed(self, exc: Exception) -> tuple[StoreError, bool]:
-        """After a write that raised: the connection closed (reopened next time), the error
-        counted; the error as a StoreError (anything else, a bug or a driver's surprise,
-        is one too: it must not end the thread), and whether to give the batch up (refused
-        permanently :data:`PERMANENT_ATTEMPTS` times in a row)."""
+    def _failed(self, exc: Exception) -> StoreError:
+        """After a write that raised: the error counted, as a StoreError (anything else, a
+        bug or a driver's surprise, is one too: it must not end the thread); unless the
+        store refused the rows themselves (its transaction rolled back, the connection
+        sound), the connection closed, to be reopened next time."""
         error = exc if isinstance(exc, StoreError) else StoreError(f"{type(exc).__name__}: {exc}")
         self.write_errors += 1
-        if self._store is not None:
+        if not error.permanent and self._store is not None:
             self._store.close()
             self._store = None
-        if not error.permanent:
-            self._refusals = 0
-            return error, False
-        self._refusals += 1
-        if self._refusals < PERMANENT_ATTEMPTS:
-            return error, False
-        self._refusals = 0
-        self.refused += 1
-        return error, True
+        return error
 
-    def _succeeded(self) -> None:
-        self._refusals = 0
+    def _write_pieces(self, todo: list[Held[P]], write: Callable[[Store, P], None]) -> Round[P]:
+        """Write each piece of ``todo`` in its own transaction (``write``: the writing and
+        its accounting), in order, isolating the rows the store refuses for good (see the
+        module): at most :attr:`isolating_writes` writes of suspect pieces; a temporary
+        error ends the round. What was not written is kept, in order."""
+        queue, done = deque(todo), Round[P]([], [])
+        isolating = 0
+        while queue:
+            held = queue.popleft()
+            if done.error is not None or (held.suspect and isolating >= self.isolating_writes):
+                done.kept.append(held)
+                continue
+            if held.bad and held.piece.rows() > 1:
+                self._split(queue, held.piece)
+                continue
+            isolating += held.suspect
+            try:
+                write(self._open(), held.piece)
+            except Exception as exc:  # (F13: whatever it is, writing goes on)
+                error = self._failed(exc)
+                if not error.permanent:
+                    done.error = error
+                    done.kept.append(held)
+                elif held.piece.rows() == 1:
+                    done.refused.append((held.piece, error))
+                else:
+                    self._split(queue, held.piece)
+                continue
+            if held.first and queue and queue[0].suspect:
+                queue[0] = Held(queue[0].piece, suspect=True, bad=True)
+        return done
+
+    @staticmethod
+    def _split(queue: deque[Held[P]], piece: P) -> None:
+        first, second = piece.halves()
+        queue.appendleft(Held(second, suspect=True))
+        queue.appendleft(Held(first, suspect=True, first=True))
 
     def _log(self, text: str, *, force: bool = False) -> bool:
         """At most one line per interval (a store down for hours: not a flood); whether

@@ -16,7 +16,9 @@ rate window is full the collector stops copying reports for it until the window 
 (``over_share``) or the window's limit (``over_window``) are counted and logged at most
 once a minute. A capture that waited in memory past its rate window and the one after
 (a long store outage) is refused as ``rate_limited``: its window's counts are gone. The
-store's refusals and the writer thread are :mod:`.background`'s.
+writer thread, and what becomes of captures a write could not store (held apart from those
+offered since; those the store refuses for good isolated and dropped alone), are
+:mod:`.background`'s.
 
 The most a crash can lose: the reports collected since the last write (``flush_seconds``),
 or all those buffered while the store is away. SIGTERM and SIGHUP write them
@@ -29,12 +31,19 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
 
 from mailauth.config_failure import FailureConfig
 from mailauth.message import Message
-from mailauth.reports.background import PERMANENT_ATTEMPTS, BackgroundWriter, open_writer_store
-from mailauth.reports.failure import FailureFacts, failure_facts, verdict_failure_types
+from mailauth.reports.background import BackgroundWriter, Held, open_writer_store
+from mailauth.reports.failure import verdict_failure_types
+from mailauth.reports.failure_capture import (
+    MAX_RECIPIENTS,
+    Capture,
+    Captures,
+    may_report,
+    queued_reports,
+    report_types,
+)
 from mailauth.reports.failure_queue import (
     EnqueueOutcome,
     QueuedFailure,
@@ -42,99 +51,23 @@ from mailauth.reports.failure_queue import (
     window_of,
 )
 from mailauth.reports.store import Store
-from mailauth.results import DmarcResult, Verdict
+from mailauth.results import Verdict
+
+__all__ = [  # (MAX_RECIPIENTS: failure_capture's, for the milter too)
+    "MAX_BUFFERED",
+    "MAX_BUFFERED_BYTES",
+    "MAX_HELD_BODIES",
+    "MAX_RECIPIENTS",
+    "BodyCopy",
+    "FailureCollector",
+    "enqueue",
+    "queue_now",
+]
 
 MAX_BUFFERED = 1000  # reports held in memory at most (the store away)
 MAX_BUFFERED_BYTES = 64 << 20  # ... and octets of their messages
 MAX_HELD_BODIES = 64 << 20  # octets of message bodies copied for reports, all messages
-MAX_RECIPIENTS = 100  # Original-Rcpt-To fields at most
 _DELIVERY = {"continue": "delivered", "quarantine": "policy", "reject": "reject"}  # RFC 6591
-
-
-@dataclass(frozen=True, slots=True)
-class Capture:
-    """What one message's reports need, as handed over on the event loop: the verdict, the
-    envelope and what became of the message, the header section as received (CRLF), the
-    body copy (or None) and the report types chosen. (The facts are made from it later,
-    off the loop.)"""
-
-    verdict: Verdict
-    types: tuple[str, ...]
-    header: bytes
-    body: bytes | bytearray | None
-    arrival: float
-    ip: str
-    mail_from: str
-    recipients: tuple[str, ...]
-    delivery_result: str
-
-    def facts(self, config: FailureConfig) -> FailureFacts:
-        return failure_facts(
-            self.verdict,
-            ip=self.ip,
-            arrival=self.arrival,
-            mail_from=self.mail_from,
-            rcpt_to=self.recipients[:MAX_RECIPIENTS] if config.include_recipients else (),
-            delivery_result=self.delivery_result,
-        )
-
-
-def may_report(verdict: Verdict) -> bool:
-    """Whether the verdict's policy asks for failure reports at all: a DMARC ``pass`` or
-    ``fail`` (never ``none``: no policy; never ``temperror``: not concluded) under a record
-    with ``ruf=`` and without ``psd=y`` (RFC 9991 2)."""
-    dmarc = verdict.dmarc
-    if dmarc is None or dmarc.result not in (DmarcResult.PASS, DmarcResult.FAIL):
-        return False
-    published = dmarc.published
-    return published is not None and bool(published.ruf) and published.psd != "y"
-
-
-def report_types(verdict: Verdict) -> tuple[str, ...]:
-    """The Auth-Failure types of the reports one verdict calls for (RFC 9989 4.7 fo=);
-    empty when none is due."""
-    return verdict_failure_types(verdict) if may_report(verdict) else ()
-
-
-def original_message(header: bytes, body: bytes | bytearray | None, max_size: int) -> bytes:
-    """The message as the report carries it: the header section (fields cut at the last
-    whole field within ``max_size`` if it is longer), then the body when given and the whole
-    fits in ``max_size``."""
-    if not header.endswith(b"\r\n"):
-        header += b"\r\n"
-    if len(header) > max_size:
-        end = len(header)
-        while end > max_size or header[end : end + 1] in (b" ", b"\t"):
-            end = header.rfind(b"\r\n", 0, end - 1) + 2
-            if end <= 2:  # (the first field alone is longer than the cap: cut)
-                return header[: min(header.find(b"\r\n"), max_size - 2)] + b"\r\n"
-        header = header[:end]
-    if body is None or len(header) + 2 + len(body) > max_size:
-        return header
-    return header + b"\r\n" + bytes(body)
-
-
-def queued_reports(capture: Capture, config: FailureConfig) -> list[QueuedFailure]:
-    """The queue rows of one capture: one per type."""
-    dmarc = capture.verdict.dmarc
-    assert dmarc is not None and dmarc.published is not None
-    original = original_message(
-        capture.header, capture.body if config.include_body else None, config.max_size
-    )
-    has_body = len(original) > len(capture.header) + 2 if capture.body is not None else False
-    facts = capture.facts(config)
-    return [
-        QueuedFailure(
-            policy_domain=dmarc.policy_domain or dmarc.domain,
-            auth_failure=kind,
-            ruf=dmarc.published.ruf,
-            facts=facts,
-            original=original,
-            has_body=has_body and config.include_body,
-            created=capture.arrival,
-        )
-        for kind in capture.types
-    ]
 
 
 class BodyCopy:
@@ -185,8 +118,10 @@ class FailureCollector(BackgroundWriter):
         self.max_buffered = max_buffered
         self._clock = clock
         self._lock = threading.Lock()
-        self._buffer: deque[Capture] = deque()
-        self._buffered_bytes = 0
+        self._buffer: deque[Capture] = deque()  # the live buffer: what offer() adds to
+        self._held: list[Held[Captures]] = []  # what a write could not store (the thread's)
+        self._held_count = 0  # ... and the captures being written (the caps count them)
+        self._buffered_bytes = 0  # the octets of all of them
         self._held_bodies = 0
         # (policy domain, ruf list)s whose window is full:
         self._full: dict[tuple[str, tuple[str, ...]], int] = {}
@@ -201,7 +136,8 @@ class FailureCollector(BackgroundWriter):
 
     @property
     def pending(self) -> int:
-        return len(self._buffer)
+        """Captures waiting in memory (offered, held, being written)."""
+        return len(self._buffer) + self._held_count
 
     def _flush_seconds(self) -> float:
         return self.flush_seconds
@@ -249,7 +185,7 @@ class FailureCollector(BackgroundWriter):
         size = len(header) + (len(data) if data is not None else 0)
         with self._lock:
             full = (
-                len(self._buffer) >= self.max_buffered
+                len(self._buffer) + self._held_count >= self.max_buffered
                 or self._buffered_bytes + size > MAX_BUFFERED_BYTES
             )
             if not full:
@@ -270,47 +206,57 @@ class FailureCollector(BackgroundWriter):
 
     # -- the writer thread -----------------------------------------------------------
     def _write_once(self) -> bool:
+        """Write what is held, then what was offered since, each in its own transaction
+        (captures refused for good isolated: :mod:`.background`); what could not be
+        written stays held. True when all of it was written."""
         with self._lock:
-            captures = list(self._buffer)
+            live = Captures(tuple(self._buffer))
             self._buffer.clear()
-        if not captures:
+            self._held_count += live.rows()
+        todo = [*self._held, Held(live)] if live.items else list(self._held)
+        if not todo:
             return True
-        rows = [row for c in captures for row in queued_reports(c, self.config)]
-        try:
-            outcome = enqueue(self._open(), rows, self.config, now=self._clock())
-        except Exception as exc:  # (whatever it is, collecting goes on)
-            error, give_up = self._failed(exc)
-            if give_up:
-                self._forget(captures)
-                self._log(
-                    f"failure reports: the store refused {len(rows)} reports "
-                    f"{PERMANENT_ATTEMPTS} times ({error}); they are dropped",
-                    force=True,
-                )
-                return False
-            self._put_back(captures)
-            self._log(f"failure reports not queued ({error}); {len(captures)} kept to retry")
+        done = self._write_pieces(todo, self._write_piece)
+        suspects = [h for h in done.kept if h.suspect]
+        clean = tuple(c for h in done.kept if not h.suspect for c in h.piece.items)
+        if clean:
+            suspects.append(Held(Captures(clean)))
+        gone = sum(piece.size() for piece, _ in done.refused)
+        with self._lock:
+            self._held = suspects
+            self._held_count = sum(h.piece.rows() for h in suspects)
+            self._buffered_bytes -= gone
+        if done.refused:
+            reports = sum(piece.reports() for piece, _ in done.refused)
+            self.refused += reports
+            self.dropped += reports
+            domains = dict.fromkeys(
+                c.verdict.dmarc.policy_domain or c.verdict.dmarc.domain
+                for piece, _ in done.refused
+                for c in piece.items
+                if c.verdict.dmarc is not None
+            )
+            self._log(
+                f"failure reports: the store refused {reports} reports for good "
+                f"({done.refused[0][1]}): dropped (policy domains "
+                f"{', '.join(list(domains)[:5])}); the others are queued",
+                force=True,
+            )
+        if done.error is not None:
+            self._log(
+                f"failure reports not queued ({done.error}); {self._held_count} kept to retry"
+            )
             return False
-        self._succeeded()
-        self._account(captures, outcome)
-        return True
+        return not done.kept and not done.refused
 
-    def _put_back(self, captures: list[Capture]) -> None:
-        with self._lock:
-            room = self.max_buffered - len(self._buffer)
-            kept, lost = captures[: max(0, room)], captures[max(0, room) :]
-            self._buffer.extendleft(reversed(kept))
-            self._buffered_bytes = sum(len(c.header) + len(c.body or b"") for c in self._buffer)
-        self.dropped += sum(len(c.types) for c in lost)
+    def _write_piece(self, store: Store, piece: Captures) -> None:
+        rows = [row for c in piece.items for row in queued_reports(c, self.config)]
+        outcome = enqueue(store, rows, self.config, now=self._clock())
+        self._account(piece, outcome)
 
-    def _forget(self, captures: list[Capture]) -> None:
+    def _account(self, piece: Captures, outcome: EnqueueOutcome) -> None:
         with self._lock:
-            self._buffered_bytes -= sum(len(c.header) + len(c.body or b"") for c in captures)
-        self.dropped += sum(len(c.types) for c in captures)
-
-    def _account(self, captures: list[Capture], outcome: EnqueueOutcome) -> None:
-        with self._lock:
-            self._buffered_bytes -= sum(len(c.header) + len(c.body or b"") for c in captures)
+            self._buffered_bytes -= piece.size()
         self.queued += outcome.queued
         self.rate_limited += outcome.rate_limited
         self.over_share += outcome.over_share

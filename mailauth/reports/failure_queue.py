@@ -1,6 +1,6 @@
 """The queue of RFC 9991 failure reports in the report store (tables ``failure_reports`` and
-``failure_rate``, schema version 4): queued with the rate limit and the queue's cap, claimed
-and concluded by the sender like aggregate reports.
+``failure_rate``, schema version 4): queued with the rate limit, the queue's cap and each
+organisation's share of it.
 
 :func:`enqueue_failures` writes a batch in one transaction: each report's ruf addresses
 (mailto: only, as :func:`~mailauth.reports.uri.parse_report_uris` keeps them) each take one
@@ -17,13 +17,7 @@ The transaction holds the store's lock for queueing (SQLite: ``BEGIN IMMEDIATE``
 a transaction-level advisory lock), so that the limits and caps hold exactly for every
 process writing to one store.
 
-:func:`claim_failures`, :func:`mark_failure_sent`, :func:`mark_failure_failed` and
-:func:`release_failure` mirror :mod:`.outgoing`: a claim is a lease (``state='claimed'``,
-the claimer's token, an expiry; PostgreSQL ``FOR UPDATE SKIP LOCKED``), concluded by one
-conditional ``UPDATE``; a report once ``sent`` is never claimed again. A report that failed
-temporarily waits before its next attempt (``next_try``: 5 minutes, doubling, at most 6
-hours). A concluded report keeps no message data (the original header and the facts are
-blanked), only its metadata, removed after 30 days by :func:`prune_failures`.
+The claims, leases and conclusions of the sender are :mod:`.failure_claims`'s.
 """
 
 from __future__ import annotations
@@ -35,7 +29,6 @@ import json
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 from mailauth.dmarc.discovery import psl_organizational_domain
 from mailauth.reports.failure import DkimFailure, FailureFacts
@@ -43,9 +36,6 @@ from mailauth.reports.store import Store
 from mailauth.reports.uri import parse_report_uris
 
 _QUEUE_LOCK = 0x6D61696C72756600  # "mailruf": the advisory lock of enqueueing (PostgreSQL)
-FIRST_RETRY = 300  # seconds before the second attempt; doubled after each failure ...
-LAST_RETRY = 6 * 3600  # ... up to this
-KEEP_CONCLUDED = 30 * 86400  # seconds a sent/abandoned report's metadata is kept
 WAITING = ("pending", "claimed")
 
 
@@ -79,52 +69,6 @@ class EnqueueOutcome:
     over_share: int = 0
     over_window: int = 0
     full: list[tuple[str, tuple[str, ...], int]] = dataclasses.field(default_factory=list)
-
-
-@dataclass(frozen=True, slots=True)
-class ClaimedFailure:
-    """A failure report claimed for this run: deliver to ``ruf`` (minus ``delivered``),
-    then mark it."""
-
-    id: str
-    policy_domain: str
-    auth_failure: str
-    ruf: tuple[str, ...]
-    facts: FailureFacts
-    original: bytes
-    has_body: bool
-    attempts: int
-    delivered: tuple[str, ...]
-    claim: str
-    problem: str = ""  # why its queued data cannot be read (the report is abandoned)
-
-
-@dataclass(frozen=True, slots=True)
-class FailureStatus:
-    """A queued failure report as ``reports show`` lists it."""
-
-    id: str
-    policy_domain: str
-    auth_failure: str
-    ruf: tuple[str, ...]
-    state: str
-    attempts: int
-    next_try: int
-    created: int
-    last_error: str
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "policy_domain": self.policy_domain,
-            "auth_failure": self.auth_failure,
-            "ruf": list(self.ruf),
-            "state": self.state,
-            "attempts": self.attempts,
-            "next_try": self.next_try,
-            "created": self.created,
-            "last_error": self.last_error,
-        }
 
 
 def facts_to_json(facts: FailureFacts) -> str:
@@ -217,7 +161,7 @@ def enqueue_failures(
             store.execute("SELECT pg_advisory_xact_lock(?)", (_QUEUE_LOCK,))
         oldest = window_of(now, period) - period
         store.execute("DELETE FROM failure_rate WHERE window_begin < ?", (oldest,))
-        waiting, owners = _waiting(store, max_per_org - len(reports))
+        waiting, owners = _waiting(store, reports, max_per_org - len(reports))
         totals: dict[int, int] = {}  # reports queued per window, all destinations
         for report in reports:
             window = window_of(report.created, period)
@@ -258,21 +202,51 @@ def enqueue_failures(
     return outcome
 
 
-def _waiting(store: Store, room: int) -> tuple[int, collections.Counter[str]]:
-    """The reports waiting, and per organisation unless fewer than ``room`` wait (a share
-    less the batch: then no organisation can fill its share with this batch, and one
-    count is read, the common case)."""
-    count = "SELECT COUNT(*) FROM failure_reports WHERE state IN (?, ?)"
-    waiting = int(store.fetchall(count, WAITING)[0][0])
+COUNT_WAITING = "SELECT COUNT(*) FROM failure_reports WHERE state IN (?, ?)"
+_OWNERS_AT_ONCE = 500  # organisations counted per statement (bound parameters)
+
+
+def count_owners(owners: int) -> str:
+    """The statement counting the reports waiting of ``owners`` organisations: an index
+    range per organisation (``failure_reports_owner``: queue_owner, state; SQLite reads
+    the index alone), so that its cost is that of their own reports (each at most its
+    share), not of the whole queue's."""
+    marks = ", ".join("?" * owners)
+    return (
+        "SELECT queue_owner, COUNT(*) FROM failure_reports WHERE queue_owner IN "  # noqa: S608 - marks only
+        f"({marks}) AND state IN (?, ?) GROUP BY queue_owner"
+    )
+
+
+def _waiting(
+    store: Store, reports: Sequence[QueuedFailure], room: int
+) -> tuple[int, collections.Counter[str]]:
+    """The reports waiting, and those of each organisation of ``reports`` unless fewer
+    than ``room`` wait in all (a share less the batch: then no organisation can fill its
+    share with this batch, and one count is read)."""
+    waiting = int(store.fetchall(COUNT_WAITING, WAITING)[0][0])
     owners: collections.Counter[str] = collections.Counter()
-    if waiting >= room:
-        for domain, mine in store.fetchall(
-            """SELECT policy_domain, COUNT(*) FROM failure_reports WHERE state IN (?, ?)
-            GROUP BY policy_domain""",
-            WAITING,
-        ):
-            owners[queue_owner(domain)] += int(mine)
+    if waiting < room:
+        return waiting, owners
+    _own_unowned(store)
+    mine = sorted({queue_owner(r.policy_domain) for r in reports})
+    for first in range(0, len(mine), _OWNERS_AT_ONCE):
+        some = mine[first : first + _OWNERS_AT_ONCE]
+        for owner, count in store.fetchall(count_owners(len(some)), (*some, *WAITING)):
+            owners[owner] = int(count)
     return waiting, owners
+
+
+def _own_unowned(store: Store) -> None:
+    """Reports queued before schema version 7 (no ``queue_owner``) given theirs."""
+    rows = store.fetchall(
+        "SELECT id, policy_domain FROM failure_reports WHERE queue_owner = '' AND state IN (?, ?)",
+        WAITING,
+    )
+    store.executemany(
+        "UPDATE failure_reports SET queue_owner = ? WHERE id = ?",
+        [(queue_owner(domain), id_) for id_, domain in rows],
+    )
 
 
 def _window_total(store: Store, window: int) -> int:
@@ -299,12 +273,14 @@ def _take(store: Store, policy_domain: str, address: str, window: int, limit: in
 
 def _insert(store: Store, report: QueuedFailure, ruf: tuple[str, ...]) -> None:
     store.execute(
-        """INSERT INTO failure_reports (id, policy_domain, auth_failure, ruf, facts, original,
-        has_body, state, attempts, next_try, claimed_by, claimed_until, delivered, last_error,
-        created, sent_at) VALUES (?, ?, ?, ?, ?, ?, ?, 'pending', 0, 0, '', 0, '', '', ?, 0)""",
+        """INSERT INTO failure_reports (id, policy_domain, queue_owner, auth_failure, ruf,
+        facts, original, has_body, state, attempts, next_try, claimed_by, claimed_until,
+        delivered, last_error, created, sent_at)
+        VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'pending', 0, 0, '', 0, '', '', ?, 0)""",
         (
             uuid.uuid4().hex,
             report.policy_domain,
+            queue_owner(report.policy_domain),
             report.auth_failure,
             " ".join(ruf),
             facts_to_json(report.facts),
@@ -313,131 +289,3 @@ def _insert(store: Store, report: QueuedFailure, ruf: tuple[str, ...]) -> None:
             int(report.created),
         ),
     )
-
-
-def claim_failures(
-    store: Store, now: float, token: str, *, limit: int = 20, lease: int = 3600
-) -> list[ClaimedFailure]:
-    """Claim up to ``limit`` reports due (pending and past ``next_try``, or claimed by a run
-    whose lease ended), oldest first."""
-    with store.write():
-        rows = store.fetchall(
-            """SELECT o.id, o.policy_domain, o.auth_failure, o.ruf, o.facts, o.original,
-            o.has_body, o.attempts, o.delivered FROM failure_reports o
-            WHERE (o.state = 'pending' AND o.next_try <= ?)
-               OR (o.state = 'claimed' AND o.claimed_until <= ?)
-            ORDER BY o.created, o.id LIMIT ?"""  # noqa: S608 - constant text
-            + store.skip_locked,
-            (int(now), int(now), limit),
-        )
-        store.executemany(
-            """UPDATE failure_reports SET state = 'claimed', claimed_by = ?,
-            claimed_until = ?, attempts = attempts + 1 WHERE id = ?""",
-            [(token, int(now) + lease, row[0]) for row in rows],
-        )
-    return [_claimed(row, token) for row in rows]
-
-
-def _claimed(row: tuple[Any, ...], token: str) -> ClaimedFailure:
-    problem = ""
-    try:
-        facts = facts_from_json(row[4])
-    except ValueError as exc:
-        facts, problem = FailureFacts(row[1], "", 0.0, ""), str(exc)
-    return ClaimedFailure(
-        id=row[0],
-        policy_domain=row[1],
-        auth_failure=row[2],
-        ruf=tuple(row[3].split()),
-        facts=facts,
-        original=bytes(row[5]),
-        has_body=bool(row[6]),
-        attempts=int(row[7]) + 1,
-        delivered=tuple(row[8].split()),
-        claim=token,
-        problem=problem,
-    )
-
-
-def new_claim_token() -> str:
-    return uuid.uuid4().hex
-
-
-def mark_failure_sent(store: Store, report: ClaimedFailure, now: float) -> bool:
-    """Delivered to every destination (or refused for good by some): never sent again;
-    its message data is blanked. False when the claim was lost."""
-    return _conclude(store, report, "sent", error="", delivered=report.delivered, now=now)
-
-
-def mark_failure_failed(
-    store: Store,
-    report: ClaimedFailure,
-    error: str,
-    now: float,
-    *,
-    delivered: Sequence[str] = (),
-    give_up: bool = False,
-) -> bool:
-    """Not delivered (to all): retried after a backoff, skipping ``delivered``, or
-    ``abandoned`` (its message data blanked) with ``give_up``. False when the claim was
-    lost."""
-    reached = tuple(dict.fromkeys((*report.delivered, *delivered)))
-    if give_up:
-        return _conclude(store, report, "abandoned", error=error, delivered=reached, now=now)
-    wait = min(LAST_RETRY, FIRST_RETRY * 2 ** max(0, report.attempts - 1))
-    changed = store.execute(
-        """UPDATE failure_reports SET state = 'pending', claimed_by = '', claimed_until = 0,
-        next_try = ?, delivered = ?, last_error = ? WHERE id = ? AND state = 'claimed'
-        AND claimed_by = ?""",
-        (int(now) + wait, " ".join(reached), error[:1000], report.id, report.claim),
-    )
-    return changed == 1
-
-
-def _conclude(
-    store: Store,
-    report: ClaimedFailure,
-    state: str,
-    *,
-    error: str,
-    delivered: Sequence[str],
-    now: float,
-) -> bool:
-    changed = store.execute(
-        """UPDATE failure_reports SET state = ?, claimed_by = '', claimed_until = 0,
-        delivered = ?, last_error = ?, sent_at = ?, facts = '{}', original = ?
-        WHERE id = ? AND state = 'claimed' AND claimed_by = ?""",
-        (state, " ".join(delivered), error[:1000], int(now), b"", report.id, report.claim),
-    )
-    return changed == 1
-
-
-def release_failure(store: Store, report: ClaimedFailure) -> bool:
-    """Give a claim back as if no attempt had been made (``--dry-run``)."""
-    changed = store.execute(
-        """UPDATE failure_reports SET state = 'pending', claimed_by = '', claimed_until = 0,
-        attempts = attempts - 1 WHERE id = ? AND state = 'claimed' AND claimed_by = ?""",
-        (report.id, report.claim),
-    )
-    return changed == 1
-
-
-def prune_failures(store: Store, now: float) -> int:
-    """Remove concluded reports older than :data:`KEEP_CONCLUDED`; the number removed."""
-    return store.execute(
-        "DELETE FROM failure_reports WHERE state IN ('sent', 'abandoned') AND sent_at < ?",
-        (int(now) - KEEP_CONCLUDED,),
-    )
-
-
-def failure_status(store: Store) -> list[FailureStatus]:
-    """The failure reports waiting (pending or claimed), oldest first."""
-    rows = store.fetchall(
-        """SELECT id, policy_domain, auth_failure, ruf, state, attempts, next_try, created,
-        last_error FROM failure_reports WHERE state IN ('pending', 'claimed')
-        ORDER BY created, id"""
-    )
-    return [
-        FailureStatus(i, d, a, tuple(r.split()), s, int(n), int(t), int(c), e)
-        for i, d, a, r, s, n, t, c, e in rows
-    ]

@@ -16,12 +16,22 @@ For each report claimed from the queue (:mod:`.failure_queue`), :func:`send_fail
    a backoff) when some destination, the relay or DNS failed temporarily; ``abandoned``
    after ``max_attempts`` or when no destination can take it.
 
+Each claim is renewed just before its report is sent (:func:`~.failure_claims.renew_failure`):
+a claim lost meanwhile (its lease ended while earlier reports were sent, and another run
+took it) stops that report, logged: it is neither delivered again nor marked by this run.
+A claim lost during the delivery itself (slower than a lease) is noted in the outcome: the
+other run may send it too. Claims not yet tried when the run ends by an exception are
+given back.
+
 Nothing here opens a store, a file or a socket; the command line wires them in.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import functools
+import logging
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
 from mailauth.dkim import Signer
@@ -40,18 +50,23 @@ from mailauth.reports.delivery import (
     uris_due,
 )
 from mailauth.reports.failure import FailureFacts, build_failure_report
-from mailauth.reports.failure_queue import (
+from mailauth.reports.failure_claims import (
     ClaimedFailure,
     claim_failures,
     mark_failure_failed,
     mark_failure_sent,
     new_claim_token,
     prune_failures,
+    release_failure,
+    renew_failure,
 )
 from mailauth.reports.message import Submitter, check_aligned
 from mailauth.reports.store import Store
 from mailauth.reports.uri import OrgDomainPlan, treewalk_org_domain, verify_destinations
 from mailauth.spf.record import is_spf_record
+
+log = logging.getLogger("mailauth.reports")
+LOST = "claim lost: another run took this report meanwhile (it may go out twice)"
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,36 +110,67 @@ def send_failures(
     now: float,
     org_domain: OrgDomainPlan = treewalk_org_domain,
     max_attempts: int = MAX_ATTEMPTS,
+    lease: int = 3600,
+    clock: Callable[[], float] = time.time,
 ) -> list[FailureOutcome]:
-    """Claim and send every failure report due, 20 at a time; each one's outcome is marked
-    before the next batch is claimed. A report that cannot be built (its queued data
-    unreadable) is abandoned with the reason; a signer not aligned with the submitter is a
-    ConfigError before anything is claimed."""
+    """Claim and send every failure report due, 20 at a time (leases of ``lease`` seconds
+    of ``clock``); each one's claim is renewed before it is sent (a claim lost stops the
+    report: no outcome, a log line) and its outcome marked before the next batch is
+    claimed. A report that cannot be built (its queued data unreadable) is abandoned with
+    the reason; a signer not aligned with the submitter is a ConfigError before anything
+    is claimed."""
     check_aligned(signer, submitter)
+    send = functools.partial(
+        send_failure, submitter=submitter, signer=signer, resolver=resolver,
+        transport=transport, now=now, org_domain=org_domain, max_attempts=max_attempts,
+    )  # fmt: skip
     token, outcomes = new_claim_token(), []
-    while claimed := claim_failures(store, now, token):
-        for report in claimed:
+    while claimed := claim_failures(store, now, token, lease=lease, clock=clock):
+        for index, report in enumerate(claimed):
+            if not renew_failure(store, report, clock() + lease):
+                log.warning("failure report %s (%s): claim lost: another run took this "
+                            "report meanwhile; not sent by this run", report.id,
+                            report.policy_domain)  # fmt: skip
+                continue
             try:
-                outcome = send_failure(
-                    report, submitter=submitter, signer=signer, resolver=resolver,
-                    transport=transport, now=now, org_domain=org_domain,
-                    max_attempts=max_attempts,
-                )  # fmt: skip
-            except (MailauthError, ValueError) as exc:
-                outcome = FailureOutcome(
-                    report.id, report.policy_domain, report.auth_failure,
-                    ReportState.ABANDONED, report.delivered, (f"cannot be built: {exc}",),
-                )  # fmt: skip
-            if outcome.state is ReportState.SENT:
-                mark_failure_sent(store, replace(report, delivered=outcome.delivered), now)
-            else:
-                error, give_up = failure_note(outcome.state, outcome.problems)
-                mark_failure_failed(
-                    store, report, error, now, delivered=outcome.delivered, give_up=give_up
-                )
-            outcomes.append(outcome)
+                outcome = _send_one(send, report)
+            except BaseException:
+                for left in claimed[index + 1 :]:
+                    release_failure(store, left)
+                raise
+            outcomes.append(_mark(store, report, outcome, now))
     prune_failures(store, now)
     return outcomes
+
+
+def _send_one(
+    send: Callable[[ClaimedFailure], FailureOutcome], report: ClaimedFailure
+) -> FailureOutcome:
+    try:
+        return send(report)
+    except (MailauthError, ValueError) as exc:
+        return FailureOutcome(
+            report.id, report.policy_domain, report.auth_failure,
+            ReportState.ABANDONED, report.delivered, (f"cannot be built: {exc}",),
+        )  # fmt: skip
+
+
+def _mark(
+    store: Store, report: ClaimedFailure, outcome: FailureOutcome, now: float
+) -> FailureOutcome:
+    """The outcome marked in the store, or noted (and logged) when the claim was lost
+    during the delivery."""
+    if outcome.state is ReportState.SENT:
+        kept = mark_failure_sent(store, replace(report, delivered=outcome.delivered), now)
+    else:
+        error, give_up = failure_note(outcome.state, outcome.problems)
+        kept = mark_failure_failed(
+            store, report, error, now, delivered=outcome.delivered, give_up=give_up
+        )
+    if kept:
+        return outcome
+    log.warning("failure report %s (%s): %s", report.id, report.policy_domain, LOST)
+    return replace(outcome, problems=(*outcome.problems, LOST))
 
 
 def send_failure(

@@ -22,6 +22,9 @@ Tables (docs/reports.md, "Schema"):
   Sent or abandoned reports keep no message data.
 - ``failure_rate`` (version 4): failure reports queued per destination address and rate
   window (the limit holds across processes).
+- ``failure_reports.queue_owner`` (version 7): the organisational domain whose share of the
+  queue the report takes (:func:`mailauth.reports.failure_queue.queue_owner`), indexed with
+  ``state``: a batch counts the reports waiting of its own organisations only.
 
 Migration 2 (issue 17): the reports a domain owner *receives*, read by
 :mod:`mailauth.reports.received` and written by :mod:`mailauth.reports.received.storage`.
@@ -302,6 +305,12 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "date_begin, messages)",
         # a failure report's other copies (the dashboard shows one of them)
         "CREATE INDEX received_failures_report_id ON received_failures (report_id)",
+    ),
+    (  # 7: each queued failure report's organisation, indexed (issue 16: the share's count)
+        # Rows queued before get theirs when a batch next needs the counts
+        # (failure_queue._own_unowned: the Public Suffix List is Python's, not SQL's).
+        "ALTER TABLE failure_reports ADD COLUMN queue_owner TEXT NOT NULL DEFAULT ''",
+        "CREATE INDEX failure_reports_owner ON failure_reports (queue_owner, state)",
     ),
 )
 

@@ -1,4 +1,4 @@
-"""A client-side bound on a database statement (:class:`~.store.PostgresStore` with a
+"""A client-side bound on a database statement (:class:`~.store_postgres.PostgresStore` with a
 ``timeout``): a server's own ``statement_timeout`` is of no use when the server does not
 run at all (stopped, swapping, its host's kernel still acknowledging the packets), and
 psycopg has no timeout of its own for a statement. One thread per connection watches the

@@ -1,0 +1,164 @@
+"""The report store on PostgreSQL (:class:`~.store.Store`'s engine for a ``postgresql://``
+URL: a fleet of MTAs writing to one store) through psycopg 3.2+: upserts through a
+``COPY``ed staging table, claims with ``FOR UPDATE SKIP LOCKED``, migrations under an
+advisory lock, statements bounded in time (:class:`~.watchdog.StatementWatchdog`)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+from mailauth.reports.store import Params, Store, StoreError, first_line
+from mailauth.reports.watchdog import StatementWatchdog
+
+_ADVISORY_KEY = 0x6D61696C61757468  # "mailauth": the migration lock's advisory-lock key
+# PostgreSQL connections, unless the URL says otherwise: libpq waits for ever for a server
+# that accepts and does not answer; a peer gone silent is noticed in about a minute.
+_PG_DEFAULTS = {
+    "connect_timeout": "5",
+    "keepalives": "1",
+    "keepalives_idle": "30",
+    "keepalives_interval": "10",
+    "keepalives_count": "3",
+    "tcp_user_timeout": "60000",  # (ms: data unacknowledged that long ends the connection)
+}
+
+
+class PostgresStore(Store):
+    """PostgreSQL through psycopg 3.2+ (``pip install 'mailauth[postgresql]'``).
+
+    With a ``timeout``, no statement holds the caller longer than about that: the server
+    cancels it (``statement_timeout``: a lock another session holds, a slow query), and a
+    server that does not answer at all -- stopped, swapping, its host's kernel still
+    acknowledging the packets, so that neither TCP keepalives nor ``tcp_user_timeout``
+    notice -- is given up on by the client :data:`_ABORT_MARGIN` seconds later: the
+    connection's socket is shut down (:class:`~.watchdog.StatementWatchdog`) and the
+    statement fails with a connection error (a temporary one: the caller reconnects,
+    within ``connect_timeout``).
+    """
+
+    engine = "postgresql"
+    skip_locked = " FOR UPDATE OF o SKIP LOCKED"
+
+    def __init__(self, url: str, *, timeout: float | None = None) -> None:
+        super().__init__(url)
+        try:
+            import psycopg  # noqa: PLC0415 - only a PostgreSQL store needs it
+        except ImportError:
+            raise StoreError(
+                "a postgresql:// store needs psycopg 3: pip install 'mailauth[postgresql]'"
+            ) from None
+        self._psycopg = psycopg
+        self._watchdog: StatementWatchdog | None = None
+        try:
+            given = psycopg.conninfo.conninfo_to_dict(url)
+            extra = {k: v for k, v in _PG_DEFAULTS.items() if k not in given}
+            conninfo = psycopg.conninfo.make_conninfo(url, **extra)
+            self._connection = psycopg.connect(conninfo, autocommit=True)
+            if timeout is not None:
+                try:
+                    self._connection.execute(f"SET statement_timeout = {int(timeout * 1000)}")
+                except BaseException:
+                    self._connection.close()
+                    raise
+                self._watchdog = StatementWatchdog(timeout + _ABORT_MARGIN, self._abort)
+        except psycopg.OperationalError as exc:  # (the server did not answer, or refused)
+            why = f"report store {self.display()}: {first_line(exc)}"
+            raise StoreError(why, unreachable=True) from exc
+        except psycopg.Error as exc:
+            raise StoreError(f"report store {self.display()}: {first_line(exc)}") from exc
+
+    def _begin(self) -> None:
+        self._raw("BEGIN")
+
+    def _raw(self, sql: str, params: Params = ()) -> Any:
+        with self._watched():
+            return self._connection.execute(_pg(sql), params)
+
+    def _raw_many(self, sql: str, rows: Sequence[Params]) -> None:
+        with self._watched(), self._connection.cursor() as cursor:
+            cursor.executemany(_pg(sql), rows)
+
+    def _raw_upsert(
+        self, table: str, columns: str, key: str, action: str, rows: Sequence[Params]
+    ) -> None:
+        """The rows COPYed into a temporary table, then one ``INSERT ... SELECT`` of them in
+        key order: a few round trips and one statement whatever the number of rows. (An
+        ``executemany`` of upserts, even pipelined, is a bind, an execution and a result
+        per row: about 5 times the client's CPU and 3 times the server's for a flush of 250
+        rows.) The temporary table is made for this call from the table as it is now (a
+        migration another process ran since is seen; a session's older copy would refuse
+        the new columns) and dropped after it (a second call in the same transaction must
+        not insert the first one's rows again); in the transaction itself, so that a
+        pooler handing out another session finds nothing stale either. Each statement has
+        the watchdog's whole time, as the server's statement_timeout gives it."""
+        staging = f"mailauth_in_{table}"
+        with self._connection.cursor() as cursor:
+            with self._watched():
+                cursor.execute(
+                    f"CREATE TEMPORARY TABLE {staging} ON COMMIT DROP AS "  # noqa: S608 - the caller's constants
+                    f"SELECT {columns} FROM {table} WITH NO DATA"
+                )
+            with self._watched(), cursor.copy(f"COPY {staging} ({columns}) FROM STDIN") as copy:
+                for row in rows:
+                    copy.write_row(row)
+            with self._watched():
+                cursor.execute(
+                    f"INSERT INTO {table} ({columns}) SELECT {columns} FROM {staging} "  # noqa: S608 - the caller's constants
+                    f"ORDER BY {key} ON CONFLICT ({key}) {action}"
+                )
+            with self._watched():
+                cursor.execute(f"DROP TABLE {staging}")
+
+    def _watched(self) -> contextlib.AbstractContextManager[None]:
+        return self._watchdog.armed() if self._watchdog else contextlib.nullcontext()
+
+    def _abort(self) -> None:
+        """(The watchdog's thread: the statement has taken too long. A connection closed
+        meanwhile, psycopg's error, or the socket's: nothing left to abort.)"""
+        with contextlib.suppress(OSError, self._psycopg.Error):
+            fd = self._connection.pgconn.socket
+            with socket.socket(fileno=os.dup(fd)) as sock:
+                sock.shutdown(socket.SHUT_RDWR)
+
+    def stream(self, sql: str, params: Params = ()) -> Iterator[tuple[Any, ...]]:
+        """(libpq's chunked rows mode: one round trip, a thousand rows held at a time.)"""
+        with self._translated(), self._connection.cursor() as cursor:
+            yield from cursor.stream(_pg(sql), params, size=1000)
+
+    def _has_schema_table(self) -> bool:
+        rows = self.fetchall("SELECT to_regclass('mailauth_schema') IS NOT NULL")
+        return bool(rows[0][0])
+
+    def _lock_for_migration(self) -> None:
+        self.execute("SELECT pg_advisory_xact_lock(?)", (_ADVISORY_KEY,))
+
+    def _errors(self) -> tuple[type[BaseException], ...]:
+        return (self._psycopg.Error,)
+
+    def _is_permanent(self, error: BaseException) -> bool:
+        """What the same rows meet again: a cardinality violation (21: a key twice in one
+        batch), data exceptions (22), integrity constraint violations (23), a program limit
+        exceeded (54), and a value psycopg could not convert (a DataError raised by the
+        client, with no SQLSTATE). Not the rest of psycopg's ProgrammingError: a privilege
+        revoked (42501), a table or column not there yet (42P01, 42703), which an operator
+        mends while the rows wait."""
+        sqlstate = getattr(error, "sqlstate", None) or ""
+        if not sqlstate:
+            return isinstance(error, self._psycopg.DataError)
+        return sqlstate[:2] in ("21", "22", "23", "54")
+
+    def close(self) -> None:
+        if self._watchdog is not None:
+            self._watchdog.stop()
+        self._connection.close()
+
+
+_ABORT_MARGIN = 2.0  # seconds past statement_timeout before the client gives a server up
+
+
+def _pg(sql: str) -> str:
+    return sql.replace("%", "%%").replace("?", "%s")
