@@ -47,8 +47,12 @@ CLOSE_TIMEOUT = WRITER_TIMEOUT + 10.0
 def open_writer_store(url: str) -> Store:
     """The store a writer thread opens: its PostgreSQL statements bounded in time
     (:data:`WRITER_TIMEOUT`; a stuck server must not hold the thread for ever while the
-    buffer fills)."""
-    return open_store(url, timeout=WRITER_TIMEOUT)
+    buffer fills). The migrations first, over a connection of their own with no such
+    bound: one that rewrites a large table (schema 6 on a store of imported reports) takes
+    minutes, and cut at the bound it would be rolled back and tried again at every flush,
+    for ever."""
+    open_store(url).close()
+    return open_store(url, timeout=WRITER_TIMEOUT, migrate=False)
 
 
 class Piece(Protocol):
