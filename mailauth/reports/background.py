@@ -125,6 +125,20 @@ class BackgroundWriter(abc.ABC):
     def _after_write(self) -> None:  # noqa: B027 - nothing to do unless overridden
         """(After each write of the thread: the drops' log line.)"""
 
+    @abc.abstractmethod
+    def _left_at_stop(self) -> tuple[int, str]:
+        """What the last write at stop could not store: (count, what it is, for the log
+        line), counted as dropped by the subclass."""
+        raise NotImplementedError
+
+    def _stopped(self, error: str = "") -> None:
+        """After the last write: what is still held is lost with the process; said (a
+        forced line) and counted, never silently."""
+        count, what = self._left_at_stop()
+        if count:
+            self._log(f"{shown_url(self.url)}: {what} not written at stop"
+                      f"{f' ({error})' if error else ''}: lost", force=True)  # fmt: skip
+
     def start(self) -> Self:
         if self._thread is None:
             self._thread = threading.Thread(target=self._run, name=self.thread_name, daemon=True)
@@ -159,6 +173,8 @@ class BackgroundWriter(abc.ABC):
             self._thread = None
         else:
             self._write_once()
+            self._stopped()
+            self._after_write()
         if self._store is not None:
             self._store.close()
             self._store = None
@@ -169,6 +185,8 @@ class BackgroundWriter(abc.ABC):
             self._wake.clear()
             stopping = self._stopping
             self._write_once()
+            if stopping:
+                self._stopped()
             self._after_write()
             with self._done:
                 self._generation += 1
@@ -202,7 +220,8 @@ class BackgroundWriter(abc.ABC):
         isolating = 0
         while queue:
             held = queue.popleft()
-            if done.error is not None or (held.suspect and isolating >= self.isolating_writes):
+            capped = held.suspect and isolating >= self.isolating_writes and not self._stopping
+            if done.error is not None or capped:  # (stopping: no next flush to go on)
                 done.kept.append(held)
                 continue
             if held.bad and held.piece.rows() > 1:

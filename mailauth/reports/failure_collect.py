@@ -268,6 +268,15 @@ class FailureCollector(BackgroundWriter):
             for key in sorted(self._full, key=self._full.__getitem__)[:5_000]:
                 del self._full[key]
 
+    def _left_at_stop(self) -> tuple[int, str]:
+        with self._lock:
+            held, self._held = self._held, []
+            self._held_count = 0
+            self._buffered_bytes -= sum(h.piece.size() for h in held)
+        reports = sum(h.piece.reports() for h in held)
+        self.dropped += reports
+        return reports, f"{reports} failure reports held for the report store"
+
     def _after_write(self) -> None:
         """One line when reports were lost or refused by a cap since the last one: drops
         at once, the caps at most once per interval."""

@@ -236,6 +236,15 @@ class BackgroundRecorder(BackgroundWriter, _Observing):
             force=True,
         )
 
+    def _left_at_stop(self) -> tuple[int, str]:
+        with self._lock:
+            held, self._held = self._held, []
+            self._held_rows = self._held_bytes = 0
+        rows = sum(len(h.piece) for h in held)
+        messages = sum(h.piece.messages() for h in held)
+        self.dropped += messages
+        return rows, f"{rows} rows ({messages} messages) held for the report store"
+
     def _after_write(self) -> None:
         dropped, late = self.dropped, self.late
         if dropped > self._logged_drops:
