@@ -9,7 +9,8 @@ import asyncio
 import itertools
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from typing import TypeVar
 
 from mailauth.arc import results_payload
 from mailauth.dkim import Signer
@@ -25,6 +26,7 @@ from mailauth.milter.signing_table import choose_signers
 from mailauth.results import Verdict
 
 log = logging.getLogger("mailauth.milter")
+T = TypeVar("T")
 
 
 def signers_of(settings: MilterSettings, session: Session, parsed: Message) -> tuple[Signer, ...]:
@@ -62,12 +64,8 @@ async def signatures(milter: MilterParts, session: Session, strip: bytes) -> byt
         now = time.time()
         return [s.signature_field(parsed, hashes[s.body_canon], now) for s in message.signers]
 
-    try:
-        work = asyncio.get_running_loop().run_in_executor(None, sign)
-        fields = await asyncio.wait_for(work, milter.settings.deadline)
-    except (MailauthError, ValueError, TimeoutError) as exc:
-        reason = str(exc) or "deadline"
-        log.warning("message %s not signed: %s", session.macros.get("i", "-"), reason)
+    fields = await _off_the_loop(milter, session, sign, "signed")
+    if fields is None:
         return error_reply(milter, strip)
     replies = [strip]
     replies.extend(
@@ -127,13 +125,23 @@ async def seal(milter: MilterParts, session: Session, verdict: Verdict) -> list[
         parsed = Message.parse(section + b"\r\n")
         return sealer.seal_fields(parsed, body_hash, authentication_results=payload, chain=chain)
 
-    try:
-        work = asyncio.get_running_loop().run_in_executor(None, fields)
-        sealed = await asyncio.wait_for(work, milter.settings.deadline)
-    except (MailauthError, ValueError, TimeoutError) as exc:
-        reason = str(exc) or "deadline"
-        log.warning("message %s not sealed: %s", session.macros.get("i", "-"), reason)
+    sealed = await _off_the_loop(milter, session, fields, "sealed")
+    if sealed is None:
         return []
     return [
         insert_reply(index, f.name, f.raw, session.leading_space) for index, f in enumerate(sealed)
     ]
+
+
+async def _off_the_loop(
+    milter: MilterParts, session: Session, work: Callable[[], list[T]], done: str
+) -> list[T] | None:
+    """``work`` (private-key work: signing, sealing) in a worker thread within the
+    deadline; None when it failed or ran out of time ("message ... not {done}" logged)."""
+    try:
+        running = asyncio.get_running_loop().run_in_executor(None, work)
+        return await asyncio.wait_for(running, milter.settings.deadline)
+    except (MailauthError, ValueError, TimeoutError) as exc:
+        reason = str(exc) or "deadline"
+        log.warning("message %s not %s: %s", session.macros.get("i", "-"), done, reason)
+        return None
