@@ -17,6 +17,7 @@ import pytest
 from mailauth.dns import Lookup, RRType, ZoneResolver
 from mailauth.milter import Milter, MilterSettings
 from mailauth.milter import protocol as p
+from mailauth.milter.heavy import heavy
 from mailauth.milter.offload import Offloader
 from mailauth.pipeline import Authenticator
 from tests.milterclient import MilterClient, split_message
@@ -56,14 +57,14 @@ def _demo(extra: list[tuple[str, str]] = ()) -> tuple[list[tuple[str, str]], byt
 
 def test_heavy_by_signatures_arc_sets_and_size() -> None:
     field = [("Subject", b" x")]
-    assert not Offloader.heavy(field * 3)
-    assert not Offloader.heavy([("DKIM-Signature", b" x")] * 5)
-    assert Offloader.heavy([("dkim-signature", b" x")] * 6)
-    assert not Offloader.heavy([("ARC-Seal", b" x")] * 3)
-    assert Offloader.heavy([("ARC-Seal", b" x")] * 4)
-    assert Offloader.heavy([("X-Big", b"y" * 70_000)])
-    assert Offloader.heavy([("ARC-Seal \t", b" x")] * 4)  # (as the verifiers read it)
-    assert Offloader.heavy([("X", b"")] * 301) and not Offloader.heavy([("X", b"")] * 300)
+    assert not heavy(field * 3)
+    assert not heavy([("DKIM-Signature", b" x")] * 5)
+    assert heavy([("dkim-signature", b" x")] * 6)
+    assert not heavy([("ARC-Seal", b" x")] * 3)
+    assert heavy([("ARC-Seal", b" x")] * 4)
+    assert heavy([("X-Big", b"y" * 70_000)])
+    assert heavy([("ARC-Seal \t", b" x")] * 4)  # (as the verifiers read it)
+    assert heavy([("X", b"")] * 301) and not heavy([("X", b"")] * 300)
 
 
 def _run(offloader: Offloader | None, *messages: tuple[list[tuple[str, str]], bytes],
@@ -256,7 +257,7 @@ def test_the_milter_command_checks_heavy_mail_and_spf_in_its_worker(tmp_path: Pa
 def test_a_worker_runs_at_nice_10_once_started(offloader: Offloader) -> None:
     """Below the loop, yet not starved by other programs (at 19 every SPF request it held
     timed out beside busy programs); it started at the milter's own (imports not starved)."""
-    from mailauth.milter.offload import WORKER_NICE
+    from mailauth.milter.offload_wire import WORKER_NICE
 
     ours = os.getpriority(os.PRIO_PROCESS, 0)
     worker = os.getpriority(os.PRIO_PROCESS, offloader._workers[0].process.pid)

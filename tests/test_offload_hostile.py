@@ -23,7 +23,8 @@ from mailauth.dns import ZoneResolver
 from mailauth.message import Message
 from mailauth.milter import Milter
 from mailauth.milter import protocol as p
-from mailauth.milter.offload import SLICE, Offloader, OffloadError, _frame, _request
+from mailauth.milter.offload import SLICE, Offloader, OffloadError
+from mailauth.milter.offload_wire import frame, request_frame
 from mailauth.pipeline import Authenticator
 from mailauth.results import Verdict
 from tests import hostile
@@ -46,7 +47,7 @@ class _Touch:
 
 def _ended(process: subprocess.Popen[bytes], within: float = 10.0) -> bool:
     """Whether a killed worker has ended and been reaped (returncode set) within ``within``
-    seconds: the Offloader reaps it without waiting for it (``offload._reap``)."""
+    seconds: the Offloader reaps it without waiting for it (``offload_pool._reap``)."""
     deadline = time.monotonic() + within
     while process.poll() is None and time.monotonic() < deadline:
         time.sleep(0.01)
@@ -119,7 +120,7 @@ def test_a_write_cut_by_the_deadline_ends_the_worker_and_no_octet_is_unpickled(
             os.kill(first.pid, signal.SIGCONT)
         assert await pool.wait_ready(60)  # (a new worker: requests never wait for one)
         until = time.time() + 3
-        head = len(_frame((pool._ids + 1, size, "verify", *ENVELOPE.values(), until)))
+        head = len(frame((pool._ids + 1, size, "verify", *ENVELOPE.values(), until)))
         crafted = _message(size)
         for k in range(1, size // SLICE + 1):
             at = k * SLICE - head
@@ -246,9 +247,9 @@ def test_a_worker_never_ready_is_ended(
 ) -> None:
     """One that never says ready (stuck at start) is ended START_TIMEOUT after it began and
     replaced after respawn_delay; meanwhile the loop does the work."""
-    from mailauth.milter import offload
+    from mailauth.milter import offload_pool
 
-    monkeypatch.setattr(offload, "START_TIMEOUT", 1.0)
+    monkeypatch.setattr(offload_pool, "START_TIMEOUT", 1.0)
     pool = Offloader(stuck_authenticator, workers=1, respawn_delay=60)
 
     async def go() -> None:
@@ -528,7 +529,7 @@ def test_spf_does_not_wait_behind_a_message_being_written() -> None:
         assert worker.writer is not None
         async with worker.sending:  # (as Offloader._exchange holds it while writing)
             until = time.time() + 20
-            worker.writer.write(_request((999, 4 << 20, "verify", *ENVELOPE.values(), until)))
+            worker.writer.write(request_frame((999, 4 << 20, "verify", *ENVELOPE.values(), until)))
             worker.writer.write(bytes(64 << 10))
             await worker.writer.drain()
             started = time.monotonic()

@@ -22,13 +22,13 @@ import sys
 import time
 from typing import Any
 
-from mailauth.milter.offload import WORKER_NICE, _frame, _recv_frame_blocking, read_request
+from mailauth.milter.offload_wire import WORKER_NICE, frame, read_request, recv_frame_blocking
 from mailauth.pipeline import Authenticator
 
 
 async def _serve(sock: socket.socket, light: socket.socket, authenticator: Authenticator) -> None:
     reader, writer = await asyncio.open_unix_connection(sock=sock)
-    writer.write(_frame("ready"))
+    writer.write(frame("ready"))
     light_reader, light_writer = await asyncio.open_unix_connection(sock=light)
     tasks: set[asyncio.Task[None]] = set()
     streams = [
@@ -72,7 +72,7 @@ async def _requests(
             reply = (ident, False, str(exc) or type(exc).__name__)
         except Exception as exc:  # (a bug: this message fails, not the worker)
             reply = (ident, False, f"{type(exc).__name__}: {exc}"[:500])
-        writer.write(_frame(reply))
+        writer.write(frame(reply))
 
     while True:  # (requests are JSON: nothing a message holds is ever unpickled here)
         request = await read_request(reader)
@@ -91,11 +91,11 @@ def main() -> None:
     sock = socket.socket(fileno=int(sys.argv[1]))
     light = socket.socket(fileno=int(sys.argv[2]))
     sock.settimeout(120)
-    sys.path[:] = _recv_frame_blocking(sock)  # (before the factory: it may need the path)
+    sys.path[:] = recv_frame_blocking(sock)  # (before the factory: it may need the path)
     try:
-        authenticator = _recv_frame_blocking(sock)()
+        authenticator = recv_frame_blocking(sock)()
     except Exception as exc:  # (said to the milter, which stops)
-        sock.sendall(_frame(f"{type(exc).__name__}: {exc}"))
+        sock.sendall(frame(f"{type(exc).__name__}: {exc}"))
         return
     with contextlib.suppress(OSError):  # (after the start-up: not starved while importing)
         os.nice(WORKER_NICE)

@@ -9,7 +9,8 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from mailauth.dkim import BodyHasher, Canonicalization, Signer
-from mailauth.milter.offload import HeaderTally, Offloader
+from mailauth.milter.heavy import HeaderTally
+from mailauth.milter.offload import Offloader
 from mailauth.milter.settings import MilterSettings
 from mailauth.pipeline import Authenticator, MessageIntake
 from mailauth.reports.failure_collect import BodyCopy
