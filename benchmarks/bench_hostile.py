@@ -64,8 +64,20 @@ yield to the load generator). --workers-with-milter keeps them on the milter's C
 the figures before 2026-12-05 were measured: the hostile checks then compete with
 the loop itself).
 
+--loop-stats: the milter runs with benchmarks/loopstat on its PYTHONPATH (a sitecustomize that
+times each turn of its event loop, from leaving the selector to entering it again), and each
+phase prints the loop's busy share, its iterations per second, how many per second took over
+0.5 / 1 / 2 / 4 ms, and the longest: the milter's side of the latency, apart from the load
+generator's (wall-clock times: a turn in which the loop was preempted counts whole).
+
+--remote-nice N: the DNS server and the hostile sender run at nice N. They stand for other
+machines (the remote DNS servers, the hostile senders' MTAs) but run on the load generator's
+CPU here: at 0 they take CPU from it at random moments, and what the p99 measures is then
+partly theirs.
+
 Run: python benchmarks/bench_hostile.py [--rate 100] [--hostile-rate 5] [--seconds 20]
      [--connections 20] [--deadline 10] [--kinds spf_tree,...] [--quick] [--pin CPU]
+     [--workers-with-milter] [--loop-stats] [--remote-nice N]
      python benchmarks/bench_hostile.py --verify-cpu [--repeat 3]
 """
 
@@ -104,6 +116,7 @@ from tests.postfix import free_port
 
 AUTHSERV_ID = "mx.example.org"
 DNS_DELAY = 0.05
+LOOPSTAT = Path(__file__).resolve().parent / "loopstat"
 GRACE = 20.0  # seconds beyond the deadline that replies are awaited after a phase
 QUIET = 1.0  # seconds without a DNS question that end a hostile message's count
 
@@ -132,6 +145,7 @@ class Phase:
     milter_cpu: float = 0.0  # seconds of CPU the milter used during the phase
     milter_waited: float = 0.0  # seconds its event-loop thread was runnable but not running
     client_cpu: float = 0.0  # and this process (the load generator)
+    loop: list[list[float]] = field(default_factory=list)  # --loop-stats: whole seconds
 
     def ordinary(self) -> list[Outcome]:
         return [o for o in self.outcomes if o.kind == "ordinary"]
@@ -227,8 +241,17 @@ def hostile_cases(kinds: tuple[str, ...]) -> list[hostile.Case]:
     return [hostile.HOSTILE[kind]() for kind in kinds]
 
 
-def warm_hostile(kinds: tuple[str, ...]) -> None:
+def warm_hostile(kinds: tuple[str, ...], nice: int) -> None:
+    os.setpriority(os.PRIO_PROCESS, 0, nice)  # (a remote MTA's: see --remote-nice)
     hostile_cases(kinds)
+
+
+def nice_children(nice: int) -> None:
+    """Every child process of this one now (the DNS server) at ``nice``."""
+    for task in Path("/proc/self/task").iterdir():
+        with contextlib.suppress(OSError):
+            for child in (task / "children").read_text().split():
+                os.setpriority(os.PRIO_PROCESS, int(child), nice)
 
 
 async def hostile_stream(port: int, args: argparse.Namespace, start: float, phase: Phase) -> None:
@@ -255,7 +278,9 @@ async def run_phase(port: int, args: argparse.Namespace, phase: Phase, with_host
     ) as hostile_process:
         loop = asyncio.get_running_loop()
         if with_hostile:  # (started and its messages made before the phase begins)
-            await loop.run_in_executor(hostile_process, warm_hostile, tuple(args.kinds))
+            await loop.run_in_executor(
+                hostile_process, warm_hostile, tuple(args.kinds), args.remote_nice
+            )
         start = time.perf_counter() + 0.5  # (connections open before the first one is due)
         streams: list[asyncio.Future[Any]] = [
             asyncio.ensure_future(ordinary_connection(port, n, args, start, phase))
@@ -321,6 +346,16 @@ class Milter:
     process: subprocess.Popen[bytes]
     port: int
     log: Path
+    loop_stats: Path | None = None
+
+    def loop_seconds(self, start: float, end: float) -> list[list[float]]:
+        """--loop-stats: the milter's loop, each whole second within [start, end]
+        (time.monotonic) as benchmarks/loopstat writes it."""
+        if self.loop_stats is None or not self.loop_stats.exists():
+            return []
+        text = self.loop_stats.read_text()
+        lines = [[float(v) for v in line.split()] for line in text.splitlines() if line]
+        return [line for line in lines if start <= line[0] and line[0] + 1 <= end]
 
     def peak_rss_mb(self) -> float | None:
         for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
@@ -372,6 +407,8 @@ def milter(
     deadline: float,
     pin: int | None = None,
     workers_on: set[int] | None = None,
+    *,
+    loop_stats: bool = False,
 ) -> Iterator[Milter]:
     port = free_port()
     config = directory / "milter.toml"
@@ -382,7 +419,13 @@ def milter(
     log = directory / "milter.log"
     with log.open("wb") as sink:
         command = [sys.executable, "-m", "mailauth", "milter", "--config", str(config)]
-        process = subprocess.Popen(command, stderr=sink)
+        env, stats = None, None
+        if loop_stats:
+            stats = directory / "loop.txt"
+            env = {**os.environ, "MAILAUTH_LOOPSTAT": str(stats)}
+            paths = [str(LOOPSTAT), env.get("PYTHONPATH", "")]
+            env["PYTHONPATH"] = os.pathsep.join(filter(None, paths))
+        process = subprocess.Popen(command, stderr=sink, env=env)
     if pin is not None:  # (its worker processes, started later, inherit it...)
         os.sched_setaffinity(process.pid, {pin})
     stop = threading.Event()
@@ -395,7 +438,7 @@ def milter(
             if process.poll() is not None or time.monotonic() > ends:
                 raise RuntimeError(f"the milter did not start: {log.read_bytes()!r}")
             time.sleep(0.05)
-        yield Milter(process, port, log)
+        yield Milter(process, port, log, stats)
     finally:
         stop.set()
         process.terminate()
@@ -431,7 +474,9 @@ def run_phase_measured(
     phase.rss_reset = m.reset_peak()
     asked, logged = questions.total, m.not_verified_logged()
     milter_cpu, client_cpu, waited = m.cpu_seconds(), time.process_time(), m.run_queue_seconds()
+    began = time.monotonic()
     asyncio.run(run_phase(m.port, args, phase, with_hostile))
+    phase.loop = m.loop_seconds(began, time.monotonic())
     phase.milter_cpu = m.cpu_seconds() - milter_cpu
     phase.milter_waited = m.run_queue_seconds() - waited
     phase.client_cpu += time.process_time() - client_cpu
@@ -451,6 +496,21 @@ def ms(seconds: float) -> str:
     return f"{seconds * 1000:.1f} ms"
 
 
+def loop_lines(phase: Phase) -> list[str]:
+    """--loop-stats: what the milter's event loop did in the phase's whole seconds."""
+    if not phase.loop:
+        return []
+    seconds = len(phase.loop)
+    total = [sum(line[k] for line in phase.loop) for k in range(1, 7)]
+    worst = max(line[7] for line in phase.loop)
+    return [
+        f"    event loop ({seconds} s): busy {100 * total[1] / seconds:.0f} %, "
+        f"{total[0] / seconds:.0f} iterations/s; per second, iterations over 0.5 / 1 / 2 / 4 "
+        f"ms: {total[2] / seconds:.1f} / {total[3] / seconds:.1f} / {total[4] / seconds:.2f} / "
+        f"{total[5] / seconds:.2f}; longest {ms(worst)}"
+    ]
+
+
 def phase_lines(phase: Phase) -> list[str]:
     ordinary = phase.ordinary()
     verified = sum(o.result == "verified" for o in ordinary)
@@ -464,6 +524,7 @@ def phase_lines(phase: Phase) -> list[str]:
         f"{ms(percentile(latency, 99))}; from due to reply p50 {ms(percentile(since_due, 50))}, "
         f"p99 {ms(percentile(since_due, 99))}",
         f"    ordinary: {outcome_counts(ordinary)}",
+        *loop_lines(phase),
         f"    DNS questions {phase.dns_questions}; milter 'not verified' warnings "
         f"{phase.not_verified_logged}; peak RSS {rss}{'' if phase.rss_reset else ' (not reset)'}",
         f"    CPU: milter {phase.milter_cpu:.1f} s, load generator {phase.client_cpu:.1f} s; "
@@ -577,6 +638,17 @@ def main() -> None:
     parser.add_argument(
         "--verify-cpu", action="store_true", help="only: CPU of mailauth verify per message"
     )
+    parser.add_argument(
+        "--loop-stats",
+        action="store_true",
+        help="the milter's event-loop iterations per phase (benchmarks/loopstat)",
+    )
+    parser.add_argument(
+        "--remote-nice",
+        type=int,
+        default=0,
+        help="nice value of the DNS server and the hostile sender (0)",
+    )
     parser.add_argument("--repeat", type=int, default=3, help="runs per message (--verify-cpu)")
     args = parser.parse_args()
     if args.verify_cpu:
@@ -596,14 +668,18 @@ def main() -> None:
     with (
         slow_dns_process(zone, DNS_DELAY, slow_under="hostile.test", questions=questions) as ns,
         tempfile.TemporaryDirectory() as directory,
-        milter(Path(directory), ns, args.deadline, args.pin, workers_on) as m,
     ):
-        warm = argparse.Namespace(**{**vars(args), "seconds": 1.0, "rate": 40.0})
-        asyncio.run(run_phase(m.port, warm, Phase("warm-up"), with_hostile=False))
-        alone = measure_alone(m, questions, args)
-        phases = [
-            run_phase_measured(m, questions, args, with_hostile) for with_hostile in (False, True)
-        ]
+        nice_children(args.remote_nice)  # (the DNS server: the milter is not started yet)
+        with milter(
+            Path(directory), ns, args.deadline, args.pin, workers_on, loop_stats=args.loop_stats
+        ) as m:
+            warm = argparse.Namespace(**{**vars(args), "seconds": 1.0, "rate": 40.0})
+            asyncio.run(run_phase(m.port, warm, Phase("warm-up"), with_hostile=False))
+            alone = measure_alone(m, questions, args)
+            phases = [
+                run_phase_measured(m, questions, args, with_hostile)
+                for with_hostile in (False, True)
+            ]
     pinned = "" if args.pin is None else f"; the milter on CPU {args.pin}, the rest on the others"
     if args.pin is not None:
         pinned += " (its workers on the others)" if workers_on else " (its workers on its CPU)"
