@@ -8,7 +8,6 @@ The checks are plans (:mod:`mailauth.plan`), so ``verify`` and ``verify_async`` 
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import functools
 import ipaddress
@@ -42,6 +41,7 @@ from mailauth.plan import (
     parallel,
     run_plan,
     run_plan_async,
+    start_plan_async,
 )
 from mailauth.policy import trust_arc_sealers
 from mailauth.results import ArcOutcome, DkimOutcome, SpfCheck, SpfResult, Verdict
@@ -597,9 +597,7 @@ class MessageIntake:
         if spf is None:
             verdict = await run_plan_async(auth.plan(context, streamed), resolver, executor)
             return auth._recorded(verdict, context)
-        checks = asyncio.ensure_future(
-            run_plan_async(auth.signature_checks(context, streamed), resolver, executor)
-        )
+        checks = start_plan_async(auth.signature_checks(context, streamed), resolver, executor)
         try:
             spf_check = await spf
             dkim, arc = await checks

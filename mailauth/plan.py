@@ -63,6 +63,10 @@ class Parallel:
 
 
 _CHECKPOINT = Checkpoint()
+# Seconds of the event loop a plan may take in one step (run_plan_async): past it, its next
+# checkpoint hands the loop on (the milter's TURN). A checkpoint sooner would cost a turn of
+# the loop for nothing, and each turn is a chance to wait behind every other connection's.
+SLICE = 0.0005
 Effect = Resolve | Offload | Checkpoint | Parallel
 Plan = Generator[Effect, Any, T]
 
@@ -99,7 +103,8 @@ def parallel(*plans: Plan[Any]) -> Plan[tuple[Any, ...]]:
 
 def checkpoint() -> Plan[None]:
     """``yield from checkpoint()`` between slices of CPU work (signature checks, a MiB of
-    body): under asyncio no plan holds the event loop for longer than one slice."""
+    body): under asyncio no plan holds the event loop for longer than ``SLICE`` and one
+    slice of work (a checkpoint within ``SLICE`` of the step's start goes straight on)."""
     yield _CHECKPOINT
 
 
@@ -226,40 +231,138 @@ def _answered_at_once(
 async def run_plan_async(
     plan: Plan[T], resolver: DnsResolver, executor: Executor | None = None
 ) -> T:
-    """Drive a plan on the running loop: DNS questions of one effect run concurrently."""
-    loop = asyncio.get_running_loop()
-    value: Any = None
+    """Drive a plan on the running loop: DNS questions of one effect run concurrently, and
+    so do the plans of a Parallel. What can be answered at once (DNS in the cache or the
+    zone, a checkpoint within the slice) is, in the same step of the loop (:func:`_step`)."""
+    state = _step(plan, None, resolver, time.perf_counter() + SLICE)
+    if isinstance(state, _Waiting):
+        return cast(T, await _finish(state, resolver, executor))
+    return cast(T, state)
+
+
+def start_plan_async(
+    plan: Plan[T], resolver: DnsResolver, executor: Executor | None = None
+) -> asyncio.Future[T]:
+    """:func:`run_plan_async` started now, beside the caller: the plan is run at once as far
+    as it goes without waiting, and becomes a task only if it has to wait (a task costs a
+    turn of the loop to start and another to report back)."""
+    state = _step(plan, None, resolver, time.perf_counter() + SLICE)
+    if isinstance(state, _Waiting):
+        return asyncio.ensure_future(_finish(state, resolver, executor))
+    done: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+    done.set_result(cast(T, state))
+    return done
+
+
+class _Waiting:
+    """A plan run as far as it went without waiting, and the effect it waits on."""
+
+    __slots__ = ("effect", "plan")
+
+    def __init__(self, plan: Plan[Any], effect: Effect | _Together) -> None:
+        self.plan, self.effect = plan, effect
+
+
+@dataclass(frozen=True, slots=True)
+class _Together:
+    """A Parallel effect whose plans were run as far as each went: a plan's value, or a
+    _Waiting for one that has to wait."""
+
+    states: tuple[Any, ...]
+
+
+def _step(plan: Plan[Any], value: Any, resolver: DnsResolver, until: float) -> Any:
+    """Send ``value`` to ``plan`` and go on while its effects can be answered at once: DNS
+    questions the cache (or the zone) answers, checkpoints before ``until``
+    (time.perf_counter: the slice of the loop this step may take), Parallel effects whose
+    plans can (each as far as it goes). The plan's value, or a :class:`_Waiting`."""
     while True:
         try:
             effect = plan.send(value)
         except StopIteration as stop:
-            return cast(T, stop.value)
+            return stop.value
         if isinstance(effect, Resolve):
-            if effect.deadline is not None:
-                value = await _answer_by(effect, resolver)
-                continue
-            queries = effect.queries
-            if len(queries) == 1:  # most effects: awaited directly, no task to schedule
-                value = (await resolver.lookup_async(queries[0].name, queries[0].rdtype),)
-            else:
-                value = _answered_at_once(resolver, queries)
-                if value is None:
-                    value = tuple(
-                        await asyncio.gather(
-                            *(resolver.lookup_async(q.name, q.rdtype) for q in queries)
-                        )
-                    )
+            value = _known(effect, resolver)
+            if value is None:
+                return _Waiting(plan, effect)
         elif isinstance(effect, Parallel):
-            runs = (run_plan_async(p, resolver, executor) for p in effect.plans)
-            value = tuple(await asyncio.gather(*runs))
+            states = tuple(_step(p, None, resolver, until) for p in effect.plans)
+            if any(isinstance(state, _Waiting) for state in states):
+                return _Waiting(plan, _Together(states))
+            value = states
+        elif isinstance(effect, Checkpoint) and time.perf_counter() < until:
+            value = None  # (still within the slice: the loop is not handed on for nothing)
+        else:  # work off the loop, or a checkpoint past the slice
+            return _Waiting(plan, effect)
+
+
+def _known(effect: Resolve, resolver: DnsResolver) -> tuple[Lookup, ...] | None:
+    """The answers to a Resolve effect when none needs waiting for, else None."""
+    if effect.deadline is not None and effect.deadline <= time.monotonic():
+        return _too_late(effect)
+    return _answered_at_once(resolver, effect.queries)
+
+
+def _too_late(effect: Resolve) -> tuple[Lookup, ...]:
+    return tuple(
+        Lookup(q.name, q.rdtype, DnsStatus.TEMPFAIL, reason=effect.late, refused=True)
+        for q in effect.queries
+    )
+
+
+async def _finish(state: _Waiting, resolver: DnsResolver, executor: Executor | None) -> Any:
+    """Wait for what the plan waits on, run it on as far as it goes, and so on: its value."""
+    loop = asyncio.get_running_loop()
+    while True:
+        plan, effect = state.plan, state.effect
+        value: Any = None
+        if isinstance(effect, Resolve):
+            value = await _answers(effect, resolver)
+        elif isinstance(effect, _Together):
+            value = await _together(effect.states, resolver, executor)
         elif isinstance(effect, Offload):
             context = contextvars.copy_context()
             value = await loop.run_in_executor(
                 executor, functools.partial(context.run, effect.func)
             )
-        else:
-            await asyncio.sleep(0)  # a checkpoint: the loop serves the others
-            value = None
+        else:  # a checkpoint past the slice: the loop serves the others
+            await asyncio.sleep(0)
+        next_state = _step(plan, value, resolver, time.perf_counter() + SLICE)
+        if not isinstance(next_state, _Waiting):
+            return next_state
+        state = next_state
+
+
+async def _together(
+    states: tuple[Any, ...], resolver: DnsResolver, executor: Executor | None
+) -> tuple[Any, ...]:
+    """The values of a Parallel's plans: those that had to wait finished as tasks, at once
+    (one failing, or the caller cancelled: the others are cancelled)."""
+    values = list(states)
+    waiting = {
+        index: asyncio.ensure_future(_finish(state, resolver, executor))
+        for index, state in enumerate(states)
+        if isinstance(state, _Waiting)
+    }
+    try:
+        finished = await asyncio.gather(*waiting.values())
+    except BaseException:
+        for task in waiting.values():
+            task.cancel()
+        raise
+    for index, value in zip(waiting, finished, strict=True):
+        values[index] = value
+    return tuple(values)
+
+
+async def _answers(effect: Resolve, resolver: DnsResolver) -> tuple[Lookup, ...]:
+    """The answers to a Resolve effect (its questions asked at once)."""
+    if effect.deadline is not None:
+        return await _answer_by(effect, resolver)
+    queries = effect.queries
+    if len(queries) == 1:  # most effects: awaited directly, no task to schedule
+        return (await resolver.lookup_async(queries[0].name, queries[0].rdtype),)
+    return tuple(await asyncio.gather(*(resolver.lookup_async(q.name, q.rdtype) for q in queries)))
 
 
 async def _answer_by(effect: Resolve, resolver: DnsResolver) -> tuple[Lookup, ...]:

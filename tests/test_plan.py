@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
+
+import pytest
 
 from mailauth.dns import DnsResolver, DnsStatus, Lookup, Query, RRType, ZoneResolver
 from mailauth.plan import (
+    SLICE,
     Budget,
     Plan,
     bounded,
@@ -15,6 +19,7 @@ from mailauth.plan import (
     resolve,
     run_plan,
     run_plan_async,
+    start_plan_async,
 )
 
 TEXT = "$ORIGIN example.\n" + "".join(f'n{i} 300 IN TXT "{i}"\n' for i in range(10))
@@ -66,11 +71,15 @@ def test_bounded_plan_returns_its_value_and_passes_other_effects() -> None:
 
 
 def test_checkpoint_lets_other_tasks_run_between_slices() -> None:
+    """A slice of work longer than SLICE: each checkpoint hands the loop on."""
     order: list[str] = []
 
     def slices() -> Plan[None]:
         for i in range(3):
             order.append(f"slice {i}")
+            ends = time.perf_counter() + SLICE * 1.5
+            while time.perf_counter() < ends:  # (CPU work)
+                pass
             yield from checkpoint()
 
     async def other() -> None:
@@ -84,6 +93,75 @@ def test_checkpoint_lets_other_tasks_run_between_slices() -> None:
     asyncio.run(main())
     assert order == ["slice 0", "other 0", "slice 1", "other 1", "slice 2", "other 2"]
     run_plan(slices(), ZONE)  # the blocking runner just goes on
+
+
+def test_checkpoints_within_the_slice_and_cached_answers_take_no_turn_of_the_loop() -> None:
+    """Short slices, answers at hand and Parallel plans that need not wait finish in the
+    step that started them: no other task runs in between (each turn of the loop would be
+    a chance to wait behind every other connection's)."""
+    order: list[str] = []
+
+    def quick(name: str) -> Plan[str]:
+        for i in range(3):
+            order.append(f"{name} {i}")
+            yield from checkpoint()
+        (lookup,) = yield from resolve(Query.of("n1.example", RRType.TXT))
+        return lookup.texts[0].decode()
+
+    def both() -> Plan[tuple[Any, ...]]:
+        return (yield from parallel(quick("a"), quick("b")))
+
+    async def other() -> None:
+        order.append("other")
+
+    async def main() -> tuple[Any, ...]:
+        task = asyncio.ensure_future(other())
+        started = start_plan_async(both(), ZONE)
+        assert started.done()  # (no task: nothing to wait for)
+        value = await run_plan_async(both(), ZONE)
+        await task
+        return (started.result(), value)
+
+    assert asyncio.run(main()) == ((("1", "1"), ("1", "1")))
+    assert order.index("other") == 12  # (after both runs, 2 x 2 plans x 3 slices)
+
+
+def test_a_parallel_plan_that_waits_becomes_a_task_and_the_others_go_on() -> None:
+    """One plan waits for a slow answer, the other does not wait for it; the values in
+    order; one that fails cancels the one still waiting."""
+    answered: list[str] = []
+
+    def ask(name: str) -> Plan[str]:
+        (lookup,) = yield from resolve(Query.of(name, RRType.TXT))
+        answered.append(name)
+        return lookup.name
+
+    def both() -> Plan[tuple[Any, ...]]:
+        return (yield from parallel(ask("slow1.example"), ask("n1.example")))
+
+    assert asyncio.run(run_plan_async(both(), _Slow(0.05))) == ("slow1.example", "n1.example")
+    assert answered == ["n1.example", "slow1.example"]
+
+    def failing() -> Plan[str]:
+        (_,) = yield from resolve(Query.of("slow2.example", RRType.TXT))
+        raise ValueError("junk")
+
+    def slow_and_failing() -> Plan[tuple[Any, ...]]:
+        return (yield from parallel(ask("slow1.example"), failing()))
+
+    class _Slower(_Slow):
+        async def lookup_async(self, name: str, rdtype: RRType) -> Lookup:
+            await asyncio.sleep(0.01 if name.startswith("slow2") else 5)
+            return self.zone.lookup(name, rdtype)
+
+    async def cancels() -> int:
+        before = len(asyncio.all_tasks())
+        with pytest.raises(ValueError, match="junk"):
+            await run_plan_async(slow_and_failing(), _Slower(0))
+        await asyncio.sleep(0)
+        return len(asyncio.all_tasks()) - before
+
+    assert asyncio.run(asyncio.wait_for(cancels(), 2)) == 0  # (not left waiting 5 s)
 
 
 class _Slow:
