@@ -337,13 +337,15 @@ async def _together(
     states: tuple[Any, ...], resolver: DnsResolver, executor: Executor | None
 ) -> tuple[Any, ...]:
     """The values of a Parallel's plans: those that had to wait finished as tasks, at once
-    (one failing, or the caller cancelled: the others are cancelled)."""
+    (one failing, or the caller cancelled: the others are cancelled); one alone that had
+    to wait, finished here."""
     values = list(states)
-    waiting = {
-        index: asyncio.ensure_future(_finish(state, resolver, executor))
-        for index, state in enumerate(states)
-        if isinstance(state, _Waiting)
-    }
+    late = [index for index, state in enumerate(states) if isinstance(state, _Waiting)]
+    if len(late) == 1:  # (the others are done: no task to start, nor to hear back from)
+        values[late[0]] = await _finish(states[late[0]], resolver, executor)
+        return tuple(values)
+    waiting = {index: asyncio.ensure_future(_finish(states[index], resolver, executor))
+               for index in late}  # fmt: skip
     try:
         finished = await asyncio.gather(*waiting.values())
     except BaseException:

@@ -158,6 +158,44 @@ def test_a_message_fed_in_pieces_gets_the_same_verdict() -> None:
     assert whole.arc is not None and whole.arc.result == "fail"  # the changed body
 
 
+def test_intake_with_spf_done_verifies_in_one_step_of_the_loop(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The milter's case: SPF checked since MAIL FROM, keys and records at hand. The checks
+    then take no turn of the loop (no task beside SPF, none per method), so no other
+    connection's turn comes in between; the verdict is the whole message's."""
+    from mailauth import plan
+
+    monkeypatch.setattr(plan, "SLICE", 60.0)  # (a slow machine must not make it yield)
+    demo = Path(__file__).resolve().parent.parent / "fixtures" / "demo"
+    raw = (demo / "message.eml").read_bytes()
+    auth = Authenticator("mx.example.org", ZoneResolver.from_files([demo / "example.com.zone"]))
+    facts = {"ip": "192.0.2.10", "helo": "mail.example.com", "mail_from": "alice@example.com"}
+    whole = auth.verify(raw, now=1_796_000_000, **facts)
+    head, _, body = raw.partition(b"\r\n\r\n")
+
+    async def main() -> tuple[Verdict, list[str]]:
+        order: list[str] = []
+        spf = asyncio.ensure_future(auth.check_spf_async(**facts))
+        await spf
+        intake = auth.intake(now=1_796_000_000, **facts)
+        intake.add_headers(head + b"\r\n")
+        intake.add_body(body)
+
+        async def other() -> None:
+            order.append("other connection")
+
+        waiting = asyncio.ensure_future(other())
+        verdict = await intake.verdict(spf)
+        order.append("verdict")
+        await waiting
+        return verdict, order
+
+    verdict, order = asyncio.run(main())
+    assert verdict == whole and verdict.dkim and verdict.dkim[0].result == "pass"
+    assert order == ["verdict", "other connection"]
+
+
 def test_spf_from_dns_and_from_the_cache_agree() -> None:
     """With the network resolver, SPF is a plan on the event loop (no worker thread) whether
     its answers come from DNS or from the cache; the results agree."""

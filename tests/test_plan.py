@@ -164,6 +164,27 @@ def test_a_parallel_plan_that_waits_becomes_a_task_and_the_others_go_on() -> Non
     assert asyncio.run(asyncio.wait_for(cancels(), 2)) == 0  # (not left waiting 5 s)
 
 
+def test_one_plan_left_waiting_is_finished_without_a_task() -> None:
+    """Of a Parallel's plans, only one has to wait (a checkpoint past the slice): it goes on
+    in its caller's task, with no task of its own to start and hear back from."""
+    tasks: list[int] = []
+
+    def slow() -> Plan[int]:
+        ends = time.perf_counter() + SLICE * 1.5
+        while time.perf_counter() < ends:  # (CPU work)
+            pass
+        yield from checkpoint()
+        tasks.append(len(asyncio.all_tasks()))
+        return 1
+
+    def both() -> Plan[tuple[Any, ...]]:
+        return (yield from parallel(slow(), asks([["n1"]])))
+
+    result = asyncio.run(run_plan_async(both(), ZONE))
+    assert result[0] == 1 and result[1][0].texts == (b"1",)
+    assert tasks == [1]  # (asyncio.run's own task alone)
+
+
 class _Slow:
     """A resolver whose answers take ``delay`` seconds (names starting with "slow") or none."""
 
