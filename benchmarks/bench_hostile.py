@@ -70,6 +70,10 @@ phase prints the loop's busy share, its iterations per second, how many per seco
 0.5 / 1 / 2 / 4 ms, and the longest: the milter's side of the latency, apart from the load
 generator's (wall-clock times: a turn in which the loop was preempted counts whole).
 
+--rounds N: each phase is run in N parts of --seconds / N, the two phases taking turns (alone
+first, then hostile first, ...), and each phase's figures are pooled: on a machine that other
+work shares, what it does meanwhile weighs on both phases alike rather than on one.
+
 --remote-nice N: the DNS server and the hostile sender run at nice N. They stand for other
 machines (the remote DNS servers, the hostile senders' MTAs) but run on the load generator's
 CPU here: at 0 they take CPU from it at random moments, and what the p99 measures is then
@@ -77,7 +81,7 @@ partly theirs.
 
 Run: python benchmarks/bench_hostile.py [--rate 100] [--hostile-rate 5] [--seconds 20]
      [--connections 20] [--deadline 10] [--kinds spf_tree,...] [--quick] [--pin CPU]
-     [--workers-with-milter] [--loop-stats] [--remote-nice N]
+     [--workers-with-milter] [--loop-stats] [--remote-nice N] [--rounds N]
      python benchmarks/bench_hostile.py --verify-cpu [--repeat 3]
 """
 
@@ -486,6 +490,30 @@ def run_phase_measured(
     return phase
 
 
+def alternating(m: Milter, questions: QuestionCounter, args: argparse.Namespace) -> list[Phase]:
+    """The two phases, alone and with the hostile stream; with --rounds N, each in N runs of
+    --seconds / N taking turns (alone first in odd rounds, hostile first in even ones), pooled:
+    whatever else the machine does meanwhile weighs on both alike."""
+    rounds = max(1, args.rounds)
+    short = argparse.Namespace(**{**vars(args), "seconds": args.seconds / rounds})
+    pooled = [Phase("alone"), Phase(f"with hostile {args.hostile_rate:g}/s")]
+    for index in range(rounds):
+        for with_hostile in (False, True) if index % 2 == 0 else (True, False):
+            run, into = run_phase_measured(m, questions, short, with_hostile), pooled[with_hostile]
+            into.due += run.due
+            into.late_starts += run.late_starts
+            into.outcomes += run.outcomes
+            into.dns_questions += run.dns_questions
+            into.not_verified_logged += run.not_verified_logged
+            into.rss_reset = run.rss_reset
+            into.peak_rss_mb = max(into.peak_rss_mb or 0.0, run.peak_rss_mb or 0.0) or None
+            into.milter_cpu += run.milter_cpu
+            into.milter_waited += run.milter_waited
+            into.client_cpu += run.client_cpu
+            into.loop += run.loop
+    return pooled
+
+
 def percentile(values: list[float], q: int) -> float:
     if len(values) < 2:
         return values[0] if values else float("nan")
@@ -542,7 +570,8 @@ def report(alone: list[str], phases: list[Phase], args: argparse.Namespace) -> N
     print("\n".join(alone))
     print(
         f"ordinary messages ({hostile.ordinary().description}), {args.rate:g}/s over "
-        f"{args.connections} connections, {args.seconds:g} s per phase:"
+        f"{args.connections} connections, {args.seconds:g} s per phase"
+        + (f" (in {args.rounds} rounds, taking turns):" if args.rounds > 1 else ":")
     )
     for phase in phases:
         print("\n".join(phase_lines(phase)))
@@ -639,6 +668,12 @@ def main() -> None:
         "--verify-cpu", action="store_true", help="only: CPU of mailauth verify per message"
     )
     parser.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="each phase in N runs of --seconds / N, alone and hostile taking turns (1)",
+    )
+    parser.add_argument(
         "--loop-stats",
         action="store_true",
         help="the milter's event-loop iterations per phase (benchmarks/loopstat)",
@@ -676,10 +711,7 @@ def main() -> None:
             warm = argparse.Namespace(**{**vars(args), "seconds": 1.0, "rate": 40.0})
             asyncio.run(run_phase(m.port, warm, Phase("warm-up"), with_hostile=False))
             alone = measure_alone(m, questions, args)
-            phases = [
-                run_phase_measured(m, questions, args, with_hostile)
-                for with_hostile in (False, True)
-            ]
+            phases = alternating(m, questions, args)
     pinned = "" if args.pin is None else f"; the milter on CPU {args.pin}, the rest on the others"
     if args.pin is not None:
         pinned += " (its workers on the others)" if workers_on else " (its workers on its CPU)"
