@@ -127,7 +127,7 @@ def send_failures(
     token, outcomes = new_claim_token(), []
     while claimed := claim_failures(store, now, token, lease=lease, clock=clock):
         for index, report in enumerate(claimed):
-            if not renew_failure(store, report, clock() + lease):
+            if not renew_failure(store, report, lease, clock=clock):
                 log.warning("failure report %s (%s): claim lost: another run took this "
                             "report meanwhile; not sent by this run", report.id,
                             report.policy_domain)  # fmt: skip

@@ -8,8 +8,9 @@ with its XML built and gzipped; the sender then calls :func:`mark_sent` or
 :func:`mark_failed`. A claim is a lease: a row in ``outgoing_reports`` set to ``claimed``
 with the claimer's token and an expiry, taken in a write transaction (PostgreSQL: ``FOR
 UPDATE SKIP LOCKED``, so two runs never take the same row; SQLite: ``BEGIN IMMEDIATE``, one
-claimer at a time). Leases run on the wall clock (``clock``), not on the run's ``now``
-(``reports send --now`` in the past or future must not shorten or stretch them), and each
+claimer at a time). Leases run on the store's clock on PostgreSQL and on the wall clock
+(``clock``) on SQLite (:mod:`.leases`), never on the run's ``now`` (``reports send --now``
+in the past or future must not shorten or stretch them), and each
 is renewed as its report is handed out (a run slower than a lease over its batch skips the
 ones another run took meanwhile). A claim not concluded by its expiry (the sender crashed)
 is free again; a report once ``sent`` is never claimed again. The Report-ID and file name are
@@ -21,7 +22,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,6 +33,7 @@ from mailauth.reports.aggregate import (
     gzip_pieces,
     render_report,
 )
+from mailauth.reports.leases import Clock, lease_now
 from mailauth.reports.store import Store
 
 MEDIA_TYPE = "application/gzip"  # RFC 9990 "Email": gzip-compressed XML
@@ -156,10 +158,6 @@ def open_reports(store: Store, settings: ReportSettings, now: float) -> int:
     return len(rows)
 
 
-Clock = Callable[[], float]
-"""The wall clock that leases run on (``time.time``; tests give their own)."""
-
-
 def claim_reports(
     store: Store,
     settings: ReportSettings,
@@ -172,25 +170,26 @@ def claim_reports(
     """Claim up to ``limit`` reports that are pending or whose claim expired: their
     (policy domain, begin, end, report_id, file_name, attempts, delivered) and their
     policy's columns (PostgreSQL: only the outgoing rows are locked, never the policies
-    the recorders update). ``now`` is not used: leases run on ``clock``."""
+    the recorders update). ``now`` is not used: leases run on the leases' clock
+    (:mod:`.leases`: the store's on PostgreSQL, ``clock`` on SQLite)."""
     with store.write():
-        wall = int(clock())
+        wall, at = lease_now(store, clock)
         rows = store.fetchall(
             """SELECT o.policy_domain, o.period_begin, o.period_end, o.report_id,
             o.file_name, o.attempts, o.delivered, """  # noqa: S608 - constant text
             + ", ".join(f"p.{c}" for c in _POLICY_COLUMNS.split(", "))
-            + """ FROM outgoing_reports o JOIN report_policies p
+            + f""" FROM outgoing_reports o JOIN report_policies p
             ON p.policy_domain = o.policy_domain AND p.period_begin = o.period_begin
-            WHERE o.state = 'pending' OR (o.state = 'claimed' AND o.claimed_until <= ?)
+            WHERE o.state = 'pending' OR (o.state = 'claimed' AND o.claimed_until <= {wall})
             ORDER BY o.period_begin, o.policy_domain LIMIT ?"""
             + store.skip_locked,
-            (wall, limit),
+            (*at, limit),
         )
         store.executemany(
-            """UPDATE outgoing_reports SET state = 'claimed', claimed_by = ?,
-            claimed_until = ?, attempts = attempts + 1
-            WHERE policy_domain = ? AND period_begin = ?""",
-            [(token, wall + settings.lease, r[0], r[1]) for r in rows],
+            f"""UPDATE outgoing_reports SET state = 'claimed', claimed_by = ?,
+            claimed_until = {wall} + ?, attempts = attempts + 1
+            WHERE policy_domain = ? AND period_begin = ?""",  # noqa: S608 - constant text
+            [(token, *at, settings.lease, r[0], r[1]) for r in rows],
         )
     return rows
 
@@ -228,7 +227,7 @@ def closed_reports(
             if report is None:  # (no rows: nothing to send)
                 _finish(store, (domain, begin), token, "abandoned", error="no records", now=now)
                 continue
-            if not _renew(store, (domain, begin), token, clock() + settings.lease):
+            if not _renew(store, (domain, begin), token, settings.lease, clock):
                 continue  # (its lease ended while earlier ones were sent: another run's)
             try:
                 yield _with(report, attempts + 1, tuple(delivered.split()))
@@ -341,13 +340,15 @@ def _finish(
     return changed == 1
 
 
-def _renew(store: Store, where: tuple[str, int], token: str, until: float) -> bool:
-    """Extend a claim ``token`` still holds to ``until``; False when it was lost."""
+def _renew(store: Store, where: tuple[str, int], token: str, lease: int, clock: Clock) -> bool:
+    """Extend a claim ``token`` still holds to ``lease`` seconds from now on the leases'
+    clock; False when it was lost."""
     domain, begin = where
+    wall, at = lease_now(store, clock)
     changed = store.execute(
-        """UPDATE outgoing_reports SET claimed_until = ? WHERE policy_domain = ?
-            AND period_begin = ? AND state = 'claimed' AND claimed_by = ?""",
-        (int(until), domain, begin, token),
+        f"""UPDATE outgoing_reports SET claimed_until = {wall} + ? WHERE policy_domain = ?
+            AND period_begin = ? AND state = 'claimed' AND claimed_by = ?""",  # noqa: S608
+        (*at, lease, domain, begin, token),
     )
     return changed == 1
 
