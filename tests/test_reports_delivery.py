@@ -47,6 +47,11 @@ class Due:
 @dataclass
 class Marks:
     calls: list[tuple[str, str, tuple[str, ...], bool]] = field(default_factory=list)
+    reached_so_far: list[tuple[str, ...]] = field(default_factory=list)
+
+    def reached(self, report: PendingReport, delivered: tuple[str, ...]) -> bool:
+        self.reached_so_far.append(delivered)
+        return True
 
     def sent(self, report: PendingReport, *, now: float) -> bool:
         self.calls.append(("sent", report.report_id, (), False))

@@ -1,8 +1,9 @@
 """The sender's side of the RFC 9991 failure queue (:mod:`.failure_queue`): claims, leases
 and conclusions, like aggregate reports' (:mod:`.outgoing`).
 
-:func:`claim_failures`, :func:`mark_failure_sent`, :func:`mark_failure_failed` and
-:func:`release_failure` mirror :mod:`.outgoing`: a claim is a lease (``state='claimed'``,
+:func:`claim_failures`, :func:`mark_failure_delivered` (each destination as it is reached),
+:func:`mark_failure_sent`, :func:`mark_failure_failed` and :func:`release_failure` mirror
+:mod:`.outgoing`: a claim is a lease (``state='claimed'``,
 the claimer's token, an expiry; PostgreSQL ``FOR UPDATE SKIP LOCKED``), concluded by one
 conditional ``UPDATE``; a report once ``sent`` is never claimed again. Leases run on the
 store's clock on PostgreSQL and the wall clock (``clock``) on SQLite (:mod:`.leases`), not
@@ -147,6 +148,18 @@ def _claimed(row: tuple[Any, ...], token: str) -> ClaimedFailure:
 
 def new_claim_token() -> str:
     return uuid.uuid4().hex
+
+
+def mark_failure_delivered(store: Store, report: ClaimedFailure, delivered: Sequence[str]) -> bool:
+    """Record the URIs that have the report so far (told as each one is reached, so that
+    a run that dies in the middle does not send to them again). False when the claim was
+    lost."""
+    changed = store.execute(
+        """UPDATE failure_reports SET delivered = ? WHERE id = ? AND state = 'claimed'
+        AND claimed_by = ?""",
+        (" ".join(delivered), report.id, report.claim),
+    )
+    return changed == 1
 
 
 def mark_failure_sent(store: Store, report: ClaimedFailure, now: float) -> bool:

@@ -4,22 +4,24 @@ interface: docs/reports.md, "For the delivery side").
 A period is *closed* once ``grace`` seconds have passed since its end (so that batches the
 recorders still held at midnight are in). :func:`closed_reports` claims the closed, unsent
 reports of policy domains that asked for them (``rua=``), a few at a time, and yields each
-with its XML built and gzipped; the sender then calls :func:`mark_sent` or
-:func:`mark_failed`. A claim is a lease: a row in ``outgoing_reports`` set to ``claimed``
-with the claimer's token and an expiry, taken in a write transaction (PostgreSQL: ``FOR
-UPDATE SKIP LOCKED``, so two runs never take the same row; SQLite: ``BEGIN IMMEDIATE``, one
-claimer at a time). Leases run on the store's clock on PostgreSQL and on the wall clock
-(``clock``) on SQLite (:mod:`.leases`), never on the run's ``now`` (``reports send --now``
-in the past or future must not shorten or stretch them), and each
-is renewed as its report is handed out (a run slower than a lease over its batch skips the
-ones another run took meanwhile). A claim not concluded by its expiry (the sender crashed)
-is free again; a report once ``sent`` is never claimed again. The Report-ID and file name are
-fixed at the first claim and reused by every retry (RFC 9990 "Email": a re-sent report
-keeps its file name).
+with its XML built and gzipped; the sender calls :func:`mark_delivered` as each destination
+is reached, then :func:`mark_sent` or :func:`mark_failed`. A claim is a lease: a row in
+``outgoing_reports`` set to ``claimed`` with the claimer's token and an expiry, taken in a
+write transaction (PostgreSQL: ``FOR UPDATE SKIP LOCKED``, so two runs never take the same
+row; SQLite: ``BEGIN IMMEDIATE``, one claimer at a time). Leases run on the store's clock
+on PostgreSQL and on the wall clock (``clock``) on SQLite (:mod:`.leases`), never on the
+run's ``now`` (``reports send --now`` in the past or future must not shorten or stretch
+them), and each is renewed as its report is handed out (a run slower than a lease over its
+batch skips the ones another run took meanwhile). A claim not concluded by its expiry (the
+sender crashed) is free again; claims not handed out when the run ends by an exception
+are given back (:func:`~.leases.give_back`). A report once ``sent`` is never claimed
+again. The Report-ID and file name are fixed at the first claim and reused by every retry
+(RFC 9990 "Email": a re-sent report keeps its file name).
 """
 
 from __future__ import annotations
 
+import functools
 import time
 import uuid
 from collections.abc import Iterator, Sequence
@@ -33,7 +35,7 @@ from mailauth.reports.aggregate import (
     gzip_pieces,
     render_report,
 )
-from mailauth.reports.leases import Clock, lease_now
+from mailauth.reports.leases import Clock, give_back, lease_now
 from mailauth.reports.store import Store
 
 MEDIA_TYPE = "application/gzip"  # RFC 9990 "Email": gzip-compressed XML
@@ -89,37 +91,6 @@ class PendingReport:
             f"Report Domain: {self.policy_domain} Submitter: {self.submitter} "
             f"Report-ID: <{self.report_id}>"
         )
-
-
-@dataclass(frozen=True, slots=True)
-class ReportStatus:
-    """What ``mailauth reports show`` lists: a report the next run would send (``state``
-    ``new``: never claimed), or one being sent."""
-
-    policy_domain: str
-    begin: int
-    end: int
-    rua: tuple[str, ...]
-    records: int
-    messages: int
-    state: str
-    attempts: int
-    file_name: str
-    last_error: str
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "policy_domain": self.policy_domain,
-            "begin": self.begin,
-            "end": self.end,
-            "rua": list(self.rua),
-            "records": self.records,
-            "messages": self.messages,
-            "state": self.state,
-            "attempts": self.attempts,
-            "file_name": self.file_name,
-            "last_error": self.last_error,
-        }
 
 
 _POLICY_COLUMNS = "p, sp, np, adkim, aspf, testing, psd, fo, discovery, rua, ruf"
@@ -213,27 +184,47 @@ def closed_reports(
         if not claimed:
             return
         for index, row in enumerate(claimed):
-            domain, begin, end, report_id, name, attempts, delivered = row[:7]
-            policy = PolicyColumns(domain, *row[7:])
-            what = (domain, begin, end, report_id, name)
             try:
-                report = _build(store, settings, what, policy, token)
-            except ReportTooLarge as exc:  # (abandoned: memory stays bounded, the run goes on)
-                _finish(store, (domain, begin), token, "abandoned", error=str(exc), now=now)
-                continue
-            except BaseException:
-                _release(store, claimed[index:], token)
+                report = _hand_out(store, settings, row, token, now=now, clock=clock)
+            except BaseException:  # (the store gone, an interrupt: this one not handed out)
+                give_back(store, functools.partial(_release, claimed=claimed[index:], token=token))
                 raise
-            if report is None:  # (no rows: nothing to send)
-                _finish(store, (domain, begin), token, "abandoned", error="no records", now=now)
+            if report is None:
                 continue
-            if not _renew(store, (domain, begin), token, settings.lease, clock):
-                continue  # (its lease ended while earlier ones were sent: another run's)
             try:
-                yield _with(report, attempts + 1, tuple(delivered.split()))
+                yield report
             except GeneratorExit:
-                _release(store, claimed[index + 1 :], token)
+                give_back(store, functools.partial(_release, claimed=claimed[index + 1 :],
+                                                   token=token))  # fmt: skip
                 raise
+
+
+def _hand_out(
+    store: Store,
+    settings: ReportSettings,
+    row: tuple[Any, ...],
+    token: str,
+    *,
+    now: float,
+    clock: Clock,
+) -> PendingReport | None:
+    """A claimed report built and its claim renewed, or None: abandoned (too large, no
+    records), or its claim lost (its lease ended while earlier ones were sent: another
+    run's)."""
+    domain, begin, end, report_id, name, attempts, delivered = row[:7]
+    policy = PolicyColumns(domain, *row[7:])
+    what = (domain, begin, end, report_id, name)
+    try:
+        report = _build(store, settings, what, policy, token)
+    except ReportTooLarge as exc:  # (abandoned: memory stays bounded, the run goes on)
+        _finish(store, (domain, begin), token, "abandoned", error=str(exc), now=now)
+        return None
+    if report is None:  # (no rows: nothing to send)
+        _finish(store, (domain, begin), token, "abandoned", error="no records", now=now)
+        return None
+    if not _renew(store, (domain, begin), token, settings.lease, clock):
+        return None
+    return _with(report, attempts + 1, tuple(delivered.split()))
 
 
 def _with(report: PendingReport, attempts: int, delivered: tuple[str, ...]) -> PendingReport:
@@ -287,6 +278,18 @@ def mark_sent(store: Store, report: PendingReport, now: float) -> bool:
     lost (its lease ended and another run took it)."""
     where = (report.policy_domain, report.begin)
     return _finish(store, where, report.claim, "sent", error="", now=now)
+
+
+def mark_delivered(store: Store, report: PendingReport, delivered: Sequence[str]) -> bool:
+    """Record the URIs that have the report so far (told as each one is reached, so that
+    a run that dies in the middle does not send to them again). False when the claim was
+    lost."""
+    changed = store.execute(
+        """UPDATE outgoing_reports SET delivered = ? WHERE policy_domain = ?
+            AND period_begin = ? AND state = 'claimed' AND claimed_by = ?""",
+        (" ".join(delivered), report.policy_domain, report.begin, report.claim),
+    )
+    return changed == 1
 
 
 def mark_failed(
@@ -364,27 +367,3 @@ def _release(store: Store, claimed: Sequence[tuple[Any, ...]], token: str) -> No
             WHERE policy_domain = ? AND period_begin = ? AND claimed_by = ?""",
             [(row[0], row[1], token) for row in claimed],
         )
-
-
-def report_status(store: Store, settings: ReportSettings, now: float) -> list[ReportStatus]:
-    """What the next run would send: closed periods with ``rua=`` not yet sent (with their
-    claim state when one exists), oldest first."""
-    rows = store.fetchall(
-        """SELECT p.policy_domain, p.period_begin, p.period_end, p.rua,
-            (SELECT COUNT(*) FROM report_counts c
-             WHERE c.policy_domain = p.policy_domain AND c.period_begin = p.period_begin),
-            (SELECT COALESCE(SUM(c.messages), 0) FROM report_counts c
-             WHERE c.policy_domain = p.policy_domain AND c.period_begin = p.period_begin),
-            COALESCE(o.state, 'new'), COALESCE(o.attempts, 0), COALESCE(o.file_name, ''),
-            COALESCE(o.last_error, '')
-        FROM report_policies p LEFT JOIN outgoing_reports o
-            ON o.policy_domain = p.policy_domain AND o.period_begin = p.period_begin
-        WHERE p.period_end + ? <= ? AND p.rua <> ''
-            AND COALESCE(o.state, 'new') NOT IN ('sent', 'abandoned')
-        ORDER BY p.period_begin, p.policy_domain""",
-        (settings.grace, int(now)),
-    )
-    return [
-        ReportStatus(d, b, e, tuple(rua.split()), int(r), int(m), s, int(a), f, err)
-        for d, b, e, rua, r, m, s, a, f, err in rows
-    ]
