@@ -47,6 +47,11 @@ class Due:
 @dataclass
 class Marks:
     calls: list[tuple[str, str, tuple[str, ...], bool]] = field(default_factory=list)
+    reached_so_far: list[tuple[str, ...]] = field(default_factory=list)
+
+    def reached(self, report: PendingReport, delivered: tuple[str, ...]) -> bool:
+        self.reached_so_far.append(delivered)
+        return True
 
     def sent(self, report: PendingReport, *, now: float) -> bool:
         self.calls.append(("sent", report.report_id, (), False))
@@ -220,3 +225,42 @@ def test_a_lost_claim_is_said() -> None:
     )
     assert outcome.state is ReportState.SENT
     assert any("claim" in p and "another run" in p for p in outcome.problems)
+
+
+def test_each_destination_is_told_as_it_is_reached_and_a_lost_claim_stops_the_rest() -> None:
+    """REVIEW25B 6: the store hears of each URI as the relay accepts it (a run killed
+    after the first does not send to it again); when the store says the claim is gone
+    (another run has the report), the URIs after it are that run's, not sent here."""
+    rua = ("mailto:a@example.com", "mailto:b@example.com", "mailto:c@example.com")
+    (outcome,), relay, marks = _run(Due(rua=rua, delivered=("mailto:z@example.com",)))
+    assert marks.reached_so_far == [
+        ("mailto:z@example.com", rua[0]),
+        ("mailto:z@example.com", rua[0], rua[1]),
+        ("mailto:z@example.com", *rua),
+    ]
+
+    class Lost(Marks):
+        def reached(self, report: PendingReport, delivered: tuple[str, ...]) -> bool:
+            super().reached(report, delivered)
+            return False
+
+        def failed(
+            self,
+            report: PendingReport,
+            error: str,
+            *,
+            now: float,
+            delivered: tuple[str, ...],
+            give_up: bool,
+        ) -> bool:
+            super().failed(report, error, now=now, delivered=delivered, give_up=give_up)
+            return False
+
+    relay, marks = Relay(), Lost()
+    (outcome,) = send_reports([Due(rua=rua)], submitter=SUBMITTER, signer=SIGNER,
+                              resolver=zone(ZONE), transport=relay, marks=marks, now=NOW,
+                              org_domain=psl_org_domain)  # fmt: skip
+    assert [rcpts for _, _, rcpts in relay.sent] == [["a@example.com"]]
+    assert marks.reached_so_far == [(rua[0],)]
+    assert outcome.state is ReportState.RETRY and outcome.delivered == (rua[0],)
+    assert any("claim lost" in p for p in outcome.problems)

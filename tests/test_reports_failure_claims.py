@@ -1,7 +1,8 @@
 """Claims on queued RFC 9991 failure reports, on SQLite and a real PostgreSQL: leases run on
-the wall clock whatever the run's ``now`` says; a sender whose claim was lost (its lease
-ended, another ``send`` run took the report) neither delivers it again nor marks it; claims
-not yet tried when a run ends by an exception are given back."""
+the leases' clock (the server's on PostgreSQL) whatever the run's ``now`` says; a sender
+whose claim was lost (its lease ended, another ``send`` run took the report) neither
+delivers it again nor marks it; claims not yet tried when a run ends by an exception are
+given back."""
 
 from __future__ import annotations
 
@@ -22,9 +23,8 @@ from mailauth.reports.failure_send import LOST, send_failures
 from mailauth.reports.smtp import RecipientOutcome
 from mailauth.reports.store import Store
 from tests.failure_helpers import AGREES, ARRIVAL, resolver
+from tests.lease_helpers import WALL, LeaseClock
 from tests.test_reports_failure_queue import SHARED, SIGNER, SUBMITTER, Relay, _report
-
-WALL = 2_000_000_000.0  # the wall clock the leases run on (tests give their own)
 
 
 def _queue(store: Store, reports: int) -> list[str]:
@@ -33,17 +33,18 @@ def _queue(store: Store, reports: int) -> list[str]:
     return [row[0] for row in store.fetchall("SELECT id FROM failure_reports ORDER BY created")]
 
 
-def test_a_lease_runs_on_the_wall_clock_whatever_now_says(store_url: str) -> None:
+def test_a_lease_runs_on_the_leases_clock_whatever_now_says(store_url: str) -> None:
     store = open_store(store_url)
     try:
         _queue(store, 3)
-        wall = lambda: WALL  # noqa: E731
+        wall = LeaseClock(store, "failure_reports")
         assert len(claim_failures(store, ARRIVAL, new_claim_token(), limit=2, clock=wall)) == 2
         far = ARRIVAL + 10 * 86400  # (--now ten days on: the leases still hold)
         assert len(claim_failures(store, far, new_claim_token(), clock=wall)) == 1
-        assert claim_failures(store, far, new_claim_token(), clock=lambda: WALL + 3599) == []
-        assert len(claim_failures(store, ARRIVAL, new_claim_token(),
-                                  clock=lambda: WALL + 3600)) == 3  # fmt: skip
+        wall.advance(3540)
+        assert claim_failures(store, far, new_claim_token(), clock=wall) == []
+        wall.advance(60)  # (an hour: the leases end)
+        assert len(claim_failures(store, ARRIVAL, new_claim_token(), clock=wall)) == 3
     finally:
         store.close()
 
@@ -55,7 +56,7 @@ def test_a_lost_claim_is_neither_delivered_again_nor_marked(
     B takes both and sends them. A must not deliver the second (its claim is gone), and
     says that the first, delivered meanwhile by both, was lost."""
     first_store, second_store = open_store(store_url), open_store(store_url)
-    wall = [WALL]
+    wall = LeaseClock(second_store, "failure_reports")
     second_outcomes = []
     second_relay = Relay()
 
@@ -64,11 +65,11 @@ def test_a_lost_claim_is_neither_delivered_again_nor_marked(
             self, raw: bytes, mail_from: str, rcpts: Sequence[str]
         ) -> tuple[RecipientOutcome, ...]:
             if not self.sent:  # (A's first delivery is slow: its leases end meanwhile)
-                wall[0] += 3601
+                wall.advance(3601)
                 second_outcomes.extend(send_failures(
                     second_store, submitter=SUBMITTER, signer=SIGNER,
                     resolver=resolver(extra=AGREES), transport=second_relay, now=ARRIVAL + 60,
-                    clock=lambda: wall[0],
+                    clock=wall,
                 ))  # fmt: skip
             return super().__call__(raw, mail_from, rcpts)
 
@@ -78,7 +79,7 @@ def test_a_lost_claim_is_neither_delivered_again_nor_marked(
         with caplog.at_level(logging.WARNING, "mailauth.reports"):
             outcomes = send_failures(
                 first_store, submitter=SUBMITTER, signer=SIGNER, resolver=resolver(extra=AGREES),
-                transport=first_relay, now=ARRIVAL + 60, clock=lambda: wall[0],
+                transport=first_relay, now=ARRIVAL + 60, clock=wall,
             )  # fmt: skip
         assert [(o.id, o.state) for o in second_outcomes] == [(i, ReportState.SENT) for i in ids]
         assert len(second_relay.sent) == 2

@@ -61,6 +61,7 @@ from tests.failure_helpers import (
     resolver,
     verdict_of,
 )
+from tests.lease_helpers import LeaseClock
 from tests.test_reports_failure import _fields
 
 SUBMITTER = Submitter("Example Receiver", "dmarc-noreply@example.org", "example.org")
@@ -436,15 +437,15 @@ def test_concurrent_claims_are_disjoint(store_url: str) -> None:
     try:
         enqueue_failures(store, [_report()] * 5, limit=10, period=3600, max_queued=100, **SHARED,
                          now=ARRIVAL)  # fmt: skip
-        wall = lambda: ARRIVAL  # noqa: E731 - (the wall clock the leases run on)
+        wall = LeaseClock(store, "failure_reports", ARRIVAL)  # (the clock leases run on)
         first = claim_failures(store, ARRIVAL, new_claim_token(), limit=3, clock=wall)
         second = claim_failures(other, ARRIVAL, new_claim_token(), limit=10, clock=wall)
         assert len(first) == 3 and len(second) == 2
         assert not {r.id for r in first} & {r.id for r in second}
-        later = lambda: ARRIVAL + 100  # noqa: E731
-        assert claim_failures(store, ARRIVAL, new_claim_token(), clock=later) == []  # leases hold
-        expired = lambda: ARRIVAL + 3600  # noqa: E731
-        assert len(claim_failures(store, ARRIVAL, new_claim_token(), clock=expired)) == 5
+        wall.advance(100)
+        assert claim_failures(store, ARRIVAL, new_claim_token(), clock=wall) == []  # leases hold
+        wall.advance(3500)
+        assert len(claim_failures(store, ARRIVAL, new_claim_token(), clock=wall)) == 5
     finally:
         store.close()
         other.close()

@@ -38,6 +38,9 @@ class FakeSource:
     def pending(self, now: float) -> Iterable[PendingReport]:
         return list(self.reports)
 
+    def reached(self, report: PendingReport, delivered: tuple[str, ...]) -> bool:
+        return True
+
     def sent(self, report: PendingReport, *, now: float) -> bool:
         self.marked.append(("sent", report.report_id))
         return True

@@ -32,6 +32,7 @@ from mailauth.reports.observe import observe
 from mailauth.reports.schema import SCHEMA_VERSION
 from mailauth.reports.store import Store
 from mailauth.results import DkimResult, DmarcResult, Policy, SpfResult
+from tests.lease_helpers import LeaseClock
 from tests.reports_helpers import DAY, T0, verdict
 
 SETTINGS = ReportSettings(org_name="Example Mail", email="dmarc@example.net",
@@ -277,12 +278,12 @@ def test_an_expired_claim_is_claimable_again(store_url: str) -> None:
     _fill(store_url, 1)
     store = open_store(store_url)
     try:
-        wall = 1_000_000
-        (lost,) = closed_reports(store, SETTINGS, now=AFTER, clock=lambda: wall)  # (it died)
-        later = wall + SETTINGS.lease - 1
-        assert list(closed_reports(store, SETTINGS, now=AFTER, clock=lambda: later)) == []
-        later = wall + SETTINGS.lease
-        (again,) = closed_reports(store, SETTINGS, now=AFTER, clock=lambda: later)
+        wall = LeaseClock(store, "outgoing_reports", 1_000_000)
+        (lost,) = closed_reports(store, SETTINGS, now=AFTER, clock=wall)  # (it died)
+        wall.advance(SETTINGS.lease - 60)
+        assert list(closed_reports(store, SETTINGS, now=AFTER, clock=wall)) == []
+        wall.advance(60)
+        (again,) = closed_reports(store, SETTINGS, now=AFTER, clock=wall)
         assert again.file_name == lost.file_name and again.attempts == 2
         assert not mark_sent(store, lost, now=AFTER)  # the old claim lost it
         assert mark_sent(store, again, now=AFTER)
@@ -494,15 +495,15 @@ def test_each_claim_is_renewed_when_its_report_is_handed_out(store_url: str) -> 
     claim as it comes to it; one that another run took meanwhile is skipped, not sent
     twice."""
     _fill(store_url, 3)
-    clock = [1_000_000.0]
     store = open_store(store_url)
     other = open_store(store_url)
+    clock = LeaseClock(other, "outgoing_reports", 1_000_000.0)
     try:
-        run = closed_reports(store, SETTINGS, now=AFTER, batch=3, clock=lambda: clock[0])
+        run = closed_reports(store, SETTINGS, now=AFTER, batch=3, clock=clock)
         first = next(run)
-        clock[0] += SETTINGS.lease + 1  # the first delivery took longer than a lease
+        clock.advance(SETTINGS.lease + 1)  # the first delivery took longer than a lease
         second = next(run)  # renewed as it is handed out: the other run cannot take it
-        taken = list(closed_reports(other, SETTINGS, now=AFTER, clock=lambda: clock[0]))
+        taken = list(closed_reports(other, SETTINGS, now=AFTER, clock=clock))
         # the other run takes the first (still being delivered past its lease: its sender
         # is that slow) and the third (not handed out yet), never the second
         assert len(taken) == 2 and second.policy_domain not in {r.policy_domain for r in taken}

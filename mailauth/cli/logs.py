@@ -14,6 +14,7 @@ that stops reading fills, and a blocking write on the loop would stop every mess
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import logging.handlers
 import os
@@ -70,7 +71,17 @@ class QueuedStderr(logging.handlers.QueueHandler):
     line to a thread that writes it to ``stream`` (stderr), through a queue of at most
     ``size`` records: a full queue drops the record (counted in ``dropped``) instead of
     waiting. The thread writes to the stream itself, holding no handler's lock: one stuck
-    in a write to a wedged stderr never holds up ``logging.shutdown`` at exit."""
+    in a write to a wedged stderr never holds up ``logging.shutdown`` at exit.
+
+    ``dropped`` is two counters, each kept by one side (the loggers' under the handler's
+    lock, the writer thread's by that thread alone), so that no count is lost between
+    them. A line saying how many were dropped is queued only once the stream has taken a
+    line again, and written by the thread with the count at that moment: a stream that
+    fails every write gets no note per record. A stream gone for good (:data:`GONE`: its
+    reader closed the pipe or socket, or the file is closed) cannot be reopened -- stderr
+    is a descriptor the process inherited --, so after the first such error nothing more
+    is queued or written (counted as dropped), and one warning says so through the other
+    handlers (syslog)."""
 
     def __init__(
         self, stream: Stream | None = None, size: int = STDERR_QUEUE, fmt: str = "%(message)s"
@@ -79,35 +90,68 @@ class QueuedStderr(logging.handlers.QueueHandler):
         super().__init__(self._queue)
         self.setFormatter(logging.Formatter(fmt))  # (prepare() leaves the line in msg)
         self.stream: Stream = stream if stream is not None else sys.stderr
-        self.dropped = 0
-        self._told = 0  # drops already reported in a line
+        self._refused = 0  # records not queued (full, or stderr gone): the loggers' side
+        self._failed = 0  # records the stream did not take: the writer thread's side
+        self._told = 0  # drops already said in a line (the writer thread's)
+        self._taking = True  # the last write went through (the writer thread's)
+        self._note_queued = False
+        self.gone = ""  # why stderr is gone for good ("" while it is not)
         self._writer = threading.Thread(target=self._write, name="mailauth-log", daemon=True)
         self._writer.start()
 
+    @property
+    def dropped(self) -> int:
+        """Records lost: no room in the queue, not taken by the stream, or stderr gone."""
+        return self._refused + self._failed
+
     def enqueue(self, record: logging.LogRecord) -> None:
+        if self.gone:
+            self._refused += 1
+            return
         try:
-            if self.dropped > self._told and self._queue.qsize() <= self._queue.maxsize // 2:
+            if self._note_due() and self._queue.qsize() <= self._queue.maxsize // 2:
                 # (once stderr takes lines again: not a note for every slot freed)
-                self._queue.put_nowait(self._drops_note())
+                self._note_queued = True  # (before: the writer may take the note at once)
+                self._queue.put_nowait(_NOTE)
             self._queue.put_nowait(record)
         except queue.Full:
-            self.dropped += 1
+            self._refused += 1
 
-    def _drops_note(self) -> logging.LogRecord:
+    def _note_due(self) -> bool:
+        return self._taking and not self._note_queued and self.dropped > self._told
+
+    def _write(self) -> None:
+        while (record := self._queue.get()) is not None:
+            if record is _NOTE:
+                self._note_queued = False
+                lost = self.dropped - self._told
+                if lost and self._put(self._drops_note(lost)):
+                    self._told += lost
+            elif not self._put(record):
+                self._failed += 1
+
+    def _put(self, record: logging.LogRecord) -> bool:
+        """Write one line; whether the stream took it."""
+        if self.gone:
+            return False
+        try:
+            self.stream.write(f"{record.msg}\n")
+            self.stream.flush()
+        except (OSError, ValueError) as exc:
+            self._taking = False
+            if isinstance(exc, ValueError) or exc.errno in GONE:
+                self.gone = str(exc) or type(exc).__name__
+                _log.warning("stderr is gone for good (%s): no more log lines there", self.gone)
+            return False
+        self._taking = True
+        return True
+
+    def _drops_note(self, lost: int) -> logging.LogRecord:
         """The line saying how many records were dropped since the last such line."""
-        lost, self._told = self.dropped - self._told, self.dropped
         text = f"{lost} log lines dropped: stderr did not take them in time"
         note = logging.LogRecord("mailauth.milter", logging.WARNING, __file__, 0, text, None, None)
         prepared: logging.LogRecord = self.prepare(note)
         return prepared
-
-    def _write(self) -> None:
-        while (record := self._queue.get()) is not None:
-            try:
-                self.stream.write(f"{record.msg}\n")
-                self.stream.flush()
-            except (OSError, ValueError):  # (stderr closed or gone: the line is lost)
-                self.dropped += 1
 
     def close(self) -> None:
         """Write what is queued (for STDERR_CLOSE_TIMEOUT at most), then stop the thread."""
@@ -116,11 +160,25 @@ class QueuedStderr(logging.handlers.QueueHandler):
             # (stderr wedged: no room for the last note or the end mark, or no end to the
             # write; the daemon thread then ends with the process)
             with contextlib.suppress(queue.Full):
-                if self.dropped > self._told:  # (the last drops said too)
-                    self._queue.put(self._drops_note(), timeout=STDERR_CLOSE_TIMEOUT)
+                self.acquire()  # (the last drops said too, if stderr takes lines)
+                try:
+                    note = self._note_due()
+                    self._note_queued = self._note_queued or note
+                finally:
+                    self.release()
+                if note:
+                    self._queue.put(_NOTE, timeout=STDERR_CLOSE_TIMEOUT)
                 self._queue.put(None, timeout=max(0.0, ends - time.monotonic()))
             self._writer.join(max(0.0, ends - time.monotonic()))
         super().close()
+
+
+# The queue's mark for "a line saying how many were dropped" (the writer counts them).
+_NOTE = logging.LogRecord("mailauth.milter", logging.WARNING, __file__, 0, "", None, None)
+_log = logging.getLogger("mailauth.milter")
+# What a write to stderr fails with once its reader has gone for good (a closed pipe, a
+# journal stream whose journald is gone) or its descriptor is: never taken again.
+GONE = frozenset({errno.EPIPE, errno.ECONNRESET, errno.ENOTCONN, errno.ESHUTDOWN, errno.EBADF})
 
 
 def configured() -> bool:

@@ -293,7 +293,7 @@ def _relay_settings(args: argparse.Namespace) -> Any:
 
 class _StoreSource:
     """The report store's functions (``mailauth.reports``: open_store, closed_reports,
-    mark_sent, mark_failed; docs/reports.md) behind :class:`ReportSource`."""
+    mark_delivered, mark_sent, mark_failed; docs/reports.md) behind :class:`ReportSource`."""
 
     def __init__(self, api: Any, url: str, settings: dict[str, str]) -> None:
         self.api = api
@@ -302,6 +302,9 @@ class _StoreSource:
 
     def pending(self, now: float) -> Iterable[PendingReport]:
         return self.api.closed_reports(self.store, self.settings, now=now)  # type: ignore[no-any-return]
+
+    def reached(self, report: PendingReport, delivered: tuple[str, ...]) -> bool:
+        return bool(self.api.mark_delivered(self.store, report, delivered))
 
     def sent(self, report: PendingReport, *, now: float) -> bool:
         return bool(self.api.mark_sent(self.store, report, now=now))

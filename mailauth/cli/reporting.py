@@ -16,7 +16,7 @@ from mailauth.cli.report_send import add_send_parser, cmd_reports_send
 from mailauth.cli.report_summary import add_summary_parsers, cmd_html, cmd_summary
 from mailauth.config import MilterConfig, load_milter_config
 from mailauth.reports import ReportSettings, open_store, report_status
-from mailauth.reports.outgoing import ReportStatus
+from mailauth.reports.outgoing_status import ReportStatus
 
 
 def add_reports_parser(commands: argparse._SubParsersAction[Parser]) -> argparse.ArgumentParser:

@@ -31,6 +31,7 @@ from mailauth.cli.common import (
     resolver_errors,
 )
 from mailauth.cli.logs import configure_logging, syslog_handler
+from mailauth.cli.milter_stop import close_writers, writers_of
 from mailauth.cli.milter_workers import make_offloader, spec_of
 from mailauth.config import (
     KeySpec,
@@ -530,11 +531,8 @@ async def _serve_milter(milter: Milter, config: MilterConfig, args: argparse.Nam
                     break
                 await asyncio.sleep(0.1)
             left = milter.connections
-        recorder = milter.authenticator.recorder
-        if isinstance(recorder, BackgroundRecorder):  # SIGTERM: what is buffered is written
-            await loop.run_in_executor(None, recorder.close)
-        if milter.settings.failure_reports is not None:  # (failure reports likewise)
-            await loop.run_in_executor(None, milter.settings.failure_reports.close)
+        # SIGTERM: what the report writers hold is written, side by side, one deadline
+        await loop.run_in_executor(None, close_writers, writers_of(milter))
     finally:
         for found in owned:
             remove_socket_file(found)

@@ -6,7 +6,8 @@ schema), :mod:`.store` (SQLite or PostgreSQL behind one class; the engines
 :mod:`.store_sqlite`, :mod:`.store_postgres`), :mod:`.recorder` (buffered recording off
 the mail path; :mod:`.batch`, the counts in memory and their upsert), :mod:`.aggregate`
 (RFC 9990 XML, streamed), :mod:`.outgoing` (closed reports claimed under the store's lock,
-for the delivery side); RFC 9991 failure reports: :mod:`.failure` (the ARF report),
+for the delivery side; :mod:`.leases`, the clock their claims run on; :mod:`.outgoing_status`,
+what ``reports show`` lists); RFC 9991 failure reports: :mod:`.failure` (the ARF report),
 :mod:`.failure_collect` (the milter's collector; :mod:`.failure_capture`, what it
 takes), :mod:`.failure_queue` (the queue in the store), :mod:`.failure_claims` (the
 sender's claims on it), :mod:`.failure_send` (delivery).
@@ -20,13 +21,13 @@ from mailauth.reports.observe import Enforcement, Observation, observe
 from mailauth.reports.outgoing import (
     PendingReport,
     ReportSettings,
-    ReportStatus,
     closed_reports,
+    mark_delivered,
     mark_failed,
     mark_sent,
     release,
-    report_status,
 )
+from mailauth.reports.outgoing_status import ReportStatus, report_status
 from mailauth.reports.recorder import (
     BackgroundRecorder,
     DirectRecorder,
@@ -46,6 +47,7 @@ __all__ = [
     "Store",
     "StoreError",
     "closed_reports",
+    "mark_delivered",
     "mark_failed",
     "mark_sent",
     "observe",

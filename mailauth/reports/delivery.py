@@ -8,7 +8,9 @@ report store hands them out), :func:`send_reports`:
 2. verifies external destinations through the resolver (RFC 9990 4), as a plan;
 3. builds one message per URI (RFC 9990 3: every URI gets its own; the same file name and
    Report-ID on every attempt), DKIM-signed, and hands it to the transport (the relay);
-4. tells the store what became of it through :class:`ReportMarks`: ``sent`` once every
+4. tells the store what became of it through :class:`ReportMarks`: each destination
+   reached, as soon as the relay has accepted its message (``reached``: a run that dies
+   after the first of three URIs does not send to it again); ``sent`` once every
    destination has it or has refused it for good, ``failed`` with the URIs reached so far
    when some destination failed temporarily (a DNS temporary failure during verification,
    a 4xx, the relay unreachable), ``give_up`` after ``max_attempts`` or when no destination
@@ -19,7 +21,8 @@ Nothing here opens a store, a file or a socket: the command line wires those in.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+import functools
+from collections.abc import Callable, Generator, Iterable, Sequence
 from dataclasses import dataclass, replace
 from enum import StrEnum
 from typing import Protocol
@@ -67,6 +70,11 @@ class PendingReport(Protocol):
 
 class ReportMarks(Protocol):
     """How the outcome goes back to the store."""
+
+    def reached(self, report: PendingReport, delivered: tuple[str, ...]) -> bool:
+        """The URIs that have the report so far (earlier attempts' and this run's), told
+        as each is reached; False when the claim was lost (another run has the report)."""
+        ...
 
     def sent(self, report: PendingReport, *, now: float) -> bool: ...
 
@@ -133,31 +141,37 @@ def send_reports(
     org_domain: OrgDomainPlan = treewalk_org_domain,
     max_attempts: int = MAX_ATTEMPTS,
 ) -> list[SendOutcome]:
-    """Send every report; each one's outcome is marked in the store before the next."""
+    """Send every report; each one's outcome is marked in the store before the next. An
+    exception (the store gone, an interrupt) closes ``reports`` when it is a generator
+    (:func:`~.outgoing.closed_reports`: the claims it has not handed out are given back)."""
     outcomes = []
-    for report in reports:
-        outcome = send_report(
-            report,
-            submitter=submitter,
-            signer=signer,
-            resolver=resolver,
-            transport=transport,
-            now=now,
-            org_domain=org_domain,
-            max_attempts=max_attempts,
-        )
-        if outcome.state is ReportState.SENT:
-            kept = marks.sent(report, now=now)
-        else:
-            error, give_up = failure_note(outcome.state, outcome.problems)
-            kept = marks.failed(
-                report, error, now=now, delivered=outcome.delivered, give_up=give_up
-            )
-        if not kept:  # (its lease ended during this run and another run took it)
-            lost = "claim lost: another run took this report meanwhile (it may go out twice)"
-            outcome = replace(outcome, problems=(*outcome.problems, lost))
-        outcomes.append(outcome)
+    try:
+        for report in reports:
+            outcomes.append(_send_and_mark(report, marks, now, functools.partial(
+                send_report, submitter=submitter, signer=signer, resolver=resolver,
+                transport=transport, now=now, org_domain=org_domain, max_attempts=max_attempts,
+            )))  # fmt: skip
+    except BaseException:
+        if isinstance(reports, Generator):
+            reports.close()
+        raise
     return outcomes
+
+
+def _send_and_mark(
+    report: PendingReport, marks: ReportMarks, now: float, send: Callable[..., SendOutcome]
+) -> SendOutcome:
+    reached = recording(report.delivered, functools.partial(marks.reached, report))
+    outcome = send(report, on_delivered=reached)
+    if outcome.state is ReportState.SENT:
+        kept = marks.sent(report, now=now)
+    else:
+        error, give_up = failure_note(outcome.state, outcome.problems)
+        kept = marks.failed(report, error, now=now, delivered=outcome.delivered, give_up=give_up)
+    if not kept:  # (its lease ended during this run and another run took it)
+        lost = "claim lost: another run took this report meanwhile (it may go out twice)"
+        outcome = replace(outcome, problems=(*outcome.problems, lost))
+    return outcome
 
 
 def send_report(
@@ -170,8 +184,10 @@ def send_report(
     now: float,
     org_domain: OrgDomainPlan = treewalk_org_domain,
     max_attempts: int = MAX_ATTEMPTS,
+    on_delivered: Record | None = None,
 ) -> SendOutcome:
-    """One report to each of its destinations not reached yet."""
+    """One report to each of its destinations not reached yet (``on_delivered``: told each
+    URI as it is reached, :func:`send_to_uris`)."""
     try:
         message = aggregate_report(report)
     except ValueError as exc:
@@ -192,7 +208,7 @@ def send_report(
 
     reached, temporary = send_to_uris(
         todo, checks, build=build, transport=transport, mail_from=submitter.email,
-        problems=problems,
+        problems=problems, on_delivered=on_delivered,
     )  # fmt: skip
     delivered = [*report.delivered, *reached]
     state = conclude(temporary, bool(delivered), report.attempts, max_attempts, problems)
@@ -229,6 +245,23 @@ def preview_recipients(uris: Sequence[str], submitter: Submitter) -> list[str]:
     return [a.address for a in parse_report_uris(uris).addresses] or [submitter.email]
 
 
+Record = Callable[[str], bool]
+"""Told each URI as the relay accepts its message (the store records it at once); False
+when the claim on the report was lost: the rest is another run's."""
+
+
+def recording(before: Sequence[str], store: Callable[[tuple[str, ...]], bool]) -> Record:
+    """A :data:`Record` that hands ``store`` every URI reached so far, ``before`` (earlier
+    attempts') first."""
+    done = list(before)
+
+    def record(uri: str) -> bool:
+        done.append(uri)
+        return store(tuple(dict.fromkeys(done)))
+
+    return record
+
+
 def send_to_uris(
     todo: Sequence[ReportAddress],
     checks: Sequence[Destination],
@@ -237,10 +270,13 @@ def send_to_uris(
     transport: Transport,
     mail_from: str,
     problems: list[str],
+    on_delivered: Record | None = None,
 ) -> tuple[list[str], bool]:
     """One message per URI of ``todo`` (RFC 9990 3 / RFC 9991 2: every URI gets its own),
     built by ``build`` for the URI's verified recipients: the URIs reached, and whether
-    some failed temporarily; ``problems`` gets a line per note."""
+    some failed temporarily (or were not tried: ``on_delivered`` said the claim was lost,
+    and the URIs after it are left to the run that has the report); ``problems`` gets a
+    line per note."""
     reached, temporary = [], False
     for uri in dict.fromkeys(a.uri for a in todo):
         mine = [c for c in checks if c.address.uri == uri]
@@ -248,6 +284,8 @@ def send_to_uris(
         problems.extend(f"{uri}: {n}" for n in notes)
         if result == "delivered":
             reached.append(uri)
+            if on_delivered is not None and not on_delivered(uri):
+                return reached, True
         temporary = temporary or result == "temporary"
     return reached, temporary
 

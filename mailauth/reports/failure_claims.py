@@ -1,12 +1,14 @@
 """The sender's side of the RFC 9991 failure queue (:mod:`.failure_queue`): claims, leases
 and conclusions, like aggregate reports' (:mod:`.outgoing`).
 
-:func:`claim_failures`, :func:`mark_failure_sent`, :func:`mark_failure_failed` and
-:func:`release_failure` mirror :mod:`.outgoing`: a claim is a lease (``state='claimed'``,
+:func:`claim_failures`, :func:`mark_failure_delivered` (each destination as it is reached),
+:func:`mark_failure_sent`, :func:`mark_failure_failed` and :func:`release_failure` mirror
+:mod:`.outgoing`: a claim is a lease (``state='claimed'``,
 the claimer's token, an expiry; PostgreSQL ``FOR UPDATE SKIP LOCKED``), concluded by one
 conditional ``UPDATE``; a report once ``sent`` is never claimed again. Leases run on the
-wall clock (``clock``), not on the run's ``now`` (``reports send --now`` in the past or
-future must not shorten or stretch them), and the sender renews each claim
+store's clock on PostgreSQL and the wall clock (``clock``) on SQLite (:mod:`.leases`), not
+on the run's ``now`` (``reports send --now`` in the past or future must not shorten or
+stretch them), and the sender renews each claim
 (:func:`renew_failure`) before it delivers: a claim whose lease ended and that another run
 took is not delivered again nor marked by the first. A report that failed
 temporarily waits before its next attempt (``next_try``: 5 minutes, doubling, at most 6
@@ -18,12 +20,13 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from mailauth.reports.failure import FailureFacts
 from mailauth.reports.failure_queue import facts_from_json
+from mailauth.reports.leases import Clock, lease_now
 from mailauth.reports.store import Store
 
 FIRST_RETRY = 300  # seconds before the second attempt; doubled after each failure ...
@@ -84,37 +87,40 @@ def claim_failures(
     *,
     limit: int = 20,
     lease: int = 3600,
-    clock: Callable[[], float] = time.time,
+    clock: Clock = time.time,
 ) -> list[ClaimedFailure]:
     """Claim up to ``limit`` reports due (pending and past ``next_try`` at ``now``, or
-    claimed by a run whose lease ended by ``clock``), oldest first, for ``lease`` seconds
-    of ``clock``."""
+    claimed by a run whose lease has ended), oldest first, for ``lease`` seconds of the
+    leases' clock (:mod:`.leases`: the store's on PostgreSQL, ``clock`` on SQLite)."""
     with store.write():
-        wall = int(clock())
+        wall, at = lease_now(store, clock)
         rows = store.fetchall(
-            """SELECT o.id, o.policy_domain, o.auth_failure, o.ruf, o.facts, o.original,
+            f"""SELECT o.id, o.policy_domain, o.auth_failure, o.ruf, o.facts, o.original,
             o.has_body, o.attempts, o.delivered FROM failure_reports o
             WHERE (o.state = 'pending' AND o.next_try <= ?)
-               OR (o.state = 'claimed' AND o.claimed_until <= ?)
+               OR (o.state = 'claimed' AND o.claimed_until <= {wall})
             ORDER BY o.created, o.id LIMIT ?"""  # noqa: S608 - constant text
             + store.skip_locked,
-            (int(now), wall, limit),
+            (int(now), *at, limit),
         )
         store.executemany(
-            """UPDATE failure_reports SET state = 'claimed', claimed_by = ?,
-            claimed_until = ?, attempts = attempts + 1 WHERE id = ?""",
-            [(token, wall + lease, row[0]) for row in rows],
+            f"""UPDATE failure_reports SET state = 'claimed', claimed_by = ?,
+            claimed_until = {wall} + ?, attempts = attempts + 1 WHERE id = ?""",  # noqa: S608
+            [(token, *at, lease, row[0]) for row in rows],
         )
     return [_claimed(row, token) for row in rows]
 
 
-def renew_failure(store: Store, report: ClaimedFailure, until: float) -> bool:
-    """Extend the claim on ``report`` to ``until`` (wall clock); False when it was lost:
-    its lease ended and another run took it (or concluded it)."""
+def renew_failure(
+    store: Store, report: ClaimedFailure, lease: int, *, clock: Clock = time.time
+) -> bool:
+    """Extend the claim on ``report`` to ``lease`` seconds from now on the leases' clock;
+    False when it was lost: its lease ended and another run took it (or concluded it)."""
+    wall, at = lease_now(store, clock)
     changed = store.execute(
-        """UPDATE failure_reports SET claimed_until = ? WHERE id = ? AND state = 'claimed'
-        AND claimed_by = ?""",
-        (int(until), report.id, report.claim),
+        f"""UPDATE failure_reports SET claimed_until = {wall} + ? WHERE id = ?
+        AND state = 'claimed' AND claimed_by = ?""",  # noqa: S608 - constant text
+        (*at, lease, report.id, report.claim),
     )
     return changed == 1
 
@@ -142,6 +148,18 @@ def _claimed(row: tuple[Any, ...], token: str) -> ClaimedFailure:
 
 def new_claim_token() -> str:
     return uuid.uuid4().hex
+
+
+def mark_failure_delivered(store: Store, report: ClaimedFailure, delivered: Sequence[str]) -> bool:
+    """Record the URIs that have the report so far (told as each one is reached, so that
+    a run that dies in the middle does not send to them again). False when the claim was
+    lost."""
+    changed = store.execute(
+        """UPDATE failure_reports SET delivered = ? WHERE id = ? AND state = 'claimed'
+        AND claimed_by = ?""",
+        (" ".join(delivered), report.id, report.claim),
+    )
+    return changed == 1
 
 
 def mark_failure_sent(store: Store, report: ClaimedFailure, now: float) -> bool:

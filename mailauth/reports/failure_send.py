@@ -11,7 +11,9 @@ For each report claimed from the queue (:mod:`.failure_queue`), :func:`send_fail
    identifier) -- at send time, through the same resolver, beside step 1;
 3. builds one ARF message per URI (:func:`~mailauth.reports.failure.build_failure_report`),
    its Message-ID from the queue's id (the same on every retry), DKIM-signed for the
-   submitter domain (RFC 9991 6: SHOULD be aligned), and hands it to the relay;
+   submitter domain (RFC 9991 6: SHOULD be aligned), and hands it to the relay; each URI
+   the relay accepts is recorded at once (:func:`~.failure_claims.mark_failure_delivered`:
+   a run that dies after the first of three does not send to it again);
 4. marks it ``sent`` once every destination has it or refused it for good; ``retry`` (after
    a backoff) when some destination, the relay or DNS failed temporarily; ``abandoned``
    after ``max_attempts`` or when no destination can take it.
@@ -20,8 +22,10 @@ Each claim is renewed just before its report is sent (:func:`~.failure_claims.re
 a claim lost meanwhile (its lease ended while earlier reports were sent, and another run
 took it) stops that report, logged: it is neither delivered again nor marked by this run.
 A claim lost during the delivery itself (slower than a lease) is noted in the outcome: the
-other run may send it too. Claims not yet tried when the run ends by an exception are
-given back.
+other run may send it too. Claims not yet tried when the run ends by an exception (the
+store gone while a claim was renewed or an outcome marked, an interrupt) are given back
+(:func:`~.leases.give_back`: over a new connection when the store's is gone), not left to
+wait out their leases; the report being delivered stays claimed (the relay may have it).
 
 Nothing here opens a store, a file or a socket; the command line wires them in.
 """
@@ -41,11 +45,13 @@ from mailauth.errors import InvalidDomainError, MailauthError
 from mailauth.plan import Plan, parallel, resolve, run_plan
 from mailauth.reports.delivery import (
     MAX_ATTEMPTS,
+    Record,
     ReportState,
     Transport,
     conclude,
     failure_note,
     preview_recipients,
+    recording,
     send_to_uris,
     uris_due,
 )
@@ -53,6 +59,7 @@ from mailauth.reports.failure import FailureFacts, build_failure_report
 from mailauth.reports.failure_claims import (
     ClaimedFailure,
     claim_failures,
+    mark_failure_delivered,
     mark_failure_failed,
     mark_failure_sent,
     new_claim_token,
@@ -60,8 +67,9 @@ from mailauth.reports.failure_claims import (
     release_failure,
     renew_failure,
 )
+from mailauth.reports.leases import give_back
 from mailauth.reports.message import Submitter, check_aligned
-from mailauth.reports.store import Store
+from mailauth.reports.store import Store, StoreError
 from mailauth.reports.uri import OrgDomainPlan, treewalk_org_domain, verify_destinations
 from mailauth.spf.record import is_spf_record
 
@@ -127,20 +135,33 @@ def send_failures(
     token, outcomes = new_claim_token(), []
     while claimed := claim_failures(store, now, token, lease=lease, clock=clock):
         for index, report in enumerate(claimed):
-            if not renew_failure(store, report, clock() + lease):
-                log.warning("failure report %s (%s): claim lost: another run took this "
-                            "report meanwhile; not sent by this run", report.id,
-                            report.policy_domain)  # fmt: skip
-                continue
+            tried = False  # (once tried, a report may have reached its relay: kept claimed)
             try:
-                outcome = _send_one(send, report)
+                if not renew_failure(store, report, lease, clock=clock):
+                    log.warning("failure report %s (%s): claim lost: another run took this "
+                                "report meanwhile; not sent by this run", report.id,
+                                report.policy_domain)  # fmt: skip
+                    continue
+                tried = True
+                reached = _recorder(store, report)
+                outcome = _send_one(functools.partial(send, on_delivered=reached), report)
+                outcomes.append(_mark(store, report, outcome, now))
             except BaseException:
-                for left in claimed[index + 1 :]:
-                    release_failure(store, left)
+                left = claimed[index + 1 if tried else index :]
+                give_back(store, functools.partial(_release_all, reports=left))
                 raise
-            outcomes.append(_mark(store, report, outcome, now))
     prune_failures(store, now)
     return outcomes
+
+
+def _recorder(store: Store, report: ClaimedFailure) -> Record:
+    """Each URI recorded in the store as the relay accepts it (on the report's claim)."""
+    return recording(report.delivered, functools.partial(mark_failure_delivered, store, report))
+
+
+def _release_all(store: Store, reports: Sequence[ClaimedFailure]) -> None:
+    for report in reports:
+        release_failure(store, report)
 
 
 def _send_one(
@@ -148,6 +169,8 @@ def _send_one(
 ) -> FailureOutcome:
     try:
         return send(report)
+    except StoreError:
+        raise  # (recording a destination reached: the store's, not the report's)
     except (MailauthError, ValueError) as exc:
         return FailureOutcome(
             report.id, report.policy_domain, report.auth_failure,
@@ -183,9 +206,10 @@ def send_failure(
     now: float,
     org_domain: OrgDomainPlan = treewalk_org_domain,
     max_attempts: int = MAX_ATTEMPTS,
+    on_delivered: Record | None = None,
 ) -> FailureOutcome:
     """One failure report to each of its destinations not reached yet (ValueError when its
-    queued data cannot be read)."""
+    queued data cannot be read; ``on_delivered``: told each URI as it is reached)."""
     if report.problem:
         raise ValueError(report.problem)
     todo, problems = uris_due(report.ruf, report.delivered)
@@ -208,7 +232,7 @@ def send_failure(
 
         reached, temporary = send_to_uris(
             todo, checks, build=build, transport=transport, mail_from=submitter.email,
-            problems=problems,
+            problems=problems, on_delivered=on_delivered,
         )  # fmt: skip
         delivered.extend(reached)
     state = conclude(temporary, bool(delivered), report.attempts, max_attempts, problems)

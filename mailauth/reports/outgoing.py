@@ -4,24 +4,27 @@ interface: docs/reports.md, "For the delivery side").
 A period is *closed* once ``grace`` seconds have passed since its end (so that batches the
 recorders still held at midnight are in). :func:`closed_reports` claims the closed, unsent
 reports of policy domains that asked for them (``rua=``), a few at a time, and yields each
-with its XML built and gzipped; the sender then calls :func:`mark_sent` or
-:func:`mark_failed`. A claim is a lease: a row in ``outgoing_reports`` set to ``claimed``
-with the claimer's token and an expiry, taken in a write transaction (PostgreSQL: ``FOR
-UPDATE SKIP LOCKED``, so two runs never take the same row; SQLite: ``BEGIN IMMEDIATE``, one
-claimer at a time). Leases run on the wall clock (``clock``), not on the run's ``now``
-(``reports send --now`` in the past or future must not shorten or stretch them), and each
-is renewed as its report is handed out (a run slower than a lease over its batch skips the
-ones another run took meanwhile). A claim not concluded by its expiry (the sender crashed)
-is free again; a report once ``sent`` is never claimed again. The Report-ID and file name are
-fixed at the first claim and reused by every retry (RFC 9990 "Email": a re-sent report
-keeps its file name).
+with its XML built and gzipped; the sender calls :func:`mark_delivered` as each destination
+is reached, then :func:`mark_sent` or :func:`mark_failed`. A claim is a lease: a row in
+``outgoing_reports`` set to ``claimed`` with the claimer's token and an expiry, taken in a
+write transaction (PostgreSQL: ``FOR UPDATE SKIP LOCKED``, so two runs never take the same
+row; SQLite: ``BEGIN IMMEDIATE``, one claimer at a time). Leases run on the store's clock
+on PostgreSQL and on the wall clock (``clock``) on SQLite (:mod:`.leases`), never on the
+run's ``now`` (``reports send --now`` in the past or future must not shorten or stretch
+them), and each is renewed as its report is handed out (a run slower than a lease over its
+batch skips the ones another run took meanwhile). A claim not concluded by its expiry (the
+sender crashed) is free again; claims not handed out when the run ends by an exception
+are given back (:func:`~.leases.give_back`). A report once ``sent`` is never claimed
+again. The Report-ID and file name are fixed at the first claim and reused by every retry
+(RFC 9990 "Email": a re-sent report keeps its file name).
 """
 
 from __future__ import annotations
 
+import functools
 import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,6 +35,7 @@ from mailauth.reports.aggregate import (
     gzip_pieces,
     render_report,
 )
+from mailauth.reports.leases import Clock, give_back, lease_now
 from mailauth.reports.store import Store
 
 MEDIA_TYPE = "application/gzip"  # RFC 9990 "Email": gzip-compressed XML
@@ -89,37 +93,6 @@ class PendingReport:
         )
 
 
-@dataclass(frozen=True, slots=True)
-class ReportStatus:
-    """What ``mailauth reports show`` lists: a report the next run would send (``state``
-    ``new``: never claimed), or one being sent."""
-
-    policy_domain: str
-    begin: int
-    end: int
-    rua: tuple[str, ...]
-    records: int
-    messages: int
-    state: str
-    attempts: int
-    file_name: str
-    last_error: str
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "policy_domain": self.policy_domain,
-            "begin": self.begin,
-            "end": self.end,
-            "rua": list(self.rua),
-            "records": self.records,
-            "messages": self.messages,
-            "state": self.state,
-            "attempts": self.attempts,
-            "file_name": self.file_name,
-            "last_error": self.last_error,
-        }
-
-
 _POLICY_COLUMNS = "p, sp, np, adkim, aspf, testing, psd, fo, discovery, rua, ruf"
 _ROW_COLUMNS = """source_ip, header_from, envelope_from, envelope_to, dkim, spf_domain,
     spf_scope, spf_result, dmarc_dkim, dmarc_spf, disposition, reasons, messages"""
@@ -156,10 +129,6 @@ def open_reports(store: Store, settings: ReportSettings, now: float) -> int:
     return len(rows)
 
 
-Clock = Callable[[], float]
-"""The wall clock that leases run on (``time.time``; tests give their own)."""
-
-
 def claim_reports(
     store: Store,
     settings: ReportSettings,
@@ -172,25 +141,26 @@ def claim_reports(
     """Claim up to ``limit`` reports that are pending or whose claim expired: their
     (policy domain, begin, end, report_id, file_name, attempts, delivered) and their
     policy's columns (PostgreSQL: only the outgoing rows are locked, never the policies
-    the recorders update). ``now`` is not used: leases run on ``clock``."""
+    the recorders update). ``now`` is not used: leases run on the leases' clock
+    (:mod:`.leases`: the store's on PostgreSQL, ``clock`` on SQLite)."""
     with store.write():
-        wall = int(clock())
+        wall, at = lease_now(store, clock)
         rows = store.fetchall(
             """SELECT o.policy_domain, o.period_begin, o.period_end, o.report_id,
             o.file_name, o.attempts, o.delivered, """  # noqa: S608 - constant text
             + ", ".join(f"p.{c}" for c in _POLICY_COLUMNS.split(", "))
-            + """ FROM outgoing_reports o JOIN report_policies p
+            + f""" FROM outgoing_reports o JOIN report_policies p
             ON p.policy_domain = o.policy_domain AND p.period_begin = o.period_begin
-            WHERE o.state = 'pending' OR (o.state = 'claimed' AND o.claimed_until <= ?)
+            WHERE o.state = 'pending' OR (o.state = 'claimed' AND o.claimed_until <= {wall})
             ORDER BY o.period_begin, o.policy_domain LIMIT ?"""
             + store.skip_locked,
-            (wall, limit),
+            (*at, limit),
         )
         store.executemany(
-            """UPDATE outgoing_reports SET state = 'claimed', claimed_by = ?,
-            claimed_until = ?, attempts = attempts + 1
-            WHERE policy_domain = ? AND period_begin = ?""",
-            [(token, wall + settings.lease, r[0], r[1]) for r in rows],
+            f"""UPDATE outgoing_reports SET state = 'claimed', claimed_by = ?,
+            claimed_until = {wall} + ?, attempts = attempts + 1
+            WHERE policy_domain = ? AND period_begin = ?""",  # noqa: S608 - constant text
+            [(token, *at, settings.lease, r[0], r[1]) for r in rows],
         )
     return rows
 
@@ -214,27 +184,47 @@ def closed_reports(
         if not claimed:
             return
         for index, row in enumerate(claimed):
-            domain, begin, end, report_id, name, attempts, delivered = row[:7]
-            policy = PolicyColumns(domain, *row[7:])
-            what = (domain, begin, end, report_id, name)
             try:
-                report = _build(store, settings, what, policy, token)
-            except ReportTooLarge as exc:  # (abandoned: memory stays bounded, the run goes on)
-                _finish(store, (domain, begin), token, "abandoned", error=str(exc), now=now)
-                continue
-            except BaseException:
-                _release(store, claimed[index:], token)
+                report = _hand_out(store, settings, row, token, now=now, clock=clock)
+            except BaseException:  # (the store gone, an interrupt: this one not handed out)
+                give_back(store, functools.partial(_release, claimed=claimed[index:], token=token))
                 raise
-            if report is None:  # (no rows: nothing to send)
-                _finish(store, (domain, begin), token, "abandoned", error="no records", now=now)
+            if report is None:
                 continue
-            if not _renew(store, (domain, begin), token, clock() + settings.lease):
-                continue  # (its lease ended while earlier ones were sent: another run's)
             try:
-                yield _with(report, attempts + 1, tuple(delivered.split()))
+                yield report
             except GeneratorExit:
-                _release(store, claimed[index + 1 :], token)
+                give_back(store, functools.partial(_release, claimed=claimed[index + 1 :],
+                                                   token=token))  # fmt: skip
                 raise
+
+
+def _hand_out(
+    store: Store,
+    settings: ReportSettings,
+    row: tuple[Any, ...],
+    token: str,
+    *,
+    now: float,
+    clock: Clock,
+) -> PendingReport | None:
+    """A claimed report built and its claim renewed, or None: abandoned (too large, no
+    records), or its claim lost (its lease ended while earlier ones were sent: another
+    run's)."""
+    domain, begin, end, report_id, name, attempts, delivered = row[:7]
+    policy = PolicyColumns(domain, *row[7:])
+    what = (domain, begin, end, report_id, name)
+    try:
+        report = _build(store, settings, what, policy, token)
+    except ReportTooLarge as exc:  # (abandoned: memory stays bounded, the run goes on)
+        _finish(store, (domain, begin), token, "abandoned", error=str(exc), now=now)
+        return None
+    if report is None:  # (no rows: nothing to send)
+        _finish(store, (domain, begin), token, "abandoned", error="no records", now=now)
+        return None
+    if not _renew(store, (domain, begin), token, settings.lease, clock):
+        return None
+    return _with(report, attempts + 1, tuple(delivered.split()))
 
 
 def _with(report: PendingReport, attempts: int, delivered: tuple[str, ...]) -> PendingReport:
@@ -290,6 +280,18 @@ def mark_sent(store: Store, report: PendingReport, now: float) -> bool:
     return _finish(store, where, report.claim, "sent", error="", now=now)
 
 
+def mark_delivered(store: Store, report: PendingReport, delivered: Sequence[str]) -> bool:
+    """Record the URIs that have the report so far (told as each one is reached, so that
+    a run that dies in the middle does not send to them again). False when the claim was
+    lost."""
+    changed = store.execute(
+        """UPDATE outgoing_reports SET delivered = ? WHERE policy_domain = ?
+            AND period_begin = ? AND state = 'claimed' AND claimed_by = ?""",
+        (" ".join(delivered), report.policy_domain, report.begin, report.claim),
+    )
+    return changed == 1
+
+
 def mark_failed(
     store: Store,
     report: PendingReport,
@@ -341,13 +343,15 @@ def _finish(
     return changed == 1
 
 
-def _renew(store: Store, where: tuple[str, int], token: str, until: float) -> bool:
-    """Extend a claim ``token`` still holds to ``until``; False when it was lost."""
+def _renew(store: Store, where: tuple[str, int], token: str, lease: int, clock: Clock) -> bool:
+    """Extend a claim ``token`` still holds to ``lease`` seconds from now on the leases'
+    clock; False when it was lost."""
     domain, begin = where
+    wall, at = lease_now(store, clock)
     changed = store.execute(
-        """UPDATE outgoing_reports SET claimed_until = ? WHERE policy_domain = ?
-            AND period_begin = ? AND state = 'claimed' AND claimed_by = ?""",
-        (int(until), domain, begin, token),
+        f"""UPDATE outgoing_reports SET claimed_until = {wall} + ? WHERE policy_domain = ?
+            AND period_begin = ? AND state = 'claimed' AND claimed_by = ?""",  # noqa: S608
+        (*at, lease, domain, begin, token),
     )
     return changed == 1
 
@@ -363,27 +367,3 @@ def _release(store: Store, claimed: Sequence[tuple[Any, ...]], token: str) -> No
             WHERE policy_domain = ? AND period_begin = ? AND claimed_by = ?""",
             [(row[0], row[1], token) for row in claimed],
         )
-
-
-def report_status(store: Store, settings: ReportSettings, now: float) -> list[ReportStatus]:
-    """What the next run would send: closed periods with ``rua=`` not yet sent (with their
-    claim state when one exists), oldest first."""
-    rows = store.fetchall(
-        """SELECT p.policy_domain, p.period_begin, p.period_end, p.rua,
-            (SELECT COUNT(*) FROM report_counts c
-             WHERE c.policy_domain = p.policy_domain AND c.period_begin = p.period_begin),
-            (SELECT COALESCE(SUM(c.messages), 0) FROM report_counts c
-             WHERE c.policy_domain = p.policy_domain AND c.period_begin = p.period_begin),
-            COALESCE(o.state, 'new'), COALESCE(o.attempts, 0), COALESCE(o.file_name, ''),
-            COALESCE(o.last_error, '')
-        FROM report_policies p LEFT JOIN outgoing_reports o
-            ON o.policy_domain = p.policy_domain AND o.period_begin = p.period_begin
-        WHERE p.period_end + ? <= ? AND p.rua <> ''
-            AND COALESCE(o.state, 'new') NOT IN ('sent', 'abandoned')
-        ORDER BY p.period_begin, p.policy_domain""",
-        (settings.grace, int(now)),
-    )
-    return [
-        ReportStatus(d, b, e, tuple(rua.split()), int(r), int(m), s, int(a), f, err)
-        for d, b, e, rua, r, m, s, a, f, err in rows
-    ]
