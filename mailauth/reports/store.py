@@ -10,6 +10,10 @@ claims, a transaction-level advisory lock for migrations), and how rows are stre
 (PostgreSQL: libpq's chunked rows mode, psycopg 3.2+). A :class:`Store` is one
 connection: one per thread or process.
 
+Migrations wait for their locks a bounded time (PostgreSQL: ``lock_timeout``, a few
+attempts; an ``ALTER TABLE`` waiting for a long reader would otherwise queue every other
+session's statement on that table behind it).
+
 This module holds what both engines share (:class:`Store`, :class:`StoreError`) and
 :func:`open_store`, which picks one; the engines are :mod:`.store_sqlite` and
 :mod:`.store_postgres` (which import this module, never the other way at import time).
@@ -19,7 +23,9 @@ from __future__ import annotations
 
 import abc
 import contextlib
+import logging
 import os
+import time
 from collections.abc import Iterator, Sequence
 from typing import Any
 from urllib.parse import urlsplit
@@ -28,6 +34,10 @@ from mailauth.errors import MailauthError
 from mailauth.reports.schema import MIGRATIONS, SCHEMA_VERSION
 
 Params = Sequence[Any]
+log = logging.getLogger("mailauth.reports")
+MIGRATION_LOCK_TIMEOUT = 5.0  # seconds a migration's statement waits for a lock (PostgreSQL)
+MIGRATION_ATTEMPTS = 3  # ... attempts of the migration, MIGRATION_PAUSE seconds apart
+MIGRATION_PAUSE = 5.0
 
 
 class StoreError(MailauthError):
@@ -39,12 +49,16 @@ class StoreError(MailauthError):
     programming and not-supported errors), which the same rows
     would meet again -- unlike a connection lost, a lock, a timeout, or what an operator
     can mend while the rows wait (a privilege revoked, a table or column missing until a
-    migration has run)."""
+    migration has run); ``busy``: a lock not had in time (a migration's ``lock_timeout``,
+    a statement cancelled at its bound), which may be had later."""
 
-    def __init__(self, text: str, *, unreachable: bool = False, permanent: bool = False) -> None:
+    def __init__(
+        self, text: str, *, unreachable: bool = False, permanent: bool = False, busy: bool = False
+    ) -> None:
         super().__init__(text)
         self.unreachable = unreachable
         self.permanent = permanent
+        self.busy = busy
 
 
 def shown_url(url: str) -> str:
@@ -141,6 +155,14 @@ class Store(abc.ABC):
         """Whether one of :meth:`_errors` is one the same rows would meet again."""
         raise NotImplementedError
 
+    def _is_busy(self, error: BaseException) -> bool:
+        """Whether one of :meth:`_errors` is a lock or a time bound (may work later)."""
+        return False
+
+    def _is_unreachable(self, error: BaseException) -> bool:
+        """Whether one of :meth:`_errors` left the connection unusable (the server gone)."""
+        return False
+
     # -- shared ----------------------------------------------------------------------
     def execute(self, sql: str, params: Params = ()) -> int:
         """Run one statement; the number of rows it changed."""
@@ -200,9 +222,9 @@ class Store(abc.ABC):
         try:
             yield
         except self._errors() as exc:
-            permanent = self._is_permanent(exc)
             why = f"report store {self.display()}: {first_line(exc)}"
-            raise StoreError(why, permanent=permanent) from exc
+            raise StoreError(why, permanent=self._is_permanent(exc), busy=self._is_busy(exc),
+                             unreachable=self._is_unreachable(exc)) from exc  # fmt: skip
 
     def display(self) -> str:
         """The store's URL without a password."""
@@ -215,12 +237,35 @@ class Store(abc.ABC):
         rows = self.fetchall("SELECT version FROM mailauth_schema")
         return int(rows[0][0]) if rows else 0
 
-    def migrate(self) -> tuple[int, int]:
-        """Apply the missing migrations in one transaction: (version before, after)."""
+    def is_current(self) -> bool:
+        """Whether the schema is this code's version (no migration due)."""
+        return self.version() == SCHEMA_VERSION
+
+    def migrate(
+        self,
+        *,
+        attempts: int = MIGRATION_ATTEMPTS,
+        lock_timeout: float = MIGRATION_LOCK_TIMEOUT,
+    ) -> tuple[int, int]:
+        """Apply the missing migrations in one transaction: (version before, after). Each
+        statement waits at most ``lock_timeout`` seconds for a lock (PostgreSQL; the
+        blockers are logged), the whole tried ``attempts`` times, :data:`MIGRATION_PAUSE`
+        apart (meanwhile the others' statements go through); then StoreError, ``busy``."""
         if self._has_schema_table() and self.version() == SCHEMA_VERSION:
             return SCHEMA_VERSION, SCHEMA_VERSION  # (the common case: no lock taken)
+        for attempt in range(1, max(attempts, 1) + 1):
+            try:
+                with self._lock_waits_shown(attempt, attempts, lock_timeout):
+                    return self._migrate_once(lock_timeout)
+            except StoreError as exc:
+                if not exc.busy or attempt >= attempts:
+                    raise
+            time.sleep(MIGRATION_PAUSE)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _migrate_once(self, lock_timeout: float) -> tuple[int, int]:
         with self.write():
-            self._lock_for_migration()
+            self._lock_for_migration(lock_timeout)
             self.execute("CREATE TABLE IF NOT EXISTS mailauth_schema (version INTEGER NOT NULL)")
             rows = self.fetchall("SELECT version FROM mailauth_schema")
             before = int(rows[0][0]) if rows else 0
@@ -242,8 +287,14 @@ class Store(abc.ABC):
     def _has_schema_table(self) -> bool:
         raise NotImplementedError
 
-    def _lock_for_migration(self) -> None:  # noqa: B027 - a default that PostgreSQL overrides
+    def _lock_for_migration(self, lock_timeout: float) -> None:  # noqa: B027 - PostgreSQL's
         """(SQLite: BEGIN IMMEDIATE already holds the only write lock.)"""
+
+    def _lock_waits_shown(
+        self, attempt: int, attempts: int, lock_timeout: float
+    ) -> contextlib.AbstractContextManager[None]:
+        """(PostgreSQL: who blocks a migration attempt, logged when it times out.)"""
+        return contextlib.nullcontext()
 
 
 def first_line(exc: BaseException) -> str:

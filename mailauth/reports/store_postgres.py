@@ -1,18 +1,24 @@
 """The report store on PostgreSQL (:class:`~.store.Store`'s engine for a ``postgresql://``
 URL: a fleet of MTAs writing to one store) through psycopg 3.2+: upserts through a
 ``COPY``ed staging table, claims with ``FOR UPDATE SKIP LOCKED``, migrations under an
-advisory lock, statements bounded in time (:class:`~.watchdog.StatementWatchdog`)."""
+advisory lock and a ``lock_timeout`` (who blocks them logged: :mod:`.pg_blockers`),
+statements bounded in time (:class:`~.watchdog.StatementWatchdog`)."""
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import socket
 from collections.abc import Iterator, Sequence
 from typing import Any
 
+from mailauth.reports import store as store_module
+from mailauth.reports.pg_blockers import BlockerWatch
 from mailauth.reports.store import Params, Store, StoreError, first_line
 from mailauth.reports.watchdog import StatementWatchdog
+
+log = logging.getLogger("mailauth.reports")
 
 _ADVISORY_KEY = 0x6D61696C61757468  # "mailauth": the migration lock's advisory-lock key
 # PostgreSQL connections, unless the URL says otherwise: libpq waits for ever for a server
@@ -53,23 +59,31 @@ class PostgresStore(Store):
             ) from None
         self._psycopg = psycopg
         self._watchdog: StatementWatchdog | None = None
+        self._timeout = timeout
+        self._migrating_pid: int | None = None
         try:
             given = psycopg.conninfo.conninfo_to_dict(url)
             extra = {k: v for k, v in _PG_DEFAULTS.items() if k not in given}
-            conninfo = psycopg.conninfo.make_conninfo(url, **extra)
-            self._connection = psycopg.connect(conninfo, autocommit=True)
-            if timeout is not None:
-                try:
-                    self._connection.execute(f"SET statement_timeout = {int(timeout * 1000)}")
-                except BaseException:
-                    self._connection.close()
-                    raise
-                self._watchdog = StatementWatchdog(timeout + _ABORT_MARGIN, self._abort)
+            self._conninfo = psycopg.conninfo.make_conninfo(url, **extra)
+            self._connection = self._connect()
         except psycopg.OperationalError as exc:  # (the server did not answer, or refused)
             why = f"report store {self.display()}: {first_line(exc)}"
             raise StoreError(why, unreachable=True) from exc
         except psycopg.Error as exc:
             raise StoreError(f"report store {self.display()}: {first_line(exc)}") from exc
+        if timeout is not None:
+            self._watchdog = StatementWatchdog(timeout + _ABORT_MARGIN, self._abort)
+
+    def _connect(self) -> Any:
+        """A new connection, its statements bounded by the store's ``timeout``."""
+        connection = self._psycopg.connect(self._conninfo, autocommit=True)
+        if self._timeout is not None:
+            try:
+                connection.execute(f"SET statement_timeout = {int(self._timeout * 1000)}")
+            except BaseException:
+                connection.close()
+                raise
+        return connection
 
     def _begin(self) -> None:
         self._raw("BEGIN")
@@ -133,8 +147,38 @@ class PostgresStore(Store):
         rows = self.fetchall("SELECT to_regclass('mailauth_schema') IS NOT NULL")
         return bool(rows[0][0])
 
-    def _lock_for_migration(self) -> None:
+    def _lock_for_migration(self, lock_timeout: float) -> None:
+        """Each statement of the migration waits at most ``lock_timeout`` for a lock: an
+        ``ALTER TABLE`` waiting for ACCESS EXCLUSIVE behind a long reader queues every
+        later statement on that table behind it (other hosts' writers, ``reports send``).
+        The advisory lock too: another process migrating for longer is waited for by the
+        next attempt, not for ever."""
+        self.execute(f"SET LOCAL lock_timeout = {max(1, int(lock_timeout * 1000))}")
+        self._migrating_pid = int(self.fetchall("SELECT pg_backend_pid()")[0][0])
         self.execute("SELECT pg_advisory_xact_lock(?)", (_ADVISORY_KEY,))
+
+    @contextlib.contextmanager
+    def _lock_waits_shown(self, attempt: int, attempts: int, lock_timeout: float) -> Iterator[None]:
+        self._migrating_pid = None
+        every = min(1.0, lock_timeout / 4)
+        watch = BlockerWatch(self._watch_connection, lambda: self._migrating_pid, every).start()
+        try:
+            yield
+        except StoreError as exc:
+            if exc.busy:
+                pause = store_module.MIGRATION_PAUSE
+                after = f"again in {pause:g} s" if attempt < attempts else "given up for now"
+                log.warning(
+                    "report store %s: the migration waited %g s for a lock held by %s "
+                    "(attempt %d of %d, %s)", self.display(), lock_timeout,
+                    watch.described() or "another session", attempt, attempts, after,
+                )  # fmt: skip
+            raise
+        finally:
+            watch.stop()
+
+    def _watch_connection(self) -> Any:
+        return self._psycopg.connect(self._conninfo, autocommit=True)
 
     def _errors(self) -> tuple[type[BaseException], ...]:
         return (self._psycopg.Error,)
@@ -150,6 +194,15 @@ class PostgresStore(Store):
         if not sqlstate:
             return isinstance(error, self._psycopg.DataError)
         return sqlstate[:2] in ("21", "22", "23", "54")
+
+    def _is_busy(self, error: BaseException) -> bool:
+        """A lock not had within ``lock_timeout`` (55P03), a statement cancelled at its
+        bound (57014)."""
+        return getattr(error, "sqlstate", None) in ("55P03", "57014")
+
+    def _is_unreachable(self, error: BaseException) -> bool:
+        """The connection lost (the server gone, or given up on by the watchdog)."""
+        return bool(self._connection.broken or self._connection.closed)
 
     def close(self) -> None:
         if self._watchdog is not None:
