@@ -12,7 +12,9 @@ connection: one per thread or process.
 
 Migrations wait for their locks a bounded time (PostgreSQL: ``lock_timeout``, a few
 attempts; an ``ALTER TABLE`` waiting for a long reader would otherwise queue every other
-session's statement on that table behind it).
+session's statement on that table behind it). A write transaction of a writer thread
+(``track_writes``) records a random id (``report_writes``, schema 8), so that a COMMIT
+whose answer is lost is looked up instead of written again (:meth:`Store.write`).
 
 This module holds what both engines share (:class:`Store`, :class:`StoreError`) and
 :func:`open_store`, which picks one; the engines are :mod:`.store_sqlite` and
@@ -25,6 +27,7 @@ import abc
 import contextlib
 import logging
 import os
+import secrets
 import time
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -38,6 +41,7 @@ log = logging.getLogger("mailauth.reports")
 MIGRATION_LOCK_TIMEOUT = 5.0  # seconds a migration's statement waits for a lock (PostgreSQL)
 MIGRATION_ATTEMPTS = 3  # ... attempts of the migration, MIGRATION_PAUSE seconds apart
 MIGRATION_PAUSE = 5.0
+WRITE_IDS_KEPT = 86400  # seconds a writer's transaction id is kept in report_writes
 
 
 class StoreError(MailauthError):
@@ -80,13 +84,15 @@ def open_store(
     migrate: bool = True,
     create: bool = True,
     timeout: float | None = None,
+    track_writes: bool = False,
 ) -> Store:
     """The store at ``url`` (a SQLite file path, ``sqlite:///path``, or a ``postgresql://``
     URL), its schema migrated forward unless ``migrate`` is false; a SQLite file that does
     not exist is created unless ``create`` is false (``reports show``/``send``: a mistyped
     path is an error, not an empty store); ``timeout``: the most seconds a PostgreSQL
     statement may take (:class:`~.store_postgres.PostgresStore`; SQLite waits
-    ``busy_timeout`` at most).
+    ``busy_timeout`` at most); ``track_writes``: each write transaction records an id
+    (a writer thread's: :meth:`Store.write`; the schema must be at version 8).
     Raises StoreError."""
     # (The engines import this module: they are imported when a store is opened.)
     from mailauth.reports.store_postgres import PostgresStore  # noqa: PLC0415
@@ -98,6 +104,7 @@ def open_store(
     store: Store = (
         PostgresStore(text, timeout=timeout) if is_postgres_url(text) else SqliteStore(text, create)
     )
+    store.track_writes = track_writes
     if migrate:
         try:
             store.migrate()
@@ -113,10 +120,13 @@ class Store(abc.ABC):
 
     engine = ""
     skip_locked = ""  # what a claim's SELECT ends with (``o``: outgoing_reports's alias)
+    prune_writes = "DELETE FROM report_writes WHERE at < ?"  # (PostgreSQL: never waits)
 
     def __init__(self, url: str) -> None:
         self.url = url
         self._in_write = False
+        self.track_writes = False
+        self._pruned_at = -WRITE_IDS_KEPT
 
     # -- what each engine provides ---------------------------------------------------
     @abc.abstractmethod
@@ -163,6 +173,21 @@ class Store(abc.ABC):
         """Whether one of :meth:`_errors` left the connection unusable (the server gone)."""
         return False
 
+    def _record_write(self, write_id: str, at: int) -> None:
+        self.execute("INSERT INTO report_writes (id, at) VALUES (?, ?)", (write_id, at))
+
+    def _settle(self, write_id: str) -> bool | None:
+        """After a COMMIT that failed: whether the transaction of ``write_id`` committed
+        (None: not known). SQLite: the connection is local, its answer never lost; the
+        transaction is rolled back if still open, and the id looked up."""
+        with contextlib.suppress(*self._errors()):
+            self._raw("ROLLBACK")
+        try:
+            rows = self.fetchall("SELECT 1 FROM report_writes WHERE id = ?", (write_id,))
+        except StoreError:
+            return None
+        return bool(rows)
+
     # -- shared ----------------------------------------------------------------------
     def execute(self, sql: str, params: Params = ()) -> int:
         """Run one statement; the number of rows it changed."""
@@ -200,13 +225,27 @@ class Store(abc.ABC):
     @contextlib.contextmanager
     def write(self) -> Iterator[Store]:
         """A write transaction holding the store's lock (SQLite: the database's; PostgreSQL:
-        the rows it touches), committed at the end, rolled back on an exception."""
+        the rows it touches), committed at the end, rolled back on an exception.
+
+        With ``track_writes`` (a writer thread's store) the transaction first records a
+        random id in ``report_writes`` (once an hour, before it, those older than a day
+        are deleted, in a statement of their own: :meth:`_prune_writes`). A COMMIT that
+        fails -- its answer lost with the connection: the server may have committed -- is
+        settled by looking the id up (PostgreSQL: over a new connection, once the old
+        transaction has ended, :meth:`_settle`): committed, this returns as if the COMMIT
+        had answered; not committed, it raises (the rows may be written again); not known
+        (the store does not answer), it raises saying so."""
         if self._in_write:
             raise RuntimeError("nested write transaction")
+        if self.track_writes:
+            self._prune_writes()
         with self._translated():
             self._begin()
         self._in_write = True
+        write_id = ""
         try:
+            if self.track_writes:
+                write_id = self._track()
             yield self
         except BaseException:
             self._in_write = False
@@ -214,8 +253,48 @@ class Store(abc.ABC):
                 self._raw("ROLLBACK")
             raise
         self._in_write = False
-        with self._translated():
-            self._raw("COMMIT")
+        try:
+            with self._translated():
+                self._raw("COMMIT")
+        except StoreError as exc:
+            if not write_id or exc.permanent:
+                raise
+            self._settle_commit(write_id, exc)
+
+    def _track(self) -> str:
+        """(In the transaction: its id recorded.)"""
+        write_id = secrets.token_hex(16)
+        self._record_write(write_id, int(time.time()))
+        return write_id
+
+    def _prune_writes(self) -> None:
+        """The ids older than a day deleted, once an hour per connection: a statement of
+        its own, whose failure (the user may not DELETE there) is said and does not stop
+        the write."""
+        now = int(time.time())
+        if now - self._pruned_at < 3600:
+            return
+        self._pruned_at = now
+        try:
+            self.execute(self.prune_writes, (now - WRITE_IDS_KEPT,))
+        except StoreError as exc:
+            log.warning("%s; the writers' ids older than a day not deleted from report_writes "
+                        "(the user needs DELETE on it)", exc)  # fmt: skip
+
+    def _settle_commit(self, write_id: str, error: StoreError) -> None:
+        committed = self._settle(write_id)
+        if committed:
+            log.warning("%s: COMMIT's answer lost (%s), but write %s had committed: not "
+                        "written again", self.display(), error, write_id)  # fmt: skip
+            return
+        if committed is None:
+            raise StoreError(
+                f"{error}; whether write {write_id} committed is not known (the store does "
+                "not answer): its rows are kept and may be counted twice",
+                unreachable=True,
+            ) from error
+        raise StoreError(f"{error} (write {write_id} not committed)",
+                         unreachable=error.unreachable) from error  # fmt: skip
 
     @contextlib.contextmanager
     def _translated(self) -> Iterator[None]:
@@ -264,6 +343,13 @@ class Store(abc.ABC):
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _migrate_once(self, lock_timeout: float) -> tuple[int, int]:
+        tracked, self.track_writes = self.track_writes, False  # (report_writes may not be)
+        try:
+            return self._migrate_untracked(lock_timeout)
+        finally:
+            self.track_writes = tracked
+
+    def _migrate_untracked(self, lock_timeout: float) -> tuple[int, int]:
         with self.write():
             self._lock_for_migration(lock_timeout)
             self.execute("CREATE TABLE IF NOT EXISTS mailauth_schema (version INTEGER NOT NULL)")

@@ -2,7 +2,8 @@
 URL: a fleet of MTAs writing to one store) through psycopg 3.2+: upserts through a
 ``COPY``ed staging table, claims with ``FOR UPDATE SKIP LOCKED``, migrations under an
 advisory lock and a ``lock_timeout`` (who blocks them logged: :mod:`.pg_blockers`),
-statements bounded in time (:class:`~.watchdog.StatementWatchdog`)."""
+statements bounded in time (:class:`~.watchdog.StatementWatchdog`), a COMMIT whose answer
+was lost settled over a new connection (:meth:`PostgresStore._settle`)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import contextlib
 import logging
 import os
 import socket
+import time
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -48,6 +50,10 @@ class PostgresStore(Store):
 
     engine = "postgresql"
     skip_locked = " FOR UPDATE OF o SKIP LOCKED"
+    prune_writes = (  # (two writers pruning at once: each skips the other's rows, no wait)
+        "DELETE FROM report_writes WHERE id IN "
+        "(SELECT id FROM report_writes WHERE at < ? FOR UPDATE SKIP LOCKED)"
+    )
 
     def __init__(self, url: str, *, timeout: float | None = None) -> None:
         super().__init__(url)
@@ -60,6 +66,7 @@ class PostgresStore(Store):
         self._psycopg = psycopg
         self._watchdog: StatementWatchdog | None = None
         self._timeout = timeout
+        self._write_backend = (0, "")  # (the backend pid and xid of a tracked write)
         self._migrating_pid: int | None = None
         try:
             given = psycopg.conninfo.conninfo_to_dict(url)
@@ -180,6 +187,65 @@ class PostgresStore(Store):
     def _watch_connection(self) -> Any:
         return self._psycopg.connect(self._conninfo, autocommit=True)
 
+    def _record_write(self, write_id: str, at: int) -> None:
+        """(The backend and transaction that wrote it, to end it if its COMMIT's answer is
+        lost: behind a pooler the pid is the server's, of this transaction.)"""
+        row = self.fetchall(
+            "INSERT INTO report_writes (id, at) VALUES (?, ?) "
+            "RETURNING pg_backend_pid(), (txid_current() % 4294967296)::text",
+            (write_id, at),
+        )[0]
+        self._write_backend = (int(row[0]), str(row[1]))
+
+    def _settle(self, write_id: str) -> bool | None:
+        """Whether the write ``write_id`` committed, its COMMIT having failed. A connection
+        lost: a new one; the old backend, if it is still idle in that transaction (its
+        COMMIT never arrived: holding its row locks until the server notices), is ended
+        (one still running its COMMIT -- a synchronous replica slow to answer -- is not);
+        then an insert of the same id, which waits for that transaction to end (the unique
+        index), tells: a conflict, it committed; none, it did not (the probe is rolled
+        back). A few attempts a second apart, each bounded (``connect_timeout``, a
+        ``lock_timeout``); None when none answers."""
+        for attempt in range(_SETTLE_ATTEMPTS):
+            if attempt:
+                time.sleep(1.0)
+            try:
+                if self._connection.broken or self._connection.closed:
+                    with contextlib.suppress(self._psycopg.Error):
+                        self._connection.close()
+                    self._connection = self._connect()
+                    self._end_old_write()
+                else:
+                    with contextlib.suppress(self._psycopg.Error):
+                        self._raw("ROLLBACK")
+                return self._probe(write_id)
+            except self._psycopg.Error as exc:
+                log.debug("report store %s: settling write %s: %s", self.display(), write_id,
+                          first_line(exc))  # fmt: skip
+        return None
+
+    def _end_old_write(self) -> None:
+        pid, xid = self._write_backend
+        with contextlib.suppress(self._psycopg.Error):  # (not allowed: the probe waits)
+            self._raw(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE pid = ? "
+                "AND backend_xid::text = ? AND state LIKE 'idle in transaction%'",
+                (pid, xid),
+            )
+
+    def _probe(self, write_id: str) -> bool:
+        self._raw("BEGIN")
+        try:
+            self._raw(f"SET LOCAL lock_timeout = {int(_SETTLE_LOCK_TIMEOUT * 1000)}")
+            inserted: int = self._raw(
+                "INSERT INTO report_writes (id, at) VALUES (?, ?) ON CONFLICT (id) DO NOTHING",
+                (write_id, int(time.time())),
+            ).rowcount
+        finally:
+            with contextlib.suppress(self._psycopg.Error):
+                self._raw("ROLLBACK")
+        return inserted == 0
+
     def _errors(self) -> tuple[type[BaseException], ...]:
         return (self._psycopg.Error,)
 
@@ -211,6 +277,8 @@ class PostgresStore(Store):
 
 
 _ABORT_MARGIN = 2.0  # seconds past statement_timeout before the client gives a server up
+_SETTLE_ATTEMPTS = 3  # tries to learn whether a COMMIT whose answer was lost went through
+_SETTLE_LOCK_TIMEOUT = 5.0  # ... each waiting at most this long for the old transaction
 
 
 def _pg(sql: str) -> str:

@@ -59,7 +59,7 @@ class WriterStores:
     def __call__(self, url: str) -> Store:
         """A writer's connection to ``url``, its schema current (migrated if need be).
         Raises StoreError (``busy``: a migration waits for its lock)."""
-        store = open_store(url, timeout=WRITER_TIMEOUT, migrate=False)
+        store = open_store(url, timeout=WRITER_TIMEOUT, migrate=False, track_writes=True)
         try:
             if url not in self._current:
                 self._bring_up_to_date(url, store)
