@@ -10,6 +10,8 @@ treated by ``mode``:
 - ``"request"``: the COMMIT is not passed on; both sides closed (the server rolls back).
 - ``"hold"``: the COMMIT is not passed on; the client's side closed, the server's kept
   open (its transaction idle, holding its locks, as when the server has not noticed).
+- ``"stall"``: the message is not passed on, and nothing answered (a pooler waiting for a
+  backend that does not come); ``pattern`` chooses the message (a regular expression).
 
 ``refuse_after``: once the COMMIT is lost, new connections are refused (the store gone).
 """
@@ -29,8 +31,15 @@ _COMMIT = re.compile(rb"[^ ]COMMIT\x00")  # (a query that is COMMIT: not "... ON
 
 
 class CommitProxy:
-    def __init__(self, server_directory: Path, mode: str = "answer", refuse_after: bool = False):
+    def __init__(
+        self,
+        server_directory: Path,
+        mode: str = "answer",
+        refuse_after: bool = False,
+        pattern: re.Pattern[bytes] = _COMMIT,
+    ) -> None:
         self.server = str(server_directory / _SOCKET)
+        self.pattern = pattern
         self.mode, self.refuse_after = mode, refuse_after
         self.directory = tempfile.mkdtemp(prefix="pgp-")  # (short: a socket path's limit)
         self.lost = 0  # COMMITs lost
@@ -88,9 +97,11 @@ class CommitProxy:
     def _up(self, client: socket.socket, server: socket.socket, state: dict[str, bool]) -> None:
         with contextlib.suppress(OSError):
             while data := client.recv(65536):
-                if self._armed and _COMMIT.search(data):
+                if self._armed and self.pattern.search(data):
                     self._armed = False
                     self._lost()
+                    if self.mode == "stall":
+                        continue
                     if self.mode == "answer":
                         state["lose"] = True  # (before the COMMIT goes: its answer follows)
                         server.sendall(data)

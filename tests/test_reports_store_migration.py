@@ -195,3 +195,32 @@ def test_a_writer_reconnect_is_one_bounded_connection_and_no_schema_probe(
     statements.clear()
     opener(url).close()
     assert len(connects) == 1 and statements == []
+
+
+def test_setting_a_writer_connection_s_bound_is_bounded_too(postgres_server: Any) -> None:
+    """A pooler that accepts the connection and then never runs its first statement (SET
+    statement_timeout): before, open_store(timeout=...) waited for ever there; now the
+    watchdog gives up on it like on any other statement, and the store is unreachable."""
+    import re
+
+    from mailauth.reports.store import StoreError
+    from tests.pgproxy import CommitProxy
+
+    url = postgres_server.new_database()
+    stall = re.compile(rb"SET statement_timeout")
+    with CommitProxy(postgres_server.root, "stall", pattern=stall) as proxy:
+        proxy.arm()
+        outcome: dict[str, Any] = {}
+
+        def connect() -> None:
+            try:
+                open_store(proxy.url(url), timeout=1.0, migrate=False).close()
+            except StoreError as exc:
+                outcome["error"] = exc
+
+        began = time.monotonic()
+        thread = threading.Thread(target=connect, daemon=True)
+        thread.start()
+        thread.join(15)
+        assert not thread.is_alive() and proxy.lost == 1
+        assert time.monotonic() - began < 8 and outcome["error"].unreachable

@@ -68,25 +68,31 @@ class PostgresStore(Store):
         self._timeout = timeout
         self._write_backend = (0, "")  # (the backend pid and xid of a tracked write)
         self._migrating_pid: int | None = None
+        if timeout is not None:
+            self._watchdog = StatementWatchdog(timeout + _ABORT_MARGIN, self._abort)
         try:
             given = psycopg.conninfo.conninfo_to_dict(url)
             extra = {k: v for k, v in _PG_DEFAULTS.items() if k not in given}
             self._conninfo = psycopg.conninfo.make_conninfo(url, **extra)
             self._connection = self._connect()
-        except psycopg.OperationalError as exc:  # (the server did not answer, or refused)
-            why = f"report store {self.display()}: {first_line(exc)}"
-            raise StoreError(why, unreachable=True) from exc
         except psycopg.Error as exc:
-            raise StoreError(f"report store {self.display()}: {first_line(exc)}") from exc
-        if timeout is not None:
-            self._watchdog = StatementWatchdog(timeout + _ABORT_MARGIN, self._abort)
+            if self._watchdog is not None:
+                self._watchdog.stop()
+            why = f"report store {self.display()}: {first_line(exc)}"
+            # (OperationalError: the server did not answer, refused, or was given up on)
+            unreachable = isinstance(exc, psycopg.OperationalError)
+            raise StoreError(why, unreachable=unreachable) from exc
 
     def _connect(self) -> Any:
-        """A new connection, its statements bounded by the store's ``timeout``."""
+        """A new connection (``self._connection``), its statements bounded by the store's
+        ``timeout``: setting it is bounded too, by the watchdog (a pooler that accepts and
+        then waits for a backend that does not come)."""
         connection = self._psycopg.connect(self._conninfo, autocommit=True)
+        self._connection = connection
         if self._timeout is not None:
             try:
-                connection.execute(f"SET statement_timeout = {int(self._timeout * 1000)}")
+                with self._watched():
+                    connection.execute(f"SET statement_timeout = {int(self._timeout * 1000)}")
             except BaseException:
                 connection.close()
                 raise
