@@ -62,7 +62,9 @@ def test_a_commit_whose_answer_is_lost_is_written_once(postgres_server: Any, mod
     assert _stored(url) == dict.fromkeys(DOMAINS, 1)
 
 
-def test_a_commit_not_settled_says_so_and_keeps_the_rows(postgres_server: Any) -> None:
+def test_a_commit_not_settled_says_so_and_keeps_the_rows(
+    postgres_server: Any, caplog: pytest.LogCaptureFixture
+) -> None:
     """The answer lost and the store gone at once: whether it committed is not known. The
     rows are kept (the one case that may still count twice), and the error says so."""
     url = postgres_server.new_database()
@@ -74,6 +76,7 @@ def test_a_commit_not_settled_says_so_and_keeps_the_rows(postgres_server: Any) -
         with pytest.raises(StoreError) as caught, store.write():
             store.execute("INSERT INTO report_writes (id, at) VALUES ('x', 0)")
         assert "committed is not known" in str(caught.value)
+        assert "may be counted twice" in caplog.text
         assert caught.value.unreachable and not caught.value.permanent
         recorder.close(timeout=1)
 

@@ -279,15 +279,18 @@ class Store(abc.ABC):
             self.execute(self.prune_writes, (now - WRITE_IDS_KEPT,))
         except StoreError as exc:
             log.warning("%s; the writers' ids older than a day not deleted from report_writes "
-                        "(the user needs DELETE on it)", exc)  # fmt: skip
+                        "(the user may need DELETE on it)", exc)  # fmt: skip
 
     def _settle_commit(self, write_id: str, error: StoreError) -> None:
         committed = self._settle(write_id)
         if committed:
-            log.warning("%s: COMMIT's answer lost (%s), but write %s had committed: not "
-                        "written again", self.display(), error, write_id)  # fmt: skip
+            log.warning("%s (COMMIT's answer lost), but write %s had committed: not written "
+                        "again", error, write_id)  # fmt: skip
             return
-        if committed is None:
+        if committed is None:  # (said here, whatever the caller's log allows)
+            log.warning("%s (COMMIT's answer lost) and the store does not answer: whether "
+                        "write %s committed is not known; its rows are kept and may be "
+                        "counted twice", error, write_id)  # fmt: skip
             raise StoreError(
                 f"{error}; whether write {write_id} committed is not known (the store does "
                 "not answer): its rows are kept and may be counted twice",
