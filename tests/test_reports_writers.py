@@ -545,13 +545,13 @@ def test_a_writer_migrates_a_store_whatever_the_migration_takes(
     whose PostgreSQL statements are bounded (WRITER_TIMEOUT): a migration longer than that
     (schema 6 on a store of imported reports: minutes) was cancelled, rolled back and tried
     again at every flush, for ever. The migrations now run before the bound is set."""
-    from mailauth.reports import background, schema, store
+    from mailauth.reports import background, schema, store, writer_store
 
     slow = "SELECT pg_sleep(1.5)" if store_url.startswith("postgresql") else "SELECT 1"
     migrations = (*schema.MIGRATIONS, (slow,))
     monkeypatch.setattr(store, "MIGRATIONS", migrations)
     monkeypatch.setattr(store, "SCHEMA_VERSION", len(migrations))
-    monkeypatch.setattr(background, "WRITER_TIMEOUT", 0.5)
+    monkeypatch.setattr(writer_store, "WRITER_TIMEOUT", 0.5)
     writer = background.open_writer_store(store_url)
     try:
         assert writer.version() == len(migrations)

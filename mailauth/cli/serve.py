@@ -49,9 +49,10 @@ from mailauth.milter.listen import remove_socket_file, socket_file
 from mailauth.milter.offload import OffloadError
 from mailauth.milter.signing_table import build_signing_policy
 from mailauth.pipeline import Authenticator
-from mailauth.reports import BackgroundRecorder, Enforcement, RecordingSettings, open_store
+from mailauth.reports import BackgroundRecorder, Enforcement, RecordingSettings
 from mailauth.reports.failure_collect import FailureCollector
 from mailauth.reports.store import StoreError
+from mailauth.reports.writer_store import open_writer_store
 
 log = logging.getLogger("mailauth.milter")
 SWITCH_INTERVAL = 0.002  # seconds (sys.setswitchinterval)
@@ -359,17 +360,19 @@ def _kept_interval(new: RecordingSettings, running: RecordingSettings) -> Record
 def start_recorder(config: MilterConfig) -> BackgroundRecorder | None:
     """The recorder of ``[reports] store``, its schema migrated first. A store that cannot
     work (a bad URL, a SQLite file that cannot be created) is a configuration error: one
-    line, exit 2. A PostgreSQL server that does not answer must not stop mail: a warning,
-    and the recorder buffers until it does (then migrates it and writes)."""
+    line, exit 2. A PostgreSQL server that does not answer, or a migration that cannot have
+    its lock in time (a long reader on a table it alters: REVIEW25B 4), must not stop mail:
+    a warning, and the recorder buffers until it can (then migrates it and writes). Bounded
+    (:meth:`~mailauth.reports.writer_store.WriterStores.prepare`)."""
     if not config.reports.store:
         return None
     try:
-        open_store(config.reports.store).close()
+        open_writer_store.prepare(config.reports.store)
     except StoreError as exc:
-        if not exc.unreachable:
+        if not (exc.unreachable or exc.busy):
             raise
         print(
-            f"mailauth milter: warning: {exc}; recording in memory until it answers",
+            f"mailauth milter: warning: {exc}; recording in memory until it can be written",
             file=sys.stderr,
             flush=True,
         )

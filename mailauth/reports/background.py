@@ -7,7 +7,8 @@ once per interval, and what becomes of rows the store would not take.
 Each writer's PostgreSQL connection bounds its statements (:data:`WRITER_TIMEOUT`: the
 server's ``statement_timeout``, and the client giving up on a server that does not answer
 at all, :class:`~.store_postgres.PostgresStore`), so that a hung server is a write error within
-about half a minute, not a thread blocked for ever.
+about half a minute, not a thread blocked for ever; opening it, and the migrations it may
+need, are :mod:`.writer_store`'s.
 
 What a write could not store is *held* (:class:`Held`), apart from what is recorded
 meanwhile (the writer's live buffer), and bounded together with it by the writer's caps.
@@ -34,25 +35,17 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Generic, Protocol, Self, TypeVar
 
-from mailauth.reports.store import Store, StoreError, open_store, shown_url
+from mailauth.reports.store import Store, StoreError, shown_url
+
+# (re-exported: the writers' bound and default opener, this module's before writer_store)
+from mailauth.reports.writer_store import WRITER_TIMEOUT as WRITER_TIMEOUT  # noqa: PLC0414
+from mailauth.reports.writer_store import open_writer_store as open_writer_store  # noqa: PLC0414
 
 log = logging.getLogger("mailauth.reports")
 ISOLATING_WRITES = 32  # transactions a flush may spend isolating rows refused for good
-WRITER_TIMEOUT = 30.0  # seconds a PostgreSQL statement of a writer may take at most
 # Seconds close() waits for the thread: more than one statement's bound and the client's
 # margin past it (32 s), so that a batch in its last statement is not cut at a shutdown.
 CLOSE_TIMEOUT = WRITER_TIMEOUT + 10.0
-
-
-def open_writer_store(url: str) -> Store:
-    """The store a writer thread opens: its PostgreSQL statements bounded in time
-    (:data:`WRITER_TIMEOUT`; a stuck server must not hold the thread for ever while the
-    buffer fills). The migrations first, over a connection of their own with no such
-    bound: one that rewrites a large table (schema 6 on a store of imported reports) takes
-    minutes, and cut at the bound it would be rolled back and tried again at every flush,
-    for ever."""
-    open_store(url).close()
-    return open_store(url, timeout=WRITER_TIMEOUT, migrate=False)
 
 
 class Piece(Protocol):

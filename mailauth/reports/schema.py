@@ -25,6 +25,10 @@ Tables (docs/reports.md, "Schema"):
 - ``failure_reports.queue_owner`` (version 7): the organisational domain whose share of the
   queue the report takes (:func:`mailauth.reports.failure_queue.queue_owner`), indexed with
   ``state``: a batch counts the reports waiting of its own organisations only.
+- ``report_writes`` (version 8): the id of each transaction a writer thread committed
+  (the recorder's counts, the failure collector's queue) and when, kept a day: after a
+  connection lost at COMMIT, the writer looks its id up to know whether the rows went in
+  (:meth:`mailauth.reports.store.Store.write`), rather than writing them twice.
 
 Migration 2 (issue 17): the reports a domain owner *receives*, read by
 :mod:`mailauth.reports.received` and written by :mod:`mailauth.reports.received.storage`.
@@ -311,6 +315,11 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         # (failure_queue._own_unowned: the Public Suffix List is Python's, not SQL's).
         "ALTER TABLE failure_reports ADD COLUMN queue_owner TEXT NOT NULL DEFAULT ''",
         "CREATE INDEX failure_reports_owner ON failure_reports (queue_owner, state)",
+    ),
+    (  # 8: the writers' transactions, by a random id (REVIEW25B 7: a commit's lost answer)
+        # A new table: no lock on the others, a moment whatever the store holds.
+        "CREATE TABLE report_writes (id TEXT PRIMARY KEY, at BIGINT NOT NULL)",
+        "CREATE INDEX report_writes_at ON report_writes (at)",
     ),
 )
 

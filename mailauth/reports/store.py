@@ -10,6 +10,12 @@ claims, a transaction-level advisory lock for migrations), and how rows are stre
 (PostgreSQL: libpq's chunked rows mode, psycopg 3.2+). A :class:`Store` is one
 connection: one per thread or process.
 
+Migrations wait for their locks a bounded time (PostgreSQL: ``lock_timeout``, a few
+attempts; an ``ALTER TABLE`` waiting for a long reader would otherwise queue every other
+session's statement on that table behind it). A write transaction of a writer thread
+(``track_writes``) records a random id (``report_writes``, schema 8), so that a COMMIT
+whose answer is lost is looked up instead of written again (:meth:`Store.write`).
+
 This module holds what both engines share (:class:`Store`, :class:`StoreError`) and
 :func:`open_store`, which picks one; the engines are :mod:`.store_sqlite` and
 :mod:`.store_postgres` (which import this module, never the other way at import time).
@@ -19,7 +25,10 @@ from __future__ import annotations
 
 import abc
 import contextlib
+import logging
 import os
+import secrets
+import time
 from collections.abc import Iterator, Sequence
 from typing import Any
 from urllib.parse import urlsplit
@@ -28,6 +37,11 @@ from mailauth.errors import MailauthError
 from mailauth.reports.schema import MIGRATIONS, SCHEMA_VERSION
 
 Params = Sequence[Any]
+log = logging.getLogger("mailauth.reports")
+MIGRATION_LOCK_TIMEOUT = 5.0  # seconds a migration's statement waits for a lock (PostgreSQL)
+MIGRATION_ATTEMPTS = 3  # ... attempts of the migration, MIGRATION_PAUSE seconds apart
+MIGRATION_PAUSE = 5.0
+WRITE_IDS_KEPT = 86400  # seconds a writer's transaction id is kept in report_writes
 
 
 class StoreError(MailauthError):
@@ -39,12 +53,16 @@ class StoreError(MailauthError):
     programming and not-supported errors), which the same rows
     would meet again -- unlike a connection lost, a lock, a timeout, or what an operator
     can mend while the rows wait (a privilege revoked, a table or column missing until a
-    migration has run)."""
+    migration has run); ``busy``: a lock not had in time (a migration's ``lock_timeout``,
+    a statement cancelled at its bound), which may be had later."""
 
-    def __init__(self, text: str, *, unreachable: bool = False, permanent: bool = False) -> None:
+    def __init__(
+        self, text: str, *, unreachable: bool = False, permanent: bool = False, busy: bool = False
+    ) -> None:
         super().__init__(text)
         self.unreachable = unreachable
         self.permanent = permanent
+        self.busy = busy
 
 
 def shown_url(url: str) -> str:
@@ -66,13 +84,15 @@ def open_store(
     migrate: bool = True,
     create: bool = True,
     timeout: float | None = None,
+    track_writes: bool = False,
 ) -> Store:
     """The store at ``url`` (a SQLite file path, ``sqlite:///path``, or a ``postgresql://``
     URL), its schema migrated forward unless ``migrate`` is false; a SQLite file that does
     not exist is created unless ``create`` is false (``reports show``/``send``: a mistyped
     path is an error, not an empty store); ``timeout``: the most seconds a PostgreSQL
     statement may take (:class:`~.store_postgres.PostgresStore`; SQLite waits
-    ``busy_timeout`` at most).
+    ``busy_timeout`` at most); ``track_writes``: each write transaction records an id
+    (a writer thread's: :meth:`Store.write`; the schema must be at version 8).
     Raises StoreError."""
     # (The engines import this module: they are imported when a store is opened.)
     from mailauth.reports.store_postgres import PostgresStore  # noqa: PLC0415
@@ -84,6 +104,7 @@ def open_store(
     store: Store = (
         PostgresStore(text, timeout=timeout) if is_postgres_url(text) else SqliteStore(text, create)
     )
+    store.track_writes = track_writes
     if migrate:
         try:
             store.migrate()
@@ -99,10 +120,13 @@ class Store(abc.ABC):
 
     engine = ""
     skip_locked = ""  # what a claim's SELECT ends with (``o``: outgoing_reports's alias)
+    prune_writes = "DELETE FROM report_writes WHERE at < ?"  # (PostgreSQL: never waits)
 
     def __init__(self, url: str) -> None:
         self.url = url
         self._in_write = False
+        self.track_writes = False
+        self._pruned_at = -WRITE_IDS_KEPT
 
     # -- what each engine provides ---------------------------------------------------
     @abc.abstractmethod
@@ -141,6 +165,29 @@ class Store(abc.ABC):
         """Whether one of :meth:`_errors` is one the same rows would meet again."""
         raise NotImplementedError
 
+    def _is_busy(self, error: BaseException) -> bool:
+        """Whether one of :meth:`_errors` is a lock or a time bound (may work later)."""
+        return False
+
+    def _is_unreachable(self, error: BaseException) -> bool:
+        """Whether one of :meth:`_errors` left the connection unusable (the server gone)."""
+        return False
+
+    def _record_write(self, write_id: str, at: int) -> None:
+        self.execute("INSERT INTO report_writes (id, at) VALUES (?, ?)", (write_id, at))
+
+    def _settle(self, write_id: str) -> bool | None:
+        """After a COMMIT that failed: whether the transaction of ``write_id`` committed
+        (None: not known). SQLite: the connection is local, its answer never lost; the
+        transaction is rolled back if still open, and the id looked up."""
+        with contextlib.suppress(*self._errors()):
+            self._raw("ROLLBACK")
+        try:
+            rows = self.fetchall("SELECT 1 FROM report_writes WHERE id = ?", (write_id,))
+        except StoreError:
+            return None
+        return bool(rows)
+
     # -- shared ----------------------------------------------------------------------
     def execute(self, sql: str, params: Params = ()) -> int:
         """Run one statement; the number of rows it changed."""
@@ -178,13 +225,27 @@ class Store(abc.ABC):
     @contextlib.contextmanager
     def write(self) -> Iterator[Store]:
         """A write transaction holding the store's lock (SQLite: the database's; PostgreSQL:
-        the rows it touches), committed at the end, rolled back on an exception."""
+        the rows it touches), committed at the end, rolled back on an exception.
+
+        With ``track_writes`` (a writer thread's store) the transaction first records a
+        random id in ``report_writes`` (once an hour, before it, those older than a day
+        are deleted, in a statement of their own: :meth:`_prune_writes`). A COMMIT that
+        fails -- its answer lost with the connection: the server may have committed -- is
+        settled by looking the id up (PostgreSQL: over a new connection, once the old
+        transaction has ended, :meth:`_settle`): committed, this returns as if the COMMIT
+        had answered; not committed, it raises (the rows may be written again); not known
+        (the store does not answer), it raises saying so."""
         if self._in_write:
             raise RuntimeError("nested write transaction")
+        if self.track_writes:
+            self._prune_writes()
         with self._translated():
             self._begin()
         self._in_write = True
+        write_id = ""
         try:
+            if self.track_writes:
+                write_id = self._track()
             yield self
         except BaseException:
             self._in_write = False
@@ -192,17 +253,60 @@ class Store(abc.ABC):
                 self._raw("ROLLBACK")
             raise
         self._in_write = False
-        with self._translated():
-            self._raw("COMMIT")
+        try:
+            with self._translated():
+                self._raw("COMMIT")
+        except StoreError as exc:
+            if not write_id or exc.permanent:
+                raise
+            self._settle_commit(write_id, exc)
+
+    def _track(self) -> str:
+        """(In the transaction: its id recorded.)"""
+        write_id = secrets.token_hex(16)
+        self._record_write(write_id, int(time.time()))
+        return write_id
+
+    def _prune_writes(self) -> None:
+        """The ids older than a day deleted, once an hour per connection: a statement of
+        its own, whose failure (the user may not DELETE there) is said and does not stop
+        the write."""
+        now = int(time.time())
+        if now - self._pruned_at < 3600:
+            return
+        self._pruned_at = now
+        try:
+            self.execute(self.prune_writes, (now - WRITE_IDS_KEPT,))
+        except StoreError as exc:
+            log.warning("%s; the writers' ids older than a day not deleted from report_writes "
+                        "(the user may need DELETE on it)", exc)  # fmt: skip
+
+    def _settle_commit(self, write_id: str, error: StoreError) -> None:
+        committed = self._settle(write_id)
+        if committed:
+            log.warning("%s (COMMIT's answer lost), but write %s had committed: not written "
+                        "again", error, write_id)  # fmt: skip
+            return
+        if committed is None:  # (said here, whatever the caller's log allows)
+            log.warning("%s (COMMIT's answer lost) and the store does not answer: whether "
+                        "write %s committed is not known; its rows are kept and may be "
+                        "counted twice", error, write_id)  # fmt: skip
+            raise StoreError(
+                f"{error}; whether write {write_id} committed is not known (the store does "
+                "not answer): its rows are kept and may be counted twice",
+                unreachable=True,
+            ) from error
+        raise StoreError(f"{error} (write {write_id} not committed)",
+                         unreachable=error.unreachable) from error  # fmt: skip
 
     @contextlib.contextmanager
     def _translated(self) -> Iterator[None]:
         try:
             yield
         except self._errors() as exc:
-            permanent = self._is_permanent(exc)
             why = f"report store {self.display()}: {first_line(exc)}"
-            raise StoreError(why, permanent=permanent) from exc
+            raise StoreError(why, permanent=self._is_permanent(exc), busy=self._is_busy(exc),
+                             unreachable=self._is_unreachable(exc)) from exc  # fmt: skip
 
     def display(self) -> str:
         """The store's URL without a password."""
@@ -215,12 +319,42 @@ class Store(abc.ABC):
         rows = self.fetchall("SELECT version FROM mailauth_schema")
         return int(rows[0][0]) if rows else 0
 
-    def migrate(self) -> tuple[int, int]:
-        """Apply the missing migrations in one transaction: (version before, after)."""
+    def is_current(self) -> bool:
+        """Whether the schema is this code's version (no migration due)."""
+        return self.version() == SCHEMA_VERSION
+
+    def migrate(
+        self,
+        *,
+        attempts: int = MIGRATION_ATTEMPTS,
+        lock_timeout: float = MIGRATION_LOCK_TIMEOUT,
+    ) -> tuple[int, int]:
+        """Apply the missing migrations in one transaction: (version before, after). Each
+        statement waits at most ``lock_timeout`` seconds for a lock (PostgreSQL; the
+        blockers are logged), the whole tried ``attempts`` times, :data:`MIGRATION_PAUSE`
+        apart (meanwhile the others' statements go through); then StoreError, ``busy``."""
         if self._has_schema_table() and self.version() == SCHEMA_VERSION:
             return SCHEMA_VERSION, SCHEMA_VERSION  # (the common case: no lock taken)
+        for attempt in range(1, max(attempts, 1) + 1):
+            try:
+                with self._lock_waits_shown(attempt, attempts, lock_timeout):
+                    return self._migrate_once(lock_timeout)
+            except StoreError as exc:
+                if not exc.busy or attempt >= attempts:
+                    raise
+            time.sleep(MIGRATION_PAUSE)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _migrate_once(self, lock_timeout: float) -> tuple[int, int]:
+        tracked, self.track_writes = self.track_writes, False  # (report_writes may not be)
+        try:
+            return self._migrate_untracked(lock_timeout)
+        finally:
+            self.track_writes = tracked
+
+    def _migrate_untracked(self, lock_timeout: float) -> tuple[int, int]:
         with self.write():
-            self._lock_for_migration()
+            self._lock_for_migration(lock_timeout)
             self.execute("CREATE TABLE IF NOT EXISTS mailauth_schema (version INTEGER NOT NULL)")
             rows = self.fetchall("SELECT version FROM mailauth_schema")
             before = int(rows[0][0]) if rows else 0
@@ -242,8 +376,14 @@ class Store(abc.ABC):
     def _has_schema_table(self) -> bool:
         raise NotImplementedError
 
-    def _lock_for_migration(self) -> None:  # noqa: B027 - a default that PostgreSQL overrides
+    def _lock_for_migration(self, lock_timeout: float) -> None:  # noqa: B027 - PostgreSQL's
         """(SQLite: BEGIN IMMEDIATE already holds the only write lock.)"""
+
+    def _lock_waits_shown(
+        self, attempt: int, attempts: int, lock_timeout: float
+    ) -> contextlib.AbstractContextManager[None]:
+        """(PostgreSQL: who blocks a migration attempt, logged when it times out.)"""
+        return contextlib.nullcontext()
 
 
 def first_line(exc: BaseException) -> str:

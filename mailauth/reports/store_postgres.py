@@ -1,18 +1,26 @@
 """The report store on PostgreSQL (:class:`~.store.Store`'s engine for a ``postgresql://``
 URL: a fleet of MTAs writing to one store) through psycopg 3.2+: upserts through a
 ``COPY``ed staging table, claims with ``FOR UPDATE SKIP LOCKED``, migrations under an
-advisory lock, statements bounded in time (:class:`~.watchdog.StatementWatchdog`)."""
+advisory lock and a ``lock_timeout`` (who blocks them logged: :mod:`.pg_blockers`),
+statements bounded in time (:class:`~.watchdog.StatementWatchdog`), a COMMIT whose answer
+was lost settled over a new connection (:meth:`PostgresStore._settle`)."""
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import socket
+import time
 from collections.abc import Iterator, Sequence
 from typing import Any
 
+from mailauth.reports import store as store_module
+from mailauth.reports.pg_blockers import BlockerWatch
 from mailauth.reports.store import Params, Store, StoreError, first_line
 from mailauth.reports.watchdog import StatementWatchdog
+
+log = logging.getLogger("mailauth.reports")
 
 _ADVISORY_KEY = 0x6D61696C61757468  # "mailauth": the migration lock's advisory-lock key
 # PostgreSQL connections, unless the URL says otherwise: libpq waits for ever for a server
@@ -42,6 +50,10 @@ class PostgresStore(Store):
 
     engine = "postgresql"
     skip_locked = " FOR UPDATE OF o SKIP LOCKED"
+    prune_writes = (  # (two writers pruning at once: each skips the other's rows, no wait)
+        "DELETE FROM report_writes WHERE id IN "
+        "(SELECT id FROM report_writes WHERE at < ? FOR UPDATE SKIP LOCKED)"
+    )
 
     def __init__(self, url: str, *, timeout: float | None = None) -> None:
         super().__init__(url)
@@ -53,23 +65,38 @@ class PostgresStore(Store):
             ) from None
         self._psycopg = psycopg
         self._watchdog: StatementWatchdog | None = None
+        self._timeout = timeout
+        self._write_backend = (0, "")  # (the backend pid and xid of a tracked write)
+        self._migrating_pid: int | None = None
+        if timeout is not None:
+            self._watchdog = StatementWatchdog(timeout + _ABORT_MARGIN, self._abort)
         try:
             given = psycopg.conninfo.conninfo_to_dict(url)
             extra = {k: v for k, v in _PG_DEFAULTS.items() if k not in given}
-            conninfo = psycopg.conninfo.make_conninfo(url, **extra)
-            self._connection = psycopg.connect(conninfo, autocommit=True)
-            if timeout is not None:
-                try:
-                    self._connection.execute(f"SET statement_timeout = {int(timeout * 1000)}")
-                except BaseException:
-                    self._connection.close()
-                    raise
-                self._watchdog = StatementWatchdog(timeout + _ABORT_MARGIN, self._abort)
-        except psycopg.OperationalError as exc:  # (the server did not answer, or refused)
-            why = f"report store {self.display()}: {first_line(exc)}"
-            raise StoreError(why, unreachable=True) from exc
+            self._conninfo = psycopg.conninfo.make_conninfo(url, **extra)
+            self._connection = self._connect()
         except psycopg.Error as exc:
-            raise StoreError(f"report store {self.display()}: {first_line(exc)}") from exc
+            if self._watchdog is not None:
+                self._watchdog.stop()
+            why = f"report store {self.display()}: {first_line(exc)}"
+            # (OperationalError: the server did not answer, refused, or was given up on)
+            unreachable = isinstance(exc, psycopg.OperationalError)
+            raise StoreError(why, unreachable=unreachable) from exc
+
+    def _connect(self) -> Any:
+        """A new connection (``self._connection``), its statements bounded by the store's
+        ``timeout``: setting it is bounded too, by the watchdog (a pooler that accepts and
+        then waits for a backend that does not come)."""
+        connection = self._psycopg.connect(self._conninfo, autocommit=True)
+        self._connection = connection
+        if self._timeout is not None:
+            try:
+                with self._watched():
+                    connection.execute(f"SET statement_timeout = {int(self._timeout * 1000)}")
+            except BaseException:
+                connection.close()
+                raise
+        return connection
 
     def _begin(self) -> None:
         self._raw("BEGIN")
@@ -133,8 +160,97 @@ class PostgresStore(Store):
         rows = self.fetchall("SELECT to_regclass('mailauth_schema') IS NOT NULL")
         return bool(rows[0][0])
 
-    def _lock_for_migration(self) -> None:
+    def _lock_for_migration(self, lock_timeout: float) -> None:
+        """Each statement of the migration waits at most ``lock_timeout`` for a lock: an
+        ``ALTER TABLE`` waiting for ACCESS EXCLUSIVE behind a long reader queues every
+        later statement on that table behind it (other hosts' writers, ``reports send``).
+        The advisory lock too: another process migrating for longer is waited for by the
+        next attempt, not for ever."""
+        self.execute(f"SET LOCAL lock_timeout = {max(1, int(lock_timeout * 1000))}")
+        self._migrating_pid = int(self.fetchall("SELECT pg_backend_pid()")[0][0])
         self.execute("SELECT pg_advisory_xact_lock(?)", (_ADVISORY_KEY,))
+
+    @contextlib.contextmanager
+    def _lock_waits_shown(self, attempt: int, attempts: int, lock_timeout: float) -> Iterator[None]:
+        self._migrating_pid = None
+        every = min(1.0, lock_timeout / 4)
+        watch = BlockerWatch(self._watch_connection, lambda: self._migrating_pid, every).start()
+        try:
+            yield
+        except StoreError as exc:
+            if exc.busy:
+                pause = store_module.MIGRATION_PAUSE
+                after = f"again in {pause:g} s" if attempt < attempts else "given up for now"
+                log.warning(
+                    "report store %s: the migration waited %g s for a lock held by %s "
+                    "(attempt %d of %d, %s)", self.display(), lock_timeout,
+                    watch.described() or "another session", attempt, attempts, after,
+                )  # fmt: skip
+            raise
+        finally:
+            watch.stop()
+
+    def _watch_connection(self) -> Any:
+        return self._psycopg.connect(self._conninfo, autocommit=True)
+
+    def _record_write(self, write_id: str, at: int) -> None:
+        """(The backend and transaction that wrote it, to end it if its COMMIT's answer is
+        lost: behind a pooler the pid is the server's, of this transaction.)"""
+        row = self.fetchall(
+            "INSERT INTO report_writes (id, at) VALUES (?, ?) "
+            "RETURNING pg_backend_pid(), (txid_current() % 4294967296)::text",
+            (write_id, at),
+        )[0]
+        self._write_backend = (int(row[0]), str(row[1]))
+
+    def _settle(self, write_id: str) -> bool | None:
+        """Whether the write ``write_id`` committed, its COMMIT having failed. A connection
+        lost: a new one; the old backend, if it is still idle in that transaction (its
+        COMMIT never arrived: holding its row locks until the server notices), is ended
+        (one still running its COMMIT -- a synchronous replica slow to answer -- is not);
+        then an insert of the same id, which waits for that transaction to end (the unique
+        index), tells: a conflict, it committed; none, it did not (the probe is rolled
+        back). A few attempts a second apart, each bounded (``connect_timeout``, a
+        ``lock_timeout``); None when none answers."""
+        for attempt in range(_SETTLE_ATTEMPTS):
+            if attempt:
+                time.sleep(1.0)
+            try:
+                if self._connection.broken or self._connection.closed:
+                    with contextlib.suppress(self._psycopg.Error):
+                        self._connection.close()
+                    self._connection = self._connect()
+                    self._end_old_write()
+                else:
+                    with contextlib.suppress(self._psycopg.Error):
+                        self._raw("ROLLBACK")
+                return self._probe(write_id)
+            except self._psycopg.Error as exc:
+                log.debug("report store %s: settling write %s: %s", self.display(), write_id,
+                          first_line(exc))  # fmt: skip
+        return None
+
+    def _end_old_write(self) -> None:
+        pid, xid = self._write_backend
+        with contextlib.suppress(self._psycopg.Error):  # (not allowed: the probe waits)
+            self._raw(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE pid = ? "
+                "AND backend_xid::text = ? AND state LIKE 'idle in transaction%'",
+                (pid, xid),
+            )
+
+    def _probe(self, write_id: str) -> bool:
+        self._raw("BEGIN")
+        try:
+            self._raw(f"SET LOCAL lock_timeout = {int(_SETTLE_LOCK_TIMEOUT * 1000)}")
+            inserted: int = self._raw(
+                "INSERT INTO report_writes (id, at) VALUES (?, ?) ON CONFLICT (id) DO NOTHING",
+                (write_id, int(time.time())),
+            ).rowcount
+        finally:
+            with contextlib.suppress(self._psycopg.Error):
+                self._raw("ROLLBACK")
+        return inserted == 0
 
     def _errors(self) -> tuple[type[BaseException], ...]:
         return (self._psycopg.Error,)
@@ -151,6 +267,15 @@ class PostgresStore(Store):
             return isinstance(error, self._psycopg.DataError)
         return sqlstate[:2] in ("21", "22", "23", "54")
 
+    def _is_busy(self, error: BaseException) -> bool:
+        """A lock not had within ``lock_timeout`` (55P03), a statement cancelled at its
+        bound (57014)."""
+        return getattr(error, "sqlstate", None) in ("55P03", "57014")
+
+    def _is_unreachable(self, error: BaseException) -> bool:
+        """The connection lost (the server gone, or given up on by the watchdog)."""
+        return bool(self._connection.broken or self._connection.closed)
+
     def close(self) -> None:
         if self._watchdog is not None:
             self._watchdog.stop()
@@ -158,6 +283,8 @@ class PostgresStore(Store):
 
 
 _ABORT_MARGIN = 2.0  # seconds past statement_timeout before the client gives a server up
+_SETTLE_ATTEMPTS = 3  # tries to learn whether a COMMIT whose answer was lost went through
+_SETTLE_LOCK_TIMEOUT = 5.0  # ... each waiting at most this long for the old transaction
 
 
 def _pg(sql: str) -> str:
