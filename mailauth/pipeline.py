@@ -598,17 +598,22 @@ class MessageIntake:
         if spf is None:
             verdict = await run_plan_async(auth.plan(context, streamed), resolver, executor)
             return auth._recorded(verdict, context)
-        signature_checks = auth.signature_checks(context, streamed)
         if isinstance(spf, asyncio.Future) and spf.done():
-            # (SPF done already, as it mostly is by now: no task beside it)
-            spf_check = spf.result()
-            dkim, arc = await run_plan_async(signature_checks, resolver, executor)
-        else:
-            checks = start_plan_async(signature_checks, resolver, executor)
-            try:
-                spf_check = await spf
-                dkim, arc = await checks
-            finally:
-                checks.cancel()  # (a no-op when done; stops them when SPF failed or timed out)
+            # (SPF done already, as it mostly is by now: the checks and DMARC as one plan,
+            # no task beside it, one slice of the loop for all)
+            streamed.spf = spf.result()
+            verdict = await run_plan_async(auth.plan(context, streamed), resolver, executor)
+            return auth._recorded(verdict, context)
+        try:
+            checks = start_plan_async(auth.signature_checks(context, streamed), resolver, executor)
+        except BaseException:
+            if isinstance(spf, asyncio.Future):
+                spf.cancel()  # (nobody awaits it now)
+            raise
+        try:
+            spf_check = await spf
+            dkim, arc = await checks
+        finally:
+            checks.cancel()  # (a no-op when done; stops them when SPF failed or timed out)
         plan = auth.conclusion(context, spf_check, dkim, arc)
         return auth._recorded(await run_plan_async(plan, resolver, executor), context)

@@ -275,7 +275,9 @@ def _step(plan: Plan[Any], value: Any, resolver: DnsResolver, until: float) -> A
     """Send ``value`` to ``plan`` and go on while its effects can be answered at once: DNS
     questions the cache (or the zone) answers, checkpoints before ``until``
     (time.perf_counter: the slice of the loop this step may take), Parallel effects whose
-    plans can (each as far as it goes). The plan's value, or a :class:`_Waiting`."""
+    plans can (each as far as it goes; those not started before ``until``, at the next
+    turn). The plan's value, or a :class:`_Waiting`. A step thus takes at most the slice
+    and what one plan does up to its next checkpoint or question."""
     while True:
         try:
             effect = plan.send(value)
@@ -286,7 +288,13 @@ def _step(plan: Plan[Any], value: Any, resolver: DnsResolver, until: float) -> A
             if value is None:
                 return _Waiting(plan, effect)
         elif isinstance(effect, Parallel):
-            states = tuple(_step(p, None, resolver, until) for p in effect.plans)
+            # (one not started before the slice ran out starts at the next turn of the loop)
+            states = tuple(
+                _step(p, None, resolver, until)
+                if index == 0 or time.perf_counter() < until
+                else _Waiting(p, _CHECKPOINT)
+                for index, p in enumerate(effect.plans)
+            )
             if any(isinstance(state, _Waiting) for state in states):
                 return _Waiting(plan, _Together(states))
             value = states
@@ -380,7 +388,12 @@ async def _answer_by(effect: Resolve, resolver: DnsResolver) -> tuple[Lookup, ..
         else []
     )
     if tasks:
-        _, pending = await asyncio.wait(tasks, timeout=remaining)
+        try:
+            _, pending = await asyncio.wait(tasks, timeout=remaining)
+        except BaseException:  # (cancelled: the milter's deadline, a failing sibling)
+            for task in tasks:
+                task.cancel()
+            raise
         for task in pending:
             task.cancel()
     return tuple(

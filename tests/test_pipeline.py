@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -9,6 +10,7 @@ import mailauth
 from mailauth import Authenticator, Message, MessageParseError, Verdict
 from mailauth.dns import DnsResolver, Lookup, RRType, ZoneResolver
 from mailauth.pipeline import make_context
+from mailauth.plan import Plan
 from mailauth.results import DmarcResult
 
 DEMO = Path(__file__).resolve().parent.parent / "fixtures" / "demo"
@@ -194,6 +196,37 @@ def test_intake_with_spf_done_verifies_in_one_step_of_the_loop(
     verdict, order = asyncio.run(main())
     assert verdict == whole and verdict.dkim and verdict.dkim[0].result == "pass"
     assert order == ["verdict", "other connection"]
+
+
+def test_intake_whose_checks_fail_at_once_leaves_no_spf_running(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """SPF still under way and the signature checks failing in their first step (a bug, a
+    MemoryError): the error comes out and the SPF task it would have awaited is cancelled,
+    not left running."""
+    demo = Path(__file__).resolve().parent.parent / "fixtures" / "demo"
+    raw = (demo / "message.eml").read_bytes()
+    auth = Authenticator("mx.example.org", ZoneResolver.from_files([demo / "example.com.zone"]))
+    facts = {"ip": "192.0.2.10", "helo": "mail.example.com", "mail_from": "alice@example.com"}
+    head, _, body = raw.partition(b"\r\n\r\n")
+
+    def broken(*_: Any) -> Plan[Any]:
+        raise RuntimeError("a bug")
+        yield  # (a plan)
+
+    monkeypatch.setattr(auth, "signature_checks", broken)
+
+    async def main() -> bool:
+        spf = asyncio.ensure_future(asyncio.sleep(30))
+        intake = auth.intake(now=1_796_000_000, **facts)
+        intake.add_headers(head + b"\r\n")
+        intake.add_body(body)
+        with pytest.raises(RuntimeError, match="a bug"):
+            await intake.verdict(spf)  # type: ignore[arg-type]
+        await asyncio.sleep(0)
+        return spf.cancelled()
+
+    assert asyncio.run(main())
 
 
 def test_spf_from_dns_and_from_the_cache_agree() -> None:

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from mailauth import plan as plan_module
 from mailauth.dns import DnsResolver, DnsStatus, Lookup, Query, RRType, ZoneResolver
 from mailauth.plan import (
     SLICE,
@@ -95,10 +96,13 @@ def test_checkpoint_lets_other_tasks_run_between_slices() -> None:
     run_plan(slices(), ZONE)  # the blocking runner just goes on
 
 
-def test_checkpoints_within_the_slice_and_cached_answers_take_no_turn_of_the_loop() -> None:
+def test_checkpoints_within_the_slice_and_cached_answers_take_no_turn_of_the_loop(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     """Short slices, answers at hand and Parallel plans that need not wait finish in the
     step that started them: no other task runs in between (each turn of the loop would be
     a chance to wait behind every other connection's)."""
+    monkeypatch.setattr(plan_module, "SLICE", 60.0)  # (a preempted process must not yield)
     order: list[str] = []
 
     def quick(name: str) -> Plan[str]:
@@ -178,11 +182,64 @@ def test_one_plan_left_waiting_is_finished_without_a_task() -> None:
         return 1
 
     def both() -> Plan[tuple[Any, ...]]:
-        return (yield from parallel(slow(), asks([["n1"]])))
+        return (yield from parallel(asks([["n1"]]), slow()))
 
     result = asyncio.run(run_plan_async(both(), ZONE))
-    assert result[0] == 1 and result[1][0].texts == (b"1",)
+    assert result[0][0].texts == (b"1",) and result[1] == 1
     assert tasks == [1]  # (asyncio.run's own task alone)
+
+
+def test_a_parallel_plan_not_started_within_the_slice_starts_at_the_next_turn() -> None:
+    """A step takes the slice and what one plan does up to its next checkpoint, not that of
+    every plan of a Parallel: once the first has spent the slice, the second starts at the
+    next turn of the loop (another task's turn comes in between)."""
+    order: list[str] = []
+
+    def spend(name: str) -> Plan[str]:
+        order.append(name)
+        ends = time.perf_counter() + SLICE * 1.5
+        while time.perf_counter() < ends:  # (CPU work up to its first checkpoint)
+            pass
+        yield from checkpoint()
+        return name
+
+    def both() -> Plan[tuple[Any, ...]]:
+        return (yield from parallel(spend("first"), spend("second")))
+
+    async def other() -> None:
+        order.append("other")
+
+    async def main() -> tuple[Any, ...]:
+        running = asyncio.ensure_future(run_plan_async(both(), ZONE))
+        await asyncio.sleep(0)  # (the plan's first step, then the other task)
+        waiting = asyncio.ensure_future(other())
+        value = await running
+        await waiting
+        return value
+
+    assert asyncio.run(main()) == ("first", "second")
+    assert order == ["first", "other", "second"]
+
+
+def test_a_cancelled_plan_cancels_the_lookups_it_waits_for() -> None:
+    """The milter's deadline cancels a message's checks: the DNS lookups they wait for
+    (questions with a deadline, as every bounded method asks) are cancelled with them, not
+    left running until the resolver's own lifetime."""
+
+    def waits() -> Plan[Any]:
+        budget = Budget("x", queries=5, seconds=30)
+        return (yield from bounded(asks([["slow1", "slow2"]]), budget))
+
+    async def main() -> int:
+        running = asyncio.ensure_future(run_plan_async(waits(), _Slow(5)))
+        await asyncio.sleep(0.05)
+        running.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await running
+        await asyncio.sleep(0)
+        return len(asyncio.all_tasks()) - 1
+
+    assert asyncio.run(main()) == 0
 
 
 class _Slow:

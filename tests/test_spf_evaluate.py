@@ -13,7 +13,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mailauth.dns import MxRecord, Query, Record, RRType, ZoneResolver
-from mailauth.plan import Budget, Parallel, Plan, Resolve, run_plan, run_plan_async
+from mailauth.plan import (
+    Budget,
+    Checkpoint,
+    Parallel,
+    Plan,
+    Resolve,
+    run_plan,
+    run_plan_async,
+)
 from mailauth.results import SpfOutcome, SpfResult
 from mailauth.spf import check_spf, check_spf_identity, evaluate_spf, evaluate_spf_identity
 
@@ -61,6 +69,9 @@ def asked(plan: Plan[T], resolver: ZoneResolver) -> tuple[list[tuple[Query, ...]
             effect = plan.send(value)
         except StopIteration as stop:
             return effects, stop.value
+        if isinstance(effect, Checkpoint):  # (between terms that ask DNS)
+            value = None
+            continue
         assert isinstance(effect, Resolve)
         effects.append(effect.queries)
         value = tuple(resolver.lookup(q.name, q.rdtype) for q in effect.queries)
@@ -613,6 +624,40 @@ def test_helo_and_mail_from_are_checked_side_by_side_each_within_its_budget() ->
         plan.send((helo, mailfrom))
     check = done.value.value
     assert (check.mailfrom.result, check.helo.result) == (SpfResult.PASS, SpfResult.TEMPERROR)
+
+
+def test_every_term_that_asks_dns_is_a_checkpoint() -> None:
+    """A cached SPF tree (includes, mx, a, redirect) does not hold the event loop in one
+    step: a checkpoint before each term that asks DNS (the loop is handed on there once the
+    evaluation has had it for plan.SLICE)."""
+    resolver = zone(
+        {
+            "t.example": ["v=spf1 include:i.example mx a redirect=r.example"],
+            "i.example": ["v=spf1 a -all"],
+            "r.example": ["v=spf1 ip4:192.0.2.0/24 -all"],
+        },
+        a={"i.example": ["192.0.2.99"], "t.example": ["192.0.2.98"]},
+        mx={"t.example": [MxRecord(1, "m.t.example")]},
+    )
+    plan = evaluate_spf_identity(ip=IP, sender="u@t.example", helo="h.example")
+    kinds: list[str] = []
+    value: Any = None
+    while True:
+        try:
+            effect = plan.send(value)
+        except StopIteration as stop:
+            outcome = stop.value
+            break
+        if isinstance(effect, Checkpoint):
+            kinds.append("checkpoint")
+            value = None
+        else:
+            assert isinstance(effect, Resolve)
+            kinds.append(",".join(q.name for q in effect.queries))
+            value = tuple(resolver.lookup(q.name, q.rdtype) for q in effect.queries)
+    assert outcome.result is SpfResult.PASS
+    assert kinds.count("checkpoint") == 5  # (include, its a, mx, a; then the redirect)
+    assert kinds.index("checkpoint") == 1  # (after the record, before the include)
 
 
 def test_the_async_runner_gives_the_blocking_result() -> None:

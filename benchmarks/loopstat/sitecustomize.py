@@ -1,10 +1,12 @@
 """Event-loop iteration times of a process started with this directory on PYTHONPATH and
 MAILAUTH_LOOPSTAT=FILE (bench_hostile.py --loop-stats: the milter only). Each time the loop
 enters its selector, the time since it left the previous select (what the iteration's
-callbacks took, on this thread's clock: time.monotonic) is counted in the current second;
+callbacks took, in wall-clock time, time.monotonic: a turn in which the process was
+preempted counts whole) is counted in the current second;
 at each new second the previous one's line is appended to FILE:
 ``SECOND ITERATIONS BUSY_SECONDS OVER_0.5MS OVER_1MS OVER_2MS OVER_4MS MAX_SECONDS``.
-A measuring tool for the benchmarks, never imported by mailauth."""
+A measuring tool for the benchmarks, never imported by mailauth. It shadows any other
+sitecustomize (coverage's, a distribution's) in the milter and its workers."""
 
 from __future__ import annotations
 

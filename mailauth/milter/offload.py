@@ -13,7 +13,7 @@ DNS cache), and the operating system shares the CPUs between them and the loop:
 - SPF evaluations the milter does not have in its memo (:meth:`Offloader.spf`): the answer
   and how long it may be reused come back, and go into the milter's memo;
 - heavy messages, whole (:meth:`Offloader.verdict`), recognised by their header section
-  (:meth:`Offloader.heavy`, at the end of the headers, before the body): a header section of
+  (:mod:`mailauth.milter.heavy`, at the end of the headers, before the body): a header section of
   64 KiB or more, more than 300 header fields, more than 5 DKIM-Signature fields, or more
   than 3 ARC sets (ARC-Seal fields). Real mail stays far below (a few KiB, a few dozen
   fields, one to three signatures, an ARC set or two from forwarders and mailing lists), and
@@ -53,8 +53,8 @@ from typing import Any
 from mailauth.milter.offload_pool import (
     RESPAWN_DELAY,
     OffloadStats,
+    Worker,
     WorkerPool,
-    _Worker,
     default_workers,
 )
 from mailauth.milter.offload_wire import OffloadError, request_frame
@@ -156,7 +156,7 @@ class Offloader(WorkerPool):
 
     async def _exchange(
         self,
-        worker: _Worker,
+        worker: Worker,
         ident: int,
         future: asyncio.Future[Any],
         request: tuple[Any, ...],

@@ -69,7 +69,7 @@ class OffloadStats:
 
 
 @dataclass
-class _Worker:
+class Worker:
     process: subprocess.Popen[bytes]
     sock: socket.socket  # heavy messages
     light: socket.socket  # SPF requests: never behind a message being written
@@ -104,7 +104,7 @@ class WorkerPool:
         self.stats = stats if stats is not None else OffloadStats()
         self._respawn_at = 0.0  # (time.monotonic(): no new worker before it)
         self.closed = False  # (after close(): no worker is started again)
-        self._workers: list[_Worker] = []
+        self._workers: list[Worker] = []
 
     def start(self) -> None:
         """Start the workers and wait until each has built its Authenticator (so that a
@@ -112,7 +112,7 @@ class WorkerPool:
         while len(self._workers) < self.workers:
             self._workers.append(self._spawn(wait=True))
 
-    def _spawn(self, *, wait: bool) -> _Worker:
+    def _spawn(self, *, wait: bool) -> Worker:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         light, their_light = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
@@ -130,7 +130,7 @@ class WorkerPool:
             theirs.close()
             their_light.close()
         light.setblocking(False)
-        worker = _Worker(process, ours, light, ready=wait)
+        worker = Worker(process, ours, light, ready=wait)
         self.stats.alive += 1
         try:
             ours.sendall(frame(list(sys.path)) + frame(self.factory))
@@ -156,7 +156,7 @@ class WorkerPool:
             self._kill(worker)
         self._workers.clear()
 
-    def _kill(self, worker: _Worker) -> None:
+    def _kill(self, worker: Worker) -> None:
         if worker.alive:
             self.stats.alive -= 1
         worker.alive = False
@@ -218,7 +218,7 @@ class WorkerPool:
                 worker.connected = asyncio.ensure_future(self._connect(worker))
                 worker.connected.add_done_callback(_retrieved)
 
-    def _try_spawn(self) -> _Worker | None:
+    def _try_spawn(self) -> Worker | None:
         """A new worker, or None when none could be started now (no process, no file
         descriptor left): said once, and none tried again for ``respawn_delay`` seconds;
         the loop does the work meanwhile."""
@@ -246,7 +246,7 @@ class WorkerPool:
             await asyncio.sleep(0.05)
         return True
 
-    async def _connected(self) -> _Worker:
+    async def _connected(self) -> Worker:
         """The ready worker with the fewest requests; OffloadError when none is (stopped,
         one ended moments ago, or still starting: the caller does the work on the loop
         rather than wait seconds for a Python process to start)."""
@@ -263,7 +263,7 @@ class WorkerPool:
         await asyncio.shield(worker.connected)
         return worker
 
-    async def _connect(self, worker: _Worker) -> None:
+    async def _connect(self, worker: Worker) -> None:
         reader, writer = await asyncio.open_unix_connection(sock=worker.sock)
         worker.writer = writer
         light_reader, worker.light_writer = await asyncio.open_unix_connection(sock=worker.light)
@@ -271,7 +271,7 @@ class WorkerPool:
             task = asyncio.ensure_future(self._replies(worker, stream))
             task.add_done_callback(_retrieved)
 
-    async def _replies(self, worker: _Worker, reader: asyncio.StreamReader) -> None:
+    async def _replies(self, worker: Worker, reader: asyncio.StreamReader) -> None:
         said = False  # (why it could not start, logged)
         try:
             while True:

@@ -194,7 +194,7 @@ class Milter:
                     if reply and command not in session.no_reply:
                         replies.append(reply)
                 now, cpu_now = time.perf_counter(), time.thread_time()
-                if command == p.EOM:  # (it waited for the checks: a new turn)
+                if command == p.EOM:  # (the message's last: the next one starts a new turn)
                     session.turn_began = now
                 else:  # (CPU time: a machine busy with other processes does not count)
                     message.loop_used += cpu_now - cpu

@@ -37,7 +37,7 @@ from dataclasses import dataclass
 from mailauth.dns import DnsStatus, Lookup, Query, RRType
 from mailauth.domains import normalize_domain
 from mailauth.errors import InvalidDomainError, RecordSyntaxError
-from mailauth.plan import Plan, Resolve
+from mailauth.plan import Plan, Resolve, checkpoint
 from mailauth.results import SpfResult
 from mailauth.spf.macro import expand, expand_domain, ip_values, reverse_name
 from mailauth.spf.record import (
@@ -189,8 +189,10 @@ def _check_domain(evaluation: _Evaluation, domain: str) -> Plan[_Decision]:
             # RFC 7208 5.6: only the client's own family can match
             matched = mechanism.version == version and client & mechanism.mask == mechanism.bits
         elif kind is MechanismKind.INCLUDE:
+            yield from checkpoint()  # (every term that asks DNS: the loop served past a slice)
             matched = yield from _include(evaluation, mechanism, values)
         else:
+            yield from checkpoint()
             matched = yield from _matches(evaluation, mechanism, domain, values)
         if matched:
             result = QUALIFIER_RESULTS[mechanism.qualifier]
@@ -198,6 +200,7 @@ def _check_domain(evaluation: _Evaluation, domain: str) -> Plan[_Decision]:
     # RFC 7208 6.1: redirect is followed when no mechanism matched; "all" always matches, so
     # a record that has "all" never gets here (its redirect is ignored, and not counted).
     if record.redirect is not None:
+        yield from checkpoint()
         evaluation.count_term(record.redirect.text)
         spec = record.redirect.value
         target = yield from _target(evaluation, spec, values)
