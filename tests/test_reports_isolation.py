@@ -1,0 +1,130 @@
+"""How the writers off the mail path (the aggregate recorder, the failure-report collector)
+isolate what the store will not take (REVIEW25B 2, 3, 8, 9), on SQLite and a real
+PostgreSQL: the rows a store refuses for good are isolated in one transaction under
+savepoints, so that a steady trickle of them never backs recording up; no transaction
+holds more than ``batch_rows`` rows, fewer after a write timed out; "late" and a refused
+policy row are counted honestly once a batch is cut; an exception that is not the
+store's is isolated like a refusal."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from mailauth.reports import BackgroundRecorder, RecordingSettings, open_store
+from mailauth.reports.batch import Batch, late_messages
+from mailauth.reports.observe import observe
+from mailauth.reports.store import Store
+from tests.reports_helpers import DAY, T0, verdict
+
+
+def _batch(domains: list[str], now: float = T0) -> Batch:
+    batch = Batch()
+    for index, domain in enumerate(domains):
+        observation = observe(verdict(domain), ip=f"192.0.2.{index}", mail_from="")
+        assert observation is not None
+        batch.add(observation, now, DAY)
+    return batch
+
+
+def _record(recorder: BackgroundRecorder, domain: str, now: float = T0) -> None:
+    recorder.record(verdict(domain), ip="192.0.2.1", mail_from="", now=now)
+
+
+def _stored(url: str) -> dict[str, int]:
+    store = open_store(url)
+    try:
+        rows = store.fetchall(
+            "SELECT policy_domain, SUM(messages) FROM report_counts GROUP BY policy_domain"
+        )
+        return {domain: int(messages) for domain, messages in rows}
+    finally:
+        store.close()
+
+
+def test_late_messages_are_counted_in_every_piece_of_a_cut_batch() -> None:
+    """REVIEW25B 8: ``late_messages`` needed the period's policy row in the same piece,
+    which ``halves`` puts in only one of them: 6 late messages read 2 + 0 once halved, 0
+    once isolated down to single rows. Each piece now knows its periods' policies."""
+    batch = _batch(["example.com"] * 6)
+    later = T0 + DAY + 3 * DAY
+    assert late_messages(batch, later) == 6
+    first, second = batch.halves()
+    assert late_messages(first, later) + late_messages(second, later) == 6
+    singles = batch.chunks(1)
+    assert len(singles) == 7  # (the policy row and six counts)
+    assert sum(late_messages(piece, later) for piece in singles) == 6
+    assert sum(late_messages(piece, T0 + DAY) for piece in singles) == 0  # (not closed yet)
+    merged = Batch()
+    for piece in singles[3:]:
+        merged.merge(piece)
+    assert late_messages(merged, later) == 4 and not merged.policies
+
+
+# -- REVIEW25B 2: refused rows isolated under savepoints, in one transaction -------------
+
+
+def _refuse_where(url: str, table: str, sqlite_when: str, pg_check: str) -> None:
+    """A trigger (SQLite) or a CHECK constraint (PostgreSQL) refusing some rows for good."""
+    store = open_store(url)
+    try:
+        if store.engine == "sqlite":
+            store.execute(f"CREATE TRIGGER refuse_some BEFORE INSERT ON {table} WHEN "
+                          f"{sqlite_when} BEGIN SELECT RAISE(ABORT, 'refused'); END")  # fmt: skip
+        else:
+            store.execute(f"ALTER TABLE {table} ADD CONSTRAINT refuse_some CHECK ({pg_check})")
+    finally:
+        store.close()
+
+
+def _counting(transactions: list[int], rows: list[int] | None = None) -> Callable[[str], Store]:
+    """An opener whose stores count their write transactions (and the count rows each
+    upsert is given, when ``rows`` is a list)."""
+
+    def opener(url: str) -> Store:
+        store = open_store(url)
+        real_write, real_upsert = store.write, store.upsert
+
+        def write() -> Any:
+            transactions[-1] += 1
+            return real_write()
+
+        def upsert(table: str, *args: Any) -> None:
+            if rows is not None and table == "report_counts":
+                rows.append(len(args[-1]))
+            real_upsert(table, *args)
+
+        store.write = write  # type: ignore[method-assign]
+        store.upsert = upsert  # type: ignore[method-assign,assignment]
+        return store
+
+    return opener
+
+
+def test_a_steady_trickle_of_refused_rows_never_backs_recording_up(store_url: str) -> None:
+    """The reviewer's amp.py: each flush brings 2,000 good rows and 10 the store refuses,
+    spread through them. Isolating them cost about 2 log2(n) transactions each, 32 at most
+    per flush: 6 of the 10 were isolated per flush, the rest held, and the backlog grew
+    to the caps (pending 16,083 by flush 20; 613 good messages dropped by flush 40). Now
+    each flush isolates all of them in its one transaction: nothing good is dropped and
+    nothing is left pending."""
+    _refuse_where(store_url, "report_counts", "NEW.policy_domain LIKE '%bad%'",
+                  "policy_domain NOT LIKE '%bad%'")  # fmt: skip
+    transactions: list[int] = []
+    recorder = BackgroundRecorder(
+        store_url, RecordingSettings(), opener=_counting(transactions), clock=lambda: T0
+    )
+    n = 0
+    for flush in range(1, 7):
+        for index in range(2_010):
+            bad = index % 201 == 100  # (10 of them, spread through the batch)
+            _record(recorder, f"g{n}{'bad' if bad else ''}.example")
+            n += 1
+        transactions.append(0)
+        recorder.flush()
+        assert (recorder.pending, recorder.written) == (0, 2_000 * flush)
+        assert recorder.dropped == recorder.refused == 10 * flush
+        assert transactions[-1] == 1  # (4,020 rows with their policies: one chunk)
+    stored = _stored(store_url)
+    assert len(stored) == 12_000 and not any("bad" in d for d in stored)
+    recorder.close()
