@@ -11,10 +11,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import pytest
+
 from mailauth.reports import BackgroundRecorder, RecordingSettings, open_store
 from mailauth.reports.batch import Batch, late_messages
 from mailauth.reports.observe import observe
-from mailauth.reports.store import Store
+from mailauth.reports.recorder import MIN_CHUNK_ROWS
+from mailauth.reports.store import Store, StoreError
 from tests.reports_helpers import DAY, T0, verdict
 
 
@@ -78,8 +81,8 @@ def _refuse_where(url: str, table: str, sqlite_when: str, pg_check: str) -> None
 
 
 def _counting(transactions: list[int], rows: list[int] | None = None) -> Callable[[str], Store]:
-    """An opener whose stores count their write transactions (and the count rows each
-    upsert is given, when ``rows`` is a list)."""
+    """An opener whose stores count their write transactions in ``transactions[-1]`` (and
+    append to ``rows`` the rows each transaction is given, when it is a list)."""
 
     def opener(url: str) -> Store:
         store = open_store(url)
@@ -87,11 +90,13 @@ def _counting(transactions: list[int], rows: list[int] | None = None) -> Callabl
 
         def write() -> Any:
             transactions[-1] += 1
+            if rows is not None:
+                rows.append(0)
             return real_write()
 
         def upsert(table: str, *args: Any) -> None:
-            if rows is not None and table == "report_counts":
-                rows.append(len(args[-1]))
+            if rows is not None:
+                rows[-1] += len(args[-1])
             real_upsert(table, *args)
 
         store.write = write  # type: ignore[method-assign]
@@ -127,4 +132,93 @@ def test_a_steady_trickle_of_refused_rows_never_backs_recording_up(store_url: st
         assert transactions[-1] == 1  # (4,020 rows with their policies: one chunk)
     stored = _stored(store_url)
     assert len(stored) == 12_000 and not any("bad" in d for d in stored)
+    recorder.close()
+
+
+# -- REVIEW25B 3: at most batch_rows rows per transaction, fewer after a timeout ------------
+
+
+def test_rows_held_through_an_outage_are_written_in_transactions_of_batch_rows(
+    store_url: str,
+) -> None:
+    """What an outage left held was retried as one transaction with each flush's live rows
+    merged into it (up to max_rows, 200,000): too large for the statement bound, it never
+    went in, and the live rows were stuck with it. Now no transaction holds more than
+    ``batch_rows`` rows: held rows first, then the live ones."""
+    down = [True]
+    transactions: list[int] = [0]
+    rows: list[int] = []
+    counting = _counting(transactions, rows)
+
+    def opener(url: str) -> Store:
+        if down[0]:
+            raise StoreError("report store: connection refused", unreachable=True)
+        return counting(url)
+
+    settings = RecordingSettings(batch_rows=1_000)
+    recorder = BackgroundRecorder(store_url, settings, opener=opener, clock=lambda: T0)
+    for flush in range(3):  # (an outage: 3 flushes of 1,000 rows, each with its policy)
+        for index in range(500):
+            _record(recorder, f"o{flush}x{index}.example")
+        assert not recorder.flush()
+    assert recorder.pending == 1_500 and len(recorder._held) == 3
+    down[0] = False
+    _record(recorder, "live.example")
+    assert recorder.flush()
+    assert (recorder.pending, recorder.dropped, recorder.written) == (0, 0, 1_501)
+    assert len(rows) == 4 and max(rows) <= 1_000 and sum(rows) == 3_002
+    stored = _stored(store_url)
+    assert len(stored) == 1_501 and set(stored.values()) == {1}
+    recorder.close()
+
+
+def test_a_write_that_times_out_halves_the_rows_per_transaction(
+    postgres_server: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The reviewer's spiral.py, with a store too slow for a whole batch within its
+    statement bound (a trigger taking 1 ms a row, a bound of 0.5 s): after an outage left
+    3,000 rows held, the held piece timed out at every flush, for ever, the live rows
+    merged into it. Now each timeout halves the rows per transaction (down to
+    MIN_CHUNK_ROWS, never dropping), until they fit: everything is written, and a minute
+    without a timeout doubles them back."""
+    from mailauth.reports import recorder as recording
+
+    url = postgres_server.new_database()
+    store = open_store(url)
+    try:
+        store.execute("CREATE FUNCTION slow() RETURNS trigger LANGUAGE plpgsql AS "
+                      "$$ BEGIN PERFORM pg_sleep(0.001); RETURN NEW; END $$")  # fmt: skip
+        store.execute("CREATE TRIGGER slow BEFORE INSERT ON report_counts FOR EACH ROW "
+                      "EXECUTE FUNCTION slow()")  # fmt: skip
+    finally:
+        store.close()
+    down = [True]
+
+    def opener(url: str) -> Store:
+        if down[0]:
+            raise StoreError("report store: connection refused", unreachable=True)
+        return open_store(url, timeout=0.5, migrate=False)
+
+    settings = RecordingSettings(batch_rows=2_000)
+    recorder = BackgroundRecorder(url, settings, opener=opener, clock=lambda: T0)
+    for flush in range(3):
+        for index in range(1_000):  # (one policy domain, 1,000 sources)
+            recorder.record(verdict("example.com"), ip=f"10.{flush}.{index // 250}.{index % 250}",
+                            mail_from="", now=T0)  # fmt: skip
+        assert not recorder.flush()
+    down[0] = False
+    flushes, errors = 0, recorder.write_errors
+    while recorder.pending and flushes < 12:
+        _record(recorder, f"live{flushes}.example")
+        recorder.flush()
+        flushes += 1
+    assert recorder.pending == 0 and recorder.dropped == 0
+    assert recorder.written == 3_000 + flushes
+    assert 2 <= recorder.write_errors - errors < flushes  # (timeouts, each halving)
+    assert MIN_CHUNK_ROWS <= recorder._chunk_rows() <= 500
+    assert sum(_stored(url).values()) == 3_000 + flushes
+    before = recorder._chunk_rows()
+    monkeypatch.setattr(recording, "REGROW_SECONDS", 0.0)
+    _record(recorder, "later.example")
+    assert recorder.flush() and recorder._chunk_rows() == 2 * before
     recorder.close()

@@ -239,7 +239,8 @@ class BackgroundRecorder(BackgroundWriter, _Observing):
             return False
         seconds = time.monotonic() - started
         if seconds > self.settings.flush_seconds:
-            log.warning("report store slow: %d rows took %.1f s to write", len(live), seconds)
+            rows = sum(len(h.piece) for h in todo)
+            log.warning("report store slow: %d rows took %.1f s to write", rows, seconds)
         return complete
 
     def _write_piece(self, store: Store, batch: Batch) -> Callable[[], None]:
