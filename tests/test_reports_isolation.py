@@ -8,7 +8,9 @@ store's is isolated like a refusal."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -28,6 +30,9 @@ def _batch(domains: list[str], now: float = T0) -> Batch:
         assert observation is not None
         batch.add(observation, now, DAY)
     return batch
+
+
+EVIL = "evil.example"
 
 
 def _record(recorder: BackgroundRecorder, domain: str, now: float = T0) -> None:
@@ -222,3 +227,101 @@ def test_a_write_that_times_out_halves_the_rows_per_transaction(
     _record(recorder, "later.example")
     assert recorder.flush() and recorder._chunk_rows() == 2 * before
     recorder.close()
+
+
+# -- REVIEW25B 8: "late" and a refused policy row, once a batch is cut ----------------------
+
+
+def test_late_is_counted_whatever_piece_holds_the_policy_row(store_url: str) -> None:
+    """Six messages of a period closed days ago, beside a row the store refuses: the
+    isolation writes most of them in a piece without their policy row, where they read as
+    on time (1 of 6 counted late before). All six are late."""
+    _refuse_where(store_url, "report_counts", f"NEW.policy_domain = '{EVIL}'",
+                  f"policy_domain <> '{EVIL}'")  # fmt: skip
+    recorder = BackgroundRecorder(store_url, RecordingSettings(), clock=lambda: T0 + 3 * DAY)
+    _record(recorder, EVIL)
+    for index in range(6):
+        recorder.record(verdict("example.com"), ip=f"192.0.2.{index}", mail_from="", now=T0)
+    assert not recorder.flush()
+    assert (recorder.written, recorder.late, recorder.dropped) == (6, 6, 1)
+    recorder.close()
+
+
+def _refuse_policy(url: str) -> None:
+    """A constraint on report_policies: a rua= naming 'bad' refused (as a LATIN1 database
+    refuses a URI it cannot encode)."""
+    _refuse_where(url, "report_policies", "NEW.rua LIKE '%bad%'", "rua NOT LIKE '%bad%'")
+
+
+def _policies(url: str) -> list[str]:
+    store = open_store(url)
+    try:
+        return [d for (d,) in store.fetchall("SELECT policy_domain FROM report_policies")]
+    finally:
+        store.close()
+
+
+def test_the_counts_of_a_refused_policy_row_are_dropped_with_it(
+    store_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A policy row refused alone left its counts written: never reported (reports are
+    built from report_policies) nor pruned (through the policy), while the metrics said
+    they were written and nothing dropped. Now they are dropped with it, counted and said."""
+    _refuse_policy(store_url)
+    recorder = BackgroundRecorder(store_url, RecordingSettings(), clock=lambda: T0)
+    bad = verdict("victim.example", rua=("mailto:bad@victim.example",))
+    for index in range(3):
+        recorder.record(bad, ip=f"192.0.2.{index}", mail_from="", now=T0)
+    for domain in ("a.example", "z.example"):
+        _record(recorder, domain)
+    with caplog.at_level(logging.WARNING, "mailauth.reports"):
+        assert not recorder.flush()
+        recorder._after_write()
+    assert (recorder.written, recorder.dropped, recorder.refused) == (2, 3, 4)
+    assert _stored(store_url) == {"a.example": 1, "z.example": 1}
+    assert sorted(_policies(store_url)) == ["a.example", "z.example"]
+    lines = [r.message for r in caplog.records]
+    assert len(lines) == 1  # (one line: not a second "not recorded" for the same messages)
+    assert "refused 4 rows for good" in lines[0] and "3 messages not recorded" in lines[0]
+    assert "3 of them counts whose period's policy row was refused" in lines[0]
+    assert "victim.example" in lines[0]
+    recorder.close()
+
+
+def test_a_refused_policy_row_whose_period_has_one_stored_keeps_its_counts(
+    store_url: str,
+) -> None:
+    """A newer policy row refused while the store has one of the period: the counts are
+    reported with the stored one, so they are written."""
+    _refuse_policy(store_url)
+    recorder = BackgroundRecorder(store_url, RecordingSettings(), clock=lambda: T0)
+    recorder.record(verdict("victim.example"), ip="192.0.2.1", mail_from="", now=T0)
+    assert recorder.flush()
+    bad = verdict("victim.example", rua=("mailto:bad@victim.example",))
+    for index in range(3):
+        recorder.record(bad, ip=f"192.0.2.{index}", mail_from="", now=T0 + 60)
+    assert not recorder.flush()  # (the policy row refused)
+    assert (recorder.written, recorder.dropped, recorder.refused) == (4, 0, 1)
+    assert _stored(store_url) == {"victim.example": 4}
+    recorder.close()
+
+
+def test_messages_lost_at_stop_are_said_once(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The line at stop ("held for the report store not written at stop: lost") was
+    followed by a second one for the same messages ("N messages not recorded (buffer full
+    ...; or refused by the store")."""
+
+    def down(url: str) -> Store:
+        raise StoreError("report store: connection refused", unreachable=True)
+
+    recorder = BackgroundRecorder(str(tmp_path / "r.sqlite"), opener=down).start()
+    for index in range(4):
+        _record(recorder, f"d{index}.example")
+    with caplog.at_level(logging.WARNING, "mailauth.reports"):
+        recorder.close()
+    assert recorder.dropped == 4
+    said = [r.message for r in caplog.records if "4 messages" in r.message]
+    assert len(said) == 1 and "not written at stop: lost" in said[0]
+    assert not any("not recorded" in r.message for r in caplog.records)
