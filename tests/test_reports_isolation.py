@@ -1,15 +1,14 @@
 """How the writers off the mail path (the aggregate recorder, the failure-report collector)
-isolate what the store will not take (REVIEW25B 2, 3, 8, 9), on SQLite and a real
+isolate what the store will not take (REVIEW25B 2, 3, 8), on SQLite and a real
 PostgreSQL: the rows a store refuses for good are isolated in one transaction under
 savepoints, so that a steady trickle of them never backs recording up; no transaction
 holds more than ``batch_rows`` rows, fewer after a write timed out; "late" and a refused
-policy row are counted honestly once a batch is cut; an exception that is not the
-store's is isolated like a refusal."""
+policy row are counted honestly once a batch is cut. (An exception that is not the
+store's: test_reports_surprises.)"""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +20,7 @@ from mailauth.reports.observe import observe
 from mailauth.reports.recorder import MIN_CHUNK_ROWS
 from mailauth.reports.store import Store, StoreError
 from tests.reports_helpers import DAY, T0, verdict
+from tests.writer_helpers import counting, record, refuse_where, stored
 
 
 def _batch(domains: list[str], now: float = T0) -> Batch:
@@ -33,21 +33,6 @@ def _batch(domains: list[str], now: float = T0) -> Batch:
 
 
 EVIL = "evil.example"
-
-
-def _record(recorder: BackgroundRecorder, domain: str, now: float = T0) -> None:
-    recorder.record(verdict(domain), ip="192.0.2.1", mail_from="", now=now)
-
-
-def _stored(url: str) -> dict[str, int]:
-    store = open_store(url)
-    try:
-        rows = store.fetchall(
-            "SELECT policy_domain, SUM(messages) FROM report_counts GROUP BY policy_domain"
-        )
-        return {domain: int(messages) for domain, messages in rows}
-    finally:
-        store.close()
 
 
 def test_late_messages_are_counted_in_every_piece_of_a_cut_batch() -> None:
@@ -72,45 +57,6 @@ def test_late_messages_are_counted_in_every_piece_of_a_cut_batch() -> None:
 # -- REVIEW25B 2: refused rows isolated under savepoints, in one transaction -------------
 
 
-def _refuse_where(url: str, table: str, sqlite_when: str, pg_check: str) -> None:
-    """A trigger (SQLite) or a CHECK constraint (PostgreSQL) refusing some rows for good."""
-    store = open_store(url)
-    try:
-        if store.engine == "sqlite":
-            store.execute(f"CREATE TRIGGER refuse_some BEFORE INSERT ON {table} WHEN "
-                          f"{sqlite_when} BEGIN SELECT RAISE(ABORT, 'refused'); END")  # fmt: skip
-        else:
-            store.execute(f"ALTER TABLE {table} ADD CONSTRAINT refuse_some CHECK ({pg_check})")
-    finally:
-        store.close()
-
-
-def _counting(transactions: list[int], rows: list[int] | None = None) -> Callable[[str], Store]:
-    """An opener whose stores count their write transactions in ``transactions[-1]`` (and
-    append to ``rows`` the rows each transaction is given, when it is a list)."""
-
-    def opener(url: str) -> Store:
-        store = open_store(url)
-        real_write, real_upsert = store.write, store.upsert
-
-        def write() -> Any:
-            transactions[-1] += 1
-            if rows is not None:
-                rows.append(0)
-            return real_write()
-
-        def upsert(table: str, *args: Any) -> None:
-            if rows is not None:
-                rows[-1] += len(args[-1])
-            real_upsert(table, *args)
-
-        store.write = write  # type: ignore[method-assign]
-        store.upsert = upsert  # type: ignore[method-assign,assignment]
-        return store
-
-    return opener
-
-
 def test_a_steady_trickle_of_refused_rows_never_backs_recording_up(store_url: str) -> None:
     """The reviewer's amp.py: each flush brings 2,000 good rows and 10 the store refuses,
     spread through them. Isolating them cost about 2 log2(n) transactions each, 32 at most
@@ -118,25 +64,25 @@ def test_a_steady_trickle_of_refused_rows_never_backs_recording_up(store_url: st
     to the caps (pending 16,083 by flush 20; 613 good messages dropped by flush 40). Now
     each flush isolates all of them in its one transaction: nothing good is dropped and
     nothing is left pending."""
-    _refuse_where(store_url, "report_counts", "NEW.policy_domain LIKE '%bad%'",
+    refuse_where(store_url, "report_counts", "NEW.policy_domain LIKE '%bad%'",
                   "policy_domain NOT LIKE '%bad%'")  # fmt: skip
     transactions: list[int] = []
     recorder = BackgroundRecorder(
-        store_url, RecordingSettings(), opener=_counting(transactions), clock=lambda: T0
+        store_url, RecordingSettings(), opener=counting(transactions), clock=lambda: T0
     )
     n = 0
     for flush in range(1, 7):
         for index in range(2_010):
             bad = index % 201 == 100  # (10 of them, spread through the batch)
-            _record(recorder, f"g{n}{'bad' if bad else ''}.example")
+            record(recorder, f"g{n}{'bad' if bad else ''}.example")
             n += 1
         transactions.append(0)
         recorder.flush()
         assert (recorder.pending, recorder.written) == (0, 2_000 * flush)
         assert recorder.dropped == recorder.refused == 10 * flush
         assert transactions[-1] == 1  # (4,020 rows with their policies: one chunk)
-    stored = _stored(store_url)
-    assert len(stored) == 12_000 and not any("bad" in d for d in stored)
+    written = stored(store_url)
+    assert len(written) == 12_000 and not any("bad" in d for d in written)
     recorder.close()
 
 
@@ -153,27 +99,27 @@ def test_rows_held_through_an_outage_are_written_in_transactions_of_batch_rows(
     down = [True]
     transactions: list[int] = [0]
     rows: list[int] = []
-    counting = _counting(transactions, rows)
+    counted = counting(transactions, rows)
 
     def opener(url: str) -> Store:
         if down[0]:
             raise StoreError("report store: connection refused", unreachable=True)
-        return counting(url)
+        return counted(url)
 
     settings = RecordingSettings(batch_rows=1_000)
     recorder = BackgroundRecorder(store_url, settings, opener=opener, clock=lambda: T0)
     for flush in range(3):  # (an outage: 3 flushes of 1,000 rows, each with its policy)
         for index in range(500):
-            _record(recorder, f"o{flush}x{index}.example")
+            record(recorder, f"o{flush}x{index}.example")
         assert not recorder.flush()
     assert recorder.pending == 1_500 and len(recorder._held) == 3
     down[0] = False
-    _record(recorder, "live.example")
+    record(recorder, "live.example")
     assert recorder.flush()
     assert (recorder.pending, recorder.dropped, recorder.written) == (0, 0, 1_501)
     assert len(rows) == 4 and max(rows) <= 1_000 and sum(rows) == 3_002
-    stored = _stored(store_url)
-    assert len(stored) == 1_501 and set(stored.values()) == {1}
+    written = stored(store_url)
+    assert len(written) == 1_501 and set(written.values()) == {1}
     recorder.close()
 
 
@@ -214,17 +160,17 @@ def test_a_write_that_times_out_halves_the_rows_per_transaction(
     down[0] = False
     flushes, errors = 0, recorder.write_errors
     while recorder.pending and flushes < 12:
-        _record(recorder, f"live{flushes}.example")
+        record(recorder, f"live{flushes}.example")
         recorder.flush()
         flushes += 1
     assert recorder.pending == 0 and recorder.dropped == 0
     assert recorder.written == 3_000 + flushes
     assert 2 <= recorder.write_errors - errors < flushes  # (timeouts, each halving)
     assert MIN_CHUNK_ROWS <= recorder._chunk_rows() <= 500
-    assert sum(_stored(url).values()) == 3_000 + flushes
+    assert sum(stored(url).values()) == 3_000 + flushes
     before = recorder._chunk_rows()
     monkeypatch.setattr(recording, "REGROW_SECONDS", 0.0)
-    _record(recorder, "later.example")
+    record(recorder, "later.example")
     assert recorder.flush() and recorder._chunk_rows() == 2 * before
     recorder.close()
 
@@ -236,10 +182,10 @@ def test_late_is_counted_whatever_piece_holds_the_policy_row(store_url: str) -> 
     """Six messages of a period closed days ago, beside a row the store refuses: the
     isolation writes most of them in a piece without their policy row, where they read as
     on time (1 of 6 counted late before). All six are late."""
-    _refuse_where(store_url, "report_counts", f"NEW.policy_domain = '{EVIL}'",
+    refuse_where(store_url, "report_counts", f"NEW.policy_domain = '{EVIL}'",
                   f"policy_domain <> '{EVIL}'")  # fmt: skip
     recorder = BackgroundRecorder(store_url, RecordingSettings(), clock=lambda: T0 + 3 * DAY)
-    _record(recorder, EVIL)
+    record(recorder, EVIL)
     for index in range(6):
         recorder.record(verdict("example.com"), ip=f"192.0.2.{index}", mail_from="", now=T0)
     assert not recorder.flush()
@@ -250,7 +196,7 @@ def test_late_is_counted_whatever_piece_holds_the_policy_row(store_url: str) -> 
 def _refuse_policy(url: str) -> None:
     """A constraint on report_policies: a rua= naming 'bad' refused (as a LATIN1 database
     refuses a URI it cannot encode)."""
-    _refuse_where(url, "report_policies", "NEW.rua LIKE '%bad%'", "rua NOT LIKE '%bad%'")
+    refuse_where(url, "report_policies", "NEW.rua LIKE '%bad%'", "rua NOT LIKE '%bad%'")
 
 
 def _policies(url: str) -> list[str]:
@@ -273,12 +219,12 @@ def test_the_counts_of_a_refused_policy_row_are_dropped_with_it(
     for index in range(3):
         recorder.record(bad, ip=f"192.0.2.{index}", mail_from="", now=T0)
     for domain in ("a.example", "z.example"):
-        _record(recorder, domain)
+        record(recorder, domain)
     with caplog.at_level(logging.WARNING, "mailauth.reports"):
         assert not recorder.flush()
         recorder._after_write()
     assert (recorder.written, recorder.dropped, recorder.refused) == (2, 3, 4)
-    assert _stored(store_url) == {"a.example": 1, "z.example": 1}
+    assert stored(store_url) == {"a.example": 1, "z.example": 1}
     assert sorted(_policies(store_url)) == ["a.example", "z.example"]
     lines = [r.message for r in caplog.records]
     assert len(lines) == 1  # (one line: not a second "not recorded" for the same messages)
@@ -302,7 +248,7 @@ def test_a_refused_policy_row_whose_period_has_one_stored_keeps_its_counts(
         recorder.record(bad, ip=f"192.0.2.{index}", mail_from="", now=T0 + 60)
     assert not recorder.flush()  # (the policy row refused)
     assert (recorder.written, recorder.dropped, recorder.refused) == (4, 0, 1)
-    assert _stored(store_url) == {"victim.example": 4}
+    assert stored(store_url) == {"victim.example": 4}
     recorder.close()
 
 
@@ -318,121 +264,10 @@ def test_messages_lost_at_stop_are_said_once(
 
     recorder = BackgroundRecorder(str(tmp_path / "r.sqlite"), opener=down).start()
     for index in range(4):
-        _record(recorder, f"d{index}.example")
+        record(recorder, f"d{index}.example")
     with caplog.at_level(logging.WARNING, "mailauth.reports"):
         recorder.close()
     assert recorder.dropped == 4
     said = [r.message for r in caplog.records if "4 messages" in r.message]
     assert len(said) == 1 and "not written at stop: lost" in said[0]
     assert not any("not recorded" in r.message for r in caplog.records)
-
-
-# -- REVIEW25B 9: an exception that is not the store's ------------------------------------
-
-POISON = "x\udc80.example"  # (a lone surrogate: both drivers raise UnicodeEncodeError)
-
-
-def test_a_row_the_driver_raises_on_is_isolated_and_dropped_alone(
-    store_url: str, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """sqlite3 and psycopg raise UnicodeEncodeError, not their own error class, for a
-    string the database cannot take. Such an error was "temporary": the piece kept, every
-    later flush behind it, for ever. It is now isolated like a refusal: the row it comes
-    down to dropped, logged with the exception's type and its policy domain (printable),
-    the connection closed after the transaction; the rest is written. (observe() makes a
-    lone surrogate U+FFFD: a bug that let one through is what this stands for.)"""
-    import dataclasses
-
-    from mailauth.reports import recorder as recording
-
-    def observe_with_a_bug(verdict: Any, **kwargs: Any) -> Any:
-        found = observe(verdict, **kwargs)
-        assert found is not None
-        return dataclasses.replace(found, policy_domain=verdict.dmarc.policy_domain)
-
-    monkeypatch.setattr(recording, "observe", observe_with_a_bug)
-    recorder = BackgroundRecorder(store_url, RecordingSettings(), clock=lambda: T0)
-    for domain in ("a.example", POISON, "z.example"):
-        _record(recorder, domain)
-    with caplog.at_level(logging.WARNING, "mailauth.reports"):
-        assert not recorder.flush()
-    assert (recorder.pending, recorder.written, recorder.dropped) == (0, 2, 1)
-    assert recorder.refused == 2  # (its count row and its policy row)
-    assert recorder._store is None  # (closed: its state after a surprise is not known)
-    line = next(r.message for r in caplog.records if "refused" in r.message)
-    assert "UnicodeEncodeError" in line and "x\\udc80.example" in line
-    assert _stored(store_url) == {"a.example": 1, "z.example": 1}
-    _record(recorder, "later.example")
-    assert recorder.flush() and recorder.written == 3
-    recorder.close()
-
-
-def test_a_surprise_that_breaks_the_connection_never_stalls_the_writer(store_url: str) -> None:
-    """An exception that is not the store's and leaves the connection unusable: rolling
-    back to the savepoint fails, the transaction is lost, but what the isolation learnt is
-    held (the piece known bad, in halves), so each flush gets further: the row is dropped
-    within a few flushes, the others written."""
-
-    def opener(url: str) -> Store:
-        store = open_store(url)
-        real = store.upsert
-
-        def upsert(table: str, columns: Any, key: Any, action: str, rows: Any) -> None:
-            if any("poison" in str(row[0]) for row in rows):
-                store._connection.close()  # type: ignore[attr-defined]
-                raise RuntimeError("driver confused")
-            real(table, columns, key, action, rows)
-
-        store.upsert = upsert  # type: ignore[method-assign]
-        return store
-
-    recorder = BackgroundRecorder(store_url, RecordingSettings(), opener=opener, clock=lambda: T0)
-    for index in range(40):
-        _record(recorder, "poison.example" if index == 23 else f"d{index:02}.example")
-    flushes = 0
-    while recorder.pending and flushes < 20:
-        recorder.flush()
-        flushes += 1
-    assert recorder.pending == 0 and flushes <= 10  # (about log2 of the 80 rows)
-    assert (recorder.written, recorder.dropped, recorder.refused) == (39, 1, 2)
-    assert len(_stored(store_url)) == 39
-    recorder.close()
-
-
-def test_a_capture_the_collector_raises_on_is_dropped_alone(
-    store_url: str, caplog: pytest.LogCaptureFixture
-) -> None:
-    """The same in the failure-report collector: a capture whose rows raise (here the
-    driver, on its policy domain) was kept, every later capture stuck behind it until
-    max_buffered, then all dropped. It is dropped alone, logged with the exception's type
-    and its policy domain; the others are queued."""
-    import dataclasses
-
-    from mailauth.config_failure import FailureConfig
-    from mailauth.reports.failure_collect import FailureCollector
-    from tests.failure_helpers import ARRIVAL, BAD, SPOOF, verdict_of
-
-    open_store(store_url).close()
-    collector = FailureCollector(store_url, FailureConfig(enabled=True), clock=lambda: ARRIVAL)
-    header = SPOOF.split(b"\r\n\r\n")[0] + b"\r\n"
-    taken = []
-    for ip, domain in (("198.51.100.1", ""), ("198.51.100.2", POISON), ("198.51.100.3", "")):
-        found = verdict_of(SPOOF, {**BAD, "ip": ip})
-        assert found.dmarc is not None
-        if domain:
-            dmarc = dataclasses.replace(found.dmarc, policy_domain=domain)
-            found = dataclasses.replace(found, dmarc=dmarc)
-        taken.append(collector.offer(found, header=header, ip=ip, mail_from="x", now=ARRIVAL))
-    with caplog.at_level(logging.WARNING, "mailauth.reports"):
-        assert not collector.flush()
-    assert (collector.pending, collector.refused, collector.dropped) == (0, taken[1], taken[1])
-    assert collector.queued == taken[0] + taken[2] and collector._buffered_bytes == 0
-    assert collector._store is None
-    line = next(r.message for r in caplog.records if "not written" in r.message)
-    assert "UnicodeEncodeError" in line and "x\\udc80.example" in line
-    store = open_store(store_url)
-    try:
-        assert store.fetchall("SELECT COUNT(*) FROM failure_reports") == [(taken[0] + taken[2],)]
-    finally:
-        store.close()
-    collector.close()

@@ -4,7 +4,8 @@
 ``Authenticator(..., recorder=...)``) hands each verdict to. :meth:`~BackgroundRecorder.record`
 only counts the observation into an in-memory :class:`~.batch.Batch` (a dict update under a lock:
 microseconds, on the event loop); a writer thread takes the batch every ``flush_seconds``
-(or as soon as it holds ``batch_rows`` rows) and writes it in one transaction of upserts.
+(or as soon as it holds ``batch_rows`` rows) and writes it in transactions of upserts of
+at most ``batch_rows`` rows (fewer after a write timed out: ``_chunk_rows``).
 A store that is down or slow never holds mail up: the batch waits in memory, bounded by
 ``max_rows`` distinct rows and ``max_bytes`` (their text, estimated: a row's key can be a
 few KB, and an attacker chooses it); what does not fit is dropped, counted (``dropped``, exported by
@@ -14,7 +15,8 @@ The most a crash can lose: what was recorded since the last flush (``flush_secon
 by default), plus, while the store is unreachable, everything still buffered (at most
 ``max_rows`` rows). SIGTERM and SIGHUP flush (docs/reports.md). What a write could not
 store waits apart from what is recorded since (:mod:`.background`); the rows the store
-refuses for good are isolated and dropped, alone. Messages written for a
+refuses for good are isolated and dropped, alone (the counts of a period whose policy row
+is refused with it, unless the store has one of that period). Messages written for a
 period that closed before (its end plus the sender's grace: its report may have gone out)
 are counted (``late``) and logged once per interval: no report will count them.
 
