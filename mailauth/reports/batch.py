@@ -83,7 +83,9 @@ class Batch:
 
     def chunks(self, rows: int) -> list[Batch]:
         """Its rows in batches of at most ``rows`` rows, in key order (a period's policy
-        row before its counts)."""
+        row before its counts); itself when it has no more (not copied)."""
+        if self.rows() <= rows:
+            return [self]
         keys = self._keys()
         return [self._subset(keys[i : i + rows]) for i in range(0, len(keys), max(1, rows))]
 
