@@ -15,34 +15,47 @@ meanwhile (the writer's live buffer), and bounded together with it by the writer
 A store that is down (a connection refused, a server gone, a statement timed out, a
 privilege revoked, a table missing until a migration) is a *temporary* failure: the rows
 held are retried at each flush, for as long as it takes, and nothing beyond the caps is
-dropped. Rows the store refuses *permanently* (a constraint or a value it will never take:
-:attr:`StoreError.permanent`; they would fail again) are isolated: the piece refused is
-split in halves, each written in its own transaction, down to single rows, so that only
-the rows the store refuses for good are dropped (counted and logged once, with the reason);
-the rows beside them, and everything recorded since, are written. Isolating costs at most
-:data:`ISOLATING_WRITES` transactions per flush (a store that refuses everything cannot
-make a flush run away); what is left waits, held, for the next flush.
+dropped.
+
+Each transaction writes its pieces under savepoints (:meth:`BackgroundWriter._write_pieces`).
+Rows the store refuses *permanently* (a constraint or a value it will never take:
+:attr:`StoreError.permanent`; they would fail again) are isolated *within the transaction*:
+the piece refused is rolled back to its savepoint and split in halves, each tried under a
+savepoint of its own, down to single rows; the transaction then commits once. Only the
+rows the store refuses for good are dropped (counted and logged once, with the reason);
+the rows beside them, and everything recorded since, are written. Isolating costs
+statements, not transactions: a piece of n rows takes at most 2n - 1 tries (a binary tree
+over its rows), k refused rows scattered through it about 2k log2(n/k), whatever their
+number, so a steady trickle of refused rows is isolated in the flush that brings them.
+An exception that is not the store's (a bug on odd input, a driver raising its own
+``UnicodeEncodeError`` for a string the database cannot take) is isolated the same way:
+the single row it comes down to is dropped and logged with the exception's type, and the
+connection, whose state is not known, is closed after the transaction. If rolling back
+to the savepoint fails, the transaction is lost like at a temporary error, but what the
+isolation learnt is kept (the piece known bad is held in halves): each flush gets further,
+never stalled for ever.
 """
 
 from __future__ import annotations
 
 import abc
+import itertools
 import logging
+import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Generic, Protocol, Self, TypeVar
 
-from mailauth.reports.store import Store, StoreError, shown_url
+from mailauth.reports.store import Store, StoreError, first_line, shown_url
 
 # (re-exported: the writers' bound and default opener, this module's before writer_store)
 from mailauth.reports.writer_store import WRITER_TIMEOUT as WRITER_TIMEOUT  # noqa: PLC0414
 from mailauth.reports.writer_store import open_writer_store as open_writer_store  # noqa: PLC0414
 
 log = logging.getLogger("mailauth.reports")
-ISOLATING_WRITES = 32  # transactions a flush may spend isolating rows refused for good
 # Seconds close() waits for the thread: more than one statement's bound and the client's
 # margin past it (32 s), so that a batch in its last statement is not cut at a shutdown.
 CLOSE_TIMEOUT = WRITER_TIMEOUT + 10.0
@@ -63,27 +76,41 @@ class Piece(Protocol):
 P = TypeVar("P", bound=Piece)
 
 
+# What writes a piece within a transaction (under a savepoint), returning what to count
+# once the transaction has committed.
+Write = Callable[[Store, P], Callable[[], None]]
+_SAVEPOINT = "mailauth_piece"
+
+
 @dataclass(frozen=True, slots=True)
 class Held(Generic[P]):
-    """A piece not written yet. ``suspect``: it holds a row the store refused for good
-    (it is split before or after a write, within the flush's :data:`ISOLATING_WRITES`);
-    ``bad``: certainly (its other half was written: split it without trying it whole);
-    ``first``: the first half of a split, whose success tells that the next is bad."""
+    """A piece not written yet, and what isolating it has learnt so far (kept when a
+    transaction was lost half way): ``first``, the first half of a split, whose success
+    tells that the next (``suspect``, the second half) holds the row refused; ``bad``:
+    certainly holds one (split without trying it whole)."""
 
     piece: P
     suspect: bool = False
     bad: bool = False
     first: bool = False
 
+    @property
+    def plain(self) -> bool:
+        """Nothing learnt about it (it may be merged with others)."""
+        return not (self.suspect or self.bad or self.first)
+
 
 @dataclass(slots=True)
 class Round(Generic[P]):
     """What one flush's writes left: the pieces still held (in order), those refused for
-    good (single rows, each with its error), the temporary error that stopped the round."""
+    good (single rows, each with its error), the temporary error that stopped the round,
+    and whether that error was a write that took too long (the server's statement bound,
+    or the client giving up on it)."""
 
     kept: list[Held[P]]
     refused: list[tuple[P, StoreError]]
     error: StoreError | None = None
+    timed_out: bool = False
 
 
 class BackgroundWriter(abc.ABC):
@@ -92,7 +119,6 @@ class BackgroundWriter(abc.ABC):
     :meth:`_after_write`."""
 
     thread_name = "mailauth-writer"
-    isolating_writes = ISOLATING_WRITES
 
     def __init__(self, url: str, opener: Callable[[str], Store]) -> None:
         self.url = url
@@ -104,7 +130,8 @@ class BackgroundWriter(abc.ABC):
         self._generation = 0  # writes done (a flush waits for the next one)
         self._thread: threading.Thread | None = None
         self._logged_at = -1e9
-        self.write_errors = 0  # transactions that failed (a batch, or a piece of one)
+        self.write_errors = 0  # writes that failed (a transaction, or a piece within one)
+        self._doubtful = False  # an exception not the store's met: closed after the transaction
         self.refused = 0  # rows (reports) dropped: the store refused them for good
 
     @abc.abstractmethod
@@ -193,55 +220,122 @@ class BackgroundWriter(abc.ABC):
         return self._store
 
     def _failed(self, exc: Exception) -> StoreError:
-        """After a write that raised: the error counted, as a StoreError (anything else, a
-        bug or a driver's surprise, is one too: it must not end the thread); unless the
-        store refused the rows themselves (its transaction rolled back, the connection
-        sound), the connection closed, to be reopened next time."""
+        """After a transaction that failed: the error counted, as a StoreError (anything
+        else, a bug or a driver's surprise, is one too: it must not end the thread), and
+        the connection closed, to be reopened next time."""
         error = exc if isinstance(exc, StoreError) else StoreError(f"{type(exc).__name__}: {exc}")
         self.write_errors += 1
-        if not error.permanent and self._store is not None:
-            self._store.close()
-            self._store = None
+        self._close_store()
         return error
 
-    def _write_pieces(self, todo: list[Held[P]], write: Callable[[Store, P], None]) -> Round[P]:
-        """Write each piece of ``todo`` in its own transaction (``write``: the writing and
-        its accounting), in order, isolating the rows the store refuses for good (see the
-        module): at most :attr:`isolating_writes` writes of suspect pieces; a temporary
-        error ends the round. What was not written is kept, in order."""
+    def _close_store(self) -> None:
+        if self._store is not None:
+            self._store.close()
+            self._store = None
+
+    def _chunk_rows(self) -> int:
+        """The most rows a transaction takes (pieces grouped up to it; the recorder's is
+        ``batch_rows``, fewer after a write timed out)."""
+        return sys.maxsize
+
+    def _write_pieces(
+        self, todo: list[Held[P]], write: Write[P], refused: Callable[[P], None] | None = None
+    ) -> Round[P]:
+        """Write the pieces of ``todo`` in order, consecutive pieces together in one
+        transaction up to :meth:`_chunk_rows` rows, isolating within it the rows the store
+        refuses for good (see the module; ``refused`` is told of each as soon as it is);
+        a temporary error ends the round. What was not written is kept, in order."""
         queue, done = deque(todo), Round[P]([], [])
-        isolating = 0
-        while queue:
-            held = queue.popleft()
-            capped = held.suspect and isolating >= self.isolating_writes and not self._stopping
-            if done.error is not None or capped:  # (stopping: no next flush to go on)
-                done.kept.append(held)
-                continue
-            if held.bad and held.piece.rows() > 1:
-                self._split(queue, held.piece)
-                continue
-            isolating += held.suspect
-            try:
-                write(self._open(), held.piece)
-            except Exception as exc:  # (F13: whatever it is, writing goes on)
-                error = self._failed(exc)
-                if not error.permanent:
-                    done.error = error
-                    done.kept.append(held)
-                elif held.piece.rows() == 1:
-                    done.refused.append((held.piece, error))
-                else:
-                    self._split(queue, held.piece)
-                continue
-            if held.first and queue and queue[0].suspect:
-                queue[0] = Held(queue[0].piece, suspect=True, bad=True)
+        limit = self._chunk_rows()
+        while queue and done.error is None:
+            group = [queue.popleft()]
+            rows = group[0].piece.rows()
+            while queue and rows + queue[0].piece.rows() <= limit:
+                rows += queue[0].piece.rows()
+                group.append(queue.popleft())
+            self._transaction(group, write, refused, done)
+        done.kept.extend(queue)
         return done
 
-    @staticmethod
-    def _split(queue: deque[Held[P]], piece: P) -> None:
-        first, second = piece.halves()
-        queue.appendleft(Held(second, suspect=True))
-        queue.appendleft(Held(first, suspect=True, first=True))
+    def _transaction(
+        self,
+        group: list[Held[P]],
+        write: Write[P],
+        refused: Callable[[P], None] | None,
+        done: Round[P],
+    ) -> None:
+        """One transaction writing ``group``'s pieces, each under a savepoint; committed
+        once, then counted. Lost (a temporary error): the pieces kept, with what isolating
+        them has learnt."""
+        work = deque(group)
+        written: list[tuple[P, Callable[[], None]]] = []
+        self._doubtful = False
+        started = time.monotonic()
+        try:
+            store = self._open()
+            with store.write():
+                if store.engine == "postgresql":  # (a deferred constraint: checked at once,
+                    store.execute("SET CONSTRAINTS ALL IMMEDIATE")  # where a savepoint sees it)
+                while work:
+                    self._attempt(store, work, (write, refused), written, done)
+        except Exception as exc:  # (F13: whatever it is, writing goes on)
+            done.error = self._failed(exc)
+            done.timed_out = _timed_out(done.error, time.monotonic() - started)
+            done.kept.extend(Held(piece) for piece, _ in written)
+            done.kept.extend(work)
+            return
+        for _, count in written:
+            count()
+        if self._doubtful:  # (closed as after a temporary error: its state is not known)
+            self._close_store()
+
+    def _attempt(
+        self,
+        store: Store,
+        work: deque[Held[P]],
+        how: tuple[Write[P], Callable[[P], None] | None],
+        written: list[tuple[P, Callable[[], None]]],
+        done: Round[P],
+    ) -> None:
+        """Try the first piece of ``work`` under a savepoint: written; or refused for good
+        (or an exception not the store's), rolled back to the savepoint and isolated:
+        dropped when a single row, else split in halves put first in ``work``. A temporary
+        error is raised, the piece left in ``work``."""
+        held = work[0]
+        piece = held.piece
+        if held.bad and piece.rows() > 1:
+            work.popleft()
+            _split(work, piece)
+            return
+        store.execute(f"SAVEPOINT {_SAVEPOINT}")
+        write, refused = how
+        try:
+            count = write(store, piece)
+        except StoreError as exc:
+            if not exc.permanent:
+                raise
+            error = exc
+        except Exception as exc:  # (not the store's: isolated, the connection closed after)
+            self._doubtful = True
+            error = StoreError(f"{type(exc).__name__} raised writing it: {first_line(exc)}",
+                               permanent=True)  # fmt: skip
+        else:
+            work.popleft()
+            written.append((piece, count))
+            if held.first and work and work[0].suspect:
+                work[0] = Held(work[0].piece, suspect=True, bad=True)
+            store.execute(f"RELEASE SAVEPOINT {_SAVEPOINT}")
+            return
+        self.write_errors += 1
+        work.popleft()  # (what was learnt, before a rollback that may fail)
+        if piece.rows() == 1:
+            done.refused.append((piece, error))
+            if refused is not None:
+                refused(piece)
+        else:
+            _split(work, piece)
+        store.execute(f"ROLLBACK TO SAVEPOINT {_SAVEPOINT}")
+        store.execute(f"RELEASE SAVEPOINT {_SAVEPOINT}")
 
     def _log(self, text: str, *, force: bool = False) -> bool:
         """At most one line per interval (a store down for hours: not a flood); whether
@@ -252,3 +346,40 @@ class BackgroundWriter(abc.ABC):
             log.warning("%s", text)
             return True
         return False
+
+
+def _split(work: deque[Held[P]], piece: P) -> None:
+    first, second = piece.halves()
+    work.appendleft(Held(second, suspect=True))
+    work.appendleft(Held(first, first=True))
+
+
+def _timed_out(error: StoreError, seconds: float) -> bool:
+    """Whether a failed transaction took too long: PostgreSQL cancelled a statement at its
+    bound (SQLSTATE 57014), or it ran the writer's whole bound (the client gave the server
+    up; SQLite waited out its busy timeout)."""
+    return getattr(error.__cause__, "sqlstate", None) == "57014" or seconds >= WRITER_TIMEOUT
+
+
+def printable(text: str) -> str:
+    """``text`` for a log line: what is not printable (a control, a lone surrogate, which
+    a stream would refuse to encode) escaped."""
+    return (
+        text
+        if text.isprintable()
+        else "".join(c if c.isprintable() else ascii(c)[1:-1] for c in text)
+    )
+
+
+def shown_list(names: Iterable[str], most: int = 5) -> str:
+    """The first ``most`` distinct ``names``, printable, for a log line."""
+    distinct = dict.fromkeys(names)
+    shown = ", ".join(printable(n) for n in itertools.islice(distinct, most))
+    return shown + (", ..." if len(distinct) > most else "")
+
+
+def reasons(refused: Sequence[tuple[object, StoreError]]) -> str:
+    """The distinct reasons rows were refused for, for a log line (the first three)."""
+    distinct = dict.fromkeys(str(error) for _, error in refused)
+    shown = "; ".join(printable(r) for r in itertools.islice(distinct, 3))
+    return shown + ("; ..." if len(distinct) > 3 else "")

@@ -4,6 +4,7 @@ published policy per policy domain and period) and their upsert into the report 
 
 from __future__ import annotations
 
+import functools
 import itertools
 
 from mailauth.reports.observe import Observation, row_key
@@ -26,6 +27,10 @@ class Batch:
     def __init__(self) -> None:
         self.counts: dict[tuple[str, int, tuple[str, ...]], int] = {}
         self.policies: dict[tuple[str, int], tuple[int, PublishedPolicy, int]] = {}
+        # The newest policy known of each period it has rows of, a policy row or counts
+        # (accounting only, never written: a piece cut from a batch knows whether its
+        # counts are late, wherever its period's policy row went):
+        self.periods: dict[tuple[str, int], tuple[int, PublishedPolicy, int]] = {}
         self.size = 0  # the rows' estimated bytes (_row_size)
 
     def __len__(self) -> int:
@@ -45,9 +50,8 @@ class Batch:
         return (observation.policy_domain, begin, observation.key()) in self.counts
 
     def _policy(self, key: tuple[str, int], value: tuple[int, PublishedPolicy, int]) -> None:
-        known = self.policies.get(key)
-        if known is None or known[2] <= value[2]:
-            self.policies[key] = value
+        _newest(self.policies, key, value)
+        _newest(self.periods, key, value)
 
     def full(self, max_rows: int, max_bytes: int) -> bool:
         return len(self.counts) >= max_rows or self.size >= max_bytes
@@ -60,7 +64,9 @@ class Batch:
                 self.size += _row_size(key)
             self.counts[key] = (known or 0) + messages
         for where, value in other.policies.items():
-            self._policy(where, value)
+            _newest(self.policies, where, value)
+        for where, value in other.periods.items():
+            _newest(self.periods, where, value)
 
     def messages(self) -> int:
         return sum(self.counts.values())
@@ -71,13 +77,32 @@ class Batch:
 
     def halves(self) -> tuple[Batch, Batch]:
         """Its rows in two batches, in key order (a policy beside its period's counts)."""
+        keys = self._keys()
+        middle = len(keys) // 2
+        return self._subset(keys[:middle]), self._subset(keys[middle:])
+
+    def chunks(self, rows: int) -> list[Batch]:
+        """Its rows in batches of at most ``rows`` rows, in key order (a period's policy
+        row before its counts); itself when it has no more (not copied)."""
+        if self.rows() <= rows:
+            return [self]
+        keys = self._keys()
+        return [self._subset(keys[i : i + rows]) for i in range(0, len(keys), max(1, rows))]
+
+    def without(self, periods: set[tuple[str, int]]) -> tuple[Batch, Batch]:
+        """Its rows but the counts of ``periods``, and those counts."""
+        keys = self._keys()
+        out = [k for k in keys if k[2] and k[:2] in periods]
+        left = set(out)
+        return self._subset([k for k in keys if k not in left]), self._subset(out)
+
+    def _keys(self) -> list[tuple[str, int, int, tuple[str, ...]]]:
         keys: list[tuple[str, int, int, tuple[str, ...]]] = [
             (domain, begin, 0, ()) for domain, begin in self.policies
         ]
         keys += [(domain, begin, 1, key) for domain, begin, key in self.counts]
         keys.sort()
-        middle = len(keys) // 2
-        return self._subset(keys[:middle]), self._subset(keys[middle:])
+        return keys
 
     def _subset(self, keys: list[tuple[str, int, int, tuple[str, ...]]]) -> Batch:
         part = Batch()
@@ -88,7 +113,19 @@ class Batch:
                 part.size += _row_size(row)
             else:
                 part.policies[domain, begin] = self.policies[domain, begin]
+            part.periods[domain, begin] = self.periods[domain, begin]
         return part
+
+
+def _newest(
+    known: dict[tuple[str, int], tuple[int, PublishedPolicy, int]],
+    key: tuple[str, int],
+    value: tuple[int, PublishedPolicy, int],
+) -> None:
+    """``value`` for ``key`` unless ``known`` has one seen later."""
+    old = known.get(key)
+    if old is None or old[2] <= value[2]:
+        known[key] = value
 
 
 def _row_size(key: tuple[str, int, tuple[str, ...]]) -> int:
@@ -116,8 +153,14 @@ _POLICY_NEWER = (
 
 
 def write_batch(store: Store, batch: Batch) -> None:
-    """One transaction: every count added, every policy replaced by a newer one (the
-    store locks the rows in key order, so that concurrent writers never deadlock)."""
+    """One transaction: :func:`upsert_batch`."""
+    with store.write():
+        upsert_batch(store, batch)
+
+
+def upsert_batch(store: Store, batch: Batch) -> None:
+    """Within a write transaction: every count added, every policy replaced by a newer one
+    (the store locks the rows in key order, so that concurrent writers never deadlock)."""
     counts = [
         (domain, begin, row_key(domain, key), *key, messages)
         for (domain, begin, key), messages in batch.counts.items()
@@ -126,9 +169,8 @@ def write_batch(store: Store, batch: Batch) -> None:
         (domain, begin, end, *_policy_columns(policy), seen)
         for (domain, begin), (end, policy, seen) in batch.policies.items()
     ]
-    with store.write():
-        store.upsert("report_counts", _COUNT_COLUMNS, _COUNT_KEY, _COUNT_ADD, counts)
-        store.upsert("report_policies", _POLICY_COLUMNS, _POLICY_KEY, _POLICY_NEWER, policies)
+    store.upsert("report_counts", _COUNT_COLUMNS, _COUNT_KEY, _COUNT_ADD, counts)
+    store.upsert("report_policies", _POLICY_COLUMNS, _POLICY_KEY, _POLICY_NEWER, policies)
 
 
 # The URIs of rua=/ruf= kept per policy (reports go to at most 10 destinations,
@@ -138,7 +180,10 @@ MAX_STORED_URIS = 32
 MAX_URI = 1000
 
 
+@functools.lru_cache(maxsize=4096)
 def _policy_columns(policy: PublishedPolicy) -> tuple[str, ...]:
+    """(Memoised: one policy is written again at each try of an isolation, and most
+    policy domains publish the same few records.)"""
     return (
         str(policy.p), str(policy.sp or ""), str(policy.np or ""), policy.adkim, policy.aspf,
         "y" if policy.testing else "n", policy.psd, policy.fo, policy.discovery,
@@ -155,8 +200,10 @@ def _uri_column(uris: tuple[str, ...]) -> str:
 def late_messages(batch: Batch, now: float) -> int:
     """The messages of ``batch`` in periods whose report may have gone out already: ended
     more than :data:`~.outgoing.GRACE` seconds before ``now`` (a report is built once, so
-    they are kept in the store and never reported)."""
-    closed = {key for key, (end, policy, _) in batch.policies.items()
+    they are kept in the store and never reported). Judged per period by the newest
+    policy the batch knows of it, whether or not its policy row is in ``batch`` (a piece
+    cut from a larger batch: :attr:`Batch.periods`)."""
+    closed = {key for key, (end, policy, _) in batch.periods.items()
               if policy.rua and end + GRACE <= now}  # fmt: skip
     if not closed:
         return 0

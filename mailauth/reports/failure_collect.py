@@ -34,7 +34,13 @@ from collections.abc import Callable
 
 from mailauth.config_failure import FailureConfig
 from mailauth.message import Message
-from mailauth.reports.background import BackgroundWriter, Held, open_writer_store
+from mailauth.reports.background import (
+    BackgroundWriter,
+    Held,
+    open_writer_store,
+    reasons,
+    shown_list,
+)
 from mailauth.reports.failure import verdict_failure_types
 from mailauth.reports.failure_capture import (
     MAX_RECIPIENTS,
@@ -48,6 +54,7 @@ from mailauth.reports.failure_queue import (
     EnqueueOutcome,
     QueuedFailure,
     enqueue_failures,
+    enqueue_within,
     window_of,
 )
 from mailauth.reports.store import Store
@@ -194,11 +201,12 @@ class FailureCollector(BackgroundWriter):
                             recipients[:MAX_RECIPIENTS], _DELIVERY[action])
                 )  # fmt: skip
                 self._buffered_bytes += size
+            else:
+                self.dropped += len(types)  # (under the lock: the writer counts too)
         if isinstance(body, BodyCopy):
             body.data = None  # (now the buffer's; its octets leave the body count)
             self.hold(-len(data or b""))
         if full:
-            self.dropped += len(types)
             return 0
         if len(self._buffer) >= 100 and not self._wake.is_set():
             self._wake.set()
@@ -217,29 +225,31 @@ class FailureCollector(BackgroundWriter):
         if not todo:
             return True
         done = self._write_pieces(todo, self._write_piece)
-        suspects = [h for h in done.kept if h.suspect]
-        clean = tuple(c for h in done.kept if not h.suspect for c in h.piece.items)
+        kept = [h for h in done.kept if not h.plain]  # (what isolating them has learnt)
+        clean = tuple(c for h in done.kept if h.plain for c in h.piece.items)
         if clean:
-            suspects.append(Held(Captures(clean)))
+            kept.append(Held(Captures(clean)))
         gone = sum(piece.size() for piece, _ in done.refused)
         with self._lock:
-            self._held = suspects
-            self._held_count = sum(h.piece.rows() for h in suspects)
+            self._held = kept
+            self._held_count = sum(h.piece.rows() for h in kept)
             self._buffered_bytes -= gone
         if done.refused:
             reports = sum(piece.reports() for piece, _ in done.refused)
-            self.refused += reports
-            self.dropped += reports
-            domains = dict.fromkeys(
+            with self._lock:
+                self.refused += reports
+                self.dropped += reports
+            self._logged = (self._logged[0] + reports, *self._logged[1:])  # (said here)
+            domains = (
                 c.verdict.dmarc.policy_domain or c.verdict.dmarc.domain
                 for piece, _ in done.refused
                 for c in piece.items
                 if c.verdict.dmarc is not None
             )
             self._log(
-                f"failure reports: the store refused {reports} reports for good "
-                f"({done.refused[0][1]}): dropped (policy domains "
-                f"{', '.join(list(domains)[:5])}); the others are queued",
+                f"failure reports: {reports} not written, refused by the store for good or "
+                f"failing to be written ({reasons(done.refused)}): dropped (policy domains "
+                f"{shown_list(domains)}); the others are queued",
                 force=True,
             )
         if done.error is not None:
@@ -249,19 +259,20 @@ class FailureCollector(BackgroundWriter):
             return False
         return not done.kept and not done.refused
 
-    def _write_piece(self, store: Store, piece: Captures) -> None:
+    def _write_piece(self, store: Store, piece: Captures) -> Callable[[], None]:
+        """(Within the writer's transaction, under a savepoint: counted once committed.)"""
         rows = [row for c in piece.items for row in queued_reports(c, self.config)]
-        outcome = enqueue(store, rows, self.config, now=self._clock())
-        self._account(piece, outcome)
+        outcome = enqueue_within(store, rows, **_limits(self.config), now=self._clock())
+        return lambda: self._account(piece, outcome)
 
     def _account(self, piece: Captures, outcome: EnqueueOutcome) -> None:
         with self._lock:
             self._buffered_bytes -= piece.size()
+            self.dropped += outcome.dropped
         self.queued += outcome.queued
         self.rate_limited += outcome.rate_limited
         self.over_share += outcome.over_share
         self.over_window += outcome.over_window
-        self.dropped += outcome.dropped
         for domain, ruf, window in outcome.full:
             self._full[domain, ruf] = window
         if len(self._full) > 10_000:  # (bounded: the oldest windows go first)
@@ -274,7 +285,9 @@ class FailureCollector(BackgroundWriter):
             self._held_count = 0
             self._buffered_bytes -= sum(h.piece.size() for h in held)
         reports = sum(h.piece.reports() for h in held)
-        self.dropped += reports
+        with self._lock:
+            self.dropped += reports
+        self._logged = (self._logged[0] + reports, *self._logged[1:])  # (said by _stopped)
         return reports, f"{reports} failure reports held for the report store"
 
     def _after_write(self) -> None:
@@ -285,8 +298,7 @@ class FailureCollector(BackgroundWriter):
         if dropped > before[0]:
             self._log(
                 f"failure reports: {dropped - before[0]} dropped (queue of "
-                f"{self.config.max_queued} or memory buffer full, or refused by the store; "
-                f"{dropped} in all)",
+                f"{self.config.max_queued} or memory buffer full; {dropped} in all)",
                 force=True,
             )
             self._logged = (dropped, *self._logged[1:])
@@ -303,16 +315,17 @@ def enqueue(
     store: Store, reports: list[QueuedFailure], config: FailureConfig, *, now: float
 ) -> EnqueueOutcome:
     """:func:`~.failure_queue.enqueue_failures` with the limits of ``config``."""
-    return enqueue_failures(
-        store,
-        reports,
-        limit=config.rate_limit,
-        period=config.rate_period,
-        max_queued=config.max_queued,
-        max_per_org=config.org_share,
-        window_limit=config.window_limit,
-        now=now,
-    )
+    return enqueue_failures(store, reports, **_limits(config), now=now)
+
+
+def _limits(config: FailureConfig) -> dict[str, int]:
+    return {
+        "limit": config.rate_limit,
+        "period": config.rate_period,
+        "max_queued": config.max_queued,
+        "max_per_org": config.org_share,
+        "window_limit": config.window_limit,
+    }
 
 
 def queue_now(

@@ -155,50 +155,75 @@ def enqueue_failures(
     organisational domain, :func:`queue_owner`). Windows ended before ``now`` are
     forgotten, and a report whose window is one of them (it waited in memory through a
     store outage) is refused as rate-limited: its window's counts are gone."""
-    outcome = EnqueueOutcome()
     with store.write():
-        if store.engine == "postgresql":
-            store.execute("SELECT pg_advisory_xact_lock(?)", (_QUEUE_LOCK,))
-        oldest = window_of(now, period) - period
-        store.execute("DELETE FROM failure_rate WHERE window_begin < ?", (oldest,))
-        waiting, owners = _waiting(store, reports, max_per_org - len(reports))
-        totals: dict[int, int] = {}  # reports queued per window, all destinations
-        for report in reports:
-            window = window_of(report.created, period)
-            owner = queue_owner(report.policy_domain)
-            if window < oldest:
-                outcome.rate_limited += 1
-                continue
-            if waiting >= max_queued:
-                outcome.dropped += 1
-                continue
-            if owners[owner] >= max_per_org:
-                outcome.over_share += 1
-                continue
-            if window not in totals:
-                totals[window] = _window_total(store, window)
-            if totals[window] >= window_limit:
-                outcome.over_window += 1
-                continue
-            allowed = [
-                a.uri
-                for a in parse_report_uris(report.ruf).addresses
-                if _take(store, report.policy_domain, a.address, window, limit)
-            ]
-            if not allowed:
-                outcome.rate_limited += 1
-                outcome.full.append((report.policy_domain, report.ruf, window))
-                continue
-            _insert(store, report, tuple(dict.fromkeys(allowed)))
-            waiting += 1
-            owners[owner] += 1
-            totals[window] += 1
-            outcome.queued += 1
-        store.executemany(
-            """INSERT INTO failure_rate (destination, window_begin, reports) VALUES (?, ?, ?)
-            ON CONFLICT (destination, window_begin) DO UPDATE SET reports = excluded.reports""",
-            [(_WINDOW_TOTAL, window, total) for window, total in sorted(totals.items())],
+        return enqueue_within(
+            store,
+            reports,
+            limit=limit,
+            period=period,
+            max_queued=max_queued,
+            max_per_org=max_per_org,
+            window_limit=window_limit,
+            now=now,
         )
+
+
+def enqueue_within(
+    store: Store,
+    reports: Sequence[QueuedFailure],
+    *,
+    limit: int,
+    period: int,
+    max_queued: int,
+    max_per_org: int,
+    window_limit: int,
+    now: float,
+) -> EnqueueOutcome:
+    """:func:`enqueue_failures` within the caller's write transaction (the failure
+    collector's, which writes each piece under a savepoint)."""
+    outcome = EnqueueOutcome()
+    if store.engine == "postgresql":
+        store.execute("SELECT pg_advisory_xact_lock(?)", (_QUEUE_LOCK,))
+    oldest = window_of(now, period) - period
+    store.execute("DELETE FROM failure_rate WHERE window_begin < ?", (oldest,))
+    waiting, owners = _waiting(store, reports, max_per_org - len(reports))
+    totals: dict[int, int] = {}  # reports queued per window, all destinations
+    for report in reports:
+        window = window_of(report.created, period)
+        owner = queue_owner(report.policy_domain)
+        if window < oldest:
+            outcome.rate_limited += 1
+            continue
+        if waiting >= max_queued:
+            outcome.dropped += 1
+            continue
+        if owners[owner] >= max_per_org:
+            outcome.over_share += 1
+            continue
+        if window not in totals:
+            totals[window] = _window_total(store, window)
+        if totals[window] >= window_limit:
+            outcome.over_window += 1
+            continue
+        allowed = [
+            a.uri
+            for a in parse_report_uris(report.ruf).addresses
+            if _take(store, report.policy_domain, a.address, window, limit)
+        ]
+        if not allowed:
+            outcome.rate_limited += 1
+            outcome.full.append((report.policy_domain, report.ruf, window))
+            continue
+        _insert(store, report, tuple(dict.fromkeys(allowed)))
+        waiting += 1
+        owners[owner] += 1
+        totals[window] += 1
+        outcome.queued += 1
+    store.executemany(
+        """INSERT INTO failure_rate (destination, window_begin, reports) VALUES (?, ?, ?)
+        ON CONFLICT (destination, window_begin) DO UPDATE SET reports = excluded.reports""",
+        [(_WINDOW_TOTAL, window, total) for window, total in sorted(totals.items())],
+    )
     return outcome
 
 

@@ -4,7 +4,8 @@
 ``Authenticator(..., recorder=...)``) hands each verdict to. :meth:`~BackgroundRecorder.record`
 only counts the observation into an in-memory :class:`~.batch.Batch` (a dict update under a lock:
 microseconds, on the event loop); a writer thread takes the batch every ``flush_seconds``
-(or as soon as it holds ``batch_rows`` rows) and writes it in one transaction of upserts.
+(or as soon as it holds ``batch_rows`` rows) and writes it in transactions of upserts of
+at most ``batch_rows`` rows (fewer after a write timed out: ``_chunk_rows``).
 A store that is down or slow never holds mail up: the batch waits in memory, bounded by
 ``max_rows`` distinct rows and ``max_bytes`` (their text, estimated: a row's key can be a
 few KB, and an attacker chooses it); what does not fit is dropped, counted (``dropped``, exported by
@@ -14,7 +15,8 @@ The most a crash can lose: what was recorded since the last flush (``flush_secon
 by default), plus, while the store is unreachable, everything still buffered (at most
 ``max_rows`` rows). SIGTERM and SIGHUP flush (docs/reports.md). What a write could not
 store waits apart from what is recorded since (:mod:`.background`); the rows the store
-refuses for good are isolated and dropped, alone. Messages written for a
+refuses for good are isolated and dropped, alone (the counts of a period whose policy row
+is refused with it, unless the store has one of that period). Messages written for a
 period that closed before (its end plus the sender's grace: its report may have gone out)
 are counted (``late``) and logged once per interval: no report will count them.
 
@@ -24,15 +26,20 @@ observation and the same upsert as the milter's batches.
 
 from __future__ import annotations
 
-import itertools
 import logging
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from mailauth.reports.background import BackgroundWriter, Held, open_writer_store
-from mailauth.reports.batch import Batch, late_messages, write_batch
+from mailauth.reports.background import (
+    BackgroundWriter,
+    Held,
+    open_writer_store,
+    reasons,
+    shown_list,
+)
+from mailauth.reports.batch import Batch, late_messages, upsert_batch, write_batch
 from mailauth.reports.observe import Enforcement, Observation, observe
 from mailauth.reports.outgoing import GRACE
 from mailauth.reports.store import Store, StoreError
@@ -40,6 +47,8 @@ from mailauth.results import Verdict
 
 log = logging.getLogger("mailauth.reports")
 DAY = 86400
+MIN_CHUNK_ROWS = 100  # the fewest rows per transaction, however often writes time out
+REGROW_SECONDS = 60.0  # without a write timing out, the rows per transaction double back
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,6 +145,10 @@ class BackgroundRecorder(BackgroundWriter, _Observing):
         self.skipped = 0  # verdicts no report counts (no policy, temperror)
         self._logged_drops = 0
         self._logged_late = 0
+        self._halvings = 0  # rows per transaction: batch_rows halved this many times
+        self._slowed_at = 0.0  # (monotonic) when a write last timed out, or they doubled
+        self._refused_policies: set[tuple[str, int]] = set()  # (their periods)
+        self._orphaned: list[Batch] = []  # counts dropped with their policy row, to log
 
     @property
     def pending(self) -> int:
@@ -180,69 +193,134 @@ class BackgroundRecorder(BackgroundWriter, _Observing):
         if due:
             self._wake.set()
 
+    def _chunk_rows(self) -> int:
+        """The most rows a transaction takes: ``batch_rows``, halved after each write that
+        timed out, down to :data:`MIN_CHUNK_ROWS` (a store too slow for a whole batch
+        within its statement bound still takes smaller ones; nothing is dropped for it)."""
+        top = self.settings.batch_rows
+        return max(min(top, MIN_CHUNK_ROWS), top >> self._halvings)
+
     def _write_once(self) -> bool:
-        """Write what is held, then the live buffer, each in its own transaction (rows
-        refused for good isolated: :mod:`.background`); what could not be written stays
-        held, apart from what is recorded meanwhile. True when all of it was written."""
+        """Write what is held, then the live buffer, in transactions of at most
+        :meth:`_chunk_rows` rows, in order (rows refused for good isolated:
+        :mod:`.background`); what could not be written stays held, apart from what is
+        recorded meanwhile. True when all of it was written."""
         with self._lock:
             live, self._batch = self._batch, Batch()
             self._held_rows += len(live)
             self._held_bytes += live.size
-        todo = [*self._held, Held(live)] if live.counts else list(self._held)
+        if self._halvings and time.monotonic() - self._slowed_at >= REGROW_SECONDS:
+            self._halvings -= 1  # (a minute without a write timing out: twice the rows)
+            self._slowed_at = time.monotonic()
+        size = self._chunk_rows()
+        todo = [part for held in self._held for part in _cut(held, size)]
+        todo += [Held(part) for part in live.chunks(size)] if live.counts else []
         if not todo:
             return True
         started = time.monotonic()
-        done = self._write_pieces(todo, self._write_piece)
-        suspects = [h for h in done.kept if h.suspect]
-        clean = Batch()  # (rows never refused: those of a failed flush and the live buffer's)
-        for held in done.kept:
-            if not held.suspect:
-                clean.merge(held.piece)
-        if clean.counts or clean.policies:
-            suspects.append(Held(clean))
+        done = self._write_pieces(todo, self._write_piece, self._refused_row)
+        kept = _coalesced(done.kept, size)
         with self._lock:
-            self._held = suspects
-            self._held_rows = sum(len(h.piece) for h in suspects)
-            self._held_bytes = sum(h.piece.size for h in suspects)
-        if done.refused:
+            self._held = kept
+            self._held_rows = sum(len(h.piece) for h in kept)
+            self._held_bytes = sum(h.piece.size for h in kept)
+        if not kept:
+            self._refused_policies.clear()  # (no count waits that could be theirs)
+        complete = not kept and not done.refused and not self._orphaned
+        if done.refused or self._orphaned:
             self._refused(done.refused)
         if done.error is not None:
+            slower = ""
+            if done.timed_out and size > min(self.settings.batch_rows, MIN_CHUNK_ROWS):
+                self._halvings += 1
+                self._slowed_at = time.monotonic()
+                slower = f"; at most {self._chunk_rows()} rows per transaction from now on"
             rows = self._held_rows
-            self._log(f"report store not written ({done.error}); {rows} rows kept to retry")
+            self._log(f"report store not written ({done.error}); {rows} rows kept to retry"
+                      f"{slower}", force=bool(slower))  # fmt: skip
             return False
         seconds = time.monotonic() - started
         if seconds > self.settings.flush_seconds:
-            log.warning("report store slow: %d rows took %.1f s to write", len(live), seconds)
-        return not done.kept and not done.refused
+            rows = sum(len(h.piece) for h in todo)
+            log.warning("report store slow: %d rows took %.1f s to write", rows, seconds)
+        return complete
 
-    def _write_piece(self, store: Store, batch: Batch) -> None:
-        write_batch(store, batch)
-        self.written += batch.messages()
-        self.late += late_messages(batch, self._clock())
+    def _write_piece(self, store: Store, batch: Batch) -> Callable[[], None]:
+        """(Within the writer's transaction, under a savepoint: counted once committed.)
+        The counts of a period whose policy row the store refused, with none of its own
+        in the store, are left out: never reported nor pruned without it, they are
+        dropped with it."""
+        orphans = self._orphans(store, batch)
+        lost: Batch | None = None
+        if orphans:
+            batch, lost = batch.without(orphans)
+        upsert_batch(store, batch)
+
+        def count() -> None:
+            self.written += batch.messages()
+            self.late += late_messages(batch, self._clock())
+            if lost is not None:
+                self._orphaned.append(lost)
+
+        return count
+
+    def _refused_row(self, batch: Batch) -> None:
+        """(A single row refused for good: a policy row's period remembered, its counts
+        to be left out of what follows unless the store has a policy row of it.)"""
+        if len(self._refused_policies) >= self.settings.max_rows:
+            self._refused_policies.clear()  # (bounded; those periods' counts are written)
+        self._refused_policies.update(batch.policies)
+
+    def _orphans(self, store: Store, batch: Batch) -> set[tuple[str, int]]:
+        """The periods of ``batch``'s counts whose policy row was refused, not in
+        ``batch`` nor in the store."""
+        refused = self._refused_policies
+        if not refused:
+            return set()
+        periods = {(d, b) for d, b, _ in batch.counts if (d, b) in refused}
+        periods = {p for p in periods if p not in batch.policies}
+        domains = sorted({d for d, _ in periods})
+        for first in range(0, len(domains), 500):  # (bound parameters per statement)
+            some = domains[first : first + 500]
+            marks = ", ".join("?" * len(some))
+            stored = store.fetchall(
+                "SELECT policy_domain, period_begin FROM report_policies "  # noqa: S608 - marks
+                f"WHERE policy_domain IN ({marks})",
+                some,
+            )
+            periods -= {(d, int(b)) for d, b in stored}
+        return periods
 
     def _refused(self, refused: list[tuple[Batch, StoreError]]) -> None:
-        """The rows the store refused for good: dropped, counted, one line saying why."""
-        rows = sum(batch.rows() for batch, _ in refused)
-        messages = sum(batch.messages() for batch, _ in refused)
-        self.refused += rows
-        self.dropped += messages
-        domains = dict.fromkeys(d for batch, _ in refused for d, _ in batch.policies)
-        domains.update(dict.fromkeys(d for batch, _ in refused for d, _, _ in batch.counts))
-        shown = ", ".join(itertools.islice(domains, 5)) + (", ..." if len(domains) > 5 else "")
+        """The rows the store refused for good (and the counts dropped with their policy
+        row): dropped, counted, one line saying why."""
+        orphaned, self._orphaned = self._orphaned, []
+        pieces = [batch for batch, _ in refused] + orphaned
+        rows = sum(batch.rows() for batch in pieces)
+        messages = sum(batch.messages() for batch in pieces)
+        with self._lock:
+            self.refused += rows
+            self.dropped += messages
+        self._logged_drops += messages  # (said here, not again by _after_write)
+        domains = [d for batch in pieces for d, _ in batch.periods]
+        also = sum(len(b) for b in orphaned)
         self._log(
-            f"report store refused {rows} rows for good ({refused[0][1]}): dropped, "
-            f"{messages} messages not recorded (policy domains {shown}); the other rows "
-            "are written",
+            f"report store refused {rows} rows for good ({reasons(refused) or 'their policy'}):"
+            f" dropped, {messages} messages not recorded (policy domains {shown_list(domains)})"
+            + (f"; {also} of them counts whose period's policy row was refused, never "
+               "reported without it" if also else "")
+            + "; the other rows are written",
             force=True,
-        )
+        )  # fmt: skip
 
     def _left_at_stop(self) -> tuple[int, str]:
         with self._lock:
             held, self._held = self._held, []
             self._held_rows = self._held_bytes = 0
-        rows = sum(len(h.piece) for h in held)
-        messages = sum(h.piece.messages() for h in held)
-        self.dropped += messages
+            rows = sum(len(h.piece) for h in held)
+            messages = sum(h.piece.messages() for h in held)
+            self.dropped += messages
+        self._logged_drops += messages  # (said by _stopped, not again by _after_write)
         return rows, f"{rows} rows ({messages} messages) held for the report store"
 
     def _after_write(self) -> None:
@@ -251,8 +329,7 @@ class BackgroundRecorder(BackgroundWriter, _Observing):
             self._log(
                 f"report recording: {dropped - self._logged_drops} messages not recorded "
                 f"(buffer full: {self.settings.max_rows} rows or "
-                f"{self.settings.buffer_bytes // 1024} KiB; or refused by the store; "
-                f"{dropped} in all)",
+                f"{self.settings.buffer_bytes // 1024} KiB; {dropped} in all)",
                 force=True,
             )
             self._logged_drops = dropped
@@ -264,3 +341,29 @@ class BackgroundRecorder(BackgroundWriter, _Observing):
             )
             if logged:
                 self._logged_late = late
+
+
+def _cut(held: Held[Batch], rows: int) -> list[Held[Batch]]:
+    """A held piece in pieces of at most ``rows`` rows (fewer per transaction since it was
+    held: a write timed out)."""
+    if held.piece.rows() <= rows:
+        return [held]
+    return [Held(part) for part in held.piece.chunks(rows)]
+
+
+def _coalesced(kept: list[Held[Batch]], rows: int) -> list[Held[Batch]]:
+    """``kept`` with consecutive plain pieces merged while they fit in ``rows`` rows (the
+    live buffer of each flush of an outage added to the last: not one piece per flush)."""
+    out: list[Held[Batch]] = []
+    for held in kept:
+        last = out[-1] if out else None
+        if (
+            last is not None
+            and last.plain
+            and held.plain
+            and (last.piece.rows() + held.piece.rows() <= rows)
+        ):
+            last.piece.merge(held.piece)
+        else:
+            out.append(held)
+    return out

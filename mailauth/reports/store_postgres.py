@@ -121,7 +121,23 @@ class PostgresStore(Store):
         the new columns) and dropped after it (a second call in the same transaction must
         not insert the first one's rows again); in the transaction itself, so that a
         pooler handing out another session finds nothing stale either. Each statement has
-        the watchdog's whole time, as the server's statement_timeout gives it."""
+        the watchdog's whole time, as the server's statement_timeout gives it.
+
+        A few rows (at most :data:`_FEW_ROWS`: a single message of ``verify --record``,
+        the pieces a writer tries while isolating a row the store refuses) go in one
+        ``INSERT ... SELECT FROM unnest(...)`` of one array per column instead: the
+        temporary table's creation and drop cost about 12 ms whatever the rows (30 ms
+        under a savepoint), the arrays about 1.5 ms for one row, more than COPY past
+        about a hundred (measured)."""
+        types = _array_types(rows) if len(rows) <= _FEW_ROWS else None
+        if types is not None:
+            arrays = ", ".join(f"?::{kind}[]" for kind in types)
+            self._raw(
+                f"INSERT INTO {table} ({columns}) SELECT * FROM unnest({arrays}) "  # noqa: S608 - the caller's constants
+                f"AS v ({columns}) ORDER BY {key} ON CONFLICT ({key}) {action}",
+                [list(column) for column in zip(*rows, strict=True)],
+            )
+            return
         staging = f"mailauth_in_{table}"
         with self._connection.cursor() as cursor:
             with self._watched():
@@ -285,6 +301,21 @@ class PostgresStore(Store):
 _ABORT_MARGIN = 2.0  # seconds past statement_timeout before the client gives a server up
 _SETTLE_ATTEMPTS = 3  # tries to learn whether a COMMIT whose answer was lost went through
 _SETTLE_LOCK_TIMEOUT = 5.0  # ... each waiting at most this long for the old transaction
+_FEW_ROWS = 64  # rows an upsert sends as arrays rather than through a temporary table
+_ARRAY_TYPES = {str: "text", int: "bigint", float: "double precision", bytes: "bytea",
+                bool: "boolean"}  # fmt: skip
+
+
+def _array_types(rows: Sequence[Params]) -> list[str] | None:
+    """The SQL type of each column's array, from its first value that is not None (None
+    when one has no such value or a type not in :data:`_ARRAY_TYPES`: COPY then)."""
+    types = []
+    for column in zip(*rows, strict=True):
+        kind = next((type(v) for v in column if v is not None), None)
+        if kind not in _ARRAY_TYPES:
+            return None
+        types.append(_ARRAY_TYPES[kind])
+    return types
 
 
 def _pg(sql: str) -> str:
