@@ -590,7 +590,8 @@ class MessageIntake:
     async def verdict(self, spf: Awaitable[SpfCheck] | None = None) -> Verdict:
         """The verdict; ``spf``: the SPF check already under way for this envelope
         (:meth:`Authenticator.check_spf_async`, started at MAIL FROM), awaited beside the
-        DKIM and ARC checks rather than before them."""
+        DKIM and ARC checks rather than before them; the caller's (should the checks fail
+        in their first step, it is left as it is: the milter cancels it with the message)."""
         if self._context is None or self._streamed is None:
             raise ValueError("no headers given")
         auth, context, streamed = self.authenticator, self._context, self._streamed
@@ -604,12 +605,7 @@ class MessageIntake:
             streamed.spf = spf.result()
             verdict = await run_plan_async(auth.plan(context, streamed), resolver, executor)
             return auth._recorded(verdict, context)
-        try:
-            checks = start_plan_async(auth.signature_checks(context, streamed), resolver, executor)
-        except BaseException:
-            if isinstance(spf, asyncio.Future):
-                spf.cancel()  # (nobody awaits it now)
-            raise
+        checks = start_plan_async(auth.signature_checks(context, streamed), resolver, executor)
         try:
             spf_check = await spf
             dkim, arc = await checks

@@ -318,9 +318,14 @@ def _too_late(effect: Resolve) -> tuple[Lookup, ...]:
     )
 
 
-async def _finish(state: _Waiting, resolver: DnsResolver, executor: Executor | None) -> Any:
-    """Wait for what the plan waits on, run it on as far as it goes, and so on: its value."""
+async def _finish(
+    state: _Waiting, resolver: DnsResolver, executor: Executor | None, *, task: bool = False
+) -> Any:
+    """Wait for what the plan waits on, run it on as far as it goes, and so on: its value.
+    ``task``: run as a task of its own, whose first step is a turn of the loop already (a
+    checkpoint there is not waited at again)."""
     loop = asyncio.get_running_loop()
+    turned = task
     while True:
         plan, effect = state.plan, state.effect
         value: Any = None
@@ -333,8 +338,9 @@ async def _finish(state: _Waiting, resolver: DnsResolver, executor: Executor | N
             value = await loop.run_in_executor(
                 executor, functools.partial(context.run, effect.func)
             )
-        else:  # a checkpoint past the slice: the loop serves the others
+        elif not turned:  # a checkpoint past the slice: the loop serves the others
             await asyncio.sleep(0)
+        turned = False
         next_state = _step(plan, value, resolver, time.perf_counter() + SLICE)
         if not isinstance(next_state, _Waiting):
             return next_state
@@ -352,7 +358,7 @@ async def _together(
     if len(late) == 1:  # (the others are done: no task to start, nor to hear back from)
         values[late[0]] = await _finish(states[late[0]], resolver, executor)
         return tuple(values)
-    waiting = {index: asyncio.ensure_future(_finish(states[index], resolver, executor))
+    waiting = {index: asyncio.ensure_future(_finish(states[index], resolver, executor, task=True))
                for index in late}  # fmt: skip
     try:
         finished = await asyncio.gather(*waiting.values())

@@ -211,8 +211,7 @@ def test_a_parallel_plan_not_started_within_the_slice_starts_at_the_next_turn() 
 
     async def main() -> tuple[Any, ...]:
         running = asyncio.ensure_future(run_plan_async(both(), ZONE))
-        await asyncio.sleep(0)  # (the plan's first step, then the other task)
-        waiting = asyncio.ensure_future(other())
+        waiting = asyncio.ensure_future(other())  # (ready when the plan's first step ends)
         value = await running
         await waiting
         return value

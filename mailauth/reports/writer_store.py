@@ -68,6 +68,13 @@ class WriterStores:
             raise
         return store
 
+    def forget(self, url: str) -> None:
+        """After a writer's temporary error: look at ``url``'s schema again at its next
+        connection (an older dump restored, a table dropped: "relation does not exist" at
+        every write, for ever, until the milter's restart otherwise)."""
+        with self._lock:
+            self._current.discard(url)
+
     def prepare(self, url: str) -> None:
         """The milter's start: the store reached and its schema made current, bounded (a
         server that does not answer: ``connect_timeout``, :data:`WRITER_TIMEOUT`; a lock
