@@ -9,9 +9,11 @@ message to a file, and calls the milter given.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -155,11 +157,23 @@ class ThrowawayPostfix:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        subprocess.run([POSTFIX, "-c", str(self.config), "stop"], capture_output=True)
+        try:
+            subprocess.run([POSTFIX, "-c", str(self.config), "stop"], capture_output=True,
+                           timeout=30)  # fmt: skip
+        except subprocess.TimeoutExpired:
+            # (seen once: `postfix stop` runs `master -t`, which hung for minutes writing its
+            # log line to a postlogd socket nobody drained; the master is ended instead,
+            # and its children see it gone)
+            self._kill_master()
         if self._sink is not None:
             self._sink.terminate()
             self._sink.wait(timeout=10)
         shutil.rmtree(self.root, ignore_errors=True)
+
+    def _kill_master(self) -> None:
+        with contextlib.suppress(OSError, ValueError):
+            pid = int((self.root / "queue" / "pid" / "master.pid").read_text().split()[0])
+            os.kill(pid, signal.SIGKILL)
 
     def _postfix(self, *args: str) -> None:
         result = subprocess.run([POSTFIX, "-c", str(self.config), *args], capture_output=True)
