@@ -27,6 +27,7 @@ from mailauth.reports.failure_collect import FailureCollector
 from mailauth.reports.store import Store, StoreError
 from tests.failure_helpers import ARRIVAL, BAD, SPOOF, verdict_of
 from tests.reports_helpers import DAY, T0, verdict
+from tests.writer_helpers import refuse_where
 
 EVIL = "evil.example"
 
@@ -61,19 +62,6 @@ def test_a_store_error_says_whether_it_is_permanent(store_url: str) -> None:
         with pytest.raises(StoreError) as wrong:
             store.execute("SELECT nonsense FROM nowhere")
         assert not wrong.value.unreachable  # (SQLite: an operational error; PG: programming)
-    finally:
-        store.close()
-
-
-def _refuse_where(url: str, table: str, sqlite_when: str, pg_check: str) -> None:
-    """A trigger (SQLite) or a CHECK constraint (PostgreSQL) refusing some rows for good."""
-    store = open_store(url)
-    try:
-        if store.engine == "sqlite":
-            store.execute(f"CREATE TRIGGER refuse_some BEFORE INSERT ON {table} WHEN "
-                          f"{sqlite_when} BEGIN SELECT RAISE(ABORT, 'refused'); END")  # fmt: skip
-        else:
-            store.execute(f"ALTER TABLE {table} ADD CONSTRAINT refuse_some CHECK ({pg_check})")
     finally:
         store.close()
 
@@ -133,7 +121,7 @@ def test_refused_rows_are_isolated_within_one_transaction(store_url: str) -> Non
     """However many rows the store refuses, they are isolated in the flush that brings
     them, in one transaction (under savepoints, REVIEW25B 2: it spent a transaction per
     try, 32 at most per flush, and held the rest); everything else is written."""
-    _refuse_where(store_url, "report_counts", "NEW.policy_domain LIKE 'bad%'",
+    refuse_where(store_url, "report_counts", "NEW.policy_domain LIKE 'bad%'",
                   "policy_domain NOT LIKE 'bad%'")  # fmt: skip
     writes: list[int] = []
 
@@ -230,7 +218,7 @@ def test_only_the_failure_report_the_store_refuses_is_dropped(
     all dropped at the third refusal. Now only the refused one is."""
     open_store(store_url).close()
     refused_ip = "198.51.100.99"
-    _refuse_where(store_url, "failure_reports", f"NEW.facts LIKE '%{refused_ip}%'",
+    refuse_where(store_url, "failure_reports", f"NEW.facts LIKE '%{refused_ip}%'",
                   f"facts NOT LIKE '%{refused_ip}%'")  # fmt: skip
     collector = FailureCollector(store_url, FailureConfig(enabled=True), clock=lambda: ARRIVAL)
     ips = ["198.51.100.1", refused_ip, "198.51.100.2", "198.51.100.3"]
