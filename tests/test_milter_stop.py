@@ -28,7 +28,8 @@ from mailauth.reports.failure_collect import FailureCollector
 from mailauth.reports.store import Store
 from tests.failure_helpers import ARRIVAL
 from tests.test_milter import RESOLVER
-from tests.test_reports_writers import _offer, _record
+from tests.test_reports_writers import _offer
+from tests.writer_helpers import record
 
 
 def _stop_with(tmp_path: Path, opener: Callable[[str], Store]) -> float:
@@ -39,7 +40,7 @@ def _stop_with(tmp_path: Path, opener: Callable[[str], Store]) -> float:
     recorder = BackgroundRecorder(url, opener=opener).start()
     collector = FailureCollector(url, FailureConfig(enabled=True), opener=opener,
                                  clock=lambda: ARRIVAL).start()  # fmt: skip
-    _record(recorder, "example.com")
+    record(recorder, "example.com")
     assert _offer(collector, "198.51.100.1")
     milter = Milter(Authenticator("mx.example.org", RESOLVER, recorder=recorder),
                     MilterSettings(failure_reports=collector))  # fmt: skip

@@ -27,7 +27,7 @@ from mailauth.reports.failure_collect import FailureCollector
 from mailauth.reports.store import Store, StoreError
 from tests.failure_helpers import ARRIVAL, BAD, SPOOF, verdict_of
 from tests.reports_helpers import DAY, T0, verdict
-from tests.writer_helpers import refuse_where
+from tests.writer_helpers import record, refuse_where, stored
 
 EVIL = "evil.example"
 
@@ -48,10 +48,6 @@ def _refuse(url: str, table: str, domain: str) -> None:
         store.close()
 
 
-def _record(recorder: BackgroundRecorder, domain: str, now: float = T0) -> None:
-    recorder.record(verdict(domain), ip="192.0.2.1", mail_from="", now=now)
-
-
 def test_a_store_error_says_whether_it_is_permanent(store_url: str) -> None:
     _refuse(store_url, "report_counts", EVIL)
     store = open_store(store_url)
@@ -66,17 +62,6 @@ def test_a_store_error_says_whether_it_is_permanent(store_url: str) -> None:
         store.close()
 
 
-def _stored(url: str) -> dict[str, int]:
-    store = open_store(url)
-    try:
-        rows = store.fetchall(
-            "SELECT policy_domain, SUM(messages) FROM report_counts GROUP BY policy_domain"
-        )
-        return {domain: int(messages) for domain, messages in rows}
-    finally:
-        store.close()
-
-
 def test_only_the_row_the_store_refuses_is_dropped(
     store_url: str, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -87,15 +72,15 @@ def test_only_the_row_the_store_refuses_is_dropped(
     recorder = BackgroundRecorder(store_url, RecordingSettings(), clock=lambda: T0)
     good = [f"good{i}.example" for i in range(7)]
     for domain in [*good[:3], EVIL, *good[3:]]:
-        _record(recorder, domain)
-    _record(recorder, good[0])
+        record(recorder, domain)
+    record(recorder, good[0])
     with caplog.at_level(logging.WARNING, "mailauth.reports"):
         assert not recorder.flush()  # (not all of it written)
     assert (recorder.pending, recorder.written, recorder.dropped, recorder.refused) == (0, 8, 1, 1)
     refusals = [r.message for r in caplog.records if "refused 1 rows for good" in r.message]
     assert len(refusals) == 1 and "refused" in refusals[0] and EVIL in refusals[0]
-    assert _stored(store_url) == {good[0]: 2, **dict.fromkeys(good[1:], 1)}
-    _record(recorder, "good.example")  # recording goes on
+    assert stored(store_url) == {good[0]: 2, **dict.fromkeys(good[1:], 1)}
+    record(recorder, "good.example")  # recording goes on
     assert recorder.flush() and recorder.written == 9
     recorder.close()
 
@@ -106,14 +91,14 @@ def test_rows_recorded_after_a_refused_one_are_never_dropped(store_url: str) -> 
     after it write everything else."""
     _refuse(store_url, "report_counts", EVIL)
     recorder = BackgroundRecorder(store_url, RecordingSettings(), clock=lambda: T0)
-    _record(recorder, EVIL)
+    record(recorder, EVIL)
     recorder.flush()
     for index in range(4):
-        _record(recorder, f"good{index}.example")
-        _record(recorder, EVIL)
+        record(recorder, f"good{index}.example")
+        record(recorder, EVIL)
         recorder.flush()
     assert (recorder.pending, recorder.written, recorder.dropped) == (0, 4, 5)
-    assert _stored(store_url) == {f"good{i}.example": 1 for i in range(4)}
+    assert stored(store_url) == {f"good{i}.example": 1 for i in range(4)}
     recorder.close()
 
 
@@ -138,16 +123,16 @@ def test_refused_rows_are_isolated_within_one_transaction(store_url: str) -> Non
 
     recorder = BackgroundRecorder(store_url, RecordingSettings(), opener=opener, clock=lambda: T0)
     for index in range(24):
-        _record(recorder, f"{'bad' if index % 3 == 0 else 'good'}{index}.example")
+        record(recorder, f"{'bad' if index % 3 == 0 else 'good'}{index}.example")
     writes.append(0)
     assert not recorder.flush()  # (not all of it written)
     assert writes == [1]
     assert (recorder.refused, recorder.dropped, recorder.pending) == (8, 8, 0)
-    _record(recorder, "live.example")
+    record(recorder, "live.example")
     writes.append(0)
     assert recorder.flush() and writes == [1, 1]
     expected = {f"good{i}.example": 1 for i in range(24) if i % 3}
-    assert _stored(store_url) == {**expected, "live.example": 1}
+    assert stored(store_url) == {**expected, "live.example": 1}
     recorder.close()
 
 
@@ -160,7 +145,7 @@ def test_a_store_that_is_down_is_retried_for_ever(tmp_path: Path) -> None:
         return open_store(url)
 
     recorder = BackgroundRecorder(str(tmp_path / "r.sqlite"), opener=opener)
-    _record(recorder, "good.example")
+    record(recorder, "good.example")
     for _ in range(10):
         assert not recorder.flush()
     assert (recorder.pending, recorder.dropped, recorder.refused) == (1, 0, 0)
@@ -183,16 +168,16 @@ def test_rows_held_through_an_outage_and_live_ones_share_the_caps(store_url: str
     settings = RecordingSettings(max_rows=4)
     recorder = BackgroundRecorder(store_url, settings, opener=opener, clock=lambda: T0)
     for domain in (EVIL, "a.example"):
-        _record(recorder, domain)
+        record(recorder, domain)
     assert not recorder.flush() and recorder.pending == 2  # held
     for domain in ("b.example", "c.example", "d.example"):  # (d: past the caps)
-        _record(recorder, domain)
+        record(recorder, domain)
     assert not recorder.flush()
     assert (recorder.pending, recorder.dropped, recorder.refused) == (4, 1, 0)
     down[0] = False
     recorder.flush()
     assert (recorder.pending, recorder.dropped, recorder.refused) == (0, 2, 1)
-    assert _stored(store_url) == {"a.example": 1, "b.example": 1, "c.example": 1}
+    assert stored(store_url) == {"a.example": 1, "b.example": 1, "c.example": 1}
     recorder.close()
 
 
@@ -265,12 +250,12 @@ def test_messages_written_after_their_report_was_due_are_counted_late(
     clock = [T0 + DAY - 1 + 599]  # the period's end + the sender's grace: not yet closed
     url = str(tmp_path / "r.sqlite")
     recorder = BackgroundRecorder(url, RecordingSettings(), clock=lambda: clock[0])
-    _record(recorder, "example.com")
+    record(recorder, "example.com")
     assert recorder.flush() and (recorder.written, recorder.late) == (1, 0)
     clock[0] += 1  # closed: `reports send` may have built its report already
     for domain in ("example.com", "example.org"):
-        _record(recorder, domain)
-    _record(recorder, "example.com", now=T0 + DAY)  # (the next period: on time)
+        record(recorder, domain)
+    record(recorder, "example.com", now=T0 + DAY)  # (the next period: on time)
     with caplog.at_level(logging.WARNING, "mailauth.reports"):
         assert recorder.flush()
         recorder._after_write()
@@ -291,7 +276,7 @@ def test_a_lock_held_by_another_session_is_a_write_error_within_the_timeout(
     url = postgres_server.new_database()
     open_store(url).close()
     recorder = BackgroundRecorder(url, opener=_timed(1.0), clock=lambda: T0)
-    _record(recorder, "example.com")
+    record(recorder, "example.com")
     with psycopg.connect(url) as other:  # (a transaction: the lock held until the end)
         other.execute("LOCK TABLE report_counts IN ACCESS EXCLUSIVE MODE")
         started = time.monotonic()
@@ -308,14 +293,14 @@ def test_a_stopped_postgresql_server_is_given_up_in_bounded_time(postgres_server
     open_store(url).close()
     settings = RecordingSettings(flush_seconds=0.2, max_rows=3)
     recorder = BackgroundRecorder(url, settings, opener=_timed(1.0), clock=lambda: T0).start()
-    _record(recorder, "first.example")
+    record(recorder, "first.example")
     assert recorder.flush(timeout=10) and recorder.written == 1
     with postgres_server.stopped():
         started = time.monotonic()
         slowest = 0.0
         for index in range(10):  # the mail path: never held, the buffer bounded
             began = time.monotonic()
-            _record(recorder, f"d{index}.example")
+            record(recorder, f"d{index}.example")
             slowest = max(slowest, time.monotonic() - began)
             time.sleep(0.05)
         while recorder.write_errors == 0 and time.monotonic() - started < 30:
@@ -405,11 +390,11 @@ def test_a_privilege_revoked_keeps_the_rows_until_it_is_granted_again(
         admin.execute("REVOKE INSERT ON report_counts FROM recorder_role")
         as_role = url.replace("postgresql://postgres@", "postgresql://recorder_role@")
         recorder = BackgroundRecorder(as_role, clock=lambda: T0)
-        _record(recorder, "example.com")
-        _record(recorder, EVIL)
+        record(recorder, "example.com")
+        record(recorder, EVIL)
         for index in range(4):
             assert not recorder.flush()
-            _record(recorder, f"live{index}.example")
+            record(recorder, f"live{index}.example")
         assert (recorder.refused, recorder.dropped, recorder.pending) == (0, 0, 6)  # (kept)
         admin.execute("GRANT INSERT ON report_counts TO recorder_role")
         assert not recorder.flush()  # (EVIL's row refused)
@@ -419,7 +404,7 @@ def test_a_privilege_revoked_keeps_the_rows_until_it_is_granted_again(
         admin.execute("DROP OWNED BY recorder_role")
         admin.execute("DROP ROLE recorder_role")
     expected = {"example.com": 1, **{f"live{i}.example": 1 for i in range(4)}}
-    assert _stored(url) == expected
+    assert stored(url) == expected
 
 
 def test_a_column_added_by_a_migration_meanwhile_is_seen_by_the_next_flush(
@@ -547,7 +532,7 @@ def test_the_last_write_at_stop_isolates_every_refused_row_and_says_what_is_lost
     (before: 40 refused rows spread through 2,000 took more than its 32 transactions, and
     1,909 good rows were thrown away without a word). What a stop still cannot write is
     counted as dropped and said in a line."""
-    from tests.reports_helpers import T0, verdict
+    from tests.reports_helpers import T0
 
     url = str(tmp_path / "reports.sqlite")
     store = open_store(url)

@@ -12,12 +12,14 @@ quietly when the server does not answer: it only informs the log line.
 from __future__ import annotations
 
 import contextlib
+import logging
 import threading
 from collections.abc import Callable
 from typing import Any
 
 # (pg_stat_activity shows another role's query as "<insufficient privilege>", unless the
 # user has pg_read_all_stats; the pid, the user and the state are shown to all.)
+log = logging.getLogger("mailauth.reports")
 _BLOCKERS = (
     "SELECT pid, COALESCE(usename, ''), COALESCE(state, ''), "
     "COALESCE(EXTRACT(EPOCH FROM clock_timestamp() - xact_start)::bigint, 0), "
@@ -61,8 +63,8 @@ class BlockerWatch:
                 rows = connection.execute(_BLOCKERS, (pid,)).fetchall()
                 if rows:
                     self.seen = rows
-        except Exception:  # noqa: S110 - the watch only informs a log line
-            pass
+        except Exception as exc:  # (the watch only informs a log line: it just stops)
+            log.debug("watch for a migration's blockers stopped: %s: %s", type(exc).__name__, exc)
         finally:
             if connection is not None:
                 with contextlib.suppress(Exception):
