@@ -312,10 +312,12 @@ def _known(effect: Resolve, resolver: DnsResolver) -> tuple[Lookup, ...] | None:
 
 
 def _too_late(effect: Resolve) -> tuple[Lookup, ...]:
-    return tuple(
-        Lookup(q.name, q.rdtype, DnsStatus.TEMPFAIL, reason=effect.late, refused=True)
-        for q in effect.queries
-    )
+    return tuple(_late(query, effect) for query in effect.queries)
+
+
+def _late(query: Query, effect: Resolve) -> Lookup:
+    """A question given up at the effect's deadline: a temporary failure."""
+    return Lookup(query.name, query.rdtype, DnsStatus.TEMPFAIL, reason=effect.late, refused=True)
 
 
 async def _finish(
@@ -405,6 +407,6 @@ async def _answer_by(effect: Resolve, resolver: DnsResolver) -> tuple[Lookup, ..
     return tuple(
         tasks[i].result()
         if tasks and tasks[i].done() and not tasks[i].cancelled()
-        else Lookup(q.name, q.rdtype, DnsStatus.TEMPFAIL, reason=effect.late, refused=True)
+        else _late(q, effect)
         for i, q in enumerate(effect.queries)
     )
