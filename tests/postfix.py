@@ -5,6 +5,14 @@ It has its own config, queue and data directories under a temporary directory, l
 file (no syslog here), listens on 127.0.0.1:<port>, trusts XCLIENT from loopback, relays
 everything to Postfix's ``smtp-sink`` on another loopback port, which writes each delivered
 message to a file, and calls the milter given.
+
+Its main.cf must make ``postconf`` warn about nothing, and it is checked before Postfix
+starts. A warning about main.cf is logged by every Postfix process as it starts, postlogd
+(the log writer) included, and postlogd logs it to its own socket before it reads from it:
+when more than ``net.unix.max_dgram_qlen`` (10 here) records are queued by then, as happens
+when a few processes start at once, postlogd waits on itself, every process that logs waits
+on postlogd, and the instance hangs for good (seen in CI with three ``overriding earlier
+entry`` warnings per process; twenty hang every start).
 """
 
 from __future__ import annotations
@@ -12,12 +20,14 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import signal
 import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -26,6 +36,7 @@ POSTFIX = shutil.which("postfix") or "/usr/sbin/postfix"
 SMTP_SINK = shutil.which("smtp-sink") or "/usr/sbin/smtp-sink"
 SENDMAIL = "/usr/sbin/sendmail"  # Postfix's, in Debian's package
 POSTQUEUE = shutil.which("postqueue") or "/usr/sbin/postqueue"
+POSTCONF = shutil.which("postconf") or "/usr/sbin/postconf"
 
 MASTER_CF = """\
 {port}     inet  n       -       n       -       -       smtpd
@@ -95,22 +106,42 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
+def main_cf(text: str, settings: Mapping[str, str]) -> str:
+    """``text`` with ``settings`` changed in place or added at the end: one line per name
+    (a second line for a name is the warning the module's docstring is about)."""
+    lines = text.splitlines()
+    where = {
+        match.group(1): index
+        for index, line in enumerate(lines)
+        if (match := re.match(r"([a-z0-9_]+)\s*=", line))
+    }
+    for name, value in settings.items():
+        if name in where:
+            lines[where[name]] = f"{name} = {value}"
+        else:
+            lines.append(f"{name} = {value}")
+    return "".join(f"{line}\n" for line in lines)
+
+
 class ThrowawayPostfix:
     """``milter``: where the milter listens: a TCP port on 127.0.0.1, a Postfix milter
     address such as ``unix:mailauth/milter.sock`` (relative to :attr:`queue`), or None for
     no milter. The instance lives in its own directory under /tmp (Postfix's daemons run as
-    the postfix user and must reach it), removed afterwards. ``main_extra`` and
-    ``master_extra``: lines added to main.cf and master.cf (more services: a submission
-    port, ``-o`` overrides)."""
+    the postfix user and must reach it), removed afterwards. ``settings``: main.cf
+    parameters changed or added; ``master_extra``: lines added to master.cf (more
+    services: a submission port, ``-o`` overrides)."""
 
     def __init__(
-        self, milter: int | str | None, main_extra: str = "", master_extra: str = ""
+        self,
+        milter: int | str | None,
+        settings: Mapping[str, str] | None = None,
+        master_extra: str = "",
     ) -> None:
         self.root = Path(tempfile.mkdtemp(prefix="mailauth-postfix-", dir="/tmp"))
         self.port = free_port()
         self.sink_port = free_port()
         self.milter = milter
-        self.main_extra, self.master_extra = main_extra, master_extra
+        self.settings, self.master_extra = dict(settings or {}), master_extra
         self.queue = self.root / "queue"
         self.sink_dir = self.root / "delivered"
         self.config = self.root / "config"
@@ -129,8 +160,9 @@ class ThrowawayPostfix:
                 else self.milter or ""
             ),
         }
-        (self.config / "main.cf").write_text(MAIN_CF.format(**values) + self.main_extra)
+        (self.config / "main.cf").write_text(main_cf(MAIN_CF.format(**values), self.settings))
         (self.config / "master.cf").write_text(MASTER_CF.format(**values) + self.master_extra)
+        self._check_config()
         os.chmod(self.root, 0o755)
         shutil.chown(self.sink_dir, "postfix")
         self._sink = subprocess.Popen(
@@ -161,19 +193,48 @@ class ThrowawayPostfix:
             subprocess.run([POSTFIX, "-c", str(self.config), "stop"], capture_output=True,
                            timeout=30)  # fmt: skip
         except subprocess.TimeoutExpired:
-            # (seen once: `postfix stop` runs `master -t`, which hung for minutes writing its
-            # log line to a postlogd socket nobody drained; the master is ended instead,
-            # and its children see it gone)
-            self._kill_master()
+            self._kill_master()  # (`postfix stop` waits on postlogd too when it hangs)
+        self._end_stragglers()
         if self._sink is not None:
             self._sink.terminate()
             self._sink.wait(timeout=10)
         shutil.rmtree(self.root, ignore_errors=True)
 
+    def _check_config(self) -> None:
+        result = subprocess.run(
+            [POSTCONF, "-c", str(self.config), "-n"], capture_output=True, text=True, timeout=30
+        )
+        if result.returncode or "warning" in result.stderr:
+            shutil.rmtree(self.root, ignore_errors=True)
+            raise RuntimeError(f"the throwaway Postfix's config is not clean: {result.stderr}")
+
     def _kill_master(self) -> None:
         with contextlib.suppress(OSError, ValueError):
             pid = int((self.root / "queue" / "pid" / "master.pid").read_text().split()[0])
             os.kill(pid, signal.SIGKILL)
+
+    def _processes(self) -> list[int]:
+        """This instance's processes: Postfix's daemons, and ``master -t`` run by ``postfix
+        stop``, work in its queue directory."""
+        found = []
+        for entry in Path("/proc").iterdir():
+            with contextlib.suppress(OSError):
+                if entry.name.isdigit() and Path(os.readlink(entry / "cwd")).is_relative_to(
+                    self.root
+                ):
+                    found.append(int(entry.name))
+        return found
+
+    def _end_stragglers(self) -> None:
+        """Waits a little for the instance's processes to go after ``postfix stop``, then
+        ends those left: a daemon that waits on a hung postlogd never sees the master go,
+        and would outlive the test run."""
+        deadline = time.monotonic() + 10
+        while (left := self._processes()) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        for pid in left:
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
 
     def _postfix(self, *args: str) -> None:
         result = subprocess.run([POSTFIX, "-c", str(self.config), *args], capture_output=True)

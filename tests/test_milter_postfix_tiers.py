@@ -75,11 +75,6 @@ syslog_facility = "local3"
 """
 
 
-def _main_cf(settings: dict[str, str]) -> str:
-    """main.cf lines changing these settings (a later line wins in Postfix)."""
-    return "".join(f"{key} = {value}\n" for key, value in settings.items())
-
-
 def _milter(tmp: Path, name: str, text: str, dns: str) -> tuple[subprocess.Popen[str], int]:
     port = free_port()
     config = tmp / f"{name}.toml"
@@ -106,7 +101,7 @@ def tiers(
         internal_milter, internal_port = _milter(tmp, "internal", internal_toml, dns.address)
         internal_cf = {"smtpd_authorized_xforward_hosts": "127.0.0.0/8"}
         try:
-            with ThrowawayPostfix(internal_port, _main_cf(internal_cf)) as internal:
+            with ThrowawayPostfix(internal_port, internal_cf) as internal:
                 forward = f"smtp:[127.0.0.1]:{internal.port}"
                 border_cf = {
                     "myhostname": "border.example.org",
@@ -114,12 +109,21 @@ def tiers(
                     "default_transport": forward,
                     "relay_transport": forward,
                 }
-                with ThrowawayPostfix(border_port, _main_cf(border_cf)) as border:
+                with ThrowawayPostfix(border_port, border_cf) as border:
                     yield border, internal, syslog
         finally:
-            for process in (border_milter, internal_milter):
+            milters = {"border": border_milter, "internal": internal_milter}
+            for process in milters.values():
                 process.terminate()
-                process.wait(timeout=30)
+            slow = []
+            for name, process in milters.items():
+                try:
+                    process.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    slow.append(name)
+                    process.kill()  # (not left behind for the rest of the run)
+                    process.wait()
+            assert not slow, f"milters that did not stop within 30 s of SIGTERM: {slow}"
 
 
 def test_two_tiers_deliver_the_border_results_and_ours_for_the_real_client(
@@ -258,9 +262,7 @@ def test_postfix_gives_a_milter_the_actual_client_behind_xforward(
     thread = threading.Thread(target=loop.run_forever, daemon=True)
     thread.start()
     try:
-        with ThrowawayPostfix(
-            port, _main_cf({"smtpd_authorized_xforward_hosts": "127.0.0.0/8"})
-        ) as mta:
+        with ThrowawayPostfix(port, {"smtpd_authorized_xforward_hosts": "127.0.0.0/8"}) as mta:
             with smtplib.SMTP("127.0.0.1", mta.port, timeout=60) as smtp:
                 smtp.ehlo("border.example.org")
                 forwarded = "ADDR=192.0.2.10 NAME=mail.example.com HELO=mail.example.com"
