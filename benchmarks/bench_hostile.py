@@ -79,8 +79,11 @@ machines (the remote DNS servers, the hostile senders' MTAs) but run on the load
 CPU here: at 0 they take CPU from it at random moments, and what the p99 measures is then
 partly theirs. But then they get the CPU only when the milter, the load generator and the
 workers leave it idle, so the hostile stream slows down when the milter is busiest (which a
-remote attacker does not do): the hostile stream's start delays are printed, to show the load
-that was applied.
+remote attacker does not do). So that the load applied shows, whatever the nice level, three
+figures are printed: how late each hostile message was started, how long each took from its
+start to its end of message sent (per kind, beside the same for the kind alone in step 2: how
+fast its octets were written), and how much later than its 50 ms the DNS server sent each
+delayed answer (per phase).
 
 Run: python benchmarks/bench_hostile.py [--rate 100] [--hostile-rate 5] [--seconds 20]
      [--connections 20] [--deadline 10] [--kinds spf_tree,...] [--quick] [--pin CPU]
@@ -96,6 +99,7 @@ import compileall
 import concurrent.futures
 import contextlib
 import functools
+import math
 import multiprocessing
 import os
 import re
@@ -117,7 +121,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import mailauth as mailauth_package
 from mailauth.milter import protocol as p
 from tests import hostile
-from tests.dnsserver import QuestionCounter, slow_dns_process
+from tests.dnsserver import Lateness, QuestionCounter, slow_dns_process
 from tests.milterclient import MilterClient, split_message
 from tests.postfix import free_port
 
@@ -137,6 +141,7 @@ class Outcome:
     result: str
     latency: float  # end of message to final reply (unanswered: the time waited, a bound)
     since_due: float  # from when the message was due to be sent to its final reply (or bound)
+    sent: float = float("nan")  # from when it was due to its end of message sent (all written)
 
 
 @dataclass
@@ -154,6 +159,7 @@ class Phase:
     client_cpu: float = 0.0  # and this process (the load generator)
     loop: list[list[float]] = field(default_factory=list)  # --loop-stats: whole seconds
     hostile_late: list[float] = field(default_factory=list)  # seconds each hostile one started late
+    dns_late: Lateness = field(default_factory=Lateness)  # the DNS server's delayed answers
 
     def ordinary(self) -> list[Outcome]:
         return [o for o in self.outcomes if o.kind == "ordinary"]
@@ -193,7 +199,7 @@ async def transact(
     result = classify(replies)
     if result == "verified" and latency > deadline:
         result = "overdue"  # verified, but too late to count
-    return Outcome(case.name, result, latency, now - due)
+    return Outcome(case.name, result, latency, now - due, client.eom_sent - due)
 
 
 async def recorded(
@@ -205,8 +211,10 @@ async def recorded(
         into.append(await transact(client, case, deadline, due))
     except asyncio.CancelledError:
         now = time.perf_counter()
-        since = client.eom_sent if client.eom_sent >= started else started
-        into.append(Outcome(case.name, "unanswered", now - since, now - due))
+        sent = client.eom_sent >= started
+        since = client.eom_sent if sent else started
+        written = client.eom_sent - due if sent else float("nan")
+        into.append(Outcome(case.name, "unanswered", now - since, now - due, written))
         client.writer.transport.abort()  # (closing would wait for unsent data)
         raise
     except (ConnectionError, asyncio.IncompleteReadError):
@@ -473,7 +481,7 @@ def measure_alone(m: Milter, questions: QuestionCounter, args: argparse.Namespac
         lines.append(
             f"  {case.name:<20} {outcome.latency:7.2f} s  {outcome.result:<10} "
             f"{udp + tcp:5d} DNS questions ({tcp} over TCP, "
-            f"{questions.total - at_reply} after the reply)"
+            f"{questions.total - at_reply} after the reply); sent in {ms(outcome.sent)}"
         )
     return lines
 
@@ -483,7 +491,7 @@ def run_phase_measured(
 ) -> Phase:
     phase = Phase(f"with hostile {args.hostile_rate:g}/s" if with_hostile else "alone")
     phase.rss_reset = m.reset_peak()
-    asked, logged = questions.total, m.not_verified_logged()
+    asked, logged, answers = questions.total, m.not_verified_logged(), questions.restart_worst()
     milter_cpu, client_cpu, waited = m.cpu_seconds(), time.process_time(), m.run_queue_seconds()
     began = time.monotonic()
     asyncio.run(run_phase(m.port, args, phase, with_hostile))
@@ -492,6 +500,7 @@ def run_phase_measured(
     phase.milter_waited = m.run_queue_seconds() - waited
     phase.client_cpu += time.process_time() - client_cpu
     phase.dns_questions = questions.total - asked
+    phase.dns_late = questions.lateness(since=answers)
     phase.not_verified_logged = m.not_verified_logged() - logged
     phase.peak_rss_mb = m.peak_rss_mb()
     return phase
@@ -519,6 +528,7 @@ def alternating(m: Milter, questions: QuestionCounter, args: argparse.Namespace)
             into.client_cpu += run.client_cpu
             into.loop += run.loop
             into.hostile_late += run.hostile_late
+            into.dns_late += run.dns_late
     return pooled
 
 
@@ -561,10 +571,23 @@ def phase_lines(phase: Phase) -> list[str]:
         f"p99 {ms(percentile(since_due, 99))}",
         f"    ordinary: {outcome_counts(ordinary)}",
         *loop_lines(phase),
+        *dns_late_lines(phase.dns_late),
         f"    DNS questions {phase.dns_questions}; milter 'not verified' warnings "
         f"{phase.not_verified_logged}; peak RSS {rss}{'' if phase.rss_reset else ' (not reset)'}",
         f"    CPU: milter {phase.milter_cpu:.1f} s, load generator {phase.client_cpu:.1f} s; "
         f"the milter's event loop waited {phase.milter_waited:.2f} s for a CPU",
+    ]
+
+
+def dns_late_lines(late: Lateness) -> list[str]:
+    """How late the DNS server sent its delayed answers (about hostile.test), beyond the
+    delay it meant: it shows whether the hostile names' DNS was as slow as stated, no more."""
+    if not late.answers:
+        return []
+    return [
+        f"    DNS answers delayed {DNS_DELAY * 1000:.0f} ms: {late.answers}, sent later than "
+        f"that by {ms(late.seconds / late.answers)} on average, {ms(late.worst)} at most; "
+        f"{late.over_5ms} over 5 ms"
     ]
 
 
@@ -595,13 +618,18 @@ def report(alone: list[str], phases: list[Phase], args: argparse.Namespace) -> N
             f"{ms(percentile(late, 50))}, max {ms(max(late))} (DNS server and hostile sender "
             f"at nice {args.remote_nice})"
         )
-        print("hostile messages in the hostile phase (end-of-message latency p50, max):")
+        print(
+            "hostile messages in the hostile phase (end-of-message latency p50, max; from "
+            "start to end of message sent p50, max: how fast the hostile sender wrote them):"
+        )
         for name in args.kinds:
             mine = [o for o in phases[1].outcomes if o.kind == name]
             times = [o.latency for o in mine] or [float("nan")]
+            sent = [o.sent for o in mine if not math.isnan(o.sent)] or [float("nan")]
             print(
                 f"  {name:<20} {len(mine):3d} sent: {outcome_counts(mine):<40} "
-                f"{statistics.median(times):7.2f} s {max(times):7.2f} s"
+                f"{statistics.median(times):7.2f} s {max(times):7.2f} s; sent in "
+                f"{ms(statistics.median(sent))}, {ms(max(sent))}"
             )
 
 

@@ -309,16 +309,64 @@ def _ancestors(name: dns.name.Name) -> list[dns.name.Name]:
     return found
 
 
+@dataclass
+class Lateness:
+    """Delayed answers, and how much later than their delay they went out (a busy or
+    niced server process sends them later than it means to)."""
+
+    answers: int = 0
+    seconds: float = 0.0  # in all, beyond the delay
+    worst: float = 0.0
+    over_5ms: int = 0
+
+    def __add__(self, other: Lateness) -> Lateness:
+        return Lateness(
+            self.answers + other.answers,
+            self.seconds + other.seconds,
+            max(self.worst, other.worst),
+            self.over_5ms + other.over_5ms,
+        )
+
+
 class QuestionCounter:
-    """The questions a server in another process has received, by transport (shared memory:
-    create it before the server starts)."""
+    """The questions a server in another process has received, by transport, and how late
+    its delayed answers went out (shared memory: create it before the server starts)."""
 
     def __init__(self) -> None:
         self._counts = Array("q", 2)  # UDP, TCP
+        self._late = Array("d", 4)  # answers, seconds in all, worst, over 5 ms
 
     def add(self, transport: str) -> None:
         with self._counts.get_lock():
             self._counts[1 if transport == "tcp" else 0] += 1
+
+    def answered(self, beyond: float) -> None:
+        """A delayed answer went out ``beyond`` seconds after its delay had passed."""
+        with self._late.get_lock():
+            self._late[0] += 1
+            self._late[1] += beyond
+            self._late[2] = max(self._late[2], beyond)
+            self._late[3] += beyond > 0.005
+
+    def lateness(self, since: Lateness | None = None) -> Lateness:
+        """The delayed answers so far, or since an earlier reading (whose ``worst`` is then
+        this reading's: take a reading with :meth:`restart_worst` to begin a period)."""
+        with self._late.get_lock():
+            now = Lateness(int(self._late[0]), self._late[1], self._late[2], int(self._late[3]))
+        if since is None:
+            return now
+        return Lateness(
+            now.answers - since.answers,
+            now.seconds - since.seconds,
+            now.worst,
+            now.over_5ms - since.over_5ms,
+        )
+
+    def restart_worst(self) -> Lateness:
+        """A reading to count from, the worst lateness starting again from nothing."""
+        with self._late.get_lock():
+            self._late[2] = 0.0
+        return self.lateness()
 
     @property
     def udp(self) -> int:
@@ -351,6 +399,11 @@ class _Serving:
             return self.delay
         return 0.0
 
+    def sending(self, due: float) -> None:
+        """A delayed answer goes out now; it was due at ``due`` (time.monotonic)."""
+        if self.questions is not None:
+            self.questions.answered(max(0.0, time.monotonic() - due))
+
 
 class _Answering(asyncio.DatagramProtocol):
     """Answers from the test server's zone logic, each reply sent late (as ``serving`` says)."""
@@ -367,12 +420,14 @@ class _Answering(asyncio.DatagramProtocol):
             request = dns.message.from_wire(data)
         except dns.exception.DNSException:
             return
-        delay = self.serving.heard(request, "udp")
+        due = time.monotonic() + (delay := self.serving.heard(request, "udp"))
         wire = _udp_wire(request, self.serving.server.answer(request))
         loop = asyncio.get_running_loop()
-        loop.call_later(delay, self._send, wire, addr)
+        loop.call_later(delay, self._send, wire, addr, due if delay else None)
 
-    def _send(self, wire: bytes, addr: tuple[str, int]) -> None:
+    def _send(self, wire: bytes, addr: tuple[str, int], due: float | None) -> None:
+        if due is not None:
+            self.serving.sending(due)
         if self.transport is not None:
             self.transport.sendto(wire, addr)
 
@@ -385,7 +440,10 @@ async def _answer_tcp(
         while True:
             (length,) = struct.unpack("!H", await reader.readexactly(2))
             request = dns.message.from_wire(await reader.readexactly(length))
-            await asyncio.sleep(serving.heard(request, "tcp"))
+            if delay := serving.heard(request, "tcp"):
+                due = time.monotonic() + delay
+                await asyncio.sleep(delay)
+                serving.sending(due)
             wire = serving.server.answer(request).to_wire(max_size=65535)
             writer.write(struct.pack("!H", len(wire)) + wire)
             await writer.drain()

@@ -167,3 +167,23 @@ def test_benchmark_dns_server_answers_large_records_over_tcp_and_counts() -> Non
         assert len(lookup.texts) == 4  # about 3.5 KB: truncated over UDP, then TCP
         assert resolver.lookup("nothing.ordinary.test", RRType.A).status is DnsStatus.NXDOMAIN
     assert (questions.udp, questions.tcp) == (2, 1)
+    late = questions.lateness()  # (the two about hostile.test: over UDP, then TCP)
+    assert late.answers == 2 and 0 <= late.seconds <= 2 * late.worst and late.worst < 1
+
+
+def test_the_benchmark_dns_server_says_how_late_its_delayed_answers_went() -> None:
+    """bench_hostile prints it per phase: the hostile names' DNS was as slow as stated."""
+    questions = QuestionCounter()
+    zone = hostile.zone_file([hostile.decoy_exponent_arc(sets=1)])
+    with slow_dns_process(zone, 0.01, slow_under="hostile.test", questions=questions) as address:
+        resolver = Resolver([address])
+        resolver.lookup("nothing.hostile.test", RRType.A)
+        start = questions.restart_worst()
+        assert start.answers == 1 and start.worst == 0.0
+        for name in ("a.hostile.test", "b.hostile.test", "c.ordinary.test"):
+            resolver.lookup(name, RRType.A)
+        since = questions.lateness(since=start)
+    assert since.answers == 2  # (the answer about ordinary.test was not delayed)
+    pooled, now = since + start, questions.lateness()
+    assert (pooled.answers, pooled.worst, pooled.over_5ms) == (now.answers, now.worst, now.over_5ms)
+    assert pooled.seconds == pytest.approx(now.seconds)
