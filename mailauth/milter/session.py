@@ -38,7 +38,7 @@ class MessageState:
     mail_from: str = ""
     headers: list[tuple[str, bytes]] = field(default_factory=list)
     header_bytes: int = 0  # as the milter counts what it holds (data + per-field overhead)
-    loop_used: float = 0.0  # CPU seconds of the event loop its packets took (Milter._packets)
+    loop_used: float = 0.0  # CPU seconds of the event loop its packets took (turns.py)
     header_fields: int = 0
     tally: HeaderTally = field(default_factory=HeaderTally)  # (Offloader: heavy or not)
     held: int = 0  # octets counted in Milter.held for this message
@@ -96,7 +96,7 @@ class Session:
     trusted: bool = False
     relay: bool = False  # the client is one of our border hosts (inbound.relay)
     message: MessageState = field(default_factory=MessageState)
-    turn_began: float = 0.0  # when this connection's turn of the loop began (Milter._packets)
+    turn_began: float = 0.0  # when this connection's turn of the loop began (turns.py)
 
     def real_client(self) -> tuple[str, str]:
         """The client address and HELO the message in progress is verified, logged and
