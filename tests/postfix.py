@@ -6,8 +6,9 @@ file (no syslog here), listens on 127.0.0.1:<port>, trusts XCLIENT from loopback
 everything to Postfix's ``smtp-sink`` on another loopback port, which writes each delivered
 message to a file, and calls the milter given.
 
-Its main.cf must make ``postconf`` warn about nothing, and it is checked before Postfix
-starts. A warning about main.cf is logged by every Postfix process as it starts, postlogd
+Its main.cf must make ``postconf`` warn about nothing (no parameter twice, none unknown), and
+it is checked before Postfix starts. A duplicate parameter is the one that matters: its
+``overriding earlier entry`` warning is logged by every Postfix process as it starts, postlogd
 (the log writer) included, and postlogd logs it to its own socket before it reads from it:
 when more than ``net.unix.max_dgram_qlen`` (10 here) records are queued by then, as happens
 when a few processes start at once, postlogd waits on itself, every process that logs waits
@@ -27,6 +28,7 @@ import socket
 import subprocess
 import tempfile
 import time
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from types import TracebackType
@@ -146,8 +148,17 @@ class ThrowawayPostfix:
         self.sink_dir = self.root / "delivered"
         self.config = self.root / "config"
         self._sink: subprocess.Popen[bytes] | None = None
+        self.killed: list[str] = []  # processes left after postfix stop (_end_stragglers)
 
     def __enter__(self) -> ThrowawayPostfix:
+        try:
+            self._start()
+        except BaseException:
+            self.__exit__(None, None, None)  # (nothing of a failed start is left behind)
+            raise
+        return self
+
+    def _start(self) -> None:
         for sub in ("config", "queue", "data", "delivered"):
             (self.root / sub).mkdir(parents=True, exist_ok=True)
         values = {
@@ -181,7 +192,6 @@ class ThrowawayPostfix:
         self._postfix("set-permissions")
         self._postfix("start")
         self._wait_listening()
-        return self
 
     def __exit__(
         self,
@@ -205,13 +215,13 @@ class ThrowawayPostfix:
             [POSTCONF, "-c", str(self.config), "-n"], capture_output=True, text=True, timeout=30
         )
         if result.returncode or "warning" in result.stderr:
-            shutil.rmtree(self.root, ignore_errors=True)
             raise RuntimeError(f"the throwaway Postfix's config is not clean: {result.stderr}")
 
     def _kill_master(self) -> None:
         with contextlib.suppress(OSError, ValueError):
             pid = int((self.root / "queue" / "pid" / "master.pid").read_text().split()[0])
-            os.kill(pid, signal.SIGKILL)
+            if pid in self._processes():  # (not another process that took a stale pid)
+                os.kill(pid, signal.SIGKILL)
 
     def _processes(self) -> list[int]:
         """This instance's processes: Postfix's daemons, and ``master -t`` run by ``postfix
@@ -225,31 +235,58 @@ class ThrowawayPostfix:
                     found.append(int(entry.name))
         return found
 
+    def _states(self) -> list[str]:
+        """Each process of the instance, and what it waits in (``unix_wait_for_peer``: on a
+        full unix-dgram socket, postlogd's)."""
+        states = []
+        for pid in self._processes():
+            with contextlib.suppress(OSError):
+                name = Path(f"/proc/{pid}/comm").read_text().strip()
+                wchan = Path(f"/proc/{pid}/wchan").read_text().strip()
+                states.append(f"{name}[{pid}] in {wchan if wchan not in ('', '0') else 'run'}")
+        return states
+
     def _end_stragglers(self) -> None:
         """Waits a little for the instance's processes to go after ``postfix stop``, then
-        ends those left: a daemon that waits on a hung postlogd never sees the master go,
-        and would outlive the test run."""
+        ends those left, each noted in :attr:`killed` (and warned about): a daemon that waits
+        on a hung postlogd never sees the master go, and would outlive the test run."""
         deadline = time.monotonic() + 10
-        while (left := self._processes()) and time.monotonic() < deadline:
+        while self._processes() and time.monotonic() < deadline:
             time.sleep(0.1)
-        for pid in left:
+        if left := self._states():
+            self.killed += left
+            warnings.warn(
+                f"Postfix processes left after postfix stop, killed: {left}", stacklevel=2
+            )
+        for pid in self._processes():
             with contextlib.suppress(OSError):
                 os.kill(pid, signal.SIGKILL)
 
     def _postfix(self, *args: str) -> None:
-        result = subprocess.run([POSTFIX, "-c", str(self.config), *args], capture_output=True)
+        command = [POSTFIX, "-c", str(self.config), *args]
+        result = subprocess.run(command, capture_output=True, timeout=60)
         if result.returncode:
             raise RuntimeError(f"postfix {' '.join(args)}: {result.stderr.decode()[-500:]}")
 
     def _wait_listening(self) -> None:
-        deadline = time.monotonic() + 20
+        """Until smtpd greets (220): the kernel accepts a connection even while smtpd hangs
+        (on postlogd, say), so a connection alone proves nothing."""
+        deadline, last = time.monotonic() + 20, ""
         while time.monotonic() < deadline:
             try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=1):
-                    return
-            except OSError:
-                time.sleep(0.1)
-        raise RuntimeError(f"postfix did not listen; log: {self.log()[-2000:]}")
+                with socket.create_connection(("127.0.0.1", self.port), timeout=5) as probe:
+                    greeting = probe.makefile("rb").readline(512)
+                    if greeting.startswith(b"220"):
+                        probe.sendall(b"QUIT\r\n")
+                        return
+                    last = repr(greeting)
+            except OSError as exc:
+                last = str(exc)
+            time.sleep(0.1)
+        raise RuntimeError(
+            f"postfix did not greet ({last}); processes: {self._states()}; "
+            f"log: {self.log()[-2000:]}"
+        )
 
     def sendmail(self, raw: bytes, sender: str, *recipients: str) -> None:
         """Submit on the host, as local programs do (Postfix's sendmail, then pickup)."""

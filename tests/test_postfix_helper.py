@@ -29,9 +29,23 @@ def test_a_config_postconf_warns_about_is_refused_before_postfix_starts() -> Non
 
 
 @pytest.mark.skipif(not AVAILABLE and not os.environ.get("CI"), reason="needs Postfix, root")
+def test_a_parameter_twice_in_main_cf_is_refused() -> None:
+    """(settings cannot write one twice: a line added to main.cf by hand, as a test might)"""
+    instance = ThrowawayPostfix(None)
+    instance.config.mkdir(parents=True)
+    (instance.config / "main.cf").write_text("biff = no\nbiff = yes\n")
+    (instance.config / "master.cf").write_text("")
+    try:
+        with pytest.raises(RuntimeError, match="overriding earlier entry: biff=no"):
+            instance._check_config()
+    finally:
+        shutil.rmtree(instance.root)
+
+
+@pytest.mark.skipif(not AVAILABLE and not os.environ.get("CI"), reason="needs Postfix, root")
 def test_no_process_of_the_instance_outlives_it() -> None:
     with ThrowawayPostfix(None, {"myhostname": "border.example.org"}) as instance:
         started = instance._processes()
         assert instance.pids()[0] in started and len(started) >= 3  # master, pickup, qmgr
         assert "overriding earlier entry" not in instance.log()
-    assert not instance._processes()
+    assert not instance._processes() and not instance.killed  # (all gone at postfix stop)
