@@ -31,13 +31,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import socket
 import struct
 import threading
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from multiprocessing import Array, Event, Process, Queue
+from multiprocessing import Array, Event, Process, Queue, Value
 from multiprocessing.synchronize import Event as EventType
 from types import TracebackType
 from typing import cast
@@ -329,12 +330,14 @@ class Lateness:
 
 
 class QuestionCounter:
-    """The questions a server in another process has received, by transport, and how late
-    its delayed answers went out (shared memory: create it before the server starts)."""
+    """The questions a server in another process has received, by transport, how late its
+    delayed answers went out, and the server's process id (shared memory: create it before
+    the server starts)."""
 
     def __init__(self) -> None:
         self._counts = Array("q", 2)  # UDP, TCP
         self._late = Array("d", 4)  # answers, seconds in all, worst, over 5 ms
+        self.pid = Value("q", 0)  # the server process's, once it runs
 
     def add(self, transport: str) -> None:
         with self._counts.get_lock():
@@ -352,7 +355,7 @@ class QuestionCounter:
         """The delayed answers so far, or since an earlier reading (whose ``worst`` is then
         this reading's: take a reading with :meth:`restart_worst` to begin a period)."""
         with self._late.get_lock():
-            now = Lateness(int(self._late[0]), self._late[1], self._late[2], int(self._late[3]))
+            now = self._reading()
         if since is None:
             return now
         return Lateness(
@@ -366,7 +369,10 @@ class QuestionCounter:
         """A reading to count from, the worst lateness starting again from nothing."""
         with self._late.get_lock():
             self._late[2] = 0.0
-        return self.lateness()
+            return self._reading()
+
+    def _reading(self) -> Lateness:
+        return Lateness(int(self._late[0]), self._late[1], self._late[2], int(self._late[3]))
 
     @property
     def udp(self) -> int:
@@ -400,7 +406,8 @@ class _Serving:
         return 0.0
 
     def sending(self, due: float) -> None:
-        """A delayed answer goes out now; it was due at ``due`` (time.monotonic)."""
+        """A delayed answer goes out now; it was due at ``due`` (time.monotonic: its
+        question's reading plus the delay; the answer was built within the delay)."""
         if self.questions is not None:
             self.questions.answered(max(0.0, time.monotonic() - due))
 
@@ -422,8 +429,8 @@ class _Answering(asyncio.DatagramProtocol):
             return
         due = time.monotonic() + (delay := self.serving.heard(request, "udp"))
         wire = _udp_wire(request, self.serving.server.answer(request))
-        loop = asyncio.get_running_loop()
-        loop.call_later(delay, self._send, wire, addr, due if delay else None)
+        loop = asyncio.get_running_loop()  # (its time is time.monotonic)
+        loop.call_at(due, self._send, wire, addr, due if delay else None)
 
     def _send(self, wire: bytes, addr: tuple[str, int], due: float | None) -> None:
         if due is not None:
@@ -440,11 +447,11 @@ async def _answer_tcp(
         while True:
             (length,) = struct.unpack("!H", await reader.readexactly(2))
             request = dns.message.from_wire(await reader.readexactly(length))
-            if delay := serving.heard(request, "tcp"):
-                due = time.monotonic() + delay
-                await asyncio.sleep(delay)
-                serving.sending(due)
+            due = time.monotonic() + (delay := serving.heard(request, "tcp"))
             wire = serving.server.answer(request).to_wire(max_size=65535)
+            if delay:  # (built within the delay, as over UDP)
+                await asyncio.sleep(due - time.monotonic())
+                serving.sending(due)
             writer.write(struct.pack("!H", len(wire)) + wire)
             await writer.drain()
     except (asyncio.IncompleteReadError, ConnectionError, dns.exception.DNSException):
@@ -466,6 +473,8 @@ def _serve(
     asyncio: the test server's thread per answer cannot keep up with thousands of
     concurrent questions."""
     server = LoopbackDnsServer(zone)  # its zone logic only; its threads are never started
+    if questions is not None:
+        questions.pid.value = os.getpid()
     slow = dns.name.from_text(slow_under) if slow_under else None
     serving = _Serving(server, delay, slow, questions)
 
