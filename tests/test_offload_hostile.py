@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import os
 import pickle
 import signal
@@ -508,6 +509,49 @@ def test_a_deadline_after_the_last_octet_was_queued_keeps_the_worker() -> None:
             spf, _ = await pool.spf(**ENVELOPE, seconds=20)
         assert spf.mailfrom.result.value == "pass"
         assert pool._workers[0].process is first and first.poll() is None
+
+    try:
+        asyncio.run(go())
+    finally:
+        pool.close()
+
+
+def test_a_large_message_goes_to_the_worker_one_slice_per_turn_of_the_loop(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The worker reads as fast as the milter writes (drain() never waits): the others still
+    get the loop between two slices of a heavy message (before: 10 MB in one step)."""
+    pool = Offloader(worker_authenticator, workers=1)
+    pool.start()
+
+    async def go() -> None:
+        async with asyncio.timeout(30):
+            await pool.spf(**ENVELOPE, seconds=20)  # (connected)
+        worker = pool._workers[0]
+        assert worker.writer is not None
+        turns, at_write = [0], []
+        write = worker.writer.write
+
+        def counted(data: bytes | bytearray | memoryview) -> None:
+            at_write.append(turns[0])
+            write(data)
+
+        async def others() -> None:
+            while True:
+                turns[0] += 1
+                await asyncio.sleep(0)
+
+        monkeypatch.setattr(worker.writer, "write", counted)
+        ticking = asyncio.ensure_future(others())
+        await asyncio.sleep(0)  # (ticking)
+        try:
+            async with asyncio.timeout(30):
+                await pool.verdict(bytes(_message(8 * SLICE)), **ENVELOPE, seconds=20)
+        finally:
+            ticking.cancel()
+        slices = at_write[1:]  # (after the request's frame)
+        assert len(slices) == 8
+        assert all(later > earlier for earlier, later in itertools.pairwise(slices)), slices
 
     try:
         asyncio.run(go())
