@@ -25,6 +25,7 @@ from mailauth.message import Message
 from mailauth.milter import Milter
 from mailauth.milter import protocol as p
 from mailauth.milter.offload import SLICE, Offloader, OffloadError
+from mailauth.milter.offload_pool import Worker
 from mailauth.milter.offload_wire import frame, request_frame
 from mailauth.pipeline import Authenticator
 from mailauth.results import Verdict
@@ -516,6 +517,13 @@ def test_a_deadline_after_the_last_octet_was_queued_keeps_the_worker() -> None:
         pool.close()
 
 
+async def _connected(pool: Offloader) -> Worker:
+    """The pool's one worker, connected (an SPF request sent and answered)."""
+    async with asyncio.timeout(30):
+        await pool.spf(**ENVELOPE, seconds=20)
+    return pool._workers[0]
+
+
 def test_a_large_message_goes_to_the_worker_one_slice_per_turn_of_the_loop(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -525,9 +533,7 @@ def test_a_large_message_goes_to_the_worker_one_slice_per_turn_of_the_loop(
     pool.start()
 
     async def go() -> None:
-        async with asyncio.timeout(30):
-            await pool.spf(**ENVELOPE, seconds=20)  # (connected)
-        worker = pool._workers[0]
+        worker = await _connected(pool)
         assert worker.writer is not None
         turns, at_write = [0], []
         write = worker.writer.write
@@ -567,9 +573,7 @@ def test_spf_does_not_wait_behind_a_message_being_written() -> None:
     pool.start()
 
     async def go() -> None:
-        async with asyncio.timeout(30):
-            await pool.spf(**ENVELOPE, seconds=20)  # (connected)
-        worker = pool._workers[0]
+        worker = await _connected(pool)
         assert worker.writer is not None
         async with worker.sending:  # (as Offloader._exchange holds it while writing)
             until = time.time() + 20
