@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import itertools
+import logging
 import os
 import pickle
 import signal
@@ -22,7 +24,7 @@ import pytest
 
 from mailauth.dns import ZoneResolver
 from mailauth.message import Message
-from mailauth.milter import Milter
+from mailauth.milter import Milter, offload
 from mailauth.milter import protocol as p
 from mailauth.milter.offload import SLICE, Offloader, OffloadError
 from mailauth.milter.offload_pool import Worker
@@ -524,11 +526,14 @@ async def _connected(pool: Offloader) -> Worker:
     return pool._workers[0]
 
 
-def test_a_large_message_goes_to_the_worker_one_slice_per_turn_of_the_loop(
-    monkeypatch: pytest.MonkeyPatch,
+@pytest.mark.parametrize("budget", [0.0, 1e9])
+def test_a_large_message_goes_to_the_worker_in_turns_of_the_loop(
+    monkeypatch: pytest.MonkeyPatch, budget: float
 ) -> None:
-    """The worker reads as fast as the milter writes (drain() never waits): the others still
-    get the loop between two slices of a heavy message (before: 10 MB in one step)."""
+    """The worker reads as fast as the milter writes (here: drain() never waits): the
+    others still get the loop once a message's slices have taken WRITE_TURN of it (before:
+    10 MB in one step). With no budget, a turn per slice; with an endless one, all in one."""
+    monkeypatch.setattr(offload, "WRITE_TURN", budget)
     pool = Offloader(worker_authenticator, workers=1)
     pool.start()
 
@@ -542,12 +547,16 @@ def test_a_large_message_goes_to_the_worker_one_slice_per_turn_of_the_loop(
             at_write.append(turns[0])
             write(data)
 
+        async def at_once() -> None:  # (a socket never full)
+            return None
+
         async def others() -> None:
             while True:
                 turns[0] += 1
                 await asyncio.sleep(0)
 
         monkeypatch.setattr(worker.writer, "write", counted)
+        monkeypatch.setattr(worker.writer, "drain", at_once)
         ticking = asyncio.ensure_future(others())
         await asyncio.sleep(0)  # (ticking)
         try:
@@ -557,12 +566,57 @@ def test_a_large_message_goes_to_the_worker_one_slice_per_turn_of_the_loop(
             ticking.cancel()
         slices = at_write[1:]  # (after the request's frame)
         assert len(slices) == 8
-        assert all(later > earlier for earlier, later in itertools.pairwise(slices)), slices
+        if budget:
+            assert len(set(slices)) == 1, slices
+        else:
+            assert all(later > earlier for earlier, later in itertools.pairwise(slices)), slices
 
     try:
         asyncio.run(go())
     finally:
         pool.close()
+
+
+def test_a_worker_ended_while_a_message_is_written_to_it_fails_that_message_cleanly(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Another request's timeout ends the worker in the middle of a message's slices: that
+    message fails with OffloadError (on_error applies), not with an AttributeError from
+    inside asyncio that ended the milter's connection task; nothing is logged unread."""
+    monkeypatch.setattr(offload, "WRITE_TURN", 0.0)  # (a turn between two slices)
+    pool = Offloader(worker_authenticator, workers=1)
+    pool.start()
+
+    async def go() -> None:
+        worker = await _connected(pool)
+        assert worker.writer is not None
+        writes = [0]
+        write = worker.writer.write
+
+        def counted(data: bytes | bytearray | memoryview) -> None:
+            writes[0] += 1
+            write(data)
+
+        monkeypatch.setattr(worker.writer, "write", counted)
+        big = asyncio.ensure_future(
+            pool.verdict(bytes(_message(64 * SLICE)), **ENVELOPE, seconds=20)
+        )
+        async with asyncio.timeout(30):
+            while writes[0] < 4:
+                await asyncio.sleep(0)
+        pool._kill(worker)  # (as another request's _Unanswered does)
+        with pytest.raises(OffloadError):
+            await big
+        assert writes[0] < 64
+        await asyncio.sleep(0.1)
+
+    try:
+        with caplog.at_level(logging.ERROR, logger="asyncio"):
+            asyncio.run(go())
+            gc.collect()  # (a future's unread exception is logged when it is collected)
+    finally:
+        pool.close()
+    assert not caplog.records, [r.getMessage() for r in caplog.records]
 
 
 def test_spf_does_not_wait_behind_a_message_being_written() -> None:

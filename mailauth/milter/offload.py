@@ -70,6 +70,12 @@ WAITING_PER_WORKER = 16
 # that has not answered is taken for stuck and ended.
 GRACE = 2.0
 SLICE = 256 * 1024  # octets of a message written to a worker at once
+# Seconds of the loop a message's slices may take before the others' turn (plan.SLICE's
+# reasoning): drain() waits only when the socket is full, and a worker that reads as fast as
+# the milter writes never fills it (10 MB once went in one step of 12-24 ms). Not a yield
+# per slice: a message holds its worker's stream until written whole, 128 turns for 32 MiB.
+WRITE_TURN = 0.0005
+_DRAIN_WAITED = 0.0002  # seconds a drain took beyond which it waited (the others ran meanwhile)
 # Seconds before a request's deadline within which a caller that gives up (the milter's own
 # deadline, set a moment before the request's) counts as a timeout, not a cancellation.
 _AT_THE_DEADLINE = 0.5
@@ -153,6 +159,8 @@ class Offloader(WorkerPool):
             raise OffloadError("the worker process checking it died") from None
         finally:
             worker.pending.pop(ident, None)
+            if future.done() and not future.cancelled():
+                future.exception()  # (seen: a worker ended while we wrote sets it, unread)
 
     async def _exchange(
         self,
@@ -171,7 +179,7 @@ class Offloader(WorkerPool):
         if not payload:
             assert worker.light_writer is not None
             sent[0] = True
-            worker.light_writer.write(request_frame((ident, 0, *request)))  # (whole: one write)
+            _write(worker, worker.light_writer, request_frame((ident, 0, *request)))  # (whole)
             await worker.light_writer.drain()
             return await future
         writer = worker.writer
@@ -180,16 +188,19 @@ class Offloader(WorkerPool):
             whole = False
             try:
                 sent[0] = True
-                writer.write(request_frame((ident, len(payload), *request)))
+                _write(worker, writer, request_frame((ident, len(payload), *request)))
                 view = memoryview(payload)
+                turn = time.perf_counter()
                 for start in range(0, len(view), SLICE):
                     if start:
-                        # The others' turn between two slices: drain() waits only when the
-                        # socket is full, and a worker that reads as fast as we write took
-                        # 10 MB in one step (12-24 ms of the loop, bench_hostile).
+                        before = time.perf_counter()
                         await writer.drain()
-                        await asyncio.sleep(0)
-                    writer.write(view[start : start + SLICE])
+                        if (now := time.perf_counter()) - before > _DRAIN_WAITED:
+                            turn = now  # (it waited: the others ran meanwhile)
+                        elif now - turn >= WRITE_TURN:
+                            await asyncio.sleep(0)
+                            turn = time.perf_counter()
+                    _write(worker, writer, view[start : start + SLICE])
                 whole = True  # (all in the transport: it goes out even if we are cancelled)
                 await writer.drain()
             finally:
@@ -252,3 +263,12 @@ class Offloader(WorkerPool):
         spf, ttl = outcome
         self.spf_checks += 1
         return spf, ttl
+
+
+def _write(worker: Worker, writer: asyncio.StreamWriter, data: bytes | memoryview) -> None:
+    """Write to a worker's socket, unless the worker was ended meanwhile (another request's
+    timeout, its death): its transport may have let go of the socket, and a write would
+    raise from inside asyncio (AttributeError) rather than as a lost connection."""
+    if not worker.alive or writer.is_closing():
+        raise ConnectionResetError("the worker process was ended")
+    writer.write(data)
