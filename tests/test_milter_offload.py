@@ -5,6 +5,7 @@ socket: the same verdict as on the event loop, ordinary mail left on the loop, t
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 import subprocess
 import sys
@@ -14,12 +15,14 @@ from typing import Any
 
 import pytest
 
+from mailauth import plan
 from mailauth.dns import Lookup, RRType, ZoneResolver
-from mailauth.milter import Milter, MilterSettings
+from mailauth.milter import Milter, MilterSettings, offload, verifying
 from mailauth.milter import protocol as p
 from mailauth.milter.heavy import heavy
 from mailauth.milter.offload import Offloader
-from mailauth.pipeline import Authenticator
+from mailauth.pipeline import Authenticator, MessageIntake
+from tests import hostile
 from tests.milterclient import MilterClient, split_message
 from tests.test_milter import DEMO, DMARC, RESOLVER, SENDER, inserted_fields
 
@@ -262,3 +265,74 @@ def test_a_worker_runs_at_nice_10_once_started(offloader: Offloader) -> None:
     ours = os.getpriority(os.PRIO_PROCESS, 0)
     worker = os.getpriority(os.PRIO_PROCESS, offloader._workers[0].process.pid)
     assert WORKER_NICE == 10 and worker == min(19, ours + WORKER_NICE)
+
+
+@pytest.mark.parametrize("bound", ["max_bytes", "no_worker"])
+def test_a_large_gathered_body_checked_on_the_loop_is_fed_in_steps_and_turns(
+    bound: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A heavy message checked on the loop after all -- past max_bytes in the middle of its
+    body, or whole at its end when the worker that was to take it has ended -- is given to
+    its intake BACKLOG_STEP octets at a time, the others' turn between two (here plan.SLICE
+    is 0: a turn each), not in one piece (10 MB took 51 ms of the loop); its verdict is the
+    loop's."""
+    case = hostile.many_l_bodies(body_size=1_500_000)  # (ten signatures: heavy)
+    headers, body = split_message(case.message)
+    monkeypatch.setattr(plan, "SLICE", 0.0)
+    turns, fed = [0], []
+    add_body = MessageIntake.add_body
+
+    def counted(intake: MessageIntake, chunk: bytes | memoryview) -> None:
+        fed.append((len(chunk), turns[0]))
+        add_body(intake, chunk)
+
+    monkeypatch.setattr(MessageIntake, "add_body", counted)
+    authenticator = Authenticator("mx.example.org", ZoneResolver.from_text(case.zone))
+    max_bytes = 600_000 if bound == "max_bytes" else offload.MAX_BYTES
+    pool = Offloader(worker_authenticator, workers=1, respawn_delay=600, max_bytes=max_bytes)
+    pool.start()
+    hold = pool.hold
+
+    def hold_then_end_the_worker(octets: int) -> bool:
+        if bound == "no_worker" and pool._workers[0].alive:  # (at the end of the headers)
+            pool._kill(pool._workers[0])
+        return hold(octets)
+
+    monkeypatch.setattr(pool, "hold", hold_then_end_the_worker)
+
+    async def go() -> list[tuple[bytes, bytes]]:
+        async def others() -> None:
+            while True:
+                turns[0] += 1
+                await asyncio.sleep(0)
+
+        assert await pool.wait_ready(60)
+        ticking = asyncio.ensure_future(others())
+        milter = Milter(authenticator, offloader=pool)
+        server = await asyncio.start_server(milter.handle, "127.0.0.1", 0)
+        client = await MilterClient.connect("127.0.0.1", server.sockets[0].getsockname()[1])
+        await client.negotiate()
+        replies = await client.message(
+            ip=case.ip, helo=case.helo, mail_from=case.mail_from, headers=headers, body=body
+        )
+        await client.close()
+        server.close()
+        ticking.cancel()
+        return replies
+
+    try:
+        replies = asyncio.run(go())
+    finally:
+        pool.close()
+    assert pool.stats.on_loop == {bound: 1} and pool.offloaded == 0
+    assert sum(size for size, _ in fed) == len(body)
+    assert max(size for size, _ in fed) <= verifying.BACKLOG_STEP < len(body) // 4
+    if bound == "no_worker":  # (all at the end: a turn between two steps)
+        assert all(b[1] > a[1] for a, b in itertools.pairwise(fed)), fed
+    else:  # (the body so far, 600 KB, fed as the rest arrives, a step per chunk)
+        assert [size for size, _ in fed[:3]] == [verifying.BACKLOG_STEP] * 2 + [fed[2][0]]
+    (field,) = inserted_fields(replies)
+    direct = authenticator.verify(
+        case.message, ip=case.ip, helo=case.helo, mail_from=case.mail_from
+    )
+    assert field.count(b"dkim=pass") == direct.authentication_results.count("dkim=pass") > 0

@@ -305,6 +305,7 @@ class Milter(PacketServer):
         try:
             async with asyncio.timeout(self.settings.deadline):  # (no extra task, as wait_for)
                 if intake is not None:
+                    await verifying.catch_up(message)  # (a gathered body not fed yet)
                     verdict = await intake.verdict(spf)  # (SPF beside DKIM and ARC)
                 else:
                     verdict = await verifying.offloaded(self, session, self.settings.deadline)

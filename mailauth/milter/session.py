@@ -64,6 +64,10 @@ class MessageState:
     raw: bytearray | None = None  # a heavy message, gathered whole for a worker process
     offloader: Offloader | None = None  # whose place ``raw`` holds
     held_raw: int = 0  # octets of ``raw`` counted in the offloader's held
+    # A gathered message sent back to the loop mid-body (verifying._back_to_the_loop): the
+    # body not yet given to its intake, from ``backlog_at`` (fed a slice at a time)
+    backlog: bytearray | None = None
+    backlog_at: int = 0
     recipients: list[str] = field(default_factory=list)  # (failure reports' Original-Rcpt-To)
     section: bytes = b""  # the header section as received (kept for failure reports)
     body_copy: BodyCopy | None = None  # (failure reports with the body opted in)
@@ -72,6 +76,7 @@ class MessageState:
         if self.spf is not None:
             self.spf.cancel()
         self.drop_raw()
+        self.backlog = None
         if self.body_copy is not None:
             self.body_copy.release()
 
