@@ -154,7 +154,8 @@ class ThrowawayPostfix:
         try:
             self._start()
         except BaseException:
-            self.__exit__(None, None, None)  # (nothing of a failed start is left behind)
+            with contextlib.suppress(Exception):  # (the start's error is the one to see)
+                self.__exit__(None, None, None)  # (nothing of a failed start is left behind)
             raise
         return self
 
@@ -253,14 +254,15 @@ class ThrowawayPostfix:
         deadline = time.monotonic() + 10
         while self._processes() and time.monotonic() < deadline:
             time.sleep(0.1)
-        if left := self._states():
+        left = self._states()
+        for pid in self._processes():
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
+        if left:  # (after the kill: under -W error the warning raises)
             self.killed += left
             warnings.warn(
                 f"Postfix processes left after postfix stop, killed: {left}", stacklevel=2
             )
-        for pid in self._processes():
-            with contextlib.suppress(OSError):
-                os.kill(pid, signal.SIGKILL)
 
     def _postfix(self, *args: str) -> None:
         command = [POSTFIX, "-c", str(self.config), *args]
@@ -270,7 +272,8 @@ class ThrowawayPostfix:
 
     def _wait_listening(self) -> None:
         """Until smtpd greets (220): the kernel accepts a connection even while smtpd hangs
-        (on postlogd, say), so a connection alone proves nothing."""
+        (on postlogd, say), so a connection alone proves nothing. (The milter sees this
+        session's CONNECT and QUIT, before any test's.)"""
         deadline, last = time.monotonic() + 20, ""
         while time.monotonic() < deadline:
             try:

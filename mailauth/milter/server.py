@@ -32,6 +32,7 @@ from mailauth.milter.negotiation import failure_recipients, negotiate
 from mailauth.milter.offload import Offloader, OffloadError, OffloadStats
 from mailauth.milter.session import MessageState, Session
 from mailauth.milter.settings import MilterSettings, Network
+from mailauth.milter.turns import CONTINUE as _CONTINUE
 from mailauth.milter.turns import PacketServer
 from mailauth.pipeline import Authenticator
 from mailauth.reports.failure_collect import MAX_RECIPIENTS
@@ -49,7 +50,6 @@ MAX_HELD_HEADERS = 256 << 20
 MAX_MACROS = 1 << 20  # per connection; past it the connection is a protocol error
 _SPF = b"received-spf"
 _FIELD_OVERHEAD = 100  # octets of Python objects per header field held, beyond its data
-_CONTINUE = p.encode(p.CONTINUE)
 
 
 class Milter(PacketServer):

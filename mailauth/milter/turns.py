@@ -37,7 +37,7 @@ LANE_AFTER = 0.002
 LANE_TURN = 0.00025
 SKIPPED = 64  # header fields of a refused message skipped between two looks at the clock
 _WAITED = 0.0002  # seconds a read took beyond which it waited for data (others ran meanwhile)
-_CONTINUE = p.encode(p.CONTINUE)
+CONTINUE = p.encode(p.CONTINUE)  # the reply most packets get
 
 
 class PacketServer(ABC):
@@ -141,7 +141,7 @@ class PacketServer(ABC):
                     # is read for every SKIPPED of them only. Each still has its reply
                     # where the MTA waits for one (no SMFIP_NR_HDR: it would hang there).
                     if command not in session.no_reply:
-                        replies.append(_CONTINUE)
+                        replies.append(CONTINUE)
                     skipped += 1
                     if skipped % SKIPPED:
                         continue
