@@ -110,7 +110,7 @@ class Milter(PacketServer):
             self._start(session)
             return _CONTINUE
         if command == p.BODY:
-            self._feed(session, data)
+            await self._body(session, data)
             return _CONTINUE
         if command == p.EOM:
             self._feed(session, data)
@@ -265,6 +265,11 @@ class Milter(PacketServer):
             and session.address
             and not session.macros.get("auth_authen")
         )
+
+    async def _body(self, session: Session, chunk: bytes) -> None:
+        self._feed(session, chunk)
+        if session.message.backlog is not None:  # (a gathered message sent back to the loop)
+            await verifying.catch_up(session.message)
 
     def _feed(self, session: Session, chunk: bytes) -> None:
         message = session.message

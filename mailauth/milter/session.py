@@ -65,7 +65,7 @@ class MessageState:
     offloader: Offloader | None = None  # whose place ``raw`` holds
     held_raw: int = 0  # octets of ``raw`` counted in the offloader's held
     # A gathered message sent back to the loop mid-body (verifying._back_to_the_loop): the
-    # body not yet given to its intake, from ``backlog_at`` (fed a slice at a time)
+    # body not yet given to its intake, from ``backlog_at`` (verifying.catch_up feeds it)
     backlog: bytearray | None = None
     backlog_at: int = 0
     recipients: list[str] = field(default_factory=list)  # (failure reports' Original-Rcpt-To)

@@ -94,9 +94,8 @@ def feed(milter: MilterParts, session: Session, chunk: bytes) -> None:
     """A body chunk of a message being verified: to its intake, or to the gathered message
     (which goes back to the loop past ``max_bytes``, or ``max_held`` for all)."""
     message = session.message
-    if message.intake is not None and message.backlog is not None:
-        message.backlog += chunk  # (after what waits)
-        _feed_backlog(message, BACKLOG_STEP)
+    if message.backlog is not None:
+        message.backlog += chunk  # (after what waits for catch_up)
     elif message.intake is not None:
         message.intake.add_body(chunk)
     elif message.raw is not None and message.offloader is not None:
@@ -175,8 +174,8 @@ def _back_to_the_loop(milter: MilterParts, session: Session) -> None:
     checked on the loop from here, as one past ``max_waiting`` is (not on_error: six
     junk DKIM-Signature fields must not make a spoof too large to check). The body so far
     (up to 32 MiB: 170 ms of canonicalising and hashing in one piece) becomes the
-    intake's backlog, fed BACKLOG_STEP octets for each chunk the MTA sends and the rest at
-    the end of the message, in turns (:func:`catch_up`)."""
+    intake's backlog, which the caller has :func:`catch_up` feed in turns before the next
+    packet (no longer counted in ``max_held``, it lives that long)."""
     message = session.message
     assert message.raw is not None
     raw = message.raw
@@ -192,21 +191,9 @@ def _back_to_the_loop(milter: MilterParts, session: Session) -> None:
     message.spf = start_spf(milter, session)  # (the worker was to check it)
 
 
-def _feed_backlog(message: MessageState, limit: int) -> None:
-    """Up to ``limit`` octets of the backlog to the intake (a copy: the backlog grows while
-    the hashers may keep what they are given); the backlog is let go once all is fed."""
-    backlog, at, intake = message.backlog, message.backlog_at, message.intake
-    assert backlog is not None and intake is not None
-    end = min(len(backlog), at + limit)
-    intake.add_body(bytes(memoryview(backlog)[at:end]))
-    message.backlog_at = end
-    if end == len(backlog):
-        message.backlog = None
-
-
 async def catch_up(message: MessageState) -> None:
-    """The rest of a backlog to the intake (at the end of the message: nothing is added to
-    it any more)."""
+    """A backlog to the intake, in turns (nothing is added to it meanwhile: a connection's
+    next packet waits for this one's step)."""
     if message.backlog is None or message.intake is None:
         return
     rest = memoryview(message.backlog)[message.backlog_at :]
