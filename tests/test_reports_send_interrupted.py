@@ -37,6 +37,12 @@ SETTINGS = {"org_name": "Example Receiver", "email": AGGREGATE_SUBMITTER.email,
             "submitter": AGGREGATE_SUBMITTER.domain}  # fmt: skip
 
 
+def _interrupted_at_b(rcpts: Sequence[str]) -> None:
+    """The run is killed (SIGINT) as the message for ``b@`` is handed over."""
+    if any(r.startswith("b@") for r in rcpts):
+        raise KeyboardInterrupt
+
+
 class Killed(Relay):
     """A relay through which the run is killed (SIGINT) as it hands over the message for
     ``b@``: the messages before it went out."""
@@ -44,8 +50,7 @@ class Killed(Relay):
     def __call__(
         self, raw: bytes, mail_from: str, rcpts: Sequence[str]
     ) -> tuple[RecipientOutcome, ...]:
-        if any(r.startswith("b@") for r in rcpts):
-            raise KeyboardInterrupt
+        _interrupted_at_b(rcpts)
         return super().__call__(raw, mail_from, rcpts)
 
 
@@ -63,8 +68,7 @@ class KilledAny(AnyRelay):
     def __call__(
         self, raw: bytes, mail_from: str, rcpts: Sequence[str]
     ) -> tuple[RecipientOutcome, ...]:
-        if any(r.startswith("b@") for r in rcpts):
-            raise KeyboardInterrupt
+        _interrupted_at_b(rcpts)
         return super().__call__(raw, mail_from, rcpts)
 
 

@@ -50,6 +50,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from mailauth import plan
 from mailauth.milter.offload_pool import (
     RESPAWN_DELAY,
     OffloadStats,
@@ -74,7 +75,7 @@ SLICE = 256 * 1024  # octets of a message written to a worker at once
 # reasoning): drain() waits only when the socket is full, and a worker that reads as fast as
 # the milter writes never fills it (10 MB once went in one step of 12-24 ms). Not a yield
 # per slice: a message holds its worker's stream until written whole, 128 turns for 32 MiB.
-WRITE_TURN = 0.0005
+WRITE_TURN = plan.SLICE
 _DRAIN_WAITED = 0.0002  # seconds a drain took beyond which it waited (the others ran meanwhile)
 # Seconds before a request's deadline within which a caller that gives up (the milter's own
 # deadline, set a moment before the request's) counts as a timeout, not a cancellation.

@@ -181,14 +181,23 @@ def _back_to_the_loop(milter: MilterParts, session: Session) -> None:
     raw = message.raw
     message.raw = None
     message.drop_raw()
-    head = len(header_section(message.headers, session.leading_space)) + 2
     try:
-        _intake(milter, session, bytes(raw[: head - 2]))
+        _, head = _gathered_intake(milter, session, raw)
     except (MailauthError, ValueError) as exc:
         message.intake, message.problem = None, str(exc)
         return
     message.backlog, message.backlog_at = raw, head
     message.spf = start_spf(milter, session)  # (the worker was to check it)
+
+
+def _gathered_intake(
+    milter: MilterParts, session: Session, raw: bytearray | memoryview
+) -> tuple[MessageIntake, int]:
+    """Verification on the loop of a gathered message (``raw``: its header section as
+    gathered, CRLF, the body so far), given its header section; and where its body starts
+    (raises MailauthError or ValueError)."""
+    head = len(header_section(session.message.headers, session.leading_space)) + 2
+    return _intake(milter, session, bytes(raw[: head - 2])), head
 
 
 async def catch_up(message: MessageState) -> None:
@@ -239,10 +248,8 @@ async def _loop_verdict(milter: MilterParts, session: Session, raw: memoryview) 
     """A gathered message checked on the loop after all: no worker ready when it ended
     (the new workers of a reload still starting, or the one that took it ended). Not
     on_error: the whole message is here, and a spoof must not pass unchecked."""
-    message = session.message
-    head = len(header_section(message.headers, session.leading_space)) + 2
     try:
-        made = _intake(milter, session, bytes(raw[: head - 2]))
+        made, head = _gathered_intake(milter, session, raw)
     except MailauthError as exc:
         raise ValueError(str(exc)) from None
     await _fed(made, raw[head:])
