@@ -596,13 +596,11 @@ class MessageIntake:
             raise ValueError("no headers given")
         auth, context, streamed = self.authenticator, self._context, self._streamed
         resolver, executor = auth.resolver, auth.executor
-        if spf is None:
-            verdict = await run_plan_async(auth.plan(context, streamed), resolver, executor)
-            return auth._recorded(verdict, context)
         if isinstance(spf, asyncio.Future) and spf.done():
             # (SPF done already, as it mostly is by now: the checks and DMARC as one plan,
             # no task beside it, one slice of the loop for all)
-            streamed.spf = spf.result()
+            streamed.spf, spf = spf.result(), None
+        if spf is None:
             verdict = await run_plan_async(auth.plan(context, streamed), resolver, executor)
             return auth._recorded(verdict, context)
         checks = start_plan_async(auth.signature_checks(context, streamed), resolver, executor)
